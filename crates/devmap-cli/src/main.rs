@@ -1,0 +1,181 @@
+//! `devmap`: an ndctl-style tool over the devmap library.
+//!
+//! `estimate` prices a namespace's memmap in every layout without allocating; `enable` builds an
+//! emulated namespace in-process, initialises it and reports what it measured. Output is a
+//! table for people, or with `--json` an array of objects with raw integers.
+
+#![forbid(unsafe_code)]
+
+mod enable;
+mod estimate;
+mod procfs;
+mod shape;
+mod units;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use devmap::addr::format_size;
+use serde::Serialize;
+
+use crate::enable::InitArg;
+use crate::shape::{LayoutArg, MapArg, ModeArg, Shape};
+use crate::units::{human, ms};
+
+/// Page metadata (struct page / folio) for device memory, in userspace.
+#[derive(Debug, Parser)]
+#[command(name = "devmap", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Price a namespace's memmap in each layout, without allocating anything.
+    Estimate {
+        #[command(flatten)]
+        ns: NamespaceArgs,
+        /// Layout(s) to price.
+        #[arg(long, value_enum, default_value = "all")]
+        layout: LayoutArg,
+    },
+    /// Build an emulated namespace in this process, initialise its memmap, and measure it.
+    Enable {
+        #[command(flatten)]
+        ns: NamespaceArgs,
+        /// Layout(s) to enable, one after another.
+        #[arg(long, value_enum, default_value = "folio")]
+        layout: LayoutArg,
+        /// How to initialise the memmap.
+        #[arg(long, value_enum, default_value = "parallel")]
+        init: InitArg,
+        /// Threads for --init parallel, the caller included [default: every core].
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+}
+
+/// What every namespace command takes.
+#[derive(Debug, Args)]
+struct NamespaceArgs {
+    /// Namespace size, with K/M/G/T suffixes in powers of 1024 (e.g. 128G).
+    #[arg(long, short = 's')]
+    size: String,
+    /// Page size of the namespace's folios: 4K, 2M or 1G.
+    #[arg(long, short = 'a', default_value = "2M")]
+    align: String,
+    /// Where the memmap lives: host memory, or the device itself (an altmap).
+    #[arg(long, short = 'M', value_enum, default_value = "mem")]
+    map: MapArg,
+    /// Namespace mode.
+    #[arg(long, short = 'm', value_enum, default_value = "devdax")]
+    mode: ModeArg,
+    /// Print a JSON array of objects with raw integers.
+    #[arg(long, short = 'j')]
+    json: bool,
+}
+
+impl NamespaceArgs {
+    fn shape(&self) -> Result<Shape> {
+        Shape::new(&self.size, &self.align, self.mode, self.map)
+    }
+}
+
+fn print<T: Serialize>(
+    json: bool,
+    rows: &[T],
+    table: impl Fn(&T) -> Vec<(&'static str, String)>,
+) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(rows)?);
+        return Ok(());
+    }
+    let cells: Vec<Vec<(&str, String)>> = rows.iter().map(table).collect();
+    let Some(first) = cells.first() else {
+        return Ok(());
+    };
+    let widths: Vec<usize> = (0..first.len())
+        .map(|i| {
+            cells
+                .iter()
+                .map(|r| r[i].1.len())
+                .chain([first[i].0.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |vals: Vec<&str>| {
+        vals.iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:>w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    println!("{}", line(first.iter().map(|c| c.0).collect()));
+    for r in &cells {
+        println!("{}", line(r.iter().map(|c| c.1.as_str()).collect()));
+    }
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Estimate { ns, layout } => {
+            let shape = ns.shape()?;
+            let rows = estimate::run(&shape, &layout.layouts())?;
+            print(ns.json, &rows, |r| {
+                vec![
+                    ("layout", r.layout.to_owned()),
+                    ("size", format_size(r.size)),
+                    ("align", format_size(r.align)),
+                    ("map", r.map.to_owned()),
+                    ("metadata (DRAM)", human(r.metadata_bytes)),
+                    ("on device", human(r.device_bytes)),
+                    (
+                        "descriptors initialised",
+                        r.descriptors_initialized.to_string(),
+                    ),
+                ]
+            })
+        }
+        Command::Enable {
+            ns,
+            layout,
+            init,
+            threads,
+        } => {
+            let shape = ns.shape()?;
+            let mode = enable::init_mode(init, threads)?;
+            let rows = layout
+                .layouts()
+                .into_iter()
+                .map(|l| enable::run_one(&shape, l, mode))
+                .collect::<Result<Vec<_>>>()?;
+            print(ns.json, &rows, |r| {
+                vec![
+                    ("layout", r.layout.to_owned()),
+                    ("size", format_size(r.size)),
+                    ("init", format!("{} x{}", r.init, r.threads)),
+                    ("metadata", human(r.metadata_bytes)),
+                    ("rss", human(r.rss_bytes)),
+                    ("descriptors", r.descriptors_initialized.to_string()),
+                    ("init time", ms(r.init_ns)),
+                    ("memset time", ms(r.memset_ns)),
+                ]
+            })
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("devmap: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

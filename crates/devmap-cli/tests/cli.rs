@@ -1,0 +1,215 @@
+//! The command line as a user meets it: outputs, JSON shape, and every refusal.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn devmap(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_devmap"))
+        .args(args)
+        .output()
+        .expect("run devmap")
+}
+
+fn json(args: &[&str]) -> Vec<Value> {
+    let out = devmap(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match serde_json::from_slice(&out.stdout).expect("valid JSON") {
+        Value::Array(rows) => rows,
+        other => panic!("not an array: {other}"),
+    }
+}
+
+fn fails(args: &[&str], want: &str) {
+    let out = devmap(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    assert!(out.stdout.is_empty(), "{args:?} printed to stdout");
+    assert!(err.contains(want), "{args:?}: {err:?} lacks {want:?}");
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+}
+
+fn field(row: &Value, name: &str) -> u64 {
+    row[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{name} is not an integer in {row}"))
+}
+
+#[test]
+fn estimate_reproduces_the_kernel_figures_per_tib() {
+    let rows = json(&[
+        "estimate", "--size", "1T", "--align", "2M", "--layout", "all", "--json",
+    ]);
+    let names: Vec<&str> = rows
+        .iter()
+        .map(|r| r["layout"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(names, ["flat", "vmemmap", "folio"]);
+    assert_eq!(field(&rows[0], "metadata_bytes"), 17_179_869_184);
+    let v = field(&rows[1], "metadata_bytes") as f64;
+    assert!((v / (4u64 << 30) as f64 - 1.0).abs() < 0.01);
+    assert!(field(&rows[2], "metadata_bytes") <= 32 * (1 << 20) + (1 << 19));
+    // per 2 MiB compound: 512, 128, 1
+    let compounds = (1u64 << 40) / (2 << 20);
+    let per: Vec<u64> = rows
+        .iter()
+        .map(|r| field(r, "descriptors_initialized") / compounds)
+        .collect();
+    assert_eq!(per, [512, 128, 1]);
+    for r in &rows {
+        assert_eq!(field(r, "size"), 1 << 40);
+        assert_eq!(field(r, "align"), 2 << 20);
+        assert_eq!(field(r, "device_bytes"), 0);
+        assert_eq!(r["map"], "mem");
+    }
+
+    let g = json(&["estimate", "--size", "1T", "--align", "1G", "--json"]);
+    assert_eq!(field(&g[0], "metadata_bytes"), 17_179_869_184);
+    let v = field(&g[1], "metadata_bytes") as f64;
+    assert!((v / (40u64 << 20) as f64 - 1.0).abs() < 0.02);
+    assert!(field(&g[2], "metadata_bytes") <= 68 << 10);
+}
+
+#[test]
+fn map_dev_moves_the_memmap_to_the_device() {
+    let rows = json(&[
+        "estimate", "-s", "1T", "-a", "2M", "--map", "dev", "--layout", "flat", "-j",
+    ]);
+    assert_eq!(field(&rows[0], "metadata_bytes"), 0);
+    // 16 GiB of descriptors plus the 8 KiB info block, padded to 2 MiB.
+    assert_eq!(field(&rows[0], "device_bytes"), (16 << 30) + (2 << 20));
+    assert_eq!(rows[0]["map"], "dev");
+}
+
+#[test]
+fn estimate_prints_a_table_without_json() {
+    let out = devmap(&["estimate", "--size", "128G"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("vmemmap") && text.contains("2.00 GiB"),
+        "{text}"
+    );
+}
+
+#[test]
+fn enable_measures_what_it_accounts() {
+    let rows = json(&[
+        "enable",
+        "--size",
+        "1G",
+        "--align",
+        "2M",
+        "--layout",
+        "all",
+        "--init",
+        "parallel",
+        "--threads",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(rows.len(), 3);
+    for r in &rows {
+        for k in [
+            "metadata_bytes",
+            "rss_bytes",
+            "init_ns",
+            "memset_ns",
+            "descriptors_initialized",
+            "threads",
+        ] {
+            field(r, k);
+        }
+        assert_eq!(r["init"], "parallel");
+    }
+    assert_eq!(field(&rows[0], "descriptors_initialized"), 262_144);
+    assert_eq!(field(&rows[1], "descriptors_initialized"), 512 * 128);
+    assert_eq!(field(&rows[2], "descriptors_initialized"), 512);
+    let sync = json(&[
+        "enable", "-s", "64M", "--init", "sync", "--layout", "flat", "-j",
+    ]);
+    assert_eq!(
+        (field(&sync[0], "threads"), sync[0]["init"].as_str()),
+        (1, Some("sync"))
+    );
+}
+
+#[test]
+fn bad_sizes_and_aligns_are_refused_with_a_suggestion() {
+    fails(
+        &["estimate", "--size", "3000M", "--align", "1G"],
+        "did you mean --size 2G or --size 3G?",
+    );
+    fails(
+        &["estimate", "--size", "1M", "--align", "2M"],
+        "did you mean --size 2M?",
+    );
+    fails(
+        &["estimate", "--size", "0", "--align", "2M"],
+        "size must be greater than zero: did you mean --size 2M?",
+    );
+    fails(
+        &["estimate", "--size", "16G", "--align", "0"],
+        "align 0 is not a power of two",
+    );
+    fails(
+        &["estimate", "--size", "16G", "--align", "3M"],
+        "align 3M is not a power of two: use --align 4K, 2M or 1G",
+    );
+    fails(
+        &["estimate", "--size", "16G", "--align", "64K"],
+        "align 64K is not supported for devdax",
+    );
+    fails(
+        &["estimate", "--size", "99999999999999T"],
+        "does not fit in 64 bits",
+    );
+    fails(
+        &["estimate", "--size", "4P"],
+        "larger than the largest namespace",
+    );
+    fails(&["estimate", "--size", "sixteen"], "is not a size");
+    fails(
+        &[
+            "estimate", "--size", "2M", "--map", "dev", "--layout", "flat",
+        ],
+        "use --size 4M or more, or --map mem",
+    );
+}
+
+#[test]
+fn bad_enable_requests_are_refused() {
+    fails(
+        &["enable", "--size", "1G", "--init", "sync", "--threads", "2"],
+        "--threads applies to --init parallel",
+    );
+    fails(
+        &["enable", "--size", "1G", "--threads", "0"],
+        "--threads must be at least 1",
+    );
+    fails(
+        &["enable", "--size", "512T", "--layout", "flat"],
+        "try --layout folio, or a smaller --size",
+    );
+    fails(
+        &["enable", "--size", "1G", "--align", "1M"],
+        "not supported",
+    );
+}
+
+#[test]
+fn unknown_values_are_refused_by_the_parser() {
+    fails(
+        &["estimate", "--size", "1G", "--layout", "tree"],
+        "possible values: flat, vmemmap, folio, all",
+    );
+    fails(
+        &["estimate", "--size", "1G", "--map", "disk"],
+        "possible values: mem, dev",
+    );
+    fails(&["estimate"], "--size");
+}

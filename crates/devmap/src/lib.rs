@@ -1,0 +1,40 @@
+//! devmap: the Linux kernel's ZONE_DEVICE page-metadata machinery in userspace.
+//!
+//! Programs that manage large device-memory pools (persistent memory, device-dax, CXL, or any
+//! memory they map themselves) get a 64-byte descriptor per 4 KiB page, grouped into compound
+//! folios, with three memmap layouts to choose the cost from: Flat (16 GiB per TiB, the kernel
+//! before dedup), Vmemmap (the kernel's tail-block dedup: 4 GiB/TiB at 2 MiB, ~40 MiB/TiB at
+//! 1 GiB) and Folio (one descriptor per compound: 32 MiB/TiB at 2 MiB).
+//!
+//! Layers, lowest first (see `DESIGN.md`): [`addr`] typed numbers; [`backing`] memory sources;
+//! [`desc`] the descriptor; [`memmap`] the layouts; [`init`] memmap initialisation engines;
+//! [`pgmap`] device pagemaps and the device space that registers them.
+//!
+//! ```
+//! use devmap::{DeviceSpace, Layout, Order, PagemapConfig};
+//!
+//! let space = DeviceSpace::new();
+//! let range = space.reserve_range(64 << 20, 2 << 20)?;          // 64 MiB, 2 MiB aligned
+//! let mut cfg = PagemapConfig::devdax(range, Order::PMD);        // 2 MiB folios
+//! cfg.layout = Layout::Vmemmap;
+//! let pgmap = space.memremap_pages(cfg)?;
+//! let pfn = range.start().add(700);
+//! let folio = pgmap.folio(pfn)?;
+//! assert_eq!(folio.pfn(), range.start().add(512));
+//! assert_eq!(folio.order(), Order::PMD);
+//! assert_eq!(pgmap.cost().descriptors_initialized, 32 * 128);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod addr;
+pub mod backing;
+pub mod desc;
+pub mod init;
+pub mod memmap;
+pub mod pgmap;
+
+pub use addr::{Order, PAGE_SIZE, Pfn, PfnRange};
+pub use desc::{GUP_PIN_COUNTING_BIAS, Page, PageFlags};
+pub use init::{InitMode, InitStats};
+pub use memmap::{Cost, Folio, Geometry, Layout};
+pub use pgmap::{DevPagemap, DeviceSpace, MemoryType, PagemapConfig, PagemapOps, PgmapError};

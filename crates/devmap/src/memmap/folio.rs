@@ -1,0 +1,78 @@
+//! The Folio layout: one descriptor per compound, indexed by `(pfn - start) >> shift`. Tails are
+//! never stored; a tail's head is computed. Per-subpage state that cannot live in the head
+//! (hwpoison of one 4 KiB page) goes to a sparse side table, which costs nothing until used.
+//! With `shift = 0` this is the Flat layout.
+
+use std::collections::BTreeSet;
+
+use parking_lot::Mutex;
+
+use crate::addr::Pfn;
+use crate::backing::{BackingError, PageHint};
+use crate::desc::Page;
+
+use super::Geometry;
+use super::array::ZeroedArray;
+
+/// Bytes charged per side-table entry: a `BTreeSet<u64>` node slot and its share of the node.
+const SIDE_ENTRY_BYTES: u64 = 16;
+
+/// One descriptor per compound.
+#[derive(Debug)]
+pub(crate) struct FolioStore {
+    geo: Geometry,
+    descs: ZeroedArray<Page>,
+    poisoned: Mutex<BTreeSet<Pfn>>,
+}
+
+impl FolioStore {
+    pub(crate) fn new(geo: Geometry) -> Result<Self, BackingError> {
+        let compounds = geo.range().len() >> geo.shift().get();
+        // Sparse when compounds are large: a huge page would be mostly empty for small ranges.
+        let hint = if compounds * super::DESC_SIZE >= 2 << 20 {
+            PageHint::Huge
+        } else {
+            PageHint::Base
+        };
+        Ok(Self {
+            descs: ZeroedArray::new(compounds, hint)?,
+            geo,
+            poisoned: Mutex::new(BTreeSet::new()),
+        })
+    }
+
+    pub(crate) fn geometry(&self) -> &Geometry {
+        &self.geo
+    }
+
+    /// The descriptor of `pfn` if it is a compound head (in range, checked by the caller).
+    pub(crate) fn head_page(&self, pfn: Pfn) -> Option<&Page> {
+        if !pfn.is_aligned(self.geo.shift()) {
+            return None;
+        }
+        Some(&self.descs.as_slice()[self.geo.compound_index(pfn) as usize])
+    }
+
+    /// The one descriptor of the compound headed at `head`.
+    pub(crate) fn compound_slots(&self, head: Pfn) -> &[Page] {
+        let i = self.geo.compound_index(head) as usize;
+        &self.descs.as_slice()[i..=i]
+    }
+
+    pub(crate) fn record_subpage_poison(&self, pfn: Pfn) {
+        self.poisoned.lock().insert(pfn);
+    }
+
+    pub(crate) fn subpage_poisoned(&self, pfn: Pfn) -> bool {
+        self.poisoned.lock().contains(&pfn)
+    }
+
+    /// Side-table bytes beyond the descriptor array.
+    pub(crate) fn extra_bytes(&self) -> u64 {
+        self.poisoned.lock().len() as u64 * SIDE_ENTRY_BYTES
+    }
+
+    pub(crate) fn reserved_bytes(&self) -> u64 {
+        self.descs.reserved_bytes() as u64
+    }
+}

@@ -1,0 +1,505 @@
+//! The memmap: `pfn → descriptor` for one contiguous pfn range, in one of three layouts.
+//!
+//! `Memmap` answers the same questions in every layout — `compound_head(pfn)`, `folio(pfn)`,
+//! `order` — and accounts its own cost ([`Cost`]) by the same arithmetic that
+//! [`Layout::cost`] uses to estimate it without allocating:
+//!
+//! * [`Layout::Flat`]: one 64-byte [`Page`] per pfn in one array (16 GiB per TiB);
+//! * [`Layout::Vmemmap`]: the kernel's device-dax vmemmap with tail-block dedup, in software: a
+//!   directory of 8-byte entries, one per 4 KiB block of 64 descriptors, pointing into a block
+//!   pool; per compound of order ≥ 8 only blocks 0 and 1 are unique and every further entry
+//!   aliases block 1 (4 GiB/TiB at 2 MiB, ~40 MiB/TiB at 1 GiB);
+//! * [`Layout::Folio`]: one descriptor per compound, tails computed (32 MiB/TiB at 2 MiB).
+//!
+//! A memmap covers one range of a pgmap; the first `altmap_pfns` of the range may hold the
+//! memmap itself ("map=dev") and have no descriptors of their own. Stores hand out only shared
+//! references to atomics; who may call the raw lookups before initialisation finished is the
+//! init layer's business (`crate::init`), which is why they are crate-private.
+
+mod array;
+mod flat;
+mod folio;
+mod vmemmap;
+
+use crate::addr::{Order, PAGE_SIZE, Pfn, PfnRange};
+use crate::backing::BackingError;
+use crate::desc::{HeadWord, Page, PageFlags};
+
+pub(crate) use self::flat::FlatStore;
+pub(crate) use self::folio::FolioStore;
+pub(crate) use self::vmemmap::VmemmapStore;
+
+/// Size of a descriptor in bytes.
+pub const DESC_SIZE: u64 = std::mem::size_of::<Page>() as u64;
+/// Descriptors per 4 KiB block (one vmemmap page).
+pub const DESCS_PER_BLOCK: u64 = PAGE_SIZE / DESC_SIZE;
+/// Unique vmemmap blocks kept per deduplicated compound (`VMEMMAP_RESERVE_NR`).
+pub const VMEMMAP_RESERVE_NR: u64 = 2;
+/// Bytes of one directory entry (a PTE).
+pub const DIR_ENTRY_SIZE: u64 = 8;
+/// The smallest compound order at which tail blocks are deduplicated: a compound must span more
+/// than [`VMEMMAP_RESERVE_NR`] blocks (`vmemmap_can_optimize`).
+pub const DEDUP_MIN_ORDER: Order = Order::new_unchecked(8);
+
+/// Which descriptor store backs a memmap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Layout {
+    /// One descriptor per pfn.
+    Flat,
+    /// Software vmemmap with tail-block dedup.
+    Vmemmap,
+    /// One descriptor per compound.
+    Folio,
+}
+
+impl Layout {
+    /// Every layout, in report order.
+    pub const ALL: [Layout; 3] = [Layout::Flat, Layout::Vmemmap, Layout::Folio];
+
+    /// The lower-case name used on the command line and in JSON.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Layout::Flat => "flat",
+            Layout::Vmemmap => "vmemmap",
+            Layout::Folio => "folio",
+        }
+    }
+
+    /// What a memmap of this layout and geometry costs, computed without allocating.
+    pub fn cost(self, geo: &Geometry) -> Cost {
+        let n = geo.range.len();
+        let c = geo.shift.nr_pages();
+        let data_compounds = geo.data_pages() / c;
+        let on_device = geo.altmap.is_some();
+        let dram_or_device = |bytes: u64| if on_device { (0, bytes) } else { (bytes, 0) };
+        let (dram, device, init) = match self {
+            Layout::Flat => {
+                let (d, v) = dram_or_device(page_round(n * DESC_SIZE));
+                (d, v, data_compounds * c)
+            }
+            Layout::Vmemmap => {
+                let blocks = n.div_ceil(DESCS_PER_BLOCK);
+                let dir = page_round(blocks * DIR_ENTRY_SIZE);
+                if geo.dedups() {
+                    let unique = (n / c) * VMEMMAP_RESERVE_NR * PAGE_SIZE;
+                    (
+                        unique + dir,
+                        0,
+                        data_compounds * VMEMMAP_RESERVE_NR * DESCS_PER_BLOCK,
+                    )
+                } else {
+                    let (d, v) = dram_or_device(blocks * PAGE_SIZE);
+                    (d + dir, v, data_compounds * c)
+                }
+            }
+            Layout::Folio => {
+                let (d, v) = dram_or_device(page_round((n / c) * DESC_SIZE));
+                (d, v, data_compounds)
+            }
+        };
+        Cost {
+            metadata_bytes: dram,
+            device_bytes: if on_device {
+                geo.altmap_pfns() * PAGE_SIZE
+            } else {
+                device
+            },
+            descriptors_initialized: init,
+        }
+    }
+
+    /// Bytes of memmap a store of this layout keeps for a range of `pages` pfns in compounds of
+    /// order `shift`: what an altmap must hold.
+    pub fn memmap_bytes(self, pages: u64, shift: Order) -> u64 {
+        match self {
+            Layout::Flat | Layout::Vmemmap => pages * DESC_SIZE,
+            Layout::Folio => (pages >> shift.get()) * DESC_SIZE,
+        }
+    }
+}
+
+impl std::str::FromStr for Layout {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Layout::ALL
+            .into_iter()
+            .find(|l| l.name() == s)
+            .ok_or_else(|| format!("unknown layout {s:?}: expected flat, vmemmap or folio"))
+    }
+}
+
+fn page_round(bytes: u64) -> u64 {
+    bytes.next_multiple_of(PAGE_SIZE)
+}
+
+/// The memory a memmap takes and the descriptors initialisation writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Cost {
+    /// Bytes of host memory (DRAM): descriptor blocks plus directory/table bytes, counted as the
+    /// kernel counts vmemmap pages and PTE tables.
+    pub metadata_bytes: u64,
+    /// Bytes of the device given over to the memmap (altmap, `--map dev`), else 0.
+    pub device_bytes: u64,
+    /// Descriptors that initialisation writes.
+    pub descriptors_initialized: u64,
+}
+
+/// The altmap part of a geometry: the first pfns of the range hold the memmap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AltmapGeometry {
+    /// Pfns reserved before the memmap (an info block).
+    pub reserve: u64,
+    /// Pfns holding the memmap, padded so data starts on a compound boundary.
+    pub free: u64,
+}
+
+/// The shape of one memmap: its pfn range, compound order and altmap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    range: PfnRange,
+    shift: Order,
+    altmap: Option<AltmapGeometry>,
+}
+
+/// Errors from building a memmap.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MemmapError {
+    /// The range is empty.
+    #[error("empty pfn range {range:?}")]
+    EmptyRange {
+        /// The range.
+        range: PfnRange,
+    },
+    /// The range is not made of whole compounds.
+    #[error(
+        "range {range:?} is not aligned to its compound size of {} pages (order {shift})",
+        shift.nr_pages()
+    )]
+    Misaligned {
+        /// The range.
+        range: PfnRange,
+        /// The compound order.
+        shift: Order,
+    },
+    /// The altmap leaves no room for data.
+    #[error("the altmap needs {altmap_pfns} of the range's {pages} pages, leaving none for data")]
+    AltmapTooLarge {
+        /// Pages the altmap takes.
+        altmap_pfns: u64,
+        /// Pages in the range.
+        pages: u64,
+    },
+    /// Memory for the store could not be reserved.
+    #[error("cannot reserve the {layout:?} memmap: {source}")]
+    Backing {
+        /// The layout being built.
+        layout: Layout,
+        /// Why.
+        #[source]
+        source: BackingError,
+    },
+}
+
+impl Geometry {
+    /// A geometry without an altmap. The range must be non-empty and made of whole compounds.
+    pub fn new(range: PfnRange, shift: Order) -> Result<Self, MemmapError> {
+        if range.is_empty() {
+            return Err(MemmapError::EmptyRange { range });
+        }
+        if !range.start().is_aligned(shift) || !range.len().is_multiple_of(shift.nr_pages()) {
+            return Err(MemmapError::Misaligned { range, shift });
+        }
+        Ok(Self {
+            range,
+            shift,
+            altmap: None,
+        })
+    }
+
+    /// A geometry whose memmap lives in the first pfns of the range (after `reserve` pfns),
+    /// sized for `layout` and padded to a compound boundary, like ndctl's `--map=dev`.
+    pub fn with_altmap(
+        range: PfnRange,
+        shift: Order,
+        layout: Layout,
+        reserve: u64,
+    ) -> Result<Self, MemmapError> {
+        let mut g = Self::new(range, shift)?;
+        let memmap_pages = layout.memmap_bytes(range.len(), shift).div_ceil(PAGE_SIZE);
+        let total = (reserve + memmap_pages).next_multiple_of(shift.nr_pages());
+        if total >= range.len() {
+            return Err(MemmapError::AltmapTooLarge {
+                altmap_pfns: total,
+                pages: range.len(),
+            });
+        }
+        g.altmap = Some(AltmapGeometry {
+            reserve,
+            free: total - reserve,
+        });
+        Ok(g)
+    }
+
+    /// The pfn range covered.
+    pub fn range(&self) -> PfnRange {
+        self.range
+    }
+
+    /// The compound order (`vmemmap_shift`).
+    pub fn shift(&self) -> Order {
+        self.shift
+    }
+
+    /// The altmap, if the memmap lives on the device.
+    pub fn altmap(&self) -> Option<AltmapGeometry> {
+        self.altmap
+    }
+
+    /// Pfns at the start of the range taken by the altmap (`vmem_altmap_offset`).
+    pub fn altmap_pfns(&self) -> u64 {
+        self.altmap.map_or(0, |a| a.reserve + a.free)
+    }
+
+    /// The pfns that hold data and get initialised descriptors.
+    pub fn data_range(&self) -> PfnRange {
+        let start = self.range.start().add(self.altmap_pfns());
+        PfnRange::new_unchecked(start, self.range.end())
+    }
+
+    /// Number of data pages.
+    pub fn data_pages(&self) -> u64 {
+        self.range.len() - self.altmap_pfns()
+    }
+
+    /// Whether a Vmemmap store of this geometry deduplicates tail blocks (order ≥ 8, no altmap).
+    pub fn dedups(&self) -> bool {
+        self.shift >= DEDUP_MIN_ORDER && self.altmap.is_none()
+    }
+
+    /// Index of the compound holding `pfn` from the start of the range.
+    #[inline]
+    pub(crate) fn compound_index(&self, pfn: Pfn) -> u64 {
+        pfn.offset_from(self.range.start()) >> self.shift.get()
+    }
+}
+
+/// Why a lookup found no descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LookupError {
+    /// The pfn is not in this memmap.
+    #[error("pfn {pfn} is outside {range:?}")]
+    OutOfRange {
+        /// The pfn.
+        pfn: Pfn,
+        /// The range the memmap covers.
+        range: PfnRange,
+    },
+    /// The pfn holds the memmap itself (altmap) and has no descriptor.
+    #[error("pfn {pfn} holds the on-device memmap (altmap) and has no descriptor")]
+    AltmapPfn {
+        /// The pfn.
+        pfn: Pfn,
+    },
+    /// The descriptor has not been initialised.
+    #[error("the descriptor of pfn {pfn} is not initialised")]
+    Uninitialized {
+        /// The pfn.
+        pfn: Pfn,
+    },
+}
+
+/// A folio found by lookup: its head pfn, order and head descriptor.
+#[derive(Debug, Clone, Copy)]
+pub struct Folio<'a> {
+    head: Pfn,
+    order: Order,
+    desc: &'a Page,
+}
+
+impl<'a> Folio<'a> {
+    /// The head pfn.
+    pub fn pfn(&self) -> Pfn {
+        self.head
+    }
+
+    /// The order.
+    pub fn order(&self) -> Order {
+        self.order
+    }
+
+    /// Pages in the folio.
+    pub fn nr_pages(&self) -> u64 {
+        self.order.nr_pages()
+    }
+
+    /// The pfns the folio spans.
+    pub fn range(&self) -> PfnRange {
+        // A folio lies inside a validated range, so `head + nr_pages` cannot overflow.
+        PfnRange::new_unchecked(self.head, self.head.add(self.nr_pages()))
+    }
+
+    /// The head descriptor, which holds every folio-wide field.
+    pub fn head_page(&self) -> &'a Page {
+        self.desc
+    }
+}
+
+/// A memmap in one of the three layouts.
+#[derive(Debug)]
+pub(crate) enum Memmap {
+    Flat(FlatStore),
+    Vmemmap(VmemmapStore),
+    Folio(FolioStore),
+}
+
+impl Memmap {
+    /// Reserves a store of `layout` for `geo`. Nothing is initialised or resident yet.
+    pub(crate) fn new(layout: Layout, geo: Geometry) -> Result<Self, MemmapError> {
+        let wrap = |source| MemmapError::Backing { layout, source };
+        Ok(match layout {
+            Layout::Flat => Memmap::Flat(FlatStore::new(geo).map_err(wrap)?),
+            Layout::Vmemmap => Memmap::Vmemmap(VmemmapStore::new(geo).map_err(wrap)?),
+            Layout::Folio => Memmap::Folio(FolioStore::new(geo).map_err(wrap)?),
+        })
+    }
+
+    pub(crate) fn layout(&self) -> Layout {
+        match self {
+            Memmap::Flat(_) => Layout::Flat,
+            Memmap::Vmemmap(_) => Layout::Vmemmap,
+            Memmap::Folio(_) => Layout::Folio,
+        }
+    }
+
+    pub(crate) fn geometry(&self) -> &Geometry {
+        match self {
+            Memmap::Flat(s) => s.geometry(),
+            Memmap::Vmemmap(s) => s.geometry(),
+            Memmap::Folio(s) => s.geometry(),
+        }
+    }
+
+    /// Current cost: the estimate plus anything that grew since (un-shared vmemmap blocks,
+    /// folio side-table entries).
+    pub(crate) fn cost(&self) -> Cost {
+        let mut c = self.layout().cost(self.geometry());
+        c.metadata_bytes += match self {
+            Memmap::Flat(_) => 0,
+            Memmap::Vmemmap(s) => s.extra_bytes(),
+            Memmap::Folio(s) => s.extra_bytes(),
+        };
+        c
+    }
+
+    /// Descriptors initialisation writes for the compound headed at `head`, in order: head,
+    /// first tail, then the remaining unique tails. Also populates whatever directory entries
+    /// the compound needs. `head` must be a compound head in the data range.
+    pub(crate) fn populate_compound(&self, head: Pfn) -> &[Page] {
+        match self {
+            Memmap::Flat(s) => s.compound_slots(head),
+            Memmap::Vmemmap(s) => s.populate_compound(head),
+            Memmap::Folio(s) => s.compound_slots(head),
+        }
+    }
+
+    fn check(&self, pfn: Pfn) -> Result<(), LookupError> {
+        let geo = self.geometry();
+        if !geo.range.contains(pfn) {
+            return Err(LookupError::OutOfRange {
+                pfn,
+                range: geo.range,
+            });
+        }
+        if !geo.data_range().contains(pfn) {
+            return Err(LookupError::AltmapPfn { pfn });
+        }
+        Ok(())
+    }
+
+    /// The stored descriptor of `pfn`: `None` for a Folio-layout tail, which has none.
+    pub(crate) fn descriptor(&self, pfn: Pfn) -> Result<Option<&Page>, LookupError> {
+        self.check(pfn)?;
+        Ok(match self {
+            Memmap::Flat(s) => Some(s.page(pfn)),
+            Memmap::Vmemmap(s) => Some(s.page(pfn).ok_or(LookupError::Uninitialized { pfn })?),
+            Memmap::Folio(s) => s.head_page(pfn),
+        })
+    }
+
+    /// The head pfn of the compound holding `pfn`, read from the descriptors (Flat, Vmemmap) or
+    /// computed (Folio).
+    pub(crate) fn compound_head(&self, pfn: Pfn) -> Result<Pfn, LookupError> {
+        self.check(pfn)?;
+        if let Memmap::Folio(s) = self {
+            return Ok(pfn.align_down(s.geometry().shift));
+        }
+        let page = self
+            .descriptor(pfn)?
+            .ok_or(LookupError::Uninitialized { pfn })?;
+        match page.head_word() {
+            HeadWord::Unset => Err(LookupError::Uninitialized { pfn }),
+            HeadWord::Pgmap(_) => Ok(pfn),
+            HeadWord::Tail(head) => Ok(head),
+        }
+    }
+
+    /// The folio holding `pfn`.
+    pub(crate) fn folio(&self, pfn: Pfn) -> Result<Folio<'_>, LookupError> {
+        let head = self.compound_head(pfn)?;
+        let desc = self
+            .descriptor(head)?
+            .ok_or(LookupError::Uninitialized { pfn: head })?;
+        let order = if desc.flags().contains(PageFlags::HEAD) {
+            Order::new(desc.order()).map_err(|_| LookupError::Uninitialized { pfn: head })?
+        } else {
+            Order::BASE
+        };
+        if matches!(desc.head_word(), HeadWord::Unset) {
+            return Err(LookupError::Uninitialized { pfn: head });
+        }
+        Ok(Folio { head, order, desc })
+    }
+
+    /// Marks one 4 KiB page poisoned without touching its siblings' descriptors: a per-tail
+    /// write. Vmemmap first gives the page's block its own copy; Folio records it in a side
+    /// table. The folio's head gets `HAS_HWPOISONED`.
+    pub(crate) fn mark_subpage_hwpoison(&self, pfn: Pfn) -> Result<(), LookupError> {
+        let folio = self.folio(pfn)?;
+        match self {
+            Memmap::Flat(s) => s.page(pfn).set_flags(PageFlags::HWPOISON),
+            Memmap::Vmemmap(s) => s
+                .page_for_write(pfn)
+                .ok_or(LookupError::Uninitialized { pfn })?
+                .set_flags(PageFlags::HWPOISON),
+            Memmap::Folio(s) => s.record_subpage_poison(pfn),
+        }
+        folio.head_page().set_flags(PageFlags::HAS_HWPOISONED);
+        Ok(())
+    }
+
+    /// Whether this 4 KiB page is poisoned.
+    pub(crate) fn subpage_hwpoison(&self, pfn: Pfn) -> Result<bool, LookupError> {
+        self.check(pfn)?;
+        Ok(match self {
+            Memmap::Folio(s) => s.subpage_poisoned(pfn),
+            _ => self
+                .descriptor(pfn)?
+                .is_some_and(|p| p.flags().contains(PageFlags::HWPOISON)),
+        })
+    }
+
+    /// Address space reserved by the store (for diagnostics).
+    pub(crate) fn reserved_bytes(&self) -> u64 {
+        match self {
+            Memmap::Flat(s) => s.reserved_bytes(),
+            Memmap::Vmemmap(s) => s.reserved_bytes(),
+            Memmap::Folio(s) => s.reserved_bytes(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

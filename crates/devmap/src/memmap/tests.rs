@@ -1,0 +1,237 @@
+//! Layout tests: the kernel's published costs, lookups, dedup aliasing and un-sharing.
+
+use super::*;
+use crate::desc::PgmapId;
+use crate::init::{InitMode, InitTarget, init_memmap};
+
+const TIB_PAGES: u64 = (1 << 40) / PAGE_SIZE;
+
+fn geo(pages: u64, shift: u32) -> Geometry {
+    let range = PfnRange::new(Pfn::new(1 << 20), pages).expect("range");
+    Geometry::new(range, Order::new(shift).expect("order")).expect("geometry")
+}
+
+fn target() -> InitTarget {
+    InitTarget {
+        pgmap: PgmapId::new(1).expect("id"),
+        idle_ref: 1,
+    }
+}
+
+fn built(layout: Layout, g: Geometry) -> Memmap {
+    let m = Memmap::new(layout, g).expect("memmap");
+    init_memmap(&m, target(), InitMode::Sync);
+    m
+}
+
+#[test]
+fn one_tib_costs_match_the_kernel() {
+    let gib = 1u64 << 30;
+    for shift in [0, 9, 18] {
+        assert_eq!(
+            Layout::Flat.cost(&geo(TIB_PAGES, shift)).metadata_bytes,
+            17_179_869_184,
+            "flat is 16 GiB per TiB at any align"
+        );
+    }
+    let v2m = Layout::Vmemmap.cost(&geo(TIB_PAGES, 9)).metadata_bytes as f64;
+    assert!(
+        (v2m / (4.0 * gib as f64) - 1.0).abs() < 0.01,
+        "vmemmap 2M: {v2m}"
+    );
+    let v1g = Layout::Vmemmap.cost(&geo(TIB_PAGES, 18)).metadata_bytes as f64;
+    assert!(
+        (v1g / (40.0 * (1 << 20) as f64) - 1.0).abs() < 0.02,
+        "vmemmap 1G: {v1g}"
+    );
+    assert!(Layout::Folio.cost(&geo(TIB_PAGES, 9)).metadata_bytes <= 32 * (1 << 20) + (1 << 19));
+    assert!(Layout::Folio.cost(&geo(TIB_PAGES, 18)).metadata_bytes <= 68 << 10);
+}
+
+#[test]
+fn descriptors_initialised_per_2m_compound() {
+    let g = geo(512, 9);
+    let per: Vec<u64> = Layout::ALL
+        .iter()
+        .map(|l| l.cost(&g).descriptors_initialized)
+        .collect();
+    assert_eq!(per, vec![512, 128, 1]);
+    for layout in Layout::ALL {
+        let m = Memmap::new(layout, geo(512 * 4, 9)).expect("memmap");
+        let stats = init_memmap(&m, target(), InitMode::Sync);
+        assert_eq!(
+            stats.descriptors,
+            m.cost().descriptors_initialized,
+            "{layout:?}"
+        );
+    }
+}
+
+#[test]
+fn below_order_8_vmemmap_does_not_dedup() {
+    let g = geo(1 << 12, 7);
+    assert!(!g.dedups());
+    let flat = Layout::Flat.cost(&g);
+    let v = Layout::Vmemmap.cost(&g);
+    assert_eq!(v.descriptors_initialized, flat.descriptors_initialized);
+    assert_eq!(
+        v.metadata_bytes,
+        flat.metadata_bytes + PAGE_SIZE,
+        "flat plus one directory page"
+    );
+}
+
+#[test]
+fn every_layout_finds_the_same_heads_and_orders() {
+    for shift in [0, 3, 6, 8, 9] {
+        let g = geo(4 << shift.max(6), shift);
+        let maps: Vec<Memmap> = Layout::ALL.iter().map(|&l| built(l, g)).collect();
+        for off in 0..g.range().len() {
+            let pfn = g.range().start().add(off);
+            let want = pfn.align_down(g.shift());
+            for m in &maps {
+                let f = m.folio(pfn).expect("folio");
+                assert_eq!(
+                    m.compound_head(pfn),
+                    Ok(want),
+                    "{:?} shift {shift}",
+                    m.layout()
+                );
+                assert_eq!((f.pfn(), f.order()), (want, g.shift()));
+                assert_eq!(f.head_page().refcount(), 1);
+            }
+        }
+    }
+}
+
+#[test]
+fn vmemmap_tails_alias_the_shared_block() {
+    let m = built(Layout::Vmemmap, geo(1024, 9));
+    let start = m.geometry().range().start();
+    let d = |off| {
+        m.descriptor(start.add(off))
+            .expect("lookup")
+            .expect("stored")
+    };
+    // Same slot of blocks 1, 2 and 7 of compound 0: one descriptor.
+    assert!(std::ptr::eq(d(64 + 5), d(128 + 5)));
+    assert!(std::ptr::eq(d(64 + 5), d(448 + 5)));
+    // Block 0 is unique; compound 1 has its own shared block.
+    assert!(!std::ptr::eq(d(5), d(64 + 5)));
+    assert!(!std::ptr::eq(d(64 + 5), d(512 + 64 + 5)));
+}
+
+#[test]
+fn a_per_tail_write_unshares_only_its_block() {
+    let m = built(Layout::Vmemmap, geo(1024, 9));
+    let start = m.geometry().range().start();
+    let before = m.cost().metadata_bytes;
+    let victim = start.add(300);
+    m.mark_subpage_hwpoison(victim).expect("poison");
+    assert_eq!(
+        m.cost().metadata_bytes,
+        before + PAGE_SIZE,
+        "one block copied"
+    );
+    assert_eq!(m.subpage_hwpoison(victim), Ok(true));
+    for other in [301, 300 - 64, 300 + 64, 512 + 300] {
+        assert_eq!(
+            m.subpage_hwpoison(start.add(other)),
+            Ok(false),
+            "pfn +{other}"
+        );
+    }
+    // The copy still describes a tail of the same compound.
+    assert_eq!(m.compound_head(victim), Ok(start));
+    let head = m.folio(victim).expect("folio").head_page();
+    assert!(head.flags().contains(PageFlags::HAS_HWPOISONED));
+    // A second write to the same block copies nothing more.
+    m.mark_subpage_hwpoison(start.add(301)).expect("poison");
+    assert_eq!(m.cost().metadata_bytes, before + PAGE_SIZE);
+}
+
+#[test]
+fn folio_layout_keeps_subpage_poison_aside() {
+    let m = built(Layout::Folio, geo(1024, 9));
+    let start = m.geometry().range().start();
+    assert!(
+        matches!(m.descriptor(start.add(3)), Ok(None)),
+        "tails are not stored"
+    );
+    m.mark_subpage_hwpoison(start.add(3)).expect("poison");
+    assert_eq!(m.subpage_hwpoison(start.add(3)), Ok(true));
+    assert_eq!(m.subpage_hwpoison(start.add(4)), Ok(false));
+}
+
+#[test]
+fn altmap_pfns_have_no_descriptors_and_data_starts_aligned() {
+    let range = PfnRange::new(Pfn::new(1 << 20), 1 << 15).expect("range");
+    let g = Geometry::with_altmap(range, Order::PMD, Layout::Flat, 2).expect("geometry");
+    // 32768 pages * 64 B = 512 pages of memmap + 2 reserved, padded to 1024.
+    assert_eq!(g.altmap_pfns(), 1024);
+    assert!(g.data_range().start().is_aligned(Order::PMD));
+    let m = built(Layout::Flat, g);
+    assert_eq!(
+        m.folio(range.start()).map(|f| f.pfn()),
+        Err(LookupError::AltmapPfn { pfn: range.start() })
+    );
+    assert_eq!(
+        m.compound_head(range.start().add(1024 + 7)),
+        Ok(range.start().add(1024))
+    );
+    let c = m.cost();
+    assert_eq!((c.metadata_bytes, c.device_bytes), (0, 1024 * PAGE_SIZE));
+    assert_eq!(c.descriptors_initialized, (1 << 15) - 1024);
+}
+
+#[test]
+fn altmap_that_eats_the_range_is_refused() {
+    let range = PfnRange::new(Pfn::new(0), 512).expect("range");
+    assert!(matches!(
+        Geometry::with_altmap(range, Order::PMD, Layout::Flat, 0),
+        Err(MemmapError::AltmapTooLarge { .. })
+    ));
+}
+
+#[test]
+fn misaligned_geometry_is_refused() {
+    let r = PfnRange::new(Pfn::new(256), 512).expect("range");
+    assert!(matches!(
+        Geometry::new(r, Order::PMD),
+        Err(MemmapError::Misaligned { .. })
+    ));
+    let empty = PfnRange::new(Pfn::new(0), 0).expect("range");
+    assert!(matches!(
+        Geometry::new(empty, Order::BASE),
+        Err(MemmapError::EmptyRange { .. })
+    ));
+}
+
+#[test]
+fn out_of_range_lookups_are_errors() {
+    let m = built(Layout::Flat, geo(512, 9));
+    let end = m.geometry().range().end();
+    assert!(matches!(m.folio(end), Err(LookupError::OutOfRange { .. })));
+}
+
+#[test]
+fn parallel_init_writes_what_sync_init_writes() {
+    for layout in Layout::ALL {
+        let g = geo(1 << 17, 9);
+        let a = built(layout, g);
+        let b = Memmap::new(layout, g).expect("memmap");
+        let threads = std::num::NonZeroUsize::new(3).expect("non-zero");
+        let stats = init_memmap(&b, target(), InitMode::Parallel { threads });
+        assert_eq!(stats.threads, 3);
+        assert_eq!(stats.descriptors, a.cost().descriptors_initialized);
+        for off in 0..g.range().len() {
+            let pfn = g.range().start().add(off);
+            let (x, y) = (a.descriptor(pfn), b.descriptor(pfn));
+            assert_eq!(
+                x.map(|p| p.map(Page::snapshot)),
+                y.map(|p| p.map(Page::snapshot)),
+                "{layout:?} +{off}"
+            );
+        }
+    }
+}

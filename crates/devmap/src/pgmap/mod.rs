@@ -1,0 +1,547 @@
+//! Device pagemaps (`struct dev_pagemap`) and the device space that registers them.
+//!
+//! A [`DevPagemap`] is one registered device: a memory type, one or more pfn ranges, a compound
+//! order (`vmemmap_shift`), an optional altmap (the memmap stored in the device's own first
+//! pfns, range 0 only, as in the kernel), an owner cookie and driver callbacks. It owns one
+//! memmap per range, initialised before [`DeviceSpace::memremap_pages`] returns it, so every
+//! descriptor reachable through its public lookups is initialised.
+//!
+//! A [`DeviceSpace`] is the "physical" address space those pfns live in: it hands out aligned,
+//! non-overlapping pfn ranges and finds the pgmap of a pfn (`get_dev_pagemap`). There is no
+//! process-wide global: a program may run several independent spaces (tests do).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::addr::{Order, PAGE_SIZE, Pfn, PfnRange};
+use crate::desc::{Page, PgmapId};
+use crate::init::{self, InitMode, InitStats, InitTarget};
+use crate::memmap::{Cost, Folio, Geometry, Layout, LookupError, Memmap, MemmapError};
+
+/// What kind of memory a pgmap describes (`enum memory_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MemoryType {
+    /// Device memory the CPU cannot address (HMM); needs `folio_free` and an owner.
+    Private,
+    /// CPU-coherent device memory that must stay evictable; needs `folio_free` and an owner.
+    Coherent,
+    /// Persistent memory under a DAX filesystem.
+    FsDax,
+    /// Device-dax and CXL/hmem memory.
+    Generic,
+    /// PCI peer-to-peer DMA memory.
+    P2pDma,
+}
+
+impl MemoryType {
+    /// The reference count of a folio nobody uses: 1 for device-dax (`folio_set_count(1)` in
+    /// the free path), 0 for every other type (mainline ≥ 6.15).
+    pub const fn idle_refcount(self) -> i32 {
+        match self {
+            MemoryType::Generic => 1,
+            _ => 0,
+        }
+    }
+}
+
+/// Called when a folio's reference count drops to idle (`dev_pagemap_ops::folio_free`).
+pub type FolioFreeFn = dyn Fn(&Folio<'_>) + Send + Sync;
+/// Called on a memory error in `nr_pages` pages from `pfn` (`dev_pagemap_ops::memory_failure`);
+/// returns whether it handled the error (false = fall back to the generic handler).
+pub type MemoryFailureFn = dyn Fn(Pfn, u64) -> bool + Send + Sync;
+
+/// Driver callbacks (`struct dev_pagemap_ops`).
+#[derive(Clone, Default)]
+pub struct PagemapOps {
+    /// Free path callback.
+    pub folio_free: Option<Arc<FolioFreeFn>>,
+    /// Memory-failure callback.
+    pub memory_failure: Option<Arc<MemoryFailureFn>>,
+}
+
+impl fmt::Debug for PagemapOps {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PagemapOps")
+            .field("folio_free", &self.folio_free.is_some())
+            .field("memory_failure", &self.memory_failure.is_some())
+            .finish()
+    }
+}
+
+/// The on-device memmap of range 0 (`struct vmem_altmap`), in pfns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Altmap {
+    /// First pfn of the device.
+    pub base_pfn: Pfn,
+    /// Pfns reserved before the memmap (info block).
+    pub reserve: u64,
+    /// Pfns set aside for the memmap.
+    pub free: u64,
+    /// Of `free`, padding that aligns the first data pfn to a compound.
+    pub align: u64,
+    /// Of `free`, pfns the memmap actually uses.
+    pub alloc: u64,
+}
+
+impl Altmap {
+    /// `vmem_altmap_offset`: pfns before the first data pfn.
+    pub fn offset(&self) -> u64 {
+        self.reserve + self.free
+    }
+}
+
+/// Everything `memremap_pages` needs to register a device.
+#[derive(Debug, Clone)]
+pub struct PagemapConfig {
+    /// Memory type.
+    pub memory_type: MemoryType,
+    /// The device's pfn ranges (one for static devices, several for dynamic dax).
+    pub ranges: Vec<PfnRange>,
+    /// Compound order of every folio (9 = 2 MiB, 18 = 1 GiB).
+    pub vmemmap_shift: Order,
+    /// `Some(reserve)` places the memmap of range 0 on the device after `reserve` pfns.
+    pub altmap_reserve: Option<u64>,
+    /// Descriptor layout.
+    pub layout: Layout,
+    /// How to initialise the memmap.
+    pub init: InitMode,
+    /// Owner cookie (`pgmap->owner`); required for private and coherent memory.
+    pub owner: Option<u64>,
+    /// Driver callbacks.
+    pub ops: PagemapOps,
+}
+
+impl PagemapConfig {
+    /// A device-dax style config: generic memory, one range, compounds of `align` bytes, Folio
+    /// layout, parallel init on every core.
+    pub fn devdax(range: PfnRange, align: Order) -> Self {
+        Self {
+            memory_type: MemoryType::Generic,
+            ranges: vec![range],
+            vmemmap_shift: align,
+            altmap_reserve: None,
+            layout: Layout::Folio,
+            init: InitMode::parallel_default(),
+            owner: None,
+            ops: PagemapOps::default(),
+        }
+    }
+}
+
+/// Errors from registering pgmaps and looking pfns up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PgmapError {
+    /// A config with no ranges.
+    #[error("a pagemap needs at least one range")]
+    NoRanges,
+    /// Two ranges of one config, or a range and a registered pgmap, overlap.
+    #[error("range {range:?} overlaps {other:?}, which is already in use")]
+    Overlap {
+        /// The new range.
+        range: PfnRange,
+        /// What it collides with.
+        other: PfnRange,
+    },
+    /// A type's required callbacks or owner are missing (`memremap_pages` validation).
+    #[error("{memory_type:?} memory needs {missing}")]
+    MissingOps {
+        /// The type.
+        memory_type: MemoryType,
+        /// What is missing.
+        missing: &'static str,
+    },
+    /// A range could not get a memmap.
+    #[error("range {index}: {source}")]
+    Memmap {
+        /// Which range.
+        index: usize,
+        /// Why.
+        #[source]
+        source: MemmapError,
+    },
+    /// No pgmap covers the pfn.
+    #[error("no pagemap covers pfn {pfn}")]
+    NotFound {
+        /// The pfn.
+        pfn: Pfn,
+    },
+    /// The pfn has no usable descriptor.
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    /// The device space has no aligned gap that large.
+    #[error("no free {bytes}-byte range aligned to {align} bytes in the device space")]
+    SpaceExhausted {
+        /// Bytes asked for.
+        bytes: u64,
+        /// Alignment asked for.
+        align: u64,
+    },
+    /// A size or alignment the device space cannot hand out.
+    #[error("cannot reserve {bytes} bytes at alignment {align}: {why}")]
+    BadRequest {
+        /// Bytes asked for.
+        bytes: u64,
+        /// Alignment asked for.
+        align: u64,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// The id space of the device space is used up.
+    #[error("the device space has no pagemap ids left")]
+    IdsExhausted,
+}
+
+/// One range of a pgmap and its memmap.
+#[derive(Debug)]
+struct RangeMap {
+    range: PfnRange,
+    memmap: Memmap,
+}
+
+/// A registered device pagemap (`struct dev_pagemap`).
+#[derive(Debug)]
+pub struct DevPagemap {
+    id: PgmapId,
+    memory_type: MemoryType,
+    vmemmap_shift: Order,
+    layout: Layout,
+    altmap: Option<Altmap>,
+    owner: Option<u64>,
+    ops: PagemapOps,
+    ranges: Vec<RangeMap>,
+    init_stats: InitStats,
+}
+
+impl DevPagemap {
+    /// The id stored in head descriptors.
+    pub fn id(&self) -> PgmapId {
+        self.id
+    }
+
+    /// The memory type.
+    pub fn memory_type(&self) -> MemoryType {
+        self.memory_type
+    }
+
+    /// The compound order.
+    pub fn vmemmap_shift(&self) -> Order {
+        self.vmemmap_shift
+    }
+
+    /// The descriptor layout.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// The altmap, if the memmap of range 0 lives on the device.
+    pub fn altmap(&self) -> Option<Altmap> {
+        self.altmap
+    }
+
+    /// The owner cookie.
+    pub fn owner(&self) -> Option<u64> {
+        self.owner
+    }
+
+    /// The driver callbacks.
+    pub fn ops(&self) -> &PagemapOps {
+        &self.ops
+    }
+
+    /// The pfn ranges, in registration order.
+    pub fn ranges(&self) -> impl Iterator<Item = PfnRange> + '_ {
+        self.ranges.iter().map(|r| r.range)
+    }
+
+    /// What initialising the memmap took.
+    pub fn init_stats(&self) -> InitStats {
+        self.init_stats
+    }
+
+    /// The memmap cost summed over every range.
+    pub fn cost(&self) -> Cost {
+        self.ranges.iter().fold(Cost::default(), |mut acc, r| {
+            let c = r.memmap.cost();
+            acc.metadata_bytes += c.metadata_bytes;
+            acc.device_bytes += c.device_bytes;
+            acc.descriptors_initialized += c.descriptors_initialized;
+            acc
+        })
+    }
+
+    /// Address space reserved for descriptors and directories (diagnostics).
+    pub fn reserved_bytes(&self) -> u64 {
+        self.ranges.iter().map(|r| r.memmap.reserved_bytes()).sum()
+    }
+
+    fn memmap(&self, pfn: Pfn) -> Result<&Memmap, PgmapError> {
+        self.ranges
+            .iter()
+            .find(|r| r.range.contains(pfn))
+            .map(|r| &r.memmap)
+            .ok_or(PgmapError::NotFound { pfn })
+    }
+
+    /// Whether `pfn` is a data pfn of this pgmap (`pgmap_pfn_valid`): in a range and not in the
+    /// altmap.
+    pub fn pfn_valid(&self, pfn: Pfn) -> bool {
+        self.memmap(pfn)
+            .is_ok_and(|m| m.geometry().data_range().contains(pfn))
+    }
+
+    /// The stored descriptor of `pfn`; `Ok(None)` for a tail in the Folio layout, which has no
+    /// descriptor of its own.
+    pub fn descriptor(&self, pfn: Pfn) -> Result<Option<&Page>, PgmapError> {
+        Ok(self.memmap(pfn)?.descriptor(pfn)?)
+    }
+
+    /// The head pfn of the compound holding `pfn` (`compound_head`).
+    pub fn compound_head(&self, pfn: Pfn) -> Result<Pfn, PgmapError> {
+        Ok(self.memmap(pfn)?.compound_head(pfn)?)
+    }
+
+    /// The folio holding `pfn` (`page_folio`).
+    pub fn folio(&self, pfn: Pfn) -> Result<Folio<'_>, PgmapError> {
+        Ok(self.memmap(pfn)?.folio(pfn)?)
+    }
+
+    /// The order of the folio holding `pfn`.
+    pub fn order(&self, pfn: Pfn) -> Result<Order, PgmapError> {
+        Ok(self.folio(pfn)?.order())
+    }
+
+    /// Poisons one 4 KiB page, writing only state private to it (Vmemmap un-shares the page's
+    /// descriptor block first; Folio uses its side table) and flags the folio head
+    /// `HAS_HWPOISONED`.
+    pub fn poison_subpage(&self, pfn: Pfn) -> Result<(), PgmapError> {
+        Ok(self.memmap(pfn)?.mark_subpage_hwpoison(pfn)?)
+    }
+
+    /// Whether this 4 KiB page is poisoned.
+    pub fn subpage_poisoned(&self, pfn: Pfn) -> Result<bool, PgmapError> {
+        Ok(self.memmap(pfn)?.subpage_hwpoison(pfn)?)
+    }
+}
+
+/// Lowest pfn the device space hands out (4 GiB), leaving room below like a physical map.
+const SPACE_BASE: Pfn = Pfn::new(1 << 20);
+/// One past the highest pfn: a 52-bit physical address space (4 PiB), like x86-64.
+const SPACE_END: Pfn = Pfn::new(1 << 40);
+
+#[derive(Debug, Default)]
+struct SpaceInner {
+    /// Ranges handed out by `reserve_range`, by start pfn.
+    reserved: BTreeMap<Pfn, PfnRange>,
+    /// Registered pgmaps, one entry per range, by start pfn.
+    pgmaps: BTreeMap<Pfn, (PfnRange, Arc<DevPagemap>)>,
+    last_id: u64,
+}
+
+/// A device "physical" address space: hands out pfn ranges and registers pgmaps on them.
+#[derive(Debug, Default)]
+pub struct DeviceSpace {
+    inner: RwLock<SpaceInner>,
+}
+
+impl DeviceSpace {
+    /// An empty space.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Hands out `bytes` of pfns aligned to `align` bytes, overlapping no other reservation.
+    pub fn reserve_range(&self, bytes: u64, align: u64) -> Result<PfnRange, PgmapError> {
+        let bad = |why| PgmapError::BadRequest { bytes, align, why };
+        if bytes == 0 || !bytes.is_multiple_of(PAGE_SIZE) {
+            return Err(bad("size must be a non-zero multiple of 4 KiB"));
+        }
+        if !align.is_power_of_two() || align < PAGE_SIZE {
+            return Err(bad("alignment must be a power of two of at least 4 KiB"));
+        }
+        let pages = bytes / PAGE_SIZE;
+        let align_pages = align / PAGE_SIZE;
+        let mut inner = self.inner.write();
+        let mut cursor = SPACE_BASE;
+        let mut gaps: Vec<(Pfn, Pfn)> = Vec::new();
+        for r in inner.reserved.values() {
+            gaps.push((cursor, r.start()));
+            cursor = cursor.max(r.end());
+        }
+        gaps.push((cursor, SPACE_END));
+        for (lo, hi) in gaps {
+            let Some(start) = lo.raw().checked_next_multiple_of(align_pages) else {
+                continue;
+            };
+            if start.checked_add(pages).is_some_and(|end| end <= hi.raw()) {
+                let range = PfnRange::new_unchecked(Pfn::new(start), Pfn::new(start + pages));
+                inner.reserved.insert(range.start(), range);
+                return Ok(range);
+            }
+        }
+        Err(PgmapError::SpaceExhausted { bytes, align })
+    }
+
+    /// Returns a range from [`DeviceSpace::reserve_range`]; false if it was not reserved.
+    pub fn release_range(&self, range: PfnRange) -> bool {
+        let mut inner = self.inner.write();
+        if inner.reserved.get(&range.start()) == Some(&range) {
+            inner.reserved.remove(&range.start());
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Builds, initialises and registers a pgmap (`memremap_pages`). The returned pagemap's
+    /// every descriptor is initialised.
+    pub fn memremap_pages(&self, cfg: PagemapConfig) -> Result<Arc<DevPagemap>, PgmapError> {
+        validate_ops(&cfg)?;
+        if cfg.ranges.is_empty() {
+            return Err(PgmapError::NoRanges);
+        }
+        for (i, a) in cfg.ranges.iter().enumerate() {
+            if let Some(b) = cfg.ranges[..i].iter().find(|b| b.overlaps(*a)) {
+                return Err(PgmapError::Overlap {
+                    range: *a,
+                    other: *b,
+                });
+            }
+        }
+        let id = {
+            let mut inner = self.inner.write();
+            for r in &cfg.ranges {
+                if let Some(other) = overlapping_pgmap(&inner, *r) {
+                    return Err(PgmapError::Overlap { range: *r, other });
+                }
+            }
+            inner.last_id += 1;
+            PgmapId::new(inner.last_id).ok_or(PgmapError::IdsExhausted)?
+        };
+
+        let mut altmap = None;
+        let mut ranges = Vec::with_capacity(cfg.ranges.len());
+        for (index, &range) in cfg.ranges.iter().enumerate() {
+            let geo = match (index, cfg.altmap_reserve) {
+                (0, Some(reserve)) => {
+                    Geometry::with_altmap(range, cfg.vmemmap_shift, cfg.layout, reserve)
+                }
+                _ => Geometry::new(range, cfg.vmemmap_shift),
+            }
+            .map_err(|source| PgmapError::Memmap { index, source })?;
+            if let Some(a) = geo.altmap() {
+                let alloc = cfg
+                    .layout
+                    .memmap_bytes(range.len(), cfg.vmemmap_shift)
+                    .div_ceil(PAGE_SIZE);
+                altmap = Some(Altmap {
+                    base_pfn: range.start(),
+                    reserve: a.reserve,
+                    free: a.free,
+                    align: a.free - alloc,
+                    alloc,
+                });
+            }
+            let memmap = Memmap::new(cfg.layout, geo)
+                .map_err(|source| PgmapError::Memmap { index, source })?;
+            ranges.push(RangeMap { range, memmap });
+        }
+
+        let target = InitTarget {
+            pgmap: id,
+            idle_ref: cfg.memory_type.idle_refcount(),
+        };
+        let mut init_stats = InitStats::default();
+        for r in &ranges {
+            init_stats += init::init_memmap(&r.memmap, target, cfg.init);
+        }
+
+        let pgmap = Arc::new(DevPagemap {
+            id,
+            memory_type: cfg.memory_type,
+            vmemmap_shift: cfg.vmemmap_shift,
+            layout: cfg.layout,
+            altmap,
+            owner: cfg.owner,
+            ops: cfg.ops,
+            ranges,
+            init_stats,
+        });
+        let mut inner = self.inner.write();
+        // Re-check: another thread may have registered an overlapping pgmap while we built.
+        for r in pgmap.ranges() {
+            if let Some(other) = overlapping_pgmap(&inner, r) {
+                return Err(PgmapError::Overlap { range: r, other });
+            }
+        }
+        for r in pgmap.ranges() {
+            inner.pgmaps.insert(r.start(), (r, Arc::clone(&pgmap)));
+        }
+        Ok(pgmap)
+    }
+
+    /// The pgmap whose ranges hold `pfn` (`get_dev_pagemap`).
+    pub fn get_dev_pagemap(&self, pfn: Pfn) -> Option<Arc<DevPagemap>> {
+        let inner = self.inner.read();
+        let (_, (range, pgmap)) = inner.pgmaps.range(..=pfn).next_back()?;
+        range.contains(pfn).then(|| Arc::clone(pgmap))
+    }
+
+    /// Unregisters `pgmap` (`memunmap_pages`): new lookups stop finding it; its memmap is freed
+    /// when the last handle drops. Returns false if it was not registered here.
+    pub fn memunmap_pages(&self, pgmap: &Arc<DevPagemap>) -> bool {
+        let mut inner = self.inner.write();
+        let mut found = false;
+        for r in pgmap.ranges() {
+            if inner
+                .pgmaps
+                .get(&r.start())
+                .is_some_and(|(_, p)| Arc::ptr_eq(p, pgmap))
+            {
+                inner.pgmaps.remove(&r.start());
+                found = true;
+            }
+        }
+        found
+    }
+
+    /// Number of registered pgmaps.
+    pub fn nr_pagemaps(&self) -> usize {
+        let inner = self.inner.read();
+        let mut ids: Vec<PgmapId> = inner.pgmaps.values().map(|(_, p)| p.id()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.len()
+    }
+}
+
+fn overlapping_pgmap(inner: &SpaceInner, r: PfnRange) -> Option<PfnRange> {
+    // Only the last registered range starting before `r.end()` can overlap: ranges are disjoint.
+    let (_, (other, _)) = inner.pgmaps.range(..r.end()).next_back()?;
+    other.overlaps(r).then_some(*other)
+}
+
+fn validate_ops(cfg: &PagemapConfig) -> Result<(), PgmapError> {
+    let missing = |missing| PgmapError::MissingOps {
+        memory_type: cfg.memory_type,
+        missing,
+    };
+    match cfg.memory_type {
+        MemoryType::Private | MemoryType::Coherent => {
+            if cfg.ops.folio_free.is_none() {
+                return Err(missing("a folio_free callback"));
+            }
+            if cfg.owner.is_none() {
+                return Err(missing("an owner"));
+            }
+        }
+        MemoryType::FsDax | MemoryType::Generic | MemoryType::P2pDma => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,200 @@
+//! Device space and pgmap registration tests.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::*;
+
+fn cfg(range: PfnRange, layout: Layout, shift: Order) -> PagemapConfig {
+    let mut c = PagemapConfig::devdax(range, shift);
+    c.layout = layout;
+    c.init = InitMode::Sync;
+    c
+}
+
+#[test]
+fn reserved_ranges_are_aligned_and_disjoint() {
+    let space = DeviceSpace::new();
+    let a = space.reserve_range(6 << 20, 2 << 20).expect("a");
+    let b = space.reserve_range(1 << 30, 1 << 30).expect("b");
+    let c = space.reserve_range(4096, 4096).expect("c");
+    assert!(a.start().is_aligned(Order::PMD));
+    assert!(b.start().is_aligned(Order::PUD));
+    assert_eq!(b.bytes(), 1 << 30);
+    assert!(!a.overlaps(b) && !b.overlaps(c) && !a.overlaps(c));
+    // The gap left below `b` is reused.
+    assert!(c.end() <= b.start());
+    assert!(space.release_range(a));
+    assert!(!space.release_range(a), "double release is refused");
+    let again = space.reserve_range(6 << 20, 2 << 20).expect("again");
+    assert_eq!(again, a);
+}
+
+#[test]
+fn bad_reservations_say_what_is_wrong() {
+    let space = DeviceSpace::new();
+    for (bytes, align) in [(0, 4096), (4095, 4096), (8192, 3 << 12), (8192, 2048)] {
+        assert!(
+            matches!(
+                space.reserve_range(bytes, align),
+                Err(PgmapError::BadRequest { .. })
+            ),
+            "{bytes} @ {align}"
+        );
+    }
+    assert!(matches!(
+        space.reserve_range(1 << 60, 4096),
+        Err(PgmapError::SpaceExhausted { .. })
+    ));
+}
+
+#[test]
+fn get_dev_pagemap_finds_every_range_of_a_multi_range_pgmap() {
+    let space = DeviceSpace::new();
+    let r0 = space.reserve_range(4 << 20, 2 << 20).expect("r0");
+    let gap = space.reserve_range(2 << 20, 2 << 20).expect("gap");
+    let r1 = space.reserve_range(8 << 20, 2 << 20).expect("r1");
+    let mut c = cfg(r0, Layout::Flat, Order::PMD);
+    c.ranges.push(r1);
+    let pgmap = space.memremap_pages(c).expect("pgmap");
+    let last_of_r0 = Pfn::new(r0.end().raw() - 1);
+    for pfn in [r0.start(), last_of_r0, r1.start(), r1.start().add(1000)] {
+        let found = space.get_dev_pagemap(pfn);
+        assert!(found.is_some_and(|p| Arc::ptr_eq(&p, &pgmap)), "{pfn}");
+    }
+    assert!(space.get_dev_pagemap(gap.start()).is_none());
+    assert!(space.get_dev_pagemap(r1.end()).is_none());
+    assert_eq!(pgmap.ranges().collect::<Vec<_>>(), vec![r0, r1]);
+    assert_eq!(
+        pgmap.folio(r1.start().add(513)).map(|f| f.pfn()).ok(),
+        Some(r1.start().add(512))
+    );
+    assert_eq!(space.nr_pagemaps(), 1);
+    assert!(space.memunmap_pages(&pgmap));
+    assert!(space.get_dev_pagemap(r0.start()).is_none());
+    assert!(!space.memunmap_pages(&pgmap));
+}
+
+#[test]
+fn overlapping_pgmaps_are_refused() {
+    let space = DeviceSpace::new();
+    let r = space.reserve_range(8 << 20, 2 << 20).expect("r");
+    let _p = space
+        .memremap_pages(cfg(r, Layout::Folio, Order::PMD))
+        .expect("first");
+    let inner = PfnRange::new(r.start().add(512), 512).expect("inner");
+    assert!(matches!(
+        space.memremap_pages(cfg(inner, Layout::Folio, Order::PMD)),
+        Err(PgmapError::Overlap { .. })
+    ));
+    let mut twice = cfg(inner, Layout::Folio, Order::PMD);
+    twice.ranges.push(inner);
+    assert!(matches!(
+        DeviceSpace::new().memremap_pages(twice),
+        Err(PgmapError::Overlap { .. })
+    ));
+}
+
+#[test]
+fn idle_refcount_follows_the_memory_type() {
+    let space = DeviceSpace::new();
+    for (ty, idle) in [
+        (MemoryType::Generic, 1),
+        (MemoryType::FsDax, 0),
+        (MemoryType::P2pDma, 0),
+    ] {
+        let r = space.reserve_range(4 << 20, 2 << 20).expect("r");
+        let mut c = cfg(r, Layout::Flat, Order::PMD);
+        c.memory_type = ty;
+        let p = space.memremap_pages(c).expect("pgmap");
+        let f = p.folio(r.start().add(600)).expect("folio");
+        assert_eq!(f.head_page().refcount(), idle, "{ty:?}");
+        assert_eq!(
+            f.head_page().head_word(),
+            crate::desc::HeadWord::Pgmap(p.id())
+        );
+    }
+}
+
+#[test]
+fn private_memory_needs_folio_free_and_owner() {
+    let space = DeviceSpace::new();
+    let r = space.reserve_range(2 << 20, 2 << 20).expect("r");
+    let mut c = cfg(r, Layout::Flat, Order::BASE);
+    c.memory_type = MemoryType::Private;
+    assert!(matches!(
+        space.memremap_pages(c.clone()),
+        Err(PgmapError::MissingOps {
+            missing: "a folio_free callback",
+            ..
+        })
+    ));
+    let freed = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&freed);
+    c.ops.folio_free = Some(Arc::new(move |_f: &Folio<'_>| {
+        seen.fetch_add(1, Ordering::Relaxed);
+    }));
+    assert!(matches!(
+        space.memremap_pages(c.clone()),
+        Err(PgmapError::MissingOps {
+            missing: "an owner",
+            ..
+        })
+    ));
+    c.owner = Some(0xfeed);
+    let p = space.memremap_pages(c).expect("pgmap");
+    assert_eq!(p.owner(), Some(0xfeed));
+    let f = p.folio(r.start()).expect("folio");
+    if let Some(cb) = &p.ops().folio_free {
+        cb(&f);
+    }
+    assert_eq!(freed.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn altmap_lives_in_range_zero_only() {
+    let space = DeviceSpace::new();
+    let r0 = space.reserve_range(128 << 20, 2 << 20).expect("r0");
+    let r1 = space.reserve_range(16 << 20, 2 << 20).expect("r1");
+    let mut c = cfg(r0, Layout::Flat, Order::PMD);
+    c.ranges.push(r1);
+    c.altmap_reserve = Some(2);
+    let p = space.memremap_pages(c).expect("pgmap");
+    let a = p.altmap().expect("altmap");
+    // 32768 pages of memmap-bearing range: 512 pages of descriptors + 2 reserved, padded to 1024.
+    assert_eq!(
+        (a.base_pfn, a.reserve, a.free, a.alloc),
+        (r0.start(), 2, 1022, 512)
+    );
+    assert_eq!(a.align, 510);
+    assert!(!p.pfn_valid(r0.start().add(1023)));
+    assert!(p.pfn_valid(r0.start().add(1024)));
+    assert!(p.pfn_valid(r1.start()), "range 1 has no altmap");
+    assert!(matches!(
+        p.folio(r0.start()),
+        Err(PgmapError::Lookup(
+            crate::memmap::LookupError::AltmapPfn { .. }
+        ))
+    ));
+    let c = p.cost();
+    assert_eq!(c.device_bytes, 1024 * PAGE_SIZE);
+    assert_eq!(
+        c.metadata_bytes,
+        (16 << 20) / PAGE_SIZE * 64,
+        "range 1's flat memmap in DRAM"
+    );
+}
+
+#[test]
+fn lookups_outside_the_pgmap_are_errors() {
+    let space = DeviceSpace::new();
+    let r = space.reserve_range(2 << 20, 2 << 20).expect("r");
+    let p = space
+        .memremap_pages(cfg(r, Layout::Vmemmap, Order::PMD))
+        .expect("pgmap");
+    assert!(matches!(p.folio(r.end()), Err(PgmapError::NotFound { .. })));
+    assert!(matches!(
+        p.compound_head(Pfn::new(0)),
+        Err(PgmapError::NotFound { .. })
+    ));
+}
