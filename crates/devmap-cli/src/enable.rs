@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 use devmap::addr::format_size;
 use devmap::backing::{PageHint, Reservation};
-use devmap::{DeviceSpace, InitMode, Layout, PagemapConfig};
+use devmap::{DevPagemap, DeviceSpace, InitMode, Layout, Order, PagemapConfig, PfnRange};
 use serde::Serialize;
 
 use crate::estimate::geometry;
@@ -24,6 +24,17 @@ pub enum InitArg {
     Sync,
     /// On `--threads` threads (default: every core), the caller included.
     Parallel,
+    /// In the background on `--threads` workers (default: every core); usable at once.
+    Async,
+}
+
+/// What to do while and after an `--init async` enable runs in the background.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AsyncPlan {
+    /// First-touch syncs of one compound each at random offsets, timed.
+    pub touches: Option<u64>,
+    /// Finish with `sync_all` on this thread instead of waiting for the workers.
+    pub sync_all: bool,
 }
 
 /// Never let one run take more than this share of the memory the kernel says is available.
@@ -60,24 +71,59 @@ pub struct Enabled {
     pub enable_ns: u64,
     /// Time to `memset` `metadata_bytes + device_bytes` of freshly mapped memory.
     pub memset_ns: u64,
+    /// Time until the namespace was usable (enable returned).
+    pub ready_ns: u64,
+    /// Time until every descriptor was initialised.
+    pub full_init_ns: u64,
+    /// First touches measured (`--touch`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub touches: Option<u64>,
+    /// Median first-touch latency.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub touch_p50_ns: Option<u64>,
+    /// 99th-percentile first-touch latency.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub touch_p99_ns: Option<u64>,
+    /// Slowest first touch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub touch_max_ns: Option<u64>,
+    /// Time `sync_all` took on the calling thread (`--sync`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_all_ns: Option<u64>,
 }
 
-/// The init mode for `--init` and `--threads`.
-pub fn init_mode(init: InitArg, threads: Option<usize>) -> Result<InitMode> {
-    match (init, threads) {
-        (InitArg::Sync, Some(_)) => {
-            bail!("--threads applies to --init parallel; --init sync always uses one thread")
+/// The init mode for `--init` and `--threads`, checked against the async-only options.
+pub fn init_mode(init: InitArg, threads: Option<usize>, plan: AsyncPlan) -> Result<InitMode> {
+    if init != InitArg::Async {
+        if plan.touches.is_some() {
+            bail!("--touch measures first touches during background init: add --init async");
         }
-        (InitArg::Sync, None) => Ok(InitMode::Sync),
-        (InitArg::Parallel, None) => Ok(InitMode::parallel_default()),
-        (InitArg::Parallel, Some(n)) => match NonZeroUsize::new(n) {
-            Some(threads) => Ok(InitMode::Parallel { threads }),
-            None => bail!(
+        if plan.sync_all {
+            bail!("--sync finishes a background init on the calling thread: add --init async");
+        }
+    }
+    if plan.touches == Some(0) {
+        bail!("--touch needs at least one touch, e.g. --touch 1000");
+    }
+    let n = match threads {
+        None => None,
+        Some(_) if init == InitArg::Sync => {
+            bail!("--threads applies to --init parallel or async; --init sync uses one thread")
+        }
+        Some(n) => Some(NonZeroUsize::new(n).ok_or_else(|| {
+            anyhow::anyhow!(
                 "--threads must be at least 1 (this machine has {} cores)",
                 cores()
-            ),
-        },
-    }
+            )
+        })?),
+    };
+    Ok(match (init, n) {
+        (InitArg::Sync, _) => InitMode::Sync,
+        (InitArg::Parallel, None) => InitMode::parallel_default(),
+        (InitArg::Parallel, Some(threads)) => InitMode::Parallel { threads },
+        (InitArg::Async, None) => InitMode::async_default(),
+        (InitArg::Async, Some(workers)) => InitMode::Async { workers },
+    })
 }
 
 fn cores() -> usize {
@@ -85,7 +131,7 @@ fn cores() -> usize {
 }
 
 /// Enables `shape` in `layout`, measures it, and tears it down.
-pub fn run_one(shape: &Shape, layout: Layout, mode: InitMode) -> Result<Enabled> {
+pub fn run_one(shape: &Shape, layout: Layout, mode: InitMode, plan: AsyncPlan) -> Result<Enabled> {
     let planned = layout.cost(&geometry(shape, layout)?);
     let host_bytes = planned.metadata_bytes + planned.device_bytes;
     let available = procfs::mem_available()?;
@@ -117,7 +163,25 @@ pub fn run_one(shape: &Shape, layout: Layout, mode: InitMode) -> Result<Enabled>
     let pgmap = space
         .memremap_pages(cfg)
         .with_context(|| format!("cannot enable the {} namespace", layout.name()))?;
-    let enable_ns = start.elapsed().as_nanos() as u64;
+    let ready_ns = start.elapsed().as_nanos() as u64;
+
+    let touch = match plan.touches {
+        Some(n) => Some(touch(&pgmap, range, shape.shift, n)?),
+        None => None,
+    };
+    let sync_all_ns = if plan.sync_all {
+        let t = Instant::now();
+        pgmap.sync_all()?;
+        Some(t.elapsed().as_nanos() as u64)
+    } else {
+        None
+    };
+    pgmap.wait_init_idle();
+    let full_init_ns = match mode {
+        // The engine's clock starts inside enable, after the store is reserved.
+        InitMode::Async { .. } => ready_ns.max(pgmap.init_stats().elapsed.as_nanos() as u64),
+        _ => ready_ns,
+    };
     let rss_after = procfs::rss_bytes()?;
     let cost = pgmap.cost();
     let stats = pgmap.init_stats();
@@ -138,8 +202,48 @@ pub fn run_one(shape: &Shape, layout: Layout, mode: InitMode) -> Result<Enabled>
         descriptors_initialized: stats.descriptors,
         rss_bytes: rss_after.saturating_sub(rss_before),
         init_ns: stats.elapsed.as_nanos() as u64,
-        enable_ns,
+        enable_ns: ready_ns,
         memset_ns,
+        ready_ns,
+        full_init_ns,
+        touches: plan.touches,
+        touch_p50_ns: touch.map(|t| t.p50),
+        touch_p99_ns: touch.map(|t| t.p99),
+        touch_max_ns: touch.map(|t| t.max),
+        sync_all_ns,
+    })
+}
+
+/// Latency percentiles of a set of touches.
+#[derive(Debug, Clone, Copy)]
+struct Touches {
+    p50: u64,
+    p99: u64,
+    max: u64,
+}
+
+/// `n` first-touch syncs of one compound each at random compound-aligned offsets, timed one by
+/// one, while the background init runs. The offsets come from a fixed-seed xorshift, so runs
+/// touch the same places.
+fn touch(pgmap: &DevPagemap, range: PfnRange, shift: Order, n: u64) -> Result<Touches> {
+    let compounds = range.len() >> shift.get();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut lat: Vec<u64> = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let pfn = range.start().add((x % compounds) << shift.get());
+        let t = Instant::now();
+        pgmap.sync(pfn, shift.nr_pages())?;
+        lat.push(t.elapsed().as_nanos() as u64);
+    }
+    lat.sort_unstable();
+    let at = |q: f64| lat[((lat.len() - 1) as f64 * q).round() as usize];
+    Ok(Touches {
+        p50: at(0.50),
+        p99: at(0.99),
+        max: at(1.0),
     })
 }
 

@@ -185,7 +185,7 @@ fn bad_sizes_and_aligns_are_refused_with_a_suggestion() {
 fn bad_enable_requests_are_refused() {
     fails(
         &["enable", "--size", "1G", "--init", "sync", "--threads", "2"],
-        "--threads applies to --init parallel",
+        "--threads applies to --init parallel or async",
     );
     fails(
         &["enable", "--size", "1G", "--threads", "0"],
@@ -198,6 +198,77 @@ fn bad_enable_requests_are_refused() {
     fails(
         &["enable", "--size", "1G", "--align", "1M"],
         "not supported",
+    );
+}
+
+#[test]
+fn async_enable_reports_readiness_touches_and_full_init() {
+    let rows = json(&[
+        "enable",
+        "--size",
+        "1G",
+        "--layout",
+        "flat",
+        "--init",
+        "async",
+        "--threads",
+        "2",
+        "--touch",
+        "200",
+        "--json",
+    ]);
+    let r = &rows[0];
+    assert_eq!(
+        (r["init"].as_str(), field(r, "threads")),
+        (Some("async"), 2)
+    );
+    assert_eq!(
+        field(r, "descriptors_initialized"),
+        262_144,
+        "every descriptor once"
+    );
+    assert_eq!(field(r, "touches"), 200);
+    let (p50, p99, max) = (
+        field(r, "touch_p50_ns"),
+        field(r, "touch_p99_ns"),
+        field(r, "touch_max_ns"),
+    );
+    assert!(p50 <= p99 && p99 <= max, "{p50} {p99} {max}");
+    assert!(field(r, "full_init_ns") >= field(r, "ready_ns"));
+    assert!(r.get("sync_all_ns").is_none());
+
+    let rows = json(&[
+        "enable", "-s", "1G", "--init", "async", "--sync", "--layout", "vmemmap", "-j",
+    ]);
+    field(&rows[0], "sync_all_ns");
+    assert_eq!(field(&rows[0], "descriptors_initialized"), 512 * 128);
+}
+
+#[test]
+fn async_only_options_are_refused_without_async() {
+    fails(
+        &["enable", "--size", "1G", "--touch", "10"],
+        "--touch measures first touches during background init: add --init async",
+    );
+    fails(
+        &["enable", "--size", "1G", "--init", "sync", "--sync"],
+        "add --init async",
+    );
+    fails(
+        &["enable", "--size", "1G", "--init", "async", "--touch", "0"],
+        "--touch needs at least one touch",
+    );
+    fails(
+        &[
+            "enable",
+            "--size",
+            "1G",
+            "--init",
+            "async",
+            "--threads",
+            "0",
+        ],
+        "--threads must be at least 1",
     );
 }
 

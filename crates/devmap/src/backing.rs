@@ -45,6 +45,10 @@ pub enum PageHint {
     /// Leave the kernel's default (base pages under `madvise` THP mode): for sparse structures
     /// where a huge page would make RSS larger than what is used.
     Base,
+    /// Refuse huge pages (`MADV_NOHUGEPAGE`) even under THP `always`: for arrays first touched
+    /// at random places by latency-sensitive threads, where zeroing a whole 2 MiB page on one
+    /// touch costs more than the touch itself.
+    Small,
 }
 
 /// A private anonymous `MAP_NORESERVE` mapping, zero-filled, unmapped on drop.
@@ -91,16 +95,15 @@ impl Reservation {
             source: std::io::Error::other("mmap returned null"),
         })?;
         let r = Self { ptr, len: rounded };
-        if hint == PageHint::Huge {
-            // SAFETY: the range is exactly the mapping we own. MADV_HUGEPAGE only changes how
-            // future faults are served and never the contents; failure (THP disabled) is harmless.
-            let _ = unsafe {
-                rustix::mm::madvise(
-                    r.ptr.as_ptr().cast(),
-                    r.len,
-                    rustix::mm::Advice::LinuxHugepage,
-                )
-            };
+        let advice = match hint {
+            PageHint::Huge => Some(rustix::mm::Advice::LinuxHugepage),
+            PageHint::Small => Some(rustix::mm::Advice::LinuxNoHugepage),
+            PageHint::Base => None,
+        };
+        if let Some(advice) = advice {
+            // SAFETY: the range is exactly the mapping we own. (NO)HUGEPAGE advice only changes
+            // how future faults are served, never the contents; failure (no THP) is harmless.
+            let _ = unsafe { rustix::mm::madvise(r.ptr.as_ptr().cast(), r.len, advice) };
         }
         Ok(r)
     }

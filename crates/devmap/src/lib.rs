@@ -32,9 +32,10 @@ pub mod desc;
 pub mod init;
 pub mod memmap;
 pub mod pgmap;
+mod sync;
 
 pub use addr::{Order, PAGE_SIZE, Pfn, PfnRange};
 pub use desc::{GUP_PIN_COUNTING_BIAS, Page, PageFlags};
-pub use init::{InitMode, InitStats};
+pub use init::{InitMode, InitState, InitStats, SyncError};
 pub use memmap::{Cost, Folio, Geometry, Layout};
 pub use pgmap::{DevPagemap, DeviceSpace, MemoryType, PagemapConfig, PagemapOps, PgmapError};

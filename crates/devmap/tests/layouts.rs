@@ -74,7 +74,7 @@ fn answer(p: &devmap::DevPagemap, pfn: Pfn) -> Answer {
 fn short(e: &PgmapError) -> String {
     match e {
         PgmapError::Lookup(LookupError::AltmapPfn { .. }) => "altmap".into(),
-        PgmapError::NotFound { .. } => "not found".into(),
+        PgmapError::Sync(devmap::SyncError::OutOfRange { .. }) => "not found".into(),
         other => other.to_string(),
     }
 }

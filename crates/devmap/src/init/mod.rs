@@ -5,16 +5,21 @@
 //! freshly populated compound. The engines decide who calls it for which compounds:
 //! [`InitMode::Sync`] walks the data range on the caller's thread; [`InitMode::Parallel`] splits
 //! it into compound-aligned chunks that a few scoped threads (the caller among them) pull from a
-//! shared cursor, padata-style. Both finish before the pgmap is published, so no reader can see
-//! a descriptor that is not initialised. The asynchronous engine (background workers with
-//! on-demand `sync`) plugs in here as a third mode.
+//! shared cursor, padata-style; [`InitMode::Async`] returns at once and lets background workers
+//! do it while every lookup first syncs the span it needs (`set`, `claim`).
 
+mod claim;
 mod parallel;
+mod set;
+
+pub use self::set::{InitState, NR_MEMMAP_RANGE, SUB_RANGE_DESCRIPTORS, SyncError};
+pub(crate) use self::set::{MemmapSet, Synced};
 
 use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use crate::addr::{Pfn, PfnRange};
+use crate::backing::PageHint;
 use crate::desc::PgmapId;
 use crate::memmap::Memmap;
 
@@ -28,14 +33,23 @@ pub enum InitMode {
         /// Threads working, the caller included.
         threads: NonZeroUsize,
     },
+    /// In the background on `workers` threads; the pgmap is usable at once and every lookup
+    /// first initialises (or waits for) the sub-ranges it needs.
+    Async {
+        /// Background threads.
+        workers: NonZeroUsize,
+    },
 }
 
 impl InitMode {
     /// Parallel with one thread per available core.
     pub fn parallel_default() -> Self {
-        InitMode::Parallel {
-            threads: std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN),
-        }
+        InitMode::Parallel { threads: cores() }
+    }
+
+    /// Async with one worker per available core.
+    pub fn async_default() -> Self {
+        InitMode::Async { workers: cores() }
     }
 
     /// Threads that work in this mode.
@@ -43,16 +57,32 @@ impl InitMode {
         match self {
             InitMode::Sync => 1,
             InitMode::Parallel { threads } => threads.get(),
+            InitMode::Async { workers } => workers.get(),
         }
     }
 
-    /// The command-line name: `sync` or `parallel`.
+    /// How the dense descriptor arrays should be mapped for this mode: huge pages when init
+    /// writes them front to back before anyone looks; small pages for `Async`, whose first
+    /// touches land at random places and must not each pay for zeroing a 2 MiB page.
+    pub fn page_hint(self) -> PageHint {
+        match self {
+            InitMode::Sync | InitMode::Parallel { .. } => PageHint::Huge,
+            InitMode::Async { .. } => PageHint::Small,
+        }
+    }
+
+    /// The command-line name: `sync`, `parallel` or `async`.
     pub fn name(self) -> &'static str {
         match self {
             InitMode::Sync => "sync",
             InitMode::Parallel { .. } => "parallel",
+            InitMode::Async { .. } => "async",
         }
     }
+}
+
+fn cores() -> NonZeroUsize {
+    std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
 }
 
 /// What one initialisation did.
@@ -120,13 +150,16 @@ pub(crate) fn init_span(memmap: &Memmap, range: PfnRange, t: InitTarget) -> u64 
     written
 }
 
-/// Initialises the whole data range of `memmap` with `mode`.
+/// Initialises the whole data range of `memmap` before returning (`Async` is treated as
+/// `Parallel` on as many threads: the caller asked for everything now).
 pub(crate) fn init_memmap(memmap: &Memmap, t: InitTarget, mode: InitMode) -> InitStats {
     let start = Instant::now();
     let range = memmap.geometry().data_range();
     let (descriptors, threads) = match mode {
         InitMode::Sync => (init_span(memmap, range, t), 1),
-        InitMode::Parallel { threads } => parallel::run(memmap, range, t, threads.get()),
+        InitMode::Parallel { threads } | InitMode::Async { workers: threads } => {
+            parallel::run(memmap, range, t, threads.get())
+        }
     };
     InitStats {
         descriptors,

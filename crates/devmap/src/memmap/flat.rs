@@ -16,9 +16,9 @@ pub(crate) struct FlatStore {
 }
 
 impl FlatStore {
-    pub(crate) fn new(geo: Geometry) -> Result<Self, BackingError> {
+    pub(crate) fn new(geo: Geometry, dense: PageHint) -> Result<Self, BackingError> {
         Ok(Self {
-            descs: ZeroedArray::new(geo.range().len(), PageHint::Huge)?,
+            descs: ZeroedArray::new(geo.range().len(), dense)?,
             geo,
         })
     }

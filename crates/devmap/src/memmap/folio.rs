@@ -26,13 +26,13 @@ pub(crate) struct FolioStore {
 }
 
 impl FolioStore {
-    pub(crate) fn new(geo: Geometry) -> Result<Self, BackingError> {
+    pub(crate) fn new(geo: Geometry, dense: PageHint) -> Result<Self, BackingError> {
         let compounds = geo.range().len() >> geo.shift().get();
-        // Sparse when compounds are large: a huge page would be mostly empty for small ranges.
-        let hint = if compounds * super::DESC_SIZE >= 2 << 20 {
-            PageHint::Huge
-        } else {
+        // An array smaller than a huge page would only be padded by one.
+        let hint = if dense == PageHint::Huge && compounds * super::DESC_SIZE < 2 << 20 {
             PageHint::Base
+        } else {
+            dense
         };
         Ok(Self {
             descs: ZeroedArray::new(compounds, hint)?,

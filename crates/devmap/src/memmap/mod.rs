@@ -22,8 +22,9 @@ mod folio;
 mod vmemmap;
 
 use crate::addr::{Order, PAGE_SIZE, Pfn, PfnRange};
-use crate::backing::BackingError;
+use crate::backing::{BackingError, PageHint};
 use crate::desc::{HeadWord, Page, PageFlags};
+use crate::init::Synced;
 
 pub(crate) use self::flat::FlatStore;
 pub(crate) use self::folio::FolioStore;
@@ -65,37 +66,36 @@ impl Layout {
         }
     }
 
+    /// Descriptors initialisation writes per compound: all of them (Flat, and Vmemmap without
+    /// dedup), the two unique blocks (Vmemmap with dedup: 128), or the head alone (Folio).
+    pub fn descriptors_per_compound(self, geo: &Geometry) -> u64 {
+        match self {
+            Layout::Flat => geo.shift.nr_pages(),
+            Layout::Vmemmap if geo.dedups() => VMEMMAP_RESERVE_NR * DESCS_PER_BLOCK,
+            Layout::Vmemmap => geo.shift.nr_pages(),
+            Layout::Folio => 1,
+        }
+    }
+
     /// What a memmap of this layout and geometry costs, computed without allocating.
     pub fn cost(self, geo: &Geometry) -> Cost {
         let n = geo.range.len();
         let c = geo.shift.nr_pages();
-        let data_compounds = geo.data_pages() / c;
         let on_device = geo.altmap.is_some();
         let dram_or_device = |bytes: u64| if on_device { (0, bytes) } else { (bytes, 0) };
-        let (dram, device, init) = match self {
-            Layout::Flat => {
-                let (d, v) = dram_or_device(page_round(n * DESC_SIZE));
-                (d, v, data_compounds * c)
-            }
+        let (dram, device) = match self {
+            Layout::Flat => dram_or_device(page_round(n * DESC_SIZE)),
             Layout::Vmemmap => {
                 let blocks = n.div_ceil(DESCS_PER_BLOCK);
                 let dir = page_round(blocks * DIR_ENTRY_SIZE);
                 if geo.dedups() {
-                    let unique = (n / c) * VMEMMAP_RESERVE_NR * PAGE_SIZE;
-                    (
-                        unique + dir,
-                        0,
-                        data_compounds * VMEMMAP_RESERVE_NR * DESCS_PER_BLOCK,
-                    )
+                    ((n / c) * VMEMMAP_RESERVE_NR * PAGE_SIZE + dir, 0)
                 } else {
                     let (d, v) = dram_or_device(blocks * PAGE_SIZE);
-                    (d + dir, v, data_compounds * c)
+                    (d + dir, v)
                 }
             }
-            Layout::Folio => {
-                let (d, v) = dram_or_device(page_round((n / c) * DESC_SIZE));
-                (d, v, data_compounds)
-            }
+            Layout::Folio => dram_or_device(page_round((n / c) * DESC_SIZE)),
         };
         Cost {
             metadata_bytes: dram,
@@ -104,7 +104,7 @@ impl Layout {
             } else {
                 device
             },
-            descriptors_initialized: init,
+            descriptors_initialized: geo.data_pages() / c * self.descriptors_per_compound(geo),
         }
     }
 
@@ -309,6 +309,12 @@ pub enum LookupError {
         /// The pfn.
         pfn: Pfn,
     },
+    /// A lookup outside the span its caller synced (a bug in the caller, reported, not hidden).
+    #[error("pfn {pfn} was looked up outside the span its caller synced")]
+    NotSynced {
+        /// The pfn.
+        pfn: Pfn,
+    },
 }
 
 /// A folio found by lookup: its head pfn, order and head descriptor.
@@ -356,13 +362,14 @@ pub(crate) enum Memmap {
 }
 
 impl Memmap {
-    /// Reserves a store of `layout` for `geo`. Nothing is initialised or resident yet.
-    pub(crate) fn new(layout: Layout, geo: Geometry) -> Result<Self, MemmapError> {
+    /// Reserves a store of `layout` for `geo`, its dense arrays mapped with `dense`. Nothing is
+    /// initialised or resident yet.
+    pub(crate) fn new(layout: Layout, geo: Geometry, dense: PageHint) -> Result<Self, MemmapError> {
         let wrap = |source| MemmapError::Backing { layout, source };
         Ok(match layout {
-            Layout::Flat => Memmap::Flat(FlatStore::new(geo).map_err(wrap)?),
-            Layout::Vmemmap => Memmap::Vmemmap(VmemmapStore::new(geo).map_err(wrap)?),
-            Layout::Folio => Memmap::Folio(FolioStore::new(geo).map_err(wrap)?),
+            Layout::Flat => Memmap::Flat(FlatStore::new(geo, dense).map_err(wrap)?),
+            Layout::Vmemmap => Memmap::Vmemmap(VmemmapStore::new(geo, dense).map_err(wrap)?),
+            Layout::Folio => Memmap::Folio(FolioStore::new(geo, dense).map_err(wrap)?),
         })
     }
 
@@ -405,7 +412,7 @@ impl Memmap {
         }
     }
 
-    fn check(&self, pfn: Pfn) -> Result<(), LookupError> {
+    fn check(&self, s: &Synced, pfn: Pfn) -> Result<(), LookupError> {
         let geo = self.geometry();
         if !geo.range.contains(pfn) {
             return Err(LookupError::OutOfRange {
@@ -416,28 +423,31 @@ impl Memmap {
         if !geo.data_range().contains(pfn) {
             return Err(LookupError::AltmapPfn { pfn });
         }
+        if !s.covers(pfn) {
+            return Err(LookupError::NotSynced { pfn });
+        }
         Ok(())
     }
 
     /// The stored descriptor of `pfn`: `None` for a Folio-layout tail, which has none.
-    pub(crate) fn descriptor(&self, pfn: Pfn) -> Result<Option<&Page>, LookupError> {
-        self.check(pfn)?;
+    pub(crate) fn descriptor(&self, s: &Synced, pfn: Pfn) -> Result<Option<&Page>, LookupError> {
+        self.check(s, pfn)?;
         Ok(match self {
-            Memmap::Flat(s) => Some(s.page(pfn)),
-            Memmap::Vmemmap(s) => Some(s.page(pfn).ok_or(LookupError::Uninitialized { pfn })?),
-            Memmap::Folio(s) => s.head_page(pfn),
+            Memmap::Flat(f) => Some(f.page(pfn)),
+            Memmap::Vmemmap(v) => Some(v.page(pfn).ok_or(LookupError::Uninitialized { pfn })?),
+            Memmap::Folio(f) => f.head_page(pfn),
         })
     }
 
     /// The head pfn of the compound holding `pfn`, read from the descriptors (Flat, Vmemmap) or
     /// computed (Folio).
-    pub(crate) fn compound_head(&self, pfn: Pfn) -> Result<Pfn, LookupError> {
-        self.check(pfn)?;
-        if let Memmap::Folio(s) = self {
-            return Ok(pfn.align_down(s.geometry().shift));
+    pub(crate) fn compound_head(&self, s: &Synced, pfn: Pfn) -> Result<Pfn, LookupError> {
+        self.check(s, pfn)?;
+        if let Memmap::Folio(f) = self {
+            return Ok(pfn.align_down(f.geometry().shift));
         }
         let page = self
-            .descriptor(pfn)?
+            .descriptor(s, pfn)?
             .ok_or(LookupError::Uninitialized { pfn })?;
         match page.head_word() {
             HeadWord::Unset => Err(LookupError::Uninitialized { pfn }),
@@ -447,10 +457,10 @@ impl Memmap {
     }
 
     /// The folio holding `pfn`.
-    pub(crate) fn folio(&self, pfn: Pfn) -> Result<Folio<'_>, LookupError> {
-        let head = self.compound_head(pfn)?;
+    pub(crate) fn folio(&self, s: &Synced, pfn: Pfn) -> Result<Folio<'_>, LookupError> {
+        let head = self.compound_head(s, pfn)?;
         let desc = self
-            .descriptor(head)?
+            .descriptor(s, head)?
             .ok_or(LookupError::Uninitialized { pfn: head })?;
         let order = if desc.flags().contains(PageFlags::HEAD) {
             Order::new(desc.order()).map_err(|_| LookupError::Uninitialized { pfn: head })?
@@ -466,27 +476,27 @@ impl Memmap {
     /// Marks one 4 KiB page poisoned without touching its siblings' descriptors: a per-tail
     /// write. Vmemmap first gives the page's block its own copy; Folio records it in a side
     /// table. The folio's head gets `HAS_HWPOISONED`.
-    pub(crate) fn mark_subpage_hwpoison(&self, pfn: Pfn) -> Result<(), LookupError> {
-        let folio = self.folio(pfn)?;
+    pub(crate) fn mark_subpage_hwpoison(&self, s: &Synced, pfn: Pfn) -> Result<(), LookupError> {
+        let folio = self.folio(s, pfn)?;
         match self {
-            Memmap::Flat(s) => s.page(pfn).set_flags(PageFlags::HWPOISON),
-            Memmap::Vmemmap(s) => s
+            Memmap::Flat(f) => f.page(pfn).set_flags(PageFlags::HWPOISON),
+            Memmap::Vmemmap(v) => v
                 .page_for_write(pfn)
                 .ok_or(LookupError::Uninitialized { pfn })?
                 .set_flags(PageFlags::HWPOISON),
-            Memmap::Folio(s) => s.record_subpage_poison(pfn),
+            Memmap::Folio(f) => f.record_subpage_poison(pfn),
         }
         folio.head_page().set_flags(PageFlags::HAS_HWPOISONED);
         Ok(())
     }
 
     /// Whether this 4 KiB page is poisoned.
-    pub(crate) fn subpage_hwpoison(&self, pfn: Pfn) -> Result<bool, LookupError> {
-        self.check(pfn)?;
+    pub(crate) fn subpage_hwpoison(&self, s: &Synced, pfn: Pfn) -> Result<bool, LookupError> {
+        self.check(s, pfn)?;
         Ok(match self {
-            Memmap::Folio(s) => s.subpage_poisoned(pfn),
+            Memmap::Folio(f) => f.subpage_poisoned(pfn),
             _ => self
-                .descriptor(pfn)?
+                .descriptor(s, pfn)?
                 .is_some_and(|p| p.flags().contains(PageFlags::HWPOISON)),
         })
     }

@@ -1,8 +1,9 @@
 //! Layout tests: the kernel's published costs, lookups, dedup aliasing and un-sharing.
 
 use super::*;
+use crate::backing::PageHint;
 use crate::desc::PgmapId;
-use crate::init::{InitMode, InitTarget, init_memmap};
+use crate::init::{InitMode, InitTarget, MemmapSet, Synced, init_memmap};
 
 const TIB_PAGES: u64 = (1 << 40) / PAGE_SIZE;
 
@@ -18,10 +19,15 @@ fn target() -> InitTarget {
     }
 }
 
-fn built(layout: Layout, g: Geometry) -> Memmap {
-    let m = Memmap::new(layout, g).expect("memmap");
-    init_memmap(&m, target(), InitMode::Sync);
-    m
+fn built(layout: Layout, g: Geometry) -> MemmapSet {
+    let m = Memmap::new(layout, g, PageHint::Huge).expect("memmap");
+    MemmapSet::new(vec![m], target(), InitMode::Sync)
+}
+
+/// The memmap of a one-range set and a sync token for all of it.
+fn whole(set: &MemmapSet) -> (&Memmap, Synced) {
+    let r = set.maps()[0].geometry().range();
+    set.sync(r.start(), r.len()).expect("sync")
 }
 
 #[test]
@@ -57,7 +63,7 @@ fn descriptors_initialised_per_2m_compound() {
         .collect();
     assert_eq!(per, vec![512, 128, 1]);
     for layout in Layout::ALL {
-        let m = Memmap::new(layout, geo(512 * 4, 9)).expect("memmap");
+        let m = Memmap::new(layout, geo(512 * 4, 9), PageHint::Huge).expect("memmap");
         let stats = init_memmap(&m, target(), InitMode::Sync);
         assert_eq!(
             stats.descriptors,
@@ -85,14 +91,15 @@ fn below_order_8_vmemmap_does_not_dedup() {
 fn every_layout_finds_the_same_heads_and_orders() {
     for shift in [0, 3, 6, 8, 9] {
         let g = geo(4 << shift.max(6), shift);
-        let maps: Vec<Memmap> = Layout::ALL.iter().map(|&l| built(l, g)).collect();
+        let sets: Vec<MemmapSet> = Layout::ALL.iter().map(|&l| built(l, g)).collect();
         for off in 0..g.range().len() {
             let pfn = g.range().start().add(off);
             let want = pfn.align_down(g.shift());
-            for m in &maps {
-                let f = m.folio(pfn).expect("folio");
+            for set in &sets {
+                let (m, s) = whole(set);
+                let f = m.folio(&s, pfn).expect("folio");
                 assert_eq!(
-                    m.compound_head(pfn),
+                    m.compound_head(&s, pfn),
                     Ok(want),
                     "{:?} shift {shift}",
                     m.layout()
@@ -106,10 +113,11 @@ fn every_layout_finds_the_same_heads_and_orders() {
 
 #[test]
 fn vmemmap_tails_alias_the_shared_block() {
-    let m = built(Layout::Vmemmap, geo(1024, 9));
+    let set = built(Layout::Vmemmap, geo(1024, 9));
+    let (m, s) = whole(&set);
     let start = m.geometry().range().start();
     let d = |off| {
-        m.descriptor(start.add(off))
+        m.descriptor(&s, start.add(off))
             .expect("lookup")
             .expect("stored")
     };
@@ -123,44 +131,46 @@ fn vmemmap_tails_alias_the_shared_block() {
 
 #[test]
 fn a_per_tail_write_unshares_only_its_block() {
-    let m = built(Layout::Vmemmap, geo(1024, 9));
+    let set = built(Layout::Vmemmap, geo(1024, 9));
+    let (m, s) = whole(&set);
     let start = m.geometry().range().start();
     let before = m.cost().metadata_bytes;
     let victim = start.add(300);
-    m.mark_subpage_hwpoison(victim).expect("poison");
+    m.mark_subpage_hwpoison(&s, victim).expect("poison");
     assert_eq!(
         m.cost().metadata_bytes,
         before + PAGE_SIZE,
         "one block copied"
     );
-    assert_eq!(m.subpage_hwpoison(victim), Ok(true));
+    assert_eq!(m.subpage_hwpoison(&s, victim), Ok(true));
     for other in [301, 300 - 64, 300 + 64, 512 + 300] {
         assert_eq!(
-            m.subpage_hwpoison(start.add(other)),
+            m.subpage_hwpoison(&s, start.add(other)),
             Ok(false),
             "pfn +{other}"
         );
     }
     // The copy still describes a tail of the same compound.
-    assert_eq!(m.compound_head(victim), Ok(start));
-    let head = m.folio(victim).expect("folio").head_page();
+    assert_eq!(m.compound_head(&s, victim), Ok(start));
+    let head = m.folio(&s, victim).expect("folio").head_page();
     assert!(head.flags().contains(PageFlags::HAS_HWPOISONED));
     // A second write to the same block copies nothing more.
-    m.mark_subpage_hwpoison(start.add(301)).expect("poison");
+    m.mark_subpage_hwpoison(&s, start.add(301)).expect("poison");
     assert_eq!(m.cost().metadata_bytes, before + PAGE_SIZE);
 }
 
 #[test]
 fn folio_layout_keeps_subpage_poison_aside() {
-    let m = built(Layout::Folio, geo(1024, 9));
+    let set = built(Layout::Folio, geo(1024, 9));
+    let (m, s) = whole(&set);
     let start = m.geometry().range().start();
     assert!(
-        matches!(m.descriptor(start.add(3)), Ok(None)),
+        matches!(m.descriptor(&s, start.add(3)), Ok(None)),
         "tails are not stored"
     );
-    m.mark_subpage_hwpoison(start.add(3)).expect("poison");
-    assert_eq!(m.subpage_hwpoison(start.add(3)), Ok(true));
-    assert_eq!(m.subpage_hwpoison(start.add(4)), Ok(false));
+    m.mark_subpage_hwpoison(&s, start.add(3)).expect("poison");
+    assert_eq!(m.subpage_hwpoison(&s, start.add(3)), Ok(true));
+    assert_eq!(m.subpage_hwpoison(&s, start.add(4)), Ok(false));
 }
 
 #[test]
@@ -170,13 +180,14 @@ fn altmap_pfns_have_no_descriptors_and_data_starts_aligned() {
     // 32768 pages * 64 B = 512 pages of memmap + 2 reserved, padded to 1024.
     assert_eq!(g.altmap_pfns(), 1024);
     assert!(g.data_range().start().is_aligned(Order::PMD));
-    let m = built(Layout::Flat, g);
+    let set = built(Layout::Flat, g);
+    let (m, s) = whole(&set);
     assert_eq!(
-        m.folio(range.start()).map(|f| f.pfn()),
+        m.folio(&s, range.start()).map(|f| f.pfn()),
         Err(LookupError::AltmapPfn { pfn: range.start() })
     );
     assert_eq!(
-        m.compound_head(range.start().add(1024 + 7)),
+        m.compound_head(&s, range.start().add(1024 + 7)),
         Ok(range.start().add(1024))
     );
     let c = m.cost();
@@ -209,24 +220,34 @@ fn misaligned_geometry_is_refused() {
 
 #[test]
 fn out_of_range_lookups_are_errors() {
-    let m = built(Layout::Flat, geo(512, 9));
+    let set = built(Layout::Flat, geo(512, 9));
+    let (m, s) = whole(&set);
     let end = m.geometry().range().end();
-    assert!(matches!(m.folio(end), Err(LookupError::OutOfRange { .. })));
+    assert!(matches!(
+        m.folio(&s, end),
+        Err(LookupError::OutOfRange { .. })
+    ));
 }
 
 #[test]
 fn parallel_init_writes_what_sync_init_writes() {
     for layout in Layout::ALL {
         let g = geo(1 << 17, 9);
-        let a = built(layout, g);
-        let b = Memmap::new(layout, g).expect("memmap");
+        let set_a = built(layout, g);
+        let (a, sa) = whole(&set_a);
         let threads = std::num::NonZeroUsize::new(3).expect("non-zero");
-        let stats = init_memmap(&b, target(), InitMode::Parallel { threads });
+        let set_b = MemmapSet::new(
+            vec![Memmap::new(layout, g, PageHint::Huge).expect("memmap")],
+            target(),
+            InitMode::Parallel { threads },
+        );
+        let (b, sb) = whole(&set_b);
+        let stats = set_b.stats();
         assert_eq!(stats.threads, 3);
         assert_eq!(stats.descriptors, a.cost().descriptors_initialized);
         for off in 0..g.range().len() {
             let pfn = g.range().start().add(off);
-            let (x, y) = (a.descriptor(pfn), b.descriptor(pfn));
+            let (x, y) = (a.descriptor(&sa, pfn), b.descriptor(&sb, pfn));
             assert_eq!(
                 x.map(|p| p.map(Page::snapshot)),
                 y.map(|p| p.map(Page::snapshot)),

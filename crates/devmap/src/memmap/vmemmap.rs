@@ -43,7 +43,7 @@ pub(crate) struct VmemmapStore {
 }
 
 impl VmemmapStore {
-    pub(crate) fn new(geo: Geometry) -> Result<Self, BackingError> {
+    pub(crate) fn new(geo: Geometry, dense: PageHint) -> Result<Self, BackingError> {
         let pages = geo.range().len();
         let blocks = pages.div_ceil(DESCS_PER_BLOCK);
         let dedup = geo.dedups();
@@ -56,8 +56,8 @@ impl VmemmapStore {
         Ok(Self {
             geo,
             dedup,
-            dir: ZeroedArray::new(blocks, PageHint::Huge)?,
-            pool: ZeroedArray::new(primary_blocks * DESCS_PER_BLOCK, PageHint::Huge)?,
+            dir: ZeroedArray::new(blocks, dense)?,
+            pool: ZeroedArray::new(primary_blocks * DESCS_PER_BLOCK, dense)?,
             primary_blocks,
             // Copies are rare and scattered: base pages keep RSS equal to what is used.
             spare: ZeroedArray::new(spare_blocks * DESCS_PER_BLOCK, PageHint::Base)?,

@@ -3,8 +3,9 @@
 //! A [`DevPagemap`] is one registered device: a memory type, one or more pfn ranges, a compound
 //! order (`vmemmap_shift`), an optional altmap (the memmap stored in the device's own first
 //! pfns, range 0 only, as in the kernel), an owner cookie and driver callbacks. It owns one
-//! memmap per range, initialised before [`DeviceSpace::memremap_pages`] returns it, so every
-//! descriptor reachable through its public lookups is initialised.
+//! memmap per range. Every public lookup syncs the span it reads first (a no-op once
+//! initialisation is idle), so no descriptor is reachable before it is initialised, whichever
+//! [`InitMode`] built the pgmap.
 //!
 //! A [`DeviceSpace`] is the "physical" address space those pfns live in: it hands out aligned,
 //! non-overlapping pfn ranges and finds the pgmap of a pfn (`get_dev_pagemap`). There is no
@@ -13,12 +14,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::addr::{Order, PAGE_SIZE, Pfn, PfnRange};
 use crate::desc::{Page, PgmapId};
-use crate::init::{self, InitMode, InitStats, InitTarget};
+use crate::init::{InitMode, InitState, InitStats, InitTarget, MemmapSet, SyncError, Synced};
 use crate::memmap::{Cost, Folio, Geometry, Layout, LookupError, Memmap, MemmapError};
 
 /// What kind of memory a pgmap describes (`enum memory_type`).
@@ -163,12 +165,9 @@ pub enum PgmapError {
         #[source]
         source: MemmapError,
     },
-    /// No pgmap covers the pfn.
-    #[error("no pagemap covers pfn {pfn}")]
-    NotFound {
-        /// The pfn.
-        pfn: Pfn,
-    },
+    /// The descriptors could not be synced: torn down, or not this pgmap's pfns.
+    #[error(transparent)]
+    Sync(#[from] SyncError),
     /// The pfn has no usable descriptor.
     #[error(transparent)]
     Lookup(#[from] LookupError),
@@ -195,13 +194,6 @@ pub enum PgmapError {
     IdsExhausted,
 }
 
-/// One range of a pgmap and its memmap.
-#[derive(Debug)]
-struct RangeMap {
-    range: PfnRange,
-    memmap: Memmap,
-}
-
 /// A registered device pagemap (`struct dev_pagemap`).
 #[derive(Debug)]
 pub struct DevPagemap {
@@ -212,8 +204,10 @@ pub struct DevPagemap {
     altmap: Option<Altmap>,
     owner: Option<u64>,
     ops: PagemapOps,
-    ranges: Vec<RangeMap>,
-    init_stats: InitStats,
+    ranges: Vec<PfnRange>,
+    set: Arc<MemmapSet>,
+    /// The first background init worker (it joins the others), joined by teardown.
+    workers: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl DevPagemap {
@@ -254,18 +248,43 @@ impl DevPagemap {
 
     /// The pfn ranges, in registration order.
     pub fn ranges(&self) -> impl Iterator<Item = PfnRange> + '_ {
-        self.ranges.iter().map(|r| r.range)
+        self.ranges.iter().copied()
     }
 
-    /// What initialising the memmap took.
+    /// What initialising the memmap has done so far. For asynchronous init `elapsed` is the
+    /// time until the last descriptor was written, zero while still active.
     pub fn init_stats(&self) -> InitStats {
-        self.init_stats
+        self.set.stats()
+    }
+
+    /// `Active` while background initialisation is running, `Idle` once every descriptor is
+    /// initialised.
+    pub fn init_state(&self) -> InitState {
+        self.set.state()
+    }
+
+    /// Makes the descriptors of `nr_pages` pfns from `pfn` (whole compounds) initialised before
+    /// returning: pending work is done on this thread, work in other threads' hands is waited
+    /// for. What a fault or a pin calls before handing out a page.
+    pub fn sync(&self, pfn: Pfn, nr_pages: u64) -> Result<(), PgmapError> {
+        self.set.sync(pfn, nr_pages)?;
+        Ok(())
+    }
+
+    /// Finishes initialisation on this thread (helping the workers) and returns when idle.
+    pub fn sync_all(&self) -> Result<(), PgmapError> {
+        Ok(self.set.sync_all()?)
+    }
+
+    /// Sleeps until the background workers have initialised everything, without helping.
+    pub fn wait_init_idle(&self) {
+        self.set.wait_idle();
     }
 
     /// The memmap cost summed over every range.
     pub fn cost(&self) -> Cost {
-        self.ranges.iter().fold(Cost::default(), |mut acc, r| {
-            let c = r.memmap.cost();
+        self.set.maps().iter().fold(Cost::default(), |mut acc, m| {
+            let c = m.cost();
             acc.metadata_bytes += c.metadata_bytes;
             acc.device_bytes += c.device_bytes;
             acc.descriptors_initialized += c.descriptors_initialized;
@@ -275,38 +294,39 @@ impl DevPagemap {
 
     /// Address space reserved for descriptors and directories (diagnostics).
     pub fn reserved_bytes(&self) -> u64 {
-        self.ranges.iter().map(|r| r.memmap.reserved_bytes()).sum()
+        self.set.maps().iter().map(Memmap::reserved_bytes).sum()
     }
 
-    fn memmap(&self, pfn: Pfn) -> Result<&Memmap, PgmapError> {
-        self.ranges
-            .iter()
-            .find(|r| r.range.contains(pfn))
-            .map(|r| &r.memmap)
-            .ok_or(PgmapError::NotFound { pfn })
+    fn synced(&self, pfn: Pfn) -> Result<(&Memmap, Synced), PgmapError> {
+        Ok(self.set.sync(pfn, 1)?)
     }
 
     /// Whether `pfn` is a data pfn of this pgmap (`pgmap_pfn_valid`): in a range and not in the
     /// altmap.
     pub fn pfn_valid(&self, pfn: Pfn) -> bool {
-        self.memmap(pfn)
-            .is_ok_and(|m| m.geometry().data_range().contains(pfn))
+        self.set
+            .maps()
+            .iter()
+            .any(|m| m.geometry().data_range().contains(pfn))
     }
 
     /// The stored descriptor of `pfn`; `Ok(None)` for a tail in the Folio layout, which has no
     /// descriptor of its own.
     pub fn descriptor(&self, pfn: Pfn) -> Result<Option<&Page>, PgmapError> {
-        Ok(self.memmap(pfn)?.descriptor(pfn)?)
+        let (m, s) = self.synced(pfn)?;
+        Ok(m.descriptor(&s, pfn)?)
     }
 
     /// The head pfn of the compound holding `pfn` (`compound_head`).
     pub fn compound_head(&self, pfn: Pfn) -> Result<Pfn, PgmapError> {
-        Ok(self.memmap(pfn)?.compound_head(pfn)?)
+        let (m, s) = self.synced(pfn)?;
+        Ok(m.compound_head(&s, pfn)?)
     }
 
     /// The folio holding `pfn` (`page_folio`).
     pub fn folio(&self, pfn: Pfn) -> Result<Folio<'_>, PgmapError> {
-        Ok(self.memmap(pfn)?.folio(pfn)?)
+        let (m, s) = self.synced(pfn)?;
+        Ok(m.folio(&s, pfn)?)
     }
 
     /// The order of the folio holding `pfn`.
@@ -318,12 +338,32 @@ impl DevPagemap {
     /// descriptor block first; Folio uses its side table) and flags the folio head
     /// `HAS_HWPOISONED`.
     pub fn poison_subpage(&self, pfn: Pfn) -> Result<(), PgmapError> {
-        Ok(self.memmap(pfn)?.mark_subpage_hwpoison(pfn)?)
+        let (m, s) = self.synced(pfn)?;
+        Ok(m.mark_subpage_hwpoison(&s, pfn)?)
     }
 
     /// Whether this 4 KiB page is poisoned.
     pub fn subpage_poisoned(&self, pfn: Pfn) -> Result<bool, PgmapError> {
-        Ok(self.memmap(pfn)?.subpage_hwpoison(pfn)?)
+        let (m, s) = self.synced(pfn)?;
+        Ok(m.subpage_hwpoison(&s, pfn)?)
+    }
+
+    /// Refuses every later lookup and sync, stops background init at the next sub-range and
+    /// joins its workers. Safe against concurrent syncs: a sync already past its check finishes
+    /// the sub-ranges it claimed, and the memmap lives as long as any handle.
+    fn shut_down(&self) {
+        self.set.kill();
+        if let Some(w) = self.workers.lock().take() {
+            // A worker never panics on its own (init writes only in-bounds atomics); if one
+            // did, there is nothing left to clean up here.
+            let _ = w.join();
+        }
+    }
+}
+
+impl Drop for DevPagemap {
+    fn drop(&mut self) {
+        self.shut_down();
     }
 }
 
@@ -423,7 +463,7 @@ impl DeviceSpace {
         };
 
         let mut altmap = None;
-        let mut ranges = Vec::with_capacity(cfg.ranges.len());
+        let mut maps = Vec::with_capacity(cfg.ranges.len());
         for (index, &range) in cfg.ranges.iter().enumerate() {
             let geo = match (index, cfg.altmap_reserve) {
                 (0, Some(reserve)) => {
@@ -445,20 +485,17 @@ impl DeviceSpace {
                     alloc,
                 });
             }
-            let memmap = Memmap::new(cfg.layout, geo)
-                .map_err(|source| PgmapError::Memmap { index, source })?;
-            ranges.push(RangeMap { range, memmap });
+            maps.push(
+                Memmap::new(cfg.layout, geo, cfg.init.page_hint())
+                    .map_err(|source| PgmapError::Memmap { index, source })?,
+            );
         }
 
         let target = InitTarget {
             pgmap: id,
             idle_ref: cfg.memory_type.idle_refcount(),
         };
-        let mut init_stats = InitStats::default();
-        for r in &ranges {
-            init_stats += init::init_memmap(&r.memmap, target, cfg.init);
-        }
-
+        let set = Arc::new(MemmapSet::new(maps, target, cfg.init));
         let pgmap = Arc::new(DevPagemap {
             id,
             memory_type: cfg.memory_type,
@@ -467,8 +504,9 @@ impl DeviceSpace {
             altmap,
             owner: cfg.owner,
             ops: cfg.ops,
-            ranges,
-            init_stats,
+            ranges: cfg.ranges,
+            workers: Mutex::new(set.start_workers()),
+            set,
         });
         let mut inner = self.inner.write();
         // Re-check: another thread may have registered an overlapping pgmap while we built.
@@ -490,20 +528,26 @@ impl DeviceSpace {
         range.contains(pfn).then(|| Arc::clone(pgmap))
     }
 
-    /// Unregisters `pgmap` (`memunmap_pages`): new lookups stop finding it; its memmap is freed
-    /// when the last handle drops. Returns false if it was not registered here.
+    /// Tears `pgmap` down (`memunmap_pages`): `get_dev_pagemap` stops finding it, its
+    /// lookups and syncs fail from now on, and background init is stopped and joined. The
+    /// memmap is freed when the last handle drops. Returns false if it was not registered here.
     pub fn memunmap_pages(&self, pgmap: &Arc<DevPagemap>) -> bool {
-        let mut inner = self.inner.write();
         let mut found = false;
-        for r in pgmap.ranges() {
-            if inner
-                .pgmaps
-                .get(&r.start())
-                .is_some_and(|(_, p)| Arc::ptr_eq(p, pgmap))
-            {
-                inner.pgmaps.remove(&r.start());
-                found = true;
+        {
+            let mut inner = self.inner.write();
+            for r in pgmap.ranges() {
+                if inner
+                    .pgmaps
+                    .get(&r.start())
+                    .is_some_and(|(_, p)| Arc::ptr_eq(p, pgmap))
+                {
+                    inner.pgmaps.remove(&r.start());
+                    found = true;
+                }
             }
+        }
+        if found {
+            pgmap.shut_down();
         }
         found
     }

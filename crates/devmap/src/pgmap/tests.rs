@@ -192,9 +192,12 @@ fn lookups_outside_the_pgmap_are_errors() {
     let p = space
         .memremap_pages(cfg(r, Layout::Vmemmap, Order::PMD))
         .expect("pgmap");
-    assert!(matches!(p.folio(r.end()), Err(PgmapError::NotFound { .. })));
+    assert!(matches!(
+        p.folio(r.end()),
+        Err(PgmapError::Sync(SyncError::OutOfRange { .. }))
+    ));
     assert!(matches!(
         p.compound_head(Pfn::new(0)),
-        Err(PgmapError::NotFound { .. })
+        Err(PgmapError::Sync(SyncError::OutOfRange { .. }))
     ));
 }

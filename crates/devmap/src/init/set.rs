@@ -1,0 +1,361 @@
+//! The memmaps of one pgmap and the state of their initialisation, including the asynchronous
+//! engine: background workers plus on-demand `sync` (seed 003, without its weak spots).
+//!
+//! Geometry of the asynchronous engine, all arithmetic (no tree, O(1) per pfn):
+//!
+//! * each range's data pfns are cut into *sub-ranges* of whole compounds sized so that one
+//!   sub-range is about [`SUB_RANGE_DESCRIPTORS`] descriptors of work (2 MiB of pfns in Flat at
+//!   any align ≤ 2 MiB, 8 MiB in Vmemmap 2M, 1 GiB in Folio 2M; never less than one compound);
+//! * every [`NR_MEMMAP_RANGE`] consecutive sub-ranges form a worker *chunk*; workers pull chunks
+//!   from one cursor and claim their sub-ranges in order;
+//! * `sync(pfn, n)` maps the request to its covering sub-ranges by division, claims the pending
+//!   ones and initialises them on the caller's thread, and sleeps only on those another thread
+//!   holds (`claim::SubRanges`).
+//!
+//! The seed delegated 1/128 of a whole worker's range to a faulting thread and serialised it
+//! behind a per-thread mutex; here the unit a fault pays for is bounded by the sub-range size,
+//! not by the namespace size, and nothing waits for unrelated work.
+//!
+//! [`Synced`] is the proof that a pfn span is initialised; the memmap lookups demand one, and
+//! only [`MemmapSet::sync`] makes one, so no caller can reach a descriptor before it is written.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use super::claim::{Stopped, SubRanges};
+use super::{InitMode, InitStats, InitTarget, init_memmap, init_span};
+use crate::addr::{Pfn, PfnRange};
+use crate::memmap::Memmap;
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+/// Sub-ranges per worker chunk (`NR_MEMMAP_RANGE` in the seed).
+pub const NR_MEMMAP_RANGE: usize = 128;
+/// Descriptors a sub-range holds when compounds are small enough to group: 32 KiB of them.
+pub const SUB_RANGE_DESCRIPTORS: u64 = 512;
+
+/// Whether initialisation is still running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitState {
+    /// Some descriptors are not yet initialised; workers are on it.
+    Active,
+    /// Every descriptor is initialised.
+    Idle,
+}
+
+/// Why a sync failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    /// The pgmap is being or has been torn down.
+    #[error("the pagemap is torn down: no descriptor can be handed out")]
+    TornDown,
+    /// The pfns are not all in one range of the pgmap.
+    #[error("pfns {start}..+{nr_pages} are not inside one range of the pagemap")]
+    OutOfRange {
+        /// First pfn asked for.
+        start: Pfn,
+        /// Pages asked for.
+        nr_pages: u64,
+    },
+}
+
+/// Proof that every descriptor of `range` is initialised and visible to this thread.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Synced {
+    range: PfnRange,
+}
+
+impl Synced {
+    /// Whether `pfn` is covered.
+    pub(crate) fn covers(&self, pfn: Pfn) -> bool {
+        self.range.contains(pfn)
+    }
+}
+
+/// One range's place in the asynchronous geometry.
+#[derive(Debug)]
+struct RangePlan {
+    /// Global index of this range's first sub-range.
+    first_sub: usize,
+    /// Sub-ranges in this range.
+    nr_subs: usize,
+    /// Pages per sub-range (whole compounds).
+    sub_pages: u64,
+}
+
+/// State of the asynchronous engine.
+#[derive(Debug)]
+struct Async {
+    plans: Vec<RangePlan>,
+    /// `(first, end)` global sub-range indices of each worker chunk.
+    chunks: Vec<(usize, usize)>,
+    cursor: AtomicUsize,
+    subs: SubRanges,
+    workers: usize,
+    started: Instant,
+    /// Nanoseconds from `started` until the last sub-range finished; 0 while running.
+    full_ns: AtomicU64,
+    finished_subs: AtomicUsize,
+}
+
+/// The memmaps of one pgmap and their initialisation state.
+#[derive(Debug)]
+pub(crate) struct MemmapSet {
+    maps: Vec<Memmap>,
+    target: InitTarget,
+    engine: Option<Async>,
+    sync_stats: InitStats,
+    written: AtomicU64,
+    dead: AtomicBool,
+}
+
+impl MemmapSet {
+    /// Takes ownership of `maps` and initialises them with `mode`: before returning for `Sync`
+    /// and `Parallel`, in the background (see [`MemmapSet::start_workers`]) for `Async`.
+    pub(crate) fn new(maps: Vec<Memmap>, target: InitTarget, mode: InitMode) -> Self {
+        let mut set = Self {
+            maps,
+            target,
+            engine: None,
+            sync_stats: InitStats::default(),
+            written: AtomicU64::new(0),
+            dead: AtomicBool::new(false),
+        };
+        match mode {
+            InitMode::Sync | InitMode::Parallel { .. } => {
+                for m in &set.maps {
+                    set.sync_stats += init_memmap(m, target, mode);
+                }
+            }
+            InitMode::Async { workers } => set.engine = Some(Async::plan(&set.maps, workers)),
+        }
+        set
+    }
+
+    /// Starts the background workers of an `Async` set and returns the handle to join.
+    ///
+    /// The caller starts one thread, which drops itself to nice 19 and then starts the other
+    /// workers, who inherit that priority (per-thread on Linux). Background work thereby
+    /// yields to the threads that fault, and the caller, which is about to hand the pgmap to
+    /// users, is never crowded off a core by workers still at its own priority. If no thread
+    /// can be started the caller initialises everything before returning, like the seed's
+    /// synchronous fallback.
+    pub(crate) fn start_workers(self: &Arc<Self>) -> Option<JoinHandle<()>> {
+        let engine = self.engine.as_ref()?;
+        let workers = engine.workers;
+        let set = Arc::clone(self);
+        let first = std::thread::Builder::new()
+            .name("devmap-init-0".to_owned())
+            .spawn(move || {
+                // Failure to lower the priority just leaves the workers at the default.
+                let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19);
+                // A new thread may have preempted its creator on this core; now that it is
+                // background work, hand the core back at once.
+                std::thread::yield_now();
+                let others: Vec<JoinHandle<()>> = (1..workers)
+                    .filter_map(|n| {
+                        let set = Arc::clone(&set);
+                        std::thread::Builder::new()
+                            .name(format!("devmap-init-{n}"))
+                            .spawn(move || set.work())
+                            .ok()
+                    })
+                    .collect();
+                set.work();
+                for w in others {
+                    // Workers only write in-bounds atomics; a join error has nothing to undo.
+                    let _ = w.join();
+                }
+            });
+        match first {
+            Ok(handle) => Some(handle),
+            Err(_) => {
+                // Nothing is torn down yet, so this cannot fail.
+                let _ = self.sync_all();
+                None
+            }
+        }
+    }
+
+    /// A worker: pulls chunks until there are none or the set is stopped.
+    fn work(&self) {
+        let Some(engine) = &self.engine else { return };
+        loop {
+            // Relaxed: the cursor only partitions work; the sub-range states order the rest.
+            let c = engine.cursor.fetch_add(1, Ordering::Relaxed);
+            let Some(&(first, end)) = engine.chunks.get(c) else {
+                return;
+            };
+            engine.subs.work(first, end, |i| self.init_sub(engine, i));
+            if engine.subs.is_stopped() {
+                return;
+            }
+        }
+    }
+
+    /// Initialises global sub-range `i` (the caller has claimed it).
+    fn init_sub(&self, engine: &Async, i: usize) {
+        let Some((r, plan)) = engine
+            .plans
+            .iter()
+            .enumerate()
+            .find(|(_, p)| (p.first_sub..p.first_sub + p.nr_subs).contains(&i))
+        else {
+            return;
+        };
+        let memmap = &self.maps[r];
+        let data = memmap.geometry().data_range();
+        let start = data
+            .start()
+            .add((i - plan.first_sub) as u64 * plan.sub_pages);
+        let end = start.add(plan.sub_pages).min(data.end());
+        let n = init_span(memmap, PfnRange::new_unchecked(start, end), self.target);
+        self.written.fetch_add(n, Ordering::Relaxed);
+        if engine.finished_subs.fetch_add(1, Ordering::Relaxed) + 1 == engine.subs.len() {
+            let ns = engine.started.elapsed().as_nanos() as u64;
+            engine.full_ns.store(ns.max(1), Ordering::Relaxed);
+        }
+    }
+
+    /// The memmaps, one per range, in registration order.
+    pub(crate) fn maps(&self) -> &[Memmap] {
+        &self.maps
+    }
+
+    /// Makes the descriptors of `nr_pages` pfns from `pfn` initialised (whole compounds), doing
+    /// pending work on this thread and waiting only for work other threads hold.
+    pub(crate) fn sync(&self, pfn: Pfn, nr_pages: u64) -> Result<(&Memmap, Synced), SyncError> {
+        // Acquire pairs with the Release store in `kill`.
+        if self.dead.load(Ordering::Acquire) {
+            return Err(SyncError::TornDown);
+        }
+        let bad = SyncError::OutOfRange {
+            start: pfn,
+            nr_pages,
+        };
+        let want = PfnRange::new(pfn, nr_pages.max(1)).map_err(|_| bad)?;
+        let (r, memmap) = self
+            .maps
+            .iter()
+            .enumerate()
+            .find(|(_, m)| m.geometry().range().contains_range(want))
+            .ok_or(bad)?;
+        let geo = memmap.geometry();
+        let shift = geo.shift();
+        let start = want.start().align_down(shift);
+        let end = Pfn::new(want.end().raw().next_multiple_of(shift.nr_pages()));
+        let covered = PfnRange::new_unchecked(start, end);
+        if let Some(engine) = &self.engine
+            && !engine.subs.all_done()
+        {
+            let data = geo.data_range();
+            let (lo, hi) = (start.max(data.start()), end.min(data.end()));
+            if lo < hi {
+                let plan = &engine.plans[r];
+                let idx = |p: Pfn| {
+                    plan.first_sub + (p.offset_from(data.start()) / plan.sub_pages) as usize
+                };
+                engine
+                    .subs
+                    .sync(idx(lo), idx(Pfn::new(hi.raw() - 1)), |i| {
+                        self.init_sub(engine, i)
+                    })
+                    .map_err(|Stopped| SyncError::TornDown)?;
+            }
+        }
+        Ok((memmap, Synced { range: covered }))
+    }
+
+    /// Finishes all initialisation, helping on this thread.
+    pub(crate) fn sync_all(&self) -> Result<(), SyncError> {
+        if self.dead.load(Ordering::Acquire) {
+            return Err(SyncError::TornDown);
+        }
+        if let Some(engine) = &self.engine {
+            let last = engine.subs.len().saturating_sub(1);
+            if engine.subs.len() > 0 {
+                engine
+                    .subs
+                    .sync(0, last, |i| self.init_sub(engine, i))
+                    .map_err(|Stopped| SyncError::TornDown)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sleeps until the background has initialised everything, without helping.
+    pub(crate) fn wait_idle(&self) {
+        if let Some(engine) = &self.engine {
+            engine.subs.wait_all();
+        }
+    }
+
+    /// `Active` while any sub-range is not initialised.
+    pub(crate) fn state(&self) -> InitState {
+        match &self.engine {
+            Some(e) if !e.subs.all_done() => InitState::Active,
+            _ => InitState::Idle,
+        }
+    }
+
+    /// Refuses every later sync and stops the workers before their next claim.
+    pub(crate) fn kill(&self) {
+        // Release pairs with the Acquire in `sync`.
+        self.dead.store(true, Ordering::Release);
+        if let Some(engine) = &self.engine {
+            engine.subs.stop();
+        }
+    }
+
+    /// What initialisation has done so far.
+    pub(crate) fn stats(&self) -> InitStats {
+        match &self.engine {
+            None => self.sync_stats,
+            Some(e) => InitStats {
+                descriptors: self.written.load(Ordering::Relaxed),
+                elapsed: std::time::Duration::from_nanos(e.full_ns.load(Ordering::Relaxed)),
+                threads: e.workers,
+            },
+        }
+    }
+}
+
+impl Async {
+    fn plan(maps: &[Memmap], workers: NonZeroUsize) -> Self {
+        let mut plans = Vec::with_capacity(maps.len());
+        let mut chunks = Vec::new();
+        let mut total = 0usize;
+        for m in maps {
+            let geo = m.geometry();
+            let compound = geo.shift().nr_pages();
+            let per = m.layout().descriptors_per_compound(geo);
+            let group = (SUB_RANGE_DESCRIPTORS / per).max(1);
+            let sub_pages = group * compound;
+            let nr_subs = geo.data_pages().div_ceil(sub_pages) as usize;
+            for first in (0..nr_subs).step_by(NR_MEMMAP_RANGE) {
+                chunks.push((
+                    total + first,
+                    total + (first + NR_MEMMAP_RANGE).min(nr_subs),
+                ));
+            }
+            plans.push(RangePlan {
+                first_sub: total,
+                nr_subs,
+                sub_pages,
+            });
+            total += nr_subs;
+        }
+        Self {
+            plans,
+            chunks,
+            cursor: AtomicUsize::new(0),
+            subs: SubRanges::new(total),
+            workers: workers.get(),
+            started: Instant::now(),
+            full_ns: AtomicU64::new(0),
+            finished_subs: AtomicUsize::new(0),
+        }
+    }
+}
