@@ -185,7 +185,7 @@ pub fn run_one(shape: &Shape, layout: Layout, mode: InitMode, plan: AsyncPlan) -
     let rss_after = procfs::rss_bytes()?;
     let cost = pgmap.cost();
     let stats = pgmap.init_stats();
-    space.memunmap_pages(&pgmap);
+    space.memunmap_pages(&pgmap, None)?;
     drop(pgmap);
 
     let memset_ns = memset_ns(cost.metadata_bytes + cost.device_bytes)?;

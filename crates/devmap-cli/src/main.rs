@@ -8,6 +8,7 @@
 
 mod enable;
 mod estimate;
+mod gup_test;
 mod procfs;
 mod shape;
 mod units;
@@ -63,6 +64,49 @@ enum Command {
         #[arg(long)]
         sync: bool,
     },
+    /// Pin and unpin a whole emulated namespace, like the kernel's gup_test selftest.
+    GupTest(GupTestArgs),
+}
+
+/// `gup-test`, with the kernel selftest's flags.
+#[derive(Debug, Args)]
+struct GupTestArgs {
+    /// Namespace size in MiB.
+    #[arg(short = 'm', default_value_t = 128)]
+    mb: u64,
+    /// Repeats.
+    #[arg(short = 'r', default_value_t = 1)]
+    repeats: u32,
+    /// Pages per call; negative for all at once [default: 512, as the seed's `-n 512`].
+    #[arg(short = 'n', default_value_t = 512, allow_negative_numbers = true)]
+    pages_per_call: i64,
+    /// FOLL_WRITE.
+    #[arg(short = 'w')]
+    write: bool,
+    /// PIN_FAST_BENCHMARK: pin_user_pages_fast.
+    #[arg(short = 'a', conflicts_with_all = ["longterm", "gup_fast"])]
+    pin_fast: bool,
+    /// PIN_LONGTERM_BENCHMARK: pins with FOLL_LONGTERM.
+    #[arg(short = 'L', conflicts_with_all = ["gup_fast", "folios"])]
+    longterm: bool,
+    /// GUP_FAST_BENCHMARK: plain references (the default).
+    #[arg(short = 'u', conflicts_with = "folios")]
+    gup_fast: bool,
+    /// Pin through the folio-range API (one entry per folio).
+    #[arg(short = 'F')]
+    folios: bool,
+    /// Page size of the namespace's folios: 4K, 2M or 1G.
+    #[arg(long, default_value = "2M")]
+    align: String,
+    /// Memmap layout.
+    #[arg(long, value_enum, default_value = "folio")]
+    layout: LayoutArg,
+    /// Namespace mode.
+    #[arg(long, value_enum, default_value = "devdax")]
+    mode: ModeArg,
+    /// Print a JSON array of objects, one per repeat.
+    #[arg(long, short = 'j')]
+    json: bool,
 }
 
 /// What every namespace command takes.
@@ -128,8 +172,51 @@ fn print<T: Serialize>(
     Ok(())
 }
 
+fn gup_test(a: GupTestArgs) -> Result<()> {
+    let size = a
+        .mb
+        .checked_mul(1 << 20)
+        .filter(|s| *s > 0)
+        .ok_or_else(|| anyhow::anyhow!("-m {} is not a usable size in MiB: try -m 16384", a.mb))?;
+    let shape = Shape::new(&size.to_string(), &a.align, a.mode, MapArg::Mem)?;
+    let layout = match a.layout.layouts().as_slice() {
+        [one] => *one,
+        _ => anyhow::bail!("gup-test runs one layout: choose --layout flat, vmemmap or folio"),
+    };
+    if a.repeats == 0 {
+        anyhow::bail!("-r must be at least 1");
+    }
+    let mode = if a.folios {
+        gup_test::Mode::PinFolios
+    } else if a.pin_fast {
+        gup_test::Mode::PinFast
+    } else if a.longterm {
+        gup_test::Mode::PinLongterm
+    } else {
+        gup_test::Mode::GupFast
+    };
+    let plan = gup_test::Plan {
+        shape,
+        layout,
+        mode,
+        repeats: a.repeats,
+        pages_per_call: gup_test::pages_per_call(a.pages_per_call)?,
+        write: a.write,
+    };
+    let rows = gup_test::run(&plan)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        for r in &rows {
+            println!("{}", gup_test::line(r));
+        }
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::GupTest(a) => gup_test(a),
         Command::Estimate { ns, layout } => {
             let shape = ns.shape()?;
             let rows = estimate::run(&shape, &layout.layouts())?;

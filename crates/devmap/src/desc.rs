@@ -10,6 +10,10 @@
 //! the head by pfn rather than by descriptor address so the encoding is the same in every layout
 //! and decoding it never dereferences a pointer. Large-folio fields (order, entire mapcount,
 //! pincount) live in the head itself: our descriptor has room for them, the kernel's does not.
+//!
+//! Word 2 packs the reference count (low 32 bits) and the pin count (high 32 bits) into one
+//! `AtomicU64`, so pinning or unpinning a large folio — count and pincount together — is one
+//! atomic operation where the kernel needs two (`folio::refcount` owns the arithmetic).
 
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
@@ -130,11 +134,11 @@ impl HeadWord {
 pub struct Page {
     flags: AtomicU64,
     head: AtomicU64,
-    refcount: AtomicI32,
+    /// Reference count (low half, `i32`) and pin count (high half, `i32`).
+    counts: AtomicU64,
     /// Stored biased by −1 like the kernel's `_mapcount`; on a head of order > 0 it is the
     /// entire-folio mapcount.
     mapcount: AtomicI32,
-    pincount: AtomicI32,
     order: AtomicU32,
     mapping: AtomicU64,
     index: AtomicU64,
@@ -144,6 +148,24 @@ pub struct Page {
 
 const _: () = assert!(std::mem::size_of::<Page>() == 64);
 const _: () = assert!(std::mem::align_of::<Page>() == 64);
+
+/// Packs a reference count and a pin count into word 2.
+#[inline]
+pub(crate) const fn pack_counts(refcount: i32, pincount: i32) -> u64 {
+    ((pincount as u32 as u64) << 32) | refcount as u32 as u64
+}
+
+/// The reference count half of word 2.
+#[inline]
+pub(crate) const fn refcount_of(counts: u64) -> i32 {
+    counts as u32 as i32
+}
+
+/// The pin count half of word 2.
+#[inline]
+pub(crate) const fn pincount_of(counts: u64) -> i32 {
+    (counts >> 32) as u32 as i32
+}
 
 /// The contents of a descriptor at one instant, for comparison and display.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -208,16 +230,18 @@ impl Page {
     pub(crate) fn prep_compound_head(&self, order: Order) {
         self.order.store(order.get(), Ordering::Relaxed);
         self.mapcount.store(-1, Ordering::Relaxed);
-        self.pincount.store(0, Ordering::Relaxed);
+        // Keep the reference count, clear the pin count.
+        self.counts
+            .fetch_and(u64::from(u32::MAX), Ordering::Relaxed);
     }
 
     /// Overwrites every word (initialisation and tests; not a synchronisation point).
     pub(crate) fn write(&self, s: PageSnapshot) {
         self.flags.store(s.flags, Ordering::Relaxed);
         self.head.store(s.head, Ordering::Relaxed);
-        self.refcount.store(s.refcount, Ordering::Relaxed);
+        self.counts
+            .store(pack_counts(s.refcount, s.pincount), Ordering::Relaxed);
         self.mapcount.store(s.mapcount, Ordering::Relaxed);
-        self.pincount.store(s.pincount, Ordering::Relaxed);
         self.order.store(s.order, Ordering::Relaxed);
         self.mapping.store(s.mapping, Ordering::Relaxed);
         self.index.store(s.index, Ordering::Relaxed);
@@ -229,12 +253,13 @@ impl Page {
     /// Reads every word (each word atomically; the set as a whole is not a single snapshot
     /// while other threads write).
     pub fn snapshot(&self) -> PageSnapshot {
+        let counts = self.counts.load(Ordering::Relaxed);
         PageSnapshot {
             flags: self.flags.load(Ordering::Relaxed),
             head: self.head.load(Ordering::Relaxed),
-            refcount: self.refcount.load(Ordering::Relaxed),
+            refcount: refcount_of(counts),
             mapcount: self.mapcount.load(Ordering::Relaxed),
-            pincount: self.pincount.load(Ordering::Relaxed),
+            pincount: pincount_of(counts),
             order: self.order.load(Ordering::Relaxed),
             mapping: self.mapping.load(Ordering::Relaxed),
             index: self.index.load(Ordering::Relaxed),
@@ -270,7 +295,7 @@ impl Page {
     /// The reference count.
     #[inline]
     pub fn refcount(&self) -> i32 {
-        self.refcount.load(Ordering::Acquire)
+        refcount_of(self.counts.load(Ordering::Acquire))
     }
 
     /// Number of mappings (the stored value is biased by −1).
@@ -282,7 +307,25 @@ impl Page {
     /// The pin count.
     #[inline]
     pub fn pincount(&self) -> i32 {
-        self.pincount.load(Ordering::Acquire)
+        pincount_of(self.counts.load(Ordering::Acquire))
+    }
+
+    /// The packed reference/pin count word, for the folio layer's refcount protocol.
+    #[inline]
+    pub(crate) fn counts_word(&self) -> &AtomicU64 {
+        &self.counts
+    }
+
+    /// The (−1 biased) mapcount word.
+    #[inline]
+    pub(crate) fn mapcount_word(&self) -> &AtomicI32 {
+        &self.mapcount
+    }
+
+    /// Clears `f` (atomic AND-NOT).
+    #[inline]
+    pub(crate) fn clear_flags(&self, f: PageFlags) {
+        self.flags.fetch_and(!f.bits(), Ordering::Relaxed);
     }
 }
 

@@ -29,6 +29,8 @@
 pub mod addr;
 pub mod backing;
 pub mod desc;
+pub mod folio;
+pub mod gup;
 pub mod init;
 pub mod memmap;
 pub mod pgmap;
@@ -36,6 +38,10 @@ mod sync;
 
 pub use addr::{Order, PAGE_SIZE, Pfn, PfnRange};
 pub use desc::{GUP_PIN_COUNTING_BIAS, Page, PageFlags};
+pub use folio::{FolioError, FolioMapping};
+pub use gup::{GupError, GupFlags, PinnedFolio, PinnedFolios, PinnedPages};
 pub use init::{InitMode, InitState, InitStats, SyncError};
 pub use memmap::{Cost, Folio, Geometry, Layout};
-pub use pgmap::{DevPagemap, DeviceSpace, MemoryType, PagemapConfig, PagemapOps, PgmapError};
+pub use pgmap::{
+    DevPagemap, DeviceSpace, MemoryType, PagemapConfig, PagemapOps, PgmapError, PgmapRef,
+};

@@ -123,7 +123,7 @@ fn sync_outside_the_pgmap_and_after_teardown_are_errors() {
         Err(PgmapError::Sync(SyncError::OutOfRange { .. }))
     ));
     assert!(
-        space.memunmap_pages(&p),
+        space.memunmap_pages(&p, None).is_ok(),
         "teardown while workers may still run"
     );
     assert!(matches!(
@@ -161,7 +161,7 @@ fn teardown_races_syncers_without_hanging() {
                 });
             }
             std::thread::sleep(std::time::Duration::from_millis(2));
-            assert!(space.memunmap_pages(&p));
+            space.memunmap_pages(&p, None).expect("teardown");
         });
     }
 }

@@ -268,6 +268,19 @@ impl MemmapSet {
         Ok((memmap, Synced { range: covered }))
     }
 
+    /// A token for the whole of range `index` even after teardown, for tests that audit the
+    /// descriptors a torn-down pgmap left behind (the memmap lives while any `Arc` does).
+    #[cfg(test)]
+    pub(crate) fn audit(&self, index: usize) -> Option<(&Memmap, Synced)> {
+        let m = self.maps.get(index)?;
+        Some((
+            m,
+            Synced {
+                range: m.geometry().range(),
+            },
+        ))
+    }
+
     /// Finishes all initialisation, helping on this thread.
     pub(crate) fn sync_all(&self) -> Result<(), SyncError> {
         if self.dead.load(Ordering::Acquire) {

@@ -432,6 +432,11 @@ impl Memmap {
     /// The stored descriptor of `pfn`: `None` for a Folio-layout tail, which has none.
     pub(crate) fn descriptor(&self, s: &Synced, pfn: Pfn) -> Result<Option<&Page>, LookupError> {
         self.check(s, pfn)?;
+        self.stored(pfn)
+    }
+
+    /// The stored descriptor of a pfn already checked to be in the data range.
+    fn stored(&self, pfn: Pfn) -> Result<Option<&Page>, LookupError> {
         Ok(match self {
             Memmap::Flat(f) => Some(f.page(pfn)),
             Memmap::Vmemmap(v) => Some(v.page(pfn).ok_or(LookupError::Uninitialized { pfn })?),
@@ -439,37 +444,58 @@ impl Memmap {
         })
     }
 
-    /// The head pfn of the compound holding `pfn`, read from the descriptors (Flat, Vmemmap) or
-    /// computed (Folio).
+    /// The head pfn of the compound holding `pfn`: read from its descriptor's head word, or
+    /// computed for a Folio-layout tail, which has no descriptor (and never belongs to a
+    /// dynamic folio: those exist only at `vmemmap_shift = 0`, where every pfn is stored).
     pub(crate) fn compound_head(&self, s: &Synced, pfn: Pfn) -> Result<Pfn, LookupError> {
         self.check(s, pfn)?;
-        if let Memmap::Folio(f) = self {
-            return Ok(pfn.align_down(f.geometry().shift));
-        }
-        let page = self
-            .descriptor(s, pfn)?
-            .ok_or(LookupError::Uninitialized { pfn })?;
-        match page.head_word() {
-            HeadWord::Unset => Err(LookupError::Uninitialized { pfn }),
-            HeadWord::Pgmap(_) => Ok(pfn),
-            HeadWord::Tail(head) => Ok(head),
+        self.head_of(pfn, self.stored(pfn)?)
+    }
+
+    fn head_of(&self, pfn: Pfn, stored: Option<&Page>) -> Result<Pfn, LookupError> {
+        match stored {
+            None => Ok(pfn.align_down(self.geometry().shift)),
+            Some(page) => match page.head_word() {
+                HeadWord::Unset => Err(LookupError::Uninitialized { pfn }),
+                HeadWord::Pgmap(_) => Ok(pfn),
+                HeadWord::Tail(head) => Ok(head),
+            },
         }
     }
 
-    /// The folio holding `pfn`.
+    /// The folio holding `pfn`: one range check, one read of the pfn's head word, one of the
+    /// head. The head is not checked against the sync token: a tail word is written only after
+    /// its head was initialised (compound init, or forming a dynamic folio from synced pages).
     pub(crate) fn folio(&self, s: &Synced, pfn: Pfn) -> Result<Folio<'_>, LookupError> {
-        let head = self.compound_head(s, pfn)?;
+        self.check(s, pfn)?;
+        let stored = self.stored(pfn)?;
+        let head = self.head_of(pfn, stored)?;
+        let desc = match stored {
+            Some(d) if head == pfn => d,
+            _ => self
+                .stored(head)?
+                .ok_or(LookupError::Uninitialized { pfn: head })?,
+        };
+        self.folio_at(head, desc)
+    }
+
+    /// The folio whose head is `head`, known to be a head the caller holds a reference on.
+    pub(crate) fn folio_at_head(&self, s: &Synced, head: Pfn) -> Result<Folio<'_>, LookupError> {
         let desc = self
             .descriptor(s, head)?
             .ok_or(LookupError::Uninitialized { pfn: head })?;
+        self.folio_at(head, desc)
+    }
+
+    fn folio_at<'a>(&self, head: Pfn, desc: &'a Page) -> Result<Folio<'a>, LookupError> {
+        if matches!(desc.head_word(), HeadWord::Unset) {
+            return Err(LookupError::Uninitialized { pfn: head });
+        }
         let order = if desc.flags().contains(PageFlags::HEAD) {
             Order::new(desc.order()).map_err(|_| LookupError::Uninitialized { pfn: head })?
         } else {
             Order::BASE
         };
-        if matches!(desc.head_word(), HeadWord::Unset) {
-            return Err(LookupError::Uninitialized { pfn: head });
-        }
         Ok(Folio { head, order, desc })
     }
 

@@ -14,14 +14,20 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::addr::{Order, PAGE_SIZE, Pfn, PfnRange};
 use crate::desc::{Page, PgmapId};
 use crate::init::{InitMode, InitState, InitStats, InitTarget, MemmapSet, SyncError, Synced};
 use crate::memmap::{Cost, Folio, Geometry, Layout, LookupError, Memmap, MemmapError};
+
+mod live;
+
+use self::live::Liveness;
 
 /// What kind of memory a pgmap describes (`enum memory_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -192,6 +198,15 @@ pub enum PgmapError {
     /// The id space of the device space is used up.
     #[error("the device space has no pagemap ids left")]
     IdsExhausted,
+    /// Teardown timed out with references still held; the pgmap is left as it was.
+    #[error("the pagemap is busy: {refs} references (handles, pins, mappings) still held")]
+    Busy {
+        /// References held when the wait gave up.
+        refs: u64,
+    },
+    /// The pgmap is not registered in this device space.
+    #[error("the pagemap is not registered here (already torn down?)")]
+    NotRegistered,
 }
 
 /// A registered device pagemap (`struct dev_pagemap`).
@@ -208,12 +223,95 @@ pub struct DevPagemap {
     set: Arc<MemmapSet>,
     /// The first background init worker (it joins the others), joined by teardown.
     workers: Mutex<Option<JoinHandle<()>>>,
+    /// Handles, pins and mappings (`pgmap->ref`).
+    live: Liveness,
+    /// Serialises forming and splitting dynamic fsdax folios (the DAX entry lock).
+    fsdax_lock: Mutex<()>,
+    /// Threads in `break_layouts`, so puts only take the wake-up lock when someone waits.
+    layout_waiters: AtomicUsize,
+    layout_wait: (Mutex<()>, Condvar),
+}
+
+/// A counted reference to a live pgmap (`get_dev_pagemap`'s result): while any exists,
+/// [`DeviceSpace::memunmap_pages`] waits. Pins and mappings hold one each.
+#[derive(Debug)]
+pub struct PgmapRef {
+    pgmap: Arc<DevPagemap>,
+}
+
+impl std::ops::Deref for PgmapRef {
+    type Target = DevPagemap;
+
+    fn deref(&self) -> &DevPagemap {
+        &self.pgmap
+    }
+}
+
+impl Clone for PgmapRef {
+    fn clone(&self) -> Self {
+        self.pgmap.live.get_another();
+        Self {
+            pgmap: Arc::clone(&self.pgmap),
+        }
+    }
+}
+
+impl Drop for PgmapRef {
+    fn drop(&mut self) {
+        self.pgmap.live.put();
+    }
+}
+
+impl PgmapRef {
+    /// The pgmap as a shared handle.
+    pub fn arc(&self) -> &Arc<DevPagemap> {
+        &self.pgmap
+    }
 }
 
 impl DevPagemap {
     /// The id stored in head descriptors.
     pub fn id(&self) -> PgmapId {
         self.id
+    }
+
+    /// Takes a liveness reference unless teardown has begun (`percpu_ref_tryget_live`).
+    pub fn tryget(self: &Arc<Self>) -> Option<PgmapRef> {
+        self.live.tryget().then(|| PgmapRef {
+            pgmap: Arc::clone(self),
+        })
+    }
+
+    /// Liveness references held now (handles, pins, mappings).
+    pub fn refs(&self) -> u64 {
+        self.live.count()
+    }
+
+    /// The memmap holding `pfn..pfn + nr_pages` and a proof that it is initialised.
+    pub(crate) fn synced_span(
+        &self,
+        pfn: Pfn,
+        nr_pages: u64,
+    ) -> Result<(&Memmap, Synced), PgmapError> {
+        Ok(self.set.sync(pfn, nr_pages)?)
+    }
+
+    /// Test-only: the memmap of range `index` with a token that works after teardown.
+    #[cfg(test)]
+    pub(crate) fn audit(&self, index: usize) -> Option<(&Memmap, Synced)> {
+        self.set.audit(index)
+    }
+
+    pub(crate) fn fsdax_lock(&self) -> &Mutex<()> {
+        &self.fsdax_lock
+    }
+
+    pub(crate) fn layout_waiters(&self) -> &AtomicUsize {
+        &self.layout_waiters
+    }
+
+    pub(crate) fn layout_wait(&self) -> (&Mutex<()>, &Condvar) {
+        (&self.layout_wait.0, &self.layout_wait.1)
     }
 
     /// The memory type.
@@ -507,6 +605,10 @@ impl DeviceSpace {
             ranges: cfg.ranges,
             workers: Mutex::new(set.start_workers()),
             set,
+            live: Liveness::new(),
+            fsdax_lock: Mutex::new(()),
+            layout_waiters: AtomicUsize::new(0),
+            layout_wait: (Mutex::new(()), Condvar::new()),
         });
         let mut inner = self.inner.write();
         // Re-check: another thread may have registered an overlapping pgmap while we built.
@@ -521,35 +623,59 @@ impl DeviceSpace {
         Ok(pgmap)
     }
 
-    /// The pgmap whose ranges hold `pfn` (`get_dev_pagemap`).
-    pub fn get_dev_pagemap(&self, pfn: Pfn) -> Option<Arc<DevPagemap>> {
+    /// A counted reference to the live pgmap whose ranges hold `pfn` (`get_dev_pagemap`);
+    /// `None` if no pgmap covers it or it is being torn down.
+    pub fn get_dev_pagemap(&self, pfn: Pfn) -> Option<PgmapRef> {
         let inner = self.inner.read();
         let (_, (range, pgmap)) = inner.pgmaps.range(..=pfn).next_back()?;
-        range.contains(pfn).then(|| Arc::clone(pgmap))
+        if range.contains(pfn) {
+            pgmap.tryget()
+        } else {
+            None
+        }
     }
 
-    /// Tears `pgmap` down (`memunmap_pages`): `get_dev_pagemap` stops finding it, its
-    /// lookups and syncs fail from now on, and background init is stopped and joined. The
-    /// memmap is freed when the last handle drops. Returns false if it was not registered here.
-    pub fn memunmap_pages(&self, pgmap: &Arc<DevPagemap>) -> bool {
-        let mut found = false;
-        {
-            let mut inner = self.inner.write();
-            for r in pgmap.ranges() {
-                if inner
+    /// Tears `pgmap` down (`memunmap_pages`): kills its liveness reference so
+    /// `get_dev_pagemap` and new pins and mappings fail, waits until every handle, pin and
+    /// mapping is gone, then unregisters it, stops and joins background init, and refuses every
+    /// later lookup. The memmap is freed when the last `Arc` drops.
+    ///
+    /// With a `timeout`, gives up with [`PgmapError::Busy`] if references remain, and leaves the
+    /// pgmap registered and live exactly as it was.
+    pub fn memunmap_pages(
+        &self,
+        pgmap: &Arc<DevPagemap>,
+        timeout: Option<Duration>,
+    ) -> Result<(), PgmapError> {
+        let registered = |inner: &SpaceInner| {
+            pgmap.ranges().any(|r| {
+                inner
                     .pgmaps
                     .get(&r.start())
                     .is_some_and(|(_, p)| Arc::ptr_eq(p, pgmap))
-                {
-                    inner.pgmaps.remove(&r.start());
-                    found = true;
-                }
+            })
+        };
+        if !registered(&self.inner.read()) {
+            return Err(PgmapError::NotRegistered);
+        }
+        pgmap.live.kill();
+        if !pgmap.live.wait_drained(timeout) {
+            let refs = pgmap.live.count();
+            pgmap.live.revive();
+            return Err(PgmapError::Busy { refs });
+        }
+        {
+            let mut inner = self.inner.write();
+            if !registered(&inner) {
+                // A concurrent teardown of the same pgmap won the race.
+                return Err(PgmapError::NotRegistered);
+            }
+            for r in pgmap.ranges() {
+                inner.pgmaps.remove(&r.start());
             }
         }
-        if found {
-            pgmap.shut_down();
-        }
-        found
+        pgmap.shut_down();
+        Ok(())
     }
 
     /// Number of registered pgmaps.

@@ -60,7 +60,7 @@ fn get_dev_pagemap_finds_every_range_of_a_multi_range_pgmap() {
     let last_of_r0 = Pfn::new(r0.end().raw() - 1);
     for pfn in [r0.start(), last_of_r0, r1.start(), r1.start().add(1000)] {
         let found = space.get_dev_pagemap(pfn);
-        assert!(found.is_some_and(|p| Arc::ptr_eq(&p, &pgmap)), "{pfn}");
+        assert!(found.is_some_and(|p| Arc::ptr_eq(p.arc(), &pgmap)), "{pfn}");
     }
     assert!(space.get_dev_pagemap(gap.start()).is_none());
     assert!(space.get_dev_pagemap(r1.end()).is_none());
@@ -70,9 +70,12 @@ fn get_dev_pagemap_finds_every_range_of_a_multi_range_pgmap() {
         Some(r1.start().add(512))
     );
     assert_eq!(space.nr_pagemaps(), 1);
-    assert!(space.memunmap_pages(&pgmap));
+    space.memunmap_pages(&pgmap, None).expect("teardown");
     assert!(space.get_dev_pagemap(r0.start()).is_none());
-    assert!(!space.memunmap_pages(&pgmap));
+    assert!(matches!(
+        space.memunmap_pages(&pgmap, None),
+        Err(PgmapError::NotRegistered)
+    ));
 }
 
 #[test]
@@ -200,4 +203,40 @@ fn lookups_outside_the_pgmap_are_errors() {
         p.compound_head(Pfn::new(0)),
         Err(PgmapError::Sync(SyncError::OutOfRange { .. }))
     ));
+}
+
+#[test]
+fn teardown_waits_for_handles_and_a_timeout_leaves_everything_intact() {
+    let space = DeviceSpace::new();
+    let r = space.reserve_range(8 << 20, 2 << 20).expect("r");
+    let p = space
+        .memremap_pages(cfg(r, Layout::Folio, Order::PMD))
+        .expect("pgmap");
+    let handle = space.get_dev_pagemap(r.start().add(5)).expect("live");
+    assert_eq!(p.refs(), 1);
+    assert!(matches!(
+        space.memunmap_pages(&p, Some(std::time::Duration::from_millis(10))),
+        Err(PgmapError::Busy { refs: 1 })
+    ));
+    // Intact: still registered, still live, lookups still work.
+    assert!(space.get_dev_pagemap(r.start()).is_some());
+    assert_eq!(
+        p.folio(r.start().add(600)).map(|f| f.pfn()).ok(),
+        Some(r.start().add(512))
+    );
+    std::thread::scope(|s| {
+        let t = s.spawn(|| space.memunmap_pages(&p, None));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(!t.is_finished(), "teardown must wait for the handle");
+        // New lookups fail while teardown waits.
+        assert!(space.get_dev_pagemap(r.start()).is_none());
+        drop(handle);
+        t.join().expect("teardown thread").expect("teardown");
+    });
+    assert!(space.get_dev_pagemap(r.start()).is_none());
+    assert!(p.folio(r.start()).is_err(), "lookups fail after teardown");
+    // The memmap itself lives on with the Arc and was left idle.
+    let (m, s) = p.audit(0).expect("range 0");
+    let f = m.folio(&s, r.start().add(600)).expect("audit");
+    assert_eq!((f.refcount(), f.pincount()), (1, 0));
 }

@@ -1,0 +1,430 @@
+//! Folio reference counts, mappings and the free path (mainline ≥ 6.15, seed 001).
+//!
+//! A folio's count rests at its pgmap type's idle value (1 for device-dax, 0 otherwise).
+//! Mapping a folio ([`DevPagemap::map_folio`]) takes a reference and a mapcount and a liveness
+//! reference on the pgmap; dropping the [`FolioMapping`] gives them back. Pins (`crate::gup`)
+//! take references with the pin bias. Whoever brings the count back to idle runs the free
+//! path: fsdax wakes layout-break waiters and splits a dynamic folio back to order 0; the other
+//! types call the pgmap's `folio_free` callback.
+//!
+//! fsdax pgmaps have no `vmemmap_shift`: their folios are formed when a mapping asks for a
+//! larger order and split when they go idle, both under the pgmap's fsdax lock (the kernel's
+//! DAX entry lock). A folio at count 0 can't be pinned (`try_add` never resurrects), so a
+//! pinner can't see a folio that is being split.
+
+pub(crate) mod refcount;
+
+use std::time::{Duration, Instant};
+
+use crate::addr::{Order, Pfn, PfnRange};
+use crate::desc::{GUP_PIN_COUNTING_BIAS, HeadWord, PageFlags};
+use crate::init::Synced;
+use crate::memmap::{Folio, Memmap};
+use crate::pgmap::{DevPagemap, MemoryType, PgmapError, PgmapRef};
+use crate::sync::{Ordering, fence};
+
+/// Errors from folio operations.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FolioError {
+    /// The pgmap is being torn down or is gone.
+    #[error("the pagemap is being torn down")]
+    Dead,
+    /// Lookup or sync failed.
+    #[error(transparent)]
+    Pgmap(#[from] PgmapError),
+    /// The CPU cannot map device-private memory.
+    #[error("{memory_type:?} memory cannot be mapped by the CPU")]
+    NotAddressable {
+        /// The pgmap's type.
+        memory_type: MemoryType,
+    },
+    /// The pages asked for are in use in a different shape.
+    #[error("pfn {pfn}: cannot map an order-{order} folio here: {why}")]
+    Busy {
+        /// The pfn.
+        pfn: Pfn,
+        /// The order asked for.
+        order: u32,
+        /// What is in the way.
+        why: &'static str,
+    },
+    /// The order does not fit the pgmap (device-dax folios have the pgmap's fixed order).
+    #[error("pfn {pfn}: order {order} does not fit this pagemap (folios here are order {fixed})")]
+    BadOrder {
+        /// The pfn.
+        pfn: Pfn,
+        /// The order asked for.
+        order: u32,
+        /// The pgmap's folio order.
+        fixed: u32,
+    },
+    /// The reference count would overflow.
+    #[error("pfn {pfn}: reference count would overflow")]
+    Overflow {
+        /// The folio head.
+        pfn: Pfn,
+    },
+    /// A range stayed busy until the timeout.
+    #[error("pfn {pfn} is still busy (referenced beyond its mappings) after {waited:?}")]
+    StillBusy {
+        /// The first busy pfn.
+        pfn: Pfn,
+        /// How long it waited.
+        waited: Duration,
+    },
+}
+
+impl Folio<'_> {
+    /// The reference count.
+    pub fn refcount(&self) -> i32 {
+        self.head_page().refcount()
+    }
+
+    /// The number of mappings of the folio as a whole.
+    pub fn mapcount(&self) -> i32 {
+        self.head_page().mapcount()
+    }
+
+    /// Pins on a large folio (`_pincount`); small folios count pins in the refcount.
+    pub fn pincount(&self) -> i32 {
+        self.head_page().pincount()
+    }
+
+    /// `folio_maybe_dma_pinned`: large folios by pincount, small ones by a count of at least
+    /// the pin bias (fuzzy, as in the kernel).
+    pub fn maybe_dma_pinned(&self) -> bool {
+        if self.order().get() > 0 {
+            self.pincount() > 0
+        } else {
+            self.refcount() >= GUP_PIN_COUNTING_BIAS
+        }
+    }
+
+    /// Whether the folio is dirty.
+    pub fn is_dirty(&self) -> bool {
+        self.head_page().flags().contains(PageFlags::DIRTY)
+    }
+
+    /// Whether the folio, or any page in it, is poisoned.
+    pub fn is_poisoned(&self) -> bool {
+        let f = self.head_page().flags();
+        f.contains(PageFlags::HWPOISON) || f.contains(PageFlags::HAS_HWPOISONED)
+    }
+
+    /// Marks the folio dirty (once; a no-op if it already is).
+    pub fn mark_dirty(&self) {
+        if !self.is_dirty() {
+            self.head_page().set_flags(PageFlags::DIRTY);
+        }
+    }
+
+    /// Clears the dirty flag (after write-back).
+    pub fn clear_dirty(&self) {
+        self.head_page().clear_flags(PageFlags::DIRTY);
+    }
+
+    pub(crate) fn is_large(&self) -> bool {
+        self.order().get() > 0
+    }
+}
+
+/// A mapping of one folio: holds a reference, a mapcount and a pgmap liveness reference.
+#[derive(Debug)]
+pub struct FolioMapping {
+    pgmap: PgmapRef,
+    head: Pfn,
+}
+
+impl FolioMapping {
+    /// The head pfn of the mapped folio.
+    pub fn pfn(&self) -> Pfn {
+        self.head
+    }
+
+    /// The pgmap this mapping keeps alive.
+    pub fn pagemap(&self) -> &DevPagemap {
+        &self.pgmap
+    }
+}
+
+impl Drop for FolioMapping {
+    fn drop(&mut self) {
+        let p: &DevPagemap = &self.pgmap;
+        // The mapping's reference keeps the folio (and its shape) stable, and the liveness
+        // reference keeps the memmap initialised and alive: this lookup cannot fail.
+        if let Ok((memmap, synced)) = p.synced_span(self.head, 1)
+            && let Ok(folio) = memmap.folio(&synced, self.head)
+        {
+            folio
+                .head_page()
+                .mapcount_word()
+                .fetch_sub(1, Ordering::Relaxed);
+            p.ungrab_folio(memmap, &synced, &folio, 1, false);
+        }
+    }
+}
+
+impl DevPagemap {
+    /// Maps the folio holding `pfn`, or for fsdax forms an `order` folio at `pfn` first
+    /// (`order` must be 0 or the folio's order for other types): a reference, a mapcount and a
+    /// liveness reference, all released when the returned mapping drops.
+    pub fn map_folio(
+        self: &std::sync::Arc<Self>,
+        pfn: Pfn,
+        order: Order,
+    ) -> Result<FolioMapping, FolioError> {
+        if self.memory_type() == MemoryType::Private {
+            return Err(FolioError::NotAddressable {
+                memory_type: MemoryType::Private,
+            });
+        }
+        let pgmap = self.tryget().ok_or(FolioError::Dead)?;
+        let (memmap, synced) = self.synced_span(pfn.align_down(order), order.nr_pages())?;
+        let head = if self.memory_type() == MemoryType::FsDax {
+            self.fsdax_map(memmap, &synced, pfn, order)?
+        } else {
+            let folio = memmap.folio(&synced, pfn).map_err(PgmapError::from)?;
+            if order.get() != 0 && order != folio.order() {
+                return Err(FolioError::BadOrder {
+                    pfn,
+                    order: order.get(),
+                    fixed: folio.order().get(),
+                });
+            }
+            if !refcount::try_grab(folio.head_page().counts_word(), folio.is_large(), 1, false) {
+                return Err(FolioError::Overflow { pfn: folio.pfn() });
+            }
+            folio
+                .head_page()
+                .mapcount_word()
+                .fetch_add(1, Ordering::Relaxed);
+            folio.pfn()
+        };
+        Ok(FolioMapping { pgmap, head })
+    }
+
+    /// fsdax: maps an existing folio of `order` at `pfn`, or forms one from idle order-0 pages.
+    fn fsdax_map(
+        &self,
+        memmap: &Memmap,
+        synced: &Synced,
+        pfn: Pfn,
+        order: Order,
+    ) -> Result<Pfn, FolioError> {
+        let busy = |why| FolioError::Busy {
+            pfn,
+            order: order.get(),
+            why,
+        };
+        if !pfn.is_aligned(order) {
+            return Err(busy("the pfn is not aligned to the order"));
+        }
+        let _formation = self.fsdax_lock().lock();
+        let folio = memmap.folio(synced, pfn).map_err(PgmapError::from)?;
+        if folio.pfn() == pfn && folio.order() == order {
+            // Mapped already (or idle and not yet split): take a reference. A count of 0 is
+            // fine here: under the lock nobody splits or frees concurrently, and pins refuse 0.
+            refcount::add(folio.head_page().counts_word(), 1);
+        } else {
+            if folio.order() > order {
+                return Err(busy("the pfn is inside a larger folio"));
+            }
+            let span = PfnRange::new_unchecked(pfn, pfn.add(order.nr_pages()));
+            for p in (0..span.len()).map(|i| pfn.add(i)) {
+                let f = memmap.folio(synced, p).map_err(PgmapError::from)?;
+                if f.is_large() {
+                    return Err(busy("part of the range is in another folio"));
+                }
+                if f.refcount() != 0 {
+                    return Err(busy("part of the range is in use"));
+                }
+            }
+            self.form(memmap, synced, span, order)?;
+            let head = memmap.folio(synced, pfn).map_err(PgmapError::from)?;
+            refcount::add(head.head_page().counts_word(), 1);
+        }
+        memmap
+            .folio(synced, pfn)
+            .map_err(PgmapError::from)?
+            .head_page()
+            .mapcount_word()
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(pfn)
+    }
+
+    /// `prep_compound_page` on idle order-0 pages (fsdax lock held).
+    fn form(
+        &self,
+        memmap: &Memmap,
+        s: &Synced,
+        span: PfnRange,
+        order: Order,
+    ) -> Result<(), PgmapError> {
+        if order.get() == 0 {
+            return Ok(());
+        }
+        let head = span.start();
+        for i in 1..span.len() {
+            let p = head.add(i);
+            if let Some(d) = memmap.descriptor(s, p)? {
+                let poison = d.flags().contains(PageFlags::HWPOISON);
+                d.init_tail(head);
+                if poison {
+                    d.set_flags(PageFlags::HWPOISON);
+                }
+            }
+        }
+        if let Some(d) = memmap.descriptor(s, head)? {
+            d.set_flags(PageFlags::HEAD);
+            d.prep_compound_head(order);
+        }
+        Ok(())
+    }
+
+    /// Splits an idle dynamic fsdax folio back to order-0 pages (fsdax lock held).
+    fn split(
+        &self,
+        memmap: &Memmap,
+        s: &Synced,
+        head: Pfn,
+        order: Order,
+    ) -> Result<(), PgmapError> {
+        for i in (0..order.nr_pages()).rev() {
+            let p = head.add(i);
+            if let Some(d) = memmap.descriptor(s, p)? {
+                let keep = d.flags().bits() & PageFlags::HWPOISON.bits();
+                d.init_zone_device(self.id(), self.memory_type().idle_refcount());
+                d.set_flags(PageFlags::from_bits(keep));
+            }
+        }
+        Ok(())
+    }
+
+    /// Releases `refs` pins (`pin`) or plain references from `folio`, runs the free path if
+    /// that made it idle, and wakes layout-break waiters.
+    pub(crate) fn ungrab_folio(
+        &self,
+        memmap: &Memmap,
+        s: &Synced,
+        folio: &Folio<'_>,
+        refs: i32,
+        pin: bool,
+    ) {
+        let head = folio.head_page();
+        let idle = self.memory_type().idle_refcount();
+        let large = folio.is_large();
+        if refcount::ungrab(head.counts_word(), large, refs, pin, idle) {
+            self.folio_idle(memmap, s, folio);
+        }
+        self.wake_layout_waiters();
+    }
+
+    /// The free path (`free_zone_device_folio`), run by whoever made `folio` idle.
+    pub(crate) fn folio_idle(&self, memmap: &Memmap, s: &Synced, folio: &Folio<'_>) {
+        match self.memory_type() {
+            MemoryType::FsDax => {
+                if folio.is_large() {
+                    let _formation = self.fsdax_lock().lock();
+                    // Re-check under the lock: a new mapping may have taken the folio again.
+                    if folio.refcount() == 0 && folio.head_page().flags().contains(PageFlags::HEAD)
+                    {
+                        // The span was synced with the folio; a failure here means the memmap
+                        // is gone, and then there is nothing left to split.
+                        let _ = self.split(memmap, s, folio.pfn(), folio.order());
+                    }
+                }
+                self.wake_layout_waiters_now();
+            }
+            _ => {
+                if let Some(cb) = &self.ops().folio_free {
+                    cb(folio);
+                }
+            }
+        }
+    }
+
+    fn wake_layout_waiters(&self) {
+        // Only fsdax has layout breaks to wake.
+        if self.memory_type() != MemoryType::FsDax {
+            return;
+        }
+        // SeqCst fence: pairs with the one in `break_layouts` so that either the waiter sees
+        // this put's count, or this load sees the waiter (Dekker); a Relaxed load alone could
+        // miss a waiter that checked the count just before the put.
+        fence(Ordering::SeqCst);
+        if self.layout_waiters().load(Ordering::Relaxed) > 0 {
+            self.wake_layout_waiters_now();
+        }
+    }
+
+    fn wake_layout_waiters_now(&self) {
+        let (lock, cv) = self.layout_wait();
+        let _g = lock.lock();
+        cv.notify_all();
+    }
+
+    /// `dax_layout_busy_page_range`: the first pfn in `range` whose folio holds references
+    /// beyond its mappings (refcount − mapcount ≠ idle), i.e. is pinned or otherwise in use.
+    pub fn busy_page_range(&self, range: PfnRange) -> Result<Option<Pfn>, FolioError> {
+        let (memmap, s) = self.synced_span(range.start(), range.len())?;
+        let idle = self.memory_type().idle_refcount();
+        let mut pfn = range.start();
+        while pfn < range.end() {
+            let f = memmap.folio(&s, pfn).map_err(PgmapError::from)?;
+            if f.refcount() - f.mapcount() != idle {
+                return Ok(Some(pfn));
+            }
+            pfn = f.pfn().add(f.nr_pages());
+        }
+        Ok(None)
+    }
+
+    /// `dax_break_layout`: waits, woken by the free path and by every put, until no folio in
+    /// `range` is busy; gives up with `StillBusy` after `timeout`.
+    pub fn break_layouts(
+        &self,
+        range: PfnRange,
+        timeout: Option<Duration>,
+    ) -> Result<(), FolioError> {
+        let start = Instant::now();
+        let waiters = self.layout_waiters();
+        waiters.fetch_add(1, Ordering::SeqCst);
+        // Pairs with the fence in `wake_layout_waiters`.
+        fence(Ordering::SeqCst);
+        let result = (|| {
+            let (lock, cv) = self.layout_wait();
+            let mut g = lock.lock();
+            loop {
+                let Some(pfn) = self.busy_page_range(range)? else {
+                    return Ok(());
+                };
+                let waited = start.elapsed();
+                match timeout {
+                    Some(t) if waited >= t => return Err(FolioError::StillBusy { pfn, waited }),
+                    Some(t) => {
+                        cv.wait_for(&mut g, t - waited);
+                    }
+                    None => cv.wait(&mut g),
+                }
+            }
+        })();
+        waiters.fetch_sub(1, Ordering::Relaxed);
+        result
+    }
+}
+
+/// The head-word check of the kernel's `try_get_folio`: after taking a reference on `head`,
+/// `pfn` must still belong to it (a split may have raced the lookup).
+pub(crate) fn still_in_folio(memmap: &Memmap, s: &Synced, pfn: Pfn, head: Pfn) -> bool {
+    match memmap.descriptor(s, pfn) {
+        Ok(Some(d)) => match d.head_word() {
+            HeadWord::Tail(h) => h == head,
+            HeadWord::Pgmap(_) => pfn == head,
+            HeadWord::Unset => false,
+        },
+        // Folio-layout tails are not stored: their head is arithmetic and cannot change.
+        Ok(None) => true,
+        Err(_) => false,
+    }
+}

@@ -1,0 +1,526 @@
+//! Pinning pages for DMA (`mm/gup.c`, seeds 000 and 004): one reference update per folio,
+//! never per 4 KiB page, for both pin and unpin.
+//!
+//! Two shapes of result:
+//!
+//! * [`PinnedPages`]: one entry per 4 KiB page, like `pin_user_pages_fast` fills its `pages[]`
+//!   (the entries are written by a `record_subpages` loop, the references are taken once per
+//!   folio);
+//! * [`PinnedFolios`]: one entry per folio with the part of it the range covers, what
+//!   `memfd_pin_folios` would be for device-dax.
+//!
+//! Accounting follows `GUP_PIN_COUNTING_BIAS`: a large folio's count and pincount grow by the
+//! pages pinned; a small folio's count grows by 1024 per pin. Plain gets (`FOLL_GET`,
+//! [`DevPagemap::get_pages`]) add references without the bias. Every result holds a liveness
+//! reference on its pgmap, so teardown waits for it, and gives its references back when it is
+//! dropped; the `unpin_*` functions do so explicitly, optionally marking each folio dirty once.
+//! A failure part-way gives back everything taken before it: nothing is left pinned.
+
+use std::sync::Arc;
+
+use crate::addr::{Order, Pfn, PfnRange};
+use crate::folio::{refcount, still_in_folio};
+use crate::init::{SyncError, Synced};
+use crate::memmap::{Folio, LookupError, Memmap};
+use crate::pgmap::{DevPagemap, DeviceSpace, MemoryType, PgmapError, PgmapRef};
+
+/// `FOLL_*` flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GupFlags(u32);
+
+impl GupFlags {
+    /// No flags.
+    pub const NONE: GupFlags = GupFlags(0);
+    /// The caller will write to the pages (`FOLL_WRITE`).
+    pub const WRITE: GupFlags = GupFlags(1 << 0);
+    /// The pin may last indefinitely (`FOLL_LONGTERM`): refused for fsdax and coherent memory.
+    pub const LONGTERM: GupFlags = GupFlags(1 << 1);
+    /// The caller can handle PCI peer-to-peer memory (`FOLL_PCI_P2PDMA`).
+    pub const PCI_P2PDMA: GupFlags = GupFlags(1 << 2);
+
+    /// Whether every flag of `other` is set.
+    pub const fn contains(self, other: GupFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+impl std::ops::BitOr for GupFlags {
+    type Output = GupFlags;
+
+    fn bitor(self, rhs: GupFlags) -> GupFlags {
+        GupFlags(self.0 | rhs.0)
+    }
+}
+
+/// Why a pin failed. Nothing is left pinned after any of these.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GupError {
+    /// An empty range.
+    #[error("nothing to pin: the range is empty")]
+    Empty,
+    /// No live pgmap covers the pfn (or it holds the on-device memmap).
+    #[error("pfn {pfn} is not device memory of a live pagemap")]
+    NoPagemap {
+        /// The first pfn not covered.
+        pfn: Pfn,
+    },
+    /// The pgmap is being torn down.
+    #[error("the pagemap of pfn {pfn} is being torn down")]
+    Dead {
+        /// The first pfn asked for.
+        pfn: Pfn,
+    },
+    /// A folio in the range is poisoned.
+    #[error("pfn {pfn} is in a poisoned folio")]
+    Poisoned {
+        /// The first poisoned pfn met.
+        pfn: Pfn,
+    },
+    /// A long-term pin of memory that must stay migratable or truncatable.
+    #[error("{memory_type:?} memory cannot be pinned long-term")]
+    LongtermNotPinnable {
+        /// The pgmap's type.
+        memory_type: MemoryType,
+    },
+    /// Device-private memory has no CPU mapping to pin.
+    #[error("{memory_type:?} memory is not addressable by the CPU")]
+    NotAddressable {
+        /// The pgmap's type.
+        memory_type: MemoryType,
+    },
+    /// Peer-to-peer memory without `PCI_P2PDMA`.
+    #[error("PCI peer-to-peer memory needs GupFlags::PCI_P2PDMA")]
+    P2pdmaNotRequested,
+    /// The folio is free (fsdax count 0): nothing maps it, so there is nothing to pin.
+    #[error("pfn {pfn} is not mapped (its folio is free)")]
+    NotMapped {
+        /// The pfn.
+        pfn: Pfn,
+    },
+    /// The folio's reference count would overflow.
+    #[error("pfn {pfn}: reference count would overflow")]
+    Overflow {
+        /// The folio head.
+        pfn: Pfn,
+    },
+}
+
+/// How a grab counts: pins (with the bias) or plain references.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Pin,
+    Get,
+}
+
+/// One pinned folio and the part of it a [`PinnedFolios`] covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PinnedFolio {
+    head: Pfn,
+    order: Order,
+    range: PfnRange,
+}
+
+impl PinnedFolio {
+    /// The folio's head pfn.
+    pub fn head(&self) -> Pfn {
+        self.head
+    }
+
+    /// The folio's order.
+    pub fn order(&self) -> Order {
+        self.order
+    }
+
+    /// The pinned pfns of this folio.
+    pub fn range(&self) -> PfnRange {
+        self.range
+    }
+}
+
+/// Pages pinned one entry per 4 KiB page (`pin_user_pages_fast`).
+#[derive(Debug)]
+pub struct PinnedPages {
+    pgmap: PgmapRef,
+    span: PfnRange,
+    pages: Vec<Pfn>,
+    kind: Kind,
+    flags: GupFlags,
+    released: bool,
+}
+
+/// Folios pinned one entry per folio.
+#[derive(Debug)]
+pub struct PinnedFolios {
+    pgmap: PgmapRef,
+    span: PfnRange,
+    folios: Vec<PinnedFolio>,
+    flags: GupFlags,
+    released: bool,
+}
+
+impl DeviceSpace {
+    /// Pins `range`, finding its pgmap by pfn (`pin_user_pages_fast`).
+    pub fn pin_pages(&self, range: PfnRange, flags: GupFlags) -> Result<PinnedPages, GupError> {
+        let pgmap = self
+            .get_dev_pagemap(range.start())
+            .ok_or(GupError::NoPagemap { pfn: range.start() })?;
+        pgmap.arc().pin_pages(range, flags)
+    }
+
+    /// Pins `range` one entry per folio, finding its pgmap by pfn.
+    pub fn pin_folios(&self, range: PfnRange, flags: GupFlags) -> Result<PinnedFolios, GupError> {
+        let pgmap = self
+            .get_dev_pagemap(range.start())
+            .ok_or(GupError::NoPagemap { pfn: range.start() })?;
+        pgmap.arc().pin_folios(range, flags)
+    }
+}
+
+impl DevPagemap {
+    /// Pins every page of `range`, one entry per 4 KiB page, one reference update per folio.
+    pub fn pin_pages(
+        self: &Arc<Self>,
+        range: PfnRange,
+        flags: GupFlags,
+    ) -> Result<PinnedPages, GupError> {
+        self.grab_pages(range, flags, Kind::Pin)
+    }
+
+    /// Takes plain references (`FOLL_GET`, `get_user_pages_fast`) on every page of `range`.
+    pub fn get_pages(
+        self: &Arc<Self>,
+        range: PfnRange,
+        flags: GupFlags,
+    ) -> Result<PinnedPages, GupError> {
+        self.grab_pages(range, flags, Kind::Get)
+    }
+
+    fn grab_pages(
+        self: &Arc<Self>,
+        range: PfnRange,
+        flags: GupFlags,
+        kind: Kind,
+    ) -> Result<PinnedPages, GupError> {
+        let mut pages = Vec::with_capacity(range.len() as usize);
+        let pgmap = self.grab(range, flags, kind, |_, sub| {
+            // record_subpages: one entry per 4 KiB page of the folio's covered part.
+            pages.extend((0..sub.len()).map(|i| sub.start().add(i)));
+        })?;
+        Ok(PinnedPages {
+            pgmap,
+            span: range,
+            pages,
+            kind,
+            flags,
+            released: false,
+        })
+    }
+
+    /// Pins every folio `range` touches, one entry per folio with the part covered.
+    pub fn pin_folios(
+        self: &Arc<Self>,
+        range: PfnRange,
+        flags: GupFlags,
+    ) -> Result<PinnedFolios, GupError> {
+        // Folios of the pgmap's order, plus a partial one at each end.
+        let mut folios =
+            Vec::with_capacity((range.len() >> self.vmemmap_shift().get()) as usize + 2);
+        let pgmap = self.grab(range, flags, Kind::Pin, |f, sub| {
+            folios.push(PinnedFolio {
+                head: f.pfn(),
+                order: f.order(),
+                range: sub,
+            });
+        })?;
+        Ok(PinnedFolios {
+            pgmap,
+            span: range,
+            folios,
+            flags,
+            released: false,
+        })
+    }
+
+    /// The type rules every grab checks first (`try_grab_folio`, `folio_is_longterm_pinnable`).
+    fn check_grab(&self, range: PfnRange, flags: GupFlags) -> Result<(), GupError> {
+        let memory_type = self.memory_type();
+        if range.is_empty() {
+            return Err(GupError::Empty);
+        }
+        match memory_type {
+            MemoryType::Private => return Err(GupError::NotAddressable { memory_type }),
+            MemoryType::P2pDma if !flags.contains(GupFlags::PCI_P2PDMA) => {
+                return Err(GupError::P2pdmaNotRequested);
+            }
+            MemoryType::FsDax | MemoryType::Coherent if flags.contains(GupFlags::LONGTERM) => {
+                return Err(GupError::LongtermNotPinnable { memory_type });
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The grab loop: one liveness reference for the whole call, one sync for the range, then
+    /// one reference update per folio, `record` told about each. Unwinds on failure.
+    fn grab(
+        self: &Arc<Self>,
+        range: PfnRange,
+        flags: GupFlags,
+        kind: Kind,
+        mut record: impl FnMut(&Folio<'_>, PfnRange),
+    ) -> Result<PgmapRef, GupError> {
+        self.check_grab(range, flags)?;
+        let pgmap = self.tryget().ok_or(GupError::Dead { pfn: range.start() })?;
+        let (memmap, s) = self.span_for(range)?;
+        let pin = kind == Kind::Pin;
+        let mut pfn = range.start();
+        while pfn < range.end() {
+            let result = self.grab_one(memmap, &s, pfn, range.end(), pin);
+            match result {
+                Ok(Some((folio, sub))) => {
+                    record(&folio, sub);
+                    pfn = sub.end();
+                }
+                // A split raced the lookup: look the pfn up again.
+                Ok(None) => {}
+                Err(e) => {
+                    self.release_span(
+                        memmap,
+                        &s,
+                        PfnRange::new_unchecked(range.start(), pfn),
+                        pin,
+                        false,
+                    );
+                    return Err(e);
+                }
+            }
+        }
+        Ok(pgmap)
+    }
+
+    /// Syncs `range` (async init) and maps lookup failures to pin errors.
+    fn span_for(&self, range: PfnRange) -> Result<(&Memmap, Synced), GupError> {
+        match self.synced_span(range.start(), range.len()) {
+            Ok(x) => Ok(x),
+            Err(PgmapError::Sync(SyncError::TornDown)) => {
+                Err(GupError::Dead { pfn: range.start() })
+            }
+            Err(_) => {
+                // Name the first pfn that is not ours.
+                let pfn = (0..range.len())
+                    .map(|i| range.start().add(i))
+                    .find(|p| !self.ranges().any(|r| r.contains(*p)))
+                    .unwrap_or(range.end());
+                Err(GupError::NoPagemap { pfn })
+            }
+        }
+    }
+
+    /// Grabs the folio holding `pfn` for the pages up to `end`; `None` if a split raced.
+    fn grab_one<'m>(
+        &self,
+        memmap: &'m Memmap,
+        s: &Synced,
+        pfn: Pfn,
+        end: Pfn,
+        pin: bool,
+    ) -> Result<Option<(Folio<'m>, PfnRange)>, GupError> {
+        let folio = memmap.folio(s, pfn).map_err(|e| match e {
+            LookupError::AltmapPfn { .. } | LookupError::OutOfRange { .. } => {
+                GupError::NoPagemap { pfn }
+            }
+            _ => GupError::NotMapped { pfn },
+        })?;
+        if folio.is_poisoned() {
+            return Err(GupError::Poisoned { pfn });
+        }
+        let sub_end = folio.range().end().min(end);
+        let refs = (sub_end.offset_from(pfn)) as i32;
+        let head = folio.head_page();
+        if !refcount::try_grab(head.counts_word(), folio.is_large(), refs, pin) {
+            return Err(if head.refcount() <= 0 {
+                GupError::NotMapped { pfn }
+            } else {
+                GupError::Overflow { pfn: folio.pfn() }
+            });
+        }
+        // Only fsdax folios are formed and split at run time; the rest never change shape.
+        if self.memory_type() == MemoryType::FsDax && !still_in_folio(memmap, s, pfn, folio.pfn()) {
+            self.ungrab_folio(memmap, s, &folio, refs, pin);
+            return Ok(None);
+        }
+        Ok(Some((folio, PfnRange::new_unchecked(pfn, sub_end))))
+    }
+
+    /// Releases what a grab of `span` took, folio by folio, marking each dirty first if asked
+    /// (`unpin_user_page_range_dirty_lock`).
+    fn release_span(&self, memmap: &Memmap, s: &Synced, span: PfnRange, pin: bool, dirty: bool) {
+        let mut pfn = span.start();
+        while pfn < span.end() {
+            let Ok(folio) = memmap.folio(s, pfn) else {
+                // Cannot happen for a span this pgmap grabbed; stop rather than loop.
+                return;
+            };
+            let end = folio.range().end().min(span.end());
+            if dirty {
+                folio.mark_dirty();
+            }
+            self.ungrab_folio(memmap, s, &folio, end.offset_from(pfn) as i32, pin);
+            pfn = end;
+        }
+    }
+}
+
+impl PinnedPages {
+    /// The pinned pages, one per 4 KiB, in order.
+    pub fn pages(&self) -> &[Pfn] {
+        &self.pages
+    }
+
+    /// Number of pages.
+    pub fn len(&self) -> usize {
+        self.pages.len()
+    }
+
+    /// Whether no page is held (never true for a successful pin).
+    pub fn is_empty(&self) -> bool {
+        self.pages.is_empty()
+    }
+
+    /// The flags the pages were pinned with.
+    pub fn flags(&self) -> GupFlags {
+        self.flags
+    }
+
+    /// The pgmap the pages belong to.
+    pub fn pagemap(&self) -> &DevPagemap {
+        &self.pgmap
+    }
+
+    /// `unpin_user_pages_dirty_lock`: walks the entries, groups consecutive entries of one
+    /// folio, and gives each folio its references back in one update (marking it dirty once
+    /// first if `make_dirty`).
+    fn release_entries(&mut self, make_dirty: bool) {
+        if std::mem::replace(&mut self.released, true) {
+            return;
+        }
+        let pin = self.kind == Kind::Pin;
+        let Ok((memmap, s)) = self.pgmap.synced_span(self.span.start(), self.span.len()) else {
+            return;
+        };
+        let mut i = 0;
+        while i < self.pages.len() {
+            let Ok(folio) = memmap.folio(&s, self.pages[i]) else {
+                return;
+            };
+            let fr = folio.range();
+            let n = self.pages[i..]
+                .iter()
+                .take_while(|p| fr.contains(**p))
+                .count();
+            if make_dirty {
+                folio.mark_dirty();
+            }
+            self.pgmap.ungrab_folio(memmap, &s, &folio, n as i32, pin);
+            i += n;
+        }
+    }
+
+    /// `unpin_user_page_range_dirty_lock`: the pages are one contiguous range, so folios are
+    /// found by arithmetic over it rather than by walking the entries.
+    fn release_range(&mut self, dirty: bool) {
+        if std::mem::replace(&mut self.released, true) {
+            return;
+        }
+        if let Ok((memmap, s)) = self.pgmap.synced_span(self.span.start(), self.span.len()) {
+            self.pgmap
+                .release_span(memmap, &s, self.span, self.kind == Kind::Pin, dirty);
+        }
+    }
+}
+
+impl Drop for PinnedPages {
+    fn drop(&mut self) {
+        self.release_entries(false);
+    }
+}
+
+impl PinnedFolios {
+    /// The pinned folios, in order.
+    pub fn folios(&self) -> &[PinnedFolio] {
+        &self.folios
+    }
+
+    /// Number of folios.
+    pub fn len(&self) -> usize {
+        self.folios.len()
+    }
+
+    /// Whether no folio is held (never true for a successful pin).
+    pub fn is_empty(&self) -> bool {
+        self.folios.is_empty()
+    }
+
+    /// Pages covered, summed over the folios.
+    pub fn nr_pages(&self) -> u64 {
+        self.span.len()
+    }
+
+    /// The flags the folios were pinned with.
+    pub fn flags(&self) -> GupFlags {
+        self.flags
+    }
+
+    /// The pgmap the folios belong to.
+    pub fn pagemap(&self) -> &DevPagemap {
+        &self.pgmap
+    }
+
+    fn release(&mut self, dirty: bool) {
+        if std::mem::replace(&mut self.released, true) {
+            return;
+        }
+        let Ok((memmap, s)) = self.pgmap.synced_span(self.span.start(), self.span.len()) else {
+            return;
+        };
+        for f in &self.folios {
+            let Ok(folio) = memmap.folio_at_head(&s, f.head) else {
+                return;
+            };
+            if dirty {
+                folio.mark_dirty();
+            }
+            self.pgmap
+                .ungrab_folio(memmap, &s, &folio, f.range.len() as i32, true);
+        }
+    }
+}
+
+impl Drop for PinnedFolios {
+    fn drop(&mut self) {
+        self.release(false);
+    }
+}
+
+/// `unpin_user_pages`: releases every pin, one update per folio.
+pub fn unpin_user_pages(mut pages: PinnedPages) {
+    pages.release_entries(false);
+}
+
+/// `unpin_user_pages_dirty_lock`: as [`unpin_user_pages`], marking each folio dirty once
+/// first when `make_dirty`.
+pub fn unpin_user_pages_dirty_lock(mut pages: PinnedPages, make_dirty: bool) {
+    pages.release_entries(make_dirty);
+}
+
+/// `unpin_user_page_range_dirty_lock`: as [`unpin_user_pages_dirty_lock`] for pages pinned as
+/// one range, walking folios by arithmetic instead of entries.
+pub fn unpin_user_page_range_dirty_lock(mut pages: PinnedPages, make_dirty: bool) {
+    pages.release_range(make_dirty);
+}
+
+/// `unpin_folios`: releases every folio's pins, marking each dirty first when `make_dirty`.
+pub fn unpin_folios(mut folios: PinnedFolios, make_dirty: bool) {
+    folios.release(make_dirty);
+}
