@@ -178,6 +178,21 @@ fn gup_test(a: GupTestArgs) -> Result<()> {
         .checked_mul(1 << 20)
         .filter(|s| *s > 0)
         .ok_or_else(|| anyhow::anyhow!("-m {} is not a usable size in MiB: try -m 16384", a.mb))?;
+    let align = shape::parse_size("align", &a.align)?;
+    if align.is_power_of_two() && align >= 1 << 20 && size % align != 0 {
+        let mb = align >> 20;
+        let down = a.mb / mb * mb;
+        let hint = if down == 0 {
+            format!("-m {}", down + mb)
+        } else {
+            format!("-m {down} or -m {}", down + mb)
+        };
+        anyhow::bail!(
+            "-m {} MiB is not a multiple of align {}: did you mean {hint}?",
+            a.mb,
+            format_size(align)
+        );
+    }
     let shape = Shape::new(&size.to_string(), &a.align, a.mode, MapArg::Mem)?;
     let layout = match a.layout.layouts().as_slice() {
         [one] => *one,

@@ -284,3 +284,86 @@ fn unknown_values_are_refused_by_the_parser() {
     );
     fails(&["estimate"], "--size");
 }
+
+#[test]
+fn gup_test_prints_the_kernel_line_and_batches_per_folio() {
+    let out = devmap(&["gup-test", "-m", "64", "-r", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "one line per repeat: {text}");
+    for l in lines {
+        let rest = l
+            .strip_prefix("GUP_FAST_BENCHMARK: Time: get:")
+            .expect("kernel format");
+        let (get, put) = rest
+            .strip_suffix(" us")
+            .expect("unit")
+            .split_once(" put:")
+            .expect("put");
+        get.parse::<u64>().expect("get usec");
+        put.parse::<u64>().expect("put usec");
+    }
+
+    let rows = json(&[
+        "gup-test", "-m", "64", "-a", "-w", "--align", "2M", "-n", "1000", "-j",
+    ]);
+    let r = &rows[0];
+    assert_eq!(r["mode"], "PIN_FAST_BENCHMARK");
+    assert_eq!(
+        (field(r, "pages"), field(r, "folios"), field(r, "entries")),
+        (16384, 32, 16384)
+    );
+    assert_eq!(field(r, "calls"), 17, "16384 pages in calls of 1000");
+    field(r, "get_us");
+    field(r, "put_us");
+
+    let rows = json(&[
+        "gup-test", "-m", "64", "-a", "-F", "--layout", "vmemmap", "-j",
+    ]);
+    assert_eq!(rows[0]["mode"], "PIN_FOLIOS_BENCHMARK");
+    assert_eq!(field(&rows[0], "entries"), 32, "one entry per 2 MiB folio");
+
+    let rows = json(&[
+        "gup-test", "-m", "8", "-L", "--align", "4K", "--layout", "flat", "-j",
+    ]);
+    assert_eq!(
+        (rows[0]["mode"].as_str(), field(&rows[0], "folios")),
+        (Some("PIN_LONGTERM_BENCHMARK"), 2048)
+    );
+}
+
+#[test]
+fn gup_test_on_fsdax_pins_mapped_folios_but_refuses_longterm() {
+    let rows = json(&["gup-test", "-m", "16", "-a", "--mode", "fsdax", "-j"]);
+    assert_eq!(
+        field(&rows[0], "folios"),
+        8,
+        "formed at the 2M align when mapped"
+    );
+    fails(
+        &["gup-test", "-m", "16", "-L", "--mode", "fsdax"],
+        "FsDax memory cannot be pinned long-term",
+    );
+}
+
+#[test]
+fn gup_test_refuses_bad_arguments() {
+    fails(&["gup-test", "-n", "0"], "-n must not be 0");
+    fails(&["gup-test", "-r", "0"], "-r must be at least 1");
+    fails(&["gup-test", "-m", "0"], "is not a usable size in MiB");
+    fails(
+        &["gup-test", "-m", "3", "--align", "2M"],
+        "did you mean -m 2 or -m 4?",
+    );
+    fails(
+        &["gup-test", "-m", "1", "--align", "1G"],
+        "did you mean -m 1024?",
+    );
+    fails(&["gup-test", "-a", "-u"], "cannot be used with");
+    fails(&["gup-test", "--layout", "all"], "gup-test runs one layout");
+}

@@ -7,8 +7,10 @@
 //! 1 GiB) and Folio (one descriptor per compound: 32 MiB/TiB at 2 MiB).
 //!
 //! Layers, lowest first (see `DESIGN.md`): [`addr`] typed numbers; [`backing`] memory sources;
-//! [`desc`] the descriptor; [`memmap`] the layouts; [`init`] memmap initialisation engines;
-//! [`pgmap`] device pagemaps and the device space that registers them.
+//! [`desc`] the descriptor; [`memmap`] the layouts; [`init`] memmap initialisation engines
+//! (sync, parallel, asynchronous with on-demand sync); [`pgmap`] device pagemaps, their
+//! liveness, and the device space that registers them; [`folio`] reference counts, mappings and
+//! the free path; [`gup`] pinning for DMA, one atomic per folio.
 //!
 //! ```
 //! use devmap::{DeviceSpace, Layout, Order, PagemapConfig};
