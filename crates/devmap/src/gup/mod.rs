@@ -307,11 +307,11 @@ impl DevPagemap {
                 Err(GupError::Dead { pfn: range.start() })
             }
             Err(_) => {
-                // Name the first pfn that is not ours.
-                let pfn = (0..range.len())
-                    .map(|i| range.start().add(i))
-                    .find(|p| !self.ranges().any(|r| r.contains(*p)))
-                    .unwrap_or(range.end());
+                // Name the first pfn that is not ours: the start, or the end of its range.
+                let pfn = self
+                    .ranges()
+                    .find(|r| r.contains(range.start()))
+                    .map_or(range.start(), |r| r.end());
                 Err(GupError::NoPagemap { pfn })
             }
         }
