@@ -320,8 +320,10 @@ impl DevPagemap {
         self.wake_layout_waiters();
     }
 
-    /// The free path (`free_zone_device_folio`), run by whoever made `folio` idle.
-    pub(crate) fn folio_idle(&self, memmap: &Memmap, s: &Synced, folio: &Folio<'_>) {
+    /// The free path (`free_zone_device_folio`), run by whoever made `folio` idle. `_held` is
+    /// the releaser's token, which covers only what it held (a mapping syncs its head, a pin
+    /// its pages): the split syncs the whole folio itself.
+    pub(crate) fn folio_idle(&self, memmap: &Memmap, _held: &Synced, folio: &Folio<'_>) {
         match self.memory_type() {
             MemoryType::FsDax => {
                 if folio.is_large() {
@@ -329,9 +331,12 @@ impl DevPagemap {
                     // Re-check under the lock: a new mapping may have taken the folio again.
                     if folio.refcount() == 0 && folio.head_page().flags().contains(PageFlags::HEAD)
                     {
-                        // The span was synced with the folio; a failure here means the memmap
-                        // is gone, and then there is nothing left to split.
-                        let _ = self.split(memmap, s, folio.pfn(), folio.order());
+                        // The split rewrites every page of the folio, so it needs a token for
+                        // all of them (free once init is idle). A failure here means the pgmap
+                        // is torn down, and then there is nothing left to split.
+                        if let Ok((_, whole)) = self.synced_span(folio.pfn(), folio.nr_pages()) {
+                            let _ = self.split(memmap, &whole, folio.pfn(), folio.order());
+                        }
                     }
                 }
                 self.wake_layout_waiters_now();
@@ -428,3 +433,6 @@ pub(crate) fn still_in_folio(memmap: &Memmap, s: &Synced, pfn: Pfn, head: Pfn) -
         Err(_) => false,
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests;
