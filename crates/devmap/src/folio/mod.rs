@@ -265,6 +265,8 @@ impl DevPagemap {
             return Ok(());
         }
         let head = span.start();
+        // A poisoned page makes the new folio poisoned, as `poison_subpage` would have.
+        let mut poisoned = memmap.subpage_hwpoison(s, head)?;
         for i in 1..span.len() {
             let p = head.add(i);
             if let Some(d) = memmap.descriptor(s, p)? {
@@ -274,9 +276,13 @@ impl DevPagemap {
                     d.set_flags(PageFlags::HWPOISON);
                 }
             }
+            poisoned |= memmap.subpage_hwpoison(s, p)?;
         }
         if let Some(d) = memmap.descriptor(s, head)? {
             d.set_flags(PageFlags::HEAD);
+            if poisoned {
+                d.set_flags(PageFlags::HAS_HWPOISONED);
+            }
             d.prep_compound_head(order);
         }
         Ok(())
@@ -292,10 +298,17 @@ impl DevPagemap {
     ) -> Result<(), PgmapError> {
         for i in (0..order.nr_pages()).rev() {
             let p = head.add(i);
+            // Read before the rewrite (Flat and Vmemmap keep it in the page's flags, Folio in
+            // its side table).
+            let poisoned = memmap.subpage_hwpoison(s, p)?;
             if let Some(d) = memmap.descriptor(s, p)? {
                 let keep = d.flags().bits() & PageFlags::HWPOISON.bits();
                 d.init_zone_device(self.id(), self.memory_type().idle_refcount());
                 d.set_flags(PageFlags::from_bits(keep));
+                if poisoned {
+                    // The page is its own folio again: flag it as `poison_subpage` does.
+                    d.set_flags(PageFlags::HAS_HWPOISONED);
+                }
             }
         }
         Ok(())

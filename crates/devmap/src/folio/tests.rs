@@ -322,6 +322,70 @@ fn fsdax_overlapping_maps_of_another_shape_are_busy() {
     }
 }
 
+#[test]
+fn hwpoison_survives_forming_and_splitting_a_folio() {
+    for layout in Layout::ALL {
+        let fx = fsdax(layout);
+        let p = &fx.p;
+        let h = fx.r.start().add(512);
+        let bad = h.add(7);
+        let ctx = format!("{layout:?}");
+        p.poison_subpage(bad).expect("poison");
+        assert!(p.folio(bad).expect("folio").is_poisoned(), "{ctx}");
+
+        let m = p
+            .map_folio(h, Order::PMD)
+            .expect("form over a poisoned page");
+        assert!(p.subpage_poisoned(bad).expect("lookup"), "{ctx}: formed");
+        assert!(!p.subpage_poisoned(h.add(8)).expect("lookup"), "{ctx}");
+        assert!(!p.subpage_poisoned(h).expect("lookup"), "{ctx}");
+        assert!(
+            p.folio(h.add(300)).expect("folio").is_poisoned(),
+            "{ctx}: a folio holding a poisoned page is poisoned"
+        );
+        assert_eq!(
+            p.pin_pages(range(h, 512), GupFlags::NONE).err(),
+            Some(GupError::Poisoned { pfn: h }),
+            "{ctx}"
+        );
+        assert_eq!(counts(p, h), (1, 1, 0), "{ctx}");
+        drop(m);
+
+        assert_eq!(p.order(bad).expect("order"), Order::BASE, "{ctx}: split");
+        assert!(p.subpage_poisoned(bad).expect("lookup"), "{ctx}: split");
+        assert!(p.folio(bad).expect("folio").is_poisoned(), "{ctx}: split");
+        for ok in [h, h.add(6), h.add(8), h.add(511)] {
+            assert!(!p.subpage_poisoned(ok).expect("lookup"), "{ctx}: {ok}");
+            assert!(!p.folio(ok).expect("folio").is_poisoned(), "{ctx}: {ok}");
+        }
+        let bad_map = p.map_folio(bad, Order::BASE).expect("map the page");
+        assert_eq!(
+            p.pin_pages(range(bad, 1), GupFlags::NONE).err(),
+            Some(GupError::Poisoned { pfn: bad }),
+            "{ctx}: still refused after the split"
+        );
+        let good_map = p.map_folio(h.add(8), Order::BASE).expect("map");
+        let pin = p
+            .pin_pages(range(h.add(8), 1), GupFlags::NONE)
+            .expect("pin");
+        drop((pin, good_map, bad_map));
+
+        // Poison that arrives while the folio is formed survives its split as well.
+        let m = p.map_folio(h, Order::PMD).expect("form again");
+        let late = h.add(100);
+        p.poison_subpage(late).expect("poison a tail");
+        assert!(p.folio(late).expect("folio").is_poisoned(), "{ctx}");
+        drop(m);
+        assert_eq!(p.order(late).expect("order"), Order::BASE, "{ctx}: split");
+        for pfn in [bad, late] {
+            assert!(p.subpage_poisoned(pfn).expect("lookup"), "{ctx}: {pfn}");
+            assert!(p.folio(pfn).expect("folio").is_poisoned(), "{ctx}: {pfn}");
+        }
+        assert!(!p.folio(h).expect("folio").is_poisoned(), "{ctx}");
+        assert_eq!(p.refs(), 0);
+    }
+}
+
 // ---- busy ranges and layout breaks ----
 
 #[test]
