@@ -265,6 +265,8 @@ impl DevPagemap {
             return Ok(());
         }
         let head = span.start();
+        // A poisoned page makes the new folio poisoned, as `poison_subpage` would have.
+        let mut poisoned = memmap.subpage_hwpoison(s, head)?;
         for i in 1..span.len() {
             let p = head.add(i);
             if let Some(d) = memmap.descriptor(s, p)? {
@@ -274,9 +276,13 @@ impl DevPagemap {
                     d.set_flags(PageFlags::HWPOISON);
                 }
             }
+            poisoned |= memmap.subpage_hwpoison(s, p)?;
         }
         if let Some(d) = memmap.descriptor(s, head)? {
             d.set_flags(PageFlags::HEAD);
+            if poisoned {
+                d.set_flags(PageFlags::HAS_HWPOISONED);
+            }
             d.prep_compound_head(order);
         }
         Ok(())
@@ -292,10 +298,17 @@ impl DevPagemap {
     ) -> Result<(), PgmapError> {
         for i in (0..order.nr_pages()).rev() {
             let p = head.add(i);
+            // Read before the rewrite (Flat and Vmemmap keep it in the page's flags, Folio in
+            // its side table).
+            let poisoned = memmap.subpage_hwpoison(s, p)?;
             if let Some(d) = memmap.descriptor(s, p)? {
                 let keep = d.flags().bits() & PageFlags::HWPOISON.bits();
                 d.init_zone_device(self.id(), self.memory_type().idle_refcount());
                 d.set_flags(PageFlags::from_bits(keep));
+                if poisoned {
+                    // The page is its own folio again: flag it as `poison_subpage` does.
+                    d.set_flags(PageFlags::HAS_HWPOISONED);
+                }
             }
         }
         Ok(())
@@ -320,8 +333,10 @@ impl DevPagemap {
         self.wake_layout_waiters();
     }
 
-    /// The free path (`free_zone_device_folio`), run by whoever made `folio` idle.
-    pub(crate) fn folio_idle(&self, memmap: &Memmap, s: &Synced, folio: &Folio<'_>) {
+    /// The free path (`free_zone_device_folio`), run by whoever made `folio` idle. `_held` is
+    /// the releaser's token, which covers only what it held (a mapping syncs its head, a pin
+    /// its pages): the split syncs the whole folio itself.
+    pub(crate) fn folio_idle(&self, memmap: &Memmap, _held: &Synced, folio: &Folio<'_>) {
         match self.memory_type() {
             MemoryType::FsDax => {
                 if folio.is_large() {
@@ -329,9 +344,12 @@ impl DevPagemap {
                     // Re-check under the lock: a new mapping may have taken the folio again.
                     if folio.refcount() == 0 && folio.head_page().flags().contains(PageFlags::HEAD)
                     {
-                        // The span was synced with the folio; a failure here means the memmap
-                        // is gone, and then there is nothing left to split.
-                        let _ = self.split(memmap, s, folio.pfn(), folio.order());
+                        // The split rewrites every page of the folio, so it needs a token for
+                        // all of them (free once init is idle). A failure here means the pgmap
+                        // is torn down, and then there is nothing left to split.
+                        if let Ok((_, whole)) = self.synced_span(folio.pfn(), folio.nr_pages()) {
+                            let _ = self.split(memmap, &whole, folio.pfn(), folio.order());
+                        }
                     }
                 }
                 self.wake_layout_waiters_now();
@@ -428,3 +446,6 @@ pub(crate) fn still_in_folio(memmap: &Memmap, s: &Synced, pfn: Pfn, head: Pfn) -
         Err(_) => false,
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests;

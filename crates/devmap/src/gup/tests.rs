@@ -1,0 +1,696 @@
+//! Pin and get accounting on every layout, the unpin variants, error unwinding and teardown
+//! ordering.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use super::*;
+use crate::desc::GUP_PIN_COUNTING_BIAS as BIAS;
+use crate::init::InitMode;
+use crate::memmap::Layout;
+use crate::pgmap::{PagemapConfig, PgmapError};
+
+/// 16 MiB: 4096 pfns, eight 2 MiB folios.
+const BYTES: u64 = 16 << 20;
+
+/// A registered pgmap plus how many times its `folio_free` callback ran.
+struct Fixture {
+    space: DeviceSpace,
+    p: Arc<DevPagemap>,
+    r: PfnRange,
+    frees: Arc<AtomicUsize>,
+}
+
+fn fixture(layout: Layout, order: Order, ty: MemoryType) -> Fixture {
+    let space = DeviceSpace::new();
+    let r = space.reserve_range(BYTES, 2 << 20).expect("range");
+    let mut cfg = PagemapConfig::devdax(r, order);
+    cfg.layout = layout;
+    cfg.memory_type = ty;
+    cfg.init = InitMode::Sync;
+    cfg.owner = Some(0xd0d0);
+    let frees = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&frees);
+    cfg.ops.folio_free = Some(Arc::new(move |_f: &Folio<'_>| {
+        seen.fetch_add(1, Ordering::Relaxed);
+    }));
+    let p = space.memremap_pages(cfg).expect("pgmap");
+    Fixture { space, p, r, frees }
+}
+
+fn devdax(layout: Layout, order: Order) -> Fixture {
+    fixture(layout, order, MemoryType::Generic)
+}
+
+fn range(start: Pfn, end: Pfn) -> PfnRange {
+    PfnRange::from_bounds(start, end).expect("range")
+}
+
+/// (refcount, pincount) of the folio holding `pfn`.
+fn counts(p: &DevPagemap, pfn: Pfn) -> (i32, i32) {
+    let f = p.folio(pfn).expect("folio");
+    (f.refcount(), f.pincount())
+}
+
+fn pinned(p: &DevPagemap, pfn: Pfn) -> bool {
+    p.folio(pfn).expect("folio").maybe_dma_pinned()
+}
+
+fn dirty(p: &DevPagemap, pfn: Pfn) -> bool {
+    p.folio(pfn).expect("folio").is_dirty()
+}
+
+/// Every folio of the pgmap is at `idle` with no pins.
+fn assert_all_idle(p: &DevPagemap, idle: i32, what: &str) {
+    let r = p.ranges().next().expect("range");
+    let mut pfn = r.start();
+    while pfn < r.end() {
+        let f = p.folio(pfn).expect("folio");
+        assert_eq!(
+            (f.refcount(), f.pincount()),
+            (idle, 0),
+            "{what}: folio {}",
+            f.pfn()
+        );
+        assert!(!f.maybe_dma_pinned(), "{what}: folio {}", f.pfn());
+        pfn = f.range().end();
+    }
+}
+
+/// A range that starts and ends inside folios, with the folios it touches and how many of
+/// their pages: for order 9, 412 pages of folio 0, all of folios 1 and 2, 50 pages of folio 3;
+/// for order 0, 40 single-page folios.
+struct Case {
+    range: PfnRange,
+    /// (head, pages covered) of the first, a middle and the last folio touched.
+    probes: [(Pfn, i32); 3],
+    /// Heads of every folio touched, in order.
+    heads: Vec<Pfn>,
+    /// Pfns right outside the touched folios.
+    outside: [Pfn; 2],
+}
+
+fn case(r: PfnRange, order: Order) -> Case {
+    let s = r.start();
+    if order == Order::PMD {
+        Case {
+            range: range(s.add(100), s.add(3 * 512 + 50)),
+            probes: [(s, 412), (s.add(1024), 512), (s.add(1536), 50)],
+            heads: vec![s, s.add(512), s.add(1024), s.add(1536)],
+            outside: [s.add(2048), s.add(4095)],
+        }
+    } else {
+        Case {
+            range: range(s.add(100), s.add(140)),
+            probes: [(s.add(100), 1), (s.add(120), 1), (s.add(139), 1)],
+            heads: (100..140).map(|i| s.add(i)).collect(),
+            outside: [s.add(99), s.add(140)],
+        }
+    }
+}
+
+/// What `refs` pins add to (refcount, pincount) of a folio of `order`.
+fn pin_delta(order: Order, refs: i32) -> (i32, i32) {
+    if order.get() > 0 {
+        (refs, refs)
+    } else {
+        (refs * BIAS, 0)
+    }
+}
+
+#[test]
+fn pins_and_gets_are_accounted_per_folio_on_every_layout() {
+    for layout in Layout::ALL {
+        for order in [Order::PMD, Order::BASE] {
+            let fx = devdax(layout, order);
+            let p = &fx.p;
+            let c = case(fx.r, order);
+            let ctx = format!("{layout:?} order {}", order.get());
+
+            let pages = p.pin_pages(c.range, GupFlags::NONE).expect("pin_pages");
+            assert_eq!(
+                pages.len() as u64,
+                c.range.len(),
+                "{ctx}: one entry per 4 KiB"
+            );
+            for (i, pfn) in pages.pages().iter().enumerate() {
+                assert_eq!(*pfn, c.range.start().add(i as u64), "{ctx}: entry {i}");
+            }
+            assert_eq!(p.refs(), 1, "{ctx}: the pin holds the pgmap");
+            for (head, n) in c.probes {
+                let (dr, dp) = pin_delta(order, n);
+                assert_eq!(counts(p, head), (1 + dr, dp), "{ctx}: pinned {head}");
+                assert!(pinned(p, head), "{ctx}: {head}");
+            }
+            for pfn in c.outside {
+                assert_eq!(counts(p, pfn), (1, 0), "{ctx}: untouched {pfn}");
+                assert!(!pinned(p, pfn), "{ctx}: {pfn}");
+            }
+
+            let folios = p.pin_folios(c.range, GupFlags::NONE).expect("pin_folios");
+            assert_eq!(folios.len(), c.heads.len(), "{ctx}: one entry per folio");
+            assert_eq!(folios.nr_pages(), c.range.len());
+            for (i, (f, head)) in folios.folios().iter().zip(&c.heads).enumerate() {
+                assert_eq!(f.head(), *head, "{ctx}: folio {i}");
+                assert_eq!(f.order(), order, "{ctx}: folio {i}");
+                let want = range(
+                    (*head).max(c.range.start()),
+                    head.add(order.nr_pages()).min(c.range.end()),
+                );
+                assert_eq!(f.range(), want, "{ctx}: folio {i}");
+            }
+            let covered: u64 = folios.folios().iter().map(|f| f.range().len()).sum();
+            assert_eq!(covered, c.range.len(), "{ctx}");
+            for (head, n) in c.probes {
+                let (dr, dp) = pin_delta(order, 2 * n);
+                assert_eq!(counts(p, head), (1 + dr, dp), "{ctx}: pinned twice {head}");
+            }
+
+            let gets = p.get_pages(c.range, GupFlags::NONE).expect("get_pages");
+            assert_eq!(gets.len() as u64, c.range.len());
+            for (head, n) in c.probes {
+                let (dr, dp) = pin_delta(order, 2 * n);
+                assert_eq!(counts(p, head), (1 + dr + n, dp), "{ctx}: + gets {head}");
+            }
+            assert_eq!(p.refs(), 3, "{ctx}: one liveness reference per result");
+
+            unpin_user_pages(pages);
+            for (head, n) in c.probes {
+                let (dr, dp) = pin_delta(order, n);
+                assert_eq!(
+                    counts(p, head),
+                    (1 + dr + n, dp),
+                    "{ctx}: one pin left {head}"
+                );
+            }
+            unpin_folios(folios, false);
+            for (head, n) in c.probes {
+                assert_eq!(counts(p, head), (1 + n, 0), "{ctx}: gets left {head}");
+            }
+            assert_eq!(
+                fx.frees.load(Ordering::Relaxed),
+                0,
+                "{ctx}: nothing idle yet"
+            );
+            drop(gets);
+            assert_all_idle(p, 1, &ctx);
+            assert_eq!(
+                fx.frees.load(Ordering::Relaxed),
+                c.heads.len(),
+                "{ctx}: each folio went idle once"
+            );
+            assert_eq!(p.refs(), 0, "{ctx}");
+        }
+    }
+}
+
+#[test]
+fn plain_gets_never_look_dma_pinned() {
+    for layout in Layout::ALL {
+        for order in [Order::PMD, Order::BASE] {
+            let fx = devdax(layout, order);
+            let c = case(fx.r, order);
+            let gets = fx.p.get_pages(c.range, GupFlags::WRITE).expect("get_pages");
+            assert_eq!(gets.flags(), GupFlags::WRITE);
+            for (head, n) in c.probes {
+                assert_eq!(counts(&fx.p, head), (1 + n, 0), "{layout:?} {head}");
+                assert!(!pinned(&fx.p, head), "{layout:?} {head}");
+            }
+            unpin_user_pages(gets);
+            assert_all_idle(&fx.p, 1, "after gets");
+        }
+    }
+}
+
+#[test]
+fn devdax_folio_range_spanning_the_whole_pgmap() {
+    let fx = devdax(Layout::Vmemmap, Order::PMD);
+    let pins = fx.p.pin_folios(fx.r, GupFlags::LONGTERM).expect("pin");
+    assert_eq!(pins.len(), 8);
+    assert!(pins.folios().iter().all(|f| f.range().len() == 512));
+    assert_eq!(counts(&fx.p, fx.r.start().add(4095)), (513, 512));
+    drop(pins);
+    assert_all_idle(&fx.p, 1, "after drop");
+    assert_eq!(fx.frees.load(Ordering::Relaxed), 8);
+}
+
+/// The ways a [`PinnedPages`] or [`PinnedFolios`] gives its references back.
+#[derive(Debug, Clone, Copy)]
+enum Release {
+    UnpinUserPages,
+    PagesDirtyLock(bool),
+    PageRangeDirtyLock(bool),
+    DropPages,
+    UnpinFolios(bool),
+    DropFolios,
+    GetThenUnpin,
+    GetThenDrop,
+}
+
+impl Release {
+    const ALL: [Release; 11] = [
+        Release::UnpinUserPages,
+        Release::PagesDirtyLock(true),
+        Release::PagesDirtyLock(false),
+        Release::PageRangeDirtyLock(true),
+        Release::PageRangeDirtyLock(false),
+        Release::DropPages,
+        Release::UnpinFolios(true),
+        Release::UnpinFolios(false),
+        Release::DropFolios,
+        Release::GetThenUnpin,
+        Release::GetThenDrop,
+    ];
+
+    fn dirties(self) -> bool {
+        matches!(
+            self,
+            Release::PagesDirtyLock(true)
+                | Release::PageRangeDirtyLock(true)
+                | Release::UnpinFolios(true)
+        )
+    }
+
+    /// Takes the references this variant gives back (checking them on the first folio of the
+    /// case), then gives them back that way.
+    fn take_and_release(self, p: &Arc<DevPagemap>, c: &Case, order: Order) {
+        let (head, n) = c.probes[0];
+        let held = |want: (i32, i32)| {
+            assert_eq!(counts(p, head), (1 + want.0, want.1), "{self:?} while held");
+        };
+        match self {
+            Release::UnpinFolios(_) | Release::DropFolios => {
+                let f = p.pin_folios(c.range, GupFlags::WRITE).expect("pin_folios");
+                held(pin_delta(order, n));
+                match self {
+                    Release::UnpinFolios(d) => unpin_folios(f, d),
+                    _ => drop(f),
+                }
+            }
+            Release::GetThenUnpin | Release::GetThenDrop => {
+                let g = p.get_pages(c.range, GupFlags::NONE).expect("get_pages");
+                held((n, 0));
+                match self {
+                    Release::GetThenUnpin => unpin_user_pages(g),
+                    _ => drop(g),
+                }
+            }
+            _ => {
+                let pg = p.pin_pages(c.range, GupFlags::WRITE).expect("pin_pages");
+                held(pin_delta(order, n));
+                match self {
+                    Release::UnpinUserPages => unpin_user_pages(pg),
+                    Release::PagesDirtyLock(d) => unpin_user_pages_dirty_lock(pg, d),
+                    Release::PageRangeDirtyLock(d) => unpin_user_page_range_dirty_lock(pg, d),
+                    _ => drop(pg),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_unpin_variant_releases_everything_and_dirties_as_asked() {
+    for layout in Layout::ALL {
+        for order in [Order::PMD, Order::BASE] {
+            for rel in Release::ALL {
+                let fx = devdax(layout, order);
+                let c = case(fx.r, order);
+                let ctx = format!("{layout:?} order {} {rel:?}", order.get());
+                rel.take_and_release(&fx.p, &c, order);
+                assert_all_idle(&fx.p, 1, &ctx);
+                assert_eq!(fx.p.refs(), 0, "{ctx}: liveness reference released");
+                assert_eq!(
+                    fx.frees.load(Ordering::Relaxed),
+                    c.heads.len(),
+                    "{ctx}: each touched folio freed once"
+                );
+                for h in &c.heads {
+                    assert_eq!(dirty(&fx.p, *h), rel.dirties(), "{ctx}: folio {h}");
+                }
+                for pfn in c.outside {
+                    assert!(!dirty(&fx.p, pfn), "{ctx}: untouched {pfn}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn dirty_unpin_of_an_already_dirty_folio_keeps_it_dirty() {
+    let fx = devdax(Layout::Flat, Order::PMD);
+    let c = case(fx.r, Order::PMD);
+    let pg = fx.p.pin_pages(c.range, GupFlags::WRITE).expect("pin");
+    fx.p.folio(c.probes[0].0).expect("folio").mark_dirty();
+    unpin_user_pages_dirty_lock(pg, true);
+    for h in &c.heads {
+        assert!(dirty(&fx.p, *h), "{h}");
+    }
+    let f = fx.p.folio(c.probes[0].0).expect("folio");
+    f.clear_dirty();
+    assert!(!f.is_dirty());
+    assert_all_idle(&fx.p, 1, "after");
+}
+
+// ---- error paths: every failure leaves nothing pinned ----
+
+#[test]
+fn empty_ranges_are_refused() {
+    let fx = devdax(Layout::Folio, Order::PMD);
+    let empty = range(fx.r.start().add(5), fx.r.start().add(5));
+    assert_eq!(
+        fx.p.pin_pages(empty, GupFlags::NONE).err(),
+        Some(GupError::Empty)
+    );
+    assert_eq!(
+        fx.p.pin_folios(empty, GupFlags::NONE).err(),
+        Some(GupError::Empty)
+    );
+    assert_eq!(
+        fx.p.get_pages(empty, GupFlags::NONE).err(),
+        Some(GupError::Empty)
+    );
+    assert_eq!(
+        fx.space.pin_pages(empty, GupFlags::NONE).err(),
+        Some(GupError::Empty)
+    );
+    assert_all_idle(&fx.p, 1, "after empty pins");
+    assert_eq!(fx.p.refs(), 0);
+}
+
+#[test]
+fn a_range_running_past_the_pgmap_names_the_first_uncovered_pfn() {
+    for layout in Layout::ALL {
+        for order in [Order::PMD, Order::BASE] {
+            let fx = devdax(layout, order);
+            let past = range(fx.r.start().add(4000), fx.r.end().add(10));
+            let want = Some(GupError::NoPagemap { pfn: fx.r.end() });
+            assert_eq!(fx.p.pin_pages(past, GupFlags::NONE).err(), want);
+            assert_eq!(fx.p.pin_folios(past, GupFlags::NONE).err(), want);
+            assert_eq!(fx.p.get_pages(past, GupFlags::NONE).err(), want);
+            assert_eq!(fx.space.pin_pages(past, GupFlags::NONE).err(), want);
+            assert_eq!(fx.space.pin_folios(past, GupFlags::NONE).err(), want);
+            assert_all_idle(&fx.p, 1, &format!("{layout:?}"));
+            assert_eq!(fx.p.refs(), 0);
+        }
+    }
+}
+
+#[test]
+fn the_device_space_refuses_pfns_without_a_pgmap() {
+    let fx = devdax(Layout::Flat, Order::PMD);
+    let bare = fx
+        .space
+        .reserve_range(2 << 20, 2 << 20)
+        .expect("a range with no pgmap");
+    let want = Some(GupError::NoPagemap { pfn: bare.start() });
+    assert_eq!(fx.space.pin_pages(bare, GupFlags::NONE).err(), want);
+    assert_eq!(fx.space.pin_folios(bare, GupFlags::NONE).err(), want);
+    // Through the space, a pgmap's own pfns pin fine.
+    let ok = fx
+        .space
+        .pin_folios(range(fx.r.start(), fx.r.start().add(600)), GupFlags::NONE)
+        .expect("pin through the space");
+    assert_eq!(ok.len(), 2);
+    assert_eq!(fx.p.refs(), 1);
+    drop(ok);
+    assert_all_idle(&fx.p, 1, "after");
+}
+
+#[test]
+fn pins_after_teardown_fail_dead() {
+    let fx = devdax(Layout::Vmemmap, Order::PMD);
+    let rr = range(fx.r.start().add(1), fx.r.start().add(3));
+    fx.space.memunmap_pages(&fx.p, None).expect("teardown");
+    let dead = Some(GupError::Dead { pfn: rr.start() });
+    assert_eq!(fx.p.pin_pages(rr, GupFlags::NONE).err(), dead);
+    assert_eq!(fx.p.pin_folios(rr, GupFlags::NONE).err(), dead);
+    assert_eq!(fx.p.get_pages(rr, GupFlags::NONE).err(), dead);
+    assert_eq!(
+        fx.space.pin_pages(rr, GupFlags::NONE).err(),
+        Some(GupError::NoPagemap { pfn: rr.start() }),
+        "unregistered: the space finds nothing"
+    );
+    let (m, s) = fx.p.audit(0).expect("range 0");
+    let f = m.folio(&s, rr.start()).expect("audit");
+    assert_eq!((f.refcount(), f.pincount()), (1, 0));
+}
+
+#[test]
+fn a_poisoned_folio_mid_range_fails_and_unwinds_what_came_before() {
+    for layout in Layout::ALL {
+        for order in [Order::PMD, Order::BASE] {
+            let fx = devdax(layout, order);
+            let p = &fx.p;
+            let c = case(fx.r, order);
+            let ctx = format!("{layout:?} order {}", order.get());
+            // Poison a page of the third folio touched (not its head for order 9).
+            let bad_head = c.heads[2];
+            let bad = if order == Order::PMD {
+                bad_head.add(37)
+            } else {
+                bad_head
+            };
+            p.poison_subpage(bad).expect("poison");
+            assert!(p.subpage_poisoned(bad).expect("poisoned"));
+            // The range enters the poisoned folio at its head (order 0: it is the page).
+            let want = Some(GupError::Poisoned { pfn: bad_head });
+            assert_eq!(p.pin_pages(c.range, GupFlags::NONE).err(), want, "{ctx}");
+            assert_eq!(p.pin_folios(c.range, GupFlags::NONE).err(), want, "{ctx}");
+            assert_eq!(p.get_pages(c.range, GupFlags::NONE).err(), want, "{ctx}");
+            assert_all_idle(p, 1, &ctx);
+            assert_eq!(p.refs(), 0, "{ctx}");
+            assert_eq!(
+                fx.frees.load(Ordering::Relaxed),
+                6,
+                "{ctx}: 2 folios × 3 unwinds"
+            );
+            // The pages before it still pin.
+            let before = range(c.range.start(), bad_head);
+            let ok = p
+                .pin_pages(before, GupFlags::NONE)
+                .expect("before the poison");
+            assert_eq!(ok.len() as u64, before.len());
+            drop(ok);
+            assert_all_idle(p, 1, &ctx);
+        }
+    }
+}
+
+#[test]
+fn longterm_pins_are_refused_on_fsdax_and_coherent_only() {
+    for ty in [MemoryType::FsDax, MemoryType::Coherent] {
+        let fx = fixture(Layout::Flat, Order::BASE, ty);
+        let rr = range(fx.r.start(), fx.r.start().add(4));
+        let want = Some(GupError::LongtermNotPinnable { memory_type: ty });
+        assert_eq!(fx.p.pin_pages(rr, GupFlags::LONGTERM).err(), want);
+        assert_eq!(
+            fx.p.pin_folios(rr, GupFlags::LONGTERM | GupFlags::WRITE)
+                .err(),
+            want
+        );
+        assert_eq!(fx.space.pin_pages(rr, GupFlags::LONGTERM).err(), want);
+        assert_all_idle(&fx.p, 0, &format!("{ty:?}"));
+        assert_eq!(fx.p.refs(), 0);
+    }
+    let fx = devdax(Layout::Flat, Order::PMD);
+    let c = case(fx.r, Order::PMD);
+    let lt =
+        fx.p.pin_pages(c.range, GupFlags::LONGTERM | GupFlags::WRITE)
+            .expect("device-dax is long-term pinnable");
+    assert_eq!(lt.flags(), GupFlags::LONGTERM | GupFlags::WRITE);
+    assert_eq!(counts(&fx.p, c.probes[1].0), (513, 512));
+    drop(lt);
+    assert_all_idle(&fx.p, 1, "after");
+}
+
+#[test]
+fn device_private_memory_is_not_addressable() {
+    let fx = fixture(Layout::Vmemmap, Order::PMD, MemoryType::Private);
+    let rr = range(fx.r.start(), fx.r.start().add(1));
+    let want = Some(GupError::NotAddressable {
+        memory_type: MemoryType::Private,
+    });
+    assert_eq!(fx.p.pin_pages(rr, GupFlags::NONE).err(), want);
+    assert_eq!(fx.p.pin_folios(rr, GupFlags::NONE).err(), want);
+    assert_eq!(fx.p.get_pages(rr, GupFlags::PCI_P2PDMA).err(), want);
+    assert_all_idle(&fx.p, 0, "private");
+    assert_eq!(fx.p.refs(), 0);
+}
+
+/// What a driver's allocation does (`zone_device_page_init`, `p2pmem_alloc_mmap`): takes an
+/// idle (count 0) folio to count 1. There is no public allocation API yet.
+fn allocate(p: &DevPagemap, pfn: Pfn) {
+    let f = p.folio(pfn).expect("folio");
+    assert_eq!(f.refcount(), 0, "allocating an idle folio");
+    crate::folio::refcount::add(f.head_page().counts_word(), 1);
+}
+
+/// The driver's free of an allocated folio: the put that runs the free path.
+fn free(p: &DevPagemap, pfn: Pfn) {
+    let (m, s) = p.synced_span(pfn, 1).expect("sync");
+    let f = m.folio(&s, pfn).expect("folio");
+    p.ungrab_folio(m, &s, &f, 1, false);
+}
+
+#[test]
+fn p2pdma_needs_the_flag_and_an_allocated_folio() {
+    for order in [Order::PMD, Order::BASE] {
+        let fx = fixture(Layout::Folio, order, MemoryType::P2pDma);
+        let p = &fx.p;
+        let c = case(fx.r, order);
+        assert_eq!(
+            p.pin_pages(c.range, GupFlags::NONE).err(),
+            Some(GupError::P2pdmaNotRequested)
+        );
+        assert_eq!(
+            p.pin_folios(c.range, GupFlags::LONGTERM).err(),
+            Some(GupError::P2pdmaNotRequested)
+        );
+        // With the flag, a free folio (count 0) is still not pinnable.
+        assert_eq!(
+            p.pin_pages(c.range, GupFlags::PCI_P2PDMA).err(),
+            Some(GupError::NotMapped {
+                pfn: c.range.start()
+            })
+        );
+        assert_all_idle(p, 0, "refused");
+        for h in &c.heads {
+            allocate(p, *h);
+        }
+        let pins = p
+            .pin_pages(c.range, GupFlags::PCI_P2PDMA | GupFlags::WRITE)
+            .expect("p2pdma pin with the flag");
+        for (head, n) in c.probes {
+            let (dr, dp) = pin_delta(order, n);
+            assert_eq!(counts(p, head), (1 + dr, dp), "{head}");
+        }
+        unpin_user_pages_dirty_lock(pins, true);
+        assert_eq!(fx.frees.load(Ordering::Relaxed), 0, "allocation still held");
+        for h in &c.heads {
+            assert_eq!(counts(p, *h), (1, 0), "{h}");
+            assert!(dirty(p, *h));
+            free(p, *h);
+        }
+        assert_eq!(fx.frees.load(Ordering::Relaxed), c.heads.len());
+        assert_all_idle(p, 0, "freed");
+        assert_eq!(p.refs(), 0);
+    }
+}
+
+#[test]
+fn coherent_memory_pins_short_term_once_allocated() {
+    let fx = fixture(Layout::Vmemmap, Order::PMD, MemoryType::Coherent);
+    let h = fx.r.start().add(512);
+    allocate(&fx.p, h);
+    let pin =
+        fx.p.pin_folios(range(h.add(2), h.add(12)), GupFlags::WRITE)
+            .expect("short-term pin");
+    assert_eq!(counts(&fx.p, h), (11, 10));
+    assert_eq!(
+        fx.p.pin_folios(range(h, h.add(1)), GupFlags::LONGTERM)
+            .err(),
+        Some(GupError::LongtermNotPinnable {
+            memory_type: MemoryType::Coherent
+        })
+    );
+    assert_eq!(counts(&fx.p, h), (11, 10), "a refused pin takes nothing");
+    drop(pin);
+    free(&fx.p, h);
+    assert_eq!(fx.frees.load(Ordering::Relaxed), 1);
+    assert_all_idle(&fx.p, 0, "freed");
+}
+
+#[test]
+fn free_fsdax_folios_are_not_mapped_and_partial_pins_unwind() {
+    for layout in Layout::ALL {
+        let fx = fixture(layout, Order::BASE, MemoryType::FsDax);
+        let p = &fx.p;
+        let s = fx.r.start();
+        let rr = range(s.add(10), s.add(14));
+        assert_eq!(
+            p.pin_pages(rr, GupFlags::NONE).err(),
+            Some(GupError::NotMapped { pfn: s.add(10) })
+        );
+        // Map the first two pages: the pin gets that far, then finds s+12 free and unwinds.
+        let m0 = p.map_folio(s.add(10), Order::BASE).expect("map");
+        let m1 = p.map_folio(s.add(11), Order::BASE).expect("map");
+        for pin in [
+            p.pin_pages(rr, GupFlags::WRITE).err(),
+            p.pin_folios(rr, GupFlags::NONE).err(),
+            p.get_pages(rr, GupFlags::NONE).err(),
+        ] {
+            assert_eq!(
+                pin,
+                Some(GupError::NotMapped { pfn: s.add(12) }),
+                "{layout:?}"
+            );
+            assert_eq!(counts(p, s.add(10)), (1, 0), "{layout:?}: unwound");
+            assert_eq!(counts(p, s.add(11)), (1, 0), "{layout:?}: unwound");
+            assert_eq!(counts(p, s.add(12)), (0, 0), "{layout:?}");
+        }
+        assert_eq!(p.refs(), 2, "only the two mappings");
+        let ok = p
+            .pin_pages(range(s.add(10), s.add(12)), GupFlags::NONE)
+            .expect("mapped pages pin");
+        assert_eq!(counts(p, s.add(11)), (1 + BIAS, 0));
+        drop(ok);
+        drop((m0, m1));
+        assert_all_idle(p, 0, &format!("{layout:?}"));
+        assert_eq!(p.refs(), 0);
+    }
+}
+
+#[test]
+fn teardown_is_busy_while_pinned_and_succeeds_after_unpin() {
+    for layout in Layout::ALL {
+        let fx = devdax(layout, Order::PMD);
+        let p = &fx.p;
+        let c = case(fx.r, Order::PMD);
+        let pins = p.pin_pages(c.range, GupFlags::NONE).expect("pin");
+        match fx.space.memunmap_pages(p, Some(Duration::from_millis(10))) {
+            Err(PgmapError::Busy { refs }) => assert_eq!(refs, 1, "{layout:?}"),
+            other => panic!("{layout:?}: expected Busy, got {other:?}"),
+        }
+        // Still registered and usable: lookups, new pins and the space all work.
+        assert!(fx.space.get_dev_pagemap(c.range.start()).is_some());
+        let more = fx
+            .space
+            .pin_folios(c.range, GupFlags::NONE)
+            .expect("pin after a timed-out teardown");
+        assert_eq!(counts(p, c.probes[1].0), (1 + 1024, 1024));
+        drop(more);
+        unpin_user_page_range_dirty_lock(pins, false);
+        assert_all_idle(p, 1, &format!("{layout:?}"));
+        fx.space
+            .memunmap_pages(p, None)
+            .expect("teardown after unpin");
+        assert_eq!(
+            p.pin_pages(c.range, GupFlags::NONE).err(),
+            Some(GupError::Dead {
+                pfn: c.range.start()
+            })
+        );
+    }
+}
+
+#[test]
+fn teardown_waits_for_a_pin_released_on_another_thread() {
+    let fx = devdax(Layout::Folio, Order::BASE);
+    let pins =
+        fx.p.pin_folios(range(fx.r.start(), fx.r.start().add(8)), GupFlags::NONE)
+            .expect("pin");
+    std::thread::scope(|s| {
+        let t = s.spawn(|| fx.space.memunmap_pages(&fx.p, None));
+        // However the threads interleave, teardown cannot finish before the pin goes.
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(counts(&fx.p, fx.r.start()), (1 + BIAS, 0));
+        unpin_folios(pins, false);
+        t.join().expect("teardown thread").expect("teardown");
+    });
+    assert!(fx.space.get_dev_pagemap(fx.r.start()).is_none());
+    let (m, s) = fx.p.audit(0).expect("range 0");
+    let f = m.folio(&s, fx.r.start()).expect("audit");
+    assert_eq!((f.refcount(), f.pincount()), (1, 0));
+}
