@@ -40,7 +40,7 @@ mod sync;
 
 pub use addr::{Order, PAGE_SIZE, Pfn, PfnRange};
 pub use desc::{GUP_PIN_COUNTING_BIAS, Page, PageFlags};
-pub use folio::{FolioError, FolioMapping};
+pub use folio::{AllocatedFolio, FolioError, FolioMapping};
 pub use gup::{GupError, GupFlags, PinnedFolio, PinnedFolios, PinnedPages};
 pub use init::{InitMode, InitState, InitStats, SyncError};
 pub use memmap::{Cost, Folio, Geometry, Layout};

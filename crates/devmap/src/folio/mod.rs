@@ -65,6 +65,25 @@ pub enum FolioError {
         /// The folio head.
         pfn: Pfn,
     },
+    /// The folio is free: device-private, coherent and P2P memory is handed out by its driver
+    /// first ([`DevPagemap::alloc_folio`]).
+    #[error("pfn {pfn}: the folio is free; allocate it first (alloc_folio)")]
+    Free {
+        /// The folio head.
+        pfn: Pfn,
+    },
+    /// The memory type is not handed out by a driver allocator.
+    #[error("{memory_type:?} folios are not allocated by a driver: map them instead")]
+    NotDriverAllocated {
+        /// The pgmap's type.
+        memory_type: MemoryType,
+    },
+    /// Layout breaks exist only for filesystem DAX.
+    #[error("break_layouts applies to fsdax pagemaps, not {memory_type:?}")]
+    NotFsdax {
+        /// The pgmap's type.
+        memory_type: MemoryType,
+    },
     /// A range stayed busy until the timeout.
     #[error("pfn {pfn} is still busy (referenced beyond its mappings) after {waited:?}")]
     StillBusy {
@@ -126,6 +145,33 @@ impl Folio<'_> {
 
     pub(crate) fn is_large(&self) -> bool {
         self.order().get() > 0
+    }
+}
+
+/// A folio a driver allocated (`zone_device_folio_init`): holds the first reference and a pgmap
+/// liveness reference. Dropping it is the driver's final put: the free path calls `folio_free`.
+#[derive(Debug)]
+pub struct AllocatedFolio {
+    pgmap: PgmapRef,
+    head: Pfn,
+}
+
+impl AllocatedFolio {
+    /// The head pfn of the allocated folio.
+    pub fn pfn(&self) -> Pfn {
+        self.head
+    }
+}
+
+impl Drop for AllocatedFolio {
+    fn drop(&mut self) {
+        let p: &DevPagemap = &self.pgmap;
+        // The allocation's reference and the liveness reference keep the lookup valid.
+        if let Ok((memmap, synced)) = p.synced_span(self.head, 1)
+            && let Ok(folio) = memmap.folio(&synced, self.head)
+        {
+            p.ungrab_folio(memmap, &synced, &folio, 1, false);
+        }
     }
 }
 
@@ -193,7 +239,11 @@ impl DevPagemap {
                 });
             }
             if !refcount::try_grab(folio.head_page().counts_word(), folio.is_large(), 1, false) {
-                return Err(FolioError::Overflow { pfn: folio.pfn() });
+                return Err(if folio.refcount() <= 0 {
+                    FolioError::Free { pfn: folio.pfn() }
+                } else {
+                    FolioError::Overflow { pfn: folio.pfn() }
+                });
             }
             folio
                 .head_page()
@@ -202,6 +252,36 @@ impl DevPagemap {
             folio.pfn()
         };
         Ok(FolioMapping { pgmap, head })
+    }
+
+    /// Hands out the free folio holding `pfn` (`zone_device_folio_init`): its count goes from 0
+    /// to 1, and the returned handle's drop is the put that frees it again. Only for memory a
+    /// driver allocates: private, coherent and P2P.
+    pub fn alloc_folio(
+        self: &std::sync::Arc<Self>,
+        pfn: Pfn,
+    ) -> Result<AllocatedFolio, FolioError> {
+        let memory_type = self.memory_type();
+        if !matches!(
+            memory_type,
+            MemoryType::Private | MemoryType::Coherent | MemoryType::P2pDma
+        ) {
+            return Err(FolioError::NotDriverAllocated { memory_type });
+        }
+        let pgmap = self.tryget().ok_or(FolioError::Dead)?;
+        let (memmap, synced) = self.synced_span(pfn, 1)?;
+        let folio = memmap.folio(&synced, pfn).map_err(PgmapError::from)?;
+        if !refcount::alloc(folio.head_page().counts_word()) {
+            return Err(FolioError::Busy {
+                pfn,
+                order: folio.order().get(),
+                why: "the folio is already allocated",
+            });
+        }
+        Ok(AllocatedFolio {
+            pgmap,
+            head: folio.pfn(),
+        })
     }
 
     /// fsdax: maps an existing folio of `order` at `pfn`, or forms one from idle order-0 pages.
@@ -405,6 +485,12 @@ impl DevPagemap {
         range: PfnRange,
         timeout: Option<Duration>,
     ) -> Result<(), FolioError> {
+        let memory_type = self.memory_type();
+        if memory_type != MemoryType::FsDax {
+            // Only fsdax puts wake layout waiters (it keeps the other types' unpin path free
+            // of the fence that wake-up needs); nobody would wake this wait.
+            return Err(FolioError::NotFsdax { memory_type });
+        }
         let start = Instant::now();
         let waiters = self.layout_waiters();
         waiters.fetch_add(1, Ordering::SeqCst);

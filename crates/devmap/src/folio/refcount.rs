@@ -96,6 +96,20 @@ pub(crate) fn add(word: &impl CountWord, refs: i32) {
     word.fetch_add(pack_counts(refs, 0), Ordering::Acquire);
 }
 
+/// Takes a free folio (count 0, no pins) to count 1 with one CAS: a driver's allocation. Fails
+/// if anyone holds it.
+pub(crate) fn alloc(word: &impl CountWord) -> bool {
+    loop {
+        // Acquire: the allocator sees what the last holder published before the free.
+        match word.cas_weak(0, pack_counts(1, 0), Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => return true,
+            // A weak CAS may fail spuriously while the word still reads 0.
+            Err(0) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
 /// Releases what `try_grab` took with one `fetch_sub`; returns true for the release that
 /// brought the count to `idle`.
 pub(crate) fn ungrab(word: &impl CountWord, large: bool, refs: i32, pin: bool, idle: i32) -> bool {

@@ -507,3 +507,58 @@ fn break_layouts_gives_up_on_a_pin_held_forever() {
         drop(m);
     }
 }
+
+#[test]
+fn drivers_allocate_coherent_folios_before_mapping_them_and_free_them_with_a_put() {
+    let fx = fixture(Layout::Flat, Order::PMD, MemoryType::Coherent);
+    let h = fx.r.start().add(512);
+    assert!(matches!(
+        fx.p.map_folio(h, Order::BASE),
+        Err(FolioError::Free { pfn }) if pfn == h
+    ));
+    let alloc = fx.p.alloc_folio(h.add(3)).expect("allocate");
+    assert_eq!((alloc.pfn(), counts(&fx.p, h)), (h, (1, 0, 0)));
+    assert!(matches!(fx.p.alloc_folio(h), Err(FolioError::Busy { .. })));
+    let map =
+        fx.p.map_folio(h, Order::BASE)
+            .expect("map an allocated folio");
+    assert_eq!(counts(&fx.p, h), (2, 1, 0));
+    drop(map);
+    assert_eq!(
+        fx.frees.load(AtOrd::Relaxed),
+        0,
+        "the allocation still holds it"
+    );
+    drop(alloc);
+    assert_eq!(
+        fx.frees.load(AtOrd::Relaxed),
+        1,
+        "the driver's put runs folio_free"
+    );
+    assert_eq!(counts(&fx.p, h), (0, 0, 0));
+    assert_eq!(fx.p.refs(), 0);
+}
+
+#[test]
+fn only_driver_memory_is_allocated_and_only_fsdax_breaks_layouts() {
+    let dax = fixture(Layout::Folio, Order::PMD, MemoryType::Generic);
+    assert!(matches!(
+        dax.p.alloc_folio(dax.r.start()),
+        Err(FolioError::NotDriverAllocated {
+            memory_type: MemoryType::Generic
+        })
+    ));
+    assert!(matches!(
+        dax.p.break_layouts(dax.r, None),
+        Err(FolioError::NotFsdax {
+            memory_type: MemoryType::Generic
+        })
+    ));
+    let fs = fsdax(Layout::Flat);
+    assert!(matches!(
+        fs.p.alloc_folio(fs.r.start()),
+        Err(FolioError::NotDriverAllocated { .. })
+    ));
+    fs.p.break_layouts(fs.r, None)
+        .expect("an idle fsdax range breaks at once");
+}

@@ -519,21 +519,6 @@ fn device_private_memory_is_not_addressable() {
     assert_eq!(fx.p.refs(), 0);
 }
 
-/// What a driver's allocation does (`zone_device_page_init`, `p2pmem_alloc_mmap`): takes an
-/// idle (count 0) folio to count 1. There is no public allocation API yet.
-fn allocate(p: &DevPagemap, pfn: Pfn) {
-    let f = p.folio(pfn).expect("folio");
-    assert_eq!(f.refcount(), 0, "allocating an idle folio");
-    crate::folio::refcount::add(f.head_page().counts_word(), 1);
-}
-
-/// The driver's free of an allocated folio: the put that runs the free path.
-fn free(p: &DevPagemap, pfn: Pfn) {
-    let (m, s) = p.synced_span(pfn, 1).expect("sync");
-    let f = m.folio(&s, pfn).expect("folio");
-    p.ungrab_folio(m, &s, &f, 1, false);
-}
-
 #[test]
 fn p2pdma_needs_the_flag_and_an_allocated_folio() {
     for order in [Order::PMD, Order::BASE] {
@@ -556,9 +541,15 @@ fn p2pdma_needs_the_flag_and_an_allocated_folio() {
             })
         );
         assert_all_idle(p, 0, "refused");
-        for h in &c.heads {
-            allocate(p, *h);
-        }
+        let allocs: Vec<_> = c
+            .heads
+            .iter()
+            .map(|h| p.alloc_folio(*h).expect("allocate"))
+            .collect();
+        assert!(matches!(
+            p.alloc_folio(c.heads[0]),
+            Err(crate::folio::FolioError::Busy { .. })
+        ));
         let pins = p
             .pin_pages(c.range, GupFlags::PCI_P2PDMA | GupFlags::WRITE)
             .expect("p2pdma pin with the flag");
@@ -568,10 +559,11 @@ fn p2pdma_needs_the_flag_and_an_allocated_folio() {
         }
         unpin_user_pages_dirty_lock(pins, true);
         assert_eq!(fx.frees.load(Ordering::Relaxed), 0, "allocation still held");
-        for h in &c.heads {
+        for (h, a) in c.heads.iter().zip(allocs) {
             assert_eq!(counts(p, *h), (1, 0), "{h}");
             assert!(dirty(p, *h));
-            free(p, *h);
+            assert_eq!(a.pfn(), *h);
+            drop(a);
         }
         assert_eq!(fx.frees.load(Ordering::Relaxed), c.heads.len());
         assert_all_idle(p, 0, "freed");
@@ -583,7 +575,7 @@ fn p2pdma_needs_the_flag_and_an_allocated_folio() {
 fn coherent_memory_pins_short_term_once_allocated() {
     let fx = fixture(Layout::Vmemmap, Order::PMD, MemoryType::Coherent);
     let h = fx.r.start().add(512);
-    allocate(&fx.p, h);
+    let alloc = fx.p.alloc_folio(h.add(7)).expect("allocate");
     let pin =
         fx.p.pin_folios(range(h.add(2), h.add(12)), GupFlags::WRITE)
             .expect("short-term pin");
@@ -597,7 +589,7 @@ fn coherent_memory_pins_short_term_once_allocated() {
     );
     assert_eq!(counts(&fx.p, h), (11, 10), "a refused pin takes nothing");
     drop(pin);
-    free(&fx.p, h);
+    drop(alloc);
     assert_eq!(fx.frees.load(Ordering::Relaxed), 1);
     assert_all_idle(&fx.p, 0, "freed");
 }
