@@ -524,3 +524,6 @@ pub fn unpin_user_page_range_dirty_lock(mut pages: PinnedPages, make_dirty: bool
 pub fn unpin_folios(mut folios: PinnedFolios, make_dirty: bool) {
     folios.release(make_dirty);
 }
+
+#[cfg(all(test, not(loom)))]
+mod stress;
