@@ -527,3 +527,6 @@ pub fn unpin_folios(mut folios: PinnedFolios, make_dirty: bool) {
 
 #[cfg(all(test, not(loom)))]
 mod tests;
+
+#[cfg(all(test, not(loom)))]
+mod stress;
