@@ -40,6 +40,6 @@ pub(crate) fn wait_timeout<'a, T>(
 }
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicI32, fence};
+pub(crate) use loom::sync::atomic::fence;
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::fence;

@@ -227,6 +227,9 @@ pub struct DevPagemap {
     live: Liveness,
     /// Serialises forming and splitting dynamic fsdax folios (the DAX entry lock).
     fsdax_lock: Mutex<()>,
+    /// Serialises teardowns: one that times out must not revive a pgmap that another
+    /// teardown is draining.
+    teardown: Mutex<()>,
     /// Threads in `break_layouts`, so puts only take the wake-up lock when someone waits.
     layout_waiters: AtomicUsize,
     layout_wait: (Mutex<()>, Condvar),
@@ -607,6 +610,7 @@ impl DeviceSpace {
             set,
             live: Liveness::new(),
             fsdax_lock: Mutex::new(()),
+            teardown: Mutex::new(()),
             layout_waiters: AtomicUsize::new(0),
             layout_wait: (Mutex::new(()), Condvar::new()),
         });
@@ -641,7 +645,8 @@ impl DeviceSpace {
     /// later lookup. The memmap is freed when the last `Arc` drops.
     ///
     /// With a `timeout`, gives up with [`PgmapError::Busy`] if references remain, and leaves the
-    /// pgmap registered and live exactly as it was.
+    /// pgmap registered and live exactly as it was. Teardowns of one pgmap run one at a time; a
+    /// timed one that cannot get its turn within the timeout also returns `Busy`.
     pub fn memunmap_pages(
         &self,
         pgmap: &Arc<DevPagemap>,
@@ -655,21 +660,25 @@ impl DeviceSpace {
                     .is_some_and(|(_, p)| Arc::ptr_eq(p, pgmap))
             })
         };
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        let _one_at_a_time = match timeout {
+            None => pgmap.teardown.lock(),
+            Some(t) => pgmap.teardown.try_lock_for(t).ok_or(PgmapError::Busy {
+                refs: pgmap.live.count(),
+            })?,
+        };
         if !registered(&self.inner.read()) {
             return Err(PgmapError::NotRegistered);
         }
         pgmap.live.kill();
-        if !pgmap.live.wait_drained(timeout) {
+        let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+        if !pgmap.live.wait_drained(left) {
             let refs = pgmap.live.count();
             pgmap.live.revive();
             return Err(PgmapError::Busy { refs });
         }
         {
             let mut inner = self.inner.write();
-            if !registered(&inner) {
-                // A concurrent teardown of the same pgmap won the race.
-                return Err(PgmapError::NotRegistered);
-            }
             for r in pgmap.ranges() {
                 inner.pgmaps.remove(&r.start());
             }

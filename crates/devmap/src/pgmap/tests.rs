@@ -240,3 +240,34 @@ fn teardown_waits_for_handles_and_a_timeout_leaves_everything_intact() {
     let f = m.folio(&s, r.start().add(600)).expect("audit");
     assert_eq!((f.refcount(), f.pincount()), (1, 0));
 }
+
+/// Regression: a timed teardown racing an untimed one used to revive the pgmap under it, so
+/// new handles succeeded mid-teardown and the untimed one never woke.
+#[test]
+fn a_timed_teardown_never_revives_a_pgmap_another_teardown_is_draining() {
+    let space = DeviceSpace::new();
+    let r = space.reserve_range(4 << 20, 2 << 20).expect("r");
+    let p = space
+        .memremap_pages(cfg(r, Layout::Folio, Order::PMD))
+        .expect("pgmap");
+    let handle = space.get_dev_pagemap(r.start()).expect("live");
+    std::thread::scope(|s| {
+        let untimed = s.spawn(|| space.memunmap_pages(&p, None));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(matches!(
+            space.memunmap_pages(&p, Some(std::time::Duration::from_millis(20))),
+            Err(PgmapError::Busy { refs: 1 })
+        ));
+        assert!(space.get_dev_pagemap(r.start()).is_none(), "still dying");
+        assert!(!untimed.is_finished());
+        drop(handle);
+        untimed
+            .join()
+            .expect("thread")
+            .expect("the untimed teardown completes");
+    });
+    assert!(matches!(
+        space.memunmap_pages(&p, Some(std::time::Duration::ZERO)),
+        Err(PgmapError::NotRegistered)
+    ));
+}
