@@ -113,18 +113,20 @@ enum Kind {
     Get,
 }
 
-/// One pinned folio and the part of it a [`PinnedFolios`] covers.
+/// One pinned folio and the part of it a [`PinnedFolios`] covers: 16 bytes, against 4 KiB of
+/// page-array entries for a 2 MiB folio.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PinnedFolio {
-    head: Pfn,
+    start: Pfn,
+    /// Pages covered (a folio has at most 2^30).
+    nr: u32,
     order: Order,
-    range: PfnRange,
 }
 
 impl PinnedFolio {
-    /// The folio's head pfn.
+    /// The folio's head pfn (folios are naturally aligned to their order).
     pub fn head(&self) -> Pfn {
-        self.head
+        self.start.align_down(self.order)
     }
 
     /// The folio's order.
@@ -134,7 +136,7 @@ impl PinnedFolio {
 
     /// The pinned pfns of this folio.
     pub fn range(&self) -> PfnRange {
-        self.range
+        PfnRange::new_unchecked(self.start, self.start.add(u64::from(self.nr)))
     }
 }
 
@@ -228,9 +230,10 @@ impl DevPagemap {
             Vec::with_capacity((range.len() >> self.vmemmap_shift().get()) as usize + 2);
         let pgmap = self.grab(range, flags, Kind::Pin, |f, sub| {
             folios.push(PinnedFolio {
-                head: f.pfn(),
+                start: sub.start(),
+                // Within one folio, so at most 2^Order::MAX pages.
+                nr: sub.len() as u32,
                 order: f.order(),
-                range: sub,
             });
         })?;
         Ok(PinnedFolios {
@@ -485,14 +488,14 @@ impl PinnedFolios {
             return;
         };
         for f in &self.folios {
-            let Ok(folio) = memmap.folio_at_head(&s, f.head) else {
+            let Ok(folio) = memmap.folio_at_head(&s, f.head()) else {
                 return;
             };
             if dirty {
                 folio.mark_dirty();
             }
             self.pgmap
-                .ungrab_folio(memmap, &s, &folio, f.range.len() as i32, true);
+                .ungrab_folio(memmap, &s, &folio, f.nr as i32, true);
         }
     }
 }
