@@ -37,6 +37,8 @@ pub mod init;
 pub mod memmap;
 pub mod pgmap;
 mod sync;
+#[cfg(all(test, not(loom)))]
+mod test_support;
 
 pub use addr::{Order, PAGE_SIZE, Pfn, PfnRange};
 pub use desc::{GUP_PIN_COUNTING_BIAS, Page, PageFlags};

@@ -1,39 +1,18 @@
 //! Mappings and the free path: device-dax folios, fsdax dynamic folios (form, pin, split),
 //! hwpoison across form and split, busy ranges and layout breaks.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering as AtOrd};
+use std::sync::atomic::Ordering as AtOrd;
 use std::time::Duration;
 
 use super::*;
 use crate::gup::{GupError, GupFlags, unpin_folios, unpin_user_pages};
-use crate::init::InitMode;
 use crate::memmap::Layout;
-use crate::pgmap::{DeviceSpace, PagemapConfig};
 
-struct Fixture {
-    space: DeviceSpace,
-    p: std::sync::Arc<DevPagemap>,
-    r: PfnRange,
-    frees: Arc<AtomicUsize>,
-}
+use crate::test_support::Fixture;
 
 /// 8 MiB aligned to 4 MiB, so an order-10 folio fits at the start.
 fn fixture(layout: Layout, order: Order, ty: MemoryType) -> Fixture {
-    let space = DeviceSpace::new();
-    let r = space.reserve_range(8 << 20, 4 << 20).expect("range");
-    let mut cfg = PagemapConfig::devdax(r, order);
-    cfg.layout = layout;
-    cfg.memory_type = ty;
-    cfg.init = InitMode::Sync;
-    cfg.owner = Some(7);
-    let frees = Arc::new(AtomicUsize::new(0));
-    let seen = Arc::clone(&frees);
-    cfg.ops.folio_free = Some(Arc::new(move |_f: &Folio<'_>| {
-        seen.fetch_add(1, AtOrd::Relaxed);
-    }));
-    let p = space.memremap_pages(cfg).expect("pgmap");
-    Fixture { space, p, r, frees }
+    crate::test_support::fixture(8 << 20, 4 << 20, layout, order, ty)
 }
 
 fn fsdax(layout: Layout) -> Fixture {

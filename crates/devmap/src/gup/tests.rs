@@ -2,41 +2,21 @@
 //! ordering.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::*;
 use crate::desc::GUP_PIN_COUNTING_BIAS as BIAS;
-use crate::init::InitMode;
 use crate::memmap::Layout;
-use crate::pgmap::{PagemapConfig, PgmapError};
+use crate::pgmap::PgmapError;
 
 /// 16 MiB: 4096 pfns, eight 2 MiB folios.
 const BYTES: u64 = 16 << 20;
 
-/// A registered pgmap plus how many times its `folio_free` callback ran.
-struct Fixture {
-    space: DeviceSpace,
-    p: Arc<DevPagemap>,
-    r: PfnRange,
-    frees: Arc<AtomicUsize>,
-}
+use crate::test_support::Fixture;
 
 fn fixture(layout: Layout, order: Order, ty: MemoryType) -> Fixture {
-    let space = DeviceSpace::new();
-    let r = space.reserve_range(BYTES, 2 << 20).expect("range");
-    let mut cfg = PagemapConfig::devdax(r, order);
-    cfg.layout = layout;
-    cfg.memory_type = ty;
-    cfg.init = InitMode::Sync;
-    cfg.owner = Some(0xd0d0);
-    let frees = Arc::new(AtomicUsize::new(0));
-    let seen = Arc::clone(&frees);
-    cfg.ops.folio_free = Some(Arc::new(move |_f: &Folio<'_>| {
-        seen.fetch_add(1, Ordering::Relaxed);
-    }));
-    let p = space.memremap_pages(cfg).expect("pgmap");
-    Fixture { space, p, r, frees }
+    crate::test_support::fixture(BYTES, 2 << 20, layout, order, ty)
 }
 
 fn devdax(layout: Layout, order: Order) -> Fixture {
