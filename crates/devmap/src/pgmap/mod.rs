@@ -11,23 +11,23 @@
 //! non-overlapping pfn ranges and finds the pgmap of a pfn (`get_dev_pagemap`). There is no
 //! process-wide global: a program may run several independent spaces (tests do).
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Condvar, Mutex};
 
-use crate::addr::{Order, PAGE_SIZE, Pfn, PfnRange};
+use crate::addr::{Order, Pfn, PfnRange};
 use crate::desc::{Page, PgmapId};
-use crate::init::{InitMode, InitState, InitStats, InitTarget, MemmapSet, SyncError, Synced};
-use crate::memmap::{Cost, Folio, Geometry, Layout, LookupError, Memmap, MemmapError};
+use crate::init::{InitMode, InitState, InitStats, MemmapSet, SyncError, Synced};
+use crate::memmap::{Cost, Folio, Layout, LookupError, Memmap, MemmapError};
 
 mod live;
+mod space;
 
 use self::live::Liveness;
+pub use self::space::DeviceSpace;
 
 /// What kind of memory a pgmap describes (`enum memory_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -466,260 +466,6 @@ impl Drop for DevPagemap {
     fn drop(&mut self) {
         self.shut_down();
     }
-}
-
-/// Lowest pfn the device space hands out (4 GiB), leaving room below like a physical map.
-const SPACE_BASE: Pfn = Pfn::new(1 << 20);
-/// One past the highest pfn: a 52-bit physical address space (4 PiB), like x86-64.
-const SPACE_END: Pfn = Pfn::new(1 << 40);
-
-#[derive(Debug, Default)]
-struct SpaceInner {
-    /// Ranges handed out by `reserve_range`, by start pfn.
-    reserved: BTreeMap<Pfn, PfnRange>,
-    /// Registered pgmaps, one entry per range, by start pfn.
-    pgmaps: BTreeMap<Pfn, (PfnRange, Arc<DevPagemap>)>,
-    last_id: u64,
-}
-
-/// A device "physical" address space: hands out pfn ranges and registers pgmaps on them.
-#[derive(Debug, Default)]
-pub struct DeviceSpace {
-    inner: RwLock<SpaceInner>,
-}
-
-impl DeviceSpace {
-    /// An empty space.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Hands out `bytes` of pfns aligned to `align` bytes, overlapping no other reservation.
-    pub fn reserve_range(&self, bytes: u64, align: u64) -> Result<PfnRange, PgmapError> {
-        let bad = |why| PgmapError::BadRequest { bytes, align, why };
-        if bytes == 0 || !bytes.is_multiple_of(PAGE_SIZE) {
-            return Err(bad("size must be a non-zero multiple of 4 KiB"));
-        }
-        if !align.is_power_of_two() || align < PAGE_SIZE {
-            return Err(bad("alignment must be a power of two of at least 4 KiB"));
-        }
-        let pages = bytes / PAGE_SIZE;
-        let align_pages = align / PAGE_SIZE;
-        let mut inner = self.inner.write();
-        let mut cursor = SPACE_BASE;
-        let mut gaps: Vec<(Pfn, Pfn)> = Vec::new();
-        for r in inner.reserved.values() {
-            gaps.push((cursor, r.start()));
-            cursor = cursor.max(r.end());
-        }
-        gaps.push((cursor, SPACE_END));
-        for (lo, hi) in gaps {
-            let Some(start) = lo.raw().checked_next_multiple_of(align_pages) else {
-                continue;
-            };
-            if start.checked_add(pages).is_some_and(|end| end <= hi.raw()) {
-                let range = PfnRange::new_unchecked(Pfn::new(start), Pfn::new(start + pages));
-                inner.reserved.insert(range.start(), range);
-                return Ok(range);
-            }
-        }
-        Err(PgmapError::SpaceExhausted { bytes, align })
-    }
-
-    /// Returns a range from [`DeviceSpace::reserve_range`]; false if it was not reserved.
-    pub fn release_range(&self, range: PfnRange) -> bool {
-        let mut inner = self.inner.write();
-        if inner.reserved.get(&range.start()) == Some(&range) {
-            inner.reserved.remove(&range.start());
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Builds, initialises and registers a pgmap (`memremap_pages`). The returned pagemap's
-    /// every descriptor is initialised.
-    pub fn memremap_pages(&self, cfg: PagemapConfig) -> Result<Arc<DevPagemap>, PgmapError> {
-        validate_ops(&cfg)?;
-        if cfg.ranges.is_empty() {
-            return Err(PgmapError::NoRanges);
-        }
-        for (i, a) in cfg.ranges.iter().enumerate() {
-            if let Some(b) = cfg.ranges[..i].iter().find(|b| b.overlaps(*a)) {
-                return Err(PgmapError::Overlap {
-                    range: *a,
-                    other: *b,
-                });
-            }
-        }
-        let id = {
-            let mut inner = self.inner.write();
-            for r in &cfg.ranges {
-                if let Some(other) = overlapping_pgmap(&inner, *r) {
-                    return Err(PgmapError::Overlap { range: *r, other });
-                }
-            }
-            inner.last_id += 1;
-            PgmapId::new(inner.last_id).ok_or(PgmapError::IdsExhausted)?
-        };
-
-        let mut altmap = None;
-        let mut maps = Vec::with_capacity(cfg.ranges.len());
-        for (index, &range) in cfg.ranges.iter().enumerate() {
-            let geo = match (index, cfg.altmap_reserve) {
-                (0, Some(reserve)) => {
-                    Geometry::with_altmap(range, cfg.vmemmap_shift, cfg.layout, reserve)
-                }
-                _ => Geometry::new(range, cfg.vmemmap_shift),
-            }
-            .map_err(|source| PgmapError::Memmap { index, source })?;
-            if let Some(a) = geo.altmap() {
-                let alloc = cfg
-                    .layout
-                    .memmap_bytes(range.len(), cfg.vmemmap_shift)
-                    .div_ceil(PAGE_SIZE);
-                altmap = Some(Altmap {
-                    base_pfn: range.start(),
-                    reserve: a.reserve,
-                    free: a.free,
-                    align: a.free - alloc,
-                    alloc,
-                });
-            }
-            maps.push(
-                Memmap::new(cfg.layout, geo, cfg.init.page_hint())
-                    .map_err(|source| PgmapError::Memmap { index, source })?,
-            );
-        }
-
-        let target = InitTarget {
-            pgmap: id,
-            idle_ref: cfg.memory_type.idle_refcount(),
-        };
-        let set = Arc::new(MemmapSet::new(maps, target, cfg.init));
-        let pgmap = Arc::new(DevPagemap {
-            id,
-            memory_type: cfg.memory_type,
-            vmemmap_shift: cfg.vmemmap_shift,
-            layout: cfg.layout,
-            altmap,
-            owner: cfg.owner,
-            ops: cfg.ops,
-            ranges: cfg.ranges,
-            workers: Mutex::new(set.start_workers()),
-            set,
-            live: Liveness::new(),
-            fsdax_lock: Mutex::new(()),
-            teardown: Mutex::new(()),
-            layout_waiters: AtomicUsize::new(0),
-            layout_wait: (Mutex::new(()), Condvar::new()),
-        });
-        let mut inner = self.inner.write();
-        // Re-check: another thread may have registered an overlapping pgmap while we built.
-        for r in pgmap.ranges() {
-            if let Some(other) = overlapping_pgmap(&inner, r) {
-                return Err(PgmapError::Overlap { range: r, other });
-            }
-        }
-        for r in pgmap.ranges() {
-            inner.pgmaps.insert(r.start(), (r, Arc::clone(&pgmap)));
-        }
-        Ok(pgmap)
-    }
-
-    /// A counted reference to the live pgmap whose ranges hold `pfn` (`get_dev_pagemap`);
-    /// `None` if no pgmap covers it or it is being torn down.
-    pub fn get_dev_pagemap(&self, pfn: Pfn) -> Option<PgmapRef> {
-        let inner = self.inner.read();
-        let (_, (range, pgmap)) = inner.pgmaps.range(..=pfn).next_back()?;
-        if range.contains(pfn) {
-            pgmap.tryget()
-        } else {
-            None
-        }
-    }
-
-    /// Tears `pgmap` down (`memunmap_pages`): kills its liveness reference so
-    /// `get_dev_pagemap` and new pins and mappings fail, waits until every handle, pin and
-    /// mapping is gone, then unregisters it, stops and joins background init, and refuses every
-    /// later lookup. The memmap is freed when the last `Arc` drops.
-    ///
-    /// With a `timeout`, gives up with [`PgmapError::Busy`] if references remain, and leaves the
-    /// pgmap registered and live exactly as it was. Teardowns of one pgmap run one at a time; a
-    /// timed one that cannot get its turn within the timeout also returns `Busy`.
-    pub fn memunmap_pages(
-        &self,
-        pgmap: &Arc<DevPagemap>,
-        timeout: Option<Duration>,
-    ) -> Result<(), PgmapError> {
-        let registered = |inner: &SpaceInner| {
-            pgmap.ranges().any(|r| {
-                inner
-                    .pgmaps
-                    .get(&r.start())
-                    .is_some_and(|(_, p)| Arc::ptr_eq(p, pgmap))
-            })
-        };
-        let deadline = timeout.map(|t| std::time::Instant::now() + t);
-        let _one_at_a_time = match timeout {
-            None => pgmap.teardown.lock(),
-            Some(t) => pgmap.teardown.try_lock_for(t).ok_or(PgmapError::Busy {
-                refs: pgmap.live.count(),
-            })?,
-        };
-        if !registered(&self.inner.read()) {
-            return Err(PgmapError::NotRegistered);
-        }
-        pgmap.live.kill();
-        let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
-        if !pgmap.live.wait_drained(left) {
-            let refs = pgmap.live.count();
-            pgmap.live.revive();
-            return Err(PgmapError::Busy { refs });
-        }
-        {
-            let mut inner = self.inner.write();
-            for r in pgmap.ranges() {
-                inner.pgmaps.remove(&r.start());
-            }
-        }
-        pgmap.shut_down();
-        Ok(())
-    }
-
-    /// Number of registered pgmaps.
-    pub fn nr_pagemaps(&self) -> usize {
-        let inner = self.inner.read();
-        let mut ids: Vec<PgmapId> = inner.pgmaps.values().map(|(_, p)| p.id()).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        ids.len()
-    }
-}
-
-fn overlapping_pgmap(inner: &SpaceInner, r: PfnRange) -> Option<PfnRange> {
-    // Only the last registered range starting before `r.end()` can overlap: ranges are disjoint.
-    let (_, (other, _)) = inner.pgmaps.range(..r.end()).next_back()?;
-    other.overlaps(r).then_some(*other)
-}
-
-fn validate_ops(cfg: &PagemapConfig) -> Result<(), PgmapError> {
-    let missing = |missing| PgmapError::MissingOps {
-        memory_type: cfg.memory_type,
-        missing,
-    };
-    match cfg.memory_type {
-        MemoryType::Private | MemoryType::Coherent => {
-            if cfg.ops.folio_free.is_none() {
-                return Err(missing("a folio_free callback"));
-            }
-            if cfg.owner.is_none() {
-                return Err(missing("an owner"));
-            }
-        }
-        MemoryType::FsDax | MemoryType::Generic | MemoryType::P2pDma => {}
-    }
-    Ok(())
 }
 
 #[cfg(test)]

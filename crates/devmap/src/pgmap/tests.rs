@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
+use crate::addr::PAGE_SIZE;
 
 fn cfg(range: PfnRange, layout: Layout, shift: Order) -> PagemapConfig {
     let mut c = PagemapConfig::devdax(range, shift);
