@@ -58,12 +58,12 @@ impl<T: ZeroValid> ZeroedArray<T> {
     /// The elements.
     #[inline]
     pub(crate) fn as_slice(&self) -> &[T] {
-        // SAFETY:
         // 1. The reservation is page aligned, so aligned for `T` (alignment ≤ 64), and holds at
         //    least `len * size_of::<T>()` bytes (checked in `new`).
         // 2. It was zero-filled by the kernel and `T: ZeroValid`, so every element is valid.
         // 3. Elements are only ever mutated through atomics on `&T`, never through `&mut`, so
         //    handing out shared slices for the lifetime of `&self` breaks no aliasing rule.
+        // SAFETY: 1-3 above.
         unsafe { std::slice::from_raw_parts(self.mem.as_ptr().as_ptr().cast::<T>(), self.len) }
     }
 
