@@ -329,7 +329,13 @@ impl DevPagemap {
         end: Pfn,
         pin: bool,
     ) -> Result<Option<(Folio<'m>, PfnRange)>, GupError> {
-        let folio = memmap.folio(s, pfn).map_err(|e| match e {
+        let dynamic = self.memory_type() == MemoryType::FsDax;
+        let lookup = if dynamic {
+            memmap.folio(s, pfn)
+        } else {
+            memmap.folio_static(s, pfn)
+        };
+        let folio = lookup.map_err(|e| match e {
             LookupError::AltmapPfn { .. } | LookupError::OutOfRange { .. } => {
                 GupError::NoPagemap { pfn }
             }
@@ -349,7 +355,7 @@ impl DevPagemap {
             });
         }
         // Only fsdax folios are formed and split at run time; the rest never change shape.
-        if self.memory_type() == MemoryType::FsDax && !still_in_folio(memmap, s, pfn, folio.pfn()) {
+        if dynamic && !still_in_folio(memmap, s, pfn, folio.pfn()) {
             self.ungrab_folio(memmap, s, &folio, refs, pin);
             return Ok(None);
         }

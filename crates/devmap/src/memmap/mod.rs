@@ -479,6 +479,23 @@ impl Memmap {
         self.folio_at(head, desc)
     }
 
+    /// The folio holding `pfn` in a pgmap whose folios never change shape (every type but
+    /// fsdax): the head and order are arithmetic, so only the head descriptor is read.
+    #[inline]
+    pub(crate) fn folio_static(&self, s: &Synced, pfn: Pfn) -> Result<Folio<'_>, LookupError> {
+        let shift = self.geometry().shift;
+        let head = pfn.align_down(shift);
+        self.check(s, head)?;
+        let desc = self
+            .stored(head)?
+            .ok_or(LookupError::Uninitialized { pfn: head })?;
+        Ok(Folio {
+            head,
+            order: shift,
+            desc,
+        })
+    }
+
     /// The folio whose head is `head`, known to be a head the caller holds a reference on.
     pub(crate) fn folio_at_head(&self, s: &Synced, head: Pfn) -> Result<Folio<'_>, LookupError> {
         let desc = self
