@@ -19,10 +19,7 @@
 use std::sync::Arc;
 
 use crate::addr::{Order, Pfn, PfnRange};
-use crate::folio::{refcount, still_in_folio};
-use crate::init::{SyncError, Synced};
-use crate::memmap::{Folio, LookupError, Memmap};
-use crate::pgmap::{DevPagemap, DeviceSpace, MemoryType, PgmapError, PgmapRef};
+use crate::pgmap::{DevPagemap, DeviceSpace, MemoryType, PgmapRef};
 
 /// `FOLL_*` flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -244,141 +241,6 @@ impl DevPagemap {
             released: false,
         })
     }
-
-    /// The type rules every grab checks first (`try_grab_folio`, `folio_is_longterm_pinnable`).
-    fn check_grab(&self, range: PfnRange, flags: GupFlags) -> Result<(), GupError> {
-        let memory_type = self.memory_type();
-        if range.is_empty() {
-            return Err(GupError::Empty);
-        }
-        match memory_type {
-            MemoryType::Private => return Err(GupError::NotAddressable { memory_type }),
-            MemoryType::P2pDma if !flags.contains(GupFlags::PCI_P2PDMA) => {
-                return Err(GupError::P2pdmaNotRequested);
-            }
-            MemoryType::FsDax | MemoryType::Coherent if flags.contains(GupFlags::LONGTERM) => {
-                return Err(GupError::LongtermNotPinnable { memory_type });
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
-    /// The grab loop: one liveness reference for the whole call, one sync for the range, then
-    /// one reference update per folio, `record` told about each. Unwinds on failure.
-    fn grab(
-        self: &Arc<Self>,
-        range: PfnRange,
-        flags: GupFlags,
-        kind: Kind,
-        mut record: impl FnMut(&Folio<'_>, PfnRange),
-    ) -> Result<PgmapRef, GupError> {
-        self.check_grab(range, flags)?;
-        let pgmap = self.tryget().ok_or(GupError::Dead { pfn: range.start() })?;
-        let (memmap, s) = self.span_for(range)?;
-        let pin = kind == Kind::Pin;
-        let mut pfn = range.start();
-        while pfn < range.end() {
-            let result = self.grab_one(memmap, &s, pfn, range.end(), pin);
-            match result {
-                Ok(Some((folio, sub))) => {
-                    record(&folio, sub);
-                    pfn = sub.end();
-                }
-                // A split raced the lookup: look the pfn up again.
-                Ok(None) => {}
-                Err(e) => {
-                    self.release_span(
-                        memmap,
-                        &s,
-                        PfnRange::new_unchecked(range.start(), pfn),
-                        pin,
-                        false,
-                    );
-                    return Err(e);
-                }
-            }
-        }
-        Ok(pgmap)
-    }
-
-    /// Syncs `range` (async init) and maps lookup failures to pin errors.
-    fn span_for(&self, range: PfnRange) -> Result<(&Memmap, Synced), GupError> {
-        match self.synced_span(range.start(), range.len()) {
-            Ok(x) => Ok(x),
-            Err(PgmapError::Sync(SyncError::TornDown)) => {
-                Err(GupError::Dead { pfn: range.start() })
-            }
-            Err(_) => {
-                // Name the first pfn that is not ours: the start, or the end of its range.
-                let pfn = self
-                    .ranges()
-                    .find(|r| r.contains(range.start()))
-                    .map_or(range.start(), |r| r.end());
-                Err(GupError::NoPagemap { pfn })
-            }
-        }
-    }
-
-    /// Grabs the folio holding `pfn` for the pages up to `end`; `None` if a split raced.
-    fn grab_one<'m>(
-        &self,
-        memmap: &'m Memmap,
-        s: &Synced,
-        pfn: Pfn,
-        end: Pfn,
-        pin: bool,
-    ) -> Result<Option<(Folio<'m>, PfnRange)>, GupError> {
-        let dynamic = self.memory_type() == MemoryType::FsDax;
-        let lookup = if dynamic {
-            memmap.folio(s, pfn)
-        } else {
-            memmap.folio_static(s, pfn)
-        };
-        let folio = lookup.map_err(|e| match e {
-            LookupError::AltmapPfn { .. } | LookupError::OutOfRange { .. } => {
-                GupError::NoPagemap { pfn }
-            }
-            _ => GupError::NotMapped { pfn },
-        })?;
-        if folio.is_poisoned() {
-            return Err(GupError::Poisoned { pfn });
-        }
-        let sub_end = folio.range().end().min(end);
-        let refs = (sub_end.offset_from(pfn)) as i32;
-        let head = folio.head_page();
-        if !refcount::try_grab(head.counts_word(), folio.is_large(), refs, pin) {
-            return Err(if head.refcount() <= 0 {
-                GupError::NotMapped { pfn }
-            } else {
-                GupError::Overflow { pfn: folio.pfn() }
-            });
-        }
-        // Only fsdax folios are formed and split at run time; the rest never change shape.
-        if dynamic && !still_in_folio(memmap, s, pfn, folio.pfn()) {
-            self.ungrab_folio(memmap, s, &folio, refs, pin);
-            return Ok(None);
-        }
-        Ok(Some((folio, PfnRange::new_unchecked(pfn, sub_end))))
-    }
-
-    /// Releases what a grab of `span` took, folio by folio, marking each dirty first if asked
-    /// (`unpin_user_page_range_dirty_lock`).
-    fn release_span(&self, memmap: &Memmap, s: &Synced, span: PfnRange, pin: bool, dirty: bool) {
-        let mut pfn = span.start();
-        while pfn < span.end() {
-            let Ok(folio) = memmap.folio(s, pfn) else {
-                // Cannot happen for a span this pgmap grabbed; stop rather than loop.
-                return;
-            };
-            let end = folio.range().end().min(span.end());
-            if dirty {
-                folio.mark_dirty();
-            }
-            self.ungrab_folio(memmap, s, &folio, end.offset_from(pfn) as i32, pin);
-            pfn = end;
-        }
-    }
 }
 
 impl PinnedPages {
@@ -493,16 +355,9 @@ impl PinnedFolios {
         let Ok((memmap, s)) = self.pgmap.synced_span(self.span.start(), self.span.len()) else {
             return;
         };
-        for f in &self.folios {
-            let Ok(folio) = memmap.folio_at_head(&s, f.head()) else {
-                return;
-            };
-            if dirty {
-                folio.mark_dirty();
-            }
-            self.pgmap
-                .ungrab_folio(memmap, &s, &folio, f.nr as i32, true);
-        }
+        // The folios cannot change shape while pinned, so walking the span finds exactly the
+        // entries' folios, with the same pages each.
+        self.pgmap.release_span(memmap, &s, self.span, true, dirty);
     }
 }
 
@@ -533,6 +388,8 @@ pub fn unpin_user_page_range_dirty_lock(mut pages: PinnedPages, make_dirty: bool
 pub fn unpin_folios(mut folios: PinnedFolios, make_dirty: bool) {
     folios.release(make_dirty);
 }
+
+mod batch;
 
 #[cfg(all(test, not(loom)))]
 mod tests;

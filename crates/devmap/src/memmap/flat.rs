@@ -37,6 +37,11 @@ impl FlatStore {
         &self.descs.as_slice()[self.index(pfn)]
     }
 
+    /// The descriptors from `first` through `last` (both in range, checked by the caller).
+    pub(crate) fn span(&self, first: Pfn, last: Pfn) -> &[Page] {
+        &self.descs.as_slice()[self.index(first)..=self.index(last)]
+    }
+
     /// Every descriptor of the compound headed at `head`.
     pub(crate) fn compound_slots(&self, head: Pfn) -> &[Page] {
         let i = self.index(head);

@@ -53,6 +53,16 @@ impl FolioStore {
         Some(&self.descs.as_slice()[self.geo.compound_index(pfn) as usize])
     }
 
+    /// The descriptors of the compounds headed at `first` through `last` (in range, checked by
+    /// the caller).
+    pub(crate) fn span(&self, first: Pfn, last: Pfn) -> &[Page] {
+        let (i, j) = (
+            self.geo.compound_index(first),
+            self.geo.compound_index(last),
+        );
+        &self.descs.as_slice()[i as usize..=j as usize]
+    }
+
     /// The one descriptor of the compound headed at `head`.
     pub(crate) fn compound_slots(&self, head: Pfn) -> &[Page] {
         let i = self.geo.compound_index(head) as usize;

@@ -20,6 +20,7 @@ mod array;
 mod flat;
 mod folio;
 mod vmemmap;
+mod walk;
 
 use crate::addr::{Order, PAGE_SIZE, Pfn, PfnRange};
 use crate::backing::{BackingError, PageHint};
@@ -476,31 +477,6 @@ impl Memmap {
                 .stored(head)?
                 .ok_or(LookupError::Uninitialized { pfn: head })?,
         };
-        self.folio_at(head, desc)
-    }
-
-    /// The folio holding `pfn` in a pgmap whose folios never change shape (every type but
-    /// fsdax): the head and order are arithmetic, so only the head descriptor is read.
-    #[inline]
-    pub(crate) fn folio_static(&self, s: &Synced, pfn: Pfn) -> Result<Folio<'_>, LookupError> {
-        let shift = self.geometry().shift;
-        let head = pfn.align_down(shift);
-        self.check(s, head)?;
-        let desc = self
-            .stored(head)?
-            .ok_or(LookupError::Uninitialized { pfn: head })?;
-        Ok(Folio {
-            head,
-            order: shift,
-            desc,
-        })
-    }
-
-    /// The folio whose head is `head`, known to be a head the caller holds a reference on.
-    pub(crate) fn folio_at_head(&self, s: &Synced, head: Pfn) -> Result<Folio<'_>, LookupError> {
-        let desc = self
-            .descriptor(s, head)?
-            .ok_or(LookupError::Uninitialized { pfn: head })?;
         self.folio_at(head, desc)
     }
 
