@@ -104,6 +104,11 @@ struct GupTestArgs {
     /// Namespace mode.
     #[arg(long, value_enum, default_value = "devdax")]
     mode: ModeArg,
+    /// Fill entry buffers that an untimed warm-up repeat allocated and faulted in, as the
+    /// kernel selftest allocates its `pages[]` before timing (`pin_pages_into`), instead of
+    /// letting every call allocate its result inside the timed loop (`pin_pages`).
+    #[arg(long)]
+    prealloc: bool,
     /// Print a JSON array of objects, one per repeat.
     #[arg(long, short = 'j')]
     json: bool,
@@ -217,6 +222,7 @@ fn gup_test(a: GupTestArgs) -> Result<()> {
         repeats: a.repeats,
         pages_per_call: gup_test::pages_per_call(a.pages_per_call)?,
         write: a.write,
+        reuse_buffers: a.prealloc,
     };
     let rows = gup_test::run(&plan)?;
     if a.json {

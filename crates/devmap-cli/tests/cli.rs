@@ -327,6 +327,19 @@ fn gup_test_prints_the_kernel_line_and_batches_per_folio() {
     ]);
     assert_eq!(rows[0]["mode"], "PIN_FOLIOS_BENCHMARK");
     assert_eq!(field(&rows[0], "entries"), 32, "one entry per 2 MiB folio");
+    assert_eq!(rows[0]["reused_buffers"], false, "plain API by default");
+
+    for api in [&["-a"][..], &["-a", "-F"], &["-u", "-n", "-1"]] {
+        let mut args = vec!["gup-test", "-m", "16", "-r", "3", "--prealloc", "-j"];
+        args.extend_from_slice(api);
+        let rows = json(&args);
+        assert_eq!(rows.len(), 3, "{api:?}: the warm-up repeat is not reported");
+        for r in &rows {
+            assert_eq!(r["reused_buffers"], true, "{api:?}");
+            let want = if api.contains(&"-F") { 8 } else { 4096 };
+            assert_eq!(field(r, "entries"), want, "{api:?}");
+        }
+    }
 
     let rows = json(&[
         "gup-test", "-m", "8", "-L", "--align", "4K", "--layout", "flat", "-j",

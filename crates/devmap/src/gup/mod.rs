@@ -183,7 +183,20 @@ impl DevPagemap {
         range: PfnRange,
         flags: GupFlags,
     ) -> Result<PinnedPages, GupError> {
-        self.grab_pages(range, flags, Kind::Pin)
+        self.grab_pages(range, flags, Kind::Pin, Vec::new())
+    }
+
+    /// As [`pin_pages`](Self::pin_pages), writing the entries into `buf` (emptied first) the
+    /// way `pin_user_pages_fast` fills its caller's `pages[]`. A caller that pins repeatedly
+    /// gets `buf` back from [`PinnedPages::unpin_keep_buffer`] and so allocates, and faults
+    /// in, 8 bytes per page once instead of on every call. On error `buf` is dropped.
+    pub fn pin_pages_into(
+        self: &Arc<Self>,
+        range: PfnRange,
+        flags: GupFlags,
+        buf: Vec<Pfn>,
+    ) -> Result<PinnedPages, GupError> {
+        self.grab_pages(range, flags, Kind::Pin, buf)
     }
 
     /// Takes plain references (`FOLL_GET`, `get_user_pages_fast`) on every page of `range`.
@@ -192,7 +205,18 @@ impl DevPagemap {
         range: PfnRange,
         flags: GupFlags,
     ) -> Result<PinnedPages, GupError> {
-        self.grab_pages(range, flags, Kind::Get)
+        self.grab_pages(range, flags, Kind::Get, Vec::new())
+    }
+
+    /// As [`get_pages`](Self::get_pages), into a reused buffer (see
+    /// [`pin_pages_into`](Self::pin_pages_into)).
+    pub fn get_pages_into(
+        self: &Arc<Self>,
+        range: PfnRange,
+        flags: GupFlags,
+        buf: Vec<Pfn>,
+    ) -> Result<PinnedPages, GupError> {
+        self.grab_pages(range, flags, Kind::Get, buf)
     }
 
     fn grab_pages(
@@ -200,8 +224,10 @@ impl DevPagemap {
         range: PfnRange,
         flags: GupFlags,
         kind: Kind,
+        mut pages: Vec<Pfn>,
     ) -> Result<PinnedPages, GupError> {
-        let mut pages = Vec::with_capacity(range.len() as usize);
+        pages.clear();
+        pages.reserve(range.len() as usize);
         let pgmap = self.grab(range, flags, kind, |_, sub| {
             // record_subpages: one entry per 4 KiB page of the folio's covered part.
             pages.extend((0..sub.len()).map(|i| sub.start().add(i)));
@@ -222,9 +248,20 @@ impl DevPagemap {
         range: PfnRange,
         flags: GupFlags,
     ) -> Result<PinnedFolios, GupError> {
+        self.pin_folios_into(range, flags, Vec::new())
+    }
+
+    /// As [`pin_folios`](Self::pin_folios), writing the entries into `buf` (emptied first);
+    /// [`PinnedFolios::unpin_keep_buffer`] hands it back. On error `buf` is dropped.
+    pub fn pin_folios_into(
+        self: &Arc<Self>,
+        range: PfnRange,
+        flags: GupFlags,
+        mut folios: Vec<PinnedFolio>,
+    ) -> Result<PinnedFolios, GupError> {
+        folios.clear();
         // Folios of the pgmap's order, plus a partial one at each end.
-        let mut folios =
-            Vec::with_capacity((range.len() >> self.vmemmap_shift().get()) as usize + 2);
+        folios.reserve((range.len() >> self.vmemmap_shift().get()) as usize + 2);
         let pgmap = self.grab(range, flags, Kind::Pin, |f, sub| {
             folios.push(PinnedFolio {
                 start: sub.start(),
@@ -267,6 +304,15 @@ impl PinnedPages {
     /// The pgmap the pages belong to.
     pub fn pagemap(&self) -> &DevPagemap {
         &self.pgmap
+    }
+
+    /// Unpins like [`unpin_user_pages_dirty_lock`] and returns the entry buffer, emptied, for
+    /// the next [`DevPagemap::pin_pages_into`].
+    pub fn unpin_keep_buffer(mut self, make_dirty: bool) -> Vec<Pfn> {
+        self.release_entries(make_dirty);
+        let mut buf = std::mem::take(&mut self.pages);
+        buf.clear();
+        buf
     }
 
     /// `unpin_user_pages_dirty_lock`: walks the entries, groups consecutive entries of one
@@ -346,6 +392,15 @@ impl PinnedFolios {
     /// The pgmap the folios belong to.
     pub fn pagemap(&self) -> &DevPagemap {
         &self.pgmap
+    }
+
+    /// Unpins like [`unpin_folios`] and returns the entry buffer, emptied, for the next
+    /// [`DevPagemap::pin_folios_into`].
+    pub fn unpin_keep_buffer(mut self, make_dirty: bool) -> Vec<PinnedFolio> {
+        self.release(make_dirty);
+        let mut buf = std::mem::take(&mut self.folios);
+        buf.clear();
+        buf
     }
 
     fn release(&mut self, dirty: bool) {

@@ -226,10 +226,14 @@ enum Release {
     DropFolios,
     GetThenUnpin,
     GetThenDrop,
+    /// `unpin_keep_buffer` of pages pinned into a caller's buffer.
+    PagesKeepBuffer(bool),
+    /// `unpin_keep_buffer` of folios pinned into a caller's buffer.
+    FoliosKeepBuffer(bool),
 }
 
 impl Release {
-    const ALL: [Release; 11] = [
+    const ALL: [Release; 15] = [
         Release::UnpinUserPages,
         Release::PagesDirtyLock(true),
         Release::PagesDirtyLock(false),
@@ -241,6 +245,10 @@ impl Release {
         Release::DropFolios,
         Release::GetThenUnpin,
         Release::GetThenDrop,
+        Release::PagesKeepBuffer(true),
+        Release::PagesKeepBuffer(false),
+        Release::FoliosKeepBuffer(true),
+        Release::FoliosKeepBuffer(false),
     ];
 
     fn dirties(self) -> bool {
@@ -249,6 +257,8 @@ impl Release {
             Release::PagesDirtyLock(true)
                 | Release::PageRangeDirtyLock(true)
                 | Release::UnpinFolios(true)
+                | Release::PagesKeepBuffer(true)
+                | Release::FoliosKeepBuffer(true)
         )
     }
 
@@ -267,6 +277,20 @@ impl Release {
                     Release::UnpinFolios(d) => unpin_folios(f, d),
                     _ => drop(f),
                 }
+            }
+            Release::PagesKeepBuffer(d) => {
+                let pg = p
+                    .pin_pages_into(c.range, GupFlags::WRITE, Vec::new())
+                    .expect("pin_pages_into");
+                held(pin_delta(order, n));
+                assert!(pg.unpin_keep_buffer(d).is_empty());
+            }
+            Release::FoliosKeepBuffer(d) => {
+                let f = p
+                    .pin_folios_into(c.range, GupFlags::WRITE, Vec::new())
+                    .expect("pin_folios_into");
+                held(pin_delta(order, n));
+                assert!(f.unpin_keep_buffer(d).is_empty());
             }
             Release::GetThenUnpin | Release::GetThenDrop => {
                 let g = p.get_pages(c.range, GupFlags::NONE).expect("get_pages");
@@ -314,6 +338,63 @@ fn every_unpin_variant_releases_everything_and_dirties_as_asked() {
                 }
             }
         }
+    }
+}
+
+/// A caller's buffer is emptied before it is filled, is the same allocation when it comes back,
+/// and a refill from it pins exactly what a fresh call would.
+#[test]
+fn pins_into_a_reused_buffer_match_fresh_pins_and_keep_the_allocation() {
+    for layout in Layout::ALL {
+        let fx = devdax(layout, Order::PMD);
+        let c = case(fx.r, Order::PMD);
+        let fresh = fx.p.pin_pages(c.range, GupFlags::NONE).expect("pin");
+        let want = fresh.pages().to_vec();
+        unpin_user_pages(fresh);
+
+        let junk = vec![Pfn::new(7); 10_000];
+        let ptr = junk.as_ptr();
+        let pg =
+            fx.p.pin_pages_into(c.range, GupFlags::NONE, junk)
+                .expect("into");
+        assert_eq!(
+            pg.pages(),
+            want.as_slice(),
+            "{layout:?}: stale entries cleared"
+        );
+        assert_eq!(
+            pg.pages().as_ptr(),
+            ptr,
+            "{layout:?}: big enough, not reallocated"
+        );
+        let buf = pg.unpin_keep_buffer(false);
+        assert_eq!(
+            (buf.len(), buf.as_ptr()),
+            (0, ptr),
+            "{layout:?}: handed back"
+        );
+        let pg =
+            fx.p.get_pages_into(c.range, GupFlags::NONE, buf)
+                .expect("get");
+        assert_eq!(
+            counts(&fx.p, c.probes[1].0),
+            (1 + 512, 0),
+            "{layout:?}: a get"
+        );
+        drop(pg);
+
+        let f = fx.p.pin_folios(c.range, GupFlags::NONE).expect("folios");
+        let want = f.folios().to_vec();
+        let buf = f.unpin_keep_buffer(false);
+        let ptr = buf.as_ptr();
+        let again =
+            fx.p.pin_folios_into(c.range, GupFlags::NONE, buf)
+                .expect("into");
+        assert_eq!(again.folios(), want.as_slice(), "{layout:?}");
+        assert_eq!(again.folios().as_ptr(), ptr, "{layout:?}: same allocation");
+        drop(again);
+        assert_all_idle(&fx.p, 1, &format!("{layout:?}"));
+        assert_eq!(fx.p.refs(), 0);
     }
 }
 
