@@ -170,7 +170,7 @@ impl Drop for AllocatedFolio {
         if let Ok((memmap, synced)) = p.synced_span(self.head, 1)
             && let Ok(folio) = memmap.folio(&synced, self.head)
         {
-            p.ungrab_folio(memmap, &synced, &folio, 1, false);
+            p.ungrab_folio(memmap, &folio, 1, false);
         }
     }
 }
@@ -206,7 +206,7 @@ impl Drop for FolioMapping {
                 .head_page()
                 .mapcount_word()
                 .fetch_sub(1, Ordering::Relaxed);
-            p.ungrab_folio(memmap, &synced, &folio, 1, false);
+            p.ungrab_folio(memmap, &folio, 1, false);
         }
     }
 }
@@ -396,27 +396,20 @@ impl DevPagemap {
 
     /// Releases `refs` pins (`pin`) or plain references from `folio`, runs the free path if
     /// that made it idle, and wakes layout-break waiters.
-    pub(crate) fn ungrab_folio(
-        &self,
-        memmap: &Memmap,
-        s: &Synced,
-        folio: &Folio<'_>,
-        refs: i32,
-        pin: bool,
-    ) {
+    pub(crate) fn ungrab_folio(&self, memmap: &Memmap, folio: &Folio<'_>, refs: i32, pin: bool) {
         let head = folio.head_page();
         let idle = self.memory_type().idle_refcount();
         let large = folio.is_large();
         if refcount::ungrab(head.counts_word(), large, refs, pin, idle) {
-            self.folio_idle(memmap, s, folio);
+            self.folio_idle(memmap, folio);
         }
         self.wake_layout_waiters();
     }
 
-    /// The free path (`free_zone_device_folio`), run by whoever made `folio` idle. `_held` is
-    /// the releaser's token, which covers only what it held (a mapping syncs its head, a pin
-    /// its pages): the split syncs the whole folio itself.
-    pub(crate) fn folio_idle(&self, memmap: &Memmap, _held: &Synced, folio: &Folio<'_>) {
+    /// The free path (`free_zone_device_folio`), run by whoever made `folio` idle. The
+    /// releaser's sync token covers only what it held (a mapping syncs its head, a pin its
+    /// pages), so the split syncs the whole folio itself.
+    pub(crate) fn folio_idle(&self, memmap: &Memmap, folio: &Folio<'_>) {
         match self.memory_type() {
             MemoryType::FsDax => {
                 if folio.is_large() {

@@ -324,8 +324,8 @@ fn hwpoison_survives_forming_and_splitting_a_folio() {
         );
         assert_eq!(
             p.pin_pages(range(h, 512), GupFlags::NONE).err(),
-            Some(GupError::Poisoned { pfn: h }),
-            "{ctx}"
+            Some(GupError::Poisoned { pfn: bad, folio: h }),
+            "{ctx}: the error names the poisoned page, not the folio's first"
         );
         assert_eq!(counts(p, h), (1, 1, 0), "{ctx}");
         drop(m);
@@ -340,7 +340,10 @@ fn hwpoison_survives_forming_and_splitting_a_folio() {
         let bad_map = p.map_folio(bad, Order::BASE).expect("map the page");
         assert_eq!(
             p.pin_pages(range(bad, 1), GupFlags::NONE).err(),
-            Some(GupError::Poisoned { pfn: bad }),
+            Some(GupError::Poisoned {
+                pfn: bad,
+                folio: bad
+            }),
             "{ctx}: still refused after the split"
         );
         let good_map = p.map_folio(h.add(8), Order::BASE).expect("map");

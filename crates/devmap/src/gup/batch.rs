@@ -98,9 +98,9 @@ impl DevPagemap {
                 .folio(s, pfn)
                 .map_err(|e| (pfn, lookup_failed(pfn, e)))?;
             let end = folio.range().end().min(range.end());
-            let refs = grab_folio(&folio, pfn, end, pin).map_err(|e| (pfn, e))?;
+            let refs = grab_folio(memmap, s, &folio, pfn, end, pin).map_err(|e| (pfn, e))?;
             if !still_in_folio(memmap, s, pfn, folio.pfn()) {
-                self.ungrab_folio(memmap, s, &folio, refs, pin);
+                self.ungrab_folio(memmap, &folio, refs, pin);
                 continue;
             }
             record(&folio, PfnRange::new_unchecked(pfn, end));
@@ -124,7 +124,7 @@ impl DevPagemap {
                 folio.mark_dirty();
             }
             // Within one folio, so at most 2^Order::MAX pages.
-            self.ungrab_folio(memmap, s, folio, refs as i32, pin);
+            self.ungrab_folio(memmap, folio, refs as i32, pin);
         };
         let mut pfn = span.start();
         if self.memory_type() != MemoryType::FsDax {
@@ -169,7 +169,7 @@ fn grab_static(
     for folio in folios {
         let folio = folio.map_err(|e| (pfn, lookup_failed(pfn, e)))?;
         let end = folio.range().end().min(range.end());
-        grab_folio(&folio, pfn, end, pin).map_err(|e| (pfn, e))?;
+        grab_folio(memmap, s, &folio, pfn, end, pin).map_err(|e| (pfn, e))?;
         record(&folio, PfnRange::new_unchecked(pfn, end));
         pfn = end;
     }
@@ -178,9 +178,20 @@ fn grab_static(
 
 /// `try_grab_folio` for the pages `pfn..end` of `folio`: refuses a poisoned folio, then takes
 /// the references in one update. Returns the reference count taken.
-fn grab_folio(folio: &Folio<'_>, pfn: Pfn, end: Pfn, pin: bool) -> Result<i32, GupError> {
+fn grab_folio(
+    memmap: &Memmap,
+    s: &Synced,
+    folio: &Folio<'_>,
+    pfn: Pfn,
+    end: Pfn,
+    pin: bool,
+) -> Result<i32, GupError> {
     if folio.is_poisoned() {
-        return Err(GupError::Poisoned { pfn });
+        let head = folio.pfn();
+        return Err(GupError::Poisoned {
+            pfn: memmap.first_hwpoison(s, folio).unwrap_or(head),
+            folio: head,
+        });
     }
     // Within one folio, so at most 2^Order::MAX pages.
     let refs = end.offset_from(pfn) as i32;

@@ -68,11 +68,13 @@ pub enum GupError {
         /// The first pfn asked for.
         pfn: Pfn,
     },
-    /// A folio in the range is poisoned.
-    #[error("pfn {pfn} is in a poisoned folio")]
+    /// A folio in the range holds a poisoned page: the whole folio cannot be pinned.
+    #[error("pfn {pfn} is poisoned, so folio {folio} cannot be pinned")]
     Poisoned {
-        /// The first poisoned pfn met.
+        /// The folio's lowest poisoned page (which may lie outside the range asked for).
         pfn: Pfn,
+        /// The folio's head.
+        folio: Pfn,
     },
     /// A long-term pin of memory that must stay migratable or truncatable.
     #[error("{memory_type:?} memory cannot be pinned long-term")]
@@ -339,7 +341,7 @@ impl PinnedPages {
             if make_dirty {
                 folio.mark_dirty();
             }
-            self.pgmap.ungrab_folio(memmap, &s, &folio, n as i32, pin);
+            self.pgmap.ungrab_folio(memmap, &folio, n as i32, pin);
             i += n;
         }
     }

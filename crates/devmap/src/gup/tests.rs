@@ -515,8 +515,12 @@ fn a_poisoned_folio_mid_range_fails_and_unwinds_what_came_before() {
             };
             p.poison_subpage(bad).expect("poison");
             assert!(p.subpage_poisoned(bad).expect("poisoned"));
-            // The range enters the poisoned folio at its head (order 0: it is the page).
-            let want = Some(GupError::Poisoned { pfn: bad_head });
+            // The error names the poisoned page and its folio, whatever pfn the range
+            // entered the folio at (order 0: they are the same page).
+            let want = Some(GupError::Poisoned {
+                pfn: bad,
+                folio: bad_head,
+            });
             assert_eq!(p.pin_pages(c.range, GupFlags::NONE).err(), want, "{ctx}");
             assert_eq!(p.pin_folios(c.range, GupFlags::NONE).err(), want, "{ctx}");
             assert_eq!(p.get_pages(c.range, GupFlags::NONE).err(), want, "{ctx}");

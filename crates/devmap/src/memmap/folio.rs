@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use parking_lot::Mutex;
 
-use crate::addr::Pfn;
+use crate::addr::{Pfn, PfnRange};
 use crate::backing::{BackingError, PageHint};
 use crate::desc::Page;
 
@@ -75,6 +75,15 @@ impl FolioStore {
 
     pub(crate) fn subpage_poisoned(&self, pfn: Pfn) -> bool {
         self.poisoned.lock().contains(&pfn)
+    }
+
+    /// The lowest poisoned pfn of `range`, if any.
+    pub(crate) fn first_poisoned(&self, range: PfnRange) -> Option<Pfn> {
+        self.poisoned
+            .lock()
+            .range(range.start()..range.end())
+            .next()
+            .copied()
     }
 
     /// Side-table bytes beyond the descriptor array.

@@ -509,6 +509,21 @@ impl Memmap {
         Ok(())
     }
 
+    /// The lowest poisoned 4 KiB page of `folio` (the head itself if the whole folio is), or
+    /// `None` if no page of it is. Reads every page's descriptor on Flat and Vmemmap, so it is
+    /// for error paths, after [`Folio`]'s head flags said there is poison to find.
+    pub(crate) fn first_hwpoison(&self, s: &Synced, folio: &Folio<'_>) -> Option<Pfn> {
+        if folio.head_page().flags().contains(PageFlags::HWPOISON) {
+            return Some(folio.pfn());
+        }
+        match self {
+            Memmap::Folio(f) => f.first_poisoned(folio.range()),
+            _ => (0..folio.nr_pages())
+                .map(|i| folio.pfn().add(i))
+                .find(|&pfn| self.subpage_hwpoison(s, pfn) == Ok(true)),
+        }
+    }
+
     /// Whether this 4 KiB page is poisoned.
     pub(crate) fn subpage_hwpoison(&self, s: &Synced, pfn: Pfn) -> Result<bool, LookupError> {
         self.check(s, pfn)?;
