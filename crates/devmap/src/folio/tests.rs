@@ -5,7 +5,9 @@ use std::sync::atomic::Ordering as AtOrd;
 use std::time::Duration;
 
 use super::*;
-use crate::gup::{GupError, GupFlags, unpin_folios, unpin_user_pages};
+use crate::gup::{
+    GupError, GupFlags, unpin_folios, unpin_user_page_range_dirty_lock, unpin_user_pages,
+};
 use crate::memmap::Layout;
 
 use crate::test_support::Fixture;
@@ -226,6 +228,64 @@ fn fsdax_forms_a_pmd_folio_pins_it_and_splits_it_when_the_last_pin_goes() {
     }
 }
 
+/// Ranges that end part-way into a dynamic folio: every release path gives back exactly what
+/// the pin took, and a pin that fails part-way leaves nothing behind, dirty or not.
+#[test]
+fn fsdax_partial_folio_ranges_release_exactly_what_they_pinned() {
+    for layout in Layout::ALL {
+        let fx = fsdax(layout);
+        let p = &fx.p;
+        let (a, b) = (fx.r.start().add(512), fx.r.start().add(1024));
+        let ctx = format!("{layout:?}");
+        let maps = (
+            p.map_folio(a, Order::PMD).expect("form a"),
+            p.map_folio(b, Order::PMD).expect("form b"),
+        );
+        // 412 pages of folio a, 188 of folio b.
+        let r = range(a.add(100), 600);
+
+        let f = p.pin_folios(r, GupFlags::WRITE).expect("pin_folios");
+        assert_eq!(f.len(), 2, "{ctx}");
+        assert_eq!((counts(p, a), counts(p, b)), ((413, 1, 412), (189, 1, 188)));
+        unpin_folios(f, true);
+        assert_eq!(
+            (counts(p, a), counts(p, b)),
+            ((1, 1, 0), (1, 1, 0)),
+            "{ctx}"
+        );
+        assert!(p.folio(a).expect("a").is_dirty() && p.folio(b).expect("b").is_dirty());
+        p.folio(a).expect("a").clear_dirty();
+        p.folio(b).expect("b").clear_dirty();
+
+        let pg = p.pin_pages(r, GupFlags::WRITE).expect("pin_pages");
+        assert_eq!((counts(p, a), counts(p, b)), ((413, 1, 412), (189, 1, 188)));
+        unpin_user_page_range_dirty_lock(pg, false);
+        assert_eq!(
+            (counts(p, a), counts(p, b)),
+            ((1, 1, 0), (1, 1, 0)),
+            "{ctx}"
+        );
+
+        // Past folio b the pages are free: the pin fails there and unwinds both folios.
+        let long = range(a.add(100), 1000);
+        assert_eq!(
+            p.pin_folios(long, GupFlags::NONE).err(),
+            Some(GupError::NotMapped { pfn: b.add(512) }),
+            "{ctx}"
+        );
+        assert_eq!(
+            (counts(p, a), counts(p, b)),
+            ((1, 1, 0), (1, 1, 0)),
+            "{ctx}"
+        );
+        assert!(!p.folio(a).expect("a").is_dirty() && !p.folio(b).expect("b").is_dirty());
+
+        drop(maps);
+        assert_split(p, range(a, 1024), &ctx);
+        assert_eq!(p.refs(), 0, "{ctx}");
+    }
+}
+
 #[test]
 fn fsdax_splits_when_the_last_mapping_goes() {
     for layout in Layout::ALL {
@@ -326,6 +386,16 @@ fn hwpoison_survives_forming_and_splitting_a_folio() {
             p.pin_pages(range(h, 512), GupFlags::NONE).err(),
             Some(GupError::Poisoned { pfn: bad, folio: h }),
             "{ctx}: the error names the poisoned page, not the folio's first"
+        );
+        // A pin of part of the folio syncs only that part; the poisoned page outside it is
+        // still the one named.
+        let part = range(h.add(100), 10);
+        let want = Some(GupError::Poisoned { pfn: bad, folio: h });
+        assert_eq!(p.pin_pages(part, GupFlags::NONE).err(), want, "{ctx}: part");
+        assert_eq!(
+            p.pin_folios(part, GupFlags::NONE).err(),
+            want,
+            "{ctx}: part"
         );
         assert_eq!(counts(p, h), (1, 1, 0), "{ctx}");
         drop(m);

@@ -98,7 +98,7 @@ impl DevPagemap {
                 .folio(s, pfn)
                 .map_err(|e| (pfn, lookup_failed(pfn, e)))?;
             let end = folio.range().end().min(range.end());
-            let refs = grab_folio(memmap, s, &folio, pfn, end, pin).map_err(|e| (pfn, e))?;
+            let refs = grab_folio(memmap, &folio, pfn, end, pin).map_err(|e| (pfn, e))?;
             if !still_in_folio(memmap, s, pfn, folio.pfn()) {
                 self.ungrab_folio(memmap, &folio, refs, pin);
                 continue;
@@ -169,7 +169,7 @@ fn grab_static(
     for folio in folios {
         let folio = folio.map_err(|e| (pfn, lookup_failed(pfn, e)))?;
         let end = folio.range().end().min(range.end());
-        grab_folio(memmap, s, &folio, pfn, end, pin).map_err(|e| (pfn, e))?;
+        grab_folio(memmap, &folio, pfn, end, pin).map_err(|e| (pfn, e))?;
         record(&folio, PfnRange::new_unchecked(pfn, end));
         pfn = end;
     }
@@ -180,7 +180,6 @@ fn grab_static(
 /// the references in one update. Returns the reference count taken.
 fn grab_folio(
     memmap: &Memmap,
-    s: &Synced,
     folio: &Folio<'_>,
     pfn: Pfn,
     end: Pfn,
@@ -189,7 +188,7 @@ fn grab_folio(
     if folio.is_poisoned() {
         let head = folio.pfn();
         return Err(GupError::Poisoned {
-            pfn: memmap.first_hwpoison(s, folio).unwrap_or(head),
+            pfn: memmap.first_hwpoison(folio).unwrap_or(head),
             folio: head,
         });
     }

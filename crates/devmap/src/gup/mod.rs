@@ -71,7 +71,8 @@ pub enum GupError {
     /// A folio in the range holds a poisoned page: the whole folio cannot be pinned.
     #[error("pfn {pfn} is poisoned, so folio {folio} cannot be pinned")]
     Poisoned {
-        /// The folio's lowest poisoned page (which may lie outside the range asked for).
+        /// The folio's lowest poisoned page, which may lie outside the range asked for (the
+        /// head if a poisoning racing the pin has flagged the folio but not yet the page).
         pfn: Pfn,
         /// The folio's head.
         folio: Pfn,

@@ -531,6 +531,9 @@ fn a_poisoned_folio_mid_range_fails_and_unwinds_what_came_before() {
                 6,
                 "{ctx}: 2 folios × 3 unwinds"
             );
+            for h in &c.heads {
+                assert!(!dirty(p, *h), "{ctx}: an unwind leaves {h} clean");
+            }
             // The pages before it still pin.
             let before = range(c.range.start(), bad_head);
             let ok = p

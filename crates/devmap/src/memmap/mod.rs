@@ -510,17 +510,23 @@ impl Memmap {
     }
 
     /// The lowest poisoned 4 KiB page of `folio` (the head itself if the whole folio is), or
-    /// `None` if no page of it is. Reads every page's descriptor on Flat and Vmemmap, so it is
-    /// for error paths, after [`Folio`]'s head flags said there is poison to find.
-    pub(crate) fn first_hwpoison(&self, s: &Synced, folio: &Folio<'_>) -> Option<Pfn> {
+    /// `None` if none is visible yet (a poisoning running concurrently flags the page before
+    /// the head, but with Relaxed stores). Reads every page's descriptor on Flat and
+    /// Vmemmap, so it is for error paths, after the head flags said there is poison to find.
+    ///
+    /// It needs no sync token: a `Folio` comes from a synced lookup of its head, and every
+    /// page of a folio is initialised once its head is (static folios are initialised whole;
+    /// a dynamic one is formed only from synced pages). A caller's token may cover less than
+    /// the folio: a pin of part of an fsdax folio syncs only that part.
+    pub(crate) fn first_hwpoison(&self, folio: &Folio<'_>) -> Option<Pfn> {
         if folio.head_page().flags().contains(PageFlags::HWPOISON) {
             return Some(folio.pfn());
         }
         match self {
             Memmap::Folio(f) => f.first_poisoned(folio.range()),
-            _ => (0..folio.nr_pages())
-                .map(|i| folio.pfn().add(i))
-                .find(|&pfn| self.subpage_hwpoison(s, pfn) == Ok(true)),
+            _ => (0..folio.nr_pages()).map(|i| folio.pfn().add(i)).find(|&pfn| {
+                matches!(self.stored(pfn), Ok(Some(p)) if p.flags().contains(PageFlags::HWPOISON))
+            }),
         }
     }
 
