@@ -528,3 +528,6 @@ pub(crate) fn still_in_folio(memmap: &Memmap, s: &Synced, pfn: Pfn, head: Pfn) -
 
 #[cfg(all(test, not(loom)))]
 mod tests;
+
+#[cfg(all(test, not(loom)))]
+mod stress;

@@ -32,7 +32,7 @@ fn counts(p: &DevPagemap, pfn: Pfn) -> (i32, i32, i32) {
 }
 
 /// Every pfn of `span` is its own idle order-0 folio.
-fn assert_split(p: &DevPagemap, span: PfnRange, what: &str) {
+pub(super) fn assert_split(p: &DevPagemap, span: PfnRange, what: &str) {
     for i in 0..span.len() {
         let pfn = span.start().add(i);
         let f = p.folio(pfn).expect("folio");
