@@ -17,11 +17,13 @@ pub(crate) mod refcount;
 use std::time::{Duration, Instant};
 
 use crate::addr::{Order, Pfn, PfnRange};
-use crate::desc::{GUP_PIN_COUNTING_BIAS, HeadWord, PageFlags};
+use crate::desc::{GUP_PIN_COUNTING_BIAS, PageFlags};
 use crate::init::Synced;
 use crate::memmap::{Folio, Memmap};
 use crate::pgmap::{DevPagemap, MemoryType, PgmapError, PgmapRef};
 use crate::sync::{Ordering, fence};
+
+use self::refcount::Refused;
 
 /// Errors from folio operations.
 #[derive(Debug, thiserror::Error)]
@@ -238,11 +240,12 @@ impl DevPagemap {
                     fixed: folio.order().get(),
                 });
             }
-            if !refcount::try_grab(folio.head_page().counts_word(), folio.is_large(), 1, false) {
-                return Err(if folio.refcount() <= 0 {
-                    FolioError::Free { pfn: folio.pfn() }
-                } else {
-                    FolioError::Overflow { pfn: folio.pfn() }
+            let word = folio.head_page().counts_word();
+            if let Err(why) = refcount::try_grab(word, folio.is_large(), 1, false) {
+                let pfn = folio.pfn();
+                return Err(match why {
+                    Refused::Free => FolioError::Free { pfn },
+                    Refused::Overflow => FolioError::Overflow { pfn },
                 });
             }
             folio
@@ -412,16 +415,22 @@ impl DevPagemap {
     pub(crate) fn folio_idle(&self, memmap: &Memmap, folio: &Folio<'_>) {
         match self.memory_type() {
             MemoryType::FsDax => {
-                if folio.is_large() {
+                // The shape is read from the head again rather than taken from `folio`: a
+                // grab that raced a reshape gives its references back with the shape it
+                // looked up, which need not be the head's shape now.
+                let head = folio.head_page();
+                if head.flags().contains(PageFlags::HEAD) {
                     let _formation = self.fsdax_lock().lock();
                     // Re-check under the lock: a new mapping may have taken the folio again.
-                    if folio.refcount() == 0 && folio.head_page().flags().contains(PageFlags::HEAD)
+                    if head.refcount() == 0
+                        && head.flags().contains(PageFlags::HEAD)
+                        && let Ok(order) = Order::new(head.order())
                     {
                         // The split rewrites every page of the folio, so it needs a token for
                         // all of them (free once init is idle). A failure here means the pgmap
                         // is torn down, and then there is nothing left to split.
-                        if let Ok((_, whole)) = self.synced_span(folio.pfn(), folio.nr_pages()) {
-                            let _ = self.split(memmap, &whole, folio.pfn(), folio.order());
+                        if let Ok((_, whole)) = self.synced_span(folio.pfn(), order.nr_pages()) {
+                            let _ = self.split(memmap, &whole, folio.pfn(), order);
                         }
                     }
                 }
@@ -462,7 +471,9 @@ impl DevPagemap {
         let idle = self.memory_type().idle_refcount();
         let mut pfn = range.start();
         while pfn < range.end() {
-            let f = memmap.folio(&s, pfn).map_err(PgmapError::from)?;
+            let f = self
+                .lookup_folio(memmap, &s, pfn)
+                .map_err(PgmapError::from)?;
             if f.refcount() - f.mapcount() != idle {
                 return Ok(Some(pfn));
             }
@@ -508,21 +519,6 @@ impl DevPagemap {
         })();
         waiters.fetch_sub(1, Ordering::Relaxed);
         result
-    }
-}
-
-/// The head-word check of the kernel's `try_get_folio`: after taking a reference on `head`,
-/// `pfn` must still belong to it (a split may have raced the lookup).
-pub(crate) fn still_in_folio(memmap: &Memmap, s: &Synced, pfn: Pfn, head: Pfn) -> bool {
-    match memmap.descriptor(s, pfn) {
-        Ok(Some(d)) => match d.head_word() {
-            HeadWord::Tail(h) => h == head,
-            HeadWord::Pgmap(_) => pfn == head,
-            HeadWord::Unset => false,
-        },
-        // Folio-layout tails are not stored: their head is arithmetic and cannot change.
-        Ok(None) => true,
-        Err(_) => false,
     }
 }
 

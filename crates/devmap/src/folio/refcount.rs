@@ -61,29 +61,40 @@ fn deltas(large: bool, refs: i32, pin: bool) -> Option<(i32, i32)> {
     }
 }
 
+/// Why [`try_grab`] took nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The folio is free (count ≤ 0): a grab never resurrects it.
+    Free,
+    /// A half of the word would overflow.
+    Overflow,
+}
+
 /// Grabs `refs` pins (or plain references when `pin` is false) with one CAS, unless the
-/// folio is free (count ≤ 0) or a half would overflow.
-pub(crate) fn try_grab(word: &impl CountWord, large: bool, refs: i32, pin: bool) -> bool {
+/// folio is free (count ≤ 0) or a half would overflow. The reason comes from the value the
+/// CAS saw, not from a second read, which could see a later state.
+pub(crate) fn try_grab(
+    word: &impl CountWord,
+    large: bool,
+    refs: i32,
+    pin: bool,
+) -> Result<(), Refused> {
     let Some((dr, dp)) = deltas(large, refs, pin) else {
-        return false;
+        return Err(Refused::Overflow);
     };
-    // PERF: start from the most common state, an unpinned folio holding one reference
-    // (device-dax at rest, or a mapped fsdax folio), instead of loading the word first: the
-    // CAS then takes the cache line for writing in one step, and a wrong guess costs nothing
-    // extra, since a failed CAS returns the current value (measured with gup-test -F, BENCHMARKS.md).
     let mut v = pack_counts(1, 0);
     loop {
         let (r, p) = (refcount_of(v), pincount_of(v));
         if r <= 0 {
-            return false;
+            return Err(Refused::Free);
         }
         let (Some(nr), Some(np)) = (r.checked_add(dr), p.checked_add(dp)) else {
-            return false;
+            return Err(Refused::Overflow);
         };
         // Acquire on success: the new holder sees what earlier holders published with their
         // Release. Relaxed on failure: the loop retries with the fresh value.
         match word.cas_weak(v, pack_counts(nr, np), Ordering::Acquire, Ordering::Relaxed) {
-            Ok(_) => return true,
+            Ok(_) => return Ok(()),
             Err(now) => v = now,
         }
     }
@@ -147,12 +158,12 @@ mod tests {
     #[test]
     fn pins_follow_the_bias() {
         let w = StdU64::new(pack_counts(1, 0));
-        assert!(try_grab(&w, false, 1, true));
+        assert_eq!(try_grab(&w, false, 1, true), Ok(()));
         assert_eq!(halves(&w), (1 + 1024, 0));
         assert!(ungrab(&w, false, 1, true, 1), "back to idle 1");
-        assert!(try_grab(&w, true, 300, true));
+        assert_eq!(try_grab(&w, true, 300, true), Ok(()));
         assert_eq!(halves(&w), (301, 300));
-        assert!(try_grab(&w, true, 12, false));
+        assert_eq!(try_grab(&w, true, 12, false), Ok(()));
         assert_eq!(halves(&w), (313, 300));
         assert!(!ungrab(&w, true, 300, true, 1));
         assert!(ungrab(&w, true, 12, false, 1));
@@ -163,7 +174,7 @@ mod tests {
     fn freed_folios_are_never_resurrected() {
         let w = StdU64::new(pack_counts(1, 0));
         assert!(ungrab(&w, true, 1, false, 0));
-        assert!(!try_grab(&w, true, 1, true));
+        assert_eq!(try_grab(&w, true, 1, true), Err(Refused::Free));
         assert_eq!(halves(&w), (0, 0));
         add(&w, 1);
         assert_eq!(halves(&w), (1, 0), "an owner may take the first reference");
@@ -172,12 +183,12 @@ mod tests {
     #[test]
     fn overflow_is_refused_and_leaves_the_word_alone() {
         let w = StdU64::new(pack_counts(i32::MAX - 5, 0));
-        assert!(!try_grab(&w, true, 10, false));
+        assert_eq!(try_grab(&w, true, 10, false), Err(Refused::Overflow));
         let small = StdU64::new(pack_counts(i32::MAX - 1000, 0));
-        assert!(!try_grab(&small, false, 1, true));
+        assert_eq!(try_grab(&small, false, 1, true), Err(Refused::Overflow));
         assert_eq!(halves(&small), (i32::MAX - 1000, 0));
         let pins = StdU64::new(pack_counts(5, i32::MAX - 1));
-        assert!(!try_grab(&pins, true, 2, true));
+        assert_eq!(try_grab(&pins, true, 2, true), Err(Refused::Overflow));
         assert_eq!(halves(&pins), (5, i32::MAX - 1));
     }
 }
@@ -218,7 +229,7 @@ mod loom_tests {
             let pinner = {
                 let f = Arc::clone(&f);
                 loom::thread::spawn(move || {
-                    if try_grab(&f.counts, true, 512, true) {
+                    if try_grab(&f.counts, true, 512, true).is_ok() {
                         // SAFETY: a successful grab keeps the count above idle: no split runs.
                         let order = f.order.with(|o| unsafe { *o });
                         assert_eq!(order, 9, "a pinned folio is never split under the pin");

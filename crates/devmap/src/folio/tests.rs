@@ -286,6 +286,49 @@ fn fsdax_partial_folio_ranges_release_exactly_what_they_pinned() {
     }
 }
 
+/// A grab that raced a reshape gives its references back with the shape it looked up. If that
+/// release is the one that makes the head idle, the free path must split the shape the head
+/// has now, not the stale one: here the grab saw an order-9 folio at `h` and `h` is now an
+/// order-3 folio, so splitting 512 pages would reset a page mapped further on.
+#[test]
+fn the_free_path_splits_the_heads_current_shape() {
+    for layout in Layout::ALL {
+        let fx = fsdax(layout);
+        let p = &fx.p;
+        let h = fx.r.start().add(512);
+        let ctx = format!("{layout:?}");
+        let (memmap, s) = p.synced_span(h, 512).expect("sync");
+
+        let m9 = p.map_folio(h, Order::PMD).expect("order 9");
+        let stale = memmap.folio(&s, h).expect("folio");
+        assert_eq!(stale.order(), Order::PMD);
+        drop(m9);
+        let m3 = p.map_folio(h, order(3)).expect("order 3 at the same head");
+        let other = p
+            .map_folio(h.add(100), Order::BASE)
+            .expect("a page further on");
+        // The racing grab: references on h's word, accounted as the order-9 folio it saw.
+        let word = stale.head_page().counts_word();
+        refcount::try_grab(word, stale.is_large(), 5, true).expect("h is mapped");
+        drop(m3);
+        assert_eq!(
+            counts(p, h),
+            (5, 0, 5),
+            "{ctx}: only the raced grab holds h"
+        );
+        // Its give-back makes h idle and runs the free path.
+        p.ungrab_folio(memmap, &stale, 5, true);
+        assert_split(p, range(h, 8), &ctx);
+        assert_eq!(
+            counts(p, h.add(100)),
+            (1, 1, 0),
+            "{ctx}: the page further on"
+        );
+        drop(other);
+        assert_split(p, range(h, 512), &ctx);
+    }
+}
+
 #[test]
 fn fsdax_splits_when_the_last_mapping_goes() {
     for layout in Layout::ALL {

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::addr::{Pfn, PfnRange};
-use crate::folio::{refcount, still_in_folio};
+use crate::folio::refcount::{self, Refused};
 use crate::init::{SyncError, Synced};
 use crate::memmap::{Folio, LookupError, Memmap};
 use crate::pgmap::{DevPagemap, MemoryType, PgmapError, PgmapRef};
@@ -81,9 +81,12 @@ impl DevPagemap {
         }
     }
 
-    /// The fsdax grab loop: look each folio up, grab it, and check it is still the folio
-    /// holding the pfn (the head-word re-check of `try_get_folio`); if a split raced, give the
-    /// references back and look again.
+    /// The fsdax grab loop. Each folio is looked up (consistently, see
+    /// [`DevPagemap::lookup_folio`]), grabbed, and looked up again: the reference now held
+    /// freezes the shape of whatever the head is, so if the second lookup finds the same head
+    /// and order, the pfn is in the folio the references were taken for. Otherwise a reshape
+    /// raced the grab (the kernel's `try_get_folio` re-check): the references go back with
+    /// the shape they were taken with, and the pfn is looked up afresh.
     fn grab_dynamic(
         &self,
         memmap: &Memmap,
@@ -94,12 +97,15 @@ impl DevPagemap {
     ) -> Result<(), Stopped> {
         let mut pfn = range.start();
         while pfn < range.end() {
-            let folio = memmap
-                .folio(s, pfn)
+            let folio = self
+                .lookup_folio(memmap, s, pfn)
                 .map_err(|e| (pfn, lookup_failed(pfn, e)))?;
             let end = folio.range().end().min(range.end());
             let refs = grab_folio(memmap, &folio, pfn, end, pin).map_err(|e| (pfn, e))?;
-            if !still_in_folio(memmap, s, pfn, folio.pfn()) {
+            let same = memmap
+                .folio(s, pfn)
+                .is_ok_and(|now| (now.pfn(), now.order()) == (folio.pfn(), folio.order()));
+            if !same {
                 self.ungrab_folio(memmap, &folio, refs, pin);
                 continue;
             }
@@ -195,12 +201,10 @@ fn grab_folio(
     // Within one folio, so at most 2^Order::MAX pages.
     let refs = end.offset_from(pfn) as i32;
     let head = folio.head_page();
-    if refcount::try_grab(head.counts_word(), folio.is_large(), refs, pin) {
-        Ok(refs)
-    } else if head.refcount() <= 0 {
-        Err(GupError::NotMapped { pfn })
-    } else {
-        Err(GupError::Overflow { pfn: folio.pfn() })
+    match refcount::try_grab(head.counts_word(), folio.is_large(), refs, pin) {
+        Ok(()) => Ok(refs),
+        Err(Refused::Free) => Err(GupError::NotMapped { pfn }),
+        Err(Refused::Overflow) => Err(GupError::Overflow { pfn: folio.pfn() }),
     }
 }
 

@@ -310,6 +310,13 @@ pub enum LookupError {
         /// The pfn.
         pfn: Pfn,
     },
+    /// The folio holding the pfn was being formed or split while it was looked up (fsdax
+    /// only; retried under the pgmap's formation lock by the callers that can take it).
+    #[error("the folio holding pfn {pfn} changed shape during the lookup")]
+    Reshaping {
+        /// The pfn.
+        pfn: Pfn,
+    },
     /// A lookup outside the span its caller synced (a bug in the caller, reported, not hidden).
     #[error("pfn {pfn} was looked up outside the span its caller synced")]
     NotSynced {
@@ -473,11 +480,22 @@ impl Memmap {
         let head = self.head_of(pfn, stored)?;
         let desc = match stored {
             Some(d) if head == pfn => d,
+            // A head word only ever names a pfn of the data range; checked anyway, so that a
+            // bad word is an error rather than an out-of-bounds index.
+            _ if !self.geometry().data_range().contains(head) => {
+                return Err(LookupError::Uninitialized { pfn: head });
+            }
             _ => self
                 .stored(head)?
                 .ok_or(LookupError::Uninitialized { pfn: head })?,
         };
-        self.folio_at(head, desc)
+        let folio = self.folio_at(head, desc)?;
+        // The pfn's head word and the head's order are two reads: a dynamic (fsdax) folio
+        // forming or splitting between them yields a folio that does not hold the pfn.
+        if !folio.range().contains(pfn) {
+            return Err(LookupError::Reshaping { pfn });
+        }
+        Ok(folio)
     }
 
     fn folio_at<'a>(&self, head: Pfn, desc: &'a Page) -> Result<Folio<'a>, LookupError> {

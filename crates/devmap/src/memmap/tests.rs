@@ -322,3 +322,26 @@ fn static_walk_finds_what_per_pfn_lookups_find() {
         Err(LookupError::NotSynced { .. })
     ));
 }
+
+/// A lookup reads the pfn's head word and then the head: caught between the two halves of a
+/// form (tails written, head not yet a compound head), it must report the tear, not a folio
+/// that does not hold the pfn.
+#[test]
+fn a_lookup_torn_by_a_reshape_is_reported() {
+    for layout in Layout::ALL {
+        let set = built(layout, geo(1024, 0));
+        let (m, s) = whole(&set);
+        let h = m.geometry().range().start().add(512);
+        // The first step of forming an order-3 folio at h: a tail already names h.
+        m.descriptor(&s, h.add(5))
+            .expect("in range")
+            .expect("stored")
+            .init_tail(h);
+        assert_eq!(
+            m.folio(&s, h.add(5)).map(|f| f.pfn()),
+            Err(LookupError::Reshaping { pfn: h.add(5) }),
+            "{layout:?}"
+        );
+        assert_eq!(m.folio(&s, h).map(|f| f.order()), Ok(Order::BASE));
+    }
+}

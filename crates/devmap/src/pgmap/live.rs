@@ -205,7 +205,7 @@ mod loom_tests {
                 return false;
             }
             assert!(
-                try_grab(&self.counts, true, refs, true),
+                try_grab(&self.counts, true, refs, true).is_ok(),
                 "a live folio is never free"
             );
             // SAFETY: the liveness reference keeps teardown from freeing the memmap; loom

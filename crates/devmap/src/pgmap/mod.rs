@@ -427,7 +427,25 @@ impl DevPagemap {
     /// The folio holding `pfn` (`page_folio`).
     pub fn folio(&self, pfn: Pfn) -> Result<Folio<'_>, PgmapError> {
         let (m, s) = self.synced(pfn)?;
-        Ok(m.folio(&s, pfn)?)
+        Ok(self.lookup_folio(m, &s, pfn)?)
+    }
+
+    /// The folio holding `pfn`, read consistently while fsdax folios form and split: a lookup
+    /// that raced a reshape ([`LookupError::Reshaping`]) is repeated under the formation
+    /// lock, which every form and split holds. Not to be called with that lock held.
+    pub(crate) fn lookup_folio<'m>(
+        &self,
+        memmap: &'m Memmap,
+        s: &Synced,
+        pfn: Pfn,
+    ) -> Result<Folio<'m>, LookupError> {
+        match memmap.folio(s, pfn) {
+            Err(LookupError::Reshaping { .. }) => {
+                let _formation = self.fsdax_lock.lock();
+                memmap.folio(s, pfn)
+            }
+            found => found,
+        }
     }
 
     /// The order of the folio holding `pfn`.
