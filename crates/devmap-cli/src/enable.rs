@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::estimate::geometry;
 use crate::procfs;
-use crate::shape::Shape;
+use crate::shape::{Shape, smaller_fitting};
 use crate::units::human;
 
 /// `--init`.
@@ -37,8 +37,10 @@ pub struct AsyncPlan {
     pub sync_all: bool,
 }
 
-/// Never let one run take more than this share of the memory the kernel says is available.
-const MEMORY_BUDGET_PERCENT: u64 = 80;
+/// The most threads `--threads` may ask for (or one per core, on machines with more): threads
+/// beyond the cores cannot speed up an init, and a few tens of thousands exhaust the process's
+/// memory maps, which aborts it.
+const MAX_THREADS: usize = 1024;
 
 /// One row of `enable`.
 #[derive(Debug, Serialize)]
@@ -110,6 +112,12 @@ pub fn init_mode(init: InitArg, threads: Option<usize>, plan: AsyncPlan) -> Resu
         Some(_) if init == InitArg::Sync => {
             bail!("--threads applies to --init parallel or async; --init sync uses one thread")
         }
+        Some(n) if n > MAX_THREADS.max(cores()) => bail!(
+            "--threads {n} is more than devmap starts: use at most {} (this machine has {} \
+             cores)",
+            MAX_THREADS.max(cores()),
+            cores()
+        ),
         Some(n) => Some(NonZeroUsize::new(n).ok_or_else(|| {
             anyhow::anyhow!(
                 "--threads must be at least 1 (this machine has {} cores)",
@@ -132,18 +140,19 @@ fn cores() -> usize {
 
 /// Enables `shape` in `layout`, measures it, and tears it down.
 pub fn run_one(shape: &Shape, layout: Layout, mode: InitMode, plan: AsyncPlan) -> Result<Enabled> {
-    let planned = layout.cost(&geometry(shape, layout)?);
-    let host_bytes = planned.metadata_bytes + planned.device_bytes;
-    let available = procfs::mem_available()?;
-    if host_bytes > available / 100 * MEMORY_BUDGET_PERCENT {
-        bail!(
-            "enabling {} in the {} layout needs {} of memmap, but only {} of memory is \
-             available: try --layout folio, or a smaller --size",
-            format_size(shape.size),
-            layout.name(),
-            human(host_bytes),
-            human(available)
-        );
+    let host_bytes = memmap_bytes(shape, layout)?;
+    // Each first touch keeps its latency until the percentiles are taken.
+    let touch_bytes = plan
+        .touches
+        .map_or(0, |n| n.saturating_mul(size_of::<u64>() as u64));
+    let (budget, available) = procfs::memory_budget()?;
+    if host_bytes.saturating_add(touch_bytes) > budget {
+        return Err(over_budget(
+            shape,
+            layout,
+            (host_bytes, touch_bytes),
+            (budget, available),
+        ));
     }
 
     // Warm-up: fault in and free as much memory as the memmap will take, so the kernel's free
@@ -212,6 +221,58 @@ pub fn run_one(shape: &Shape, layout: Layout, mode: InitMode, plan: AsyncPlan) -
         touch_max_ns: touch.map(|t| t.max),
         sync_all_ns,
     })
+}
+
+/// Host bytes the memmap of `shape` takes in `layout` (an on-device memmap is emulated in host
+/// memory too).
+fn memmap_bytes(shape: &Shape, layout: Layout) -> Result<u64> {
+    let cost = layout.cost(&geometry(shape, layout)?);
+    Ok(cost.metadata_bytes + cost.device_bytes)
+}
+
+/// The refusal of a run that needs `host_bytes` of memmap and `touch_bytes` of latencies when
+/// it may take only `budget` of the `available` memory, with what would fit instead.
+fn over_budget(
+    shape: &Shape,
+    layout: Layout,
+    (host_bytes, touch_bytes): (u64, u64),
+    (budget, available): (u64, u64),
+) -> anyhow::Error {
+    let fits = |s: &Shape, l: Layout| {
+        memmap_bytes(s, l).is_ok_and(|b| b.saturating_add(touch_bytes) <= budget)
+    };
+    let mut hints = Vec::new();
+    if host_bytes <= budget {
+        let most = (budget - host_bytes) / size_of::<u64>() as u64;
+        hints.push(format!("--touch {most} or fewer"));
+    } else {
+        if layout != Layout::Folio && fits(shape, Layout::Folio) {
+            hints.push("--layout folio".to_owned());
+        }
+        let smaller = smaller_fitting(shape.size, shape.align, |size| {
+            fits(&Shape { size, ..*shape }, layout)
+        });
+        hints.push(match smaller {
+            Some(size) => format!("--size {}", format_size(size)),
+            None => "a smaller --size".to_owned(),
+        });
+    }
+    let touches = if touch_bytes > 0 {
+        format!(" and {} of --touch latencies", human(touch_bytes))
+    } else {
+        String::new()
+    };
+    anyhow::anyhow!(
+        "enabling {} in the {} layout needs {} of memmap{touches}, more than the {} devmap \
+         allows itself ({}% of the {} available): try {}",
+        format_size(shape.size),
+        layout.name(),
+        human(host_bytes),
+        human(budget),
+        procfs::MEMORY_BUDGET_PERCENT,
+        human(available),
+        hints.join(" or ")
+    )
 }
 
 /// Latency percentiles of a set of touches.

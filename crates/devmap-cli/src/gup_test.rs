@@ -16,12 +16,15 @@ use anyhow::{Context, Result, bail, ensure};
 use devmap::addr::format_size;
 use devmap::gup::{unpin_folios, unpin_user_pages};
 use devmap::{
-    DevPagemap, DeviceSpace, GupFlags, InitMode, Layout, MemoryType, Order, PAGE_SIZE,
-    PagemapConfig, Pfn, PfnRange, PinnedFolio,
+    DevPagemap, DeviceSpace, FolioMapping, GupFlags, InitMode, Layout, MemoryType, Order,
+    PAGE_SIZE, PagemapConfig, Pfn, PfnRange, PinnedFolio, PinnedFolios, PinnedPages,
 };
 use serde::Serialize;
 
-use crate::shape::Shape;
+use crate::estimate::geometry;
+use crate::procfs;
+use crate::shape::{Shape, smaller_fitting};
+use crate::units::human;
 
 /// Which benchmark (the kernel's ioctl commands, plus the folio API).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,8 +109,76 @@ pub fn pages_per_call(n: i64) -> Result<Option<u64>> {
     }
 }
 
-/// Runs the benchmark.
-pub fn run(plan: &Plan) -> Result<Vec<Repeat>> {
+/// Host bytes a run of `plan` holds at its peak: the memmap, the entries of every call (a
+/// repeat pins the whole namespace before it unpins any), the per-call handles and buffer
+/// slots, and for fsdax one mapping per folio.
+pub fn planned_bytes(plan: &Plan) -> Result<u64> {
+    let shape = &plan.shape;
+    let cost = plan.layout.cost(&geometry(shape, plan.layout)?);
+    let pages = shape.pages();
+    let per_call = plan.pages_per_call.unwrap_or(pages).clamp(1, pages);
+    let calls = pages.div_ceil(per_call);
+    let size = |bytes: usize| bytes as u64;
+    let (entries, handle) = if plan.mode == Mode::PinFolios {
+        // `pin_folios_into` reserves two entries beyond the compounds a call spans.
+        let entries = (pages >> shape.shift.get()).saturating_add(calls.saturating_mul(2));
+        (
+            entries.saturating_mul(size(size_of::<PinnedFolio>())),
+            size(size_of::<PinnedFolios>()),
+        )
+    } else {
+        (
+            pages.saturating_mul(size(size_of::<Pfn>())),
+            size(size_of::<PinnedPages>()),
+        )
+    };
+    // A handle in the held list, a slot in each of the two buffer lists, and the allocator's
+    // overhead for the entry buffer.
+    const MALLOC_OVERHEAD: u64 = 32;
+    let per_call_bytes = handle + 2 * size(size_of::<Vec<Pfn>>()) + MALLOC_OVERHEAD;
+    let mappings = if shape.mode.memory_type() == MemoryType::FsDax {
+        (pages / (shape.align / PAGE_SIZE)).saturating_mul(size(size_of::<FolioMapping>()))
+    } else {
+        0
+    };
+    Ok((cost.metadata_bytes + cost.device_bytes)
+        .saturating_add(entries)
+        .saturating_add(calls.saturating_mul(per_call_bytes))
+        .saturating_add(mappings))
+}
+
+/// Refuses a plan whose peak would exceed the share of available memory one run may take,
+/// with the largest `-m` that fits.
+pub fn check_budget(plan: &Plan) -> Result<()> {
+    let need = planned_bytes(plan)?;
+    let (budget, available) = procfs::memory_budget()?;
+    if need <= budget {
+        return Ok(());
+    }
+    let with_size = |size| Plan {
+        shape: Shape { size, ..plan.shape },
+        ..*plan
+    };
+    let step = plan.shape.align.max(1 << 20);
+    let hint = match smaller_fitting(plan.shape.size, step, |size| {
+        planned_bytes(&with_size(size)).is_ok_and(|b| b <= budget)
+    }) {
+        Some(size) => format!("try -m {}", size >> 20),
+        None => "try a smaller -m".to_owned(),
+    };
+    bail!(
+        "gup-test -m {} needs {} (memmap, pinned entries and their handles), more than the {} \
+         devmap allows itself ({}% of the {} available): {hint}",
+        plan.shape.size >> 20,
+        human(need),
+        human(budget),
+        procfs::MEMORY_BUDGET_PERCENT,
+        human(available)
+    )
+}
+
+/// Runs the benchmark, handing each repeat's result to `emit` as it ends.
+pub fn run(plan: &Plan, mut emit: impl FnMut(Repeat)) -> Result<()> {
     let shape = &plan.shape;
     let space = DeviceSpace::new();
     let range = space.reserve_range(shape.size, shape.align)?;
@@ -165,11 +236,10 @@ pub fn run(plan: &Plan) -> Result<Vec<Repeat>> {
         bench.repeat()?;
         check_idle(&pgmap, data)?;
     }
-    let mut out = Vec::with_capacity(plan.repeats as usize);
     for repeat in 0..plan.repeats {
         let (get_us, put_us, entries, calls) = bench.repeat()?;
         check_idle(&pgmap, data)?;
-        out.push(Repeat {
+        emit(Repeat {
             mode: plan.mode.name(),
             get_us,
             put_us,
@@ -186,7 +256,7 @@ pub fn run(plan: &Plan) -> Result<Vec<Repeat>> {
     }
     drop(mappings);
     space.memunmap_pages(&pgmap, None)?;
-    Ok(out)
+    Ok(())
 }
 
 fn chunks(data: PfnRange, per_call: u64) -> impl Iterator<Item = PfnRange> {

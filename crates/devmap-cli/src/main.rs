@@ -13,7 +13,9 @@ mod procfs;
 mod shape;
 mod units;
 
+use std::num::{IntErrorKind, ParseIntError};
 use std::process::ExitCode;
+use std::str::FromStr;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -54,11 +56,11 @@ enum Command {
         init: InitArg,
         /// Threads for --init parallel (the caller included) or async workers
         /// [default: every core].
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true, value_parser = count::<usize>)]
         threads: Option<usize>,
         /// With --init async: time N first-touch syncs of one compound each at random offsets
         /// while the background runs.
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = count::<u64>)]
         touch: Option<u64>,
         /// With --init async: finish the init with sync_all on the calling thread.
         #[arg(long)]
@@ -72,13 +74,13 @@ enum Command {
 #[derive(Debug, Args)]
 struct GupTestArgs {
     /// Namespace size in MiB.
-    #[arg(short = 'm', default_value_t = 128)]
+    #[arg(short = 'm', default_value_t = 128, allow_negative_numbers = true, value_parser = mib)]
     mb: u64,
     /// Repeats.
-    #[arg(short = 'r', default_value_t = 1)]
+    #[arg(short = 'r', default_value_t = 1, allow_negative_numbers = true, value_parser = count::<u32>)]
     repeats: u32,
     /// Pages per call; negative for all at once [default: 512, as the seed's `-n 512`].
-    #[arg(short = 'n', default_value_t = 512, allow_negative_numbers = true)]
+    #[arg(short = 'n', default_value_t = 512, allow_negative_numbers = true, value_parser = count::<i64>)]
     pages_per_call: i64,
     /// FOLL_WRITE.
     #[arg(short = 'w')]
@@ -96,7 +98,7 @@ struct GupTestArgs {
     #[arg(short = 'F')]
     folios: bool,
     /// Page size of the namespace's folios: 4K, 2M or 1G.
-    #[arg(long, default_value = "2M")]
+    #[arg(long, default_value = "2M", allow_hyphen_values = true)]
     align: String,
     /// Memmap layout.
     #[arg(long, value_enum, default_value = "folio")]
@@ -114,14 +116,41 @@ struct GupTestArgs {
     json: bool,
 }
 
+/// Parses a count (`-r`, `-n`, `--threads`, `--touch`) with a message that says what a count
+/// looks like: the standard library's is "invalid digit found in string", and without
+/// `allow_negative_numbers` clap takes `-1` for an unknown flag.
+fn count<T: FromStr<Err = ParseIntError>>(text: &str) -> Result<T, String> {
+    text.parse().map_err(|e: ParseIntError| match e.kind() {
+        IntErrorKind::PosOverflow => format!("{text} is too large"),
+        IntErrorKind::NegOverflow => format!("{text} is too small"),
+        _ if text
+            .strip_prefix('-')
+            .is_some_and(|t| t.parse::<T>().is_ok()) =>
+        {
+            "must not be negative".to_owned()
+        }
+        _ => "not a whole number: give digits only, without a suffix, sign or fraction".to_owned(),
+    })
+}
+
+/// Parses `-m`, a count of MiB; a size with a suffix gets the count it means.
+fn mib(text: &str) -> Result<u64, String> {
+    count(text).map_err(|e| match shape::parse_size(text) {
+        Ok(bytes) if bytes > 0 && bytes % (1 << 20) == 0 => {
+            format!("-m counts MiB: did you mean -m {}?", bytes >> 20)
+        }
+        _ => e,
+    })
+}
+
 /// What every namespace command takes.
 #[derive(Debug, Args)]
 struct NamespaceArgs {
     /// Namespace size, with K/M/G/T suffixes in powers of 1024 (e.g. 128G).
-    #[arg(long, short = 's')]
+    #[arg(long, short = 's', allow_hyphen_values = true)]
     size: String,
     /// Page size of the namespace's folios: 4K, 2M or 1G.
-    #[arg(long, short = 'a', default_value = "2M")]
+    #[arg(long, short = 'a', default_value = "2M", allow_hyphen_values = true)]
     align: String,
     /// Where the memmap lives: host memory, or the device itself (an altmap).
     #[arg(long, short = 'M', value_enum, default_value = "mem")]
@@ -178,13 +207,22 @@ fn print<T: Serialize>(
 }
 
 fn gup_test(a: GupTestArgs) -> Result<()> {
-    let size = a
-        .mb
-        .checked_mul(1 << 20)
-        .filter(|s| *s > 0)
-        .ok_or_else(|| anyhow::anyhow!("-m {} is not a usable size in MiB: try -m 16384", a.mb))?;
-    let align = shape::parse_size("align", &a.align)?;
-    if align.is_power_of_two() && align >= 1 << 20 && size % align != 0 {
+    if a.mb == 0 {
+        anyhow::bail!("-m {} is not a usable size in MiB: try -m 16384", a.mb);
+    }
+    let size =
+        a.mb.checked_mul(1 << 20)
+            .filter(|s| *s <= shape::MAX_SIZE)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "-m {} MiB is larger than the largest namespace, {}: did you mean -m {}?",
+                    a.mb,
+                    format_size(shape::MAX_SIZE),
+                    shape::MAX_SIZE >> 20
+                )
+            })?;
+    let align = shape::parse_align(&a.align, a.mode)?;
+    if align >= 1 << 20 && size % align != 0 {
         let mb = align >> 20;
         let down = a.mb / mb * mb;
         let hint = if down == 0 {
@@ -206,6 +244,12 @@ fn gup_test(a: GupTestArgs) -> Result<()> {
     if a.repeats == 0 {
         anyhow::bail!("-r must be at least 1");
     }
+    if a.longterm && a.mode == ModeArg::Fsdax {
+        anyhow::bail!(
+            "-L pins with FOLL_LONGTERM, and FsDax memory cannot be pinned long-term: use -a, \
+             or -L with --mode devdax"
+        );
+    }
     let mode = if a.folios {
         gup_test::Mode::PinFolios
     } else if a.pin_fast {
@@ -224,13 +268,19 @@ fn gup_test(a: GupTestArgs) -> Result<()> {
         write: a.write,
         reuse_buffers: a.prealloc,
     };
-    let rows = gup_test::run(&plan)?;
+    gup_test::check_budget(&plan)?;
+    // Lines go out as each repeat ends, as the selftest prints them, so a long -r shows
+    // progress and holds nothing; JSON is one array at the end.
+    let mut rows = Vec::new();
+    gup_test::run(&plan, |r| {
+        if a.json {
+            rows.push(r);
+        } else {
+            println!("{}", gup_test::line(&r));
+        }
+    })?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
-    } else {
-        for r in &rows {
-            println!("{}", gup_test::line(r));
-        }
     }
     Ok(())
 }

@@ -29,6 +29,15 @@ pub fn mem_available() -> Result<u64> {
     kb_field("/proc/meminfo", "MemAvailable")
 }
 
+/// Never let one run take more than this share of the memory the kernel says is available.
+pub const MEMORY_BUDGET_PERCENT: u64 = 80;
+
+/// The most one run may allocate, and `MemAvailable` it was computed from.
+pub fn memory_budget() -> Result<(u64, u64)> {
+    let available = mem_available()?;
+    Ok((available / 100 * MEMORY_BUDGET_PERCENT, available))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

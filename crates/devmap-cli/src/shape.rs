@@ -99,16 +99,24 @@ pub struct Shape {
 /// Info-block pfns reserved before an on-device memmap, like ndctl's 8 KiB `SZ_8K` info space.
 pub const ALTMAP_RESERVE_PFNS: u64 = 2;
 
-/// Parses a size with an optional binary suffix (`K`, `M`, `G`, `T`, `P`; powers of 1024).
-pub fn parse_size(what: &str, text: &str) -> Result<u64> {
+/// The aligns `devmap` supports.
+const SUPPORTED_ALIGNS: [u64; 3] = [PAGE_SIZE, 2 << 20, 1 << 30];
+/// The hint that names them.
+const USE_SUPPORTED: &str = "use --align 4K, 2M or 1G";
+
+/// Parses a size with an optional binary suffix (`K`, `M`, `G`, `T`, `P`; powers of 1024);
+/// `overflow_hint` ends the message when the number does not fit in 64 bits.
+fn parse_bytes(what: &str, text: &str, overflow_hint: &str) -> Result<u64> {
+    if text.trim_start().starts_with('-') {
+        bail!("{what} {text} is negative: sizes count bytes, e.g. 16G");
+    }
     parse_size::Config::new()
         .with_binary()
         .parse_size(text)
         .map_err(|e| match e {
-            parse_size::Error::PosOverflow => anyhow!(
-                "{what} {text:?} does not fit in 64 bits: the largest namespace is {}",
-                format_size(MAX_SIZE)
-            ),
+            parse_size::Error::PosOverflow => {
+                anyhow!("{what} {text:?} does not fit in 64 bits: {overflow_hint}")
+            }
             _ => anyhow!(
                 "{what} {text:?} is not a size: use a number with an optional K, M, G or T \
                  suffix (powers of 1024), e.g. 16G"
@@ -116,22 +124,49 @@ pub fn parse_size(what: &str, text: &str) -> Result<u64> {
         })
 }
 
+/// Parses `--size`.
+pub fn parse_size(text: &str) -> Result<u64> {
+    parse_bytes(
+        "size",
+        text,
+        &format!("the largest namespace is {}", format_size(MAX_SIZE)),
+    )
+}
+
+/// Parses `--align` and checks that `mode` supports it.
+pub fn parse_align(text: &str, mode: ModeArg) -> Result<u64> {
+    let align = parse_bytes("align", text, USE_SUPPORTED)?;
+    if align == 0 || !align.is_power_of_two() {
+        bail!("align {text} is not a power of two: {USE_SUPPORTED}");
+    }
+    if !SUPPORTED_ALIGNS.contains(&align) {
+        bail!(
+            "align {} is not supported for {}: {USE_SUPPORTED}",
+            format_size(align),
+            mode.name()
+        );
+    }
+    Ok(align)
+}
+
+/// The largest power of two below `size`, and no smaller than `align`, for which `fits` holds:
+/// a round size to suggest when `size` is too large.
+pub fn smaller_fitting(size: u64, align: u64, fits: impl Fn(u64) -> bool) -> Option<u64> {
+    let mut s = size.next_power_of_two() / 2;
+    while s >= align {
+        if fits(s) {
+            return Some(s);
+        }
+        s /= 2;
+    }
+    None
+}
+
 impl Shape {
     /// Validates `--size`, `--align`, `--mode` and `--map` together.
     pub fn new(size_text: &str, align_text: &str, mode: ModeArg, map: MapArg) -> Result<Self> {
-        let size = parse_size("size", size_text)?;
-        let align = parse_size("align", align_text)?;
-        let supported = "use --align 4K, 2M or 1G";
-        if align == 0 || !align.is_power_of_two() {
-            bail!("align {align_text} is not a power of two: {supported}");
-        }
-        if ![PAGE_SIZE, 2 << 20, 1 << 30].contains(&align) {
-            bail!(
-                "align {} is not supported for {}: {supported}",
-                format_size(align),
-                mode.name()
-            );
-        }
+        let size = parse_size(size_text)?;
+        let align = parse_align(align_text, mode)?;
         if size == 0 {
             bail!(
                 "size must be greater than zero: did you mean --size {}?",

@@ -193,7 +193,7 @@ fn bad_enable_requests_are_refused() {
     );
     fails(
         &["enable", "--size", "512T", "--layout", "flat"],
-        "try --layout folio, or a smaller --size",
+        "in the flat layout needs 8.00 TiB of memmap, more than the",
     );
     fails(
         &["enable", "--size", "1G", "--align", "1M"],
@@ -379,4 +379,164 @@ fn gup_test_refuses_bad_arguments() {
     );
     fails(&["gup-test", "-a", "-u"], "cannot be used with");
     fails(&["gup-test", "--layout", "all"], "gup-test runs one layout");
+}
+
+#[test]
+fn negative_and_oversized_sizes_name_the_problem() {
+    // clap used to take `-1G` for an unknown flag `-1`.
+    fails(
+        &["estimate", "--size", "-1G"],
+        "size -1G is negative: sizes count bytes",
+    );
+    fails(
+        &["estimate", "--size", "1G", "--align", "-2M"],
+        "align -2M is negative",
+    );
+    // An align too large for 64 bits is not about the largest namespace.
+    fails(
+        &[
+            "estimate",
+            "--size",
+            "1G",
+            "--align",
+            "99999999999999999999T",
+        ],
+        "does not fit in 64 bits: use --align 4K, 2M or 1G",
+    );
+}
+
+#[test]
+fn counts_say_what_a_count_looks_like() {
+    fails(&["gup-test", "-r", "-1"], "must not be negative");
+    fails(&["gup-test", "-m", "-1"], "must not be negative");
+    fails(
+        &["gup-test", "-m", "1G"],
+        "-m counts MiB: did you mean -m 1024?",
+    );
+    fails(&["gup-test", "-n", "1.5"], "not a whole number");
+    fails(
+        &["enable", "-s", "1G", "--init", "async", "--touch", "-5"],
+        "must not be negative",
+    );
+    fails(
+        &["enable", "-s", "1G", "--threads", "2x"],
+        "not a whole number",
+    );
+}
+
+#[test]
+fn gup_test_checks_align_before_suggesting_a_size() {
+    // It used to suggest -m 2048, which then failed on the unsupported align.
+    fails(
+        &["gup-test", "-m", "2", "--align", "2G"],
+        "align 2G is not supported for devdax: use --align 4K, 2M or 1G",
+    );
+    // It used to suggest --size, which gup-test does not take.
+    fails(
+        &["gup-test", "-m", "2147483648"],
+        "larger than the largest namespace, 1P: did you mean -m 1073741824?",
+    );
+    fails(
+        &["gup-test", "-m", "16", "-L", "--mode", "fsdax"],
+        "use -a, or -L with --mode devdax",
+    );
+}
+
+#[test]
+fn huge_thread_and_touch_counts_are_refused_before_anything_starts() {
+    // These overflowed in the chunking (a panic), or started threads until the process ran
+    // out of memory maps (an abort), or reserved the latency array (capacity overflow or OOM).
+    fails(
+        &["enable", "-s", "1G", "--threads", "18446744073709551615"],
+        "--threads 18446744073709551615 is more than devmap starts: use at most",
+    );
+    fails(
+        &[
+            "enable",
+            "-s",
+            "1G",
+            "--init",
+            "async",
+            "--threads",
+            "100000",
+        ],
+        "use at most",
+    );
+    fails(
+        &[
+            "enable",
+            "-s",
+            "1G",
+            "--init",
+            "async",
+            "--touch",
+            "18446744073709551615",
+        ],
+        "of --touch latencies, more than the",
+    );
+    fails(
+        &[
+            "enable",
+            "-s",
+            "1G",
+            "--init",
+            "async",
+            "--touch",
+            "1099511627776",
+        ],
+        "or fewer",
+    );
+}
+
+#[test]
+fn the_memory_budget_refusal_suggests_what_would_fit() {
+    // It used to suggest --layout folio to a folio run, and compared against all of
+    // MemAvailable while refusing at 80% of it.
+    for args in [
+        &["enable", "-s", "1P", "--align", "4K", "--layout", "folio"][..],
+        &["enable", "-s", "1P", "--mode", "fsdax", "--layout", "folio"],
+    ] {
+        fails(args, "needs 16.00 TiB of memmap, more than the");
+        let err = String::from_utf8_lossy(&devmap(args).stderr).into_owned();
+        assert!(err.contains("(80% of the"), "{err}");
+        assert!(!err.contains("--layout folio"), "{err}");
+        let size = err
+            .split("try --size ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no size suggested: {err}"));
+        assert!(
+            size.trim().ends_with('T') || size.trim().ends_with('G'),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn gup_test_refuses_namespaces_whose_pins_do_not_fit_in_memory() {
+    // A 1 PiB run needs 32 GiB of memmap and 2 TiB of page entries: it used to start anyway.
+    fails(&["gup-test", "-m", "1073741824"], "more than the");
+    fails(&["gup-test", "-m", "1073741824"], "try -m ");
+}
+
+#[test]
+fn gup_test_with_many_repeats_streams_its_lines() {
+    // -r 4294967295 used to reserve 400 GiB for its results and abort before the first repeat.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_devmap"))
+        .args(["gup-test", "-m", "2", "-r", "4294967295"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run devmap");
+    let mut first = String::new();
+    let read = std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut first,
+    );
+    child.kill().expect("kill devmap");
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        matches!(read, Ok(n) if n > 0) && first.starts_with("GUP_FAST_BENCHMARK: Time: get:"),
+        "{first:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
