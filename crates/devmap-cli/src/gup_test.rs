@@ -178,7 +178,7 @@ pub fn check_budget(plan: &Plan) -> Result<()> {
 }
 
 /// Runs the benchmark, handing each repeat's result to `emit` as it ends.
-pub fn run(plan: &Plan, mut emit: impl FnMut(Repeat)) -> Result<()> {
+pub fn run(plan: &Plan, mut emit: impl FnMut(Repeat) -> Result<()>) -> Result<()> {
     let shape = &plan.shape;
     let space = DeviceSpace::new();
     let range = space.reserve_range(shape.size, shape.align)?;
@@ -252,7 +252,7 @@ pub fn run(plan: &Plan, mut emit: impl FnMut(Repeat)) -> Result<()> {
             layout: plan.layout.name(),
             repeat,
             reused_buffers: plan.reuse_buffers,
-        });
+        })?;
     }
     drop(mappings);
     space.memunmap_pages(&pgmap, None)?;

@@ -13,11 +13,12 @@ mod procfs;
 mod shape;
 mod units;
 
+use std::io::{self, Write};
 use std::num::{IntErrorKind, ParseIntError};
 use std::process::ExitCode;
 use std::str::FromStr;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use devmap::addr::format_size;
 use serde::Serialize;
@@ -169,14 +170,29 @@ impl NamespaceArgs {
     }
 }
 
+/// Writes `text` and a newline to stdout and flushes it, failing with an error where
+/// `println!` would panic: when the reader has gone (`| head`) or the disk is full.
+fn say(text: &str) -> Result<()> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "{text}")
+        .and_then(|()| out.flush())
+        .context("cannot write to stdout")
+}
+
+/// Whether `e` comes from writing to a pipe whose reader has gone.
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<io::Error>())
+        .any(|io| io.kind() == io::ErrorKind::BrokenPipe)
+}
+
 fn print<T: Serialize>(
     json: bool,
     rows: &[T],
     table: impl Fn(&T) -> Vec<(&'static str, String)>,
 ) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(rows)?);
-        return Ok(());
+        return say(&serde_json::to_string_pretty(rows)?);
     }
     let cells: Vec<Vec<(&str, String)>> = rows.iter().map(table).collect();
     let Some(first) = cells.first() else {
@@ -199,11 +215,12 @@ fn print<T: Serialize>(
             .collect::<Vec<_>>()
             .join("  ")
     };
-    println!("{}", line(first.iter().map(|c| c.0).collect()));
+    let mut text = line(first.iter().map(|c| c.0).collect());
     for r in &cells {
-        println!("{}", line(r.iter().map(|c| c.1.as_str()).collect()));
+        text.push('\n');
+        text.push_str(&line(r.iter().map(|c| c.1.as_str()).collect()));
     }
-    Ok(())
+    say(&text)
 }
 
 fn gup_test(a: GupTestArgs) -> Result<()> {
@@ -275,12 +292,13 @@ fn gup_test(a: GupTestArgs) -> Result<()> {
     gup_test::run(&plan, |r| {
         if a.json {
             rows.push(r);
+            Ok(())
         } else {
-            println!("{}", gup_test::line(&r));
+            say(&gup_test::line(&r))
         }
     })?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        say(&serde_json::to_string_pretty(&rows)?)?;
     }
     Ok(())
 }
@@ -355,6 +373,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader took what it wanted (`devmap gup-test -r 1000 | head -3`): stop quietly,
+        // as tools killed by SIGPIPE do, without the exit status that would fail `pipefail`.
+        Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("devmap: error: {e:#}");
             ExitCode::FAILURE

@@ -540,3 +540,34 @@ fn gup_test_with_many_repeats_streams_its_lines() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn output_errors_are_errors_not_panics() {
+    // println! panicked ("failed printing to stdout") when stdout could not be written.
+    let full = std::fs::File::create("/dev/full").expect("open /dev/full");
+    let out = Command::new(env!("CARGO_BIN_EXE_devmap"))
+        .args(["estimate", "--size", "1G"])
+        .stdout(full)
+        .output()
+        .expect("run devmap");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "writing to /dev/full succeeded");
+    assert!(
+        err.contains("devmap: error: cannot write to stdout"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+
+    // A reader that goes away (`| head`) ends a long run quietly.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_devmap"))
+        .args(["gup-test", "-m", "2", "-r", "1000000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run devmap");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.is_empty(), "{err}");
+    assert!(out.status.success(), "{:?}", out.status);
+}
