@@ -15,7 +15,7 @@ const MIN_CHUNK_PAGES: u64 = 32_768;
 
 /// The chunk size in pages for `pages` split over `threads`, a multiple of `compound` pages.
 pub(crate) fn chunk_pages(pages: u64, threads: u64, compound: u64) -> u64 {
-    let share = pages / (threads.max(1) * LOAD_BALANCE_FACTOR);
+    let share = pages / threads.max(1).saturating_mul(LOAD_BALANCE_FACTOR);
     share
         .max(MIN_CHUNK_PAGES)
         .next_multiple_of(compound)
@@ -69,5 +69,7 @@ mod tests {
         assert_eq!(chunk_pages(1 << 20, 8, 1 << 18), 1 << 18);
         // Small ranges get the minimum chunk.
         assert_eq!(chunk_pages(1000, 2, 1), MIN_CHUNK_PAGES);
+        // Any thread count is a valid request: no overflow (nor, wrapped, a division by zero).
+        assert_eq!(chunk_pages(1 << 22, u64::MAX, 512), MIN_CHUNK_PAGES);
     }
 }
