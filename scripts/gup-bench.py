@@ -37,6 +37,8 @@ def main():
     ap.add_argument("--mb", type=int, default=16384)
     ap.add_argument("--bin", default="./target/release/devmap")
     a = ap.parse_args()
+    if a.mb <= 0 or a.mb % 1024:
+        ap.error(f"--mb {a.mb}: the table has a 1G-align row, so give a multiple of 1024")
     runs = {args: [] for args, _ in ROWS}
     for rnd in range(a.rounds):
         for args, _ in ROWS:

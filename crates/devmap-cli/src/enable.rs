@@ -314,7 +314,8 @@ fn memset_ns(bytes: u64) -> Result<u64> {
     if bytes == 0 {
         return Ok(0);
     }
-    let mut buf = Reservation::new(bytes, PageHint::Huge)?;
+    let mut buf = Reservation::new(bytes, PageHint::Huge)
+        .context("the memset baseline (and warm-up) needs as much memory as the memmap")?;
     let start = Instant::now();
     buf.as_mut_slice().fill(0xff);
     let ns = start.elapsed().as_nanos() as u64;

@@ -16,7 +16,7 @@ use crate::addr::PAGE_SIZE;
 #[non_exhaustive]
 pub enum BackingError {
     /// `mmap` refused the reservation.
-    #[error("cannot reserve {len} bytes of anonymous memory: {source}")]
+    #[error("cannot reserve {len} bytes of anonymous memory")]
     Map {
         /// Bytes asked for.
         len: usize,

@@ -111,6 +111,20 @@ fn sync_all_finishes_on_the_callers_thread() {
 }
 
 #[test]
+fn async_init_starts_no_more_workers_than_it_has_chunks() {
+    // 16 MiB of Flat descriptors is one chunk of sub-ranges: one worker, however many asked.
+    let (s, p) = enable(Layout::Flat, Order::PMD, 16 << 20, workers(64));
+    p.wait_init_idle();
+    assert_eq!(p.init_stats().threads, 1);
+    s.memunmap_pages(&p, None).expect("teardown");
+    // 1 GiB is 512 sub-ranges of one 2 MiB compound (512 descriptors), 128 to a chunk: four
+    // chunks, four workers of the sixteen asked for.
+    let (_s, p) = enable(Layout::Flat, Order::PMD, 1 << 30, workers(16));
+    p.wait_init_idle();
+    assert_eq!(p.init_stats().threads, 4);
+}
+
+#[test]
 fn sync_outside_the_pgmap_and_after_teardown_are_errors() {
     let (space, p) = enable(Layout::Flat, Order::PMD, 1 << 30, workers(2));
     let r = p.ranges().next().expect("range");

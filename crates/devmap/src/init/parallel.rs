@@ -47,13 +47,18 @@ pub(crate) fn run(memmap: &Memmap, range: PfnRange, t: InitTarget, threads: usiz
         }
         written.fetch_add(mine, Ordering::Relaxed);
     };
-    std::thread::scope(|s| {
+    let started = std::thread::scope(|s| {
+        let mut started = 1;
         for _ in 1..workers {
-            s.spawn(work);
+            // A thread the OS will not create is work the others take from the cursor.
+            if std::thread::Builder::new().spawn_scoped(s, work).is_ok() {
+                started += 1;
+            }
         }
         work();
+        started
     });
-    (written.into_inner(), workers)
+    (written.into_inner(), started)
 }
 
 #[cfg(test)]

@@ -360,12 +360,14 @@ impl Async {
             });
             total += nr_subs;
         }
+        // A worker without a chunk to take would only start and stop.
+        let workers = workers.get().min(chunks.len()).max(1);
         Self {
             plans,
             chunks,
             cursor: AtomicUsize::new(0),
             subs: SubRanges::new(total),
-            workers: workers.get(),
+            workers,
             started: Instant::now(),
             full_ns: AtomicU64::new(0),
             finished_subs: AtomicUsize::new(0),

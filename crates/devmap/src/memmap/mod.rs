@@ -193,7 +193,7 @@ pub enum MemmapError {
         pages: u64,
     },
     /// Memory for the store could not be reserved.
-    #[error("cannot reserve the {layout:?} memmap: {source}")]
+    #[error("cannot reserve the {layout:?} memmap")]
     Backing {
         /// The layout being built.
         layout: Layout,

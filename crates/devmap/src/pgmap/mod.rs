@@ -163,7 +163,7 @@ pub enum PgmapError {
         missing: &'static str,
     },
     /// A range could not get a memmap.
-    #[error("range {index}: {source}")]
+    #[error("range {index} could not get a memmap")]
     Memmap {
         /// Which range.
         index: usize,
