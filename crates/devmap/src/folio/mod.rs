@@ -527,3 +527,6 @@ mod tests;
 
 #[cfg(all(test, not(loom)))]
 mod stress;
+
+#[cfg(all(test, not(loom)))]
+mod break_stress;

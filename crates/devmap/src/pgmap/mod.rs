@@ -488,3 +488,6 @@ impl Drop for DevPagemap {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(all(test, not(loom)))]
+mod lifecycle_stress;
