@@ -185,7 +185,9 @@ pub fn run_one(shape: &Shape, layout: Layout, mode: InitMode, plan: AsyncPlan) -
     } else {
         None
     };
-    pgmap.wait_init_idle();
+    pgmap
+        .wait_init_idle()
+        .context("the background init was stopped before it finished")?;
     let full_init_ns = match mode {
         // The engine's clock starts inside enable, after the store is reserved.
         InitMode::Async { .. } => ready_ns.max(pgmap.init_stats().elapsed.as_nanos() as u64),

@@ -68,7 +68,7 @@ fn stress(layout: Layout, shift: Order, bytes: u64) {
             });
         }
     });
-    pgmap.wait_init_idle();
+    pgmap.wait_init_idle().expect("init runs to the end");
     assert_eq!(pgmap.init_state(), InitState::Idle);
     assert_eq!(
         pgmap.init_stats().descriptors,
@@ -114,13 +114,13 @@ fn sync_all_finishes_on_the_callers_thread() {
 fn async_init_starts_no_more_workers_than_it_has_chunks() {
     // 16 MiB of Flat descriptors is one chunk of sub-ranges: one worker, however many asked.
     let (s, p) = enable(Layout::Flat, Order::PMD, 16 << 20, workers(64));
-    p.wait_init_idle();
+    p.wait_init_idle().expect("init runs to the end");
     assert_eq!(p.init_stats().threads, 1);
     s.memunmap_pages(&p, None).expect("teardown");
     // 1 GiB is 512 sub-ranges of one 2 MiB compound (512 descriptors), 128 to a chunk: four
     // chunks, four workers of the sixteen asked for.
     let (_s, p) = enable(Layout::Flat, Order::PMD, 1 << 30, workers(16));
-    p.wait_init_idle();
+    p.wait_init_idle().expect("init runs to the end");
     assert_eq!(p.init_stats().threads, 4);
 }
 
@@ -188,7 +188,7 @@ fn async_pgmaps_are_usable_before_init_finishes() {
     let last = Pfn::new(r.end().raw() - 1);
     let f = p.folio(last).expect("folio");
     assert_eq!(f.pfn(), last.align_down(Order::PMD));
-    p.wait_init_idle();
+    p.wait_init_idle().expect("init runs to the end");
     assert_eq!(p.init_state(), InitState::Idle);
     assert!(p.init_stats().elapsed > std::time::Duration::ZERO);
 }

@@ -256,7 +256,7 @@ fn pins_race_teardown(layout: Layout, init: InitMode, seed: u64) {
         s.spawn(move || {
             // Pins race asynchronous init too; teardown waits for it (and for the pinners'
             // share of the work) so the audit below sees every descriptor initialised.
-            pgmap.wait_init_idle();
+            pgmap.wait_init_idle().expect("not torn down yet");
             assert_eq!(pgmap.init_state(), InitState::Idle);
             while run.exited.load(Ordering::Relaxed) == 0
                 && run

@@ -72,10 +72,15 @@ impl SubRanges {
         self.stopped.load(Ordering::Acquire)
     }
 
-    /// Workers quit before their next claim; syncs that start afterwards fail.
+    /// Workers quit before their next claim; syncs that start afterwards fail; `wait_all`
+    /// callers return.
     pub(crate) fn stop(&self) {
         // Release pairs with the Acquire in `is_stopped`.
         self.stopped.store(true, Ordering::Release);
+        // As in `finish`: taking the lock orders this notify after any `wait_all` caller's
+        // "not stopped" check, so it is asleep (and woken) or will see the flag.
+        let _g = lock(&self.lock);
+        self.done.notify_all();
     }
 
     /// Claims sub-range `i` if it is pending, runs `init` on it, and marks it DONE. Says
@@ -177,12 +182,17 @@ impl SubRanges {
         did
     }
 
-    /// Sleeps until every sub-range is DONE, without helping.
-    pub(crate) fn wait_all(&self) {
+    /// Sleeps until every sub-range is DONE, without helping, or until `stop`: stopped
+    /// sub-ranges are never finished. Says whether everything is DONE.
+    pub(crate) fn wait_all(&self) -> bool {
         let mut g = lock(&self.lock);
         while !self.all_done() {
+            if self.is_stopped() {
+                return false;
+            }
             g = wait(&self.done, g);
         }
+        true
     }
 }
 

@@ -298,10 +298,12 @@ impl MemmapSet {
         Ok(())
     }
 
-    /// Sleeps until the background has initialised everything, without helping.
-    pub(crate) fn wait_idle(&self) {
-        if let Some(engine) = &self.engine {
-            engine.subs.wait_all();
+    /// Sleeps until the background has initialised everything, without helping; fails once
+    /// teardown stopped the background before it finished.
+    pub(crate) fn wait_idle(&self) -> Result<(), SyncError> {
+        match &self.engine {
+            Some(engine) if !engine.subs.wait_all() => Err(SyncError::TornDown),
+            _ => Ok(()),
         }
     }
 

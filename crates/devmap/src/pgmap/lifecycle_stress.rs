@@ -612,18 +612,14 @@ fn bug_folio_free_runs_after_the_folio_is_allocated_again() {
 /// `wait_init_idle` never returns once teardown stopped unfinished asynchronous init:
 /// `SubRanges::stop` (init/claim.rs) neither finishes the pending sub-ranges nor wakes
 /// `wait_all`, which waits for all of them to be DONE (and `init_state()` stays `Active`).
-/// A thread waiting for init when another tears the pgmap down sleeps forever; so does one
-/// that asks afterwards. Here a 1 GiB Flat pgmap (262144 descriptors, one worker) is torn
-/// down at once; the waiter gets 2 s and is then left behind.
-///
-/// Fix: have `stop` take the lock and `notify_all`, and `wait_all` return once stopped
-/// (telling the caller, e.g. `Err(SyncError::TornDown)`).
+/// A thread waiting for init when another tears the pgmap down must be woken and told, and so
+/// must one that asks afterwards: a stopped init never finishes. Here a 16 GiB Flat pgmap
+/// (4194304 descriptors, one worker, some 50 ms of init) is torn down once the waiter has had
+/// 5 ms to fall asleep; the waiter gets 2 s.
 #[test]
-#[ignore = "bug: wait_init_idle sleeps forever after memunmap_pages stopped async init \
-            (init/claim.rs SubRanges::stop / wait_all)"]
-fn bug_wait_init_idle_never_returns_after_teardown_stopped_async_init() {
+fn wait_init_idle_returns_torn_down_after_teardown_stopped_async_init() {
     let space = DeviceSpace::new();
-    let r = space.reserve_range(1 << 30, 2 << 20).expect("reserve");
+    let r = space.reserve_range(16 << 30, 2 << 20).expect("reserve");
     let mut cfg = PagemapConfig::devdax(r, Order::BASE);
     cfg.layout = Layout::Flat;
     cfg.init = workers(1);
@@ -632,16 +628,24 @@ fn bug_wait_init_idle_never_returns_after_teardown_stopped_async_init() {
     let waiter = Arc::clone(&p);
     // Not scoped: if the bug is there, this thread never ends.
     std::thread::spawn(move || {
-        waiter.wait_init_idle();
-        let _ = tx.send(());
+        let _ = tx.send(waiter.wait_init_idle());
     });
+    std::thread::sleep(Duration::from_millis(5));
     space.memunmap_pages(&p, None).expect("memunmap_pages");
     if p.init_state() == InitState::Idle {
         eprintln!("init finished before teardown stopped it: nothing to reproduce");
         return;
     }
+    let woken = rx.recv_timeout(Duration::from_secs(2));
     assert!(
-        rx.recv_timeout(Duration::from_secs(2)).is_ok(),
-        "wait_init_idle still asleep 2 s after teardown stopped init"
+        matches!(woken, Ok(Err(PgmapError::Sync(SyncError::TornDown)))),
+        "wait_init_idle still asleep 2 s after teardown stopped init, or not told: {woken:?}"
+    );
+    assert!(
+        matches!(
+            p.wait_init_idle(),
+            Err(PgmapError::Sync(SyncError::TornDown))
+        ),
+        "asking afterwards"
     );
 }

@@ -378,8 +378,10 @@ impl DevPagemap {
     }
 
     /// Sleeps until the background workers have initialised everything, without helping.
-    pub fn wait_init_idle(&self) {
-        self.set.wait_idle();
+    /// Fails with [`SyncError::TornDown`] if teardown stopped them first (then the rest is
+    /// never initialised), including for a caller that was already asleep.
+    pub fn wait_init_idle(&self) -> Result<(), PgmapError> {
+        Ok(self.set.wait_idle()?)
     }
 
     /// The memmap cost summed over every range.
