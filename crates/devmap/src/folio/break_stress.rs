@@ -22,7 +22,7 @@
 //! thread maps, forms, splits, gets and pins folios outside the area, so the breaker is
 //! woken by puts that do not concern it; it is parked in three rounds out of four, where its
 //! puts would hide a lost wake-up. Mappings are only taken in the area between rounds: a map
-//! racing the break's check has bugs of its own, reproduced by the ignored tests at the end.
+//! racing the break's check had bugs of its own, which the regression tests at the end keep fixed.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -497,17 +497,18 @@ fn break_layouts_waits_for_exactly_the_pins_of_its_range() {
     }
 }
 
-// ---- Reproducers of bugs found while writing the stress above (ignored until fixed) ----
+// ---- Regression tests for bugs found while writing the stress above ----
 //
-// All three come from one root cause: `busy_page_range` reads a folio's reference count and
-// its mapcount as two loads (folio/mod.rs, `f.refcount() - f.mapcount()`), while a map
-// raises them as two stores (`fsdax_map`: the reference under the fsdax lock, then the
-// mapcount) and an unmap lowers them as two (`FolioMapping::drop`: the mapcount, then the
-// reference). A check that reads between a map's two stores sees one reference too many; one
-// whose two loads straddle a whole map sees one too few.
+// All three came from one root cause: `busy_page_range` read a folio's reference count and
+// its mapcount as two loads, while a map raised them as two stores (`fsdax_map`) and an unmap
+// lowered them as two (`FolioMapping::drop`). A check that read between a map's two stores
+// saw one reference too many; one whose two loads straddled a whole map saw one too few. Now
+// both sides do their pair under the fsdax formation lock. The "Fix:" paragraphs below are
+// what was suggested when each was found.
 
-/// How long each reproducer tries before it calls the bug absent.
-const TRY_FOR: Duration = Duration::from_secs(3);
+/// How long each regression test tries to hit its race (each hit it within a second while
+/// the bug was there).
+const TRY_FOR: Duration = Duration::from_millis(1500);
 
 /// Lost wake-up. A waiter whose check lands between a map's reference and its mapcount sees
 /// the folio busy and sleeps; the map then completes, which makes the range idle again, but a
@@ -521,9 +522,7 @@ const TRY_FOR: Duration = Duration::from_secs(3);
 /// lowers the mapcount first, so a check between its stores sees it busy, and its put then
 /// wakes the waiter); or wake layout waiters at the end of `fsdax_map`.
 #[test]
-#[ignore = "bug: break_layouts misses the wake-up of a map that completes after its check \
-            (folio/mod.rs fsdax_map / busy_page_range)"]
-fn bug_break_layouts_sleeps_through_a_map_that_lands_in_its_check() {
+fn break_layouts_is_not_stranded_by_a_map_landing_in_its_check() {
     let fx = crate::test_support::fixture(
         4 << 20,
         2 << 20,
@@ -573,9 +572,7 @@ fn bug_break_layouts_sleeps_through_a_map_that_lands_in_its_check() {
 /// an unmap between them only makes the folio look busier); re-reading the reference count
 /// until it is stable would not do, since a map and an unmap can both fall in between.
 #[test]
-#[ignore = "bug: busy_page_range can report a folio held beyond its mappings idle while it is \
-            mapped again (folio/mod.rs busy_page_range)"]
-fn bug_busy_page_range_reports_a_held_folio_idle_while_it_is_mapped_again() {
+fn busy_page_range_never_reports_a_held_folio_idle_while_it_is_mapped_again() {
     /// Moves the calling thread to the first CPU it may use, at `nice`.
     fn first_cpu(nice: i32) {
         let mine = rustix::thread::sched_getaffinity(None).expect("affinity");
@@ -632,9 +629,7 @@ fn bug_busy_page_range_reports_a_held_folio_idle_while_it_is_mapped_again() {
 /// Fix: as above (under the fsdax lock a map is never seen half done; an unmap still is,
 /// unless `FolioMapping::drop` also lowers both counts under the lock).
 #[test]
-#[ignore = "bug: break_layouts returns StillBusy for a range that only gains and loses \
-            mappings (folio/mod.rs busy_page_range)"]
-fn bug_break_layouts_says_still_busy_for_a_range_that_is_only_mapped() {
+fn break_layouts_never_says_still_busy_for_a_range_that_is_only_mapped() {
     let fx = crate::test_support::fixture(
         4 << 20,
         2 << 20,

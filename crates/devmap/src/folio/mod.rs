@@ -204,11 +204,26 @@ impl Drop for FolioMapping {
         if let Ok((memmap, synced)) = p.synced_span(self.head, 1)
             && let Ok(folio) = memmap.folio(&synced, self.head)
         {
-            folio
-                .head_page()
-                .mapcount_word()
-                .fetch_sub(1, Ordering::Relaxed);
-            p.ungrab_folio(memmap, &folio, 1, false);
+            let mapcount = folio.head_page().mapcount_word();
+            if p.memory_type() != MemoryType::FsDax {
+                mapcount.fetch_sub(1, Ordering::Relaxed);
+                p.ungrab_folio(memmap, &folio, 1, false);
+                return;
+            }
+            // Both halves under the formation lock, as `fsdax_map` takes them, so that
+            // `busy_page_range` never sees one without the other; the free path takes the
+            // lock itself, after.
+            let idle = {
+                let _formation = p.fsdax_lock().lock();
+                mapcount.fetch_sub(1, Ordering::Relaxed);
+                let word = folio.head_page().counts_word();
+                let idle = p.memory_type().idle_refcount();
+                refcount::ungrab(word, folio.is_large(), 1, false, idle)
+            };
+            if idle {
+                p.folio_idle(memmap, &folio);
+            }
+            p.wake_layout_waiters();
         }
     }
 }
@@ -469,11 +484,20 @@ impl DevPagemap {
     pub fn busy_page_range(&self, range: PfnRange) -> Result<Option<Pfn>, FolioError> {
         let (memmap, s) = self.synced_span(range.start(), range.len())?;
         let idle = self.memory_type().idle_refcount();
+        // fsdax maps and unmaps change the reference count and the mapcount together under
+        // the formation lock (`fsdax_map`, `FolioMapping::drop`): read as a pair under it, a
+        // folio is seen before or after a map, never between its two halves (which would look
+        // busy, and no put would follow to wake a `break_layouts`) nor straddling one (a held
+        // folio looking idle). Reshapes hold the lock too, so lookups need no retry.
+        let formation = (self.memory_type() == MemoryType::FsDax).then(|| self.fsdax_lock().lock());
         let mut pfn = range.start();
         while pfn < range.end() {
-            let f = self
-                .lookup_folio(memmap, &s, pfn)
-                .map_err(PgmapError::from)?;
+            let f = if formation.is_some() {
+                memmap.folio(&s, pfn)
+            } else {
+                self.lookup_folio(memmap, &s, pfn)
+            }
+            .map_err(PgmapError::from)?;
             if f.refcount() - f.mapcount() != idle {
                 return Ok(Some(pfn));
             }
