@@ -280,20 +280,21 @@ impl DevPagemap {
         pfn: Pfn,
     ) -> Result<AllocatedFolio, FolioError> {
         let memory_type = self.memory_type();
-        if !matches!(
-            memory_type,
-            MemoryType::Private | MemoryType::Coherent | MemoryType::P2pDma
-        ) {
+        if !memory_type.driver_allocated() {
             return Err(FolioError::NotDriverAllocated { memory_type });
         }
         let pgmap = self.tryget().ok_or(FolioError::Dead)?;
         let (memmap, synced) = self.synced_span(pfn, 1)?;
         let folio = memmap.folio(&synced, pfn).map_err(PgmapError::from)?;
-        if !refcount::alloc(folio.head_page().counts_word()) {
+        if let Err(count) = refcount::alloc(folio.head_page().counts_word()) {
             return Err(FolioError::Busy {
                 pfn,
                 order: folio.order().get(),
-                why: "the folio is already allocated",
+                why: if count == refcount::FREEING {
+                    "the folio is being freed (its folio_free has not returned)"
+                } else {
+                    "the folio is already allocated"
+                },
             });
         }
         Ok(AllocatedFolio {
@@ -415,10 +416,16 @@ impl DevPagemap {
     /// Releases `refs` pins (`pin`) or plain references from `folio`, runs the free path if
     /// that made it idle, and wakes layout-break waiters.
     pub(crate) fn ungrab_folio(&self, memmap: &Memmap, folio: &Folio<'_>, refs: i32, pin: bool) {
-        let head = folio.head_page();
-        let idle = self.memory_type().idle_refcount();
+        let word = folio.head_page().counts_word();
+        let memory_type = self.memory_type();
         let large = folio.is_large();
-        if refcount::ungrab(head.counts_word(), large, refs, pin, idle) {
+        if memory_type.driver_allocated() {
+            // Unallocatable from the last put until `folio_free` has returned.
+            if refcount::ungrab_driver(word, large, refs, pin) {
+                self.folio_idle(memmap, folio);
+                refcount::freed(word);
+            }
+        } else if refcount::ungrab(word, large, refs, pin, memory_type.idle_refcount()) {
             self.folio_idle(memmap, folio);
         }
         self.wake_layout_waiters();

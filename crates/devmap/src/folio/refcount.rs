@@ -108,15 +108,16 @@ pub(crate) fn add(word: &impl CountWord, refs: i32) {
 }
 
 /// Takes a free folio (count 0, no pins) to count 1 with one CAS: a driver's allocation. Fails
-/// if anyone holds it.
-pub(crate) fn alloc(word: &impl CountWord) -> bool {
+/// with the count it saw if anyone holds it (or [`FREEING`] while its free path runs).
+pub(crate) fn alloc(word: &impl CountWord) -> Result<(), i32> {
     loop {
-        // Acquire: the allocator sees what the last holder published before the free.
+        // Acquire: the allocator sees what the last holder published before the free, and
+        // what `folio_free` wrote (the Release in `freed`).
         match word.cas_weak(0, pack_counts(1, 0), Ordering::Acquire, Ordering::Relaxed) {
-            Ok(_) => return true,
+            Ok(_) => return Ok(()),
             // A weak CAS may fail spuriously while the word still reads 0.
             Err(0) => continue,
-            Err(_) => return false,
+            Err(now) => return Err(refcount_of(now)),
         }
     }
 }
@@ -143,6 +144,60 @@ pub(crate) fn ungrab(word: &impl CountWord, large: bool, refs: i32, pin: bool, i
     } else {
         false
     }
+}
+
+/// The count a driver's folio holds while its last put runs `folio_free`: below zero, so
+/// that neither a grab (which refuses counts ≤ 0) nor an allocation (which takes only 0)
+/// can have the folio until [`freed`] stores 0.
+pub(crate) const FREEING: i32 = -1;
+
+/// [`ungrab`] for memory a driver allocates (idle count 0): the put that would leave 0 leaves
+/// [`FREEING`] instead, in the same CAS, so an `alloc` cannot take the folio between the put
+/// and `folio_free`. Returns whether this put did so; the caller then runs `folio_free` and
+/// [`freed`].
+pub(crate) fn ungrab_driver(word: &impl CountWord, large: bool, refs: i32, pin: bool) -> bool {
+    let Some((dr, dp)) = deltas(large, refs, pin) else {
+        return false;
+    };
+    // Start from the common state, this put's references alone, as `try_grab` does.
+    let mut v = pack_counts(dr, dp);
+    loop {
+        let (r, p) = (refcount_of(v), pincount_of(v));
+        debug_assert!(r >= dr, "release below idle: {r} - {dr} < 0");
+        let last = r - dr == 0;
+        let new = if last {
+            pack_counts(FREEING, p - dp)
+        } else {
+            pack_counts(r - dr, p - dp)
+        };
+        // Release publishes this holder's writes as any put does; Acquire on the last put
+        // orders `folio_free` after every earlier holder's (their puts' Release). Relaxed on
+        // failure: the loop retries with the fresh value.
+        let order = if last {
+            Ordering::AcqRel
+        } else {
+            Ordering::Release
+        };
+        match word.cas_weak(v, new, order, Ordering::Relaxed) {
+            Ok(_) => return last,
+            Err(now) => v = now,
+        }
+    }
+}
+
+/// Ends a free that [`ungrab_driver`] started: the folio may be allocated again.
+pub(crate) fn freed(word: &impl CountWord) {
+    // Release: whatever `folio_free` wrote is visible to the next allocation's Acquire CAS.
+    // Nothing else changes a FREEING word, so only a spurious failure can retry.
+    while word
+        .cas_weak(
+            pack_counts(FREEING, 0),
+            pack_counts(0, 0),
+            Ordering::Release,
+            Ordering::Relaxed,
+        )
+        .is_err()
+    {}
 }
 
 #[cfg(all(test, not(loom)))]
@@ -250,6 +305,48 @@ mod loom_tests {
                 0,
                 "no reference or pin left"
             );
+        });
+    }
+
+    /// A driver's folio: the last put (`ungrab_driver`) races an allocation. `folio_free` runs
+    /// exactly once per allocation, and an allocation never succeeds while it runs: the
+    /// driver's free-list bookkeeping (a loom `UnsafeCell`) is never touched by both at once.
+    #[test]
+    fn last_driver_put_versus_alloc() {
+        loom::model(|| {
+            let f = Arc::new(Folio {
+                counts: AtomicU64::new(pack_counts(1, 0)), // allocated, one reference
+                order: UnsafeCell::new(1),                 // 1: allocated, 0: on the free list
+                frees: AtomicUsize::new(0),
+            });
+            let allocator = {
+                let f = Arc::clone(&f);
+                loom::thread::spawn(move || {
+                    if alloc(&f.counts).is_ok() {
+                        // SAFETY: an allocation owns the folio; `folio_free` has returned.
+                        f.order.with_mut(|o| unsafe {
+                            assert_eq!(*o, 0, "allocated before folio_free returned");
+                            *o = 1;
+                        });
+                        if ungrab_driver(&f.counts, false, 1, false) {
+                            f.frees.fetch_add(1, Ordering::Relaxed);
+                            // SAFETY: the last put owns the folio until `freed`.
+                            f.order.with_mut(|o| unsafe { *o = 0 });
+                            freed(&f.counts);
+                        }
+                    }
+                })
+            };
+            if ungrab_driver(&f.counts, false, 1, false) {
+                f.frees.fetch_add(1, Ordering::Relaxed);
+                // SAFETY: the last put owns the folio until `freed`.
+                f.order.with_mut(|o| unsafe { *o = 0 });
+                freed(&f.counts);
+            }
+            allocator.join().expect("allocator");
+            let frees = f.frees.load(Ordering::Relaxed);
+            assert!(frees == 1 || frees == 2, "one free per allocation: {frees}");
+            assert_eq!(f.counts.load(Ordering::Relaxed), 0, "free again at the end");
         });
     }
 }

@@ -555,7 +555,7 @@ fn teardown_races_p2pdma_allocations() {
     teardown_races_users(setup, 31);
 }
 
-// ---- Reproducers of bugs found while writing the stress above (ignored until fixed) ----
+// ---- Regression tests for bugs found while writing the stress above ----
 
 /// `folio_free` after re-allocation. The put that frees a driver's folio brings its count to
 /// 0 (`refcount::ungrab`) and only then calls `folio_free` (`DevPagemap::folio_idle`). In
@@ -566,13 +566,12 @@ fn teardown_races_p2pdma_allocations() {
 /// `folio_free` feeds. Two threads allocating and freeing one coherent folio catch a
 /// `folio_free` that sees the count above 0 within milliseconds.
 ///
-/// Fix: keep the folio unallocatable until `folio_free` has returned, e.g. let the last put
-/// of driver memory move the count from 1 to a "freeing" value that both `try_grab` and
-/// `alloc` refuse (any negative count), call `folio_free`, then store 0 (Release).
+/// Fixed as suggested when found: the last put of driver memory moves the count to
+/// `refcount::FREEING` (-1), which both `try_grab` and `alloc` refuse, runs `folio_free`, and
+/// only then stores 0 (`refcount::ungrab_driver`, `refcount::freed`; loom model
+/// `last_driver_put_versus_alloc`).
 #[test]
-#[ignore = "bug: folio_free can run after alloc_folio handed the folio out again \
-            (folio/mod.rs ungrab_folio / folio_idle / alloc_folio)"]
-fn bug_folio_free_runs_after_the_folio_is_allocated_again() {
+fn folio_free_never_runs_after_the_folio_is_allocated_again() {
     let space = DeviceSpace::new();
     let r = space.reserve_range(4 << 20, 2 << 20).expect("reserve");
     let mut cfg = PagemapConfig::devdax(r, Order::BASE);
@@ -593,7 +592,7 @@ fn bug_folio_free_runs_after_the_folio_is_allocated_again() {
     std::thread::scope(|s| {
         for _ in 0..2 {
             s.spawn(|| {
-                while start.elapsed() < Duration::from_secs(3)
+                while start.elapsed() < Duration::from_secs(1)
                     && reallocated.load(Ordering::Relaxed) == 0
                 {
                     // Busy while the other thread holds it.

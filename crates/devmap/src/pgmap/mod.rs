@@ -53,6 +53,15 @@ impl MemoryType {
             _ => 0,
         }
     }
+
+    /// Whether a driver hands its folios out (`alloc_folio`, `zone_device_folio_init`) and is
+    /// told when each comes back: private, coherent and P2P memory.
+    pub const fn driver_allocated(self) -> bool {
+        matches!(
+            self,
+            MemoryType::Private | MemoryType::Coherent | MemoryType::P2pDma
+        )
+    }
 }
 
 /// Called when a folio's reference count drops to idle (`dev_pagemap_ops::folio_free`).
