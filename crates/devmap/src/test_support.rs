@@ -41,3 +41,34 @@ pub(crate) fn fixture(
     let p = space.memremap_pages(cfg).expect("pgmap");
     Fixture { space, p, r, frees }
 }
+
+/// xorshift64*: small, deterministic per seed, good enough to pick ranges and timings in the
+/// stress tests (which replay the same way for a seed, scheduling aside).
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform-ish in `0..n` (n > 0).
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// Busy-waits a random while, up to a few microseconds and often much less: moves the
+    /// next step across another thread's, whose windows are short.
+    pub(crate) fn spin(&mut self) {
+        let max = [1, 16, 128, 1024][self.below(4) as usize];
+        for _ in 0..self.below(max) {
+            std::hint::spin_loop();
+        }
+    }
+}

@@ -36,6 +36,7 @@ use crate::gup::{
     unpin_user_pages, unpin_user_pages_dirty_lock,
 };
 use crate::memmap::Layout;
+use crate::test_support::Rng;
 
 /// Pages in the area.
 const AREA: u64 = 32;
@@ -54,35 +55,6 @@ const LONG: Duration = Duration::from_millis(500);
 const SHORT: Duration = Duration::from_millis(2);
 /// A waiter still asleep this long after the range went idle missed its wake-up.
 const LATE: Duration = Duration::from_millis(250);
-
-/// xorshift64*, as in `gup::stress`.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// Busy-waits a random while, up to a few microseconds and often much less: moves the
-    /// next step across the other thread's, whose windows are short.
-    fn spin(&mut self) {
-        let max = [1, 16, 128, 1024][self.below(4) as usize];
-        for _ in 0..self.below(max) {
-            std::hint::spin_loop();
-        }
-    }
-}
 
 fn range(start: Pfn, len: u64) -> PfnRange {
     PfnRange::new(start, len).expect("range")

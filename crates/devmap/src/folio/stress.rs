@@ -34,6 +34,7 @@ use std::time::Duration;
 use super::*;
 use crate::gup::{GupError, GupFlags, PinnedFolios, PinnedPages};
 use crate::memmap::Layout;
+use crate::test_support::Rng;
 
 /// Reshape rounds per layout (each: the order-9 folio, then the small shapes).
 const ROUNDS: u64 = 1000;
@@ -50,26 +51,6 @@ const MAX_LEN: u64 = 10;
 const HOLD_ONE_IN: u64 = 16;
 /// Where the order-3 folio goes: out of the pins' reach (`START_SPREAD + MAX_LEN` pages).
 const ORDER3_AT: u64 = 16;
-
-/// xorshift64*, as in `gup::stress`.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// Stops every thread of the run when one panics, so the test fails at once.
 struct StopOnPanic<'a>(&'a AtomicBool);

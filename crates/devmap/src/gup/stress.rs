@@ -18,6 +18,7 @@ use super::*;
 use crate::init::{InitMode, InitState};
 use crate::memmap::Layout;
 use crate::pgmap::PagemapConfig;
+use crate::test_support::Rng;
 
 const BYTES: u64 = 64 << 20;
 const ORDER: Order = Order::PMD;
@@ -33,27 +34,6 @@ const OPS_BEFORE_TEARDOWN: usize = 25_000;
 /// A pinner that gets this far never saw teardown: the test fails rather than hangs.
 const OPS_LIMIT: usize = 2_000_000;
 const MAX_HELD: usize = 4;
-
-/// xorshift64*: small, deterministic per seed, good enough to pick ranges.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform-ish in `0..n` (n > 0).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// One pin result a pinner holds.
 enum Held {

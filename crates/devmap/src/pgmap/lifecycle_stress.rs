@@ -32,6 +32,7 @@ use std::time::Duration;
 use super::*;
 use crate::folio::{AllocatedFolio, FolioError, FolioMapping};
 use crate::gup::{GupError, GupFlags, PinnedPages};
+use crate::test_support::Rng;
 
 const USERS: usize = 3;
 /// Folios the users work on.
@@ -45,26 +46,6 @@ const OPS_LIMIT: usize = 2_000_000;
 /// fit).
 const TAIL_ATTEMPTS: usize = 8;
 const ORDER3: Order = Order::new_unchecked(3);
-
-/// xorshift64*, as in `gup::stress`.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// One pgmap to tear down.
 struct Setup {
