@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 use devmap::addr::format_size;
 use devmap::backing::{PageHint, Reservation};
-use devmap::{DevPagemap, DeviceSpace, InitMode, Layout, Order, PagemapConfig, PfnRange};
+use devmap::{DeviceSpace, InitMode, Layout, Order, PfnRange, Pgmap, PgmapConfig};
 use serde::Serialize;
 
 use crate::estimate::geometry;
@@ -161,7 +161,7 @@ pub fn run_one(shape: &Shape, layout: Layout, mode: InitMode, plan: AsyncPlan) -
 
     let space = DeviceSpace::new();
     let range = space.reserve_range(shape.size, shape.align)?;
-    let mut cfg = PagemapConfig::devdax(range, shape.shift);
+    let mut cfg = PgmapConfig::devdax(range, shape.shift);
     cfg.memory_type = shape.mode.memory_type();
     cfg.layout = layout;
     cfg.altmap_reserve = shape.altmap_reserve();
@@ -248,8 +248,8 @@ fn over_budget(
         let most = (budget - host_bytes) / size_of::<u64>() as u64;
         hints.push(format!("--touch {most} or fewer"));
     } else {
-        if layout != Layout::Folio && fits(shape, Layout::Folio) {
-            hints.push("--layout folio".to_owned());
+        if layout != Layout::Heads && fits(shape, Layout::Heads) {
+            hints.push("--layout heads".to_owned());
         }
         let smaller = smaller_fitting(shape.size, shape.align, |size| {
             fits(&Shape { size, ..*shape }, layout)
@@ -288,7 +288,7 @@ struct Touches {
 /// `n` first-touch syncs of one compound each at random compound-aligned offsets, timed one by
 /// one, while the background init runs. The offsets come from a fixed-seed xorshift, so runs
 /// touch the same places.
-fn touch(pgmap: &DevPagemap, range: PfnRange, shift: Order, n: u64) -> Result<Touches> {
+fn touch(pgmap: &Pgmap, range: PfnRange, shift: Order, n: u64) -> Result<Touches> {
     let compounds = range.len() >> shift.get();
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
     let mut lat: Vec<u64> = Vec::with_capacity(n as usize);

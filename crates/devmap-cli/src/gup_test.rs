@@ -16,8 +16,8 @@ use anyhow::{Context, Result, bail, ensure};
 use devmap::addr::format_size;
 use devmap::gup::{unpin_folios, unpin_user_pages};
 use devmap::{
-    DevPagemap, DeviceSpace, FolioMapping, GupFlags, InitMode, Layout, MemoryType, Order,
-    PAGE_SIZE, PagemapConfig, Pfn, PfnRange, PinnedFolio, PinnedFolios, PinnedPages,
+    DeviceSpace, FolioMapping, GupFlags, InitMode, Layout, MemoryType, Order, PAGE_SIZE, Pfn,
+    PfnRange, Pgmap, PgmapConfig, PinnedFolio, PinnedFolios, PinnedPages,
 };
 use serde::Serialize;
 
@@ -182,7 +182,7 @@ pub fn run(plan: &Plan, mut emit: impl FnMut(Repeat) -> Result<()>) -> Result<()
     let shape = &plan.shape;
     let space = DeviceSpace::new();
     let range = space.reserve_range(shape.size, shape.align)?;
-    let mut cfg = PagemapConfig::devdax(range, shape.shift);
+    let mut cfg = PgmapConfig::devdax(range, shape.shift);
     cfg.memory_type = shape.mode.memory_type();
     cfg.layout = plan.layout;
     cfg.altmap_reserve = shape.altmap_reserve();
@@ -269,7 +269,7 @@ fn chunks(data: PfnRange, per_call: u64) -> impl Iterator<Item = PfnRange> {
 
 /// One benchmark's state: what to pin, how, and the entry buffers kept across repeats.
 struct Bench<'a> {
-    pgmap: &'a Arc<DevPagemap>,
+    pgmap: &'a Arc<Pgmap>,
     data: PfnRange,
     per_call: u64,
     mode: Mode,
@@ -341,7 +341,7 @@ fn micros(d: std::time::Duration) -> u64 {
 
 /// Every folio back to its idle count plus its mappings, with no pins (the kernel's untimed
 /// verification).
-fn check_idle(pgmap: &DevPagemap, data: PfnRange) -> Result<()> {
+fn check_idle(pgmap: &Pgmap, data: PfnRange) -> Result<()> {
     let idle = pgmap.memory_type().idle_refcount();
     let mut pfn = data.start();
     while pfn < data.end() {

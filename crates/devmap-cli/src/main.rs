@@ -50,7 +50,7 @@ enum Command {
         #[command(flatten)]
         ns: NamespaceArgs,
         /// Layout(s) to enable, one after another.
-        #[arg(long, value_enum, default_value = "folio")]
+        #[arg(long, value_enum, default_value = "heads")]
         layout: LayoutArg,
         /// How to initialise the memmap.
         #[arg(long, value_enum, default_value = "parallel")]
@@ -102,7 +102,7 @@ struct GupTestArgs {
     #[arg(long, default_value = "2M", allow_hyphen_values = true)]
     align: String,
     /// Memmap layout.
-    #[arg(long, value_enum, default_value = "folio")]
+    #[arg(long, value_enum, default_value = "heads")]
     layout: LayoutArg,
     /// Namespace mode.
     #[arg(long, value_enum, default_value = "devdax")]

@@ -17,8 +17,8 @@ pub enum LayoutArg {
     Flat,
     /// Software vmemmap with tail-block dedup.
     Vmemmap,
-    /// One descriptor per compound page.
-    Folio,
+    /// Head descriptors only: one per compound page, tails computed.
+    Heads,
     /// Each layout in turn.
     All,
 }
@@ -29,7 +29,7 @@ impl LayoutArg {
         match self {
             LayoutArg::Flat => vec![Layout::Flat],
             LayoutArg::Vmemmap => vec![Layout::Vmemmap],
-            LayoutArg::Folio => vec![Layout::Folio],
+            LayoutArg::Heads => vec![Layout::Heads],
             LayoutArg::All => Layout::ALL.to_vec(),
         }
     }

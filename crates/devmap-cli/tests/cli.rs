@@ -48,7 +48,7 @@ fn estimate_reproduces_the_kernel_figures_per_tib() {
         .iter()
         .map(|r| r["layout"].as_str().unwrap_or(""))
         .collect();
-    assert_eq!(names, ["flat", "vmemmap", "folio"]);
+    assert_eq!(names, ["flat", "vmemmap", "heads"]);
     assert_eq!(field(&rows[0], "metadata_bytes"), 17_179_869_184);
     let v = field(&rows[1], "metadata_bytes") as f64;
     assert!((v / (4u64 << 30) as f64 - 1.0).abs() < 0.01);
@@ -276,7 +276,7 @@ fn async_only_options_are_refused_without_async() {
 fn unknown_values_are_refused_by_the_parser() {
     fails(
         &["estimate", "--size", "1G", "--layout", "tree"],
-        "possible values: flat, vmemmap, folio, all",
+        "possible values: flat, vmemmap, heads, all",
     );
     fails(
         &["estimate", "--size", "1G", "--map", "disk"],
@@ -490,16 +490,16 @@ fn huge_thread_and_touch_counts_are_refused_before_anything_starts() {
 
 #[test]
 fn the_memory_budget_refusal_suggests_what_would_fit() {
-    // It used to suggest --layout folio to a folio run, and compared against all of
+    // It used to suggest --layout heads to a heads run, and compared against all of
     // MemAvailable while refusing at 80% of it.
     for args in [
-        &["enable", "-s", "1P", "--align", "4K", "--layout", "folio"][..],
-        &["enable", "-s", "1P", "--mode", "fsdax", "--layout", "folio"],
+        &["enable", "-s", "1P", "--align", "4K", "--layout", "heads"][..],
+        &["enable", "-s", "1P", "--mode", "fsdax", "--layout", "heads"],
     ] {
         fails(args, "needs 16.00 TiB of memmap, more than the");
         let err = String::from_utf8_lossy(&devmap(args).stderr).into_owned();
         assert!(err.contains("(80% of the"), "{err}");
-        assert!(!err.contains("--layout folio"), "{err}");
+        assert!(!err.contains("--layout heads"), "{err}");
         let size = err
             .split("try --size ")
             .nth(1)

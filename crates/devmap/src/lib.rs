@@ -8,16 +8,16 @@
 //!
 //! Layers, lowest first (see `DESIGN.md`): [`addr`] typed numbers; [`backing`] memory sources;
 //! [`desc`] the descriptor; [`memmap`] the layouts; [`init`] memmap initialisation engines
-//! (sync, parallel, asynchronous with on-demand sync); [`pgmap`] device pagemaps, their
+//! (sync, parallel, asynchronous with on-demand sync); [`pgmap`] device pgmaps, their
 //! liveness, and the device space that registers them; [`folio`] reference counts, mappings and
 //! the free path; [`gup`] pinning for DMA, one atomic per folio.
 //!
 //! ```
-//! use devmap::{DeviceSpace, Layout, Order, PagemapConfig};
+//! use devmap::{DeviceSpace, Layout, Order, PgmapConfig};
 //!
 //! let space = DeviceSpace::new();
 //! let range = space.reserve_range(64 << 20, 2 << 20)?;          // 64 MiB, 2 MiB aligned
-//! let mut cfg = PagemapConfig::devdax(range, Order::PMD);        // 2 MiB folios
+//! let mut cfg = PgmapConfig::devdax(range, Order::PMD);        // 2 MiB folios
 //! cfg.layout = Layout::Vmemmap;
 //! let pgmap = space.memremap_pages(cfg)?;
 //! let pfn = range.start().add(700);
@@ -36,7 +36,7 @@ pub mod gup;
 pub mod init;
 pub mod memmap;
 pub mod pgmap;
-mod sync;
+mod primitive;
 #[cfg(all(test, not(loom)))]
 mod test_support;
 
@@ -46,6 +46,4 @@ pub use folio::{AllocatedFolio, FolioError, FolioMapping};
 pub use gup::{GupError, GupFlags, PinnedFolio, PinnedFolios, PinnedPages};
 pub use init::{InitMode, InitState, InitStats, SyncError};
 pub use memmap::{Cost, Folio, Geometry, Layout};
-pub use pgmap::{
-    DevPagemap, DeviceSpace, MemoryType, PagemapConfig, PagemapOps, PgmapError, PgmapRef,
-};
+pub use pgmap::{DeviceSpace, MemoryType, Pgmap, PgmapConfig, PgmapError, PgmapOps, PgmapRef};

@@ -7,12 +7,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::addr::{Order, PfnRange};
 use crate::init::InitMode;
 use crate::memmap::{Folio, Layout};
-use crate::pgmap::{DevPagemap, DeviceSpace, MemoryType, PagemapConfig};
+use crate::pgmap::{DeviceSpace, MemoryType, Pgmap, PgmapConfig};
 
 /// A registered pgmap plus how many times its `folio_free` callback ran.
 pub(crate) struct Fixture {
     pub(crate) space: DeviceSpace,
-    pub(crate) p: Arc<DevPagemap>,
+    pub(crate) p: Arc<Pgmap>,
     pub(crate) r: PfnRange,
     pub(crate) frees: Arc<AtomicUsize>,
 }
@@ -28,7 +28,7 @@ pub(crate) fn fixture(
 ) -> Fixture {
     let space = DeviceSpace::new();
     let r = space.reserve_range(bytes, align).expect("range");
-    let mut cfg = PagemapConfig::devdax(r, order);
+    let mut cfg = PgmapConfig::devdax(r, order);
     cfg.layout = layout;
     cfg.memory_type = ty;
     cfg.init = InitMode::Sync;

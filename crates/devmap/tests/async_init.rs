@@ -5,19 +5,13 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use devmap::{
-    DevPagemap, DeviceSpace, InitMode, InitState, Layout, Order, PagemapConfig, Pfn, PgmapError,
-    SyncError,
+    DeviceSpace, InitMode, InitState, Layout, Order, Pfn, Pgmap, PgmapConfig, PgmapError, SyncError,
 };
 
-fn enable(
-    layout: Layout,
-    shift: Order,
-    bytes: u64,
-    init: InitMode,
-) -> (DeviceSpace, Arc<DevPagemap>) {
+fn enable(layout: Layout, shift: Order, bytes: u64, init: InitMode) -> (DeviceSpace, Arc<Pgmap>) {
     let space = DeviceSpace::new();
     let range = space.reserve_range(bytes, 2 << 20).expect("range");
-    let mut cfg = PagemapConfig::devdax(range, shift);
+    let mut cfg = PgmapConfig::devdax(range, shift);
     cfg.layout = layout;
     cfg.init = init;
     let p = space.memremap_pages(cfg).expect("pgmap");
@@ -98,7 +92,7 @@ fn flat_async_init_under_syncers_matches_sync_init_byte_for_byte() {
 #[test]
 fn vmemmap_and_folio_async_init_under_syncers_match_sync_init() {
     stress(Layout::Vmemmap, Order::PMD, 1 << 30);
-    stress(Layout::Folio, Order::PMD, 4 << 30);
+    stress(Layout::Heads, Order::PMD, 4 << 30);
 }
 
 #[test]

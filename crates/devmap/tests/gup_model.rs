@@ -11,8 +11,8 @@ use devmap::gup::{
     unpin_folios, unpin_user_page_range_dirty_lock, unpin_user_pages, unpin_user_pages_dirty_lock,
 };
 use devmap::{
-    DevPagemap, DeviceSpace, Folio, GUP_PIN_COUNTING_BIAS, GupFlags, InitMode, Layout, Order,
-    PagemapConfig, PfnRange, PinnedFolios, PinnedPages,
+    DeviceSpace, Folio, GUP_PIN_COUNTING_BIAS, GupFlags, InitMode, Layout, Order, PfnRange, Pgmap,
+    PgmapConfig, PinnedFolios, PinnedPages,
 };
 use proptest::prelude::*;
 
@@ -141,10 +141,10 @@ impl Model {
     }
 }
 
-fn pgmap(layout: Layout, order: Order) -> (DeviceSpace, Arc<DevPagemap>, Arc<AtomicUsize>) {
+fn pgmap(layout: Layout, order: Order) -> (DeviceSpace, Arc<Pgmap>, Arc<AtomicUsize>) {
     let space = DeviceSpace::new();
     let range = space.reserve_range(PAGES * 4096, 2 << 20).expect("range");
-    let mut cfg = PagemapConfig::devdax(range, order);
+    let mut cfg = PgmapConfig::devdax(range, order);
     cfg.layout = layout;
     cfg.init = InitMode::Sync;
     let frees = Arc::new(AtomicUsize::new(0));
@@ -157,7 +157,7 @@ fn pgmap(layout: Layout, order: Order) -> (DeviceSpace, Arc<DevPagemap>, Arc<Ato
 }
 
 fn check(
-    p: &DevPagemap,
+    p: &Pgmap,
     model: &Model,
     frees: &AtomicUsize,
     held: usize,

@@ -2,7 +2,7 @@
 //! including pgmaps with several ranges and with an altmap, and as a simple model predicts.
 
 use devmap::memmap::LookupError;
-use devmap::{DeviceSpace, InitMode, Layout, Order, PagemapConfig, Pfn, PfnRange, PgmapError};
+use devmap::{DeviceSpace, InitMode, Layout, Order, Pfn, PfnRange, PgmapConfig, PgmapError};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -49,9 +49,9 @@ fn ranges(s: &Shape) -> Vec<PfnRange> {
         .collect()
 }
 
-fn config(s: &Shape, layout: Layout) -> PagemapConfig {
+fn config(s: &Shape, layout: Layout) -> PgmapConfig {
     let rs = ranges(s);
-    let mut cfg = PagemapConfig::devdax(rs[0], Order::new(s.shift).expect("order"));
+    let mut cfg = PgmapConfig::devdax(rs[0], Order::new(s.shift).expect("order"));
     cfg.ranges = rs;
     cfg.layout = layout;
     cfg.altmap_reserve = s.altmap_reserve;
@@ -64,7 +64,7 @@ fn config(s: &Shape, layout: Layout) -> PagemapConfig {
 
 type Answer = Result<(Pfn, Pfn, Order), String>;
 
-fn answer(p: &devmap::DevPagemap, pfn: Pfn) -> Answer {
+fn answer(p: &devmap::Pgmap, pfn: Pfn) -> Answer {
     let f = p.folio(pfn).map_err(|e| short(&e))?;
     let head = p.compound_head(pfn).map_err(|e| short(&e))?;
     let order = p.order(pfn).map_err(|e| short(&e))?;
@@ -92,7 +92,7 @@ proptest! {
         let span_end = rs.last().expect("one range").end().raw() + (1 << s.shift.max(6));
         let span_start = rs[0].start().raw();
         // Each layout sizes its own altmap (Folio's is smallest), so the model is per pgmap.
-        let altmap_end = |p: &devmap::DevPagemap| p.altmap().map_or(rs[0].start(), |a| rs[0].start().add(a.offset()));
+        let altmap_end = |p: &devmap::Pgmap| p.altmap().map_or(rs[0].start(), |a| rs[0].start().add(a.offset()));
         // Probe every range edge and random pfns across (and just outside) the span.
         let mut pfns: Vec<Pfn> = rs.iter().flat_map(|r| [r.start(), Pfn::new(r.end().raw() - 1), r.end()]).collect();
         pfns.extend(probes.iter().map(|x| Pfn::new(span_start - 1 + x % (span_end - span_start + 1))));

@@ -121,7 +121,7 @@ struct Report {
 }
 
 struct Area {
-    p: Arc<DevPagemap>,
+    p: Arc<Pgmap>,
     h: Pfn,
     folios: Vec<(u64, Order)>,
     maps: Vec<Vec<FolioMapping>>,
@@ -197,7 +197,7 @@ impl Quiet {
 
 /// Forms, splits, maps, gets and pins folios of the 16 pages from `n` until `stop`: every
 /// put wakes the breaker for nothing, and forms and splits take the fsdax lock.
-fn noise(p: &Arc<DevPagemap>, n: Pfn, stop: &AtomicBool, quiet: &Quiet) {
+fn noise(p: &Arc<Pgmap>, n: Pfn, stop: &AtomicBool, quiet: &Quiet) {
     let mut rng = Rng::new(0x0153);
     while !stop.load(AtOrd::Relaxed) {
         if quiet.asked.load(AtOrd::SeqCst) {
@@ -233,7 +233,7 @@ fn noise(p: &Arc<DevPagemap>, n: Pfn, stop: &AtomicBool, quiet: &Quiet) {
 
 /// The breaker: runs every break it is handed and reports.
 fn breaker(
-    p: &DevPagemap,
+    p: &Pgmap,
     rounds: mpsc::Receiver<Round>,
     reports: mpsc::Sender<Report>,
     held: &AtomicUsize,

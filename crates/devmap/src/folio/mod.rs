@@ -1,7 +1,7 @@
 //! Folio reference counts, mappings and the free path (mainline ≥ 6.15, seed 001).
 //!
 //! A folio's count rests at its pgmap type's idle value (1 for device-dax, 0 otherwise).
-//! Mapping a folio ([`DevPagemap::map_folio`]) takes a reference and a mapcount and a liveness
+//! Mapping a folio ([`Pgmap::map_folio`]) takes a reference and a mapcount and a liveness
 //! reference on the pgmap; dropping the [`FolioMapping`] gives them back. Pins (`crate::gup`)
 //! take references with the pin bias. Whoever brings the count back to idle runs the free
 //! path: fsdax wakes layout-break waiters and splits a dynamic folio back to order 0; the other
@@ -20,8 +20,8 @@ use crate::addr::{Order, Pfn, PfnRange};
 use crate::desc::{GUP_PIN_COUNTING_BIAS, PageFlags};
 use crate::init::Synced;
 use crate::memmap::{Folio, Memmap};
-use crate::pgmap::{DevPagemap, MemoryType, PgmapError, PgmapRef};
-use crate::sync::{Ordering, fence};
+use crate::pgmap::{MemoryType, Pgmap, PgmapError, PgmapRef};
+use crate::primitive::{Ordering, fence};
 
 use self::refcount::Refused;
 
@@ -30,7 +30,7 @@ use self::refcount::Refused;
 #[non_exhaustive]
 pub enum FolioError {
     /// The pgmap is being torn down or is gone.
-    #[error("the pagemap is being torn down")]
+    #[error("the pgmap is being torn down")]
     Dead,
     /// Lookup or sync failed.
     #[error(transparent)]
@@ -52,7 +52,7 @@ pub enum FolioError {
         why: &'static str,
     },
     /// The order does not fit the pgmap (device-dax folios have the pgmap's fixed order).
-    #[error("pfn {pfn}: order {order} does not fit this pagemap (folios here are order {fixed})")]
+    #[error("pfn {pfn}: order {order} does not fit this pgmap (folios here are order {fixed})")]
     BadOrder {
         /// The pfn.
         pfn: Pfn,
@@ -68,7 +68,7 @@ pub enum FolioError {
         pfn: Pfn,
     },
     /// The folio is free: device-private, coherent and P2P memory is handed out by its driver
-    /// first ([`DevPagemap::alloc_folio`]).
+    /// first ([`Pgmap::alloc_folio`]).
     #[error("pfn {pfn}: the folio is free; allocate it first (alloc_folio)")]
     Free {
         /// The folio head.
@@ -81,7 +81,7 @@ pub enum FolioError {
         memory_type: MemoryType,
     },
     /// Layout breaks exist only for filesystem DAX.
-    #[error("break_layouts applies to fsdax pagemaps, not {memory_type:?}")]
+    #[error("break_layouts applies to fsdax pgmaps, not {memory_type:?}")]
     NotFsdax {
         /// The pgmap's type.
         memory_type: MemoryType,
@@ -167,7 +167,7 @@ impl AllocatedFolio {
 
 impl Drop for AllocatedFolio {
     fn drop(&mut self) {
-        let p: &DevPagemap = &self.pgmap;
+        let p: &Pgmap = &self.pgmap;
         // The allocation's reference and the liveness reference keep the lookup valid.
         if let Ok((memmap, synced)) = p.synced_span(self.head, 1)
             && let Ok(folio) = memmap.folio(&synced, self.head)
@@ -191,14 +191,14 @@ impl FolioMapping {
     }
 
     /// The pgmap this mapping keeps alive.
-    pub fn pagemap(&self) -> &DevPagemap {
+    pub fn pgmap(&self) -> &Pgmap {
         &self.pgmap
     }
 }
 
 impl Drop for FolioMapping {
     fn drop(&mut self) {
-        let p: &DevPagemap = &self.pgmap;
+        let p: &Pgmap = &self.pgmap;
         // The mapping's reference keeps the folio (and its shape) stable, and the liveness
         // reference keeps the memmap initialised and alive: this lookup cannot fail.
         if let Ok((memmap, synced)) = p.synced_span(self.head, 1)
@@ -228,7 +228,7 @@ impl Drop for FolioMapping {
     }
 }
 
-impl DevPagemap {
+impl Pgmap {
     /// Maps the folio holding `pfn`, or for fsdax forms an `order` folio at `pfn` first
     /// (`order` must be 0 or the folio's order for other types): a reference, a mapcount and a
     /// liveness reference, all released when the returned mapping drops.

@@ -16,8 +16,8 @@
 
 use crate::desc::{GUP_PIN_COUNTING_BIAS, pack_counts, pincount_of, refcount_of};
 #[cfg(loom)]
-use crate::sync::AtomicU64;
-use crate::sync::{Ordering, fence};
+use crate::primitive::AtomicU64;
+use crate::primitive::{Ordering, fence};
 
 /// The operations the protocol needs from the packed count word.
 pub(crate) trait CountWord {

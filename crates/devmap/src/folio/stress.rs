@@ -22,7 +22,7 @@
 //! release lands below idle.
 //!
 //! Pins of free pages fail with `GupError::NotMapped`. Every pin that succeeds must hold the
-//! folio `DevPagemap::folio` reports for each of its pages, with the head and order
+//! folio `Pgmap::folio` reports for each of its pages, with the head and order
 //! `pin_folios` recorded, and that shape must not change while it is held. Afterwards every
 //! page of the pgmap is an idle order-0 folio again and the pgmap holds no reference.
 
@@ -85,7 +85,7 @@ impl Held {
     /// The `(head, order)` of the folio holding each pfn the result covers, as the pgmap
     /// reports it now, or what is wrong: a folio not held beyond its mappings (not pinned,
     /// for pins), or a `pin_folios` entry naming another folio.
-    fn shape(&self, p: &DevPagemap) -> Result<Vec<Shape>, String> {
+    fn shape(&self, p: &Pgmap) -> Result<Vec<Shape>, String> {
         let pin = !matches!(self, Held::Pages(_, false));
         // Each pfn covered, with the shape `pin_folios` recorded for it.
         let pfns: Vec<(Pfn, Option<Shape>)> = match self {
@@ -121,7 +121,7 @@ impl Held {
 }
 
 struct Run {
-    p: Arc<DevPagemap>,
+    p: Arc<Pgmap>,
     /// The area's head.
     h: Pfn,
     /// Set when the reshaper is done, or by any thread that panics.

@@ -26,13 +26,13 @@ fn range(start: Pfn, len: u64) -> PfnRange {
 }
 
 /// (refcount, mapcount, pincount) of the folio holding `pfn`.
-fn counts(p: &DevPagemap, pfn: Pfn) -> (i32, i32, i32) {
+fn counts(p: &Pgmap, pfn: Pfn) -> (i32, i32, i32) {
     let f = p.folio(pfn).expect("folio");
     (f.refcount(), f.mapcount(), f.pincount())
 }
 
 /// Every pfn of `span` is its own idle order-0 folio.
-pub(super) fn assert_split(p: &DevPagemap, span: PfnRange, what: &str) {
+pub(super) fn assert_split(p: &Pgmap, span: PfnRange, what: &str) {
     for i in 0..span.len() {
         let pfn = span.start().add(i);
         let f = p.folio(pfn).expect("folio");
@@ -73,7 +73,7 @@ fn devdax_mappings_take_and_give_back_a_reference_and_a_mapcount() {
                 let b = p.map_folio(head, shift).expect("map at the folio's order");
                 assert_eq!(counts(p, pfn), (3, 2, 0), "{ctx}");
                 assert_eq!(p.refs(), 2, "{ctx}: each mapping holds the pgmap");
-                assert!(std::ptr::eq(a.pagemap(), &**p));
+                assert!(std::ptr::eq(a.pgmap(), &**p));
                 drop(a);
                 assert_eq!(counts(p, pfn), (2, 1, 0), "{ctx}");
                 assert_eq!(fx.frees.load(AtOrd::Relaxed), round - 1, "{ctx}: not idle");
@@ -132,7 +132,7 @@ fn devdax_folios_have_the_pgmaps_order() {
 
 #[test]
 fn device_private_memory_cannot_be_mapped() {
-    let fx = fixture(Layout::Folio, Order::PMD, MemoryType::Private);
+    let fx = fixture(Layout::Heads, Order::PMD, MemoryType::Private);
     assert!(matches!(
         fx.p.map_folio(fx.r.start(), Order::BASE),
         Err(FolioError::NotAddressable {
@@ -526,7 +526,7 @@ fn busy_page_range_sees_pins_and_gets_but_not_mappings() {
 
 #[test]
 fn devdax_busy_page_range_accounts_for_the_idle_reference() {
-    let fx = fixture(Layout::Folio, Order::PMD, MemoryType::Generic);
+    let fx = fixture(Layout::Heads, Order::PMD, MemoryType::Generic);
     let p = &fx.p;
     let r = fx.r;
     let m = p.map_folio(r.start().add(1100), Order::BASE).expect("map");
@@ -636,7 +636,7 @@ fn drivers_allocate_coherent_folios_before_mapping_them_and_free_them_with_a_put
 
 #[test]
 fn only_driver_memory_is_allocated_and_only_fsdax_breaks_layouts() {
-    let dax = fixture(Layout::Folio, Order::PMD, MemoryType::Generic);
+    let dax = fixture(Layout::Heads, Order::PMD, MemoryType::Generic);
     assert!(matches!(
         dax.p.alloc_folio(dax.r.start()),
         Err(FolioError::NotDriverAllocated {

@@ -10,14 +10,14 @@ use crate::addr::{Pfn, PfnRange};
 use crate::folio::refcount::{self, Refused};
 use crate::init::{SyncError, Synced};
 use crate::memmap::{Folio, LookupError, Memmap};
-use crate::pgmap::{DevPagemap, MemoryType, PgmapError, PgmapRef};
+use crate::pgmap::{MemoryType, Pgmap, PgmapError, PgmapRef};
 
 use super::{GupError, GupFlags, Kind};
 
 /// A failed grab: the pfn it stopped at (everything before it is held) and why.
 type Stopped = (Pfn, GupError);
 
-impl DevPagemap {
+impl Pgmap {
     /// The type rules every grab checks first (`try_grab_folio`, `folio_is_longterm_pinnable`).
     fn check_grab(&self, range: PfnRange, flags: GupFlags) -> Result<(), GupError> {
         let memory_type = self.memory_type();
@@ -76,13 +76,13 @@ impl DevPagemap {
                     .ranges()
                     .find(|r| r.contains(range.start()))
                     .map_or(range.start(), |r| r.end());
-                Err(GupError::NoPagemap { pfn })
+                Err(GupError::NoPgmap { pfn })
             }
         }
     }
 
     /// The fsdax grab loop. Each folio is looked up (consistently, see
-    /// [`DevPagemap::lookup_folio`]), grabbed, and looked up again: the reference now held
+    /// [`Pgmap::lookup_folio`]), grabbed, and looked up again: the reference now held
     /// freezes the shape of whatever the head is, so if the second lookup finds the same head
     /// and order, the pfn is in the folio the references were taken for. Otherwise a reshape
     /// raced the grab (the kernel's `try_get_folio` re-check): the references go back with
@@ -211,9 +211,7 @@ fn grab_folio(
 /// The pin error for a pfn the memmap has no folio for.
 fn lookup_failed(pfn: Pfn, e: LookupError) -> GupError {
     match e {
-        LookupError::AltmapPfn { .. } | LookupError::OutOfRange { .. } => {
-            GupError::NoPagemap { pfn }
-        }
+        LookupError::AltmapPfn { .. } | LookupError::OutOfRange { .. } => GupError::NoPgmap { pfn },
         _ => GupError::NotMapped { pfn },
     }
 }

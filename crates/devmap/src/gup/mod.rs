@@ -11,7 +11,7 @@
 //!
 //! Accounting follows `GUP_PIN_COUNTING_BIAS`: a large folio's count and pincount grow by the
 //! pages pinned; a small folio's count grows by 1024 per pin. Plain gets (`FOLL_GET`,
-//! [`DevPagemap::get_pages`]) add references without the bias. Every result holds a liveness
+//! [`Pgmap::get_pages`]) add references without the bias. Every result holds a liveness
 //! reference on its pgmap, so teardown waits for it, and gives its references back when it is
 //! dropped; the `unpin_*` functions do so explicitly, optionally marking each folio dirty once.
 //! A failure part-way gives back everything taken before it: nothing is left pinned.
@@ -19,7 +19,7 @@
 use std::sync::Arc;
 
 use crate::addr::{Order, Pfn, PfnRange};
-use crate::pgmap::{DevPagemap, DeviceSpace, MemoryType, PgmapRef};
+use crate::pgmap::{DeviceSpace, MemoryType, Pgmap, PgmapRef};
 
 /// `FOLL_*` flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -57,13 +57,13 @@ pub enum GupError {
     #[error("nothing to pin: the range is empty")]
     Empty,
     /// No live pgmap covers the pfn (or it holds the on-device memmap).
-    #[error("pfn {pfn} is not device memory of a live pagemap")]
-    NoPagemap {
+    #[error("pfn {pfn} is not device memory of a live pgmap")]
+    NoPgmap {
         /// The first pfn not covered.
         pfn: Pfn,
     },
     /// The pgmap is being torn down.
-    #[error("the pagemap of pfn {pfn} is being torn down")]
+    #[error("the pgmap of pfn {pfn} is being torn down")]
     Dead {
         /// The first pfn asked for.
         pfn: Pfn,
@@ -166,7 +166,7 @@ impl DeviceSpace {
     pub fn pin_pages(&self, range: PfnRange, flags: GupFlags) -> Result<PinnedPages, GupError> {
         let pgmap = self
             .get_dev_pagemap(range.start())
-            .ok_or(GupError::NoPagemap { pfn: range.start() })?;
+            .ok_or(GupError::NoPgmap { pfn: range.start() })?;
         pgmap.arc().pin_pages(range, flags)
     }
 
@@ -174,12 +174,12 @@ impl DeviceSpace {
     pub fn pin_folios(&self, range: PfnRange, flags: GupFlags) -> Result<PinnedFolios, GupError> {
         let pgmap = self
             .get_dev_pagemap(range.start())
-            .ok_or(GupError::NoPagemap { pfn: range.start() })?;
+            .ok_or(GupError::NoPgmap { pfn: range.start() })?;
         pgmap.arc().pin_folios(range, flags)
     }
 }
 
-impl DevPagemap {
+impl Pgmap {
     /// Pins every page of `range`, one entry per 4 KiB page, one reference update per folio.
     pub fn pin_pages(
         self: &Arc<Self>,
@@ -305,12 +305,12 @@ impl PinnedPages {
     }
 
     /// The pgmap the pages belong to.
-    pub fn pagemap(&self) -> &DevPagemap {
+    pub fn pgmap(&self) -> &Pgmap {
         &self.pgmap
     }
 
     /// Unpins like [`unpin_user_pages_dirty_lock`] and returns the entry buffer, emptied, for
-    /// the next [`DevPagemap::pin_pages_into`].
+    /// the next [`Pgmap::pin_pages_into`].
     pub fn unpin_keep_buffer(mut self, make_dirty: bool) -> Vec<Pfn> {
         self.release_entries(make_dirty);
         let mut buf = std::mem::take(&mut self.pages);
@@ -393,12 +393,12 @@ impl PinnedFolios {
     }
 
     /// The pgmap the folios belong to.
-    pub fn pagemap(&self) -> &DevPagemap {
+    pub fn pgmap(&self) -> &Pgmap {
         &self.pgmap
     }
 
     /// Unpins like [`unpin_folios`] and returns the entry buffer, emptied, for the next
-    /// [`DevPagemap::pin_folios_into`].
+    /// [`Pgmap::pin_folios_into`].
     pub fn unpin_keep_buffer(mut self, make_dirty: bool) -> Vec<PinnedFolio> {
         self.release(make_dirty);
         let mut buf = std::mem::take(&mut self.folios);

@@ -17,7 +17,7 @@ use std::time::Duration;
 use super::*;
 use crate::init::{InitMode, InitState};
 use crate::memmap::Layout;
-use crate::pgmap::PagemapConfig;
+use crate::pgmap::PgmapConfig;
 use crate::test_support::Rng;
 
 const BYTES: u64 = 64 << 20;
@@ -43,7 +43,7 @@ enum Held {
 
 /// Shared state of one run.
 struct Run {
-    pgmap: Arc<DevPagemap>,
+    pgmap: Arc<Pgmap>,
     data: PfnRange,
     /// Folio `i` received at least one dirty unpin.
     dirtied: Vec<AtomicBool>,
@@ -215,7 +215,7 @@ impl Run {
 fn pins_race_teardown(layout: Layout, init: InitMode, seed: u64) {
     let space = DeviceSpace::new();
     let data = space.reserve_range(BYTES, 2 << 20).expect("reserve");
-    let mut cfg = PagemapConfig::devdax(data, ORDER);
+    let mut cfg = PgmapConfig::devdax(data, ORDER);
     cfg.layout = layout;
     cfg.init = init;
     let pgmap = space.memremap_pages(cfg).expect("memremap_pages");
@@ -254,7 +254,7 @@ fn pins_race_teardown(layout: Layout, init: InitMode, seed: u64) {
     let total: usize = run.ops.iter().map(|o| o.load(Ordering::Relaxed)).sum();
     assert!(total >= PINNERS * OPS_BEFORE_TEARDOWN, "{total} operations");
     assert_eq!(pgmap.refs(), 0, "no liveness reference left");
-    assert_eq!(space.nr_pagemaps(), 0);
+    assert_eq!(space.nr_pgmaps(), 0);
     assert!(space.get_dev_pagemap(data.start()).is_none());
     assert!(matches!(
         pgmap.pin_pages(data, GupFlags::NONE),
@@ -288,7 +288,7 @@ fn pins_race_teardown(layout: Layout, init: InitMode, seed: u64) {
 
 #[test]
 fn pins_race_teardown_folio_layout() {
-    pins_race_teardown(Layout::Folio, InitMode::Sync, 1);
+    pins_race_teardown(Layout::Heads, InitMode::Sync, 1);
 }
 
 #[test]

@@ -28,21 +28,21 @@ fn range(start: Pfn, end: Pfn) -> PfnRange {
 }
 
 /// (refcount, pincount) of the folio holding `pfn`.
-fn counts(p: &DevPagemap, pfn: Pfn) -> (i32, i32) {
+fn counts(p: &Pgmap, pfn: Pfn) -> (i32, i32) {
     let f = p.folio(pfn).expect("folio");
     (f.refcount(), f.pincount())
 }
 
-fn pinned(p: &DevPagemap, pfn: Pfn) -> bool {
+fn pinned(p: &Pgmap, pfn: Pfn) -> bool {
     p.folio(pfn).expect("folio").maybe_dma_pinned()
 }
 
-fn dirty(p: &DevPagemap, pfn: Pfn) -> bool {
+fn dirty(p: &Pgmap, pfn: Pfn) -> bool {
     p.folio(pfn).expect("folio").is_dirty()
 }
 
 /// Every folio of the pgmap is at `idle` with no pins.
-fn assert_all_idle(p: &DevPagemap, idle: i32, what: &str) {
+fn assert_all_idle(p: &Pgmap, idle: i32, what: &str) {
     let r = p.ranges().next().expect("range");
     let mut pfn = r.start();
     while pfn < r.end() {
@@ -264,7 +264,7 @@ impl Release {
 
     /// Takes the references this variant gives back (checking them on the first folio of the
     /// case), then gives them back that way.
-    fn take_and_release(self, p: &Arc<DevPagemap>, c: &Case, order: Order) {
+    fn take_and_release(self, p: &Arc<Pgmap>, c: &Case, order: Order) {
         let (head, n) = c.probes[0];
         let held = |want: (i32, i32)| {
             assert_eq!(counts(p, head), (1 + want.0, want.1), "{self:?} while held");
@@ -418,7 +418,7 @@ fn dirty_unpin_of_an_already_dirty_folio_keeps_it_dirty() {
 
 #[test]
 fn empty_ranges_are_refused() {
-    let fx = devdax(Layout::Folio, Order::PMD);
+    let fx = devdax(Layout::Heads, Order::PMD);
     let empty = range(fx.r.start().add(5), fx.r.start().add(5));
     assert_eq!(
         fx.p.pin_pages(empty, GupFlags::NONE).err(),
@@ -446,7 +446,7 @@ fn a_range_running_past_the_pgmap_names_the_first_uncovered_pfn() {
         for order in [Order::PMD, Order::BASE] {
             let fx = devdax(layout, order);
             let past = range(fx.r.start().add(4000), fx.r.end().add(10));
-            let want = Some(GupError::NoPagemap { pfn: fx.r.end() });
+            let want = Some(GupError::NoPgmap { pfn: fx.r.end() });
             assert_eq!(fx.p.pin_pages(past, GupFlags::NONE).err(), want);
             assert_eq!(fx.p.pin_folios(past, GupFlags::NONE).err(), want);
             assert_eq!(fx.p.get_pages(past, GupFlags::NONE).err(), want);
@@ -465,7 +465,7 @@ fn the_device_space_refuses_pfns_without_a_pgmap() {
         .space
         .reserve_range(2 << 20, 2 << 20)
         .expect("a range with no pgmap");
-    let want = Some(GupError::NoPagemap { pfn: bare.start() });
+    let want = Some(GupError::NoPgmap { pfn: bare.start() });
     assert_eq!(fx.space.pin_pages(bare, GupFlags::NONE).err(), want);
     assert_eq!(fx.space.pin_folios(bare, GupFlags::NONE).err(), want);
     // Through the space, a pgmap's own pfns pin fine.
@@ -490,7 +490,7 @@ fn pins_after_teardown_fail_dead() {
     assert_eq!(fx.p.get_pages(rr, GupFlags::NONE).err(), dead);
     assert_eq!(
         fx.space.pin_pages(rr, GupFlags::NONE).err(),
-        Some(GupError::NoPagemap { pfn: rr.start() }),
+        Some(GupError::NoPgmap { pfn: rr.start() }),
         "unregistered: the space finds nothing"
     );
     let (m, s) = fx.p.audit(0).expect("range 0");
@@ -590,7 +590,7 @@ fn device_private_memory_is_not_addressable() {
 #[test]
 fn p2pdma_needs_the_flag_and_an_allocated_folio() {
     for order in [Order::PMD, Order::BASE] {
-        let fx = fixture(Layout::Folio, order, MemoryType::P2pDma);
+        let fx = fixture(Layout::Heads, order, MemoryType::P2pDma);
         let p = &fx.p;
         let c = case(fx.r, order);
         assert_eq!(
@@ -737,7 +737,7 @@ fn teardown_is_busy_while_pinned_and_succeeds_after_unpin() {
 
 #[test]
 fn teardown_waits_for_a_pin_released_on_another_thread() {
-    let fx = devdax(Layout::Folio, Order::BASE);
+    let fx = devdax(Layout::Heads, Order::BASE);
     let pins =
         fx.p.pin_folios(range(fx.r.start(), fx.r.start().add(8)), GupFlags::NONE)
             .expect("pin");

@@ -22,7 +22,7 @@
 //! sees them. `remaining` counts sub-ranges not yet DONE; its `AcqRel` decrements form one
 //! release sequence, so a reader that sees 0 has seen every sub-range's writes.
 
-use crate::sync::{AtomicBool, AtomicU32, AtomicUsize, Condvar, Mutex, Ordering, lock, wait};
+use crate::primitive::{AtomicBool, AtomicU32, AtomicUsize, Condvar, Mutex, Ordering, lock, wait};
 
 const PENDING: u32 = 0;
 const BUSY: u32 = 1;

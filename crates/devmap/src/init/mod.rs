@@ -132,7 +132,7 @@ pub(crate) fn init_compound(memmap: &Memmap, head: Pfn, t: InitTarget) -> u64 {
                 p.init_tail(head);
             }
         }
-        // Folio layout: tails are not stored.
+        // Heads layout: tails are not stored.
         None => head_page.prep_compound_head(order),
     }
     slots.len() as u64

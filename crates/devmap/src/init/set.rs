@@ -5,7 +5,7 @@
 //!
 //! * each range's data pfns are cut into *sub-ranges* of whole compounds sized so that one
 //!   sub-range is about [`SUB_RANGE_DESCRIPTORS`] descriptors of work (2 MiB of pfns in Flat at
-//!   any align ≤ 2 MiB, 8 MiB in Vmemmap 2M, 1 GiB in Folio 2M; never less than one compound);
+//!   any align ≤ 2 MiB, 8 MiB in Vmemmap 2M, 1 GiB in Heads 2M; never less than one compound);
 //! * every [`NR_MEMMAP_RANGE`] consecutive sub-ranges form a worker *chunk*; workers pull chunks
 //!   from one cursor and claim their sub-ranges in order;
 //! * `sync(pfn, n)` maps the request to its covering sub-ranges by division, claims the pending
@@ -28,7 +28,7 @@ use super::claim::{Stopped, SubRanges};
 use super::{InitMode, InitStats, InitTarget, init_memmap, init_span};
 use crate::addr::{Pfn, PfnRange};
 use crate::memmap::Memmap;
-use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::primitive::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// Sub-ranges per worker chunk (`NR_MEMMAP_RANGE` in the seed).
 pub const NR_MEMMAP_RANGE: usize = 128;
@@ -49,10 +49,10 @@ pub enum InitState {
 #[non_exhaustive]
 pub enum SyncError {
     /// The pgmap is being or has been torn down.
-    #[error("the pagemap is torn down: no descriptor can be handed out")]
+    #[error("the pgmap is torn down: no descriptor can be handed out")]
     TornDown,
     /// The pfns are not all in one range of the pgmap.
-    #[error("pfns {start}..+{nr_pages} are not inside one range of the pagemap")]
+    #[error("pfns {start}..+{nr_pages} are not inside one range of the pgmap")]
     OutOfRange {
         /// First pfn asked for.
         start: Pfn,

@@ -9,7 +9,7 @@
 //!   directory of 8-byte entries, one per 4 KiB block of 64 descriptors, pointing into a block
 //!   pool; per compound of order ≥ 8 only blocks 0 and 1 are unique and every further entry
 //!   aliases block 1 (4 GiB/TiB at 2 MiB, ~40 MiB/TiB at 1 GiB);
-//! * [`Layout::Folio`]: one descriptor per compound, tails computed (32 MiB/TiB at 2 MiB).
+//! * [`Layout::Heads`]: one descriptor per compound, tails computed (32 MiB/TiB at 2 MiB).
 //!
 //! A memmap covers one range of a pgmap; the first `altmap_pfns` of the range may hold the
 //! memmap itself ("map=dev") and have no descriptors of their own. Stores hand out only shared
@@ -18,7 +18,7 @@
 
 mod array;
 mod flat;
-mod folio;
+mod heads;
 mod vmemmap;
 mod walk;
 
@@ -28,7 +28,7 @@ use crate::desc::{HeadWord, Page, PageFlags};
 use crate::init::Synced;
 
 pub(crate) use self::flat::FlatStore;
-pub(crate) use self::folio::FolioStore;
+pub(crate) use self::heads::HeadsStore;
 pub(crate) use self::vmemmap::VmemmapStore;
 
 /// Size of a descriptor in bytes.
@@ -51,30 +51,30 @@ pub enum Layout {
     /// Software vmemmap with tail-block dedup.
     Vmemmap,
     /// One descriptor per compound.
-    Folio,
+    Heads,
 }
 
 impl Layout {
     /// Every layout, in report order.
-    pub const ALL: [Layout; 3] = [Layout::Flat, Layout::Vmemmap, Layout::Folio];
+    pub const ALL: [Layout; 3] = [Layout::Flat, Layout::Vmemmap, Layout::Heads];
 
     /// The lower-case name used on the command line and in JSON.
     pub const fn name(self) -> &'static str {
         match self {
             Layout::Flat => "flat",
             Layout::Vmemmap => "vmemmap",
-            Layout::Folio => "folio",
+            Layout::Heads => "heads",
         }
     }
 
     /// Descriptors initialisation writes per compound: all of them (Flat, and Vmemmap without
-    /// dedup), the two unique blocks (Vmemmap with dedup: 128), or the head alone (Folio).
+    /// dedup), the two unique blocks (Vmemmap with dedup: 128), or the head alone (Heads).
     pub fn descriptors_per_compound(self, geo: &Geometry) -> u64 {
         match self {
             Layout::Flat => geo.shift.nr_pages(),
             Layout::Vmemmap if geo.dedups() => VMEMMAP_RESERVE_NR * DESCS_PER_BLOCK,
             Layout::Vmemmap => geo.shift.nr_pages(),
-            Layout::Folio => 1,
+            Layout::Heads => 1,
         }
     }
 
@@ -96,7 +96,7 @@ impl Layout {
                     (d + dir, v)
                 }
             }
-            Layout::Folio => dram_or_device(page_round((n / c) * DESC_SIZE)),
+            Layout::Heads => dram_or_device(page_round((n / c) * DESC_SIZE)),
         };
         Cost {
             metadata_bytes: dram,
@@ -114,7 +114,7 @@ impl Layout {
     pub fn memmap_bytes(self, pages: u64, shift: Order) -> u64 {
         match self {
             Layout::Flat | Layout::Vmemmap => pages * DESC_SIZE,
-            Layout::Folio => (pages >> shift.get()) * DESC_SIZE,
+            Layout::Heads => (pages >> shift.get()) * DESC_SIZE,
         }
     }
 }
@@ -366,7 +366,7 @@ impl<'a> Folio<'a> {
 pub(crate) enum Memmap {
     Flat(FlatStore),
     Vmemmap(VmemmapStore),
-    Folio(FolioStore),
+    Heads(HeadsStore),
 }
 
 impl Memmap {
@@ -377,7 +377,7 @@ impl Memmap {
         Ok(match layout {
             Layout::Flat => Memmap::Flat(FlatStore::new(geo, dense).map_err(wrap)?),
             Layout::Vmemmap => Memmap::Vmemmap(VmemmapStore::new(geo, dense).map_err(wrap)?),
-            Layout::Folio => Memmap::Folio(FolioStore::new(geo, dense).map_err(wrap)?),
+            Layout::Heads => Memmap::Heads(HeadsStore::new(geo, dense).map_err(wrap)?),
         })
     }
 
@@ -385,7 +385,7 @@ impl Memmap {
         match self {
             Memmap::Flat(_) => Layout::Flat,
             Memmap::Vmemmap(_) => Layout::Vmemmap,
-            Memmap::Folio(_) => Layout::Folio,
+            Memmap::Heads(_) => Layout::Heads,
         }
     }
 
@@ -393,7 +393,7 @@ impl Memmap {
         match self {
             Memmap::Flat(s) => s.geometry(),
             Memmap::Vmemmap(s) => s.geometry(),
-            Memmap::Folio(s) => s.geometry(),
+            Memmap::Heads(s) => s.geometry(),
         }
     }
 
@@ -404,7 +404,7 @@ impl Memmap {
         c.metadata_bytes += match self {
             Memmap::Flat(_) => 0,
             Memmap::Vmemmap(s) => s.extra_bytes(),
-            Memmap::Folio(s) => s.extra_bytes(),
+            Memmap::Heads(s) => s.extra_bytes(),
         };
         c
     }
@@ -416,7 +416,7 @@ impl Memmap {
         match self {
             Memmap::Flat(s) => s.compound_slots(head),
             Memmap::Vmemmap(s) => s.populate_compound(head),
-            Memmap::Folio(s) => s.compound_slots(head),
+            Memmap::Heads(s) => s.compound_slots(head),
         }
     }
 
@@ -437,7 +437,7 @@ impl Memmap {
         Ok(())
     }
 
-    /// The stored descriptor of `pfn`: `None` for a Folio-layout tail, which has none.
+    /// The stored descriptor of `pfn`: `None` for a Heads-layout tail, which has none.
     pub(crate) fn descriptor(&self, s: &Synced, pfn: Pfn) -> Result<Option<&Page>, LookupError> {
         self.check(s, pfn)?;
         self.stored(pfn)
@@ -448,12 +448,12 @@ impl Memmap {
         Ok(match self {
             Memmap::Flat(f) => Some(f.page(pfn)),
             Memmap::Vmemmap(v) => Some(v.page(pfn).ok_or(LookupError::Uninitialized { pfn })?),
-            Memmap::Folio(f) => f.head_page(pfn),
+            Memmap::Heads(f) => f.head_page(pfn),
         })
     }
 
     /// The head pfn of the compound holding `pfn`: read from its descriptor's head word, or
-    /// computed for a Folio-layout tail, which has no descriptor (and never belongs to a
+    /// computed for a Heads-layout tail, which has no descriptor (and never belongs to a
     /// dynamic folio: those exist only at `vmemmap_shift = 0`, where every pfn is stored).
     pub(crate) fn compound_head(&self, s: &Synced, pfn: Pfn) -> Result<Pfn, LookupError> {
         self.check(s, pfn)?;
@@ -511,7 +511,7 @@ impl Memmap {
     }
 
     /// Marks one 4 KiB page poisoned without touching its siblings' descriptors: a per-tail
-    /// write. Vmemmap first gives the page's block its own copy; Folio records it in a side
+    /// write. Vmemmap first gives the page's block its own copy; Heads records it in a side
     /// table. The folio's head gets `HAS_HWPOISONED`.
     pub(crate) fn mark_subpage_hwpoison(&self, s: &Synced, pfn: Pfn) -> Result<(), LookupError> {
         let folio = self.folio(s, pfn)?;
@@ -521,7 +521,7 @@ impl Memmap {
                 .page_for_write(pfn)
                 .ok_or(LookupError::Uninitialized { pfn })?
                 .set_flags(PageFlags::HWPOISON),
-            Memmap::Folio(f) => f.record_subpage_poison(pfn),
+            Memmap::Heads(f) => f.record_subpage_poison(pfn),
         }
         folio.head_page().set_flags(PageFlags::HAS_HWPOISONED);
         Ok(())
@@ -541,7 +541,7 @@ impl Memmap {
             return Some(folio.pfn());
         }
         match self {
-            Memmap::Folio(f) => f.first_poisoned(folio.range()),
+            Memmap::Heads(f) => f.first_poisoned(folio.range()),
             _ => (0..folio.nr_pages()).map(|i| folio.pfn().add(i)).find(|&pfn| {
                 matches!(self.stored(pfn), Ok(Some(p)) if p.flags().contains(PageFlags::HWPOISON))
             }),
@@ -552,7 +552,7 @@ impl Memmap {
     pub(crate) fn subpage_hwpoison(&self, s: &Synced, pfn: Pfn) -> Result<bool, LookupError> {
         self.check(s, pfn)?;
         Ok(match self {
-            Memmap::Folio(f) => f.subpage_poisoned(pfn),
+            Memmap::Heads(f) => f.subpage_poisoned(pfn),
             _ => self
                 .descriptor(s, pfn)?
                 .is_some_and(|p| p.flags().contains(PageFlags::HWPOISON)),
@@ -564,7 +564,7 @@ impl Memmap {
         match self {
             Memmap::Flat(s) => s.reserved_bytes(),
             Memmap::Vmemmap(s) => s.reserved_bytes(),
-            Memmap::Folio(s) => s.reserved_bytes(),
+            Memmap::Heads(s) => s.reserved_bytes(),
         }
     }
 }

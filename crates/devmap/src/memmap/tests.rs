@@ -50,8 +50,8 @@ fn one_tib_costs_match_the_kernel() {
         (v1g / (40.0 * (1 << 20) as f64) - 1.0).abs() < 0.02,
         "vmemmap 1G: {v1g}"
     );
-    assert!(Layout::Folio.cost(&geo(TIB_PAGES, 9)).metadata_bytes <= 32 * (1 << 20) + (1 << 19));
-    assert!(Layout::Folio.cost(&geo(TIB_PAGES, 18)).metadata_bytes <= 68 << 10);
+    assert!(Layout::Heads.cost(&geo(TIB_PAGES, 9)).metadata_bytes <= 32 * (1 << 20) + (1 << 19));
+    assert!(Layout::Heads.cost(&geo(TIB_PAGES, 18)).metadata_bytes <= 68 << 10);
 }
 
 #[test]
@@ -161,7 +161,7 @@ fn a_per_tail_write_unshares_only_its_block() {
 
 #[test]
 fn folio_layout_keeps_subpage_poison_aside() {
-    let set = built(Layout::Folio, geo(1024, 9));
+    let set = built(Layout::Heads, geo(1024, 9));
     let (m, s) = whole(&set);
     let start = m.geometry().range().start();
     assert!(
@@ -313,7 +313,7 @@ fn static_walk_finds_what_per_pfn_lookups_find() {
         }
     }
     // A token covers only what was synced: a walk past it is refused, not read.
-    let set = built(Layout::Folio, geo(1 << 12, 9));
+    let set = built(Layout::Heads, geo(1 << 12, 9));
     let start = set.maps()[0].geometry().range().start();
     let (m, s) = set.sync(start, 512).expect("sync");
     let r = PfnRange::new(start, 1024).expect("span");

@@ -23,7 +23,7 @@ pub(crate) struct StaticFolios<'a> {
 
 #[derive(Debug)]
 enum Heads<'a> {
-    /// Flat and Folio layouts: the head descriptors are every `step`-th slot of one slice.
+    /// Flat and Heads layouts: the head descriptors are every `step`-th slot of one slice.
     Dense(StepBy<slice::Iter<'a, Page>>),
     /// Vmemmap: each head goes through its directory entry.
     Vmemmap(&'a VmemmapStore),
@@ -58,7 +58,7 @@ impl Memmap {
                 let slots = f.span(first, last_head);
                 Heads::Dense(slots.iter().step_by(order.nr_pages() as usize))
             }
-            Memmap::Folio(f) => Heads::Dense(f.span(first, last_head).iter().step_by(1)),
+            Memmap::Heads(f) => Heads::Dense(f.span(first, last_head).iter().step_by(1)),
             Memmap::Vmemmap(v) => Heads::Vmemmap(v),
         };
         Ok(StaticFolios {

@@ -67,7 +67,7 @@ enum Item {
 /// Shared state of one run.
 struct Run {
     space: DeviceSpace,
-    p: Arc<DevPagemap>,
+    p: Arc<Pgmap>,
     ty: MemoryType,
     /// First pfn of each slot: a folio head of the pgmap's order (at least 3, for fsdax's
     /// order-3 folio).
@@ -104,7 +104,7 @@ impl Run {
     fn new(s: &Setup) -> Self {
         let space = DeviceSpace::new();
         let r = space.reserve_range(s.bytes, 2 << 20).expect("reserve");
-        let mut cfg = PagemapConfig::devdax(r, s.order);
+        let mut cfg = PgmapConfig::devdax(r, s.order);
         cfg.memory_type = s.ty;
         cfg.layout = s.layout;
         cfg.init = s.init;
@@ -365,7 +365,7 @@ impl Run {
                 Err(PgmapError::Busy { .. }) => {
                     busy += 1;
                     // Everything as it was: found, referenced, looked up.
-                    assert_eq!(space.nr_pagemaps(), 1);
+                    assert_eq!(space.nr_pgmaps(), 1);
                     let h = space
                         .get_dev_pagemap(self.slots[SLOTS - 1])
                         .expect("a timed-out teardown leaves the pgmap registered and live");
@@ -391,7 +391,7 @@ impl Run {
     fn check_end(&self, ctx: &str) {
         let p = &self.p;
         assert_eq!(p.refs(), 0, "{ctx}: liveness references left");
-        assert_eq!(self.space.nr_pagemaps(), 0, "{ctx}");
+        assert_eq!(self.space.nr_pgmaps(), 0, "{ctx}");
         let s0 = self.slots[0];
         assert!(self.space.get_dev_pagemap(s0).is_none(), "{ctx}");
         assert!(p.tryget().is_none(), "{ctx}: a torn-down pgmap stays dead");
@@ -528,7 +528,7 @@ fn teardown_races_coherent_allocations_during_async_init() {
 fn teardown_races_p2pdma_allocations() {
     let setup = Setup {
         ty: MemoryType::P2pDma,
-        layout: Layout::Folio,
+        layout: Layout::Heads,
         order: Order::BASE,
         bytes: 16 << 20,
         init: InitMode::Sync,
@@ -539,7 +539,7 @@ fn teardown_races_p2pdma_allocations() {
 // ---- Regression tests for bugs found while writing the stress above ----
 
 /// `folio_free` after re-allocation. The put that frees a driver's folio brings its count to
-/// 0 (`refcount::ungrab`) and only then calls `folio_free` (`DevPagemap::folio_idle`). In
+/// 0 (`refcount::ungrab`) and only then calls `folio_free` (`Pgmap::folio_idle`). In
 /// between, `alloc_folio` on another thread sees a free folio and takes it (its CAS from 0
 /// succeeds), so the driver is told "this folio is free" about a folio that has just been
 /// handed out again: a driver that puts freed folios on its free list would hand it out
@@ -555,7 +555,7 @@ fn teardown_races_p2pdma_allocations() {
 fn folio_free_never_runs_after_the_folio_is_allocated_again() {
     let space = DeviceSpace::new();
     let r = space.reserve_range(4 << 20, 2 << 20).expect("reserve");
-    let mut cfg = PagemapConfig::devdax(r, Order::BASE);
+    let mut cfg = PgmapConfig::devdax(r, Order::BASE);
     cfg.memory_type = MemoryType::Coherent;
     cfg.layout = Layout::Flat;
     cfg.init = InitMode::Sync;
@@ -600,7 +600,7 @@ fn folio_free_never_runs_after_the_folio_is_allocated_again() {
 fn wait_init_idle_returns_torn_down_after_teardown_stopped_async_init() {
     let space = DeviceSpace::new();
     let r = space.reserve_range(16 << 30, 2 << 20).expect("reserve");
-    let mut cfg = PagemapConfig::devdax(r, Order::BASE);
+    let mut cfg = PgmapConfig::devdax(r, Order::BASE);
     cfg.layout = Layout::Flat;
     cfg.init = workers(1);
     let p = space.memremap_pages(cfg).expect("memremap_pages");

@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::sync::{AtomicU64, Condvar, Mutex, Ordering, lock, wait};
+use crate::primitive::{AtomicU64, Condvar, Mutex, Ordering, lock, wait};
 
 const DEAD: u64 = 1 << 63;
 
@@ -103,7 +103,7 @@ impl Liveness {
                     if left.is_zero() {
                         return false;
                     }
-                    g = crate::sync::wait_timeout(&self.drained, g, left);
+                    g = crate::primitive::wait_timeout(&self.drained, g, left);
                 }
             }
         }
@@ -161,7 +161,7 @@ mod loom_tests {
     use super::*;
     use crate::desc::{pack_counts, pincount_of, refcount_of};
     use crate::folio::refcount::{try_grab, ungrab};
-    use crate::sync::AtomicBool;
+    use crate::primitive::AtomicBool;
     use loom::cell::UnsafeCell;
     use loom::sync::Arc;
 
@@ -190,7 +190,7 @@ mod loom_tests {
             })
         }
 
-        /// What `DevPagemap::grab` and an unpin do: liveness ref, one grab, use the memmap,
+        /// What `Pgmap::grab` and an unpin do: liveness ref, one grab, use the memmap,
         /// ungrab, put. Returns whether the pin was taken.
         fn pin_and_unpin(&self, refs: i32) -> bool {
             // Acquire pairs with teardown's Release store: if this sees the flag, the final

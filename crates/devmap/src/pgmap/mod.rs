@@ -1,6 +1,6 @@
 //! Device pagemaps (`struct dev_pagemap`) and the device space that registers them.
 //!
-//! A [`DevPagemap`] is one registered device: a memory type, one or more pfn ranges, a compound
+//! A [`Pgmap`] is one registered device: a memory type, one or more pfn ranges, a compound
 //! order (`vmemmap_shift`), an optional altmap (the memmap stored in the device's own first
 //! pfns, range 0 only, as in the kernel), an owner cookie and driver callbacks. It owns one
 //! memmap per range. Every public lookup syncs the span it reads first (a no-op once
@@ -72,16 +72,16 @@ pub type MemoryFailureFn = dyn Fn(Pfn, u64) -> bool + Send + Sync;
 
 /// Driver callbacks (`struct dev_pagemap_ops`).
 #[derive(Clone, Default)]
-pub struct PagemapOps {
+pub struct PgmapOps {
     /// Free path callback.
     pub folio_free: Option<Arc<FolioFreeFn>>,
     /// Memory-failure callback.
     pub memory_failure: Option<Arc<MemoryFailureFn>>,
 }
 
-impl fmt::Debug for PagemapOps {
+impl fmt::Debug for PgmapOps {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PagemapOps")
+        f.debug_struct("PgmapOps")
             .field("folio_free", &self.folio_free.is_some())
             .field("memory_failure", &self.memory_failure.is_some())
             .finish()
@@ -112,7 +112,7 @@ impl Altmap {
 
 /// Everything `memremap_pages` needs to register a device.
 #[derive(Debug, Clone)]
-pub struct PagemapConfig {
+pub struct PgmapConfig {
     /// Memory type.
     pub memory_type: MemoryType,
     /// The device's pfn ranges (one for static devices, several for dynamic dax).
@@ -128,10 +128,10 @@ pub struct PagemapConfig {
     /// Owner cookie (`pgmap->owner`); required for private and coherent memory.
     pub owner: Option<u64>,
     /// Driver callbacks.
-    pub ops: PagemapOps,
+    pub ops: PgmapOps,
 }
 
-impl PagemapConfig {
+impl PgmapConfig {
     /// A device-dax style config: generic memory, one range, compounds of `align` bytes, Folio
     /// layout, parallel init on every core.
     pub fn devdax(range: PfnRange, align: Order) -> Self {
@@ -140,10 +140,10 @@ impl PagemapConfig {
             ranges: vec![range],
             vmemmap_shift: align,
             altmap_reserve: None,
-            layout: Layout::Folio,
+            layout: Layout::Heads,
             init: InitMode::parallel_default(),
             owner: None,
-            ops: PagemapOps::default(),
+            ops: PgmapOps::default(),
         }
     }
 }
@@ -153,7 +153,7 @@ impl PagemapConfig {
 #[non_exhaustive]
 pub enum PgmapError {
     /// A config with no ranges.
-    #[error("a pagemap needs at least one range")]
+    #[error("a pgmap needs at least one range")]
     NoRanges,
     /// Two ranges of one config, or a range and a registered pgmap, overlap.
     #[error("range {range:?} overlaps {other:?}, which is already in use")]
@@ -205,29 +205,29 @@ pub enum PgmapError {
         why: &'static str,
     },
     /// The id space of the device space is used up.
-    #[error("the device space has no pagemap ids left")]
+    #[error("the device space has no pgmap ids left")]
     IdsExhausted,
     /// Teardown timed out with references still held; the pgmap is left as it was.
-    #[error("the pagemap is busy: {refs} references (handles, pins, mappings) still held")]
+    #[error("the pgmap is busy: {refs} references (handles, pins, mappings) still held")]
     Busy {
         /// References held when the wait gave up.
         refs: u64,
     },
     /// The pgmap is not registered in this device space.
-    #[error("the pagemap is not registered here (already torn down?)")]
+    #[error("the pgmap is not registered here (already torn down?)")]
     NotRegistered,
 }
 
-/// A registered device pagemap (`struct dev_pagemap`).
+/// A registered device pgmap (`struct dev_pagemap`).
 #[derive(Debug)]
-pub struct DevPagemap {
+pub struct Pgmap {
     id: PgmapId,
     memory_type: MemoryType,
     vmemmap_shift: Order,
     layout: Layout,
     altmap: Option<Altmap>,
     owner: Option<u64>,
-    ops: PagemapOps,
+    ops: PgmapOps,
     ranges: Vec<PfnRange>,
     set: Arc<MemmapSet>,
     /// The first background init worker (it joins the others), joined by teardown.
@@ -248,13 +248,13 @@ pub struct DevPagemap {
 /// [`DeviceSpace::memunmap_pages`] waits. Pins and mappings hold one each.
 #[derive(Debug)]
 pub struct PgmapRef {
-    pgmap: Arc<DevPagemap>,
+    pgmap: Arc<Pgmap>,
 }
 
 impl std::ops::Deref for PgmapRef {
-    type Target = DevPagemap;
+    type Target = Pgmap;
 
-    fn deref(&self) -> &DevPagemap {
+    fn deref(&self) -> &Pgmap {
         &self.pgmap
     }
 }
@@ -276,12 +276,12 @@ impl Drop for PgmapRef {
 
 impl PgmapRef {
     /// The pgmap as a shared handle.
-    pub fn arc(&self) -> &Arc<DevPagemap> {
+    pub fn arc(&self) -> &Arc<Pgmap> {
         &self.pgmap
     }
 }
 
-impl DevPagemap {
+impl Pgmap {
     /// The id stored in head descriptors.
     pub fn id(&self) -> PgmapId {
         self.id
@@ -352,7 +352,7 @@ impl DevPagemap {
     }
 
     /// The driver callbacks.
-    pub fn ops(&self) -> &PagemapOps {
+    pub fn ops(&self) -> &PgmapOps {
         &self.ops
     }
 
@@ -422,7 +422,7 @@ impl DevPagemap {
             .any(|m| m.geometry().data_range().contains(pfn))
     }
 
-    /// The stored descriptor of `pfn`; `Ok(None)` for a tail in the Folio layout, which has no
+    /// The stored descriptor of `pfn`; `Ok(None)` for a tail in the Heads layout, which has no
     /// descriptor of its own.
     pub fn descriptor(&self, pfn: Pfn) -> Result<Option<&Page>, PgmapError> {
         let (m, s) = self.synced(pfn)?;
@@ -491,7 +491,7 @@ impl DevPagemap {
     }
 }
 
-impl Drop for DevPagemap {
+impl Drop for Pgmap {
     fn drop(&mut self) {
         self.shut_down();
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::live::Liveness;
-use super::{Altmap, DevPagemap, MemoryType, PagemapConfig, PgmapError, PgmapRef};
+use super::{Altmap, MemoryType, Pgmap, PgmapConfig, PgmapError, PgmapRef};
 use crate::addr::{PAGE_SIZE, Pfn, PfnRange};
 use crate::desc::PgmapId;
 use crate::init::{InitTarget, MemmapSet};
@@ -27,7 +27,7 @@ struct SpaceInner {
     /// Ranges handed out by `reserve_range`, by start pfn.
     reserved: BTreeMap<Pfn, PfnRange>,
     /// Registered pgmaps, one entry per range, by start pfn.
-    pgmaps: BTreeMap<Pfn, (PfnRange, Arc<DevPagemap>)>,
+    pgmaps: BTreeMap<Pfn, (PfnRange, Arc<Pgmap>)>,
     last_id: u64,
 }
 
@@ -86,9 +86,9 @@ impl DeviceSpace {
         }
     }
 
-    /// Builds, initialises and registers a pgmap (`memremap_pages`). The returned pagemap's
+    /// Builds, initialises and registers a pgmap (`memremap_pages`). The returned pgmap's
     /// every descriptor is initialised.
-    pub fn memremap_pages(&self, cfg: PagemapConfig) -> Result<Arc<DevPagemap>, PgmapError> {
+    pub fn memremap_pages(&self, cfg: PgmapConfig) -> Result<Arc<Pgmap>, PgmapError> {
         validate_ops(&cfg)?;
         if cfg.ranges.is_empty() {
             return Err(PgmapError::NoRanges);
@@ -146,7 +146,7 @@ impl DeviceSpace {
             idle_ref: cfg.memory_type.idle_refcount(),
         };
         let set = Arc::new(MemmapSet::new(maps, target, cfg.init));
-        let pgmap = Arc::new(DevPagemap {
+        let pgmap = Arc::new(Pgmap {
             id,
             memory_type: cfg.memory_type,
             vmemmap_shift: cfg.vmemmap_shift,
@@ -198,7 +198,7 @@ impl DeviceSpace {
     /// timed one that cannot get its turn within the timeout also returns `Busy`.
     pub fn memunmap_pages(
         &self,
-        pgmap: &Arc<DevPagemap>,
+        pgmap: &Arc<Pgmap>,
         timeout: Option<Duration>,
     ) -> Result<(), PgmapError> {
         let registered = |inner: &SpaceInner| {
@@ -237,7 +237,7 @@ impl DeviceSpace {
     }
 
     /// Number of registered pgmaps.
-    pub fn nr_pagemaps(&self) -> usize {
+    pub fn nr_pgmaps(&self) -> usize {
         let inner = self.inner.read();
         let mut ids: Vec<PgmapId> = inner.pgmaps.values().map(|(_, p)| p.id()).collect();
         ids.sort_unstable();
@@ -252,7 +252,7 @@ fn overlapping_pgmap(inner: &SpaceInner, r: PfnRange) -> Option<PfnRange> {
     other.overlaps(r).then_some(*other)
 }
 
-fn validate_ops(cfg: &PagemapConfig) -> Result<(), PgmapError> {
+fn validate_ops(cfg: &PgmapConfig) -> Result<(), PgmapError> {
     let missing = |missing| PgmapError::MissingOps {
         memory_type: cfg.memory_type,
         missing,

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use super::*;
 use crate::addr::PAGE_SIZE;
 
-fn cfg(range: PfnRange, layout: Layout, shift: Order) -> PagemapConfig {
-    let mut c = PagemapConfig::devdax(range, shift);
+fn cfg(range: PfnRange, layout: Layout, shift: Order) -> PgmapConfig {
+    let mut c = PgmapConfig::devdax(range, shift);
     c.layout = layout;
     c.init = InitMode::Sync;
     c
@@ -70,7 +70,7 @@ fn get_dev_pagemap_finds_every_range_of_a_multi_range_pgmap() {
         pgmap.folio(r1.start().add(513)).map(|f| f.pfn()).ok(),
         Some(r1.start().add(512))
     );
-    assert_eq!(space.nr_pagemaps(), 1);
+    assert_eq!(space.nr_pgmaps(), 1);
     space.memunmap_pages(&pgmap, None).expect("teardown");
     assert!(space.get_dev_pagemap(r0.start()).is_none());
     assert!(matches!(
@@ -84,14 +84,14 @@ fn overlapping_pgmaps_are_refused() {
     let space = DeviceSpace::new();
     let r = space.reserve_range(8 << 20, 2 << 20).expect("r");
     let _p = space
-        .memremap_pages(cfg(r, Layout::Folio, Order::PMD))
+        .memremap_pages(cfg(r, Layout::Heads, Order::PMD))
         .expect("first");
     let inner = PfnRange::new(r.start().add(512), 512).expect("inner");
     assert!(matches!(
-        space.memremap_pages(cfg(inner, Layout::Folio, Order::PMD)),
+        space.memremap_pages(cfg(inner, Layout::Heads, Order::PMD)),
         Err(PgmapError::Overlap { .. })
     ));
-    let mut twice = cfg(inner, Layout::Folio, Order::PMD);
+    let mut twice = cfg(inner, Layout::Heads, Order::PMD);
     twice.ranges.push(inner);
     assert!(matches!(
         DeviceSpace::new().memremap_pages(twice),
@@ -211,7 +211,7 @@ fn teardown_waits_for_handles_and_a_timeout_leaves_everything_intact() {
     let space = DeviceSpace::new();
     let r = space.reserve_range(8 << 20, 2 << 20).expect("r");
     let p = space
-        .memremap_pages(cfg(r, Layout::Folio, Order::PMD))
+        .memremap_pages(cfg(r, Layout::Heads, Order::PMD))
         .expect("pgmap");
     let handle = space.get_dev_pagemap(r.start().add(5)).expect("live");
     assert_eq!(p.refs(), 1);
@@ -249,7 +249,7 @@ fn a_timed_teardown_never_revives_a_pgmap_another_teardown_is_draining() {
     let space = DeviceSpace::new();
     let r = space.reserve_range(4 << 20, 2 << 20).expect("r");
     let p = space
-        .memremap_pages(cfg(r, Layout::Folio, Order::PMD))
+        .memremap_pages(cfg(r, Layout::Heads, Order::PMD))
         .expect("pgmap");
     let handle = space.get_dev_pagemap(r.start()).expect("live");
     std::thread::scope(|s| {

@@ -1,4 +1,4 @@
-//! The Folio layout: one descriptor per compound, indexed by `(pfn - start) >> shift`. Tails are
+//! The Heads layout: one descriptor per compound, indexed by `(pfn - start) >> shift`. Tails are
 //! never stored; a tail's head is computed. Per-subpage state that cannot live in the head
 //! (hwpoison of one 4 KiB page) goes to a sparse side table, which costs nothing until used.
 //! With `shift = 0` this is the Flat layout.
@@ -19,13 +19,13 @@ const SIDE_ENTRY_BYTES: u64 = 16;
 
 /// One descriptor per compound.
 #[derive(Debug)]
-pub(crate) struct FolioStore {
+pub(crate) struct HeadsStore {
     geo: Geometry,
     descs: ZeroedArray<Page>,
     poisoned: Mutex<BTreeSet<Pfn>>,
 }
 
-impl FolioStore {
+impl HeadsStore {
     pub(crate) fn new(geo: Geometry, dense: PageHint) -> Result<Self, BackingError> {
         let compounds = geo.range().len() >> geo.shift().get();
         // An array smaller than a huge page would only be padded by one.
