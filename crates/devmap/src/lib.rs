@@ -37,6 +37,8 @@ pub mod init;
 pub mod memmap;
 pub mod pgmap;
 mod primitive;
+#[cfg(test)]
+mod stress;
 #[cfg(all(test, not(loom)))]
 mod test_support;
 

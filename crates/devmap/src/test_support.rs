@@ -72,3 +72,18 @@ impl Rng {
         }
     }
 }
+
+/// Every pfn of `span` is its own idle order-0 folio.
+pub(crate) fn assert_split(p: &Pgmap, span: PfnRange, what: &str) {
+    for i in 0..span.len() {
+        let pfn = span.start().add(i);
+        let f = p.folio(pfn).expect("folio");
+        assert_eq!(
+            (f.pfn(), f.order(), f.refcount(), f.mapcount(), f.pincount()),
+            (pfn, Order::BASE, 0, 0, 0),
+            "{what}: pfn +{i}"
+        );
+        assert_eq!(p.compound_head(pfn).expect("head"), pfn, "{what}: +{i}");
+        assert!(!f.is_dirty(), "{what}: +{i}");
+    }
+}

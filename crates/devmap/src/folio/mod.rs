@@ -18,8 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::addr::{Order, Pfn, PfnRange};
 use crate::desc::{GUP_PIN_COUNTING_BIAS, PageFlags};
-use crate::init::Synced;
-use crate::memmap::{Folio, Memmap};
+use crate::memmap::{Folio, Memmap, Synced};
 use crate::pgmap::{MemoryType, Pgmap, PgmapError, PgmapRef};
 use crate::primitive::{Ordering, fence};
 
@@ -555,9 +554,3 @@ impl Pgmap {
 
 #[cfg(all(test, not(loom)))]
 mod tests;
-
-#[cfg(all(test, not(loom)))]
-mod stress;
-
-#[cfg(all(test, not(loom)))]
-mod break_stress;

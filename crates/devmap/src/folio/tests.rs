@@ -10,7 +10,7 @@ use crate::gup::{
 };
 use crate::memmap::Layout;
 
-use crate::test_support::Fixture;
+use crate::test_support::{Fixture, assert_split};
 
 /// 8 MiB aligned to 4 MiB, so an order-10 folio fits at the start.
 fn fixture(layout: Layout, order: Order, ty: MemoryType) -> Fixture {
@@ -29,21 +29,6 @@ fn range(start: Pfn, len: u64) -> PfnRange {
 fn counts(p: &Pgmap, pfn: Pfn) -> (i32, i32, i32) {
     let f = p.folio(pfn).expect("folio");
     (f.refcount(), f.mapcount(), f.pincount())
-}
-
-/// Every pfn of `span` is its own idle order-0 folio.
-pub(super) fn assert_split(p: &Pgmap, span: PfnRange, what: &str) {
-    for i in 0..span.len() {
-        let pfn = span.start().add(i);
-        let f = p.folio(pfn).expect("folio");
-        assert_eq!(
-            (f.pfn(), f.order(), f.refcount(), f.mapcount(), f.pincount()),
-            (pfn, Order::BASE, 0, 0, 0),
-            "{what}: pfn +{i}"
-        );
-        assert_eq!(p.compound_head(pfn).expect("head"), pfn, "{what}: +{i}");
-        assert!(!f.is_dirty(), "{what}: +{i}");
-    }
 }
 
 fn order(n: u32) -> Order {

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use crate::addr::{Pfn, PfnRange};
 use crate::folio::refcount::{self, Refused};
-use crate::init::{SyncError, Synced};
-use crate::memmap::{Folio, LookupError, Memmap};
+use crate::init::SyncError;
+use crate::memmap::{Folio, LookupError, Memmap, Synced};
 use crate::pgmap::{MemoryType, Pgmap, PgmapError, PgmapRef};
 
 use super::{GupError, GupFlags, Kind};

@@ -451,6 +451,3 @@ mod batch;
 
 #[cfg(all(test, not(loom)))]
 mod tests;
-
-#[cfg(all(test, not(loom)))]
-mod stress;

@@ -12,8 +12,8 @@ mod claim;
 mod parallel;
 mod set;
 
+pub(crate) use self::set::MemmapSet;
 pub use self::set::{InitState, NR_MEMMAP_RANGE, SUB_RANGE_DESCRIPTORS, SyncError};
-pub(crate) use self::set::{MemmapSet, Synced};
 
 use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};

@@ -16,7 +16,7 @@
 //! behind a per-thread mutex; here the unit a fault pays for is bounded by the sub-range size,
 //! not by the namespace size, and nothing waits for unrelated work.
 //!
-//! [`Synced`] is the proof that a pfn span is initialised; the memmap lookups demand one, and
+//! `Synced` (in `memmap`) is the proof that a pfn span is initialised; the memmap lookups demand one, and
 //! only [`MemmapSet::sync`] makes one, so no caller can reach a descriptor before it is written.
 
 use std::num::NonZeroUsize;
@@ -27,7 +27,7 @@ use std::time::Instant;
 use super::claim::{Stopped, SubRanges};
 use super::{InitMode, InitStats, InitTarget, init_memmap, init_span};
 use crate::addr::{Pfn, PfnRange};
-use crate::memmap::Memmap;
+use crate::memmap::{Memmap, Synced};
 use crate::primitive::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// Sub-ranges per worker chunk (`NR_MEMMAP_RANGE` in the seed).
@@ -59,19 +59,6 @@ pub enum SyncError {
         /// Pages asked for.
         nr_pages: u64,
     },
-}
-
-/// Proof that every descriptor of `range` is initialised and visible to this thread.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Synced {
-    range: PfnRange,
-}
-
-impl Synced {
-    /// Whether `pfn` is covered.
-    pub(crate) fn covers(&self, pfn: Pfn) -> bool {
-        self.range.contains(pfn)
-    }
 }
 
 /// One range's place in the asynchronous geometry.
@@ -265,7 +252,7 @@ impl MemmapSet {
                     .map_err(|Stopped| SyncError::TornDown)?;
             }
         }
-        Ok((memmap, Synced { range: covered }))
+        Ok((memmap, Synced::vouch(covered)))
     }
 
     /// A token for the whole of range `index` even after teardown, for tests that audit the
@@ -273,12 +260,7 @@ impl MemmapSet {
     #[cfg(test)]
     pub(crate) fn audit(&self, index: usize) -> Option<(&Memmap, Synced)> {
         let m = self.maps.get(index)?;
-        Some((
-            m,
-            Synced {
-                range: m.geometry().range(),
-            },
-        ))
+        Some((m, Synced::vouch(m.geometry().range())))
     }
 
     /// Finishes all initialisation, helping on this thread.

@@ -13,22 +13,23 @@
 //!
 //! A memmap covers one range of a pgmap; the first `altmap_pfns` of the range may hold the
 //! memmap itself ("map=dev") and have no descriptors of their own. Stores hand out only shared
-//! references to atomics; who may call the raw lookups before initialisation finished is the
-//! init layer's business (`crate::init`), which is why they are crate-private.
+//! references to atomics; every lookup takes a [`Synced`] token, which the init layer mints once a span is
+//! initialised, so no lookup can reach a descriptor before it is written.
 
 mod array;
 mod flat;
 mod heads;
+mod synced;
 mod vmemmap;
 mod walk;
 
 use crate::addr::{Order, PAGE_SIZE, Pfn, PfnRange};
 use crate::backing::{BackingError, PageHint};
 use crate::desc::{HeadWord, Page, PageFlags};
-use crate::init::Synced;
 
 pub(crate) use self::flat::FlatStore;
 pub(crate) use self::heads::HeadsStore;
+pub(crate) use self::synced::Synced;
 pub(crate) use self::vmemmap::VmemmapStore;
 
 /// Size of a descriptor in bytes.

@@ -1,9 +1,10 @@
 //! Layout tests: the kernel's published costs, lookups, dedup aliasing and un-sharing.
 
+use super::Synced;
 use super::*;
 use crate::backing::PageHint;
 use crate::desc::PgmapId;
-use crate::init::{InitMode, InitTarget, MemmapSet, Synced, init_memmap};
+use crate::init::{InitMode, InitTarget, MemmapSet, init_memmap};
 
 const TIB_PAGES: u64 = (1 << 40) / PAGE_SIZE;
 

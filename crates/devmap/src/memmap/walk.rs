@@ -8,9 +8,8 @@ use std::slice;
 
 use crate::addr::{Order, Pfn, PfnRange};
 use crate::desc::Page;
-use crate::init::Synced;
 
-use super::{Folio, LookupError, Memmap, VmemmapStore};
+use super::{Folio, LookupError, Memmap, Synced, VmemmapStore};
 
 /// The folios a range touches, in pfn order (see [`Memmap::static_folios`]).
 #[derive(Debug)]

@@ -20,13 +20,13 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::addr::{Order, Pfn, PfnRange};
 use crate::desc::{Page, PgmapId};
-use crate::init::{InitMode, InitState, InitStats, MemmapSet, SyncError, Synced};
-use crate::memmap::{Cost, Folio, Layout, LookupError, Memmap, MemmapError};
+use crate::init::{InitMode, InitState, InitStats, MemmapSet, SyncError};
+use crate::memmap::{Cost, Folio, Layout, LookupError, Memmap, MemmapError, Synced};
 
 mod live;
 mod space;
 
-use self::live::Liveness;
+pub(crate) use self::live::Liveness;
 pub use self::space::DeviceSpace;
 
 /// What kind of memory a pgmap describes (`enum memory_type`).
@@ -499,6 +499,3 @@ impl Drop for Pgmap {
 
 #[cfg(test)]
 mod tests;
-
-#[cfg(all(test, not(loom)))]
-mod lifecycle_stress;

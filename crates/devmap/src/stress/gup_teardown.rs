@@ -14,10 +14,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use super::*;
+use crate::addr::*;
+use crate::gup::*;
 use crate::init::{InitMode, InitState};
 use crate::memmap::Layout;
 use crate::pgmap::PgmapConfig;
+use crate::pgmap::*;
 use crate::test_support::Rng;
 
 const BYTES: u64 = 64 << 20;

@@ -29,9 +29,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use super::*;
+use crate::addr::*;
 use crate::folio::{AllocatedFolio, FolioError, FolioMapping};
 use crate::gup::{GupError, GupFlags, PinnedPages};
+use crate::init::*;
+use crate::memmap::*;
+use crate::pgmap::*;
 use crate::test_support::Rng;
 
 const USERS: usize = 3;

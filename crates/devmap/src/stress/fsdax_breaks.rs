@@ -30,12 +30,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtOrd};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::*;
+use crate::addr::*;
+use crate::folio::*;
 use crate::gup::{
     GupFlags, PinnedFolios, PinnedPages, unpin_folios, unpin_user_page_range_dirty_lock,
     unpin_user_pages, unpin_user_pages_dirty_lock,
 };
 use crate::memmap::Layout;
+use crate::pgmap::*;
 use crate::test_support::Rng;
 
 /// Pages in the area.
@@ -457,8 +459,8 @@ fn breaks_race_pins(layout: Layout, seed: u64) {
     );
     assert_eq!(p.layout_waiters().load(AtOrd::Relaxed), 0, "{ctx}");
     area.maps.clear();
-    super::tests::assert_split(p, range(h, AREA), &ctx);
-    super::tests::assert_split(p, range(noise_at, 16), &ctx);
+    crate::test_support::assert_split(p, range(h, AREA), &ctx);
+    crate::test_support::assert_split(p, range(noise_at, 16), &ctx);
     assert_eq!(p.refs(), 0, "{ctx}: no liveness reference left");
 }
 

@@ -31,9 +31,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtOrd};
 use std::time::Duration;
 
-use super::*;
+use crate::addr::*;
+use crate::folio::*;
 use crate::gup::{GupError, GupFlags, PinnedFolios, PinnedPages};
 use crate::memmap::Layout;
+use crate::pgmap::*;
 use crate::test_support::Rng;
 
 /// Reshape rounds per layout (each: the order-9 folio, then the small shapes).
@@ -284,7 +286,7 @@ fn pins_race_reshaping(layout: Layout) {
         seen(&s.small),
         seen(&s.not_mapped)
     );
-    super::tests::assert_split(&fx.p, fx.r, &ctx);
+    crate::test_support::assert_split(&fx.p, fx.r, &ctx);
     assert_eq!(fx.p.refs(), 0, "{ctx}: no liveness reference left");
     assert_eq!(
         fx.frees.load(AtOrd::Relaxed),
