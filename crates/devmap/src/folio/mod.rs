@@ -28,9 +28,17 @@ use self::refcount::Refused;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FolioError {
-    /// The pgmap is being torn down or is gone.
-    #[error("the pgmap is being torn down")]
-    Dead,
+    /// The pgmap is being torn down. `may_revive` says whether retrying can help (see
+    /// `GupError::TornDown`).
+    #[error("the pgmap is being torn down{}", if *may_revive {
+        " (its teardown may still time out: a retry can succeed)"
+    } else {
+        " for good"
+    })]
+    TornDown {
+        /// Whether the teardown can still give up.
+        may_revive: bool,
+    },
     /// Lookup or sync failed.
     #[error(transparent)]
     Pgmap(#[from] PgmapError),
@@ -241,7 +249,9 @@ impl Pgmap {
                 memory_type: MemoryType::Private,
             });
         }
-        let pgmap = self.tryget().ok_or(FolioError::Dead)?;
+        let pgmap = self.live_ref().map_err(|d| FolioError::TornDown {
+            may_revive: d.may_revive,
+        })?;
         let (memmap, synced) = self.synced_span(pfn.align_down(order), order.nr_pages())?;
         let head = if self.memory_type() == MemoryType::FsDax {
             self.fsdax_map(memmap, &synced, pfn, order)?
@@ -282,7 +292,9 @@ impl Pgmap {
         if !memory_type.driver_allocated() {
             return Err(FolioError::NotDriverAllocated { memory_type });
         }
-        let pgmap = self.tryget().ok_or(FolioError::Dead)?;
+        let pgmap = self.live_ref().map_err(|d| FolioError::TornDown {
+            may_revive: d.may_revive,
+        })?;
         let (memmap, synced) = self.synced_span(pfn, 1)?;
         let folio = memmap.folio(&synced, pfn).map_err(PgmapError::from)?;
         if let Err(count) = refcount::alloc(folio.head_page().counts_word()) {

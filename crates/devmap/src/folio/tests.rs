@@ -141,7 +141,7 @@ fn a_mapping_blocks_teardown_and_maps_fail_after_it() {
     fx.space.memunmap_pages(&fx.p, None).expect("teardown");
     assert!(matches!(
         fx.p.map_folio(fx.r.start(), Order::PMD),
-        Err(FolioError::Dead)
+        Err(FolioError::TornDown { .. })
     ));
 }
 

@@ -1,16 +1,15 @@
-//! The batch loop behind every pin, get and unpin: one liveness reference and one sync for the
-//! whole range, then one reference update per folio. Pgmaps whose folios never change shape
+//! The batch loop behind every pin, get and unpin: the caller holds the pgmap's liveness
+//! reference; each range of the pgmap the span crosses is synced once, then every folio costs
+//! one reference update. Pgmaps whose folios never change shape
 //! (every type but fsdax) walk their folios by arithmetic over a range checked once
 //! ([`Memmap::static_folios`]); fsdax looks each folio up and re-checks it after the grab,
 //! because a split may race the lookup. A grab that fails part-way gives back what it took.
-
-use std::sync::Arc;
 
 use crate::addr::{Pfn, PfnRange};
 use crate::folio::refcount::{self, Refused};
 use crate::init::SyncError;
 use crate::memmap::{Folio, LookupError, Memmap, Synced};
-use crate::pgmap::{MemoryType, Pgmap, PgmapError, PgmapRef};
+use crate::pgmap::{MemoryType, Pgmap, PgmapError};
 
 use super::{GupError, GupFlags, Kind};
 
@@ -19,11 +18,8 @@ type Stopped = (Pfn, GupError);
 
 impl Pgmap {
     /// The type rules every grab checks first (`try_grab_folio`, `folio_is_longterm_pinnable`).
-    fn check_grab(&self, range: PfnRange, flags: GupFlags) -> Result<(), GupError> {
+    pub(super) fn check_type(&self, flags: GupFlags) -> Result<(), GupError> {
         let memory_type = self.memory_type();
-        if range.is_empty() {
-            return Err(GupError::Empty);
-        }
         match memory_type {
             MemoryType::Private => return Err(GupError::NotAddressable { memory_type }),
             MemoryType::P2pDma if !flags.contains(GupFlags::PCI_P2PDMA) => {
@@ -37,46 +33,118 @@ impl Pgmap {
         Ok(())
     }
 
-    /// Takes references on every folio of `range`, telling `record` about each folio and the
-    /// part of it covered. Unwinds on failure.
-    pub(super) fn grab(
-        self: &Arc<Self>,
-        range: PfnRange,
-        flags: GupFlags,
+    /// Takes references on every folio of `span`, which lies in this pgmap's data ranges (the
+    /// caller checked, and holds a liveness reference), telling `record` about each folio and
+    /// the part of it covered. Works range by range; unwinds on failure.
+    pub(super) fn grab_covered(
+        &self,
+        span: PfnRange,
         kind: Kind,
-        mut record: impl FnMut(&Folio<'_>, PfnRange),
-    ) -> Result<PgmapRef, GupError> {
-        self.check_grab(range, flags)?;
-        let pgmap = self.tryget().ok_or(GupError::Dead { pfn: range.start() })?;
-        let (memmap, s) = self.span_for(range)?;
+        record: &mut impl FnMut(&Folio<'_>, PfnRange),
+    ) -> Result<(), GupError> {
         let pin = kind == Kind::Pin;
-        let taken = if self.memory_type() == MemoryType::FsDax {
-            self.grab_dynamic(memmap, &s, range, pin, &mut record)
-        } else {
-            grab_static(memmap, &s, range, pin, &mut record)
-        };
-        if let Err((upto, e)) = taken {
-            let held = PfnRange::new_unchecked(range.start(), upto);
-            self.release_span(memmap, &s, held, pin, false);
-            return Err(e);
+        let mut pfn = span.start();
+        while pfn < span.end() {
+            match self.grab_piece(pfn, span.end(), pin, record) {
+                Ok(next) => pfn = next,
+                Err((upto, e)) => {
+                    self.release_range(PfnRange::new_unchecked(span.start(), upto), pin, false);
+                    return Err(e);
+                }
+            }
         }
-        Ok(pgmap)
+        Ok(())
     }
 
-    /// Syncs `range` (async init) and maps lookup failures to pin errors.
-    fn span_for(&self, range: PfnRange) -> Result<(&Memmap, Synced), GupError> {
-        match self.synced_span(range.start(), range.len()) {
+    /// Grabs the folios from `pfn` to the end of its range (at most `end`). Returns where it
+    /// stopped, or where the grab failed (everything before that is held).
+    fn grab_piece(
+        &self,
+        pfn: Pfn,
+        end: Pfn,
+        pin: bool,
+        record: &mut impl FnMut(&Folio<'_>, PfnRange),
+    ) -> Result<Pfn, Stopped> {
+        let piece = self
+            .data_piece(pfn, end)
+            .ok_or((pfn, GupError::NoPgmap { pfn }))?;
+        let (memmap, s) = self.span_for(piece).map_err(|e| (pfn, e))?;
+        if self.memory_type() == MemoryType::FsDax {
+            self.grab_dynamic(memmap, &s, piece, pin, record)?;
+        } else {
+            grab_static(memmap, &s, piece, pin, record)?;
+        }
+        Ok(piece.end())
+    }
+
+    /// Syncs `piece` (async init), which lies in one range's data, and maps a failure to a
+    /// pin error.
+    fn span_for(&self, piece: PfnRange) -> Result<(&Memmap, Synced), GupError> {
+        match self.synced_span(piece.start(), piece.len()) {
             Ok(x) => Ok(x),
-            Err(PgmapError::Sync(SyncError::TornDown)) => {
-                Err(GupError::Dead { pfn: range.start() })
+            // The memmap set dies only after every liveness reference drained: final.
+            Err(PgmapError::Sync(SyncError::TornDown)) => Err(GupError::TornDown {
+                pfn: piece.start(),
+                may_revive: false,
+            }),
+            Err(_) => Err(GupError::NoPgmap { pfn: piece.start() }),
+        }
+    }
+
+    /// Gives back what a grab of `span` (in this pgmap's data ranges) took, folio by folio,
+    /// marking each dirty first if asked (`unpin_user_page_range_dirty_lock`).
+    pub(super) fn release_range(&self, span: PfnRange, pin: bool, dirty: bool) {
+        let mut pfn = span.start();
+        while pfn < span.end() {
+            let Some(piece) = self.data_piece(pfn, span.end()) else {
+                // Cannot happen for a span this pgmap grabbed; stop rather than loop.
+                return;
+            };
+            if let Ok((memmap, s)) = self.synced_span(piece.start(), piece.len()) {
+                self.release_span(memmap, &s, piece, pin, dirty);
             }
-            Err(_) => {
-                // Name the first pfn that is not ours: the start, or the end of its range.
-                let pfn = self
-                    .ranges()
-                    .find(|r| r.contains(range.start()))
-                    .map_or(range.start(), |r| r.end());
-                Err(GupError::NoPgmap { pfn })
+            pfn = piece.end();
+        }
+    }
+
+    /// Gives back what a grab recorded as `entries` (pfns of this pgmap, grouped by folio:
+    /// consecutive entries of one folio are released in one update), as
+    /// `unpin_user_pages_dirty_lock` walks its `pages[]`.
+    pub(super) fn release_entries(&self, entries: &[Pfn], pin: bool, dirty: bool) {
+        let mut i = 0;
+        while i < entries.len() {
+            // The run of consecutive pfns from entry i inside one range: one sync for it.
+            let Some(piece) = self.data_piece(entries[i], Pfn::new(u64::MAX)) else {
+                return;
+            };
+            let run = entries[i..]
+                .iter()
+                .zip(0..)
+                .take_while(|&(p, k)| {
+                    piece.start().checked_add(k) == Some(*p) && piece.contains(*p)
+                })
+                .count();
+            let last = entries[i + run - 1];
+            let Ok((memmap, s)) = self.synced_span(entries[i], last.offset_from(entries[i]) + 1)
+            else {
+                return;
+            };
+            let run_end = i + run;
+            while i < run_end {
+                let Ok(folio) = memmap.folio(&s, entries[i]) else {
+                    return;
+                };
+                let fr = folio.range();
+                let n = entries[i..run_end]
+                    .iter()
+                    .take_while(|p| fr.contains(**p))
+                    .count();
+                if dirty {
+                    folio.mark_dirty();
+                }
+                // Within one folio, so at most 2^Order::MAX pages.
+                self.ungrab_folio(memmap, &folio, n as i32, pin);
+                i += n;
             }
         }
     }
@@ -115,16 +183,8 @@ impl Pgmap {
         Ok(())
     }
 
-    /// Gives back what a grab of `span` took, folio by folio, marking each dirty first if asked
-    /// (`unpin_user_page_range_dirty_lock`).
-    pub(super) fn release_span(
-        &self,
-        memmap: &Memmap,
-        s: &Synced,
-        span: PfnRange,
-        pin: bool,
-        dirty: bool,
-    ) {
+    /// Gives back what a grab of `span`, inside one range's data, took (see `release_range`).
+    fn release_span(&self, memmap: &Memmap, s: &Synced, span: PfnRange, pin: bool, dirty: bool) {
         let release = |folio: &Folio<'_>, refs: u64| {
             if dirty {
                 folio.mark_dirty();

@@ -19,7 +19,10 @@
 use std::sync::Arc;
 
 use crate::addr::{Order, Pfn, PfnRange};
-use crate::pgmap::{DeviceSpace, MemoryType, Pgmap, PgmapRef};
+use crate::memmap::Folio;
+use crate::pgmap::{DeviceSpace, MemoryType, Pgmap};
+
+use self::held::Held;
 
 /// `FOLL_*` flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -62,11 +65,30 @@ pub enum GupError {
         /// The first pfn not covered.
         pfn: Pfn,
     },
-    /// The pgmap is being torn down.
-    #[error("the pgmap of pfn {pfn} is being torn down")]
-    Dead {
-        /// The first pfn asked for.
+    /// The pgmap holding the pfn is being torn down. `may_revive` says whether retrying can
+    /// help: a teardown with a timeout that has not drained may give up and leave the pgmap
+    /// live; an untimed or drained teardown is final.
+    #[error("the pgmap of pfn {pfn} is being torn down{}", if *may_revive {
+        " (its teardown may still time out: a retry can succeed)"
+    } else {
+        " for good"
+    })]
+    TornDown {
+        /// The first pfn of that pgmap asked for.
         pfn: Pfn,
+        /// Whether the teardown can still give up.
+        may_revive: bool,
+    },
+    /// The entry buffer for the range cannot be allocated.
+    #[error(
+        "cannot allocate {entries} result entries ({bytes} bytes): pin a smaller range, or \
+         pin by folio for one entry per folio"
+    )]
+    TooManyEntries {
+        /// Entries needed.
+        entries: u64,
+        /// Bytes they take.
+        bytes: u64,
     },
     /// A folio in the range holds a poisoned page: the whole folio cannot be pinned.
     #[error("pfn {pfn} is poisoned, so folio {folio} cannot be pinned")]
@@ -143,8 +165,7 @@ impl PinnedFolio {
 /// Pages pinned one entry per 4 KiB page (`pin_user_pages_fast`).
 #[derive(Debug)]
 pub struct PinnedPages {
-    pgmap: PgmapRef,
-    span: PfnRange,
+    held: Held,
     pages: Vec<Pfn>,
     kind: Kind,
     flags: GupFlags,
@@ -154,7 +175,7 @@ pub struct PinnedPages {
 /// Folios pinned one entry per folio.
 #[derive(Debug)]
 pub struct PinnedFolios {
-    pgmap: PgmapRef,
+    held: Held,
     span: PfnRange,
     folios: Vec<PinnedFolio>,
     flags: GupFlags,
@@ -162,20 +183,17 @@ pub struct PinnedFolios {
 }
 
 impl DeviceSpace {
-    /// Pins `range`, finding its pgmap by pfn (`pin_user_pages_fast`).
+    /// Pins `range`, finding the pgmap of each pfn (`pin_user_pages_fast`): a range may run
+    /// across adjacent pgmaps. The whole range is checked before anything is taken.
     pub fn pin_pages(&self, range: PfnRange, flags: GupFlags) -> Result<PinnedPages, GupError> {
-        let pgmap = self
-            .get_dev_pagemap(range.start())
-            .ok_or(GupError::NoPgmap { pfn: range.start() })?;
-        pgmap.arc().pin_pages(range, flags)
+        let held = Held::cover_space(self, range, flags)?;
+        grab_pages(held, range, flags, Kind::Pin, Vec::new())
     }
 
-    /// Pins `range` one entry per folio, finding its pgmap by pfn.
+    /// Pins `range` one entry per folio, finding the pgmap of each pfn.
     pub fn pin_folios(&self, range: PfnRange, flags: GupFlags) -> Result<PinnedFolios, GupError> {
-        let pgmap = self
-            .get_dev_pagemap(range.start())
-            .ok_or(GupError::NoPgmap { pfn: range.start() })?;
-        pgmap.arc().pin_folios(range, flags)
+        let held = Held::cover_space(self, range, flags)?;
+        grab_folios(held, range, flags, Vec::new())
     }
 }
 
@@ -227,22 +245,10 @@ impl Pgmap {
         range: PfnRange,
         flags: GupFlags,
         kind: Kind,
-        mut pages: Vec<Pfn>,
+        pages: Vec<Pfn>,
     ) -> Result<PinnedPages, GupError> {
-        pages.clear();
-        pages.reserve(range.len() as usize);
-        let pgmap = self.grab(range, flags, kind, |_, sub| {
-            // record_subpages: one entry per 4 KiB page of the folio's covered part.
-            pages.extend((0..sub.len()).map(|i| sub.start().add(i)));
-        })?;
-        Ok(PinnedPages {
-            pgmap,
-            span: range,
-            pages,
-            kind,
-            flags,
-            released: false,
-        })
+        let held = Held::cover_pgmap(self, range, flags)?;
+        grab_pages(held, range, flags, kind, pages)
     }
 
     /// Pins every folio `range` touches, one entry per folio with the part covered.
@@ -260,27 +266,93 @@ impl Pgmap {
         self: &Arc<Self>,
         range: PfnRange,
         flags: GupFlags,
-        mut folios: Vec<PinnedFolio>,
+        folios: Vec<PinnedFolio>,
     ) -> Result<PinnedFolios, GupError> {
-        folios.clear();
-        // Folios of the pgmap's order, plus a partial one at each end.
-        folios.reserve((range.len() >> self.vmemmap_shift().get()) as usize + 2);
-        let pgmap = self.grab(range, flags, Kind::Pin, |f, sub| {
-            folios.push(PinnedFolio {
-                start: sub.start(),
-                // Within one folio, so at most 2^Order::MAX pages.
-                nr: sub.len() as u32,
-                order: f.order(),
-            });
-        })?;
-        Ok(PinnedFolios {
-            pgmap,
-            span: range,
-            folios,
-            flags,
-            released: false,
-        })
+        let held = Held::cover_pgmap(self, range, flags)?;
+        grab_folios(held, range, flags, folios)
     }
+}
+
+/// Empties `buf` and makes room for `n` entries, refusing what cannot be allocated rather
+/// than aborting.
+fn reserve_entries<T>(buf: &mut Vec<T>, n: u64) -> Result<(), GupError> {
+    buf.clear();
+    let too_many = || GupError::TooManyEntries {
+        entries: n,
+        bytes: n.saturating_mul(std::mem::size_of::<T>() as u64),
+    };
+    let n = usize::try_from(n).map_err(|_| too_many())?;
+    buf.try_reserve(n).map_err(|_| too_many())
+}
+
+/// Takes references on every part of `held`, in order; on failure gives back the parts
+/// already taken (the failing part unwinds itself).
+fn grab_held(
+    held: &Held,
+    kind: Kind,
+    mut record: impl FnMut(&Folio<'_>, PfnRange),
+) -> Result<(), GupError> {
+    for (i, part) in held.iter().enumerate() {
+        if let Err(e) = part.pgmap.grab_covered(part.span, kind, &mut record) {
+            for done in held.iter().take(i) {
+                done.pgmap
+                    .release_range(done.span, kind == Kind::Pin, false);
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// The page-array grab over a checked cover: sizes the entries, then grabs.
+fn grab_pages(
+    held: Held,
+    range: PfnRange,
+    flags: GupFlags,
+    kind: Kind,
+    mut pages: Vec<Pfn>,
+) -> Result<PinnedPages, GupError> {
+    reserve_entries(&mut pages, range.len())?;
+    grab_held(&held, kind, |_, sub| {
+        // record_subpages: one entry per 4 KiB page of the folio's covered part.
+        pages.extend((0..sub.len()).map(|i| sub.start().add(i)));
+    })?;
+    Ok(PinnedPages {
+        held,
+        pages,
+        kind,
+        flags,
+        released: false,
+    })
+}
+
+/// The folio-range grab over a checked cover.
+fn grab_folios(
+    held: Held,
+    range: PfnRange,
+    flags: GupFlags,
+    mut folios: Vec<PinnedFolio>,
+) -> Result<PinnedFolios, GupError> {
+    // Folios of each pgmap's order, plus a partial one at each end of each part.
+    let expect = held.iter().fold(0u64, |n, p| {
+        n.saturating_add((p.span.len() >> p.pgmap.vmemmap_shift().get()) + 2)
+    });
+    reserve_entries(&mut folios, expect)?;
+    grab_held(&held, Kind::Pin, |f, sub| {
+        folios.push(PinnedFolio {
+            start: sub.start(),
+            // Within one folio, so at most 2^Order::MAX pages.
+            nr: sub.len() as u32,
+            order: f.order(),
+        });
+    })?;
+    Ok(PinnedFolios {
+        held,
+        span: range,
+        folios,
+        flags,
+        released: false,
+    })
 }
 
 impl PinnedPages {
@@ -304,9 +376,10 @@ impl PinnedPages {
         self.flags
     }
 
-    /// The pgmap the pages belong to.
+    /// The pgmap of the first page (a range pinned through [`DeviceSpace::pin_pages`] may
+    /// run on into adjacent pgmaps).
     pub fn pgmap(&self) -> &Pgmap {
-        &self.pgmap
+        self.held.first_pgmap()
     }
 
     /// Unpins like [`unpin_user_pages_dirty_lock`] and returns the entry buffer, emptied, for
@@ -326,24 +399,13 @@ impl PinnedPages {
             return;
         }
         let pin = self.kind == Kind::Pin;
-        let Ok((memmap, s)) = self.pgmap.synced_span(self.span.start(), self.span.len()) else {
-            return;
-        };
-        let mut i = 0;
-        while i < self.pages.len() {
-            let Ok(folio) = memmap.folio(&s, self.pages[i]) else {
-                return;
-            };
-            let fr = folio.range();
-            let n = self.pages[i..]
-                .iter()
-                .take_while(|p| fr.contains(**p))
-                .count();
-            if make_dirty {
-                folio.mark_dirty();
-            }
-            self.pgmap.ungrab_folio(memmap, &folio, n as i32, pin);
-            i += n;
+        // Each part recorded one entry per page of its span, in order.
+        let mut entries = &self.pages[..];
+        for part in self.held.iter() {
+            let n = (part.span.len() as usize).min(entries.len());
+            let (mine, rest) = entries.split_at(n);
+            part.pgmap.release_entries(mine, pin, make_dirty);
+            entries = rest;
         }
     }
 
@@ -353,9 +415,9 @@ impl PinnedPages {
         if std::mem::replace(&mut self.released, true) {
             return;
         }
-        if let Ok((memmap, s)) = self.pgmap.synced_span(self.span.start(), self.span.len()) {
-            self.pgmap
-                .release_span(memmap, &s, self.span, self.kind == Kind::Pin, dirty);
+        for part in self.held.iter() {
+            part.pgmap
+                .release_range(part.span, self.kind == Kind::Pin, dirty);
         }
     }
 }
@@ -392,9 +454,9 @@ impl PinnedFolios {
         self.flags
     }
 
-    /// The pgmap the folios belong to.
+    /// The pgmap of the first folio (see [`PinnedPages::pgmap`]).
     pub fn pgmap(&self) -> &Pgmap {
-        &self.pgmap
+        self.held.first_pgmap()
     }
 
     /// Unpins like [`unpin_folios`] and returns the entry buffer, emptied, for the next
@@ -410,12 +472,11 @@ impl PinnedFolios {
         if std::mem::replace(&mut self.released, true) {
             return;
         }
-        let Ok((memmap, s)) = self.pgmap.synced_span(self.span.start(), self.span.len()) else {
-            return;
-        };
         // The folios cannot change shape while pinned, so walking the span finds exactly the
         // entries' folios, with the same pages each.
-        self.pgmap.release_span(memmap, &s, self.span, true, dirty);
+        for part in self.held.iter() {
+            part.pgmap.release_range(part.span, true, dirty);
+        }
     }
 }
 
@@ -448,6 +509,9 @@ pub fn unpin_folios(mut folios: PinnedFolios, make_dirty: bool) {
 }
 
 mod batch;
+mod held;
 
+#[cfg(all(test, not(loom)))]
+mod cover_tests;
 #[cfg(all(test, not(loom)))]
 mod tests;

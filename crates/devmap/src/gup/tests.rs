@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::desc::GUP_PIN_COUNTING_BIAS as BIAS;
+use crate::folio::FolioError;
 use crate::memmap::Layout;
 use crate::pgmap::PgmapError;
 
@@ -480,11 +481,14 @@ fn the_device_space_refuses_pfns_without_a_pgmap() {
 }
 
 #[test]
-fn pins_after_teardown_fail_dead() {
+fn pins_after_teardown_fail_torn_down_for_good() {
     let fx = devdax(Layout::Vmemmap, Order::PMD);
     let rr = range(fx.r.start().add(1), fx.r.start().add(3));
     fx.space.memunmap_pages(&fx.p, None).expect("teardown");
-    let dead = Some(GupError::Dead { pfn: rr.start() });
+    let dead = Some(GupError::TornDown {
+        pfn: rr.start(),
+        may_revive: false,
+    });
     assert_eq!(fx.p.pin_pages(rr, GupFlags::NONE).err(), dead);
     assert_eq!(fx.p.pin_folios(rr, GupFlags::NONE).err(), dead);
     assert_eq!(fx.p.get_pages(rr, GupFlags::NONE).err(), dead);
@@ -728,10 +732,64 @@ fn teardown_is_busy_while_pinned_and_succeeds_after_unpin() {
             .expect("teardown after unpin");
         assert_eq!(
             p.pin_pages(c.range, GupFlags::NONE).err(),
-            Some(GupError::Dead {
-                pfn: c.range.start()
+            Some(GupError::TornDown {
+                pfn: c.range.start(),
+                may_revive: false,
             })
         );
+    }
+}
+
+/// While a teardown drains, every pin entry point gives the same error, and it says whether
+/// the teardown can still give up. The space used to answer `NoPgmap` here while the pgmap's
+/// own entry points said `Dead`.
+#[test]
+fn pins_during_a_teardown_say_whether_a_retry_can_succeed() {
+    for timeout in [Some(Duration::from_secs(30)), Some(Duration::MAX), None] {
+        let fx = devdax(Layout::Heads, Order::PMD);
+        let rr = range(fx.r.start().add(1), fx.r.start().add(3));
+        let held = fx.p.pin_pages(rr, GupFlags::NONE).expect("pin");
+        // A timeout too long to be a deadline is no timeout: that teardown is final too.
+        let may_revive = timeout == Some(Duration::from_secs(30));
+        std::thread::scope(|s| {
+            let t = s.spawn(|| fx.space.memunmap_pages(&fx.p, timeout));
+            while fx.p.tryget().is_some() {
+                std::thread::yield_now();
+            }
+            let want = Some(GupError::TornDown {
+                pfn: rr.start(),
+                may_revive,
+            });
+            assert_eq!(
+                fx.p.pin_pages(rr, GupFlags::NONE).err(),
+                want,
+                "{timeout:?}"
+            );
+            assert_eq!(
+                fx.p.pin_folios(rr, GupFlags::NONE).err(),
+                want,
+                "{timeout:?}"
+            );
+            assert_eq!(
+                fx.space.pin_pages(rr, GupFlags::NONE).err(),
+                want,
+                "{timeout:?}"
+            );
+            assert_eq!(
+                fx.space.pin_folios(rr, GupFlags::NONE).err(),
+                want,
+                "{timeout:?}"
+            );
+            assert!(
+                matches!(
+                    fx.p.map_folio(rr.start(), Order::PMD),
+                    Err(FolioError::TornDown { may_revive: m }) if m == may_revive
+                ),
+                "{timeout:?}"
+            );
+            drop(held);
+            t.join().expect("teardown thread").expect("teardown");
+        });
     }
 }
 

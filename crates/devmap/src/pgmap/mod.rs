@@ -26,8 +26,9 @@ use crate::memmap::{Cost, Folio, Layout, LookupError, Memmap, MemmapError, Synce
 mod live;
 mod space;
 
-pub(crate) use self::live::Liveness;
+pub(crate) use self::live::{Dying, Liveness};
 pub use self::space::DeviceSpace;
+pub(crate) use self::space::Missing;
 
 /// What kind of memory a pgmap describes (`enum memory_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -289,9 +290,41 @@ impl Pgmap {
 
     /// Takes a liveness reference unless teardown has begun (`percpu_ref_tryget_live`).
     pub fn tryget(self: &Arc<Self>) -> Option<PgmapRef> {
-        self.live.tryget().then(|| PgmapRef {
+        self.live_ref().ok()
+    }
+
+    /// As [`tryget`](Self::tryget), saying on refusal whether the teardown may still give up.
+    pub(crate) fn live_ref(self: &Arc<Self>) -> Result<PgmapRef, Dying> {
+        self.live.tryget()?;
+        Ok(PgmapRef {
             pgmap: Arc::clone(self),
         })
+    }
+
+    /// The run of data pfns from `pfn` up to at most `end` that one range of this pgmap holds
+    /// (its memmap answers for all of it); `None` if no range's data holds `pfn` (not ours, or
+    /// an altmap pfn).
+    pub(crate) fn data_piece(&self, pfn: Pfn, end: Pfn) -> Option<PfnRange> {
+        let data = self
+            .set
+            .maps()
+            .iter()
+            .map(|m| m.geometry().data_range())
+            .find(|d| d.contains(pfn))?;
+        Some(PfnRange::new_unchecked(pfn, data.end().min(end)))
+    }
+
+    /// The first pfn of `range` that no data range of this pgmap holds, if any. Adjacent
+    /// ranges of one pgmap cover a span together.
+    pub(crate) fn first_uncovered(&self, range: PfnRange) -> Option<Pfn> {
+        let mut pfn = range.start();
+        while pfn < range.end() {
+            match self.data_piece(pfn, range.end()) {
+                Some(piece) => pfn = piece.end(),
+                None => return Some(pfn),
+            }
+        }
+        None
     }
 
     /// Liveness references held now (handles, pins, mappings).

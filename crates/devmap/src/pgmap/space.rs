@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use super::live::Liveness;
+use super::live::{Dying, Liveness};
 use super::{Altmap, MemoryType, Pgmap, PgmapConfig, PgmapError, PgmapRef};
 use crate::addr::{PAGE_SIZE, Pfn, PfnRange};
 use crate::desc::PgmapId;
@@ -179,12 +179,17 @@ impl DeviceSpace {
     /// A counted reference to the live pgmap whose ranges hold `pfn` (`get_dev_pagemap`);
     /// `None` if no pgmap covers it or it is being torn down.
     pub fn get_dev_pagemap(&self, pfn: Pfn) -> Option<PgmapRef> {
+        self.find_live(pfn).ok()
+    }
+
+    /// As [`get_dev_pagemap`](Self::get_dev_pagemap), saying why it found nothing.
+    pub(crate) fn find_live(&self, pfn: Pfn) -> Result<PgmapRef, Missing> {
         let inner = self.inner.read();
-        let (_, (range, pgmap)) = inner.pgmaps.range(..=pfn).next_back()?;
-        if range.contains(pfn) {
-            pgmap.tryget()
-        } else {
-            None
+        match inner.pgmaps.range(..=pfn).next_back() {
+            Some((_, (range, pgmap))) if range.contains(pfn) => {
+                pgmap.live_ref().map_err(Missing::Dying)
+            }
+            _ => Err(Missing::Unregistered),
         }
     }
 
@@ -209,7 +214,8 @@ impl DeviceSpace {
                     .is_some_and(|(_, p)| Arc::ptr_eq(p, pgmap))
             })
         };
-        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        // A timeout too long to express as a deadline is no timeout.
+        let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
         let _one_at_a_time = match timeout {
             None => pgmap.teardown.lock(),
             Some(t) => pgmap.teardown.try_lock_for(t).ok_or(PgmapError::Busy {
@@ -219,13 +225,14 @@ impl DeviceSpace {
         if !registered(&self.inner.read()) {
             return Err(PgmapError::NotRegistered);
         }
-        pgmap.live.kill();
+        pgmap.live.kill(deadline.is_some());
         let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
         if !pgmap.live.wait_drained(left) {
             let refs = pgmap.live.count();
             pgmap.live.revive();
             return Err(PgmapError::Busy { refs });
         }
+        pgmap.live.finalize();
         {
             let mut inner = self.inner.write();
             for r in pgmap.ranges() {
@@ -244,6 +251,15 @@ impl DeviceSpace {
         ids.dedup();
         ids.len()
     }
+}
+
+/// Why no live pgmap was found for a pfn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Missing {
+    /// No registered pgmap holds the pfn.
+    Unregistered,
+    /// The pgmap holding it is being torn down.
+    Dying(Dying),
 }
 
 fn overlapping_pgmap(inner: &SpaceInner, r: PfnRange) -> Option<PfnRange> {

@@ -203,7 +203,7 @@ impl Run {
             }
             match self.pin(&mut rng) {
                 Ok(h) => held.push(h),
-                Err(GupError::Dead { .. }) => break,
+                Err(GupError::TornDown { .. }) => break,
                 Err(e) => panic!("unexpected pin failure: {e}"),
             }
         }
@@ -260,7 +260,7 @@ fn pins_race_teardown(layout: Layout, init: InitMode, seed: u64) {
     assert!(space.get_dev_pagemap(data.start()).is_none());
     assert!(matches!(
         pgmap.pin_pages(data, GupFlags::NONE),
-        Err(GupError::Dead { .. })
+        Err(GupError::TornDown { .. })
     ));
 
     let (m, s) = pgmap.audit(0).expect("range 0");

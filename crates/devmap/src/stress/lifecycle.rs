@@ -194,7 +194,7 @@ impl Run {
                     self.allocs.fetch_add(1, Ordering::Relaxed);
                     Item::Alloc(a)
                 }
-                Err(FolioError::Dead) => return Err(()),
+                Err(FolioError::TornDown { .. }) => return Err(()),
                 Err(FolioError::Busy { .. }) => return Ok(None),
                 Err(e) => panic!("alloc_folio: {e}"),
             },
@@ -206,7 +206,7 @@ impl Run {
                 };
                 match p.map_folio(pfn, order) {
                     Ok(m) => Item::Map(m, slot),
-                    Err(FolioError::Dead) => return Err(()),
+                    Err(FolioError::TornDown { .. }) => return Err(()),
                     // fsdax: another shape is mapped there; driver memory: not allocated.
                     Err(FolioError::Busy { .. } | FolioError::Free { .. }) => return Ok(None),
                     Err(e) => panic!("map_folio({pfn}, {order:?}): {e}"),
@@ -228,7 +228,7 @@ impl Run {
                 let r = PfnRange::new(pfn, len).expect("range");
                 match p.pin_pages(r, flags) {
                     Ok(pin) => Item::Pin(pin, slot),
-                    Err(GupError::Dead { .. }) => return Err(()),
+                    Err(GupError::TornDown { .. }) => return Err(()),
                     // Nothing maps (fsdax) or allocated (driver memory) the folio.
                     Err(GupError::NotMapped { .. }) => return Ok(None),
                     Err(e) => panic!("pin_pages({r:?}): {e}"),
@@ -399,17 +399,23 @@ impl Run {
         assert!(self.space.get_dev_pagemap(s0).is_none(), "{ctx}");
         assert!(p.tryget().is_none(), "{ctx}: a torn-down pgmap stays dead");
         assert!(
-            matches!(p.map_folio(s0, Order::BASE), Err(FolioError::Dead)),
+            matches!(
+                p.map_folio(s0, Order::BASE),
+                Err(FolioError::TornDown { .. })
+            ),
             "{ctx}"
         );
         if self.driver_memory() {
-            assert!(matches!(p.alloc_folio(s0), Err(FolioError::Dead)), "{ctx}");
+            assert!(
+                matches!(p.alloc_folio(s0), Err(FolioError::TornDown { .. })),
+                "{ctx}"
+            );
         }
         let one = PfnRange::new(s0, 1).expect("range");
         assert!(
             matches!(
                 p.get_pages(one, GupFlags::PCI_P2PDMA),
-                Err(GupError::Dead { .. })
+                Err(GupError::TornDown { .. })
             ),
             "{ctx}"
         );

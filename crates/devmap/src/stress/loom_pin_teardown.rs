@@ -45,7 +45,7 @@ impl Pgmap {
         // Acquire pairs with teardown's Release store: if this sees the flag, the final
         // `kill` happened-before the `tryget` below, which must then fail.
         let after_kill = self.killed_for_good.load(Ordering::Acquire);
-        let got = self.live.tryget();
+        let got = self.live.tryget().is_ok();
         assert!(
             !(after_kill && got),
             "a tryget ordered after kill succeeded"
@@ -82,7 +82,7 @@ impl Pgmap {
 
     /// After every thread is done: dead, nothing held.
     fn check_end(&self) {
-        assert!(!self.live.tryget(), "a torn-down pgmap stays dead");
+        assert!(self.live.tryget().is_err(), "a torn-down pgmap stays dead");
         assert_eq!(self.live.count(), 0);
     }
 }
@@ -96,7 +96,7 @@ fn pin_versus_teardown() {
             let pg = Arc::clone(&pg);
             loom::thread::spawn(move || pg.pin_and_unpin(512))
         };
-        pg.live.kill();
+        pg.live.kill(false);
         // Release: a pinner that sees this has the kill ordered before its tryget.
         pg.killed_for_good.store(true, Ordering::Release);
         assert!(pg.live.wait_drained(None));
@@ -122,13 +122,16 @@ fn pin_versus_teardown_that_times_out_and_revives() {
                 loom::thread::spawn(move || pg.pin_and_unpin(refs))
             })
             .collect();
-        pg.live.kill();
+        pg.live.kill(true);
         if !pg.live.wait_drained(Some(Duration::ZERO)) {
             // `PgmapError::Busy`: everything as it was, new references work again.
             pg.live.revive();
-            assert!(pg.live.tryget(), "revive makes the pgmap live again");
+            assert!(
+                pg.live.tryget().is_ok(),
+                "revive makes the pgmap live again"
+            );
             pg.live.put();
-            pg.live.kill();
+            pg.live.kill(false);
             assert!(pg.live.wait_drained(None));
         }
         // Release: as in `pin_versus_teardown`; this kill is never revived.
