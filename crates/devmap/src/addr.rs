@@ -13,6 +13,9 @@ use std::fmt;
 pub const PAGE_SHIFT: u32 = 12;
 /// The base page size: every pfn names 4 KiB.
 pub const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;
+/// Bits of physical address a device space has (`MAX_PHYSMEM_BITS` of x86-64 with 5-level
+/// paging): pfns below [`Pfn::END`].
+pub const MAX_PHYSMEM_BITS: u32 = 52;
 
 /// Errors from constructing or combining typed numbers.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,6 +56,11 @@ pub enum AddrError {
 pub struct Pfn(u64);
 
 impl Pfn {
+    /// One past the highest pfn a memmap describes: the end of a [`MAX_PHYSMEM_BITS`] physical
+    /// address space (4 PiB). Memmaps refuse ranges beyond it, so every descriptor word that
+    /// encodes a pfn, and every byte count derived from a range, has room to spare.
+    pub const END: Pfn = Pfn(1 << (MAX_PHYSMEM_BITS - PAGE_SHIFT));
+
     /// Wraps a raw pfn.
     #[inline]
     pub const fn new(raw: u64) -> Self {

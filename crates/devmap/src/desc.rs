@@ -286,10 +286,11 @@ impl Page {
         self.flags.fetch_or(f.bits(), Ordering::Relaxed);
     }
 
-    /// The stored order (meaningful on heads).
+    /// The stored order (meaningful on heads); `None` if the word holds no valid order, which
+    /// only a corrupt descriptor can (every write comes from an [`Order`]).
     #[inline]
-    pub fn order(&self) -> u32 {
-        self.order.load(Ordering::Relaxed)
+    pub fn order(&self) -> Option<Order> {
+        Order::new(self.order.load(Ordering::Relaxed)).ok()
     }
 
     /// The reference count.
@@ -371,7 +372,10 @@ mod tests {
                 .contains(PageFlags::HEAD.union(PageFlags::RESERVED))
         );
         assert_eq!(head.head_word(), HeadWord::Pgmap(id));
-        assert_eq!((head.refcount(), head.mapcount(), head.order()), (1, 0, 9));
+        assert_eq!(
+            (head.refcount(), head.mapcount(), head.order()),
+            (1, 0, Some(Order::PMD))
+        );
         assert_eq!(tail.head_word(), HeadWord::Tail(Pfn::new(0x200)));
         assert_eq!(tail.snapshot().mapping, TAIL_MAPPING);
         assert_eq!(tail.refcount(), 0);

@@ -54,7 +54,7 @@ pub enum FolioError {
         /// The pfn.
         pfn: Pfn,
         /// The order asked for.
-        order: u32,
+        order: Order,
         /// What is in the way.
         why: &'static str,
     },
@@ -64,9 +64,9 @@ pub enum FolioError {
         /// The pfn.
         pfn: Pfn,
         /// The order asked for.
-        order: u32,
+        order: Order,
         /// The pgmap's folio order.
-        fixed: u32,
+        fixed: Order,
     },
     /// The reference count would overflow.
     #[error("pfn {pfn}: reference count would overflow")]
@@ -260,8 +260,8 @@ impl Pgmap {
             if order.get() != 0 && order != folio.order() {
                 return Err(FolioError::BadOrder {
                     pfn,
-                    order: order.get(),
-                    fixed: folio.order().get(),
+                    order,
+                    fixed: folio.order(),
                 });
             }
             let word = folio.head_page().counts_word();
@@ -300,7 +300,7 @@ impl Pgmap {
         if let Err(count) = refcount::alloc(folio.head_page().counts_word()) {
             return Err(FolioError::Busy {
                 pfn,
-                order: folio.order().get(),
+                order: folio.order(),
                 why: if count == refcount::FREEING {
                     "the folio is being freed (its folio_free has not returned)"
                 } else {
@@ -322,11 +322,7 @@ impl Pgmap {
         pfn: Pfn,
         order: Order,
     ) -> Result<Pfn, FolioError> {
-        let busy = |why| FolioError::Busy {
-            pfn,
-            order: order.get(),
-            why,
-        };
+        let busy = |why| FolioError::Busy { pfn, order, why };
         if !pfn.is_aligned(order) {
             return Err(busy("the pfn is not aligned to the order"));
         }
@@ -457,7 +453,7 @@ impl Pgmap {
                     // Re-check under the lock: a new mapping may have taken the folio again.
                     if head.refcount() == 0
                         && head.flags().contains(PageFlags::HEAD)
-                        && let Ok(order) = Order::new(head.order())
+                        && let Some(order) = head.order()
                     {
                         // The split rewrites every page of the folio, so it needs a token for
                         // all of them (free once init is idle). A failure here means the pgmap
@@ -469,7 +465,10 @@ impl Pgmap {
                 }
                 self.wake_layout_waiters_now();
             }
-            _ => {
+            // Device-dax: the kernel resets the count to 1 and calls no driver; here the count
+            // already rests at 1, so there is nothing to do.
+            MemoryType::Generic => {}
+            MemoryType::Private | MemoryType::Coherent | MemoryType::P2pDma => {
                 if let Some(cb) = &self.ops().folio_free {
                     cb(folio);
                 }

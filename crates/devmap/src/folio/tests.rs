@@ -61,19 +61,22 @@ fn devdax_mappings_take_and_give_back_a_reference_and_a_mapcount() {
                 assert!(std::ptr::eq(a.pgmap(), &**p));
                 drop(a);
                 assert_eq!(counts(p, pfn), (2, 1, 0), "{ctx}");
-                assert_eq!(fx.frees.load(AtOrd::Relaxed), round - 1, "{ctx}: not idle");
                 drop(b);
                 assert_eq!(counts(p, pfn), (1, 0, 0), "{ctx}");
-                assert_eq!(fx.frees.load(AtOrd::Relaxed), round, "{ctx}: freed at idle");
+                // free_zone_device_folio: a device-dax folio back at 1 calls no driver.
+                assert_eq!(fx.frees.load(AtOrd::Relaxed), 0, "{ctx} round {round}");
                 assert_eq!(p.refs(), 0, "{ctx}");
             }
             // A pin on a mapped folio: the free path runs once, when the last of them goes.
             let m = p.map_folio(pfn, Order::BASE).expect("map");
             let pin = p.pin_pages(range(pfn, 1), GupFlags::NONE).expect("pin");
             drop(m);
-            assert_eq!(fx.frees.load(AtOrd::Relaxed), 2, "{ctx}: the pin holds it");
+            assert!(
+                p.folio(pfn).expect("folio").maybe_dma_pinned(),
+                "{ctx}: the pin holds it"
+            );
             unpin_user_pages(pin);
-            assert_eq!(fx.frees.load(AtOrd::Relaxed), 3, "{ctx}");
+            assert_eq!(fx.frees.load(AtOrd::Relaxed), 0, "{ctx}");
             assert_eq!(counts(p, pfn), (1, 0, 0), "{ctx}");
         }
     }
@@ -93,7 +96,7 @@ fn devdax_folios_have_the_pgmaps_order() {
                 pfn: got,
                 order: asked,
                 fixed,
-            }) => assert_eq!((got, asked, fixed), (pfn, o.get(), 9)),
+            }) => assert_eq!((got, asked, fixed), (pfn, o, Order::PMD)),
             other => panic!("order {}: expected BadOrder, got {other:?}", o.get()),
         }
     }
@@ -107,7 +110,9 @@ fn devdax_folios_have_the_pgmaps_order() {
     let small = fixture(Layout::Flat, Order::BASE, MemoryType::Generic);
     match small.p.map_folio(small.r.start().add(512), Order::PMD) {
         Err(FolioError::BadOrder {
-            order: 9, fixed: 0, ..
+            order: Order::PMD,
+            fixed: Order::BASE,
+            ..
         }) => {}
         other => panic!("expected BadOrder, got {other:?}"),
     }
@@ -366,7 +371,7 @@ fn fsdax_overlapping_maps_of_another_shape_are_busy() {
                     pfn: got,
                     order: asked,
                     why: w,
-                }) => assert_eq!((got, asked, w), (pfn, o.get(), why), "{ctx}"),
+                }) => assert_eq!((got, asked, w), (pfn, o, why), "{ctx}"),
                 other => panic!(
                     "{ctx}: {pfn} order {}: expected Busy, got {other:?}",
                     o.get()

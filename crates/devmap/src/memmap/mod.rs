@@ -185,6 +185,16 @@ pub enum MemmapError {
         /// The compound order.
         shift: Order,
     },
+    /// The range reaches past the physical address space a memmap describes.
+    #[error(
+        "range {range:?} reaches past pfn {end}, the end of the {bits}-bit physical address space",
+        end = Pfn::END,
+        bits = crate::addr::MAX_PHYSMEM_BITS
+    )]
+    BeyondPhysicalSpace {
+        /// The range.
+        range: PfnRange,
+    },
     /// The altmap leaves no room for data.
     #[error("the altmap needs {altmap_pfns} of the range's {pages} pages, leaving none for data")]
     AltmapTooLarge {
@@ -210,6 +220,9 @@ impl Geometry {
         if range.is_empty() {
             return Err(MemmapError::EmptyRange { range });
         }
+        if range.end() > Pfn::END {
+            return Err(MemmapError::BeyondPhysicalSpace { range });
+        }
         if !range.start().is_aligned(shift) || !range.len().is_multiple_of(shift.nr_pages()) {
             return Err(MemmapError::Misaligned { range, shift });
         }
@@ -230,7 +243,12 @@ impl Geometry {
     ) -> Result<Self, MemmapError> {
         let mut g = Self::new(range, shift)?;
         let memmap_pages = layout.memmap_bytes(range.len(), shift).div_ceil(PAGE_SIZE);
-        let total = (reserve + memmap_pages).next_multiple_of(shift.nr_pages());
+        // A reserve beyond the range is refused like any altmap that leaves no data, without
+        // wrapping on the way (a wrapped sum would put the memmap on top of the data).
+        let total = reserve
+            .checked_add(memmap_pages)
+            .and_then(|t| t.checked_next_multiple_of(shift.nr_pages()))
+            .unwrap_or(u64::MAX);
         if total >= range.len() {
             return Err(MemmapError::AltmapTooLarge {
                 altmap_pfns: total,
@@ -504,7 +522,8 @@ impl Memmap {
             return Err(LookupError::Uninitialized { pfn: head });
         }
         let order = if desc.flags().contains(PageFlags::HEAD) {
-            Order::new(desc.order()).map_err(|_| LookupError::Uninitialized { pfn: head })?
+            desc.order()
+                .ok_or(LookupError::Uninitialized { pfn: head })?
         } else {
             Order::BASE
         };
@@ -570,5 +589,7 @@ impl Memmap {
     }
 }
 
+#[cfg(test)]
+mod bounds_tests;
 #[cfg(test)]
 mod tests;

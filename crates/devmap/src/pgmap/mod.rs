@@ -164,6 +164,23 @@ pub enum PgmapError {
         /// What it collides with.
         other: PfnRange,
     },
+    /// An altmap was asked for on a pgmap of several ranges (`pagemap_range` refuses it: the
+    /// on-device memmap describes range 0 only).
+    #[error(
+        "an on-device memmap (altmap) needs a pgmap of one range, not {ranges}: register \
+         the ranges as separate pgmaps, or keep the memmap in host memory"
+    )]
+    AltmapWithRanges {
+        /// Ranges in the config.
+        ranges: usize,
+    },
+    /// An fsdax pgmap with compound folios: fsdax folios form at fault time from order-0
+    /// pages, so its `vmemmap_shift` must be 0.
+    #[error("an fsdax pgmap has order-0 pages (folios form when mapped), not order {shift}")]
+    FsdaxCompound {
+        /// The shift asked for.
+        shift: Order,
+    },
     /// A type's required callbacks or owner are missing (`memremap_pages` validation).
     #[error("{memory_type:?} memory needs {missing}")]
     MissingOps {

@@ -12,15 +12,15 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::live::{Dying, Liveness};
 use super::{Altmap, MemoryType, Pgmap, PgmapConfig, PgmapError, PgmapRef};
-use crate::addr::{PAGE_SIZE, Pfn, PfnRange};
+use crate::addr::{Order, PAGE_SIZE, Pfn, PfnRange};
 use crate::desc::PgmapId;
 use crate::init::{InitTarget, MemmapSet};
 use crate::memmap::{Geometry, Memmap};
 
 /// Lowest pfn the device space hands out (4 GiB), leaving room below like a physical map.
 const SPACE_BASE: Pfn = Pfn::new(1 << 20);
-/// One past the highest pfn: a 52-bit physical address space (4 PiB), like x86-64.
-const SPACE_END: Pfn = Pfn::new(1 << 40);
+/// One past the highest pfn: the whole physical address space a memmap can describe.
+const SPACE_END: Pfn = Pfn::END;
 
 #[derive(Debug, Default)]
 struct SpaceInner {
@@ -92,6 +92,19 @@ impl DeviceSpace {
         validate_ops(&cfg)?;
         if cfg.ranges.is_empty() {
             return Err(PgmapError::NoRanges);
+        }
+        // pagemap_range: "altmap not supported for multiple ranges" (WARN, -EINVAL).
+        if cfg.altmap_reserve.is_some() && cfg.ranges.len() > 1 {
+            return Err(PgmapError::AltmapWithRanges {
+                ranges: cfg.ranges.len(),
+            });
+        }
+        // fsdax folios are formed at fault time from order-0 pages; the kernel never builds
+        // an fsdax pgmap with a vmemmap_shift, and the free path here splits fsdax folios.
+        if cfg.memory_type == MemoryType::FsDax && cfg.vmemmap_shift != Order::BASE {
+            return Err(PgmapError::FsdaxCompound {
+                shift: cfg.vmemmap_shift,
+            });
         }
         for (i, a) in cfg.ranges.iter().enumerate() {
             if let Some(b) = cfg.ranges[..i].iter().find(|b| b.overlaps(*a)) {

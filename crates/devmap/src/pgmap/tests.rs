@@ -108,7 +108,12 @@ fn idle_refcount_follows_the_memory_type() {
         (MemoryType::P2pDma, 0),
     ] {
         let r = space.reserve_range(4 << 20, 2 << 20).expect("r");
-        let mut c = cfg(r, Layout::Flat, Order::PMD);
+        let shift = if ty == MemoryType::FsDax {
+            Order::BASE
+        } else {
+            Order::PMD
+        };
+        let mut c = cfg(r, Layout::Flat, shift);
         c.memory_type = ty;
         let p = space.memremap_pages(c).expect("pgmap");
         let f = p.folio(r.start().add(600)).expect("folio");
@@ -156,12 +161,10 @@ fn private_memory_needs_folio_free_and_owner() {
 }
 
 #[test]
-fn altmap_lives_in_range_zero_only() {
+fn an_altmap_is_placed_in_front_of_the_data() {
     let space = DeviceSpace::new();
     let r0 = space.reserve_range(128 << 20, 2 << 20).expect("r0");
-    let r1 = space.reserve_range(16 << 20, 2 << 20).expect("r1");
     let mut c = cfg(r0, Layout::Flat, Order::PMD);
-    c.ranges.push(r1);
     c.altmap_reserve = Some(2);
     let p = space.memremap_pages(c).expect("pgmap");
     let a = p.altmap().expect("altmap");
@@ -173,7 +176,6 @@ fn altmap_lives_in_range_zero_only() {
     assert_eq!(a.align, 510);
     assert!(!p.pfn_valid(r0.start().add(1023)));
     assert!(p.pfn_valid(r0.start().add(1024)));
-    assert!(p.pfn_valid(r1.start()), "range 1 has no altmap");
     assert!(matches!(
         p.folio(r0.start()),
         Err(PgmapError::Lookup(
@@ -182,11 +184,48 @@ fn altmap_lives_in_range_zero_only() {
     ));
     let c = p.cost();
     assert_eq!(c.device_bytes, 1024 * PAGE_SIZE);
-    assert_eq!(
-        c.metadata_bytes,
-        (16 << 20) / PAGE_SIZE * 64,
-        "range 1's flat memmap in DRAM"
+    assert_eq!(c.metadata_bytes, 0, "the whole memmap is on the device");
+}
+
+/// The kernel's `pagemap_range` refuses an altmap on a pgmap of several ranges (the memmap
+/// would describe range 0 only); this used to be accepted.
+#[test]
+fn an_altmap_on_several_ranges_is_refused() {
+    let space = DeviceSpace::new();
+    let r0 = space.reserve_range(128 << 20, 2 << 20).expect("r0");
+    let r1 = space.reserve_range(16 << 20, 2 << 20).expect("r1");
+    let mut c = cfg(r0, Layout::Flat, Order::PMD);
+    c.ranges.push(r1);
+    c.altmap_reserve = Some(2);
+    assert!(matches!(
+        space.memremap_pages(c.clone()),
+        Err(PgmapError::AltmapWithRanges { ranges: 2 })
+    ));
+    c.altmap_reserve = None;
+    assert!(
+        space.memremap_pages(c).is_ok(),
+        "without the altmap it is fine"
     );
+}
+
+/// fsdax folios form at fault time: an fsdax pgmap with a `vmemmap_shift` is no
+/// configuration the kernel builds, and used to leave static compounds the free path split.
+#[test]
+fn an_fsdax_pgmap_with_compound_folios_is_refused() {
+    let space = DeviceSpace::new();
+    for shift in [Order::PMD, Order::new(3).expect("order"), Order::PUD] {
+        let r = space.reserve_range(1 << 30, 1 << 30).expect("r");
+        let mut c = cfg(r, Layout::Heads, shift);
+        c.memory_type = MemoryType::FsDax;
+        assert!(
+            matches!(
+                space.memremap_pages(c),
+                Err(PgmapError::FsdaxCompound { shift: s }) if s == shift
+            ),
+            "{shift:?}"
+        );
+        assert!(space.release_range(r));
+    }
 }
 
 #[test]
