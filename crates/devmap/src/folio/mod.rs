@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::addr::{Order, Pfn, PfnRange};
 use crate::desc::{GUP_PIN_COUNTING_BIAS, PageFlags};
-use crate::memmap::{Folio, Memmap, Synced};
+use crate::memmap::{Folio, LookupError, Memmap, SpanFolios, Synced};
 use crate::pgmap::{MemoryType, Pgmap, PgmapError, PgmapRef};
 use crate::primitive::{Ordering, fence};
 
@@ -506,21 +506,25 @@ impl Pgmap {
         // folio is seen before or after a map, never between its two halves (which would look
         // busy, and no put would follow to wake a `break_layouts`) nor straddling one (a held
         // folio looking idle). Reshapes hold the lock too, so lookups need no retry.
-        let formation = (self.memory_type() == MemoryType::FsDax).then(|| self.fsdax_lock().lock());
-        let mut pfn = range.start();
-        while pfn < range.end() {
-            let f = if formation.is_some() {
-                memmap.folio(&s, pfn)
-            } else {
-                self.lookup_folio(memmap, &s, pfn)
-            }
-            .map_err(PgmapError::from)?;
-            if f.refcount() - f.mapcount() != idle {
-                return Ok(Some(pfn));
-            }
-            pfn = f.pfn().add(f.nr_pages());
+        let busy =
+            |walk: &mut dyn Iterator<Item = Result<(Folio<'_>, PfnRange), (Pfn, LookupError)>>| {
+                for step in walk {
+                    let (f, sub) = step.map_err(|(_, e)| PgmapError::from(e))?;
+                    if f.refcount() - f.mapcount() != idle {
+                        return Ok(Some(sub.start()));
+                    }
+                }
+                Ok(None)
+            };
+        if self.memory_type() == MemoryType::FsDax {
+            let _formation = self.fsdax_lock().lock();
+            busy(&mut SpanFolios::new(range, |pfn| memmap.folio(&s, pfn)))
+        } else {
+            let mut walk = memmap
+                .span_folios_static(&s, range)
+                .map_err(|(_, e)| PgmapError::from(e))?;
+            busy(&mut walk)
         }
-        Ok(None)
     }
 
     /// `dax_break_layout`: waits, woken by the free path and by every put, until no folio in

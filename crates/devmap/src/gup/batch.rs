@@ -2,13 +2,13 @@
 //! reference; each range of the pgmap the span crosses is synced once, then every folio costs
 //! one reference update. Pgmaps whose folios never change shape
 //! (every type but fsdax) walk their folios by arithmetic over a range checked once
-//! ([`Memmap::static_folios`]); fsdax looks each folio up and re-checks it after the grab,
+//! ([`Memmap::span_folios_static`]); fsdax looks each folio up and re-checks it after the grab,
 //! because a split may race the lookup. A grab that fails part-way gives back what it took.
 
 use crate::addr::{Pfn, PfnRange};
 use crate::folio::refcount::{self, Refused};
 use crate::init::SyncError;
-use crate::memmap::{Folio, LookupError, Memmap, Synced};
+use crate::memmap::{Folio, FolioLookup, LookupError, Memmap, SpanFolios, Synced};
 use crate::pgmap::{MemoryType, Pgmap, PgmapError};
 
 use super::{GupError, GupFlags, Kind};
@@ -70,9 +70,13 @@ impl Pgmap {
             .ok_or((pfn, GupError::NoPgmap { pfn }))?;
         let (memmap, s) = self.span_for(piece).map_err(|e| (pfn, e))?;
         if self.memory_type() == MemoryType::FsDax {
-            self.grab_dynamic(memmap, &s, piece, pin, record)?;
+            let walk = SpanFolios::new(piece, |p| self.lookup_folio(memmap, &s, p));
+            self.grab_walk(memmap, &s, walk, true, pin, record)?;
         } else {
-            grab_static(memmap, &s, piece, pin, record)?;
+            let walk = memmap
+                .span_folios_static(&s, piece)
+                .map_err(|(p, e)| (p, lookup_failed(p, e)))?;
+            self.grab_walk(memmap, &s, walk, false, pin, record)?;
         }
         Ok(piece.end())
     }
@@ -149,97 +153,75 @@ impl Pgmap {
         }
     }
 
-    /// The fsdax grab loop. Each folio is looked up (consistently, see
-    /// [`Pgmap::lookup_folio`]), grabbed, and looked up again: the reference now held
-    /// freezes the shape of whatever the head is, so if the second lookup finds the same head
-    /// and order, the pfn is in the folio the references were taken for. Otherwise a reshape
-    /// raced the grab (the kernel's `try_get_folio` re-check): the references go back with
-    /// the shape they were taken with, and the pfn is looked up afresh.
-    fn grab_dynamic(
+    /// The grab loop. Each folio costs its head's poison check and one compare-and-swap.
+    ///
+    /// Folios that can change shape (fsdax, `recheck`) are looked up again after the grab:
+    /// the reference now held freezes the shape of whatever the head is, so if the second
+    /// lookup finds the same head and order, the pfn is in the folio the references were taken
+    /// for. Otherwise a reshape raced the grab (the kernel's `try_get_folio` re-check): the
+    /// references go back with the shape they were taken with, and the walk restarts at the
+    /// pfn.
+    fn grab_walk<'m, L>(
         &self,
-        memmap: &Memmap,
+        memmap: &'m Memmap,
         s: &Synced,
-        range: PfnRange,
+        mut walk: SpanFolios<'m, L>,
+        recheck: bool,
         pin: bool,
         record: &mut impl FnMut(&Folio<'_>, PfnRange),
-    ) -> Result<(), Stopped> {
-        let mut pfn = range.start();
-        while pfn < range.end() {
-            let folio = self
-                .lookup_folio(memmap, s, pfn)
-                .map_err(|e| (pfn, lookup_failed(pfn, e)))?;
-            let end = folio.range().end().min(range.end());
-            let refs = grab_folio(memmap, &folio, pfn, end, pin).map_err(|e| (pfn, e))?;
-            let same = memmap
-                .folio(s, pfn)
-                .is_ok_and(|now| (now.pfn(), now.order()) == (folio.pfn(), folio.order()));
-            if !same {
+    ) -> Result<(), Stopped>
+    where
+        L: FolioLookup<'m>,
+    {
+        while let Some(step) = walk.next() {
+            let (folio, sub) = step.map_err(|(pfn, e)| (pfn, lookup_failed(pfn, e)))?;
+            let pfn = sub.start();
+            let refs = grab_folio(memmap, &folio, pfn, sub.end(), pin).map_err(|e| (pfn, e))?;
+            if recheck
+                && !memmap
+                    .folio(s, pfn)
+                    .is_ok_and(|now| (now.pfn(), now.order()) == (folio.pfn(), folio.order()))
+            {
                 self.ungrab_folio(memmap, &folio, refs, pin);
+                walk.restart_at(pfn);
                 continue;
             }
-            record(&folio, PfnRange::new_unchecked(pfn, end));
-            pfn = end;
+            record(&folio, sub);
         }
         Ok(())
     }
 
     /// Gives back what a grab of `span`, inside one range's data, took (see `release_range`).
+    /// Pinned folios cannot change shape, so even an fsdax walk finds the folios grabbed.
     fn release_span(&self, memmap: &Memmap, s: &Synced, span: PfnRange, pin: bool, dirty: bool) {
-        let release = |folio: &Folio<'_>, refs: u64| {
+        if self.memory_type() == MemoryType::FsDax {
+            let walk = SpanFolios::new(span, |p| memmap.folio(s, p));
+            self.release_walk(memmap, walk, pin, dirty);
+        } else if let Ok(walk) = memmap.span_folios_static(s, span) {
+            // A span this pgmap grabbed is checked already; the else cannot happen.
+            self.release_walk(memmap, walk, pin, dirty);
+        }
+    }
+
+    fn release_walk<'m, L>(
+        &self,
+        memmap: &'m Memmap,
+        walk: SpanFolios<'m, L>,
+        pin: bool,
+        dirty: bool,
+    ) where
+        L: FolioLookup<'m>,
+    {
+        for step in walk {
+            // Cannot fail for a span this pgmap grabbed; stop rather than guess.
+            let Ok((folio, sub)) = step else { return };
             if dirty {
                 folio.mark_dirty();
             }
             // Within one folio, so at most 2^Order::MAX pages.
-            self.ungrab_folio(memmap, folio, refs as i32, pin);
-        };
-        let mut pfn = span.start();
-        if self.memory_type() != MemoryType::FsDax {
-            // A span this pgmap grabbed is checked already; a failure cannot happen here.
-            let Ok(folios) = memmap.static_folios(s, span) else {
-                return;
-            };
-            for folio in folios {
-                let Ok(folio) = folio else { return };
-                let end = folio.range().end().min(span.end());
-                release(&folio, end.offset_from(pfn));
-                pfn = end;
-            }
-            return;
-        }
-        while pfn < span.end() {
-            let Ok(folio) = memmap.folio(s, pfn) else {
-                // Cannot happen for a span this pgmap grabbed; stop rather than loop.
-                return;
-            };
-            let end = folio.range().end().min(span.end());
-            release(&folio, end.offset_from(pfn));
-            pfn = end;
+            self.ungrab_folio(memmap, &folio, sub.len() as i32, pin);
         }
     }
-}
-
-/// The grab loop for folios that never change shape: the range is checked once, then each
-/// folio costs its head descriptor's poison check and one compare-and-swap.
-fn grab_static(
-    memmap: &Memmap,
-    s: &Synced,
-    range: PfnRange,
-    pin: bool,
-    record: &mut impl FnMut(&Folio<'_>, PfnRange),
-) -> Result<(), Stopped> {
-    let start = range.start();
-    let folios = memmap
-        .static_folios(s, range)
-        .map_err(|e| (start, lookup_failed(start, e)))?;
-    let mut pfn = start;
-    for folio in folios {
-        let folio = folio.map_err(|e| (pfn, lookup_failed(pfn, e)))?;
-        let end = folio.range().end().min(range.end());
-        grab_folio(memmap, &folio, pfn, end, pin).map_err(|e| (pfn, e))?;
-        record(&folio, PfnRange::new_unchecked(pfn, end));
-        pfn = end;
-    }
-    Ok(())
 }
 
 /// `try_grab_folio` for the pages `pfn..end` of `folio`: refuses a poisoned folio, then takes

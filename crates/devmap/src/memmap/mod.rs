@@ -31,6 +31,7 @@ pub(crate) use self::flat::FlatStore;
 pub(crate) use self::heads::HeadsStore;
 pub(crate) use self::synced::Synced;
 pub(crate) use self::vmemmap::VmemmapStore;
+pub(crate) use self::walk::{FolioLookup, SpanFolios};
 
 /// Size of a descriptor in bytes.
 pub const DESC_SIZE: u64 = std::mem::size_of::<Page>() as u64;

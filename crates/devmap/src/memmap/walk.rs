@@ -1,9 +1,12 @@
-//! Walking the folios of a range whose folios never change shape (every memory type but fsdax):
-//! the range is checked once, each head is arithmetic, and only head descriptors are read. This
-//! is what batched pins and unpins iterate; a per-pfn [`Memmap::folio`] lookup re-checks the
-//! range and re-dispatches on the layout for every folio.
+//! Walking the folios of a span. [`SpanFolios`] is the one cursor every "folios of a span" loop
+//! uses (pins, unpins, busy checks): it yields each folio with the part of it the span covers,
+//! asking a lookup for the folio at each step. Where folios never change shape (every memory
+//! type but fsdax) the lookup is [`Memmap::static_folios`]: the range is checked once, each head
+//! is arithmetic, and only head descriptors are read. Where they can (fsdax), it is a per-pfn
+//! lookup, and a caller that finds a folio reshaped under it restarts the cursor at that pfn.
 
 use std::iter::StepBy;
+use std::marker::PhantomData;
 use std::slice;
 
 use crate::addr::{Order, Pfn, PfnRange};
@@ -66,6 +69,95 @@ impl Memmap {
             end: range.end(),
             order,
         })
+    }
+}
+
+/// The folios of a span in pfn order, each with the part of it the span covers, found by a
+/// [`FolioLookup`].
+#[derive(Debug)]
+pub(crate) struct SpanFolios<'a, L> {
+    next: Pfn,
+    end: Pfn,
+    lookup: L,
+    folios: PhantomData<Folio<'a>>,
+}
+
+/// What a [`SpanFolios`] asks for each folio: any closure from pfn to folio, or a
+/// [`StaticFolios`], which steps its heads in order and ignores the pfn.
+pub(crate) trait FolioLookup<'a> {
+    /// The folio holding `pfn`.
+    fn folio_at(&mut self, pfn: Pfn) -> Result<Folio<'a>, LookupError>;
+}
+
+impl<'a, F> FolioLookup<'a> for F
+where
+    F: FnMut(Pfn) -> Result<Folio<'a>, LookupError>,
+{
+    #[inline]
+    fn folio_at(&mut self, pfn: Pfn) -> Result<Folio<'a>, LookupError> {
+        self(pfn)
+    }
+}
+
+impl<'a> FolioLookup<'a> for StaticFolios<'a> {
+    #[inline]
+    fn folio_at(&mut self, pfn: Pfn) -> Result<Folio<'a>, LookupError> {
+        self.next()
+            .unwrap_or(Err(LookupError::Uninitialized { pfn }))
+    }
+}
+
+impl<'a, L: FolioLookup<'a>> SpanFolios<'a, L> {
+    /// A walk over `span` asking `lookup` for each folio.
+    pub(crate) fn new(span: PfnRange, lookup: L) -> Self {
+        Self {
+            next: span.start(),
+            end: span.end(),
+            lookup,
+            folios: PhantomData,
+        }
+    }
+
+    /// Continues the walk at `pfn` (a dynamic walk whose folio changed shape under it looks
+    /// the pfn up again). Not for static walks, whose heads step on by themselves.
+    pub(crate) fn restart_at(&mut self, pfn: Pfn) {
+        self.next = pfn;
+    }
+}
+
+impl<'a, L: FolioLookup<'a>> Iterator for SpanFolios<'a, L> {
+    /// The folio and the pfns of it covered, or the pfn whose lookup failed and why.
+    type Item = Result<(Folio<'a>, PfnRange), (Pfn, LookupError)>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.next >= self.end {
+            return None;
+        }
+        let pfn = self.next;
+        match self.lookup.folio_at(pfn) {
+            Ok(folio) => {
+                let end = folio.range().end().min(self.end);
+                self.next = end;
+                Some(Ok((folio, PfnRange::new_unchecked(pfn, end))))
+            }
+            Err(e) => {
+                self.next = self.end;
+                Some(Err((pfn, e)))
+            }
+        }
+    }
+}
+
+impl Memmap {
+    /// A [`SpanFolios`] over `span` by arithmetic, for folios that never change shape.
+    pub(crate) fn span_folios_static(
+        &self,
+        s: &Synced,
+        span: PfnRange,
+    ) -> Result<SpanFolios<'_, StaticFolios<'_>>, (Pfn, LookupError)> {
+        let heads = self.static_folios(s, span).map_err(|e| (span.start(), e))?;
+        Ok(SpanFolios::new(span, heads))
     }
 }
 
