@@ -4,13 +4,14 @@
 //! Mapping a folio ([`Pgmap::map_folio`]) takes a reference and a mapcount and a liveness
 //! reference on the pgmap; dropping the [`FolioMapping`] gives them back. Pins (`crate::gup`)
 //! take references with the pin bias. Whoever brings the count back to idle runs the free
-//! path: fsdax wakes layout-break waiters and splits a dynamic folio back to order 0; the other
-//! types call the pgmap's `folio_free` callback.
+//! path (`free_zone_device_folio`): fsdax wakes layout-break waiters and splits a dynamic folio
+//! back to order 0; device-dax has nothing to do (its count already rests at 1); driver memory
+//! (private, coherent, P2P) calls the pgmap's `folio_free` callback.
 //!
 //! fsdax pgmaps have no `vmemmap_shift`: their folios are formed when a mapping asks for a
 //! larger order and split when they go idle, both under the pgmap's fsdax lock (the kernel's
-//! DAX entry lock). A folio at count 0 can't be pinned (`try_add` never resurrects), so a
-//! pinner can't see a folio that is being split.
+//! DAX entry lock). A folio at count 0 can't be pinned (`refcount::try_grab` never
+//! resurrects), so a pinner can't see a folio that is being split.
 
 pub(crate) mod refcount;
 
