@@ -13,7 +13,10 @@
 //! DAX entry lock). A folio at count 0 can't be pinned (`refcount::try_grab` never
 //! resurrects), so a pinner can't see a folio that is being split.
 
+mod poison;
 pub(crate) mod refcount;
+
+pub(crate) use self::poison::poisoned_page;
 
 use std::time::{Duration, Instant};
 
@@ -133,12 +136,6 @@ impl Folio<'_> {
     /// Whether the folio is dirty.
     pub fn is_dirty(&self) -> bool {
         self.head_page().flags().contains(PageFlags::DIRTY)
-    }
-
-    /// Whether the folio, or any page in it, is poisoned.
-    pub fn is_poisoned(&self) -> bool {
-        let f = self.head_page().flags();
-        f.contains(PageFlags::HWPOISON) || f.contains(PageFlags::HAS_HWPOISONED)
     }
 
     /// Marks the folio dirty (once; a no-op if it already is).

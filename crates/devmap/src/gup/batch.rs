@@ -6,6 +6,7 @@
 //! because a split may race the lookup. A grab that fails part-way gives back what it took.
 
 use crate::addr::{Pfn, PfnRange};
+use crate::folio::poisoned_page;
 use crate::folio::refcount::{self, Refused};
 use crate::init::SyncError;
 use crate::memmap::{Folio, FolioLookup, LookupError, Memmap, SpanFolios, Synced};
@@ -233,11 +234,10 @@ fn grab_folio(
     end: Pfn,
     pin: bool,
 ) -> Result<i32, GupError> {
-    if folio.is_poisoned() {
-        let head = folio.pfn();
+    if let Some(bad) = poisoned_page(memmap, folio) {
         return Err(GupError::Poisoned {
-            pfn: memmap.first_hwpoison(folio).unwrap_or(head),
-            folio: head,
+            pfn: bad,
+            folio: folio.pfn(),
         });
     }
     // Within one folio, so at most 2^Order::MAX pages.

@@ -514,20 +514,6 @@ impl Pgmap {
         Ok(self.folio(pfn)?.order())
     }
 
-    /// Poisons one 4 KiB page, writing only state private to it (Vmemmap un-shares the page's
-    /// descriptor block first; Folio uses its side table) and flags the folio head
-    /// `HAS_HWPOISONED`.
-    pub fn poison_subpage(&self, pfn: Pfn) -> Result<(), PgmapError> {
-        let (m, s) = self.synced(pfn)?;
-        Ok(m.mark_subpage_hwpoison(&s, pfn)?)
-    }
-
-    /// Whether this 4 KiB page is poisoned.
-    pub fn subpage_poisoned(&self, pfn: Pfn) -> Result<bool, PgmapError> {
-        let (m, s) = self.synced(pfn)?;
-        Ok(m.subpage_hwpoison(&s, pfn)?)
-    }
-
     /// Refuses every later lookup and sync, stops background init at the next sub-range and
     /// joins its workers. Safe against concurrent syncs: a sync already past its check finishes
     /// the sub-ranges it claimed, and the memmap lives as long as any handle.
