@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::addr::{Order, Pfn, PfnRange};
 use crate::desc::{GUP_PIN_COUNTING_BIAS, PageFlags};
-use crate::memmap::{Folio, LookupError, Memmap, SpanFolios, Synced};
+use crate::memmap::{Folio, FolioLookup, Memmap, SpanFolios, Synced};
 use crate::pgmap::{MemoryType, Pgmap, PgmapError, PgmapRef};
 use crate::primitive::{Ordering, fence};
 
@@ -504,24 +504,14 @@ impl Pgmap {
         // folio is seen before or after a map, never between its two halves (which would look
         // busy, and no put would follow to wake a `break_layouts`) nor straddling one (a held
         // folio looking idle). Reshapes hold the lock too, so lookups need no retry.
-        let busy =
-            |walk: &mut dyn Iterator<Item = Result<(Folio<'_>, PfnRange), (Pfn, LookupError)>>| {
-                for step in walk {
-                    let (f, sub) = step.map_err(|(_, e)| PgmapError::from(e))?;
-                    if f.refcount() - f.mapcount() != idle {
-                        return Ok(Some(sub.start()));
-                    }
-                }
-                Ok(None)
-            };
         if self.memory_type() == MemoryType::FsDax {
             let _formation = self.fsdax_lock().lock();
-            busy(&mut SpanFolios::new(range, |pfn| memmap.folio(&s, pfn)))
+            first_busy(SpanFolios::new(range, |pfn| memmap.folio(&s, pfn)), idle)
         } else {
-            let mut walk = memmap
+            let walk = memmap
                 .span_folios_static(&s, range)
                 .map_err(|(_, e)| PgmapError::from(e))?;
-            busy(&mut walk)
+            first_busy(walk, idle)
         }
     }
 
@@ -563,6 +553,21 @@ impl Pgmap {
         waiters.fetch_sub(1, Ordering::Relaxed);
         result
     }
+}
+
+/// The first pfn of `walk` whose folio holds references beyond its mappings and its idle
+/// count.
+fn first_busy<'m, L: FolioLookup<'m>>(
+    walk: SpanFolios<'m, L>,
+    idle: i32,
+) -> Result<Option<Pfn>, FolioError> {
+    for step in walk {
+        let (f, sub) = step.map_err(|(_, e)| PgmapError::from(e))?;
+        if f.refcount() - f.mapcount() != idle {
+            return Ok(Some(sub.start()));
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(all(test, not(loom)))]
