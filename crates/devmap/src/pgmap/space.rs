@@ -15,7 +15,7 @@ use super::{Altmap, MemoryType, Pgmap, PgmapConfig, PgmapError, PgmapRef};
 use crate::addr::{PAGE_SIZE, Pfn, PfnRange};
 use crate::desc::PgmapId;
 use crate::init::{InitTarget, MemmapSet};
-use crate::memmap::{Geometry, Memmap};
+use crate::memmap::Memmap;
 
 /// Lowest pfn the device space hands out (4 GiB), leaving room below like a physical map.
 const SPACE_BASE: Pfn = Pfn::new(1 << 20);
@@ -115,13 +115,7 @@ impl DeviceSpace {
         let mut altmap = None;
         let mut maps = Vec::with_capacity(cfg.ranges.len());
         for (index, &range) in cfg.ranges.iter().enumerate() {
-            let geo = match (index, cfg.altmap_reserve) {
-                (0, Some(reserve)) => {
-                    Geometry::with_altmap(range, cfg.vmemmap_shift, cfg.layout, reserve)
-                }
-                _ => Geometry::new(range, cfg.vmemmap_shift),
-            }
-            .map_err(|source| PgmapError::Memmap { index, source })?;
+            let geo = cfg.geometry(index, range)?;
             if let Some(a) = geo.altmap() {
                 let alloc = cfg
                     .layout
