@@ -1,4 +1,51 @@
-//! Numbers for people: byte counts in binary units and durations in milliseconds.
+//! Sizes and durations as the command line spells them: parsing sizes with binary suffixes,
+//! printing them back the same way (`3G`, `3000M`), byte counts for reading (`4.03 GiB`), and
+//! milliseconds.
+
+use anyhow::{Result, anyhow, bail};
+
+/// Parses a size with an optional binary suffix (`K`, `M`, `G`, `T`, `P`; powers of 1024);
+/// `what` names it in refusals (`size`, `align`), and `overflow_hint` ends the message when the
+/// number does not fit in 64 bits.
+pub fn parse_bytes(what: &str, text: &str, overflow_hint: &str) -> Result<u64> {
+    if text.trim_start().starts_with('-') {
+        bail!("{what} {text} is negative: sizes count bytes, e.g. 16G");
+    }
+    parse_size::Config::new()
+        .with_binary()
+        .parse_size(text)
+        .map_err(|e| match e {
+            parse_size::Error::PosOverflow => {
+                anyhow!("{what} {text:?} does not fit in 64 bits: {overflow_hint}")
+            }
+            _ => anyhow!(
+                "{what} {text:?} is not a size: use a number with an optional K, M, G or T \
+                 suffix (powers of 1024), e.g. 16G"
+            ),
+        })
+}
+
+/// `bytes` in the largest binary unit that divides it exactly (`3072M` is `3G`; `3000M`,
+/// `512K`, `100`): the spelling `--size` accepts back, so suggestions can be pasted.
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [(u32, &str); 6] = [
+        (60, "E"),
+        (50, "P"),
+        (40, "T"),
+        (30, "G"),
+        (20, "M"),
+        (10, "K"),
+    ];
+    if bytes == 0 {
+        return "0".to_owned();
+    }
+    for (shift, unit) in UNITS {
+        if bytes.trailing_zeros() >= shift {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
 
 /// `bytes` in the largest binary unit it reaches, two decimals (`4.03 GiB`).
 pub fn human(bytes: u64) -> String {
@@ -31,5 +78,32 @@ mod tests {
         assert_eq!(human(4 << 30), "4.00 GiB");
         assert_eq!(human(4_328_521_728), "4.03 GiB");
         assert_eq!(ms(1_500_000), "1.500 ms");
+    }
+
+    #[test]
+    fn format_size_picks_exact_unit() {
+        assert_eq!(format_size(3 << 30), "3G");
+        assert_eq!(format_size(3072 << 20), "3G");
+        assert_eq!(format_size(3000 << 20), "3000M");
+        assert_eq!(format_size(1 << 40), "1T");
+        assert_eq!(format_size(4096), "4K");
+        assert_eq!(format_size(100), "100");
+        assert_eq!(format_size(0), "0");
+        assert_eq!(format_size(u64::MAX), u64::MAX.to_string());
+    }
+
+    #[test]
+    fn formatted_sizes_parse_back() {
+        for bytes in [
+            4096,
+            3000 << 20,
+            3 << 30,
+            1 << 50,
+            (1 << 40) + (2 << 20),
+            100,
+        ] {
+            let text = format_size(bytes);
+            assert_eq!(parse_bytes("size", &text, "").expect(&text), bytes);
+        }
     }
 }

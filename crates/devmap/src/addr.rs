@@ -352,28 +352,6 @@ impl Iterator for OrderPieces {
     }
 }
 
-/// Formats a byte count in the largest binary unit that divides it exactly (`3072M`, `2G`,
-/// `512K`, `100`), the spelling the command line accepts back.
-pub fn format_size(bytes: u64) -> String {
-    const UNITS: [(u32, &str); 6] = [
-        (60, "E"),
-        (50, "P"),
-        (40, "T"),
-        (30, "G"),
-        (20, "M"),
-        (10, "K"),
-    ];
-    if bytes == 0 {
-        return "0".to_owned();
-    }
-    for (shift, unit) in UNITS {
-        if bytes.trailing_zeros() >= shift {
-            return format!("{}{unit}", bytes >> shift);
-        }
-    }
-    bytes.to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,16 +372,6 @@ mod tests {
         );
         assert!(Order::new(31).is_err());
         assert_eq!(Order::new(18).map(Order::nr_pages), Ok(262_144));
-    }
-
-    #[test]
-    fn format_size_picks_exact_unit() {
-        assert_eq!(format_size(3 << 30), "3G");
-        assert_eq!(format_size(3072 << 20), "3G");
-        assert_eq!(format_size(3000 << 20), "3000M");
-        assert_eq!(format_size(1 << 40), "1T");
-        assert_eq!(format_size(4096), "4K");
-        assert_eq!(format_size(100), "100");
     }
 
     #[test]

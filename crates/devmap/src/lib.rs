@@ -10,7 +10,8 @@
 //! [`desc`] the descriptor; [`memmap`] the layouts; [`init`] memmap initialisation engines
 //! (sync, parallel, asynchronous with on-demand sync); [`pgmap`] device pgmaps, their
 //! liveness, and the device space that registers them; [`folio`] reference counts, mappings and
-//! the free path; [`gup`] pinning for DMA, one atomic per folio.
+//! the free path; [`gup`] pinning for DMA, one atomic per folio; [`namespace`] the kernel's
+//! namespace geometry (info block, data offset, altmap) and the pgmap config it implies.
 //!
 //! ```
 //! use devmap::{DeviceSpace, Layout, Order, PgmapConfig};
@@ -35,6 +36,7 @@ pub mod folio;
 pub mod gup;
 pub mod init;
 pub mod memmap;
+pub mod namespace;
 pub mod pgmap;
 mod primitive;
 #[cfg(test)]
@@ -48,4 +50,5 @@ pub use folio::{AllocatedFolio, FolioError, FolioMapping};
 pub use gup::{GupError, GupFlags, PinnedFolio, PinnedFolios, PinnedPages};
 pub use init::{InitMode, InitState, InitStats, SyncError};
 pub use memmap::{Cost, Folio, Geometry, Layout};
+pub use namespace::{MemmapLocation, Namespace, NamespaceError, NamespaceMode};
 pub use pgmap::{DeviceSpace, MemoryType, Pgmap, PgmapConfig, PgmapError, PgmapOps, PgmapRef};

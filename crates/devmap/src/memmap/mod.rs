@@ -153,7 +153,9 @@ pub struct Cost {
 pub struct AltmapGeometry {
     /// Pfns reserved before the memmap (an info block).
     pub reserve: u64,
-    /// Pfns holding the memmap, padded so data starts on a compound boundary.
+    /// Pfns set aside for the memmap after the reserve (`vmem_altmap.free`): at least the
+    /// memmap's own, plus padding up to the first data pfn, which is `reserve + free` pfns into
+    /// the range and on a compound boundary.
     pub free: u64,
 }
 
@@ -204,6 +206,30 @@ pub enum MemmapError {
         /// Pages in the range.
         pages: u64,
     },
+    /// The pfns an altmap sets aside cannot hold the layout's memmap.
+    #[error(
+        "the {} memmap needs {memmap_pfns} pages but the altmap sets aside {free}",
+        layout.name()
+    )]
+    AltmapTooSmall {
+        /// The layout.
+        layout: Layout,
+        /// Pages the memmap takes.
+        memmap_pfns: u64,
+        /// Pages the altmap sets aside for it.
+        free: u64,
+    },
+    /// An altmap whose end, the first data pfn, is not on a compound boundary.
+    #[error(
+        "the altmap ends {altmap_pfns} pages into the range, not on a compound boundary of {} pages",
+        shift.nr_pages()
+    )]
+    AltmapMisaligned {
+        /// Pages the altmap takes.
+        altmap_pfns: u64,
+        /// The compound order.
+        shift: Order,
+    },
     /// Memory for the store could not be reserved.
     #[error("cannot reserve the {layout:?} memmap")]
     Backing {
@@ -242,7 +268,9 @@ impl Geometry {
         layout: Layout,
         reserve: u64,
     ) -> Result<Self, MemmapError> {
-        let mut g = Self::new(range, shift)?;
+        // Validates the range first: memmap_bytes is exact only for ranges inside the physical
+        // address space.
+        Self::new(range, shift)?;
         let memmap_pages = layout.memmap_bytes(range.len(), shift).div_ceil(PAGE_SIZE);
         // A reserve beyond the range is refused like any altmap that leaves no data, without
         // wrapping on the way (a wrapped sum would put the memmap on top of the data).
@@ -250,16 +278,43 @@ impl Geometry {
             .checked_add(memmap_pages)
             .and_then(|t| t.checked_next_multiple_of(shift.nr_pages()))
             .unwrap_or(u64::MAX);
+        let free = total.saturating_sub(reserve);
+        Self::with_altmap_sized(range, shift, layout, AltmapGeometry { reserve, free })
+    }
+
+    /// A geometry whose memmap lives in the first pfns of the range with an altmap sized by the
+    /// caller, as a driver sizes `vmem_altmap` from its info block (`crate::namespace`): data
+    /// starts `reserve + free` pfns into the range, which must be a compound boundary short of
+    /// the range's end, and the layout's memmap must fit in `free`.
+    pub fn with_altmap_sized(
+        range: PfnRange,
+        shift: Order,
+        layout: Layout,
+        altmap: AltmapGeometry,
+    ) -> Result<Self, MemmapError> {
+        let mut g = Self::new(range, shift)?;
+        let total = altmap.reserve.saturating_add(altmap.free);
         if total >= range.len() {
             return Err(MemmapError::AltmapTooLarge {
                 altmap_pfns: total,
                 pages: range.len(),
             });
         }
-        g.altmap = Some(AltmapGeometry {
-            reserve,
-            free: total - reserve,
-        });
+        if !total.is_multiple_of(shift.nr_pages()) {
+            return Err(MemmapError::AltmapMisaligned {
+                altmap_pfns: total,
+                shift,
+            });
+        }
+        let memmap_pfns = layout.memmap_bytes(range.len(), shift).div_ceil(PAGE_SIZE);
+        if memmap_pfns > altmap.free {
+            return Err(MemmapError::AltmapTooSmall {
+                layout,
+                memmap_pfns,
+                free: altmap.free,
+            });
+        }
+        g.altmap = Some(altmap);
         Ok(g)
     }
 

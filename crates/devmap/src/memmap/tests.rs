@@ -206,6 +206,43 @@ fn altmap_that_eats_the_range_is_refused() {
 }
 
 #[test]
+fn an_altmap_sized_by_the_caller_must_hold_the_memmap_and_end_on_a_compound() {
+    let range = PfnRange::new(Pfn::new(1 << 20), 1 << 15).expect("range");
+    let sized = |layout, reserve, free| {
+        Geometry::with_altmap_sized(range, Order::PMD, layout, AltmapGeometry { reserve, free })
+    };
+    // More room than the memmap needs: the data starts where the caller said.
+    let g = sized(Layout::Heads, 2, 1534).expect("geometry");
+    assert_eq!(g.altmap_pfns(), 1536);
+    assert_eq!(g.data_range().start(), range.start().add(1536));
+    let c = Layout::Heads.cost(&g);
+    assert_eq!((c.metadata_bytes, c.device_bytes), (0, 1536 * PAGE_SIZE));
+    assert!(matches!(
+        sized(Layout::Flat, 2, 510),
+        Err(MemmapError::AltmapTooSmall {
+            layout: Layout::Flat,
+            memmap_pfns: 512,
+            free: 510
+        })
+    ));
+    assert!(matches!(
+        sized(Layout::Flat, 2, 600),
+        Err(MemmapError::AltmapMisaligned {
+            altmap_pfns: 602,
+            ..
+        })
+    ));
+    assert!(matches!(
+        sized(Layout::Flat, 2, (1 << 15) - 2),
+        Err(MemmapError::AltmapTooLarge { .. })
+    ));
+    assert!(matches!(
+        sized(Layout::Flat, u64::MAX, 2),
+        Err(MemmapError::AltmapTooLarge { .. })
+    ));
+}
+
+#[test]
 fn misaligned_geometry_is_refused() {
     let r = PfnRange::new(Pfn::new(256), 512).expect("range");
     assert!(matches!(

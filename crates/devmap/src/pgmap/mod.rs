@@ -21,7 +21,9 @@ use parking_lot::{Condvar, Mutex};
 use crate::addr::{Order, Pfn, PfnRange};
 use crate::desc::{Page, PgmapId};
 use crate::init::{InitMode, InitState, InitStats, MemmapSet, SyncError};
-use crate::memmap::{Cost, Folio, Layout, LookupError, Memmap, MemmapError, Synced};
+use crate::memmap::{
+    AltmapGeometry, Cost, Folio, Geometry, Layout, LookupError, Memmap, MemmapError, Synced,
+};
 
 mod live;
 mod space;
@@ -98,7 +100,7 @@ pub struct Altmap {
     pub reserve: u64,
     /// Pfns set aside for the memmap.
     pub free: u64,
-    /// Of `free`, padding that aligns the first data pfn to a compound.
+    /// Of `free`, the pfns the memmap does not use: padding up to the first data pfn.
     pub align: u64,
     /// Of `free`, pfns the memmap actually uses.
     pub alloc: u64,
@@ -122,6 +124,11 @@ pub struct PgmapConfig {
     pub vmemmap_shift: Order,
     /// `Some(reserve)` places the memmap of range 0 on the device after `reserve` pfns.
     pub altmap_reserve: Option<u64>,
+    /// With an altmap, the pfns after the reserve set aside for the memmap (`vmem_altmap.free`),
+    /// as a driver computes them from its info block ([`crate::namespace`]); the data starts
+    /// `reserve + free` pfns into range 0. `None` sizes them to the layout's memmap, padded to a
+    /// compound. Set without `altmap_reserve`, it places an altmap with no reserve.
+    pub altmap_free: Option<u64>,
     /// Descriptor layout.
     pub layout: Layout,
     /// How to initialise the memmap.
@@ -141,12 +148,85 @@ impl PgmapConfig {
             ranges: vec![range],
             vmemmap_shift: align,
             altmap_reserve: None,
+            altmap_free: None,
             layout: Layout::Heads,
             init: InitMode::parallel_default(),
             owner: None,
             ops: PgmapOps::default(),
         }
     }
+
+    /// What the memmap of this config costs, summed over its ranges, computed without
+    /// allocating: what [`Pgmap::cost`] reports once [`DeviceSpace::memremap_pages`] has built
+    /// it, before anything grows. Fails as `memremap_pages` would on a config with no ranges or a
+    /// range that cannot get a memmap; overlaps and driver callbacks are not checked, as they do
+    /// not change the cost.
+    pub fn estimate_cost(&self) -> Result<Cost, PgmapError> {
+        self.check_shape()?;
+        let costs = self
+            .ranges
+            .iter()
+            .enumerate()
+            .map(|(index, &range)| Ok(self.layout.cost(&self.geometry(index, range)?)))
+            .collect::<Result<Vec<_>, PgmapError>>()?;
+        Ok(sum_costs(costs))
+    }
+
+    /// Whether the memmap of range 0 lives on the device.
+    pub fn has_altmap(&self) -> bool {
+        self.altmap_reserve.is_some() || self.altmap_free.is_some()
+    }
+
+    /// The rules on the config's shape that the kernel's `memremap_pages` enforces: at least
+    /// one range; an altmap only on a pgmap of one range (`pagemap_range`: "altmap not
+    /// supported for multiple ranges", -EINVAL); no `vmemmap_shift` for fsdax, whose folios
+    /// form at fault time from order-0 pages (the kernel never builds one, and the fsdax free
+    /// path here splits folios).
+    pub(crate) fn check_shape(&self) -> Result<(), PgmapError> {
+        if self.ranges.is_empty() {
+            return Err(PgmapError::NoRanges);
+        }
+        if self.has_altmap() && self.ranges.len() > 1 {
+            return Err(PgmapError::AltmapWithRanges {
+                ranges: self.ranges.len(),
+            });
+        }
+        if self.memory_type == MemoryType::FsDax && self.vmemmap_shift != Order::BASE {
+            return Err(PgmapError::FsdaxCompound {
+                shift: self.vmemmap_shift,
+            });
+        }
+        Ok(())
+    }
+
+    /// The memmap geometry of range `index`: range 0 carries the altmap, if any.
+    pub(crate) fn geometry(&self, index: usize, range: PfnRange) -> Result<Geometry, PgmapError> {
+        let shift = self.vmemmap_shift;
+        match (index, self.altmap_reserve, self.altmap_free) {
+            (0, Some(reserve), None) => Geometry::with_altmap(range, shift, self.layout, reserve),
+            (0, reserve, Some(free)) => Geometry::with_altmap_sized(
+                range,
+                shift,
+                self.layout,
+                AltmapGeometry {
+                    reserve: reserve.unwrap_or(0),
+                    free,
+                },
+            ),
+            _ => Geometry::new(range, shift),
+        }
+        .map_err(|source| PgmapError::Memmap { index, source })
+    }
+}
+
+/// The sum of per-range costs, field by field.
+fn sum_costs(costs: impl IntoIterator<Item = Cost>) -> Cost {
+    costs.into_iter().fold(Cost::default(), |mut acc, c| {
+        acc.metadata_bytes += c.metadata_bytes;
+        acc.device_bytes += c.device_bytes;
+        acc.descriptors_initialized += c.descriptors_initialized;
+        acc
+    })
 }
 
 /// Errors from registering pgmaps and looking pfns up.
@@ -445,13 +525,7 @@ impl Pgmap {
 
     /// The memmap cost summed over every range.
     pub fn cost(&self) -> Cost {
-        self.set.maps().iter().fold(Cost::default(), |mut acc, m| {
-            let c = m.cost();
-            acc.metadata_bytes += c.metadata_bytes;
-            acc.device_bytes += c.device_bytes;
-            acc.descriptors_initialized += c.descriptors_initialized;
-            acc
-        })
+        sum_costs(self.set.maps().iter().map(Memmap::cost))
     }
 
     /// Address space reserved for descriptors and directories (diagnostics).
@@ -461,6 +535,12 @@ impl Pgmap {
 
     fn synced(&self, pfn: Pfn) -> Result<(&Memmap, Synced), PgmapError> {
         Ok(self.set.sync(pfn, 1)?)
+    }
+
+    /// The data pfns of each range, in registration order: the range without the altmap pfns
+    /// at the start of range 0. Exactly the pfns [`Pgmap::pfn_valid`] accepts.
+    pub fn data_ranges(&self) -> impl Iterator<Item = PfnRange> + '_ {
+        self.set.maps().iter().map(|m| m.geometry().data_range())
     }
 
     /// Whether `pfn` is a data pfn of this pgmap (`pgmap_pfn_valid`): in a range and not in the

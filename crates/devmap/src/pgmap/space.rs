@@ -12,10 +12,10 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::live::{Dying, Liveness};
 use super::{Altmap, MemoryType, Pgmap, PgmapConfig, PgmapError, PgmapRef};
-use crate::addr::{Order, PAGE_SIZE, Pfn, PfnRange};
+use crate::addr::{PAGE_SIZE, Pfn, PfnRange};
 use crate::desc::PgmapId;
 use crate::init::{InitTarget, MemmapSet};
-use crate::memmap::{Geometry, Memmap};
+use crate::memmap::Memmap;
 
 /// Lowest pfn the device space hands out (4 GiB), leaving room below like a physical map.
 const SPACE_BASE: Pfn = Pfn::new(1 << 20);
@@ -90,22 +90,7 @@ impl DeviceSpace {
     /// every descriptor is initialised.
     pub fn memremap_pages(&self, cfg: PgmapConfig) -> Result<Arc<Pgmap>, PgmapError> {
         validate_ops(&cfg)?;
-        if cfg.ranges.is_empty() {
-            return Err(PgmapError::NoRanges);
-        }
-        // pagemap_range: "altmap not supported for multiple ranges" (WARN, -EINVAL).
-        if cfg.altmap_reserve.is_some() && cfg.ranges.len() > 1 {
-            return Err(PgmapError::AltmapWithRanges {
-                ranges: cfg.ranges.len(),
-            });
-        }
-        // fsdax folios are formed at fault time from order-0 pages; the kernel never builds
-        // an fsdax pgmap with a vmemmap_shift, and the free path here splits fsdax folios.
-        if cfg.memory_type == MemoryType::FsDax && cfg.vmemmap_shift != Order::BASE {
-            return Err(PgmapError::FsdaxCompound {
-                shift: cfg.vmemmap_shift,
-            });
-        }
+        cfg.check_shape()?;
         for (i, a) in cfg.ranges.iter().enumerate() {
             if let Some(b) = cfg.ranges[..i].iter().find(|b| b.overlaps(*a)) {
                 return Err(PgmapError::Overlap {
@@ -128,13 +113,7 @@ impl DeviceSpace {
         let mut altmap = None;
         let mut maps = Vec::with_capacity(cfg.ranges.len());
         for (index, &range) in cfg.ranges.iter().enumerate() {
-            let geo = match (index, cfg.altmap_reserve) {
-                (0, Some(reserve)) => {
-                    Geometry::with_altmap(range, cfg.vmemmap_shift, cfg.layout, reserve)
-                }
-                _ => Geometry::new(range, cfg.vmemmap_shift),
-            }
-            .map_err(|source| PgmapError::Memmap { index, source })?;
+            let geo = cfg.geometry(index, range)?;
             if let Some(a) = geo.altmap() {
                 let alloc = cfg
                     .layout

@@ -229,6 +229,87 @@ fn an_fsdax_pgmap_with_compound_folios_is_refused() {
 }
 
 #[test]
+fn data_ranges_leave_out_the_altmap() {
+    let space = DeviceSpace::new();
+    let r0 = space.reserve_range(128 << 20, 2 << 20).expect("r0");
+    let r1 = space.reserve_range(16 << 20, 2 << 20).expect("r1");
+    let r2 = space.reserve_range(16 << 20, 2 << 20).expect("r2");
+    let mut c = cfg(r0, Layout::Heads, Order::PMD);
+    c.altmap_reserve = Some(2);
+    let p = space.memremap_pages(c).expect("pgmap");
+    let offset = p.altmap().expect("altmap").offset();
+    let mut c = cfg(r1, Layout::Heads, Order::PMD);
+    c.ranges.push(r2);
+    let q = space.memremap_pages(c).expect("pgmap of two ranges");
+    for (p, want) in [
+        (
+            &p,
+            vec![PfnRange::from_bounds(r0.start().add(offset), r0.end()).expect("data 0")],
+        ),
+        (&q, vec![r1, r2]),
+    ] {
+        let data: Vec<PfnRange> = p.data_ranges().collect();
+        assert_eq!(data, want);
+        for r in &data {
+            assert!(p.pfn_valid(r.start()) && p.pfn_valid(Pfn::new(r.end().raw() - 1)));
+        }
+    }
+}
+
+/// The estimate is what the built pgmap reports, for every layout, with several ranges, with
+/// an altmap sized by the library or by the caller, and it fails where building fails.
+#[test]
+fn estimate_cost_is_what_memremap_pages_builds() {
+    let space = DeviceSpace::new();
+    for layout in Layout::ALL {
+        for altmap in [
+            (None, None),
+            (Some(2), None),
+            (Some(2), Some(1022)),
+            (None, Some(512)),
+        ] {
+            let r0 = space.reserve_range(128 << 20, 2 << 20).expect("r0");
+            let mut c = cfg(r0, layout, Order::PMD);
+            (c.altmap_reserve, c.altmap_free) = altmap;
+            if !c.has_altmap() {
+                // An altmap needs a pgmap of one range; without one, add a second range.
+                c.ranges
+                    .push(space.reserve_range(16 << 20, 2 << 20).expect("r1"));
+            }
+            let estimate = c.estimate_cost().expect("estimate");
+            let p = space.memremap_pages(c).expect("pgmap");
+            assert_eq!(estimate, p.cost(), "{layout:?} {altmap:?}");
+            if let (reserve, Some(free)) = altmap {
+                let a = p.altmap().expect("altmap");
+                assert_eq!((a.reserve, a.free), (reserve.unwrap_or(0), free));
+            }
+        }
+    }
+    let mut none = cfg(
+        PfnRange::new(Pfn::new(0), 512).expect("range"),
+        Layout::Flat,
+        Order::PMD,
+    );
+    none.ranges.clear();
+    assert!(matches!(none.estimate_cost(), Err(PgmapError::NoRanges)));
+    let r = space.reserve_range(4 << 20, 2 << 20).expect("r");
+    let mut bad = cfg(r, Layout::Flat, Order::PMD);
+    bad.altmap_free = Some(100);
+    for result in [
+        bad.estimate_cost().map(|_| ()),
+        space.memremap_pages(bad).map(|_| ()),
+    ] {
+        assert!(matches!(
+            result,
+            Err(PgmapError::Memmap {
+                index: 0,
+                source: MemmapError::AltmapMisaligned { .. }
+            })
+        ));
+    }
+}
+
+#[test]
 fn lookups_outside_the_pgmap_are_errors() {
     let space = DeviceSpace::new();
     let r = space.reserve_range(2 << 20, 2 << 20).expect("r");

@@ -1,7 +1,9 @@
 //! `devmap gup-test`: the kernel's `tools/testing/selftests/mm/gup_test` against an emulated
-//! device-dax namespace. Each repeat pins the whole namespace in calls of `-n` pages, timing
-//! the get loop and the put loop separately, then checks (untimed) that every folio is idle
-//! again, and prints the kernel's `<CMD>: Time: get:<usec> put:<usec> us` line.
+//! device-dax (or fsdax) namespace. `-m` MiB is what the selftest maps and pins: the data of
+//! the smallest namespace that holds it (the info block comes first). Each repeat pins all of
+//! it in calls of `-n` pages, timing the get loop and the put loop separately, then checks
+//! (untimed) that every folio is idle again, and prints the kernel's
+//! `<CMD>: Time: get:<usec> put:<usec> us` line.
 //!
 //! By default each call is the library's plain `pin_pages`/`pin_folios`, which allocates its
 //! result inside the timed loop (32 MiB of entries for 16 GiB through the page-array API).
@@ -12,23 +14,172 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail, ensure};
-use devmap::addr::format_size;
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use clap::Args;
 use devmap::gup::{unpin_folios, unpin_user_pages};
 use devmap::{
-    DeviceSpace, FolioMapping, GupFlags, InitMode, Layout, MemoryType, Order, PAGE_SIZE, Pfn,
-    PfnRange, Pgmap, PgmapConfig, PinnedFolio, PinnedFolios, PinnedPages,
+    DeviceSpace, FolioMapping, GupFlags, InitMode, Layout, MemmapLocation, MemoryType, Namespace,
+    NamespaceMode, Order, PAGE_SIZE, Pfn, PfnRange, Pgmap, PinnedFolio, PinnedFolios, PinnedPages,
 };
 use serde::Serialize;
 
-use crate::estimate::geometry;
+use crate::args::{self, LayoutArg, MAX_SIZE, ModeArg, count, smaller_fitting};
+use crate::cmd::estimate;
+use crate::output;
 use crate::procfs;
-use crate::shape::{Shape, smaller_fitting};
-use crate::units::human;
+use crate::units::{format_size, human};
+
+/// `gup-test`, with the kernel selftest's flags.
+#[derive(Debug, Args)]
+pub struct GupTestArgs {
+    /// MiB to pin: the namespace's data (the selftest's mapping); the info block comes on top.
+    #[arg(short = 'm', default_value_t = 128, allow_negative_numbers = true, value_parser = mib)]
+    mb: u64,
+    /// Repeats.
+    #[arg(short = 'r', default_value_t = 1, allow_negative_numbers = true, value_parser = count::<u32>)]
+    repeats: u32,
+    /// Pages per call; negative for all at once [default: 512, as the seed's `-n 512`].
+    #[arg(short = 'n', default_value_t = 512, allow_negative_numbers = true, value_parser = count::<i64>)]
+    pages_per_call: i64,
+    /// FOLL_WRITE.
+    #[arg(short = 'w')]
+    write: bool,
+    /// PIN_FAST_BENCHMARK: pin_user_pages_fast.
+    #[arg(short = 'a', conflicts_with_all = ["longterm", "gup_fast"])]
+    pin_fast: bool,
+    /// PIN_LONGTERM_BENCHMARK: pins with FOLL_LONGTERM.
+    #[arg(short = 'L', conflicts_with_all = ["gup_fast", "folios"])]
+    longterm: bool,
+    /// GUP_FAST_BENCHMARK: plain references (the default).
+    #[arg(short = 'u', conflicts_with = "folios")]
+    gup_fast: bool,
+    /// Pin through the folio-range API (one entry per folio).
+    #[arg(short = 'F')]
+    folios: bool,
+    /// Page size of the namespace's folios: 4K, 2M or 1G.
+    #[arg(long, default_value = "2M", allow_hyphen_values = true)]
+    align: String,
+    /// Memmap layout.
+    #[arg(long, value_enum, default_value = "heads")]
+    layout: LayoutArg,
+    /// Namespace mode.
+    #[arg(long, value_enum, default_value = "devdax")]
+    mode: ModeArg,
+    /// Fill entry buffers that an untimed warm-up repeat allocated and faulted in, as the
+    /// kernel selftest allocates its `pages[]` before timing (`pin_pages_into`), instead of
+    /// letting every call allocate its result inside the timed loop (`pin_pages`).
+    #[arg(long)]
+    prealloc: bool,
+    /// Print a JSON array of objects, one per repeat.
+    #[arg(long, short = 'j')]
+    json: bool,
+}
+
+/// Parses `-m`, a count of MiB; a size with a suffix gets the count it means.
+fn mib(text: &str) -> Result<u64, String> {
+    count(text).map_err(|e| match args::parse_size(text) {
+        Ok(bytes) if bytes > 0 && bytes % (1 << 20) == 0 => {
+            format!("-m counts MiB: did you mean -m {}?", bytes >> 20)
+        }
+        _ => e,
+    })
+}
+
+/// Runs `gup-test`: validates the flags, checks the run fits in memory, and prints a line per
+/// repeat as it ends (or, with `--json`, one array at the end).
+pub fn run(a: GupTestArgs) -> Result<()> {
+    let plan = plan(&a)?;
+    check_budget(&plan)?;
+    // Lines go out as each repeat ends, as the selftest prints them, so a long -r shows
+    // progress and holds nothing; JSON is one array at the end.
+    let mut rows = Vec::new();
+    bench(&plan, |r| {
+        if a.json {
+            rows.push(r);
+            Ok(())
+        } else {
+            output::say(&line(&r))
+        }
+    })?;
+    if a.json {
+        output::json(&rows)?;
+    }
+    Ok(())
+}
+
+/// The plan `a` asks for, or the first thing wrong with it.
+fn plan(a: &GupTestArgs) -> Result<Plan> {
+    if a.mb == 0 {
+        bail!("-m {} is not a usable size in MiB: try -m 16384", a.mb);
+    }
+    let size =
+        a.mb.checked_mul(1 << 20)
+            .filter(|s| *s <= MAX_SIZE)
+            .ok_or_else(|| {
+                anyhow!(
+                    "-m {} MiB is larger than the largest namespace, {}: did you mean -m {}?",
+                    a.mb,
+                    format_size(MAX_SIZE),
+                    MAX_SIZE >> 20
+                )
+            })?;
+    let align = args::parse_align(&a.align, a.mode)?;
+    if align >= 1 << 20 && size % align != 0 {
+        let mb = align >> 20;
+        let down = a.mb / mb * mb;
+        let hint = if down == 0 {
+            format!("-m {}", down + mb)
+        } else {
+            format!("-m {down} or -m {}", down + mb)
+        };
+        bail!(
+            "-m {} MiB is not a multiple of align {}: did you mean {hint}?",
+            a.mb,
+            format_size(align)
+        );
+    }
+    let ns = namespace_for(size, align, a.mode.into())?;
+    let layout = match a.layout.layouts().as_slice() {
+        [one] => *one,
+        _ => bail!("gup-test runs one layout: choose --layout flat, vmemmap or heads"),
+    };
+    if a.repeats == 0 {
+        bail!("-r must be at least 1");
+    }
+    if a.longterm && a.mode == ModeArg::Fsdax {
+        bail!(
+            "-L pins with FOLL_LONGTERM, and FsDax memory cannot be pinned long-term: use -a, \
+             or -L with --mode devdax"
+        );
+    }
+    let mode = if a.folios {
+        Mode::PinFolios
+    } else if a.pin_fast {
+        Mode::PinFast
+    } else if a.longterm {
+        Mode::PinLongterm
+    } else {
+        Mode::GupFast
+    };
+    Ok(Plan {
+        ns,
+        layout,
+        mode,
+        repeats: a.repeats,
+        pages_per_call: pages_per_call(a.pages_per_call)?,
+        write: a.write,
+        reuse_buffers: a.prealloc,
+    })
+}
+
+/// The smallest namespace (memmap in host memory) whose data is `data_bytes`.
+fn namespace_for(data_bytes: u64, align: u64, mode: NamespaceMode) -> Result<Namespace> {
+    Namespace::for_data(data_bytes, align, mode, MemmapLocation::Mem).map_err(args::refusal)
+}
 
 /// Which benchmark (the kernel's ioctl commands, plus the folio API).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+enum Mode {
     /// `-u`: `get_user_pages_fast`, plain references.
     GupFast,
     /// `-a`: `pin_user_pages_fast`.
@@ -41,7 +192,7 @@ pub enum Mode {
 
 impl Mode {
     /// The kernel's name for the command.
-    pub fn name(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             Mode::GupFast => "GUP_FAST_BENCHMARK",
             Mode::PinFast => "PIN_FAST_BENCHMARK",
@@ -53,27 +204,27 @@ impl Mode {
 
 /// What `gup-test` was asked to do.
 #[derive(Debug, Clone, Copy)]
-pub struct Plan {
-    /// Namespace shape.
-    pub shape: Shape,
+struct Plan {
+    /// The namespace whose data is pinned.
+    ns: Namespace,
     /// Layout of the memmap.
-    pub layout: Layout,
+    layout: Layout,
     /// Benchmark.
-    pub mode: Mode,
+    mode: Mode,
     /// Repeats.
-    pub repeats: u32,
-    /// Pages per call (the whole namespace for `None`).
-    pub pages_per_call: Option<u64>,
+    repeats: u32,
+    /// Pages per call (all the data for `None`).
+    pages_per_call: Option<u64>,
     /// `FOLL_WRITE`.
-    pub write: bool,
+    write: bool,
     /// Fill entry buffers allocated before timing (the selftest's way) rather than letting
     /// each call allocate its result.
-    pub reuse_buffers: bool,
+    reuse_buffers: bool,
 }
 
 /// One repeat's result.
 #[derive(Debug, Serialize)]
-pub struct Repeat {
+struct Repeat {
     /// Kernel command name.
     pub mode: &'static str,
     /// Microseconds in the get/pin loop.
@@ -101,7 +252,7 @@ pub struct Repeat {
 }
 
 /// Parses `-n`: a positive page count, or a negative one for "all".
-pub fn pages_per_call(n: i64) -> Result<Option<u64>> {
+fn pages_per_call(n: i64) -> Result<Option<u64>> {
     match n {
         0 => bail!("-n must not be 0: give pages per call (e.g. -n 512), or -n -1 for all"),
         n if n < 0 => Ok(None),
@@ -110,18 +261,18 @@ pub fn pages_per_call(n: i64) -> Result<Option<u64>> {
 }
 
 /// Host bytes a run of `plan` holds at its peak: the memmap, the entries of every call (a
-/// repeat pins the whole namespace before it unpins any), the per-call handles and buffer
-/// slots, and for fsdax one mapping per folio.
-pub fn planned_bytes(plan: &Plan) -> Result<u64> {
-    let shape = &plan.shape;
-    let cost = plan.layout.cost(&geometry(shape, plan.layout)?);
-    let pages = shape.pages();
+/// repeat pins all the data before it unpins any), the per-call handles and buffer slots, and
+/// for fsdax one mapping per folio.
+fn planned_bytes(plan: &Plan) -> Result<u64> {
+    let ns = &plan.ns;
+    let memmap = estimate::host_bytes(ns, plan.layout)?;
+    let pages = ns.data_bytes() / PAGE_SIZE;
     let per_call = plan.pages_per_call.unwrap_or(pages).clamp(1, pages);
     let calls = pages.div_ceil(per_call);
     let size = |bytes: usize| bytes as u64;
     let (entries, handle) = if plan.mode == Mode::PinFolios {
         // `pin_folios_into` reserves two entries beyond the compounds a call spans.
-        let entries = (pages >> shape.shift.get()).saturating_add(calls.saturating_mul(2));
+        let entries = (pages >> ns.vmemmap_shift().get()).saturating_add(calls.saturating_mul(2));
         (
             entries.saturating_mul(size(size_of::<PinnedFolio>())),
             size(size_of::<PinnedFolios>()),
@@ -136,12 +287,12 @@ pub fn planned_bytes(plan: &Plan) -> Result<u64> {
     // overhead for the entry buffer.
     const MALLOC_OVERHEAD: u64 = 32;
     let per_call_bytes = handle + 2 * size(size_of::<Vec<Pfn>>()) + MALLOC_OVERHEAD;
-    let mappings = if shape.mode.memory_type() == MemoryType::FsDax {
-        (pages / (shape.align / PAGE_SIZE)).saturating_mul(size(size_of::<FolioMapping>()))
+    let mappings = if ns.mode().memory_type() == MemoryType::FsDax {
+        (pages / (ns.align() / PAGE_SIZE)).saturating_mul(size(size_of::<FolioMapping>()))
     } else {
         0
     };
-    Ok((cost.metadata_bytes + cost.device_bytes)
+    Ok(memmap
         .saturating_add(entries)
         .saturating_add(calls.saturating_mul(per_call_bytes))
         .saturating_add(mappings))
@@ -149,27 +300,27 @@ pub fn planned_bytes(plan: &Plan) -> Result<u64> {
 
 /// Refuses a plan whose peak would exceed the share of available memory one run may take,
 /// with the largest `-m` that fits.
-pub fn check_budget(plan: &Plan) -> Result<()> {
+fn check_budget(plan: &Plan) -> Result<()> {
     let need = planned_bytes(plan)?;
     let (budget, available) = procfs::memory_budget()?;
     if need <= budget {
         return Ok(());
     }
-    let with_size = |size| Plan {
-        shape: Shape { size, ..plan.shape },
-        ..*plan
+    let ns = &plan.ns;
+    let fits = |data| {
+        namespace_for(data, ns.align(), ns.mode())
+            .and_then(|ns| planned_bytes(&Plan { ns, ..*plan }))
+            .is_ok_and(|b| b <= budget)
     };
-    let step = plan.shape.align.max(1 << 20);
-    let hint = match smaller_fitting(plan.shape.size, step, |size| {
-        planned_bytes(&with_size(size)).is_ok_and(|b| b <= budget)
-    }) {
+    let step = ns.align().max(1 << 20);
+    let hint = match smaller_fitting(ns.data_bytes(), step, fits) {
         Some(size) => format!("try -m {}", size >> 20),
         None => "try a smaller -m".to_owned(),
     };
     bail!(
         "gup-test -m {} needs {} (memmap, pinned entries and their handles), more than the {} \
          devmap allows itself ({}% of the {} available): {hint}",
-        plan.shape.size >> 20,
+        ns.data_bytes() >> 20,
         human(need),
         human(budget),
         procfs::MEMORY_BUDGET_PERCENT,
@@ -178,30 +329,21 @@ pub fn check_budget(plan: &Plan) -> Result<()> {
 }
 
 /// Runs the benchmark, handing each repeat's result to `emit` as it ends.
-pub fn run(plan: &Plan, mut emit: impl FnMut(Repeat) -> Result<()>) -> Result<()> {
-    let shape = &plan.shape;
+fn bench(plan: &Plan, mut emit: impl FnMut(Repeat) -> Result<()>) -> Result<()> {
+    let ns = &plan.ns;
     let space = DeviceSpace::new();
-    let range = space.reserve_range(shape.size, shape.align)?;
-    let mut cfg = PgmapConfig::devdax(range, shape.shift);
-    cfg.memory_type = shape.mode.memory_type();
-    cfg.layout = plan.layout;
-    cfg.altmap_reserve = shape.altmap_reserve();
+    let range = space.reserve_range(ns.size(), ns.align())?;
+    let mut cfg = ns.pgmap_config(range, plan.layout)?;
     cfg.init = InitMode::parallel_default();
     let pgmap = space
         .memremap_pages(cfg)
-        .with_context(|| format!("cannot enable a {} namespace", format_size(shape.size)))?;
-    let data = pgmap
-        .ranges()
-        .next()
-        .context("the namespace has no range")?;
-    let data = match pgmap.altmap() {
-        Some(a) => PfnRange::new(data.start().add(a.offset()), data.len() - a.offset())?,
-        None => data,
-    };
+        .with_context(|| format!("cannot enable a {} namespace", format_size(ns.size())))?;
+    // What the selftest maps: the namespace's data, after the info block.
+    let data = ns.data_range(range)?;
     // Like the selftest, which faults the range in from userspace first: fsdax folios exist
     // only while mapped (formed here at the namespace's align), device-dax ones always do.
-    let mappings = if shape.mode.memory_type() == MemoryType::FsDax {
-        let order = Order::from_bytes(shape.align)?;
+    let mappings = if ns.mode().memory_type() == MemoryType::FsDax {
+        let order = Order::from_bytes(ns.align())?;
         (0..data.len() >> order.get())
             .map(|i| pgmap.map_folio(data.start().add(i << order.get()), order))
             .collect::<Result<Vec<_>, _>>()?
@@ -217,9 +359,9 @@ pub fn run(plan: &Plan, mut emit: impl FnMut(Repeat) -> Result<()>) -> Result<()
         flags = flags | GupFlags::LONGTERM;
     }
     let folio_pages = if mappings.is_empty() {
-        shape.shift.nr_pages()
+        ns.vmemmap_shift().nr_pages()
     } else {
-        shape.align / PAGE_SIZE
+        ns.align() / PAGE_SIZE
     };
     let folios = data.len().div_ceil(folio_pages);
     let mut bench = Bench {
@@ -248,7 +390,7 @@ pub fn run(plan: &Plan, mut emit: impl FnMut(Repeat) -> Result<()>) -> Result<()
             entries,
             calls,
             size: data.len() * PAGE_SIZE,
-            align: shape.align,
+            align: ns.align(),
             layout: plan.layout.name(),
             repeat,
             reused_buffers: plan.reuse_buffers,
@@ -360,6 +502,6 @@ fn check_idle(pgmap: &Pgmap, data: PfnRange) -> Result<()> {
 }
 
 /// The kernel's output line.
-pub fn line(r: &Repeat) -> String {
+fn line(r: &Repeat) -> String {
     format!("{}: Time: get:{} put:{} us", r.mode, r.get_us, r.put_us)
 }

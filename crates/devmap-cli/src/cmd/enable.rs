@@ -1,25 +1,51 @@
 //! `devmap enable`: builds an emulated (anonymous, unbacked) namespace in this process,
 //! initialises its memmap, and measures it: resident growth, init time, and the time to
-//! `memset` the same number of bytes freshly mapped the same way (the bandwidth baseline).
+//! `memset` the same number of bytes freshly mapped the same way (the bandwidth baseline). Its
+//! arguments, their checks against each other and the memory budget, the measurement and the
+//! row it prints live here.
 
 use std::num::NonZeroUsize;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use clap::ValueEnum;
-use devmap::addr::format_size;
+use clap::{Args, ValueEnum};
 use devmap::backing::{PageHint, Reservation};
-use devmap::{DeviceSpace, InitMode, Layout, Order, PfnRange, Pgmap, PgmapConfig};
+use devmap::{DeviceSpace, InitMode, Layout, Namespace, Pgmap};
 use serde::Serialize;
 
-use crate::estimate::geometry;
+use crate::args::{LayoutArg, NamespaceArgs, count, smaller_fitting};
+use crate::cmd::estimate;
+use crate::output::{self, Cells};
 use crate::procfs;
-use crate::shape::{Shape, smaller_fitting};
-use crate::units::human;
+use crate::units::{format_size, human, ms};
+
+/// `enable`'s arguments.
+#[derive(Debug, Args)]
+pub struct EnableArgs {
+    #[command(flatten)]
+    ns: NamespaceArgs,
+    /// Layout(s) to enable, one after another.
+    #[arg(long, value_enum, default_value = "heads")]
+    layout: LayoutArg,
+    /// How to initialise the memmap.
+    #[arg(long, value_enum, default_value = "parallel")]
+    init: InitArg,
+    /// Threads for --init parallel (the caller included) or async workers
+    /// [default: every core].
+    #[arg(long, allow_negative_numbers = true, value_parser = count::<usize>)]
+    threads: Option<usize>,
+    /// With --init async: time N first-touch syncs of one compound each at random offsets
+    /// while the background runs.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = count::<u64>)]
+    touch: Option<u64>,
+    /// With --init async: finish the init with sync_all on the calling thread.
+    #[arg(long)]
+    sync: bool,
+}
 
 /// `--init`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum InitArg {
+enum InitArg {
     /// On the calling thread.
     Sync,
     /// On `--threads` threads (default: every core), the caller included.
@@ -30,11 +56,11 @@ pub enum InitArg {
 
 /// What to do while and after an `--init async` enable runs in the background.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct AsyncPlan {
+struct AsyncPlan {
     /// First-touch syncs of one compound each at random offsets, timed.
-    pub touches: Option<u64>,
+    touches: Option<u64>,
     /// Finish with `sync_all` on this thread instead of waiting for the workers.
-    pub sync_all: bool,
+    sync_all: bool,
 }
 
 /// The most threads `--threads` may ask for (or one per core, on machines with more): threads
@@ -44,7 +70,7 @@ const MAX_THREADS: usize = 1024;
 
 /// One row of `enable`.
 #[derive(Debug, Serialize)]
-pub struct Enabled {
+struct Enabled {
     /// Namespace bytes.
     pub size: u64,
     /// Alignment bytes.
@@ -94,8 +120,48 @@ pub struct Enabled {
     pub sync_all_ns: Option<u64>,
 }
 
+fn columns(r: &Enabled) -> Cells {
+    vec![
+        ("layout", r.layout.to_owned()),
+        ("size", format_size(r.size)),
+        ("init", format!("{} x{}", r.init, r.threads)),
+        ("metadata", human(r.metadata_bytes)),
+        ("rss", human(r.rss_bytes)),
+        ("descriptors", r.descriptors_initialized.to_string()),
+        ("ready", ms(r.ready_ns)),
+        ("full init", ms(r.full_init_ns)),
+        ("memset", ms(r.memset_ns)),
+        (
+            "touch p50/p99/max",
+            match (r.touch_p50_ns, r.touch_p99_ns, r.touch_max_ns) {
+                (Some(a), Some(b), Some(c)) => {
+                    format!("{}/{}/{} us", a / 1000, b / 1000, c / 1000)
+                }
+                _ => "-".to_owned(),
+            },
+        ),
+    ]
+}
+
+/// Runs `enable`: each layout in turn, one row each.
+pub fn run(a: EnableArgs) -> Result<()> {
+    let ns = a.ns.namespace()?;
+    let plan = AsyncPlan {
+        touches: a.touch,
+        sync_all: a.sync,
+    };
+    let mode = init_mode(a.init, a.threads, plan)?;
+    let rows = a
+        .layout
+        .layouts()
+        .into_iter()
+        .map(|l| run_one(&ns, l, mode, plan))
+        .collect::<Result<Vec<_>>>()?;
+    output::print(a.ns.json, &rows, columns)
+}
+
 /// The init mode for `--init` and `--threads`, checked against the async-only options.
-pub fn init_mode(init: InitArg, threads: Option<usize>, plan: AsyncPlan) -> Result<InitMode> {
+fn init_mode(init: InitArg, threads: Option<usize>, plan: AsyncPlan) -> Result<InitMode> {
     if init != InitArg::Async {
         if plan.touches.is_some() {
             bail!("--touch measures first touches during background init: add --init async");
@@ -138,9 +204,9 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
 }
 
-/// Enables `shape` in `layout`, measures it, and tears it down.
-pub fn run_one(shape: &Shape, layout: Layout, mode: InitMode, plan: AsyncPlan) -> Result<Enabled> {
-    let host_bytes = memmap_bytes(shape, layout)?;
+/// Enables `ns` in `layout`, measures it, and tears it down.
+fn run_one(ns: &Namespace, layout: Layout, mode: InitMode, plan: AsyncPlan) -> Result<Enabled> {
+    let host_bytes = estimate::host_bytes(ns, layout)?;
     // Each first touch keeps its latency until the percentiles are taken.
     let touch_bytes = plan
         .touches
@@ -148,7 +214,7 @@ pub fn run_one(shape: &Shape, layout: Layout, mode: InitMode, plan: AsyncPlan) -
     let (budget, available) = procfs::memory_budget()?;
     if host_bytes.saturating_add(touch_bytes) > budget {
         return Err(over_budget(
-            shape,
+            ns,
             layout,
             (host_bytes, touch_bytes),
             (budget, available),
@@ -160,11 +226,8 @@ pub fn run_one(shape: &Shape, layout: Layout, mode: InitMode, plan: AsyncPlan) -
     memset_ns(host_bytes)?;
 
     let space = DeviceSpace::new();
-    let range = space.reserve_range(shape.size, shape.align)?;
-    let mut cfg = PgmapConfig::devdax(range, shape.shift);
-    cfg.memory_type = shape.mode.memory_type();
-    cfg.layout = layout;
-    cfg.altmap_reserve = shape.altmap_reserve();
+    let range = space.reserve_range(ns.size(), ns.align())?;
+    let mut cfg = ns.pgmap_config(range, layout)?;
     cfg.init = mode;
 
     let rss_before = procfs::rss_bytes()?;
@@ -175,7 +238,7 @@ pub fn run_one(shape: &Shape, layout: Layout, mode: InitMode, plan: AsyncPlan) -
     let ready_ns = start.elapsed().as_nanos() as u64;
 
     let touch = match plan.touches {
-        Some(n) => Some(touch(&pgmap, range, shape.shift, n)?),
+        Some(n) => Some(touch(&pgmap, n)?),
         None => None,
     };
     let sync_all_ns = if plan.sync_all {
@@ -199,13 +262,13 @@ pub fn run_one(shape: &Shape, layout: Layout, mode: InitMode, plan: AsyncPlan) -
     space.memunmap_pages(&pgmap, None)?;
     drop(pgmap);
 
-    let memset_ns = memset_ns(cost.metadata_bytes + cost.device_bytes)?;
+    let memset_ns = memset_ns(host_bytes)?;
     Ok(Enabled {
-        size: shape.size,
-        align: shape.align,
+        size: ns.size(),
+        align: ns.align(),
         layout: layout.name(),
-        map: shape.map.name(),
-        mode: shape.mode.name(),
+        map: ns.map().name(),
+        mode: ns.mode().name(),
         init: mode.name(),
         threads: stats.threads,
         metadata_bytes: cost.metadata_bytes,
@@ -225,34 +288,27 @@ pub fn run_one(shape: &Shape, layout: Layout, mode: InitMode, plan: AsyncPlan) -
     })
 }
 
-/// Host bytes the memmap of `shape` takes in `layout` (an on-device memmap is emulated in host
-/// memory too).
-fn memmap_bytes(shape: &Shape, layout: Layout) -> Result<u64> {
-    let cost = layout.cost(&geometry(shape, layout)?);
-    Ok(cost.metadata_bytes + cost.device_bytes)
-}
-
 /// The refusal of a run that needs `host_bytes` of memmap and `touch_bytes` of latencies when
 /// it may take only `budget` of the `available` memory, with what would fit instead.
 fn over_budget(
-    shape: &Shape,
+    ns: &Namespace,
     layout: Layout,
     (host_bytes, touch_bytes): (u64, u64),
     (budget, available): (u64, u64),
 ) -> anyhow::Error {
-    let fits = |s: &Shape, l: Layout| {
-        memmap_bytes(s, l).is_ok_and(|b| b.saturating_add(touch_bytes) <= budget)
+    let fits = |n: &Namespace, l: Layout| {
+        estimate::host_bytes(n, l).is_ok_and(|b| b.saturating_add(touch_bytes) <= budget)
     };
     let mut hints = Vec::new();
     if host_bytes <= budget {
         let most = (budget - host_bytes) / size_of::<u64>() as u64;
         hints.push(format!("--touch {most} or fewer"));
     } else {
-        if layout != Layout::Heads && fits(shape, Layout::Heads) {
+        if layout != Layout::Heads && fits(ns, Layout::Heads) {
             hints.push("--layout heads".to_owned());
         }
-        let smaller = smaller_fitting(shape.size, shape.align, |size| {
-            fits(&Shape { size, ..*shape }, layout)
+        let smaller = smaller_fitting(ns.size(), ns.align(), |size| {
+            Namespace::new(size, ns.align(), ns.mode(), ns.map()).is_ok_and(|n| fits(&n, layout))
         });
         hints.push(match smaller {
             Some(size) => format!("--size {}", format_size(size)),
@@ -267,7 +323,7 @@ fn over_budget(
     anyhow::anyhow!(
         "enabling {} in the {} layout needs {} of memmap{touches}, more than the {} devmap \
          allows itself ({}% of the {} available): try {}",
-        format_size(shape.size),
+        format_size(ns.size()),
         layout.name(),
         human(host_bytes),
         human(budget),
@@ -285,10 +341,15 @@ struct Touches {
     max: u64,
 }
 
-/// `n` first-touch syncs of one compound each at random compound-aligned offsets, timed one by
-/// one, while the background init runs. The offsets come from a fixed-seed xorshift, so runs
-/// touch the same places.
-fn touch(pgmap: &Pgmap, range: PfnRange, shift: Order, n: u64) -> Result<Touches> {
+/// `n` first-touch syncs of one compound each at random compound-aligned offsets of the data,
+/// timed one by one, while the background init runs. The offsets come from a fixed-seed
+/// xorshift, so runs touch the same places.
+fn touch(pgmap: &Pgmap, n: u64) -> Result<Touches> {
+    let range = pgmap
+        .data_ranges()
+        .next()
+        .context("the namespace has no data range")?;
+    let shift = pgmap.vmemmap_shift();
     let compounds = range.len() >> shift.get();
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
     let mut lat: Vec<u64> = Vec::with_capacity(n as usize);
