@@ -65,8 +65,13 @@ pub struct Enabled {
     pub device_bytes: u64,
     /// Descriptors written.
     pub descriptors_initialized: u64,
-    /// Measured resident growth of the process across enable.
+    /// Measured resident growth of the process across enable. With `--map dev` it includes the
+    /// emulated device memory of `device_rss_bytes`.
     pub rss_bytes: u64,
+    /// Measured resident bytes of the on-device memmap (`--map dev`), which this emulation
+    /// keeps in host memory: `rss_bytes - device_rss_bytes` is the host memory to compare with
+    /// `metadata_bytes`. 0 with `--map mem`.
+    pub device_rss_bytes: u64,
     /// Time spent initialising descriptors.
     pub init_ns: u64,
     /// Time from the start of enable until the pgmap was registered and usable.
@@ -195,6 +200,9 @@ pub fn run_one(shape: &Shape, layout: Layout, mode: InitMode, plan: AsyncPlan) -
         _ => ready_ns,
     };
     let rss_after = procfs::rss_bytes()?;
+    let resident = pgmap
+        .resident()
+        .context("cannot measure the memmap's resident memory")?;
     let cost = pgmap.cost();
     let stats = pgmap.init_stats();
     space.memunmap_pages(&pgmap, None)?;
@@ -213,6 +221,7 @@ pub fn run_one(shape: &Shape, layout: Layout, mode: InitMode, plan: AsyncPlan) -
         device_bytes: cost.device_bytes,
         descriptors_initialized: stats.descriptors,
         rss_bytes: rss_after.saturating_sub(rss_before),
+        device_rss_bytes: resident.device_bytes,
         init_ns: stats.elapsed.as_nanos() as u64,
         enable_ns: ready_ns,
         memset_ns,

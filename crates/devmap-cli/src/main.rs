@@ -256,7 +256,7 @@ fn gup_test(a: GupTestArgs) -> Result<()> {
     let shape = Shape::new(&size.to_string(), &a.align, a.mode, MapArg::Mem)?;
     let layout = match a.layout.layouts().as_slice() {
         [one] => *one,
-        _ => anyhow::bail!("gup-test runs one layout: choose --layout flat, vmemmap or folio"),
+        _ => anyhow::bail!("gup-test runs one layout: choose --layout flat, vmemmap or heads"),
     };
     if a.repeats == 0 {
         anyhow::bail!("-r must be at least 1");
@@ -350,6 +350,7 @@ fn run(cli: Cli) -> Result<()> {
                     ("init", format!("{} x{}", r.init, r.threads)),
                     ("metadata", human(r.metadata_bytes)),
                     ("rss", human(r.rss_bytes)),
+                    ("of it on device", human(r.device_rss_bytes)),
                     ("descriptors", r.descriptors_initialized.to_string()),
                     ("ready", ms(r.ready_ns)),
                     ("full init", ms(r.full_init_ns)),

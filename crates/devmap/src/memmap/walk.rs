@@ -1,7 +1,8 @@
 //! Walking the folios of a range whose folios never change shape (every memory type but fsdax):
-//! the range is checked once, each head is arithmetic, and only head descriptors are read. This
-//! is what batched pins and unpins iterate; a per-pfn [`Memmap::folio`] lookup re-checks the
-//! range and re-dispatches on the layout for every folio.
+//! the range is checked once, each head is arithmetic, and only head descriptors are read (for
+//! Vmemmap, through the head's PMD entry and PTE). This is what batched pins and unpins iterate;
+//! a per-pfn [`Memmap::folio`] lookup re-checks the range and re-dispatches on the layout for
+//! every folio.
 
 use std::iter::StepBy;
 use std::slice;
@@ -25,7 +26,7 @@ pub(crate) struct StaticFolios<'a> {
 enum Heads<'a> {
     /// Flat and Heads layouts: the head descriptors are every `step`-th slot of one slice.
     Dense(StepBy<slice::Iter<'a, Page>>),
-    /// Vmemmap: each head goes through its directory entry.
+    /// Vmemmap: each head goes through its PMD entry and PTE (or its section's leaf).
     Vmemmap(&'a VmemmapStore),
 }
 

@@ -19,9 +19,10 @@ use std::thread::JoinHandle;
 use parking_lot::{Condvar, Mutex};
 
 use crate::addr::{Order, Pfn, PfnRange};
+use crate::backing::BackingError;
 use crate::desc::{Page, PgmapId};
 use crate::init::{InitMode, InitState, InitStats, MemmapSet, SyncError, Synced};
-use crate::memmap::{Cost, Folio, Layout, LookupError, Memmap, MemmapError};
+use crate::memmap::{Cost, Folio, Layout, LookupError, Memmap, MemmapError, Resident};
 
 mod live;
 mod space;
@@ -396,12 +397,22 @@ impl Pgmap {
     /// The memmap cost summed over every range.
     pub fn cost(&self) -> Cost {
         self.set.maps().iter().fold(Cost::default(), |mut acc, m| {
-            let c = m.cost();
-            acc.metadata_bytes += c.metadata_bytes;
-            acc.device_bytes += c.device_bytes;
-            acc.descriptors_initialized += c.descriptors_initialized;
+            acc += m.cost();
             acc
         })
+    }
+
+    /// The memory the memmap holds now, summed over every range and measured page by page:
+    /// `dram_bytes` is what [`Pgmap::cost`]'s `metadata_bytes` accounts for, `device_bytes` the
+    /// written part of an altmap's memmap (emulated in host memory).
+    pub fn resident(&self) -> Result<Resident, BackingError> {
+        self.set
+            .maps()
+            .iter()
+            .try_fold(Resident::default(), |mut acc, m| {
+                acc += m.resident()?;
+                Ok(acc)
+            })
     }
 
     /// Address space reserved for descriptors and directories (diagnostics).
