@@ -4,8 +4,9 @@
 //! This is one of the two places that hold `unsafe` (the other is `memmap::array`): the only
 //! `mmap`/`munmap`/`madvise` calls in the crate are here, wrapped in [`Reservation`], a safe owner
 //! of one private anonymous mapping. A reservation costs address space only; pages become
-//! resident on first touch, which is how every layout's `metadata_bytes()` is checked against
-//! measured RSS. File, memfd and device-dax backings join this module with the namespace work.
+//! resident on first write, which is how every layout's accounted `metadata_bytes` is checked
+//! against memory actually held: the process's RSS in `devmap enable`, and each mapping's own
+//! pages ([`Reservation::resident_bytes`]) in the tests. File, memfd and device-dax backings join this module with the namespace work.
 
 use std::ptr::NonNull;
 
@@ -33,7 +34,23 @@ pub enum BackingError {
         /// Bytes asked for.
         len: u64,
     },
+    /// The kernel's page map of this process could not be read.
+    #[error("cannot read {PAGEMAP} to count resident pages")]
+    Pagemap {
+        /// What the kernel said.
+        #[source]
+        source: std::io::Error,
+    },
 }
+
+/// The kernel's per-page map of this process: one 64-bit entry per virtual page.
+const PAGEMAP: &str = "/proc/self/pagemap";
+/// Pagemap entry bits: a page is in RAM (63), swapped out (62), mapped by this process alone
+/// (56). A read of untouched anonymous memory maps the shared zero page, which is present but
+/// not exclusive and, like the process's RSS, must not count.
+const PAGEMAP_PRESENT: u64 = 1 << 63;
+const PAGEMAP_SWAPPED: u64 = 1 << 62;
+const PAGEMAP_EXCLUSIVE: u64 = 1 << 56;
 
 /// How a reservation should be backed once touched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -126,6 +143,37 @@ impl Reservation {
         self.ptr
     }
 
+    /// Bytes of the mapping that have been written and are held by this process (in RAM or in
+    /// swap), counted page by page from `/proc/self/pagemap`: what the mapping adds to the
+    /// process's RSS, but exact for one mapping whatever other threads allocate meanwhile. A
+    /// huge page counts as the 4 KiB pages it holds; pages only read (the zero page) do not
+    /// count.
+    pub fn resident_bytes(&self) -> Result<u64, BackingError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let io = |source| BackingError::Pagemap { source };
+        let mut map = std::fs::File::open(PAGEMAP).map_err(io)?;
+        let first_page = self.ptr.as_ptr() as u64 / PAGE_SIZE;
+        map.seek(SeekFrom::Start(first_page * 8)).map_err(io)?;
+        let mut left = self.len as u64 / PAGE_SIZE;
+        let mut buf = vec![0u8; 8 * 4096];
+        let mut held = 0;
+        while left > 0 {
+            let n = left.min(4096) as usize;
+            map.read_exact(&mut buf[..n * 8]).map_err(io)?;
+            held += buf[..n * 8]
+                .chunks_exact(8)
+                .map(|e| u64::from_ne_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]))
+                .filter(|&e| {
+                    e & PAGEMAP_SWAPPED != 0
+                        || e & (PAGEMAP_PRESENT | PAGEMAP_EXCLUSIVE)
+                            == PAGEMAP_PRESENT | PAGEMAP_EXCLUSIVE
+                })
+                .count() as u64;
+            left -= n as u64;
+        }
+        Ok(held * PAGE_SIZE)
+    }
+
     /// The whole mapping as a mutable byte slice (exclusive access through `&mut self`).
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: the mapping is `len` readable, writable bytes owned by `self`; `&mut self`
@@ -154,6 +202,23 @@ mod tests {
         assert!(s.iter().all(|&b| b == 0));
         s.fill(0xa5);
         assert!(s.iter().all(|&b| b == 0xa5));
+    }
+
+    #[test]
+    fn resident_bytes_counts_the_pages_touched() {
+        let mut r = Reservation::new(64 * PAGE_SIZE, PageHint::Base).expect("reserve");
+        assert_eq!(r.resident_bytes().expect("pagemap"), 0);
+        std::hint::black_box(r.as_mut_slice()[40 * PAGE_SIZE as usize]);
+        assert_eq!(
+            r.resident_bytes().expect("pagemap"),
+            0,
+            "a read maps the zero page"
+        );
+        let s = r.as_mut_slice();
+        for page in [0, 1, 17, 63] {
+            s[page * PAGE_SIZE as usize + 5] = 1;
+        }
+        assert_eq!(r.resident_bytes().expect("pagemap"), 4 * PAGE_SIZE);
     }
 
     #[test]

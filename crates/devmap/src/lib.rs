@@ -4,7 +4,7 @@
 //! memory they map themselves) get a 64-byte descriptor per 4 KiB page, grouped into compound
 //! folios, with three memmap layouts to choose the cost from: Flat (16 GiB per TiB, the kernel
 //! before dedup), Vmemmap (the kernel's tail-block dedup: 4 GiB/TiB at 2 MiB, ~40 MiB/TiB at
-//! 1 GiB) and Folio (one descriptor per compound: 32 MiB/TiB at 2 MiB).
+//! 1 GiB) and Heads (one descriptor per compound: 32 MiB/TiB at 2 MiB).
 //!
 //! Layers, lowest first (see `DESIGN.md`): [`addr`] typed numbers; [`backing`] memory sources;
 //! [`desc`] the descriptor; [`memmap`] the layouts; [`init`] memmap initialisation engines
@@ -49,6 +49,6 @@ pub use desc::{GUP_PIN_COUNTING_BIAS, Page, PageFlags};
 pub use folio::{AllocatedFolio, FolioError, FolioMapping};
 pub use gup::{GupError, GupFlags, PinnedFolio, PinnedFolios, PinnedPages};
 pub use init::{InitMode, InitState, InitStats, SyncError};
-pub use memmap::{Cost, Folio, Geometry, Layout};
+pub use memmap::{Cost, Folio, Geometry, Layout, Resident};
 pub use namespace::{MemmapLocation, Namespace, NamespaceError, NamespaceMode};
 pub use pgmap::{DeviceSpace, MemoryType, Pgmap, PgmapConfig, PgmapError, PgmapOps, PgmapRef};

@@ -1,5 +1,6 @@
 //! Every layout answers `compound_head`, `folio` and `order` identically for the same geometry,
-//! including pgmaps with several ranges or with an altmap, and as a simple model predicts.
+//! including pgmaps with several ranges or with an altmap, and as a simple model predicts; and
+//! every layout holds exactly the host memory it accounts for.
 
 use devmap::memmap::LookupError;
 use devmap::{DeviceSpace, InitMode, Layout, Order, Pfn, PfnRange, PgmapConfig, PgmapError};
@@ -115,6 +116,9 @@ proptest! {
         let stats: Vec<u64> = maps.iter().map(|p| p.init_stats().descriptors).collect();
         for (p, n) in maps.iter().zip(stats) {
             prop_assert_eq!(n, p.cost().descriptors_initialized);
+            // What the accounting charges to host memory is what the stores hold.
+            let held = p.resident().expect("resident");
+            prop_assert_eq!(held.dram_bytes, p.cost().metadata_bytes, "{:?}", p.layout());
         }
     }
 }

@@ -38,8 +38,16 @@ pub struct Estimate {
     pub mode: &'static str,
     /// Compound order.
     pub vmemmap_shift: u32,
-    /// Host memory for the memmap.
+    /// Host memory for the memmap: the sum of the four items that follow.
     pub metadata_bytes: u64,
+    /// Host memory holding descriptors (vmemmap pages).
+    pub descriptor_bytes: u64,
+    /// Host memory in PTE tables (Vmemmap).
+    pub pte_table_bytes: u64,
+    /// Host memory in PMD tables (Vmemmap).
+    pub pmd_table_bytes: u64,
+    /// Host memory in per-section usage records, `struct mem_section_usage` (Vmemmap).
+    pub section_usage_bytes: u64,
     /// Device memory given to the memmap.
     pub device_bytes: u64,
     /// Descriptors initialisation writes.
@@ -136,6 +144,10 @@ fn row(ns: &Namespace, layout: Layout, cost: Cost) -> Estimate {
         mode: ns.mode().name(),
         vmemmap_shift: ns.vmemmap_shift().get(),
         metadata_bytes: cost.metadata_bytes,
+        descriptor_bytes: cost.descriptor_bytes,
+        pte_table_bytes: cost.pte_table_bytes,
+        pmd_table_bytes: cost.pmd_table_bytes,
+        section_usage_bytes: cost.section_usage_bytes,
         device_bytes: cost.device_bytes,
         descriptors_initialized: cost.descriptors_initialized,
     }

@@ -48,14 +48,18 @@ pub(crate) fn run(memmap: &Memmap, range: PfnRange, t: InitTarget, threads: usiz
         written.fetch_add(mine, Ordering::Relaxed);
     };
     let started = std::thread::scope(|s| {
-        let mut started = 1;
-        for _ in 1..workers {
-            // A thread the OS will not create is work the others take from the cursor.
-            if std::thread::Builder::new().spawn_scoped(s, work).is_ok() {
-                started += 1;
-            }
-        }
+        // A thread the OS will not create is work the others take from the cursor.
+        let helpers: Vec<_> = (1..workers)
+            .filter_map(|_| std::thread::Builder::new().spawn_scoped(s, work).ok())
+            .collect();
+        let started = 1 + helpers.len();
         work();
+        // Joined one by one, not left to the scope, which waits only for the closures: a
+        // thread still exiting after init returns would change the process's resident memory
+        // under whoever measures it. A helper's panic is the scope's to propagate.
+        for h in helpers {
+            let _ = h.join();
+        }
         started
     });
     (written.into_inner(), started)

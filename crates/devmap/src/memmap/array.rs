@@ -67,6 +67,12 @@ impl<T: ZeroValid> ZeroedArray<T> {
         unsafe { std::slice::from_raw_parts(self.mem.as_ptr().as_ptr().cast::<T>(), self.len) }
     }
 
+    /// Bytes of the array written so far and held in memory
+    /// ([`Reservation::resident_bytes`]).
+    pub(crate) fn resident_bytes(&self) -> Result<u64, BackingError> {
+        self.mem.resident_bytes()
+    }
+
     /// Bytes of address space reserved.
     pub(crate) fn reserved_bytes(&self) -> usize {
         self.mem.len()

@@ -5,8 +5,8 @@ use crate::addr::Pfn;
 use crate::backing::{BackingError, PageHint};
 use crate::desc::Page;
 
-use super::Geometry;
 use super::array::ZeroedArray;
+use super::{Geometry, Resident};
 
 /// One descriptor per pfn.
 #[derive(Debug)]
@@ -47,6 +47,22 @@ impl FlatStore {
         let i = self.index(head);
         let n = self.geo.shift().nr_pages() as usize;
         &self.descs.as_slice()[i..i + n]
+    }
+
+    /// The descriptor array's resident memory: host memory, or the device's with an altmap.
+    pub(crate) fn resident(&self) -> Result<Resident, BackingError> {
+        let held = self.descs.resident_bytes()?;
+        Ok(if self.geo.altmap().is_some() {
+            Resident {
+                dram_bytes: 0,
+                device_bytes: held,
+            }
+        } else {
+            Resident {
+                dram_bytes: held,
+                device_bytes: 0,
+            }
+        })
     }
 
     pub(crate) fn reserved_bytes(&self) -> u64 {

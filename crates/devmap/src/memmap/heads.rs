@@ -11,8 +11,8 @@ use crate::addr::{Pfn, PfnRange};
 use crate::backing::{BackingError, PageHint};
 use crate::desc::Page;
 
-use super::Geometry;
 use super::array::ZeroedArray;
+use super::{Geometry, Resident};
 
 /// Bytes charged per side-table entry: a `BTreeSet<u64>` node slot and its share of the node.
 const SIDE_ENTRY_BYTES: u64 = 16;
@@ -89,6 +89,22 @@ impl HeadsStore {
     /// Side-table bytes beyond the descriptor array.
     pub(crate) fn extra_bytes(&self) -> u64 {
         self.poisoned.lock().len() as u64 * SIDE_ENTRY_BYTES
+    }
+
+    /// The descriptor array's resident memory: host memory, or the device's with an altmap.
+    pub(crate) fn resident(&self) -> Result<Resident, BackingError> {
+        let held = self.descs.resident_bytes()?;
+        Ok(if self.geo.altmap().is_some() {
+            Resident {
+                dram_bytes: 0,
+                device_bytes: held,
+            }
+        } else {
+            Resident {
+                dram_bytes: held,
+                device_bytes: 0,
+            }
+        })
     }
 
     pub(crate) fn reserved_bytes(&self) -> u64 {

@@ -5,18 +5,21 @@
 //! [`Layout::cost`] uses to estimate it without allocating:
 //!
 //! * [`Layout::Flat`]: one 64-byte [`Page`] per pfn in one array (16 GiB per TiB);
-//! * [`Layout::Vmemmap`]: the kernel's device-dax vmemmap with tail-block dedup, in software: a
-//!   directory of 8-byte entries, one per 4 KiB block of 64 descriptors, pointing into a block
-//!   pool; per compound of order ≥ 8 only blocks 0 and 1 are unique and every further entry
-//!   aliases block 1 (4 GiB/TiB at 2 MiB, ~40 MiB/TiB at 1 GiB);
+//! * [`Layout::Vmemmap`]: the kernel's device-dax vmemmap with tail-block dedup, in software,
+//!   with the kernel's page-table levels: a PMD entry per 2 MiB of descriptors, either a 2 MiB
+//!   leaf or a PTE table of 512 entries, one per 4 KiB block of 64 descriptors. Per compound of
+//!   order ≥ 8 only blocks 0 and 1 are unique and every further PTE aliases block 1 (4 GiB/TiB
+//!   plus 32 MiB of PTE tables at 2 MiB, ~40 MiB/TiB at 1 GiB); each 128 MiB section also
+//!   has its usage record, as in the kernel;
 //! * [`Layout::Heads`]: one descriptor per compound, tails computed (32 MiB/TiB at 2 MiB).
 //!
 //! A memmap covers one range of a pgmap; the first `altmap_pfns` of the range may hold the
 //! memmap itself ("map=dev") and have no descriptors of their own. Stores hand out only shared
-//! references to atomics; every lookup takes a [`Synced`] token, which the init layer mints once a span is
-//! initialised, so no lookup can reach a descriptor before it is written.
+//! references to atomics; every lookup takes a [`Synced`] token, which the init layer mints
+//! once a span is initialised, so no lookup can reach a descriptor before it is written.
 
 mod array;
+mod cost;
 mod flat;
 mod heads;
 mod synced;
@@ -27,10 +30,13 @@ use crate::addr::{Order, PAGE_SIZE, Pfn, PfnRange};
 use crate::backing::{BackingError, PageHint};
 use crate::desc::{HeadWord, Page, PageFlags};
 
+pub use self::cost::{Cost, Resident};
 pub(crate) use self::flat::FlatStore;
 pub(crate) use self::heads::HeadsStore;
 pub(crate) use self::synced::Synced;
+use self::vmemmap::VmemmapPlan;
 pub(crate) use self::vmemmap::VmemmapStore;
+pub use self::vmemmap::{DESCS_PER_PMD, SECTION_USAGE_BYTES};
 pub(crate) use self::walk::{FolioLookup, SpanFolios};
 
 /// Size of a descriptor in bytes.
@@ -39,7 +45,7 @@ pub const DESC_SIZE: u64 = std::mem::size_of::<Page>() as u64;
 pub const DESCS_PER_BLOCK: u64 = PAGE_SIZE / DESC_SIZE;
 /// Unique vmemmap blocks kept per deduplicated compound (`VMEMMAP_RESERVE_NR`).
 pub const VMEMMAP_RESERVE_NR: u64 = 2;
-/// Bytes of one directory entry (a PTE).
+/// Bytes of one page-table entry (PMD or PTE) of the Vmemmap layout.
 pub const DIR_ENTRY_SIZE: u64 = 8;
 /// The smallest compound order at which tail blocks are deduplicated: a compound must span more
 /// than [`VMEMMAP_RESERVE_NR`] blocks (`vmemmap_can_optimize`).
@@ -84,31 +90,13 @@ impl Layout {
     pub fn cost(self, geo: &Geometry) -> Cost {
         let n = geo.range.len();
         let c = geo.shift.nr_pages();
-        let on_device = geo.altmap.is_some();
-        let dram_or_device = |bytes: u64| if on_device { (0, bytes) } else { (bytes, 0) };
-        let (dram, device) = match self {
-            Layout::Flat => dram_or_device(page_round(n * DESC_SIZE)),
-            Layout::Vmemmap => {
-                let blocks = n.div_ceil(DESCS_PER_BLOCK);
-                let dir = page_round(blocks * DIR_ENTRY_SIZE);
-                if geo.dedups() {
-                    ((n / c) * VMEMMAP_RESERVE_NR * PAGE_SIZE + dir, 0)
-                } else {
-                    let (d, v) = dram_or_device(blocks * PAGE_SIZE);
-                    (d + dir, v)
-                }
-            }
-            Layout::Heads => dram_or_device(page_round((n / c) * DESC_SIZE)),
+        let mut cost = match self {
+            Layout::Flat => Cost::descriptors_only(geo, page_round(n * DESC_SIZE)),
+            Layout::Vmemmap => VmemmapPlan::new(geo).cost(geo),
+            Layout::Heads => Cost::descriptors_only(geo, page_round((n / c) * DESC_SIZE)),
         };
-        Cost {
-            metadata_bytes: dram,
-            device_bytes: if on_device {
-                geo.altmap_pfns() * PAGE_SIZE
-            } else {
-                device
-            },
-            descriptors_initialized: geo.data_pages() / c * self.descriptors_per_compound(geo),
-        }
+        cost.descriptors_initialized = geo.data_pages() / c * self.descriptors_per_compound(geo);
+        cost
     }
 
     /// Bytes of memmap a store of this layout keeps for a range of `pages` pfns in compounds of
@@ -128,24 +116,12 @@ impl std::str::FromStr for Layout {
         Layout::ALL
             .into_iter()
             .find(|l| l.name() == s)
-            .ok_or_else(|| format!("unknown layout {s:?}: expected flat, vmemmap or folio"))
+            .ok_or_else(|| format!("unknown layout {s:?}: expected flat, vmemmap or heads"))
     }
 }
 
 fn page_round(bytes: u64) -> u64 {
     bytes.next_multiple_of(PAGE_SIZE)
-}
-
-/// The memory a memmap takes and the descriptors initialisation writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Cost {
-    /// Bytes of host memory (DRAM): descriptor blocks plus directory/table bytes, counted as the
-    /// kernel counts vmemmap pages and PTE tables.
-    pub metadata_bytes: u64,
-    /// Bytes of the device given over to the memmap (altmap, `--map dev`), else 0.
-    pub device_bytes: u64,
-    /// Descriptors that initialisation writes.
-    pub descriptors_initialized: u64,
 }
 
 /// The altmap part of a geometry: the first pfns of the range hold the memmap.
@@ -476,17 +452,29 @@ impl Memmap {
     /// folio side-table entries).
     pub(crate) fn cost(&self) -> Cost {
         let mut c = self.layout().cost(self.geometry());
-        c.metadata_bytes += match self {
+        c.add_descriptor_bytes(match self {
             Memmap::Flat(_) => 0,
             Memmap::Vmemmap(s) => s.extra_bytes(),
             Memmap::Heads(s) => s.extra_bytes(),
-        };
+        });
         c
     }
 
+    /// The memory the store holds now, measured page by page: host memory to compare with
+    /// [`Cost::metadata_bytes`], and the emulated device memory of an altmap. The Heads
+    /// layout's poison side table lives on the heap and is not measured.
+    pub(crate) fn resident(&self) -> Result<Resident, BackingError> {
+        match self {
+            Memmap::Flat(s) => s.resident(),
+            Memmap::Vmemmap(s) => s.resident(),
+            Memmap::Heads(s) => s.resident(),
+        }
+    }
+
     /// Descriptors initialisation writes for the compound headed at `head`, in order: head,
-    /// first tail, then the remaining unique tails. Also populates whatever directory entries
-    /// the compound needs. `head` must be a compound head in the data range.
+    /// first tail, then the remaining unique tails. Also maps the compound in the store
+    /// (Vmemmap: its PMD entries and PTEs, and its sections' usage). `head` must be a compound
+    /// head in the data range.
     pub(crate) fn populate_compound(&self, head: Pfn) -> &[Page] {
         match self {
             Memmap::Flat(s) => s.compound_slots(head),

@@ -1,4 +1,5 @@
-//! Layout tests: the kernel's published costs, lookups, dedup aliasing and un-sharing.
+//! Layout tests: the kernel's published costs, accounting against resident memory, lookups,
+//! dedup aliasing and un-sharing.
 
 use super::Synced;
 use super::*;
@@ -31,9 +32,19 @@ fn whole(set: &MemmapSet) -> (&Memmap, Synced) {
     set.sync(r.start(), r.len()).expect("sync")
 }
 
+const KIB: u64 = 1 << 10;
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+
+/// 1 TiB with an altmap as ndctl's `--map dev` lays it out (an 8 KiB info block first).
+fn tib_on_device(shift: u32) -> Geometry {
+    let range = PfnRange::new(Pfn::new(0), TIB_PAGES).expect("range");
+    let order = Order::new(shift).expect("order");
+    Geometry::with_altmap(range, order, Layout::Vmemmap, 2).expect("geometry")
+}
+
 #[test]
 fn one_tib_costs_match_the_kernel() {
-    let gib = 1u64 << 30;
     for shift in [0, 9, 18] {
         assert_eq!(
             Layout::Flat.cost(&geo(TIB_PAGES, shift)).metadata_bytes,
@@ -41,18 +52,67 @@ fn one_tib_costs_match_the_kernel() {
             "flat is 16 GiB per TiB at any align"
         );
     }
-    let v2m = Layout::Vmemmap.cost(&geo(TIB_PAGES, 9)).metadata_bytes as f64;
+    assert!(Layout::Heads.cost(&geo(TIB_PAGES, 9)).metadata_bytes <= 32 * MIB + (1 << 19));
+    assert!(Layout::Heads.cost(&geo(TIB_PAGES, 18)).metadata_bytes <= 68 * KIB);
+}
+
+/// The kernel's sparse vmemmap for 1 TiB, level by level: 8192 sections, so 8192 PMD entries
+/// in 16 PMD tables and 8192 `mem_section_usage` records of 96 bytes; PTE tables only where
+/// tail blocks are shared.
+#[test]
+fn vmemmap_pays_each_level_the_kernel_pays() {
+    let pmd = 64 * KIB;
+    let usage = 768 * KIB;
+    let want = |descriptor: u64, pte_table: u64| Cost::dram(descriptor, pte_table, pmd, usage);
+    let v = |shift| {
+        let c = Layout::Vmemmap.cost(&geo(TIB_PAGES, shift));
+        Cost {
+            descriptors_initialized: 0,
+            ..c
+        }
+    };
+    // 4K: 2 MiB PMD leaves, no PTE table.
+    assert_eq!(v(0), want(16 * GIB, 0));
+    // 2M: 2 unique 4 KiB pages per compound, one PTE table per section.
+    assert_eq!(v(9), want(4 * GIB, 32 * MIB));
+    // 1G: 2 pages per compound, and its 16 MiB of vmemmap take 8 PTE tables.
+    assert_eq!(v(18), want(8 * MIB, 32 * MIB));
+
+    let within = |got: u64, want: f64, tol: f64| (got as f64 / want - 1.0).abs() < tol;
+    let kernel_1g = 40.5 * MIB as f64;
+    assert!(within(v(18).metadata_bytes, kernel_1g, 0.01), "{:?}", v(18));
     assert!(
-        (v2m / (4.0 * gib as f64) - 1.0).abs() < 0.01,
-        "vmemmap 2M: {v2m}"
+        within(v(0).metadata_bytes, (16 * GIB) as f64, 0.001),
+        "{:?}",
+        v(0)
     );
-    let v1g = Layout::Vmemmap.cost(&geo(TIB_PAGES, 18)).metadata_bytes as f64;
-    assert!(
-        (v1g / (40.0 * (1 << 20) as f64) - 1.0).abs() < 0.02,
-        "vmemmap 1G: {v1g}"
-    );
-    assert!(Layout::Heads.cost(&geo(TIB_PAGES, 9)).metadata_bytes <= 32 * (1 << 20) + (1 << 19));
-    assert!(Layout::Heads.cost(&geo(TIB_PAGES, 18)).metadata_bytes <= 68 << 10);
+    assert!(within(
+        v(9).metadata_bytes,
+        (4 * GIB + 32 * MIB) as f64,
+        0.001
+    ));
+    let sum = |c: Cost| {
+        c.descriptor_bytes + c.pte_table_bytes + c.pmd_table_bytes + c.section_usage_bytes
+    };
+    for shift in [0, 9, 18] {
+        assert_eq!(v(shift).metadata_bytes, sum(v(shift)));
+    }
+
+    // On the device the 2 MiB leaves come from the altmap: host memory keeps the PMD tables
+    // and the section usage, as the kernel's does.
+    for shift in [0, 9, 18] {
+        let c = Layout::Vmemmap.cost(&tib_on_device(shift));
+        assert_eq!(
+            (c.metadata_bytes, c.descriptor_bytes, c.pte_table_bytes),
+            (pmd + usage, 0, 0),
+            "order {shift}"
+        );
+        assert!(c.metadata_bytes < MIB);
+        assert!(
+            c.device_bytes >= 16 * GIB,
+            "the altmap holds the whole memmap"
+        );
+    }
 }
 
 #[test]
@@ -81,11 +141,80 @@ fn below_order_8_vmemmap_does_not_dedup() {
     let flat = Layout::Flat.cost(&g);
     let v = Layout::Vmemmap.cost(&g);
     assert_eq!(v.descriptors_initialized, flat.descriptors_initialized);
+    assert_eq!(v.descriptor_bytes, flat.metadata_bytes);
+    // Less than a section: base pages through one PTE table, one PMD entry, one usage record.
     assert_eq!(
-        v.metadata_bytes,
-        flat.metadata_bytes + PAGE_SIZE,
-        "flat plus one directory page"
+        (v.pte_table_bytes, v.pmd_table_bytes, v.section_usage_bytes),
+        (PAGE_SIZE, PAGE_SIZE, PAGE_SIZE)
     );
+    // Whole sections are leaves: no PTE table.
+    let whole = Layout::Vmemmap.cost(&geo(3 * DESCS_PER_PMD, 7));
+    assert_eq!(whole.pte_table_bytes, 0);
+    assert_eq!(whole.descriptor_bytes, 3 * DESCS_PER_PMD * DESC_SIZE);
+}
+
+/// Geometries whose accounting is checked against what the stores hold, for each layout: 4K,
+/// 2M and 1G compounds (and the orders either side of dedup), whole and partial sections,
+/// with and without an altmap (which each layout sizes for itself).
+fn checked_geometries() -> Vec<(Layout, Geometry)> {
+    let shapes = [
+        (0, 3 * DESCS_PER_PMD + 1000),
+        (0, 700),
+        (7, 2 * DESCS_PER_PMD + 128 * 5),
+        (8, DESCS_PER_PMD + 256 * 3),
+        (9, 5 * DESCS_PER_PMD + 512 * 7),
+        (9, 512 * 3),
+        (18, 2 << 18),
+    ];
+    let mut out = Vec::new();
+    for (shift, pages) in shapes {
+        let range = PfnRange::new(Pfn::new(1 << 20), pages).expect("range");
+        let order = Order::new(shift).expect("order");
+        for layout in Layout::ALL {
+            out.push((layout, Geometry::new(range, order).expect("geometry")));
+            if let Ok(g) = Geometry::with_altmap(range, order, layout, 2) {
+                out.push((layout, g));
+            }
+        }
+    }
+    out
+}
+
+/// The accounting is the memory the store holds, item by item: after initialisation the host
+/// memory resident in a store's mappings is exactly `metadata_bytes`, in every layout and
+/// geometry, and stays so when a per-tail write un-shares a block.
+#[test]
+fn accounted_host_memory_is_what_the_store_holds() {
+    for (layout, g) in checked_geometries() {
+        let altmap = g.altmap().is_some();
+        let ctx = format!(
+            "{layout:?} order {} pages {} altmap {altmap}",
+            g.shift(),
+            g.range().len()
+        );
+        let m = Memmap::new(layout, g, PageHint::Huge).expect("memmap");
+        assert_eq!(m.cost(), layout.cost(&g), "{ctx}: live and estimated agree");
+        let set = MemmapSet::new(vec![m], target(), InitMode::Sync);
+        let (m, s) = whole(&set);
+        let held = m.resident().expect("resident");
+        let cost = m.cost();
+        assert_eq!(held.dram_bytes, cost.metadata_bytes, "{ctx}: {cost:?}");
+        if !altmap {
+            assert_eq!(held.device_bytes, 0, "{ctx}");
+        }
+        if layout == Layout::Vmemmap && g.dedups() {
+            let tail = g.range().start().add(g.shift().nr_pages() - 1);
+            m.mark_subpage_hwpoison(&s, tail).expect("poison");
+            let cost = m.cost();
+            let copied = layout.cost(&g).descriptor_bytes + PAGE_SIZE;
+            assert_eq!(cost.descriptor_bytes, copied, "{ctx}");
+            let held = m.resident().expect("resident");
+            assert_eq!(
+                held.dram_bytes, cost.metadata_bytes,
+                "{ctx}: after un-sharing"
+            );
+        }
+    }
 }
 
 #[test]

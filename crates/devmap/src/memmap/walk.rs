@@ -2,8 +2,9 @@
 //! uses (pins, unpins, busy checks): it yields each folio with the part of it the span covers,
 //! asking a lookup for the folio at each step. Where folios never change shape (every memory
 //! type but fsdax) the lookup is [`Memmap::static_folios`]: the range is checked once, each head
-//! is arithmetic, and only head descriptors are read. Where they can (fsdax), it is a per-pfn
-//! lookup, and a caller that finds a folio reshaped under it restarts the cursor at that pfn.
+//! is arithmetic, and only head descriptors are read (for Vmemmap, through the head's PMD
+//! entry and PTE). Where they can (fsdax), it is a per-pfn lookup, and a caller that finds a
+//! folio reshaped under it restarts the cursor at that pfn.
 
 use std::iter::StepBy;
 use std::marker::PhantomData;
@@ -27,7 +28,7 @@ pub(crate) struct StaticFolios<'a> {
 enum Heads<'a> {
     /// Flat and Heads layouts: the head descriptors are every `step`-th slot of one slice.
     Dense(StepBy<slice::Iter<'a, Page>>),
-    /// Vmemmap: each head goes through its directory entry.
+    /// Vmemmap: each head goes through its PMD entry and PTE (or its section's leaf).
     Vmemmap(&'a VmemmapStore),
 }
 

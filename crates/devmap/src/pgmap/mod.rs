@@ -19,10 +19,12 @@ use std::thread::JoinHandle;
 use parking_lot::{Condvar, Mutex};
 
 use crate::addr::{Order, Pfn, PfnRange};
+use crate::backing::BackingError;
 use crate::desc::{Page, PgmapId};
 use crate::init::{InitMode, InitState, InitStats, MemmapSet, SyncError};
 use crate::memmap::{
-    AltmapGeometry, Cost, Folio, Geometry, Layout, LookupError, Memmap, MemmapError, Synced,
+    AltmapGeometry, Cost, Folio, Geometry, Layout, LookupError, Memmap, MemmapError, Resident,
+    Synced,
 };
 
 mod live;
@@ -222,9 +224,7 @@ impl PgmapConfig {
 /// The sum of per-range costs, field by field.
 fn sum_costs(costs: impl IntoIterator<Item = Cost>) -> Cost {
     costs.into_iter().fold(Cost::default(), |mut acc, c| {
-        acc.metadata_bytes += c.metadata_bytes;
-        acc.device_bytes += c.device_bytes;
-        acc.descriptors_initialized += c.descriptors_initialized;
+        acc += c;
         acc
     })
 }
@@ -526,6 +526,19 @@ impl Pgmap {
     /// The memmap cost summed over every range.
     pub fn cost(&self) -> Cost {
         sum_costs(self.set.maps().iter().map(Memmap::cost))
+    }
+
+    /// The memory the memmap holds now, summed over every range and measured page by page:
+    /// `dram_bytes` is what [`Pgmap::cost`]'s `metadata_bytes` accounts for, `device_bytes` the
+    /// written part of an altmap's memmap (emulated in host memory).
+    pub fn resident(&self) -> Result<Resident, BackingError> {
+        self.set
+            .maps()
+            .iter()
+            .try_fold(Resident::default(), |mut acc, m| {
+                acc += m.resident()?;
+                Ok(acc)
+            })
     }
 
     /// Address space reserved for descriptors and directories (diagnostics).
