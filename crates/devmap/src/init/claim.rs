@@ -1,42 +1,85 @@
-//! The claim protocol of asynchronous initialisation: who initialises which sub-range, and how
-//! the others wait for it.
+//! The claim protocol of asynchronous initialisation: who initialises which piece of which
+//! sub-range, and how the others wait for it.
 //!
-//! Every sub-range has one atomic state word:
+//! A sub-range is cut into *pieces* (64 descriptors each, `init::init_piece`) and has one
+//! atomic state word holding two counters and a flag:
 //!
 //! ```text
-//!   PENDING ──claim (CAS, by a worker or a syncer)──▶ BUSY ──finish (swap)──▶ DONE
-//!                                                     │  ▲
-//!                                 a waiter sets ──────┘  └── WAITERS bit, read by finish
+//!   next:    pieces handed out    0 ──claim (CAS, next < n)──▶ n
+//!   done:    pieces finished      0 ──finish (fetch_add)─────▶ n    (done == n: DONE)
+//!   WAITERS: a thread sleeps until DONE
 //! ```
 //!
-//! Exactly one thread wins the `PENDING → BUSY` CAS and initialises the sub-range; nobody holds
-//! a lock while doing so. A thread that needs a sub-range another thread is doing sets the
-//! `WAITERS` bit and sleeps on a condition variable; `finish` sees the bit in the value it
-//! swapped out and wakes the sleepers. The mutex only orders "check state, then sleep" against
-//! "set DONE, then notify", so no wake-up is lost and nobody spins. `stop` makes workers quit
-//! before their next claim; a sub-range already claimed is always finished, so waiters never
-//! hang on a stopped worker.
+//! Workers and syncers alike *pull*: claim the next piece, write it, finish it, until every
+//! piece is handed out. Nobody holds a lock while writing. A syncer then waits only if some
+//! piece is still being written by another thread; there is at most one such piece per other
+//! thread, because a thread finishes the piece it claimed before it claims the next. Whoever
+//! finishes the last piece publishes DONE by that same `fetch_add` and, if the WAITERS bit is
+//! set in the value it replaced, wakes the sleepers. The mutex only orders "check state, then
+//! sleep" against "finish, then notify", so no wake-up is lost and nobody spins.
 //!
-//! Memory ordering: the claimer's descriptor writes happen-before its `Release` swap to DONE;
-//! every reader that observes DONE (an `Acquire` load, or the `Acquire` half of a CAS) therefore
-//! sees them. `remaining` counts sub-ranges not yet DONE; its `AcqRel` decrements form one
-//! release sequence, so a reader that sees 0 has seen every sub-range's writes.
+//! A piece in flight stays its claimer's to finish: the claimer may be descheduled between any
+//! two of its stores and resume after DONE, so a waiter that rewrote the piece would have its
+//! work (and any reference count or mapping a user set since) overwritten by the late stores.
+//! What a waiter can do instead is make the claimer run: before it sleeps it raises the workers
+//! that hold pieces of its sub-range for the rest of their piece (`boost`), so a nice-19 worker
+//! the scheduler put aside behind busy threads does not keep it waiting for the worker's next
+//! turn.
+//!
+//! Teardown: `stop` makes workers quit before their next claim. A claimed piece is always
+//! finished by its claimer, and a syncer takes every unclaimed piece itself, so no waiter ever
+//! hangs on a stopped worker; sub-ranges nobody syncs are simply left unfinished.
+//!
+//! Memory ordering: each finisher's `fetch_add` is a Release RMW, and RMWs continue release
+//! sequences, so a reader whose Acquire load sees `done == n` synchronises with every piece's
+//! finisher and sees all the sub-range's descriptors. The last finisher's RMW is also Acquire,
+//! so its `AcqRel` decrement of `remaining` carries every piece's writes; those decrements form
+//! one release sequence, so a reader that sees `remaining == 0` has seen every sub-range.
 
-use crate::primitive::{AtomicBool, AtomicU32, AtomicUsize, Condvar, Mutex, Ordering, lock, wait};
+use super::boost::{BACKGROUND_NICE, Os, Renice, Slot, Tid, URGENT_NICE};
+use crate::primitive::{AtomicBool, AtomicU64, AtomicUsize, Condvar, Mutex, Ordering, lock, wait};
 
-const PENDING: u32 = 0;
-const BUSY: u32 = 1;
-const DONE: u32 = 2;
-const WAITERS: u32 = 4;
+/// The flag bit: some thread sleeps until DONE.
+const WAITERS: u64 = 1;
+/// One in the `next` field, bits 1..32.
+const NEXT_ONE: u64 = 1 << 1;
+/// One in the `done` field, bits 32..64.
+const DONE_ONE: u64 = 1 << 32;
+/// The most pieces a sub-range may have (the `next` field's width).
+pub(crate) const MAX_PIECES: u32 = (1 << 31) - 1;
+
+fn next_of(s: u64) -> u32 {
+    ((s >> 1) as u32) & MAX_PIECES
+}
+
+fn done_of(s: u64) -> u32 {
+    (s >> 32) as u32
+}
+
+/// What the protocol initialises: a number of sub-ranges, each cut into pieces.
+pub(crate) trait Pieces {
+    /// Pieces of sub-range `sub`: at least 1, at most [`MAX_PIECES`], always the same answer.
+    fn count(&self, sub: usize) -> u32;
+    /// Writes piece `piece` of sub-range `sub`; called exactly once per piece.
+    fn init(&self, sub: usize, piece: u32);
+    /// Called once per sub-range, by the thread that finished its last piece, before the
+    /// sub-range counts as DONE for [`SubRanges::all_done`] (so what this records is visible to
+    /// whoever sees everything done).
+    fn finished(&self, _sub: usize) {}
+}
 
 /// The sub-range states of one asynchronous initialisation.
 #[derive(Debug)]
-pub(crate) struct SubRanges {
-    states: Box<[AtomicU32]>,
+pub(crate) struct SubRanges<R: Renice = Os> {
+    states: Box<[AtomicU64]>,
     remaining: AtomicUsize,
     stopped: AtomicBool,
     lock: Mutex<()>,
     done: Condvar,
+    workers: Box<[Slot]>,
+    renice: R,
+    waits: AtomicU64,
+    boosts: AtomicU64,
 }
 
 /// Why a sync could not complete.
@@ -44,14 +87,25 @@ pub(crate) struct SubRanges {
 pub(crate) struct Stopped;
 
 impl SubRanges {
-    /// `n` sub-ranges, all pending.
-    pub(crate) fn new(n: usize) -> Self {
+    /// `n` sub-ranges, none started, for up to `workers` workers.
+    pub(crate) fn new(n: usize, workers: usize) -> Self {
+        Self::with_renice(n, workers, Os)
+    }
+}
+
+impl<R: Renice> SubRanges<R> {
+    /// As [`SubRanges::new`], changing priorities through `renice`.
+    pub(crate) fn with_renice(n: usize, workers: usize, renice: R) -> Self {
         Self {
-            states: (0..n).map(|_| AtomicU32::new(PENDING)).collect(),
+            states: (0..n).map(|_| AtomicU64::new(0)).collect(),
             remaining: AtomicUsize::new(n),
             stopped: AtomicBool::new(false),
             lock: Mutex::new(()),
             done: Condvar::new(),
+            workers: (0..workers).map(|_| Slot::default()).collect(),
+            renice,
+            waits: AtomicU64::new(0),
+            boosts: AtomicU64::new(0),
         }
     }
 
@@ -62,7 +116,7 @@ impl SubRanges {
 
     /// Whether every sub-range is DONE.
     pub(crate) fn all_done(&self) -> bool {
-        // Acquire pairs with the AcqRel decrements in `finish`: seeing 0 means seeing every
+        // Acquire pairs with the AcqRel decrements in `complete`: seeing 0 means seeing every
         // sub-range's descriptor writes.
         self.remaining.load(Ordering::Acquire) == 0
     }
@@ -72,62 +126,108 @@ impl SubRanges {
         self.stopped.load(Ordering::Acquire)
     }
 
+    /// Waits so far (a sync found a piece it needs still being written by another thread and
+    /// set out to sleep until it is done), and the boosts of a worker's priority the kernel
+    /// allowed. A sub-range belongs to one worker's chunk, so a wait boosts at most once.
+    pub(crate) fn wait_counts(&self) -> (u64, u64) {
+        (
+            self.waits.load(Ordering::Relaxed),
+            self.boosts.load(Ordering::Relaxed),
+        )
+    }
+
     /// Workers quit before their next claim; syncs that start afterwards fail; `wait_all`
     /// callers return.
     pub(crate) fn stop(&self) {
         // Release pairs with the Acquire in `is_stopped`.
         self.stopped.store(true, Ordering::Release);
-        // As in `finish`: taking the lock orders this notify after any `wait_all` caller's
+        // As in `complete`: taking the lock orders this notify after any `wait_all` caller's
         // "not stopped" check, so it is asleep (and woken) or will see the flag.
         let _g = lock(&self.lock);
         self.done.notify_all();
     }
 
-    /// Claims sub-range `i` if it is pending, runs `init` on it, and marks it DONE. Says
-    /// whether this thread did the work, and whether it was the last sub-range of all.
-    pub(crate) fn run(&self, i: usize, init: impl FnOnce()) -> Claimed {
-        // Acquire on success orders nothing we need (the sub-range is ours); Relaxed on failure:
-        // a loser goes on to `wait_done`, which does its own Acquire load.
-        if self.states[i]
-            .compare_exchange(PENDING, BUSY, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            return Claimed::No;
+    /// Hands out the next piece of a sub-range with `n` pieces, if any is left.
+    fn claim(&self, state: &AtomicU64, n: u32) -> Option<u32> {
+        // Relaxed: the value only proposes the CAS, which re-checks it.
+        let mut s = state.load(Ordering::Relaxed);
+        loop {
+            let next = next_of(s);
+            if next >= n {
+                return None;
+            }
+            // Release on success pairs with the Acquire loads in `wait_done`: a waiter that
+            // sees this piece handed out also sees the claimer's `Slot::set_sub` (and id),
+            // which it reads to boost the claimer. The piece is this thread's alone; nothing
+            // needs acquiring. Relaxed on failure: the loop only retries or gives up, and a
+            // syncer that gives up waits with its own Acquire load.
+            match state.compare_exchange_weak(s, s + NEXT_ONE, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => return Some(next),
+                Err(now) => s = now,
+            }
         }
-        init();
-        self.finish(i)
     }
 
-    fn finish(&self, i: usize) -> Claimed {
-        // Release: publishes the descriptors written by `init` to whoever observes DONE.
-        let old = self.states[i].swap(DONE, Ordering::Release);
+    /// Claims and writes pieces of sub-range `i` until none is left to hand out (or, for a
+    /// worker, until `stop`).
+    fn pull(&self, i: usize, pieces: &impl Pieces, worker: Option<&Slot>) {
+        let state = &self.states[i];
+        let n = pieces.count(i);
+        debug_assert!((1..=MAX_PIECES).contains(&n));
+        loop {
+            if worker.is_some() && self.is_stopped() {
+                return;
+            }
+            let Some(p) = self.claim(state, n) else {
+                return;
+            };
+            pieces.init(i, p);
+            // Release: publishes this piece's writes to whoever observes DONE (RMWs continue
+            // the release sequence, so every finisher's writes reach a reader of done == n).
+            // Acquire: the last finisher must have seen every other piece's writes before its
+            // decrement of `remaining` hands them on.
+            let old = state.fetch_add(DONE_ONE, Ordering::AcqRel);
+            debug_assert!(done_of(old) < n);
+            if done_of(old) + 1 == n {
+                pieces.finished(i);
+                self.complete(old & WAITERS != 0);
+            }
+            if let Some(w) = worker {
+                w.restore(&self.renice);
+            }
+        }
+    }
+
+    /// The caller has just made a sub-range DONE: count it and wake whoever waits.
+    fn complete(&self, waiters: bool) {
         // AcqRel: the last decrement carries every finisher's writes to `all_done` readers.
         let last = self.remaining.fetch_sub(1, Ordering::AcqRel) == 1;
-        if old & WAITERS != 0 || last {
-            // Taking the lock orders this notify after any waiter's "state is not DONE" check,
-            // so the waiter is either already asleep (and woken) or will see DONE.
+        if waiters || last {
+            // Taking the lock orders this notify after any waiter's "not DONE" check, so the
+            // waiter is either already asleep (and woken) or will see DONE.
             let _g = lock(&self.lock);
             self.done.notify_all();
         }
-        if last { Claimed::Last } else { Claimed::Yes }
     }
 
-    /// Returns once sub-range `i` is DONE, sleeping while another thread initialises it.
-    /// A pending sub-range must be claimed (with `run`) before waiting on it.
-    pub(crate) fn wait_done(&self, i: usize) {
+    /// Returns once sub-range `i` is DONE. The caller has pulled it, so every piece is handed
+    /// out and this waits only for pieces other threads are writing.
+    fn wait_done(&self, i: usize, pieces: &impl Pieces) {
         let state = &self.states[i];
-        // Acquire pairs with the Release swap in `finish`.
+        let n = pieces.count(i);
+        // Acquire pairs with the finishers' Release RMWs in `pull`.
         let mut s = state.load(Ordering::Acquire);
         loop {
-            if s == DONE {
+            if done_of(s) == n {
                 return;
             }
-            debug_assert!(s & BUSY != 0, "waiting on an unclaimed sub-range");
+            debug_assert_eq!(next_of(s), n, "waiting on pieces nobody holds");
             if s & WAITERS == 0 {
-                // Success is Relaxed: the bit only asks `finish` to notify, and the re-load
-                // under the lock below does the Acquire. Failure is Acquire: the value seen may
-                // be DONE, which returns at once and must pair with `finish`'s Release swap
-                // (loom caught this one being Relaxed).
+                // Success is Relaxed: the bit only asks the last finisher to notify, and the
+                // re-load under the lock below does the Acquire. Failure is Acquire: the value
+                // seen may be DONE, which returns at once and must pair with the finishers'
+                // Release RMWs (loom caught this one being Relaxed).
                 if let Err(now) =
                     state.compare_exchange(s, s | WAITERS, Ordering::Relaxed, Ordering::Acquire)
                 {
@@ -135,22 +235,47 @@ impl SubRanges {
                     continue;
                 }
             }
+            self.waits.fetch_add(1, Ordering::Relaxed);
+            self.boost_holders(i);
             let mut g = lock(&self.lock);
-            // Re-check under the lock: `finish` notifies while holding it.
-            while state.load(Ordering::Acquire) != DONE {
+            // Re-check under the lock: the last finisher notifies while holding it.
+            while done_of(state.load(Ordering::Acquire)) != n {
                 g = wait(&self.done, g);
             }
             return;
         }
     }
 
-    /// Makes sub-ranges `first..=last` DONE: claims and initialises the pending ones on this
-    /// thread, then waits for those other threads hold. Fails if `stop` was called first.
+    /// Raises every worker that holds a piece of sub-range `i` for the rest of its piece: to
+    /// [`URGENT_NICE`] if the kernel allows, else to this thread's own nice value (`boost`
+    /// says why not just the latter).
+    fn boost_holders(&self, i: usize) {
+        let holders = || self.workers.iter().filter(|w| w.holds(i));
+        if holders().next().is_none() {
+            return;
+        }
+        let own = self.renice.own_nice();
+        if own.is_some_and(|n| n >= BACKGROUND_NICE) {
+            // A background waiter is no more urgent than the worker.
+            return;
+        }
+        for w in holders() {
+            let raised =
+                w.boost(&self.renice, URGENT_NICE) || own.is_some_and(|n| w.boost(&self.renice, n));
+            if raised {
+                self.boosts.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Makes sub-ranges `first..=last` DONE: writes every piece nobody has taken on this
+    /// thread, then waits for the pieces other threads are writing. Fails if `stop` was called
+    /// first.
     pub(crate) fn sync(
         &self,
         first: usize,
         last: usize,
-        mut init: impl FnMut(usize),
+        pieces: &impl Pieces,
     ) -> Result<(), Stopped> {
         if self.all_done() {
             return Ok(());
@@ -159,27 +284,23 @@ impl SubRanges {
             return Err(Stopped);
         }
         for i in first..=last {
-            self.run(i, || init(i));
+            self.pull(i, pieces, None);
         }
         for i in first..=last {
-            self.wait_done(i);
+            self.wait_done(i, pieces);
         }
         Ok(())
     }
 
-    /// A worker's pass over `first..end`, in order, quitting before a claim once stopped.
-    pub(crate) fn work(&self, first: usize, end: usize, mut init: impl FnMut(usize)) -> Claimed {
-        let mut did = Claimed::No;
-        for i in first..end {
-            if self.is_stopped() {
-                break;
-            }
-            match self.run(i, || init(i)) {
-                Claimed::No => {}
-                c => did = c,
-            }
+    /// Worker `w` (of the `workers` given to `new`) starts; `tid` is its thread id if it runs
+    /// at [`BACKGROUND_NICE`] and waiters may boost it. The worker retires when the handle
+    /// drops.
+    pub(crate) fn worker(&self, w: usize, tid: Option<Tid>) -> Worker<'_, R> {
+        let slot = &self.workers[w];
+        if let Some(tid) = tid {
+            slot.register(tid);
         }
-        did
+        Worker { subs: self, slot }
     }
 
     /// Sleeps until every sub-range is DONE, without helping, or until `stop`: stopped
@@ -196,164 +317,36 @@ impl SubRanges {
     }
 }
 
-/// Whether a `run` did the work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Claimed {
-    /// Someone else had claimed it.
-    No,
-    /// This thread initialised it.
-    Yes,
-    /// This thread initialised the last pending sub-range of all.
-    Last,
+/// A running worker; retires (see [`Slot::retire`]) when dropped.
+#[derive(Debug)]
+pub(crate) struct Worker<'a, R: Renice = Os> {
+    subs: &'a SubRanges<R>,
+    slot: &'a Slot,
+}
+
+impl<R: Renice> Worker<'_, R> {
+    /// Pulls the pieces of sub-ranges `first..end`, in order, quitting before a claim once
+    /// stopped. Never waits: pieces other threads hold are theirs to finish.
+    pub(crate) fn work(&self, first: usize, end: usize, pieces: &impl Pieces) {
+        for i in first..end {
+            if self.subs.is_stopped() {
+                break;
+            }
+            self.slot.set_sub(Some(i));
+            self.subs.pull(i, pieces, Some(self.slot));
+        }
+        self.slot.set_sub(None);
+    }
+}
+
+impl<R: Renice> Drop for Worker<'_, R> {
+    fn drop(&mut self) {
+        self.slot.retire();
+    }
 }
 
 #[cfg(all(test, not(loom)))]
-mod tests {
-    use super::*;
-    use std::sync::atomic::AtomicU64;
-
-    #[test]
-    fn each_sub_range_is_initialised_exactly_once() {
-        let subs = SubRanges::new(64);
-        let counts: Vec<AtomicU64> = (0..64).map(|_| AtomicU64::new(0)).collect();
-        std::thread::scope(|s| {
-            for t in 0..4 {
-                let (subs, counts) = (&subs, &counts);
-                s.spawn(move || {
-                    if t % 2 == 0 {
-                        subs.work(0, 64, |i| {
-                            counts[i].fetch_add(1, Ordering::Relaxed);
-                        });
-                    } else {
-                        for k in (0..64usize).rev().step_by(3) {
-                            subs.sync(k.saturating_sub(2), k, |i| {
-                                counts[i].fetch_add(1, Ordering::Relaxed);
-                            })
-                            .expect("not stopped");
-                        }
-                    }
-                });
-            }
-        });
-        // Threads that only synced may leave sub-ranges to workers; finish the rest.
-        subs.sync(0, 63, |i| {
-            counts[i].fetch_add(1, Ordering::Relaxed);
-        })
-        .expect("not stopped");
-        assert!(subs.all_done());
-        assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 1));
-    }
-
-    #[test]
-    fn stopped_workers_leave_the_rest_and_syncs_fail() {
-        let subs = SubRanges::new(8);
-        subs.work(0, 3, |_| {});
-        subs.stop();
-        assert_eq!(
-            subs.work(3, 8, |_| panic!("no claims after stop")),
-            Claimed::No
-        );
-        assert_eq!(subs.sync(0, 7, |_| {}), Err(Stopped));
-        assert!(!subs.all_done(), "five sub-ranges were never claimed");
-    }
-}
+mod tests;
 
 #[cfg(all(test, loom))]
-mod loom_tests {
-    //! Model checks of the protocol. Each sub-range's "descriptors" are a loom `UnsafeCell`,
-    //! so loom reports any read that is not ordered after the write that initialised it.
-    use super::*;
-    use loom::cell::UnsafeCell;
-    use loom::sync::Arc;
-
-    struct Model {
-        subs: SubRanges,
-        data: Vec<UnsafeCell<u32>>,
-    }
-
-    impl Model {
-        fn new(n: usize) -> Arc<Self> {
-            Arc::new(Self {
-                subs: SubRanges::new(n),
-                data: (0..n).map(|_| UnsafeCell::new(0)).collect(),
-            })
-        }
-
-        fn init(&self, i: usize) {
-            // SAFETY: only the thread that won the claim of sub-range `i` writes it.
-            self.data[i].with_mut(|p| unsafe { *p += 1 });
-        }
-
-        fn read(&self, i: usize) -> u32 {
-            // SAFETY: callers read only after `sync`/`wait_done` returned for `i`.
-            self.data[i].with(|p| unsafe { *p })
-        }
-    }
-
-    #[test]
-    fn a_worker_and_two_syncers_race_over_three_sub_ranges() {
-        loom::model(|| {
-            let m = Model::new(3);
-            let w = {
-                let m = Arc::clone(&m);
-                loom::thread::spawn(move || {
-                    m.subs.work(0, 3, |i| m.init(i));
-                })
-            };
-            let s1 = {
-                let m = Arc::clone(&m);
-                loom::thread::spawn(move || {
-                    m.subs.sync(1, 2, |i| m.init(i)).expect("not stopped");
-                    assert_eq!((m.read(1), m.read(2)), (1, 1));
-                })
-            };
-            m.subs.sync(0, 1, |i| m.init(i)).expect("not stopped");
-            assert_eq!((m.read(0), m.read(1)), (1, 1));
-            w.join().expect("worker");
-            s1.join().expect("syncer");
-            assert!(m.subs.all_done());
-            assert_eq!((m.read(0), m.read(1), m.read(2)), (1, 1, 1));
-        });
-    }
-
-    #[test]
-    fn teardown_racing_a_sync_never_hangs_or_exposes_uninitialised_data() {
-        loom::model(|| {
-            let m = Model::new(2);
-            let w = {
-                let m = Arc::clone(&m);
-                loom::thread::spawn(move || {
-                    m.subs.work(0, 2, |i| m.init(i));
-                })
-            };
-            let s = {
-                let m = Arc::clone(&m);
-                loom::thread::spawn(move || match m.subs.sync(1, 1, |i| m.init(i)) {
-                    Ok(()) => assert_eq!(m.read(1), 1),
-                    Err(Stopped) => {}
-                })
-            };
-            // Teardown: stop, then join the worker, as `memunmap_pages` does.
-            m.subs.stop();
-            w.join().expect("worker");
-            s.join().expect("syncer");
-            assert!(m.subs.sync(0, 1, |_| {}).is_err() || m.subs.all_done());
-        });
-    }
-
-    #[test]
-    fn wait_all_wakes_when_the_last_sub_range_finishes() {
-        loom::model(|| {
-            let m = Model::new(2);
-            let w = {
-                let m = Arc::clone(&m);
-                loom::thread::spawn(move || {
-                    m.subs.work(0, 2, |i| m.init(i));
-                })
-            };
-            m.subs.wait_all();
-            assert_eq!((m.read(0), m.read(1)), (1, 1));
-            w.join().expect("worker");
-        });
-    }
-}
+mod loom_tests;

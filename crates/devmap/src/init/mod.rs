@@ -1,13 +1,15 @@
 //! Memmap initialisation: `memmap_init_zone_device` and the engines that run it.
 //!
-//! `init_compound` writes one compound in the kernel's order — head, first tail,
-//! `prep_compound_head`, then the remaining unique tails — and is the only code that lays out a
-//! freshly populated compound. The engines decide who calls it for which compounds:
-//! [`InitMode::Sync`] walks the data range on the caller's thread; [`InitMode::Parallel`] splits
-//! it into compound-aligned chunks that a few scoped threads (the caller among them) pull from a
-//! shared cursor, padata-style; [`InitMode::Async`] returns at once and lets background workers
-//! do it while every lookup first syncs the span it needs (`set`, `claim`).
+//! `init_compound_part` writes one compound (or, for asynchronous init, one 64-descriptor piece
+//! of it) in the kernel's order — head, first tail, `prep_compound_head`, then the remaining
+//! unique tails — and is the only code that lays out a freshly populated compound. The engines
+//! decide who calls it for which compounds: [`InitMode::Sync`] walks the data range on the
+//! caller's thread; [`InitMode::Parallel`] splits it into compound-aligned chunks that a few
+//! scoped threads (the caller among them) pull from a shared cursor, padata-style;
+//! [`InitMode::Async`] returns at once and lets background workers do it while every lookup
+//! first syncs the span it needs (`set`, `claim`, `boost`).
 
+mod boost;
 mod claim;
 mod parallel;
 mod set;
@@ -16,12 +18,13 @@ pub(crate) use self::set::MemmapSet;
 pub use self::set::{InitState, NR_MEMMAP_RANGE, SUB_RANGE_DESCRIPTORS, SyncError};
 
 use std::num::NonZeroUsize;
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use crate::addr::{Pfn, PfnRange};
 use crate::backing::PageHint;
 use crate::desc::PgmapId;
-use crate::memmap::Memmap;
+use crate::memmap::{DESCS_PER_BLOCK, Memmap};
 
 /// How a pgmap's memmap is initialised at enable time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +97,14 @@ pub struct InitStats {
     pub elapsed: Duration,
     /// Threads that worked.
     pub threads: usize,
+    /// Asynchronous init: how often a sync had to wait because another thread was writing a
+    /// piece of a sub-range it needed (at most one piece per other thread).
+    pub waits: u64,
+    /// Asynchronous init: how often such a wait raised the priority of the background worker
+    /// writing the piece until it finished it, so the piece would not wait for the worker's
+    /// turn at nice 19 (at most once per wait; never without `CAP_SYS_NICE` or an
+    /// `RLIMIT_NICE` that allows it).
+    pub boosts: u64,
 }
 
 impl std::ops::AddAssign for InitStats {
@@ -101,6 +112,8 @@ impl std::ops::AddAssign for InitStats {
         self.descriptors += o.descriptors;
         self.elapsed += o.elapsed;
         self.threads = self.threads.max(o.threads);
+        self.waits += o.waits;
+        self.boosts += o.boosts;
     }
 }
 
@@ -113,8 +126,36 @@ pub(crate) struct InitTarget {
 
 /// Initialises the compound headed at `head` and returns the descriptors written.
 pub(crate) fn init_compound(memmap: &Memmap, head: Pfn, t: InitTarget) -> u64 {
+    init_compound_part(memmap, head, 0..usize::MAX, t)
+}
+
+/// Initialises descriptors `part` (indices into the compound's stored descriptors, clamped to
+/// them) of the compound headed at `head` and returns how many it wrote.
+///
+/// The part starting at 0 populates the compound (Vmemmap directory entries) and writes the
+/// head, first tail and `prep_compound_head` in the kernel's order; any other part writes only
+/// tails, which depend on nothing but the head pfn. Parts of one compound may therefore be
+/// written by different threads in any order; the compound is initialised once all are, and
+/// whoever publishes that must order every part's writes before it (`claim`).
+pub(crate) fn init_compound_part(
+    memmap: &Memmap,
+    head: Pfn,
+    part: Range<usize>,
+    t: InitTarget,
+) -> u64 {
     let order = memmap.geometry().shift();
-    let slots = memmap.populate_compound(head);
+    let slots = if part.start == 0 {
+        memmap.populate_compound(head)
+    } else {
+        memmap.compound_slots(head)
+    };
+    let slots = &slots[part.start.min(slots.len())..part.end.min(slots.len())];
+    if part.start != 0 {
+        for p in slots {
+            p.init_tail(head);
+        }
+        return slots.len() as u64;
+    }
     let Some((head_page, tails)) = slots.split_first() else {
         return 0;
     };
@@ -136,6 +177,54 @@ pub(crate) fn init_compound(memmap: &Memmap, head: Pfn, t: InitTarget) -> u64 {
         None => head_page.prep_compound_head(order),
     }
     slots.len() as u64
+}
+
+/// Descriptors one piece of asynchronous work writes: one 4 KiB page of them, so a piece
+/// takes at most one first-touch fault of the (small-page) descriptor array.
+pub(crate) const PIECE_DESCRIPTORS: u64 = DESCS_PER_BLOCK;
+
+/// Descriptors stored per compound of `memmap`: a power of two (1 for Heads, 128 for deduped
+/// Vmemmap, the compound's pages otherwise).
+fn stored_per_compound(memmap: &Memmap) -> u64 {
+    let per = memmap.layout().descriptors_per_compound(memmap.geometry());
+    debug_assert!(per.is_power_of_two());
+    per
+}
+
+/// The descriptors initialising the compound-aligned data span `range` writes.
+pub(crate) fn nr_descriptors(memmap: &Memmap, range: PfnRange) -> u64 {
+    (range.len() >> memmap.geometry().shift().get()) * stored_per_compound(memmap)
+}
+
+/// How many pieces the compound-aligned data span `range` splits into: its stored descriptors
+/// in runs of [`PIECE_DESCRIPTORS`], never less than one.
+pub(crate) fn nr_pieces(memmap: &Memmap, range: PfnRange) -> u64 {
+    nr_descriptors(memmap, range)
+        .div_ceil(PIECE_DESCRIPTORS)
+        .max(1)
+}
+
+/// Initialises piece `piece` of the compound-aligned data span `range` and returns the
+/// descriptors written. A piece is either whole compounds (when a compound stores at most
+/// [`PIECE_DESCRIPTORS`]) or one run of [`PIECE_DESCRIPTORS`] inside one compound: both sizes
+/// are powers of two, so no piece straddles a compound boundary.
+pub(crate) fn init_piece(memmap: &Memmap, range: PfnRange, piece: u64, t: InitTarget) -> u64 {
+    let per = stored_per_compound(memmap);
+    let compound = memmap.geometry().shift().nr_pages();
+    if per <= PIECE_DESCRIPTORS {
+        let span = (PIECE_DESCRIPTORS / per) * compound;
+        let start = range.start().add(piece * span);
+        let end = start.add(span).min(range.end());
+        if start >= end {
+            return 0;
+        }
+        init_span(memmap, PfnRange::new_unchecked(start, end), t)
+    } else {
+        let parts = per / PIECE_DESCRIPTORS;
+        let head = range.start().add(piece / parts * compound);
+        let first = ((piece % parts) * PIECE_DESCRIPTORS) as usize;
+        init_compound_part(memmap, head, first..first + PIECE_DESCRIPTORS as usize, t)
+    }
 }
 
 /// Initialises every compound of `range` (compound aligned, inside the data range).
@@ -165,5 +254,6 @@ pub(crate) fn init_memmap(memmap: &Memmap, t: InitTarget, mode: InitMode) -> Ini
         descriptors,
         elapsed: start.elapsed(),
         threads,
+        ..InitStats::default()
     }
 }

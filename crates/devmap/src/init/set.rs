@@ -6,11 +6,14 @@
 //! * each range's data pfns are cut into *sub-ranges* of whole compounds sized so that one
 //!   sub-range is about [`SUB_RANGE_DESCRIPTORS`] descriptors of work (2 MiB of pfns in Flat at
 //!   any align ≤ 2 MiB, 8 MiB in Vmemmap 2M, 1 GiB in Heads 2M; never less than one compound);
+//! * each sub-range is cut into *pieces* of 64 descriptors (`init::init_piece`), the unit a
+//!   thread claims and writes;
 //! * every [`NR_MEMMAP_RANGE`] consecutive sub-ranges form a worker *chunk*; workers pull chunks
-//!   from one cursor and claim their sub-ranges in order;
-//! * `sync(pfn, n)` maps the request to its covering sub-ranges by division, claims the pending
-//!   ones and initialises them on the caller's thread, and sleeps only on those another thread
-//!   holds (`claim::SubRanges`).
+//!   from one cursor and take their sub-ranges' pieces in order;
+//! * `sync(pfn, n)` maps the request to its covering sub-ranges by division, writes on the
+//!   caller's thread every piece of them nobody has taken, and sleeps only on pieces other
+//!   threads are writing, after raising any background worker among them for that piece
+//!   (`claim::SubRanges`, `boost`).
 //!
 //! The seed delegated 1/128 of a whole worker's range to a faulting thread and serialised it
 //! behind a per-thread mutex; here the unit a fault pays for is bounded by the sub-range size,
@@ -24,8 +27,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use super::claim::{Stopped, SubRanges};
-use super::{InitMode, InitStats, InitTarget, init_memmap, init_span};
+use super::boost::{Os, Tid};
+use super::claim::{MAX_PIECES, Pieces, Stopped, SubRanges};
+use super::{InitMode, InitStats, InitTarget, init_memmap, init_piece, nr_descriptors, nr_pieces};
 use crate::addr::{Pfn, PfnRange};
 use crate::memmap::{Memmap, Synced};
 use crate::primitive::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -70,6 +74,10 @@ struct RangePlan {
     nr_subs: usize,
     /// Pages per sub-range (whole compounds).
     sub_pages: u64,
+    /// Pieces of each sub-range but the last.
+    pieces: u32,
+    /// Pieces of the last sub-range, which may hold fewer compounds.
+    last_pieces: u32,
 }
 
 /// State of the asynchronous engine.
@@ -84,6 +92,7 @@ struct Async {
     started: Instant,
     /// Nanoseconds from `started` until the last sub-range finished; 0 while running.
     full_ns: AtomicU64,
+    /// Sub-ranges finished, counted by `SetPieces::finished`.
     finished_subs: AtomicUsize,
 }
 
@@ -136,8 +145,9 @@ impl MemmapSet {
         let first = std::thread::Builder::new()
             .name("devmap-init-0".to_owned())
             .spawn(move || {
-                // Failure to lower the priority just leaves the workers at the default.
-                let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19);
+                // Failure to lower the priority just leaves the workers at the default, where
+                // nobody needs to boost them.
+                let tid = Os.enter_background();
                 // A new thread may have preempted its creator on this core; now that it is
                 // background work, hand the core back at once.
                 std::thread::yield_now();
@@ -146,11 +156,13 @@ impl MemmapSet {
                         let set = Arc::clone(&set);
                         std::thread::Builder::new()
                             .name(format!("devmap-init-{n}"))
-                            .spawn(move || set.work())
+                            // Already at the background priority (inherited); this only
+                            // learns the thread's id.
+                            .spawn(move || set.work(n, Os.enter_background()))
                             .ok()
                     })
                     .collect();
-                set.work();
+                set.work(0, tid);
                 for w in others {
                     // Workers only write in-bounds atomics; a join error has nothing to undo.
                     let _ = w.join();
@@ -166,43 +178,22 @@ impl MemmapSet {
         }
     }
 
-    /// A worker: pulls chunks until there are none or the set is stopped.
-    fn work(&self) {
+    /// Worker `n` (thread `tid` when it runs at the background priority): pulls chunks until
+    /// there are none or the set is stopped.
+    fn work(&self, n: usize, tid: Option<Tid>) {
         let Some(engine) = &self.engine else { return };
+        let pieces = SetPieces { set: self, engine };
+        let worker = engine.subs.worker(n, tid);
         loop {
             // Relaxed: the cursor only partitions work; the sub-range states order the rest.
             let c = engine.cursor.fetch_add(1, Ordering::Relaxed);
             let Some(&(first, end)) = engine.chunks.get(c) else {
                 return;
             };
-            engine.subs.work(first, end, |i| self.init_sub(engine, i));
+            worker.work(first, end, &pieces);
             if engine.subs.is_stopped() {
                 return;
             }
-        }
-    }
-
-    /// Initialises global sub-range `i` (the caller has claimed it).
-    fn init_sub(&self, engine: &Async, i: usize) {
-        let Some((r, plan)) = engine
-            .plans
-            .iter()
-            .enumerate()
-            .find(|(_, p)| (p.first_sub..p.first_sub + p.nr_subs).contains(&i))
-        else {
-            return;
-        };
-        let memmap = &self.maps[r];
-        let data = memmap.geometry().data_range();
-        let start = data
-            .start()
-            .add((i - plan.first_sub) as u64 * plan.sub_pages);
-        let end = start.add(plan.sub_pages).min(data.end());
-        let n = init_span(memmap, PfnRange::new_unchecked(start, end), self.target);
-        self.written.fetch_add(n, Ordering::Relaxed);
-        if engine.finished_subs.fetch_add(1, Ordering::Relaxed) + 1 == engine.subs.len() {
-            let ns = engine.started.elapsed().as_nanos() as u64;
-            engine.full_ns.store(ns.max(1), Ordering::Relaxed);
         }
     }
 
@@ -246,9 +237,11 @@ impl MemmapSet {
                 };
                 engine
                     .subs
-                    .sync(idx(lo), idx(Pfn::new(hi.raw() - 1)), |i| {
-                        self.init_sub(engine, i)
-                    })
+                    .sync(
+                        idx(lo),
+                        idx(Pfn::new(hi.raw() - 1)),
+                        &SetPieces { set: self, engine },
+                    )
                     .map_err(|Stopped| SyncError::TornDown)?;
             }
         }
@@ -273,7 +266,7 @@ impl MemmapSet {
             if engine.subs.len() > 0 {
                 engine
                     .subs
-                    .sync(0, last, |i| self.init_sub(engine, i))
+                    .sync(0, last, &SetPieces { set: self, engine })
                     .map_err(|Stopped| SyncError::TornDown)?;
             }
         }
@@ -310,11 +303,16 @@ impl MemmapSet {
     pub(crate) fn stats(&self) -> InitStats {
         match &self.engine {
             None => self.sync_stats,
-            Some(e) => InitStats {
-                descriptors: self.written.load(Ordering::Relaxed),
-                elapsed: std::time::Duration::from_nanos(e.full_ns.load(Ordering::Relaxed)),
-                threads: e.workers,
-            },
+            Some(e) => {
+                let (waits, boosts) = e.subs.wait_counts();
+                InitStats {
+                    descriptors: self.written.load(Ordering::Relaxed),
+                    elapsed: std::time::Duration::from_nanos(e.full_ns.load(Ordering::Relaxed)),
+                    threads: e.workers,
+                    waits,
+                    boosts,
+                }
+            }
         }
     }
 }
@@ -331,6 +329,17 @@ impl Async {
             let group = (SUB_RANGE_DESCRIPTORS / per).max(1);
             let sub_pages = group * compound;
             let nr_subs = geo.data_pages().div_ceil(sub_pages) as usize;
+            let data = geo.data_range();
+            let pieces_of = |start: u64| {
+                let start = data.start().add(start);
+                let end = start.add(sub_pages).min(data.end());
+                // A sub-range is one compound when compounds are large, and a compound has at
+                // most 2^30 descriptors (`Order::MAX`): 2^24 pieces, well under the limit.
+                let n = nr_pieces(m, PfnRange::new_unchecked(start, end));
+                debug_assert!(n <= u64::from(MAX_PIECES));
+                n.min(u64::from(MAX_PIECES)) as u32
+            };
+            let last_start = (nr_subs.saturating_sub(1) as u64) * sub_pages;
             for first in (0..nr_subs).step_by(NR_MEMMAP_RANGE) {
                 chunks.push((
                     total + first,
@@ -341,6 +350,8 @@ impl Async {
                 first_sub: total,
                 nr_subs,
                 sub_pages,
+                pieces: pieces_of(0),
+                last_pieces: pieces_of(last_start),
             });
             total += nr_subs;
         }
@@ -350,11 +361,72 @@ impl Async {
             plans,
             chunks,
             cursor: AtomicUsize::new(0),
-            subs: SubRanges::new(total),
+            subs: SubRanges::new(total, workers),
             workers,
             started: Instant::now(),
             full_ns: AtomicU64::new(0),
             finished_subs: AtomicUsize::new(0),
+        }
+    }
+
+    /// The range holding global sub-range `i`, with its plan.
+    fn plan_of(&self, i: usize) -> Option<(usize, &RangePlan)> {
+        self.plans
+            .iter()
+            .enumerate()
+            .find(|(_, p)| (p.first_sub..p.first_sub + p.nr_subs).contains(&i))
+    }
+}
+
+/// The pieces of a set's asynchronous init, as the claim protocol sees them.
+struct SetPieces<'a> {
+    set: &'a MemmapSet,
+    engine: &'a Async,
+}
+
+impl SetPieces<'_> {
+    /// The memmap and pfn span of global sub-range `i`.
+    fn sub_range(&self, i: usize) -> Option<(&Memmap, PfnRange)> {
+        let (r, plan) = self.engine.plan_of(i)?;
+        let memmap = &self.set.maps[r];
+        let data = memmap.geometry().data_range();
+        let start = data
+            .start()
+            .add((i - plan.first_sub) as u64 * plan.sub_pages);
+        let end = start.add(plan.sub_pages).min(data.end());
+        Some((memmap, PfnRange::new_unchecked(start, end)))
+    }
+}
+
+impl Pieces for SetPieces<'_> {
+    fn count(&self, i: usize) -> u32 {
+        match self.engine.plan_of(i) {
+            Some((_, p)) if i + 1 == p.first_sub + p.nr_subs => p.last_pieces,
+            Some((_, p)) => p.pieces,
+            // Not a sub-range: one piece, which `init` writes nothing for.
+            None => 1,
+        }
+    }
+
+    fn init(&self, i: usize, piece: u32) {
+        if let Some((memmap, range)) = self.sub_range(i) {
+            init_piece(memmap, range, u64::from(piece), self.set.target);
+        }
+    }
+
+    fn finished(&self, i: usize) {
+        // Counted per sub-range, not per piece: a shared counter bumped after every piece
+        // bounced its cache line between the workers often enough to cost ~5% of a full init.
+        if let Some((memmap, range)) = self.sub_range(i) {
+            // Relaxed: a tally, read by `stats`.
+            let n = nr_descriptors(memmap, range);
+            self.set.written.fetch_add(n, Ordering::Relaxed);
+        }
+        // Relaxed: a tally; `SubRanges::all_done` readers see the last store through the
+        // claim protocol's `remaining` count, which is decremented after this.
+        if self.engine.finished_subs.fetch_add(1, Ordering::Relaxed) + 1 == self.engine.subs.len() {
+            let ns = self.engine.started.elapsed().as_nanos() as u64;
+            self.engine.full_ns.store(ns.max(1), Ordering::Relaxed);
         }
     }
 }

@@ -483,6 +483,16 @@ impl Memmap {
         }
     }
 
+    /// The descriptors [`Memmap::populate_compound`] returns, without populating anything:
+    /// for writers of a compound's later descriptors once its first part has populated it.
+    pub(crate) fn compound_slots(&self, head: Pfn) -> &[Page] {
+        match self {
+            Memmap::Flat(s) => s.compound_slots(head),
+            Memmap::Vmemmap(s) => s.compound_slots(head),
+            Memmap::Heads(s) => s.compound_slots(head),
+        }
+    }
+
     fn check(&self, s: &Synced, pfn: Pfn) -> Result<(), LookupError> {
         let geo = self.geometry();
         if !geo.range.contains(pfn) {

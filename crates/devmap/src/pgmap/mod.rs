@@ -607,9 +607,10 @@ impl Pgmap {
         Ok(self.folio(pfn)?.order())
     }
 
-    /// Refuses every later lookup and sync, stops background init at the next sub-range and
+    /// Refuses every later lookup and sync, stops background init before its next piece and
     /// joins its workers. Safe against concurrent syncs: a sync already past its check finishes
-    /// the sub-ranges it claimed, and the memmap lives as long as any handle.
+    /// the sub-ranges it needs (every piece is finished by whoever claimed it), and the memmap
+    /// lives as long as any handle.
     fn shut_down(&self) {
         self.set.kill();
         if let Some(w) = self.workers.lock().take() {

@@ -170,16 +170,28 @@ impl VmemmapStore {
                 // once the table is.
                 pmd[s].store(((s as u64) << 2) | TABLE, Ordering::Release);
             }
-            let start = first as usize * BLOCK;
-            &self.blocks.as_slice()[start..start + VMEMMAP_RESERVE_NR as usize * BLOCK]
         } else if off < self.leaf_end() {
             // A compound is at most a section or whole sections, and a partial last section
             // exists only below order 15, so it lies in leaves only or in that section only.
             self.map_leaves(sections);
-            &self.blocks.as_slice()[off..off + nr]
         } else {
             let rel = off - self.leaf_end();
             self.map_base_pages(rel..rel + nr);
+        }
+        self.compound_slots(head)
+    }
+
+    /// The descriptors `populate_compound` returns, without writing any entry.
+    pub(crate) fn compound_slots(&self, head: Pfn) -> &[Page] {
+        let off = self.offset(head);
+        let nr = self.geo.shift().nr_pages() as usize;
+        if self.plan.dedup {
+            let start = (self.geo.compound_index(head) * VMEMMAP_RESERVE_NR) as usize * BLOCK;
+            &self.blocks.as_slice()[start..start + VMEMMAP_RESERVE_NR as usize * BLOCK]
+        } else if off < self.leaf_end() {
+            &self.blocks.as_slice()[off..off + nr]
+        } else {
+            let rel = off - self.leaf_end();
             &self.extra.as_slice()[rel..rel + nr]
         }
     }
