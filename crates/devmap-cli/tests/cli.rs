@@ -325,6 +325,7 @@ fn async_enable_reports_readiness_touches_and_full_init() {
     assert!(p50 <= p99 && p99 <= max, "{p50} {p99} {max}");
     assert!(field(r, "full_init_ns") >= field(r, "ready_ns"));
     assert!(r.get("sync_all_ns").is_none());
+    assert!(field(r, "init_boosts") <= field(r, "init_waits"));
 
     let rows = json(&[
         "enable", "-s", "1G", "--init", "async", "--sync", "--layout", "vmemmap", "-j",

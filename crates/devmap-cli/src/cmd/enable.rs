@@ -123,6 +123,14 @@ struct Enabled {
     /// Time `sync_all` took on the calling thread (`--sync`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sync_all_ns: Option<u64>,
+    /// `--init async`: how often a sync (a touch, `--sync`) waited because another thread was
+    /// writing a piece it needed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_waits: Option<u64>,
+    /// `--init async`: how often such a wait raised the writing worker's priority for the rest
+    /// of its piece (at most once per wait; 0 without `CAP_SYS_NICE`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_boosts: Option<u64>,
 }
 
 fn columns(r: &Enabled) -> Cells {
@@ -273,6 +281,7 @@ fn run_one(ns: &Namespace, layout: Layout, mode: InitMode, plan: AsyncPlan) -> R
     drop(pgmap);
 
     let memset_ns = memset_ns(host_bytes)?;
+    let is_async = matches!(mode, InitMode::Async { .. });
     Ok(Enabled {
         size: ns.size(),
         align: ns.align(),
@@ -296,6 +305,8 @@ fn run_one(ns: &Namespace, layout: Layout, mode: InitMode, plan: AsyncPlan) -> R
         touch_p99_ns: touch.map(|t| t.p99),
         touch_max_ns: touch.map(|t| t.max),
         sync_all_ns,
+        init_waits: is_async.then_some(stats.waits),
+        init_boosts: is_async.then_some(stats.boosts),
     })
 }
 
