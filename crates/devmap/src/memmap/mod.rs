@@ -15,8 +15,8 @@
 //!
 //! A memmap covers one range of a pgmap; the first `altmap_pfns` of the range may hold the
 //! memmap itself ("map=dev") and have no descriptors of their own. Stores hand out only shared
-//! references to atomics; every lookup takes a [`Synced`] token, which the init layer mints
-//! once a span is initialised, so no lookup can reach a descriptor before it is written.
+//! references to atomics; every lookup takes a `Synced` token, which the init layer mints once
+//! a span is initialised, so no lookup can reach a descriptor before it is written.
 
 mod array;
 mod cost;
