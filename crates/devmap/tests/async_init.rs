@@ -5,7 +5,8 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use devmap::{
-    DeviceSpace, InitMode, InitState, Layout, Order, Pfn, Pgmap, PgmapConfig, PgmapError, SyncError,
+    DeviceSpace, InitMode, InitState, Layout, Order, Pfn, PfnRange, Pgmap, PgmapConfig, PgmapError,
+    SyncError,
 };
 
 fn enable(layout: Layout, shift: Order, bytes: u64, init: InitMode) -> (DeviceSpace, Arc<Pgmap>) {
@@ -70,7 +71,9 @@ fn stress_with_altmap(layout: Layout, shift: Order, bytes: u64, altmap: Option<u
                     {
                         continue;
                     }
-                    pgmap.sync(pfn, n).expect("sync");
+                    pgmap
+                        .sync(PfnRange::new(pfn, n).expect("span"))
+                        .expect("sync");
                     // Whatever the background is doing, a synced folio is fully initialised.
                     let f = pgmap.folio(pfn).expect("folio");
                     assert_eq!(f.pfn(), pfn.align_down(shift));
@@ -154,11 +157,11 @@ fn sync_outside_the_pgmap_and_after_teardown_are_errors() {
     let (space, p) = enable(Layout::Flat, Order::PMD, 1 << 30, workers(2));
     let r = p.ranges().next().expect("range");
     assert!(matches!(
-        p.sync(r.end(), 1),
+        p.sync(PfnRange::new(r.end(), 1).expect("span")),
         Err(PgmapError::Sync(SyncError::OutOfRange { .. }))
     ));
     assert!(matches!(
-        p.sync(Pfn::new(r.end().raw() - 1), 2),
+        p.sync(PfnRange::new(Pfn::new(r.end().raw() - 1), 2).expect("span")),
         Err(PgmapError::Sync(SyncError::OutOfRange { .. }))
     ));
     assert!(
@@ -166,7 +169,7 @@ fn sync_outside_the_pgmap_and_after_teardown_are_errors() {
         "teardown while workers may still run"
     );
     assert!(matches!(
-        p.sync(r.start(), 1),
+        p.sync(PfnRange::new(r.start(), 1).expect("span")),
         Err(PgmapError::Sync(SyncError::TornDown))
     ));
     assert!(matches!(

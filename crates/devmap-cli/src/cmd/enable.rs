@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use devmap::backing::{PageHint, Reservation};
-use devmap::{DeviceSpace, InitMode, Layout, Namespace, Pgmap};
+use devmap::{DeviceSpace, InitMode, Layout, Namespace, PfnRange, Pgmap};
 use serde::Serialize;
 
 use crate::args::{LayoutArg, NamespaceArgs, count, smaller_fitting};
@@ -406,7 +406,7 @@ fn touch(pgmap: &Pgmap, n: u64) -> Result<Touches> {
         x ^= x << 17;
         let pfn = range.start().add((x % compounds) << shift.get());
         let t = Instant::now();
-        pgmap.sync(pfn, shift.nr_pages())?;
+        pgmap.sync(PfnRange::new(pfn, shift.nr_pages())?)?;
         lat.push(t.elapsed().as_nanos() as u64);
     }
     lat.sort_unstable();

@@ -56,12 +56,10 @@ pub enum SyncError {
     #[error("the pgmap is torn down: no descriptor can be handed out")]
     TornDown,
     /// The pfns are not all in one range of the pgmap.
-    #[error("pfns {start}..+{nr_pages} are not inside one range of the pgmap")]
+    #[error("pfns {range:?} are not inside one range of the pgmap")]
     OutOfRange {
-        /// First pfn asked for.
-        start: Pfn,
-        /// Pages asked for.
-        nr_pages: u64,
+        /// The pfns asked for.
+        range: PfnRange,
     },
 }
 
@@ -202,18 +200,20 @@ impl MemmapSet {
         &self.maps
     }
 
-    /// Makes the descriptors of `nr_pages` pfns from `pfn` initialised (whole compounds), doing
-    /// pending work on this thread and waiting only for work other threads hold.
-    pub(crate) fn sync(&self, pfn: Pfn, nr_pages: u64) -> Result<(&Memmap, Synced), SyncError> {
+    /// Makes the descriptors of `range` initialised (whole compounds; an empty range means its
+    /// first pfn), doing pending work on this thread and waiting only for work other threads
+    /// hold.
+    pub(crate) fn sync(&self, range: PfnRange) -> Result<(&Memmap, Synced), SyncError> {
         // Acquire pairs with the Release store in `kill`.
         if self.dead.load(Ordering::Acquire) {
             return Err(SyncError::TornDown);
         }
-        let bad = SyncError::OutOfRange {
-            start: pfn,
-            nr_pages,
+        let bad = SyncError::OutOfRange { range };
+        let want = if range.is_empty() {
+            PfnRange::new(range.start(), 1).map_err(|_| bad)?
+        } else {
+            range
         };
-        let want = PfnRange::new(pfn, nr_pages.max(1)).map_err(|_| bad)?;
         let (r, memmap) = self
             .maps
             .iter()

@@ -29,7 +29,7 @@ fn built(layout: Layout, g: Geometry) -> MemmapSet {
 /// The memmap of a one-range set and a sync token for all of it.
 fn whole(set: &MemmapSet) -> (&Memmap, Synced) {
     let r = set.maps()[0].geometry().range();
-    set.sync(r.start(), r.len()).expect("sync")
+    set.sync(r).expect("sync")
 }
 
 const KIB: u64 = 1 << 10;
@@ -482,7 +482,9 @@ fn static_walk_finds_what_per_pfn_lookups_find() {
     // A token covers only what was synced: a walk past it is refused, not read.
     let set = built(Layout::Heads, geo(1 << 12, 9));
     let start = set.maps()[0].geometry().range().start();
-    let (m, s) = set.sync(start, 512).expect("sync");
+    let (m, s) = set
+        .sync(PfnRange::new(start, 512).expect("span"))
+        .expect("sync");
     let r = PfnRange::new(start, 1024).expect("span");
     assert!(matches!(
         m.static_folios(&s, r),

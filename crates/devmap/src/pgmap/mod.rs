@@ -435,7 +435,10 @@ impl Pgmap {
         pfn: Pfn,
         nr_pages: u64,
     ) -> Result<(&Memmap, Synced), PgmapError> {
-        Ok(self.set.sync(pfn, nr_pages)?)
+        let range = PfnRange::new(pfn, nr_pages).map_err(|_| SyncError::OutOfRange {
+            range: PfnRange::new_unchecked(pfn, pfn),
+        })?;
+        Ok(self.set.sync(range)?)
     }
 
     /// Test-only: the memmap of range `index` with a token that works after teardown.
@@ -503,11 +506,12 @@ impl Pgmap {
         self.set.state()
     }
 
-    /// Makes the descriptors of `nr_pages` pfns from `pfn` (whole compounds) initialised before
-    /// returning: pending work is done on this thread, work in other threads' hands is waited
-    /// for. What a fault or a pin calls before handing out a page.
-    pub fn sync(&self, pfn: Pfn, nr_pages: u64) -> Result<(), PgmapError> {
-        self.set.sync(pfn, nr_pages)?;
+    /// Makes the descriptors of `range`, rounded out to whole compounds, initialised before
+    /// returning (an empty range syncs the compound of its first pfn): pending work is done on
+    /// this thread, work in other threads' hands is waited for. What a fault or a pin calls
+    /// before handing out a page.
+    pub fn sync(&self, range: PfnRange) -> Result<(), PgmapError> {
+        self.set.sync(range)?;
         Ok(())
     }
 
@@ -547,7 +551,8 @@ impl Pgmap {
     }
 
     fn synced(&self, pfn: Pfn) -> Result<(&Memmap, Synced), PgmapError> {
-        Ok(self.set.sync(pfn, 1)?)
+        // An empty range at `pfn` syncs the compound holding `pfn`.
+        Ok(self.set.sync(PfnRange::new_unchecked(pfn, pfn))?)
     }
 
     /// The data pfns of each range, in registration order: the range without the altmap pfns
