@@ -1,43 +1,10 @@
 //! The command line as a user meets it: outputs, JSON shape, and every refusal.
 
-use std::process::{Command, Output};
+use std::process::Command;
 
-use serde_json::Value;
+mod common;
 
-fn devmap(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_devmap"))
-        .args(args)
-        .output()
-        .expect("run devmap")
-}
-
-fn json(args: &[&str]) -> Vec<Value> {
-    let out = devmap(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    match serde_json::from_slice(&out.stdout).expect("valid JSON") {
-        Value::Array(rows) => rows,
-        other => panic!("not an array: {other}"),
-    }
-}
-
-fn fails(args: &[&str], want: &str) {
-    let out = devmap(args);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{args:?} succeeded");
-    assert!(out.stdout.is_empty(), "{args:?} printed to stdout");
-    assert!(err.contains(want), "{args:?}: {err:?} lacks {want:?}");
-    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
-}
-
-fn field(row: &Value, name: &str) -> u64 {
-    row[name]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{name} is not an integer in {row}"))
-}
+use common::{devmap, fails, field, json};
 
 #[test]
 fn estimate_reproduces_the_kernel_figures_per_tib() {

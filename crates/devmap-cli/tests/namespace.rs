@@ -2,44 +2,9 @@
 //! (the kernel's `nd_pfn_init` rule), which namespaces have no room for data, and what
 //! `gup-test` pins.
 
-use std::process::{Command, Output};
+mod common;
 
-use serde_json::Value;
-
-fn devmap(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_devmap"))
-        .args(args)
-        .output()
-        .expect("run devmap")
-}
-
-fn json(args: &[&str]) -> Vec<Value> {
-    let out = devmap(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    match serde_json::from_slice(&out.stdout).expect("valid JSON") {
-        Value::Array(rows) => rows,
-        other => panic!("not an array: {other}"),
-    }
-}
-
-fn fails(args: &[&str], want: &str) {
-    let out = devmap(args);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{args:?} succeeded");
-    assert!(out.stdout.is_empty(), "{args:?} printed to stdout");
-    assert!(err.contains(want), "{args:?}: {err:?} lacks {want:?}");
-    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
-}
-
-fn field(row: &Value, name: &str) -> u64 {
-    row[name]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{name} is not an integer in {row}"))
-}
+use common::{fails, field, json};
 
 #[test]
 fn map_dev_data_starts_where_the_kernel_puts_it_in_every_mode_and_layout() {

@@ -100,6 +100,24 @@ pub struct Resident {
     pub device_bytes: u64,
 }
 
+impl Resident {
+    /// `host` bytes of host memory plus `descriptors` bytes of descriptor pages, which live in
+    /// the emulated device when the memmap has an altmap and in host memory otherwise.
+    pub(crate) fn split(host: u64, descriptors: u64, on_device: bool) -> Self {
+        if on_device {
+            Self {
+                dram_bytes: host,
+                device_bytes: descriptors,
+            }
+        } else {
+            Self {
+                dram_bytes: host + descriptors,
+                device_bytes: 0,
+            }
+        }
+    }
+}
+
 impl std::ops::AddAssign for Resident {
     fn add_assign(&mut self, o: Self) {
         self.dram_bytes += o.dram_bytes;

@@ -52,17 +52,7 @@ impl FlatStore {
     /// The descriptor array's resident memory: host memory, or the device's with an altmap.
     pub(crate) fn resident(&self) -> Result<Resident, BackingError> {
         let held = self.descs.resident_bytes()?;
-        Ok(if self.geo.altmap().is_some() {
-            Resident {
-                dram_bytes: 0,
-                device_bytes: held,
-            }
-        } else {
-            Resident {
-                dram_bytes: held,
-                device_bytes: 0,
-            }
-        })
+        Ok(Resident::split(0, held, self.geo.altmap().is_some()))
     }
 
     pub(crate) fn reserved_bytes(&self) -> u64 {

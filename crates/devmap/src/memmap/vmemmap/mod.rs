@@ -299,17 +299,7 @@ impl VmemmapStore {
             + self.extra.resident_bytes()?
             + self.usage.resident_bytes()?;
         let blocks = self.blocks.resident_bytes()?;
-        Ok(if self.plan.on_device {
-            Resident {
-                dram_bytes: tables,
-                device_bytes: blocks,
-            }
-        } else {
-            Resident {
-                dram_bytes: tables + blocks,
-                device_bytes: 0,
-            }
-        })
+        Ok(Resident::split(tables, blocks, self.plan.on_device))
     }
 
     /// Whether the section usage marks the subsection holding `pfn` active.

@@ -1,0 +1,46 @@
+//! Running the `devmap` binary from the integration tests: its output, its JSON rows, and its
+//! refusals. Each test file uses some of these.
+#![allow(dead_code)]
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// Runs `devmap` with `args`.
+pub fn devmap(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_devmap"))
+        .args(args)
+        .output()
+        .expect("run devmap")
+}
+
+/// The JSON rows of a run that must succeed.
+pub fn json(args: &[&str]) -> Vec<Value> {
+    let out = devmap(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match serde_json::from_slice(&out.stdout).expect("valid JSON") {
+        Value::Array(rows) => rows,
+        other => panic!("not an array: {other}"),
+    }
+}
+
+/// Checks that a run fails with `want` in its message, printing nothing and never panicking.
+pub fn fails(args: &[&str], want: &str) {
+    let out = devmap(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    assert!(out.stdout.is_empty(), "{args:?} printed to stdout");
+    assert!(err.contains(want), "{args:?}: {err:?} lacks {want:?}");
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+}
+
+/// An integer field of a JSON row.
+pub fn field(row: &Value, name: &str) -> u64 {
+    row[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{name} is not an integer in {row}"))
+}
