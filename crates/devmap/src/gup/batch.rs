@@ -99,6 +99,11 @@ impl Pgmap {
     /// Gives back what a grab of `span` (in this pgmap's data ranges) took, folio by folio,
     /// marking each dirty first if asked (`unpin_user_page_range_dirty_lock`).
     pub(super) fn release_range(&self, span: PfnRange, pin: bool, dirty: bool) {
+        // Usually the span lies in one range: one sync finds its memmap.
+        if let Ok((memmap, s)) = self.synced_span(span.start(), span.len()) {
+            self.release_span(memmap, &s, span, pin, dirty);
+            return;
+        }
         let mut pfn = span.start();
         while pfn < span.end() {
             let Some(piece) = self.data_piece(pfn, span.end()) else {
@@ -115,43 +120,60 @@ impl Pgmap {
     /// Gives back what a grab recorded as `entries` (pfns of this pgmap, grouped by folio:
     /// consecutive entries of one folio are released in one update), as
     /// `unpin_user_pages_dirty_lock` walks its `pages[]`.
+    ///
+    /// Entries are synced a span at a time: when the rest of the entries can be one run of
+    /// consecutive pfns in one range (the usual case: a pinned range), that run in one go;
+    /// otherwise the compound of the entry at hand. A later entry the span does not cover
+    /// fails its lookup and gets a span of its own.
     pub(super) fn release_entries(&self, entries: &[Pfn], pin: bool, dirty: bool) {
+        let mut synced: Option<(&Memmap, Synced)> = None;
         let mut i = 0;
         while i < entries.len() {
-            // The run of consecutive pfns from entry i inside one range: one sync for it.
-            let Some(piece) = self.data_piece(entries[i], Pfn::new(u64::MAX)) else {
-                return;
-            };
-            let run = entries[i..]
-                .iter()
-                .zip(0..)
-                .take_while(|&(p, k)| {
-                    piece.start().checked_add(k) == Some(*p) && piece.contains(*p)
-                })
-                .count();
-            let last = entries[i + run - 1];
-            let Ok((memmap, s)) = self.synced_span(entries[i], last.offset_from(entries[i]) + 1)
-            else {
-                return;
-            };
-            let run_end = i + run;
-            while i < run_end {
-                let Ok(folio) = memmap.folio(&s, entries[i]) else {
-                    return;
-                };
-                let fr = folio.range();
-                let n = entries[i..run_end]
-                    .iter()
-                    .take_while(|p| fr.contains(**p))
-                    .count();
-                if dirty {
-                    folio.mark_dirty();
+            let pfn = entries[i];
+            let found = synced.and_then(|(m, s)| m.folio(&s, pfn).ok().map(|f| (m, f)));
+            let (memmap, folio) = match found {
+                Some(hit) => hit,
+                None => {
+                    let Some(span) = self.release_span_for(pfn, &entries[i..]) else {
+                        return;
+                    };
+                    let Ok((m, s)) = self.synced_span(span.start(), span.len()) else {
+                        return;
+                    };
+                    synced = Some((m, s));
+                    // The entry was grabbed, so its folio is initialised and cannot change
+                    // shape: this lookup cannot fail; stop rather than loop if it does.
+                    let Ok(f) = m.folio(&s, pfn) else { return };
+                    (m, f)
                 }
-                // Within one folio, so at most 2^Order::MAX pages.
-                self.ungrab_folio(memmap, &folio, n as i32, pin);
-                i += n;
+            };
+            let fr = folio.range();
+            let n = entries[i..]
+                .iter()
+                .take_while(|p| fr.contains(**p))
+                .count();
+            if dirty {
+                folio.mark_dirty();
             }
+            // Within one folio, so at most 2^Order::MAX pages.
+            self.ungrab_folio(memmap, &folio, n as i32, pin);
+            i += n;
         }
+    }
+
+    /// The span to sync for releasing `rest` from its first entry: all of it if its ends say
+    /// it can be one run of consecutive pfns inside one range, else the first entry alone.
+    fn release_span_for(&self, pfn: Pfn, rest: &[Pfn]) -> Option<PfnRange> {
+        let piece = self.data_piece(pfn, Pfn::END)?;
+        let last = *rest.last()?;
+        let run = last >= pfn
+            && last.offset_from(pfn) + 1 == rest.len() as u64
+            && piece.contains(last);
+        Some(if run {
+            PfnRange::new_unchecked(pfn, last.add(1))
+        } else {
+            PfnRange::new_unchecked(pfn, pfn.add(1))
+        })
     }
 
     /// The grab loop. Each folio costs its head's poison check and one compare-and-swap.
