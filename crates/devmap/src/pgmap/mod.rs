@@ -5,13 +5,12 @@
 //! pfns, range 0 only, as in the kernel), an owner cookie and driver callbacks. It owns one
 //! memmap per range. Every public lookup syncs the span it reads first (a no-op once
 //! initialisation is idle), so no descriptor is reachable before it is initialised, whichever
-//! [`InitMode`] built the pgmap.
+//! [`InitMode`](crate::init::InitMode) built the pgmap.
 //!
 //! A [`DeviceSpace`] is the "physical" address space those pfns live in: it hands out aligned,
 //! non-overlapping pfn ranges and finds the pgmap of a pfn (`get_dev_pagemap`). There is no
 //! process-wide global: a program may run several independent spaces (tests do).
 
-use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::thread::JoinHandle;
@@ -21,213 +20,19 @@ use parking_lot::{Condvar, Mutex};
 use crate::addr::{Order, Pfn, PfnRange};
 use crate::backing::BackingError;
 use crate::desc::{Page, PgmapId};
-use crate::init::{InitMode, InitState, InitStats, MemmapSet, SyncError};
-use crate::memmap::{
-    AltmapGeometry, Cost, Folio, Geometry, Layout, LookupError, Memmap, MemmapError, Resident,
-    Synced,
-};
+use crate::init::{InitState, InitStats, MemmapSet, SyncError};
+use crate::memmap::{Cost, Folio, Layout, LookupError, Memmap, MemmapError, Resident, Synced};
 
+mod config;
 mod live;
 mod space;
+
+use self::config::sum_costs;
+pub use self::config::{Altmap, FolioFreeFn, MemoryFailureFn, MemoryType, PgmapConfig, PgmapOps};
 
 pub(crate) use self::live::{Dying, Liveness};
 pub use self::space::DeviceSpace;
 pub(crate) use self::space::Missing;
-
-/// What kind of memory a pgmap describes (`enum memory_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MemoryType {
-    /// Device memory the CPU cannot address (HMM); needs `folio_free` and an owner.
-    Private,
-    /// CPU-coherent device memory that must stay evictable; needs `folio_free` and an owner.
-    Coherent,
-    /// Persistent memory under a DAX filesystem.
-    FsDax,
-    /// Device-dax and CXL/hmem memory.
-    Generic,
-    /// PCI peer-to-peer DMA memory.
-    P2pDma,
-}
-
-impl MemoryType {
-    /// The reference count of a folio nobody uses: 1 for device-dax (`folio_set_count(1)` in
-    /// the free path), 0 for every other type (mainline ≥ 6.15).
-    pub const fn idle_refcount(self) -> i32 {
-        match self {
-            MemoryType::Generic => 1,
-            _ => 0,
-        }
-    }
-
-    /// Whether a driver hands its folios out (`alloc_folio`, `zone_device_folio_init`) and is
-    /// told when each comes back: private, coherent and P2P memory.
-    pub const fn driver_allocated(self) -> bool {
-        matches!(
-            self,
-            MemoryType::Private | MemoryType::Coherent | MemoryType::P2pDma
-        )
-    }
-}
-
-/// Called when a folio's reference count drops to idle (`dev_pagemap_ops::folio_free`).
-pub type FolioFreeFn = dyn Fn(&Folio<'_>) + Send + Sync;
-/// Called on a memory error in `nr_pages` pages from `pfn` (`dev_pagemap_ops::memory_failure`);
-/// returns whether it handled the error (false = fall back to the generic handler).
-pub type MemoryFailureFn = dyn Fn(Pfn, u64) -> bool + Send + Sync;
-
-/// Driver callbacks (`struct dev_pagemap_ops`).
-#[derive(Clone, Default)]
-pub struct PgmapOps {
-    /// Free path callback.
-    pub folio_free: Option<Arc<FolioFreeFn>>,
-    /// Memory-failure callback.
-    pub memory_failure: Option<Arc<MemoryFailureFn>>,
-}
-
-impl fmt::Debug for PgmapOps {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PgmapOps")
-            .field("folio_free", &self.folio_free.is_some())
-            .field("memory_failure", &self.memory_failure.is_some())
-            .finish()
-    }
-}
-
-/// The on-device memmap of range 0 (`struct vmem_altmap`), in pfns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Altmap {
-    /// First pfn of the device.
-    pub base_pfn: Pfn,
-    /// Pfns reserved before the memmap (info block).
-    pub reserve: u64,
-    /// Pfns set aside for the memmap.
-    pub free: u64,
-    /// Of `free`, the pfns the memmap does not use: padding up to the first data pfn.
-    pub align: u64,
-    /// Of `free`, pfns the memmap actually uses.
-    pub alloc: u64,
-}
-
-impl Altmap {
-    /// `vmem_altmap_offset`: pfns before the first data pfn.
-    pub fn offset(&self) -> u64 {
-        self.reserve + self.free
-    }
-}
-
-/// Everything `memremap_pages` needs to register a device.
-#[derive(Debug, Clone)]
-pub struct PgmapConfig {
-    /// Memory type.
-    pub memory_type: MemoryType,
-    /// The device's pfn ranges (one for static devices, several for dynamic dax).
-    pub ranges: Vec<PfnRange>,
-    /// Compound order of every folio (9 = 2 MiB, 18 = 1 GiB).
-    pub vmemmap_shift: Order,
-    /// `Some(reserve)` places the memmap of range 0 on the device after `reserve` pfns.
-    pub altmap_reserve: Option<u64>,
-    /// With an altmap, the pfns after the reserve set aside for the memmap (`vmem_altmap.free`),
-    /// as a driver computes them from its info block ([`crate::namespace`]); the data starts
-    /// `reserve + free` pfns into range 0. `None` sizes them to the layout's memmap, padded to a
-    /// compound. Set without `altmap_reserve`, it places an altmap with no reserve.
-    pub altmap_free: Option<u64>,
-    /// Descriptor layout.
-    pub layout: Layout,
-    /// How to initialise the memmap.
-    pub init: InitMode,
-    /// Owner cookie (`pgmap->owner`); required for private and coherent memory.
-    pub owner: Option<u64>,
-    /// Driver callbacks.
-    pub ops: PgmapOps,
-}
-
-impl PgmapConfig {
-    /// A device-dax style config: generic memory, one range, compounds of `align` bytes, Folio
-    /// layout, parallel init on every core.
-    pub fn devdax(range: PfnRange, align: Order) -> Self {
-        Self {
-            memory_type: MemoryType::Generic,
-            ranges: vec![range],
-            vmemmap_shift: align,
-            altmap_reserve: None,
-            altmap_free: None,
-            layout: Layout::Heads,
-            init: InitMode::parallel_default(),
-            owner: None,
-            ops: PgmapOps::default(),
-        }
-    }
-
-    /// What the memmap of this config costs, summed over its ranges, computed without
-    /// allocating: what [`Pgmap::cost`] reports once [`DeviceSpace::memremap_pages`] has built
-    /// it, before anything grows. Fails as `memremap_pages` would on a config with no ranges or a
-    /// range that cannot get a memmap; overlaps and driver callbacks are not checked, as they do
-    /// not change the cost.
-    pub fn estimate_cost(&self) -> Result<Cost, PgmapError> {
-        self.check_shape()?;
-        let costs = self
-            .ranges
-            .iter()
-            .enumerate()
-            .map(|(index, &range)| Ok(self.layout.cost(&self.geometry(index, range)?)))
-            .collect::<Result<Vec<_>, PgmapError>>()?;
-        Ok(sum_costs(costs))
-    }
-
-    /// Whether the memmap of range 0 lives on the device.
-    pub fn has_altmap(&self) -> bool {
-        self.altmap_reserve.is_some() || self.altmap_free.is_some()
-    }
-
-    /// The rules on the config's shape that the kernel's `memremap_pages` enforces: at least
-    /// one range; an altmap only on a pgmap of one range (`pagemap_range`: "altmap not
-    /// supported for multiple ranges", -EINVAL); no `vmemmap_shift` for fsdax, whose folios
-    /// form at fault time from order-0 pages (the kernel never builds one, and the fsdax free
-    /// path here splits folios).
-    pub(crate) fn check_shape(&self) -> Result<(), PgmapError> {
-        if self.ranges.is_empty() {
-            return Err(PgmapError::NoRanges);
-        }
-        if self.has_altmap() && self.ranges.len() > 1 {
-            return Err(PgmapError::AltmapWithRanges {
-                ranges: self.ranges.len(),
-            });
-        }
-        if self.memory_type == MemoryType::FsDax && self.vmemmap_shift != Order::BASE {
-            return Err(PgmapError::FsdaxCompound {
-                shift: self.vmemmap_shift,
-            });
-        }
-        Ok(())
-    }
-
-    /// The memmap geometry of range `index`: range 0 carries the altmap, if any.
-    pub(crate) fn geometry(&self, index: usize, range: PfnRange) -> Result<Geometry, PgmapError> {
-        let shift = self.vmemmap_shift;
-        match (index, self.altmap_reserve, self.altmap_free) {
-            (0, Some(reserve), None) => Geometry::with_altmap(range, shift, self.layout, reserve),
-            (0, reserve, Some(free)) => Geometry::with_altmap_sized(
-                range,
-                shift,
-                self.layout,
-                AltmapGeometry {
-                    reserve: reserve.unwrap_or(0),
-                    free,
-                },
-            ),
-            _ => Geometry::new(range, shift),
-        }
-        .map_err(|source| PgmapError::Memmap { index, source })
-    }
-}
-
-/// The sum of per-range costs, field by field.
-fn sum_costs(costs: impl IntoIterator<Item = Cost>) -> Cost {
-    costs.into_iter().fold(Cost::default(), |mut acc, c| {
-        acc += c;
-        acc
-    })
-}
 
 /// Errors from registering pgmaps and looking pfns up.
 #[derive(Debug, thiserror::Error)]
