@@ -148,10 +148,7 @@ impl Pgmap {
                 }
             };
             let fr = folio.range();
-            let n = entries[i..]
-                .iter()
-                .take_while(|p| fr.contains(**p))
-                .count();
+            let n = entries[i..].iter().take_while(|p| fr.contains(**p)).count();
             if dirty {
                 folio.mark_dirty();
             }
@@ -166,9 +163,8 @@ impl Pgmap {
     fn release_span_for(&self, pfn: Pfn, rest: &[Pfn]) -> Option<PfnRange> {
         let piece = self.data_piece(pfn, Pfn::END)?;
         let last = *rest.last()?;
-        let run = last >= pfn
-            && last.offset_from(pfn) + 1 == rest.len() as u64
-            && piece.contains(last);
+        let run =
+            last >= pfn && last.offset_from(pfn) + 1 == rest.len() as u64 && piece.contains(last);
         Some(if run {
             PfnRange::new_unchecked(pfn, last.add(1))
         } else {
