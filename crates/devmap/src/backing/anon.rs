@@ -1,50 +1,16 @@
-//! Memory sources: anonymous `MAP_NORESERVE` reservations that hold descriptor arrays,
-//! directories and emulated device memory.
-//!
-//! This is one of the two places that hold `unsafe` (the other is `memmap::array`): the only
-//! `mmap`/`munmap`/`madvise` calls in the crate are here, wrapped in [`Reservation`], a safe owner
-//! of one private anonymous mapping. A reservation costs address space only; pages become
-//! resident on first write, which is how every layout's accounted `metadata_bytes` is checked
-//! against memory actually held: the process's RSS in `devmap enable`, and each mapping's own
-//! pages ([`Reservation::resident_bytes`]) in the tests. File, memfd and device-dax backings join this module with the namespace work.
+//! The anonymous reservation: a private `MAP_NORESERVE` mapping that holds descriptor arrays,
+//! directories and metadata-only emulated device memory. It costs address space only; pages
+//! become resident on first write, which is how every layout's accounted `metadata_bytes` is
+//! checked against memory actually held: the process's RSS in `devmap enable`, and each
+//! mapping's own pages ([`Reservation::resident_bytes`]) in the tests.
 
 use std::ptr::NonNull;
 
+use super::BackingError;
 use crate::addr::PAGE_SIZE;
 
-/// Errors from reserving memory.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BackingError {
-    /// `mmap` refused the reservation.
-    #[error("cannot reserve {len} bytes of anonymous memory")]
-    Map {
-        /// Bytes asked for.
-        len: usize,
-        /// What the kernel said.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A zero-length reservation.
-    #[error("a reservation must not be empty")]
-    Empty,
-    /// A length that does not fit the address space.
-    #[error("{len} bytes does not fit in the address space")]
-    TooLarge {
-        /// Bytes asked for.
-        len: u64,
-    },
-    /// The kernel's page map of this process could not be read.
-    #[error("cannot read {PAGEMAP} to count resident pages")]
-    Pagemap {
-        /// What the kernel said.
-        #[source]
-        source: std::io::Error,
-    },
-}
-
 /// The kernel's per-page map of this process: one 64-bit entry per virtual page.
-const PAGEMAP: &str = "/proc/self/pagemap";
+pub(super) const PAGEMAP: &str = "/proc/self/pagemap";
 /// Pagemap entry bits: a page is in RAM (63), swapped out (62), mapped by this process alone
 /// (56). A read of untouched anonymous memory maps the shared zero page, which is present but
 /// not exclusive and, like the process's RSS, must not count.

@@ -1,0 +1,177 @@
+//! File backings: an existing regular file opened read-write, or a new sparse one, on any
+//! filesystem, and whether its mount says DAX (read from `/proc/self/mountinfo`, the only
+//! place the kernel states it; `statfs` gives the filesystem type, not its mount options).
+//!
+//! The page size is 4 KiB whatever `st_blksize` says: the page cache maps file pages at base
+//! size, and on a DAX mount the kernel uses 2 MiB leaves only where the mapping's address and
+//! the file's blocks are both aligned, which the caller asks for through
+//! [`Backing::map_shared`]'s alignment, not through the page size. Files have no userfaultfd
+//! mode here: faults on them are driven by the caller.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+use super::{Backing, BackingError, BackingKind, UffdModes};
+use crate::addr::Order;
+
+/// What the mount a file lives on says about DAX.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DaxMount {
+    /// Mounted `dax` or `dax=always`: file pages are the device's memory, no page cache.
+    Always,
+    /// Mounted `dax=inode`: DAX is chosen per file (`FS_XFLAG_DAX`), not known from the mount.
+    PerInode,
+    /// Mounted without DAX: the page cache sits in front of the file.
+    Never,
+    /// The mount could not be found in `/proc/self/mountinfo`.
+    Unknown,
+}
+
+impl Backing {
+    /// An existing regular file of at least 4 KiB, opened read-write; its length is its size.
+    pub fn open_file(path: impl AsRef<Path>) -> Result<Backing, BackingError> {
+        let path = path.as_ref();
+        let open = |source| BackingError::Open {
+            backing: "file",
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(open)?;
+        let meta = file.metadata().map_err(open)?;
+        if !meta.file_type().is_file() {
+            return Err(BackingError::WrongFileType {
+                path: path.to_path_buf(),
+                found: describe(meta.file_type()),
+                wanted: "a regular file",
+            });
+        }
+        let kind = BackingKind::File {
+            path: path.to_path_buf(),
+            dax: dax_mount(meta.dev()),
+        };
+        if meta.len() < Order::BASE.bytes() {
+            return Err(BackingError::TooSmall {
+                backing: kind.to_string(),
+                len: meta.len(),
+                page: Order::BASE,
+            });
+        }
+        Ok(Backing {
+            len: meta.len(),
+            page: Order::BASE,
+            uffd: UffdModes::NONE,
+            kind,
+            fd: file.into(),
+        })
+    }
+
+    /// A new sparse regular file of `len` bytes (a multiple of 4 KiB); refused if `path`
+    /// exists.
+    pub fn create_file(path: impl AsRef<Path>, len: u64) -> Result<Backing, BackingError> {
+        let path = path.as_ref();
+        let kind = BackingKind::File {
+            path: path.to_path_buf(),
+            dax: DaxMount::Unknown,
+        };
+        super::memfd::check_len(len, Order::BASE, &kind)?;
+        let create = |source| BackingError::Create {
+            backing: kind.to_string(),
+            len,
+            source,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(create)?;
+        if let Err(e) = file.set_len(len) {
+            let _ = std::fs::remove_file(path);
+            return Err(create(e));
+        }
+        drop(file);
+        Backing::open_file(path)
+    }
+}
+
+fn describe(ty: std::fs::FileType) -> &'static str {
+    if ty.is_dir() {
+        "a directory"
+    } else if ty.is_char_device() {
+        "a character device"
+    } else if ty.is_block_device() {
+        "a block device"
+    } else if ty.is_fifo() {
+        "a fifo"
+    } else if ty.is_socket() {
+        "a socket"
+    } else if ty.is_file() {
+        "a regular file"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// What the mount of device `dev` (a file's `st_dev`) says about DAX.
+fn dax_mount(dev: u64) -> DaxMount {
+    match std::fs::read_to_string("/proc/self/mountinfo") {
+        Ok(text) => dax_in_mountinfo(&text, rustix::fs::major(dev), rustix::fs::minor(dev)),
+        Err(_) => DaxMount::Unknown,
+    }
+}
+
+/// Finds the mount of `major:minor` in a `mountinfo` text and reads its DAX option. A line is
+/// `id parent major:minor root mountpoint mount-options [optional fields] - fstype source
+/// super-options`; ext4 and xfs state DAX in the super options, so both option lists are read.
+pub(super) fn dax_in_mountinfo(text: &str, major: u32, minor: u32) -> DaxMount {
+    let dev = format!("{major}:{minor}");
+    for line in text.lines() {
+        let mut fields = line.split(' ');
+        if fields.nth(2) != Some(dev.as_str()) {
+            continue;
+        }
+        let mount_opts = fields.nth(2).unwrap_or("");
+        let super_opts = line
+            .split(" - ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').nth(2))
+            .unwrap_or("");
+        let mut found = DaxMount::Never;
+        for opt in mount_opts.split(',').chain(super_opts.split(',')) {
+            match opt {
+                "dax" | "dax=always" => return DaxMount::Always,
+                "dax=inode" => found = DaxMount::PerInode,
+                _ => {}
+            }
+        }
+        return found;
+    }
+    DaxMount::Unknown
+}
+
+/// A fresh path in the temporary directory for a test's file; removed on drop.
+#[cfg(test)]
+pub(crate) struct TempPath(pub(crate) std::path::PathBuf);
+
+#[cfg(test)]
+impl TempPath {
+    pub(crate) fn new(tag: &str) -> TempPath {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        TempPath(std::env::temp_dir().join(format!("devmap-{tag}-{}-{n}", std::process::id())))
+    }
+}
+
+#[cfg(test)]
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

@@ -1,0 +1,183 @@
+//! Shared mappings of a backing at an aligned address: the reserve-then-place `mmap` sequence
+//! and [`SharedMapping`], the owner of one such mapping, with bounds-checked byte access.
+
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use rustix::mm::{MapFlags, ProtFlags};
+
+use super::{Backing, BackingError, BackingKind, memfd};
+use crate::addr::Order;
+
+/// A window of a [`Backing`] mapped `MAP_SHARED` and read-write at an aligned address,
+/// unmapped on drop. Every mapping of the same backing, in this process or another, sees the
+/// same bytes.
+///
+/// [`read`](SharedMapping::read) and [`write`](SharedMapping::write) copy byte by byte with
+/// relaxed atomic accesses, since another mapping may write the same bytes at the same time;
+/// code that uses [`as_ptr`](SharedMapping::as_ptr) takes that on itself.
+#[derive(Debug)]
+pub struct SharedMapping {
+    ptr: NonNull<u8>,
+    len: usize,
+    offset: u64,
+}
+
+// SAFETY: the mapping is owned by this value alone; the pointer is only an address, and every
+// access through the safe API is atomic, so moving or sharing the owner between threads
+// cannot introduce a data race.
+unsafe impl Send for SharedMapping {}
+// SAFETY: as above; `&SharedMapping` reads and writes only through relaxed atomics.
+unsafe impl Sync for SharedMapping {}
+
+/// Maps a window already checked by `Backing::check_window`: `offset` and `len` are multiples
+/// of the page size, inside the backing, and `align` is at least the page size.
+pub(super) fn map_shared(
+    backing: &Backing,
+    offset: u64,
+    len: u64,
+    align: Order,
+) -> Result<SharedMapping, BackingError> {
+    let too_large = BackingError::TooLarge { len };
+    let len_us = usize::try_from(len).map_err(|_| too_large)?;
+    let align_us = usize::try_from(align.bytes())
+        .map_err(|_| BackingError::TooLarge { len: align.bytes() })?;
+    let reserve_len = len_us
+        .checked_add(align_us)
+        .ok_or(BackingError::TooLarge { len })?;
+    let fail = |source: std::io::Error| BackingError::MapShared {
+        backing: backing.kind.to_string(),
+        offset,
+        len,
+        hint: match backing.kind {
+            BackingKind::Hugetlb(size) => memfd::pool_hint(size, len),
+            _ => String::new(),
+        },
+        source,
+    };
+
+    // SAFETY: a fresh inaccessible anonymous mapping at an address the kernel picks cannot
+    // alias any Rust object; it only holds the address range until the backing is placed.
+    let base = unsafe {
+        rustix::mm::mmap_anonymous(
+            std::ptr::null_mut(),
+            reserve_len,
+            ProtFlags::empty(),
+            MapFlags::PRIVATE | MapFlags::NORESERVE,
+        )
+    }
+    .map_err(|e| fail(e.into()))?;
+    let base_addr = base as usize;
+    // `align_us` is a power of two and the reservation is `align_us` longer than the window,
+    // so the aligned start and the window both fit inside it.
+    let start = base_addr.next_multiple_of(align_us);
+    let head = start - base_addr;
+    let tail = reserve_len - head - len_us;
+
+    // SAFETY: `[start, start + len)` lies inside the reservation made above, which this
+    // function owns and nothing references; `MAP_FIXED` replaces exactly that part of it.
+    let placed = unsafe {
+        rustix::mm::mmap(
+            start as *mut std::ffi::c_void,
+            len_us,
+            ProtFlags::READ | ProtFlags::WRITE,
+            MapFlags::SHARED | MapFlags::FIXED,
+            backing.fd(),
+            offset,
+        )
+    };
+    if let Err(e) = placed {
+        // SAFETY: the whole reservation is still ours and unreferenced.
+        let _ = unsafe { rustix::mm::munmap(base, reserve_len) };
+        return Err(fail(e.into()));
+    }
+    if head > 0 {
+        // SAFETY: `[base, start)` is the unused head of our reservation.
+        let _ = unsafe { rustix::mm::munmap(base, head) };
+    }
+    if tail > 0 {
+        // SAFETY: `[start + len, base + reserve_len)` is the unused tail of our reservation.
+        let _ = unsafe { rustix::mm::munmap((start + len_us) as *mut std::ffi::c_void, tail) };
+    }
+    let ptr = NonNull::new(start as *mut u8)
+        .ok_or_else(|| fail(std::io::Error::other("mmap returned null")))?;
+    Ok(SharedMapping {
+        ptr,
+        len: len_us,
+        offset,
+    })
+}
+
+impl SharedMapping {
+    /// The first mapped byte: aligned as asked, valid for [`len`](SharedMapping::len) bytes
+    /// while `self` lives.
+    #[inline]
+    pub fn as_ptr(&self) -> NonNull<u8> {
+        self.ptr
+    }
+
+    /// Mapped bytes.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: empty windows are refused.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The backing offset the mapping starts at.
+    #[inline]
+    pub fn backing_offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Copies `buf.len()` bytes at `offset` into `buf`.
+    pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), BackingError> {
+        let bytes = self.bytes(offset, buf.len())?;
+        for (dst, src) in buf.iter_mut().zip(bytes) {
+            *dst = src.load(Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Copies `buf` to `offset`.
+    pub fn write(&self, offset: u64, buf: &[u8]) -> Result<(), BackingError> {
+        let bytes = self.bytes(offset, buf.len())?;
+        for (dst, &src) in bytes.iter().zip(buf) {
+            dst.store(src, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// `[offset, offset + n)` of the mapping as atomics, if it lies inside.
+    fn bytes(&self, offset: u64, n: usize) -> Result<&[AtomicU8], BackingError> {
+        let out = || BackingError::OutOfRange {
+            offset,
+            len: n as u64,
+            end: self.len as u64,
+        };
+        let start = usize::try_from(offset).map_err(|_| out())?;
+        match start.checked_add(n) {
+            Some(end) if end <= self.len => {}
+            _ => return Err(out()),
+        }
+        // SAFETY: `[start, start + n)` is inside the mapping, which is readable, writable and
+        // lives as long as `&self`. `AtomicU8` has the layout of `u8` and no alignment need;
+        // every access through this type is atomic, so viewing the bytes as atomics cannot
+        // race with a non-atomic access made through the safe API.
+        Ok(unsafe {
+            std::slice::from_raw_parts(self.ptr.as_ptr().add(start).cast::<AtomicU8>(), n)
+        })
+    }
+}
+
+impl Drop for SharedMapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are exactly the window placed by `map_shared`, and every
+        // reference into it borrows `self`, so none outlives this call.
+        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
