@@ -269,6 +269,13 @@ impl MemmapSet {
                     .sync(0, last, &SetPieces { set: self, engine })
                     .map_err(|Stopped| SyncError::TornDown)?;
             }
+            // Every sub-range is DONE now, but the thread that finished the last piece of one
+            // publishes DONE before it counts the sub-range off `remaining` (and before its
+            // descriptors reach the stats). Idle, and the stats, follow that count: wait for
+            // it, which takes at most those few instructions of another thread.
+            if !engine.subs.wait_all() {
+                return Err(SyncError::TornDown);
+            }
         }
         Ok(())
     }
