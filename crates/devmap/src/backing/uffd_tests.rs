@@ -2,7 +2,7 @@
 //! mappings caught and resolved a whole 2 MiB leaf per ioctl, MINOR on hugetlb, poison seen by
 //! a child process, and the refusals. Every wait is bounded: the handler waits with a timeout,
 //! the toucher reports over a channel read with a timeout, and the access that must die runs
-//! in a child process.
+//! in a child process. An unmap of a registered mapping is read back as its event.
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -383,6 +383,27 @@ fn features_not_granted_are_refused() {
         } => assert!(available.contains(UffdFeatures::DEVICE), "{available:?}"),
         other => panic!("expected UFFDIO_API's refusal with what it offers: {other:?}"),
     }
+}
+
+#[test]
+fn an_unmap_of_a_registered_mapping_is_reported() {
+    let b = Backing::memfd(LEAF).expect("memfd");
+    let m = b.map_shared(0, LEAF, Order::PMD).expect("map");
+    let uffd =
+        Userfaultfd::new(UffdFeatures::DEVICE | UffdFeatures::EVENT_UNMAP).expect("userfaultfd");
+    uffd.register(&m, UffdModes::MISSING).expect("register");
+    let (start, end) = (base(&m), base(&m) + LEAF);
+    // munmap waits until the handler has read the event, so it runs on another thread.
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        drop(m);
+        let _ = tx.send(());
+    });
+    match uffd.wait_event(Some(WAIT)).expect("wait_event") {
+        Some(UffdEvent::Unmap { start: s, end: e }) => assert_eq!((s, e), (start, end)),
+        other => panic!("expected the unmap of [{start:#x}, {end:#x}), got {other:?}"),
+    }
+    rx.recv_timeout(WAIT).expect("munmap returned");
 }
 
 #[test]
