@@ -21,6 +21,7 @@ pub struct SharedMapping {
     ptr: NonNull<u8>,
     len: usize,
     offset: u64,
+    page: Order,
 }
 
 // SAFETY: the mapping is owned by this value alone; the pointer is only an address, and every
@@ -105,6 +106,7 @@ pub(super) fn map_shared(
         ptr,
         len: len_us,
         offset,
+        page: backing.page,
     })
 }
 
@@ -132,6 +134,13 @@ impl SharedMapping {
     #[inline]
     pub fn backing_offset(&self) -> u64 {
         self.offset
+    }
+
+    /// The backing's page size: the kernel maps this window with leaves of this size, and
+    /// userfaultfd ranges in it must be multiples of it.
+    #[inline]
+    pub fn page_size(&self) -> Order {
+        self.page
     }
 
     /// Copies `buf.len()` bytes at `offset` into `buf`.

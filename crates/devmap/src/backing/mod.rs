@@ -5,7 +5,8 @@
 //! on it, and maps windows of itself `MAP_SHARED` at an aligned address ([`SharedMapping`]).
 //!
 //! This module is one of the two places that hold `unsafe` (the other is `memmap::array`): the
-//! crate's only `mmap`/`munmap`/`madvise` calls are in `anon.rs` and `map.rs`.
+//! crate's only `mmap`/`munmap`/`madvise` calls are in `anon.rs` and `map.rs`, and its only
+//! userfaultfd syscall and ioctls in `uffd.rs` ([`Userfaultfd`]).
 //!
 //! [`Backing`] is one struct over an open file descriptor with a closed [`BackingKind`], not a
 //! trait. Once open, every source is the same thing to the layers above: a descriptor to map at
@@ -20,6 +21,8 @@ mod devdax;
 mod file;
 mod map;
 mod memfd;
+mod uffd;
+mod uffd_types;
 
 use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -29,6 +32,8 @@ pub use anon::{PageHint, Reservation};
 pub use file::DaxMount;
 pub use map::SharedMapping;
 pub use memfd::{HugePageCounts, HugePageSize, huge_pages};
+pub use uffd::Userfaultfd;
+pub use uffd_types::{RangeIoctls, Resolved, UffdError, UffdEvent, UffdFeatures};
 
 use crate::addr::Order;
 
