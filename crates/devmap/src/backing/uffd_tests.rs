@@ -208,8 +208,9 @@ fn minor_on_hugetlb_2m_continues_one_huge_page() {
 const POISON_CHILD: &str = "DEVMAP_UFFD_POISON_CHILD";
 
 /// The child's half of `poison_kills_the_reader_with_sigbus`: poisons a page and reads it,
-/// which must kill the process. Does nothing in a normal run.
+/// which must kill the process. Ignored, so that only the parent runs it (with `--ignored`).
 #[test]
+#[ignore = "the child half of poison_kills_the_reader_with_sigbus, which runs it"]
 fn poison_child() {
     if std::env::var_os(POISON_CHILD).is_none() {
         return;
@@ -237,6 +238,7 @@ fn poison_kills_the_reader_with_sigbus() {
         .args([
             "--exact",
             "backing::uffd::tests::poison_child",
+            "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])
