@@ -323,6 +323,18 @@ impl Page {
         &self.mapcount
     }
 
+    /// `dax_set_mapping` on a head: records the owning address space and the page offset in
+    /// it, unless a mapping is already recorded. Returns whether it wrote. Faults racing on one
+    /// folio write the same pair (the device's address space, the folio's offset in it).
+    pub(crate) fn set_mapping_once(&self, mapping: u64, index: u64) -> bool {
+        if self.mapping.load(Ordering::Relaxed) != 0 {
+            return false;
+        }
+        self.index.store(index, Ordering::Relaxed);
+        self.mapping.store(mapping, Ordering::Relaxed);
+        true
+    }
+
     /// Clears `f` (atomic AND-NOT).
     #[inline]
     pub(crate) fn clear_flags(&self, f: PageFlags) {

@@ -150,6 +150,18 @@ impl Folio<'_> {
         self.head_page().clear_flags(PageFlags::DIRTY);
     }
 
+    /// The address space the folio was mapped from (`folio->mapping`: for device-dax, the
+    /// device's), or 0 if no fault has set it yet.
+    pub fn mapping(&self) -> u64 {
+        self.head_page().snapshot().mapping
+    }
+
+    /// The folio's page offset in its address space (`folio->index`); meaningful once
+    /// [`Folio::mapping`] is set.
+    pub fn index(&self) -> u64 {
+        self.head_page().snapshot().index
+    }
+
     pub(crate) fn is_large(&self) -> bool {
         self.order().get() > 0
     }
@@ -277,6 +289,22 @@ impl Pgmap {
             folio.pfn()
         };
         Ok(FolioMapping { pgmap, head })
+    }
+
+    /// `dax_set_mapping`: records `mapping` (an address space id, non-zero) and `index` (the
+    /// folio's page offset in it) on the head of the folio holding `pfn`, once: a folio whose
+    /// mapping is set keeps it, as in the kernel. The device-dax fault path calls this before
+    /// it maps the folio, so no mapping of the folio is ever seen without them. Returns whether
+    /// it wrote.
+    pub(crate) fn set_folio_mapping(
+        &self,
+        pfn: Pfn,
+        mapping: u64,
+        index: u64,
+    ) -> Result<bool, FolioError> {
+        let (memmap, synced) = self.synced_span(pfn, 1)?;
+        let folio = memmap.folio(&synced, pfn).map_err(PgmapError::from)?;
+        Ok(folio.head_page().set_mapping_once(mapping, index))
     }
 
     /// Hands out the free folio holding `pfn` (`zone_device_folio_init`): its count goes from 0
