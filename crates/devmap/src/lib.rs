@@ -10,7 +10,8 @@
 //! [`desc`] the descriptor; [`memmap`] the layouts; [`init`] memmap initialisation engines
 //! (sync, parallel, asynchronous with on-demand sync); [`pgmap`] device pgmaps, their
 //! liveness, and the device space that registers them; [`folio`] reference counts, mappings and
-//! the free path; [`gup`] pinning for DMA, one atomic per folio; [`namespace`] the kernel's
+//! the free path; [`gup`] pinning for DMA, one atomic per folio; [`dax`] the device-dax front
+//! end (devices over backings, shared mappings, the fault path, the rmap); [`namespace`] the kernel's
 //! namespace geometry (info block, data offset, altmap) and the pgmap config it implies.
 //!
 //! ```
@@ -31,6 +32,7 @@
 
 pub mod addr;
 pub mod backing;
+pub mod dax;
 pub mod desc;
 pub mod folio;
 pub mod gup;
@@ -45,6 +47,7 @@ mod stress;
 mod test_support;
 
 pub use addr::{Order, PAGE_SIZE, Pfn, PfnRange};
+pub use dax::{DaxDevice, DaxError, DaxMapping, Faulted, MappingId, Populated};
 pub use desc::{GUP_PIN_COUNTING_BIAS, Page, PageFlags};
 pub use folio::{AllocatedFolio, FolioError, FolioMapping};
 pub use gup::{GupError, GupFlags, PinnedFolio, PinnedFolios, PinnedPages};

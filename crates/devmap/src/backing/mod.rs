@@ -31,6 +31,8 @@ use std::path::PathBuf;
 pub use anon::{PageHint, Reservation};
 pub use file::DaxMount;
 pub use map::SharedMapping;
+#[cfg(test)]
+pub(crate) use memfd::reserve::HugePages;
 pub use memfd::{HugePageCounts, HugePageSize, huge_pages};
 pub use uffd::Userfaultfd;
 pub use uffd_types::{RangeIoctls, Resolved, UffdError, UffdEvent, UffdFeatures};
