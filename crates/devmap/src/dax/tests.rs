@@ -372,13 +372,15 @@ fn hugetlb_2m_device() {
 
 #[test]
 fn faults_during_async_init_sync_only_their_leaf_and_match_a_sync_init() {
-    // 8 GiB, Flat at 2 MiB: 128 MiB of descriptors for the background workers, of which the
-    // fault needs 32 KiB.
-    const LEN: u64 = 8 << 30;
+    // The async device is 64 GiB, Flat at 2 MiB: 1 GiB of descriptors for the nice-19 workers,
+    // hundreds of milliseconds of work, of which the fault needs 32 KiB; the state is read
+    // microseconds after the device is built, so "still Active" does not depend on luck. The
+    // sync device only needs to hold the same leaf: 8 GiB. A leaf's descriptors do not depend
+    // on the device's size (same space layout, same pfns, same pgmap id).
     let leaf_offset = 5 << 30;
-    let run = |init: InitMode| {
+    let run = |init: InitMode, len: u64| {
         let space = DeviceSpace::new();
-        let backing = Backing::memfd(LEN).expect("memfd");
+        let backing = Backing::memfd(len).expect("memfd");
         let dev = DaxDevice::new(&space, backing, Order::PMD, Layout::Flat, init).expect("device");
         let m = dev.mmap(leaf_offset, 2 * MIB, true).expect("mmap");
         m.populate(m.addr(), 2 * MIB).expect("populate");
@@ -403,12 +405,12 @@ fn faults_during_async_init_sync_only_their_leaf_and_match_a_sync_init() {
         drop(m);
         (state, pages)
     };
-    let (state, async_pages) = run(InitMode::async_default());
+    let (state, async_pages) = run(InitMode::async_default(), 64 << 30);
     assert_eq!(
         state,
         InitState::Active,
         "the fault initialised its own leaf, not the device"
     );
-    let (_, sync_pages) = run(InitMode::Sync);
+    let (_, sync_pages) = run(InitMode::Sync, 8 << 30);
     assert_eq!(async_pages, sync_pages);
 }
