@@ -1,5 +1,5 @@
 //! Memfd backings: shmem (4 KiB pages, sparse, userfaultfd MISSING and MINOR) and hugetlb
-//! (2 MiB or 1 GiB pages, userfaultfd MINOR), and the kernel's huge page pool counts, read
+//! (2 MiB or 1 GiB pages, userfaultfd MISSING and MINOR), and the kernel's huge page pool counts, read
 //! from sysfs so callers can see whether a hugetlb backing will map before they try.
 
 use std::path::{Path, PathBuf};
@@ -114,7 +114,7 @@ impl Backing {
             fd,
             len,
             page: size.order(),
-            uffd: UffdModes::MINOR,
+            uffd: UffdModes::MISSING | UffdModes::MINOR,
             kind,
         })
     }

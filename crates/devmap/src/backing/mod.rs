@@ -21,6 +21,9 @@ mod devdax;
 mod file;
 mod map;
 mod memfd;
+mod smaps;
+#[cfg(test)]
+pub(crate) mod test_child;
 mod uffd;
 mod uffd_types;
 
@@ -34,6 +37,7 @@ pub use map::SharedMapping;
 #[cfg(test)]
 pub(crate) use memfd::reserve::HugePages;
 pub use memfd::{HugePageCounts, HugePageSize, huge_pages};
+pub use smaps::{Smaps, smaps_at};
 pub use uffd::Userfaultfd;
 pub use uffd_types::{RangeIoctls, Resolved, UffdError, UffdEvent, UffdFeatures};
 
@@ -184,6 +188,20 @@ pub enum BackingError {
         #[source]
         source: std::io::Error,
     },
+    /// `fallocate` of a range failed (out of memory or huge pages, or a filesystem without
+    /// it).
+    #[error("cannot allocate {} of {backing} at offset {}: {source}", Bytes(*len), Bytes(*offset))]
+    Allocate {
+        /// The backing, as shown to people.
+        backing: String,
+        /// First byte.
+        offset: u64,
+        /// Bytes asked for.
+        len: u64,
+        /// What the kernel said.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The userfaultfd modes the kernel supports on a backing's shared mappings.
@@ -323,6 +341,22 @@ impl Backing {
     ) -> Result<SharedMapping, BackingError> {
         self.check_window(offset, len, align)?;
         map::map_shared(self, offset, len, align)
+    }
+
+    /// Makes sure the bytes of `[offset, offset + len)` exist in the backing (`fallocate`
+    /// with `FALLOC_FL_KEEP_SIZE`): pages not yet allocated are allocated zeroed, pages that
+    /// exist keep their bytes. A userfaultfd MINOR resolution (`UFFDIO_CONTINUE`) can then map
+    /// the whole range in one call. For hugetlb, this takes the huge pages from the pool.
+    pub fn allocate(&self, offset: u64, len: u64) -> Result<(), BackingError> {
+        self.check_window(offset, len, self.page)?;
+        rustix::fs::fallocate(&self.fd, rustix::fs::FallocateFlags::KEEP_SIZE, offset, len).map_err(
+            |e| BackingError::Allocate {
+                backing: self.kind.to_string(),
+                offset,
+                len,
+                source: e.into(),
+            },
+        )
     }
 
     /// Checks a window against the page size and the backing's end.

@@ -149,7 +149,7 @@ fn hugetlb_2m_maps_huge_leaves() {
     };
     let b = Backing::hugetlb(4 * MIB, HugePageSize::Size2M).expect("hugetlb memfd");
     assert_eq!(b.page_size(), Order::PMD);
-    assert_eq!(b.uffd_modes(), UffdModes::MINOR);
+    assert_eq!(b.uffd_modes(), UffdModes::MISSING | UffdModes::MINOR);
     let m = b.map_shared(0, 4 * MIB, Order::PMD).expect("map");
     assert_eq!(m.as_ptr().as_ptr() as u64 % (2 * MIB), 0);
     m.write(0, b"first leaf").expect("write");

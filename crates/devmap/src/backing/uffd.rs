@@ -9,7 +9,7 @@
 //! | backing | MISSING | MINOR |
 //! |---|---|---|
 //! | shmem memfd | `zeropage`, `copy` | `continue_`, `poison` |
-//! | hugetlb memfd | not offered by the backing | `continue_`, `poison`, whole huge pages |
+//! | hugetlb memfd | caught; resolved by `fallocate` + `continue_` | `continue_`, `poison`, whole huge pages |
 //! | file, device-dax | no: registration fails (`EINVAL`) | no |
 //!
 //! The modes a backing offers are [`Backing::uffd_modes`](super::Backing::uffd_modes).

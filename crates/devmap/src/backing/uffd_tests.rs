@@ -4,7 +4,6 @@
 //! the toucher reports over a channel read with a timeout, and the access that must die runs
 //! in a child process. An unmap of a registered mapping is read back as its event.
 
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -231,45 +230,19 @@ fn poison_child() {
 
 #[test]
 fn poison_kills_the_reader_with_sigbus() {
-    use std::os::unix::process::ExitStatusExt;
-
-    let exe = std::env::current_exe().expect("test binary");
-    let mut child = Command::new(exe)
-        .args([
-            "--exact",
-            "backing::uffd::tests::poison_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(POISON_CHILD, "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the child");
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the child") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the child neither died nor exited within {WAIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let out = child.wait_with_output().expect("child output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let end = crate::backing::test_child::run_ignored(
+        "backing::uffd::tests::poison_child",
+        POISON_CHILD,
+        WAIT,
+    );
     assert!(
-        stdout.contains("poisoned"),
-        "the child failed before the read: {status:?}\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        end.stdout.contains("poisoned"),
+        "the child failed before the read: {end:?}"
     );
     assert_eq!(
-        status.signal(),
+        end.signal,
         Some(7),
-        "the read of a poisoned page must die of SIGBUS: {status:?}\n{stdout}"
+        "the read of a poisoned page must die of SIGBUS: {end:?}"
     );
 }
 

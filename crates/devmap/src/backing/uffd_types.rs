@@ -36,9 +36,13 @@ impl UffdFeatures {
     pub const EVENT_UNMAP: UffdFeatures = UffdFeatures(uapi::UFFD_FEATURE_EVENT_UNMAP as u64);
     /// [`UffdEvent::Remap`] for `mremap` of a registered range.
     pub const EVENT_REMAP: UffdFeatures = UffdFeatures(uapi::UFFD_FEATURE_EVENT_REMAP as u64);
-    /// What a device front end asks for: MISSING and MINOR on shmem, MINOR on hugetlb, poison.
+    /// What a device front end asks for: MISSING and MINOR on shmem and hugetlb, poison.
     pub const DEVICE: UffdFeatures = UffdFeatures(
-        Self::MISSING_SHMEM.0 | Self::MINOR_SHMEM.0 | Self::MINOR_HUGETLBFS.0 | Self::POISON.0,
+        Self::MISSING_SHMEM.0
+            | Self::MINOR_SHMEM.0
+            | Self::MISSING_HUGETLBFS.0
+            | Self::MINOR_HUGETLBFS.0
+            | Self::POISON.0,
     );
 
     /// The raw `UFFD_FEATURE_*` bits.

@@ -1,21 +1,24 @@
-//! A mapping of a device-dax device (the VMA) and its fault path, after
-//! `__dev_dax_{pte,pmd,pud}_fault`: the fault size is the device align (smaller is SIGBUS,
-//! larger falls back to the align), the pfn comes from the range table and the leaf must lie in
-//! one range, the leaf's descriptors are synced (during async init, only its own sub-ranges),
-//! `dax_set_mapping` writes the folio's mapping and index, and only then does the mapping take
-//! its reference and mapcount. A leaf faulted before is left alone.
+//! A mapping of a device-dax device (the VMA): its fault entry points and its unmap. The
+//! fault path itself, after `__dev_dax_{pte,pmd,pud}_fault`, is [`Shared::fault_leaf`]: the
+//! fault size is the device align (smaller is SIGBUS, larger falls back to the align), the pfn
+//! comes from the range table and the leaf must lie in one range, the leaf's descriptors are
+//! synced (during async init, only its own sub-ranges), `dax_set_mapping` writes the folio's
+//! mapping and index, the mapping takes its reference and mapcount, and then the leaf is
+//! mapped. A leaf faulted before is left alone.
 //!
-//! Dropping the mapping unregisters it, releases every faulted leaf (references and mapcounts:
-//! device-dax folios go back to their idle count of 1) and then unmaps the window. Pins taken
-//! on its folios hold their own liveness references and outlive it.
+//! Dropping the mapping unregisters it, waits for faults running in it, releases every
+//! faulted leaf (references and mapcounts: device-dax folios go back to their idle count of 1)
+//! and then unmaps the window. Pins taken on its folios hold their own liveness references
+//! and outlive it.
 
 use std::sync::Arc;
 
-use crate::addr::{PAGE_SIZE, Pfn, PfnRange};
+use crate::addr::Pfn;
 use crate::backing::SharedMapping;
 use crate::pgmap::PgmapRef;
 
-use super::{DaxError, MappingId, Shared};
+use super::shared::{MappingCore, Shared};
+use super::{DaxError, MappingId};
 
 /// What one fault did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,9 +48,8 @@ pub struct Populated {
 /// [`DaxDevice::mmap`](super::DaxDevice::mmap)).
 #[derive(Debug)]
 pub struct DaxMapping {
-    shared: Arc<Shared>,
-    id: MappingId,
-    offset: u64,
+    pub(super) shared: Arc<Shared>,
+    pub(super) core: Arc<MappingCore>,
     // Dropped after `Drop::drop` has released the leaves: the bytes stay mapped while any
     // reference to them is counted, then the window goes, then the liveness reference.
     window: SharedMapping,
@@ -57,15 +59,13 @@ pub struct DaxMapping {
 impl DaxMapping {
     pub(super) fn new(
         shared: Arc<Shared>,
-        id: MappingId,
-        offset: u64,
+        core: Arc<MappingCore>,
         window: SharedMapping,
         live: PgmapRef,
     ) -> Self {
         Self {
             shared,
-            id,
-            offset,
+            core,
             window,
             _live: live,
         }
@@ -74,17 +74,17 @@ impl DaxMapping {
     /// The mapping's id in its device's registry (what [`DaxDevice::rmap`](super::DaxDevice::rmap)
     /// names).
     pub fn id(&self) -> MappingId {
-        self.id
+        self.core.id
     }
 
     /// The first user address, a multiple of the device align.
     pub fn addr(&self) -> usize {
-        self.window.as_ptr().as_ptr() as usize
+        self.core.base
     }
 
     /// The mapping's length in bytes.
     pub fn len(&self) -> u64 {
-        self.window.len() as u64
+        self.core.len
     }
 
     /// Never true: empty mappings are refused.
@@ -94,12 +94,41 @@ impl DaxMapping {
 
     /// The device offset the mapping starts at.
     pub fn offset(&self) -> u64 {
-        self.offset
+        self.core.offset
     }
 
-    /// The mapped bytes (bounds-checked reads and writes at offsets into the mapping).
+    /// The mapped bytes (bounds-checked reads and writes at offsets into the mapping). Where
+    /// the device catches touches, a read or write of a leaf not yet faulted in goes through
+    /// the fault path first, as it would from any other code touching these addresses.
     pub fn bytes(&self) -> &SharedMapping {
         &self.window
+    }
+
+    /// Whether the leaf holding `addr` is faulted into this mapping.
+    pub fn is_faulted(&self, addr: usize) -> bool {
+        addr.checked_sub(self.core.base)
+            .map(|rel| rel as u64)
+            .filter(|rel| *rel < self.core.len)
+            .is_some_and(|rel| self.core.bits.test(rel / self.shared.align.bytes()))
+    }
+
+    /// The byte offset of `[addr, addr + len)` in the mapping, if it lies inside (and is not
+    /// empty).
+    pub(super) fn rel(&self, addr: usize, len: u64) -> Result<u64, DaxError> {
+        let out = DaxError::NotInMapping {
+            addr,
+            base: self.core.base,
+            len: self.core.len,
+        };
+        let rel = addr.checked_sub(self.core.base).ok_or(out)? as u64;
+        match rel.checked_add(len) {
+            Some(end) if len > 0 && end <= self.core.len => Ok(rel),
+            _ => Err(DaxError::NotInMapping {
+                addr,
+                base: self.core.base,
+                len: self.core.len,
+            }),
+        }
     }
 
     /// `dev_dax_huge_fault` at user address `addr` for a fault of `size` bytes: a size below
@@ -111,78 +140,22 @@ impl DaxMapping {
         if size < align.bytes() {
             return Err(DaxError::FaultTooSmall { size, align });
         }
-        let base = self.addr();
-        let rel = addr
-            .checked_sub(base)
-            .map(|r| r as u64)
-            .filter(|r| *r < self.len())
-            .ok_or(DaxError::NotInMapping {
-                addr,
-                base,
-                len: self.len(),
-            })?;
-        let leaf_offset = self.offset + (rel - rel % align.bytes());
-        let pgoff = leaf_offset / PAGE_SIZE;
-        if let Some(fm) = self.registered_leaf(pgoff) {
-            return Ok(Faulted::AlreadyMapped { pfn: fm });
-        }
-        let nr_pages = align.nr_pages();
-        let pfn = self
-            .shared
-            .pgoff_to_pfn(pgoff, nr_pages)
-            .ok_or(DaxError::LeafStraddles {
-                offset: leaf_offset,
-            })?;
-        let pgmap = &self.shared.pgmap;
-        pgmap.sync(PfnRange::new_unchecked(pfn, pfn.add(nr_pages)))?;
-        pgmap.set_folio_mapping(pfn, self.shared.address_space, pgoff)?;
-        let mapped = pgmap.map_folio(pfn, align)?;
-        let raced = {
-            let mut mappings = self.shared.mappings.lock();
-            match mappings.get_mut(&self.id) {
-                Some(r) if !r.leaves.contains_key(&pgoff) => {
-                    r.leaves.insert(pgoff, mapped);
-                    None
-                }
-                _ => Some(mapped),
-            }
-        };
-        // Another fault of this mapping inserted the leaf first: give this reference back,
-        // outside the registry lock.
-        Ok(match raced {
-            None => Faulted::Mapped { pfn },
-            Some(extra) => {
-                drop(extra);
-                Faulted::AlreadyMapped { pfn }
-            }
-        })
+        let rel = self.rel(addr, 1)?;
+        self.shared
+            .fault_leaf(&self.core, rel - rel % align.bytes(), false)
     }
 
     /// Faults in every leaf that `addr..addr + len` touches, in order, stopping at the first
-    /// error (leaves mapped before it stay mapped). Only the metadata: the bytes are the
-    /// backing's and are not touched.
+    /// error (leaves mapped before it stay mapped). Where the device catches touches, the
+    /// leaves' bytes are mapped too, so later touches do not fault; elsewhere only the
+    /// metadata is set up and the bytes are the backing's, untouched.
     pub fn populate(&self, addr: usize, len: u64) -> Result<Populated, DaxError> {
-        let base = self.addr();
-        let out_of_mapping = DaxError::NotInMapping {
-            addr,
-            base,
-            len: self.len(),
-        };
-        if len == 0 {
-            return Err(out_of_mapping);
-        }
-        let Some(rel) = addr.checked_sub(base).map(|r| r as u64) else {
-            return Err(out_of_mapping);
-        };
-        if rel.checked_add(len).is_none_or(|end| end > self.len()) {
-            return Err(out_of_mapping);
-        }
+        let rel = self.rel(addr, len)?;
         let step = self.shared.align.bytes();
         let mut done = Populated::default();
         let mut leaf = rel - rel % step;
         while leaf < rel + len {
-            let at = base.saturating_add(usize::try_from(leaf).unwrap_or(usize::MAX));
-            match self.fault(at, step)? {
+            match self.shared.fault_leaf(&self.core, leaf, false)? {
                 Faulted::Mapped { .. } => done.mapped += 1,
                 Faulted::AlreadyMapped { .. } => done.already += 1,
             }
@@ -190,22 +163,16 @@ impl DaxMapping {
         }
         Ok(done)
     }
-
-    /// The head pfn of the leaf at device page offset `pgoff`, if this mapping has it.
-    fn registered_leaf(&self, pgoff: u64) -> Option<Pfn> {
-        let mappings = self.shared.mappings.lock();
-        mappings
-            .get(&self.id)
-            .and_then(|r| r.leaves.get(&pgoff))
-            .map(|fm| fm.pfn())
-    }
 }
 
 impl Drop for DaxMapping {
     fn drop(&mut self) {
-        // Out of the registry first (rmap stops naming it), then the leaves are released
-        // outside the lock; the window and the liveness reference go with the fields.
-        let gone = self.shared.mappings.lock().remove(&self.id);
-        drop(gone);
+        // Out of the registry first (rmap and the handler stop finding it), then wait for
+        // faults running in it and refuse new ones, then release the leaves outside every
+        // lock; the window and the liveness reference go with the fields.
+        self.shared.mappings.lock().remove(&self.core.id);
+        *self.core.live.write() = false;
+        let leaves = std::mem::take(&mut *self.core.leaves.lock());
+        drop(leaves);
     }
 }

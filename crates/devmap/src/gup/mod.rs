@@ -37,6 +37,9 @@ impl GupFlags {
     pub const LONGTERM: GupFlags = GupFlags(1 << 1);
     /// The caller can handle PCI peer-to-peer memory (`FOLL_PCI_P2PDMA`).
     pub const PCI_P2PDMA: GupFlags = GupFlags(1 << 2);
+    /// Do not fault anything in (`FOLL_NOFAULT`): a pin by user address fails on a leaf that
+    /// is not faulted in. Pins by pfn ignore it.
+    pub const NOFAULT: GupFlags = GupFlags(1 << 3);
 
     /// Whether every flag of `other` is set.
     pub const fn contains(self, other: GupFlags) -> bool {

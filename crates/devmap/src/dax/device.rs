@@ -1,0 +1,464 @@
+//! [`DaxDevice`]: a generic pgmap over a backing, static (one pfn range) or dynamic (several),
+//! its mappings (`dax_mmap` with `check_vma` and `dax_get_unmapped_area`), the reverse map,
+//! the userfaultfd handler thread that catches first touches, and teardown.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+
+use super::gate::Gate;
+use super::leaves::LeafBits;
+use super::shared::{Counters, DaxRange, FaultStats, MappingCore, Shared};
+use super::{DaxError, DaxMapping, MappingId};
+use crate::addr::{Order, PAGE_SIZE, Pfn, PfnRange};
+use crate::backing::{Backing, BackingError, UffdEvent, UffdFeatures, Userfaultfd};
+use crate::init::InitMode;
+use crate::memmap::Layout;
+use crate::pgmap::{DeviceSpace, PgmapConfig, PgmapError};
+
+/// How first touches of a device's mappings reach its fault path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Faults {
+    /// Through the device's userfaultfd where the backing supports it (memfd, hugetlb), else
+    /// explicitly.
+    #[default]
+    Auto,
+    /// Through the userfaultfd; refused for a backing without userfaultfd support.
+    Userfaultfd,
+    /// Only through [`DaxMapping::populate`], [`DaxMapping::fault`] and the pin path; a touch
+    /// of a leaf nobody faulted maps the backing's bytes without metadata.
+    Explicit,
+}
+
+/// How to build a [`DaxDevice`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaxOptions {
+    /// Size of every folio and every fault: 4 KiB, 2 MiB or 1 GiB.
+    pub align: Order,
+    /// Descriptor layout.
+    pub layout: Layout,
+    /// Memmap initialisation.
+    pub init: InitMode,
+    /// `None` for a static device (one pfn range); for a dynamic device, the byte size of each
+    /// of its pfn ranges, in device order, each a multiple of the align, summing to the
+    /// backing's length. Each range is reserved on its own, wherever the space has room.
+    pub ranges: Option<Vec<u64>>,
+    /// How touches are caught.
+    pub faults: Faults,
+}
+
+impl DaxOptions {
+    /// A static device of `align`, Heads layout, parallel init, touches caught where possible.
+    pub fn new(align: Order) -> DaxOptions {
+        DaxOptions {
+            align,
+            layout: Layout::Heads,
+            init: InitMode::parallel_default(),
+            ranges: None,
+            faults: Faults::Auto,
+        }
+    }
+}
+
+/// The handler thread of a device whose touches are caught.
+#[derive(Debug)]
+struct Handler {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Handler {
+    /// How long the handler waits for an event before it looks at its stop flag.
+    const POLL: Duration = Duration::from_millis(20);
+
+    fn start(shared: &Arc<Shared>) -> Result<Handler, DaxError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let shared = Arc::clone(shared);
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name("devmap-dax-fault".into())
+                .spawn(move || handler_loop(&shared, &stop))
+                .map_err(|e| DaxError::Handler { source: e })?
+        };
+        Ok(Handler {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn stop(&mut self) {
+        // Release pairs with the Acquire in `handler_loop`.
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One device's handler: reads fault events and runs each through the fault path, until told
+/// to stop. A read error other than "nothing yet" ends it (the descriptor is unusable).
+fn handler_loop(shared: &Shared, stop: &AtomicBool) {
+    let Some(uffd) = shared.uffd.as_ref() else {
+        return;
+    };
+    while !stop.load(Ordering::Acquire) {
+        match uffd.wait_event(Some(Handler::POLL)) {
+            Ok(Some(UffdEvent::PageFault { addr, .. })) => shared.user_fault(addr),
+            Ok(_) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// A device-dax device: pfn ranges of a [`DeviceSpace`] over the whole backing, its pgmap,
+/// the registry of its mappings and, where touches are caught, the handler thread.
+///
+/// Teardown is [`DaxDevice::shutdown`] (optionally timed) or the drop, which waits without a
+/// limit for every mapping and pin to go: drop the device's [`DaxMapping`]s before the device,
+/// or the drop waits for them forever.
+#[derive(Debug)]
+pub struct DaxDevice<'s> {
+    space: &'s DeviceSpace,
+    shared: Arc<Shared>,
+    handler: Mutex<Option<Handler>>,
+    shut: AtomicBool,
+}
+
+impl<'s> DaxDevice<'s> {
+    /// A static device: [`DaxDevice::with_options`] with `align`, `layout`, `init` and
+    /// touches caught where the backing supports it.
+    pub fn new(
+        space: &'s DeviceSpace,
+        backing: Backing,
+        align: Order,
+        layout: Layout,
+        init: InitMode,
+    ) -> Result<Self, DaxError> {
+        let mut opts = DaxOptions::new(align);
+        opts.layout = layout;
+        opts.init = init;
+        Self::with_options(space, backing, opts)
+    }
+
+    /// Reserves the device's pfn ranges in `space` and registers a generic pgmap over them
+    /// with folios of `opts.align` (`vmemmap_shift`). Page offset `n` of the device is the
+    /// backing's byte `n × 4 KiB`; the range table maps it to a pfn.
+    ///
+    /// Refuses a backing whose pages are larger than the align (a 2 MiB hugetlb backing cannot
+    /// serve 4 KiB faults) or whose length is not a multiple of it, and dynamic range sizes
+    /// that are not multiples of the align or do not add up to the backing
+    /// (`dev_dax_validate_align`).
+    pub fn with_options(
+        space: &'s DeviceSpace,
+        backing: Backing,
+        opts: DaxOptions,
+    ) -> Result<Self, DaxError> {
+        let size = backing.len();
+        let align = opts.align;
+        if size == 0 {
+            return Err(BackingError::Empty.into());
+        }
+        let page = backing.page_size();
+        if page > align {
+            return Err(DaxError::PageTooLarge { page, align });
+        }
+        if !size.is_multiple_of(align.bytes()) {
+            return Err(DaxError::BackingUnaligned { len: size, align });
+        }
+        let sizes = opts.ranges.clone().unwrap_or_else(|| vec![size]);
+        check_range_sizes(&sizes, size, align)?;
+        let catch = match opts.faults {
+            Faults::Explicit => false,
+            Faults::Auto => !backing.uffd_modes().is_empty(),
+            Faults::Userfaultfd if backing.uffd_modes().is_empty() => {
+                return Err(DaxError::NoUserfaultfd {
+                    backing: backing.kind().to_string(),
+                });
+            }
+            Faults::Userfaultfd => true,
+        };
+        let uffd = if catch {
+            Some(Userfaultfd::new(UffdFeatures::DEVICE)?)
+        } else {
+            None
+        };
+
+        let mut ranges: Vec<DaxRange> = Vec::with_capacity(sizes.len());
+        let release = |ranges: &[DaxRange]| {
+            for r in ranges {
+                space.release_range(r.pfns);
+            }
+        };
+        let mut pgoff = 0;
+        for &bytes in &sizes {
+            match space.reserve_range(bytes, align.bytes()) {
+                Ok(pfns) => ranges.push(DaxRange { pfns, pgoff }),
+                Err(e) => {
+                    release(&ranges);
+                    return Err(e.into());
+                }
+            }
+            pgoff += bytes / PAGE_SIZE;
+        }
+        let mut cfg = PgmapConfig::devdax(ranges[0].pfns, align);
+        cfg.ranges = ranges.iter().map(|r| r.pfns).collect();
+        cfg.layout = opts.layout;
+        cfg.init = opts.init;
+        let pgmap = match space.memremap_pages(cfg) {
+            Ok(p) => p,
+            Err(e) => {
+                release(&ranges);
+                return Err(e.into());
+            }
+        };
+        let shared = Arc::new(Shared {
+            pgmap,
+            backing,
+            align,
+            address_space: NEXT_ADDRESS_SPACE.fetch_add(1, Ordering::Relaxed),
+            ranges,
+            size,
+            next_mapping: AtomicU64::new(1),
+            mappings: Mutex::new(BTreeMap::new()),
+            gate: Gate::new(),
+            uffd,
+            counters: Counters::default(),
+        });
+        let handler = if catch {
+            match Handler::start(&shared) {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    let _ = space.memunmap_pages(&shared.pgmap, None);
+                    release(&shared.ranges);
+                    return Err(e);
+                }
+            }
+        } else {
+            None
+        };
+        Ok(Self {
+            space,
+            shared,
+            handler: Mutex::new(handler),
+            shut: AtomicBool::new(false),
+        })
+    }
+
+    /// The device's pgmap.
+    pub fn pgmap(&self) -> &Arc<crate::pgmap::Pgmap> {
+        &self.shared.pgmap
+    }
+
+    /// The backing that holds the device's bytes.
+    pub fn backing(&self) -> &Backing {
+        &self.shared.backing
+    }
+
+    /// The device align: the size of every folio and of every fault.
+    pub fn align(&self) -> Order {
+        self.shared.align
+    }
+
+    /// The device's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.shared.size
+    }
+
+    /// The device's pfn ranges, in device order (one for a static device).
+    pub fn ranges(&self) -> Vec<PfnRange> {
+        self.shared.ranges.iter().map(|r| r.pfns).collect()
+    }
+
+    /// Whether first touches are caught by the device's userfaultfd.
+    pub fn catches_touches(&self) -> bool {
+        self.shared.uffd.is_some()
+    }
+
+    /// Whether the device is live: no teardown has begun, or the last one gave up.
+    pub fn is_live(&self) -> bool {
+        self.shared.gate.is_live()
+    }
+
+    /// What faults have done on this device so far.
+    pub fn fault_stats(&self) -> FaultStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// The id this device writes into the `mapping` word of the folios it faults.
+    pub fn address_space(&self) -> u64 {
+        self.shared.address_space
+    }
+
+    /// `dax_pgoff_to_phys`: the pfn holding byte `offset` of the device.
+    pub fn pfn_at(&self, offset: u64) -> Option<Pfn> {
+        if offset >= self.shared.size {
+            return None;
+        }
+        self.shared.pgoff_to_pfn(offset / PAGE_SIZE, 1)
+    }
+
+    /// `check_vma` and `dax_get_unmapped_area`: maps `len` bytes of the device from `offset`,
+    /// shared, at an address aligned to the device align. Both must be multiples of the align
+    /// and inside the device; private mappings are refused. Mappings of one device see the same
+    /// bytes. Where the device catches touches, the window is registered with its
+    /// userfaultfd: registration is per mapping, not per page, so a 1 TiB mapping costs the
+    /// same as a small one. The mapping holds a liveness reference on the pgmap until it drops,
+    /// as an open VMA keeps its device.
+    pub fn mmap(&self, offset: u64, len: u64, shared: bool) -> Result<DaxMapping, DaxError> {
+        let align = self.shared.align;
+        if !shared {
+            return Err(DaxError::NotShared);
+        }
+        if len == 0 {
+            return Err(DaxError::Empty);
+        }
+        for (what, value) in [("offset", offset), ("length", len)] {
+            if !value.is_multiple_of(align.bytes()) {
+                return Err(DaxError::Unaligned { what, value, align });
+            }
+        }
+        if offset
+            .checked_add(len)
+            .is_none_or(|end| end > self.shared.size)
+        {
+            return Err(DaxError::OutOfRange {
+                offset,
+                len,
+                size: self.shared.size,
+            });
+        }
+        let live = self.shared.pgmap.tryget().ok_or(DaxError::TornDown)?;
+        let window = self.shared.backing.map_shared(offset, len, align)?;
+        if let Some(uffd) = &self.shared.uffd {
+            uffd.register(&window, self.shared.backing.uffd_modes())?;
+        }
+        let id = MappingId(self.shared.next_mapping.fetch_add(1, Ordering::Relaxed));
+        let core = Arc::new(MappingCore {
+            id,
+            offset,
+            base: window.as_ptr().as_ptr() as usize,
+            len,
+            live: RwLock::new(true),
+            leaves: Mutex::new(BTreeMap::new()),
+            bits: LeafBits::new(len / align.bytes()),
+            caught: self.shared.uffd.is_some(),
+        });
+        self.shared.mappings.lock().insert(id, Arc::clone(&core));
+        Ok(DaxMapping::new(
+            Arc::clone(&self.shared),
+            core,
+            window,
+            live,
+        ))
+    }
+
+    /// The reverse map (`i_mmap` of the device's address space): every live mapping that has
+    /// the folio holding `pfn` faulted in, with the user address of `pfn` in it, in mapping
+    /// order. Empty for a pfn the device does not hold or no mapping has faulted.
+    pub fn rmap(&self, pfn: Pfn) -> Vec<(MappingId, usize)> {
+        let Some(pgoff) = self.shared.pfn_to_pgoff(pfn) else {
+            return Vec::new();
+        };
+        let leaf = pgoff - pgoff % self.shared.align.nr_pages();
+        let byte = pgoff * PAGE_SIZE;
+        let mappings: Vec<Arc<MappingCore>> =
+            self.shared.mappings.lock().values().cloned().collect();
+        mappings
+            .iter()
+            .filter(|m| m.leaves.lock().contains_key(&leaf))
+            .filter_map(|m| {
+                let rel = usize::try_from(byte.checked_sub(m.offset)?).ok()?;
+                Some((m.id, m.base.checked_add(rel)?))
+            })
+            .collect()
+    }
+
+    /// Number of live mappings of the device.
+    pub fn nr_mappings(&self) -> usize {
+        self.shared.mappings.lock().len()
+    }
+
+    /// `kill_dev_dax` and `memunmap_pages`: closes the device to new faults and waits for the
+    /// faults in flight (from then on a caught touch gets SIGBUS and a pin or populate gets
+    /// [`DaxError::TornDown`]), waits for every mapping and pin to go (up to `timeout`), then
+    /// unregisters the pgmap, gives its pfn ranges back and stops the handler thread. With a
+    /// timeout that expires, returns [`PgmapError::Busy`] and leaves the device live; faults
+    /// that arrived meanwhile waited and then proceed. A second call after success does
+    /// nothing.
+    pub fn shutdown(&self, timeout: Option<Duration>) -> Result<(), DaxError> {
+        if self.shut.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if !self.shared.gate.close(timeout.is_none()) {
+            return Ok(());
+        }
+        match self.space.memunmap_pages(&self.shared.pgmap, timeout) {
+            Ok(()) | Err(PgmapError::NotRegistered) => {}
+            Err(e) => {
+                self.shared.gate.finish(false);
+                return Err(e.into());
+            }
+        }
+        self.shared.gate.finish(true);
+        for r in &self.shared.ranges {
+            self.space.release_range(r.pfns);
+        }
+        if let Some(mut h) = self.handler.lock().take() {
+            h.stop();
+        }
+        self.shut.store(true, Ordering::Release);
+        Ok(())
+    }
+}
+
+impl Drop for DaxDevice<'_> {
+    fn drop(&mut self) {
+        // Untimed: it can only fail if the pgmap is gone already, and then there is nothing
+        // left to do but stop the handler.
+        let _ = self.shutdown(None);
+        if let Some(mut h) = self.handler.lock().take() {
+            h.stop();
+        }
+    }
+}
+
+/// Address-space ids, unique in the process so that folios of two devices never claim one.
+static NEXT_ADDRESS_SPACE: AtomicU64 = AtomicU64::new(1);
+
+/// `dev_dax_validate_align` for the range sizes of a device of `size` bytes.
+fn check_range_sizes(sizes: &[u64], size: u64, align: Order) -> Result<(), DaxError> {
+    if sizes.is_empty() {
+        return Err(DaxError::RangeSizes {
+            why: "a dynamic device needs at least one range".into(),
+        });
+    }
+    let mut total: u64 = 0;
+    for (i, &s) in sizes.iter().enumerate() {
+        if s == 0 || !s.is_multiple_of(align.bytes()) {
+            return Err(DaxError::RangeSizes {
+                why: format!(
+                    "range {i} is {}, not a non-zero multiple of the align {}: use {}",
+                    super::Bytes(s),
+                    super::Bytes(align.bytes()),
+                    super::suggest(s, align.bytes())
+                ),
+            });
+        }
+        total = total.saturating_add(s);
+    }
+    if total != size {
+        return Err(DaxError::RangeSizes {
+            why: format!(
+                "the ranges add up to {}, the backing holds {}",
+                super::Bytes(total),
+                super::Bytes(size)
+            ),
+        });
+    }
+    Ok(())
+}

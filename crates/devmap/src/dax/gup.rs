@@ -1,0 +1,195 @@
+//! Pins by user address (`pin_user_pages_fast` on a device-dax VMA): walk the mapping's
+//! leaves, fault in the ones not yet faulted (unless [`GupFlags::NOFAULT`]), translate the
+//! range to pfn runs through the range table, and pin each run with the pin-by-pfn path, one
+//! atomic per folio. Every entry carries its pfn and its user address, so a caller can hand
+//! it to VFIO or an RDMA NIC.
+//!
+//! The walk reads the mapping's faulted-leaf bits a word (64 leaves) at a time and takes no
+//! lock, so pinning faulted leaves by address costs little more than pinning their pfns.
+
+use crate::addr::{Order, PAGE_SIZE, Pfn, PfnRange};
+use crate::gup::{GupFlags, PinnedFolios, PinnedPages, unpin_folios, unpin_user_pages_dirty_lock};
+
+use super::{DaxError, DaxMapping};
+
+/// Pages pinned by user address, one entry per 4 KiB page (returned by
+/// [`DaxMapping::pin_user_pages`]). Dropping it unpins, as does
+/// [`unpin`](UserPages::unpin).
+#[derive(Debug)]
+pub struct UserPages {
+    /// Per pfn run: the user address of its first page and its pins.
+    runs: Vec<(usize, PinnedPages)>,
+}
+
+impl UserPages {
+    /// Every pinned page: its user address and its pfn, in address order.
+    pub fn entries(&self) -> impl Iterator<Item = (usize, Pfn)> + '_ {
+        self.runs.iter().flat_map(|(addr, pins)| {
+            pins.pages()
+                .iter()
+                .enumerate()
+                .map(move |(i, pfn)| (addr + i * PAGE_SIZE as usize, *pfn))
+        })
+    }
+
+    /// Number of pages pinned.
+    pub fn len(&self) -> usize {
+        self.runs.iter().map(|(_, p)| p.len()).sum()
+    }
+
+    /// Never true: empty pins are refused.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The pfn runs, each with the user address of its first page (one run unless the range
+    /// crosses ranges of a dynamic device).
+    pub fn runs(&self) -> &[(usize, PinnedPages)] {
+        &self.runs
+    }
+
+    /// `unpin_user_pages_dirty_lock`: gives every pin back, marking each folio dirty once if
+    /// asked.
+    pub fn unpin(self, make_dirty: bool) {
+        for (_, pins) in self.runs {
+            unpin_user_pages_dirty_lock(pins, make_dirty);
+        }
+    }
+}
+
+/// One pinned folio in a pin by user address: the part of the folio pinned and where that part
+/// is mapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserFolio {
+    /// The folio's head.
+    pub head: Pfn,
+    /// The folio's order.
+    pub order: Order,
+    /// The pfns of the folio that the pin covers.
+    pub range: PfnRange,
+    /// The user address of `range.start()`.
+    pub addr: usize,
+}
+
+/// Folios pinned by user address, one entry per folio (returned by
+/// [`DaxMapping::pin_user_folios`]). Dropping it unpins, as does
+/// [`unpin`](UserFolios::unpin).
+#[derive(Debug)]
+pub struct UserFolios {
+    /// Per pfn run: the user address and pfn of its first page, and its pins.
+    runs: Vec<(usize, Pfn, PinnedFolios)>,
+}
+
+impl UserFolios {
+    /// Every pinned folio with its user address, in address order.
+    pub fn folios(&self) -> impl Iterator<Item = UserFolio> + '_ {
+        self.runs.iter().flat_map(|(addr, first, pins)| {
+            pins.folios().iter().map(move |f| UserFolio {
+                head: f.head(),
+                order: f.order(),
+                range: f.range(),
+                addr: addr + (f.range().start().offset_from(*first) * PAGE_SIZE) as usize,
+            })
+        })
+    }
+
+    /// Number of folios pinned.
+    pub fn len(&self) -> usize {
+        self.runs.iter().map(|(_, _, p)| p.len()).sum()
+    }
+
+    /// Never true: empty pins are refused.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Pages pinned.
+    pub fn nr_pages(&self) -> u64 {
+        self.runs.iter().map(|(_, _, p)| p.nr_pages()).sum()
+    }
+
+    /// Gives every pin back, marking each folio dirty once if asked.
+    pub fn unpin(self, make_dirty: bool) {
+        for (_, _, pins) in self.runs {
+            unpin_folios(pins, make_dirty);
+        }
+    }
+}
+
+impl DaxMapping {
+    /// `pin_user_pages_fast(addr, nr_pages, flags)`: pins the `nr_pages` pages from `addr`
+    /// (rounded down to its page, as the kernel does), faulting in every leaf not yet faulted
+    /// unless `flags` has [`GupFlags::NOFAULT`]. One entry per page, each with its user
+    /// address; one reference update per folio. The range must lie inside this mapping. On
+    /// any error nothing stays pinned (leaves faulted in stay faulted).
+    pub fn pin_user_pages(
+        &self,
+        addr: usize,
+        nr_pages: u64,
+        flags: GupFlags,
+    ) -> Result<UserPages, DaxError> {
+        let (start, runs) = self.prepare_pin(addr, nr_pages, flags)?;
+        let pgmap = &self.shared.pgmap;
+        let mut out = Vec::with_capacity(runs.len());
+        for (rel, pfns) in runs {
+            out.push((start + rel, pgmap.pin_pages(pfns, flags)?));
+        }
+        Ok(UserPages { runs: out })
+    }
+
+    /// As [`pin_user_pages`](Self::pin_user_pages), one entry per folio with the part of it
+    /// pinned and that part's user address: what a caller registering a range for DMA wants.
+    pub fn pin_user_folios(
+        &self,
+        addr: usize,
+        nr_pages: u64,
+        flags: GupFlags,
+    ) -> Result<UserFolios, DaxError> {
+        let (start, runs) = self.prepare_pin(addr, nr_pages, flags)?;
+        let pgmap = &self.shared.pgmap;
+        let mut out = Vec::with_capacity(runs.len());
+        for (rel, pfns) in runs {
+            out.push((start + rel, pfns.start(), pgmap.pin_folios(pfns, flags)?));
+        }
+        Ok(UserFolios { runs: out })
+    }
+
+    /// Checks the range, faults in what it may, and returns its page-aligned start and its
+    /// pfn runs, each with its byte offset from that start.
+    fn prepare_pin(
+        &self,
+        addr: usize,
+        nr_pages: u64,
+        flags: GupFlags,
+    ) -> Result<(usize, Vec<(usize, PfnRange)>), DaxError> {
+        let start = addr - addr % PAGE_SIZE as usize;
+        let len = nr_pages
+            .checked_mul(PAGE_SIZE)
+            .ok_or(DaxError::NotInMapping {
+                addr,
+                base: self.addr(),
+                len: self.len(),
+            })?;
+        let rel = self.rel(start, len)?;
+        let step = self.shared.align.bytes();
+        let (first, end) = (rel / step, (rel + len).div_ceil(step));
+        let mut from = first;
+        while let Some(hole) = self.core.bits.first_clear(from, end) {
+            if flags.contains(GupFlags::NOFAULT) {
+                return Err(DaxError::NotFaulted {
+                    addr: self.addr() + (hole * step) as usize,
+                });
+            }
+            self.shared.fault_leaf(&self.core, hole * step, false)?;
+            from = hole + 1;
+        }
+        let pgoff = (self.offset() + rel) / PAGE_SIZE;
+        let runs = self
+            .shared
+            .pfn_runs(pgoff, nr_pages)
+            .into_iter()
+            .map(|(page, pfns)| ((page * PAGE_SIZE) as usize, pfns))
+            .collect();
+        Ok((start, runs))
+    }
+}

@@ -1,0 +1,265 @@
+//! What a device, its mappings and its fault handler share: the range table
+//! (`dax_pgoff_to_phys`), the registry of mappings with their faulted leaves (the `i_mmap` of
+//! the device's address space), the liveness gate, the device's userfaultfd, and the fault
+//! path itself, after `__dev_dax_{pte,pmd,pud}_fault`.
+//!
+//! One fault, in the kernel's order: enter the gate (`dax_read_lock` + `dax_alive`), find the
+//! leaf's pfns in one range, sync the leaf's descriptors (`memmap_sync`: during async init only
+//! its own sub-ranges), `dax_set_mapping`, take the mapping's reference and mapcount, and only
+//! then insert the page-table entries: where the mapping is registered with the device's
+//! userfaultfd, allocate the leaf's bytes in the backing and map the whole leaf with one
+//! `UFFDIO_CONTINUE`. The leaf's bit in the mapping is set once its metadata and reference are
+//! in place and before its entries are mapped (mapping them wakes the toucher), so a pin by
+//! address that sees the bit finds the metadata complete; a touch that still finds no entry is
+//! caught and mapped again.
+
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+
+use super::gate::Gate;
+use super::leaves::LeafBits;
+use super::{DaxError, Faulted, MappingId};
+use crate::addr::{Order, PAGE_SIZE, Pfn, PfnRange};
+use crate::backing::{Backing, Userfaultfd};
+use crate::folio::FolioMapping;
+use crate::pgmap::Pgmap;
+
+/// One entry of the range table: `pfns` hold the device's bytes from page offset `pgoff`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct DaxRange {
+    pub(super) pfns: PfnRange,
+    pub(super) pgoff: u64,
+}
+
+/// `dax_pgoff_to_phys` over a range table: the first pfn of `nr_pages` pages at device page
+/// offset `pgoff`, if they all lie in one range.
+pub(super) fn pgoff_to_pfn(ranges: &[DaxRange], pgoff: u64, nr_pages: u64) -> Option<Pfn> {
+    ranges.iter().find_map(|r| {
+        let rel = pgoff.checked_sub(r.pgoff)?;
+        (rel.checked_add(nr_pages)? <= r.pfns.len()).then(|| r.pfns.start().add(rel))
+    })
+}
+
+/// What faults did on one device, counted since it was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FaultStats {
+    /// Touches caught by the device's userfaultfd and handled by its handler thread.
+    pub user_faults: u64,
+    /// Leaves faulted in (metadata set, references taken, entries mapped), by any path.
+    pub leaves_mapped: u64,
+    /// Faults of a leaf another fault of the same mapping had just mapped.
+    pub raced: u64,
+    /// Touches answered with SIGBUS: the device was being torn down, or the fault failed.
+    pub sigbus: u64,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    user_faults: AtomicU64,
+    leaves_mapped: AtomicU64,
+    raced: AtomicU64,
+    sigbus: AtomicU64,
+}
+
+impl Counters {
+    fn bump(c: &AtomicU64) {
+        // Relaxed: statistics, ordered with nothing.
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn snapshot(&self) -> FaultStats {
+        FaultStats {
+            user_faults: self.user_faults.load(Ordering::Relaxed),
+            leaves_mapped: self.leaves_mapped.load(Ordering::Relaxed),
+            raced: self.raced.load(Ordering::Relaxed),
+            sigbus: self.sigbus.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// One mapping as the device knows it.
+#[derive(Debug)]
+pub(super) struct MappingCore {
+    pub(super) id: MappingId,
+    /// Device offset of the first byte.
+    pub(super) offset: u64,
+    /// User address of the first byte.
+    pub(super) base: usize,
+    pub(super) len: u64,
+    /// False once the mapping is being unmapped: faults hold the read side while they run,
+    /// the unmap takes the write side, so no fault inserts into a window after it is gone.
+    pub(super) live: RwLock<bool>,
+    /// The faulted leaves by device page offset, each holding its reference and mapcount.
+    pub(super) leaves: Mutex<BTreeMap<u64, FolioMapping>>,
+    /// The same leaves by index in the mapping, for lock-free checks.
+    pub(super) bits: LeafBits,
+    /// Whether the window is registered with the device's userfaultfd.
+    pub(super) caught: bool,
+}
+
+/// What a device and its mappings share.
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub(super) pgmap: Arc<Pgmap>,
+    pub(super) backing: Backing,
+    pub(super) align: Order,
+    /// The id written into `folio->mapping`: the device's address space.
+    pub(super) address_space: u64,
+    pub(super) ranges: Vec<DaxRange>,
+    pub(super) size: u64,
+    pub(super) next_mapping: AtomicU64,
+    pub(super) mappings: Mutex<BTreeMap<MappingId, Arc<MappingCore>>>,
+    pub(super) gate: Gate,
+    pub(super) uffd: Option<Userfaultfd>,
+    pub(super) counters: Counters,
+}
+
+impl Shared {
+    /// `dax_pgoff_to_phys` for this device.
+    pub(super) fn pgoff_to_pfn(&self, pgoff: u64, nr_pages: u64) -> Option<Pfn> {
+        pgoff_to_pfn(&self.ranges, pgoff, nr_pages)
+    }
+
+    /// The pfns of the `nr_pages` pages from device page offset `pgoff`, as runs of one range
+    /// each, in order, each with its first page's index from `pgoff`.
+    pub(super) fn pfn_runs(&self, pgoff: u64, nr_pages: u64) -> Vec<(u64, PfnRange)> {
+        let end = pgoff + nr_pages;
+        self.ranges
+            .iter()
+            .filter_map(|r| {
+                let lo = pgoff.max(r.pgoff);
+                let hi = end.min(r.pgoff + r.pfns.len());
+                (lo < hi).then(|| {
+                    let first = r.pfns.start().add(lo - r.pgoff);
+                    (
+                        lo - pgoff,
+                        PfnRange::new_unchecked(first, first.add(hi - lo)),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// The device page offset of `pfn`, if the device holds it.
+    pub(super) fn pfn_to_pgoff(&self, pfn: Pfn) -> Option<u64> {
+        self.ranges
+            .iter()
+            .find(|r| r.pfns.contains(pfn))
+            .map(|r| r.pgoff + pfn.offset_from(r.pfns.start()))
+    }
+
+    /// Faults in the leaf at byte `rel` of mapping `m` (a multiple of the align). A leaf
+    /// already faulted in is left alone, unless `remap` asks for its entries to be mapped
+    /// again (a touch caught after another fault set them up, or after they were zapped).
+    pub(super) fn fault_leaf(
+        &self,
+        m: &MappingCore,
+        rel: u64,
+        remap: bool,
+    ) -> Result<Faulted, DaxError> {
+        let align = self.align;
+        let _inside = self.gate.enter().ok_or(DaxError::TornDown)?;
+        let live = m.live.read();
+        if !*live {
+            return Err(DaxError::Unmapped { id: m.id });
+        }
+        let leaf_offset = m.offset + rel;
+        let pgoff = leaf_offset / PAGE_SIZE;
+        let index = rel / align.bytes();
+        let nr_pages = align.nr_pages();
+        let pfn = self
+            .pgoff_to_pfn(pgoff, nr_pages)
+            .ok_or(DaxError::LeafStraddles {
+                offset: leaf_offset,
+            })?;
+        if m.bits.test(index) {
+            if remap {
+                self.map_entries(m, rel)?;
+            }
+            return Ok(Faulted::AlreadyMapped { pfn });
+        }
+        let pgmap = &self.pgmap;
+        pgmap.sync(PfnRange::new_unchecked(pfn, pfn.add(nr_pages)))?;
+        pgmap.set_folio_mapping(pfn, self.address_space, pgoff)?;
+        let mapped = pgmap.map_folio(pfn, align)?;
+        let extra = {
+            let mut leaves = m.leaves.lock();
+            match leaves.entry(pgoff) {
+                Entry::Vacant(e) => {
+                    e.insert(mapped);
+                    None
+                }
+                Entry::Occupied(_) => Some(mapped),
+            }
+        };
+        if let Some(extra) = extra {
+            // Another fault of this mapping counted the leaf first: give this reference back,
+            // outside the lock, and make sure the entries are there before answering.
+            drop(extra);
+            Counters::bump(&self.counters.raced);
+            self.map_entries(m, rel)?;
+            return Ok(Faulted::AlreadyMapped { pfn });
+        }
+        // Counted before the entries are mapped: mapping them wakes the toucher, which may
+        // look at the leaf's state at once.
+        m.bits.set(index);
+        Counters::bump(&self.counters.leaves_mapped);
+        if let Err(e) = self.map_entries(m, rel) {
+            m.bits.clear(index);
+            let undo = m.leaves.lock().remove(&pgoff);
+            drop(undo);
+            return Err(e);
+        }
+        Ok(Faulted::Mapped { pfn })
+    }
+
+    /// Inserts the page-table entries of the leaf at byte `rel` of `m`: for a window
+    /// registered with the userfaultfd, allocates the leaf's bytes and maps them in one
+    /// `UFFDIO_CONTINUE` (entries already there are fine). Otherwise the kernel maps the
+    /// bytes on its own at the first touch, and there is nothing to do.
+    fn map_entries(&self, m: &MappingCore, rel: u64) -> Result<(), DaxError> {
+        let Some(uffd) = self.uffd.as_ref().filter(|_| m.caught) else {
+            return Ok(());
+        };
+        let len = self.align.bytes();
+        self.backing.allocate(m.offset + rel, len)?;
+        uffd.continue_(m.base as u64 + rel, len)?;
+        Ok(())
+    }
+
+    /// The handler's side of a caught touch at `addr`: run the fault path for the leaf around
+    /// it; if that fails (teardown, or the fault cannot be served) answer SIGBUS by poisoning
+    /// the touched page, so the toucher never hangs.
+    pub(super) fn user_fault(&self, addr: u64) {
+        Counters::bump(&self.counters.user_faults);
+        let Some(uffd) = self.uffd.as_ref() else {
+            return;
+        };
+        let page = self.backing.page_size().bytes();
+        let at = addr - addr % page;
+        let found = {
+            let mappings = self.mappings.lock();
+            mappings
+                .values()
+                .find(|m| (m.base as u64..m.base as u64 + m.len).contains(&addr))
+                .map(Arc::clone)
+        };
+        let Some(m) = found else {
+            // Not (or no longer) a mapping of this device: let the toucher retry.
+            let _ = uffd.wake(at, page);
+            return;
+        };
+        let rel = addr - m.base as u64;
+        let leaf = rel - rel % self.align.bytes();
+        if self.fault_leaf(&m, leaf, true).is_err() {
+            Counters::bump(&self.counters.sigbus);
+            if uffd.poison(at, page).is_err() {
+                let _ = uffd.wake(at, page);
+            }
+        }
+    }
+}
