@@ -332,7 +332,11 @@ impl<'s> DaxDevice<'s> {
                 size: self.shared.size,
             });
         }
+        // Inside the gate, so that a mapping made while a timed teardown is undecided waits
+        // for its outcome, as a fault does.
+        let inside = self.shared.gate.enter().ok_or(DaxError::TornDown)?;
         let live = self.shared.pgmap.tryget().ok_or(DaxError::TornDown)?;
+        drop(inside);
         let window = self.shared.backing.map_shared(offset, len, align)?;
         if let Some(uffd) = &self.shared.uffd {
             uffd.register(&window, self.shared.backing.uffd_modes())?;

@@ -8,7 +8,7 @@
 //! that arrives while such a teardown is undecided waits for the outcome rather than failing a
 //! device that may come back; an untimed teardown fails it at once.
 
-use parking_lot::{Condvar, Mutex};
+use crate::primitive::{Condvar, Mutex, lock, wait};
 
 /// Where the device is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,14 +54,14 @@ impl Gate {
     /// Enters, if the device is live. Waits while a teardown that may give up is undecided;
     /// `None` once teardown is final.
     pub(super) fn enter(&self) -> Option<Inside<'_>> {
-        let mut s = self.state.lock();
+        let mut s = lock(&self.state);
         loop {
             match s.phase {
                 Phase::Live => {
                     s.inside += 1;
                     return Some(Inside { gate: self });
                 }
-                Phase::Closing { r#final: false } => self.changed.wait(&mut s),
+                Phase::Closing { r#final: false } => s = wait(&self.changed, s),
                 Phase::Closing { r#final: true } | Phase::Dead => return None,
             }
         }
@@ -69,19 +69,19 @@ impl Gate {
 
     /// Whether the device is live (no teardown in progress or done).
     pub(super) fn is_live(&self) -> bool {
-        self.state.lock().phase == Phase::Live
+        lock(&self.state).phase == Phase::Live
     }
 
     /// Closes the gate and waits until no fault is inside. `final` for a teardown that cannot
     /// give up. Returns false, doing nothing, if the device is dead already.
     pub(super) fn close(&self, r#final: bool) -> bool {
-        let mut s = self.state.lock();
+        let mut s = lock(&self.state);
         if s.phase == Phase::Dead {
             return false;
         }
         s.phase = Phase::Closing { r#final };
         while s.inside > 0 {
-            self.changed.wait(&mut s);
+            s = wait(&self.changed, s);
         }
         true
     }
@@ -89,7 +89,7 @@ impl Gate {
     /// Ends a teardown begun with [`close`](Self::close): `dead` when it completed, otherwise
     /// the device is live again. Wakes the faults that waited for the outcome.
     pub(super) fn finish(&self, dead: bool) {
-        let mut s = self.state.lock();
+        let mut s = lock(&self.state);
         s.phase = if dead { Phase::Dead } else { Phase::Live };
         self.changed.notify_all();
     }
@@ -97,7 +97,7 @@ impl Gate {
 
 impl Drop for Inside<'_> {
     fn drop(&mut self) {
-        let mut s = self.gate.state.lock();
+        let mut s = lock(&self.gate.state);
         s.inside -= 1;
         if s.inside == 0 {
             self.gate.changed.notify_all();
@@ -105,7 +105,7 @@ impl Drop for Inside<'_> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -147,5 +147,51 @@ mod tests {
             assert!(waiter.join().expect("waiter"), "the device came back live");
         });
         assert!(gate.is_live());
+    }
+}
+
+/// Model checks of the gate: a fault that is inside never sees the device's resources gone,
+/// whatever the interleaving with a final teardown; and a fault that arrives during a timed
+/// teardown that gives up gets in afterwards, with the resources intact.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::primitive::{AtomicBool, Ordering};
+    use loom::sync::Arc;
+
+    #[test]
+    fn loom_gate_no_fault_inside_after_teardown() {
+        loom::model(|| {
+            let gate = Arc::new(Gate::new());
+            let valid = Arc::new(AtomicBool::new(true));
+            let fault = {
+                let (gate, valid) = (Arc::clone(&gate), Arc::clone(&valid));
+                loom::thread::spawn(move || {
+                    if let Some(_inside) = gate.enter() {
+                        assert!(valid.load(Ordering::SeqCst), "a fault ran after teardown");
+                    }
+                })
+            };
+            assert!(gate.close(true));
+            valid.store(false, Ordering::SeqCst);
+            gate.finish(true);
+            fault.join().expect("fault");
+            assert!(gate.enter().is_none());
+        });
+    }
+
+    #[test]
+    fn loom_gate_timed_teardown_that_gives_up_lets_faults_in() {
+        loom::model(|| {
+            let gate = Arc::new(Gate::new());
+            let fault = {
+                let gate = Arc::clone(&gate);
+                loom::thread::spawn(move || gate.enter().is_some())
+            };
+            assert!(gate.close(false));
+            gate.finish(false);
+            assert!(fault.join().expect("fault"), "the device came back live");
+            assert!(gate.is_live());
+        });
     }
 }
