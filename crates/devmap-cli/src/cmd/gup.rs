@@ -10,6 +10,11 @@
 //! `--prealloc` measures the selftest's way, whose `pages[]` exists before the clock starts:
 //! an untimed warm-up repeat allocates and faults in the entry buffers and every timed repeat
 //! refills them (`pin_pages_into`, `unpin_keep_buffer`).
+//!
+//! `--by-address` pins the way a VMM or an RDMA stack does, by user address through a device-dax
+//! mapping (`by_address`), and pins the same folios by pfn in the same repeat for comparison.
+
+mod by_address;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -70,6 +75,11 @@ pub struct GupTestArgs {
     /// letting every call allocate its result inside the timed loop (`pin_pages`).
     #[arg(long)]
     prealloc: bool,
+    /// Also pin by user address (`DaxMapping::pin_user_pages` / `pin_user_folios`): the data
+    /// becomes a device-dax device over a sparse memfd, mapped and faulted in (metadata only)
+    /// before timing, and every repeat pins it by pfn and then by address, one row each.
+    #[arg(long, conflicts_with_all = ["prealloc", "gup_fast"])]
+    by_address: bool,
     /// Print a JSON array of objects, one per repeat.
     #[arg(long, short = 'j')]
     json: bool,
@@ -152,6 +162,12 @@ fn plan(a: &GupTestArgs) -> Result<Plan> {
              or -L with --mode devdax"
         );
     }
+    if a.by_address && a.mode == ModeArg::Fsdax {
+        bail!("--by-address maps a device-dax device: use --mode devdax");
+    }
+    if a.by_address && !(a.folios || a.pin_fast || a.longterm) {
+        bail!("--by-address pins: add -a (pin_user_pages_fast), -L or -F");
+    }
     let mode = if a.folios {
         Mode::PinFolios
     } else if a.pin_fast {
@@ -169,6 +185,7 @@ fn plan(a: &GupTestArgs) -> Result<Plan> {
         pages_per_call: pages_per_call(a.pages_per_call)?,
         write: a.write,
         reuse_buffers: a.prealloc,
+        by_address: a.by_address,
     })
 }
 
@@ -220,6 +237,8 @@ struct Plan {
     /// Fill entry buffers allocated before timing (the selftest's way) rather than letting
     /// each call allocate its result.
     reuse_buffers: bool,
+    /// Pin by pfn and by user address, a row each.
+    by_address: bool,
 }
 
 /// One repeat's result.
@@ -249,6 +268,8 @@ struct Repeat {
     pub repeat: u32,
     /// Whether the entry buffers were allocated before timing and reused.
     pub reused_buffers: bool,
+    /// What the pins named: `pfn` or `address`.
+    pub by: &'static str,
 }
 
 /// Parses `-n`: a positive page count, or a negative one for "all".
@@ -330,6 +351,9 @@ fn check_budget(plan: &Plan) -> Result<()> {
 
 /// Runs the benchmark, handing each repeat's result to `emit` as it ends.
 fn bench(plan: &Plan, mut emit: impl FnMut(Repeat) -> Result<()>) -> Result<()> {
+    if plan.by_address {
+        return by_address::bench(plan, emit);
+    }
     let ns = &plan.ns;
     let space = DeviceSpace::new();
     let range = space.reserve_range(ns.size(), ns.align())?;
@@ -394,6 +418,7 @@ fn bench(plan: &Plan, mut emit: impl FnMut(Repeat) -> Result<()>) -> Result<()> 
             layout: plan.layout.name(),
             repeat,
             reused_buffers: plan.reuse_buffers,
+            by: "pfn",
         })?;
     }
     drop(mappings);

@@ -17,14 +17,16 @@ use super::{DaxError, DaxMapping};
 /// [`unpin`](UserPages::unpin).
 #[derive(Debug)]
 pub struct UserPages {
-    /// Per pfn run: the user address of its first page and its pins.
-    runs: Vec<(usize, PinnedPages)>,
+    /// Per pfn run: the user address of its first page and its pins. The first run is kept
+    /// inline: a static device always has one, and a pin then allocates only its entries.
+    first: (usize, PinnedPages),
+    rest: Vec<(usize, PinnedPages)>,
 }
 
 impl UserPages {
     /// Every pinned page: its user address and its pfn, in address order.
     pub fn entries(&self) -> impl Iterator<Item = (usize, Pfn)> + '_ {
-        self.runs.iter().flat_map(|(addr, pins)| {
+        self.runs().flat_map(|(addr, pins)| {
             pins.pages()
                 .iter()
                 .enumerate()
@@ -34,7 +36,7 @@ impl UserPages {
 
     /// Number of pages pinned.
     pub fn len(&self) -> usize {
-        self.runs.iter().map(|(_, p)| p.len()).sum()
+        self.runs().map(|(_, p)| p.len()).sum()
     }
 
     /// Never true: empty pins are refused.
@@ -44,14 +46,14 @@ impl UserPages {
 
     /// The pfn runs, each with the user address of its first page (one run unless the range
     /// crosses ranges of a dynamic device).
-    pub fn runs(&self) -> &[(usize, PinnedPages)] {
-        &self.runs
+    pub fn runs(&self) -> impl Iterator<Item = &(usize, PinnedPages)> + '_ {
+        std::iter::once(&self.first).chain(&self.rest)
     }
 
     /// `unpin_user_pages_dirty_lock`: gives every pin back, marking each folio dirty once if
     /// asked.
     pub fn unpin(self, make_dirty: bool) {
-        for (_, pins) in self.runs {
+        for (_, pins) in std::iter::once(self.first).chain(self.rest) {
             unpin_user_pages_dirty_lock(pins, make_dirty);
         }
     }
@@ -76,14 +78,16 @@ pub struct UserFolio {
 /// [`unpin`](UserFolios::unpin).
 #[derive(Debug)]
 pub struct UserFolios {
-    /// Per pfn run: the user address and pfn of its first page, and its pins.
-    runs: Vec<(usize, Pfn, PinnedFolios)>,
+    /// Per pfn run: the user address and pfn of its first page, and its pins; the first run
+    /// inline, as in [`UserPages`].
+    first: (usize, Pfn, PinnedFolios),
+    rest: Vec<(usize, Pfn, PinnedFolios)>,
 }
 
 impl UserFolios {
     /// Every pinned folio with its user address, in address order.
     pub fn folios(&self) -> impl Iterator<Item = UserFolio> + '_ {
-        self.runs.iter().flat_map(|(addr, first, pins)| {
+        self.runs().flat_map(|(addr, first, pins)| {
             pins.folios().iter().map(move |f| UserFolio {
                 head: f.head(),
                 order: f.order(),
@@ -95,7 +99,7 @@ impl UserFolios {
 
     /// Number of folios pinned.
     pub fn len(&self) -> usize {
-        self.runs.iter().map(|(_, _, p)| p.len()).sum()
+        self.runs().map(|(_, _, p)| p.len()).sum()
     }
 
     /// Never true: empty pins are refused.
@@ -105,12 +109,16 @@ impl UserFolios {
 
     /// Pages pinned.
     pub fn nr_pages(&self) -> u64 {
-        self.runs.iter().map(|(_, _, p)| p.nr_pages()).sum()
+        self.runs().map(|(_, _, p)| p.nr_pages()).sum()
+    }
+
+    fn runs(&self) -> impl Iterator<Item = &(usize, Pfn, PinnedFolios)> + '_ {
+        std::iter::once(&self.first).chain(&self.rest)
     }
 
     /// Gives every pin back, marking each folio dirty once if asked.
     pub fn unpin(self, make_dirty: bool) {
-        for (_, _, pins) in self.runs {
+        for (_, _, pins) in std::iter::once(self.first).chain(self.rest) {
             unpin_folios(pins, make_dirty);
         }
     }
@@ -128,13 +136,20 @@ impl DaxMapping {
         nr_pages: u64,
         flags: GupFlags,
     ) -> Result<UserPages, DaxError> {
-        let (start, runs) = self.prepare_pin(addr, nr_pages, flags)?;
+        let (start, pgoff) = self.prepare_pin(addr, nr_pages, flags)?;
         let pgmap = &self.shared.pgmap;
-        let mut out = Vec::with_capacity(runs.len());
-        for (rel, pfns) in runs {
-            out.push((start + rel, pgmap.pin_pages(pfns, flags)?));
-        }
-        Ok(UserPages { runs: out })
+        let mut runs = self.shared.pfn_runs(pgoff, nr_pages);
+        let pin = |(page, pfns): (u64, PfnRange)| -> Result<_, DaxError> {
+            Ok((
+                start + (page * PAGE_SIZE) as usize,
+                pgmap.pin_pages(pfns, flags)?,
+            ))
+        };
+        let first = pin(runs.next().ok_or(DaxError::LeafStraddles {
+            offset: pgoff * PAGE_SIZE,
+        })?)?;
+        let rest = runs.map(pin).collect::<Result<_, _>>()?;
+        Ok(UserPages { first, rest })
     }
 
     /// As [`pin_user_pages`](Self::pin_user_pages), one entry per folio with the part of it
@@ -145,23 +160,31 @@ impl DaxMapping {
         nr_pages: u64,
         flags: GupFlags,
     ) -> Result<UserFolios, DaxError> {
-        let (start, runs) = self.prepare_pin(addr, nr_pages, flags)?;
+        let (start, pgoff) = self.prepare_pin(addr, nr_pages, flags)?;
         let pgmap = &self.shared.pgmap;
-        let mut out = Vec::with_capacity(runs.len());
-        for (rel, pfns) in runs {
-            out.push((start + rel, pfns.start(), pgmap.pin_folios(pfns, flags)?));
-        }
-        Ok(UserFolios { runs: out })
+        let mut runs = self.shared.pfn_runs(pgoff, nr_pages);
+        let pin = |(page, pfns): (u64, PfnRange)| -> Result<_, DaxError> {
+            Ok((
+                start + (page * PAGE_SIZE) as usize,
+                pfns.start(),
+                pgmap.pin_folios(pfns, flags)?,
+            ))
+        };
+        let first = pin(runs.next().ok_or(DaxError::LeafStraddles {
+            offset: pgoff * PAGE_SIZE,
+        })?)?;
+        let rest = runs.map(pin).collect::<Result<_, _>>()?;
+        Ok(UserFolios { first, rest })
     }
 
-    /// Checks the range, faults in what it may, and returns its page-aligned start and its
-    /// pfn runs, each with its byte offset from that start.
+    /// Checks the range and faults in what it may; returns its page-aligned start and its
+    /// device page offset.
     fn prepare_pin(
         &self,
         addr: usize,
         nr_pages: u64,
         flags: GupFlags,
-    ) -> Result<(usize, Vec<(usize, PfnRange)>), DaxError> {
+    ) -> Result<(usize, u64), DaxError> {
         let start = addr - addr % PAGE_SIZE as usize;
         let len = nr_pages
             .checked_mul(PAGE_SIZE)
@@ -183,13 +206,6 @@ impl DaxMapping {
             self.shared.fault_leaf(&self.core, hole * step, false)?;
             from = hole + 1;
         }
-        let pgoff = (self.offset() + rel) / PAGE_SIZE;
-        let runs = self
-            .shared
-            .pfn_runs(pgoff, nr_pages)
-            .into_iter()
-            .map(|(page, pfns)| ((page * PAGE_SIZE) as usize, pfns))
-            .collect();
-        Ok((start, runs))
+        Ok((start, (self.offset() + rel) / PAGE_SIZE))
     }
 }

@@ -126,22 +126,23 @@ impl Shared {
 
     /// The pfns of the `nr_pages` pages from device page offset `pgoff`, as runs of one range
     /// each, in order, each with its first page's index from `pgoff`.
-    pub(super) fn pfn_runs(&self, pgoff: u64, nr_pages: u64) -> Vec<(u64, PfnRange)> {
+    pub(super) fn pfn_runs(
+        &self,
+        pgoff: u64,
+        nr_pages: u64,
+    ) -> impl Iterator<Item = (u64, PfnRange)> + '_ {
         let end = pgoff + nr_pages;
-        self.ranges
-            .iter()
-            .filter_map(|r| {
-                let lo = pgoff.max(r.pgoff);
-                let hi = end.min(r.pgoff + r.pfns.len());
-                (lo < hi).then(|| {
-                    let first = r.pfns.start().add(lo - r.pgoff);
-                    (
-                        lo - pgoff,
-                        PfnRange::new_unchecked(first, first.add(hi - lo)),
-                    )
-                })
+        self.ranges.iter().filter_map(move |r| {
+            let lo = pgoff.max(r.pgoff);
+            let hi = end.min(r.pgoff + r.pfns.len());
+            (lo < hi).then(|| {
+                let first = r.pfns.start().add(lo - r.pgoff);
+                (
+                    lo - pgoff,
+                    PfnRange::new_unchecked(first, first.add(hi - lo)),
+                )
             })
-            .collect()
+        })
     }
 
     /// The device page offset of `pfn`, if the device holds it.

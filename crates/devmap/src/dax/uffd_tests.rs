@@ -313,7 +313,7 @@ fn a_dynamic_device_spans_ranges_that_are_not_contiguous() {
     let pins = m
         .pin_user_pages(m.addr() + MIB as usize, 512, GupFlags::NONE)
         .expect("pin across ranges");
-    assert_eq!(pins.runs().len(), 2);
+    assert_eq!(pins.runs().count(), 2);
     let pfns: Vec<Pfn> = pins.entries().map(|(_, p)| p).collect();
     assert_eq!(pfns[255], Pfn::new(ranges[0].end().raw() - 1));
     assert_eq!(pfns[256], ranges[1].start());
