@@ -156,7 +156,13 @@ pub fn namespace(
             format_size(MAX_SIZE)
         );
     }
-    if size % align != 0 {
+    check_multiple(size, align)?;
+    Namespace::new(size, align, mode.into(), map.into()).map_err(refusal)
+}
+
+/// Refuses a `--size` that is not a multiple of `--align`, naming the multiples around it.
+pub fn check_multiple(size: u64, align: u64) -> Result<()> {
+    if !size.is_multiple_of(align) {
         let down = size / align * align;
         let up = down + align;
         let hint = if down == 0 {
@@ -170,7 +176,7 @@ pub fn namespace(
             format_size(align)
         );
     }
-    Namespace::new(size, align, mode.into(), map.into()).map_err(refusal)
+    Ok(())
 }
 
 /// A namespace the library would not lay out, told in terms of the flags.

@@ -2,11 +2,12 @@
 //!
 //! `estimate` prices a namespace's memmap in every layout without allocating; `enable` builds an
 //! emulated namespace in-process, initialises it and reports what it measured; `gup-test` runs
-//! the kernel's gup_test selftest against one. Each command is a module of `cmd` (its arguments,
-//! validation, rows and columns); `args` holds the arguments several commands share, `output`
-//! the table and JSON printing, `units` size parsing and formatting, `procfs` what `/proc`
-//! says. This file is the command enum and the dispatch. Output is a table for people, or with
-//! `--json` an array of objects with raw integers.
+//! the kernel's gup_test selftest against one; `touch-test` times first touches of a device-dax
+//! device over a real backing against the kernel's own first touches. Each command is a module
+//! of `cmd` (its arguments, validation, rows and columns); `args` holds the arguments several
+//! commands share, `output` the table and JSON printing, `units` size parsing and formatting,
+//! `procfs` what `/proc` says. This file is the command enum and the dispatch. Output is a
+//! table for people, or with `--json` an array of objects with raw integers.
 
 #![forbid(unsafe_code)]
 
@@ -37,6 +38,9 @@ enum Command {
     Enable(cmd::enable::EnableArgs),
     /// Pin and unpin a whole emulated namespace, like the kernel's gup_test selftest.
     GupTest(cmd::gup::GupTestArgs),
+    /// Touch every leaf of a device over a memfd, hugetlb memfd or file from several threads,
+    /// and compare the first-touch latency with the kernel's own on a plain mapping.
+    TouchTest(cmd::touch::TouchTestArgs),
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -44,6 +48,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Estimate(a) => cmd::estimate::run(a),
         Command::Enable(a) => cmd::enable::run(a),
         Command::GupTest(a) => cmd::gup::run(a),
+        Command::TouchTest(a) => cmd::touch::run(a),
     }
 }
 

@@ -1,6 +1,6 @@
 //! Sizes and durations as the command line spells them: parsing sizes with binary suffixes,
-//! printing them back the same way (`3G`, `3000M`), byte counts for reading (`4.03 GiB`), and
-//! milliseconds.
+//! printing them back the same way (`3G`, `3000M`), byte counts for reading (`4.03 GiB`),
+//! milliseconds, and latencies in the unit that suits them.
 
 use anyhow::{Result, anyhow, bail};
 
@@ -68,6 +68,17 @@ pub fn ms(ns: u64) -> String {
     format!("{:.3} ms", ns as f64 / 1e6)
 }
 
+/// Nanoseconds in the largest unit that keeps them above 1, two decimals (`850 ns`,
+/// `12.40 us`, `3.02 ms`, `1.50 s`).
+pub fn nanos(ns: u64) -> String {
+    match ns {
+        0..1_000 => format!("{ns} ns"),
+        1_000..1_000_000 => format!("{:.2} us", ns as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.2} ms", ns as f64 / 1e6),
+        _ => format!("{:.2} s", ns as f64 / 1e9),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,6 +89,10 @@ mod tests {
         assert_eq!(human(4 << 30), "4.00 GiB");
         assert_eq!(human(4_328_521_728), "4.03 GiB");
         assert_eq!(ms(1_500_000), "1.500 ms");
+        assert_eq!(nanos(850), "850 ns");
+        assert_eq!(nanos(12_400), "12.40 us");
+        assert_eq!(nanos(3_020_000), "3.02 ms");
+        assert_eq!(nanos(1_500_000_000), "1.50 s");
     }
 
     #[test]

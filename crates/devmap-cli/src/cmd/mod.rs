@@ -4,3 +4,4 @@
 pub mod enable;
 pub mod estimate;
 pub mod gup;
+pub mod touch;

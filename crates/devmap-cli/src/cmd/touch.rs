@@ -1,0 +1,564 @@
+//! `devmap touch-test`: first-touch fault latency of a device-dax device against the kernel's
+//! own first touches. This module owns the command's arguments and their checks (size, align,
+//! backing, file path, threads, the huge page pool and the memory the touches will take), the
+//! row it prints and that row's columns; `measure` makes the device and the baseline mapping,
+//! touches them and reads back what the kernel mapped.
+//!
+//! The run makes a device over a fresh backing (`--backing memfd|hugetlb|file`), maps all of
+//! it, and has `--threads` threads touch its leaves, each a contiguous share: per leaf, one
+//! timed section writes the leaf's first byte (the caught fault, which maps the whole leaf;
+//! for a file, which has no userfaultfd, a `populate` of the leaf instead) and then one byte
+//! in every other 4 KiB page of it, which must not fault again. The device is then torn down
+//! and the baseline runs: a fresh backing of the same kind and size mapped plainly by the
+//! kernel (no device, no userfaultfd), the same threads touching every 4 KiB page of each leaf
+//! with the same timing. So the two sides never hold their memory at the same time.
+//!
+//! One row per run, not one per side: the baseline exists to be compared with the device, so
+//! its figures sit next to the device's in the same row with the ratios of the two, and the
+//! device-only figures (faults handled, leaves mapped, init) would be empty in a baseline row.
+
+mod measure;
+
+use std::fs::OpenOptions;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, ValueEnum};
+use devmap::backing::{Backing, HugePageSize, huge_pages};
+use devmap::{InitMode, Layout, Order, PAGE_SIZE};
+use serde::Serialize;
+
+use crate::args::{self, LayoutArg, ModeArg, count};
+use crate::output::{self, Cells};
+use crate::procfs;
+use crate::units::{format_size, human, nanos};
+
+/// `touch-test`'s arguments.
+#[derive(Debug, Args)]
+pub struct TouchTestArgs {
+    /// Device size, with K/M/G/T suffixes in powers of 1024 (e.g. 1G); a multiple of --align.
+    #[arg(long, short = 's', default_value = "1G", allow_hyphen_values = true)]
+    size: String,
+    /// Leaf size of the device (its folios and faults): 4K, 2M or 1G.
+    #[arg(long, short = 'a', default_value = "2M", allow_hyphen_values = true)]
+    align: String,
+    /// Where the device's bytes live.
+    #[arg(long, value_enum, default_value = "memfd")]
+    backing: BackingArg,
+    /// With --backing file: the file holding the device. A missing file is created sparse at
+    /// --size and kept; an empty one is extended to --size; one of exactly --size is used as it
+    /// is (the touches overwrite one byte of each of its 4 KiB pages); any other is refused.
+    /// The baseline uses a second file next to it, removed at the end.
+    #[arg(long, value_name = "PATH")]
+    path: Option<PathBuf>,
+    /// Threads touching leaves, each a contiguous share of them.
+    #[arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = count::<usize>)]
+    threads: usize,
+    /// How the device's memmap is initialised; with async the touches start while background
+    /// workers (one per core) are still at it.
+    #[arg(long, value_enum, default_value = "async")]
+    init: InitArg,
+    /// Memmap layout.
+    #[arg(long, value_enum, default_value = "heads")]
+    layout: LayoutArg,
+    /// Allow a --size above 16G (each side touches, and so allocates, all of it).
+    #[arg(long)]
+    force: bool,
+    /// Print a JSON array of one object with raw integers (nanoseconds, bytes, counts).
+    #[arg(long, short = 'j')]
+    json: bool,
+}
+
+/// `--backing`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BackingArg {
+    /// A shmem memfd (4 KiB pages; first touches caught with userfaultfd).
+    Memfd,
+    /// A hugetlb memfd with pages of --align (2M or 1G; first touches caught with
+    /// userfaultfd), taken from the kernel's pool.
+    Hugetlb,
+    /// A regular file at --path (no userfaultfd: each leaf is populated, then touched).
+    File,
+}
+
+/// `--init`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum InitArg {
+    /// On the calling thread, before the touches.
+    Sync,
+    /// On one thread per core, before the touches.
+    Parallel,
+    /// In the background on one worker per core; the touches start at once.
+    Async,
+}
+
+/// The largest `--size` without `--force`: each side touches every page, so each allocates
+/// all of it (twice over the run, one side after the other).
+const MAX_UNFORCED: u64 = 16 << 30;
+
+/// The most threads `--threads` may ask for: as `enable`, beyond a few thousand threads the
+/// process runs out of memory maps.
+const MAX_THREADS: usize = 1024;
+
+/// Where the device's bytes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    /// A shmem memfd.
+    Memfd,
+    /// A hugetlb memfd of this page size.
+    Hugetlb(HugePageSize),
+    /// A regular file.
+    File(PathBuf),
+}
+
+impl Source {
+    /// The `--backing` name.
+    fn name(&self) -> &'static str {
+        match self {
+            Source::Memfd => "memfd",
+            Source::Hugetlb(_) => "hugetlb",
+            Source::File(_) => "file",
+        }
+    }
+}
+
+/// What `touch-test` was asked to do, checked.
+#[derive(Debug, Clone)]
+struct Plan {
+    /// Device bytes.
+    size: u64,
+    /// Leaf size.
+    align: Order,
+    /// Backing.
+    source: Source,
+    /// Touching threads.
+    threads: usize,
+    /// Memmap init of the device.
+    init: InitMode,
+    /// Memmap layout.
+    layout: Layout,
+}
+
+impl Plan {
+    /// Leaves of the device (and of the baseline mapping).
+    fn leaves(&self) -> u64 {
+        self.size / self.align.bytes()
+    }
+}
+
+/// The one row of `touch-test`.
+#[derive(Debug, Serialize)]
+struct Touched {
+    /// `memfd`, `hugetlb` or `file`.
+    pub backing: &'static str,
+    /// The file, for `--backing file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Device bytes.
+    pub size: u64,
+    /// Leaf bytes (the device align).
+    pub align: u64,
+    /// Touching threads.
+    pub threads: usize,
+    /// `sync`, `parallel` or `async`.
+    pub init: &'static str,
+    /// Layout name.
+    pub layout: &'static str,
+    /// Leaves touched on each side.
+    pub leaves: u64,
+    /// Whether the device caught first touches with userfaultfd (else each leaf was
+    /// populated inside its timed section).
+    pub caught: bool,
+    /// Median leaf first-touch latency on the device.
+    pub p50_ns: u64,
+    /// 99th percentile.
+    pub p99_ns: u64,
+    /// Slowest leaf.
+    pub max_ns: u64,
+    /// Wall time of all the device's touches, threads together.
+    pub wall_ns: u64,
+    /// Touches the device's userfaultfd handler caught.
+    pub user_faults: u64,
+    /// Leaves the device's fault path mapped.
+    pub leaves_mapped: u64,
+    /// Faults of a leaf another fault had just mapped.
+    pub raced: u64,
+    /// Leaves the kernel had mapped in the device's mapping after the touches
+    /// (`/proc/self/smaps`), by page size.
+    pub kernel_leaves_4k: u64,
+    /// 2 MiB leaves.
+    pub kernel_leaves_2m: u64,
+    /// 1 GiB leaves.
+    pub kernel_leaves_1g: u64,
+    /// Whether the memmap init was still running when the touches started.
+    pub init_active_at_start: bool,
+    /// Whether it was still running when they ended.
+    pub init_active_at_end: bool,
+    /// Descriptors the init had written when the touches ended.
+    pub init_descriptors: u64,
+    /// Async init: syncs (of touched leaves among them) that waited for a piece another
+    /// thread was writing.
+    pub init_waits: u64,
+    /// Async init: waits that raised the writing worker's priority.
+    pub init_boosts: u64,
+    /// Median leaf first-touch latency of the plain kernel mapping.
+    pub baseline_p50_ns: u64,
+    /// 99th percentile.
+    pub baseline_p99_ns: u64,
+    /// Slowest leaf.
+    pub baseline_max_ns: u64,
+    /// Wall time of all the baseline's touches.
+    pub baseline_wall_ns: u64,
+    /// Leaves the kernel had mapped in the baseline mapping, by page size.
+    pub baseline_kernel_leaves_4k: u64,
+    /// 2 MiB leaves.
+    pub baseline_kernel_leaves_2m: u64,
+    /// 1 GiB leaves.
+    pub baseline_kernel_leaves_1g: u64,
+    /// `p50_ns / baseline_p50_ns`, two decimals.
+    pub ratio_p50: f64,
+    /// `p99_ns / baseline_p99_ns`, two decimals.
+    pub ratio_p99: f64,
+}
+
+/// Leaf counts by page size as one cell: `512x2M`, `16384x4K`, `0`.
+fn leaves_cell(k4: u64, m2: u64, g1: u64) -> String {
+    let parts: Vec<String> = [(k4, "4K"), (m2, "2M"), (g1, "1G")]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}x{unit}"))
+        .collect();
+    if parts.is_empty() {
+        "0".to_owned()
+    } else {
+        parts.join("+")
+    }
+}
+
+fn columns(r: &Touched) -> Cells {
+    vec![
+        ("backing", r.backing.to_owned()),
+        ("size", format_size(r.size)),
+        ("align", format_size(r.align)),
+        ("threads", r.threads.to_string()),
+        (
+            "init",
+            if r.init_active_at_start {
+                format!("{} (busy)", r.init)
+            } else {
+                r.init.to_owned()
+            },
+        ),
+        ("leaves", r.leaves.to_string()),
+        ("p50", nanos(r.p50_ns)),
+        ("p99", nanos(r.p99_ns)),
+        ("max", nanos(r.max_ns)),
+        ("base p50", nanos(r.baseline_p50_ns)),
+        ("base p99", nanos(r.baseline_p99_ns)),
+        ("base max", nanos(r.baseline_max_ns)),
+        ("p50 x", format!("{:.2}", r.ratio_p50)),
+        ("p99 x", format!("{:.2}", r.ratio_p99)),
+        ("faults", r.user_faults.to_string()),
+        ("mapped", r.leaves_mapped.to_string()),
+        (
+            "kernel leaves",
+            leaves_cell(r.kernel_leaves_4k, r.kernel_leaves_2m, r.kernel_leaves_1g),
+        ),
+        (
+            "base leaves",
+            leaves_cell(
+                r.baseline_kernel_leaves_4k,
+                r.baseline_kernel_leaves_2m,
+                r.baseline_kernel_leaves_1g,
+            ),
+        ),
+    ]
+}
+
+/// Runs `touch-test`: checks the arguments, measures the device and then the baseline, and
+/// prints the row.
+pub fn run(a: TouchTestArgs) -> Result<()> {
+    let plan = plan(&a)?;
+    let backing = open_device_backing(&plan)?;
+    let dev = measure::devmap_side(&plan, backing)?;
+    let base = measure::baseline_side(&plan)?;
+    let ratio = |a: u64, b: u64| {
+        if b == 0 {
+            0.0
+        } else {
+            (a as f64 / b as f64 * 100.0).round() / 100.0
+        }
+    };
+    let row = Touched {
+        backing: plan.source.name(),
+        path: match &plan.source {
+            Source::File(p) => Some(p.display().to_string()),
+            _ => None,
+        },
+        size: plan.size,
+        align: plan.align.bytes(),
+        threads: plan.threads,
+        init: plan.init.name(),
+        layout: plan.layout.name(),
+        leaves: plan.leaves(),
+        caught: dev.caught,
+        p50_ns: dev.side.lat.p50,
+        p99_ns: dev.side.lat.p99,
+        max_ns: dev.side.lat.max,
+        wall_ns: dev.side.wall_ns,
+        user_faults: dev.stats.user_faults,
+        leaves_mapped: dev.stats.leaves_mapped,
+        raced: dev.stats.raced,
+        kernel_leaves_4k: dev.side.kernel.k4,
+        kernel_leaves_2m: dev.side.kernel.m2,
+        kernel_leaves_1g: dev.side.kernel.g1,
+        init_active_at_start: dev.init_active_at_start,
+        init_active_at_end: dev.init_active_at_end,
+        init_descriptors: dev.init.descriptors,
+        init_waits: dev.init.waits,
+        init_boosts: dev.init.boosts,
+        baseline_p50_ns: base.lat.p50,
+        baseline_p99_ns: base.lat.p99,
+        baseline_max_ns: base.lat.max,
+        baseline_wall_ns: base.wall_ns,
+        baseline_kernel_leaves_4k: base.kernel.k4,
+        baseline_kernel_leaves_2m: base.kernel.m2,
+        baseline_kernel_leaves_1g: base.kernel.g1,
+        ratio_p50: ratio(dev.side.lat.p50, base.lat.p50),
+        ratio_p99: ratio(dev.side.lat.p99, base.lat.p99),
+    };
+    output::print(a.json, &[row], columns)
+}
+
+/// The plan `a` asks for, or the first thing wrong with it.
+fn plan(a: &TouchTestArgs) -> Result<Plan> {
+    let size = args::parse_size(&a.size)?;
+    let align = args::parse_align(&a.align, ModeArg::Devdax)?;
+    if size == 0 {
+        bail!(
+            "size must be greater than zero: did you mean --size {}?",
+            format_size(align)
+        );
+    }
+    args::check_multiple(size, align)?;
+    if size > MAX_UNFORCED && !a.force {
+        bail!(
+            "--size {} is more than {}: each side of the run touches, and so allocates, every \
+             page of it (memory, huge pages or page cache), one side after the other; use \
+             --size {} or less, or add --force",
+            format_size(size),
+            format_size(MAX_UNFORCED),
+            format_size(MAX_UNFORCED)
+        );
+    }
+    let align = Order::from_bytes(align)?;
+    let leaves = size / align.bytes();
+    let threads = threads(a.threads, leaves, align)?;
+    let layout = match a.layout.layouts().as_slice() {
+        [one] => *one,
+        _ => bail!("touch-test runs one layout: choose --layout flat, vmemmap or heads"),
+    };
+    let init = match a.init {
+        InitArg::Sync => InitMode::Sync,
+        InitArg::Parallel => InitMode::parallel_default(),
+        InitArg::Async => InitMode::async_default(),
+    };
+    let source = match (a.backing, &a.path) {
+        (BackingArg::File, None) => bail!(
+            "--backing file needs --path PATH: the file to hold the device (created sparse at \
+             --size if missing), e.g. --path /tmp/devmap-touch"
+        ),
+        (BackingArg::File, Some(p)) => Source::File(p.clone()),
+        (_, Some(_)) => bail!(
+            "--path names the file of --backing file; a {} backing has no path: drop --path, \
+             or add --backing file",
+            backing_name(a.backing)
+        ),
+        (BackingArg::Memfd, None) => Source::Memfd,
+        (BackingArg::Hugetlb, None) => Source::Hugetlb(huge_page_size(align)?),
+    };
+    let plan = Plan {
+        size,
+        align,
+        source,
+        threads,
+        init,
+        layout,
+    };
+    check_memory(&plan)?;
+    Ok(plan)
+}
+
+fn backing_name(b: BackingArg) -> &'static str {
+    match b {
+        BackingArg::Memfd => "memfd",
+        BackingArg::Hugetlb => "hugetlb",
+        BackingArg::File => "file",
+    }
+}
+
+/// Checks `--threads` against the leaves there are to share.
+fn threads(n: usize, leaves: u64, align: Order) -> Result<usize> {
+    let n = NonZeroUsize::new(n)
+        .ok_or_else(|| anyhow!("--threads must be at least 1, e.g. --threads 2"))?
+        .get();
+    if n > MAX_THREADS {
+        bail!("--threads {n} is more than devmap starts: use at most {MAX_THREADS}");
+    }
+    if n as u64 > leaves {
+        bail!(
+            "--threads {n} is more than the {leaves} leaves of {} to share among them: use \
+             --threads {leaves} or fewer, or a larger --size",
+            format_size(align.bytes())
+        );
+    }
+    Ok(n)
+}
+
+/// The huge page size of a hugetlb backing for leaves of `align`: the same size, so each
+/// caught fault maps one huge page.
+fn huge_page_size(align: Order) -> Result<HugePageSize> {
+    if align == HugePageSize::Size2M.order() {
+        Ok(HugePageSize::Size2M)
+    } else if align == HugePageSize::Size1G.order() {
+        Ok(HugePageSize::Size1G)
+    } else {
+        bail!(
+            "--backing hugetlb uses huge pages of --align, and there are no {} huge pages: use \
+             --align 2M or --align 1G, or --backing memfd",
+            format_size(align.bytes())
+        )
+    }
+}
+
+/// Refuses a run the machine cannot hold: a memfd larger than the memory devmap allows
+/// itself, a hugetlb backing larger than the free huge pages. Files go to the page cache,
+/// which the kernel can write back, and are bounded by the size cap alone.
+fn check_memory(plan: &Plan) -> Result<()> {
+    match &plan.source {
+        Source::Memfd => {
+            let (budget, available) = procfs::memory_budget()?;
+            if plan.size > budget {
+                let fit = args::smaller_fitting(plan.size, plan.align.bytes(), |s| s <= budget);
+                let hint = match fit {
+                    Some(s) => format!("--size {}", format_size(s)),
+                    None => "a smaller --size".to_owned(),
+                };
+                bail!(
+                    "touching every page of a {} memfd takes {} of memory, more than the {} \
+                     devmap allows itself ({}% of the {} available): try {hint}",
+                    format_size(plan.size),
+                    human(plan.size),
+                    human(budget),
+                    procfs::MEMORY_BUDGET_PERCENT,
+                    human(available)
+                );
+            }
+            Ok(())
+        }
+        Source::Hugetlb(page) => check_huge_pages(*page, plan.size),
+        Source::File(_) => Ok(()),
+    }
+}
+
+/// Refuses a hugetlb run the pool cannot serve, naming the free pages, the pages needed and
+/// how to raise the pool. The device and the baseline each need the pages, one after the
+/// other: the device gives them back before the baseline maps.
+fn check_huge_pages(page: HugePageSize, size: u64) -> Result<()> {
+    let bytes = page.order().bytes();
+    let kb = bytes / 1024;
+    let sysfs = format!("/sys/kernel/mm/hugepages/hugepages-{kb}kB/nr_hugepages");
+    let counts = huge_pages(page).with_context(|| {
+        format!(
+            "cannot read the {} huge page pool: does this kernel have {} huge pages?",
+            format_size(bytes),
+            format_size(bytes)
+        )
+    })?;
+    let need = size / bytes;
+    if counts.free >= need {
+        return Ok(());
+    }
+    let raise = if page == HugePageSize::Size2M {
+        format!("{sysfs} (or /proc/sys/vm/nr_hugepages)")
+    } else {
+        sysfs
+    };
+    let smaller = if counts.free > 0 {
+        format!(
+            ", or use --size {} or less",
+            format_size(counts.free * bytes)
+        )
+    } else {
+        String::new()
+    };
+    bail!(
+        "--backing hugetlb --size {} needs {need} free {} huge pages, and the pool has {} free \
+         huge pages (of {}): as root, write {} to {raise}{smaller}",
+        format_size(size),
+        format_size(bytes),
+        counts.free,
+        counts.total,
+        counts.total + (need - counts.free)
+    )
+}
+
+/// The device's backing: a fresh memfd, or the file at `--path` as its rules say.
+fn open_device_backing(plan: &Plan) -> Result<Backing> {
+    match &plan.source {
+        Source::Memfd => Ok(Backing::memfd(plan.size)?),
+        Source::Hugetlb(page) => Ok(Backing::hugetlb(plan.size, *page)?),
+        Source::File(path) => open_file(path, plan.size, plan.align.bytes()),
+    }
+}
+
+/// The file at `path` for a device of `size` bytes: created sparse if missing, extended if
+/// empty, used as it is if exactly `size`, refused otherwise (it holds data this run would
+/// not fit or would have to cut).
+fn open_file(path: &Path, size: u64, align: u64) -> Result<Backing> {
+    let meta = match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Backing::create_file(path, size)
+                .with_context(|| format!("cannot create {} for --backing file", path.display()));
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", path.display())),
+        Ok(m) => m,
+    };
+    if !meta.is_file() {
+        bail!(
+            "--path {} is not a regular file: give a new path or an existing regular file",
+            path.display()
+        );
+    }
+    if meta.len() == 0 {
+        OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_len(size))
+            .with_context(|| format!("cannot extend {} to {}", path.display(), human(size)))?;
+    } else if meta.len() != size {
+        let its_size = if meta.len().is_multiple_of(align) {
+            format!("--size {}, ", format_size(meta.len()))
+        } else {
+            String::new()
+        };
+        bail!(
+            "--path {} holds {} bytes, not --size {} ({size} bytes): touch-test uses an \
+             existing file only if it is empty or exactly --size, and never resizes one with \
+             data in it; give {its_size}a new --path, or an empty file",
+            path.display(),
+            meta.len(),
+            format_size(size),
+        );
+    }
+    Ok(Backing::open_file(path)?)
+}
+
+/// Bytes the touches write into each page: one, at the page's start.
+const TOUCH: [u8; 1] = [0xa5];
+
+/// 4 KiB pages per leaf of `align`.
+fn pages_per_leaf(align: Order) -> u64 {
+    align.bytes() / PAGE_SIZE
+}
