@@ -422,6 +422,44 @@ fn gup_test_on_fsdax_pins_mapped_folios_but_refuses_longterm() {
 }
 
 #[test]
+fn gup_test_by_address_pins_the_same_folios_as_by_pfn() {
+    // Calls of 1000 pages split folios: 12 folio entries for 8 folios, as by pfn.
+    for (flag, entries) in [("-a", 4096), ("-F", 12)] {
+        let rows = json(&[
+            "gup-test",
+            "-m",
+            "16",
+            "-r",
+            "2",
+            flag,
+            "--by-address",
+            "-n",
+            "1000",
+            "-j",
+        ]);
+        let by: Vec<&str> = rows
+            .iter()
+            .map(|r| r["by"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(by, ["pfn", "address", "pfn", "address"], "{flag}");
+        for r in &rows {
+            assert_eq!(field(r, "entries"), entries, "{flag}: {r}");
+            assert_eq!(field(r, "pages"), 4096, "{flag}: {r}");
+            assert_eq!(field(r, "calls"), 5, "{flag}: {r}");
+        }
+    }
+    fails(
+        &["gup-test", "-a", "--by-address", "--mode", "fsdax"],
+        "--by-address maps a device-dax device: use --mode devdax",
+    );
+    fails(&["gup-test", "--by-address"], "--by-address pins: add -a");
+    fails(
+        &["gup-test", "-a", "--by-address", "--prealloc"],
+        "cannot be used with",
+    );
+}
+
+#[test]
 fn gup_test_refuses_bad_arguments() {
     fails(&["gup-test", "-n", "0"], "-n must not be 0");
     fails(&["gup-test", "-r", "0"], "-r must be at least 1");

@@ -78,6 +78,27 @@ fn memfd_at_2m_maps_each_leaf_once_and_the_kernel_maps_every_page() {
 }
 
 #[test]
+fn a_tib_device_maps_at_once_and_touches_only_the_leaves_asked_for() {
+    let r = row(&["--size", "1T", "--align", "2M", "--leaves", "8"]);
+    assert_eq!(field(&r, "size"), 1 << 40);
+    assert_eq!(field(&r, "leaves"), 8);
+    assert_eq!(field(&r, "leaves_mapped"), 8);
+    assert_eq!(
+        field(&r, "handlers"),
+        2,
+        "one handler per touching thread by default"
+    );
+    // 8 leaves of 2 MiB, whole, and nothing else.
+    assert_eq!(field(&r, "kernel_leaves_4k"), 8 * 512);
+    assert_eq!(field(&r, "baseline_kernel_leaves_4k"), 8 * 512);
+    assert!(
+        field(&r, "mmap_ns") > 0 && field(&r, "baseline_mmap_ns") > 0,
+        "{r}"
+    );
+    check_latencies(&r);
+}
+
+#[test]
 fn memfd_at_4k_faults_every_page() {
     let r = row(&[
         "--size",
@@ -189,6 +210,22 @@ fn a_file_is_populated_leaf_by_leaf_and_kept_and_its_baseline_removed() {
 #[test]
 fn refusals_say_what_would_work() {
     fails(
+        &["touch-test", "--size", "64M", "--leaves", "0"],
+        "--leaves must be at least 1",
+    );
+    fails(
+        &["touch-test", "--size", "64M", "--leaves", "33"],
+        "--leaves 33 is more than the 32 leaves of 64M at align 2M: use --leaves 32 or fewer",
+    );
+    fails(
+        &["touch-test", "--size", "1T", "--align", "2M"],
+        "--leaves 8192, or add --force",
+    );
+    fails(
+        &["touch-test", "--size", "64M", "--handlers", "0"],
+        "--handlers 0 is not a usable count",
+    );
+    fails(
         &["touch-test", "--size", "3M"],
         "size 3M is not a multiple of align 2M: did you mean --size 2M or --size 4M?",
     );
@@ -222,7 +259,7 @@ fn refusals_say_what_would_work() {
     );
     fails(
         &["touch-test", "--size", "32G"],
-        "use --size 16G or less, or add --force",
+        "use --size 16G or less, --leaves 8192, or add --force",
     );
     fails(
         &["touch-test", "--size", "64M", "--layout", "all"],

@@ -55,6 +55,11 @@ pub struct TouchTestArgs {
     /// Threads touching leaves, each a contiguous share of them.
     #[arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = count::<usize>)]
     threads: usize,
+    /// The device's fault handler threads (userfaultfd readers) [default: --threads]. With
+    /// fewer handlers than touching threads, touches of new leaves queue behind each other,
+    /// where the kernel faults them in parallel.
+    #[arg(long, allow_negative_numbers = true, value_parser = count::<usize>)]
+    handlers: Option<usize>,
     /// How the device's memmap is initialised; with async the touches start while background
     /// workers (one per core) are still at it.
     #[arg(long, value_enum, default_value = "async")]
@@ -62,7 +67,11 @@ pub struct TouchTestArgs {
     /// Memmap layout.
     #[arg(long, value_enum, default_value = "heads")]
     layout: LayoutArg,
-    /// Allow a --size above 16G (each side touches, and so allocates, all of it).
+    /// Touch only this many leaves, spread evenly over the device (all of them by default):
+    /// a large sparse device, e.g. --size 1T --leaves 256, costs only the leaves touched.
+    #[arg(long, allow_negative_numbers = true, value_parser = count::<u64>)]
+    leaves: Option<u64>,
+    /// Allow touching more than 16G (each side touches, and so allocates, all it touches).
     #[arg(long)]
     force: bool,
     /// Print a JSON array of one object with raw integers (nanoseconds, bytes, counts).
@@ -134,16 +143,32 @@ struct Plan {
     source: Source,
     /// Touching threads.
     threads: usize,
+    /// Fault handler threads of the device.
+    handlers: usize,
     /// Memmap init of the device.
     init: InitMode,
     /// Memmap layout.
     layout: Layout,
+    /// Leaves touched, spread evenly over the device.
+    touched: u64,
 }
 
 impl Plan {
-    /// Leaves of the device (and of the baseline mapping).
+    /// Leaves touched on each side.
     fn leaves(&self) -> u64 {
-        self.size / self.align.bytes()
+        self.touched
+    }
+
+    /// Byte offset of the `i`-th leaf touched.
+    fn leaf_offset(&self, i: u64) -> u64 {
+        let total = self.size / self.align.bytes();
+        let index = u128::from(i) * u128::from(total) / u128::from(self.touched.max(1));
+        index as u64 * self.align.bytes()
+    }
+
+    /// Bytes each side touches, and so allocates.
+    fn touched_bytes(&self) -> u64 {
+        self.touched * self.align.bytes()
     }
 }
 
@@ -161,6 +186,8 @@ struct Touched {
     pub align: u64,
     /// Touching threads.
     pub threads: usize,
+    /// The device's fault handler threads.
+    pub handlers: usize,
     /// `sync`, `parallel` or `async`.
     pub init: &'static str,
     /// Layout name.
@@ -178,6 +205,8 @@ struct Touched {
     pub max_ns: u64,
     /// Wall time of all the device's touches, threads together.
     pub wall_ns: u64,
+    /// Nanoseconds to map the whole device, userfaultfd registration included.
+    pub mmap_ns: u64,
     /// Touches the device's userfaultfd handler caught.
     pub user_faults: u64,
     /// Leaves the device's fault path mapped.
@@ -210,6 +239,8 @@ struct Touched {
     pub baseline_max_ns: u64,
     /// Wall time of all the baseline's touches.
     pub baseline_wall_ns: u64,
+    /// Nanoseconds to map the baseline (a plain shared mapping of the same size).
+    pub baseline_mmap_ns: u64,
     /// Leaves the kernel had mapped in the baseline mapping, by page size.
     pub baseline_kernel_leaves_4k: u64,
     /// 2 MiB leaves.
@@ -242,6 +273,7 @@ fn columns(r: &Touched) -> Cells {
         ("size", format_size(r.size)),
         ("align", format_size(r.align)),
         ("threads", r.threads.to_string()),
+        ("handlers", r.handlers.to_string()),
         (
             "init",
             if r.init_active_at_start {
@@ -276,11 +308,16 @@ fn columns(r: &Touched) -> Cells {
     ]
 }
 
-/// Runs `touch-test`: checks the arguments, measures the device and then the baseline, and
-/// prints the row.
+/// Runs `touch-test`: checks the arguments, warms up, measures the device and then the
+/// baseline, and prints the row.
+///
+/// The warm-up is an untimed baseline run whose figures are dropped. Without it the first side
+/// measured pays for the machine's first use of that much free memory (its p99 came out 3–5×
+/// the other side's, whichever side went first); with it both sides find memory the same way.
 pub fn run(a: TouchTestArgs) -> Result<()> {
     let plan = plan(&a)?;
     let backing = open_device_backing(&plan)?;
+    measure::baseline_side(&plan).context("warm-up")?;
     let dev = measure::devmap_side(&plan, backing)?;
     let base = measure::baseline_side(&plan)?;
     let ratio = |a: u64, b: u64| {
@@ -299,6 +336,7 @@ pub fn run(a: TouchTestArgs) -> Result<()> {
         size: plan.size,
         align: plan.align.bytes(),
         threads: plan.threads,
+        handlers: plan.handlers,
         init: plan.init.name(),
         layout: plan.layout.name(),
         leaves: plan.leaves(),
@@ -307,6 +345,7 @@ pub fn run(a: TouchTestArgs) -> Result<()> {
         p99_ns: dev.side.lat.p99,
         max_ns: dev.side.lat.max,
         wall_ns: dev.side.wall_ns,
+        mmap_ns: dev.side.mmap_ns,
         user_faults: dev.stats.user_faults,
         leaves_mapped: dev.stats.leaves_mapped,
         raced: dev.stats.raced,
@@ -322,6 +361,7 @@ pub fn run(a: TouchTestArgs) -> Result<()> {
         baseline_p99_ns: base.lat.p99,
         baseline_max_ns: base.lat.max,
         baseline_wall_ns: base.wall_ns,
+        baseline_mmap_ns: base.mmap_ns,
         baseline_kernel_leaves_4k: base.kernel.k4,
         baseline_kernel_leaves_2m: base.kernel.m2,
         baseline_kernel_leaves_1g: base.kernel.g1,
@@ -342,19 +382,40 @@ fn plan(a: &TouchTestArgs) -> Result<Plan> {
         );
     }
     args::check_multiple(size, align)?;
-    if size > MAX_UNFORCED && !a.force {
-        bail!(
-            "--size {} is more than {}: each side of the run touches, and so allocates, every \
-             page of it (memory, huge pages or page cache), one side after the other; use \
-             --size {} or less, or add --force",
+    let all = size / align;
+    let touched = match a.leaves {
+        None => all,
+        Some(0) => bail!("--leaves must be at least 1, e.g. --leaves 256"),
+        Some(n) if n > all => bail!(
+            "--leaves {n} is more than the {all} leaves of {} at align {}: use --leaves {all} or \
+             fewer",
             format_size(size),
+            format_size(align)
+        ),
+        Some(n) => n,
+    };
+    let touched_bytes = touched * align;
+    if touched_bytes > MAX_UNFORCED && !a.force {
+        bail!(
+            "touching {} is more than {}: each side of the run touches, and so allocates, every \
+             page of its leaves (memory, huge pages or page cache), one side after the other; \
+             use --size {} or less, --leaves {}, or add --force",
+            format_size(touched_bytes),
             format_size(MAX_UNFORCED),
-            format_size(MAX_UNFORCED)
+            format_size(MAX_UNFORCED),
+            MAX_UNFORCED / align
         );
     }
     let align = Order::from_bytes(align)?;
-    let leaves = size / align.bytes();
+    let leaves = touched;
     let threads = threads(a.threads, leaves, align)?;
+    let handlers = a.handlers.unwrap_or(threads);
+    if handlers == 0 || handlers > MAX_THREADS {
+        bail!(
+            "--handlers {handlers} is not a usable count of fault handler threads: use 1 to \
+             {MAX_THREADS}, e.g. --handlers 2"
+        );
+    }
     let layout = match a.layout.layouts().as_slice() {
         [one] => *one,
         _ => bail!("touch-test runs one layout: choose --layout flat, vmemmap or heads"),
@@ -383,8 +444,10 @@ fn plan(a: &TouchTestArgs) -> Result<Plan> {
         align,
         source,
         threads,
+        handlers,
         init,
         layout,
+        touched,
     };
     check_memory(&plan)?;
     Ok(plan)
@@ -432,24 +495,29 @@ fn huge_page_size(align: Order) -> Result<HugePageSize> {
     }
 }
 
-/// Refuses a run the machine cannot hold: a memfd larger than the memory devmap allows
-/// itself, a hugetlb backing larger than the free huge pages. Files go to the page cache,
+/// Refuses a run the machine cannot hold: touching more of a memfd than the memory devmap
+/// allows itself, a hugetlb backing larger than the free huge pages (a shared hugetlb mapping
+/// reserves all its pages, touched or not). Files go to the page cache,
 /// which the kernel can write back, and are bounded by the size cap alone.
 fn check_memory(plan: &Plan) -> Result<()> {
     match &plan.source {
         Source::Memfd => {
             let (budget, available) = procfs::memory_budget()?;
-            if plan.size > budget {
-                let fit = args::smaller_fitting(plan.size, plan.align.bytes(), |s| s <= budget);
+            let need = plan.touched_bytes();
+            if need > budget {
+                let fit = args::smaller_fitting(need, plan.align.bytes(), |s| s <= budget);
                 let hint = match fit {
-                    Some(s) => format!("--size {}", format_size(s)),
+                    Some(s) if plan.touched * plan.align.bytes() == plan.size => {
+                        format!("--size {}", format_size(s))
+                    }
+                    Some(s) => format!("--leaves {}", s / plan.align.bytes()),
                     None => "a smaller --size".to_owned(),
                 };
                 bail!(
-                    "touching every page of a {} memfd takes {} of memory, more than the {} \
-                     devmap allows itself ({}% of the {} available): try {hint}",
-                    format_size(plan.size),
-                    human(plan.size),
+                    "touching {} of a memfd takes {} of memory, more than the {} devmap allows \
+                     itself ({}% of the {} available): try {hint}",
+                    format_size(need),
+                    human(need),
                     human(budget),
                     procfs::MEMORY_BUDGET_PERCENT,
                     human(available)

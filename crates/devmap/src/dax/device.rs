@@ -49,6 +49,11 @@ pub struct DaxOptions {
     pub ranges: Option<Vec<u64>>,
     /// How touches are caught.
     pub faults: Faults,
+    /// Handler threads reading the device's userfaultfd (at least 1). One serves faults one
+    /// at a time; threads that touch new leaves at the same time queue behind each other,
+    /// where the kernel would fault them in parallel. More handlers let that many leaves fill
+    /// at once.
+    pub handlers: usize,
 }
 
 impl DaxOptions {
@@ -60,41 +65,48 @@ impl DaxOptions {
             init: InitMode::parallel_default(),
             ranges: None,
             faults: Faults::Auto,
+            handlers: 1,
         }
     }
 }
 
-/// The handler thread of a device whose touches are caught.
+/// The handler threads of a device whose touches are caught.
 #[derive(Debug)]
 struct Handler {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl Handler {
-    /// How long the handler waits for an event before it looks at its stop flag.
+    /// How long a handler waits for an event before it looks at its stop flag.
     const POLL: Duration = Duration::from_millis(20);
 
-    fn start(shared: &Arc<Shared>) -> Result<Handler, DaxError> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let shared = Arc::clone(shared);
-            let stop = Arc::clone(&stop);
-            std::thread::Builder::new()
-                .name("devmap-dax-fault".into())
-                .spawn(move || handler_loop(&shared, &stop))
-                .map_err(|e| DaxError::Handler { source: e })?
+    fn start(shared: &Arc<Shared>, n: usize) -> Result<Handler, DaxError> {
+        let mut h = Handler {
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::with_capacity(n),
         };
-        Ok(Handler {
-            stop,
-            thread: Some(thread),
-        })
+        for i in 0..n.max(1) {
+            let shared = Arc::clone(shared);
+            let stop = Arc::clone(&h.stop);
+            let spawned = std::thread::Builder::new()
+                .name(format!("devmap-dax-fault-{i}"))
+                .spawn(move || handler_loop(&shared, &stop));
+            match spawned {
+                Ok(t) => h.threads.push(t),
+                Err(e) => {
+                    h.stop();
+                    return Err(DaxError::Handler { source: e });
+                }
+            }
+        }
+        Ok(h)
     }
 
     fn stop(&mut self) {
         // Release pairs with the Acquire in `handler_loop`.
         self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
@@ -230,7 +242,7 @@ impl<'s> DaxDevice<'s> {
             counters: Counters::default(),
         });
         let handler = if catch {
-            match Handler::start(&shared) {
+            match Handler::start(&shared, opts.handlers) {
                 Ok(h) => Some(h),
                 Err(e) => {
                     let _ = space.memunmap_pages(&shared.pgmap, None);

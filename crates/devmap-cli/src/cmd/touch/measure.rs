@@ -32,6 +32,9 @@ pub(super) struct KernelLeaves {
 /// What touching one mapping measured.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Side {
+    /// Nanoseconds to map the whole device (for the device, userfaultfd registration
+    /// included).
+    pub(super) mmap_ns: u64,
     pub(super) lat: Latencies,
     pub(super) wall_ns: u64,
     pub(super) kernel: KernelLeaves,
@@ -58,11 +61,14 @@ pub(super) fn devmap_side(plan: &Plan, backing: Backing) -> Result<DevmapSide> {
     opts.layout = plan.layout;
     opts.init = plan.init;
     opts.faults = Faults::Auto;
+    opts.handlers = plan.handlers;
     let dev = DaxDevice::with_options(&space, backing, opts)
         .with_context(|| format!("cannot make a device over the {}", plan.source.name()))?;
+    let t = Instant::now();
     let m = dev
         .mmap(0, plan.size, true)
         .context("cannot map the device")?;
+    let mmap_ns = t.elapsed().as_nanos() as u64;
     let caught = dev.catches_touches();
     let align = plan.align.bytes();
     let base = m.addr();
@@ -86,6 +92,7 @@ pub(super) fn devmap_side(plan: &Plan, backing: Backing) -> Result<DevmapSide> {
     drop(dev);
     Ok(DevmapSide {
         side: Side {
+            mmap_ns,
             lat,
             wall_ns,
             kernel,
@@ -112,12 +119,15 @@ pub(super) fn baseline_side(plan: &Plan) -> Result<Side> {
             (b, Some(twin))
         }
     };
+    let t = Instant::now();
     let map = backing
         .map_shared(0, plan.size, plan.align)
         .context("cannot map the baseline")?;
+    let mmap_ns = t.elapsed().as_nanos() as u64;
     let (lat, wall_ns) = touch_all(plan, |leaf| touch_leaf(&map, leaf, plan))?;
     let kernel = kernel_leaves(map.as_ptr().as_ptr() as usize)?;
     Ok(Side {
+        mmap_ns,
         lat,
         wall_ns,
         kernel,
@@ -159,7 +169,6 @@ fn touch_leaf(bytes: &SharedMapping, leaf: u64, plan: &Plan) -> Result<()> {
 fn touch_all(plan: &Plan, touch: impl Fn(u64) -> Result<()> + Sync) -> Result<(Latencies, u64)> {
     let leaves = plan.leaves();
     let threads = plan.threads as u64;
-    let align = plan.align.bytes();
     let touch = &touch;
     let start = Instant::now();
     let results: Vec<Result<Vec<u64>>> = std::thread::scope(|s| {
@@ -172,8 +181,9 @@ fn touch_all(plan: &Plan, touch: impl Fn(u64) -> Result<()> + Sync) -> Result<(L
                     .spawn_scoped(s, move || -> Result<Vec<u64>> {
                         let mut lat = Vec::with_capacity((end - first) as usize);
                         for leaf in first..end {
+                            let offset = plan.leaf_offset(leaf);
                             let t = Instant::now();
-                            touch(leaf * align)?;
+                            touch(offset)?;
                             lat.push(t.elapsed().as_nanos() as u64);
                         }
                         Ok(lat)
