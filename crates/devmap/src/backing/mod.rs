@@ -18,7 +18,7 @@
 
 mod anon;
 mod devdax;
-mod file;
+pub(crate) mod file;
 mod map;
 mod memfd;
 mod smaps;

@@ -16,6 +16,26 @@
 //! the fault path runs only from [`DaxMapping::populate`], [`DaxMapping::fault`] and the pin
 //! path ([`DaxMapping::pin_user_pages`]): a caller populates the leaves it will use, and a
 //! leaf touched without that has bytes but no metadata.
+//!
+//! ```
+//! use devmap::backing::Backing;
+//! use devmap::dax::{DaxDevice, DaxOptions};
+//! use devmap::{DeviceSpace, GupFlags, Order};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let space = DeviceSpace::new();
+//! let dev = DaxDevice::with_options(&space, Backing::memfd(1 << 30)?, DaxOptions::new(Order::PMD))?;
+//! let m = dev.mmap(0, 1 << 30, true)?; // MAP_SHARED, 2 MiB aligned, registered
+//! m.bytes().write(4096, b"hello")?; // caught: the whole 2 MiB leaf is faulted in
+//! let pins = m.pin_user_folios(m.addr(), 1024, GupFlags::WRITE)?; // faults the second leaf
+//! let got: Vec<(usize, u64)> = pins.folios().map(|f| (f.addr, f.range.len())).collect();
+//! assert_eq!(got, [(m.addr(), 512), (m.addr() + (2 << 20), 512)]);
+//! assert_eq!(dev.fault_stats().leaves_mapped, 2);
+//! # drop(pins);
+//! # drop(m);
+//! # Ok(())
+//! # }
+//! ```
 
 mod device;
 mod gate;

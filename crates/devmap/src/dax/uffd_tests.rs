@@ -376,3 +376,46 @@ fn a_mapping_of_a_tib_costs_no_per_page_work() {
     assert_eq!(dev.fault_stats().leaves_mapped, 1);
     assert_eq!(dev.backing().allocated_bytes().expect("st_blocks"), 2 * MIB);
 }
+
+#[test]
+fn a_file_device_faults_explicitly_and_keeps_its_bytes_across_remaps_and_reopens() {
+    let path = crate::backing::file::TempPath::new("dax-file");
+    let space = DeviceSpace::new();
+    let mut opts = DaxOptions::new(Order::PMD);
+    opts.faults = Faults::Userfaultfd;
+    let backing = Backing::create_file(&path.0, 4 * MIB).expect("file");
+    let e = DaxDevice::with_options(&space, backing, opts).expect_err("no uffd on files");
+    assert!(
+        e.to_string().contains("does not support userfaultfd"),
+        "{e}"
+    );
+
+    let backing = Backing::open_file(&path.0).expect("the file the refused device left");
+    let dev =
+        DaxDevice::with_options(&space, backing, DaxOptions::new(Order::PMD)).expect("device");
+    assert!(!dev.catches_touches());
+    let m = dev.mmap(0, 4 * MIB, true).expect("mmap");
+    // The touch maps bytes but runs no fault path; populate and pins do.
+    m.bytes().write(2 * MIB + 3, b"on disk").expect("write");
+    assert_eq!(dev.fault_stats().leaves_mapped, 0);
+    assert!(!m.is_faulted(m.addr() + 2 * MIB as usize));
+    let pins = m
+        .pin_user_pages(m.addr() + 2 * MIB as usize, 1, GupFlags::NONE)
+        .expect("pin faults the leaf");
+    assert_eq!(dev.fault_stats().leaves_mapped, 1);
+    drop(pins);
+    drop(m);
+    let again = dev.mmap(2 * MIB, 2 * MIB, true).expect("remap");
+    let mut got = [0u8; 7];
+    again.bytes().read(3, &mut got).expect("read");
+    assert_eq!(&got, b"on disk");
+    drop(again);
+    drop(dev);
+
+    let reopened = Backing::open_file(&path.0).expect("reopen");
+    let dev =
+        DaxDevice::with_options(&space, reopened, DaxOptions::new(Order::PMD)).expect("device");
+    let m = dev.mmap(0, 4 * MIB, true).expect("mmap");
+    m.bytes().read(2 * MIB + 3, &mut got).expect("read");
+    assert_eq!(&got, b"on disk");
+}
