@@ -219,6 +219,20 @@ impl Mode {
     }
 }
 
+impl Plan {
+    /// The `FOLL_*` flags of each call.
+    fn flags(&self) -> GupFlags {
+        let mut flags = GupFlags::NONE;
+        if self.write {
+            flags = flags | GupFlags::WRITE;
+        }
+        if self.mode == Mode::PinLongterm {
+            flags = flags | GupFlags::LONGTERM;
+        }
+        flags
+    }
+}
+
 /// What `gup-test` was asked to do.
 #[derive(Debug, Clone, Copy)]
 struct Plan {
@@ -375,13 +389,7 @@ fn bench(plan: &Plan, mut emit: impl FnMut(Repeat) -> Result<()>) -> Result<()> 
         Vec::new()
     };
     let per_call = plan.pages_per_call.unwrap_or(data.len()).min(data.len());
-    let mut flags = GupFlags::NONE;
-    if plan.write {
-        flags = flags | GupFlags::WRITE;
-    }
-    if plan.mode == Mode::PinLongterm {
-        flags = flags | GupFlags::LONGTERM;
-    }
+    let flags = plan.flags();
     let folio_pages = if mappings.is_empty() {
         ns.vmemmap_shift().nr_pages()
     } else {

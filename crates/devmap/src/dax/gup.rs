@@ -136,19 +136,10 @@ impl DaxMapping {
         nr_pages: u64,
         flags: GupFlags,
     ) -> Result<UserPages, DaxError> {
-        let (start, pgoff) = self.prepare_pin(addr, nr_pages, flags)?;
         let pgmap = &self.shared.pgmap;
-        let mut runs = self.shared.pfn_runs(pgoff, nr_pages);
-        let pin = |(page, pfns): (u64, PfnRange)| -> Result<_, DaxError> {
-            Ok((
-                start + (page * PAGE_SIZE) as usize,
-                pgmap.pin_pages(pfns, flags)?,
-            ))
-        };
-        let first = pin(runs.next().ok_or(DaxError::LeafStraddles {
-            offset: pgoff * PAGE_SIZE,
-        })?)?;
-        let rest = runs.map(pin).collect::<Result<_, _>>()?;
+        let (first, rest) = self.pin_runs(addr, nr_pages, flags, |at, pfns| {
+            Ok((at, pgmap.pin_pages(pfns, flags)?))
+        })?;
         Ok(UserPages { first, rest })
     }
 
@@ -160,21 +151,33 @@ impl DaxMapping {
         nr_pages: u64,
         flags: GupFlags,
     ) -> Result<UserFolios, DaxError> {
-        let (start, pgoff) = self.prepare_pin(addr, nr_pages, flags)?;
         let pgmap = &self.shared.pgmap;
-        let mut runs = self.shared.pfn_runs(pgoff, nr_pages);
-        let pin = |(page, pfns): (u64, PfnRange)| -> Result<_, DaxError> {
-            Ok((
-                start + (page * PAGE_SIZE) as usize,
-                pfns.start(),
-                pgmap.pin_folios(pfns, flags)?,
-            ))
-        };
-        let first = pin(runs.next().ok_or(DaxError::LeafStraddles {
-            offset: pgoff * PAGE_SIZE,
-        })?)?;
-        let rest = runs.map(pin).collect::<Result<_, _>>()?;
+        let (first, rest) = self.pin_runs(addr, nr_pages, flags, |at, pfns| {
+            Ok((at, pfns.start(), pgmap.pin_folios(pfns, flags)?))
+        })?;
         Ok(UserFolios { first, rest })
+    }
+
+    /// Checks and faults in the range, then runs `pin` on each of its pfn runs with the user
+    /// address of the run's first page: the first run apart (there always is one), the rest
+    /// collected. A failure drops, and so unpins, the runs pinned before it.
+    fn pin_runs<T>(
+        &self,
+        addr: usize,
+        nr_pages: u64,
+        flags: GupFlags,
+        pin: impl Fn(usize, PfnRange) -> Result<T, DaxError>,
+    ) -> Result<(T, Vec<T>), DaxError> {
+        let (start, pgoff) = self.prepare_pin(addr, nr_pages, flags)?;
+        let mut runs = self
+            .shared
+            .pfn_runs(pgoff, nr_pages)
+            .map(|(page, pfns)| pin(start + (page * PAGE_SIZE) as usize, pfns));
+        let first = runs.next().ok_or(DaxError::LeafStraddles {
+            offset: pgoff * PAGE_SIZE,
+        })??;
+        let rest = runs.collect::<Result<_, _>>()?;
+        Ok((first, rest))
     }
 
     /// Checks the range and faults in what it may; returns its page-aligned start and its

@@ -37,13 +37,7 @@ pub(super) fn bench(plan: &Plan, mut emit: impl FnMut(Repeat) -> Result<()>) -> 
     m.populate(m.addr(), size)?;
     let data = dev.ranges()[0];
     let per_call = plan.pages_per_call.unwrap_or(data.len()).min(data.len());
-    let mut flags = GupFlags::NONE;
-    if plan.write {
-        flags = flags | GupFlags::WRITE;
-    }
-    if plan.mode == Mode::PinLongterm {
-        flags = flags | GupFlags::LONGTERM;
-    }
+    let flags = plan.flags();
     let folios = data.len().div_ceil(align.nr_pages());
     for repeat in 0..plan.repeats {
         for by in ["pfn", "address"] {
