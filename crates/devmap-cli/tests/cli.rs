@@ -171,6 +171,18 @@ fn enable_measures_what_it_accounts() {
 /// 2M and 1G, and with the memmap on the device, where the emulated device memory is measured
 /// apart. The process's RSS also holds the pgmap's own heap objects (registry entry, memmap
 /// set, init state), which may take the heap a page or two further.
+/// What `enable`'s RSS may exceed the memmap by. Its warm-up threads leave the init threads
+/// their malloc arenas and cached stacks, but glibc gives an exiting thread's stack pages back
+/// except those near its top, so an init thread that reaches deeper faults stack pages in
+/// again. Optimised, that stays within 2 pages (0 in every release run here); in the
+/// unoptimised binary these tests run, frames are large enough that 1 run in 4–8 measured 16
+/// pages (64 KiB) more, at dac6e09 as now.
+const STACK_SLACK: u64 = if cfg!(debug_assertions) {
+    16 * 4096
+} else {
+    2 * 4096
+};
+
 #[test]
 fn vmemmap_enable_holds_what_it_accounts() {
     for (size, align, map) in [
@@ -187,7 +199,7 @@ fn vmemmap_enable_holds_what_it_accounts() {
         let host = field(r, "rss_bytes") - field(r, "device_rss_bytes");
         let accounted = field(r, "metadata_bytes");
         assert!(
-            (accounted..=accounted + 2 * 4096).contains(&host),
+            (accounted..=accounted + STACK_SLACK).contains(&host),
             "{size} {align} {map}: {r}"
         );
         assert_eq!(field(r, "device_rss_bytes") > 0, map == "dev", "{r}");
