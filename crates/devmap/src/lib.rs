@@ -38,6 +38,7 @@ pub mod folio;
 pub mod gup;
 pub mod init;
 pub mod memmap;
+pub mod memory_failure;
 pub mod namespace;
 pub mod pgmap;
 mod primitive;

@@ -161,6 +161,46 @@ impl SharedMapping {
         Ok(())
     }
 
+    /// Zaps the page-table entries of `[offset, offset + len)` (`MADV_DONTNEED`): the bytes
+    /// stay in the backing, and the next touch faults them in again (through userfaultfd,
+    /// where the mapping is registered). Poison markers placed by `UFFDIO_POISON` go too.
+    /// Both must be multiples of the page size and lie inside the mapping.
+    pub fn discard(&self, offset: u64, len: u64) -> Result<(), BackingError> {
+        let out = || BackingError::OutOfRange {
+            offset,
+            len,
+            end: self.len as u64,
+        };
+        let page = self.page.bytes();
+        if !offset.is_multiple_of(page) || !len.is_multiple_of(page) {
+            return Err(out());
+        }
+        let start = usize::try_from(offset).map_err(|_| out())?;
+        let n = usize::try_from(len).map_err(|_| out())?;
+        match start.checked_add(n) {
+            Some(end) if end <= self.len => {}
+            _ => return Err(out()),
+        }
+        // SAFETY: `[start, start + n)` lies inside this shared mapping, which `self` owns.
+        // `MADV_DONTNEED` on a shared file mapping only drops page-table entries: no Rust
+        // reference sees different bytes afterwards (a later access reads the backing's same
+        // bytes, or faults), and every access through this type is atomic.
+        unsafe {
+            rustix::mm::madvise(
+                self.ptr.as_ptr().add(start).cast(),
+                n,
+                rustix::mm::Advice::LinuxDontNeed,
+            )
+        }
+        .map_err(|e| BackingError::MapShared {
+            backing: "mapping".into(),
+            offset,
+            len,
+            hint: "MADV_DONTNEED".into(),
+            source: e.into(),
+        })
+    }
+
     /// `[offset, offset + n)` of the mapping as atomics, if it lies inside.
     fn bytes(&self, offset: u64, n: usize) -> Result<&[AtomicU8], BackingError> {
         let out = || BackingError::OutOfRange {

@@ -2,7 +2,7 @@
 //! its mappings (`dax_mmap` with `check_vma` and `dax_get_unmapped_area`), the reverse map,
 //! the userfaultfd handler thread that catches first touches, and teardown.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -12,6 +12,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::gate::Gate;
 use super::leaves::LeafBits;
+use super::poison::{Granularity, OwnerSlot};
 use super::shared::{Counters, DaxRange, FaultStats, MappingCore, Shared};
 use super::{DaxError, DaxMapping, MappingId};
 use crate::addr::{Order, PAGE_SIZE, Pfn, PfnRange};
@@ -54,6 +55,9 @@ pub struct DaxOptions {
     /// where the kernel would fault them in parallel. More handlers let that many leaves fill
     /// at once.
     pub handlers: usize,
+    /// What a 4 KiB memory error takes from the mappings: `Page` (the default) where the
+    /// device catches touches on a backing of 4 KiB pages, `Leaf` elsewhere whatever is asked.
+    pub granularity: Granularity,
 }
 
 impl DaxOptions {
@@ -66,6 +70,7 @@ impl DaxOptions {
             ranges: None,
             faults: Faults::Auto,
             handlers: 1,
+            granularity: Granularity::Page,
         }
     }
 }
@@ -136,7 +141,7 @@ fn handler_loop(shared: &Shared, stop: &AtomicBool) {
 #[derive(Debug)]
 pub struct DaxDevice<'s> {
     space: &'s DeviceSpace,
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
     handler: Mutex<Option<Handler>>,
     shut: AtomicBool,
 }
@@ -240,7 +245,11 @@ impl<'s> DaxDevice<'s> {
             gate: Gate::new(),
             uffd,
             counters: Counters::default(),
+            granularity: opts.granularity,
+            badblocks: Mutex::new(BTreeSet::new()),
+            poison_lock: RwLock::new(()),
         });
+        super::poison::register(&shared);
         let handler = if catch {
             match Handler::start(&shared, opts.handlers) {
                 Ok(h) => Some(h),
@@ -363,14 +372,12 @@ impl<'s> DaxDevice<'s> {
             leaves: Mutex::new(BTreeMap::new()),
             bits: LeafBits::new(len / align.bytes()),
             caught: self.shared.uffd.is_some(),
+            owner: OwnerSlot::default(),
+            window,
+            _live: live,
         });
         self.shared.mappings.lock().insert(id, Arc::clone(&core));
-        Ok(DaxMapping::new(
-            Arc::clone(&self.shared),
-            core,
-            window,
-            live,
-        ))
+        Ok(DaxMapping::new(Arc::clone(&self.shared), core))
     }
 
     /// The reverse map (`i_mmap` of the device's address space): every live mapping that has

@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use crate::addr::Pfn;
 use crate::backing::SharedMapping;
-use crate::pgmap::PgmapRef;
 
+use super::poison::OwnerFn;
 use super::shared::{MappingCore, Shared};
 use super::{DaxError, MappingId};
 
@@ -49,26 +49,14 @@ pub struct Populated {
 #[derive(Debug)]
 pub struct DaxMapping {
     pub(super) shared: Arc<Shared>,
+    // Holds the window and the liveness reference; `Drop::drop` releases the leaves first, so
+    // the bytes stay mapped while any reference to them is counted.
     pub(super) core: Arc<MappingCore>,
-    // Dropped after `Drop::drop` has released the leaves: the bytes stay mapped while any
-    // reference to them is counted, then the window goes, then the liveness reference.
-    window: SharedMapping,
-    _live: PgmapRef,
 }
 
 impl DaxMapping {
-    pub(super) fn new(
-        shared: Arc<Shared>,
-        core: Arc<MappingCore>,
-        window: SharedMapping,
-        live: PgmapRef,
-    ) -> Self {
-        Self {
-            shared,
-            core,
-            window,
-            _live: live,
-        }
+    pub(super) fn new(shared: Arc<Shared>, core: Arc<MappingCore>) -> Self {
+        Self { shared, core }
     }
 
     /// The mapping's id in its device's registry (what [`DaxDevice::rmap`](super::DaxDevice::rmap)
@@ -89,7 +77,7 @@ impl DaxMapping {
 
     /// Never true: empty mappings are refused.
     pub fn is_empty(&self) -> bool {
-        self.window.is_empty()
+        self.core.window.is_empty()
     }
 
     /// The device offset the mapping starts at.
@@ -101,7 +89,14 @@ impl DaxMapping {
     /// the device catches touches, a read or write of a leaf not yet faulted in goes through
     /// the fault path first, as it would from any other code touching these addresses.
     pub fn bytes(&self) -> &SharedMapping {
-        &self.window
+        &self.core.window
+    }
+
+    /// Names who is told when memory under this mapping fails (the owner `kill_procs` would
+    /// signal): called once per memory error with what this mapping lost, from the thread
+    /// that handles the error, after the leaf is revoked. Replaces any earlier owner.
+    pub fn set_owner(&self, owner: Arc<OwnerFn>) {
+        self.core.owner.set(owner);
     }
 
     /// Whether the leaf holding `addr` is faulted into this mapping.
@@ -169,7 +164,7 @@ impl Drop for DaxMapping {
     fn drop(&mut self) {
         // Out of the registry first (rmap and the handler stop finding it), then wait for
         // faults running in it and refuse new ones, then release the leaves outside every
-        // lock; the window and the liveness reference go with the fields.
+        // lock; the window and the liveness reference go with the last holder of the core.
         self.shared.mappings.lock().remove(&self.core.id);
         *self.core.live.write() = false;
         let leaves = std::mem::take(&mut *self.core.leaves.lock());

@@ -42,6 +42,7 @@ mod gate;
 mod gup;
 mod leaves;
 mod mapping;
+mod poison;
 mod shared;
 #[cfg(test)]
 mod tests;
@@ -51,11 +52,13 @@ mod uffd_tests;
 pub use self::device::{DaxDevice, DaxOptions, Faults};
 pub use self::gup::{UserFolio, UserFolios, UserPages};
 pub use self::mapping::{DaxMapping, Faulted, Populated};
+pub(crate) use self::poison::revoke;
+pub use self::poison::{Granularity, OwnerFn, PoisonNotice};
 pub use self::shared::FaultStats;
 
 use std::fmt;
 
-use crate::addr::Order;
+use crate::addr::{Order, Pfn};
 use crate::backing::{BackingError, Bytes, UffdError};
 use crate::folio::FolioError;
 use crate::gup::GupError;
@@ -149,6 +152,13 @@ pub enum DaxError {
     /// The device is being or has been torn down.
     #[error("the device-dax device is being torn down")]
     TornDown,
+    /// A fault of a leaf holding a poisoned page, on a device of `Leaf` granularity (or a pin
+    /// of it): the kernel's SIGBUS for an access to lost memory.
+    #[error("pfn {pfn} is poisoned: its leaf cannot be mapped")]
+    Poisoned {
+        /// The poisoned page.
+        pfn: Pfn,
+    },
     /// A fault in a mapping that is being unmapped.
     #[error("{id} is being unmapped")]
     Unmapped {

@@ -13,8 +13,8 @@
 //! address that sees the bit finds the metadata complete; a touch that still finds no entry is
 //! caught and mapped again.
 
-use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -22,11 +22,12 @@ use parking_lot::{Mutex, RwLock};
 
 use super::gate::Gate;
 use super::leaves::LeafBits;
+use super::poison::{Granularity, OwnerSlot};
 use super::{DaxError, Faulted, MappingId};
 use crate::addr::{Order, PAGE_SIZE, Pfn, PfnRange};
-use crate::backing::{Backing, Userfaultfd};
+use crate::backing::{Backing, SharedMapping, Userfaultfd};
 use crate::folio::FolioMapping;
-use crate::pgmap::Pgmap;
+use crate::pgmap::{Pgmap, PgmapRef};
 
 /// One entry of the range table: `pfns` hold the device's bytes from page offset `pgoff`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +100,14 @@ pub(super) struct MappingCore {
     pub(super) bits: LeafBits,
     /// Whether the window is registered with the device's userfaultfd.
     pub(super) caught: bool,
+    /// Who is told when memory under this mapping fails.
+    pub(super) owner: OwnerSlot,
+    /// The mapped bytes, unmapped when the last holder of the mapping lets go: its
+    /// `DaxMapping`, or a handler or memory failure finishing with it (they hold it only while
+    /// they work in it, and see it unmapping at once).
+    pub(super) window: SharedMapping,
+    /// The pgmap liveness reference of an open VMA; goes with the window.
+    pub(super) _live: PgmapRef,
 }
 
 /// What a device and its mappings share.
@@ -116,6 +125,13 @@ pub(super) struct Shared {
     pub(super) gate: Gate,
     pub(super) uffd: Option<Userfaultfd>,
     pub(super) counters: Counters,
+    /// What a memory error takes (asked for; see `effective_granularity`).
+    pub(super) granularity: Granularity,
+    /// Page offsets of the device's poisoned pages.
+    pub(super) badblocks: Mutex<BTreeSet<u64>>,
+    /// Shared by faults, exclusive for revoking and clearing poison (`dax_lock_folio`).
+    /// Taken before a mapping's `live` lock.
+    pub(super) poison_lock: RwLock<()>,
 }
 
 impl Shared {
@@ -164,6 +180,7 @@ impl Shared {
     ) -> Result<Faulted, DaxError> {
         let align = self.align;
         let _inside = self.gate.enter().ok_or(DaxError::TornDown)?;
+        let _poison = self.poison_lock.read();
         let live = m.live.read();
         if !*live {
             return Err(DaxError::Unmapped { id: m.id });
@@ -185,6 +202,11 @@ impl Shared {
         }
         let pgmap = &self.pgmap;
         pgmap.sync(PfnRange::new_unchecked(pfn, pfn.add(nr_pages)))?;
+        if let Some(bad) = pgmap.folio_poisoned_page(pfn)?
+            && self.effective_granularity() == Granularity::Leaf
+        {
+            return Err(DaxError::Poisoned { pfn: bad });
+        }
         pgmap.set_folio_mapping(pfn, self.address_space, pgoff)?;
         let mapped = pgmap.map_folio(pfn, align)?;
         let extra = {
@@ -233,7 +255,40 @@ impl Shared {
         let Some(uffd) = self.uffd.as_ref().filter(|_| m.caught) else {
             return Ok(());
         };
-        let len = self.align.bytes();
+        let leaf = self.align.bytes();
+        let head = self
+            .pgoff_to_pfn((m.offset + rel) / PAGE_SIZE, self.align.nr_pages())
+            .ok_or(DaxError::LeafStraddles {
+                offset: m.offset + rel,
+            })?;
+        if self.pgmap.folio_poisoned_page(head)?.is_none() {
+            return self.map_run(uffd, m, rel, leaf);
+        }
+        // `Page` granularity (a `Leaf` device refused the fault): the clean runs between the
+        // poisoned pages are mapped, each poisoned page gets a poison marker.
+        let mut at = 0;
+        for bad in self.poisoned_in_leaf(head)? {
+            let off = bad.offset_from(head) * PAGE_SIZE;
+            if off > at {
+                self.map_run(uffd, m, rel + at, off - at)?;
+            }
+            uffd.poison(m.base as u64 + rel + off, PAGE_SIZE)?;
+            at = off + PAGE_SIZE;
+        }
+        if at < leaf {
+            self.map_run(uffd, m, rel + at, leaf - at)?;
+        }
+        Ok(())
+    }
+
+    /// Maps `len` bytes from byte `rel` of `m`, as `map_entries` describes.
+    fn map_run(
+        &self,
+        uffd: &Userfaultfd,
+        m: &MappingCore,
+        rel: u64,
+        len: u64,
+    ) -> Result<(), DaxError> {
         let addr = m.base as u64 + rel;
         let mut done = 0;
         if self.backing.page_size() == Order::BASE {

@@ -26,6 +26,21 @@ impl Pgmap {
         Ok(m.mark_subpage_hwpoison(&s, pfn)?)
     }
 
+    /// Clears one 4 KiB page's poison once its bytes are good again (`clear_page_hwpoison`),
+    /// and its folio's `HAS_HWPOISONED` when no other page of it is poisoned. Returns whether
+    /// the page was poisoned.
+    pub fn unpoison_subpage(&self, pfn: Pfn) -> Result<bool, PgmapError> {
+        let (m, s) = self.synced_span(pfn, 1)?;
+        Ok(m.clear_subpage_hwpoison(&s, pfn)?)
+    }
+
+    /// The lowest poisoned page of the folio holding `pfn`, if any.
+    pub fn folio_poisoned_page(&self, pfn: Pfn) -> Result<Option<Pfn>, PgmapError> {
+        let (m, s) = self.synced_span(pfn, 1)?;
+        let folio = m.folio(&s, pfn)?;
+        Ok(poisoned_page(m, &folio))
+    }
+
     /// Whether this 4 KiB page is poisoned.
     pub fn subpage_poisoned(&self, pfn: Pfn) -> Result<bool, PgmapError> {
         let (m, s) = self.synced_span(pfn, 1)?;

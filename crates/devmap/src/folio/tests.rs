@@ -647,3 +647,42 @@ fn only_driver_memory_is_allocated_and_only_fsdax_breaks_layouts() {
     fs.p.break_layouts(fs.r, None)
         .expect("an idle fsdax range breaks at once");
 }
+
+#[test]
+fn unpoisoning_clears_the_page_and_then_the_folio_in_every_layout() {
+    for layout in Layout::ALL {
+        let fx = fsdax(layout);
+        let p = &fx.p;
+        let h = fx.r.start().add(512);
+        let ctx = format!("{layout:?}");
+        let m = p.map_folio(h, Order::PMD).expect("form");
+        let (a, b) = (h.add(7), h.add(300));
+        p.poison_subpage(a).expect("poison a");
+        p.poison_subpage(b).expect("poison b");
+        assert_eq!(p.folio_poisoned_page(h).expect("lookup"), Some(a), "{ctx}");
+
+        assert!(p.unpoison_subpage(a).expect("unpoison a"), "{ctx}");
+        assert!(
+            !p.unpoison_subpage(a).expect("again"),
+            "{ctx}: was not poisoned"
+        );
+        assert!(!p.subpage_poisoned(a).expect("lookup"), "{ctx}");
+        assert!(
+            p.folio(h).expect("folio").is_poisoned(),
+            "{ctx}: b still is"
+        );
+        assert_eq!(p.folio_poisoned_page(h).expect("lookup"), Some(b), "{ctx}");
+
+        assert!(p.unpoison_subpage(b).expect("unpoison b"), "{ctx}");
+        assert!(
+            !p.folio(h).expect("folio").is_poisoned(),
+            "{ctx}: clean again"
+        );
+        assert_eq!(p.folio_poisoned_page(h).expect("lookup"), None, "{ctx}");
+        let pin = p
+            .pin_pages(range(h, 512), GupFlags::NONE)
+            .expect("a clean folio pins again");
+        drop(pin);
+        drop(m);
+    }
+}

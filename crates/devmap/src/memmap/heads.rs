@@ -73,6 +73,11 @@ impl HeadsStore {
         self.poisoned.lock().insert(pfn);
     }
 
+    /// Forgets `pfn`'s poison; whether it was recorded.
+    pub(crate) fn clear_subpage_poison(&self, pfn: Pfn) -> bool {
+        self.poisoned.lock().remove(&pfn)
+    }
+
     pub(crate) fn subpage_poisoned(&self, pfn: Pfn) -> bool {
         self.poisoned.lock().contains(&pfn)
     }

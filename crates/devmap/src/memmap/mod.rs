@@ -390,6 +390,34 @@ impl Memmap {
         Ok(())
     }
 
+    /// Clears one 4 KiB page's poison (`clear_page_hwpoison` once the bytes were rewritten),
+    /// and the head's `HAS_HWPOISONED` once no page of the folio is poisoned. A Vmemmap block
+    /// un-shared for the poison stays un-shared. Returns whether the page was poisoned.
+    pub(crate) fn clear_subpage_hwpoison(&self, s: &Synced, pfn: Pfn) -> Result<bool, LookupError> {
+        let folio = self.folio(s, pfn)?;
+        let was = match self {
+            Memmap::Flat(f) => {
+                let p = f.page(pfn);
+                let was = p.flags().contains(PageFlags::HWPOISON);
+                p.clear_flags(PageFlags::HWPOISON);
+                was
+            }
+            Memmap::Vmemmap(v) => {
+                let p = v
+                    .page_for_write(pfn)
+                    .ok_or(LookupError::Uninitialized { pfn })?;
+                let was = p.flags().contains(PageFlags::HWPOISON);
+                p.clear_flags(PageFlags::HWPOISON);
+                was
+            }
+            Memmap::Heads(f) => f.clear_subpage_poison(pfn),
+        };
+        if self.first_hwpoison(&folio).is_none() {
+            folio.head_page().clear_flags(PageFlags::HAS_HWPOISONED);
+        }
+        Ok(was)
+    }
+
     /// The lowest poisoned 4 KiB page of `folio` (the head itself if the whole folio is), or
     /// `None` if none is visible yet (a poisoning running concurrently flags the page before
     /// the head, but with Relaxed stores). Reads every page's descriptor on Flat and

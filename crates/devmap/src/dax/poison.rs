@@ -1,0 +1,275 @@
+//! The device's side of memory failure (`mf_generic_kill_procs` and `unmap_and_kill` for
+//! device-dax): revoking a poisoned leaf from every mapping that has it, telling each mapping's
+//! owner what it lost, keeping the device's list of bad pages, and clearing poison again.
+//!
+//! Revocation zaps the leaf's page-table entries in each mapping and drops the mapping's
+//! reference on the folio. Where the device catches touches, the next access to the leaf is
+//! caught and runs the fault path, which finds the poison and answers by the device's
+//! [`Granularity`]: `Leaf` (the kernel's) refuses the whole leaf, so every page of it raises
+//! SIGBUS; `Page` maps the leaf again with the poisoned pages as `UFFDIO_POISON` markers, so
+//! only they raise SIGBUS and the rest keep their bytes. A device that does not catch touches
+//! cannot stop the kernel from mapping the bytes again: there the metadata is revoked and the
+//! owners told, and keeping away from the bytes is up to them.
+//!
+//! Faults hold the device's poison lock shared for their whole run, revocation and clearing
+//! hold it exclusively (the kernel's `dax_lock_folio`), so a fault either finishes before the
+//! poison is flagged and is then revoked, or starts after and sees it.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+
+use super::shared::{MappingCore, Shared};
+use super::{DaxDevice, DaxError, MappingId};
+use crate::addr::{Order, PAGE_SIZE, Pfn};
+use crate::pgmap::Pgmap;
+
+/// How much of a leaf a 4 KiB memory error takes from the mappings that use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Granularity {
+    /// The kernel's: the whole leaf the mapping used is lost (a 4 KiB error under a 1 GiB
+    /// mapping takes the GiB).
+    Leaf,
+    /// Only the poisoned 4 KiB pages are lost; the rest of the leaf is mapped again at 4 KiB
+    /// and keeps its data. Needs a backing with 4 KiB pages whose touches the device catches
+    /// (a memfd); elsewhere `Leaf` applies.
+    Page,
+}
+
+/// What one mapping's owner is told about one memory error (the kernel's `kill_procs`
+/// arguments: the address, how much is lost around it, and whether the error was met by an
+/// access).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoisonNotice {
+    /// The mapping.
+    pub mapping: MappingId,
+    /// The poisoned page's pfn.
+    pub pfn: Pfn,
+    /// The poisoned page's user address in the mapping.
+    pub addr: usize,
+    /// log2 of the bytes lost around `addr` (`addr_lsb`): 12 in `Page` mode, the leaf's
+    /// shift (21, 30) in `Leaf` mode.
+    pub shift: u32,
+    /// Whether an access met the error (`MF_ACTION_REQUIRED`), as opposed to a scrub finding
+    /// it.
+    pub action_required: bool,
+}
+
+impl PoisonNotice {
+    /// Bytes lost: `1 << shift`.
+    pub fn len(&self) -> u64 {
+        1 << self.shift
+    }
+
+    /// Never true.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// An owner's callback, given each notice for its mapping.
+pub type OwnerFn = dyn Fn(&PoisonNotice) + Send + Sync;
+
+/// A mapping's owner, if one was named.
+#[derive(Default)]
+pub(super) struct OwnerSlot(Mutex<Option<Arc<OwnerFn>>>);
+
+impl OwnerSlot {
+    pub(super) fn set(&self, owner: Arc<OwnerFn>) {
+        *self.0.lock() = Some(owner);
+    }
+
+    fn get(&self) -> Option<Arc<OwnerFn>> {
+        self.0.lock().clone()
+    }
+}
+
+impl std::fmt::Debug for OwnerSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "OwnerSlot({})",
+            if self.0.lock().is_some() {
+                "set"
+            } else {
+                "none"
+            }
+        )
+    }
+}
+
+/// Every live device, so that memory failure can find the one behind a pgmap.
+static DEVICES: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
+
+/// Registers a new device.
+pub(super) fn register(shared: &Arc<Shared>) {
+    let mut devices = DEVICES.lock();
+    devices.retain(|d| d.strong_count() > 0);
+    devices.push(Arc::downgrade(shared));
+}
+
+/// The device-dax device whose pgmap is `pgmap`, if there is one.
+fn device_of(pgmap: &Pgmap) -> Option<Arc<Shared>> {
+    DEVICES
+        .lock()
+        .iter()
+        .filter_map(Weak::upgrade)
+        .find(|d| std::ptr::eq(Arc::as_ptr(&d.pgmap), pgmap))
+}
+
+/// The generic memory-failure path for a device-dax pfn (the caller has flagged the page):
+/// revokes the leaf from every mapping of the device that has it and tells their owners.
+/// `None` if no device-dax device owns the pgmap (a bare pgmap has no mappings to revoke).
+pub(crate) fn revoke(pgmap: &Pgmap, pfn: Pfn, action_required: bool) -> Option<Vec<PoisonNotice>> {
+    Some(device_of(pgmap)?.revoke(pfn, action_required))
+}
+
+impl Shared {
+    /// The granularity faults of this device apply: `Page` only where it can be honoured.
+    pub(super) fn effective_granularity(&self) -> Granularity {
+        if self.granularity == Granularity::Page
+            && self.uffd.is_some()
+            && self.backing.page_size() == Order::BASE
+        {
+            Granularity::Page
+        } else {
+            Granularity::Leaf
+        }
+    }
+
+    /// The poisoned pages of the leaf starting at `head`, in order.
+    pub(super) fn poisoned_in_leaf(&self, head: Pfn) -> Result<Vec<Pfn>, DaxError> {
+        let mut bad = Vec::new();
+        for i in 0..self.align.nr_pages() {
+            let pfn = head.add(i);
+            if self.pgmap.subpage_poisoned(pfn)? {
+                bad.push(pfn);
+            }
+        }
+        Ok(bad)
+    }
+
+    /// Revokes the leaf holding `pfn` from every mapping that has it faulted, records the bad
+    /// page, and tells the owners (after every revocation, outside every lock).
+    fn revoke(&self, pfn: Pfn, action_required: bool) -> Vec<PoisonNotice> {
+        let Some(pgoff) = self.pfn_to_pgoff(pfn) else {
+            return Vec::new();
+        };
+        let leaf_pages = self.align.nr_pages();
+        let leaf_pgoff = pgoff - pgoff % leaf_pages;
+        let shift = match self.effective_granularity() {
+            Granularity::Page => Order::BASE.get() + 12,
+            Granularity::Leaf => self.align.get() + 12,
+        };
+        let mappings: Vec<Arc<MappingCore>> = self.mappings.lock().values().cloned().collect();
+        let mut told: Vec<(PoisonNotice, Option<Arc<OwnerFn>>)> = Vec::new();
+        let mut released = Vec::new();
+        {
+            let _exclusive = self.poison_lock.write();
+            self.badblocks.lock().insert(pgoff);
+            for m in &mappings {
+                let live = m.live.read();
+                if !*live {
+                    continue;
+                }
+                let Some(fm) = m.leaves.lock().remove(&leaf_pgoff) else {
+                    continue;
+                };
+                let rel = leaf_pgoff * PAGE_SIZE - m.offset;
+                m.bits.clear(rel / self.align.bytes());
+                // Zapping a registered shared mapping cannot fail for a range inside it; if
+                // it did, the next touch would still find the leaf unfaulted and be refused.
+                let _ = m.window.discard(rel, self.align.bytes());
+                released.push(fm);
+                let notice = PoisonNotice {
+                    mapping: m.id,
+                    pfn,
+                    addr: m.base + (pgoff * PAGE_SIZE - m.offset) as usize,
+                    shift,
+                    action_required,
+                };
+                told.push((notice, m.owner.get()));
+            }
+        }
+        drop(released);
+        let mut notices = Vec::with_capacity(told.len());
+        for (notice, owner) in told {
+            if let Some(owner) = owner {
+                owner(&notice);
+            }
+            notices.push(notice);
+        }
+        notices
+    }
+}
+
+impl DaxDevice<'_> {
+    /// The device's bad pages as (byte offset, length) ranges, merged, in order (a badblocks
+    /// list): every page memory failure reported and `clear_poison` has not cleared.
+    pub fn badblocks(&self) -> Vec<(u64, u64)> {
+        merge(&self.shared.badblocks.lock())
+    }
+
+    /// The granularity memory errors on this device are handled at.
+    pub fn granularity(&self) -> Granularity {
+        self.shared.effective_granularity()
+    }
+
+    /// Clears the poison of `[offset, offset + len)` once its owner has rewritten or discarded
+    /// the bytes (`ndctl clear-errors`): the pages' hwpoison flags, their entries in the
+    /// badblocks list, and every mapping's entries for the leaves holding them (poison markers
+    /// included), so the next touch maps them again. `offset` and `len` must be multiples of
+    /// 4 KiB inside the device. Returns how many pages were poisoned.
+    pub fn clear_poison(&self, offset: u64, len: u64) -> Result<u64, DaxError> {
+        let shared = &self.shared;
+        if !offset.is_multiple_of(PAGE_SIZE)
+            || !len.is_multiple_of(PAGE_SIZE)
+            || len == 0
+            || offset.checked_add(len).is_none_or(|end| end > shared.size)
+        {
+            return Err(DaxError::OutOfRange {
+                offset,
+                len,
+                size: shared.size,
+            });
+        }
+        let leaf = shared.align.bytes();
+        let mappings: Vec<Arc<MappingCore>> = shared.mappings.lock().values().cloned().collect();
+        let _exclusive = shared.poison_lock.write();
+        let mut cleared = 0;
+        let mut leaves = BTreeSet::new();
+        for pgoff in offset / PAGE_SIZE..(offset + len) / PAGE_SIZE {
+            let Some(pfn) = shared.pgoff_to_pfn(pgoff, 1) else {
+                continue;
+            };
+            if shared.pgmap.unpoison_subpage(pfn)? {
+                cleared += 1;
+                leaves.insert(pgoff * PAGE_SIZE / leaf * leaf);
+            }
+            shared.badblocks.lock().remove(&pgoff);
+        }
+        for m in &mappings {
+            let live = m.live.read();
+            if !*live {
+                continue;
+            }
+            for &at in leaves.range(m.offset..m.offset + m.len) {
+                let _ = m.window.discard(at - m.offset, leaf);
+            }
+        }
+        Ok(cleared)
+    }
+}
+
+/// Page offsets as merged (byte offset, length) ranges.
+fn merge(pages: &BTreeSet<u64>) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for &p in pages {
+        match out.last_mut() {
+            Some((start, len)) if *start + *len == p * PAGE_SIZE => *len += PAGE_SIZE,
+            _ => out.push((p * PAGE_SIZE, PAGE_SIZE)),
+        }
+    }
+    out
+}

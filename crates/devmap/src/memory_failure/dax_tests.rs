@@ -1,0 +1,205 @@
+//! Memory failure on a device-dax device with real mappings: one 4 KiB page poisoned under a
+//! 2 MiB leaf mapped three times. Each owner is told once, with the page's address in its
+//! mapping and the shift of what it lost; a read of the lost bytes dies of SIGBUS at that
+//! address (in a child process); in `Page` mode the other 511 pages keep their bytes, in
+//! `Leaf` mode the whole leaf is gone. Clearing the poison brings the bytes back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use super::*;
+use crate::addr::{Order, PAGE_SIZE};
+use crate::backing::Backing;
+use crate::backing::test_child::{report_sigbus_address, run_ignored_with};
+use crate::dax::{DaxDevice, DaxMapping, DaxOptions, Faults, Granularity};
+use crate::init::InitMode;
+
+const MIB: u64 = 1 << 20;
+const LEAF: u64 = 2 * MIB;
+/// The poisoned page: page 7 of the device's second leaf.
+const BAD: u64 = LEAF + 7 * PAGE_SIZE;
+const CHILD: &str = "DEVMAP_MF_CHILD";
+
+fn device(space: &DeviceSpace, granularity: Granularity) -> DaxDevice<'_> {
+    let mut opts = DaxOptions::new(Order::PMD);
+    opts.init = InitMode::Sync;
+    opts.faults = Faults::Userfaultfd;
+    opts.granularity = granularity;
+    DaxDevice::with_options(space, Backing::memfd(8 * MIB).expect("memfd"), opts).expect("device")
+}
+
+/// Three mappings that all hold the second leaf: the whole device, that leaf alone, and the
+/// first two leaves.
+fn three(dev: &DaxDevice<'_>) -> [DaxMapping; 3] {
+    [
+        dev.mmap(0, 8 * MIB, true).expect("mmap"),
+        dev.mmap(LEAF, LEAF, true).expect("mmap"),
+        dev.mmap(0, 2 * LEAF, true).expect("mmap"),
+    ]
+}
+
+/// Byte offset of device offset `at` in `m`.
+fn rel(m: &DaxMapping, at: u64) -> u64 {
+    at - m.offset()
+}
+
+/// Writes one marked byte per page of the second leaf through `m`, then touches the leaf in
+/// every mapping so that each has it faulted in.
+fn fill_and_fault(maps: &[DaxMapping; 3]) {
+    for page in 0..512u64 {
+        let at = LEAF + page * PAGE_SIZE;
+        maps[0]
+            .bytes()
+            .write(rel(&maps[0], at), &[page as u8 ^ 0x5a])
+            .expect("write");
+    }
+    for m in maps {
+        let mut b = [0u8];
+        m.bytes()
+            .read(rel(m, LEAF), &mut b)
+            .expect("fault the leaf in");
+        assert!(m.is_faulted(m.addr() + rel(m, LEAF) as usize));
+    }
+}
+
+/// The child: poisons the page, checks what the owners were told and what still reads, then
+/// reads the lost bytes through mapping `k`, which must end the process with SIGBUS.
+#[test]
+#[ignore = "the child half of the memory-failure SIGBUS tests, which run it"]
+fn mf_child() {
+    let Ok(spec) = std::env::var(CHILD) else {
+        return;
+    };
+    let (mode, k) = spec.split_once(':').expect("mode:k");
+    let k: usize = k.parse().expect("k");
+    let granularity = if mode == "page" {
+        Granularity::Page
+    } else {
+        Granularity::Leaf
+    };
+    let space = DeviceSpace::new();
+    let dev = device(&space, granularity);
+    let maps = three(&dev);
+    let told: Arc<Mutex<Vec<PoisonNotice>>> = Arc::default();
+    for m in &maps {
+        let told = Arc::clone(&told);
+        m.set_owner(Arc::new(move |n: &PoisonNotice| told.lock().push(*n)));
+    }
+    fill_and_fault(&maps);
+    let bad = dev.pfn_at(BAD).expect("pfn");
+    let report = memory_failure(&space, bad, MfFlags::ACTION_REQUIRED).expect("handled");
+    let told = told.lock().clone();
+    assert_eq!(told, report.notices, "each owner told what the report says");
+    let shift = if mode == "page" { 12 } else { 21 };
+    for m in &maps {
+        let mine: Vec<_> = told.iter().filter(|n| n.mapping == m.id()).collect();
+        assert_eq!(mine.len(), 1, "{:?} told once", m.id());
+        assert_eq!(mine[0].addr, m.addr() + rel(m, BAD) as usize);
+        assert_eq!(
+            (mine[0].shift, mine[0].pfn, mine[0].action_required),
+            (shift, bad, true)
+        );
+        assert!(!m.is_faulted(mine[0].addr), "revoked");
+    }
+    assert_eq!(dev.badblocks(), vec![(BAD, PAGE_SIZE)]);
+    println!("owners ok");
+
+    let m = &maps[k];
+    let target = if mode == "page" {
+        for page in (0..512u64).filter(|p| *p != 7) {
+            let mut b = [0u8];
+            m.bytes()
+                .read(rel(m, LEAF + page * PAGE_SIZE), &mut b)
+                .expect("read");
+            assert_eq!(b[0], page as u8 ^ 0x5a, "page {page} kept its byte");
+        }
+        println!("511 pages ok");
+        BAD
+    } else {
+        // Any page of the leaf is lost, not only the poisoned one.
+        LEAF + 300 * PAGE_SIZE
+    };
+    let addr = m.addr() + rel(m, target) as usize;
+    println!("reading {addr:#018x}");
+    report_sigbus_address();
+    let mut b = [0u8];
+    let r = m.bytes().read(rel(m, target), &mut b);
+    println!("the read returned {r:?}");
+    std::process::exit(3);
+}
+
+/// Runs the child for `mode` reading through mapping `k`; checks it died of SIGBUS at the
+/// address it read, and returns what it printed.
+fn run(mode: &str, k: usize) -> String {
+    let end = run_ignored_with(
+        "memory_failure::dax_tests::mf_child",
+        CHILD,
+        &format!("{mode}:{k}"),
+        Duration::from_secs(30),
+    );
+    assert_eq!(end.code, Some(7), "{mode} {k}: must die of SIGBUS: {end:?}");
+    assert!(end.stdout.contains("owners ok"), "{end:?}");
+    let reading = end
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("reading "))
+        .expect("the child said where it reads")
+        .to_owned();
+    assert!(
+        end.stdout.contains(&format!("SIGBUS at {reading}")),
+        "{mode} {k}: SIGBUS at the address read: {end:?}"
+    );
+    end.stdout
+}
+
+#[test]
+fn page_mode_loses_only_the_poisoned_page_in_each_of_three_mappings() {
+    for k in 0..3 {
+        let out = run("page", k);
+        assert!(out.contains("511 pages ok"), "{out}");
+    }
+}
+
+#[test]
+fn leaf_mode_loses_the_whole_leaf_in_each_of_three_mappings() {
+    for k in 0..3 {
+        run("leaf", k);
+    }
+}
+
+#[test]
+fn clearing_the_poison_maps_the_page_again() {
+    let space = DeviceSpace::new();
+    let dev = device(&space, Granularity::Page);
+    let maps = three(&dev);
+    fill_and_fault(&maps);
+    let bad = dev.pfn_at(BAD).expect("pfn");
+    memory_failure(&space, bad, MfFlags::NONE).expect("handled");
+    assert_eq!(dev.badblocks(), vec![(BAD, PAGE_SIZE)]);
+    let e = maps[1]
+        .pin_user_pages(maps[1].addr(), 512, crate::gup::GupFlags::NONE)
+        .expect_err("the poisoned folio cannot be pinned");
+    assert!(e.to_string().contains("poisoned"), "{e}");
+
+    assert_eq!(dev.clear_poison(BAD, PAGE_SIZE).expect("clear"), 1);
+    assert_eq!(dev.badblocks(), vec![]);
+    assert!(!dev.pgmap().subpage_poisoned(bad).expect("lookup"));
+    // The owner rewrote the page: every mapping reads it again, and pins work.
+    maps[0]
+        .bytes()
+        .write(rel(&maps[0], BAD), b"new")
+        .expect("write");
+    for m in &maps {
+        let mut b = [0u8; 3];
+        m.bytes()
+            .read(rel(m, BAD), &mut b)
+            .expect("read after clear");
+        assert_eq!(&b, b"new");
+    }
+    let pins = maps[1]
+        .pin_user_pages(maps[1].addr(), 512, crate::gup::GupFlags::NONE)
+        .expect("pins work again");
+    drop(pins);
+}

@@ -1,0 +1,146 @@
+//! `memory_failure(pfn, flags)` for device memory (`memory_failure_dev_pagemap` in
+//! `mm/memory-failure.c`), in the kernel's order:
+//!
+//! 1. find the live pgmap holding the pfn (none, or one being torn down: [`MfError::NoDevice`],
+//!    the kernel's `-ENXIO`), and refuse a pfn that is not data (`pgmap_pfn_valid`: the
+//!    altmap's memmap and reserve) *before* any compound-head lookup (seed 000 patch 1);
+//! 2. flag exactly the failed 4 KiB page hwpoisoned, in every layout (a page already flagged is
+//!    [`MfError::AlreadyPoisoned`], the kernel's `-EHWPOISON`);
+//! 3. if the pgmap has a `memory_failure` callback (fsdax: the filesystem that owns the
+//!    file), call it, and the generic path does not run unless it declines; otherwise the
+//!    generic path (`mf_generic_kill_procs`): the device-dax device behind the pgmap revokes
+//!    the leaf from every mapping that has it and tells each mapping's owner
+//!    ([`crate::dax::PoisonNotice`]).
+//!
+//! From then on new faults and new pins of the poisoned page fail; pins that existed stay (DMA
+//! cannot be revoked) and are reported in [`MfReport::pins`].
+
+use std::time::{Duration, Instant};
+
+use crate::addr::Pfn;
+use crate::dax::{self, PoisonNotice};
+use crate::pgmap::{DeviceSpace, PgmapError};
+
+/// `MF_*` flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MfFlags(u32);
+
+impl MfFlags {
+    /// No flags: an error found by a scrub or reported asynchronously (`BUS_MCEERR_AO`).
+    pub const NONE: MfFlags = MfFlags(0);
+    /// An access met the error (`MF_ACTION_REQUIRED`, `BUS_MCEERR_AR`).
+    pub const ACTION_REQUIRED: MfFlags = MfFlags(1 << 0);
+
+    /// Whether every flag of `other` is set.
+    pub const fn contains(self, other: MfFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+impl std::ops::BitOr for MfFlags {
+    type Output = MfFlags;
+
+    fn bitor(self, rhs: MfFlags) -> MfFlags {
+        MfFlags(self.0 | rhs.0)
+    }
+}
+
+/// Why `memory_failure` did nothing (or stopped). The page is flagged only if the error comes
+/// after step 2.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MfError {
+    /// No live pgmap holds the pfn (`-ENXIO`): it is not device memory, or its device is
+    /// being torn down.
+    #[error("pfn {pfn} is not device memory of a live pgmap")]
+    NoDevice {
+        /// The pfn.
+        pfn: Pfn,
+    },
+    /// The pfn holds the pgmap's own memmap or reserve, not data (`pgmap_pfn_valid`).
+    #[error("pfn {pfn} holds its device's memmap (altmap), not data: nothing maps it")]
+    NotData {
+        /// The pfn.
+        pfn: Pfn,
+    },
+    /// The page was poisoned already (`-EHWPOISON`); nothing more was done.
+    #[error("pfn {pfn} is already poisoned")]
+    AlreadyPoisoned {
+        /// The pfn.
+        pfn: Pfn,
+    },
+    /// The memmap refused (the pfn's descriptors could not be synced or looked up).
+    #[error(transparent)]
+    Pgmap(#[from] PgmapError),
+}
+
+/// Who handled an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandledBy {
+    /// The pgmap's `memory_failure` callback.
+    Callback,
+    /// The generic path: mappings revoked through the device's rmap.
+    Generic,
+}
+
+/// What `memory_failure` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MfReport {
+    /// The failed page.
+    pub pfn: Pfn,
+    /// The head of its folio.
+    pub head: Pfn,
+    /// Who handled it.
+    pub handled_by: HandledBy,
+    /// One per mapping that had the leaf, in mapping order: what its owner was told.
+    pub notices: Vec<PoisonNotice>,
+    /// Pins on the folio when the error was handled: they stay (DMA cannot be revoked).
+    pub pins: u32,
+    /// From the call until every mapping was revoked and every owner told.
+    pub elapsed: Duration,
+}
+
+/// Handles a memory error in the 4 KiB page `pfn` of `space`, as the module documentation
+/// describes.
+pub fn memory_failure(space: &DeviceSpace, pfn: Pfn, flags: MfFlags) -> Result<MfReport, MfError> {
+    let start = Instant::now();
+    let pgmap = space
+        .get_dev_pagemap(pfn)
+        .ok_or(MfError::NoDevice { pfn })?;
+    if !pgmap.pfn_valid(pfn) {
+        return Err(MfError::NotData { pfn });
+    }
+    if pgmap.subpage_poisoned(pfn)? {
+        return Err(MfError::AlreadyPoisoned { pfn });
+    }
+    pgmap.poison_subpage(pfn)?;
+    let folio = pgmap.folio(pfn)?;
+    let (head, pins) = (folio.pfn(), folio.pincount().max(0) as u32);
+    let action_required = flags.contains(MfFlags::ACTION_REQUIRED);
+    if let Some(cb) = pgmap.ops().memory_failure.clone()
+        && cb(pfn, u64::from(flags.0))
+    {
+        return Ok(MfReport {
+            pfn,
+            head,
+            handled_by: HandledBy::Callback,
+            notices: Vec::new(),
+            pins,
+            elapsed: start.elapsed(),
+        });
+    }
+    let notices = dax::revoke(&pgmap, pfn, action_required).unwrap_or_default();
+    Ok(MfReport {
+        pfn,
+        head,
+        handled_by: HandledBy::Generic,
+        notices,
+        pins,
+        elapsed: start.elapsed(),
+    })
+}
+
+#[cfg(test)]
+mod dax_tests;
+#[cfg(test)]
+mod tests;
