@@ -203,3 +203,49 @@ fn clearing_the_poison_maps_the_page_again() {
         .expect("pins work again");
     drop(pins);
 }
+
+/// The time from `memory_failure` to every mapping revoked and every owner told, for 1 and 4
+/// mappings of a 2 MiB leaf (a figure for BENCHMARKS.md, not a check):
+/// `cargo test --release -p devmap --lib revocation_time -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn revocation_time() {
+    const LEAVES: u64 = 200;
+    for n in [1usize, 4] {
+        let space = DeviceSpace::new();
+        let mut opts = DaxOptions::new(Order::PMD);
+        opts.init = InitMode::Sync;
+        let backing = Backing::memfd(LEAVES * LEAF).expect("memfd");
+        let dev = DaxDevice::with_options(&space, backing, opts).expect("device");
+        let maps: Vec<DaxMapping> = (0..n)
+            .map(|_| dev.mmap(0, LEAVES * LEAF, true).expect("mmap"))
+            .collect();
+        let told = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        for m in &maps {
+            let told = Arc::clone(&told);
+            m.set_owner(Arc::new(move |_: &PoisonNotice| {
+                told.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }));
+            m.populate(m.addr(), m.len()).expect("fault every leaf in");
+        }
+        let mut ns: Vec<u128> = (0..LEAVES)
+            .map(|i| {
+                let pfn = dev.pfn_at(i * LEAF + 5 * PAGE_SIZE).expect("pfn");
+                let r = memory_failure(&space, pfn, MfFlags::NONE).expect("handled");
+                assert_eq!(r.notices.len(), n);
+                r.elapsed.as_nanos()
+            })
+            .collect();
+        assert_eq!(
+            told.load(std::sync::atomic::Ordering::Relaxed),
+            LEAVES * n as u64
+        );
+        ns.sort_unstable();
+        println!(
+            "{n} mapping(s): p50 {} us, p99 {} us, max {} us over {LEAVES} errors",
+            ns[ns.len() / 2] / 1000,
+            ns[ns.len() * 99 / 100] / 1000,
+            ns[ns.len() - 1] / 1000
+        );
+    }
+}
