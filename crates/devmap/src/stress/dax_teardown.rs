@@ -18,7 +18,7 @@ use parking_lot::RwLock;
 use crate::addr::{Order, PAGE_SIZE};
 use crate::backing::Backing;
 use crate::dax::{DaxDevice, DaxError, DaxMapping, DaxOptions, Faults, UserFolios, UserPages};
-use crate::gup::{GupError, GupFlags};
+use crate::gup::GupFlags;
 use crate::init::InitMode;
 use crate::memmap::Layout;
 use crate::pgmap::{DeviceSpace, PgmapError};
@@ -50,30 +50,7 @@ struct Run<'d> {
     final_began: AtomicBool,
 }
 
-/// Whether an error is the device going away for good. A pin during the timed teardown fails
-/// with `may_revive` and is simply not retried.
-fn torn_down(e: &DaxError) -> bool {
-    matches!(
-        e,
-        DaxError::TornDown
-            | DaxError::Gup(GupError::TornDown {
-                may_revive: false,
-                ..
-            })
-            | DaxError::Pgmap(PgmapError::NotRegistered)
-    )
-}
-
-/// A pin refused by a teardown that may still give up.
-fn may_revive(e: &DaxError) -> bool {
-    matches!(
-        e,
-        DaxError::Gup(GupError::TornDown {
-            may_revive: true,
-            ..
-        })
-    )
-}
+use super::{dax_gone as torn_down, dax_may_revive as may_revive};
 
 impl Run<'_> {
     /// A random window: (device offset, length).

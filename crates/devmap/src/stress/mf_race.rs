@@ -19,7 +19,7 @@ use crate::gup::{GupError, GupFlags};
 use crate::init::InitMode;
 use crate::memmap::Layout;
 use crate::memory_failure::{MfError, MfFlags, memory_failure};
-use crate::pgmap::{DeviceSpace, PgmapError};
+use crate::pgmap::DeviceSpace;
 use crate::test_support::Rng;
 
 const LEAF: u64 = 2 << 20;
@@ -39,18 +39,7 @@ struct Run<'d> {
     granularity: Granularity,
 }
 
-/// Whether an error is the device going away for good.
-fn gone(e: &DaxError) -> bool {
-    matches!(
-        e,
-        DaxError::TornDown
-            | DaxError::Gup(GupError::TornDown {
-                may_revive: false,
-                ..
-            })
-            | DaxError::Pgmap(PgmapError::NotRegistered)
-    )
-}
+use super::{dax_gone as gone, dax_may_revive};
 
 /// Whether an error is a refusal because of poison.
 fn poisoned(e: &DaxError) -> bool {
@@ -101,9 +90,7 @@ impl Run<'_> {
                     }
                     Err(e) if poisoned(&e) => true,
                     Err(e) if gone(&e) => false,
-                    Err(DaxError::Gup(GupError::TornDown {
-                        may_revive: true, ..
-                    })) => true,
+                    Err(e) if dax_may_revive(&e) => true,
                     Err(e) => panic!("pin: {e}"),
                 }
             }

@@ -21,3 +21,32 @@ mod lifecycle;
 mod loom_pin_teardown;
 #[cfg(all(test, not(loom)))]
 mod mf_race;
+
+/// Whether a device-dax error is the device going away for good.
+#[cfg(all(test, not(loom)))]
+fn dax_gone(e: &crate::dax::DaxError) -> bool {
+    use crate::dax::DaxError;
+    use crate::gup::GupError;
+    matches!(
+        e,
+        DaxError::TornDown
+            | DaxError::Gup(GupError::TornDown {
+                may_revive: false,
+                ..
+            })
+            | DaxError::Pgmap(crate::pgmap::PgmapError::NotRegistered)
+    )
+}
+
+/// Whether a device-dax error is a pin refused by a teardown that may still give up (it is
+/// not retried; the next operation goes on).
+#[cfg(all(test, not(loom)))]
+fn dax_may_revive(e: &crate::dax::DaxError) -> bool {
+    matches!(
+        e,
+        crate::dax::DaxError::Gup(crate::gup::GupError::TornDown {
+            may_revive: true,
+            ..
+        })
+    )
+}
