@@ -1,8 +1,8 @@
 //! `devmap touch-test`: first-touch fault latency of a device-dax device against the kernel's
-//! own first touches. This module owns the command's arguments and their checks (size, align,
-//! backing, file path, threads, the huge page pool and the memory the touches will take), the
-//! row it prints and that row's columns; `measure` makes the device and the baseline mapping,
-//! touches them and reads back what the kernel mapped.
+//! own first touches. This module owns the command's arguments, the row it prints and that
+//! row's columns; `checks` turns the arguments into a plan (size, align, backing, file path,
+//! threads, the huge page pool and the memory the touches will take); `measure` makes the
+//! device and the baseline mapping, touches them and reads back what the kernel mapped.
 //!
 //! The run makes a device over a fresh backing (`--backing memfd|hugetlb|file`), maps all of
 //! it, and has `--threads` threads touch its leaves, each a contiguous share: per leaf, one
@@ -11,28 +11,28 @@
 //! in every other 4 KiB page of it, which must not fault again. The device is then torn down
 //! and the baseline runs: a fresh backing of the same kind and size mapped plainly by the
 //! kernel (no device, no userfaultfd), the same threads touching every 4 KiB page of each leaf
-//! with the same timing. So the two sides never hold their memory at the same time.
+//! with the same timing. So the two sides never hold their memory at the same time. An
+//! untimed baseline run goes first, so neither side pays for the machine's first use of that
+//! much free memory.
 //!
 //! One row per run, not one per side: the baseline exists to be compared with the device, so
 //! its figures sit next to the device's in the same row with the ratios of the two, and the
 //! device-only figures (faults handled, leaves mapped, init) would be empty in a baseline row.
 
+mod checks;
 mod measure;
 
-use std::fs::OpenOptions;
-use std::num::NonZeroUsize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use devmap::backing::{Backing, HugePageSize, huge_pages};
+use devmap::backing::HugePageSize;
 use devmap::{InitMode, Layout, Order, PAGE_SIZE};
 use serde::Serialize;
 
-use crate::args::{self, LayoutArg, ModeArg, count};
+use crate::args::{LayoutArg, count};
 use crate::output::{self, Cells};
-use crate::procfs;
-use crate::units::{format_size, human, nanos};
+use crate::units::{format_size, nanos};
 
 /// `touch-test`'s arguments.
 #[derive(Debug, Args)]
@@ -315,8 +315,8 @@ fn columns(r: &Touched) -> Cells {
 /// measured pays for the machine's first use of that much free memory (its p99 came out 3–5×
 /// the other side's, whichever side went first); with it both sides find memory the same way.
 pub fn run(a: TouchTestArgs) -> Result<()> {
-    let plan = plan(&a)?;
-    let backing = open_device_backing(&plan)?;
+    let plan = checks::plan(&a)?;
+    let backing = checks::open_device_backing(&plan)?;
     measure::baseline_side(&plan).context("warm-up")?;
     let dev = measure::devmap_side(&plan, backing)?;
     let base = measure::baseline_side(&plan)?;
@@ -369,258 +369,6 @@ pub fn run(a: TouchTestArgs) -> Result<()> {
         ratio_p99: ratio(dev.side.lat.p99, base.lat.p99),
     };
     output::print(a.json, &[row], columns)
-}
-
-/// The plan `a` asks for, or the first thing wrong with it.
-fn plan(a: &TouchTestArgs) -> Result<Plan> {
-    let size = args::parse_size(&a.size)?;
-    let align = args::parse_align(&a.align, ModeArg::Devdax)?;
-    if size == 0 {
-        bail!(
-            "size must be greater than zero: did you mean --size {}?",
-            format_size(align)
-        );
-    }
-    args::check_multiple(size, align)?;
-    let all = size / align;
-    let touched = match a.leaves {
-        None => all,
-        Some(0) => bail!("--leaves must be at least 1, e.g. --leaves 256"),
-        Some(n) if n > all => bail!(
-            "--leaves {n} is more than the {all} leaves of {} at align {}: use --leaves {all} or \
-             fewer",
-            format_size(size),
-            format_size(align)
-        ),
-        Some(n) => n,
-    };
-    let touched_bytes = touched * align;
-    if touched_bytes > MAX_UNFORCED && !a.force {
-        bail!(
-            "touching {} is more than {}: each side of the run touches, and so allocates, every \
-             page of its leaves (memory, huge pages or page cache), one side after the other; \
-             use --size {} or less, --leaves {}, or add --force",
-            format_size(touched_bytes),
-            format_size(MAX_UNFORCED),
-            format_size(MAX_UNFORCED),
-            MAX_UNFORCED / align
-        );
-    }
-    let align = Order::from_bytes(align)?;
-    let leaves = touched;
-    let threads = threads(a.threads, leaves, align)?;
-    let handlers = a.handlers.unwrap_or(threads);
-    if handlers == 0 || handlers > MAX_THREADS {
-        bail!(
-            "--handlers {handlers} is not a usable count of fault handler threads: use 1 to \
-             {MAX_THREADS}, e.g. --handlers 2"
-        );
-    }
-    let layout = match a.layout.layouts().as_slice() {
-        [one] => *one,
-        _ => bail!("touch-test runs one layout: choose --layout flat, vmemmap or heads"),
-    };
-    let init = match a.init {
-        InitArg::Sync => InitMode::Sync,
-        InitArg::Parallel => InitMode::parallel_default(),
-        InitArg::Async => InitMode::async_default(),
-    };
-    let source = match (a.backing, &a.path) {
-        (BackingArg::File, None) => bail!(
-            "--backing file needs --path PATH: the file to hold the device (created sparse at \
-             --size if missing), e.g. --path /tmp/devmap-touch"
-        ),
-        (BackingArg::File, Some(p)) => Source::File(p.clone()),
-        (_, Some(_)) => bail!(
-            "--path names the file of --backing file; a {} backing has no path: drop --path, \
-             or add --backing file",
-            backing_name(a.backing)
-        ),
-        (BackingArg::Memfd, None) => Source::Memfd,
-        (BackingArg::Hugetlb, None) => Source::Hugetlb(huge_page_size(align)?),
-    };
-    let plan = Plan {
-        size,
-        align,
-        source,
-        threads,
-        handlers,
-        init,
-        layout,
-        touched,
-    };
-    check_memory(&plan)?;
-    Ok(plan)
-}
-
-fn backing_name(b: BackingArg) -> &'static str {
-    match b {
-        BackingArg::Memfd => "memfd",
-        BackingArg::Hugetlb => "hugetlb",
-        BackingArg::File => "file",
-    }
-}
-
-/// Checks `--threads` against the leaves there are to share.
-fn threads(n: usize, leaves: u64, align: Order) -> Result<usize> {
-    let n = NonZeroUsize::new(n)
-        .ok_or_else(|| anyhow!("--threads must be at least 1, e.g. --threads 2"))?
-        .get();
-    if n > MAX_THREADS {
-        bail!("--threads {n} is more than devmap starts: use at most {MAX_THREADS}");
-    }
-    if n as u64 > leaves {
-        bail!(
-            "--threads {n} is more than the {leaves} leaves of {} to share among them: use \
-             --threads {leaves} or fewer, or a larger --size",
-            format_size(align.bytes())
-        );
-    }
-    Ok(n)
-}
-
-/// The huge page size of a hugetlb backing for leaves of `align`: the same size, so each
-/// caught fault maps one huge page.
-fn huge_page_size(align: Order) -> Result<HugePageSize> {
-    if align == HugePageSize::Size2M.order() {
-        Ok(HugePageSize::Size2M)
-    } else if align == HugePageSize::Size1G.order() {
-        Ok(HugePageSize::Size1G)
-    } else {
-        bail!(
-            "--backing hugetlb uses huge pages of --align, and there are no {} huge pages: use \
-             --align 2M or --align 1G, or --backing memfd",
-            format_size(align.bytes())
-        )
-    }
-}
-
-/// Refuses a run the machine cannot hold: touching more of a memfd than the memory devmap
-/// allows itself, a hugetlb backing larger than the free huge pages (a shared hugetlb mapping
-/// reserves all its pages, touched or not). Files go to the page cache,
-/// which the kernel can write back, and are bounded by the size cap alone.
-fn check_memory(plan: &Plan) -> Result<()> {
-    match &plan.source {
-        Source::Memfd => {
-            let (budget, available) = procfs::memory_budget()?;
-            let need = plan.touched_bytes();
-            if need > budget {
-                let fit = args::smaller_fitting(need, plan.align.bytes(), |s| s <= budget);
-                let hint = match fit {
-                    Some(s) if plan.touched * plan.align.bytes() == plan.size => {
-                        format!("--size {}", format_size(s))
-                    }
-                    Some(s) => format!("--leaves {}", s / plan.align.bytes()),
-                    None => "a smaller --size".to_owned(),
-                };
-                bail!(
-                    "touching {} of a memfd takes {} of memory, more than the {} devmap allows \
-                     itself ({}% of the {} available): try {hint}",
-                    format_size(need),
-                    human(need),
-                    human(budget),
-                    procfs::MEMORY_BUDGET_PERCENT,
-                    human(available)
-                );
-            }
-            Ok(())
-        }
-        Source::Hugetlb(page) => check_huge_pages(*page, plan.size),
-        Source::File(_) => Ok(()),
-    }
-}
-
-/// Refuses a hugetlb run the pool cannot serve, naming the free pages, the pages needed and
-/// how to raise the pool. The device and the baseline each need the pages, one after the
-/// other: the device gives them back before the baseline maps.
-fn check_huge_pages(page: HugePageSize, size: u64) -> Result<()> {
-    let bytes = page.order().bytes();
-    let kb = bytes / 1024;
-    let sysfs = format!("/sys/kernel/mm/hugepages/hugepages-{kb}kB/nr_hugepages");
-    let counts = huge_pages(page).with_context(|| {
-        format!(
-            "cannot read the {} huge page pool: does this kernel have {} huge pages?",
-            format_size(bytes),
-            format_size(bytes)
-        )
-    })?;
-    let need = size / bytes;
-    if counts.free >= need {
-        return Ok(());
-    }
-    let raise = if page == HugePageSize::Size2M {
-        format!("{sysfs} (or /proc/sys/vm/nr_hugepages)")
-    } else {
-        sysfs
-    };
-    let smaller = if counts.free > 0 {
-        format!(
-            ", or use --size {} or less",
-            format_size(counts.free * bytes)
-        )
-    } else {
-        String::new()
-    };
-    bail!(
-        "--backing hugetlb --size {} needs {need} free {} huge pages, and the pool has {} free \
-         huge pages (of {}): as root, write {} to {raise}{smaller}",
-        format_size(size),
-        format_size(bytes),
-        counts.free,
-        counts.total,
-        counts.total + (need - counts.free)
-    )
-}
-
-/// The device's backing: a fresh memfd, or the file at `--path` as its rules say.
-fn open_device_backing(plan: &Plan) -> Result<Backing> {
-    match &plan.source {
-        Source::Memfd => Ok(Backing::memfd(plan.size)?),
-        Source::Hugetlb(page) => Ok(Backing::hugetlb(plan.size, *page)?),
-        Source::File(path) => open_file(path, plan.size, plan.align.bytes()),
-    }
-}
-
-/// The file at `path` for a device of `size` bytes: created sparse if missing, extended if
-/// empty, used as it is if exactly `size`, refused otherwise (it holds data this run would
-/// not fit or would have to cut).
-fn open_file(path: &Path, size: u64, align: u64) -> Result<Backing> {
-    let meta = match std::fs::metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Backing::create_file(path, size)
-                .with_context(|| format!("cannot create {} for --backing file", path.display()));
-        }
-        Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", path.display())),
-        Ok(m) => m,
-    };
-    if !meta.is_file() {
-        bail!(
-            "--path {} is not a regular file: give a new path or an existing regular file",
-            path.display()
-        );
-    }
-    if meta.len() == 0 {
-        OpenOptions::new()
-            .write(true)
-            .open(path)
-            .and_then(|f| f.set_len(size))
-            .with_context(|| format!("cannot extend {} to {}", path.display(), human(size)))?;
-    } else if meta.len() != size {
-        let its_size = if meta.len().is_multiple_of(align) {
-            format!("--size {}, ", format_size(meta.len()))
-        } else {
-            String::new()
-        };
-        bail!(
-            "--path {} holds {} bytes, not --size {} ({size} bytes): touch-test uses an \
-             existing file only if it is empty or exactly --size, and never resizes one with \
-             data in it; give {its_size}a new --path, or an empty file",
-            path.display(),
-            meta.len(),
-            format_size(size),
-        );
-    }
-    Ok(Backing::open_file(path)?)
 }
 
 /// Bytes the touches write into each page: one, at the page's start.
