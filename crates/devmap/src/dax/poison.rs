@@ -2,12 +2,13 @@
 //! device-dax): revoking a poisoned leaf from every mapping that has it, telling each mapping's
 //! owner what it lost, keeping the device's list of bad pages, and clearing poison again.
 //!
-//! Revocation zaps the leaf's page-table entries in each mapping and drops the mapping's
-//! reference on the folio. Where the device catches touches, the next access to the leaf is
-//! caught and runs the fault path, which finds the poison and answers by the device's
-//! [`Granularity`]: `Leaf` (the kernel's) refuses the whole leaf, so every page of it raises
-//! SIGBUS; `Page` maps the leaf again with the poisoned pages as `UFFDIO_POISON` markers, so
-//! only they raise SIGBUS and the rest keep their bytes. A device that does not catch touches
+//! Revocation follows the device's [`Granularity`]. `Leaf` (the kernel's) zaps the leaf's
+//! page-table entries in each mapping and drops the mapping's reference on the folio; the next
+//! access is caught and the fault path refuses the poisoned leaf, so every page of it raises
+//! SIGBUS. `Page` zaps only the poisoned page's entry and puts a `UFFDIO_POISON` marker in its
+//! place, so only that page raises SIGBUS and the mapping keeps the rest of the leaf, mapped,
+//! with its bytes; a mapping that faults the leaf later gets the same markers from the fault
+//! path. A device that does not catch touches
 //! cannot stop the kernel from mapping the bytes again: there the metadata is revoked and the
 //! owners told, and keeping away from the bytes is up to them.
 //!
@@ -158,7 +159,8 @@ impl Shared {
         };
         let leaf_pages = self.align.nr_pages();
         let leaf_pgoff = pgoff - pgoff % leaf_pages;
-        let shift = match self.effective_granularity() {
+        let granularity = self.effective_granularity();
+        let shift = match granularity {
             Granularity::Page => Order::BASE.get() + 12,
             Granularity::Leaf => self.align.get() + 12,
         };
@@ -173,15 +175,36 @@ impl Shared {
                 if !*live {
                     continue;
                 }
-                let Some(fm) = m.leaves.lock().remove(&leaf_pgoff) else {
+                let leaf_byte = leaf_pgoff * PAGE_SIZE;
+                if leaf_byte < m.offset || leaf_byte >= m.offset + m.len {
                     continue;
-                };
-                let rel = leaf_pgoff * PAGE_SIZE - m.offset;
-                m.bits.clear(rel / self.align.bytes());
-                // Zapping a registered shared mapping cannot fail for a range inside it; if
-                // it did, the next touch would still find the leaf unfaulted and be refused.
-                let _ = m.window.discard(rel, self.align.bytes());
-                released.push(fm);
+                }
+                let rel = leaf_byte - m.offset;
+                match granularity {
+                    Granularity::Leaf => {
+                        let Some(fm) = m.leaves.lock().remove(&leaf_pgoff) else {
+                            continue;
+                        };
+                        m.bits.clear(rel / self.align.bytes());
+                        // Zapping a registered shared mapping cannot fail for a range inside
+                        // it; if it did, the next touch would still find the leaf unfaulted
+                        // and be refused.
+                        let _ = m.window.discard(rel, self.align.bytes());
+                        released.push(fm);
+                    }
+                    Granularity::Page => {
+                        if !m.leaves.lock().contains_key(&leaf_pgoff) {
+                            continue;
+                        }
+                        // Only the poisoned page goes: its entry is zapped and replaced by a
+                        // poison marker; the mapping keeps the leaf and its other pages.
+                        let page = pgoff * PAGE_SIZE - m.offset;
+                        let _ = m.window.discard(page, PAGE_SIZE);
+                        if let Some(uffd) = &self.uffd {
+                            let _ = uffd.poison(m.base as u64 + page, PAGE_SIZE);
+                        }
+                    }
+                }
                 let notice = PoisonNotice {
                     mapping: m.id,
                     pfn,
