@@ -159,6 +159,14 @@ pub enum DaxError {
         /// The poisoned page.
         pfn: Pfn,
     },
+    /// Bytes lost to a memory error (`DaxMapping::read_mc` refused to read them).
+    #[error("{len} bytes at {addr:#x} are lost to a memory error")]
+    MemoryLost {
+        /// The first lost byte's address.
+        addr: usize,
+        /// How many bytes are lost there: a page, or a whole leaf at `Leaf` granularity.
+        len: u64,
+    },
     /// A fault in a mapping that is being unmapped.
     #[error("{id} is being unmapped")]
     Unmapped {

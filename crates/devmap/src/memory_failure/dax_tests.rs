@@ -13,7 +13,7 @@ use super::*;
 use crate::addr::{Order, PAGE_SIZE};
 use crate::backing::Backing;
 use crate::backing::test_child::{report_sigbus_address, run_ignored_with};
-use crate::dax::{DaxDevice, DaxMapping, DaxOptions, Faults, Granularity};
+use crate::dax::{DaxDevice, DaxError, DaxMapping, DaxOptions, Faults, Granularity};
 use crate::init::InitMode;
 
 const MIB: u64 = 1 << 20;
@@ -254,5 +254,48 @@ fn revocation_time() {
             ns[ns.len() * 99 / 100] / 1000,
             ns[ns.len() - 1] / 1000
         );
+    }
+}
+
+#[test]
+fn read_mc_refuses_exactly_the_lost_bytes_in_each_granularity() {
+    for (granularity, lost) in [(Granularity::Page, PAGE_SIZE), (Granularity::Leaf, LEAF)] {
+        let space = DeviceSpace::new();
+        let dev = device(&space, granularity);
+        let maps = three(&dev);
+        fill_and_fault(&maps);
+        let bad = dev.pfn_at(BAD).expect("pfn");
+        memory_failure(&space, bad, MfFlags::NONE).expect("handled");
+        for m in &maps {
+            let mut readable = 0;
+            let mut refused = 0;
+            for page in 0..512u64 {
+                let mut b = [0u8];
+                match m.read_mc(rel(m, LEAF + page * PAGE_SIZE), &mut b) {
+                    Ok(()) => {
+                        assert_eq!(b[0], page as u8 ^ 0x5a, "{granularity:?} page {page}");
+                        readable += PAGE_SIZE;
+                    }
+                    Err(DaxError::MemoryLost { addr, len }) => {
+                        assert_eq!(len, lost, "{granularity:?}");
+                        let first = m.addr() + rel(m, BAD - BAD % lost) as usize;
+                        assert_eq!(addr, first, "{granularity:?}: names the lost unit");
+                        refused += PAGE_SIZE;
+                    }
+                    Err(e) => panic!("{granularity:?}: {e}"),
+                }
+            }
+            assert_eq!((refused, readable), (lost, LEAF - lost), "{granularity:?}");
+        }
+        // The neighbouring leaf is untouched in both modes.
+        let mut b = [0u8];
+        maps[0].read_mc(0, &mut b).expect("leaf 0 reads");
+        // A read spanning the lost bytes is refused whole, copying nothing.
+        let mut big = vec![0xffu8; (2 * PAGE_SIZE) as usize];
+        let e = maps[0]
+            .read_mc(BAD - PAGE_SIZE, &mut big)
+            .expect_err("spans the lost page");
+        assert!(matches!(e, DaxError::MemoryLost { .. }), "{e}");
+        assert!(big.iter().all(|b| *b == 0xff), "nothing copied");
     }
 }
