@@ -373,6 +373,7 @@ impl<'s> DaxDevice<'s> {
             bits: LeafBits::new(len / align.bytes()),
             caught: self.shared.uffd.is_some(),
             owner: OwnerSlot::default(),
+            _listed: super::ranges::register(window.as_ptr().as_ptr() as usize, len as usize),
             window,
             _live: live,
         });

@@ -43,6 +43,7 @@ mod gup;
 mod leaves;
 mod mapping;
 mod poison;
+mod ranges;
 mod shared;
 #[cfg(test)]
 mod tests;
@@ -52,8 +53,11 @@ mod uffd_tests;
 pub use self::device::{DaxDevice, DaxOptions, Faults};
 pub use self::gup::{UserFolio, UserFolios, UserPages};
 pub use self::mapping::{DaxMapping, Faulted, Populated};
-pub(crate) use self::poison::revoke;
+#[cfg(test)]
+pub(crate) use self::poison::hold_registry;
 pub use self::poison::{Granularity, OwnerFn, PoisonNotice};
+pub(crate) use self::poison::{locate, revoke};
+pub use self::ranges::{is_devmap_address, overflowed as address_table_overflowed};
 pub use self::shared::FaultStats;
 
 use std::fmt;

@@ -119,6 +119,27 @@ fn device_of(pgmap: &Pgmap) -> Option<Arc<Shared>> {
         .find(|d| std::ptr::eq(Arc::as_ptr(&d.pgmap), pgmap))
 }
 
+/// Holds the registry of devices (for a test showing the memory-error signal handler never
+/// takes it).
+#[cfg(test)]
+pub(crate) fn hold_registry() -> impl Sized {
+    DEVICES.lock()
+}
+
+/// The pgmap and pfn behind user address `addr` of a live device-dax mapping, if it is one.
+pub(crate) fn locate(addr: usize) -> Option<(Arc<Pgmap>, Pfn)> {
+    let devices: Vec<Arc<Shared>> = DEVICES.lock().iter().filter_map(Weak::upgrade).collect();
+    devices.iter().find_map(|d| {
+        let mappings = d.mappings.lock();
+        let m = mappings
+            .values()
+            .find(|m| addr.wrapping_sub(m.base) < m.len as usize)?;
+        let byte = m.offset + (addr - m.base) as u64;
+        let pfn = d.pgoff_to_pfn(byte / PAGE_SIZE, 1)?;
+        Some((Arc::clone(&d.pgmap), pfn))
+    })
+}
+
 /// The generic memory-failure path for a device-dax pfn (the caller has flagged the page):
 /// revokes the leaf from every mapping of the device that has it and tells their owners.
 /// `None` if no device-dax device owns the pgmap (a bare pgmap has no mappings to revoke).

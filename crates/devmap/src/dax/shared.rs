@@ -102,6 +102,9 @@ pub(super) struct MappingCore {
     pub(super) caught: bool,
     /// Who is told when memory under this mapping fails.
     pub(super) owner: OwnerSlot,
+    /// The window's entry in the lock-free address table; declared before the window so that
+    /// it leaves the table before the unmap.
+    pub(super) _listed: super::ranges::Registered,
     /// The mapped bytes, unmapped when the last holder of the mapping lets go: its
     /// `DaxMapping`, or a handler or memory failure finishing with it (they hold it only while
     /// they work in it, and see it unmapping at once).

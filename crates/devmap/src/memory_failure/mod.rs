@@ -15,11 +15,18 @@
 //! From then on new faults and new pins of the poisoned page fail; pins that existed stay (DMA
 //! cannot be revoked) and are reported in [`MfReport::pins`].
 
+mod sigbus;
+
+pub use self::sigbus::{
+    SLOTS as SIGBUS_SLOTS, SigbusError, SigbusReportFn, SigbusStats, install_sigbus_handler,
+    sigbus_stats,
+};
+
 use std::time::{Duration, Instant};
 
 use crate::addr::Pfn;
 use crate::dax::{self, PoisonNotice};
-use crate::pgmap::{DeviceSpace, PgmapError};
+use crate::pgmap::{DeviceSpace, Pgmap, PgmapError};
 
 /// `MF_*` flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -62,6 +69,12 @@ pub enum MfError {
     NotData {
         /// The pfn.
         pfn: Pfn,
+    },
+    /// An address that no live device-dax mapping holds.
+    #[error("address {addr:#x} is not in a device-dax mapping")]
+    NotMapped {
+        /// The address.
+        addr: usize,
     },
     /// The page was poisoned already (`-EHWPOISON`); nothing more was done.
     #[error("pfn {pfn} is already poisoned")]
@@ -107,6 +120,20 @@ pub fn memory_failure(space: &DeviceSpace, pfn: Pfn, flags: MfFlags) -> Result<M
     let pgmap = space
         .get_dev_pagemap(pfn)
         .ok_or(MfError::NoDevice { pfn })?;
+    handle(&pgmap, pfn, flags, start)
+}
+
+/// Handles a memory error at user address `addr` of a live device-dax mapping (an error the
+/// kernel reported by address, as a SIGBUS does), as [`memory_failure`] does for its pfn.
+pub fn memory_failure_at(addr: usize, flags: MfFlags) -> Result<MfReport, MfError> {
+    let start = Instant::now();
+    let (pgmap, pfn) = dax::locate(addr).ok_or(MfError::NotMapped { addr })?;
+    let live = pgmap.tryget().ok_or(MfError::NoDevice { pfn })?;
+    handle(&live, pfn, flags, start)
+}
+
+/// Steps 1 (the data check) to 3 on a pgmap found live.
+fn handle(pgmap: &Pgmap, pfn: Pfn, flags: MfFlags, start: Instant) -> Result<MfReport, MfError> {
     if !pgmap.pfn_valid(pfn) {
         return Err(MfError::NotData { pfn });
     }
@@ -129,7 +156,7 @@ pub fn memory_failure(space: &DeviceSpace, pfn: Pfn, flags: MfFlags) -> Result<M
             elapsed: start.elapsed(),
         });
     }
-    let notices = dax::revoke(&pgmap, pfn, action_required).unwrap_or_default();
+    let notices = dax::revoke(pgmap, pfn, action_required).unwrap_or_default();
     Ok(MfReport {
         pfn,
         head,
