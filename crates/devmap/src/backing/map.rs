@@ -31,6 +31,16 @@ unsafe impl Send for SharedMapping {}
 // SAFETY: as above; `&SharedMapping` reads and writes only through relaxed atomics.
 unsafe impl Sync for SharedMapping {}
 
+/// An empty memfd, made once: the file a fenced range maps, so that touching it raises SIGBUS.
+fn empty_file() -> Result<std::os::fd::BorrowedFd<'static>, rustix::io::Errno> {
+    static EMPTY: std::sync::OnceLock<std::os::fd::OwnedFd> = std::sync::OnceLock::new();
+    if let Some(fd) = EMPTY.get() {
+        return Ok(std::os::fd::AsFd::as_fd(fd));
+    }
+    let fd = rustix::fs::memfd_create("devmap-fence", rustix::fs::MemfdFlags::CLOEXEC)?;
+    Ok(std::os::fd::AsFd::as_fd(EMPTY.get_or_init(|| fd)))
+}
+
 /// Maps a window already checked by `Backing::check_window`: `offset` and `len` are multiples
 /// of the page size, inside the backing, and `align` is at least the page size.
 pub(super) fn map_shared(
@@ -166,21 +176,7 @@ impl SharedMapping {
     /// where the mapping is registered). Poison markers placed by `UFFDIO_POISON` go too.
     /// Both must be multiples of the page size and lie inside the mapping.
     pub fn discard(&self, offset: u64, len: u64) -> Result<(), BackingError> {
-        let out = || BackingError::OutOfRange {
-            offset,
-            len,
-            end: self.len as u64,
-        };
-        let page = self.page.bytes();
-        if !offset.is_multiple_of(page) || !len.is_multiple_of(page) {
-            return Err(out());
-        }
-        let start = usize::try_from(offset).map_err(|_| out())?;
-        let n = usize::try_from(len).map_err(|_| out())?;
-        match start.checked_add(n) {
-            Some(end) if end <= self.len => {}
-            _ => return Err(out()),
-        }
+        let (start, n) = self.sub_range(offset, len)?;
         // SAFETY: `[start, start + n)` lies inside this shared mapping, which `self` owns.
         // `MADV_DONTNEED` on a shared file mapping only drops page-table entries: no Rust
         // reference sees different bytes afterwards (a later access reads the backing's same
@@ -192,13 +188,83 @@ impl SharedMapping {
                 rustix::mm::Advice::LinuxDontNeed,
             )
         }
-        .map_err(|e| BackingError::MapShared {
+        .map_err(|e| self.fail(offset, len, "MADV_DONTNEED", e))
+    }
+
+    /// Fences `[offset, offset + len)` off: replaces it, in place, with a shared mapping of an
+    /// empty file, so that every access there raises SIGBUS (the bytes lie beyond that file's
+    /// end) while the backing keeps its bytes. This is how a memory error is made felt where
+    /// userfaultfd cannot catch touches (files, `/dev/dax`). [`unfence`](Self::unfence) maps
+    /// the backing back. Both must be multiples of the page size inside the mapping.
+    pub fn fence(&self, offset: u64, len: u64) -> Result<(), BackingError> {
+        let (start, n) = self.sub_range(offset, len)?;
+        let empty = empty_file().map_err(|e| self.fail(offset, len, "empty memfd", e))?;
+        // SAFETY: `[start, start + n)` lies inside this mapping, which `self` owns; MAP_FIXED
+        // replaces exactly that part of it. No Rust reference holds its bytes across this call
+        // (every access through this type is a bounds-checked atomic copy), and the new
+        // mapping is never read as Rust data: an access there raises SIGBUS.
+        unsafe {
+            rustix::mm::mmap(
+                self.ptr.as_ptr().add(start).cast(),
+                n,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED | MapFlags::FIXED,
+                empty,
+                0,
+            )
+        }
+        .map(|_| ())
+        .map_err(|e| self.fail(offset, len, "MAP_FIXED of an empty file", e))
+    }
+
+    /// Maps `backing`'s bytes back over `[offset, offset + len)` of the mapping (the window's
+    /// own bytes, at its backing offset), ending a [`fence`](Self::fence). `backing` must be
+    /// the one this mapping was made from.
+    pub fn unfence(&self, backing: &Backing, offset: u64, len: u64) -> Result<(), BackingError> {
+        let (start, n) = self.sub_range(offset, len)?;
+        // SAFETY: as in `fence`: MAP_FIXED over part of our own mapping, with the bytes that
+        // were there before the fence (the same backing at the same offset).
+        unsafe {
+            rustix::mm::mmap(
+                self.ptr.as_ptr().add(start).cast(),
+                n,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED | MapFlags::FIXED,
+                backing.fd(),
+                self.offset + offset,
+            )
+        }
+        .map(|_| ())
+        .map_err(|e| self.fail(offset, len, "MAP_FIXED of the backing", e))
+    }
+
+    /// `[offset, offset + len)` as (start, length) in bytes, if it is page-aligned and inside.
+    fn sub_range(&self, offset: u64, len: u64) -> Result<(usize, usize), BackingError> {
+        let out = || BackingError::OutOfRange {
+            offset,
+            len,
+            end: self.len as u64,
+        };
+        let page = self.page.bytes();
+        if !offset.is_multiple_of(page) || !len.is_multiple_of(page) || len == 0 {
+            return Err(out());
+        }
+        let start = usize::try_from(offset).map_err(|_| out())?;
+        let n = usize::try_from(len).map_err(|_| out())?;
+        match start.checked_add(n) {
+            Some(end) if end <= self.len => Ok((start, n)),
+            _ => Err(out()),
+        }
+    }
+
+    fn fail(&self, offset: u64, len: u64, what: &str, e: rustix::io::Errno) -> BackingError {
+        BackingError::MapShared {
             backing: "mapping".into(),
             offset,
             len,
-            hint: "MADV_DONTNEED".into(),
+            hint: format!(" ({what})"),
             source: e.into(),
-        })
+        }
     }
 
     /// `[offset, offset + n)` of the mapping as atomics, if it lies inside.

@@ -8,9 +8,9 @@
 //! SIGBUS. `Page` zaps only the poisoned page's entry and puts a `UFFDIO_POISON` marker in its
 //! place, so only that page raises SIGBUS and the mapping keeps the rest of the leaf, mapped,
 //! with its bytes; a mapping that faults the leaf later gets the same markers from the fault
-//! path. A device that does not catch touches
-//! cannot stop the kernel from mapping the bytes again: there the metadata is revoked and the
-//! owners told, and keeping away from the bytes is up to them.
+//! path. A device that does not catch touches (files, `/dev/dax`) is always `Leaf`: the leaf
+//! is fenced in each mapping (replaced by a mapping of an empty file, so that a touch raises
+//! SIGBUS) and mapped back by `clear_poison`.
 //!
 //! Faults hold the device's poison lock shared for their whole run, revocation and clearing
 //! hold it exclusively (the kernel's `dax_lock_folio`), so a fault either finishes before the
@@ -207,10 +207,14 @@ impl Shared {
                             continue;
                         };
                         m.bits.clear(rel / self.align.bytes());
-                        // Zapping a registered shared mapping cannot fail for a range inside
-                        // it; if it did, the next touch would still find the leaf unfaulted
-                        // and be refused.
-                        let _ = m.window.discard(rel, self.align.bytes());
+                        // Caught: zapped, the next touch is refused by the fault path. Not
+                        // caught: fenced, so that a touch raises SIGBUS rather than reach the
+                        // bytes again. Neither fails for a range inside the mapping.
+                        let _ = if m.caught {
+                            m.window.discard(rel, self.align.bytes())
+                        } else {
+                            m.window.fence(rel, self.align.bytes())
+                        };
                         released.push(fm);
                     }
                     Granularity::Page => {
@@ -299,7 +303,11 @@ impl DaxDevice<'_> {
                 continue;
             }
             for &at in leaves.range(m.offset..m.offset + m.len) {
-                let _ = m.window.discard(at - m.offset, leaf);
+                let _ = if m.caught {
+                    m.window.discard(at - m.offset, leaf)
+                } else {
+                    m.window.unfence(&shared.backing, at - m.offset, leaf)
+                };
             }
         }
         Ok(cleared)
