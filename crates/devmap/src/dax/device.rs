@@ -12,7 +12,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::gate::Gate;
 use super::leaves::LeafBits;
-use super::poison::{Granularity, OwnerSlot};
+use super::poison::{Granularity, OwnerSlot, PoisonLock};
 use super::shared::{Counters, DaxRange, FaultStats, MappingCore, Shared};
 use super::{DaxError, DaxMapping, MappingId};
 use crate::addr::{Order, PAGE_SIZE, Pfn, PfnRange};
@@ -247,7 +247,7 @@ impl<'s> DaxDevice<'s> {
             counters: Counters::default(),
             granularity: opts.granularity,
             badblocks: Mutex::new(BTreeSet::new()),
-            poison_lock: RwLock::new(()),
+            poison_lock: PoisonLock::default(),
         });
         super::poison::register(&shared);
         let handler = if catch {

@@ -72,6 +72,26 @@ impl PoisonNotice {
 /// An owner's callback, given each notice for its mapping.
 pub type OwnerFn = dyn Fn(&PoisonNotice) + Send + Sync;
 
+/// The device's poison lock (the kernel's `dax_lock_folio`): faults run inside a shared
+/// section, revoking and clearing poison inside an exclusive one. A page is flagged poisoned
+/// before the exclusive section that revokes it, so a fault's shared section either ends
+/// before that section (and the fault's mapping is revoked by it) or starts after it (and sees
+/// the flag). `loom_tests` checks both orders.
+#[derive(Debug, Default)]
+pub(super) struct PoisonLock(crate::primitive::RwLock<()>);
+
+impl PoisonLock {
+    /// A fault's section.
+    pub(super) fn shared(&self) -> crate::primitive::RwLockReadGuard<'_, ()> {
+        crate::primitive::read(&self.0)
+    }
+
+    /// A revocation's or a clearing's section.
+    pub(super) fn exclusive(&self) -> crate::primitive::RwLockWriteGuard<'_, ()> {
+        crate::primitive::write(&self.0)
+    }
+}
+
 /// A mapping's owner, if one was named.
 #[derive(Default)]
 pub(super) struct OwnerSlot(Mutex<Option<Arc<OwnerFn>>>);
@@ -189,7 +209,7 @@ impl Shared {
         let mut told: Vec<(PoisonNotice, Option<Arc<OwnerFn>>)> = Vec::new();
         let mut released = Vec::new();
         {
-            let _exclusive = self.poison_lock.write();
+            let _exclusive = self.poison_lock.exclusive();
             self.badblocks.lock().insert(pgoff);
             for m in &mappings {
                 let live = m.live.read();
@@ -284,7 +304,7 @@ impl DaxDevice<'_> {
         }
         let leaf = shared.align.bytes();
         let mappings: Vec<Arc<MappingCore>> = shared.mappings.lock().values().cloned().collect();
-        let _exclusive = shared.poison_lock.write();
+        let _exclusive = shared.poison_lock.exclusive();
         let mut cleared = 0;
         let mut leaves = BTreeSet::new();
         for pgoff in offset / PAGE_SIZE..(offset + len) / PAGE_SIZE {
@@ -360,7 +380,7 @@ impl DaxMapping {
                 }
                 from = hole + 1;
             }
-            let _shared = shared.poison_lock.read();
+            let _shared = shared.poison_lock.shared();
             if self.core.bits.first_clear(first, end).is_some() {
                 continue; // revoked since: fault it in again
             }
@@ -391,5 +411,48 @@ impl DaxMapping {
             }
             return Ok(self.core.window.read(rel, buf)?);
         }
+    }
+}
+
+/// The poison lock against a fault: whatever the interleaving, a leaf is never left mapped
+/// once its page is flagged and the revocation has run.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::PoisonLock;
+    use crate::primitive::{AtomicBool, Ordering};
+    use loom::sync::Arc;
+
+    #[test]
+    fn loom_poison_lock_no_mapping_of_a_poisoned_leaf_survives() {
+        loom::model(|| {
+            let lock = Arc::new(PoisonLock::default());
+            let poisoned = Arc::new(AtomicBool::new(false));
+            let mapped = Arc::new(AtomicBool::new(false));
+            let fault = {
+                let (lock, poisoned, mapped) = (
+                    Arc::clone(&lock),
+                    Arc::clone(&poisoned),
+                    Arc::clone(&mapped),
+                );
+                loom::thread::spawn(move || {
+                    let _shared = lock.shared();
+                    // The fault path's poison check, then its insert.
+                    if !poisoned.load(Ordering::Relaxed) {
+                        mapped.store(true, Ordering::Relaxed);
+                    }
+                })
+            };
+            // memory_failure: the flag (a Relaxed descriptor write), then the revocation.
+            poisoned.store(true, Ordering::Relaxed);
+            {
+                let _exclusive = lock.exclusive();
+                mapped.store(false, Ordering::Relaxed);
+            }
+            fault.join().expect("fault");
+            assert!(
+                !mapped.load(Ordering::Relaxed),
+                "a poisoned leaf stayed mapped"
+            );
+        });
     }
 }

@@ -22,7 +22,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::gate::Gate;
 use super::leaves::LeafBits;
-use super::poison::{Granularity, OwnerSlot};
+use super::poison::{Granularity, OwnerSlot, PoisonLock};
 use super::{DaxError, Faulted, MappingId};
 use crate::addr::{Order, PAGE_SIZE, Pfn, PfnRange};
 use crate::backing::{Backing, SharedMapping, Userfaultfd};
@@ -134,7 +134,7 @@ pub(super) struct Shared {
     pub(super) badblocks: Mutex<BTreeSet<u64>>,
     /// Shared by faults, exclusive for revoking and clearing poison (`dax_lock_folio`).
     /// Taken before a mapping's `live` lock.
-    pub(super) poison_lock: RwLock<()>,
+    pub(super) poison_lock: PoisonLock,
 }
 
 impl Shared {
@@ -183,7 +183,7 @@ impl Shared {
     ) -> Result<Faulted, DaxError> {
         let align = self.align;
         let _inside = self.gate.enter().ok_or(DaxError::TornDown)?;
-        let _poison = self.poison_lock.read();
+        let _poison = self.poison_lock.shared();
         let live = m.live.read();
         if !*live {
             return Err(DaxError::Unmapped { id: m.id });
