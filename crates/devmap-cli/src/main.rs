@@ -3,7 +3,9 @@
 //! `estimate` prices a namespace's memmap in every layout without allocating; `enable` builds an
 //! emulated namespace in-process, initialises it and reports what it measured; `gup-test` runs
 //! the kernel's gup_test selftest against one; `touch-test` times first touches of a device-dax
-//! device over a real backing against the kernel's own first touches. Each command is a module
+//! device over a real backing against the kernel's own first touches; `inject-error` poisons a
+//! page of a device-dax device mapped several times and checks what each mapping is told,
+//! loses and keeps. Each command is a module
 //! of `cmd` (its arguments, validation, rows and columns); `args` holds the arguments several
 //! commands share, `output` the table and JSON printing, `units` size parsing and formatting,
 //! `procfs` what `/proc` says. This file is the command enum and the dispatch. Output is a
@@ -41,6 +43,9 @@ enum Command {
     /// Touch every leaf of a device over a memfd, hugetlb memfd or file from several threads,
     /// and compare the first-touch latency with the kernel's own on a plain mapping.
     TouchTest(cmd::touch::TouchTestArgs),
+    /// Inject a memory error into a device-dax device with several mappings, and check what
+    /// each mapping is told, loses and keeps, and that clearing the poison gives it all back.
+    InjectError(cmd::inject::InjectErrorArgs),
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -49,6 +54,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Enable(a) => cmd::enable::run(a),
         Command::GupTest(a) => cmd::gup::run(a),
         Command::TouchTest(a) => cmd::touch::run(a),
+        Command::InjectError(a) => cmd::inject::run(a),
     }
 }
 

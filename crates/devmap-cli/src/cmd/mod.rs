@@ -4,4 +4,5 @@
 pub mod enable;
 pub mod estimate;
 pub mod gup;
+pub mod inject;
 pub mod touch;
