@@ -344,3 +344,27 @@ fn read_mc_refuses_exactly_the_lost_bytes_in_each_granularity() {
         assert!(big.iter().all(|b| *b == 0xff), "nothing copied");
     }
 }
+
+#[test]
+fn pins_that_exist_stay_and_are_reported_new_ones_fail() {
+    let space = DeviceSpace::new();
+    let dev = device(&space, Granularity::Page);
+    let maps = three(&dev);
+    fill_and_fault(&maps);
+    let m = &maps[1];
+    let pins = m
+        .pin_user_pages(m.addr(), 16, crate::gup::GupFlags::WRITE)
+        .expect("pin before the error");
+    let bad = dev.pfn_at(BAD).expect("pfn");
+    let report = memory_failure(&space, bad, MfFlags::NONE).expect("handled");
+    assert_eq!(report.pins, 16, "the pins taken before are reported");
+    // They stay valid: DMA into them cannot be revoked.
+    assert_eq!(pins.len(), 16);
+    let e = m
+        .pin_user_pages(m.addr(), 16, crate::gup::GupFlags::WRITE)
+        .expect_err("a new pin of the poisoned folio");
+    assert!(e.to_string().contains("poisoned"), "{e}");
+    pins.unpin(false);
+    let folio = dev.pgmap().folio(bad).expect("folio");
+    assert_eq!(folio.pincount(), 0);
+}
