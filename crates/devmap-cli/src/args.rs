@@ -161,6 +161,21 @@ pub fn namespace(
 }
 
 /// Refuses a `--size` that is not a multiple of `--align`, naming the multiples around it.
+/// A device-dax device's `--size` and `--align`: parsed, non-zero, the size a multiple of the
+/// align (each refusal with a value that would work).
+pub fn device_size_align(size: &str, align: &str) -> Result<(u64, u64)> {
+    let size = parse_size(size)?;
+    let align = parse_align(align, ModeArg::Devdax)?;
+    if size == 0 {
+        bail!(
+            "size must be greater than zero: did you mean --size {}?",
+            format_size(align)
+        );
+    }
+    check_multiple(size, align)?;
+    Ok((size, align))
+}
+
 pub fn check_multiple(size: u64, align: u64) -> Result<()> {
     if !size.is_multiple_of(align) {
         let down = size / align * align;

@@ -5,11 +5,11 @@
 //! the kernel's gup_test selftest against one; `touch-test` times first touches of a device-dax
 //! device over a real backing against the kernel's own first touches; `inject-error` poisons a
 //! page of a device-dax device mapped several times and checks what each mapping is told,
-//! loses and keeps. Each command is a module
-//! of `cmd` (its arguments, validation, rows and columns); `args` holds the arguments several
-//! commands share, `output` the table and JSON printing, `units` size parsing and formatting,
-//! `procfs` what `/proc` says. This file is the command enum and the dispatch. Output is a
-//! table for people, or with `--json` an array of objects with raw integers.
+//! loses and keeps. Each command is a module of `cmd` (its arguments, validation, rows and
+//! columns); `args` holds the arguments several commands share, `output` the table and JSON
+//! printing, `units` size parsing and formatting, `procfs` what `/proc` says, `threads` work
+//! shared among threads. This file is the command enum and the dispatch. Output is a table
+//! for people, or with `--json` an array of objects with raw integers.
 
 #![forbid(unsafe_code)]
 
@@ -17,6 +17,7 @@ mod args;
 mod cmd;
 mod output;
 mod procfs;
+mod threads;
 mod units;
 
 use std::process::ExitCode;

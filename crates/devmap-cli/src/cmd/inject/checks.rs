@@ -7,21 +7,13 @@ use devmap::PAGE_SIZE;
 use devmap::backing::{HugePageSize, huge_pages};
 
 use super::{BackingArg, InjectErrorArgs, MAX_MAPPINGS, MAX_READERS, MAX_SIZE, Plan};
-use crate::args::{self, ModeArg};
+use crate::args;
 use crate::procfs;
 use crate::units::{format_size, human, parse_bytes};
 
 /// The plan `a` asks for, or the first thing wrong with it.
 pub(super) fn plan(a: &InjectErrorArgs) -> Result<Plan> {
-    let size = args::parse_size(&a.size)?;
-    let align = args::parse_align(&a.align, ModeArg::Devdax)?;
-    if size == 0 {
-        bail!(
-            "size must be greater than zero: did you mean --size {}?",
-            format_size(align)
-        );
-    }
-    args::check_multiple(size, align)?;
+    let (size, align) = args::device_size_align(&a.size, &a.align)?;
     if size > MAX_SIZE {
         bail!(
             "--size {} is more than {}: the run writes every page of the device, and so \

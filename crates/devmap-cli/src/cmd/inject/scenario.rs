@@ -290,28 +290,7 @@ fn share<T: Send>(
     units: u64,
     work: impl Fn(std::ops::Range<u64>) -> Result<T> + Sync,
 ) -> Result<Vec<T>> {
-    let threads = plan.readers as u64;
-    let work = &work;
-    let results: Vec<Result<T>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let range = units * t / threads..units * (t + 1) / threads;
-                std::thread::Builder::new()
-                    .name(format!("devmap-inject-{t}"))
-                    .spawn_scoped(s, move || work(range))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| match h {
-                Ok(h) => h
-                    .join()
-                    .unwrap_or_else(|_| Err(anyhow!("a reading thread panicked"))),
-                Err(e) => Err(anyhow!(e).context("cannot start a reading thread")),
-            })
-            .collect()
-    });
-    results.into_iter().collect()
+    crate::threads::share("reader", plan.readers as u64, units, work)
 }
 
 /// The chunks of `[from, from + len)`: (device offset, bytes).

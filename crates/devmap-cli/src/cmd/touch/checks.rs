@@ -11,21 +11,13 @@ use devmap::backing::{Backing, HugePageSize, huge_pages};
 use devmap::{InitMode, Order};
 
 use super::{BackingArg, InitArg, MAX_THREADS, MAX_UNFORCED, Plan, Source, TouchTestArgs};
-use crate::args::{self, ModeArg};
+use crate::args;
 use crate::procfs;
 use crate::units::{format_size, human};
 
 /// The plan `a` asks for, or the first thing wrong with it.
 pub(super) fn plan(a: &TouchTestArgs) -> Result<Plan> {
-    let size = args::parse_size(&a.size)?;
-    let align = args::parse_align(&a.align, ModeArg::Devdax)?;
-    if size == 0 {
-        bail!(
-            "size must be greater than zero: did you mean --size {}?",
-            format_size(align)
-        );
-    }
-    args::check_multiple(size, align)?;
+    let (size, align) = args::device_size_align(&a.size, &a.align)?;
     let all = size / align;
     let touched = match a.leaves {
         None => all,

@@ -168,43 +168,19 @@ fn touch_leaf(bytes: &SharedMapping, leaf: u64, plan: &Plan) -> Result<()> {
 /// the whole.
 fn touch_all(plan: &Plan, touch: impl Fn(u64) -> Result<()> + Sync) -> Result<(Latencies, u64)> {
     let leaves = plan.leaves();
-    let threads = plan.threads as u64;
-    let touch = &touch;
     let start = Instant::now();
-    let results: Vec<Result<Vec<u64>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let first = leaves * t / threads;
-                let end = leaves * (t + 1) / threads;
-                std::thread::Builder::new()
-                    .name(format!("devmap-touch-{t}"))
-                    .spawn_scoped(s, move || -> Result<Vec<u64>> {
-                        let mut lat = Vec::with_capacity((end - first) as usize);
-                        for leaf in first..end {
-                            let offset = plan.leaf_offset(leaf);
-                            let t = Instant::now();
-                            touch(offset)?;
-                            lat.push(t.elapsed().as_nanos() as u64);
-                        }
-                        Ok(lat)
-                    })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| match h {
-                Ok(h) => h
-                    .join()
-                    .unwrap_or_else(|_| Err(anyhow!("a touching thread panicked"))),
-                Err(e) => Err(anyhow!(e).context("cannot start a touching thread")),
-            })
-            .collect()
-    });
+    let results = crate::threads::share("touch", plan.threads as u64, leaves, |share| {
+        let mut lat = Vec::with_capacity((share.end - share.start) as usize);
+        for leaf in share {
+            let offset = plan.leaf_offset(leaf);
+            let t = Instant::now();
+            touch(offset)?;
+            lat.push(t.elapsed().as_nanos() as u64);
+        }
+        Ok(lat)
+    })?;
     let wall_ns = start.elapsed().as_nanos() as u64;
-    let mut lat = Vec::with_capacity(leaves as usize);
-    for r in results {
-        lat.extend(r?);
-    }
+    let lat: Vec<u64> = results.into_iter().flatten().collect();
     Ok((percentiles(lat), wall_ns))
 }
 
