@@ -33,6 +33,13 @@
 //! This is the top layer of the library: it uses [`crate::pgmap`], [`crate::memmap`] and
 //! [`crate::addr`], and nothing below it imports it.
 
+mod infoblock;
+
+pub use self::infoblock::{
+    INFO_BLOCK_LEN, INFO_BLOCK_OFFSET, INFO_SIGNATURE, INFO_VERSION, InfoBlock, InfoBlockError,
+    InfoFlags, NAME_LEN, fletcher64,
+};
+
 use crate::addr::{AddrError, Order, PAGE_SIZE, PfnRange};
 use crate::memmap::{AltmapGeometry, Layout};
 use crate::pgmap::{MemoryType, PgmapConfig};

@@ -1,0 +1,316 @@
+//! The on-disk info block at the start of every namespace: what a namespace is (uuid, parent
+//! region's uuid, name, mode, size, align, where its memmap lives), where its data starts
+//! (the `nd_pfn_init` offset, checked against the geometry), and the state a warm enable needs
+//! (a clean flag and a generation), sealed by the kernel's `nd_sb_checksum` (Fletcher-64 over the
+//! block with the checksum field zeroed).
+//!
+//! The block is 4 KiB, written at byte 4096 of the namespace, where the kernel keeps
+//! `struct nd_pfn_sb` (the first 4 KiB stay free for labels of other formats; the whole 8 KiB
+//! is the info block reserve of [`INFO_BLOCK_BYTES`](super::INFO_BLOCK_BYTES)). All integers are
+//! little-endian. [`InfoBlock::decode`] never panics and never trusts a field before the
+//! checksum and the signature say the block is ours: it names the first thing wrong, and a
+//! caller that gets an error must not write the block back.
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 0..16 | signature `DEVMAP_NS_INFO\0\0` |
+//! | 16..18, 18..20 | version major, minor |
+//! | 20..24 | flags ([`InfoFlags`]) |
+//! | 24..40, 40..56 | uuid, parent (region) uuid |
+//! | 56..120 | name, UTF-8, NUL-padded |
+//! | 120..124, 124..128 | mode (1 devdax, 2 fsdax), map (1 mem, 2 dev) |
+//! | 128..136, 136..144 | size, align |
+//! | 144..152, 152..160 | data offset, npfns (pfns of data) |
+//! | 160..168 | generation |
+//! | 168..4088 | zero |
+//! | 4088..4096 | checksum |
+
+use super::{MemmapLocation, Namespace, NamespaceError, NamespaceMode};
+use crate::addr::PAGE_SIZE;
+
+/// Bytes of the block.
+pub const INFO_BLOCK_LEN: usize = 4096;
+/// Where the block sits in its namespace.
+pub const INFO_BLOCK_OFFSET: u64 = 4096;
+/// The signature.
+pub const INFO_SIGNATURE: [u8; 16] = *b"DEVMAP_NS_INFO\0\0";
+/// The version this code writes and the newest it reads.
+pub const INFO_VERSION: (u16, u16) = (1, 0);
+/// Bytes of the name field.
+pub const NAME_LEN: usize = 64;
+
+const CHECKSUM_AT: usize = INFO_BLOCK_LEN - 8;
+const RESERVED: std::ops::Range<usize> = 168..CHECKSUM_AT;
+
+/// Flags of the block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InfoFlags(u32);
+
+impl InfoFlags {
+    /// No flags.
+    pub const NONE: InfoFlags = InfoFlags(0);
+    /// The namespace was disabled cleanly: an on-device memmap is valid and may be adopted.
+    pub const CLEAN: InfoFlags = InfoFlags(1 << 0);
+    /// Every flag this version knows.
+    const KNOWN: u32 = 1;
+
+    /// Whether every flag of `other` is set.
+    pub const fn contains(self, other: InfoFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The raw bits.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// With `other` set or cleared.
+    pub const fn with(self, other: InfoFlags, on: bool) -> InfoFlags {
+        if on {
+            InfoFlags(self.0 | other.0)
+        } else {
+            InfoFlags(self.0 & !other.0)
+        }
+    }
+}
+
+/// A namespace's info block, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InfoBlock {
+    /// The namespace's uuid.
+    pub uuid: [u8; 16],
+    /// The uuid of the region holding it.
+    pub parent_uuid: [u8; 16],
+    /// Its name (at most [`NAME_LEN`] bytes of UTF-8, no NUL).
+    pub name: String,
+    /// Its geometry: size, align, mode, memmap location and the data offset they imply.
+    pub namespace: Namespace,
+    /// Flags.
+    pub flags: InfoFlags,
+    /// Bumped every time the block is rewritten, so that of two copies the newer wins.
+    pub generation: u64,
+}
+
+/// Why an info block was refused. Nothing is written over a block refused for any of these.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InfoBlockError {
+    /// Fewer bytes than a block.
+    #[error("the info block is truncated: {len} bytes, a block is {INFO_BLOCK_LEN}")]
+    Truncated {
+        /// Bytes there were.
+        len: usize,
+    },
+    /// Not a devmap info block (another format, or nothing written yet).
+    #[error("no devmap info block here (signature {found:02x?}): not a devmap namespace")]
+    Foreign {
+        /// The first 16 bytes found.
+        found: [u8; 16],
+    },
+    /// Written by a newer version.
+    #[error(
+        "the info block is version {major}.{minor}, newer than this devmap reads ({}.{}): \
+         upgrade devmap",
+        INFO_VERSION.0,
+        INFO_VERSION.1
+    )]
+    NewerVersion {
+        /// Major version found.
+        major: u16,
+        /// Minor version found.
+        minor: u16,
+    },
+    /// The checksum does not match: the block is corrupt.
+    #[error("the info block is corrupt: checksum {stored:#018x}, computed {computed:#018x}")]
+    Checksum {
+        /// Stored checksum.
+        stored: u64,
+        /// Checksum of the bytes.
+        computed: u64,
+    },
+    /// A field holds a value no version writes.
+    #[error("the info block's {field} is invalid: {why}")]
+    BadField {
+        /// Which field.
+        field: &'static str,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The geometry fields do not describe a namespace, or disagree with what `nd_pfn_init`
+    /// computes from them.
+    #[error("the info block's geometry is inconsistent: {why}")]
+    Geometry {
+        /// What disagrees.
+        why: String,
+    },
+}
+
+/// `nd_fletcher64` over 32-bit little-endian words, as `nd_sb_checksum` computes it with the
+/// checksum field zeroed.
+pub fn fletcher64(bytes: &[u8]) -> u64 {
+    let (mut lo, mut hi) = (0u32, 0u32);
+    for w in bytes.chunks_exact(4) {
+        lo = lo.wrapping_add(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+        hi = hi.wrapping_add(lo);
+    }
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+fn checksum_of(block: &[u8; INFO_BLOCK_LEN]) -> u64 {
+    let mut copy = *block;
+    copy[CHECKSUM_AT..].fill(0);
+    fletcher64(&copy)
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+fn bad(field: &'static str, why: impl Into<String>) -> InfoBlockError {
+    InfoBlockError::BadField {
+        field,
+        why: why.into(),
+    }
+}
+
+impl InfoBlock {
+    /// The block's bytes, checksum included.
+    pub fn encode(&self) -> Result<[u8; INFO_BLOCK_LEN], InfoBlockError> {
+        if self.name.len() > NAME_LEN || self.name.contains('\0') {
+            return Err(bad(
+                "name",
+                format!(
+                    "{:?} is {} bytes or holds a NUL; a name is at most {NAME_LEN} bytes",
+                    self.name,
+                    self.name.len()
+                ),
+            ));
+        }
+        let ns = &self.namespace;
+        let mut b = [0u8; INFO_BLOCK_LEN];
+        b[0..16].copy_from_slice(&INFO_SIGNATURE);
+        b[16..18].copy_from_slice(&INFO_VERSION.0.to_le_bytes());
+        b[18..20].copy_from_slice(&INFO_VERSION.1.to_le_bytes());
+        b[20..24].copy_from_slice(&self.flags.0.to_le_bytes());
+        b[24..40].copy_from_slice(&self.uuid);
+        b[40..56].copy_from_slice(&self.parent_uuid);
+        b[56..56 + self.name.len()].copy_from_slice(self.name.as_bytes());
+        let mode: u32 = match ns.mode() {
+            NamespaceMode::Devdax => 1,
+            NamespaceMode::Fsdax => 2,
+        };
+        let map: u32 = match ns.map() {
+            MemmapLocation::Mem => 1,
+            MemmapLocation::Dev => 2,
+        };
+        b[120..124].copy_from_slice(&mode.to_le_bytes());
+        b[124..128].copy_from_slice(&map.to_le_bytes());
+        b[128..136].copy_from_slice(&ns.size().to_le_bytes());
+        b[136..144].copy_from_slice(&ns.align().to_le_bytes());
+        b[144..152].copy_from_slice(&ns.data_offset().to_le_bytes());
+        b[152..160].copy_from_slice(&(ns.data_bytes() / PAGE_SIZE).to_le_bytes());
+        b[160..168].copy_from_slice(&self.generation.to_le_bytes());
+        let sum = checksum_of(&b);
+        b[CHECKSUM_AT..].copy_from_slice(&sum.to_le_bytes());
+        Ok(b)
+    }
+
+    /// Decodes and checks a block: its length, signature, version, checksum, every field, and
+    /// the geometry against `nd_pfn_init`. The first thing wrong is the error.
+    pub fn decode(bytes: &[u8]) -> Result<InfoBlock, InfoBlockError> {
+        let b: &[u8; INFO_BLOCK_LEN] = bytes
+            .get(..INFO_BLOCK_LEN)
+            .and_then(|s| s.try_into().ok())
+            .ok_or(InfoBlockError::Truncated { len: bytes.len() })?;
+        let mut found = [0u8; 16];
+        found.copy_from_slice(&b[0..16]);
+        if found != INFO_SIGNATURE {
+            return Err(InfoBlockError::Foreign { found });
+        }
+        let (major, minor) = (u16_at(b, 16), u16_at(b, 18));
+        if (major, minor) > INFO_VERSION {
+            return Err(InfoBlockError::NewerVersion { major, minor });
+        }
+        if major == 0 {
+            return Err(bad("version", "major version 0 is never written"));
+        }
+        let stored = u64_at(b, CHECKSUM_AT);
+        let computed = checksum_of(b);
+        if stored != computed {
+            return Err(InfoBlockError::Checksum { stored, computed });
+        }
+        let flags = u32_at(b, 20);
+        if flags & !InfoFlags::KNOWN != 0 {
+            return Err(bad(
+                "flags",
+                format!("{flags:#x} has bits this version does not know"),
+            ));
+        }
+        if b[RESERVED].iter().any(|&x| x != 0) {
+            return Err(bad("reserved bytes", "not zero"));
+        }
+        let name_field = &b[56..56 + NAME_LEN];
+        let name_len = name_field.iter().position(|&x| x == 0).unwrap_or(NAME_LEN);
+        if name_field[name_len..].iter().any(|&x| x != 0) {
+            return Err(bad("name", "bytes after its NUL are not zero"));
+        }
+        let name = std::str::from_utf8(&name_field[..name_len])
+            .map_err(|e| bad("name", format!("not UTF-8: {e}")))?
+            .to_owned();
+        let mode = match u32_at(b, 120) {
+            1 => NamespaceMode::Devdax,
+            2 => NamespaceMode::Fsdax,
+            m => return Err(bad("mode", format!("{m} (1 is devdax, 2 fsdax)"))),
+        };
+        let map = match u32_at(b, 124) {
+            1 => MemmapLocation::Mem,
+            2 => MemmapLocation::Dev,
+            m => return Err(bad("map", format!("{m} (1 is mem, 2 dev)"))),
+        };
+        let (size, align) = (u64_at(b, 128), u64_at(b, 136));
+        let namespace = Namespace::new(size, align, mode, map)
+            .map_err(|e: NamespaceError| InfoBlockError::Geometry { why: e.to_string() })?;
+        let (data_offset, npfns) = (u64_at(b, 144), u64_at(b, 152));
+        if data_offset != namespace.data_offset() {
+            return Err(InfoBlockError::Geometry {
+                why: format!(
+                    "data offset {data_offset} where nd_pfn_init puts it at {}",
+                    namespace.data_offset()
+                ),
+            });
+        }
+        if npfns != namespace.data_bytes() / PAGE_SIZE {
+            return Err(InfoBlockError::Geometry {
+                why: format!(
+                    "{npfns} data pfns where the namespace holds {}",
+                    namespace.data_bytes() / PAGE_SIZE
+                ),
+            });
+        }
+        let mut uuid = [0u8; 16];
+        uuid.copy_from_slice(&b[24..40]);
+        let mut parent_uuid = [0u8; 16];
+        parent_uuid.copy_from_slice(&b[40..56]);
+        Ok(InfoBlock {
+            uuid,
+            parent_uuid,
+            name,
+            namespace,
+            flags: InfoFlags(flags),
+            generation: u64_at(b, 160),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

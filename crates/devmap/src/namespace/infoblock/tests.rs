@@ -1,0 +1,178 @@
+//! The info block: round trips over the geometries, the checksum, every refusal with its
+//! reason, and a fuzz run of mutated blocks (no panic, every rejection explained, and nothing
+//! accepted that does not encode back to the same bytes).
+
+use super::*;
+use crate::test_support::Rng;
+
+fn block(mode: NamespaceMode, map: MemmapLocation, size: u64, align: u64) -> InfoBlock {
+    InfoBlock {
+        uuid: [7; 16],
+        parent_uuid: [9; 16],
+        name: "kv-cache".into(),
+        namespace: Namespace::new(size, align, mode, map).expect("geometry"),
+        flags: InfoFlags::CLEAN,
+        generation: 42,
+    }
+}
+
+/// `b` with the checksum recomputed, so that a test reaches the check after it.
+fn resealed(mut b: [u8; INFO_BLOCK_LEN]) -> [u8; INFO_BLOCK_LEN] {
+    let sum = checksum_of(&b);
+    b[CHECKSUM_AT..].copy_from_slice(&sum.to_le_bytes());
+    b
+}
+
+#[test]
+fn blocks_round_trip_in_every_mode_map_and_align() {
+    for mode in [NamespaceMode::Devdax, NamespaceMode::Fsdax] {
+        for map in [MemmapLocation::Mem, MemmapLocation::Dev] {
+            for (size, align) in [(64 << 20, 4096), (1 << 30, 2 << 20), (4 << 30, 1 << 30)] {
+                let want = block(mode, map, size, align);
+                let bytes = want.encode().expect("encode");
+                assert_eq!(InfoBlock::decode(&bytes).expect("decode"), want);
+            }
+        }
+    }
+    let mut unnamed = block(NamespaceMode::Devdax, MemmapLocation::Dev, 1 << 30, 2 << 20);
+    unnamed.name.clear();
+    unnamed.flags = InfoFlags::NONE;
+    let bytes = unnamed.encode().expect("encode");
+    assert_eq!(InfoBlock::decode(&bytes).expect("decode"), unnamed);
+}
+
+#[test]
+fn the_checksum_is_fletcher64_of_32_bit_words() {
+    assert_eq!(fletcher64(&[1, 0, 0, 0, 2, 0, 0, 0]), (4 << 32) | 3);
+    assert_eq!(fletcher64(&[]), 0);
+}
+
+#[test]
+fn every_refusal_names_what_is_wrong() {
+    let good = block(NamespaceMode::Devdax, MemmapLocation::Dev, 1 << 30, 2 << 20)
+        .encode()
+        .expect("encode");
+    let check = |bytes: &[u8], want: &str| {
+        let e = InfoBlock::decode(bytes).expect_err(want);
+        assert!(e.to_string().contains(want), "{e} lacks {want:?}");
+    };
+    check(&good[..100], "truncated: 100 bytes");
+    check(&[0u8; INFO_BLOCK_LEN], "no devmap info block here");
+    let mut newer = good;
+    newer[16..18].copy_from_slice(&2u16.to_le_bytes());
+    check(
+        &newer,
+        "version 2.0, newer than this devmap reads (1.0): upgrade devmap",
+    );
+    let mut minor = good;
+    minor[18..20].copy_from_slice(&1u16.to_le_bytes());
+    check(&minor, "version 1.1, newer than this devmap reads (1.0)");
+    let mut flipped = good;
+    flipped[130] ^= 1;
+    check(&flipped, "corrupt: checksum");
+    let mut mode = good;
+    mode[120..124].copy_from_slice(&3u32.to_le_bytes());
+    check(&resealed(mode), "mode is invalid: 3 (1 is devdax, 2 fsdax)");
+    let mut map = good;
+    map[124..128].copy_from_slice(&0u32.to_le_bytes());
+    check(&resealed(map), "map is invalid: 0");
+    let mut offset = good;
+    offset[144..152].copy_from_slice(&(8u64 << 10).to_le_bytes());
+    check(
+        &resealed(offset),
+        "data offset 8192 where nd_pfn_init puts it at",
+    );
+    let mut npfns = good;
+    npfns[152..160].copy_from_slice(&1u64.to_le_bytes());
+    check(&resealed(npfns), "1 data pfns where the namespace holds");
+    let mut size = good;
+    size[128..136].copy_from_slice(&((1u64 << 30) + 4096).to_le_bytes());
+    check(&resealed(size), "geometry is inconsistent");
+    let mut name = good;
+    name[56] = 0xff;
+    check(&resealed(name), "name is invalid: not UTF-8");
+    let mut reserved = good;
+    reserved[2000] = 1;
+    check(&resealed(reserved), "reserved bytes is invalid");
+    let mut flags = good;
+    flags[20..24].copy_from_slice(&0x80u32.to_le_bytes());
+    check(&resealed(flags), "flags is invalid: 0x80");
+
+    let mut long = block(NamespaceMode::Devdax, MemmapLocation::Mem, 1 << 30, 2 << 20);
+    long.name = "x".repeat(NAME_LEN + 1);
+    assert!(
+        long.encode().is_err(),
+        "names longer than the field are refused"
+    );
+}
+
+/// Cases of the fuzz run: `DEVMAP_FUZZ_CASES` (10^5 by hand), 20 000 by default.
+fn fuzz_cases() -> u64 {
+    std::env::var("DEVMAP_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000)
+}
+
+#[test]
+fn mutated_blocks_never_panic_and_every_refusal_has_a_reason() {
+    let mut rng = Rng::new(0x1b10c);
+    let geometries = [
+        (
+            NamespaceMode::Devdax,
+            MemmapLocation::Dev,
+            1u64 << 30,
+            2u64 << 20,
+        ),
+        (NamespaceMode::Fsdax, MemmapLocation::Mem, 64 << 20, 4096),
+        (NamespaceMode::Devdax, MemmapLocation::Mem, 4 << 30, 1 << 30),
+    ];
+    let (mut accepted, mut refused) = (0u64, 0u64);
+    for case in 0..fuzz_cases() {
+        let (mode, map, size, align) = geometries[(case % 3) as usize];
+        let mut bytes = block(mode, map, size, align)
+            .encode()
+            .expect("encode")
+            .to_vec();
+        // 1 to 8 mutations: flip a bit, set a byte, overwrite a field-sized run, truncate;
+        // half the cases reseal the checksum so that the checks behind it are reached.
+        for _ in 0..1 + rng.below(8) {
+            let at = rng.below(INFO_BLOCK_LEN as u64) as usize;
+            match rng.below(4) {
+                0 => bytes[at] ^= 1 << rng.below(8),
+                1 => bytes[at] = rng.next() as u8,
+                2 => {
+                    let v = rng.next().to_le_bytes();
+                    let end = (at + 8).min(bytes.len());
+                    bytes[at..end].copy_from_slice(&v[..end - at]);
+                }
+                _ => bytes.truncate(at.max(1)),
+            }
+            if bytes.len() < INFO_BLOCK_LEN {
+                break;
+            }
+        }
+        if rng.below(2) == 0 && bytes.len() == INFO_BLOCK_LEN {
+            let arr: [u8; INFO_BLOCK_LEN] = bytes.clone().try_into().expect("len");
+            bytes = resealed(arr).to_vec();
+        }
+        match InfoBlock::decode(&bytes) {
+            Ok(b) => {
+                // Accepted only if it is a block this code would write, byte for byte.
+                let again = b.encode().expect("re-encode");
+                let differs = again.iter().zip(&bytes).position(|(a, b)| a != b);
+                assert_eq!(differs, None, "case {case}: accepted a non-canonical block");
+                accepted += 1;
+            }
+            Err(e) => {
+                assert!(
+                    !e.to_string().is_empty(),
+                    "case {case}: a refusal without a reason"
+                );
+                refused += 1;
+            }
+        }
+    }
+    eprintln!("info block fuzz: {accepted} accepted, {refused} refused");
+    assert!(refused > accepted, "{accepted} accepted, {refused} refused");
+}
