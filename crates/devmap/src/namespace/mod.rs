@@ -34,11 +34,17 @@
 //! [`crate::addr`], and nothing below it imports it.
 
 mod infoblock;
+mod label;
+mod region;
 
 pub use self::infoblock::{
     INFO_BLOCK_LEN, INFO_BLOCK_OFFSET, INFO_SIGNATURE, INFO_VERSION, InfoBlock, InfoBlockError,
     InfoFlags, NAME_LEN, fletcher64,
 };
+pub use self::label::{
+    LABEL_INDEX_LEN, LABEL_SIGNATURE, LABEL_VERSION, Label, LabelError, LabelIndex, MAX_NAMESPACES,
+};
+pub use self::region::{Access, LABEL_AREA_BYTES, Region, RegionError};
 
 use crate::addr::{AddrError, Order, PAGE_SIZE, PfnRange};
 use crate::memmap::{AltmapGeometry, Layout};

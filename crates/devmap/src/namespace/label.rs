@@ -1,0 +1,340 @@
+//! The label index of a region: the table of its namespaces, kept twice at the start of the
+//! region and updated crash-safely, as ndctl's label index is: each copy carries a sequence
+//! number that cycles 1 → 2 → 3 → 1 (`nd_inc_seq`) and a Fletcher-64 checksum; an update
+//! writes the whole table into the copy that is not current, with the next sequence number,
+//! and syncs it. A crash mid-write leaves that copy failing its checksum, so the other, older
+//! copy is still the current one; a completed write makes the new copy win.
+//!
+//! Unlike ndctl, which keeps one label per namespace in separate slots and a free-slot bitmap in
+//! the index, the table lives in the index itself: a region holds at most [`MAX_NAMESPACES`], so
+//! a whole table fits in one 8 KiB copy and one write replaces it atomically as far as readers
+//! are concerned (they never trust a copy whose checksum fails).
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 0..16 | signature `DEVMAP_LABELS\0\0\0` |
+//! | 16..18, 18..20 | version major, minor |
+//! | 20..24 | sequence number (1..=3) |
+//! | 24..40 | region uuid |
+//! | 40..48 | region size |
+//! | 48..52 | namespaces in the table |
+//! | 52..56 | zero |
+//! | 56.. | [`MAX_NAMESPACES`] entries of 128 bytes |
+//! | 8184..8192 | checksum |
+//!
+//! An entry: uuid (16), name (64, NUL-padded), offset in the region (8), size (8), align (8),
+//! mode (4), map (4), 16 zero bytes.
+
+use super::infoblock::fletcher64;
+use super::{MemmapLocation, Namespace, NamespaceMode};
+
+/// Bytes of one copy of the index.
+pub const LABEL_INDEX_LEN: usize = 8192;
+/// Namespaces a region can hold.
+pub const MAX_NAMESPACES: usize = 48;
+/// The signature.
+pub const LABEL_SIGNATURE: [u8; 16] = *b"DEVMAP_LABELS\0\0\0";
+/// The version written, and the newest read.
+pub const LABEL_VERSION: (u16, u16) = (1, 0);
+
+const ENTRY_LEN: usize = 128;
+const ENTRIES_AT: usize = 56;
+const CHECKSUM_AT: usize = LABEL_INDEX_LEN - 8;
+
+/// One namespace of a region, as its label records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Label {
+    /// The namespace's uuid.
+    pub uuid: [u8; 16],
+    /// Its name: unique in the region, at most 64 bytes of UTF-8.
+    pub name: String,
+    /// Its first byte in the region.
+    pub offset: u64,
+    /// Its geometry.
+    pub namespace: Namespace,
+}
+
+/// One copy of the index, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelIndex {
+    /// The sequence number (1, 2 or 3).
+    pub seq: u32,
+    /// The region's uuid.
+    pub region_uuid: [u8; 16],
+    /// The region's size in bytes.
+    pub region_size: u64,
+    /// The namespaces, in offset order.
+    pub labels: Vec<Label>,
+}
+
+/// Why a copy of the index was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LabelError {
+    /// Fewer bytes than a copy.
+    #[error("the label index is truncated: {len} bytes, a copy is {LABEL_INDEX_LEN}")]
+    Truncated {
+        /// Bytes there were.
+        len: usize,
+    },
+    /// Not a devmap label index (another format, or never written).
+    #[error("no devmap label index here: not a devmap region")]
+    Foreign,
+    /// Written by a newer version.
+    #[error(
+        "the label index is version {major}.{minor}, newer than this devmap reads ({}.{}): \
+         upgrade devmap",
+        LABEL_VERSION.0,
+        LABEL_VERSION.1
+    )]
+    NewerVersion {
+        /// Major version found.
+        major: u16,
+        /// Minor version found.
+        minor: u16,
+    },
+    /// The checksum does not match.
+    #[error("the label index is corrupt: checksum {stored:#018x}, computed {computed:#018x}")]
+    Checksum {
+        /// Stored.
+        stored: u64,
+        /// Computed.
+        computed: u64,
+    },
+    /// A field or an entry that no version writes, or entries that contradict each other.
+    #[error("the label index is invalid: {why}")]
+    Invalid {
+        /// What is wrong.
+        why: String,
+    },
+}
+
+fn invalid(why: impl Into<String>) -> LabelError {
+    LabelError::Invalid { why: why.into() }
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+fn checksum_of(b: &[u8; LABEL_INDEX_LEN]) -> u64 {
+    let mut copy = *b;
+    copy[CHECKSUM_AT..].fill(0);
+    fletcher64(&copy)
+}
+
+/// The sequence number after `seq` (`nd_inc_seq`).
+pub fn next_seq(seq: u32) -> u32 {
+    seq % 3 + 1
+}
+
+/// Which of two decoded copies is current: the one whose sequence number follows the other's,
+/// or the only valid one.
+pub fn current<'a>(a: Option<&'a LabelIndex>, b: Option<&'a LabelIndex>) -> Option<&'a LabelIndex> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b.seq == next_seq(a.seq) { b } else { a }),
+        (a, b) => a.or(b),
+    }
+}
+
+impl LabelIndex {
+    /// The copy's bytes, checksum included.
+    pub fn encode(&self) -> Result<[u8; LABEL_INDEX_LEN], LabelError> {
+        self.check()?;
+        let mut b = [0u8; LABEL_INDEX_LEN];
+        b[0..16].copy_from_slice(&LABEL_SIGNATURE);
+        b[16..18].copy_from_slice(&LABEL_VERSION.0.to_le_bytes());
+        b[18..20].copy_from_slice(&LABEL_VERSION.1.to_le_bytes());
+        b[20..24].copy_from_slice(&self.seq.to_le_bytes());
+        b[24..40].copy_from_slice(&self.region_uuid);
+        b[40..48].copy_from_slice(&self.region_size.to_le_bytes());
+        b[48..52].copy_from_slice(&(self.labels.len() as u32).to_le_bytes());
+        for (i, l) in self.labels.iter().enumerate() {
+            let e = &mut b[ENTRIES_AT + i * ENTRY_LEN..ENTRIES_AT + (i + 1) * ENTRY_LEN];
+            let ns = &l.namespace;
+            e[0..16].copy_from_slice(&l.uuid);
+            e[16..16 + l.name.len()].copy_from_slice(l.name.as_bytes());
+            e[80..88].copy_from_slice(&l.offset.to_le_bytes());
+            e[88..96].copy_from_slice(&ns.size().to_le_bytes());
+            e[96..104].copy_from_slice(&ns.align().to_le_bytes());
+            let mode: u32 = match ns.mode() {
+                NamespaceMode::Devdax => 1,
+                NamespaceMode::Fsdax => 2,
+            };
+            let map: u32 = match ns.map() {
+                MemmapLocation::Mem => 1,
+                MemmapLocation::Dev => 2,
+            };
+            e[104..108].copy_from_slice(&mode.to_le_bytes());
+            e[108..112].copy_from_slice(&map.to_le_bytes());
+        }
+        let sum = checksum_of(&b);
+        b[CHECKSUM_AT..].copy_from_slice(&sum.to_le_bytes());
+        Ok(b)
+    }
+
+    /// The rules every copy obeys: a sequence number of 1 to 3, at most [`MAX_NAMESPACES`]
+    /// labels in offset order, each inside the region, aligned to its align and clear of the
+    /// label area and of the others, and unique non-empty names and uuids.
+    pub fn check(&self) -> Result<(), LabelError> {
+        if !(1..=3).contains(&self.seq) {
+            return Err(invalid(format!("sequence number {} (1 to 3)", self.seq)));
+        }
+        if self.labels.len() > MAX_NAMESPACES {
+            return Err(invalid(format!(
+                "{} namespaces, a region holds at most {MAX_NAMESPACES}",
+                self.labels.len()
+            )));
+        }
+        let mut end_of_last = super::region::LABEL_AREA_BYTES;
+        for (i, l) in self.labels.iter().enumerate() {
+            let ns = &l.namespace;
+            if l.name.is_empty() || l.name.len() > 64 || l.name.contains('\0') {
+                return Err(invalid(format!("namespace {i}'s name {:?}", l.name)));
+            }
+            if !l.offset.is_multiple_of(ns.align()) {
+                return Err(invalid(format!(
+                    "namespace {:?} at offset {} is not aligned to its align {}",
+                    l.name,
+                    l.offset,
+                    ns.align()
+                )));
+            }
+            if l.offset < end_of_last {
+                return Err(invalid(format!(
+                    "namespace {:?} at offset {} overlaps the label area or the namespace before it",
+                    l.name, l.offset
+                )));
+            }
+            end_of_last = l
+                .offset
+                .checked_add(ns.size())
+                .filter(|end| *end <= self.region_size)
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "namespace {:?} ({} bytes at {}) runs past the region's end ({})",
+                        l.name,
+                        ns.size(),
+                        l.offset,
+                        self.region_size
+                    ))
+                })?;
+            if let Some(other) = self.labels[..i]
+                .iter()
+                .find(|o| o.name == l.name || o.uuid == l.uuid)
+            {
+                return Err(invalid(format!(
+                    "namespaces {:?} and {:?} share a name or a uuid",
+                    other.name, l.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes and checks one copy; the first thing wrong is the error.
+    pub fn decode(bytes: &[u8]) -> Result<LabelIndex, LabelError> {
+        let b: &[u8; LABEL_INDEX_LEN] = bytes
+            .get(..LABEL_INDEX_LEN)
+            .and_then(|s| s.try_into().ok())
+            .ok_or(LabelError::Truncated { len: bytes.len() })?;
+        if b[0..16] != LABEL_SIGNATURE {
+            return Err(LabelError::Foreign);
+        }
+        let (major, minor) = (
+            u16::from_le_bytes([b[16], b[17]]),
+            u16::from_le_bytes([b[18], b[19]]),
+        );
+        if (major, minor) > LABEL_VERSION {
+            return Err(LabelError::NewerVersion { major, minor });
+        }
+        if major == 0 {
+            return Err(invalid("major version 0 is never written"));
+        }
+        let stored = u64_at(b, CHECKSUM_AT);
+        let computed = checksum_of(b);
+        if stored != computed {
+            return Err(LabelError::Checksum { stored, computed });
+        }
+        let count = u32_at(b, 48) as usize;
+        if count > MAX_NAMESPACES {
+            return Err(invalid(format!(
+                "{count} namespaces, a region holds at most {MAX_NAMESPACES}"
+            )));
+        }
+        if b[52..56].iter().any(|&x| x != 0) {
+            return Err(invalid("reserved header bytes are not zero"));
+        }
+        let mut labels = Vec::with_capacity(count);
+        for i in 0..MAX_NAMESPACES {
+            let e = &b[ENTRIES_AT + i * ENTRY_LEN..ENTRIES_AT + (i + 1) * ENTRY_LEN];
+            if i >= count {
+                if e.iter().any(|&x| x != 0) {
+                    return Err(invalid(format!("unused entry {i} is not zero")));
+                }
+                continue;
+            }
+            labels.push(decode_entry(i, e)?);
+        }
+        if b[ENTRIES_AT + MAX_NAMESPACES * ENTRY_LEN..CHECKSUM_AT]
+            .iter()
+            .any(|&x| x != 0)
+        {
+            return Err(invalid("reserved bytes after the entries are not zero"));
+        }
+        let mut region_uuid = [0u8; 16];
+        region_uuid.copy_from_slice(&b[24..40]);
+        let index = LabelIndex {
+            seq: u32_at(b, 20),
+            region_uuid,
+            region_size: u64_at(b, 40),
+            labels,
+        };
+        index.check()?;
+        Ok(index)
+    }
+}
+
+/// Decodes entry `i`.
+fn decode_entry(i: usize, e: &[u8]) -> Result<Label, LabelError> {
+    let name_field = &e[16..80];
+    let len = name_field.iter().position(|&x| x == 0).unwrap_or(64);
+    if name_field[len..].iter().any(|&x| x != 0) {
+        return Err(invalid(format!("entry {i}'s name has bytes after its NUL")));
+    }
+    let name = std::str::from_utf8(&name_field[..len])
+        .map_err(|err| invalid(format!("entry {i}'s name is not UTF-8: {err}")))?
+        .to_owned();
+    if e[112..128].iter().any(|&x| x != 0) {
+        return Err(invalid(format!("entry {i}'s reserved bytes are not zero")));
+    }
+    let mode = match u32_at(e, 104) {
+        1 => NamespaceMode::Devdax,
+        2 => NamespaceMode::Fsdax,
+        m => return Err(invalid(format!("entry {i}'s mode {m} (1 devdax, 2 fsdax)"))),
+    };
+    let map = match u32_at(e, 108) {
+        1 => MemmapLocation::Mem,
+        2 => MemmapLocation::Dev,
+        m => return Err(invalid(format!("entry {i}'s map {m} (1 mem, 2 dev)"))),
+    };
+    let namespace = Namespace::new(u64_at(e, 88), u64_at(e, 96), mode, map)
+        .map_err(|err| invalid(format!("entry {i} ({name:?}): {err}")))?;
+    let mut uuid = [0u8; 16];
+    uuid.copy_from_slice(&e[0..16]);
+    Ok(Label {
+        uuid,
+        name,
+        offset: u64_at(e, 80),
+        namespace,
+    })
+}
+
+#[cfg(test)]
+mod tests;

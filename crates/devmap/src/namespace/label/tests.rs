@@ -1,0 +1,156 @@
+//! The label index: round trips, which copy is current, every refusal with its reason, and a
+//! fuzz run of mutated copies.
+
+use super::*;
+use crate::test_support::Rng;
+
+fn index(seq: u32) -> LabelIndex {
+    let ns =
+        |size, align, mode| Namespace::new(size, align, mode, MemmapLocation::Dev).expect("ns");
+    LabelIndex {
+        seq,
+        region_uuid: [3; 16],
+        region_size: 8 << 30,
+        labels: vec![
+            Label {
+                uuid: [1; 16],
+                name: "vm0".into(),
+                offset: 2 << 20,
+                namespace: ns(1 << 30, 2 << 20, NamespaceMode::Devdax),
+            },
+            Label {
+                uuid: [2; 16],
+                name: "kv".into(),
+                offset: 2 << 30,
+                namespace: ns(2 << 30, 1 << 30, NamespaceMode::Devdax),
+            },
+        ],
+    }
+}
+
+fn resealed(mut b: [u8; LABEL_INDEX_LEN]) -> [u8; LABEL_INDEX_LEN] {
+    let sum = checksum_of(&b);
+    b[CHECKSUM_AT..].copy_from_slice(&sum.to_le_bytes());
+    b
+}
+
+#[test]
+fn copies_round_trip_and_the_newer_of_two_is_current() {
+    for seq in 1..=3 {
+        let i = index(seq);
+        assert_eq!(
+            LabelIndex::decode(&i.encode().expect("encode")).expect("decode"),
+            i
+        );
+    }
+    for (a, b, want) in [(1, 2, 2), (2, 3, 3), (3, 1, 1), (2, 1, 2), (1, 3, 1)] {
+        let (x, y) = (index(a), index(b));
+        assert_eq!(
+            current(Some(&x), Some(&y)).map(|i| i.seq),
+            Some(want),
+            "{a} {b}"
+        );
+    }
+    let only = index(2);
+    assert_eq!(current(None, Some(&only)).map(|i| i.seq), Some(2));
+    assert_eq!(current(None, None), None);
+}
+
+#[test]
+fn every_refusal_names_what_is_wrong() {
+    let good = index(1).encode().expect("encode");
+    let check = |bytes: &[u8], want: &str| {
+        let e = LabelIndex::decode(bytes).expect_err(want);
+        assert!(e.to_string().contains(want), "{e} lacks {want:?}");
+    };
+    check(&good[..10], "truncated: 10 bytes");
+    check(&[0u8; LABEL_INDEX_LEN], "no devmap label index here");
+    let mut newer = good;
+    newer[18..20].copy_from_slice(&1u16.to_le_bytes());
+    check(&newer, "version 1.1, newer than this devmap reads (1.0)");
+    let mut flipped = good;
+    flipped[ENTRIES_AT + 90] ^= 4;
+    check(&flipped, "corrupt: checksum");
+    let mut seq = good;
+    seq[20..24].copy_from_slice(&4u32.to_le_bytes());
+    check(&resealed(seq), "sequence number 4 (1 to 3)");
+    let mut count = good;
+    count[48..52].copy_from_slice(&1u32.to_le_bytes());
+    check(&resealed(count), "unused entry 1 is not zero");
+    let mut overlap = good;
+    let second = ENTRIES_AT + ENTRY_LEN + 80;
+    overlap[second..second + 8].copy_from_slice(&(1u64 << 30).to_le_bytes());
+    check(
+        &resealed(overlap),
+        "overlaps the label area or the namespace before it",
+    );
+    let mut past = good;
+    past[40..48].copy_from_slice(&(3u64 << 30).to_le_bytes());
+    check(&resealed(past), "runs past the region's end");
+    let mut unaligned = good;
+    unaligned[ENTRIES_AT + 80..ENTRIES_AT + 88].copy_from_slice(&(4096u64).to_le_bytes());
+    check(&resealed(unaligned), "is not aligned to its align");
+    let mut name = good;
+    name[ENTRIES_AT + ENTRY_LEN + 16..ENTRIES_AT + ENTRY_LEN + 19].copy_from_slice(b"vm0");
+    check(&resealed(name), "share a name or a uuid");
+    let mut mode = good;
+    mode[ENTRIES_AT + 104] = 9;
+    check(&resealed(mode), "entry 0's mode 9");
+}
+
+#[test]
+fn mutated_copies_never_panic_and_every_refusal_has_a_reason() {
+    let cases: u64 = std::env::var("DEVMAP_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let mut rng = Rng::new(0x1abe1);
+    let base = index(2).encode().expect("encode");
+    let (mut accepted, mut refused) = (0u64, 0u64);
+    for case in 0..cases {
+        let mut bytes = base.to_vec();
+        for _ in 0..1 + rng.below(8) {
+            // Mostly the header and the entries, where the meaning is.
+            let span = if rng.below(4) == 0 {
+                LABEL_INDEX_LEN
+            } else {
+                ENTRIES_AT + 2 * ENTRY_LEN
+            };
+            let at = rng.below(span as u64) as usize;
+            match rng.below(4) {
+                0 => bytes[at] ^= 1 << rng.below(8),
+                1 => bytes[at] = rng.next() as u8,
+                2 => {
+                    let v = rng.next().to_le_bytes();
+                    let end = (at + 8).min(bytes.len());
+                    bytes[at..end].copy_from_slice(&v[..end - at]);
+                }
+                _ => bytes.truncate(at.max(1)),
+            }
+            if bytes.len() < LABEL_INDEX_LEN {
+                break;
+            }
+        }
+        if rng.below(2) == 0 && bytes.len() == LABEL_INDEX_LEN {
+            let arr: [u8; LABEL_INDEX_LEN] = bytes.clone().try_into().expect("len");
+            bytes = resealed(arr).to_vec();
+        }
+        match LabelIndex::decode(&bytes) {
+            Ok(i) => {
+                let again = i.encode().expect("re-encode");
+                let differs = again.iter().zip(&bytes).position(|(a, b)| a != b);
+                assert_eq!(differs, None, "case {case}: accepted a non-canonical copy");
+                accepted += 1;
+            }
+            Err(e) => {
+                assert!(
+                    !e.to_string().is_empty(),
+                    "case {case}: a refusal without a reason"
+                );
+                refused += 1;
+            }
+        }
+    }
+    eprintln!("label index fuzz: {accepted} accepted, {refused} refused");
+    assert!(refused > accepted);
+}

@@ -1,0 +1,462 @@
+//! Regions: a file (sparse: it costs what its namespaces write) that holds namespaces, with the
+//! label index (two copies, [`super::label`]) at its start and each namespace's info block
+//! ([`super::infoblock`]) at byte 4096 of the namespace.
+//!
+//! One process manages a region at a time: [`Access::Manage`] takes an exclusive advisory
+//! lock (`flock`) on the file, and a second manager is refused with the reason; [`Access::Read`]
+//! takes no lock and may list a region another process manages. A region that fails its checks
+//! (foreign, truncated, corrupt in both copies, newer) is refused before anything is written,
+//! and nothing is ever written through a read-only handle.
+//!
+//! Creating a namespace writes its info block first and its label second; destroying one
+//! removes the label first and zeroes the info block second. A crash between the two leaves an
+//! info block no label points to, which the next create over it overwrites: the label index is
+//! what says which namespaces exist.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::infoblock::{INFO_BLOCK_LEN, INFO_BLOCK_OFFSET, InfoBlock, InfoBlockError, InfoFlags};
+use super::label::{
+    LABEL_INDEX_LEN, Label, LabelError, LabelIndex, MAX_NAMESPACES, current, next_seq,
+};
+use super::{MemmapLocation, Namespace, NamespaceError, NamespaceMode};
+
+/// Bytes at the start of a region kept for the label index (its two copies, and room).
+pub const LABEL_AREA_BYTES: u64 = 64 << 10;
+
+/// How a region is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// List and read only; no lock, so another process may manage the region meanwhile.
+    Read,
+    /// Create and destroy namespaces; holds the region's exclusive lock.
+    Manage,
+}
+
+/// Why a region operation was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegionError {
+    /// Reading, writing, creating or locking the file failed.
+    #[error("{path}: cannot {what}: {source}")]
+    Io {
+        /// The region file.
+        path: PathBuf,
+        /// What was being done.
+        what: &'static str,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another process manages the region.
+    #[error(
+        "{path} is managed by another process (it holds the region's lock): open it read-only to list it"
+    )]
+    Busy {
+        /// The region file.
+        path: PathBuf,
+    },
+    /// A region too small to hold its label area and a namespace.
+    #[error("a region of {size} bytes is too small: it needs at least {min} bytes")]
+    TooSmall {
+        /// Size asked for.
+        size: u64,
+        /// The least that works.
+        min: u64,
+    },
+    /// Neither copy of the label index is valid: the first copy's reason, then the second's.
+    #[error("{path} is not a usable devmap region: first label copy: {first}; second: {second}")]
+    Labels {
+        /// The region file.
+        path: PathBuf,
+        /// Why the first copy was refused.
+        first: LabelError,
+        /// Why the second copy was refused.
+        second: LabelError,
+    },
+    /// The label index says the region is a different size than the file.
+    #[error("{path}: the labels describe a region of {labels} bytes but the file holds {file}")]
+    SizeMismatch {
+        /// The region file.
+        path: PathBuf,
+        /// Size the labels record.
+        labels: u64,
+        /// Size of the file.
+        file: u64,
+    },
+    /// A change through a read-only handle.
+    #[error("the region is open read-only: open it to manage it (one process at a time)")]
+    ReadOnly,
+    /// A name in use.
+    #[error("a namespace named {name:?} exists already in this region")]
+    NameTaken {
+        /// The name.
+        name: String,
+    },
+    /// No namespace of that name.
+    #[error("no namespace named {name:?} in this region")]
+    NotFound {
+        /// The name.
+        name: String,
+    },
+    /// No room for the namespace.
+    #[error("no room for {size} bytes aligned to {align} (largest free run: {largest} bytes)")]
+    NoSpace {
+        /// Bytes asked for.
+        size: u64,
+        /// Their align.
+        align: u64,
+        /// The largest free, aligned run.
+        largest: u64,
+    },
+    /// The region holds as many namespaces as it can.
+    #[error("the region holds {MAX_NAMESPACES} namespaces already: destroy one first")]
+    Full,
+    /// A name that does not fit a label.
+    #[error("namespace name {name:?} is not 1 to 64 bytes without NUL")]
+    BadName {
+        /// The name.
+        name: String,
+    },
+    /// The geometry asked for.
+    #[error(transparent)]
+    Namespace(#[from] NamespaceError),
+    /// A label update that would be invalid.
+    #[error(transparent)]
+    Label(#[from] LabelError),
+    /// A namespace's info block.
+    #[error("namespace {name:?}: {source}")]
+    InfoBlock {
+        /// The namespace.
+        name: String,
+        /// Why its block was refused.
+        #[source]
+        source: InfoBlockError,
+    },
+}
+
+/// An open region.
+#[derive(Debug)]
+pub struct Region {
+    file: File,
+    path: PathBuf,
+    access: Access,
+    index: LabelIndex,
+    /// Which copy (0 or 1) holds `index`.
+    slot: u64,
+}
+
+/// 16 random bytes as an RFC 4122 version-4 uuid.
+fn new_uuid(path: &Path) -> Result<[u8; 16], RegionError> {
+    let mut u = [0u8; 16];
+    File::open("/dev/urandom")
+        .and_then(|f| f.read_exact_at(&mut u, 0))
+        .map_err(|source| RegionError::Io {
+            path: path.to_path_buf(),
+            what: "read /dev/urandom for a uuid",
+            source,
+        })?;
+    u[6] = (u[6] & 0x0f) | 0x40;
+    u[8] = (u[8] & 0x3f) | 0x80;
+    Ok(u)
+}
+
+impl Region {
+    /// Creates a region file of `size` bytes at `path` (refusing a file that exists: nothing
+    /// is overwritten), writes its first label copy and keeps it managed.
+    pub fn create(path: impl AsRef<Path>, size: u64) -> Result<Region, RegionError> {
+        let path = path.as_ref().to_path_buf();
+        let min = LABEL_AREA_BYTES + (1 << 20);
+        if size < min {
+            return Err(RegionError::TooSmall { size, min });
+        }
+        let io = |what| {
+            let path = path.clone();
+            move |source| RegionError::Io { path, what, source }
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io("create the region file"))?;
+        lock(&file, &path)?;
+        file.set_len(size).map_err(io("size the region file"))?;
+        let index = LabelIndex {
+            seq: 1,
+            region_uuid: new_uuid(&path)?,
+            region_size: size,
+            labels: Vec::new(),
+        };
+        let mut region = Region {
+            file,
+            path,
+            access: Access::Manage,
+            index,
+            slot: 1,
+        };
+        region.write_labels(region.index.labels.clone())?;
+        Ok(region)
+    }
+
+    /// Opens the region at `path`, validating both label copies and taking the current one.
+    pub fn open(path: impl AsRef<Path>, access: Access) -> Result<Region, RegionError> {
+        let path = path.as_ref().to_path_buf();
+        let io = |what| {
+            let path = path.clone();
+            move |source| RegionError::Io { path, what, source }
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(access == Access::Manage)
+            .open(&path)
+            .map_err(io("open the region file"))?;
+        if access == Access::Manage {
+            lock(&file, &path)?;
+        }
+        let len = file.metadata().map_err(io("stat the region file"))?.len();
+        let read = |slot: u64| -> Result<LabelIndex, LabelError> {
+            let mut buf = vec![0u8; LABEL_INDEX_LEN];
+            let at = slot * LABEL_INDEX_LEN as u64;
+            match file.read_at(&mut buf, at) {
+                Ok(n) => LabelIndex::decode(&buf[..n]),
+                Err(_) => Err(LabelError::Truncated { len: 0 }),
+            }
+        };
+        let (a, b) = (read(0), read(1));
+        let index = match current(a.as_ref().ok(), b.as_ref().ok()) {
+            Some(i) => i.clone(),
+            None => {
+                return Err(RegionError::Labels {
+                    path,
+                    first: a.err().unwrap_or(LabelError::Foreign),
+                    second: b.err().unwrap_or(LabelError::Foreign),
+                });
+            }
+        };
+        let slot = u64::from(b.as_ref().ok() == Some(&index) && a.as_ref().ok() != Some(&index));
+        if index.region_size != len {
+            return Err(RegionError::SizeMismatch {
+                path,
+                labels: index.region_size,
+                file: len,
+            });
+        }
+        Ok(Region {
+            file,
+            path,
+            access,
+            index,
+            slot,
+        })
+    }
+
+    /// The region file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The region's uuid.
+    pub fn uuid(&self) -> [u8; 16] {
+        self.index.region_uuid
+    }
+
+    /// The region's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.index.region_size
+    }
+
+    /// The namespaces, in offset order.
+    pub fn namespaces(&self) -> &[Label] {
+        &self.index.labels
+    }
+
+    /// The label of the namespace named `name`.
+    pub fn namespace(&self, name: &str) -> Result<&Label, RegionError> {
+        self.index
+            .labels
+            .iter()
+            .find(|l| l.name == name)
+            .ok_or_else(|| RegionError::NotFound { name: name.into() })
+    }
+
+    /// Reads and checks the info block of `label`'s namespace; it must agree with the label.
+    pub fn info_block(&self, label: &Label) -> Result<InfoBlock, RegionError> {
+        let mut buf = vec![0u8; INFO_BLOCK_LEN];
+        self.file
+            .read_exact_at(&mut buf, label.offset + INFO_BLOCK_OFFSET)
+            .map_err(|source| RegionError::Io {
+                path: self.path.clone(),
+                what: "read an info block",
+                source,
+            })?;
+        let block = InfoBlock::decode(&buf).map_err(|source| RegionError::InfoBlock {
+            name: label.name.clone(),
+            source,
+        })?;
+        if block.uuid != label.uuid || block.namespace != label.namespace {
+            return Err(RegionError::InfoBlock {
+                name: label.name.clone(),
+                source: InfoBlockError::Geometry {
+                    why: "the info block and the region's label disagree".into(),
+                },
+            });
+        }
+        Ok(block)
+    }
+
+    /// Creates a namespace of `size` bytes: its info block, then its label. First fit at an
+    /// `align`-aligned offset after the label area.
+    pub fn create_namespace(
+        &mut self,
+        name: &str,
+        size: u64,
+        align: u64,
+        mode: NamespaceMode,
+        map: MemmapLocation,
+    ) -> Result<Label, RegionError> {
+        if self.access != Access::Manage {
+            return Err(RegionError::ReadOnly);
+        }
+        if name.is_empty() || name.len() > 64 || name.contains('\0') {
+            return Err(RegionError::BadName { name: name.into() });
+        }
+        if self.index.labels.iter().any(|l| l.name == name) {
+            return Err(RegionError::NameTaken { name: name.into() });
+        }
+        if self.index.labels.len() >= MAX_NAMESPACES {
+            return Err(RegionError::Full);
+        }
+        let namespace = Namespace::new(size, align, mode, map)?;
+        let offset = self.place(size, align)?;
+        let label = Label {
+            uuid: new_uuid(&self.path)?,
+            name: name.into(),
+            offset,
+            namespace,
+        };
+        let block = InfoBlock {
+            uuid: label.uuid,
+            parent_uuid: self.index.region_uuid,
+            name: name.into(),
+            namespace,
+            flags: InfoFlags::NONE,
+            generation: 1,
+        };
+        let bytes = block.encode().map_err(|source| RegionError::InfoBlock {
+            name: name.into(),
+            source,
+        })?;
+        self.write_at(&bytes, offset + INFO_BLOCK_OFFSET, "write an info block")?;
+        let mut labels = self.index.labels.clone();
+        labels.push(label.clone());
+        labels.sort_by_key(|l| l.offset);
+        self.write_labels(labels)?;
+        Ok(label)
+    }
+
+    /// Destroys the namespace named `name`: its label, then its info block. Its bytes stay
+    /// in the file until another namespace is created over them.
+    pub fn destroy_namespace(&mut self, name: &str) -> Result<(), RegionError> {
+        if self.access != Access::Manage {
+            return Err(RegionError::ReadOnly);
+        }
+        let label = self.namespace(name)?.clone();
+        let labels = self
+            .index
+            .labels
+            .iter()
+            .filter(|l| l.name != name)
+            .cloned()
+            .collect();
+        self.write_labels(labels)?;
+        self.write_at(
+            &[0u8; INFO_BLOCK_LEN],
+            label.offset + INFO_BLOCK_OFFSET,
+            "clear an info block",
+        )
+    }
+
+    /// The first `align`-aligned offset with `size` free bytes after it.
+    fn place(&self, size: u64, align: u64) -> Result<u64, RegionError> {
+        let mut largest = 0;
+        let mut from = LABEL_AREA_BYTES;
+        let ends = self
+            .index
+            .labels
+            .iter()
+            .map(|l| (l.offset, l.offset + l.namespace.size()))
+            .chain(std::iter::once((
+                self.index.region_size,
+                self.index.region_size,
+            )));
+        for (start, end) in ends {
+            let at = from.next_multiple_of(align);
+            if at <= start {
+                if start - at >= size {
+                    return Ok(at);
+                }
+                largest = largest.max(start - at);
+            }
+            from = from.max(end);
+        }
+        Err(RegionError::NoSpace {
+            size,
+            align,
+            largest,
+        })
+    }
+
+    /// Writes `labels` as the next copy of the index into the slot that is not current, syncs
+    /// it, and makes it current.
+    fn write_labels(&mut self, labels: Vec<Label>) -> Result<(), RegionError> {
+        let next = LabelIndex {
+            seq: next_seq(self.index.seq),
+            region_uuid: self.index.region_uuid,
+            region_size: self.index.region_size,
+            labels,
+        };
+        let bytes = next.encode()?;
+        let slot = 1 - self.slot;
+        self.write_at(
+            &bytes,
+            slot * LABEL_INDEX_LEN as u64,
+            "write the label index",
+        )?;
+        self.index = next;
+        self.slot = slot;
+        Ok(())
+    }
+
+    /// Writes and syncs `bytes` at `at`.
+    fn write_at(&self, bytes: &[u8], at: u64, what: &'static str) -> Result<(), RegionError> {
+        self.file
+            .write_all_at(bytes, at)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|source| RegionError::Io {
+                path: self.path.clone(),
+                what,
+                source,
+            })
+    }
+}
+
+/// Takes the region's exclusive lock, or says who has it.
+fn lock(file: &File, path: &Path) -> Result<(), RegionError> {
+    match rustix::fs::flock(file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(RegionError::Busy {
+            path: path.to_path_buf(),
+        }),
+        Err(e) => Err(RegionError::Io {
+            path: path.to_path_buf(),
+            what: "lock the region",
+            source: e.into(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests;

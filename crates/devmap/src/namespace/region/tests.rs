@@ -1,0 +1,190 @@
+//! Regions on disk: create, list, reopen; one manager at a time; a torn label write; refusals
+//! that leave the file as it was.
+
+use super::*;
+use crate::backing::file::TempPath;
+
+const GIB: u64 = 1 << 30;
+
+fn bytes_of(path: &Path) -> Vec<u8> {
+    std::fs::read(path).expect("read the region file")
+}
+
+#[test]
+fn namespaces_are_created_listed_and_found_again_after_reopening() {
+    let path = TempPath::new("region");
+    let mut r = Region::create(&path.0, 8 * GIB).expect("create");
+    let vm = r
+        .create_namespace(
+            "vm0",
+            GIB,
+            2 << 20,
+            NamespaceMode::Devdax,
+            MemmapLocation::Dev,
+        )
+        .expect("vm0");
+    assert_eq!(
+        vm.offset,
+        2 << 20,
+        "first 2M-aligned offset after the label area"
+    );
+    let kv = r
+        .create_namespace(
+            "kv",
+            2 * GIB,
+            GIB,
+            NamespaceMode::Devdax,
+            MemmapLocation::Mem,
+        )
+        .expect("kv");
+    assert_eq!(kv.offset, 2 * GIB, "the next 1G boundary after vm0");
+    let fs = r
+        .create_namespace(
+            "fs",
+            64 << 20,
+            4096,
+            NamespaceMode::Fsdax,
+            MemmapLocation::Mem,
+        )
+        .expect("fs");
+    assert_eq!(fs.offset, (2 << 20) + GIB, "first fit: the gap after vm0");
+    let e = r
+        .create_namespace(
+            "vm0",
+            GIB,
+            2 << 20,
+            NamespaceMode::Devdax,
+            MemmapLocation::Dev,
+        )
+        .expect_err("name taken");
+    assert!(e.to_string().contains("exists already"), "{e}");
+    let e = r
+        .create_namespace(
+            "big",
+            8 * GIB,
+            2 << 20,
+            NamespaceMode::Devdax,
+            MemmapLocation::Dev,
+        )
+        .expect_err("too big");
+    assert!(e.to_string().contains("no room for"), "{e}");
+    let uuid = r.uuid();
+    drop(r);
+
+    let r = Region::open(&path.0, Access::Read).expect("reopen");
+    assert_eq!(r.uuid(), uuid);
+    let names: Vec<&str> = r.namespaces().iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["vm0", "fs", "kv"], "offset order");
+    let kv = r.namespace("kv").expect("kv").clone();
+    let block = r.info_block(&kv).expect("info block");
+    assert_eq!((block.uuid, block.parent_uuid), (kv.uuid, uuid));
+    assert_eq!(block.namespace, kv.namespace);
+    assert!(matches!(
+        Region::open(&path.0, Access::Read)
+            .expect("open")
+            .create_namespace("x", GIB, GIB, NamespaceMode::Devdax, MemmapLocation::Mem),
+        Err(RegionError::ReadOnly)
+    ));
+
+    let mut r = Region::open(&path.0, Access::Manage).expect("manage");
+    r.destroy_namespace("vm0").expect("destroy");
+    assert!(r.namespace("vm0").is_err());
+    drop(r);
+    let r = Region::open(&path.0, Access::Read).expect("reopen");
+    assert_eq!(r.namespaces().len(), 2);
+}
+
+#[test]
+fn one_process_manages_a_region_others_may_list_it() {
+    let path = TempPath::new("region-lock");
+    let mut r = Region::create(&path.0, 64 << 20).expect("create");
+    r.create_namespace(
+        "a",
+        16 << 20,
+        2 << 20,
+        NamespaceMode::Devdax,
+        MemmapLocation::Dev,
+    )
+    .expect("a");
+    // flock locks belong to the open file description: a second open is a second manager,
+    // as another process would be.
+    let e = Region::open(&path.0, Access::Manage).expect_err("second manager");
+    assert!(e.to_string().contains("managed by another process"), "{e}");
+    let listed = Region::open(&path.0, Access::Read).expect("list while managed");
+    assert_eq!(listed.namespaces().len(), 1);
+    drop(r);
+    Region::open(&path.0, Access::Manage).expect("free again");
+}
+
+#[test]
+fn a_torn_label_write_leaves_the_previous_table() {
+    let path = TempPath::new("region-torn");
+    let mut r = Region::create(&path.0, 64 << 20).expect("create");
+    r.create_namespace(
+        "a",
+        16 << 20,
+        2 << 20,
+        NamespaceMode::Devdax,
+        MemmapLocation::Dev,
+    )
+    .expect("a");
+    let slot = r.slot;
+    drop(r);
+    // Tear the current copy (the one that lists "a"): the previous table, empty, is current.
+    let f = OpenOptions::new().write(true).open(&path.0).expect("open");
+    f.write_all_at(&[0xee; 100], slot * LABEL_INDEX_LEN as u64 + 300)
+        .expect("tear");
+    drop(f);
+    let r = Region::open(&path.0, Access::Read).expect("open");
+    assert!(r.namespaces().is_empty(), "the older copy wins");
+
+    // Both copies torn: refused, naming both reasons, and the file untouched.
+    let f = OpenOptions::new().write(true).open(&path.0).expect("open");
+    f.write_all_at(&[0xee; 100], (1 - slot) * LABEL_INDEX_LEN as u64 + 300)
+        .expect("tear");
+    drop(f);
+    let before = bytes_of(&path.0);
+    let e = Region::open(&path.0, Access::Manage).expect_err("both torn");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("first label copy: the label index is corrupt"),
+        "{msg}"
+    );
+    assert!(msg.contains("second: the label index is corrupt"), "{msg}");
+    assert_eq!(bytes_of(&path.0), before, "nothing written");
+}
+
+#[test]
+fn foreign_short_and_resized_files_are_refused_untouched() {
+    let path = TempPath::new("region-foreign");
+    std::fs::write(&path.0, vec![0x42u8; 1 << 20]).expect("write");
+    let e = Region::open(&path.0, Access::Manage).expect_err("foreign");
+    assert!(e.to_string().contains("no devmap label index here"), "{e}");
+    assert_eq!(bytes_of(&path.0), vec![0x42u8; 1 << 20]);
+
+    let short = TempPath::new("region-short");
+    std::fs::write(&short.0, b"DEVMAP").expect("write");
+    let e = Region::open(&short.0, Access::Read).expect_err("short");
+    assert!(e.to_string().contains("truncated"), "{e}");
+
+    let sized = TempPath::new("region-resized");
+    drop(Region::create(&sized.0, 4 * GIB).expect("create"));
+    OpenOptions::new()
+        .write(true)
+        .open(&sized.0)
+        .and_then(|f| f.set_len(2 * GIB))
+        .expect("shrink");
+    let e = Region::open(&sized.0, Access::Read).expect_err("resized");
+    assert!(
+        e.to_string()
+            .contains("the labels describe a region of 4294967296 bytes"),
+        "{e}"
+    );
+
+    let exists = TempPath::new("region-exists");
+    std::fs::write(&exists.0, b"mine").expect("write");
+    Region::create(&exists.0, 4 * GIB).expect_err("create over a file");
+    assert_eq!(std::fs::read(&exists.0).expect("read"), b"mine");
+    let e = Region::create(&TempPath::new("tiny").0, 4096).expect_err("too small");
+    assert!(e.to_string().contains("too small"), "{e}");
+}
