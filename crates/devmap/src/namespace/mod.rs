@@ -33,10 +33,14 @@
 //! This is the top layer of the library: it uses [`crate::pgmap`], [`crate::memmap`] and
 //! [`crate::addr`], and nothing below it imports it.
 
+mod badblocks;
 mod infoblock;
 mod label;
 mod region;
 
+pub use self::badblocks::{
+    BADBLOCKS_LEN, BADBLOCKS_OFFSET, BADBLOCKS_SIGNATURE, Badblocks, BadblocksError, MAX_BAD_RANGES,
+};
 pub use self::infoblock::{
     INFO_BLOCK_LEN, INFO_BLOCK_OFFSET, INFO_SIGNATURE, INFO_VERSION, InfoBlock, InfoBlockError,
     InfoFlags, NAME_LEN, fletcher64,

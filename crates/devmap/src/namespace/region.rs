@@ -17,6 +17,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use super::badblocks::{BADBLOCKS_LEN, BADBLOCKS_OFFSET, Badblocks, BadblocksError};
 use super::infoblock::{INFO_BLOCK_LEN, INFO_BLOCK_OFFSET, InfoBlock, InfoBlockError, InfoFlags};
 use super::label::{
     LABEL_INDEX_LEN, Label, LabelError, LabelIndex, MAX_NAMESPACES, current, next_seq,
@@ -126,6 +127,15 @@ pub enum RegionError {
     /// A label update that would be invalid.
     #[error(transparent)]
     Label(#[from] LabelError),
+    /// A namespace's badblocks list.
+    #[error("namespace {name:?}: {source}")]
+    Badblocks {
+        /// The namespace.
+        name: String,
+        /// Why its list was refused.
+        #[source]
+        source: BadblocksError,
+    },
     /// A namespace's info block.
     #[error("namespace {name:?}: {source}")]
     InfoBlock {
@@ -307,6 +317,56 @@ impl Region {
         Ok(block)
     }
 
+    /// The namespace's badblocks list (empty if it never had an error).
+    pub fn badblocks(&self, label: &Label) -> Result<Badblocks, RegionError> {
+        let mut buf = vec![0u8; BADBLOCKS_LEN];
+        self.file
+            .read_exact_at(&mut buf, label.offset + BADBLOCKS_OFFSET)
+            .map_err(|source| RegionError::Io {
+                path: self.path.clone(),
+                what: "read a badblocks list",
+                source,
+            })?;
+        Badblocks::decode(&buf).map_err(|source| RegionError::Badblocks {
+            name: label.name.clone(),
+            source,
+        })
+    }
+
+    /// Records `pages` (page offsets from the start of the namespace's data) as the
+    /// namespace's bad pages, replacing the list: what memory failure adds to and
+    /// `clear-errors` removes from.
+    pub fn set_badblocks(
+        &mut self,
+        label: &Label,
+        pages: impl IntoIterator<Item = u64>,
+    ) -> Result<Badblocks, RegionError> {
+        if self.access != Access::Manage {
+            return Err(RegionError::ReadOnly);
+        }
+        let data_pages = label.namespace.data_bytes() / crate::addr::PAGE_SIZE;
+        let generation = self.badblocks(label)?.generation + 1;
+        let list = Badblocks::from_pages(pages, generation);
+        if let Some(p) = list.pages().find(|p| *p >= data_pages) {
+            return Err(RegionError::Badblocks {
+                name: label.name.clone(),
+                source: BadblocksError::Invalid {
+                    why: format!("page {p} is past the namespace's {data_pages} data pages"),
+                },
+            });
+        }
+        let bytes = list.encode().map_err(|source| RegionError::Badblocks {
+            name: label.name.clone(),
+            source,
+        })?;
+        self.write_at(
+            &bytes,
+            label.offset + BADBLOCKS_OFFSET,
+            "write a badblocks list",
+        )?;
+        Ok(list)
+    }
+
     /// Creates a namespace of `size` bytes: its info block, then its label. First fit at an
     /// `align`-aligned offset after the label area.
     pub fn create_namespace(
@@ -350,6 +410,12 @@ impl Region {
             source,
         })?;
         self.write_at(&bytes, offset + INFO_BLOCK_OFFSET, "write an info block")?;
+        // A new namespace has no bad pages, whatever an earlier one here had.
+        self.write_at(
+            &[0u8; BADBLOCKS_LEN],
+            offset + BADBLOCKS_OFFSET,
+            "clear a badblocks list",
+        )?;
         let mut labels = self.index.labels.clone();
         labels.push(label.clone());
         labels.sort_by_key(|l| l.offset);

@@ -188,3 +188,51 @@ fn foreign_short_and_resized_files_are_refused_untouched() {
     let e = Region::create(&TempPath::new("tiny").0, 4096).expect_err("too small");
     assert!(e.to_string().contains("too small"), "{e}");
 }
+
+#[test]
+fn a_namespace_keeps_its_badblocks_across_reopens() {
+    let path = TempPath::new("region-bad");
+    let mut r = Region::create(&path.0, 64 << 20).expect("create");
+    let a = r
+        .create_namespace(
+            "a",
+            16 << 20,
+            2 << 20,
+            NamespaceMode::Devdax,
+            MemmapLocation::Dev,
+        )
+        .expect("a");
+    assert_eq!(r.badblocks(&a).expect("empty").ranges, vec![]);
+    let list = r.set_badblocks(&a, [7, 8, 100]).expect("record");
+    assert_eq!(list.ranges, vec![(7, 2), (100, 1)]);
+    let past = a.namespace.data_bytes() / 4096;
+    let e = r.set_badblocks(&a, [past]).expect_err("past the data");
+    assert!(e.to_string().contains("past the namespace's"), "{e}");
+    drop(r);
+    let mut r = Region::open(&path.0, Access::Manage).expect("reopen");
+    let a = r.namespace("a").expect("a").clone();
+    let list = r.badblocks(&a).expect("list");
+    assert_eq!(
+        (list.ranges.clone(), list.generation),
+        (vec![(7, 2), (100, 1)], 1)
+    );
+    // clear-errors of page 8.
+    let left: Vec<u64> = list.pages().filter(|p| *p != 8).collect();
+    assert_eq!(
+        r.set_badblocks(&a, left).expect("clear").ranges,
+        vec![(7, 1), (100, 1)]
+    );
+    // A namespace created over a destroyed one starts clean.
+    r.destroy_namespace("a").expect("destroy");
+    let b = r
+        .create_namespace(
+            "b",
+            16 << 20,
+            2 << 20,
+            NamespaceMode::Devdax,
+            MemmapLocation::Dev,
+        )
+        .expect("b");
+    assert_eq!(b.offset, a.offset);
+    assert_eq!(r.badblocks(&b).expect("clean").ranges, vec![]);
+}
