@@ -48,6 +48,7 @@ pub(super) fn open_devdax_in(path: &Path, sysfs: &Path) -> Result<Backing, Backi
     let name = path.file_name().unwrap_or_default();
     let (len, page) = geometry(&sysfs.join("bus/dax/devices").join(name))?;
     Ok(Backing {
+        base: 0,
         fd: dev.into(),
         len,
         page,

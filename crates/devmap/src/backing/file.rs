@@ -62,12 +62,48 @@ impl Backing {
             });
         }
         Ok(Backing {
+            base: 0,
             len: meta.len(),
             page: Order::BASE,
             uffd: UffdModes::NONE,
             kind,
             fd: file.into(),
         })
+    }
+
+    /// `len` bytes of the regular file at `path` from byte `offset` (both multiples of 4 KiB,
+    /// inside the file), as a backing of its own: byte 0 of the backing is byte `offset` of
+    /// the file. How a namespace's data is served from its region file.
+    pub fn open_file_window(
+        path: impl AsRef<Path>,
+        offset: u64,
+        len: u64,
+    ) -> Result<Backing, BackingError> {
+        let mut whole = Backing::open_file(path)?;
+        let page = Order::BASE;
+        for (what, value) in [("offset", offset), ("length", len)] {
+            if !value.is_multiple_of(page.bytes()) {
+                return Err(BackingError::Unaligned {
+                    what,
+                    value,
+                    page,
+                    backing: whole.kind.to_string(),
+                });
+            }
+        }
+        if len == 0 {
+            return Err(BackingError::Empty);
+        }
+        if offset.checked_add(len).is_none_or(|end| end > whole.len) {
+            return Err(BackingError::OutOfRange {
+                offset,
+                len,
+                end: whole.len,
+            });
+        }
+        whole.base = offset;
+        whole.len = len;
+        Ok(whole)
     }
 
     /// A new sparse regular file of `len` bytes (a multiple of 4 KiB); refused if `path`

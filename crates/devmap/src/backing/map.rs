@@ -94,7 +94,7 @@ pub(super) fn map_shared(
             ProtFlags::READ | ProtFlags::WRITE,
             MapFlags::SHARED | MapFlags::FIXED,
             backing.fd(),
-            offset,
+            backing.base + offset,
         )
     };
     if let Err(e) = placed {
@@ -231,7 +231,7 @@ impl SharedMapping {
                 ProtFlags::READ | ProtFlags::WRITE,
                 MapFlags::SHARED | MapFlags::FIXED,
                 backing.fd(),
-                self.offset + offset,
+                backing.base + self.offset + offset,
             )
         }
         .map(|_| ())

@@ -94,6 +94,7 @@ impl Backing {
         check_len(len, Order::BASE, &kind)?;
         let fd = create(&kind, len, MemfdFlags::CLOEXEC)?;
         Ok(Backing {
+            base: 0,
             fd,
             len,
             page: Order::BASE,
@@ -111,6 +112,7 @@ impl Backing {
         let flags = MemfdFlags::CLOEXEC | MemfdFlags::HUGETLB | size.memfd_flag();
         let fd = create(&kind, len, flags)?;
         Ok(Backing {
+            base: 0,
             fd,
             len,
             page: size.order(),

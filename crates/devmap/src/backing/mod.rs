@@ -277,6 +277,8 @@ impl fmt::Display for BackingKind {
 #[derive(Debug)]
 pub struct Backing {
     fd: OwnedFd,
+    /// Where the backing's byte 0 is in the descriptor's file: 0, or a window's start.
+    base: u64,
     len: u64,
     page: Order,
     uffd: UffdModes,
@@ -349,14 +351,18 @@ impl Backing {
     /// the whole range in one call. For hugetlb, this takes the huge pages from the pool.
     pub fn allocate(&self, offset: u64, len: u64) -> Result<(), BackingError> {
         self.check_window(offset, len, self.page)?;
-        rustix::fs::fallocate(&self.fd, rustix::fs::FallocateFlags::KEEP_SIZE, offset, len).map_err(
-            |e| BackingError::Allocate {
-                backing: self.kind.to_string(),
-                offset,
-                len,
-                source: e.into(),
-            },
+        rustix::fs::fallocate(
+            &self.fd,
+            rustix::fs::FallocateFlags::KEEP_SIZE,
+            self.base + offset,
+            len,
         )
+        .map_err(|e| BackingError::Allocate {
+            backing: self.kind.to_string(),
+            offset,
+            len,
+            source: e.into(),
+        })
     }
 
     /// Checks a window against the page size and the backing's end.

@@ -375,3 +375,31 @@ fn open_file_refuses_what_it_cannot_map() {
     let e = Backing::create_file(dir.0.join("odd"), 5000).expect_err("odd length");
     assert!(e.to_string().contains("use 4 KiB or 8 KiB"), "{e}");
 }
+
+#[test]
+fn a_file_window_maps_its_own_bytes_of_the_file() {
+    use std::os::unix::fs::FileExt;
+    let path = super::file::TempPath::new("window");
+    drop(Backing::create_file(&path.0, 8 * MIB).expect("file"));
+    let w = Backing::open_file_window(&path.0, 2 * MIB, 4 * MIB).expect("window");
+    assert_eq!(w.len(), 4 * MIB);
+    let m = w.map_shared(0, 4 * MIB, Order::PMD).expect("map");
+    m.write(4096, b"window").expect("write");
+    let mut got = [0u8; 6];
+    std::fs::File::open(&path.0)
+        .expect("open")
+        .read_exact_at(&mut got, 2 * MIB + 4096)
+        .expect("read");
+    assert_eq!(
+        &got, b"window",
+        "byte 4096 of the window is byte 2M + 4096 of the file"
+    );
+    for (offset, len, want) in [
+        (100, MIB, "offset 100 B is not a multiple"),
+        (0, 0, "must not be empty"),
+        (6 * MIB, 4 * MIB, "8 MiB"),
+    ] {
+        let e = Backing::open_file_window(&path.0, offset, len).expect_err(want);
+        assert!(e.to_string().contains(want), "{e} lacks {want:?}");
+    }
+}

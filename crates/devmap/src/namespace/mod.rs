@@ -34,6 +34,7 @@
 //! [`crate::addr`], and nothing below it imports it.
 
 mod badblocks;
+mod enable;
 mod infoblock;
 mod label;
 mod region;
@@ -41,6 +42,7 @@ mod region;
 pub use self::badblocks::{
     BADBLOCKS_LEN, BADBLOCKS_OFFSET, BADBLOCKS_SIGNATURE, Badblocks, BadblocksError, MAX_BAD_RANGES,
 };
+pub use self::enable::EnabledNamespace;
 pub use self::infoblock::{
     INFO_BLOCK_LEN, INFO_BLOCK_OFFSET, INFO_SIGNATURE, INFO_VERSION, InfoBlock, InfoBlockError,
     InfoFlags, NAME_LEN, fletcher64,

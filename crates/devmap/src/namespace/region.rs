@@ -127,6 +127,20 @@ pub enum RegionError {
     /// A label update that would be invalid.
     #[error(transparent)]
     Label(#[from] LabelError),
+    /// Only device-dax namespaces can be enabled (fsdax needs a filesystem on top).
+    #[error("namespace {name:?} is fsdax: only devdax namespaces can be enabled here")]
+    NotDevdax {
+        /// The namespace.
+        name: String,
+    },
+    /// Enabling or disabling a namespace failed.
+    #[error("namespace {name:?}: {why}")]
+    Enable {
+        /// The namespace.
+        name: String,
+        /// What went wrong.
+        why: String,
+    },
     /// A namespace's badblocks list.
     #[error("namespace {name:?}: {source}")]
     Badblocks {
@@ -261,6 +275,25 @@ impl Region {
             index,
             slot,
         })
+    }
+
+    /// How the region is open.
+    pub fn access(&self) -> Access {
+        self.access
+    }
+
+    /// Writes and syncs `bytes` at byte `at` of the region (for the other parts of the
+    /// namespace module).
+    pub(super) fn write_bytes(
+        &self,
+        bytes: &[u8],
+        at: u64,
+        what: &'static str,
+    ) -> Result<(), RegionError> {
+        if self.access != Access::Manage {
+            return Err(RegionError::ReadOnly);
+        }
+        self.write_at(bytes, at, what)
     }
 
     /// The region file.
