@@ -213,5 +213,5 @@ impl Badblocks {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests;

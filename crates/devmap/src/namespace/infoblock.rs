@@ -312,5 +312,5 @@ impl InfoBlock {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests;

@@ -336,5 +336,5 @@ fn decode_entry(i: usize, e: &[u8]) -> Result<Label, LabelError> {
     })
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests;
