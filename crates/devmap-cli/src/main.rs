@@ -5,11 +5,14 @@
 //! the kernel's gup_test selftest against one; `touch-test` times first touches of a device-dax
 //! device over a real backing against the kernel's own first touches; `inject-error` poisons a
 //! page of a device-dax device mapped several times and checks what each mapping is told,
-//! loses and keeps. Each command is a module of `cmd` (its arguments, validation, rows and
-//! columns); `args` holds the arguments several commands share, `output` the table and JSON
-//! printing, `units` size parsing and formatting, `procfs` what `/proc` says, `threads` work
-//! shared among threads. This file is the command enum and the dispatch. Output is a table
-//! for people, or with `--json` an array of objects with raw integers.
+//! loses and keeps. `create-region` makes a region file, and ndctl's namespace verbs work on
+//! it: `create-namespace`, `list`, `destroy-namespace`, and `check-namespace`, which validates
+//! a namespace's label and info block. Each command is a module of `cmd` (its arguments,
+//! validation, rows and columns); `args` holds the arguments several commands share, `output`
+//! the table and JSON printing, `units` size parsing and formatting, `procfs` what `/proc`
+//! says, `threads` work shared among threads. This file is the command enum and the dispatch.
+//! Output is a table for people, or with `--json` an array of objects with raw integers; the
+//! region verbs print JSON always, as ndctl does.
 
 #![forbid(unsafe_code)]
 
@@ -47,6 +50,18 @@ enum Command {
     /// Inject a memory error into a device-dax device with several mappings, and check what
     /// each mapping is told, loses and keeps, and that clearing the poison gives it all back.
     InjectError(cmd::inject::InjectErrorArgs),
+    /// Create a region: a sparse file to hold namespaces. ndctl has no such verb (its regions
+    /// are the hardware's persistent memory); devmap's live in a file.
+    CreateRegion(cmd::region::CreateRegionArgs),
+    /// Create a namespace in a region, and print it as JSON.
+    CreateNamespace(cmd::namespaces::CreateNamespaceArgs),
+    /// List a region's namespaces (-N, the default) and the region itself (-R) as JSON.
+    /// Read-only: works while another process manages the region.
+    List(cmd::list::ListArgs),
+    /// Destroy a namespace of a region: its label, then its info block.
+    DestroyNamespace(cmd::namespaces::DestroyNamespaceArgs),
+    /// Check a namespace's label and info block, and print what was checked as JSON.
+    CheckNamespace(cmd::namespaces::CheckNamespaceArgs),
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -56,6 +71,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::GupTest(a) => cmd::gup::run(a),
         Command::TouchTest(a) => cmd::touch::run(a),
         Command::InjectError(a) => cmd::inject::run(a),
+        Command::CreateRegion(a) => cmd::region::run(a),
+        Command::CreateNamespace(a) => cmd::namespaces::create(a),
+        Command::List(a) => cmd::list::run(a),
+        Command::DestroyNamespace(a) => cmd::namespaces::destroy(a),
+        Command::CheckNamespace(a) => cmd::namespaces::check(a),
     }
 }
 

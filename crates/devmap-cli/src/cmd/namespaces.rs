@@ -1,0 +1,274 @@
+//! `devmap create-namespace`, `destroy-namespace` and `check-namespace`: ndctl's namespace verbs
+//! over a region file. This module owns their arguments, what each does to the region (through
+//! the library's [`Region`], which holds the region's lock for the two that change it), and
+//! their refusals in terms of the flags: a size off the align, a name in use, no room, a region
+//! another process manages. `create-namespace` prints the namespace it made as `list` does;
+//! `check-namespace` prints what it checked.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow};
+use clap::Args;
+use devmap::namespace::{Access, INFO_BLOCK_OFFSET, InfoFlags, Region, RegionError};
+use serde::Serialize;
+
+use super::region::{Bytes, NamespaceObject, format_uuid, free_space, open, region_error};
+use crate::args::{MapArg, ModeArg, namespace, refusal};
+use crate::output;
+use crate::units::format_size;
+
+/// `create-namespace`'s arguments.
+#[derive(Debug, Args)]
+pub struct CreateNamespaceArgs {
+    /// The region file (made by `devmap create-region`).
+    #[arg(long, short = 'r')]
+    region: PathBuf,
+    /// Namespace mode.
+    #[arg(long, short = 'm', value_enum, default_value = "devdax")]
+    mode: ModeArg,
+    /// Namespace size, info block included, with K/M/G/T suffixes in powers of 1024 (e.g.
+    /// 16G); a multiple of --align. Without it, the largest the region has room for, as ndctl
+    /// does.
+    #[arg(long, short = 's', allow_hyphen_values = true)]
+    size: Option<String>,
+    /// Page size of the namespace's folios, and the alignment of its data: 4K, 2M or 1G.
+    #[arg(long, short = 'a', default_value = "2M", allow_hyphen_values = true)]
+    align: String,
+    /// Where the memmap lives: host memory, or the device itself (an altmap).
+    #[arg(long, short = 'M', value_enum, default_value = "dev")]
+    map: MapArg,
+    /// Namespace name, unique in the region (1 to 64 bytes). Without it, the first free of
+    /// namespace0, namespace1, ...
+    #[arg(long, short = 'n')]
+    name: Option<String>,
+    /// Print sizes for people instead of raw byte counts.
+    #[arg(long, short = 'u')]
+    human: bool,
+}
+
+/// Runs `create-namespace`: validates the geometry, creates the namespace (info block, then
+/// label) and prints it.
+pub fn create(a: CreateNamespaceArgs) -> Result<()> {
+    // A geometry given in full is checked before the region is touched.
+    if let Some(size) = &a.size {
+        namespace(size, &a.align, a.mode, a.map)?;
+    }
+    let mut region = open(&a.region, Access::Manage)?;
+    let size = match &a.size {
+        Some(size) => size.clone(),
+        None => largest(&region, &a)?,
+    };
+    let ns = namespace(&size, &a.align, a.mode, a.map)?;
+    let name = match a.name {
+        Some(name) => name,
+        None => (0..)
+            .map(|i| format!("namespace{i}"))
+            .find(|n| region.namespace(n).is_err())
+            .ok_or_else(|| anyhow!("no free default name: give one with -n NAME"))?,
+    };
+    let label = region
+        .create_namespace(&name, ns.size(), ns.align(), ns.mode(), ns.map())
+        .map_err(|e| create_refusal(e, &name))
+        .with_context(|| {
+            format!(
+                "cannot create namespace {name:?} in region {}",
+                a.region.display()
+            )
+        })?;
+    output::json(&[NamespaceObject::new(&label, a.human)])
+}
+
+/// The largest `--size` at `--align` the region has room for, for a `create-namespace` without
+/// one.
+fn largest(region: &Region, a: &CreateNamespaceArgs) -> Result<String> {
+    let align = crate::args::parse_align(&a.align, a.mode)?;
+    let (_, run) = free_space(region.size(), region.namespaces(), align);
+    let size = run / align * align;
+    if size == 0 {
+        return Err(anyhow!(
+            "region {} has no free run of {} aligned to {}: destroy a namespace, or try a \
+             smaller --align",
+            a.region.display(),
+            format_size(align),
+            format_size(align)
+        ));
+    }
+    Ok(format_size(size))
+}
+
+/// A refusal of the library's, with what would work instead.
+fn create_refusal(e: RegionError, name: &str) -> anyhow::Error {
+    match e {
+        RegionError::NameTaken { .. } => anyhow!(
+            "{e}: choose another -n, or destroy the existing {name:?} first with \
+             `devmap destroy-namespace`"
+        ),
+        RegionError::NoSpace {
+            size,
+            align,
+            largest,
+        } => {
+            let fits = largest / align * align;
+            let hint = if fits == 0 {
+                format!(
+                    "no free run starting on a {} boundary is left: destroy a namespace to \
+                     make room, or try a smaller --align",
+                    format_size(align)
+                )
+            } else {
+                format!(
+                    "the largest free run is {}: use --size {} or less",
+                    format_size(largest),
+                    format_size(fits)
+                )
+            };
+            anyhow!(
+                "no room for {} aligned to {}; {hint}",
+                format_size(size),
+                format_size(align)
+            )
+        }
+        RegionError::Namespace(e) => refusal(e),
+        e => region_error(e),
+    }
+}
+
+/// `destroy-namespace`'s arguments.
+#[derive(Debug, Args)]
+pub struct DestroyNamespaceArgs {
+    /// The region file.
+    #[arg(long, short = 'r')]
+    region: PathBuf,
+    /// The namespace to destroy.
+    name: String,
+    /// Accepted for ndctl compatibility; nothing to force yet. devmap has no enabled state for
+    /// namespaces on disk, so every namespace is destroyed as if disabled. Once namespaces can
+    /// be enabled, an enabled one will be refused without --force, and disabled first with it.
+    #[arg(long, short = 'f')]
+    force: bool,
+}
+
+/// Runs `destroy-namespace`: the label goes, then the info block.
+pub fn destroy(a: DestroyNamespaceArgs) -> Result<()> {
+    let _ = a.force;
+    let mut region = open(&a.region, Access::Manage)?;
+    region
+        .destroy_namespace(&a.name)
+        .map_err(|e| match e {
+            RegionError::NotFound { .. } => anyhow!("{e}: {}", existing(&region, &a.region)),
+            e => region_error(e),
+        })
+        .with_context(|| {
+            format!(
+                "cannot destroy namespace {:?} in region {}",
+                a.name,
+                a.region.display()
+            )
+        })?;
+    output::say(&format!(
+        "destroyed 1 namespace: {} in {}",
+        a.name,
+        a.region.display()
+    ))
+}
+
+/// The names of `region`'s namespaces, for a refusal of a name that is not one.
+fn existing(region: &Region, path: &Path) -> String {
+    let names: Vec<&str> = region
+        .namespaces()
+        .iter()
+        .map(|l| l.name.as_str())
+        .collect();
+    if names.is_empty() {
+        format!("region {} has no namespaces", path.display())
+    } else {
+        format!(
+            "the namespaces of region {} are: {}",
+            path.display(),
+            names.join(", ")
+        )
+    }
+}
+
+/// `check-namespace`'s arguments.
+#[derive(Debug, Args)]
+pub struct CheckNamespaceArgs {
+    /// The region file.
+    #[arg(long, short = 'r')]
+    region: PathBuf,
+    /// The namespace to check.
+    name: String,
+}
+
+/// What `check-namespace` prints.
+#[derive(Debug, Serialize)]
+struct Check {
+    region: String,
+    name: String,
+    uuid: String,
+    /// Where the info block was read from, in the region file.
+    info_block_offset: Bytes,
+    /// The info block's generation.
+    generation: u64,
+    /// Whether the namespace was last disabled cleanly.
+    clean: bool,
+    checked: [&'static str; 6],
+    ok: bool,
+}
+
+/// Runs `check-namespace`: reads the label and the info block it points to, and checks that
+/// both are valid and agree. Read-only, so it works while another process manages the region.
+pub fn check(a: CheckNamespaceArgs) -> Result<()> {
+    let region = open(&a.region, Access::Read)?;
+    let what = || {
+        format!(
+            "namespace {:?} of region {} failed its check",
+            a.name,
+            a.region.display()
+        )
+    };
+    let label = region
+        .namespace(&a.name)
+        .map_err(|e| anyhow!("{e}: {}", existing(&region, &a.region)))
+        .with_context(what)?;
+    let block = region
+        .info_block(label)
+        .map_err(region_error)
+        .with_context(what)?;
+    // The library checks the block against the label's uuid and geometry; its parent and name
+    // are checked here.
+    if block.parent_uuid != region.uuid() {
+        return Err(anyhow!(
+            "the info block names region {} as its parent, but this region is {}",
+            format_uuid(&block.parent_uuid),
+            format_uuid(&region.uuid())
+        ))
+        .with_context(what);
+    }
+    if block.name != label.name {
+        return Err(anyhow!(
+            "the info block names the namespace {:?}, the label {:?}",
+            block.name,
+            label.name
+        ))
+        .with_context(what);
+    }
+    let check = Check {
+        region: a.region.display().to_string(),
+        name: label.name.clone(),
+        uuid: format_uuid(&label.uuid),
+        info_block_offset: Bytes::Raw(label.offset + INFO_BLOCK_OFFSET),
+        generation: block.generation,
+        clean: block.flags.contains(InfoFlags::CLEAN),
+        checked: [
+            "label index",
+            "info block signature and version",
+            "info block checksum",
+            "info block geometry",
+            "info block agrees with the label (uuid, geometry, name)",
+            "info block parent is this region",
+        ],
+        ok: true,
+    };
+    output::say(&serde_json::to_string_pretty(&check)?)
+}

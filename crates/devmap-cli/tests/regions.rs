@@ -1,0 +1,289 @@
+//! Regions on disk through the command line: `create-region`, then ndctl's namespace verbs
+//! (`create-namespace`, `list`, `check-namespace`, `destroy-namespace`) over it, a region another
+//! process manages, and every refusal.
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use devmap::namespace::{Access, Region};
+use serde_json::Value;
+
+mod common;
+
+use common::{devmap, fails, field, json};
+
+/// A region file path of its own under the temp dir, removed when dropped.
+struct TempRegion(PathBuf);
+
+impl TempRegion {
+    fn new(tag: &str) -> TempRegion {
+        let path =
+            std::env::temp_dir().join(format!("devmap-regions-{tag}-{}.img", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        TempRegion(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("utf-8 temp path")
+    }
+}
+
+impl Drop for TempRegion {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn create_region(path: &str, size: &str) {
+    json(&["create-region", "--path", path, "--size", size]);
+}
+
+fn names(rows: &[Value]) -> Vec<&str> {
+    rows.iter()
+        .map(|r| r["name"].as_str().expect("name"))
+        .collect()
+}
+
+fn is_uuid(text: &str) -> bool {
+    let parts: Vec<&str> = text.split('-').collect();
+    parts.iter().map(|p| p.len()).collect::<Vec<_>>() == [8, 4, 4, 4, 12]
+        && parts.iter().all(|p| {
+            p.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        })
+}
+
+#[test]
+fn namespaces_are_created_listed_checked_and_destroyed() {
+    let r = TempRegion::new("life");
+    let p = r.path();
+    let region = json(&["create-region", "--path", p, "--size", "1G"]);
+    assert_eq!(field(&region[0], "size"), 1 << 30);
+    assert_eq!(std::fs::metadata(p).expect("region file").len(), 1 << 30);
+
+    let vm0 = json(&["create-namespace", "--region", p, "-s", "256M", "-n", "vm0"]);
+    assert_eq!(vm0.len(), 1, "one object in an array");
+    let vm0 = &vm0[0];
+    assert_eq!(vm0["mode"], "devdax", "the default mode");
+    assert_eq!(vm0["map"], "dev", "the default map");
+    assert_eq!(field(vm0, "align"), 2 << 20, "the default align");
+    assert_eq!(field(vm0, "size"), 256 << 20);
+    let fs0 = json(&[
+        "create-namespace",
+        "--region",
+        p,
+        "-m",
+        "fsdax",
+        "-s",
+        "128M",
+        "-a",
+        "4K",
+        "-M",
+        "mem",
+        "-n",
+        "fs0",
+    ]);
+    assert_eq!(fs0[0]["mode"], "fsdax");
+
+    let rows = json(&["list", "--region", p]);
+    assert_eq!(names(&rows), ["vm0", "fs0"], "in offset order");
+    let offsets: Vec<u64> = rows.iter().map(|r| field(r, "offset")).collect();
+    assert!(offsets[0] < offsets[1], "{offsets:?}");
+    for r in &rows {
+        for f in ["size", "align", "offset", "data_offset", "data_bytes"] {
+            field(r, f);
+        }
+        assert_eq!(
+            field(r, "data_offset") + field(r, "data_bytes"),
+            field(r, "size")
+        );
+        assert!(is_uuid(r["uuid"].as_str().expect("uuid")), "{r}");
+    }
+    assert_eq!(rows[0], *vm0, "list prints what create-namespace printed");
+    // vm0 (map dev): ALIGN(8K + 64 * PHYS_PFN(256M - 8K), 2M) = 6M.
+    assert_eq!(field(&rows[0], "data_offset"), 6 << 20);
+    assert_eq!(field(&rows[1], "data_offset"), 8 << 10);
+
+    assert_eq!(
+        names(&json(&["list", "--region", p, "-N", "-n", "fs0"])),
+        ["fs0"]
+    );
+    assert_eq!(
+        names(&json(&["list", "--region", p, "-m", "devdax"])),
+        ["vm0"]
+    );
+    assert!(json(&["list", "--region", p, "-n", "nope"]).is_empty());
+
+    let region = json(&["list", "--region", p, "-R"]);
+    assert_eq!(region.len(), 1);
+    let obj = &region[0];
+    assert_eq!(obj["path"], p);
+    assert_eq!(field(obj, "size"), 1 << 30);
+    assert_eq!(field(obj, "namespaces_count"), 2);
+    assert_eq!(
+        field(obj, "available_size"),
+        (1 << 30) - (64 << 10) - (256 << 20) - (128 << 20)
+    );
+    assert!(
+        obj.get("namespaces").is_none(),
+        "-R alone lists no namespaces"
+    );
+    let both = json(&["list", "--region", p, "-R", "-N", "-m", "fsdax"]);
+    assert_eq!(
+        names(both[0]["namespaces"].as_array().expect("nested namespaces")),
+        ["fs0"]
+    );
+    let human = json(&["list", "--region", p, "-R", "-N", "--human"]);
+    assert_eq!(human[0]["size"], "1.00 GiB");
+    assert_eq!(human[0]["namespaces"][0]["size"], "256.00 MiB");
+
+    let check = devmap(&["check-namespace", "--region", p, "vm0"]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let check: Value = serde_json::from_slice(&check.stdout).expect("one JSON object");
+    assert_eq!(check["ok"], true);
+    assert_eq!(check["name"], "vm0");
+    assert_eq!(check["uuid"], vm0["uuid"]);
+    assert_eq!(
+        field(&check, "info_block_offset"),
+        field(vm0, "offset") + 4096
+    );
+
+    let out = devmap(&["destroy-namespace", "--region", p, "vm0"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(names(&json(&["list", "--region", p])), ["fs0"]);
+    fails(
+        &["check-namespace", "--region", p, "vm0"],
+        "no namespace named \"vm0\"",
+    );
+    fails(
+        &["destroy-namespace", "--region", p, "vm0", "--force"],
+        "the namespaces of region",
+    );
+}
+
+#[test]
+fn a_managed_region_refuses_a_second_manager_but_lists() {
+    let r = TempRegion::new("busy");
+    let p = r.path();
+    create_region(p, "64M");
+    json(&["create-namespace", "--region", p, "-s", "8M", "-n", "a"]);
+    let held = Region::open(p, Access::Manage).expect("manage the region");
+    fails(
+        &["create-namespace", "--region", p, "-s", "8M", "-n", "b"],
+        "managed by another process",
+    );
+    fails(
+        &["destroy-namespace", "--region", p, "a"],
+        "managed by another process",
+    );
+    assert_eq!(names(&json(&["list", "--region", p])), ["a"]);
+    let check = devmap(&["check-namespace", "--region", p, "a"]);
+    assert!(check.status.success(), "check reads only");
+    drop(held);
+    json(&["create-namespace", "--region", p, "-s", "8M", "-n", "b"]);
+}
+
+#[test]
+fn refusals_say_what_would_work() {
+    let r = TempRegion::new("refuse");
+    let p = r.path();
+    create_region(p, "64M");
+    fails(
+        &["create-namespace", "--region", p, "-s", "3M", "-n", "x"],
+        "size 3M is not a multiple of align 2M: did you mean --size 2M or --size 4M?",
+    );
+    json(&["create-namespace", "--region", p, "-s", "8M", "-n", "x"]);
+    fails(
+        &["create-namespace", "--region", p, "-s", "8M", "-n", "x"],
+        "a namespace named \"x\" exists already",
+    );
+    fails(
+        &["create-namespace", "--region", p, "-s", "8M", "-m", "raw"],
+        "invalid value 'raw'",
+    );
+    fails(
+        &["list", "--region", p, "-m", "sector"],
+        "invalid value 'sector'",
+    );
+    fails(
+        &["create-namespace", "--region", p, "-s", "1G", "-n", "big"],
+        "use --size",
+    );
+    fails(
+        &["create-region", "--path", p, "--size", "1G"],
+        "exists already",
+    );
+    assert_eq!(
+        std::fs::metadata(p).expect("region").len(),
+        64 << 20,
+        "the existing file is untouched"
+    );
+    let missing = TempRegion::new("missing");
+    fails(
+        &["list", "--region", missing.path()],
+        "create one with `devmap create-region",
+    );
+    fails(
+        &["create-region", "--path", missing.path(), "--size", "64K"],
+        "too small",
+    );
+    assert!(!Path::new(missing.path()).exists());
+}
+
+#[test]
+fn a_file_that_is_not_a_region_is_refused_and_left_as_it_was() {
+    let r = TempRegion::new("foreign");
+    let p = r.path();
+    // xorshift: random-looking bytes, the same every run.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let bytes: Vec<u8> = (0..256 << 10)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(p, &bytes).expect("write the file");
+    for args in [
+        &["create-namespace", "--region", p, "-s", "4M", "-n", "a"][..],
+        &["list", "--region", p, "-R"],
+        &["destroy-namespace", "--region", p, "a"],
+        &["check-namespace", "--region", p, "a"],
+    ] {
+        fails(args, "not a usable devmap region");
+    }
+    assert!(
+        std::fs::read(p).expect("read back") == bytes,
+        "file changed"
+    );
+}
+
+#[test]
+fn a_corrupt_info_block_fails_its_check_naming_the_checksum() {
+    let r = TempRegion::new("corrupt");
+    let p = r.path();
+    create_region(p, "64M");
+    let ns = json(&["create-namespace", "--region", p, "-s", "8M", "-n", "a"]);
+    let at = field(&ns[0], "offset") + 4096 + 200;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(p)
+        .expect("open");
+    let mut b = [0u8; 1];
+    file.read_exact_at(&mut b, at).expect("read");
+    file.write_all_at(&[b[0] ^ 0xff], at).expect("flip a byte");
+    drop(file);
+    fails(&["check-namespace", "--region", p, "a"], "checksum");
+    // The label is fine, so the namespace still lists.
+    assert_eq!(names(&json(&["list", "--region", p])), ["a"]);
+}
