@@ -12,7 +12,7 @@ use clap::Args;
 use devmap::namespace::{Access, INFO_BLOCK_OFFSET, InfoFlags, Region, RegionError};
 use serde::Serialize;
 
-use super::region::{Bytes, NamespaceObject, format_uuid, free_space, open, region_error};
+use super::region::{Bytes, NamespaceObject, format_uuid, open, region_error};
 use crate::args::{MapArg, ModeArg, namespace, refusal};
 use crate::output;
 use crate::units::format_size;
@@ -82,7 +82,7 @@ pub fn create(a: CreateNamespaceArgs) -> Result<()> {
 /// one.
 fn largest(region: &Region, a: &CreateNamespaceArgs) -> Result<String> {
     let align = crate::args::parse_align(&a.align, a.mode)?;
-    let (_, run) = free_space(region.size(), region.namespaces(), align);
+    let (_, run) = region.free_space(align);
     let size = run / align * align;
     if size == 0 {
         return Err(anyhow!(

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
-use devmap::namespace::{Access, LABEL_AREA_BYTES, Label, Region, RegionError};
+use devmap::namespace::{Access, LABEL_AREA_BYTES, Label, MIN_REGION_BYTES, Region, RegionError};
 use serde::Serialize;
 
 use crate::args::parse_size;
@@ -33,7 +33,7 @@ pub struct CreateRegionArgs {
 /// Runs `create-region`: creates the file, writes its label index, prints the region.
 pub fn run(a: CreateRegionArgs) -> Result<()> {
     let size = parse_size(&a.size)?;
-    let min = LABEL_AREA_BYTES + (1 << 20);
+    let min = MIN_REGION_BYTES;
     if size < min {
         bail!(
             "size {} is too small for a region: the label area takes {} and a namespace needs \
@@ -149,7 +149,7 @@ pub struct RegionObject {
 impl RegionObject {
     /// `region`, without its namespaces.
     pub fn new(region: &Region, human_sizes: bool) -> RegionObject {
-        let (available, extent) = free_space(region.size(), region.namespaces(), 1);
+        let (available, extent) = region.free_space(1);
         RegionObject {
             path: region.path().display().to_string(),
             uuid: format_uuid(&region.uuid()),
@@ -160,24 +160,6 @@ impl RegionObject {
             namespaces: None,
         }
     }
-}
-
-/// The free bytes of a region of `size` holding `labels` (in offset order) after its label
-/// area, and the longest free run, each run counted from its first `align`-aligned byte (1 for
-/// every free byte).
-pub fn free_space(size: u64, labels: &[Label], align: u64) -> (u64, u64) {
-    let (mut total, mut longest, mut from) = (0, 0, LABEL_AREA_BYTES);
-    let ends = labels
-        .iter()
-        .map(|l| (l.offset, l.offset + l.namespace.size()))
-        .chain([(size, size)]);
-    for (start, end) in ends {
-        let gap = start.saturating_sub(from.next_multiple_of(align));
-        total += gap;
-        longest = longest.max(gap);
-        from = from.max(end);
-    }
-    (total, longest)
 }
 
 /// A namespace as `list -N` and `create-namespace` print it.
@@ -223,42 +205,11 @@ impl NamespaceObject {
 
 #[cfg(test)]
 mod tests {
-    use devmap::{MemmapLocation, Namespace, NamespaceMode};
-
     use super::*;
 
     #[test]
     fn uuids_are_8_4_4_4_12() {
         let u: [u8; 16] = std::array::from_fn(|i| i as u8 * 17);
         assert_eq!(format_uuid(&u), "00112233-4455-6677-8899-aabbccddeeff");
-    }
-
-    #[test]
-    fn free_space_counts_the_gaps_after_the_label_area() {
-        let ns = |size| {
-            Namespace::new(size, 2 << 20, NamespaceMode::Devdax, MemmapLocation::Mem)
-                .expect("namespace")
-        };
-        let label = |offset, size| Label {
-            uuid: [0; 16],
-            name: "n".into(),
-            offset,
-            namespace: ns(size),
-        };
-        let size = 64 << 20;
-        assert_eq!(
-            free_space(size, &[], 1),
-            (size - LABEL_AREA_BYTES, size - LABEL_AREA_BYTES)
-        );
-        let labels = [label(2 << 20, 4 << 20), label(10 << 20, 4 << 20)];
-        assert_eq!(
-            free_space(size, &labels, 1),
-            (size - LABEL_AREA_BYTES - (8 << 20), 50 << 20)
-        );
-        // Aligned to 2M, the run before the first namespace is empty.
-        assert_eq!(
-            free_space(size, &labels, 2 << 20),
-            (size - (2 << 20) - (8 << 20), 50 << 20)
-        );
     }
 }

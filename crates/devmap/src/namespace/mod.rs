@@ -50,7 +50,7 @@ pub use self::infoblock::{
 pub use self::label::{
     LABEL_INDEX_LEN, LABEL_SIGNATURE, LABEL_VERSION, Label, LabelError, LabelIndex, MAX_NAMESPACES,
 };
-pub use self::region::{Access, LABEL_AREA_BYTES, Region, RegionError};
+pub use self::region::{Access, LABEL_AREA_BYTES, MIN_REGION_BYTES, Region, RegionError};
 
 use crate::addr::{AddrError, Order, PAGE_SIZE, PfnRange};
 use crate::memmap::{AltmapGeometry, Layout};

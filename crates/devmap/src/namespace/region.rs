@@ -26,6 +26,8 @@ use super::{MemmapLocation, Namespace, NamespaceError, NamespaceMode};
 
 /// Bytes at the start of a region kept for the label index (its two copies, and room).
 pub const LABEL_AREA_BYTES: u64 = 64 << 10;
+/// The smallest region: the label area and 1 MiB for namespaces.
+pub const MIN_REGION_BYTES: u64 = LABEL_AREA_BYTES + (1 << 20);
 
 /// How a region is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,9 +194,11 @@ impl Region {
     /// is overwritten), writes its first label copy and keeps it managed.
     pub fn create(path: impl AsRef<Path>, size: u64) -> Result<Region, RegionError> {
         let path = path.as_ref().to_path_buf();
-        let min = LABEL_AREA_BYTES + (1 << 20);
-        if size < min {
-            return Err(RegionError::TooSmall { size, min });
+        if size < MIN_REGION_BYTES {
+            return Err(RegionError::TooSmall {
+                size,
+                min: MIN_REGION_BYTES,
+            });
         }
         let io = |what| {
             let path = path.clone();
@@ -339,11 +343,22 @@ impl Region {
             name: label.name.clone(),
             source,
         })?;
-        if block.uuid != label.uuid || block.namespace != label.namespace {
+        let disagree = if block.uuid != label.uuid {
+            Some("uuid")
+        } else if block.namespace != label.namespace {
+            Some("geometry")
+        } else if block.name != label.name {
+            Some("name")
+        } else if block.parent_uuid != self.index.region_uuid {
+            Some("region uuid (it belongs to another region)")
+        } else {
+            None
+        };
+        if let Some(what) = disagree {
             return Err(RegionError::InfoBlock {
                 name: label.name.clone(),
                 source: InfoBlockError::Geometry {
-                    why: "the info block and the region's label disagree".into(),
+                    why: format!("the info block and the region's label disagree on the {what}"),
                 },
             });
         }
@@ -478,34 +493,43 @@ impl Region {
         )
     }
 
-    /// The first `align`-aligned offset with `size` free bytes after it.
-    fn place(&self, size: u64, align: u64) -> Result<u64, RegionError> {
-        let mut largest = 0;
+    /// The free runs after the label area, in order: each as (its first `align`-aligned
+    /// offset, bytes from there to the next namespace or the region's end).
+    fn free_runs(&self, align: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let size = self.index.region_size;
         let mut from = LABEL_AREA_BYTES;
-        let ends = self
-            .index
+        self.index
             .labels
             .iter()
             .map(|l| (l.offset, l.offset + l.namespace.size()))
-            .chain(std::iter::once((
-                self.index.region_size,
-                self.index.region_size,
-            )));
-        for (start, end) in ends {
-            let at = from.next_multiple_of(align);
-            if at <= start {
-                if start - at >= size {
-                    return Ok(at);
-                }
-                largest = largest.max(start - at);
-            }
-            from = from.max(end);
-        }
-        Err(RegionError::NoSpace {
-            size,
-            align,
-            largest,
-        })
+            .chain(std::iter::once((size, size)))
+            .map(move |(start, end)| {
+                let at = from.next_multiple_of(align);
+                from = from.max(end);
+                (at, start.saturating_sub(at))
+            })
+    }
+
+    /// Free bytes usable at `align` (each free run counted from its first aligned byte) and the
+    /// longest such run: what `list -R` reports as available, and the largest namespace of that
+    /// align that fits.
+    pub fn free_space(&self, align: u64) -> (u64, u64) {
+        self.free_runs(align)
+            .fold((0, 0), |(total, longest), (_, n)| {
+                (total + n, longest.max(n))
+            })
+    }
+
+    /// The first `align`-aligned offset with `size` free bytes after it.
+    fn place(&self, size: u64, align: u64) -> Result<u64, RegionError> {
+        self.free_runs(align)
+            .find(|&(_, n)| n >= size)
+            .map(|(at, _)| at)
+            .ok_or(RegionError::NoSpace {
+                size,
+                align,
+                largest: self.free_space(align).1,
+            })
     }
 
     /// Writes `labels` as the next copy of the index into the slot that is not current, syncs

@@ -236,3 +236,44 @@ fn a_namespace_keeps_its_badblocks_across_reopens() {
     assert_eq!(b.offset, a.offset);
     assert_eq!(r.badblocks(&b).expect("clean").ranges, vec![]);
 }
+
+#[test]
+fn free_space_counts_the_runs_after_the_label_area_from_their_aligned_start() {
+    let path = TempPath::new("region-free");
+    let size = 64 << 20;
+    let mut r = Region::create(&path.0, size).expect("create");
+    assert_eq!(
+        r.free_space(1),
+        (size - LABEL_AREA_BYTES, size - LABEL_AREA_BYTES)
+    );
+    for name in ["a", "b"] {
+        r.create_namespace(
+            name,
+            4 << 20,
+            2 << 20,
+            NamespaceMode::Devdax,
+            MemmapLocation::Mem,
+        )
+        .expect("namespace");
+    }
+    // a at 2M, b at 6M: free are 64K..2M and 10M..64M.
+    assert_eq!(
+        r.free_space(1),
+        (size - LABEL_AREA_BYTES - (8 << 20), 54 << 20)
+    );
+    // Aligned to 2M, the run before a is empty.
+    assert_eq!(r.free_space(2 << 20), (54 << 20, 54 << 20));
+    let e = r
+        .create_namespace(
+            "c",
+            56 << 20,
+            2 << 20,
+            NamespaceMode::Devdax,
+            MemmapLocation::Mem,
+        )
+        .expect_err("too big");
+    assert!(
+        e.to_string().contains("largest free run: 56623104 bytes"),
+        "{e}"
+    );
+}
