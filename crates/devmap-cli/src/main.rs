@@ -62,6 +62,8 @@ enum Command {
     DestroyNamespace(cmd::namespaces::DestroyNamespaceArgs),
     /// Check a namespace's label and info block, and print what was checked as JSON.
     CheckNamespace(cmd::namespaces::CheckNamespaceArgs),
+    /// Clear a namespace's media errors once its bytes are good again (as `ndctl clear-errors`).
+    ClearErrors(cmd::media::ClearErrorsArgs),
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -76,6 +78,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::List(a) => cmd::list::run(a),
         Command::DestroyNamespace(a) => cmd::namespaces::destroy(a),
         Command::CheckNamespace(a) => cmd::namespaces::check(a),
+        Command::ClearErrors(a) => cmd::media::clear(a),
     }
 }
 

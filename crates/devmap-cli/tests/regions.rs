@@ -1,6 +1,7 @@
 //! Regions on disk through the command line: `create-region`, then ndctl's namespace verbs
-//! (`create-namespace`, `list`, `check-namespace`, `destroy-namespace`) over it, a region another
-//! process manages, and every refusal.
+//! (`create-namespace`, `list`, `check-namespace`, `destroy-namespace`, `clear-errors`) over it,
+//! media errors left by a process that enabled a namespace, a region another process manages,
+//! and every refusal.
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -286,4 +287,79 @@ fn a_corrupt_info_block_fails_its_check_naming_the_checksum() {
     fails(&["check-namespace", "--region", p, "a"], "checksum");
     // The label is fine, so the namespace still lists.
     assert_eq!(names(&json(&["list", "--region", p])), ["a"]);
+}
+
+#[test]
+fn media_errors_are_listed_cleared_and_an_unclean_namespace_needs_force() {
+    use devmap::dax::DaxOptions;
+    use devmap::memory_failure::{MfFlags, memory_failure};
+    use devmap::{DeviceSpace, Order, PAGE_SIZE};
+
+    let r = TempRegion::new("media");
+    create_region(r.path(), "64M");
+    json(&["create-namespace", "-r", r.path(), "-s", "16M", "-n", "vm0"]);
+    {
+        // A process enables the namespace, meets two memory errors and disables it.
+        let space = DeviceSpace::new();
+        let mut region = Region::open(&r.0, Access::Manage).expect("manage");
+        let ns = region
+            .enable(&space, "vm0", DaxOptions::new(Order::PMD))
+            .expect("enable");
+        for page in [3u64, 4] {
+            let pfn = ns.device().pfn_at(page * PAGE_SIZE).expect("pfn");
+            memory_failure(&space, pfn, MfFlags::NONE).expect("error");
+        }
+        region.disable(ns).expect("disable");
+    }
+    let rows = json(&["list", "-r", r.path(), "--media-errors"]);
+    let bad = rows[0]["badblocks"].as_array().expect("badblocks");
+    assert_eq!(bad.len(), 1, "{rows:?}");
+    assert_eq!(
+        (field(&bad[0], "offset"), field(&bad[0], "length")),
+        (3 * 4096, 2 * 4096)
+    );
+    let plain = json(&["list", "-r", r.path()]);
+    assert!(
+        plain[0].get("badblocks").is_none(),
+        "only with --media-errors"
+    );
+
+    fails(
+        &["clear-errors", "-r", r.path(), "vm0", "--offset", "100"],
+        "not a multiple of 4K",
+    );
+    let out = devmap(&[
+        "clear-errors",
+        "-r",
+        r.path(),
+        "vm0",
+        "--offset",
+        "16K",
+        "--length",
+        "4K",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("cleared 1 bad page(s)"),
+        "{out:?}"
+    );
+    let rows = json(&["list", "-r", r.path(), "-M"]);
+    assert_eq!(field(&rows[0]["badblocks"][0], "offset"), 3 * 4096);
+    assert_eq!(field(&rows[0]["badblocks"][0], "length"), 4096);
+
+    {
+        // A process enables it and ends without disabling.
+        let space = DeviceSpace::new();
+        let mut region = Region::open(&r.0, Access::Manage).expect("manage");
+        let ns = region
+            .enable(&space, "vm0", DaxOptions::new(Order::PMD))
+            .expect("enable");
+        drop(ns);
+    }
+    fails(
+        &["destroy-namespace", "-r", r.path(), "vm0"],
+        "was not disabled cleanly",
+    );
+    let out = devmap(&["destroy-namespace", "-r", r.path(), "vm0", "--force"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(json(&["list", "-r", r.path()]).is_empty());
 }

@@ -2,7 +2,7 @@
 //! JSON array of objects (raw byte counts, or with `--human` size strings). This module owns
 //! its arguments and which objects it prints: `-N` the namespaces (the default), `-R` the
 //! region, both the region with its namespaces nested in it; `-n` and `-m` filter the
-//! namespaces. It opens the region read-only, taking no lock, so it lists a region another
+//! namespaces; `-M` adds each namespace's media errors. It opens the region read-only, taking no lock, so it lists a region another
 //! process is managing.
 
 use std::path::PathBuf;
@@ -37,6 +37,9 @@ pub struct ListArgs {
     /// Print sizes for people (`16.00 GiB`, offsets in hex) instead of raw byte counts.
     #[arg(long, short = 'u')]
     human: bool,
+    /// Include each namespace's media errors (its badblocks list), as `ndctl list --media-errors`.
+    #[arg(long = "media-errors", short = 'M')]
+    media_errors: bool,
 }
 
 /// Runs `list`.
@@ -48,8 +51,14 @@ pub fn run(a: ListArgs) -> Result<()> {
         .iter()
         .filter(|l| a.name.as_ref().is_none_or(|n| *n == l.name))
         .filter(|l| mode.is_none_or(|m| m == l.namespace.mode()))
-        .map(|l| NamespaceObject::new(l, a.human))
-        .collect();
+        .map(|l| {
+            let mut o = NamespaceObject::new(l, a.human);
+            if a.media_errors {
+                o.badblocks = Some(super::media::media_errors(&region, l, a.human)?);
+            }
+            Ok(o)
+        })
+        .collect::<Result<_>>()?;
     if !a.regions {
         return output::json(&namespaces);
     }

@@ -8,6 +8,7 @@ pub mod estimate;
 pub mod gup;
 pub mod inject;
 pub mod list;
+pub mod media;
 pub mod namespaces;
 pub mod region;
 pub mod touch;

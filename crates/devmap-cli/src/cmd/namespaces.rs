@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use devmap::namespace::{Access, INFO_BLOCK_OFFSET, InfoFlags, Region, RegionError};
 use serde::Serialize;
@@ -141,17 +141,34 @@ pub struct DestroyNamespaceArgs {
     region: PathBuf,
     /// The namespace to destroy.
     name: String,
-    /// Accepted for ndctl compatibility; nothing to force yet. devmap has no enabled state for
-    /// namespaces on disk, so every namespace is destroyed as if disabled. Once namespaces can
-    /// be enabled, an enabled one will be refused without --force, and disabled first with it.
+    /// Destroy it even if its last enable did not end with a disable (a process that enabled
+    /// it ended without disabling it), or its info block cannot be read. A namespace enabled
+    /// right now is never destroyed: its process holds the region.
     #[arg(long, short = 'f')]
     force: bool,
 }
 
 /// Runs `destroy-namespace`: the label goes, then the info block.
 pub fn destroy(a: DestroyNamespaceArgs) -> Result<()> {
-    let _ = a.force;
     let mut region = open(&a.region, Access::Manage)?;
+    if !a.force
+        && let Ok(label) = region.namespace(&a.name)
+    {
+        let label = label.clone();
+        match region.info_block(&label) {
+            Ok(block) if block.generation > 1 && !block.flags.contains(InfoFlags::CLEAN) => bail!(
+                "namespace {:?} was not disabled cleanly (the process that last enabled it \
+                 ended without disabling it): check its data, then destroy it with --force",
+                a.name
+            ),
+            Ok(_) => {}
+            Err(e) => bail!(
+                "namespace {:?}: {}: destroy it anyway with --force",
+                a.name,
+                region_error(e)
+            ),
+        }
+    }
     region
         .destroy_namespace(&a.name)
         .map_err(|e| match e {

@@ -183,6 +183,9 @@ pub struct NamespaceObject {
     pub data_offset: Bytes,
     /// Bytes of data.
     pub data_bytes: Bytes,
+    /// With `list --media-errors`: its bad ranges.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub badblocks: Option<Vec<super::media::BadRange>>,
 }
 
 impl NamespaceObject {
@@ -199,6 +202,7 @@ impl NamespaceObject {
             offset: Bytes::offset(label.offset, human_sizes),
             data_offset: Bytes::offset(ns.data_offset(), human_sizes),
             data_bytes: Bytes::new(ns.data_bytes(), human_sizes),
+            badblocks: None,
         }
     }
 }
