@@ -7,7 +7,9 @@
 //! page of a device-dax device mapped several times and checks what each mapping is told,
 //! loses and keeps. `create-region` makes a region file, and ndctl's namespace verbs work on
 //! it: `create-namespace`, `list`, `destroy-namespace`, and `check-namespace`, which validates
-//! a namespace's label and info block. Each command is a module of `cmd` (its arguments,
+//! a namespace's label and info block. `report` runs the measurements of `estimate`, `enable`,
+//! `gup-test` and `inject-error` and prints each figure beside the kernel's or a seed's, with
+//! the command that reproduces it (and `--svg` draws them). Each command is a module of `cmd` (its arguments,
 //! validation, rows and columns); `args` holds the arguments several commands share, `output`
 //! the table and JSON printing, `units` size parsing and formatting, `procfs` what `/proc`
 //! says, `threads` work shared among threads. This file is the command enum and the dispatch.
@@ -62,6 +64,9 @@ enum Command {
     DestroyNamespace(cmd::namespaces::DestroyNamespaceArgs),
     /// Check a namespace's label and info block, and print what was checked as JSON.
     CheckNamespace(cmd::namespaces::CheckNamespaceArgs),
+    /// Run the benchmarks and print our figures beside the kernel's and the seeds', with the
+    /// command behind each; --svg also draws them.
+    Report(cmd::report::ReportArgs),
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -76,6 +81,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::List(a) => cmd::list::run(a),
         Command::DestroyNamespace(a) => cmd::namespaces::destroy(a),
         Command::CheckNamespace(a) => cmd::namespaces::check(a),
+        Command::Report(a) => cmd::report::run(a),
     }
 }
 
