@@ -7,8 +7,11 @@
 //! page of a device-dax device mapped several times and checks what each mapping is told,
 //! loses and keeps. `create-region` makes a region file, and ndctl's namespace verbs work on
 //! it: `create-namespace`, `list`, `destroy-namespace`, and `check-namespace`, which validates
-//! a namespace's label and info block. Each command is a module of `cmd` (its arguments,
-//! validation, rows and columns); `args` holds the arguments several commands share, `output`
+//! a namespace's label and info block; `clear-errors` clears a namespace's media errors.
+//! `report` runs the measurements of `estimate`, `enable`,
+//! `gup-test` and `inject-error` and prints each figure beside the kernel's or a seed's, with
+//! the command that reproduces it (and `--svg` draws them). Each command is a module of `cmd`
+//! (its arguments, validation, rows and columns); `args` holds the arguments several commands share, `output`
 //! the table and JSON printing, `units` size parsing and formatting, `procfs` what `/proc`
 //! says, `threads` work shared among threads. This file is the command enum and the dispatch.
 //! Output is a table for people, or with `--json` an array of objects with raw integers; the
@@ -64,6 +67,9 @@ enum Command {
     CheckNamespace(cmd::namespaces::CheckNamespaceArgs),
     /// Clear a namespace's media errors once its bytes are good again (as `ndctl clear-errors`).
     ClearErrors(cmd::media::ClearErrorsArgs),
+    /// Run the benchmarks and print our figures beside the kernel's and the seeds', with the
+    /// command behind each; --svg also draws them.
+    Report(cmd::report::ReportArgs),
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -79,6 +85,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::DestroyNamespace(a) => cmd::namespaces::destroy(a),
         Command::CheckNamespace(a) => cmd::namespaces::check(a),
         Command::ClearErrors(a) => cmd::media::clear(a),
+        Command::Report(a) => cmd::report::run(a),
     }
 }
 

@@ -23,7 +23,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         _ => return Err("usage: namespace REGION-FILE NAMESPACE [--inject OFFSET]".into()),
     };
     let inject = match args.iter().position(|a| a == "--inject") {
-        Some(i) => Some(parse_offset(args.get(i + 1).ok_or("--inject needs an offset")?)?),
+        Some(i) => Some(parse_offset(
+            args.get(i + 1).ok_or("--inject needs an offset")?,
+        )?),
         None => None,
     };
 
@@ -35,7 +37,11 @@ fn main() -> Result<(), Box<dyn Error>> {
         "enabled {name}: {} MiB of data at {} KiB alignment, previous disable {}",
         dev.size() >> 20,
         dev.align().bytes() >> 10,
-        if ns.was_clean() { "clean" } else { "not clean (or first enable)" }
+        if ns.was_clean() {
+            "clean"
+        } else {
+            "not clean (or first enable)"
+        }
     );
 
     // A file-backed device faults its leaves explicitly: populate the first one (a leaf
@@ -60,8 +66,13 @@ fn main() -> Result<(), Box<dyn Error>> {
     drop(pins);
 
     if let Some(offset) = inject {
-        let pfn = dev.pfn_at(offset).ok_or("--inject offset is outside the namespace")?;
-        m.populate(m.addr() + (offset - offset % dev.align().bytes()) as usize, 1)?;
+        let pfn = dev
+            .pfn_at(offset)
+            .ok_or("--inject offset is outside the namespace")?;
+        m.populate(
+            m.addr() + (offset - offset % dev.align().bytes()) as usize,
+            1,
+        )?;
         let report = memory_failure(&space, pfn, MfFlags::NONE)?;
         println!(
             "memory error at offset {offset:#x} (pfn {pfn}): {} mapping(s) told, {:?}",

@@ -70,7 +70,7 @@ const MAX_THREADS: usize = 1024;
 
 /// One row of `enable`.
 #[derive(Debug, Serialize)]
-struct Enabled {
+pub(crate) struct Enabled {
     /// Namespace bytes.
     pub size: u64,
     /// Alignment bytes.
@@ -159,19 +159,24 @@ fn columns(r: &Enabled) -> Cells {
 
 /// Runs `enable`: each layout in turn, one row each.
 pub fn run(a: EnableArgs) -> Result<()> {
+    let rows = rows(&a)?;
+    output::print(a.ns.json, &rows, columns)
+}
+
+/// Enables and measures each layout `a` names in turn: the rows `enable` prints (`report`
+/// reads them too).
+pub(crate) fn rows(a: &EnableArgs) -> Result<Vec<Enabled>> {
     let ns = a.ns.namespace()?;
     let plan = AsyncPlan {
         touches: a.touch,
         sync_all: a.sync,
     };
     let mode = init_mode(a.init, a.threads, plan)?;
-    let rows = a
-        .layout
+    a.layout
         .layouts()
         .into_iter()
         .map(|l| run_one(&ns, l, mode, plan))
-        .collect::<Result<Vec<_>>>()?;
-    output::print(a.ns.json, &rows, columns)
+        .collect()
 }
 
 /// The init mode for `--init` and `--threads`, checked against the async-only options.

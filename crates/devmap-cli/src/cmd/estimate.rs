@@ -71,14 +71,18 @@ fn columns(r: &Estimate) -> Cells {
 
 /// Runs `estimate`: one row per layout.
 pub fn run(a: EstimateArgs) -> Result<()> {
+    let rows = rows(&a)?;
+    output::print(a.ns.json, &rows, columns)
+}
+
+/// The rows `estimate` prints for `a`, one per layout (`report` reads them too).
+pub(crate) fn rows(a: &EstimateArgs) -> Result<Vec<Estimate>> {
     let ns = a.ns.namespace()?;
-    let rows = a
-        .layout
+    a.layout
         .layouts()
         .into_iter()
         .map(|l| Ok(row(&ns, l, cost(&ns, l)?)))
-        .collect::<Result<Vec<_>>>()?;
-    output::print(a.ns.json, &rows, columns)
+        .collect()
 }
 
 /// What the memmap of `ns` costs in `layout`, as the library will build it, priced at pfn 0

@@ -117,6 +117,19 @@ pub fn run(a: GupTestArgs) -> Result<()> {
     Ok(())
 }
 
+/// Runs `gup-test` as `a` asks and returns every repeat's result instead of printing it
+/// (`report` reads them).
+pub(crate) fn repeats(a: &GupTestArgs) -> Result<Vec<Repeat>> {
+    let plan = plan(a)?;
+    check_budget(&plan)?;
+    let mut rows = Vec::new();
+    bench(&plan, |r| {
+        rows.push(r);
+        Ok(())
+    })?;
+    Ok(rows)
+}
+
 /// The plan `a` asks for, or the first thing wrong with it.
 fn plan(a: &GupTestArgs) -> Result<Plan> {
     if a.mb == 0 {
@@ -257,7 +270,7 @@ struct Plan {
 
 /// One repeat's result.
 #[derive(Debug, Serialize)]
-struct Repeat {
+pub(crate) struct Repeat {
     /// Kernel command name.
     pub mode: &'static str,
     /// Microseconds in the get/pin loop.

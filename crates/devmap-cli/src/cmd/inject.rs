@@ -159,7 +159,7 @@ struct Plan {
 
 /// One poisoned range of the device, as its badblocks list has it.
 #[derive(Debug, Clone, Copy, Serialize)]
-struct Badblock {
+pub(crate) struct Badblock {
     /// Device byte offset.
     offset: u64,
     /// Bytes.
@@ -168,7 +168,7 @@ struct Badblock {
 
 /// One row of `inject-error`: one granularity's run.
 #[derive(Debug, Serialize)]
-struct Injected {
+pub(crate) struct Injected {
     /// The granularity asked for: `page` or `leaf`.
     pub granularity: &'static str,
     /// The granularity the device applied (`leaf` where `page` cannot hold).
@@ -251,10 +251,17 @@ fn columns(r: &Injected) -> Cells {
 /// Runs `inject-error`: checks the arguments, runs the scenario once per granularity, and
 /// prints a row for each.
 pub fn run(a: InjectErrorArgs) -> Result<()> {
-    let plan = checks::plan(&a)?;
+    let rows = rows(&a)?;
+    output::print(a.json, &rows, columns)
+}
+
+/// Checks `a` and runs the scenario once per granularity: the rows `inject-error` prints
+/// (`report` reads them too).
+pub(crate) fn rows(a: &InjectErrorArgs) -> Result<Vec<Injected>> {
+    let plan = checks::plan(a)?;
     let mut rows = Vec::with_capacity(plan.granularities.len());
     for &g in &plan.granularities {
         rows.push(scenario::run(&plan, g)?);
     }
-    output::print(a.json, &rows, columns)
+    Ok(rows)
 }
