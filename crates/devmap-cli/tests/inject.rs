@@ -219,3 +219,39 @@ fn hugetlb_takes_the_whole_leaf_even_when_page_is_asked() {
     assert_eq!(field(&rows[0], "owners_told"), 3);
     check_row(&rows[0], 2 * MIB);
 }
+
+#[test]
+fn rust_log_turns_on_the_library_tracing_on_stderr_and_nothing_else_is_printed_there() {
+    let args = [
+        "inject-error",
+        "--size",
+        "8M",
+        "--granularity",
+        "page",
+        "--json",
+    ];
+    let quiet = common::devmap(&args);
+    assert!(quiet.status.success());
+    assert!(
+        quiet.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
+    let traced = std::process::Command::new(env!("CARGO_BIN_EXE_devmap"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run devmap");
+    assert!(traced.status.success());
+    let log = String::from_utf8_lossy(&traced.stderr);
+    for event in [
+        "memremap_pages: registered",
+        "memory_failure: revoked and told",
+    ] {
+        assert!(log.contains(event), "{event:?} not in {log}");
+    }
+    assert!(
+        !log.contains('\u{1b}'),
+        "no colours when stderr is not a terminal"
+    );
+}

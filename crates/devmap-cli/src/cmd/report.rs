@@ -132,18 +132,31 @@ pub fn run(a: ReportArgs) -> Result<()> {
     let scale = sections::Scale { quick: a.quick };
     let start = Instant::now();
     let mut rows: Vec<Row> = Vec::new();
-    for (title, section) in sections::all() {
+    let all = sections::all();
+    // A bar on a terminal, nothing when stderr is piped (indicatif hides itself there).
+    let bar = indicatif::ProgressBar::new(all.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{pos}/{len} {wide_msg} [{elapsed}]")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    for (title, section) in all {
+        bar.set_message(title);
         let t = Instant::now();
         let got = section(scale).with_context(|| format!("report section {title:?}"))?;
+        bar.inc(1);
         if !a.json {
-            output::say(&format!(
-                "\n== {title} ({:.1} s) ==",
-                t.elapsed().as_secs_f64()
-            ))?;
-            output::print(false, &got, columns)?;
+            bar.suspend(|| -> Result<()> {
+                output::say(&format!(
+                    "\n== {title} ({:.1} s) ==",
+                    t.elapsed().as_secs_f64()
+                ))?;
+                output::print(false, &got, columns)
+            })?;
         }
         rows.extend(got);
     }
+    bar.finish_and_clear();
     if a.json {
         output::json(&rows)?;
     }

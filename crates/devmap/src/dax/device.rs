@@ -262,6 +262,14 @@ impl<'s> DaxDevice<'s> {
         } else {
             None
         };
+        tracing::info!(
+            backing = %shared.backing.kind(),
+            size = shared.size,
+            align = shared.align.bytes(),
+            ranges = shared.ranges.len(),
+            catches_touches = shared.uffd.is_some(),
+            "dax: device created"
+        );
         Ok(Self {
             space,
             shared,

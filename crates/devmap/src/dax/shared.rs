@@ -330,7 +330,8 @@ impl Shared {
         };
         let rel = addr - m.base as u64;
         let leaf = rel - rel % self.align.bytes();
-        if self.fault_leaf(&m, leaf, true).is_err() {
+        if let Err(e) = self.fault_leaf(&m, leaf, true) {
+            tracing::debug!(addr, error = %e, "dax: a caught touch is answered with SIGBUS");
             Counters::bump(&self.counters.sigbus);
             if uffd.poison(at, page).is_err() {
                 let _ = uffd.wake(at, page);

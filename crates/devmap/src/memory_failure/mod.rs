@@ -157,6 +157,14 @@ fn handle(pgmap: &Pgmap, pfn: Pfn, flags: MfFlags, start: Instant) -> Result<MfR
         });
     }
     let notices = dax::revoke(pgmap, pfn, action_required).unwrap_or_default();
+    tracing::info!(
+        %pfn,
+        %head,
+        mappings = notices.len(),
+        pins,
+        elapsed_ns = start.elapsed().as_nanos() as u64,
+        "memory_failure: revoked and told"
+    );
     Ok(MfReport {
         pfn,
         head,

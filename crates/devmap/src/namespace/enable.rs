@@ -99,6 +99,12 @@ impl Region {
             }
         }
         let was_clean = block.flags.contains(InfoFlags::CLEAN);
+        tracing::info!(
+            namespace = name,
+            was_clean,
+            bad_pages = bad.pages().count(),
+            "namespace: enabled"
+        );
         self.rewrite_info_block(&label, block, false)?;
         Ok(EnabledNamespace {
             device,

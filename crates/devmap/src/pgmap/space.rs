@@ -165,6 +165,11 @@ impl DeviceSpace {
         for r in pgmap.ranges() {
             inner.pgmaps.insert(r.start(), (r, Arc::clone(&pgmap)));
         }
+        tracing::info!(
+            pgmap = ?pgmap.id(),
+            ranges = ?pgmap.ranges().collect::<Vec<_>>(),
+            "memremap_pages: registered"
+        );
         Ok(pgmap)
     }
 
@@ -222,6 +227,7 @@ impl DeviceSpace {
         if !pgmap.live.wait_drained(left) {
             let refs = pgmap.live.count();
             pgmap.live.revive();
+            tracing::info!(pgmap = ?pgmap.id(), refs, "memunmap_pages: timed out, pgmap revived");
             return Err(PgmapError::Busy { refs });
         }
         pgmap.live.finalize();
@@ -232,6 +238,7 @@ impl DeviceSpace {
             }
         }
         pgmap.shut_down();
+        tracing::info!(pgmap = ?pgmap.id(), "memunmap_pages: torn down");
         Ok(())
     }
 
