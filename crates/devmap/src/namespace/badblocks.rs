@@ -14,7 +14,7 @@
 //! | 4032..4088 | zero |
 //! | 4088..4096 | checksum (Fletcher-64, as the info block's) |
 
-use super::infoblock::fletcher64;
+use super::ondisk::{self, Header, u32_at, u64_at};
 
 /// Bytes of the block.
 pub const BADBLOCKS_LEN: usize = 4096;
@@ -79,22 +79,6 @@ fn invalid(why: impl Into<String>) -> BadblocksError {
     BadblocksError::Invalid { why: why.into() }
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(w)
-}
-
-fn checksum_of(b: &[u8; BADBLOCKS_LEN]) -> u64 {
-    let mut copy = *b;
-    copy[CHECKSUM_AT..].fill(0);
-    fletcher64(&copy)
-}
-
 impl Badblocks {
     /// The list of `pages` (page offsets from the start of the data, any order, repeats
     /// allowed) as merged ranges.
@@ -149,9 +133,7 @@ impl Badblocks {
     pub fn encode(&self) -> Result<[u8; BADBLOCKS_LEN], BadblocksError> {
         self.check()?;
         let mut b = [0u8; BADBLOCKS_LEN];
-        b[0..16].copy_from_slice(&BADBLOCKS_SIGNATURE);
-        b[16..18].copy_from_slice(&VERSION.0.to_le_bytes());
-        b[18..20].copy_from_slice(&VERSION.1.to_le_bytes());
+        ondisk::write_header(&mut b, &BADBLOCKS_SIGNATURE, VERSION);
         b[20..24].copy_from_slice(&(self.ranges.len() as u32).to_le_bytes());
         b[24..32].copy_from_slice(&self.generation.to_le_bytes());
         for (i, &(first, n)) in self.ranges.iter().enumerate() {
@@ -159,35 +141,24 @@ impl Badblocks {
             b[at..at + 8].copy_from_slice(&first.to_le_bytes());
             b[at + 8..at + 16].copy_from_slice(&n.to_le_bytes());
         }
-        let sum = checksum_of(&b);
-        b[CHECKSUM_AT..].copy_from_slice(&sum.to_le_bytes());
+        ondisk::seal(&mut b);
         Ok(b)
     }
 
     /// Decodes and checks a block; an all-zero block is the empty list.
     pub fn decode(bytes: &[u8]) -> Result<Badblocks, BadblocksError> {
-        let b: &[u8; BADBLOCKS_LEN] = bytes
-            .get(..BADBLOCKS_LEN)
-            .and_then(|s| s.try_into().ok())
-            .ok_or(BadblocksError::Truncated { len: bytes.len() })?;
-        if b.iter().all(|&x| x == 0) {
+        if bytes.len() >= BADBLOCKS_LEN && bytes[..BADBLOCKS_LEN].iter().all(|&x| x == 0) {
             return Ok(Badblocks::default());
         }
-        if b[0..16] != BADBLOCKS_SIGNATURE {
-            return Err(BadblocksError::Foreign);
-        }
-        let (major, minor) = (
-            u16::from_le_bytes([b[16], b[17]]),
-            u16::from_le_bytes([b[18], b[19]]),
-        );
-        if (major, minor) > VERSION || major == 0 {
-            return Err(BadblocksError::NewerVersion { major, minor });
-        }
-        let stored = u64_at(b, CHECKSUM_AT);
-        let computed = checksum_of(b);
-        if stored != computed {
-            return Err(BadblocksError::Checksum { stored, computed });
-        }
+        let b: &[u8; BADBLOCKS_LEN] =
+            ondisk::check(bytes, &BADBLOCKS_SIGNATURE, VERSION).map_err(|h| match h {
+                Header::Truncated { len } => BadblocksError::Truncated { len },
+                Header::Foreign { .. } => BadblocksError::Foreign,
+                Header::Newer { major, minor } => BadblocksError::NewerVersion { major, minor },
+                Header::Checksum { stored, computed } => {
+                    BadblocksError::Checksum { stored, computed }
+                }
+            })?;
         let count = u32_at(b, 20) as usize;
         if count > MAX_BAD_RANGES {
             return Err(invalid(format!(

@@ -25,7 +25,8 @@
 //! | 168..4088 | zero |
 //! | 4088..4096 | checksum |
 
-use super::{MemmapLocation, Namespace, NamespaceError, NamespaceMode};
+use super::ondisk::{self, Header, map_code, map_of, mode_code, mode_of, u32_at, u64_at};
+use super::{Namespace, NamespaceError};
 use crate::addr::PAGE_SIZE;
 
 /// Bytes of the block.
@@ -145,37 +146,6 @@ pub enum InfoBlockError {
     },
 }
 
-/// `nd_fletcher64` over 32-bit little-endian words, as `nd_sb_checksum` computes it with the
-/// checksum field zeroed.
-pub fn fletcher64(bytes: &[u8]) -> u64 {
-    let (mut lo, mut hi) = (0u32, 0u32);
-    for w in bytes.chunks_exact(4) {
-        lo = lo.wrapping_add(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
-        hi = hi.wrapping_add(lo);
-    }
-    (u64::from(hi) << 32) | u64::from(lo)
-}
-
-fn checksum_of(block: &[u8; INFO_BLOCK_LEN]) -> u64 {
-    let mut copy = *block;
-    copy[CHECKSUM_AT..].fill(0);
-    fletcher64(&copy)
-}
-
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(w)
-}
-
 fn bad(field: &'static str, why: impl Into<String>) -> InfoBlockError {
     InfoBlockError::BadField {
         field,
@@ -198,57 +168,34 @@ impl InfoBlock {
         }
         let ns = &self.namespace;
         let mut b = [0u8; INFO_BLOCK_LEN];
-        b[0..16].copy_from_slice(&INFO_SIGNATURE);
-        b[16..18].copy_from_slice(&INFO_VERSION.0.to_le_bytes());
-        b[18..20].copy_from_slice(&INFO_VERSION.1.to_le_bytes());
+        ondisk::write_header(&mut b, &INFO_SIGNATURE, INFO_VERSION);
         b[20..24].copy_from_slice(&self.flags.0.to_le_bytes());
         b[24..40].copy_from_slice(&self.uuid);
         b[40..56].copy_from_slice(&self.parent_uuid);
         b[56..56 + self.name.len()].copy_from_slice(self.name.as_bytes());
-        let mode: u32 = match ns.mode() {
-            NamespaceMode::Devdax => 1,
-            NamespaceMode::Fsdax => 2,
-        };
-        let map: u32 = match ns.map() {
-            MemmapLocation::Mem => 1,
-            MemmapLocation::Dev => 2,
-        };
-        b[120..124].copy_from_slice(&mode.to_le_bytes());
-        b[124..128].copy_from_slice(&map.to_le_bytes());
+        b[120..124].copy_from_slice(&mode_code(ns.mode()).to_le_bytes());
+        b[124..128].copy_from_slice(&map_code(ns.map()).to_le_bytes());
         b[128..136].copy_from_slice(&ns.size().to_le_bytes());
         b[136..144].copy_from_slice(&ns.align().to_le_bytes());
         b[144..152].copy_from_slice(&ns.data_offset().to_le_bytes());
         b[152..160].copy_from_slice(&(ns.data_bytes() / PAGE_SIZE).to_le_bytes());
         b[160..168].copy_from_slice(&self.generation.to_le_bytes());
-        let sum = checksum_of(&b);
-        b[CHECKSUM_AT..].copy_from_slice(&sum.to_le_bytes());
+        ondisk::seal(&mut b);
         Ok(b)
     }
 
     /// Decodes and checks a block: its length, signature, version, checksum, every field, and
     /// the geometry against `nd_pfn_init`. The first thing wrong is the error.
     pub fn decode(bytes: &[u8]) -> Result<InfoBlock, InfoBlockError> {
-        let b: &[u8; INFO_BLOCK_LEN] = bytes
-            .get(..INFO_BLOCK_LEN)
-            .and_then(|s| s.try_into().ok())
-            .ok_or(InfoBlockError::Truncated { len: bytes.len() })?;
-        let mut found = [0u8; 16];
-        found.copy_from_slice(&b[0..16]);
-        if found != INFO_SIGNATURE {
-            return Err(InfoBlockError::Foreign { found });
-        }
-        let (major, minor) = (u16_at(b, 16), u16_at(b, 18));
-        if (major, minor) > INFO_VERSION {
-            return Err(InfoBlockError::NewerVersion { major, minor });
-        }
-        if major == 0 {
-            return Err(bad("version", "major version 0 is never written"));
-        }
-        let stored = u64_at(b, CHECKSUM_AT);
-        let computed = checksum_of(b);
-        if stored != computed {
-            return Err(InfoBlockError::Checksum { stored, computed });
-        }
+        let b: &[u8; INFO_BLOCK_LEN] = ondisk::check(bytes, &INFO_SIGNATURE, INFO_VERSION)
+            .map_err(|h| match h {
+                Header::Truncated { len } => InfoBlockError::Truncated { len },
+                Header::Foreign { found } => InfoBlockError::Foreign { found },
+                Header::Newer { major, minor } => InfoBlockError::NewerVersion { major, minor },
+                Header::Checksum { stored, computed } => {
+                    InfoBlockError::Checksum { stored, computed }
+                }
+            })?;
         let flags = u32_at(b, 20);
         if flags & !InfoFlags::KNOWN != 0 {
             return Err(bad(
@@ -267,16 +214,10 @@ impl InfoBlock {
         let name = std::str::from_utf8(&name_field[..name_len])
             .map_err(|e| bad("name", format!("not UTF-8: {e}")))?
             .to_owned();
-        let mode = match u32_at(b, 120) {
-            1 => NamespaceMode::Devdax,
-            2 => NamespaceMode::Fsdax,
-            m => return Err(bad("mode", format!("{m} (1 is devdax, 2 fsdax)"))),
-        };
-        let map = match u32_at(b, 124) {
-            1 => MemmapLocation::Mem,
-            2 => MemmapLocation::Dev,
-            m => return Err(bad("map", format!("{m} (1 is mem, 2 dev)"))),
-        };
+        let m = u32_at(b, 120);
+        let mode = mode_of(m).ok_or_else(|| bad("mode", format!("{m} (1 is devdax, 2 fsdax)")))?;
+        let m = u32_at(b, 124);
+        let map = map_of(m).ok_or_else(|| bad("map", format!("{m} (1 is mem, 2 dev)")))?;
         let (size, align) = (u64_at(b, 128), u64_at(b, 136));
         let namespace = Namespace::new(size, align, mode, map)
             .map_err(|e: NamespaceError| InfoBlockError::Geometry { why: e.to_string() })?;

@@ -25,8 +25,8 @@
 //! An entry: uuid (16), name (64, NUL-padded), offset in the region (8), size (8), align (8),
 //! mode (4), map (4), 16 zero bytes.
 
-use super::infoblock::fletcher64;
-use super::{MemmapLocation, Namespace, NamespaceMode};
+use super::Namespace;
+use super::ondisk::{self, Header, map_code, map_of, mode_code, mode_of, u32_at, u64_at};
 
 /// Bytes of one copy of the index.
 pub const LABEL_INDEX_LEN: usize = 8192;
@@ -113,22 +113,6 @@ fn invalid(why: impl Into<String>) -> LabelError {
     LabelError::Invalid { why: why.into() }
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(w)
-}
-
-fn checksum_of(b: &[u8; LABEL_INDEX_LEN]) -> u64 {
-    let mut copy = *b;
-    copy[CHECKSUM_AT..].fill(0);
-    fletcher64(&copy)
-}
-
 /// The sequence number after `seq` (`nd_inc_seq`).
 pub fn next_seq(seq: u32) -> u32 {
     seq % 3 + 1
@@ -148,9 +132,7 @@ impl LabelIndex {
     pub fn encode(&self) -> Result<[u8; LABEL_INDEX_LEN], LabelError> {
         self.check()?;
         let mut b = [0u8; LABEL_INDEX_LEN];
-        b[0..16].copy_from_slice(&LABEL_SIGNATURE);
-        b[16..18].copy_from_slice(&LABEL_VERSION.0.to_le_bytes());
-        b[18..20].copy_from_slice(&LABEL_VERSION.1.to_le_bytes());
+        ondisk::write_header(&mut b, &LABEL_SIGNATURE, LABEL_VERSION);
         b[20..24].copy_from_slice(&self.seq.to_le_bytes());
         b[24..40].copy_from_slice(&self.region_uuid);
         b[40..48].copy_from_slice(&self.region_size.to_le_bytes());
@@ -163,19 +145,10 @@ impl LabelIndex {
             e[80..88].copy_from_slice(&l.offset.to_le_bytes());
             e[88..96].copy_from_slice(&ns.size().to_le_bytes());
             e[96..104].copy_from_slice(&ns.align().to_le_bytes());
-            let mode: u32 = match ns.mode() {
-                NamespaceMode::Devdax => 1,
-                NamespaceMode::Fsdax => 2,
-            };
-            let map: u32 = match ns.map() {
-                MemmapLocation::Mem => 1,
-                MemmapLocation::Dev => 2,
-            };
-            e[104..108].copy_from_slice(&mode.to_le_bytes());
-            e[108..112].copy_from_slice(&map.to_le_bytes());
+            e[104..108].copy_from_slice(&mode_code(ns.mode()).to_le_bytes());
+            e[108..112].copy_from_slice(&map_code(ns.map()).to_le_bytes());
         }
-        let sum = checksum_of(&b);
-        b[CHECKSUM_AT..].copy_from_slice(&sum.to_le_bytes());
+        ondisk::seal(&mut b);
         Ok(b)
     }
 
@@ -240,28 +213,13 @@ impl LabelIndex {
 
     /// Decodes and checks one copy; the first thing wrong is the error.
     pub fn decode(bytes: &[u8]) -> Result<LabelIndex, LabelError> {
-        let b: &[u8; LABEL_INDEX_LEN] = bytes
-            .get(..LABEL_INDEX_LEN)
-            .and_then(|s| s.try_into().ok())
-            .ok_or(LabelError::Truncated { len: bytes.len() })?;
-        if b[0..16] != LABEL_SIGNATURE {
-            return Err(LabelError::Foreign);
-        }
-        let (major, minor) = (
-            u16::from_le_bytes([b[16], b[17]]),
-            u16::from_le_bytes([b[18], b[19]]),
-        );
-        if (major, minor) > LABEL_VERSION {
-            return Err(LabelError::NewerVersion { major, minor });
-        }
-        if major == 0 {
-            return Err(invalid("major version 0 is never written"));
-        }
-        let stored = u64_at(b, CHECKSUM_AT);
-        let computed = checksum_of(b);
-        if stored != computed {
-            return Err(LabelError::Checksum { stored, computed });
-        }
+        let b: &[u8; LABEL_INDEX_LEN] = ondisk::check(bytes, &LABEL_SIGNATURE, LABEL_VERSION)
+            .map_err(|h| match h {
+                Header::Truncated { len } => LabelError::Truncated { len },
+                Header::Foreign { .. } => LabelError::Foreign,
+                Header::Newer { major, minor } => LabelError::NewerVersion { major, minor },
+                Header::Checksum { stored, computed } => LabelError::Checksum { stored, computed },
+            })?;
         let count = u32_at(b, 48) as usize;
         if count > MAX_NAMESPACES {
             return Err(invalid(format!(
@@ -314,16 +272,11 @@ fn decode_entry(i: usize, e: &[u8]) -> Result<Label, LabelError> {
     if e[112..128].iter().any(|&x| x != 0) {
         return Err(invalid(format!("entry {i}'s reserved bytes are not zero")));
     }
-    let mode = match u32_at(e, 104) {
-        1 => NamespaceMode::Devdax,
-        2 => NamespaceMode::Fsdax,
-        m => return Err(invalid(format!("entry {i}'s mode {m} (1 devdax, 2 fsdax)"))),
-    };
-    let map = match u32_at(e, 108) {
-        1 => MemmapLocation::Mem,
-        2 => MemmapLocation::Dev,
-        m => return Err(invalid(format!("entry {i}'s map {m} (1 mem, 2 dev)"))),
-    };
+    let m = u32_at(e, 104);
+    let mode =
+        mode_of(m).ok_or_else(|| invalid(format!("entry {i}'s mode {m} (1 devdax, 2 fsdax)")))?;
+    let m = u32_at(e, 108);
+    let map = map_of(m).ok_or_else(|| invalid(format!("entry {i}'s map {m} (1 mem, 2 dev)")))?;
     let namespace = Namespace::new(u64_at(e, 88), u64_at(e, 96), mode, map)
         .map_err(|err| invalid(format!("entry {i} ({name:?}): {err}")))?;
     let mut uuid = [0u8; 16];

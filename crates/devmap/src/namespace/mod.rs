@@ -35,8 +35,11 @@
 
 mod badblocks;
 mod enable;
+#[cfg(all(test, not(loom)))]
+mod fuzz_tests;
 mod infoblock;
 mod label;
+mod ondisk;
 mod region;
 
 pub use self::badblocks::{
@@ -45,11 +48,12 @@ pub use self::badblocks::{
 pub use self::enable::EnabledNamespace;
 pub use self::infoblock::{
     INFO_BLOCK_LEN, INFO_BLOCK_OFFSET, INFO_SIGNATURE, INFO_VERSION, InfoBlock, InfoBlockError,
-    InfoFlags, NAME_LEN, fletcher64,
+    InfoFlags, NAME_LEN,
 };
 pub use self::label::{
     LABEL_INDEX_LEN, LABEL_SIGNATURE, LABEL_VERSION, Label, LabelError, LabelIndex, MAX_NAMESPACES,
 };
+pub use self::ondisk::fletcher64;
 pub use self::region::{Access, LABEL_AREA_BYTES, MIN_REGION_BYTES, Region, RegionError};
 
 use crate::addr::{AddrError, Order, PAGE_SIZE, PfnRange};

@@ -1,7 +1,7 @@
 //! The badblocks list: merging, round trips, refusals, and a fuzz run of mutated blocks.
 
 use super::*;
-use crate::test_support::Rng;
+use crate::namespace::fuzz_tests;
 
 #[test]
 fn pages_merge_into_ranges_and_round_trip() {
@@ -49,34 +49,15 @@ fn refusals_name_what_is_wrong() {
 
 #[test]
 fn mutated_blocks_never_panic_and_every_refusal_has_a_reason() {
-    let cases: u64 = std::env::var("DEVMAP_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
-    let mut rng = Rng::new(0xbadb);
     let base = Badblocks::from_pages([5, 6, 7, 100, 4000], 3)
         .encode()
         .expect("encode");
-    for case in 0..cases {
-        let mut bytes = base.to_vec();
-        for _ in 0..1 + rng.below(6) {
-            let at = rng.below(128) as usize;
-            bytes[at] = rng.next() as u8;
-        }
-        if rng.below(2) == 0 {
-            let arr: [u8; BADBLOCKS_LEN] = bytes.clone().try_into().expect("len");
-            let sum = checksum_of(&arr);
-            bytes[CHECKSUM_AT..].copy_from_slice(&sum.to_le_bytes());
-        }
-        match Badblocks::decode(&bytes) {
-            Ok(list) => {
-                let again = list.encode().expect("re-encode");
-                assert!(
-                    again[..] == bytes[..],
-                    "case {case}: non-canonical list accepted"
-                );
-            }
-            Err(e) => assert!(!e.to_string().is_empty(), "case {case}"),
-        }
-    }
+    fuzz_tests::fuzz(
+        "badblocks list",
+        0xbadb,
+        &base,
+        128,
+        Badblocks::decode,
+        |l| l.encode().expect("re-encode").to_vec(),
+    );
 }

@@ -2,7 +2,9 @@
 //! fuzz run of mutated copies.
 
 use super::*;
-use crate::test_support::Rng;
+use crate::namespace::fuzz_tests;
+use crate::namespace::ondisk::seal;
+use crate::namespace::{MemmapLocation, NamespaceMode};
 
 fn index(seq: u32) -> LabelIndex {
     let ns =
@@ -29,8 +31,7 @@ fn index(seq: u32) -> LabelIndex {
 }
 
 fn resealed(mut b: [u8; LABEL_INDEX_LEN]) -> [u8; LABEL_INDEX_LEN] {
-    let sum = checksum_of(&b);
-    b[CHECKSUM_AT..].copy_from_slice(&sum.to_le_bytes());
+    seal(&mut b);
     b
 }
 
@@ -100,57 +101,13 @@ fn every_refusal_names_what_is_wrong() {
 
 #[test]
 fn mutated_copies_never_panic_and_every_refusal_has_a_reason() {
-    let cases: u64 = std::env::var("DEVMAP_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
-    let mut rng = Rng::new(0x1abe1);
     let base = index(2).encode().expect("encode");
-    let (mut accepted, mut refused) = (0u64, 0u64);
-    for case in 0..cases {
-        let mut bytes = base.to_vec();
-        for _ in 0..1 + rng.below(8) {
-            // Mostly the header and the entries, where the meaning is.
-            let span = if rng.below(4) == 0 {
-                LABEL_INDEX_LEN
-            } else {
-                ENTRIES_AT + 2 * ENTRY_LEN
-            };
-            let at = rng.below(span as u64) as usize;
-            match rng.below(4) {
-                0 => bytes[at] ^= 1 << rng.below(8),
-                1 => bytes[at] = rng.next() as u8,
-                2 => {
-                    let v = rng.next().to_le_bytes();
-                    let end = (at + 8).min(bytes.len());
-                    bytes[at..end].copy_from_slice(&v[..end - at]);
-                }
-                _ => bytes.truncate(at.max(1)),
-            }
-            if bytes.len() < LABEL_INDEX_LEN {
-                break;
-            }
-        }
-        if rng.below(2) == 0 && bytes.len() == LABEL_INDEX_LEN {
-            let arr: [u8; LABEL_INDEX_LEN] = bytes.clone().try_into().expect("len");
-            bytes = resealed(arr).to_vec();
-        }
-        match LabelIndex::decode(&bytes) {
-            Ok(i) => {
-                let again = i.encode().expect("re-encode");
-                let differs = again.iter().zip(&bytes).position(|(a, b)| a != b);
-                assert_eq!(differs, None, "case {case}: accepted a non-canonical copy");
-                accepted += 1;
-            }
-            Err(e) => {
-                assert!(
-                    !e.to_string().is_empty(),
-                    "case {case}: a refusal without a reason"
-                );
-                refused += 1;
-            }
-        }
-    }
-    eprintln!("label index fuzz: {accepted} accepted, {refused} refused");
-    assert!(refused > accepted);
+    fuzz_tests::fuzz(
+        "label index",
+        0x1abe1,
+        &base,
+        ENTRIES_AT + 2 * ENTRY_LEN,
+        LabelIndex::decode,
+        |i| i.encode().expect("re-encode").to_vec(),
+    );
 }
