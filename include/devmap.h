@@ -217,7 +217,7 @@ typedef struct devmap_device_options {
 } devmap_device_options;
 
 /**
- * What `devmap_device_info` reports.
+ * What `devmap_device_get_info` reports.
  */
 typedef struct devmap_device_info {
   /**
@@ -378,7 +378,7 @@ typedef struct devmap_badblock {
 } devmap_badblock;
 
 /**
- * What `devmap_region_info` reports.
+ * What `devmap_region_get_info` reports.
  */
 typedef struct devmap_region_info {
   /**
@@ -596,7 +596,7 @@ void devmap_device_free(struct devmap_device *dev);
  *
  * `dev` must be NULL or a live device handle, `out` NULL or writable.
  */
-int devmap_device_info(const struct devmap_device *dev, struct devmap_device_info *out);
+int devmap_device_get_info(const struct devmap_device *dev, struct devmap_device_info *out);
 
 /**
  * Stores in `*out_pfn` the pfn holding byte `offset` of the device (what
@@ -927,7 +927,7 @@ void devmap_region_free(struct devmap_region *region);
  *
  * `region` must be NULL or a live region handle, `out` NULL or writable.
  */
-int devmap_region_info(const struct devmap_region *region, struct devmap_region_info *out);
+int devmap_region_get_info(const struct devmap_region *region, struct devmap_region_info *out);
 
 /**
  * Creates a namespace `name` (1 to 64 bytes of UTF-8) of `size` bytes (a multiple of

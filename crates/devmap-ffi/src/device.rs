@@ -64,7 +64,7 @@ pub struct devmap_device_options {
     pub granularity: u32,
 }
 
-/// What `devmap_device_info` reports.
+/// What `devmap_device_get_info` reports.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct devmap_device_info {
@@ -466,7 +466,7 @@ pub(crate) unsafe fn device_ref(dev: *const devmap_device) -> Result<Arc<devmap_
 ///
 /// `dev` must be NULL or a live device handle, `out` NULL or writable.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn devmap_device_info(
+pub unsafe extern "C" fn devmap_device_get_info(
     dev: *const devmap_device,
     out: *mut devmap_device_info,
 ) -> c_int {

@@ -33,10 +33,10 @@ pub use device::{
     DEVMAP_GRANULARITY_PAGE, DEVMAP_INIT_ASYNC, DEVMAP_INIT_PARALLEL, DEVMAP_INIT_SYNC,
     DEVMAP_LAYOUT_FLAT, DEVMAP_LAYOUT_HEADS, DEVMAP_LAYOUT_VMEMMAP, devmap_device,
     devmap_device_create_devdax, devmap_device_create_file, devmap_device_create_hugetlb,
-    devmap_device_create_memfd, devmap_device_free, devmap_device_info, devmap_device_options,
-    devmap_device_options_init, devmap_device_pfn_at, devmap_device_shutdown, devmap_mapping,
-    devmap_mapping_free, devmap_mapping_populate, devmap_mmap, devmap_space, devmap_space_free,
-    devmap_space_new,
+    devmap_device_create_memfd, devmap_device_free, devmap_device_get_info, devmap_device_info,
+    devmap_device_options, devmap_device_options_init, devmap_device_pfn_at,
+    devmap_device_shutdown, devmap_mapping, devmap_mapping_free, devmap_mapping_populate,
+    devmap_mmap, devmap_space, devmap_space_free, devmap_space_new,
 };
 pub use estimate::{devmap_cost, devmap_estimate};
 pub use pins::{
@@ -53,7 +53,7 @@ pub use region::{
     DEVMAP_MAP_DEV, DEVMAP_MAP_MEM, DEVMAP_MODE_DEVDAX, DEVMAP_MODE_FSDAX, DEVMAP_NAME_LEN,
     DEVMAP_REGION_MANAGE, DEVMAP_REGION_READ, devmap_namespace_create, devmap_namespace_destroy,
     devmap_namespace_info, devmap_namespace_list, devmap_region, devmap_region_create,
-    devmap_region_free, devmap_region_info, devmap_region_open,
+    devmap_region_free, devmap_region_get_info, devmap_region_info, devmap_region_open,
 };
 
 /// The message of the last call that failed on this thread, NUL-terminated; an empty string

@@ -59,7 +59,7 @@ pub struct devmap_namespace_info {
     pub map: u32,
 }
 
-/// What `devmap_region_info` reports.
+/// What `devmap_region_get_info` reports.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct devmap_region_info {
@@ -192,7 +192,7 @@ pub unsafe extern "C" fn devmap_region_free(region: *mut devmap_region) {
 ///
 /// `region` must be NULL or a live region handle, `out` NULL or writable.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn devmap_region_info(
+pub unsafe extern "C" fn devmap_region_get_info(
     region: *const devmap_region,
     out: *mut devmap_region_info,
 ) -> c_int {
