@@ -77,3 +77,6 @@ const _: () = {
     shared::<devmap_pins>();
     shared::<devmap_region>();
 };
+
+#[cfg(test)]
+mod tests;
