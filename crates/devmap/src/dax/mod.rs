@@ -38,10 +38,14 @@
 //! ```
 
 mod device;
+mod extents;
+#[cfg(all(test, not(loom)))]
+mod extents_tests;
 mod gate;
 mod gup;
 mod leaves;
 mod mapping;
+mod pinstats;
 mod poison;
 mod ranges;
 mod shared;
@@ -51,8 +55,10 @@ mod tests;
 mod uffd_tests;
 
 pub use self::device::{DaxDevice, DaxOptions, Faults};
+pub use self::extents::{Extent, ExtentLimits};
 pub use self::gup::{UserFolio, UserFolios, UserPages};
 pub use self::mapping::{DaxMapping, Faulted, Populated};
+pub use self::pinstats::PinStats;
 #[cfg(test)]
 pub(crate) use self::poison::hold_registry;
 pub use self::poison::{Granularity, OwnerFn, PoisonNotice};
@@ -205,6 +211,30 @@ pub enum DaxError {
         /// What the system said.
         #[source]
         source: std::io::Error,
+    },
+    /// An extent cap shorter than the pinned part of a folio: extents are cut only between
+    /// folios.
+    #[error(
+        "a pinned folio part of {} does not fit the extent cap of {}: extents are never cut \
+         inside a folio, so use a cap of at least {} (or pin in smaller folios)",
+        Bytes(*folio_bytes), Bytes(*max_bytes), Bytes(*folio_bytes)
+    )]
+    ExtentCap {
+        /// The longest pinned part of one folio in the range.
+        folio_bytes: u64,
+        /// The cap asked for.
+        max_bytes: u64,
+    },
+    /// More extents needed than allowed, even with the fewest the limits permit.
+    #[error(
+        "the pinned range needs {needed} extents, more than the {max} allowed: allow {needed}, \
+         raise the byte cap, or register a smaller range"
+    )]
+    ExtentCount {
+        /// The fewest extents the range needs under the byte cap.
+        needed: usize,
+        /// The most allowed.
+        max: usize,
     },
     /// The pgmap refused (reservation, registration, sync, teardown timeout: `Busy`).
     #[error(transparent)]
