@@ -55,6 +55,28 @@ impl UserFolios {
     /// Fails with [`DaxError::ExtentCap`] if the pinned part of one folio is longer than
     /// `max_bytes`, and with [`DaxError::ExtentCount`] if more than `max_extents` are needed.
     /// Costs one pass over the folios; reads no descriptor.
+    ///
+    /// ```
+    /// use devmap::backing::Backing;
+    /// use devmap::dax::{DaxDevice, DaxOptions, Faults};
+    /// use devmap::{DeviceSpace, ExtentLimits, GupFlags, Order};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let space = DeviceSpace::new();
+    /// let mut opts = DaxOptions::new(Order::PMD);
+    /// opts.faults = Faults::Explicit;
+    /// let dev = DaxDevice::with_options(&space, Backing::memfd(1 << 30)?, opts)?;
+    /// let m = dev.mmap(0, 1 << 30, true)?;
+    /// let pins = m.pin_user_folios(m.addr(), (1 << 30) / 4096, GupFlags::WRITE)?;
+    /// assert_eq!(pins.extents(ExtentLimits::default())?.len(), 1);
+    /// let capped = ExtentLimits { max_bytes: Some(64 << 20), ..Default::default() };
+    /// assert_eq!(pins.extents(capped)?.len(), 16);
+    /// assert_eq!(dev.pin_stats().pinned_bytes, 1 << 30);
+    /// # drop(pins);
+    /// # drop(m);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn extents(&self, limits: ExtentLimits) -> Result<Vec<Extent>, DaxError> {
         let base = self.addr();
         let offset = self.offset();

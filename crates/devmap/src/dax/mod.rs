@@ -6,7 +6,10 @@
 //! follows `__dev_dax_{pte,pmd,pud}_fault`: it syncs the leaf's descriptors, sets the folio's
 //! mapping and index (`dax_set_mapping`), takes the mapping's reference and mapcount, and then
 //! maps the leaf. The device keeps a registry of its mappings and their faulted leaves, which
-//! answers the reverse map ([`DaxDevice::rmap`]).
+//! answers the reverse map ([`DaxDevice::rmap`]). A pin by user address exports the
+//! contiguous extents a caller registers with an IOMMU or an RDMA NIC
+//! ([`UserFolios::extents`]), and the device tells what is pinned on it
+//! ([`DaxDevice::pin_stats`]).
 //!
 //! Who drives faults depends on the backing. Where it supports userfaultfd (memfd: MISSING and
 //! MINOR; hugetlb: MINOR), every mapping is registered with the device's userfaultfd and a
