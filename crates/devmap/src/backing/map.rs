@@ -191,6 +191,22 @@ impl SharedMapping {
         .map_err(|e| self.fail(offset, len, "MADV_DONTNEED", e))
     }
 
+    /// Writes the mapping's modified pages back to the backing and waits for them (`msync`
+    /// with `MS_SYNC`): what a file's storage must hold before a caller records that the
+    /// bytes are complete.
+    pub fn flush(&self) -> Result<(), BackingError> {
+        // SAFETY: `[ptr, ptr + len)` is exactly this mapping, which `self` owns; `msync` reads
+        // the page tables and writes pages back, changing no byte any reference can see.
+        unsafe {
+            rustix::mm::msync(
+                self.ptr.as_ptr().cast(),
+                self.len,
+                rustix::mm::MsyncFlags::SYNC,
+            )
+        }
+        .map_err(|e| self.fail(0, self.len as u64, "msync", e))
+    }
+
     /// Fences `[offset, offset + len)` off: replaces it, in place, with a shared mapping of an
     /// empty file, so that every access there raises SIGBUS (the bytes lie beyond that file's
     /// end) while the backing keeps its bytes. This is how a memory error is made felt where

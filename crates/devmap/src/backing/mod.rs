@@ -32,6 +32,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
 pub use anon::{PageHint, Reservation};
+pub(crate) use anon::{Sharing, resident_in};
 pub use file::DaxMount;
 pub use map::SharedMapping;
 #[cfg(test)]
@@ -187,6 +188,20 @@ pub enum BackingError {
         /// What the kernel said.
         #[source]
         source: std::io::Error,
+    },
+    /// A memmap room has no space for the next array of a store.
+    #[error(
+        "the memmap room of {} has {} left, an array needs {}: the layout's memmap does not \
+         fit where the namespace keeps it",
+        Bytes(*room), Bytes(*left), Bytes(*need)
+    )]
+    RoomFull {
+        /// Bytes the array needs, page rounded.
+        need: u64,
+        /// Bytes left in the room.
+        left: u64,
+        /// Bytes of the whole room.
+        room: u64,
     },
     /// `fallocate` of a range failed (out of memory or huge pages, or a filesystem without
     /// it).
@@ -354,6 +369,25 @@ impl Backing {
         rustix::fs::fallocate(
             &self.fd,
             rustix::fs::FallocateFlags::KEEP_SIZE,
+            self.base + offset,
+            len,
+        )
+        .map_err(|e| BackingError::Allocate {
+            backing: self.kind.to_string(),
+            offset,
+            len,
+            source: e.into(),
+        })
+    }
+
+    /// Gives `[offset, offset + len)` back to the backing (`fallocate` with
+    /// `FALLOC_FL_PUNCH_HOLE`): the range reads as zeros afterwards and holds no storage, in
+    /// every mapping of it. Both must be multiples of the page size inside the backing.
+    pub fn punch_hole(&self, offset: u64, len: u64) -> Result<(), BackingError> {
+        self.check_window(offset, len, self.page)?;
+        rustix::fs::fallocate(
+            &self.fd,
+            rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
             self.base + offset,
             len,
         )

@@ -452,6 +452,7 @@ impl Region {
             namespace,
             flags: InfoFlags::NONE,
             generation: 1,
+            memmap: None,
         };
         let bytes = block.encode().map_err(|source| RegionError::InfoBlock {
             name: name.into(),
