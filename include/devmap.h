@@ -329,6 +329,47 @@ typedef struct devmap_page {
 } devmap_page;
 
 /**
+ * One contiguous piece of pinned memory, ready for `VFIO_IOMMU_MAP_DMA` or `ibv_reg_mr`:
+ * user address, device offset and pfn all run on for `len` bytes.
+ */
+typedef struct devmap_extent {
+  /**
+   * User address of the first byte.
+   */
+  size_t addr;
+  /**
+   * Device byte offset of the first byte.
+   */
+  uint64_t offset;
+  /**
+   * Pfn of the first byte.
+   */
+  uint64_t pfn;
+  /**
+   * Bytes (a multiple of 4 KiB).
+   */
+  uint64_t len;
+} devmap_extent;
+
+/**
+ * What a pinned device holds now (`devmap_device_pin_stats`).
+ */
+typedef struct devmap_pin_stats {
+  /**
+   * Bytes of the folios with at least one pin, each counted once, whole.
+   */
+  uint64_t pinned_bytes;
+  /**
+   * Pin references, one per page per pin call, as the kernel counts them.
+   */
+  uint64_t pin_refs;
+  /**
+   * `pin_refs` x 4 KiB: what an accounting that charges every pin would charge.
+   */
+  uint64_t referenced_bytes;
+} devmap_pin_stats;
+
+/**
  * What `devmap_memory_failure` and `devmap_memory_failure_at` did.
  */
 typedef struct devmap_mf_report {
@@ -796,6 +837,44 @@ int devmap_pins_nr_pages(const struct devmap_pins *pins, uint64_t *out);
  * call.
  */
 int devmap_unpin(struct devmap_pins *pins, bool make_dirty);
+
+/**
+ * Exports the pins (either form) as the fewest contiguous extents, in address order, for a
+ * DMA registration: neighbouring folios merge when user address, device offset and pfn all
+ * run on, up to `max_bytes` each (0 = no cap), cut only between folios; at most
+ * `max_extents` of them (0 = no limit). Copies them into `out` (`cap` entries; NULL when
+ * `cap` is 0) and stores their count in `*out_len`; if `cap` is too small the first `cap`
+ * are copied, -ENOSPC is returned and `*out_len` is the count needed.
+ *
+ * Returns 0; -ENOSPC (array too small); -E2BIG (more than `max_extents` needed: nothing is
+ * copied, `*out_len` untouched); -EINVAL (`max_bytes` below the pinned part of one folio:
+ * extents are never cut inside a folio); -EFAULT. Thread-safe (reads only). One pass over
+ * the folios, no descriptor read.
+ *
+ * # Safety
+ *
+ * `pins` must be NULL or a live pins handle; `out` NULL or `cap` writable entries;
+ * `out_len` NULL or writable.
+ */
+int devmap_pins_extents(const struct devmap_pins *pins,
+                        size_t max_extents,
+                        uint64_t max_bytes,
+                        struct devmap_extent *out,
+                        size_t cap,
+                        size_t *out_len);
+
+/**
+ * Stores what is pinned on the device now in `*out`: counted by walking its folios (no
+ * lock, nothing written; O(folios)), a snapshot that pins taken or dropped meanwhile may or
+ * may not be in. For sizing `RLIMIT_MEMLOCK` or an IOMMU budget, not for every pin.
+ *
+ * Returns 0 or -EFAULT. Thread-safe.
+ *
+ * # Safety
+ *
+ * `dev` must be NULL or a live device handle, `out` NULL or writable.
+ */
+int devmap_device_pin_stats(const struct devmap_device *dev, struct devmap_pin_stats *out);
 
 /**
  * `memory_failure(pfn, flags)`: handles a memory error in the 4 KiB page `pfn` of `space`,

@@ -97,7 +97,25 @@ static void device_demo(void)
     uint64_t pinned = 0;
     CHECK(devmap_pins_nr_pages(pins, &pinned));
     ASSERT(pinned == 8 * MIB / PAGE);
+
+    /* Extents for a DMA registration: one 8 MiB extent with no limits; with a NIC's
+     * 4 MiB max_mr_size, two, each starting on a folio boundary. */
+    devmap_extent ext[4];
+    CHECK(devmap_pins_extents(pins, 0, 0, ext, 4, &n));
+    ASSERT(n == 1 && ext[0].addr == (uintptr_t)addr && ext[0].len == 8 * MIB);
+    CHECK(devmap_pins_extents(pins, 0, 4 * MIB, ext, 4, &n));
+    ASSERT(n == 2 && ext[1].offset == 4 * MIB && ext[1].pfn == ext[0].pfn + 1024);
+    for (size_t i = 0; i < n; i++)
+        printf("extent %zu: addr %#zx offset %" PRIu64 " pfn %" PRIu64 " len %" PRIu64 "\n", i,
+               ext[i].addr, ext[i].offset, ext[i].pfn, ext[i].len);
+    /* An IOMMU with room for one mapping only: -E2BIG, and the reason. */
+    EXPECT(devmap_pins_extents(pins, 1, 4 * MIB, ext, 4, &n), -E2BIG);
+    struct devmap_pin_stats stats;
+    CHECK(devmap_device_pin_stats(dev, &stats));
+    ASSERT(stats.pinned_bytes == 8 * MIB && stats.pin_refs == 8 * MIB / PAGE);
     CHECK(devmap_unpin(pins, true));
+    CHECK(devmap_device_pin_stats(dev, &stats));
+    ASSERT(stats.pinned_bytes == 0);
 
     /* The page-array form, 16 pages from the second page. */
     devmap_page pages[16];

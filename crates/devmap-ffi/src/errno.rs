@@ -18,8 +18,8 @@ use devmap::memory_failure::MfError;
 use devmap::namespace::{BadblocksError, InfoBlockError, LabelError, RegionError};
 use devmap::{DaxError, FolioError, GupError, NamespaceError, PgmapError};
 use libc::{
-    EAGAIN, EBUSY, EEXIST, EFAULT, EHWPOISON, EINVAL, EIO, ENODEV, ENOENT, ENOMEM, ENOSPC, ENXIO,
-    EOPNOTSUPP, EOVERFLOW, EPROTO, ERANGE, EROFS,
+    E2BIG, EAGAIN, EBUSY, EEXIST, EFAULT, EHWPOISON, EINVAL, EIO, ENODEV, ENOENT, ENOMEM, ENOSPC,
+    ENXIO, EOPNOTSUPP, EOVERFLOW, EPROTO, ERANGE, EROFS,
 };
 
 /// What the system said, or `default` when it named no errno.
@@ -44,6 +44,11 @@ pub(crate) fn dax(e: &DaxError) -> i32 {
         DaxError::TornDown | DaxError::Unmapped { .. } => EBUSY,
         DaxError::Poisoned { .. } | DaxError::MemoryLost { .. } => EHWPOISON,
         DaxError::NoUserfaultfd { .. } => EOPNOTSUPP,
+        // A byte cap below one folio's pinned part: extents are never cut inside a folio.
+        DaxError::ExtentCap { .. } => EINVAL,
+        // More extents needed than `max_extents` allows. Not -ENOSPC, which says the caller's
+        // array is too small (retry with a larger one); this one needs other limits.
+        DaxError::ExtentCount { .. } => E2BIG,
         DaxError::Handler { source } => io(source, EAGAIN),
         DaxError::Pgmap(e) => pgmap(e),
         DaxError::Backing(e) => backing(e),

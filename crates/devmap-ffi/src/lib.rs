@@ -40,8 +40,9 @@ pub use device::{
 };
 pub use estimate::{devmap_cost, devmap_estimate};
 pub use pins::{
-    DEVMAP_PIN_LONGTERM, DEVMAP_PIN_NOFAULT, DEVMAP_PIN_WRITE, devmap_folio, devmap_page,
-    devmap_pin_folios, devmap_pin_pages, devmap_pins, devmap_pins_folios, devmap_pins_nr_pages,
+    DEVMAP_PIN_LONGTERM, DEVMAP_PIN_NOFAULT, DEVMAP_PIN_WRITE, devmap_device_pin_stats,
+    devmap_extent, devmap_folio, devmap_page, devmap_pin_folios, devmap_pin_pages,
+    devmap_pin_stats, devmap_pins, devmap_pins_extents, devmap_pins_folios, devmap_pins_nr_pages,
     devmap_pins_pages, devmap_unpin,
 };
 pub use poison::{

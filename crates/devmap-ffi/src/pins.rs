@@ -5,7 +5,7 @@ use std::ffi::{c_int, c_void};
 use std::sync::Arc;
 
 use devmap::GupFlags;
-use devmap::dax::{UserFolios, UserPages};
+use devmap::dax::{ExtentLimits, UserFolios, UserPages};
 
 use crate::device::{devmap_device, devmap_mapping};
 use crate::errno;
@@ -52,6 +52,33 @@ pub struct devmap_pins {
     // Declared before `device`, so the pins go before the device can.
     pins: Pins,
     device: Arc<devmap_device>,
+}
+
+/// One contiguous piece of pinned memory, ready for `VFIO_IOMMU_MAP_DMA` or `ibv_reg_mr`:
+/// user address, device offset and pfn all run on for `len` bytes.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct devmap_extent {
+    /// User address of the first byte.
+    pub addr: usize,
+    /// Device byte offset of the first byte.
+    pub offset: u64,
+    /// Pfn of the first byte.
+    pub pfn: u64,
+    /// Bytes (a multiple of 4 KiB).
+    pub len: u64,
+}
+
+/// What a pinned device holds now (`devmap_device_pin_stats`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct devmap_pin_stats {
+    /// Bytes of the folios with at least one pin, each counted once, whole.
+    pub pinned_bytes: u64,
+    /// Pin references, one per page per pin call, as the kernel counts them.
+    pub pin_refs: u64,
+    /// `pin_refs` x 4 KiB: what an accounting that charges every pin would charge.
+    pub referenced_bytes: u64,
 }
 
 /// The two forms.
@@ -306,6 +333,87 @@ pub unsafe extern "C" fn devmap_unpin(pins: *mut devmap_pins, make_dirty: bool) 
             Pins::Pages(p) => p.unpin(make_dirty),
         }
         drop(device);
+        Ok(())
+    })
+}
+
+/// Exports the pins (either form) as the fewest contiguous extents, in address order, for a
+/// DMA registration: neighbouring folios merge when user address, device offset and pfn all
+/// run on, up to `max_bytes` each (0 = no cap), cut only between folios; at most
+/// `max_extents` of them (0 = no limit). Copies them into `out` (`cap` entries; NULL when
+/// `cap` is 0) and stores their count in `*out_len`; if `cap` is too small the first `cap`
+/// are copied, -ENOSPC is returned and `*out_len` is the count needed.
+///
+/// Returns 0; -ENOSPC (array too small); -E2BIG (more than `max_extents` needed: nothing is
+/// copied, `*out_len` untouched); -EINVAL (`max_bytes` below the pinned part of one folio:
+/// extents are never cut inside a folio); -EFAULT. Thread-safe (reads only). One pass over
+/// the folios, no descriptor read.
+///
+/// # Safety
+///
+/// `pins` must be NULL or a live pins handle; `out` NULL or `cap` writable entries;
+/// `out_len` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn devmap_pins_extents(
+    pins: *const devmap_pins,
+    max_extents: usize,
+    max_bytes: u64,
+    out: *mut devmap_extent,
+    cap: usize,
+    out_len: *mut usize,
+) -> c_int {
+    call(|| {
+        // SAFETY: the caller promises NULL or a live handle.
+        let p = unsafe { handle(pins, "pins") }?;
+        let out_len = nonnull(out_len, "out_len")?;
+        // SAFETY: the caller promises `cap` writable entries at `out`.
+        let out = unsafe { out_array(out, cap, "out") }?;
+        let limits = ExtentLimits {
+            max_extents: (max_extents != 0).then_some(max_extents),
+            max_bytes: (max_bytes != 0).then_some(max_bytes),
+        };
+        let extents = match &p.pins {
+            Pins::Folios(f) => f.extents(limits),
+            Pins::Pages(p) => p.extents(limits),
+        }
+        .map_err(Failure::from)?;
+        let entries = extents.iter().map(|e| devmap_extent {
+            addr: e.addr,
+            offset: e.offset,
+            pfn: e.pfn.raw(),
+            len: e.len,
+        });
+        // SAFETY: `out_len` is non-null, and the caller promises it is writable.
+        unsafe { fill(extents.len(), entries, out, out_len) }
+    })
+}
+
+/// Stores what is pinned on the device now in `*out`: counted by walking its folios (no
+/// lock, nothing written; O(folios)), a snapshot that pins taken or dropped meanwhile may or
+/// may not be in. For sizing `RLIMIT_MEMLOCK` or an IOMMU budget, not for every pin.
+///
+/// Returns 0 or -EFAULT. Thread-safe.
+///
+/// # Safety
+///
+/// `dev` must be NULL or a live device handle, `out` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn devmap_device_pin_stats(
+    dev: *const devmap_device,
+    out: *mut devmap_pin_stats,
+) -> c_int {
+    call(|| {
+        // SAFETY: the caller promises NULL or a live handle.
+        let d = unsafe { handle(dev, "dev") }?.dev();
+        let out = nonnull(out, "out")?;
+        let s = d.pin_stats();
+        let stats = devmap_pin_stats {
+            pinned_bytes: s.pinned_bytes,
+            pin_refs: s.pin_refs,
+            referenced_bytes: s.referenced_bytes,
+        };
+        // SAFETY: non-null, and the caller promises it is writable.
+        unsafe { out.write(stats) };
         Ok(())
     })
 }

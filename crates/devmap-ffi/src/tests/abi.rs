@@ -313,3 +313,72 @@ fn regions_report_their_errnos() {
     }
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
+
+#[test]
+fn extents_merge_cap_and_count_and_pin_stats_see_the_pins() {
+    let (space, dev) = device(64 * MIB, 2 * MIB);
+    // SAFETY: the handles are live until freed below; the out pointers point to locals.
+    unsafe {
+        let mut map = ptr::null_mut();
+        let mut addr = ptr::null_mut();
+        ok(devmap_mmap(
+            dev,
+            0,
+            64 * MIB,
+            &mut map,
+            &mut addr,
+            ptr::null_mut(),
+        ));
+        let mut pins = ptr::null_mut();
+        ok(devmap_pin_folios(
+            map,
+            addr,
+            16 * MIB / 4096,
+            DEVMAP_PIN_WRITE,
+            &mut pins,
+        ));
+        let mut n = 0;
+        let mut one = devmap_extent::default();
+        ok(devmap_pins_extents(pins, 0, 0, &mut one, 1, &mut n));
+        assert_eq!(
+            (n, one.addr, one.offset, one.len),
+            (1, addr as usize, 0, 16 * MIB)
+        );
+        // 4 MiB cap: four extents; an array of two is -ENOSPC with the count.
+        let mut two = [devmap_extent::default(); 2];
+        assert_eq!(
+            devmap_pins_extents(pins, 0, 4 * MIB, two.as_mut_ptr(), 2, &mut n),
+            -libc::ENOSPC
+        );
+        assert_eq!(n, 4);
+        assert_eq!(two[1].offset, 4 * MIB);
+        assert_eq!(two[1].pfn, two[0].pfn + 1024);
+        // At most three allowed: -E2BIG, not -ENOSPC; a cap inside a folio: -EINVAL.
+        n = 99;
+        assert_eq!(
+            devmap_pins_extents(pins, 3, 4 * MIB, ptr::null_mut(), 0, &mut n),
+            -libc::E2BIG
+        );
+        assert_eq!(n, 99);
+        assert_eq!(
+            devmap_pins_extents(pins, 0, MIB, ptr::null_mut(), 0, &mut n),
+            -libc::EINVAL
+        );
+        let mut stats = devmap_pin_stats::default();
+        ok(devmap_device_pin_stats(dev, &mut stats));
+        assert_eq!(stats.pinned_bytes, 16 * MIB);
+        assert_eq!(stats.pin_refs, 16 * MIB / 4096);
+        // Page-array pins export the same way.
+        let mut pages = ptr::null_mut();
+        ok(devmap_pin_pages(map, addr, 1024, 0, &mut pages));
+        ok(devmap_pins_extents(pages, 0, 0, &mut one, 1, &mut n));
+        assert_eq!((n, one.len), (1, 4 * MIB));
+        ok(devmap_unpin(pages, false));
+        ok(devmap_unpin(pins, true));
+        ok(devmap_device_pin_stats(dev, &mut stats));
+        assert_eq!(stats, devmap_pin_stats::default());
+        devmap_mapping_free(map);
+        devmap_device_free(dev);
+        devmap_space_free(space);
+    }
+}
