@@ -30,7 +30,8 @@ pub(crate) fn io(e: &io::Error, default: i32) -> i32 {
 /// [`DaxError`]: creating, mapping, faulting, pinning by address, tearing down.
 pub(crate) fn dax(e: &DaxError) -> i32 {
     match e {
-        DaxError::BackingUnaligned { .. }
+        DaxError::Placement { .. }
+        | DaxError::BackingUnaligned { .. }
         | DaxError::PageTooLarge { .. }
         | DaxError::NotShared
         | DaxError::Unaligned { .. }
@@ -66,6 +67,8 @@ pub(crate) fn backing(e: &BackingError) -> i32 {
         | BackingError::Create { source, .. }
         | BackingError::MapShared { source, .. } => io(source, ENOMEM),
         BackingError::Allocate { source, .. } => io(source, ENOSPC),
+        // A device's memmap room cannot hold the next array of the layout's store.
+        BackingError::RoomFull { .. } => ENOSPC,
         BackingError::Open { source, .. }
         | BackingError::Stat { source, .. }
         | BackingError::Sysfs { source, .. }
@@ -139,7 +142,7 @@ pub(crate) fn pgmap(e: &PgmapError) -> i32 {
         | PgmapError::FsdaxCompound { .. }
         | PgmapError::MissingOps { .. }
         | PgmapError::BadRequest { .. } => EINVAL,
-        PgmapError::Overlap { .. } => EEXIST,
+        PgmapError::Overlap { .. } | PgmapError::IdTaken { .. } => EEXIST,
         PgmapError::Memmap { source, .. } => memmap(source),
         PgmapError::Sync(e) => sync(e),
         PgmapError::Lookup(e) => lookup(e),
@@ -178,6 +181,8 @@ pub(crate) fn memmap(e: &MemmapError) -> i32 {
         | MemmapError::AltmapTooLarge { .. }
         | MemmapError::AltmapTooSmall { .. }
         | MemmapError::AltmapMisaligned { .. } => EINVAL,
+        // A layout that cannot live in a device's memmap room.
+        MemmapError::NotInRoom { .. } => EOPNOTSUPP,
         MemmapError::BeyondPhysicalSpace { .. } => ERANGE,
         MemmapError::Backing { source, .. } => backing(source),
         _ => EIO,

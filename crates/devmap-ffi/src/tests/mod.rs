@@ -3,4 +3,5 @@
 //! `libdevmap`, and the library it wraps).
 
 mod abi;
+mod errno_names;
 mod overhead;
