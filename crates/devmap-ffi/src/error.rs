@@ -88,16 +88,20 @@ thread_local! {
 /// Records `message` as this thread's last error.
 fn set_last_error(message: &str) {
     let text = CString::new(message.replace('\0', " ")).unwrap_or_default();
-    LAST_ERROR.with(|last| *last.borrow_mut() = Some(text));
+    // `try_with`: from a thread-local destructor the slot may be gone; the message is lost
+    // then, and nothing panics.
+    let _ = LAST_ERROR.try_with(|last| *last.borrow_mut() = Some(text));
 }
 
 /// This thread's last error message: a pointer into thread-local storage, valid until the
 /// next failed call on this thread (or the thread's end); an empty string if none failed yet.
 pub(crate) fn last_error() -> *const c_char {
-    LAST_ERROR.with(|last| match &*last.borrow() {
-        Some(text) => text.as_ptr(),
-        None => c"".as_ptr(),
-    })
+    LAST_ERROR
+        .try_with(|last| match &*last.borrow() {
+            Some(text) => text.as_ptr(),
+            None => c"".as_ptr(),
+        })
+        .unwrap_or(c"".as_ptr())
 }
 
 /// Runs an entry point's body: 0 on success, else the negative errno, with the message kept

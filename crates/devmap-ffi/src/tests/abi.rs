@@ -382,3 +382,10 @@ fn extents_merge_cap_and_count_and_pin_stats_see_the_pins() {
         devmap_space_free(space);
     }
 }
+
+#[test]
+fn a_panic_is_caught_at_the_boundary_as_eio() {
+    let rc = crate::error::call(|| panic!("boom"));
+    assert_eq!(rc, -libc::EIO);
+    assert!(last_error().contains("boom"), "{}", last_error());
+}
