@@ -528,6 +528,7 @@ int devmap_space_new(struct devmap_space **out);
  * Releases the caller's reference to a space (NULL is ignored). The space goes when no
  * device holds it either.
  *
+ * Thread-safety: not concurrently with any other call on this handle.
  * # Safety
  *
  * `space` must be NULL or a handle from `devmap_space_new` not yet freed; it must not be
@@ -622,6 +623,8 @@ int devmap_device_create_devdax(const struct devmap_space *space,
  * handle holds it either, the device is torn down: its pfns go back to the space and its
  * handler threads stop. Never blocks on the caller's own handles, whatever the order.
  *
+ * Thread-safety: not concurrently with any other call on this handle (other handles of the
+ * same device, and other threads using them, are unaffected).
  * # Safety
  *
  * `dev` must be NULL or a device handle not yet freed; it must not be used after this call.
@@ -696,6 +699,8 @@ int devmap_mmap(const struct devmap_device *dev,
  * leaves are released, and its addresses are unmapped. Pins taken through it stay valid.
  * The caller must not touch the mapping's addresses after this.
  *
+ * Thread-safety: not concurrently with any other call on this handle, nor with touches of
+ * its addresses.
  * # Safety
  *
  * `map` must be NULL or a mapping handle not yet freed; it must not be used after this
@@ -990,6 +995,7 @@ int devmap_region_open(const char *path, uint32_t access, struct devmap_region *
 /**
  * Closes a region (NULL is ignored), releasing its lock if it was managed.
  *
+ * Thread-safety: not concurrently with any other call on this handle.
  * # Safety
  *
  * `region` must be NULL or a region handle not yet freed; it must not be used after this

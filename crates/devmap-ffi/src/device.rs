@@ -248,6 +248,7 @@ pub unsafe extern "C" fn devmap_space_new(out: *mut *mut devmap_space) -> c_int 
 /// Releases the caller's reference to a space (NULL is ignored). The space goes when no
 /// device holds it either.
 ///
+/// Thread-safety: not concurrently with any other call on this handle.
 /// # Safety
 ///
 /// `space` must be NULL or a handle from `devmap_space_new` not yet freed; it must not be
@@ -430,6 +431,8 @@ pub unsafe extern "C" fn devmap_device_create_devdax(
 /// handle holds it either, the device is torn down: its pfns go back to the space and its
 /// handler threads stop. Never blocks on the caller's own handles, whatever the order.
 ///
+/// Thread-safety: not concurrently with any other call on this handle (other handles of the
+/// same device, and other threads using them, are unaffected).
 /// # Safety
 ///
 /// `dev` must be NULL or a device handle not yet freed; it must not be used after this call.
@@ -596,6 +599,8 @@ pub unsafe extern "C" fn devmap_mmap(
 /// leaves are released, and its addresses are unmapped. Pins taken through it stay valid.
 /// The caller must not touch the mapping's addresses after this.
 ///
+/// Thread-safety: not concurrently with any other call on this handle, nor with touches of
+/// its addresses.
 /// # Safety
 ///
 /// `map` must be NULL or a mapping handle not yet freed; it must not be used after this

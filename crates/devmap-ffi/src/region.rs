@@ -170,6 +170,7 @@ pub unsafe extern "C" fn devmap_region_open(
 
 /// Closes a region (NULL is ignored), releasing its lock if it was managed.
 ///
+/// Thread-safety: not concurrently with any other call on this handle.
 /// # Safety
 ///
 /// `region` must be NULL or a region handle not yet freed; it must not be used after this

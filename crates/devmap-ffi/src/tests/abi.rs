@@ -389,3 +389,70 @@ fn a_panic_is_caught_at_the_boundary_as_eio() {
     assert_eq!(rc, -libc::EIO);
     assert!(last_error().contains("boom"), "{}", last_error());
 }
+
+#[test]
+fn file_and_devdax_devices() {
+    let dir = std::env::temp_dir().join(format!("devmap-ffi-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = std::ffi::CString::new(dir.join("dev.img").into_os_string().into_encoded_bytes())
+        .expect("no NUL");
+    // SAFETY: the strings and out pointers are live locals; handles are freed once.
+    unsafe {
+        let mut space = ptr::null_mut();
+        ok(devmap_space_new(&mut space));
+        let mut opts = std::mem::zeroed::<devmap_device_options>();
+        ok(devmap_device_options_init(2 * MIB, &mut opts));
+        let mut dev = ptr::null_mut();
+        assert_eq!(
+            devmap_device_create_file(space, path.as_ptr(), 0, &opts, &mut dev),
+            -libc::ENOENT
+        );
+        ok(devmap_device_create_file(
+            space,
+            path.as_ptr(),
+            8 * MIB,
+            &opts,
+            &mut dev,
+        ));
+        let mut info = std::mem::zeroed::<devmap_device_info>();
+        ok(devmap_device_get_info(dev, &mut info));
+        assert!(!info.catches_touches);
+        assert_eq!(info.granularity, DEVMAP_GRANULARITY_LEAF);
+        let (mut map, mut addr) = (ptr::null_mut(), ptr::null_mut());
+        ok(devmap_mmap(
+            dev,
+            0,
+            8 * MIB,
+            &mut map,
+            &mut addr,
+            ptr::null_mut(),
+        ));
+        let mut mapped = 0;
+        ok(devmap_mapping_populate(map, addr, 4 * MIB, &mut mapped));
+        assert_eq!(mapped, 2);
+        let mut pins = ptr::null_mut();
+        ok(devmap_pin_folios(
+            map,
+            addr,
+            1024,
+            DEVMAP_PIN_NOFAULT,
+            &mut pins,
+        ));
+        ok(devmap_unpin(pins, false));
+        // With a timeout and the mapping still open, shutdown gives up with -EBUSY.
+        assert_eq!(devmap_device_shutdown(dev, 10), -libc::EBUSY);
+        devmap_mapping_free(map);
+        ok(devmap_device_shutdown(dev, 1000));
+        assert_eq!(
+            devmap_mmap(dev, 0, 2 * MIB, &mut map, ptr::null_mut(), ptr::null_mut()),
+            -libc::EBUSY
+        );
+        devmap_device_free(dev);
+        assert_eq!(
+            devmap_device_create_devdax(space, c"/dev/dax-none.0".as_ptr(), &opts, &mut dev),
+            -libc::ENOENT
+        );
+        devmap_space_free(space);
+    }
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
