@@ -179,6 +179,37 @@ pub(crate) fn resident_in(
     Ok(held * PAGE_SIZE)
 }
 
+/// The pages of `[ptr, ptr + len)` (page aligned) that a copy-on-write file mapping has
+/// copied: present or swapped, and not file pages (`PM_FILE`, bit 61, clear). Runs of
+/// `(first page, pages)`, in order.
+pub(crate) fn private_pages(ptr: *const u8, len: usize) -> Result<Vec<(u64, u64)>, BackingError> {
+    use std::io::{Read, Seek, SeekFrom};
+    const PAGEMAP_FILE: u64 = 1 << 61;
+    let io = |source| BackingError::Pagemap { source };
+    let mut map = std::fs::File::open(PAGEMAP).map_err(io)?;
+    map.seek(SeekFrom::Start(ptr as u64 / PAGE_SIZE * 8))
+        .map_err(io)?;
+    let pages = len as u64 / PAGE_SIZE;
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    let mut buf = vec![0u8; 8 * 4096];
+    let mut page = 0;
+    while page < pages {
+        let n = (pages - page).min(4096) as usize;
+        map.read_exact(&mut buf[..n * 8]).map_err(io)?;
+        for e in buf[..n * 8].chunks_exact(8) {
+            let e = u64::from_ne_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]);
+            if e & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED) != 0 && e & PAGEMAP_FILE == 0 {
+                match runs.last_mut() {
+                    Some((first, k)) if *first + *k == page => *k += 1,
+                    _ => runs.push((page, 1)),
+                }
+            }
+            page += 1;
+        }
+    }
+    Ok(runs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

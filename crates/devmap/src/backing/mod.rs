@@ -357,7 +357,17 @@ impl Backing {
         align: Order,
     ) -> Result<SharedMapping, BackingError> {
         self.check_window(offset, len, align)?;
-        map::map_shared(self, offset, len, align)
+        map::map_shared(self, offset, len, align, false)
+    }
+
+    /// Maps `len` bytes of the backing from `offset` `MAP_PRIVATE`, read-write: reads see the
+    /// backing's bytes until this mapping writes a page, which from then on is this process's
+    /// own copy; nothing reaches the backing until [`SharedMapping::write_back`]. What a
+    /// memmap adopted from a file uses, so that a crash cannot leave it half written there.
+    /// `offset` and `len` must be multiples of the page size and lie inside the backing.
+    pub fn map_copy_on_write(&self, offset: u64, len: u64) -> Result<SharedMapping, BackingError> {
+        self.check_window(offset, len, self.page)?;
+        map::map_shared(self, offset, len, self.page, true)
     }
 
     /// Makes sure the bytes of `[offset, offset + len)` exist in the backing (`fallocate`

@@ -125,23 +125,20 @@ impl Region {
             name: name.into(),
             why,
         };
+        let file = Backing::open_file(self.path()).map_err(|e| fail(e.to_string()))?;
         let data = || {
-            Backing::open_file_window(
-                self.path(),
-                label.offset + ns.data_offset(),
-                ns.data_bytes(),
-            )
-            .map_err(|e| fail(e.to_string()))
+            file.window(label.offset + ns.data_offset(), ns.data_bytes())
+                .map_err(|e| fail(e.to_string()))
         };
         opts.align = Order::from_bytes(ns.align()).map_err(|e| fail(e.to_string()))?;
         let id = pgmap_id_of(&block.uuid)
             .ok_or_else(|| fail("the namespace's uuid gives no pgmap id".into()))?;
         let room = if ns.map() == MemmapLocation::Dev && opts.layout != Layout::Vmemmap {
             let room_len = ns.data_offset() - INFO_BLOCK_BYTES;
-            let room =
-                Backing::open_file_window(self.path(), label.offset + INFO_BLOCK_BYTES, room_len)
-                    .map_err(|e| fail(e.to_string()))?;
-            Some(room)
+            Some(
+                file.window(label.offset + INFO_BLOCK_BYTES, room_len)
+                    .map_err(|e| fail(e.to_string()))?,
+            )
         } else {
             None
         };
@@ -156,18 +153,12 @@ impl Region {
                 None,
             ),
             Some(room_backing) => {
-                let map_room = |punch: bool| {
-                    let len = room_backing.len();
-                    if punch {
-                        room_backing.punch_hole(0, len)?;
-                    }
-                    Ok::<_, crate::backing::BackingError>(MemmapRoom::new(
-                        room_backing.map_shared(0, len, Order::BASE)?,
-                    ))
-                };
                 let mut warm = None;
                 if let Some(rec) = adoptable {
-                    let room = map_room(false).map_err(|e| fail(e.to_string()))?;
+                    let room = room_backing
+                        .window(0, room_backing.len())
+                        .and_then(|b| MemmapRoom::new(b, true))
+                        .map_err(|e| fail(e.to_string()))?;
                     let place = Placement {
                         base: Some(rec.base),
                         memmap: MemmapPlace {
@@ -191,7 +182,16 @@ impl Region {
                 match warm {
                     Some((d, room)) => (d, EnablePath::Warm, Some(room)),
                     None => {
-                        let room = map_room(true).map_err(|e| fail(e.to_string()))?;
+                        // In use, durably, before the room changes: a crash from here on
+                        // must find the namespace unclean, whatever reached the disk.
+                        let mut in_use = block.clone();
+                        in_use.memmap = None;
+                        self.rewrite_info_block(&label, in_use, false, true)?;
+                        let len = room_backing.len();
+                        let room = room_backing
+                            .punch_hole(0, len)
+                            .and_then(|()| MemmapRoom::new(room_backing, false))
+                            .map_err(|e| fail(e.to_string()))?;
                         let place = Placement {
                             base: None,
                             memmap: MemmapPlace {
@@ -242,7 +242,11 @@ impl Region {
             pgmap_id: id.get(),
             layout: device.pgmap().layout(),
         });
-        self.rewrite_info_block(&label, block, false)?;
+        // Not synced: a warm enable's room is copy-on-write, so the backing still holds the
+        // clean memmap whatever happens, and a cold enable's in-use mark is already durable.
+        // A process that dies leaves this write in the page cache, where the next enable
+        // reads it.
+        self.rewrite_info_block(&label, block, false, false)?;
         Ok(EnabledNamespace {
             device,
             label,
@@ -295,19 +299,23 @@ impl Region {
         device.shutdown(None).map_err(|e| fail(e.to_string()))?;
         drop(device);
         if let Some(room) = &room {
-            room.flush()
+            let copied = room
+                .write_back()
                 .map_err(|e| fail(format!("writing the memmap back: {e}")))?;
+            tracing::debug!(namespace = %label.name, copied, "namespace: memmap written back");
         }
         let block = self.info_block(&label)?;
-        self.rewrite_info_block(&label, block, true)
+        self.rewrite_info_block(&label, block, true, true)
     }
 
-    /// Writes `block` back with the clean flag as given and the next generation.
+    /// Writes `block` back with the clean flag as given and the next generation, synced to
+    /// the disk if `durable`.
     fn rewrite_info_block(
         &mut self,
         label: &Label,
         mut block: InfoBlock,
         clean: bool,
+        durable: bool,
     ) -> Result<(), RegionError> {
         block.flags = block.flags.with(InfoFlags::CLEAN, clean);
         block.generation += 1;
@@ -315,10 +323,11 @@ impl Region {
             name: label.name.clone(),
             source,
         })?;
-        self.write_bytes(
+        self.write_bytes_synced(
             &bytes,
             label.offset + INFO_BLOCK_OFFSET,
             "write an info block",
+            durable,
         )
     }
 }
