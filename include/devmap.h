@@ -149,6 +149,23 @@
 #define DEVMAP_MAP_DEV 1
 
 /**
+ * An enable that initialised the memmap in host memory (`DEVMAP_MAP_MEM`, or the Vmemmap
+ * layout).
+ */
+#define DEVMAP_ENABLE_HOST 0
+
+/**
+ * An enable that initialised the memmap in the namespace's room on the device.
+ */
+#define DEVMAP_ENABLE_COLD 1
+
+/**
+ * An enable that adopted the memmap the last clean disable left on the device: nothing
+ * initialised.
+ */
+#define DEVMAP_ENABLE_WARM 2
+
+/**
  * Bytes of a namespace name, its NUL included: names are 1 to 64 bytes.
  */
 #define DEVMAP_NAME_LEN 65
@@ -481,6 +498,21 @@ typedef struct devmap_namespace_info {
    */
   uint32_t map;
 } devmap_namespace_info;
+
+/**
+ * What `devmap_namespace_enable` did.
+ */
+typedef struct devmap_enable_info {
+  /**
+   * Whether the namespace had been disabled cleanly before (false after a crash, a device
+   * freed without `devmap_namespace_disable`, or on its first enable).
+   */
+  bool was_clean;
+  /**
+   * `DEVMAP_ENABLE_*`: how the memmap was made.
+   */
+  uint32_t path;
+} devmap_enable_info;
 
 #ifdef __cplusplus
 extern "C" {
@@ -1063,6 +1095,58 @@ int devmap_namespace_list(const struct devmap_region *region,
  * As for `devmap_namespace_create`.
  */
 int devmap_namespace_destroy(const struct devmap_region *region, const char *name);
+
+/**
+ * Enables the device-dax namespace `name` of a managed region as a device in `space`, as
+ * `devmap enable-namespace` does: its device serves the namespace's data bytes in the region
+ * file, with the namespace's align; the pages its badblocks list records are poisoned again;
+ * its info block is marked in use. `opts` (NULL for the defaults) gives the layout, init,
+ * faults and granularity; its `align` is ignored. Stores the device's handle in `*out_dev`
+ * and what the enable did in `*out_info` (may be NULL). The device is a file device: it does
+ * not catch touches (populate or pin leaves before touching them).
+ *
+ * Ownership: the device handle is used like any other (mappings, pins, memory failure) and
+ * given back with `devmap_namespace_disable`, which writes the bad pages and the clean mark;
+ * `devmap_device_free` instead tears the device down without them, as a crash would (the
+ * next enable reports `was_clean` false).
+ * Thread-safety: as for any device; calls on the region are serialised.
+ *
+ * Returns 0; -EFAULT; -EINVAL (a bad constant); -ENOENT (no such namespace); -EROFS (opened
+ * read-only); -EOPNOTSUPP (an fsdax namespace); -EIO (the enable failed; the message says
+ * why); the system's errno.
+ *
+ * # Safety
+ *
+ * `region` must be NULL or a live region handle, `space` NULL or a live space handle,
+ * `name` NULL or a NUL-terminated string, `opts` NULL or readable, `out_dev` NULL or
+ * writable, `out_info` NULL or writable.
+ */
+int devmap_namespace_enable(const struct devmap_region *region,
+                            const struct devmap_space *space,
+                            const char *name,
+                            const struct devmap_device_options *opts,
+                            struct devmap_device **out_dev,
+                            struct devmap_enable_info *out_info);
+
+/**
+ * Disables a namespace enabled by `devmap_namespace_enable` and frees its device handle, as
+ * `devmap disable-namespace` does: records the device's bad pages in the namespace's
+ * badblocks list, tears the device down, keeps a memmap that lives on the device for the
+ * next (warm) enable, and marks the info block clean. Every mapping and pin handle of the
+ * device must be freed first.
+ *
+ * Returns 0 (the handle is freed); -EBUSY if mapping or pin handles still hold the device
+ * (the handle stays valid: free them and call again); -EINVAL if `dev` is not a namespace
+ * of this region (the handle stays valid); -EFAULT; otherwise a write failed (the handle is
+ * freed and the device torn down; the message says what was not written). Must not run
+ * concurrently with any other call on `dev`.
+ *
+ * # Safety
+ *
+ * `region` must be NULL or a live region handle; `dev` NULL or a live device handle, not
+ * used after a call that freed it.
+ */
+int devmap_namespace_disable(const struct devmap_region *region, struct devmap_device *dev);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -2,8 +2,9 @@
  * devmap from C: a 64 MiB memfd device at 2 MiB, mapped, written, pinned by address (folio
  * ranges, extents for a DMA registration, and a page array), unpinned dirty; a memory error
  * reported at one page, the badblocks list read, the lost page read safely, the poison
- * cleared; a metadata estimate; a region with a namespace. Every result is checked: on any
- * failure the program prints the call, the errno and devmap_last_error() and exits 1.
+ * cleared; a metadata estimate; a region with namespaces, one enabled as a device, written,
+ * disabled and enabled again. Every result is checked: on any failure the program prints
+ * the call, the errno and devmap_last_error() and exits 1.
  *
  * Build and run (scripts/c-example.sh does this under AddressSanitizer):
  *   cargo build -p devmap-ffi --locked
@@ -210,6 +211,35 @@ static void region_demo(void)
     ASSERT(strcmp(ns[0].name, "vm0") == 0 && ns[0].size == 64 * MIB);
     EXPECT(devmap_namespace_destroy(other, "vm1"), -EROFS);
     devmap_region_free(other);
+
+    /* Enable vm0 as a device, write through a mapping, disable it cleanly and enable it
+     * again: the bytes are in the region file, and the second enable knows the first ended
+     * cleanly. */
+    devmap_space *space = NULL;
+    devmap_device *dev = NULL;
+    devmap_mapping *map = NULL;
+    struct devmap_enable_info how;
+    struct devmap_device_info dinfo;
+    void *addr = NULL;
+    CHECK(devmap_space_new(&space));
+    CHECK(devmap_namespace_enable(region, space, "vm0", NULL, &dev, &how));
+    ASSERT(how.path == DEVMAP_ENABLE_HOST && !how.was_clean);
+    CHECK(devmap_device_get_info(dev, &dinfo));
+    CHECK(devmap_mmap(dev, 0, dinfo.size, &map, &addr, NULL));
+    CHECK(devmap_mapping_populate(map, addr, 2 * MIB, NULL)); /* a file device: fault first */
+    strcpy(addr, "kept in the region file");
+    EXPECT(devmap_namespace_disable(region, dev), -EBUSY); /* the mapping holds it */
+    devmap_mapping_free(map);
+    CHECK(devmap_namespace_disable(region, dev));
+    CHECK(devmap_namespace_enable(region, space, "vm0", NULL, &dev, &how));
+    ASSERT(how.was_clean);
+    CHECK(devmap_mmap(dev, 0, dinfo.size, &map, &addr, NULL));
+    char back[24];
+    CHECK(devmap_read_mc(map, 0, back, sizeof back));
+    ASSERT(strcmp(back, "kept in the region file") == 0);
+    devmap_mapping_free(map);
+    CHECK(devmap_namespace_disable(region, dev));
+    devmap_space_free(space);
 
     CHECK(devmap_namespace_destroy(region, "vm1"));
     EXPECT(devmap_namespace_destroy(region, "vm1"), -ENOENT);

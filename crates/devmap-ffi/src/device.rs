@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use devmap::backing::{Backing, HugePageSize};
 use devmap::dax::{DaxOptions, Faults, Granularity};
+use devmap::namespace::EnabledNamespace;
 use devmap::{DaxDevice, DaxMapping, DeviceSpace, InitMode, Layout, Order};
 
 use crate::error::{Failure, Result, call, call_void, handle, nonnull, path};
@@ -96,9 +97,17 @@ pub struct devmap_space {
 #[derive(Debug)]
 pub struct devmap_device {
     // Declared before `space`, so it drops first: the device borrows the space.
-    dev: DaxDevice<'static>,
-    // Held, not read: it keeps the space `dev` borrows alive.
-    _space: Arc<devmap_space>,
+    served: Served,
+    // Held, not read: it keeps the space `served` borrows alive.
+    space: Arc<devmap_space>,
+}
+
+/// What a device handle serves: a device of its own, or a namespace of a region enabled as
+/// one (`devmap_namespace_enable`).
+#[derive(Debug)]
+enum Served {
+    Device(DaxDevice<'static>),
+    Namespace(EnabledNamespace<'static>),
 }
 
 /// A shared mapping of a device. It holds its device.
@@ -117,24 +126,59 @@ impl devmap_space {
 }
 
 impl devmap_device {
-    /// Builds a device over `backing` in `space`. The only place a device is made, and the
-    /// only place its borrow of the space is given the `'static` lifetime.
-    fn new(space: Arc<devmap_space>, backing: Backing, opts: DaxOptions) -> Result<devmap_device> {
+    /// Builds what the handle serves with `build`, which borrows the space. The only place
+    /// a device is made, and the only place its borrow of the space is given the `'static`
+    /// lifetime.
+    fn new(
+        space: Arc<devmap_space>,
+        build: impl FnOnce(&'static DeviceSpace) -> Result<Served>,
+    ) -> Result<devmap_device> {
         let ptr: *const DeviceSpace = &space.space;
         // SAFETY: the pointee is inside the `Arc`'s allocation, which does not move and lives
-        // as long as any clone of `space`. The device is stored beside `space` in the struct
-        // built below, declared before it, so it is dropped before that clone; the struct is
-        // never taken apart (its fields are private to this module and it is only reached
-        // through shared references and `Arc`s), and `DaxDevice` hands the reference to
-        // nothing that outlives it. So the space outlives every use of the reference.
+        // as long as any clone of `space`. What `build` makes is stored beside `space` in the
+        // struct built below, declared before it, so it is dropped before that clone (or, for
+        // `build`'s error, nothing borrowing it is kept). The struct is taken apart only by
+        // `devmap_device::disable`, which keeps `space` until the namespace is consumed; its
+        // fields are private to this module, it is otherwise only reached through shared
+        // references and `Arc`s, and neither `DaxDevice` nor `EnabledNamespace` hands the
+        // reference to anything that outlives it. So the space outlives every use.
         let borrowed: &'static DeviceSpace = unsafe { &*ptr };
-        let dev = DaxDevice::with_options(borrowed, backing, opts)?;
-        Ok(devmap_device { dev, _space: space })
+        let served = build(borrowed)?;
+        Ok(devmap_device { served, space })
     }
 
     /// The device.
     pub(crate) fn dev(&self) -> &DaxDevice<'static> {
-        &self.dev
+        match &self.served {
+            Served::Device(d) => d,
+            Served::Namespace(ns) => ns.device(),
+        }
+    }
+
+    /// The enabled namespace the handle serves, if it serves one.
+    pub(crate) fn namespace(&self) -> Option<&EnabledNamespace<'static>> {
+        match &self.served {
+            Served::Namespace(ns) => Some(ns),
+            Served::Device(_) => None,
+        }
+    }
+
+    /// Hands the enabled namespace to `disable`, keeping the space alive until it returns.
+    /// A handle that serves no namespace is dropped, and `-EINVAL` returned.
+    pub(crate) fn disable(
+        self,
+        disable: impl FnOnce(EnabledNamespace<'static>) -> Result<()>,
+    ) -> Result<()> {
+        let devmap_device { served, space } = self;
+        let done = match served {
+            Served::Namespace(ns) => disable(ns),
+            Served::Device(d) => {
+                drop(d);
+                Err(Failure::invalid("the device is not an enabled namespace"))
+            }
+        };
+        drop(space);
+        done
     }
 }
 
@@ -150,8 +194,16 @@ impl devmap_mapping {
     }
 }
 
+/// A device handle serving the namespace `enable` enables in `space`.
+pub(crate) fn enabled(
+    space: Arc<devmap_space>,
+    enable: impl FnOnce(&'static DeviceSpace) -> Result<EnabledNamespace<'static>>,
+) -> Result<devmap_device> {
+    devmap_device::new(space, |space| Ok(Served::Namespace(enable(space)?)))
+}
+
 /// The library's options from the C ones, each field checked.
-fn options(o: &devmap_device_options) -> Result<DaxOptions> {
+pub(crate) fn options(o: &devmap_device_options) -> Result<DaxOptions> {
     let align = Order::from_bytes(o.align)?;
     if ![Order::BASE, Order::PMD, Order::PUD].contains(&align) {
         return Err(Failure::invalid(format!(
@@ -268,7 +320,7 @@ pub unsafe extern "C" fn devmap_space_free(space: *mut devmap_space) {
 /// # Safety
 ///
 /// `space` must be NULL or a live handle from `devmap_space_new`.
-unsafe fn space_ref(space: *const devmap_space) -> Result<Arc<devmap_space>> {
+pub(crate) unsafe fn space_ref(space: *const devmap_space) -> Result<Arc<devmap_space>> {
     nonnull(space.cast_mut(), "space")?;
     // SAFETY: a live handle is a pointer from `Arc::into_raw` whose reference the caller
     // holds: counting one more and taking it leaves the caller's untouched.
@@ -294,7 +346,12 @@ unsafe fn create(
     let out = nonnull(out, "out")?;
     // SAFETY: the caller promises `space` is NULL or a live handle.
     let space = unsafe { space_ref(space) }?;
-    let device = Arc::new(devmap_device::new(space, backing()?, opts)?);
+    let backing = backing()?;
+    let device = Arc::new(devmap_device::new(space, |space| {
+        Ok(Served::Device(DaxDevice::with_options(
+            space, backing, opts,
+        )?))
+    })?);
     // SAFETY: non-null, and the caller promises it is writable.
     unsafe { out.write(Arc::into_raw(device).cast_mut()) };
     Ok(())

@@ -290,6 +290,8 @@ pub(crate) mod own {
     pub(crate) const INVALID: i32 = super::EINVAL;
     /// An output array too small for what there is to copy.
     pub(crate) const TOO_SMALL: i32 = super::ENOSPC;
+    /// A namespace disabled while mapping or pin handles still hold its device.
+    pub(crate) const IN_USE: i32 = super::EBUSY;
     /// A panic caught at the boundary.
     pub(crate) const PANIC: i32 = super::EIO;
     /// An operation on the other form of pin handle (the page list of folio pins).

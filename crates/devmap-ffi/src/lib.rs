@@ -51,10 +51,12 @@ pub use poison::{
     devmap_memory_failure_at, devmap_mf_report, devmap_read_mc,
 };
 pub use region::{
-    DEVMAP_MAP_DEV, DEVMAP_MAP_MEM, DEVMAP_MODE_DEVDAX, DEVMAP_MODE_FSDAX, DEVMAP_NAME_LEN,
-    DEVMAP_REGION_MANAGE, DEVMAP_REGION_READ, devmap_namespace_create, devmap_namespace_destroy,
-    devmap_namespace_info, devmap_namespace_list, devmap_region, devmap_region_create,
-    devmap_region_free, devmap_region_get_info, devmap_region_info, devmap_region_open,
+    DEVMAP_ENABLE_COLD, DEVMAP_ENABLE_HOST, DEVMAP_ENABLE_WARM, DEVMAP_MAP_DEV, DEVMAP_MAP_MEM,
+    DEVMAP_MODE_DEVDAX, DEVMAP_MODE_FSDAX, DEVMAP_NAME_LEN, DEVMAP_REGION_MANAGE,
+    DEVMAP_REGION_READ, devmap_enable_info, devmap_namespace_create, devmap_namespace_destroy,
+    devmap_namespace_disable, devmap_namespace_enable, devmap_namespace_info,
+    devmap_namespace_list, devmap_region, devmap_region_create, devmap_region_free,
+    devmap_region_get_info, devmap_region_info, devmap_region_open,
 };
 
 /// The message of the last call that failed on this thread, NUL-terminated; an empty string

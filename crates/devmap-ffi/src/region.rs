@@ -1,13 +1,20 @@
 //! Regions and namespaces on disk: a region file holds namespaces, each with its label and
 //! info block, as `devmap create-region`, `create-namespace`, `list` and `destroy-namespace`
-//! make and read them.
+//! make and read them, and enabling a namespace as a device and disabling it again
+//! (`enable-namespace`, `disable-namespace`).
 
 use std::ffi::{c_char, c_int};
+use std::sync::Arc;
 
-use devmap::namespace::{Access, Region};
-use devmap::{MemmapLocation, NamespaceMode};
+use devmap::dax::DaxOptions;
+use devmap::namespace::{Access, EnablePath, Region};
+use devmap::{MemmapLocation, NamespaceMode, Order};
 use parking_lot::Mutex;
 
+use crate::device::{
+    devmap_device, devmap_device_options, devmap_space, enabled, options, space_ref,
+};
+use crate::errno;
 use crate::error::{
     Failure, Result, call, call_void, fill, handle, nonnull, out_array, path, utf8,
 };
@@ -27,6 +34,15 @@ pub const DEVMAP_MODE_FSDAX: u32 = 1;
 pub const DEVMAP_MAP_MEM: u32 = 0;
 /// Memmap location: on the device (ndctl `--map dev`).
 pub const DEVMAP_MAP_DEV: u32 = 1;
+
+/// An enable that initialised the memmap in host memory (`DEVMAP_MAP_MEM`, or the Vmemmap
+/// layout).
+pub const DEVMAP_ENABLE_HOST: u32 = 0;
+/// An enable that initialised the memmap in the namespace's room on the device.
+pub const DEVMAP_ENABLE_COLD: u32 = 1;
+/// An enable that adopted the memmap the last clean disable left on the device: nothing
+/// initialised.
+pub const DEVMAP_ENABLE_WARM: u32 = 2;
 
 /// Bytes of a namespace name, its NUL included: names are 1 to 64 bytes.
 pub const DEVMAP_NAME_LEN: usize = 65;
@@ -57,6 +73,17 @@ pub struct devmap_namespace_info {
     pub mode: u32,
     /// `DEVMAP_MAP_*`.
     pub map: u32,
+}
+
+/// What `devmap_namespace_enable` did.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct devmap_enable_info {
+    /// Whether the namespace had been disabled cleanly before (false after a crash, a device
+    /// freed without `devmap_namespace_disable`, or on its first enable).
+    pub was_clean: bool,
+    /// `DEVMAP_ENABLE_*`: how the memmap was made.
+    pub path: u32,
 }
 
 /// What `devmap_region_get_info` reports.
@@ -328,5 +355,134 @@ pub unsafe extern "C" fn devmap_namespace_destroy(
         let name = unsafe { utf8(name, "name") }?;
         region.region.lock().destroy_namespace(name)?;
         Ok(())
+    })
+}
+
+/// Enables the device-dax namespace `name` of a managed region as a device in `space`, as
+/// `devmap enable-namespace` does: its device serves the namespace's data bytes in the region
+/// file, with the namespace's align; the pages its badblocks list records are poisoned again;
+/// its info block is marked in use. `opts` (NULL for the defaults) gives the layout, init,
+/// faults and granularity; its `align` is ignored. Stores the device's handle in `*out_dev`
+/// and what the enable did in `*out_info` (may be NULL). The device is a file device: it does
+/// not catch touches (populate or pin leaves before touching them).
+///
+/// Ownership: the device handle is used like any other (mappings, pins, memory failure) and
+/// given back with `devmap_namespace_disable`, which writes the bad pages and the clean mark;
+/// `devmap_device_free` instead tears the device down without them, as a crash would (the
+/// next enable reports `was_clean` false).
+/// Thread-safety: as for any device; calls on the region are serialised.
+///
+/// Returns 0; -EFAULT; -EINVAL (a bad constant); -ENOENT (no such namespace); -EROFS (opened
+/// read-only); -EOPNOTSUPP (an fsdax namespace); -EIO (the enable failed; the message says
+/// why); the system's errno.
+///
+/// # Safety
+///
+/// `region` must be NULL or a live region handle, `space` NULL or a live space handle,
+/// `name` NULL or a NUL-terminated string, `opts` NULL or readable, `out_dev` NULL or
+/// writable, `out_info` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn devmap_namespace_enable(
+    region: *const devmap_region,
+    space: *const devmap_space,
+    name: *const c_char,
+    opts: *const devmap_device_options,
+    out_dev: *mut *mut devmap_device,
+    out_info: *mut devmap_enable_info,
+) -> c_int {
+    call(|| {
+        // SAFETY: the caller promises NULL or a live handle.
+        let region = unsafe { handle(region, "region") }?;
+        // SAFETY: the caller promises a NUL-terminated string or NULL.
+        let name = unsafe { utf8(name, "name") }?;
+        // SAFETY: the caller promises NULL or readable.
+        let opts = match unsafe { opts.as_ref() } {
+            // The namespace's align replaces this one: check the rest at any valid align.
+            Some(o) => options(&devmap_device_options {
+                align: Order::BASE.bytes(),
+                ..*o
+            })?,
+            None => DaxOptions::new(Order::BASE),
+        };
+        let out_dev = nonnull(out_dev, "out_dev")?;
+        // SAFETY: the caller promises NULL or a live handle.
+        let space = unsafe { space_ref(space) }?;
+        let mut r = region.region.lock();
+        let device = enabled(space, |space| Ok(r.enable(space, name, opts)?))?;
+        let ns = device.namespace();
+        let info = devmap_enable_info {
+            was_clean: ns.is_some_and(|ns| ns.was_clean()),
+            path: match ns.map(|ns| ns.path()) {
+                Some(EnablePath::Cold) => DEVMAP_ENABLE_COLD,
+                Some(EnablePath::Warm) => DEVMAP_ENABLE_WARM,
+                _ => DEVMAP_ENABLE_HOST,
+            },
+        };
+        // SAFETY: `out_dev` is non-null and `out_info` checked for null; the caller promises
+        // both writable.
+        unsafe {
+            out_dev.write(Arc::into_raw(Arc::new(device)).cast_mut());
+            if !out_info.is_null() {
+                out_info.write(info);
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Disables a namespace enabled by `devmap_namespace_enable` and frees its device handle, as
+/// `devmap disable-namespace` does: records the device's bad pages in the namespace's
+/// badblocks list, tears the device down, keeps a memmap that lives on the device for the
+/// next (warm) enable, and marks the info block clean. Every mapping and pin handle of the
+/// device must be freed first.
+///
+/// Returns 0 (the handle is freed); -EBUSY if mapping or pin handles still hold the device
+/// (the handle stays valid: free them and call again); -EINVAL if `dev` is not a namespace
+/// of this region (the handle stays valid); -EFAULT; otherwise a write failed (the handle is
+/// freed and the device torn down; the message says what was not written). Must not run
+/// concurrently with any other call on `dev`.
+///
+/// # Safety
+///
+/// `region` must be NULL or a live region handle; `dev` NULL or a live device handle, not
+/// used after a call that freed it.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn devmap_namespace_disable(
+    region: *const devmap_region,
+    dev: *mut devmap_device,
+) -> c_int {
+    call(|| {
+        // SAFETY: the caller promises NULL or a live handle.
+        let region = unsafe { handle(region, "region") }?;
+        // SAFETY: the caller promises NULL or a live handle.
+        let label = unsafe { handle(dev.cast_const(), "dev") }?
+            .namespace()
+            .map(|ns| ns.label().clone())
+            .ok_or_else(|| Failure::invalid("the device is not an enabled namespace"))?;
+        let mut r = region.region.lock();
+        if r.namespace(&label.name).ok() != Some(&label) {
+            return Err(Failure::invalid(format!(
+                "the device is not namespace {:?} of this region",
+                label.name
+            )));
+        }
+        // SAFETY: a live handle is a pointer from `Arc::into_raw` whose reference the caller
+        // gives back here; if other references remain it is made a handle again, unchanged.
+        let arc = unsafe { Arc::from_raw(dev.cast_const()) };
+        let device = match Arc::try_unwrap(arc) {
+            Ok(device) => device,
+            Err(arc) => {
+                let holders = Arc::strong_count(&arc) - 1;
+                let _ = Arc::into_raw(arc);
+                return Err(Failure::new(
+                    errno::own::IN_USE,
+                    format!(
+                        "{holders} mapping or pin handle(s) still hold the device: free them, \
+                         then disable"
+                    ),
+                ));
+            }
+        };
+        device.disable(|ns| Ok(r.disable(ns)?))
     })
 }

@@ -456,3 +456,97 @@ fn file_and_devdax_devices() {
     }
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
+
+#[test]
+fn namespaces_enable_disable_and_keep_their_bad_pages() {
+    let dir = std::env::temp_dir().join(format!("devmap-ffi-enable-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = std::ffi::CString::new(dir.join("r.img").into_os_string().into_encoded_bytes())
+        .expect("no NUL");
+    // SAFETY: the strings and out pointers are live locals; handles are freed once.
+    unsafe {
+        let (mut region, mut space) = (ptr::null_mut(), ptr::null_mut());
+        ok(devmap_space_new(&mut space));
+        ok(devmap_region_create(path.as_ptr(), 64 * MIB, &mut region));
+        ok(devmap_namespace_create(
+            region,
+            c"vm0".as_ptr(),
+            16 * MIB,
+            2 * MIB,
+            DEVMAP_MODE_DEVDAX,
+            DEVMAP_MAP_DEV,
+        ));
+        let mut dev = ptr::null_mut();
+        let mut info = devmap_enable_info::default();
+        assert_eq!(
+            devmap_namespace_enable(
+                region,
+                space,
+                c"nope".as_ptr(),
+                ptr::null(),
+                &mut dev,
+                &mut info
+            ),
+            -libc::ENOENT
+        );
+        ok(devmap_namespace_enable(
+            region,
+            space,
+            c"vm0".as_ptr(),
+            ptr::null(),
+            &mut dev,
+            &mut info,
+        ));
+        assert!(!info.was_clean);
+        assert_eq!(info.path, DEVMAP_ENABLE_COLD);
+        let (mut map, mut addr) = (ptr::null_mut(), ptr::null_mut());
+        let mut dinfo = std::mem::zeroed::<devmap_device_info>();
+        ok(devmap_device_get_info(dev, &mut dinfo));
+        ok(devmap_mmap(
+            dev,
+            0,
+            dinfo.size,
+            &mut map,
+            &mut addr,
+            ptr::null_mut(),
+        ));
+        ok(devmap_mapping_populate(map, addr, 2 * MIB, ptr::null_mut()));
+        ok(devmap_memory_failure_at(
+            addr.cast::<u8>().add(8192).cast(),
+            0,
+            ptr::null_mut(),
+        ));
+        // A plain device is not a namespace; an open mapping keeps the namespace enabled.
+        let (other_space, other) = device(2 * MIB, 2 * MIB);
+        assert_eq!(devmap_namespace_disable(region, other), -libc::EINVAL);
+        devmap_device_free(other);
+        devmap_space_free(other_space);
+        assert_eq!(devmap_namespace_disable(region, dev), -libc::EBUSY);
+        assert!(
+            last_error().contains("1 mapping or pin"),
+            "{}",
+            last_error()
+        );
+        devmap_mapping_free(map);
+        ok(devmap_namespace_disable(region, dev));
+        // Warm the second time, clean, and the bad page is back.
+        ok(devmap_namespace_enable(
+            region,
+            space,
+            c"vm0".as_ptr(),
+            ptr::null(),
+            &mut dev,
+            &mut info,
+        ));
+        assert!(info.was_clean);
+        assert_eq!(info.path, DEVMAP_ENABLE_WARM);
+        let mut bad = devmap_badblock::default();
+        let mut n = 0;
+        ok(devmap_badblocks(dev, &mut bad, 1, &mut n));
+        assert_eq!((n, bad.offset, bad.len), (1, 8192, 4096));
+        ok(devmap_namespace_disable(region, dev));
+        devmap_region_free(region);
+        devmap_space_free(space);
+    }
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
