@@ -1,0 +1,148 @@
+//! The `devmap` Python module: device-dax devices over memfd, hugetlb and files, their mappings
+//! (whose bytes are a writable `memoryview`), pins by user address for DMA registration, memory
+//! failure and poison, and namespaces kept on disk in region files.
+//!
+//! Object lifetimes follow the library's rules without ever blocking Python forever:
+//!
+//! * every device lives in the process-wide [`DeviceSpace`] ([`space`]), so a
+//!   [`DaxDevice<'static>`](devmap::DaxDevice) borrows nothing a Python object could outlive;
+//! * a [`Mapping`](mapping::Mapping) and a [`Pins`](pins::Pins) hold the device's
+//!   [`DeviceCell`](device::DeviceCell) (an `Arc`), so the library device is dropped (which waits
+//!   for its mappings and pins) only once nothing refers to it any more, and never under a
+//!   mapping or a pin;
+//! * an explicit `close()` refuses (`BusyError`) instead of waiting for what is still open.
+//!
+//! Long operations (building and initialising a device, pinning and faulting large ranges,
+//! memory failure, teardown) run with the GIL released (`Python::detach`).
+
+mod device;
+mod errors;
+mod mapping;
+mod pins;
+mod region;
+
+use std::sync::LazyLock;
+
+use devmap::backing::HugePageSize;
+use devmap::{DeviceSpace, InitMode, Layout, Order};
+use pyo3::prelude::*;
+use pyo3::types::{PyInt, PyString};
+
+use crate::errors::invalid;
+
+/// The device space every device of this process lives in: the userspace stand-in for the
+/// physical address space, so there is one, as the kernel has one.
+static SPACE: LazyLock<DeviceSpace> = LazyLock::new(DeviceSpace::new);
+
+/// The process-wide device space.
+pub(crate) fn space() -> &'static DeviceSpace {
+    &SPACE
+}
+
+/// A size argument: an int of bytes, or a string with an optional binary suffix (`"64M"`,
+/// `"1G"`: K, M, G, T, P are powers of 1024, as ndctl reads them).
+pub(crate) fn size_arg(what: &str, value: &Bound<'_, PyAny>) -> PyResult<u64> {
+    if let Ok(s) = value.cast::<PyString>() {
+        let text = s.to_str()?;
+        if text.trim_start().starts_with('-') {
+            return Err(invalid(format!(
+                "{what} {text:?} is negative: sizes count bytes, e.g. \"64M\""
+            )));
+        }
+        return ::parse_size::Config::new()
+            .with_binary()
+            .parse_size(text)
+            .map_err(|_| {
+                invalid(format!(
+                    "{what} {text:?} is not a size: use an int of bytes or a number with an \
+                     optional K, M, G or T suffix (powers of 1024), e.g. \"64M\""
+                ))
+            });
+    }
+    if value.is_instance_of::<PyInt>() {
+        return value.extract::<u64>().map_err(|_| {
+            invalid(format!(
+                "{what} {value} is not a byte count: it must be from 0 to 2**64 - 1"
+            ))
+        });
+    }
+    Err(invalid(format!(
+        "{what} must be an int of bytes or a string such as \"64M\", not {}",
+        value.get_type().name()?
+    )))
+}
+
+/// An optional size argument.
+pub(crate) fn opt_size_arg(what: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<u64>> {
+    value
+        .filter(|v| !v.is_none())
+        .map(|v| size_arg(what, v))
+        .transpose()
+}
+
+/// A device align: 4K, 2M or 1G (as a size argument).
+pub(crate) fn align_arg(value: &Bound<'_, PyAny>) -> PyResult<Order> {
+    let bytes = size_arg("align", value)?;
+    match bytes {
+        b if b == Order::BASE.bytes() => Ok(Order::BASE),
+        b if b == Order::PMD.bytes() => Ok(Order::PMD),
+        b if b == Order::PUD.bytes() => Ok(Order::PUD),
+        _ => Err(invalid(format!(
+            "align {value} is not a device-dax align: use \"4K\", \"2M\" or \"1G\""
+        ))),
+    }
+}
+
+/// A memmap layout by name.
+pub(crate) fn layout_arg(name: &str) -> PyResult<Layout> {
+    name.parse::<Layout>().map_err(invalid)
+}
+
+/// An init mode by name.
+pub(crate) fn init_arg(name: &str) -> PyResult<InitMode> {
+    match name {
+        "sync" => Ok(InitMode::Sync),
+        "parallel" => Ok(InitMode::parallel_default()),
+        "async" => Ok(InitMode::async_default()),
+        other => Err(invalid(format!(
+            "unknown init {other:?}: expected \"sync\", \"parallel\" or \"async\""
+        ))),
+    }
+}
+
+/// A huge page size by bytes.
+pub(crate) fn huge_page_arg(bytes: u64) -> PyResult<HugePageSize> {
+    match bytes {
+        b if b == Order::PMD.bytes() => Ok(HugePageSize::Size2M),
+        b if b == Order::PUD.bytes() => Ok(HugePageSize::Size1G),
+        _ => Err(invalid(format!(
+            "huge page size {bytes} is not a hugetlb size: use \"2M\" or \"1G\""
+        ))),
+    }
+}
+
+/// Parses a size the way every size argument of this module does: `parse_size("64M")` is
+/// `67108864`.
+#[pyfunction]
+#[pyo3(name = "parse_size")]
+fn parse_size_arg(value: &Bound<'_, PyAny>) -> PyResult<u64> {
+    size_arg("size", value)
+}
+
+/// The `devmap` module.
+#[pymodule]
+#[pyo3(name = "devmap")]
+fn devmap_py(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("PAGE_SIZE", devmap::PAGE_SIZE)?;
+    errors::register(m)?;
+    m.add_class::<device::Device>()?;
+    m.add_class::<mapping::Mapping>()?;
+    m.add_class::<pins::Pins>()?;
+    m.add_class::<pins::PinnedFolio>()?;
+    m.add_class::<region::Region>()?;
+    m.add_function(wrap_pyfunction!(parse_size_arg, m)?)?;
+    m.add_function(wrap_pyfunction!(device::memory_failure_at, m)?)?;
+    m.add_function(wrap_pyfunction!(region::estimate, m)?)?;
+    Ok(())
+}
