@@ -48,7 +48,9 @@ mod stress;
 mod test_support;
 
 pub use addr::{Order, PAGE_SIZE, Pfn, PfnRange};
-pub use dax::{DaxDevice, DaxError, DaxMapping, Faulted, MappingId, Populated};
+pub use dax::{
+    DaxDevice, DaxError, DaxMapping, Extent, ExtentLimits, Faulted, MappingId, PinStats, Populated,
+};
 pub use desc::{GUP_PIN_COUNTING_BIAS, Page, PageFlags};
 pub use folio::{AllocatedFolio, FolioError, FolioMapping};
 pub use gup::{GupError, GupFlags, PinnedFolio, PinnedFolios, PinnedPages};

@@ -21,6 +21,9 @@ pub struct UserPages {
     /// inline: a static device always has one, and a pin then allocates only its entries.
     first: (usize, PinnedPages),
     rest: Vec<(usize, PinnedPages)>,
+    /// Device byte offset of the first pinned page: user addresses and device offsets run
+    /// together through a pin, so every entry's offset follows from its address.
+    offset: u64,
 }
 
 impl UserPages {
@@ -42,6 +45,17 @@ impl UserPages {
     /// Never true: empty pins are refused.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The user address of the first pinned page.
+    pub fn addr(&self) -> usize {
+        self.first.0
+    }
+
+    /// The device byte offset of the first pinned page (the backing's byte offset: for a
+    /// file window, from the window's start). The page at `addr() + n` is at `offset() + n`.
+    pub fn offset(&self) -> u64 {
+        self.offset
     }
 
     /// The pfn runs, each with the user address of its first page (one run unless the range
@@ -82,6 +96,8 @@ pub struct UserFolios {
     /// inline, as in [`UserPages`].
     first: (usize, Pfn, PinnedFolios),
     rest: Vec<(usize, Pfn, PinnedFolios)>,
+    /// Device byte offset of the first pinned page, as in [`UserPages`].
+    offset: u64,
 }
 
 impl UserFolios {
@@ -105,6 +121,16 @@ impl UserFolios {
     /// Never true: empty pins are refused.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The user address of the first pinned page.
+    pub fn addr(&self) -> usize {
+        self.first.0
+    }
+
+    /// The device byte offset of the first pinned page, as [`UserPages::offset`].
+    pub fn offset(&self) -> u64 {
+        self.offset
     }
 
     /// Pages pinned.
@@ -137,10 +163,14 @@ impl DaxMapping {
         flags: GupFlags,
     ) -> Result<UserPages, DaxError> {
         let pgmap = &self.shared.pgmap;
-        let (first, rest) = self.pin_runs(addr, nr_pages, flags, |at, pfns| {
+        let (first, rest, offset) = self.pin_runs(addr, nr_pages, flags, |at, pfns| {
             Ok((at, pgmap.pin_pages(pfns, flags)?))
         })?;
-        Ok(UserPages { first, rest })
+        Ok(UserPages {
+            first,
+            rest,
+            offset,
+        })
     }
 
     /// As [`pin_user_pages`](Self::pin_user_pages), one entry per folio with the part of it
@@ -152,22 +182,27 @@ impl DaxMapping {
         flags: GupFlags,
     ) -> Result<UserFolios, DaxError> {
         let pgmap = &self.shared.pgmap;
-        let (first, rest) = self.pin_runs(addr, nr_pages, flags, |at, pfns| {
+        let (first, rest, offset) = self.pin_runs(addr, nr_pages, flags, |at, pfns| {
             Ok((at, pfns.start(), pgmap.pin_folios(pfns, flags)?))
         })?;
-        Ok(UserFolios { first, rest })
+        Ok(UserFolios {
+            first,
+            rest,
+            offset,
+        })
     }
 
     /// Checks and faults in the range, then runs `pin` on each of its pfn runs with the user
     /// address of the run's first page: the first run apart (there always is one), the rest
-    /// collected. A failure drops, and so unpins, the runs pinned before it.
+    /// collected, and the device byte offset of the first page. A failure drops, and so
+    /// unpins, the runs pinned before it.
     fn pin_runs<T>(
         &self,
         addr: usize,
         nr_pages: u64,
         flags: GupFlags,
         pin: impl Fn(usize, PfnRange) -> Result<T, DaxError>,
-    ) -> Result<(T, Vec<T>), DaxError> {
+    ) -> Result<(T, Vec<T>, u64), DaxError> {
         let (start, pgoff) = self.prepare_pin(addr, nr_pages, flags)?;
         let mut runs = self
             .shared
@@ -177,7 +212,7 @@ impl DaxMapping {
             offset: pgoff * PAGE_SIZE,
         })??;
         let rest = runs.collect::<Result<_, _>>()?;
-        Ok((first, rest))
+        Ok((first, rest, pgoff * PAGE_SIZE))
     }
 
     /// Checks the range and faults in what it may; returns its page-aligned start and its

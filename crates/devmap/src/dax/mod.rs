@@ -6,7 +6,10 @@
 //! follows `__dev_dax_{pte,pmd,pud}_fault`: it syncs the leaf's descriptors, sets the folio's
 //! mapping and index (`dax_set_mapping`), takes the mapping's reference and mapcount, and then
 //! maps the leaf. The device keeps a registry of its mappings and their faulted leaves, which
-//! answers the reverse map ([`DaxDevice::rmap`]).
+//! answers the reverse map ([`DaxDevice::rmap`]). A pin by user address exports the
+//! contiguous extents a caller registers with an IOMMU or an RDMA NIC
+//! ([`UserFolios::extents`]), and the device tells what is pinned on it
+//! ([`DaxDevice::pin_stats`]).
 //!
 //! Who drives faults depends on the backing. Where it supports userfaultfd (memfd: MISSING and
 //! MINOR; hugetlb: MINOR), every mapping is registered with the device's userfaultfd and a
@@ -38,10 +41,14 @@
 //! ```
 
 mod device;
+mod extents;
+#[cfg(all(test, not(loom)))]
+mod extents_tests;
 mod gate;
 mod gup;
 mod leaves;
 mod mapping;
+mod pinstats;
 mod poison;
 mod ranges;
 mod shared;
@@ -51,8 +58,10 @@ mod tests;
 mod uffd_tests;
 
 pub use self::device::{DaxDevice, DaxOptions, Faults};
+pub use self::extents::{Extent, ExtentLimits};
 pub use self::gup::{UserFolio, UserFolios, UserPages};
 pub use self::mapping::{DaxMapping, Faulted, Populated};
+pub use self::pinstats::PinStats;
 #[cfg(test)]
 pub(crate) use self::poison::hold_registry;
 pub use self::poison::{Granularity, OwnerFn, PoisonNotice};
@@ -205,6 +214,30 @@ pub enum DaxError {
         /// What the system said.
         #[source]
         source: std::io::Error,
+    },
+    /// An extent cap shorter than the pinned part of a folio: extents are cut only between
+    /// folios.
+    #[error(
+        "a pinned folio part of {} does not fit the extent cap of {}: extents are never cut \
+         inside a folio, so use a cap of at least {} (or pin in smaller folios)",
+        Bytes(*folio_bytes), Bytes(*max_bytes), Bytes(*folio_bytes)
+    )]
+    ExtentCap {
+        /// The longest pinned part of one folio in the range.
+        folio_bytes: u64,
+        /// The cap asked for.
+        max_bytes: u64,
+    },
+    /// More extents needed than allowed, even with the fewest the limits permit.
+    #[error(
+        "the pinned range needs {needed} extents, more than the {max} allowed: allow {needed}, \
+         raise the byte cap, or register a smaller range"
+    )]
+    ExtentCount {
+        /// The fewest extents the range needs under the byte cap.
+        needed: usize,
+        /// The most allowed.
+        max: usize,
     },
     /// The pgmap refused (reservation, registration, sync, teardown timeout: `Busy`).
     #[error(transparent)]
