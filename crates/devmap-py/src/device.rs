@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use devmap::backing::Backing;
 use devmap::dax::{DaxOptions, Faults, Granularity, PoisonNotice};
-use devmap::memory_failure::{HandledBy, MfFlags, MfReport, memory_failure, memory_failure_at as mf_at};
+use devmap::memory_failure::{
+    HandledBy, MfFlags, MfReport, memory_failure, memory_failure_at as mf_at,
+};
 use devmap::namespace::EnabledNamespace;
 use devmap::{DaxDevice, Layout};
 use parking_lot::RwLock;
@@ -51,7 +53,10 @@ pub(crate) struct DeviceCell {
 
 impl DeviceCell {
     /// Runs `f` on the device, or raises if it is closed.
-    pub(crate) fn with<T>(&self, f: impl FnOnce(&DaxDevice<'static>) -> PyResult<T>) -> PyResult<T> {
+    pub(crate) fn with<T>(
+        &self,
+        f: impl FnOnce(&DaxDevice<'static>) -> PyResult<T>,
+    ) -> PyResult<T> {
         let held = self.held.read();
         let held = held.as_ref().ok_or_else(|| closed("device"))?;
         f(held.device())
@@ -186,7 +191,14 @@ impl Device {
         handlers: usize,
     ) -> PyResult<Device> {
         let size = crate::size_arg("size", size)?;
-        let o = Opts::parse(&align_or_2m(py, align), layout, init, granularity, faults, handlers)?;
+        let o = Opts::parse(
+            &align_or_2m(py, align),
+            layout,
+            init,
+            granularity,
+            faults,
+            handlers,
+        )?;
         let backing = Backing::memfd(size).map_err(errors::backing)?;
         Device::build(py, backing, o)
     }
@@ -209,7 +221,14 @@ impl Device {
         handlers: usize,
     ) -> PyResult<Device> {
         let size = crate::size_arg("size", size)?;
-        let o = Opts::parse(&align_or_2m(py, align), layout, init, granularity, faults, handlers)?;
+        let o = Opts::parse(
+            &align_or_2m(py, align),
+            layout,
+            init,
+            granularity,
+            faults,
+            handlers,
+        )?;
         let page = match crate::opt_size_arg("page_size", page_size)? {
             Some(p) => p,
             None => o.opts.align.bytes().max(devmap::Order::PMD.bytes()),
@@ -238,7 +257,14 @@ impl Device {
         handlers: usize,
     ) -> PyResult<Device> {
         let size = crate::opt_size_arg("size", size)?;
-        let o = Opts::parse(&align_or_2m(py, align), layout, init, granularity, faults, handlers)?;
+        let o = Opts::parse(
+            &align_or_2m(py, align),
+            layout,
+            init,
+            granularity,
+            faults,
+            handlers,
+        )?;
         let backing = match size {
             Some(len) => Backing::create_file(&path, len),
             None => Backing::open_file(&path),
@@ -308,8 +334,12 @@ impl Device {
 
     /// The device's pfn ranges, in device order, as (first pfn, number of pfns).
     fn ranges(&self) -> PyResult<Vec<(u64, u64)>> {
-        self.cell
-            .with(|d| Ok(d.ranges().iter().map(|r| (r.start().raw(), r.len())).collect()))
+        self.cell.with(|d| {
+            Ok(d.ranges()
+                .iter()
+                .map(|r| (r.start().raw(), r.len()))
+                .collect())
+        })
     }
 
     /// The pfn holding byte `offset` of the device, or None past its end.
@@ -326,6 +356,21 @@ impl Device {
         out.set_item("leaves_mapped", s.leaves_mapped)?;
         out.set_item("raced", s.raced)?;
         out.set_item("sigbus", s.sigbus)?;
+        Ok(out)
+    }
+
+    /// The device's pins now: pinned_bytes (folios with a pin, each counted once, whole),
+    /// pin_refs (one per page per pin, as the kernel counts them) and referenced_bytes
+    /// (`pin_refs` pages: what a memlock accounting charging every pin would charge).
+    fn pin_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let held = self.cell.held.read();
+        let held = held.as_ref().ok_or_else(|| closed("device"))?;
+        let dev = held.device();
+        let s = py.detach(|| dev.pin_stats());
+        let out = PyDict::new(py);
+        out.set_item("pinned_bytes", s.pinned_bytes)?;
+        out.set_item("pin_refs", s.pin_refs)?;
+        out.set_item("referenced_bytes", s.referenced_bytes)?;
         Ok(out)
     }
 
@@ -512,7 +557,10 @@ fn report_dict<'py>(py: Python<'py>, r: &MfReport) -> PyResult<Bound<'py, PyDict
         .collect::<PyResult<Vec<_>>>()?;
     d.set_item("notices", notices)?;
     d.set_item("pins", r.pins)?;
-    d.set_item("elapsed_ns", u64::try_from(r.elapsed.as_nanos()).unwrap_or(u64::MAX))?;
+    d.set_item(
+        "elapsed_ns",
+        u64::try_from(r.elapsed.as_nanos()).unwrap_or(u64::MAX),
+    )?;
     Ok(d)
 }
 

@@ -143,6 +143,8 @@ pub(crate) fn closed(what: &str) -> PyErr {
 pub(crate) mod libc_errno {
     /// No such file or directory.
     pub(crate) const ENOENT: i32 = 2;
+    /// Argument list too long (here: more extents needed than allowed).
+    pub(crate) const E2BIG: i32 = 7;
     /// I/O error.
     pub(crate) const EIO: i32 = 5;
     /// No such device or address.
@@ -259,6 +261,8 @@ pub(crate) fn dax(e: DaxError) -> PyErr {
         DaxError::Poisoned { .. } => (Kind::Poisoned, EHWPOISON),
         DaxError::MemoryLost { .. } => (Kind::MemoryLost, EIO),
         DaxError::NotFaulted { .. } => (Kind::Base, EFAULT),
+        DaxError::ExtentCap { .. } => (Kind::Invalid, EINVAL),
+        DaxError::ExtentCount { .. } => (Kind::Invalid, E2BIG),
         DaxError::Pgmap(p) => pgmap_kind(p),
         DaxError::Backing(b) => backing_kind(b),
         DaxError::Folio(f) => folio_kind(f),

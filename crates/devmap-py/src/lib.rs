@@ -1,16 +1,17 @@
 //! The `devmap` Python module: device-dax devices over memfd, hugetlb and files, their mappings
-//! (whose bytes are a writable `memoryview`), pins by user address for DMA registration, memory
-//! failure and poison, and namespaces kept on disk in region files.
+//! (whose bytes are a writable `memoryview`), pins by user address for DMA registration with
+//! their extents, memory failure and poison, and namespaces kept on disk in region files.
 //!
-//! Object lifetimes follow the library's rules without ever blocking Python forever:
+//! Object lifetimes follow the library's rules without ever blocking Python for ever:
 //!
-//! * every device lives in the process-wide [`DeviceSpace`] ([`space`]), so a
-//!   [`DaxDevice<'static>`](devmap::DaxDevice) borrows nothing a Python object could outlive;
-//! * a [`Mapping`](mapping::Mapping) and a [`Pins`](pins::Pins) hold the device's
-//!   [`DeviceCell`](device::DeviceCell) (an `Arc`), so the library device is dropped (which waits
-//!   for its mappings and pins) only once nothing refers to it any more, and never under a
-//!   mapping or a pin;
-//! * an explicit `close()` refuses (`BusyError`) instead of waiting for what is still open.
+//! * every device lives in the process-wide `DeviceSpace` (`space()`), so a
+//!   `DaxDevice<'static>` borrows nothing a Python object could outlive, and no lifetime is
+//!   extended unsafely;
+//! * a `Mapping` and a `Pins` hold their device's `DeviceCell` (an `Arc`), so the library
+//!   device is dropped (a drop that waits for its mappings and pins) only once nothing refers
+//!   to it, after the mappings and pins it would wait for;
+//! * an explicit `close()` refuses (`BusyError`, `BufferError`) instead of waiting for what is
+//!   still open.
 //!
 //! Long operations (building and initialising a device, pinning and faulting large ranges,
 //! memory failure, teardown) run with the GIL released (`Python::detach`).
@@ -140,6 +141,7 @@ fn devmap_py(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<mapping::Mapping>()?;
     m.add_class::<pins::Pins>()?;
     m.add_class::<pins::PinnedFolio>()?;
+    m.add_class::<pins::Extent>()?;
     m.add_class::<region::Region>()?;
     m.add_function(wrap_pyfunction!(parse_size_arg, m)?)?;
     m.add_function(wrap_pyfunction!(device::memory_failure_at, m)?)?;

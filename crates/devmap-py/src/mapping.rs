@@ -203,7 +203,12 @@ impl Mapping {
     }
 
     /// Writes `data` (any bytes-like object) at `offset`.
-    fn write(&self, py: Python<'_>, offset: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn write(
+        &self,
+        py: Python<'_>,
+        offset: &Bound<'_, PyAny>,
+        data: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         let offset = crate::size_arg("offset", offset)?;
         let owned;
         let bytes: &[u8] = if let Ok(b) = data.cast::<PyBytes>() {

@@ -4,13 +4,13 @@
 use std::sync::Arc;
 
 use devmap::dax::{UserFolio, UserFolios, UserPages};
-use devmap::{Order, PAGE_SIZE};
+use devmap::{Extent as LibExtent, ExtentLimits, Order, PAGE_SIZE};
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
 use crate::device::DeviceCell;
-use crate::errors::closed;
+use crate::errors::{self, closed};
 
 /// One pinned folio (or the part of it a pin covers): where it is mapped and which pfns it is.
 #[pyclass(module = "devmap", frozen, get_all)]
@@ -49,6 +49,42 @@ impl PinnedFolio {
             order: f.order.get(),
             nr_pages: f.range.len(),
             length: f.range.len() * PAGE_SIZE,
+        }
+    }
+}
+
+/// A run of pinned bytes contiguous in user addresses, device offsets and pfns: one entry of
+/// a DMA registration (a VFIO map, an RDMA memory region).
+#[pyclass(module = "devmap", frozen, get_all)]
+#[derive(Debug, Clone)]
+pub struct Extent {
+    /// The user address of the first byte.
+    pub addr: usize,
+    /// The device offset of the first byte.
+    pub offset: u64,
+    /// The first pfn.
+    pub pfn: u64,
+    /// Length in bytes (a multiple of 4 KiB).
+    pub length: u64,
+}
+
+#[pymethods]
+impl Extent {
+    fn __repr__(&self) -> String {
+        format!(
+            "Extent(addr={:#x}, offset={}, pfn={:#x}, length={})",
+            self.addr, self.offset, self.pfn, self.length
+        )
+    }
+}
+
+impl From<&LibExtent> for Extent {
+    fn from(e: &LibExtent) -> Extent {
+        Extent {
+            addr: e.addr,
+            offset: e.offset,
+            pfn: e.pfn.raw(),
+            length: e.len,
         }
     }
 }
@@ -98,7 +134,9 @@ impl Pins {
     /// Runs `f` on the held pins, or raises if they are released.
     pub(crate) fn with<T>(&self, f: impl FnOnce(&Held) -> PyResult<T>) -> PyResult<T> {
         let held = self.held.lock();
-        let held = held.as_ref().ok_or_else(|| closed("pin (it is unpinned)"))?;
+        let held = held
+            .as_ref()
+            .ok_or_else(|| closed("pin (it is unpinned)"))?;
         f(held)
     }
 }
@@ -150,14 +188,36 @@ impl Pins {
                     .folios()
                     .flat_map(|f| {
                         (0..f.range.len()).map(move |i| {
-                            (
-                                f.addr + (i * PAGE_SIZE) as usize,
-                                f.range.start().raw() + i,
-                            )
+                            (f.addr + (i * PAGE_SIZE) as usize, f.range.start().raw() + i)
                         })
                     })
                     .collect(),
             })
+        })
+    }
+
+    /// The fewest extents covering exactly the pinned bytes, in address order, each at most
+    /// `max_bytes` long (cut only between folios) and at most `max_extents` of them:
+    /// InvalidArgument if a folio's pinned part is longer than `max_bytes` or more extents are
+    /// needed than allowed.
+    #[pyo3(signature = (max_extents = None, max_bytes = None))]
+    fn extents(
+        &self,
+        py: Python<'_>,
+        max_extents: Option<usize>,
+        max_bytes: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<Extent>> {
+        let limits = ExtentLimits {
+            max_extents,
+            max_bytes: crate::opt_size_arg("max_bytes", max_bytes)?,
+        };
+        self.with(|h| {
+            py.detach(|| match h {
+                Held::Folios(f) => f.extents(limits),
+                Held::Pages(p) => p.extents(limits),
+            })
+            .map(|v| v.iter().map(Extent::from).collect())
+            .map_err(errors::dax)
         })
     }
 

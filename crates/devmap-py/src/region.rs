@@ -298,7 +298,9 @@ impl Region {
             return Err(error(
                 Kind::Busy,
                 libc_errno::EBUSY,
-                format!("{enabled} namespace(s) of this region are enabled: close their devices first"),
+                format!(
+                    "{enabled} namespace(s) of this region are enabled: close their devices first"
+                ),
             ));
         }
         drop(region.take());
@@ -344,8 +346,7 @@ pub(crate) fn estimate<'py>(
     let layout = crate::layout_arg(layout)?;
     let ns = Namespace::new(size, align, mode_arg(mode)?, map_arg(map)?)
         .map_err(|e| invalid(errors::reason(&e)))?;
-    let range =
-        PfnRange::new(Pfn::new(0), ns.pages()).map_err(|e| invalid(errors::reason(&e)))?;
+    let range = PfnRange::new(Pfn::new(0), ns.pages()).map_err(|e| invalid(errors::reason(&e)))?;
     let cost = ns
         .pgmap_config(range, layout)
         .map_err(|e| invalid(errors::reason(&e)))?
