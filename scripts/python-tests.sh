@@ -12,6 +12,8 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" -m pip install --quiet --upgrade pip
 # --force-reinstall: the version does not change between commits, the module does.
-"$venv/bin/python" -m pip install --quiet --force-reinstall ./crates/devmap-py pytest
+"$venv/bin/python" -m pip install --quiet --force-reinstall ./crates/devmap-py
+# mypy for stubtest: the type stubs are checked against the module.
+"$venv/bin/python" -m pip install --quiet pytest mypy
 # pytest exits 5 when it collects nothing: that fails this script too.
 "$venv/bin/python" -m pytest -q -p no:cacheprovider crates/devmap-py/tests "$@"

@@ -52,7 +52,20 @@ pub(crate) struct DeviceCell {
 }
 
 impl DeviceCell {
-    /// Runs `f` on the device, or raises if it is closed.
+    /// Runs `f` on the device with the GIL released, the device's lock taken and given back
+    /// inside: `None` if the device is closed. Never hold one of this module's locks while
+    /// waiting for the GIL: a thread holding the GIL may be waiting for that lock.
+    pub(crate) fn detached<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&DaxDevice<'static>) -> T + Send,
+    ) -> PyResult<T> {
+        py.detach(|| self.held.read().as_ref().map(|h| f(h.device())))
+            .ok_or_else(|| closed("device"))
+    }
+
+    /// Runs `f` on the device, or raises if it is closed (with the GIL held: `f` must be quick
+    /// and must not release the GIL).
     pub(crate) fn with<T>(
         &self,
         f: impl FnOnce(&DaxDevice<'static>) -> PyResult<T>,
@@ -363,10 +376,7 @@ impl Device {
     /// pin_refs (one per page per pin, as the kernel counts them) and referenced_bytes
     /// (`pin_refs` pages: what a memlock accounting charging every pin would charge).
     fn pin_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let held = self.cell.held.read();
-        let held = held.as_ref().ok_or_else(|| closed("device"))?;
-        let dev = held.device();
-        let s = py.detach(|| dev.pin_stats());
+        let s = self.cell.detached(py, |d| d.pin_stats())?;
         let out = PyDict::new(py);
         out.set_item("pinned_bytes", s.pinned_bytes)?;
         out.set_item("pin_refs", s.pin_refs)?;
@@ -430,10 +440,8 @@ impl Device {
     ) -> PyResult<u64> {
         let offset = crate::size_arg("offset", offset)?;
         let length = crate::size_arg("length", length)?;
-        let held = self.cell.held.read();
-        let held = held.as_ref().ok_or_else(|| closed("device"))?;
-        let dev = held.device();
-        py.detach(|| dev.clear_poison(offset, length))
+        self.cell
+            .detached(py, |d| d.clear_poison(offset, length))?
             .map_err(errors::dax)
     }
 
@@ -453,29 +461,33 @@ impl Device {
                     .map_err(|_| invalid(format!("timeout {t} is not a number of seconds")))
             })
             .transpose()?;
-        let mut guard = self.cell.held.write();
-        let Some(held) = guard.as_ref() else {
-            return Ok(());
-        };
-        let dev = held.device();
-        let open = dev.nr_mappings();
-        if open > 0 {
-            return Err(error(
-                Kind::Busy,
-                libc_errno::EBUSY,
-                format!("{open} mapping(s) of the device are still open: close them first"),
-            ));
-        }
-        py.detach(|| dev.shutdown(timeout)).map_err(errors::dax)?;
-        let held = guard.take();
-        drop(guard);
-        match held {
-            Some(Held::Namespace(ns, region)) => region.disable(py, ns),
-            Some(Held::Device(dev)) => {
+        // All under the GIL released: the lock is taken and given back inside.
+        let outcome = py.detach(|| {
+            let mut guard = self.cell.held.write();
+            let Some(held) = guard.as_ref() else {
+                return Ok(None);
+            };
+            let dev = held.device();
+            let open = dev.nr_mappings();
+            if open > 0 {
+                return Err(Refused::Mappings(open));
+            }
+            dev.shutdown(timeout).map_err(Refused::Dax)?;
+            Ok(guard.take())
+        });
+        match outcome {
+            Ok(Some(Held::Namespace(ns, region))) => region.disable(py, ns),
+            Ok(Some(Held::Device(dev))) => {
                 py.detach(move || drop(dev));
                 Ok(())
             }
-            None => Ok(()),
+            Ok(None) => Ok(()),
+            Err(Refused::Mappings(open)) => Err(error(
+                Kind::Busy,
+                libc_errno::EBUSY,
+                format!("{open} mapping(s) of the device are still open: close them first"),
+            )),
+            Err(Refused::Dax(e)) => Err(errors::dax(e)),
         }
     }
 
@@ -503,6 +515,14 @@ impl Device {
             Err(_) => "<devmap.Device closed>".to_owned(),
         }
     }
+}
+
+/// Why `close()` refused.
+enum Refused {
+    /// Mappings are open.
+    Mappings(usize),
+    /// The teardown refused (pins still held after the timeout).
+    Dax(devmap::DaxError),
 }
 
 /// The default align, 2M, unless one is given.

@@ -54,7 +54,19 @@ impl Mapping {
         }
     }
 
-    /// Runs `f` on the open mapping, or raises if it is closed.
+    /// Runs `f` on the open mapping with the GIL released, the mapping's lock taken and given
+    /// back inside (never held while waiting for the GIL); raises if the mapping is closed.
+    fn detached<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&DaxMapping) -> T + Send,
+    ) -> PyResult<T> {
+        py.detach(|| self.state.read().as_ref().map(f))
+            .ok_or_else(|| closed("mapping"))
+    }
+
+    /// Runs `f` on the open mapping, or raises if it is closed (with the GIL held: `f` must be
+    /// quick and must not release the GIL).
     fn with<T>(&self, f: impl FnOnce(&DaxMapping) -> PyResult<T>) -> PyResult<T> {
         let state = self.state.read();
         let m = state.as_ref().ok_or_else(|| closed("mapping"))?;
@@ -192,13 +204,12 @@ impl Mapping {
         let offset = crate::opt_size_arg("offset", offset)?.unwrap_or(0);
         let length = crate::opt_size_arg("length", length)?;
         let (offset, len) = self.span(offset, length)?;
-        let bytes = self.with(|m| {
-            py.detach(|| {
+        let bytes = self
+            .detached(py, |m| {
                 let mut buf = vec![0u8; len as usize];
                 m.bytes().read(offset, &mut buf).map(|()| buf)
-            })
-            .map_err(errors::backing)
-        })?;
+            })?
+            .map_err(errors::backing)?;
         Ok(PyBytes::new(py, &bytes))
     }
 
@@ -233,11 +244,9 @@ impl Mapping {
         let offset = crate::size_arg("offset", offset)?;
         let length = crate::size_arg("length", length)?;
         let (offset, len) = self.span(offset, Some(length))?;
-        let got = self.with(|m| {
-            Ok(py.detach(|| {
-                let mut buf = vec![0u8; len as usize];
-                m.read_mc(offset, &mut buf).map(|()| buf)
-            }))
+        let got = self.detached(py, |m| {
+            let mut buf = vec![0u8; len as usize];
+            m.read_mc(offset, &mut buf).map(|()| buf)
         })?;
         match got {
             Ok(bytes) => Ok(PyBytes::new(py, &bytes)),
@@ -258,11 +267,9 @@ impl Mapping {
         let length = crate::opt_size_arg("length", length)?;
         let (offset, len) = self.span(offset, length)?;
         let addr = self.addr + offset as usize;
-        self.with(|m| {
-            py.detach(|| m.populate(addr, len))
-                .map(|p| (p.mapped, p.already))
-                .map_err(errors::dax)
-        })
+        self.detached(py, |m| m.populate(addr, len))?
+            .map(|p| (p.mapped, p.already))
+            .map_err(errors::dax)
     }
 
     /// Whether the leaf holding byte `offset` is faulted in.
@@ -308,17 +315,15 @@ impl Mapping {
             }
         }
         let device = Arc::clone(&self.device);
-        self.with(|m| {
-            if folios {
-                py.detach(|| m.pin_user_folios(addr, nr_pages, flags))
-                    .map(|p| Pins::from_folios(p, device))
-                    .map_err(errors::dax)
-            } else {
-                py.detach(|| m.pin_user_pages(addr, nr_pages, flags))
-                    .map(|p| Pins::from_pages(p, device))
-                    .map_err(errors::dax)
-            }
-        })
+        if folios {
+            self.detached(py, |m| m.pin_user_folios(addr, nr_pages, flags))?
+                .map(|p| Pins::from_folios(p, device))
+                .map_err(errors::dax)
+        } else {
+            self.detached(py, |m| m.pin_user_pages(addr, nr_pages, flags))?
+                .map(|p| Pins::from_pages(p, device))
+                .map_err(errors::dax)
+        }
     }
 
     /// Names who is told when memory under this mapping fails: `callback(notice)` is called

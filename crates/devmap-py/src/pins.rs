@@ -211,14 +211,16 @@ impl Pins {
             max_extents,
             max_bytes: crate::opt_size_arg("max_bytes", max_bytes)?,
         };
-        self.with(|h| {
-            py.detach(|| match h {
+        // The GIL released, the pins' lock taken and given back inside it.
+        py.detach(|| {
+            self.held.lock().as_ref().map(|h| match h {
                 Held::Folios(f) => f.extents(limits),
                 Held::Pages(p) => p.extents(limits),
             })
-            .map(|v| v.iter().map(Extent::from).collect())
-            .map_err(errors::dax)
         })
+        .ok_or_else(|| closed("pin (it is unpinned)"))?
+        .map(|v| v.iter().map(Extent::from).collect())
+        .map_err(errors::dax)
     }
 
     /// Pages pinned.

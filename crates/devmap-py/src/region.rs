@@ -28,7 +28,19 @@ pub(crate) struct RegionCell {
 }
 
 impl RegionCell {
-    /// Runs `f` on the open region, or raises if it is closed.
+    /// Runs `f` on the open region with the GIL released, the region's lock taken and given
+    /// back inside (never held while waiting for the GIL); raises if the region is closed.
+    fn detached<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut LibRegion) -> T + Send,
+    ) -> PyResult<T> {
+        py.detach(|| self.region.lock().as_mut().map(f))
+            .ok_or_else(|| closed("region"))
+    }
+
+    /// Runs `f` on the open region, or raises if it is closed (with the GIL held: `f` must be
+    /// quick and must not release the GIL).
     fn with<T>(&self, f: impl FnOnce(&mut LibRegion) -> PyResult<T>) -> PyResult<T> {
         let mut region = self.region.lock();
         let region = region.as_mut().ok_or_else(|| closed("region"))?;
@@ -39,9 +51,8 @@ impl RegionCell {
     /// info block is marked clean.
     pub(crate) fn disable(&self, py: Python<'_>, ns: EnabledNamespace<'static>) -> PyResult<()> {
         self.enabled.fetch_sub(1, Ordering::SeqCst);
-        let mut region = self.region.lock();
-        let region = region.as_mut().ok_or_else(|| closed("region"))?;
-        py.detach(|| region.disable(ns)).map_err(errors::region)
+        self.detached(py, |r| r.disable(ns))?
+            .map_err(errors::region)
     }
 }
 
@@ -93,6 +104,16 @@ fn label_dict<'py>(py: Python<'py>, l: &Label) -> PyResult<Bound<'py, PyDict>> {
     d.set_item("data_offset", ns.data_offset())?;
     d.set_item("data_bytes", ns.data_bytes())?;
     Ok(d)
+}
+
+/// Why `destroy_namespace` refused.
+enum Destroy {
+    /// The last enable did not end with a disable.
+    Unclean,
+    /// The info block cannot be read: why.
+    Unreadable(String),
+    /// The region refused.
+    Region(devmap::namespace::RegionError),
 }
 
 fn mode_arg(mode: &str) -> PyResult<NamespaceMode> {
@@ -203,10 +224,10 @@ impl Region {
         let size = crate::size_arg("size", size)?;
         let align = crate::opt_size_arg("align", align)?.unwrap_or(Order::PMD.bytes());
         let (mode, map) = (mode_arg(mode)?, map_arg(map)?);
-        let label = self.cell.with(|r| {
-            py.detach(|| r.create_namespace(name, size, align, mode, map))
-                .map_err(errors::region)
-        })?;
+        let label = self
+            .cell
+            .detached(py, |r| r.create_namespace(name, size, align, mode, map))?
+            .map_err(errors::region)?;
         label_dict(py, &label)
     }
 
@@ -214,36 +235,35 @@ impl Region {
     /// if its last enable did not end with a disable, or its info block cannot be read.
     #[pyo3(signature = (name, force = false))]
     fn destroy_namespace(&self, py: Python<'_>, name: &str, force: bool) -> PyResult<()> {
-        self.cell.with(|r| {
+        let outcome = self.cell.detached(py, |r| {
             if !force && let Ok(label) = r.namespace(name) {
                 let label = label.clone();
                 match r.info_block(&label) {
                     Ok(b) if b.generation > 1 && !b.flags.contains(InfoFlags::CLEAN) => {
-                        return Err(error(
-                            Kind::Busy,
-                            libc_errno::EBUSY,
-                            format!(
-                                "namespace {name:?} was not disabled cleanly (the process that \
-                                 last enabled it ended without disabling it, or it is enabled \
-                                 now): check its data, then destroy it with force=True"
-                            ),
-                        ));
+                        return Err(Destroy::Unclean);
                     }
                     Ok(_) => {}
-                    Err(e) => {
-                        return Err(error(
-                            Kind::Base,
-                            libc_errno::EUCLEAN,
-                            format!(
-                                "namespace {name:?}: {}: destroy it anyway with force=True",
-                                errors::reason(&e)
-                            ),
-                        ));
-                    }
+                    Err(e) => return Err(Destroy::Unreadable(errors::reason(&e))),
                 }
             }
-            py.detach(|| r.destroy_namespace(name))
-                .map_err(errors::region)
+            r.destroy_namespace(name).map_err(Destroy::Region)
+        })?;
+        outcome.map_err(|e| match e {
+            Destroy::Unclean => error(
+                Kind::Busy,
+                libc_errno::EBUSY,
+                format!(
+                    "namespace {name:?} was not disabled cleanly (the process that last enabled \
+                     it ended without disabling it, or it is enabled now): check its data, then \
+                     destroy it with force=True"
+                ),
+            ),
+            Destroy::Unreadable(why) => error(
+                Kind::Base,
+                libc_errno::EUCLEAN,
+                format!("namespace {name:?}: {why}: destroy it anyway with force=True"),
+            ),
+            Destroy::Region(e) => errors::region(e),
         })
     }
 
@@ -277,10 +297,10 @@ impl Region {
         opts.layout = layout_v;
         opts.init = init_v;
         opts.granularity = Granularity::Leaf;
-        let ns = self.cell.with(|r| {
-            py.detach(|| r.enable(crate::space(), name, opts))
-                .map_err(errors::region)
-        })?;
+        let ns = self
+            .cell
+            .detached(py, |r| r.enable(crate::space(), name, opts))?
+            .map_err(errors::region)?;
         self.cell.enabled.fetch_add(1, Ordering::SeqCst);
         Ok(Device::from_held(
             Held::Namespace(ns, Arc::clone(&self.cell)),

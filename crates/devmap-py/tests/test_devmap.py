@@ -9,6 +9,9 @@ SIGBUS in this process, as it would in C.
 import errno
 import gc
 import importlib.resources
+import pathlib
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -246,6 +249,9 @@ def test_pins_from_threads_run_without_the_gil():
         threads = [threading.Thread(target=pin, args=(i,)) for i in range(4)]
         for t in threads:
             t.start()
+        while any(t.is_alive() for t in threads):
+            d.pin_stats()  # the device's lock, from a thread holding the GIL meanwhile
+            assert not m.closed
         for t in threads:
             t.join()
         assert errors == []
@@ -335,6 +341,28 @@ def test_a_file_device(tmp_path):
         assert m.read_mc(PAGE, 7) == b"on disk"
 
 
+def test_a_hugetlb_device_maps_or_names_the_pool():
+    with devmap.Device.hugetlb("4M", align="2M") as d:
+        assert d.backing == "2 MiB hugetlb memfd"
+        try:
+            m = d.mmap()
+        except devmap.Error as e:
+            # no huge pages here: refused at mmap, naming the pool, never a SIGBUS later
+            assert e.errno == errno.ENOMEM
+            assert "free" in e.strerror
+            return
+        with m:
+            m.write(2 * MiB, b"huge")
+            assert m.read_mc(2 * MiB, 4) == b"huge"
+
+
+def test_a_missing_file_is_refused_with_the_system_errno(tmp_path):
+    with pytest.raises(devmap.Error) as e:
+        devmap.Device.file(tmp_path / "missing")
+    assert e.value.errno == errno.ENOENT
+    assert "missing" in e.value.strerror
+
+
 # --- namespaces ---------------------------------------------------------------------------
 
 
@@ -367,6 +395,32 @@ def test_namespace_create_list_destroy(tmp_path):
     assert region.closed
     with devmap.Region.open(path) as region:
         assert [n["name"] for n in region.namespaces()] == ["vm0"]
+
+
+def test_threads_share_a_region_without_deadlock(tmp_path):
+    # each call takes the region's lock with the GIL released, so threads queue on the lock,
+    # never one on the GIL while holding the lock
+    with devmap.Region.create(tmp_path / "pmem.img", "256M") as region:
+        errors = []
+
+        def work(i):
+            try:
+                for j in range(5):
+                    region.create_namespace(f"ns{i}-{j}", "4M")
+                    assert region.namespaces()
+                for j in range(5):
+                    region.destroy_namespace(f"ns{i}-{j}")
+            except Exception as e:  # pragma: no cover - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert not any(t.is_alive() for t in threads)
+        assert errors == []
+        assert region.namespaces() == []
 
 
 def test_an_enabled_namespace_keeps_its_bad_pages(tmp_path):
@@ -410,3 +464,14 @@ def test_the_package_ships_its_type_stubs():
     assert files.joinpath("py.typed").is_file()
     stub = files.joinpath("__init__.pyi").read_text()
     assert "class Device" in stub and "def extents" in stub
+
+
+def test_the_stubs_match_the_module():
+    pytest.importorskip("mypy")
+    allowlist = pathlib.Path(__file__).with_name("stubtest-allowlist.txt")
+    run = subprocess.run(
+        [sys.executable, "-m", "mypy.stubtest", "devmap", "--allowlist", str(allowlist)],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
