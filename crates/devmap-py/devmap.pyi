@@ -107,18 +107,18 @@ class Device:
     @staticmethod
     def memfd(
         size: Size,
-        align: Size | None = None,
+        align: Size = "2M",
         layout: Layout = "heads",
         init: Init = "parallel",
         granularity: GranularityName = "page",
         faults: FaultsName = "auto",
         handlers: int = 1,
     ) -> Device:
-        """A device over a new memfd of `size` bytes; align defaults to 2M."""
+        """A device over a new memfd of `size` bytes."""
     @staticmethod
     def hugetlb(
         size: Size,
-        align: Size | None = None,
+        align: Size = "2M",
         page_size: Size | None = None,
         layout: Layout = "heads",
         init: Init = "parallel",
@@ -131,7 +131,7 @@ class Device:
     def file(
         path: str | PathLike[str],
         size: Size | None = None,
-        align: Size | None = None,
+        align: Size = "2M",
         layout: Layout = "heads",
         init: Init = "parallel",
         granularity: GranularityName = "page",
@@ -308,13 +308,13 @@ class Region:
     @property
     def closed(self) -> bool: ...
     def namespaces(self) -> list[NamespaceInfo]: ...
-    def free_space(self, align: Size | None = None) -> tuple[int, int]: ...
+    def free_space(self, align: Size = "2M") -> tuple[int, int]: ...
     def create_namespace(
         self,
         name: str,
         size: Size,
         mode: ModeName = "devdax",
-        align: Size | None = None,
+        align: Size = "2M",
         map: MapName = "mem",
     ) -> NamespaceInfo: ...
     def destroy_namespace(self, name: str, force: bool = False) -> None: ...
@@ -334,7 +334,7 @@ def parse_size(value: Size) -> int: ...
 def memory_failure_at(addr: int, action_required: bool = False) -> MfReport: ...
 def estimate(
     size: Size,
-    align: Size | None = None,
+    align: Size = "2M",
     layout: Layout = "heads",
     map: MapName = "mem",
     mode: ModeName = "devdax",

@@ -99,14 +99,14 @@ struct Opts {
 
 impl Opts {
     fn parse(
-        align: &Bound<'_, PyAny>,
+        align: crate::Align,
         layout: &str,
         init: &str,
         granularity: &str,
         faults: &str,
         handlers: usize,
     ) -> PyResult<Opts> {
-        let mut opts = DaxOptions::new(crate::align_arg(align)?);
+        let mut opts = DaxOptions::new(align.device()?);
         opts.layout = crate::layout_arg(layout)?;
         opts.init = crate::init_arg(init)?;
         opts.granularity = match granularity {
@@ -191,12 +191,15 @@ impl Device {
     /// `size` bytes. First touches of its mappings are caught (userfaultfd) and run the fault
     /// path; a memory error costs 4 KiB (`granularity="page"`).
     #[staticmethod]
-    #[pyo3(signature = (size, align = None, layout = "heads", init = "parallel", granularity = "page", faults = "auto", handlers = 1))]
+    #[pyo3(signature = (size, align = crate::Align::DEFAULT, layout = "heads", init = "parallel", granularity = "page", faults = "auto", handlers = 1))]
+    #[pyo3(
+        text_signature = "(size, align='2M', layout='heads', init='parallel', granularity='page', faults='auto', handlers=1)"
+    )]
     #[allow(clippy::too_many_arguments)]
     fn memfd(
         py: Python<'_>,
         size: &Bound<'_, PyAny>,
-        align: Option<&Bound<'_, PyAny>>,
+        align: crate::Align,
         layout: &str,
         init: &str,
         granularity: &str,
@@ -204,14 +207,7 @@ impl Device {
         handlers: usize,
     ) -> PyResult<Device> {
         let size = crate::size_arg("size", size)?;
-        let o = Opts::parse(
-            &align_or_2m(py, align),
-            layout,
-            init,
-            granularity,
-            faults,
-            handlers,
-        )?;
+        let o = Opts::parse(align, layout, init, granularity, faults, handlers)?;
         let backing = Backing::memfd(size).map_err(errors::backing)?;
         Device::build(py, backing, o)
     }
@@ -220,12 +216,15 @@ impl Device {
     /// 1G; by default the align if it is one of those, else 2M), taken from the kernel's pool
     /// when mapped.
     #[staticmethod]
-    #[pyo3(signature = (size, align = None, page_size = None, layout = "heads", init = "parallel", granularity = "page", faults = "auto", handlers = 1))]
+    #[pyo3(signature = (size, align = crate::Align::DEFAULT, page_size = None, layout = "heads", init = "parallel", granularity = "page", faults = "auto", handlers = 1))]
+    #[pyo3(
+        text_signature = "(size, align='2M', page_size=None, layout='heads', init='parallel', granularity='page', faults='auto', handlers=1)"
+    )]
     #[allow(clippy::too_many_arguments)]
     fn hugetlb(
         py: Python<'_>,
         size: &Bound<'_, PyAny>,
-        align: Option<&Bound<'_, PyAny>>,
+        align: crate::Align,
         page_size: Option<&Bound<'_, PyAny>>,
         layout: &str,
         init: &str,
@@ -234,14 +233,7 @@ impl Device {
         handlers: usize,
     ) -> PyResult<Device> {
         let size = crate::size_arg("size", size)?;
-        let o = Opts::parse(
-            &align_or_2m(py, align),
-            layout,
-            init,
-            granularity,
-            faults,
-            handlers,
-        )?;
+        let o = Opts::parse(align, layout, init, granularity, faults, handlers)?;
         let page = match crate::opt_size_arg("page_size", page_size)? {
             Some(p) => p,
             None => o.opts.align.bytes().max(devmap::Order::PMD.bytes()),
@@ -256,13 +248,16 @@ impl Device {
     /// device does not catch touches: leaves are faulted by `Mapping.populate` and by pins,
     /// and a memory error costs the whole leaf.
     #[staticmethod]
-    #[pyo3(signature = (path, size = None, align = None, layout = "heads", init = "parallel", granularity = "page", faults = "auto", handlers = 1))]
+    #[pyo3(signature = (path, size = None, align = crate::Align::DEFAULT, layout = "heads", init = "parallel", granularity = "page", faults = "auto", handlers = 1))]
+    #[pyo3(
+        text_signature = "(path, size=None, align='2M', layout='heads', init='parallel', granularity='page', faults='auto', handlers=1)"
+    )]
     #[allow(clippy::too_many_arguments)]
     fn file(
         py: Python<'_>,
         path: std::path::PathBuf,
         size: Option<&Bound<'_, PyAny>>,
-        align: Option<&Bound<'_, PyAny>>,
+        align: crate::Align,
         layout: &str,
         init: &str,
         granularity: &str,
@@ -270,14 +265,7 @@ impl Device {
         handlers: usize,
     ) -> PyResult<Device> {
         let size = crate::opt_size_arg("size", size)?;
-        let o = Opts::parse(
-            &align_or_2m(py, align),
-            layout,
-            init,
-            granularity,
-            faults,
-            handlers,
-        )?;
+        let o = Opts::parse(align, layout, init, granularity, faults, handlers)?;
         let backing = match size {
             Some(len) => Backing::create_file(&path, len),
             None => Backing::open_file(&path),
@@ -523,18 +511,6 @@ enum Refused {
     Mappings(usize),
     /// The teardown refused (pins still held after the timeout).
     Dax(devmap::DaxError),
-}
-
-/// The default align, 2M, unless one is given.
-fn align_or_2m<'py>(py: Python<'py>, align: Option<&Bound<'py, PyAny>>) -> Bound<'py, PyAny> {
-    match align {
-        Some(a) if !a.is_none() => a.clone(),
-        _ => devmap::Order::PMD
-            .bytes()
-            .into_pyobject(py)
-            .map(|v| v.into_any())
-            .unwrap_or_else(|_| py.None().into_bound(py)),
-    }
 }
 
 /// The memory-failure flags.

@@ -73,6 +73,27 @@ pub(crate) fn size_arg(what: &str, value: &Bound<'_, PyAny>) -> PyResult<u64> {
     )))
 }
 
+/// `bytes` as a size argument spells it: in the largest binary unit that divides it exactly
+/// (`3M`, `1G`, `4097`).
+pub(crate) fn format_size(bytes: u64) -> String {
+    const UNITS: [(u32, &str); 6] = [
+        (60, "E"),
+        (50, "P"),
+        (40, "T"),
+        (30, "G"),
+        (20, "M"),
+        (10, "K"),
+    ];
+    if bytes == 0 {
+        return "0".to_owned();
+    }
+    UNITS
+        .iter()
+        .find(|(shift, _)| bytes.trailing_zeros() >= *shift)
+        .map(|(shift, unit)| format!("{}{unit}", bytes >> shift))
+        .unwrap_or_else(|| bytes.to_string())
+}
+
 /// An optional size argument.
 pub(crate) fn opt_size_arg(what: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<u64>> {
     value
@@ -81,16 +102,34 @@ pub(crate) fn opt_size_arg(what: &str, value: Option<&Bound<'_, PyAny>>) -> PyRe
         .transpose()
 }
 
-/// A device align: 4K, 2M or 1G (as a size argument).
-pub(crate) fn align_arg(value: &Bound<'_, PyAny>) -> PyResult<Order> {
-    let bytes = size_arg("align", value)?;
-    match bytes {
-        b if b == Order::BASE.bytes() => Ok(Order::BASE),
-        b if b == Order::PMD.bytes() => Ok(Order::PMD),
-        b if b == Order::PUD.bytes() => Ok(Order::PUD),
-        _ => Err(invalid(format!(
-            "align {value} is not a device-dax align: use \"4K\", \"2M\" or \"1G\""
-        ))),
+/// An `align` argument in bytes (an int, or a size string such as `"2M"`), defaulting to 2M
+/// where a signature says `align = Align::DEFAULT` (shown to Python as `align='2M'`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Align(pub(crate) u64);
+
+impl Align {
+    /// 2 MiB, the default align everywhere (as ndctl's for devdax).
+    pub(crate) const DEFAULT: Align = Align(2 << 20);
+
+    /// The align as a device align: 4K, 2M or 1G.
+    pub(crate) fn device(self) -> PyResult<Order> {
+        match self.0 {
+            b if b == Order::BASE.bytes() => Ok(Order::BASE),
+            b if b == Order::PMD.bytes() => Ok(Order::PMD),
+            b if b == Order::PUD.bytes() => Ok(Order::PUD),
+            b => Err(invalid(format!(
+                "align {} is not a device-dax align: use \"4K\", \"2M\" or \"1G\"",
+                format_size(b)
+            ))),
+        }
+    }
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Align {
+    type Error = PyErr;
+
+    fn extract(obj: pyo3::Borrowed<'a, 'py, PyAny>) -> PyResult<Align> {
+        size_arg("align", &obj).map(Align)
     }
 }
 

@@ -198,9 +198,10 @@ impl Region {
     }
 
     /// Free bytes usable at `align` and the largest free run: (total, largest).
-    #[pyo3(signature = (align = None))]
-    fn free_space(&self, align: Option<&Bound<'_, PyAny>>) -> PyResult<(u64, u64)> {
-        let align = crate::opt_size_arg("align", align)?.unwrap_or(Order::PMD.bytes());
+    #[pyo3(signature = (align = crate::Align::DEFAULT))]
+    #[pyo3(text_signature = "($self, align='2M')")]
+    fn free_space(&self, align: crate::Align) -> PyResult<(u64, u64)> {
+        let align = align.0;
         if !align.is_power_of_two() || align < devmap::PAGE_SIZE {
             return Err(invalid(format!(
                 "align {align} is not a power of two of at least 4K"
@@ -211,18 +212,19 @@ impl Region {
 
     /// Carves a namespace of `size` bytes (a multiple of `align`, info block included) out of
     /// the region, first fit, as `ndctl create-namespace` does. Returns its dict.
-    #[pyo3(signature = (name, size, mode = "devdax", align = None, map = "mem"))]
+    #[pyo3(signature = (name, size, mode = "devdax", align = crate::Align::DEFAULT, map = "mem"))]
+    #[pyo3(text_signature = "($self, name, size, mode='devdax', align='2M', map='mem')")]
     fn create_namespace<'py>(
         &self,
         py: Python<'py>,
         name: &str,
         size: &Bound<'_, PyAny>,
         mode: &str,
-        align: Option<&Bound<'_, PyAny>>,
+        align: crate::Align,
         map: &str,
     ) -> PyResult<Bound<'py, PyDict>> {
         let size = crate::size_arg("size", size)?;
-        let align = crate::opt_size_arg("align", align)?.unwrap_or(Order::PMD.bytes());
+        let align = align.0;
         let (mode, map) = (mode_arg(mode)?, map_arg(map)?);
         let label = self
             .cell
@@ -352,17 +354,18 @@ impl Region {
 /// pte_table_bytes, pmd_table_bytes, section_usage_bytes, device_bytes and
 /// descriptors_initialized.
 #[pyfunction]
-#[pyo3(signature = (size, align = None, layout = "heads", map = "mem", mode = "devdax"))]
+#[pyo3(signature = (size, align = crate::Align::DEFAULT, layout = "heads", map = "mem", mode = "devdax"))]
+#[pyo3(text_signature = "(size, align='2M', layout='heads', map='mem', mode='devdax')")]
 pub(crate) fn estimate<'py>(
     py: Python<'py>,
     size: &Bound<'_, PyAny>,
-    align: Option<&Bound<'_, PyAny>>,
+    align: crate::Align,
     layout: &str,
     map: &str,
     mode: &str,
 ) -> PyResult<Bound<'py, PyDict>> {
     let size = crate::size_arg("size", size)?;
-    let align = crate::opt_size_arg("align", align)?.unwrap_or(Order::PMD.bytes());
+    let align = align.0;
     let layout = crate::layout_arg(layout)?;
     let ns = Namespace::new(size, align, mode_arg(mode)?, map_arg(map)?)
         .map_err(|e| invalid(errors::reason(&e)))?;
