@@ -446,6 +446,21 @@ def test_an_enabled_namespace_keeps_its_bad_pages(tmp_path):
         region.destroy_namespace("vm0")
 
 
+def test_a_namespace_device_dropped_without_close_is_disabled(tmp_path):
+    with devmap.Region.create(tmp_path / "pmem.img", "64M") as region:
+        region.create_namespace("vm0", "16M")
+        d = region.enable("vm0")
+        m = d.mmap()
+        m.populate(0, "2M")
+        d.memory_failure(PAGE)
+        del d, m
+        gc.collect()
+        # disabled on the way out: its bad page is on disk, the region closes, and the
+        # namespace destroys without force (its last enable ended with a disable)
+        assert region.badblocks("vm0") == [(PAGE, PAGE)]
+        region.destroy_namespace("vm0")
+
+
 # --- estimate and packaging ---------------------------------------------------------------
 
 
