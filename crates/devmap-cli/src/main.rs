@@ -63,6 +63,14 @@ enum Command {
     List(cmd::list::ListArgs),
     /// Destroy a namespace of a region: its label, then its info block.
     DestroyNamespace(cmd::namespaces::DestroyNamespaceArgs),
+    /// Enable a devdax namespace in this process (adopting the memmap a clean disable left on
+    /// the device, or initialising one), print how and how fast as JSON, hold it --hold
+    /// seconds, and disable it cleanly.
+    EnableNamespace(cmd::enabling::EnableNamespaceArgs),
+    /// Disable a namespace left enabled by a process that died: rebuild its memmap and mark it
+    /// clean, so that the next enable is warm. A namespace a live process has enabled is that
+    /// process's to disable.
+    DisableNamespace(cmd::enabling::DisableNamespaceArgs),
     /// Check a namespace's label and info block, and print what was checked as JSON.
     CheckNamespace(cmd::namespaces::CheckNamespaceArgs),
     /// Clear a namespace's media errors once its bytes are good again (as `ndctl clear-errors`).
@@ -84,6 +92,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::List(a) => cmd::list::run(a),
         Command::DestroyNamespace(a) => cmd::namespaces::destroy(a),
         Command::CheckNamespace(a) => cmd::namespaces::check(a),
+        Command::EnableNamespace(a) => cmd::enabling::enable(a),
+        Command::DisableNamespace(a) => cmd::enabling::disable(a),
         Command::ClearErrors(a) => cmd::media::clear(a),
         Command::Report(a) => cmd::report::run(a),
     }

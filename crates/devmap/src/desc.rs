@@ -335,6 +335,14 @@ impl Page {
         true
     }
 
+    /// Forgets `mapping`, `index` and the dirty bit (a device that used the folio going away
+    /// cleanly).
+    pub(crate) fn clear_mapping(&self) {
+        self.mapping.store(0, Ordering::Relaxed);
+        self.index.store(0, Ordering::Relaxed);
+        self.clear_flags(PageFlags::DIRTY);
+    }
+
     /// Clears `f` (atomic AND-NOT).
     #[inline]
     pub(crate) fn clear_flags(&self, f: PageFlags) {

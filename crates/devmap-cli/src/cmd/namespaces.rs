@@ -229,6 +229,10 @@ struct Check {
     generation: u64,
     /// Whether the namespace was last disabled cleanly.
     clean: bool,
+    /// The layout of the memmap kept on the device (what a warm enable adopts), or null.
+    memmap_layout: Option<&'static str>,
+    /// The first pfn that memmap describes, or null.
+    memmap_base_pfn: Option<u64>,
     checked: [&'static str; 6],
     ok: bool,
 }
@@ -277,6 +281,8 @@ pub fn check(a: CheckNamespaceArgs) -> Result<()> {
         info_block_offset: Bytes::Raw(label.offset + INFO_BLOCK_OFFSET),
         generation: block.generation,
         clean: block.flags.contains(InfoFlags::CLEAN),
+        memmap_layout: block.memmap.map(|m| m.layout.name()),
+        memmap_base_pfn: block.memmap.map(|m| m.base.raw()),
         checked: [
             "label index",
             "info block signature and version",

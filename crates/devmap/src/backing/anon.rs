@@ -115,29 +115,7 @@ impl Reservation {
     /// huge page counts as the 4 KiB pages it holds; pages only read (the zero page) do not
     /// count.
     pub fn resident_bytes(&self) -> Result<u64, BackingError> {
-        use std::io::{Read, Seek, SeekFrom};
-        let io = |source| BackingError::Pagemap { source };
-        let mut map = std::fs::File::open(PAGEMAP).map_err(io)?;
-        let first_page = self.ptr.as_ptr() as u64 / PAGE_SIZE;
-        map.seek(SeekFrom::Start(first_page * 8)).map_err(io)?;
-        let mut left = self.len as u64 / PAGE_SIZE;
-        let mut buf = vec![0u8; 8 * 4096];
-        let mut held = 0;
-        while left > 0 {
-            let n = left.min(4096) as usize;
-            map.read_exact(&mut buf[..n * 8]).map_err(io)?;
-            held += buf[..n * 8]
-                .chunks_exact(8)
-                .map(|e| u64::from_ne_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]))
-                .filter(|&e| {
-                    e & PAGEMAP_SWAPPED != 0
-                        || e & (PAGEMAP_PRESENT | PAGEMAP_EXCLUSIVE)
-                            == PAGEMAP_PRESENT | PAGEMAP_EXCLUSIVE
-                })
-                .count() as u64;
-            left -= n as u64;
-        }
-        Ok(held * PAGE_SIZE)
+        resident_in(self.ptr.as_ptr(), self.len, Sharing::Private)
     }
 
     /// The whole mapping as a mutable byte slice (exclusive access through `&mut self`).
@@ -154,6 +132,82 @@ impl Drop for Reservation {
         // reference into it borrows `self`, so none outlives this call.
         let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
+}
+
+/// What a page of a range must be to count as held by [`resident_in`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sharing {
+    /// Private anonymous memory: present and mapped by this process alone, or swapped (the
+    /// shared zero page a read maps does not count).
+    Private,
+    /// A shared file mapping: present in this process's page tables.
+    Shared,
+}
+
+/// Bytes of `[ptr, ptr + len)` (page aligned) held in memory, read from this process's page
+/// map one entry per page.
+pub(crate) fn resident_in(
+    ptr: *const u8,
+    len: usize,
+    sharing: Sharing,
+) -> Result<u64, BackingError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let io = |source| BackingError::Pagemap { source };
+    let mut map = std::fs::File::open(PAGEMAP).map_err(io)?;
+    let first_page = ptr as u64 / PAGE_SIZE;
+    map.seek(SeekFrom::Start(first_page * 8)).map_err(io)?;
+    let mut left = len as u64 / PAGE_SIZE;
+    let mut buf = vec![0u8; 8 * 4096];
+    let mut held = 0;
+    let counts = |e: u64| match sharing {
+        Sharing::Private => {
+            e & PAGEMAP_SWAPPED != 0
+                || e & (PAGEMAP_PRESENT | PAGEMAP_EXCLUSIVE) == PAGEMAP_PRESENT | PAGEMAP_EXCLUSIVE
+        }
+        Sharing::Shared => e & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED) != 0,
+    };
+    while left > 0 {
+        let n = left.min(4096) as usize;
+        map.read_exact(&mut buf[..n * 8]).map_err(io)?;
+        held += buf[..n * 8]
+            .chunks_exact(8)
+            .map(|e| u64::from_ne_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]))
+            .filter(|&e| counts(e))
+            .count() as u64;
+        left -= n as u64;
+    }
+    Ok(held * PAGE_SIZE)
+}
+
+/// The pages of `[ptr, ptr + len)` (page aligned) that a copy-on-write file mapping has
+/// copied: present or swapped, and not file pages (`PM_FILE`, bit 61, clear). Runs of
+/// `(first page, pages)`, in order.
+pub(crate) fn private_pages(ptr: *const u8, len: usize) -> Result<Vec<(u64, u64)>, BackingError> {
+    use std::io::{Read, Seek, SeekFrom};
+    const PAGEMAP_FILE: u64 = 1 << 61;
+    let io = |source| BackingError::Pagemap { source };
+    let mut map = std::fs::File::open(PAGEMAP).map_err(io)?;
+    map.seek(SeekFrom::Start(ptr as u64 / PAGE_SIZE * 8))
+        .map_err(io)?;
+    let pages = len as u64 / PAGE_SIZE;
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    let mut buf = vec![0u8; 8 * 4096];
+    let mut page = 0;
+    while page < pages {
+        let n = (pages - page).min(4096) as usize;
+        map.read_exact(&mut buf[..n * 8]).map_err(io)?;
+        for e in buf[..n * 8].chunks_exact(8) {
+            let e = u64::from_ne_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]);
+            if e & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED) != 0 && e & PAGEMAP_FILE == 0 {
+                match runs.last_mut() {
+                    Some((first, k)) if *first + *k == page => *k += 1,
+                    _ => runs.push((page, 1)),
+                }
+            }
+            page += 1;
+        }
+    }
+    Ok(runs)
 }
 
 #[cfg(test)]

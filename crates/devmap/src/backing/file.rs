@@ -79,8 +79,15 @@ impl Backing {
         offset: u64,
         len: u64,
     ) -> Result<Backing, BackingError> {
-        let mut whole = Backing::open_file(path)?;
-        let page = Order::BASE;
+        Backing::open_file(path)?.window(offset, len)
+    }
+
+    /// `len` bytes of this backing from byte `offset` (both multiples of its page size,
+    /// inside it), as a backing of its own over the same file (its descriptor duplicated):
+    /// byte 0 of the window is byte `offset` of this backing.
+    pub fn window(&self, offset: u64, len: u64) -> Result<Backing, BackingError> {
+        let page = self.page;
+        let whole = self;
         for (what, value) in [("offset", offset), ("length", len)] {
             if !value.is_multiple_of(page.bytes()) {
                 return Err(BackingError::Unaligned {
@@ -101,9 +108,19 @@ impl Backing {
                 end: whole.len,
             });
         }
-        whole.base = offset;
-        whole.len = len;
-        Ok(whole)
+        let fd = self.fd.try_clone().map_err(|source| BackingError::Open {
+            backing: "file window",
+            path: std::path::PathBuf::from(self.kind.to_string()),
+            source,
+        })?;
+        Ok(Backing {
+            fd,
+            base: self.base + offset,
+            len,
+            page,
+            uffd: self.uffd,
+            kind: self.kind.clone(),
+        })
     }
 
     /// A new sparse regular file of `len` bytes (a multiple of 4 KiB); refused if `path`

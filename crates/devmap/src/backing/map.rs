@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use rustix::mm::{MapFlags, ProtFlags};
 
+use super::anon::private_pages;
 use super::{Backing, BackingError, BackingKind, memfd};
-use crate::addr::Order;
+use crate::addr::{Order, PAGE_SIZE};
 
 /// A window of a [`Backing`] mapped `MAP_SHARED` and read-write at an aligned address,
 /// unmapped on drop. Every mapping of the same backing, in this process or another, sees the
@@ -22,6 +23,9 @@ pub struct SharedMapping {
     len: usize,
     offset: u64,
     page: Order,
+    /// Mapped `MAP_PRIVATE` ([`Backing::map_copy_on_write`]): writes stay in this process
+    /// until [`SharedMapping::write_back`].
+    cow: bool,
 }
 
 // SAFETY: the mapping is owned by this value alone; the pointer is only an address, and every
@@ -48,6 +52,7 @@ pub(super) fn map_shared(
     offset: u64,
     len: u64,
     align: Order,
+    cow: bool,
 ) -> Result<SharedMapping, BackingError> {
     let too_large = BackingError::TooLarge { len };
     let len_us = usize::try_from(len).map_err(|_| too_large)?;
@@ -92,7 +97,11 @@ pub(super) fn map_shared(
             start as *mut std::ffi::c_void,
             len_us,
             ProtFlags::READ | ProtFlags::WRITE,
-            MapFlags::SHARED | MapFlags::FIXED,
+            if cow {
+                MapFlags::PRIVATE | MapFlags::FIXED
+            } else {
+                MapFlags::SHARED | MapFlags::FIXED
+            },
             backing.fd(),
             backing.base + offset,
         )
@@ -117,6 +126,7 @@ pub(super) fn map_shared(
         len: len_us,
         offset,
         page: backing.page,
+        cow,
     })
 }
 
@@ -188,7 +198,55 @@ impl SharedMapping {
                 rustix::mm::Advice::LinuxDontNeed,
             )
         }
-        .map_err(|e| self.fail(offset, len, "MADV_DONTNEED", e))
+        .map_err(|e| self.fail(offset, len, "MADV_DONTNEED", e.into()))
+    }
+
+    /// Writes the mapping's modified pages back to `backing` (the one it maps) and waits for
+    /// them to be stored: what a file's storage must hold before a caller records that the
+    /// bytes are complete. A shared mapping is `msync`ed; a copy-on-write one has each page it
+    /// copied (found in this process's page map) written to the backing with `pwrite`, then
+    /// the backing's data synced. Returns the bytes written by `pwrite` (0 when shared).
+    pub fn write_back(&self, backing: &Backing) -> Result<u64, BackingError> {
+        if !self.cow {
+            self.flush()?;
+            return Ok(0);
+        }
+        let io = |what, e: std::io::Error| self.fail(0, self.len as u64, what, e);
+        let copied = private_pages(self.ptr.as_ptr(), self.len)?;
+        let mut buf = Vec::new();
+        let mut written = 0;
+        for (first, n) in copied {
+            let (off, len) = (first * PAGE_SIZE, n * PAGE_SIZE);
+            buf.resize(len as usize, 0);
+            self.read(off, &mut buf)?;
+            rustix::io::pwrite(backing.fd(), &buf, backing.base + self.offset + off)
+                .map_err(|e| io("pwrite", e.into()))
+                .and_then(|w| {
+                    if w as u64 == len {
+                        Ok(())
+                    } else {
+                        Err(io("pwrite", std::io::Error::other("short write")))
+                    }
+                })?;
+            written += len;
+        }
+        rustix::fs::fdatasync(backing.fd()).map_err(|e| io("fdatasync", e.into()))?;
+        Ok(written)
+    }
+
+    /// Writes a shared mapping's modified pages back to the backing and waits for them
+    /// (`msync` with `MS_SYNC`).
+    pub fn flush(&self) -> Result<(), BackingError> {
+        // SAFETY: `[ptr, ptr + len)` is exactly this mapping, which `self` owns; `msync` reads
+        // the page tables and writes pages back, changing no byte any reference can see.
+        unsafe {
+            rustix::mm::msync(
+                self.ptr.as_ptr().cast(),
+                self.len,
+                rustix::mm::MsyncFlags::SYNC,
+            )
+        }
+        .map_err(|e| self.fail(0, self.len as u64, "msync", e.into()))
     }
 
     /// Fences `[offset, offset + len)` off: replaces it, in place, with a shared mapping of an
@@ -198,7 +256,7 @@ impl SharedMapping {
     /// the backing back. Both must be multiples of the page size inside the mapping.
     pub fn fence(&self, offset: u64, len: u64) -> Result<(), BackingError> {
         let (start, n) = self.sub_range(offset, len)?;
-        let empty = empty_file().map_err(|e| self.fail(offset, len, "empty memfd", e))?;
+        let empty = empty_file().map_err(|e| self.fail(offset, len, "empty memfd", e.into()))?;
         // SAFETY: `[start, start + n)` lies inside this mapping, which `self` owns; MAP_FIXED
         // replaces exactly that part of it. No Rust reference holds its bytes across this call
         // (every access through this type is a bounds-checked atomic copy), and the new
@@ -214,7 +272,7 @@ impl SharedMapping {
             )
         }
         .map(|_| ())
-        .map_err(|e| self.fail(offset, len, "MAP_FIXED of an empty file", e))
+        .map_err(|e| self.fail(offset, len, "MAP_FIXED of an empty file", e.into()))
     }
 
     /// Maps `backing`'s bytes back over `[offset, offset + len)` of the mapping (the window's
@@ -235,7 +293,7 @@ impl SharedMapping {
             )
         }
         .map(|_| ())
-        .map_err(|e| self.fail(offset, len, "MAP_FIXED of the backing", e))
+        .map_err(|e| self.fail(offset, len, "MAP_FIXED of the backing", e.into()))
     }
 
     /// `[offset, offset + len)` as (start, length) in bytes, if it is page-aligned and inside.
@@ -257,13 +315,13 @@ impl SharedMapping {
         }
     }
 
-    fn fail(&self, offset: u64, len: u64, what: &str, e: rustix::io::Errno) -> BackingError {
+    fn fail(&self, offset: u64, len: u64, what: &str, e: std::io::Error) -> BackingError {
         BackingError::MapShared {
             backing: "mapping".into(),
             offset,
             len,
             hint: format!(" ({what})"),
-            source: e.into(),
+            source: e,
         }
     }
 

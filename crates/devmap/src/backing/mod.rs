@@ -32,6 +32,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
 pub use anon::{PageHint, Reservation};
+pub(crate) use anon::{Sharing, resident_in};
 pub use file::DaxMount;
 pub use map::SharedMapping;
 #[cfg(test)]
@@ -188,6 +189,20 @@ pub enum BackingError {
         #[source]
         source: std::io::Error,
     },
+    /// A memmap room has no space for the next array of a store.
+    #[error(
+        "the memmap room of {} has {} left, an array needs {}: the layout's memmap does not \
+         fit where the namespace keeps it",
+        Bytes(*room), Bytes(*left), Bytes(*need)
+    )]
+    RoomFull {
+        /// Bytes the array needs, page rounded.
+        need: u64,
+        /// Bytes left in the room.
+        left: u64,
+        /// Bytes of the whole room.
+        room: u64,
+    },
     /// `fallocate` of a range failed (out of memory or huge pages, or a filesystem without
     /// it).
     #[error("cannot allocate {} of {backing} at offset {}: {source}", Bytes(*len), Bytes(*offset))]
@@ -342,7 +357,17 @@ impl Backing {
         align: Order,
     ) -> Result<SharedMapping, BackingError> {
         self.check_window(offset, len, align)?;
-        map::map_shared(self, offset, len, align)
+        map::map_shared(self, offset, len, align, false)
+    }
+
+    /// Maps `len` bytes of the backing from `offset` `MAP_PRIVATE`, read-write: reads see the
+    /// backing's bytes until this mapping writes a page, which from then on is this process's
+    /// own copy; nothing reaches the backing until [`SharedMapping::write_back`]. What a
+    /// memmap adopted from a file uses, so that a crash cannot leave it half written there.
+    /// `offset` and `len` must be multiples of the page size and lie inside the backing.
+    pub fn map_copy_on_write(&self, offset: u64, len: u64) -> Result<SharedMapping, BackingError> {
+        self.check_window(offset, len, self.page)?;
+        map::map_shared(self, offset, len, self.page, true)
     }
 
     /// Makes sure the bytes of `[offset, offset + len)` exist in the backing (`fallocate`
@@ -354,6 +379,25 @@ impl Backing {
         rustix::fs::fallocate(
             &self.fd,
             rustix::fs::FallocateFlags::KEEP_SIZE,
+            self.base + offset,
+            len,
+        )
+        .map_err(|e| BackingError::Allocate {
+            backing: self.kind.to_string(),
+            offset,
+            len,
+            source: e.into(),
+        })
+    }
+
+    /// Gives `[offset, offset + len)` back to the backing (`fallocate` with
+    /// `FALLOC_FL_PUNCH_HOLE`): the range reads as zeros afterwards and holds no storage, in
+    /// every mapping of it. Both must be multiples of the page size inside the backing.
+    pub fn punch_hole(&self, offset: u64, len: u64) -> Result<(), BackingError> {
+        self.check_window(offset, len, self.page)?;
+        rustix::fs::fallocate(
+            &self.fd,
+            rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
             self.base + offset,
             len,
         )

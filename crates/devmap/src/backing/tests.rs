@@ -115,6 +115,44 @@ fn file_bytes_are_shared_between_mappings_and_survive_remap() {
 }
 
 #[test]
+fn a_copy_on_write_window_reaches_its_file_only_through_write_back() {
+    let path = TempPath::new("cow");
+    let file = Backing::create_file(&path.0, 4 * MIB).expect("create");
+    let shared = file.map_shared(0, 4 * MIB, Order::BASE).expect("shared");
+    shared.write(MIB + 8, b"before").expect("write");
+    let win = file.window(MIB, 2 * MIB).expect("window");
+    let cow = win.map_copy_on_write(0, 2 * MIB).expect("cow");
+    let mut got = [0u8; 6];
+    cow.read(8, &mut got).expect("read");
+    assert_eq!(&got, b"before", "reads see the file");
+    cow.write(8, b"after!").expect("write page 0");
+    cow.write(3 * KIB * 4 + 1, b"x").expect("write page 3");
+    shared.read(MIB + 8, &mut got).expect("read");
+    assert_eq!(
+        &got, b"before",
+        "a copy-on-write mapping's writes stay its own"
+    );
+    assert_eq!(
+        cow.write_back(&win).expect("write back"),
+        2 * 4 * KIB,
+        "two pages copied"
+    );
+    shared.read(MIB + 8, &mut got).expect("read");
+    assert_eq!(&got, b"after!");
+    let mut x = [0u8];
+    shared.read(MIB + 3 * 4 * KIB + 1, &mut x).expect("read");
+    assert_eq!(&x, b"x");
+    let mut other = [1u8];
+    shared.read(MIB + 4 * KIB, &mut other).expect("read");
+    assert_eq!(other, [0], "pages never written stay as they were");
+    assert_eq!(
+        shared.write_back(&file).expect("msync"),
+        0,
+        "a shared mapping has nothing to copy"
+    );
+}
+
+#[test]
 fn map_shared_honours_the_alignment() {
     let b = Backing::memfd(64 * MIB).expect("memfd");
     // Keep every mapping alive so that the kernel cannot hand back the same aligned hole.

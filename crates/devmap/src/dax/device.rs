@@ -19,7 +19,7 @@ use crate::addr::{Order, PAGE_SIZE, Pfn, PfnRange};
 use crate::backing::{Backing, BackingError, UffdEvent, UffdFeatures, Userfaultfd};
 use crate::init::InitMode;
 use crate::memmap::Layout;
-use crate::pgmap::{DeviceSpace, PgmapConfig, PgmapError};
+use crate::pgmap::{DeviceSpace, MemmapPlace, PgmapConfig, PgmapError};
 
 /// How first touches of a device's mappings reach its fault path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -71,6 +71,25 @@ impl DaxOptions {
             faults: Faults::Auto,
             handlers: 1,
             granularity: Granularity::Page,
+        }
+    }
+}
+
+/// Where a device's pfns and memmap go ([`DaxDevice::placed`]): by default wherever the
+/// space has room, with the memmap in host memory, initialised.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Placement<'r> {
+    /// The first pfn of the device's one range, if it must be that one.
+    pub(crate) base: Option<Pfn>,
+    /// Where the memmap lives and whether it is adopted.
+    pub(crate) memmap: MemmapPlace<'r>,
+}
+
+impl Default for Placement<'_> {
+    fn default() -> Self {
+        Placement {
+            base: None,
+            memmap: MemmapPlace::HOST,
         }
     }
 }
@@ -175,6 +194,17 @@ impl<'s> DaxDevice<'s> {
         backing: Backing,
         opts: DaxOptions,
     ) -> Result<Self, DaxError> {
+        Self::placed(space, backing, opts, Placement::default())
+    }
+
+    /// As [`with_options`](Self::with_options), with the pfns and the memmap placed as
+    /// `place` says (a static device only).
+    pub(crate) fn placed(
+        space: &'s DeviceSpace,
+        backing: Backing,
+        opts: DaxOptions,
+        place: Placement<'_>,
+    ) -> Result<Self, DaxError> {
         let size = backing.len();
         let align = opts.align;
         if size == 0 {
@@ -186,6 +216,12 @@ impl<'s> DaxDevice<'s> {
         }
         if !size.is_multiple_of(align.bytes()) {
             return Err(DaxError::BackingUnaligned { len: size, align });
+        }
+        if opts.ranges.is_some() && (place.base.is_some() || place.memmap.room.is_some()) {
+            return Err(DaxError::Placement {
+                why: "a dynamic device (with ranges) cannot be placed at a pfn or keep its \
+                      memmap on the device",
+            });
         }
         let sizes = opts.ranges.clone().unwrap_or_else(|| vec![size]);
         check_range_sizes(&sizes, size, align)?;
@@ -213,7 +249,11 @@ impl<'s> DaxDevice<'s> {
         };
         let mut pgoff = 0;
         for &bytes in &sizes {
-            match space.reserve_range(bytes, align.bytes()) {
+            let reserved = match place.base {
+                Some(base) => space.reserve_range_at(base, bytes, align.bytes()),
+                None => space.reserve_range(bytes, align.bytes()),
+            };
+            match reserved {
                 Ok(pfns) => ranges.push(DaxRange { pfns, pgoff }),
                 Err(e) => {
                     release(&ranges);
@@ -226,7 +266,7 @@ impl<'s> DaxDevice<'s> {
         cfg.ranges = ranges.iter().map(|r| r.pfns).collect();
         cfg.layout = opts.layout;
         cfg.init = opts.init;
-        let pgmap = match space.memremap_pages(cfg) {
+        let pgmap = match space.memremap_pages_in(cfg, place.memmap) {
             Ok(p) => p,
             Err(e) => {
                 release(&ranges);
@@ -248,6 +288,7 @@ impl<'s> DaxDevice<'s> {
             granularity: opts.granularity,
             badblocks: Mutex::new(BTreeSet::new()),
             poison_lock: PoisonLock::default(),
+            named: LeafBits::new(size / align.bytes()),
         });
         super::poison::register(&shared);
         let handler = if catch {
@@ -276,6 +317,24 @@ impl<'s> DaxDevice<'s> {
             handler: Mutex::new(handler),
             shut: AtomicBool::new(false),
         })
+    }
+
+    /// Clears `folio->mapping` (and the dirty bit a pin by address may have set) of every
+    /// folio this device named (the first fault of each leaf names it), so that the memmap is
+    /// left as init wrote it: the last step before a clean teardown of a device whose memmap
+    /// outlives it. Returns the folios cleared.
+    /// Call it with no mapping left.
+    pub(crate) fn forget_folio_mappings(&self) -> Result<u64, DaxError> {
+        let shared = &self.shared;
+        let nr_pages = shared.align.nr_pages();
+        let mut n = 0;
+        for leaf in shared.named.marked() {
+            if let Some(pfn) = shared.pgoff_to_pfn(leaf * nr_pages, nr_pages) {
+                shared.pgmap.clear_folio_mapping(pfn)?;
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// The device's pgmap.

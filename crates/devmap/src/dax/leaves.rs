@@ -79,6 +79,27 @@ impl LeafBits {
         }
     }
 
+    /// Every leaf marked, in order, a word at a time (chunks never touched are skipped).
+    pub(super) fn marked(&self) -> impl Iterator<Item = u64> + '_ {
+        self.chunks
+            .iter()
+            .enumerate()
+            .filter_map(|(c, words)| words.get().map(|w| (c as u64 * CHUNK_LEAVES, w)))
+            .flat_map(|(base, words)| {
+                words.iter().enumerate().flat_map(move |(i, word)| {
+                    // Acquire pairs with the Release in `set`.
+                    let mut bits = word.load(Ordering::Acquire);
+                    std::iter::from_fn(move || {
+                        (bits != 0).then(|| {
+                            let b = u64::from(bits.trailing_zeros());
+                            bits &= bits - 1;
+                            base + i as u64 * 64 + b
+                        })
+                    })
+                })
+            })
+    }
+
     /// The first leaf of `[first, end)` that is not faulted in, a word at a time.
     pub(super) fn first_clear(&self, first: u64, end: u64) -> Option<u64> {
         let end = end.min(self.nr_leaves);

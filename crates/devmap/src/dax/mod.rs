@@ -57,6 +57,7 @@ mod tests;
 #[cfg(test)]
 mod uffd_tests;
 
+pub(crate) use self::device::Placement;
 pub use self::device::{DaxDevice, DaxOptions, Faults};
 pub use self::extents::{Extent, ExtentLimits};
 pub use self::gup::{UserFolio, UserFolios, UserPages};
@@ -81,6 +82,12 @@ use crate::pgmap::PgmapError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DaxError {
+    /// A device cannot be placed as asked.
+    #[error("cannot place the device: {why}")]
+    Placement {
+        /// What is wrong.
+        why: &'static str,
+    },
     /// The backing cannot be cut into leaves of the device align.
     #[error(
         "the backing's length {} is not a multiple of the device align {}: use a backing of {}",

@@ -135,6 +135,9 @@ pub(super) struct Shared {
     /// Shared by faults, exclusive for revoking and clearing poison (`dax_lock_folio`).
     /// Taken before a mapping's `live` lock.
     pub(super) poison_lock: PoisonLock,
+    /// The leaves (by device leaf index) whose folio's `mapping` this device set: what a
+    /// clean disable clears so that a memmap kept on the device is left as init wrote it.
+    pub(super) named: LeafBits,
 }
 
 impl Shared {
@@ -210,7 +213,9 @@ impl Shared {
         {
             return Err(DaxError::Poisoned { pfn: bad });
         }
-        pgmap.set_folio_mapping(pfn, self.address_space, pgoff)?;
+        if pgmap.set_folio_mapping(pfn, self.address_space, pgoff)? {
+            self.named.set(pgoff / nr_pages);
+        }
         let mapped = pgmap.map_folio(pfn, align)?;
         let extra = {
             let mut leaves = m.leaves.lock();

@@ -307,6 +307,15 @@ impl Pgmap {
         Ok(folio.head_page().set_mapping_once(mapping, index))
     }
 
+    /// Clears `folio->mapping`, `folio->index` and the dirty bit of the folio holding `pfn`,
+    /// as init left them: for a device going away cleanly, whose memmap outlives it.
+    pub(crate) fn clear_folio_mapping(&self, pfn: Pfn) -> Result<(), FolioError> {
+        let (memmap, synced) = self.synced_span(pfn, 1)?;
+        let folio = memmap.folio(&synced, pfn).map_err(PgmapError::from)?;
+        folio.head_page().clear_mapping();
+        Ok(())
+    }
+
     /// Hands out the free folio holding `pfn` (`zone_device_folio_init`): its count goes from 0
     /// to 1, and the returned handle's drop is the put that frees it again. Only for memory a
     /// driver allocates: private, coherent and P2P.

@@ -85,7 +85,10 @@ impl InitMode {
 }
 
 fn cores() -> NonZeroUsize {
-    std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
+    // Read once: `available_parallelism` reads the cgroup's CPU quota files on every call,
+    // which costs more than a warm enable.
+    static CORES: std::sync::OnceLock<NonZeroUsize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN))
 }
 
 /// What one initialisation did.

@@ -128,6 +128,20 @@ impl MemmapSet {
         set
     }
 
+    /// Takes ownership of `maps` whose descriptors are already what an initialisation
+    /// writes (a memmap room left clean by an earlier enable) and marks them initialised
+    /// without writing anything.
+    pub(crate) fn adopt(maps: Vec<Memmap>, target: InitTarget) -> Self {
+        Self {
+            maps,
+            target,
+            engine: None,
+            sync_stats: InitStats::default(),
+            written: AtomicU64::new(0),
+            dead: AtomicBool::new(false),
+        }
+    }
+
     /// Starts the background workers of an `Async` set and returns the handle to join.
     ///
     /// The caller starts one thread, which drops itself to nice 19 and then starts the other

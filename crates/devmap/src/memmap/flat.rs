@@ -6,6 +6,7 @@ use crate::backing::{BackingError, PageHint};
 use crate::desc::Page;
 
 use super::array::ZeroedArray;
+use super::room::MemmapRoom;
 use super::{Geometry, Resident};
 
 /// One descriptor per pfn.
@@ -16,9 +17,13 @@ pub(crate) struct FlatStore {
 }
 
 impl FlatStore {
-    pub(crate) fn new(geo: Geometry, dense: PageHint) -> Result<Self, BackingError> {
+    pub(crate) fn new(
+        geo: Geometry,
+        dense: PageHint,
+        room: Option<&MemmapRoom>,
+    ) -> Result<Self, BackingError> {
         Ok(Self {
-            descs: ZeroedArray::new(geo.range().len(), dense)?,
+            descs: ZeroedArray::new(geo.range().len(), dense, room)?,
             geo,
         })
     }
@@ -52,7 +57,11 @@ impl FlatStore {
     /// The descriptor array's resident memory: host memory, or the device's with an altmap.
     pub(crate) fn resident(&self) -> Result<Resident, BackingError> {
         let held = self.descs.resident_bytes()?;
-        Ok(Resident::split(0, held, self.geo.altmap().is_some()))
+        Ok(Resident::split(
+            0,
+            held,
+            self.geo.altmap().is_some() || self.descs.on_device(),
+        ))
     }
 
     pub(crate) fn reserved_bytes(&self) -> u64 {

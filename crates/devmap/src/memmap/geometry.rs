@@ -89,6 +89,16 @@ pub enum MemmapError {
         /// The compound order.
         shift: Order,
     },
+    /// The layout cannot live in a device's memmap room (its tables and un-shared blocks
+    /// are allocated as it runs, so a later process could not find them).
+    #[error(
+        "the {} memmap cannot be kept on the device: use the flat or heads layout",
+        layout.name()
+    )]
+    NotInRoom {
+        /// The layout asked for.
+        layout: Layout,
+    },
     /// Memory for the store could not be reserved.
     #[error("cannot reserve the {layout:?} memmap")]
     Backing {

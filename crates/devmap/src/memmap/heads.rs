@@ -12,6 +12,7 @@ use crate::backing::{BackingError, PageHint};
 use crate::desc::Page;
 
 use super::array::ZeroedArray;
+use super::room::MemmapRoom;
 use super::{Geometry, Resident};
 
 /// Bytes charged per side-table entry: a `BTreeSet<u64>` node slot and its share of the node.
@@ -26,7 +27,11 @@ pub(crate) struct HeadsStore {
 }
 
 impl HeadsStore {
-    pub(crate) fn new(geo: Geometry, dense: PageHint) -> Result<Self, BackingError> {
+    pub(crate) fn new(
+        geo: Geometry,
+        dense: PageHint,
+        room: Option<&MemmapRoom>,
+    ) -> Result<Self, BackingError> {
         let compounds = geo.range().len() >> geo.shift().get();
         // An array smaller than a huge page would only be padded by one.
         let hint = if dense == PageHint::Huge && compounds * super::DESC_SIZE < 2 << 20 {
@@ -35,7 +40,7 @@ impl HeadsStore {
             dense
         };
         Ok(Self {
-            descs: ZeroedArray::new(compounds, hint)?,
+            descs: ZeroedArray::new(compounds, hint, room)?,
             geo,
             poisoned: Mutex::new(BTreeSet::new()),
         })
@@ -99,7 +104,11 @@ impl HeadsStore {
     /// The descriptor array's resident memory: host memory, or the device's with an altmap.
     pub(crate) fn resident(&self) -> Result<Resident, BackingError> {
         let held = self.descs.resident_bytes()?;
-        Ok(Resident::split(0, held, self.geo.altmap().is_some()))
+        Ok(Resident::split(
+            0,
+            held,
+            self.geo.altmap().is_some() || self.descs.on_device(),
+        ))
     }
 
     pub(crate) fn reserved_bytes(&self) -> u64 {

@@ -23,6 +23,7 @@ mod cost;
 mod flat;
 mod geometry;
 mod heads;
+mod room;
 mod synced;
 mod vmemmap;
 mod walk;
@@ -35,6 +36,7 @@ pub use self::cost::{Cost, Resident};
 pub(crate) use self::flat::FlatStore;
 pub use self::geometry::{AltmapGeometry, Geometry, MemmapError};
 pub(crate) use self::heads::HeadsStore;
+pub(crate) use self::room::MemmapRoom;
 pub(crate) use self::synced::Synced;
 use self::vmemmap::VmemmapPlan;
 pub(crate) use self::vmemmap::VmemmapStore;
@@ -212,12 +214,25 @@ pub(crate) enum Memmap {
 impl Memmap {
     /// Reserves a store of `layout` for `geo`, its dense arrays mapped with `dense`. Nothing is
     /// initialised or resident yet.
+    #[cfg(test)]
     pub(crate) fn new(layout: Layout, geo: Geometry, dense: PageHint) -> Result<Self, MemmapError> {
+        Self::new_in(layout, geo, dense, None)
+    }
+
+    /// As [`Memmap::new`], with the store's arrays in `room` if given (the Flat and Heads
+    /// layouts only): a store whose descriptors outlive the process.
+    pub(crate) fn new_in(
+        layout: Layout,
+        geo: Geometry,
+        dense: PageHint,
+        room: Option<&MemmapRoom>,
+    ) -> Result<Self, MemmapError> {
         let wrap = |source| MemmapError::Backing { layout, source };
         Ok(match layout {
-            Layout::Flat => Memmap::Flat(FlatStore::new(geo, dense).map_err(wrap)?),
+            Layout::Flat => Memmap::Flat(FlatStore::new(geo, dense, room).map_err(wrap)?),
+            Layout::Vmemmap if room.is_some() => return Err(MemmapError::NotInRoom { layout }),
             Layout::Vmemmap => Memmap::Vmemmap(VmemmapStore::new(geo, dense).map_err(wrap)?),
-            Layout::Heads => Memmap::Heads(HeadsStore::new(geo, dense).map_err(wrap)?),
+            Layout::Heads => Memmap::Heads(HeadsStore::new(geo, dense, room).map_err(wrap)?),
         })
     }
 

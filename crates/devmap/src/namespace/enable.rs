@@ -3,18 +3,49 @@
 //! block marked in use (clean flag cleared, generation bumped) so that a crash is told apart
 //! from a clean disable. Disabling persists the device's bad pages and sets the clean flag.
 //!
-//! The memmap lives in host memory in both `--map mem` and `--map dev` namespaces for now: the
-//! on-device memmap (and with it the warm enable that adopts it) is not built yet, so every
-//! enable initialises the memmap.
+//! A `--map dev` namespace keeps its memmap in its own bytes, in the room `nd_pfn_init` sets
+//! aside between the info block and the data (the Flat and Heads layouts; Vmemmap builds its
+//! tables as it runs and stays in host memory). A clean disable leaves that memmap as init
+//! wrote it (folio mappings cleared, pins and references back to idle, poison flags kept),
+//! writes it back, and records in the info block where it was built: the device's first pfn,
+//! the pgmap id its heads name, and the layout. The next enable with the same layout then
+//! *adopts* it: it reserves the same pfns, registers the pgmap under the same id, and
+//! initialises nothing (a warm enable). After a crash (no clean flag), with another layout,
+//! or when the pfns or the id are taken in this process's device space, the room's hole is
+//! punched (it reads as zero again) and the memmap is initialised as usual (a cold enable).
 
-use super::infoblock::{INFO_BLOCK_OFFSET, InfoBlock, InfoFlags};
+use super::infoblock::{INFO_BLOCK_OFFSET, InfoBlock, InfoFlags, MemmapRecord};
 use super::region::{Access, Region, RegionError};
-use super::{Label, NamespaceMode};
+use super::{INFO_BLOCK_BYTES, Label, MemmapLocation, NamespaceMode};
 use crate::addr::{Order, PAGE_SIZE};
 use crate::backing::Backing;
-use crate::dax::{DaxDevice, DaxOptions};
+use crate::dax::{DaxDevice, DaxError, DaxOptions, Placement};
+use crate::desc::PgmapId;
+use crate::memmap::{Layout, MemmapRoom};
 use crate::memory_failure::{MfError, MfFlags, memory_failure};
-use crate::pgmap::DeviceSpace;
+use crate::pgmap::{DeviceSpace, MemmapPlace, PgmapError};
+
+/// How an enable got its memmap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnablePath {
+    /// Initialised in host memory (`--map mem`, or the Vmemmap layout).
+    Host,
+    /// Initialised in the namespace's memmap room.
+    Cold,
+    /// Adopted from the room as the last clean disable left it: nothing initialised.
+    Warm,
+}
+
+impl EnablePath {
+    /// The lower-case name used in JSON.
+    pub const fn name(self) -> &'static str {
+        match self {
+            EnablePath::Host => "host",
+            EnablePath::Cold => "cold",
+            EnablePath::Warm => "warm",
+        }
+    }
+}
 
 /// A namespace enabled by [`Region::enable`]: its device, until [`Region::disable`].
 #[derive(Debug)]
@@ -23,6 +54,9 @@ pub struct EnabledNamespace<'s> {
     label: Label,
     /// Whether the info block said the last disable was clean.
     was_clean: bool,
+    path: EnablePath,
+    /// The memmap room, for `--map dev` namespaces whose memmap lives there.
+    room: Option<MemmapRoom>,
 }
 
 impl<'s> EnabledNamespace<'s> {
@@ -41,6 +75,30 @@ impl<'s> EnabledNamespace<'s> {
     pub fn was_clean(&self) -> bool {
         self.was_clean
     }
+
+    /// Whether the memmap was adopted (warm), initialised on the device (cold), or
+    /// initialised in host memory.
+    pub fn path(&self) -> EnablePath {
+        self.path
+    }
+}
+
+/// The pgmap id a namespace's device registers under when its memmap lives on the device: the
+/// same in every process, from the namespace's uuid, and far above the ids a space hands out
+/// in order.
+fn pgmap_id_of(uuid: &[u8; 16]) -> Option<PgmapId> {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&uuid[..8]);
+    PgmapId::new((u64::from_le_bytes(w) >> 2) | (1 << 61))
+}
+
+/// Whether an enable must start over with a cold memmap after `e`: the pfns or the id the
+/// record names are taken in this device space.
+fn placement_taken(e: &DaxError) -> bool {
+    matches!(
+        e,
+        DaxError::Pgmap(PgmapError::Overlap { .. } | PgmapError::IdTaken { .. })
+    )
 }
 
 impl Region {
@@ -63,24 +121,92 @@ impl Region {
         }
         let block = self.info_block(&label)?;
         let bad = self.badblocks(&label)?;
-        let backing = Backing::open_file_window(
-            self.path(),
-            label.offset + ns.data_offset(),
-            ns.data_bytes(),
-        )
-        .map_err(|e| RegionError::Enable {
+        let fail = |why: String| RegionError::Enable {
             name: name.into(),
-            why: e.to_string(),
-        })?;
-        opts.align = Order::from_bytes(ns.align()).map_err(|e| RegionError::Enable {
-            name: name.into(),
-            why: e.to_string(),
-        })?;
-        let device =
-            DaxDevice::with_options(space, backing, opts).map_err(|e| RegionError::Enable {
-                name: name.into(),
-                why: e.to_string(),
-            })?;
+            why,
+        };
+        let file = Backing::open_file(self.path()).map_err(|e| fail(e.to_string()))?;
+        let data = || {
+            file.window(label.offset + ns.data_offset(), ns.data_bytes())
+                .map_err(|e| fail(e.to_string()))
+        };
+        opts.align = Order::from_bytes(ns.align()).map_err(|e| fail(e.to_string()))?;
+        let id = pgmap_id_of(&block.uuid)
+            .ok_or_else(|| fail("the namespace's uuid gives no pgmap id".into()))?;
+        let room = if ns.map() == MemmapLocation::Dev && opts.layout != Layout::Vmemmap {
+            let room_len = ns.data_offset() - INFO_BLOCK_BYTES;
+            Some(
+                file.window(label.offset + INFO_BLOCK_BYTES, room_len)
+                    .map_err(|e| fail(e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        let was_clean = block.flags.contains(InfoFlags::CLEAN);
+        let adoptable = block.memmap.filter(|r| {
+            was_clean && room.is_some() && r.layout == opts.layout && r.pgmap_id == id.get()
+        });
+        let (device, path, room) = match room {
+            None => (
+                DaxDevice::with_options(space, data()?, opts).map_err(|e| fail(e.to_string()))?,
+                EnablePath::Host,
+                None,
+            ),
+            Some(room_backing) => {
+                let mut warm = None;
+                if let Some(rec) = adoptable {
+                    let room = room_backing
+                        .window(0, room_backing.len())
+                        .and_then(|b| MemmapRoom::new(b, true))
+                        .map_err(|e| fail(e.to_string()))?;
+                    let place = Placement {
+                        base: Some(rec.base),
+                        memmap: MemmapPlace {
+                            room: Some(&room),
+                            adopt: true,
+                            id: Some(id),
+                        },
+                    };
+                    match DaxDevice::placed(space, data()?, opts.clone(), place) {
+                        Ok(d) => warm = Some((d, room)),
+                        Err(e) if placement_taken(&e) => {
+                            tracing::info!(
+                                namespace = name,
+                                why = %e,
+                                "namespace: cannot adopt its memmap here; cold enable"
+                            );
+                        }
+                        Err(e) => return Err(fail(e.to_string())),
+                    }
+                }
+                match warm {
+                    Some((d, room)) => (d, EnablePath::Warm, Some(room)),
+                    None => {
+                        // In use, durably, before the room changes: a crash from here on
+                        // must find the namespace unclean, whatever reached the disk.
+                        let mut in_use = block.clone();
+                        in_use.memmap = None;
+                        self.rewrite_info_block(&label, in_use, false, true)?;
+                        let len = room_backing.len();
+                        let room = room_backing
+                            .punch_hole(0, len)
+                            .and_then(|()| MemmapRoom::new(room_backing, false))
+                            .map_err(|e| fail(e.to_string()))?;
+                        let place = Placement {
+                            base: None,
+                            memmap: MemmapPlace {
+                                room: Some(&room),
+                                adopt: false,
+                                id: Some(id),
+                            },
+                        };
+                        let d = DaxDevice::placed(space, data()?, opts, place)
+                            .map_err(|e| fail(e.to_string()))?;
+                        (d, EnablePath::Cold, Some(room))
+                    }
+                }
+            }
+        };
         for page in bad.pages() {
             let pfn = device
                 .pfn_at(page * PAGE_SIZE)
@@ -89,7 +215,12 @@ impl Region {
                     why: format!("bad page {page} is outside the namespace's data"),
                 })?;
             match memory_failure(space, pfn, MfFlags::NONE) {
-                Ok(_) | Err(MfError::AlreadyPoisoned { .. }) => {}
+                Ok(_) => {}
+                // An adopted memmap keeps its poison flags: the device still has to record
+                // the page and refuse it (no mapping exists yet, so nothing is revoked).
+                Err(MfError::AlreadyPoisoned { .. }) => {
+                    let _ = crate::dax::revoke(device.pgmap(), pfn, false);
+                }
                 Err(e) => {
                     return Err(RegionError::Enable {
                         name: name.into(),
@@ -98,26 +229,49 @@ impl Region {
                 }
             }
         }
-        let was_clean = block.flags.contains(InfoFlags::CLEAN);
         tracing::info!(
             namespace = name,
             was_clean,
+            path = path.name(),
             bad_pages = bad.pages().count(),
             "namespace: enabled"
         );
-        self.rewrite_info_block(&label, block, false)?;
+        let mut block = block;
+        block.memmap = room.as_ref().map(|_| MemmapRecord {
+            base: device.ranges()[0].start(),
+            pgmap_id: id.get(),
+            layout: device.pgmap().layout(),
+        });
+        // Not synced: a warm enable's room is copy-on-write, so the backing still holds the
+        // clean memmap whatever happens, and a cold enable's in-use mark is already durable.
+        // A process that dies leaves this write in the page cache, where the next enable
+        // reads it.
+        self.rewrite_info_block(&label, block, false, false)?;
         Ok(EnabledNamespace {
             device,
             label,
             was_clean,
+            path,
+            room,
         })
     }
 
     /// Disables `ns`: records the device's bad pages in the namespace's badblocks list, tears
     /// the device down (its mappings must be gone; pins are waited for), and marks the info
-    /// block clean.
+    /// block clean. A memmap kept on the device is first finished (background init waited
+    /// for), its folio mappings cleared, and, after the teardown, written back, so that the
+    /// next enable can adopt it.
     pub fn disable(&mut self, ns: EnabledNamespace<'_>) -> Result<(), RegionError> {
-        let EnabledNamespace { device, label, .. } = ns;
+        let EnabledNamespace {
+            device,
+            label,
+            room,
+            ..
+        } = ns;
+        let fail = |why: String| RegionError::Enable {
+            name: label.name.clone(),
+            why,
+        };
         if device.nr_mappings() > 0 {
             return Err(RegionError::Enable {
                 name: label.name.clone(),
@@ -133,21 +287,35 @@ impl Region {
             .flat_map(|&(offset, len)| offset / PAGE_SIZE..(offset + len) / PAGE_SIZE)
             .collect();
         self.set_badblocks(&label, pages)?;
-        device.shutdown(None).map_err(|e| RegionError::Enable {
-            name: label.name.clone(),
-            why: e.to_string(),
-        })?;
+        if room.is_some() {
+            device
+                .pgmap()
+                .sync_all()
+                .map_err(|e| fail(format!("finishing the memmap: {e}")))?;
+            device
+                .forget_folio_mappings()
+                .map_err(|e| fail(format!("clearing folio mappings: {e}")))?;
+        }
+        device.shutdown(None).map_err(|e| fail(e.to_string()))?;
         drop(device);
+        if let Some(room) = &room {
+            let copied = room
+                .write_back()
+                .map_err(|e| fail(format!("writing the memmap back: {e}")))?;
+            tracing::debug!(namespace = %label.name, copied, "namespace: memmap written back");
+        }
         let block = self.info_block(&label)?;
-        self.rewrite_info_block(&label, block, true)
+        self.rewrite_info_block(&label, block, true, true)
     }
 
-    /// Writes `block` back with the clean flag as given and the next generation.
+    /// Writes `block` back with the clean flag as given and the next generation, synced to
+    /// the disk if `durable`.
     fn rewrite_info_block(
         &mut self,
         label: &Label,
         mut block: InfoBlock,
         clean: bool,
+        durable: bool,
     ) -> Result<(), RegionError> {
         block.flags = block.flags.with(InfoFlags::CLEAN, clean);
         block.generation += 1;
@@ -155,13 +323,16 @@ impl Region {
             name: label.name.clone(),
             source,
         })?;
-        self.write_bytes(
+        self.write_bytes_synced(
             &bytes,
             label.offset + INFO_BLOCK_OFFSET,
             "write an info block",
+            durable,
         )
     }
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(all(test, not(loom)))]
+mod warm_tests;

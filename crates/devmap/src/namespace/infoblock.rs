@@ -22,12 +22,21 @@
 //! | 128..136, 136..144 | size, align |
 //! | 144..152, 152..160 | data offset, npfns (pfns of data) |
 //! | 160..168 | generation |
-//! | 168..4088 | zero |
+//! | 168..176 | memmap record (1.1): first pfn of the device the on-device memmap describes |
+//! | 176..184 | memmap record (1.1): the pgmap id its head descriptors name |
+//! | 184..188 | memmap record (1.1): its layout (1 flat, 2 vmemmap, 3 heads) |
+//! | 188..4088 | zero |
 //! | 4088..4096 | checksum |
+//!
+//! Version 1.1 adds the memmap record of a `--map dev` namespace whose memmap lives in its
+//! room ([`MemmapRecord`]), and is written only with one; a 1.0 block has none and reads as
+//! before.
 
 use super::ondisk::{self, Header, map_code, map_of, mode_code, mode_of, u32_at, u64_at};
-use super::{Namespace, NamespaceError};
+use super::{MemmapLocation, Namespace, NamespaceError};
 use crate::addr::PAGE_SIZE;
+use crate::addr::Pfn;
+use crate::memmap::Layout;
 
 /// Bytes of the block.
 pub const INFO_BLOCK_LEN: usize = 4096;
@@ -36,12 +45,14 @@ pub const INFO_BLOCK_OFFSET: u64 = 4096;
 /// The signature.
 pub const INFO_SIGNATURE: [u8; 16] = *b"DEVMAP_NS_INFO\0\0";
 /// The version this code writes and the newest it reads.
-pub const INFO_VERSION: (u16, u16) = (1, 0);
+pub const INFO_VERSION: (u16, u16) = (1, 1);
 /// Bytes of the name field.
 pub const NAME_LEN: usize = 64;
 
 const CHECKSUM_AT: usize = INFO_BLOCK_LEN - 8;
-const RESERVED: std::ops::Range<usize> = 168..CHECKSUM_AT;
+const RESERVED: std::ops::Range<usize> = 188..CHECKSUM_AT;
+/// The version of a block without a memmap record.
+const VERSION_NO_RECORD: (u16, u16) = (1, 0);
 
 /// Flags of the block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -75,6 +86,19 @@ impl InfoFlags {
     }
 }
 
+/// Where a `--map dev` namespace's on-device memmap was built, so that a later enable can tell
+/// whether it may adopt it: the descriptors name pfns (compound heads) and a pgmap id, and are
+/// laid out for one layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemmapRecord {
+    /// First pfn of the device's range when the memmap was written.
+    pub base: Pfn,
+    /// The pgmap id its head descriptors name.
+    pub pgmap_id: u64,
+    /// Its layout.
+    pub layout: Layout,
+}
+
 /// A namespace's info block, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InfoBlock {
@@ -90,6 +114,8 @@ pub struct InfoBlock {
     pub flags: InfoFlags,
     /// Bumped every time the block is rewritten, so that of two copies the newer wins.
     pub generation: u64,
+    /// Where the on-device memmap was last built (`--map dev` namespaces once enabled).
+    pub memmap: Option<MemmapRecord>,
 }
 
 /// Why an info block was refused. Nothing is written over a block refused for any of these.
@@ -168,7 +194,11 @@ impl InfoBlock {
         }
         let ns = &self.namespace;
         let mut b = [0u8; INFO_BLOCK_LEN];
-        ondisk::write_header(&mut b, &INFO_SIGNATURE, INFO_VERSION);
+        let version = match self.memmap {
+            Some(_) => INFO_VERSION,
+            None => VERSION_NO_RECORD,
+        };
+        ondisk::write_header(&mut b, &INFO_SIGNATURE, version);
         b[20..24].copy_from_slice(&self.flags.0.to_le_bytes());
         b[24..40].copy_from_slice(&self.uuid);
         b[40..56].copy_from_slice(&self.parent_uuid);
@@ -180,6 +210,20 @@ impl InfoBlock {
         b[144..152].copy_from_slice(&ns.data_offset().to_le_bytes());
         b[152..160].copy_from_slice(&(ns.data_bytes() / PAGE_SIZE).to_le_bytes());
         b[160..168].copy_from_slice(&self.generation.to_le_bytes());
+        if let Some(r) = self.memmap {
+            if r.base.raw() == 0
+                || r.pgmap_id == 0
+                || !r.base.raw().is_multiple_of(ns.align() / PAGE_SIZE)
+            {
+                return Err(bad(
+                    "memmap record",
+                    format!("{r:?} has a zero or unaligned pfn, or a zero pgmap id"),
+                ));
+            }
+            b[168..176].copy_from_slice(&r.base.raw().to_le_bytes());
+            b[176..184].copy_from_slice(&r.pgmap_id.to_le_bytes());
+            b[184..188].copy_from_slice(&layout_code(r.layout).to_le_bytes());
+        }
         ondisk::seal(&mut b);
         Ok(b)
     }
@@ -242,6 +286,7 @@ impl InfoBlock {
         uuid.copy_from_slice(&b[24..40]);
         let mut parent_uuid = [0u8; 16];
         parent_uuid.copy_from_slice(&b[40..56]);
+        let memmap = decode_record(b, &namespace)?;
         Ok(InfoBlock {
             uuid,
             parent_uuid,
@@ -249,8 +294,66 @@ impl InfoBlock {
             namespace,
             flags: InfoFlags(flags),
             generation: u64_at(b, 160),
+            memmap,
         })
     }
+}
+
+/// The on-disk code of a layout.
+fn layout_code(layout: Layout) -> u32 {
+    match layout {
+        Layout::Flat => 1,
+        Layout::Vmemmap => 2,
+        Layout::Heads => 3,
+    }
+}
+
+/// The memmap record of a checked block: none in a 1.0 block (its bytes are reserved, so
+/// zero), a valid one in a 1.1 block, which is only written with one.
+fn decode_record(
+    b: &[u8; INFO_BLOCK_LEN],
+    ns: &Namespace,
+) -> Result<Option<MemmapRecord>, InfoBlockError> {
+    let minor = u16::from_le_bytes([b[18], b[19]]);
+    let (base, id, code) = (u64_at(b, 168), u64_at(b, 176), u32_at(b, 184));
+    if minor < INFO_VERSION.1 {
+        if base != 0 || id != 0 || code != 0 {
+            return Err(bad("reserved bytes", "not zero"));
+        }
+        return Ok(None);
+    }
+    if ns.map() != MemmapLocation::Dev {
+        return Err(bad(
+            "memmap record",
+            "present in a --map mem namespace, whose memmap never lives on the device",
+        ));
+    }
+    let layout = match code {
+        1 => Layout::Flat,
+        2 => Layout::Vmemmap,
+        3 => Layout::Heads,
+        _ => {
+            return Err(bad(
+                "memmap layout",
+                format!("{code} (1 flat, 2 vmemmap, 3 heads)"),
+            ));
+        }
+    };
+    let base = Pfn::new(base);
+    if base.raw() == 0 || !base.raw().is_multiple_of(ns.align() / PAGE_SIZE) || base > Pfn::END {
+        return Err(bad(
+            "memmap base pfn",
+            format!("{base} is zero, beyond the physical address space or not on the align"),
+        ));
+    }
+    if id == 0 || id > crate::desc::PgmapId::MAX {
+        return Err(bad("memmap pgmap id", format!("{id} is zero or too large")));
+    }
+    Ok(Some(MemmapRecord {
+        base,
+        pgmap_id: id,
+        layout,
+    }))
 }
 
 #[cfg(all(test, not(loom)))]

@@ -45,10 +45,10 @@ mod region;
 pub use self::badblocks::{
     BADBLOCKS_LEN, BADBLOCKS_OFFSET, BADBLOCKS_SIGNATURE, Badblocks, BadblocksError, MAX_BAD_RANGES,
 };
-pub use self::enable::EnabledNamespace;
+pub use self::enable::{EnablePath, EnabledNamespace};
 pub use self::infoblock::{
     INFO_BLOCK_LEN, INFO_BLOCK_OFFSET, INFO_SIGNATURE, INFO_VERSION, InfoBlock, InfoBlockError,
-    InfoFlags, NAME_LEN,
+    InfoFlags, MemmapRecord, NAME_LEN,
 };
 pub use self::label::{
     LABEL_INDEX_LEN, LABEL_SIGNATURE, LABEL_VERSION, Label, LabelError, LabelIndex, MAX_NAMESPACES,

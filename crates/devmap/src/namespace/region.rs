@@ -286,18 +286,19 @@ impl Region {
         self.access
     }
 
-    /// Writes and syncs `bytes` at byte `at` of the region (for the other parts of the
-    /// namespace module).
-    pub(super) fn write_bytes(
+    /// Writes `bytes` at `at` of a region managed by this process, synced to the disk only if
+    /// `durable`: an unsynced write is seen by every later reader of the file, but a power loss may undo it.
+    pub(super) fn write_bytes_synced(
         &self,
         bytes: &[u8],
         at: u64,
         what: &'static str,
+        durable: bool,
     ) -> Result<(), RegionError> {
         if self.access != Access::Manage {
             return Err(RegionError::ReadOnly);
         }
-        self.write_at(bytes, at, what)
+        self.write_at(bytes, at, what, durable)
     }
 
     /// The region file.
@@ -411,6 +412,7 @@ impl Region {
             &bytes,
             label.offset + BADBLOCKS_OFFSET,
             "write a badblocks list",
+            true,
         )?;
         Ok(list)
     }
@@ -452,17 +454,24 @@ impl Region {
             namespace,
             flags: InfoFlags::NONE,
             generation: 1,
+            memmap: None,
         };
         let bytes = block.encode().map_err(|source| RegionError::InfoBlock {
             name: name.into(),
             source,
         })?;
-        self.write_at(&bytes, offset + INFO_BLOCK_OFFSET, "write an info block")?;
+        self.write_at(
+            &bytes,
+            offset + INFO_BLOCK_OFFSET,
+            "write an info block",
+            true,
+        )?;
         // A new namespace has no bad pages, whatever an earlier one here had.
         self.write_at(
             &[0u8; BADBLOCKS_LEN],
             offset + BADBLOCKS_OFFSET,
             "clear a badblocks list",
+            true,
         )?;
         let mut labels = self.index.labels.clone();
         labels.push(label.clone());
@@ -490,6 +499,7 @@ impl Region {
             &[0u8; INFO_BLOCK_LEN],
             label.offset + INFO_BLOCK_OFFSET,
             "clear an info block",
+            true,
         )
     }
 
@@ -547,6 +557,7 @@ impl Region {
             &bytes,
             slot * LABEL_INDEX_LEN as u64,
             "write the label index",
+            true,
         )?;
         self.index = next;
         self.slot = slot;
@@ -554,10 +565,22 @@ impl Region {
     }
 
     /// Writes and syncs `bytes` at `at`.
-    fn write_at(&self, bytes: &[u8], at: u64, what: &'static str) -> Result<(), RegionError> {
+    fn write_at(
+        &self,
+        bytes: &[u8],
+        at: u64,
+        what: &'static str,
+        durable: bool,
+    ) -> Result<(), RegionError> {
         self.file
             .write_all_at(bytes, at)
-            .and_then(|()| self.file.sync_data())
+            .and_then(|()| {
+                if durable {
+                    self.file.sync_data()
+                } else {
+                    Ok(())
+                }
+            })
             .map_err(|source| RegionError::Io {
                 path: self.path.clone(),
                 what,

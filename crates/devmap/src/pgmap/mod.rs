@@ -32,7 +32,7 @@ pub use self::config::{Altmap, FolioFreeFn, MemoryFailureFn, MemoryType, PgmapCo
 
 pub(crate) use self::live::{Dying, Liveness};
 pub use self::space::DeviceSpace;
-pub(crate) use self::space::Missing;
+pub(crate) use self::space::{MemmapPlace, Missing};
 
 /// Errors from registering pgmaps and looking pfns up.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +106,12 @@ pub enum PgmapError {
         align: u64,
         /// What is wrong.
         why: &'static str,
+    },
+    /// A pgmap asked for an id another pgmap of the space has.
+    #[error("pgmap id {id} is taken by another pgmap of the device space")]
+    IdTaken {
+        /// The id asked for.
+        id: u64,
     },
     /// The id space of the device space is used up.
     #[error("the device space has no pgmap ids left")]

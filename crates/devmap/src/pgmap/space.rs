@@ -15,7 +15,7 @@ use super::{Altmap, MemoryType, Pgmap, PgmapConfig, PgmapError, PgmapRef};
 use crate::addr::{PAGE_SIZE, Pfn, PfnRange};
 use crate::desc::PgmapId;
 use crate::init::{InitTarget, MemmapSet};
-use crate::memmap::Memmap;
+use crate::memmap::{Memmap, MemmapRoom};
 
 /// Lowest pfn the device space hands out (4 GiB), leaving room below like a physical map.
 const SPACE_BASE: Pfn = Pfn::new(1 << 20);
@@ -35,6 +35,28 @@ struct SpaceInner {
 #[derive(Debug, Default)]
 pub struct DeviceSpace {
     inner: RwLock<SpaceInner>,
+}
+
+/// Where [`DeviceSpace::memremap_pages_in`] puts a pgmap's memmap.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MemmapPlace<'r> {
+    /// The device's memmap room (range 0's store), or host memory.
+    pub(crate) room: Option<&'r MemmapRoom>,
+    /// Take the room's descriptors as they are, written by an earlier enable and left clean,
+    /// instead of initialising them.
+    pub(crate) adopt: bool,
+    /// The id to register the pgmap under instead of the next free one: the id its room's
+    /// head descriptors name. Refused if a pgmap of the space has it.
+    pub(crate) id: Option<PgmapId>,
+}
+
+impl MemmapPlace<'_> {
+    /// Host memory, initialised.
+    pub(crate) const HOST: MemmapPlace<'static> = MemmapPlace {
+        room: None,
+        adopt: false,
+        id: None,
+    };
 }
 
 impl DeviceSpace {
@@ -75,6 +97,42 @@ impl DeviceSpace {
         Err(PgmapError::SpaceExhausted { bytes, align })
     }
 
+    /// Reserves the `bytes` of pfns from `start` exactly, which must be aligned to `align`
+    /// bytes and overlap no other reservation: how a device whose memmap outlives the process
+    /// gets back the pfns its descriptors name.
+    pub fn reserve_range_at(
+        &self,
+        start: Pfn,
+        bytes: u64,
+        align: u64,
+    ) -> Result<PfnRange, PgmapError> {
+        let bad = |why| PgmapError::BadRequest { bytes, align, why };
+        if bytes == 0 || !bytes.is_multiple_of(PAGE_SIZE) {
+            return Err(bad("size must be a non-zero multiple of 4 KiB"));
+        }
+        if !align.is_power_of_two() || align < PAGE_SIZE {
+            return Err(bad("alignment must be a power of two of at least 4 KiB"));
+        }
+        if !start.raw().is_multiple_of(align / PAGE_SIZE) {
+            return Err(bad("the start pfn is not aligned to the alignment"));
+        }
+        let range = start
+            .raw()
+            .checked_add(bytes / PAGE_SIZE)
+            .filter(|&end| start >= SPACE_BASE && end <= SPACE_END.raw())
+            .map(|end| PfnRange::new_unchecked(start, Pfn::new(end)))
+            .ok_or(bad("the range lies outside the device space"))?;
+        let mut inner = self.inner.write();
+        if let Some(other) = inner.reserved.values().find(|r| r.overlaps(range)) {
+            return Err(PgmapError::Overlap {
+                range,
+                other: *other,
+            });
+        }
+        inner.reserved.insert(range.start(), range);
+        Ok(range)
+    }
+
     /// Returns a range from [`DeviceSpace::reserve_range`]; false if it was not reserved.
     pub fn release_range(&self, range: PfnRange) -> bool {
         let mut inner = self.inner.write();
@@ -89,6 +147,17 @@ impl DeviceSpace {
     /// Builds, initialises and registers a pgmap (`memremap_pages`). The returned pgmap's
     /// every descriptor is initialised.
     pub fn memremap_pages(&self, cfg: PgmapConfig) -> Result<Arc<Pgmap>, PgmapError> {
+        self.memremap_pages_in(cfg, MemmapPlace::HOST)
+    }
+
+    /// As [`memremap_pages`](Self::memremap_pages), with the memmap placed as `place` says:
+    /// in host memory, or in a device's memmap room, initialised or (a warm enable) adopted
+    /// as the room holds it.
+    pub(crate) fn memremap_pages_in(
+        &self,
+        cfg: PgmapConfig,
+        place: MemmapPlace<'_>,
+    ) -> Result<Arc<Pgmap>, PgmapError> {
         validate_ops(&cfg)?;
         cfg.check_shape()?;
         for (i, a) in cfg.ranges.iter().enumerate() {
@@ -106,8 +175,22 @@ impl DeviceSpace {
                     return Err(PgmapError::Overlap { range: *r, other });
                 }
             }
-            inner.last_id += 1;
-            PgmapId::new(inner.last_id).ok_or(PgmapError::IdsExhausted)?
+            match place.id {
+                Some(id) => {
+                    if inner.pgmaps.values().any(|(_, p)| p.id() == id) {
+                        return Err(PgmapError::IdTaken { id: id.get() });
+                    }
+                    id
+                }
+                None => loop {
+                    inner.last_id += 1;
+                    let id = PgmapId::new(inner.last_id).ok_or(PgmapError::IdsExhausted)?;
+                    // Skips ids taken by pgmaps registered under an id of their own.
+                    if !inner.pgmaps.values().any(|(_, p)| p.id() == id) {
+                        break id;
+                    }
+                },
+            }
         };
 
         let mut altmap = None;
@@ -128,7 +211,7 @@ impl DeviceSpace {
                 });
             }
             maps.push(
-                Memmap::new(cfg.layout, geo, cfg.init.page_hint())
+                Memmap::new_in(cfg.layout, geo, cfg.init.page_hint(), place.room)
                     .map_err(|source| PgmapError::Memmap { index, source })?,
             );
         }
@@ -137,7 +220,11 @@ impl DeviceSpace {
             pgmap: id,
             idle_ref: cfg.memory_type.idle_refcount(),
         };
-        let set = Arc::new(MemmapSet::new(maps, target, cfg.init));
+        let set = Arc::new(if place.adopt {
+            MemmapSet::adopt(maps, target)
+        } else {
+            MemmapSet::new(maps, target, cfg.init)
+        });
         let pgmap = Arc::new(Pgmap {
             id,
             memory_type: cfg.memory_type,
@@ -156,7 +243,13 @@ impl DeviceSpace {
             layout_wait: (Mutex::new(()), Condvar::new()),
         });
         let mut inner = self.inner.write();
-        // Re-check: another thread may have registered an overlapping pgmap while we built.
+        // Re-check: another thread may have registered an overlapping pgmap, or one with the
+        // id asked for, while we built.
+        if inner.pgmaps.values().any(|(_, p)| p.id() == pgmap.id()) {
+            return Err(PgmapError::IdTaken {
+                id: pgmap.id().get(),
+            });
+        }
         for r in pgmap.ranges() {
             if let Some(other) = overlapping_pgmap(&inner, r) {
                 return Err(PgmapError::Overlap { range: r, other });

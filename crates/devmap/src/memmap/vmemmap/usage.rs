@@ -27,7 +27,7 @@ pub(super) struct SectionUsage {
 impl SectionUsage {
     pub(super) fn new(sections: u64, hint: PageHint) -> Result<Self, BackingError> {
         Ok(Self {
-            words: ZeroedArray::new(sections * USAGE_WORDS, hint)?,
+            words: ZeroedArray::new(sections * USAGE_WORDS, hint, None)?,
         })
     }
 

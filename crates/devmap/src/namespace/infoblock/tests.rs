@@ -3,6 +3,8 @@
 //! accepted that does not encode back to the same bytes).
 
 use super::*;
+use crate::addr::Pfn;
+use crate::memmap::Layout;
 use crate::namespace::fuzz_tests;
 use crate::namespace::ondisk::{fletcher64, seal};
 use crate::namespace::{MemmapLocation, NamespaceMode};
@@ -15,7 +17,19 @@ fn block(mode: NamespaceMode, map: MemmapLocation, size: u64, align: u64) -> Inf
         namespace: Namespace::new(size, align, mode, map).expect("geometry"),
         flags: InfoFlags::CLEAN,
         generation: 42,
+        memmap: None,
     }
+}
+
+/// A `--map dev` devdax block with a memmap record (version 1.1).
+fn recorded(size: u64, align: u64) -> InfoBlock {
+    let mut b = block(NamespaceMode::Devdax, MemmapLocation::Dev, size, align);
+    b.memmap = Some(MemmapRecord {
+        base: Pfn::new(1 << 21),
+        pgmap_id: (1 << 61) | 12345,
+        layout: Layout::Heads,
+    });
+    b
 }
 
 /// `b` with the checksum recomputed, so that a test reaches the check after it.
@@ -40,6 +54,20 @@ fn blocks_round_trip_in_every_mode_map_and_align() {
     unnamed.flags = InfoFlags::NONE;
     let bytes = unnamed.encode().expect("encode");
     assert_eq!(InfoBlock::decode(&bytes).expect("decode"), unnamed);
+    assert_eq!(
+        &bytes[16..20],
+        &[1, 0, 0, 0],
+        "no record: still version 1.0"
+    );
+    for layout in [Layout::Flat, Layout::Vmemmap, Layout::Heads] {
+        let mut want = recorded(1 << 30, 2 << 20);
+        if let Some(r) = want.memmap.as_mut() {
+            r.layout = layout;
+        }
+        let bytes = want.encode().expect("encode");
+        assert_eq!(&bytes[16..20], &[1, 0, 1, 0], "a record: version 1.1");
+        assert_eq!(InfoBlock::decode(&bytes).expect("decode"), want);
+    }
 }
 
 #[test]
@@ -63,11 +91,31 @@ fn every_refusal_names_what_is_wrong() {
     newer[16..18].copy_from_slice(&2u16.to_le_bytes());
     check(
         &newer,
-        "version 2.0, newer than this devmap reads (1.0): upgrade devmap",
+        "version 2.0, newer than this devmap reads (1.1): upgrade devmap",
     );
     let mut minor = good;
-    minor[18..20].copy_from_slice(&1u16.to_le_bytes());
-    check(&minor, "version 1.1, newer than this devmap reads (1.0)");
+    minor[18..20].copy_from_slice(&2u16.to_le_bytes());
+    check(&minor, "version 1.2, newer than this devmap reads (1.1)");
+    let good11 = recorded(1 << 30, 2 << 20).encode().expect("encode");
+    let mut no_record = good11;
+    no_record[168..188].fill(0);
+    check(&resealed(no_record), "memmap layout is invalid: 0");
+    let mut layout = good11;
+    layout[184..188].copy_from_slice(&7u32.to_le_bytes());
+    check(&resealed(layout), "memmap layout is invalid: 7");
+    let mut unaligned = good11;
+    unaligned[168..176].copy_from_slice(&((1u64 << 21) + 1).to_le_bytes());
+    check(&resealed(unaligned), "not on the align");
+    let mut id = good11;
+    id[176..184].fill(0);
+    check(&resealed(id), "memmap pgmap id is invalid: 0");
+    let mut old = good11;
+    old[18..20].copy_from_slice(&0u16.to_le_bytes());
+    check(&resealed(old), "reserved bytes is invalid");
+    let mut mem = block(NamespaceMode::Devdax, MemmapLocation::Mem, 1 << 30, 2 << 20);
+    mem.memmap = recorded(1 << 30, 2 << 20).memmap;
+    let mem = mem.encode().expect("encode writes what it is given");
+    check(&mem, "present in a --map mem namespace");
     let mut flipped = good;
     flipped[130] ^= 1;
     check(&flipped, "corrupt: checksum");
@@ -119,8 +167,12 @@ fn mutated_blocks_never_panic_and_every_refusal_has_a_reason() {
         (NamespaceMode::Fsdax, MemmapLocation::Mem, 64 << 20, 4096),
         (NamespaceMode::Devdax, MemmapLocation::Mem, 4 << 30, 1 << 30),
     ];
-    for (i, (mode, map, size, align)) in geometries.into_iter().enumerate() {
-        let base = block(mode, map, size, align).encode().expect("encode");
+    let bases = geometries
+        .into_iter()
+        .map(|(mode, map, size, align)| block(mode, map, size, align))
+        .chain([recorded(1 << 30, 2 << 20)]);
+    for (i, b) in bases.enumerate() {
+        let base = b.encode().expect("encode");
         fuzz_tests::fuzz(
             "info block",
             0x1b10c + i as u64,

@@ -1,0 +1,254 @@
+//! `devmap enable-namespace` and `disable-namespace`: ndctl's verbs for a namespace that, in
+//! devmap, is enabled by the process that uses it and for as long as that process runs (the
+//! region's lock is the proof). This module owns their arguments, the timed enable (warm,
+//! cold or in host memory, and how long until the namespace is usable and until its memmap is
+//! whole), the progress bar of a background init on a terminal, and the repair a
+//! `disable-namespace` does for a namespace its process left enabled when it died.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use devmap::dax::DaxOptions;
+use devmap::init::InitMode;
+use devmap::namespace::{Access, EnabledNamespace, InfoFlags, Region};
+use devmap::{DeviceSpace, InitState, Layout, Order};
+use serde::Serialize;
+
+use super::region::{open, region_error};
+use crate::output;
+
+/// `--layout` of an enable: one layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EnableLayout {
+    /// One descriptor per 4 KiB page (16 GiB per TiB, kept on the device with --map dev).
+    Flat,
+    /// Software vmemmap with tail-block dedup (always in host memory).
+    Vmemmap,
+    /// Head descriptors only (kept on the device with --map dev).
+    Heads,
+}
+
+impl EnableLayout {
+    fn layout(self) -> Layout {
+        match self {
+            EnableLayout::Flat => Layout::Flat,
+            EnableLayout::Vmemmap => Layout::Vmemmap,
+            EnableLayout::Heads => Layout::Heads,
+        }
+    }
+}
+
+/// `--init` of an enable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EnableInit {
+    /// On the calling thread.
+    Sync,
+    /// On every core, the caller included.
+    Parallel,
+    /// In the background on every core; the namespace is usable at once.
+    Async,
+}
+
+impl EnableInit {
+    fn mode(self) -> InitMode {
+        match self {
+            EnableInit::Sync => InitMode::Sync,
+            EnableInit::Parallel => InitMode::parallel_default(),
+            EnableInit::Async => InitMode::async_default(),
+        }
+    }
+}
+
+/// `enable-namespace`'s arguments.
+#[derive(Debug, Args)]
+pub struct EnableNamespaceArgs {
+    /// The region file.
+    #[arg(long, short = 'r')]
+    region: PathBuf,
+    /// The namespace.
+    name: String,
+    /// Descriptor layout. A --map dev namespace keeps a flat or heads memmap on the device,
+    /// where the next enable with the same layout adopts it.
+    #[arg(long, value_enum, default_value = "heads")]
+    layout: EnableLayout,
+    /// How a memmap that cannot be adopted is initialised.
+    #[arg(long, value_enum, default_value = "async")]
+    init: EnableInit,
+    /// Seconds to keep the namespace enabled before disabling it (0: disable at once).
+    #[arg(long, default_value_t = 0)]
+    hold: u64,
+}
+
+/// What `enable-namespace` prints.
+#[derive(Debug, Serialize)]
+pub struct EnableObject {
+    /// The namespace.
+    pub name: String,
+    /// How the memmap was had: "warm" (adopted from the device), "cold" (initialised on the
+    /// device) or "host" (initialised in host memory).
+    pub path: &'static str,
+    /// Whether the last disable was clean.
+    pub was_clean: bool,
+    /// Nanoseconds until the namespace was usable: the region opened, the device built, the
+    /// bad pages poisoned again and the info block marked in use.
+    pub enable_ns: u64,
+    /// Nanoseconds until every descriptor was initialised (equal to `enable_ns` unless a
+    /// background init ran on).
+    pub memmap_ns: u64,
+    /// Descriptors this enable wrote (0 when warm).
+    pub descriptors_initialized: u64,
+    /// Bad pages the namespace's list holds.
+    pub bad_pages: u64,
+    /// Nanoseconds the clean disable took.
+    pub disable_ns: u64,
+}
+
+/// Runs `enable-namespace`: enables the namespace, reports how, holds it, and disables it
+/// cleanly (so that the next enable can be warm).
+pub fn enable(a: EnableNamespaceArgs) -> Result<()> {
+    let space = DeviceSpace::new();
+    let obj = enable_timed(&space, &a.region, &a.name, a.layout, a.init, |_| {
+        std::thread::sleep(Duration::from_secs(a.hold));
+    })?;
+    output::json(&[obj])
+}
+
+/// Opens the region, enables `name` and times it, runs `hold` with the namespace enabled
+/// once its memmap is whole (a progress bar on a terminal meanwhile), then disables it.
+pub fn enable_timed(
+    space: &DeviceSpace,
+    region: &std::path::Path,
+    name: &str,
+    layout: EnableLayout,
+    init: EnableInit,
+    hold: impl FnOnce(&EnabledNamespace<'_>),
+) -> Result<EnableObject> {
+    let start = Instant::now();
+    let mut r = open(region, Access::Manage)?;
+    let mut opts = DaxOptions::new(Order::PMD);
+    opts.layout = layout.layout();
+    opts.init = init.mode();
+    let ns = r
+        .enable(space, name, opts)
+        .map_err(region_error)
+        .with_context(|| format!("cannot enable namespace {name:?} of {}", region.display()))?;
+    let enable_ns = start.elapsed().as_nanos() as u64;
+    wait_for_memmap(&ns)?;
+    let memmap_ns = start.elapsed().as_nanos() as u64;
+    let pgmap = ns.device().pgmap();
+    let obj = EnableObject {
+        name: name.to_owned(),
+        path: ns.path().name(),
+        was_clean: ns.was_clean(),
+        enable_ns,
+        memmap_ns,
+        descriptors_initialized: pgmap.init_stats().descriptors,
+        bad_pages: ns.device().badblocks().iter().map(|&(_, l)| l / 4096).sum(),
+        disable_ns: 0,
+    };
+    hold(&ns);
+    let t = Instant::now();
+    r.disable(ns)
+        .map_err(region_error)
+        .with_context(|| format!("cannot disable namespace {name:?}"))?;
+    Ok(EnableObject {
+        disable_ns: t.elapsed().as_nanos() as u64,
+        ..obj
+    })
+}
+
+/// Waits for a background init to finish, with a bar of descriptors written on a terminal
+/// (indicatif draws nothing when stderr is not one).
+fn wait_for_memmap(ns: &EnabledNamespace<'_>) -> Result<()> {
+    let pgmap = ns.device().pgmap();
+    if pgmap.init_state() == InitState::Idle {
+        return Ok(());
+    }
+    let total = pgmap.cost().descriptors_initialized;
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "memmap init {bar:30} {pos}/{len} descriptors [{elapsed}]",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    while pgmap.init_state() == InitState::Active {
+        bar.set_position(pgmap.init_stats().descriptors.min(total));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bar.finish_and_clear();
+    pgmap.wait_init_idle().map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// `disable-namespace`'s arguments.
+#[derive(Debug, Args)]
+pub struct DisableNamespaceArgs {
+    /// The region file.
+    #[arg(long, short = 'r')]
+    region: PathBuf,
+    /// The namespace.
+    name: String,
+}
+
+/// What `disable-namespace` prints.
+#[derive(Debug, Serialize)]
+pub struct DisableObject {
+    /// The namespace.
+    pub name: String,
+    /// Whether it was already disabled cleanly (nothing to do).
+    pub was_clean: bool,
+    /// Whether its memmap was rebuilt (it had been left enabled by a process that died).
+    pub rebuilt: bool,
+}
+
+/// Runs `disable-namespace`. A namespace enabled by a live process cannot be disabled from
+/// another (the region is locked: end that process). One left enabled by a process that died
+/// is enabled here, which rebuilds its memmap, and disabled cleanly, so that the next enable
+/// is warm.
+pub fn disable(a: DisableNamespaceArgs) -> Result<()> {
+    let was_clean = {
+        let r = open(&a.region, Access::Manage).with_context(|| {
+            format!(
+                "namespace {:?} is enabled by the process that manages the region: end that \
+                 process to disable it",
+                a.name
+            )
+        })?;
+        clean(&r, &a.name)?
+    };
+    let (was_clean, layout) = was_clean;
+    if !was_clean {
+        let space = DeviceSpace::new();
+        enable_timed(
+            &space,
+            &a.region,
+            &a.name,
+            layout,
+            EnableInit::Parallel,
+            |_| {},
+        )?;
+    }
+    output::json(&[DisableObject {
+        name: a.name,
+        was_clean,
+        rebuilt: !was_clean,
+    }])
+}
+
+/// Whether `name`'s info block says it was disabled cleanly, and the layout to rebuild its
+/// memmap in (the one on the device, else heads).
+fn clean(r: &Region, name: &str) -> Result<(bool, EnableLayout)> {
+    let label = r.namespace(name).map_err(region_error)?.clone();
+    if label.namespace.mode() != devmap::NamespaceMode::Devdax {
+        bail!("namespace {name:?} is not devdax: only devdax namespaces are enabled");
+    }
+    let block = r.info_block(&label).map_err(region_error)?;
+    let layout = match block.memmap.map(|m| m.layout) {
+        Some(Layout::Flat) => EnableLayout::Flat,
+        Some(Layout::Vmemmap) => EnableLayout::Vmemmap,
+        Some(Layout::Heads) | None => EnableLayout::Heads,
+    };
+    Ok((block.flags.contains(InfoFlags::CLEAN), layout))
+}

@@ -1,0 +1,146 @@
+//! `enable-namespace` and `disable-namespace` through the command line: the first enable of a
+//! `--map dev` namespace is cold and leaves a memmap on the device that the next one adopts
+//! (warm, nothing initialised); a namespace a live process holds cannot be disabled from
+//! another; one left enabled by a process killed with SIGKILL is repaired by
+//! `disable-namespace`, after which enables are warm again.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{fails, field, json};
+use serde_json::Value;
+
+/// A region file path of its own under the temp dir, removed when dropped.
+struct TempRegion(PathBuf);
+
+impl TempRegion {
+    fn new(tag: &str) -> TempRegion {
+        let path =
+            std::env::temp_dir().join(format!("devmap-enabling-{tag}-{}.img", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        TempRegion(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("utf-8 temp path")
+    }
+}
+
+impl Drop for TempRegion {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn region_with(tag: &str, map: &str) -> TempRegion {
+    let r = TempRegion::new(tag);
+    json(&["create-region", "--path", r.path(), "--size", "64M"]);
+    json(&[
+        "create-namespace",
+        "-r",
+        r.path(),
+        "-s",
+        "32M",
+        "-a",
+        "2M",
+        "-M",
+        map,
+        "-n",
+        "kv",
+    ]);
+    r
+}
+
+fn enable(r: &TempRegion, extra: &[&str]) -> Value {
+    let mut args = vec!["enable-namespace", "-r", r.path(), "kv"];
+    args.extend_from_slice(extra);
+    let rows = json(&args);
+    assert_eq!(rows.len(), 1);
+    rows[0].clone()
+}
+
+fn check(r: &TempRegion) -> Value {
+    let out = common::devmap(&["check-namespace", "-r", r.path(), "kv"]);
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).expect("check prints JSON")
+}
+
+#[test]
+fn the_first_enable_is_cold_and_the_next_adopts_its_memmap() {
+    let r = region_with("warm", "dev");
+    let first = enable(&r, &["--init", "sync"]);
+    assert_eq!(first["path"], "cold");
+    assert_eq!(first["was_clean"], false);
+    // 30 MiB of data at 2 MiB: 15 heads.
+    assert_eq!(field(&first, "descriptors_initialized"), 15);
+    let c = check(&r);
+    assert_eq!(c["clean"], true);
+    assert_eq!(c["memmap_layout"], "heads");
+
+    let second = enable(&r, &[]);
+    assert_eq!(second["path"], "warm");
+    assert_eq!(second["was_clean"], true);
+    assert_eq!(field(&second, "descriptors_initialized"), 0);
+    assert!(field(&second, "enable_ns") > 0);
+
+    let flat = enable(&r, &["--layout", "flat"]);
+    assert_eq!(flat["path"], "cold", "another layout starts over");
+    assert_eq!(field(&flat, "descriptors_initialized"), 15 * 512);
+    assert_eq!(enable(&r, &["--layout", "flat"])["path"], "warm");
+    assert_eq!(enable(&r, &["--layout", "vmemmap"])["path"], "host");
+    assert_eq!(check(&r)["memmap_layout"], Value::Null);
+
+    let mem = region_with("mem", "mem");
+    assert_eq!(enable(&mem, &[])["path"], "host");
+    assert_eq!(enable(&mem, &[])["path"], "host");
+}
+
+#[test]
+fn a_namespace_left_enabled_by_a_killed_process_is_repaired_by_disable() {
+    let r = region_with("killed", "dev");
+    enable(&r, &[]);
+    let clean = json(&["disable-namespace", "-r", r.path(), "kv"]);
+    assert_eq!(clean[0]["was_clean"], true);
+    assert_eq!(clean[0]["rebuilt"], false);
+
+    let mut holder = Command::new(env!("CARGO_BIN_EXE_devmap"))
+        .args(["enable-namespace", "-r", r.path(), "kv", "--hold", "60"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn a holder");
+    // The holder marks the info block in use as it enables.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while check(&r)["clean"] == true {
+        assert!(
+            Instant::now() < deadline,
+            "the holder never enabled the namespace"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fails(
+        &["disable-namespace", "-r", r.path(), "kv"],
+        "is enabled by the process that manages the region: end that process",
+    );
+    fails(
+        &["destroy-namespace", "-r", r.path(), "kv"],
+        "managed by another process",
+    );
+    holder.kill().expect("SIGKILL the holder");
+    holder.wait().expect("reap");
+
+    assert_eq!(
+        check(&r)["clean"],
+        false,
+        "the killed holder left it in use"
+    );
+    let repaired = json(&["disable-namespace", "-r", r.path(), "kv"]);
+    assert_eq!(repaired[0]["was_clean"], false);
+    assert_eq!(repaired[0]["rebuilt"], true);
+    assert_eq!(check(&r)["clean"], true);
+    let after = enable(&r, &[]);
+    assert_eq!(after["path"], "warm", "the repair left an adoptable memmap");
+}

@@ -1,0 +1,76 @@
+//! [`MemmapRoom`]: the bytes of a device set aside for its own memmap (`--map dev`, the
+//! kernel's altmap), mapped shared, from which a store's arrays are carved in order. A memmap
+//! placed there outlives the process: it is what a warm enable adopts.
+//!
+//! The room is a bump allocator over one [`SharedMapping`]: each array takes the next
+//! page-aligned piece, so the same layout and geometry always put the same array at the same
+//! offset, which is what lets a later process find its descriptors again.
+//!
+//! A room being initialised is mapped shared: init writes straight to the backing. A room
+//! being adopted is mapped copy-on-write: the descriptors this process changes are its own
+//! copies until [`MemmapRoom::write_back`], so a crash, even a power loss, leaves the backing
+//! holding the memmap exactly as the last clean disable wrote it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::addr::PAGE_SIZE;
+use crate::backing::{Backing, BackingError, SharedMapping};
+
+/// A shared mapping of a device's memmap room, handing out page-aligned pieces in order.
+#[derive(Debug)]
+pub(crate) struct MemmapRoom {
+    backing: Backing,
+    map: Arc<SharedMapping>,
+    /// Bytes handed out so far (a multiple of the page size).
+    next: AtomicUsize,
+}
+
+impl MemmapRoom {
+    /// A room over all of `backing`, mapped shared (to be initialised) or copy-on-write (to
+    /// be adopted).
+    pub(crate) fn new(backing: Backing, copy_on_write: bool) -> Result<MemmapRoom, BackingError> {
+        let len = backing.len();
+        let map = if copy_on_write {
+            backing.map_copy_on_write(0, len)?
+        } else {
+            backing.map_shared(0, len, crate::addr::Order::BASE)?
+        };
+        Ok(MemmapRoom {
+            backing,
+            map: Arc::new(map),
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// Stores what this process wrote in the room in its backing and waits for it
+    /// ([`SharedMapping::write_back`]); returns the bytes copied back from a copy-on-write
+    /// room.
+    pub(crate) fn write_back(&self) -> Result<u64, BackingError> {
+        self.map.write_back(&self.backing)
+    }
+
+    /// The next `bytes` of the room, rounded up to whole pages: the mapping (kept alive by the
+    /// caller's clone) and the piece's offset in it.
+    pub(crate) fn take(&self, bytes: u64) -> Result<(Arc<SharedMapping>, usize), BackingError> {
+        let full = BackingError::TooLarge { len: bytes };
+        let rounded = bytes
+            .max(1)
+            .checked_next_multiple_of(PAGE_SIZE)
+            .and_then(|b| usize::try_from(b).ok())
+            .ok_or(full)?;
+        // Relaxed: the counter only partitions the room; nothing else is published by it.
+        let at = self.next.fetch_add(rounded, Ordering::Relaxed);
+        match at.checked_add(rounded) {
+            Some(end) if end <= self.map.len() => Ok((Arc::clone(&self.map), at)),
+            _ => {
+                self.next.fetch_sub(rounded, Ordering::Relaxed);
+                Err(BackingError::RoomFull {
+                    need: rounded as u64,
+                    left: self.map.len().saturating_sub(at) as u64,
+                    room: self.map.len() as u64,
+                })
+            }
+        }
+    }
+}
