@@ -85,6 +85,10 @@ class NamespaceInfo(TypedDict):
     data_offset: int
     data_bytes: int
 
+class EnabledNamespaceInfo(NamespaceInfo):
+    was_clean: bool
+    enable_path: Literal["host", "cold", "warm"]
+
 class Estimate(TypedDict):
     size: int
     align: int
@@ -153,6 +157,9 @@ class Device:
     def catches_touches(self) -> bool: ...
     @property
     def granularity(self) -> GranularityName: ...
+    @property
+    def namespace(self) -> EnabledNamespaceInfo | None:
+        """For a device enabled from a region, its namespace; else None."""
     @property
     def closed(self) -> bool: ...
     @property

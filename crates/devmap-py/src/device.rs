@@ -321,6 +321,22 @@ impl Device {
         })
     }
 
+    /// For a device enabled from a region, its namespace: the region's dict of it (name,
+    /// uuid, offset, size, align, mode, map, data_offset, data_bytes) with was_clean (whether
+    /// its previous enable ended with a disable) and enable_path ("host", "cold" or "warm":
+    /// how the memmap was got). None for other devices.
+    #[getter]
+    fn namespace<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let held = self.cell.held.read();
+        let Some(Held::Namespace(ns, _)) = held.as_ref() else {
+            return Ok(None);
+        };
+        let d = crate::region::label_dict(py, ns.label())?;
+        d.set_item("was_clean", ns.was_clean())?;
+        d.set_item("enable_path", ns.path().name())?;
+        Ok(Some(d))
+    }
+
     /// Whether the device is closed.
     #[getter]
     fn closed(&self) -> bool {
@@ -438,9 +454,10 @@ impl Device {
         self.cell.with(|d| Ok(d.badblocks()))
     }
 
-    /// Tears the device down: refused with BusyError while mappings are open or (after
-    /// `timeout` seconds of waiting; None waits for ever) pins are held. A namespace device
-    /// is disabled, its bad pages written to its region. Closing twice does nothing.
+    /// Tears the device down: refused with BusyError while mappings are open or pins are
+    /// held (waiting up to `timeout` seconds for pins to go; None waits for ever). A namespace
+    /// device is disabled instead, at once or not at all: its bad pages and, for `map="dev"`,
+    /// its memmap written to its region for the next enable. Closing twice does nothing.
     #[pyo3(signature = (timeout = 1.0))]
     fn close(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
         let timeout = timeout
@@ -460,7 +477,17 @@ impl Device {
             if open > 0 {
                 return Err(Refused::Mappings(open));
             }
-            dev.shutdown(timeout).map_err(Refused::Dax)?;
+            match held {
+                // The region's disable finishes the memmap on the live device, then tears it
+                // down, waiting for pins without a limit: refuse while any is held.
+                Held::Namespace(..) => {
+                    let refs = dev.pin_stats().pin_refs;
+                    if refs > 0 {
+                        return Err(Refused::Pins(refs));
+                    }
+                }
+                Held::Device(_) => dev.shutdown(timeout).map_err(Refused::Dax)?,
+            }
             Ok(guard.take())
         });
         match outcome {
@@ -474,6 +501,11 @@ impl Device {
                 Kind::Busy,
                 libc_errno::EBUSY,
                 format!("{open} mapping(s) of the device are still open: close them first"),
+            )),
+            Err(Refused::Pins(refs)) => Err(error(
+                Kind::Busy,
+                libc_errno::EBUSY,
+                format!("{refs} pin reference(s) on the device are still held: unpin them first"),
             )),
             Err(Refused::Dax(e)) => Err(errors::dax(e)),
         }
@@ -509,6 +541,8 @@ impl Device {
 enum Refused {
     /// Mappings are open.
     Mappings(usize),
+    /// Pins are held on a namespace device.
+    Pins(u64),
     /// The teardown refused (pins still held after the timeout).
     Dax(devmap::DaxError),
 }

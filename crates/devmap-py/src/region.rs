@@ -91,7 +91,7 @@ fn uuid_text(u: &[u8; 16]) -> String {
 }
 
 /// A namespace's label as a dict.
-fn label_dict<'py>(py: Python<'py>, l: &Label) -> PyResult<Bound<'py, PyDict>> {
+pub(crate) fn label_dict<'py>(py: Python<'py>, l: &Label) -> PyResult<Bound<'py, PyDict>> {
     let ns = l.namespace;
     let d = PyDict::new(py);
     d.set_item("name", &l.name)?;

@@ -89,7 +89,7 @@ def test_every_error_is_a_devmap_error():
 
 
 def test_write_through_the_memoryview_and_read_back(dev):
-    assert dev.backing == "memfd" and dev.catches_touches
+    assert dev.backing == "memfd" and dev.catches_touches and dev.namespace is None
     with dev.mmap() as m:
         assert m.length == 64 * MiB and m.addr % (2 * MiB) == 0
         view = memoryview(m)
@@ -428,6 +428,8 @@ def test_an_enabled_namespace_keeps_its_bad_pages(tmp_path):
     with devmap.Region.create(path, "64M") as region:
         region.create_namespace("vm0", "16M")
         with region.enable("vm0") as d:
+            ns = d.namespace
+            assert ns["name"] == "vm0" and not ns["was_clean"] and ns["enable_path"] == "host"
             with pytest.raises(devmap.BusyError):
                 region.close()
             with d.mmap() as m:
@@ -436,6 +438,7 @@ def test_an_enabled_namespace_keeps_its_bad_pages(tmp_path):
                 d.memory_failure(2 * MiB + PAGE)
         assert region.badblocks("vm0") == [(2 * MiB + PAGE, PAGE)]
         with region.enable("vm0") as d, d.mmap() as m:
+            assert d.namespace["was_clean"]
             assert d.badblocks() == [(2 * MiB + PAGE, PAGE)]
             m.populate(0, "2M")
             assert m.read_mc(0, 10) == b"persistent"
@@ -444,6 +447,21 @@ def test_an_enabled_namespace_keeps_its_bad_pages(tmp_path):
             d.clear_poison(2 * MiB + PAGE, PAGE)
         assert region.badblocks("vm0") == []
         region.destroy_namespace("vm0")
+
+
+def test_a_dev_map_namespace_adopts_its_memmap_on_a_clean_enable(tmp_path):
+    with devmap.Region.create(tmp_path / "pmem.img", "64M") as region:
+        region.create_namespace("d0", "16M", map="dev")
+        paths = []
+        for _ in range(2):
+            with region.enable("d0") as d:
+                paths.append(d.namespace["enable_path"])
+                with d.mmap() as m:
+                    pins = m.pin(0, "2M")
+                with pytest.raises(devmap.BusyError, match="pin"):
+                    d.close()
+                pins.unpin()
+        assert paths == ["cold", "warm"]
 
 
 def test_a_namespace_device_dropped_without_close_is_disabled(tmp_path):
