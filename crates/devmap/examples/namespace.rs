@@ -34,13 +34,18 @@ fn main() -> Result<(), Box<dyn Error>> {
     let ns = region.enable(&space, &name, DaxOptions::new(Order::PMD))?;
     let dev = ns.device();
     println!(
-        "enabled {name}: {} MiB of data at {} KiB alignment, previous disable {}",
+        "enabled {name}: {} MiB of data at {} KiB alignment, previous disable {}, memmap {}",
         dev.size() >> 20,
         dev.align().bytes() >> 10,
         if ns.was_clean() {
             "clean"
         } else {
             "not clean (or first enable)"
+        },
+        match ns.path() {
+            devmap::namespace::EnablePath::Warm => "adopted from the device (warm)",
+            devmap::namespace::EnablePath::Cold => "initialised on the device (cold)",
+            devmap::namespace::EnablePath::Host => "initialised in host memory",
         }
     );
 
