@@ -167,7 +167,21 @@ fn a_managed_region_refuses_a_second_manager_but_lists() {
     let check = devmap(&["check-namespace", "--region", p, "a"]);
     assert!(check.status.success(), "check reads only");
     drop(held);
-    json(&["create-namespace", "--region", p, "-s", "8M", "-n", "b"]);
+    // Another test thread's child spawned while `held` was open shares its lock until that
+    // child execs (the descriptor is close-on-exec): wait that moment out.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let out = devmap(&["create-namespace", "--region", p, "-s", "8M", "-n", "b"]);
+        if out.status.success() {
+            break;
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("managed by another process") && std::time::Instant::now() < deadline,
+            "{err}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 #[test]
