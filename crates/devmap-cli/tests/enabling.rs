@@ -4,36 +4,13 @@
 //! another; one left enabled by a process killed with SIGKILL is repaired by
 //! `disable-namespace`, after which enables are warm again.
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{fails, field, json};
+use common::{TempRegion, fails, field, json};
 use serde_json::Value;
-
-/// A region file path of its own under the temp dir, removed when dropped.
-struct TempRegion(PathBuf);
-
-impl TempRegion {
-    fn new(tag: &str) -> TempRegion {
-        let path =
-            std::env::temp_dir().join(format!("devmap-enabling-{tag}-{}.img", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        TempRegion(path)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().expect("utf-8 temp path")
-    }
-}
-
-impl Drop for TempRegion {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 fn region_with(tag: &str, map: &str) -> TempRegion {
     let r = TempRegion::new(tag);

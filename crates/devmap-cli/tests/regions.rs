@@ -4,36 +4,14 @@
 //! and every refusal.
 
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use devmap::namespace::{Access, Region};
 use serde_json::Value;
 
 mod common;
 
-use common::{devmap, fails, field, json};
-
-/// A region file path of its own under the temp dir, removed when dropped.
-struct TempRegion(PathBuf);
-
-impl TempRegion {
-    fn new(tag: &str) -> TempRegion {
-        let path =
-            std::env::temp_dir().join(format!("devmap-regions-{tag}-{}.img", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        TempRegion(path)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().expect("utf-8 temp path")
-    }
-}
-
-impl Drop for TempRegion {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
+use common::{TempRegion, devmap, fails, field, json};
 
 fn create_region(path: &str, size: &str) {
     json(&["create-region", "--path", path, "--size", size]);
@@ -56,7 +34,7 @@ fn is_uuid(text: &str) -> bool {
 
 #[test]
 fn namespaces_are_created_listed_checked_and_destroyed() {
-    let r = TempRegion::new("life");
+    let r = TempRegion::new("regions-life");
     let p = r.path();
     let region = json(&["create-region", "--path", p, "--size", "1G"]);
     assert_eq!(field(&region[0], "size"), 1 << 30);
@@ -172,7 +150,7 @@ fn namespaces_are_created_listed_checked_and_destroyed() {
 
 #[test]
 fn a_managed_region_refuses_a_second_manager_but_lists() {
-    let r = TempRegion::new("busy");
+    let r = TempRegion::new("regions-busy");
     let p = r.path();
     create_region(p, "64M");
     json(&["create-namespace", "--region", p, "-s", "8M", "-n", "a"]);
@@ -189,12 +167,26 @@ fn a_managed_region_refuses_a_second_manager_but_lists() {
     let check = devmap(&["check-namespace", "--region", p, "a"]);
     assert!(check.status.success(), "check reads only");
     drop(held);
-    json(&["create-namespace", "--region", p, "-s", "8M", "-n", "b"]);
+    // Another test thread's child spawned while `held` was open shares its lock until that
+    // child execs (the descriptor is close-on-exec): wait that moment out.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let out = devmap(&["create-namespace", "--region", p, "-s", "8M", "-n", "b"]);
+        if out.status.success() {
+            break;
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("managed by another process") && std::time::Instant::now() < deadline,
+            "{err}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 #[test]
 fn refusals_say_what_would_work() {
-    let r = TempRegion::new("refuse");
+    let r = TempRegion::new("regions-refuse");
     let p = r.path();
     create_region(p, "64M");
     fails(
@@ -227,7 +219,7 @@ fn refusals_say_what_would_work() {
         64 << 20,
         "the existing file is untouched"
     );
-    let missing = TempRegion::new("missing");
+    let missing = TempRegion::new("regions-missing");
     fails(
         &["list", "--region", missing.path()],
         "create one with `devmap create-region",
@@ -241,7 +233,7 @@ fn refusals_say_what_would_work() {
 
 #[test]
 fn a_file_that_is_not_a_region_is_refused_and_left_as_it_was() {
-    let r = TempRegion::new("foreign");
+    let r = TempRegion::new("regions-foreign");
     let p = r.path();
     // xorshift: random-looking bytes, the same every run.
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -270,7 +262,7 @@ fn a_file_that_is_not_a_region_is_refused_and_left_as_it_was() {
 
 #[test]
 fn a_corrupt_info_block_fails_its_check_naming_the_checksum() {
-    let r = TempRegion::new("corrupt");
+    let r = TempRegion::new("regions-corrupt");
     let p = r.path();
     create_region(p, "64M");
     let ns = json(&["create-namespace", "--region", p, "-s", "8M", "-n", "a"]);
@@ -295,7 +287,7 @@ fn media_errors_are_listed_cleared_and_an_unclean_namespace_needs_force() {
     use devmap::memory_failure::{MfFlags, memory_failure};
     use devmap::{DeviceSpace, Order, PAGE_SIZE};
 
-    let r = TempRegion::new("media");
+    let r = TempRegion::new("regions-media");
     create_region(r.path(), "64M");
     json(&["create-namespace", "-r", r.path(), "-s", "16M", "-n", "vm0"]);
     {

@@ -2,6 +2,7 @@
 //! refusals. Each test file uses some of these.
 #![allow(dead_code)]
 
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use serde_json::Value;
@@ -43,4 +44,27 @@ pub fn field(row: &Value, name: &str) -> u64 {
     row[name]
         .as_u64()
         .unwrap_or_else(|| panic!("{name} is not an integer in {row}"))
+}
+
+/// A region file path of its own under the temp dir, removed when dropped.
+pub struct TempRegion(pub PathBuf);
+
+impl TempRegion {
+    /// `devmap-<tag>-<pid>.img` in the temp dir, removed first if a killed run left it.
+    pub fn new(tag: &str) -> TempRegion {
+        let path = std::env::temp_dir().join(format!("devmap-{tag}-{}.img", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        TempRegion(path)
+    }
+
+    /// The path, as a command-line argument.
+    pub fn path(&self) -> &str {
+        self.0.to_str().expect("utf-8 temp path")
+    }
+}
+
+impl Drop for TempRegion {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }

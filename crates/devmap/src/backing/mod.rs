@@ -375,37 +375,36 @@ impl Backing {
     /// exist keep their bytes. A userfaultfd MINOR resolution (`UFFDIO_CONTINUE`) can then map
     /// the whole range in one call. For hugetlb, this takes the huge pages from the pool.
     pub fn allocate(&self, offset: u64, len: u64) -> Result<(), BackingError> {
-        self.check_window(offset, len, self.page)?;
-        rustix::fs::fallocate(
-            &self.fd,
-            rustix::fs::FallocateFlags::KEEP_SIZE,
-            self.base + offset,
-            len,
-        )
-        .map_err(|e| BackingError::Allocate {
-            backing: self.kind.to_string(),
-            offset,
-            len,
-            source: e.into(),
-        })
+        self.fallocate(rustix::fs::FallocateFlags::KEEP_SIZE, offset, len)
     }
 
     /// Gives `[offset, offset + len)` back to the backing (`fallocate` with
     /// `FALLOC_FL_PUNCH_HOLE`): the range reads as zeros afterwards and holds no storage, in
     /// every mapping of it. Both must be multiples of the page size inside the backing.
     pub fn punch_hole(&self, offset: u64, len: u64) -> Result<(), BackingError> {
-        self.check_window(offset, len, self.page)?;
-        rustix::fs::fallocate(
-            &self.fd,
-            rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
-            self.base + offset,
-            len,
-        )
-        .map_err(|e| BackingError::Allocate {
-            backing: self.kind.to_string(),
+        use rustix::fs::FallocateFlags;
+        self.fallocate(
+            FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
             offset,
             len,
-            source: e.into(),
+        )
+    }
+
+    /// `fallocate(flags)` of a checked window of the backing.
+    fn fallocate(
+        &self,
+        flags: rustix::fs::FallocateFlags,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), BackingError> {
+        self.check_window(offset, len, self.page)?;
+        rustix::fs::fallocate(&self.fd, flags, self.base + offset, len).map_err(|e| {
+            BackingError::Allocate {
+                backing: self.kind.to_string(),
+                offset,
+                len,
+                source: e.into(),
+            }
         })
     }
 

@@ -109,14 +109,7 @@ impl MemmapSet {
     /// Takes ownership of `maps` and initialises them with `mode`: before returning for `Sync`
     /// and `Parallel`, in the background (see [`MemmapSet::start_workers`]) for `Async`.
     pub(crate) fn new(maps: Vec<Memmap>, target: InitTarget, mode: InitMode) -> Self {
-        let mut set = Self {
-            maps,
-            target,
-            engine: None,
-            sync_stats: InitStats::default(),
-            written: AtomicU64::new(0),
-            dead: AtomicBool::new(false),
-        };
+        let mut set = Self::adopt(maps, target);
         match mode {
             InitMode::Sync | InitMode::Parallel { .. } => {
                 for m in &set.maps {

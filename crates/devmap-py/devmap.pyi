@@ -1,0 +1,348 @@
+"""devmap: the Linux kernel's ZONE_DEVICE page metadata in userspace, from Python.
+
+Device-dax devices over a memfd, hugetlb or a file; their mappings, whose bytes are a
+writable memoryview; pins by user address for DMA registration; memory failure and poison;
+namespaces kept on disk in region files. Sizes are ints of bytes or strings with a binary
+suffix ("64M", "1G": powers of 1024, as ndctl reads them).
+"""
+
+from os import PathLike
+from pathlib import Path
+from types import TracebackType
+from typing import Callable, Literal, TypedDict, final
+
+__version__: str
+PAGE_SIZE: int
+
+Size = int | str
+Layout = Literal["flat", "vmemmap", "heads"]
+Init = Literal["sync", "parallel", "async"]
+GranularityName = Literal["page", "leaf"]
+FaultsName = Literal["auto", "userfaultfd", "explicit"]
+ModeName = Literal["devdax", "fsdax"]
+MapName = Literal["mem", "dev"]
+
+class Error(OSError):
+    """Base class of devmap's errors: errno says what kind of refusal, strerror the reason."""
+
+class InvalidArgument(Error, ValueError):
+    """A refused argument (EINVAL); the reason names a value that would work."""
+
+class BusyError(Error):
+    """Something is still in use (EBUSY)."""
+
+class TornDownError(Error):
+    """The device is torn down, or the mapping, pin or region closed (ENXIO)."""
+
+class PoisonedError(Error):
+    """Poisoned memory (EHWPOISON)."""
+
+class MemoryLost(PoisonedError):
+    """Bytes lost to a memory error, raised by Mapping.read_mc instead of a SIGBUS (EIO)."""
+
+    offset: int | None
+    """The first lost byte's offset in the mapping."""
+    addr: int | None
+    """The first lost byte's user address."""
+    length: int | None
+    """How many bytes are lost there: a page, or a whole leaf at leaf granularity."""
+
+class FaultStats(TypedDict):
+    user_faults: int
+    leaves_mapped: int
+    raced: int
+    sigbus: int
+
+class PinStats(TypedDict):
+    pinned_bytes: int
+    pin_refs: int
+    referenced_bytes: int
+
+class PoisonNotice(TypedDict):
+    mapping: int
+    pfn: int
+    addr: int
+    length: int
+    shift: int
+    action_required: bool
+
+class MfReport(TypedDict):
+    pfn: int
+    head: int
+    handled_by: Literal["callback", "generic"]
+    notices: list[PoisonNotice]
+    pins: int
+    elapsed_ns: int
+
+class NamespaceInfo(TypedDict):
+    name: str
+    uuid: str
+    offset: int
+    size: int
+    align: int
+    mode: ModeName
+    map: MapName
+    data_offset: int
+    data_bytes: int
+
+class EnabledNamespaceInfo(NamespaceInfo):
+    was_clean: bool
+    enable_path: Literal["host", "cold", "warm"]
+
+class Estimate(TypedDict):
+    size: int
+    align: int
+    layout: Layout
+    map: MapName
+    mode: ModeName
+    vmemmap_shift: int
+    metadata_bytes: int
+    descriptor_bytes: int
+    pte_table_bytes: int
+    pmd_table_bytes: int
+    section_usage_bytes: int
+    device_bytes: int
+    descriptors_initialized: int
+
+@final
+class Device:
+    """A device-dax device: compound folios of its align over the bytes of a backing."""
+
+    @staticmethod
+    def memfd(
+        size: Size,
+        align: Size = "2M",
+        layout: Layout = "heads",
+        init: Init = "parallel",
+        granularity: GranularityName = "page",
+        faults: FaultsName = "auto",
+        handlers: int = 1,
+    ) -> Device:
+        """A device over a new memfd of `size` bytes."""
+    @staticmethod
+    def hugetlb(
+        size: Size,
+        align: Size = "2M",
+        page_size: Size | None = None,
+        layout: Layout = "heads",
+        init: Init = "parallel",
+        granularity: GranularityName = "page",
+        faults: FaultsName = "auto",
+        handlers: int = 1,
+    ) -> Device:
+        """A device over a new hugetlb memfd (2M or 1G pages)."""
+    @staticmethod
+    def file(
+        path: str | PathLike[str],
+        size: Size | None = None,
+        align: Size = "2M",
+        layout: Layout = "heads",
+        init: Init = "parallel",
+        granularity: GranularityName = "page",
+        faults: FaultsName = "auto",
+        handlers: int = 1,
+    ) -> Device:
+        """A device over the file at `path`, or with `size` a new sparse file."""
+    @property
+    def size(self) -> int: ...
+    @property
+    def align(self) -> int: ...
+    @property
+    def layout(self) -> Layout: ...
+    @property
+    def init(self) -> Init: ...
+    @property
+    def backing(self) -> str: ...
+    @property
+    def catches_touches(self) -> bool: ...
+    @property
+    def granularity(self) -> GranularityName: ...
+    @property
+    def namespace(self) -> EnabledNamespaceInfo | None:
+        """For a device enabled from a region, its namespace; else None."""
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def nr_mappings(self) -> int: ...
+    def ranges(self) -> list[tuple[int, int]]:
+        """The pfn ranges, as (first pfn, number of pfns)."""
+    def pfn_at(self, offset: Size) -> int | None: ...
+    def fault_stats(self) -> FaultStats: ...
+    def pin_stats(self) -> PinStats:
+        """Pins and references held on the device's folios now."""
+    def mmap(self, offset: Size | None = None, length: Size | None = None) -> Mapping:
+        """Maps `length` bytes from `offset` (multiples of the align; default: all)."""
+    def memory_failure(self, offset: Size, action_required: bool = False) -> MfReport:
+        """Reports a memory error in the page holding byte `offset` of the device."""
+    def clear_poison(self, offset: Size, length: Size) -> int:
+        """Clears poison in [offset, offset + length); returns the pages that were poisoned."""
+    def badblocks(self) -> list[tuple[int, int]]:
+        """Bad pages as merged (offset, length) byte ranges."""
+    def close(self, timeout: float | None = 1.0) -> None:
+        """Tears the device down; BusyError while mappings are open or pins held."""
+    def __enter__(self) -> Device: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool: ...
+
+@final
+class Mapping:
+    """A shared mapping of a device; its bytes are its buffer (memoryview(mapping))."""
+
+    @property
+    def addr(self) -> int: ...
+    @property
+    def length(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def id(self) -> int: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def view(self) -> memoryview:
+        """memoryview(self): the mapped bytes, writable, in place."""
+    def __len__(self) -> int: ...
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+    def __release_buffer__(self, buffer: memoryview, /) -> None: ...
+    def read(self, offset: Size | None = None, length: Size | None = None) -> bytes: ...
+    def write(self, offset: Size, data: bytes | bytearray | memoryview) -> None: ...
+    def read_mc(self, offset: Size, length: Size) -> bytes:
+        """Copies bytes, raising MemoryLost instead of SIGBUS for bytes lost to an error."""
+    def populate(
+        self, offset: Size | None = None, length: Size | None = None
+    ) -> tuple[int, int]:
+        """Faults leaves in; returns (mapped now, mapped already)."""
+    def is_faulted(self, offset: Size) -> bool: ...
+    def pin(
+        self,
+        offset: Size | None = None,
+        length: Size | None = None,
+        folios: bool = True,
+        nofault: bool = False,
+        write: bool = True,
+        longterm: bool = False,
+    ) -> Pins:
+        """Pins [offset, offset + length) of the mapping by user address."""
+    def on_poison(self, callback: Callable[[PoisonNotice], object]) -> None:
+        """Names who is told when memory under this mapping fails."""
+    def close(self) -> None:
+        """Unmaps; BufferError while a memoryview of it is alive."""
+    def __enter__(self) -> Mapping: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool: ...
+
+@final
+class PinnedFolio:
+    """One pinned folio, or the part of it a pin covers."""
+
+    @property
+    def addr(self) -> int: ...
+    @property
+    def pfn(self) -> int: ...
+    @property
+    def head(self) -> int: ...
+    @property
+    def order(self) -> int: ...
+    @property
+    def nr_pages(self) -> int: ...
+    @property
+    def length(self) -> int: ...
+
+@final
+class Extent:
+    """A run of pinned bytes contiguous in both user addresses and pfns."""
+
+    @property
+    def addr(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def pfn(self) -> int: ...
+    @property
+    def length(self) -> int: ...
+
+@final
+class Pins:
+    """Pages pinned by user address, held until unpin()."""
+
+    @property
+    def folios(self) -> list[PinnedFolio]: ...
+    @property
+    def pages(self) -> list[tuple[int, int]]:
+        """(addr, pfn) per page."""
+    @property
+    def nr_pages(self) -> int: ...
+    @property
+    def released(self) -> bool: ...
+    def __len__(self) -> int: ...
+    def extents(
+        self, max_extents: int | None = None, max_bytes: Size | None = None
+    ) -> list[Extent]:
+        """The pinned range as extents, each at most max_bytes long, at most max_extents."""
+    def unpin(self, dirty: bool = False) -> None: ...
+    def __enter__(self) -> Pins: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool: ...
+
+@final
+class Region:
+    """A region file holding namespaces."""
+
+    @staticmethod
+    def create(path: str | PathLike[str], size: Size) -> Region: ...
+    @staticmethod
+    def open(path: str | PathLike[str], manage: bool = True) -> Region: ...
+    @property
+    def path(self) -> Path: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def uuid(self) -> str: ...
+    @property
+    def managed(self) -> bool: ...
+    @property
+    def closed(self) -> bool: ...
+    def namespaces(self) -> list[NamespaceInfo]: ...
+    def free_space(self, align: Size = "2M") -> tuple[int, int]: ...
+    def create_namespace(
+        self,
+        name: str,
+        size: Size,
+        mode: ModeName = "devdax",
+        align: Size = "2M",
+        map: MapName = "mem",
+    ) -> NamespaceInfo: ...
+    def destroy_namespace(self, name: str, force: bool = False) -> None: ...
+    def badblocks(self, name: str) -> list[tuple[int, int]]: ...
+    def enable(self, name: str, layout: Layout = "heads", init: Init = "parallel") -> Device:
+        """Enables a devdax namespace as a device; closing the device disables it."""
+    def close(self) -> None: ...
+    def __enter__(self) -> Region: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool: ...
+
+def parse_size(value: Size) -> int: ...
+def memory_failure_at(addr: int, action_required: bool = False) -> MfReport: ...
+def estimate(
+    size: Size,
+    align: Size = "2M",
+    layout: Layout = "heads",
+    map: MapName = "mem",
+    mode: ModeName = "devdax",
+) -> Estimate: ...

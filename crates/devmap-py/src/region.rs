@@ -1,0 +1,393 @@
+//! `devmap.Region` (a region file holding namespaces, as ndctl's regions hold them) and
+//! `devmap.estimate` (what a namespace's memmap costs).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use devmap::dax::{DaxOptions, Granularity};
+use devmap::namespace::{
+    Access, EnabledNamespace, InfoFlags, Label, MemmapLocation, Namespace, NamespaceMode,
+    Region as LibRegion,
+};
+use devmap::{Order, Pfn, PfnRange};
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+
+use crate::device::{Device, Held};
+use crate::errors::{self, Kind, closed, error, invalid, libc_errno};
+
+/// A region shared by its Python object and the devices of the namespaces enabled from it.
+#[derive(Debug)]
+pub(crate) struct RegionCell {
+    region: Mutex<Option<LibRegion>>,
+    path: PathBuf,
+    /// Namespaces enabled and not yet disabled.
+    enabled: AtomicUsize,
+}
+
+impl RegionCell {
+    /// Runs `f` on the open region with the GIL released, the region's lock taken and given
+    /// back inside (never held while waiting for the GIL); raises if the region is closed.
+    fn detached<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut LibRegion) -> T + Send,
+    ) -> PyResult<T> {
+        py.detach(|| self.region.lock().as_mut().map(f))
+            .ok_or_else(|| closed("region"))
+    }
+
+    /// Runs `f` on the open region, or raises if it is closed (with the GIL held: `f` must be
+    /// quick and must not release the GIL).
+    fn with<T>(&self, f: impl FnOnce(&mut LibRegion) -> PyResult<T>) -> PyResult<T> {
+        let mut region = self.region.lock();
+        let region = region.as_mut().ok_or_else(|| closed("region"))?;
+        f(region)
+    }
+
+    /// Disables an enabled namespace (its device torn down): its bad pages go to disk and its
+    /// info block is marked clean.
+    pub(crate) fn disable(&self, py: Python<'_>, ns: EnabledNamespace<'static>) -> PyResult<()> {
+        self.enabled.fetch_sub(1, Ordering::SeqCst);
+        self.detached(py, |r| r.disable(ns))?
+            .map_err(errors::region)
+    }
+}
+
+/// A region file holding namespaces: `Region.create(path, size)` makes one (a sparse file),
+/// `Region.open(path)` opens one. Managing it (`manage=True`, the default) holds the region's
+/// exclusive lock until `close()`; read-only handles may list a region another process manages.
+#[pyclass(module = "devmap", frozen)]
+#[derive(Debug)]
+pub struct Region {
+    cell: Arc<RegionCell>,
+}
+
+impl Region {
+    fn wrap(r: LibRegion) -> Region {
+        Region {
+            cell: Arc::new(RegionCell {
+                path: r.path().to_path_buf(),
+                region: Mutex::new(Some(r)),
+                enabled: AtomicUsize::new(0),
+            }),
+        }
+    }
+}
+
+/// A uuid as text.
+fn uuid_text(u: &[u8; 16]) -> String {
+    let hex: String = u.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// A namespace's label as a dict.
+pub(crate) fn label_dict<'py>(py: Python<'py>, l: &Label) -> PyResult<Bound<'py, PyDict>> {
+    let ns = l.namespace;
+    let d = PyDict::new(py);
+    d.set_item("name", &l.name)?;
+    d.set_item("uuid", uuid_text(&l.uuid))?;
+    d.set_item("offset", l.offset)?;
+    d.set_item("size", ns.size())?;
+    d.set_item("align", ns.align())?;
+    d.set_item("mode", ns.mode().name())?;
+    d.set_item("map", ns.map().name())?;
+    d.set_item("data_offset", ns.data_offset())?;
+    d.set_item("data_bytes", ns.data_bytes())?;
+    Ok(d)
+}
+
+/// Why `destroy_namespace` refused.
+enum Destroy {
+    /// The last enable did not end with a disable.
+    Unclean,
+    /// The info block cannot be read: why.
+    Unreadable(String),
+    /// The region refused.
+    Region(devmap::namespace::RegionError),
+}
+
+fn mode_arg(mode: &str) -> PyResult<NamespaceMode> {
+    match mode {
+        "devdax" => Ok(NamespaceMode::Devdax),
+        "fsdax" => Ok(NamespaceMode::Fsdax),
+        other => Err(invalid(format!(
+            "unknown mode {other:?}: expected \"devdax\" or \"fsdax\""
+        ))),
+    }
+}
+
+fn map_arg(map: &str) -> PyResult<MemmapLocation> {
+    match map {
+        "mem" => Ok(MemmapLocation::Mem),
+        "dev" => Ok(MemmapLocation::Dev),
+        other => Err(invalid(format!(
+            "unknown map {other:?}: expected \"mem\" or \"dev\""
+        ))),
+    }
+}
+
+#[pymethods]
+impl Region {
+    /// Creates a region file of `size` bytes at `path` (refused if it exists) and manages it.
+    #[staticmethod]
+    fn create(py: Python<'_>, path: PathBuf, size: &Bound<'_, PyAny>) -> PyResult<Region> {
+        let size = crate::size_arg("size", size)?;
+        let r = py
+            .detach(|| LibRegion::create(&path, size))
+            .map_err(errors::region)?;
+        Ok(Region::wrap(r))
+    }
+
+    /// Opens the region at `path`: managed (exclusive lock; BusyError if another process
+    /// manages it) or read-only.
+    #[staticmethod]
+    #[pyo3(signature = (path, manage = true))]
+    fn open(py: Python<'_>, path: PathBuf, manage: bool) -> PyResult<Region> {
+        let access = if manage { Access::Manage } else { Access::Read };
+        let r = py
+            .detach(|| LibRegion::open(&path, access))
+            .map_err(errors::region)?;
+        Ok(Region::wrap(r))
+    }
+
+    /// The region file.
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.cell.path.clone()
+    }
+
+    /// The region's size in bytes.
+    #[getter]
+    fn size(&self) -> PyResult<u64> {
+        self.cell.with(|r| Ok(r.size()))
+    }
+
+    /// The region's uuid.
+    #[getter]
+    fn uuid(&self) -> PyResult<String> {
+        self.cell.with(|r| Ok(uuid_text(&r.uuid())))
+    }
+
+    /// Whether this handle manages the region (holds its lock).
+    #[getter]
+    fn managed(&self) -> PyResult<bool> {
+        self.cell.with(|r| Ok(r.access() == Access::Manage))
+    }
+
+    /// Whether the handle is closed.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.cell.region.lock().is_none()
+    }
+
+    /// The namespaces, in offset order, as dicts: name, uuid, offset, size, align, mode, map,
+    /// data_offset, data_bytes.
+    fn namespaces<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        self.cell
+            .with(|r| r.namespaces().iter().map(|l| label_dict(py, l)).collect())
+    }
+
+    /// Free bytes usable at `align` and the largest free run: (total, largest).
+    #[pyo3(signature = (align = crate::Align::DEFAULT))]
+    #[pyo3(text_signature = "($self, align='2M')")]
+    fn free_space(&self, align: crate::Align) -> PyResult<(u64, u64)> {
+        let align = align.0;
+        if !align.is_power_of_two() || align < devmap::PAGE_SIZE {
+            return Err(invalid(format!(
+                "align {align} is not a power of two of at least 4K"
+            )));
+        }
+        self.cell.with(|r| Ok(r.free_space(align)))
+    }
+
+    /// Carves a namespace of `size` bytes (a multiple of `align`, info block included) out of
+    /// the region, first fit, as `ndctl create-namespace` does. Returns its dict.
+    #[pyo3(signature = (name, size, mode = "devdax", align = crate::Align::DEFAULT, map = "mem"))]
+    #[pyo3(text_signature = "($self, name, size, mode='devdax', align='2M', map='mem')")]
+    fn create_namespace<'py>(
+        &self,
+        py: Python<'py>,
+        name: &str,
+        size: &Bound<'_, PyAny>,
+        mode: &str,
+        align: crate::Align,
+        map: &str,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let size = crate::size_arg("size", size)?;
+        let align = align.0;
+        let (mode, map) = (mode_arg(mode)?, map_arg(map)?);
+        let label = self
+            .cell
+            .detached(py, |r| r.create_namespace(name, size, align, mode, map))?
+            .map_err(errors::region)?;
+        label_dict(py, &label)
+    }
+
+    /// Destroys the namespace `name` (its label, then its info block). Refused unless `force`
+    /// if its last enable did not end with a disable, or its info block cannot be read.
+    #[pyo3(signature = (name, force = false))]
+    fn destroy_namespace(&self, py: Python<'_>, name: &str, force: bool) -> PyResult<()> {
+        let outcome = self.cell.detached(py, |r| {
+            if !force && let Ok(label) = r.namespace(name) {
+                let label = label.clone();
+                match r.info_block(&label) {
+                    Ok(b) if b.generation > 1 && !b.flags.contains(InfoFlags::CLEAN) => {
+                        return Err(Destroy::Unclean);
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Err(Destroy::Unreadable(errors::reason(&e))),
+                }
+            }
+            r.destroy_namespace(name).map_err(Destroy::Region)
+        })?;
+        outcome.map_err(|e| match e {
+            Destroy::Unclean => error(
+                Kind::Busy,
+                libc_errno::EBUSY,
+                format!(
+                    "namespace {name:?} was not disabled cleanly (the process that last enabled \
+                     it ended without disabling it, or it is enabled now): check its data, then \
+                     destroy it with force=True"
+                ),
+            ),
+            Destroy::Unreadable(why) => error(
+                Kind::Base,
+                libc_errno::EUCLEAN,
+                format!("namespace {name:?}: {why}: destroy it anyway with force=True"),
+            ),
+            Destroy::Region(e) => errors::region(e),
+        })
+    }
+
+    /// The bad pages recorded on disk for namespace `name`, as merged (offset, length) byte
+    /// ranges from the start of its data.
+    fn badblocks(&self, name: &str) -> PyResult<Vec<(u64, u64)>> {
+        self.cell.with(|r| {
+            let label = r.namespace(name).map_err(errors::region)?.clone();
+            let list = r.badblocks(&label).map_err(errors::region)?;
+            let mut out: Vec<(u64, u64)> = Vec::new();
+            for p in list.pages() {
+                let at = p * devmap::PAGE_SIZE;
+                match out.last_mut() {
+                    Some((start, len)) if *start + *len == at => *len += devmap::PAGE_SIZE,
+                    _ => out.push((at, devmap::PAGE_SIZE)),
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Enables the devdax namespace `name` as a device over its data bytes in the region file,
+    /// with the bad pages its list records poisoned again. Closing the device disables the
+    /// namespace, writing its bad pages to disk. A file device: leaves are faulted by
+    /// `Mapping.populate` and pins, and a memory error costs the whole leaf.
+    #[pyo3(signature = (name, layout = "heads", init = "parallel"))]
+    fn enable(&self, py: Python<'_>, name: &str, layout: &str, init: &str) -> PyResult<Device> {
+        let layout_v = crate::layout_arg(layout)?;
+        let init_v = crate::init_arg(init)?;
+        let mut opts = DaxOptions::new(Order::PMD);
+        opts.layout = layout_v;
+        opts.init = init_v;
+        opts.granularity = Granularity::Leaf;
+        let ns = self
+            .cell
+            .detached(py, |r| r.enable(crate::space(), name, opts))?
+            .map_err(errors::region)?;
+        self.cell.enabled.fetch_add(1, Ordering::SeqCst);
+        Ok(Device::from_held(
+            Held::Namespace(ns, Arc::clone(&self.cell)),
+            layout_v,
+            init_v.name(),
+        ))
+    }
+
+    /// Releases the region (and its lock): refused with BusyError while namespaces enabled
+    /// from it are still open. Closing twice does nothing.
+    fn close(&self) -> PyResult<()> {
+        let mut region = self.cell.region.lock();
+        let enabled = self.cell.enabled.load(Ordering::SeqCst);
+        if enabled > 0 && region.is_some() {
+            return Err(error(
+                Kind::Busy,
+                libc_errno::EBUSY,
+                format!(
+                    "{enabled} namespace(s) of this region are enabled: close their devices first"
+                ),
+            ));
+        }
+        drop(region.take());
+        Ok(())
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, _exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        self.close()?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<devmap.Region {}{}>",
+            self.cell.path.display(),
+            if self.closed() { " closed" } else { "" }
+        )
+    }
+}
+
+/// What the memmap of a namespace of `size` bytes at `align` costs in `layout`, computed
+/// without allocating (`devmap estimate`): a dict of size, align, layout, map, mode,
+/// vmemmap_shift, metadata_bytes (DRAM: the four items that follow), descriptor_bytes,
+/// pte_table_bytes, pmd_table_bytes, section_usage_bytes, device_bytes and
+/// descriptors_initialized.
+#[pyfunction]
+#[pyo3(signature = (size, align = crate::Align::DEFAULT, layout = "heads", map = "mem", mode = "devdax"))]
+#[pyo3(text_signature = "(size, align='2M', layout='heads', map='mem', mode='devdax')")]
+pub(crate) fn estimate<'py>(
+    py: Python<'py>,
+    size: &Bound<'_, PyAny>,
+    align: crate::Align,
+    layout: &str,
+    map: &str,
+    mode: &str,
+) -> PyResult<Bound<'py, PyDict>> {
+    let size = crate::size_arg("size", size)?;
+    let align = align.0;
+    let layout = crate::layout_arg(layout)?;
+    let ns = Namespace::new(size, align, mode_arg(mode)?, map_arg(map)?)
+        .map_err(|e| invalid(errors::reason(&e)))?;
+    let range = PfnRange::new(Pfn::new(0), ns.pages()).map_err(|e| invalid(errors::reason(&e)))?;
+    let cost = ns
+        .pgmap_config(range, layout)
+        .map_err(|e| invalid(errors::reason(&e)))?
+        .estimate_cost()
+        .map_err(|e| invalid(errors::reason(&e)))?;
+    let d = PyDict::new(py);
+    d.set_item("size", ns.size())?;
+    d.set_item("align", ns.align())?;
+    d.set_item("layout", layout.name())?;
+    d.set_item("map", ns.map().name())?;
+    d.set_item("mode", ns.mode().name())?;
+    d.set_item("vmemmap_shift", ns.vmemmap_shift().get())?;
+    d.set_item("metadata_bytes", cost.metadata_bytes)?;
+    d.set_item("descriptor_bytes", cost.descriptor_bytes)?;
+    d.set_item("pte_table_bytes", cost.pte_table_bytes)?;
+    d.set_item("pmd_table_bytes", cost.pmd_table_bytes)?;
+    d.set_item("section_usage_bytes", cost.section_usage_bytes)?;
+    d.set_item("device_bytes", cost.device_bytes)?;
+    d.set_item("descriptors_initialized", cost.descriptors_initialized)?;
+    Ok(d)
+}
