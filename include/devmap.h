@@ -701,6 +701,27 @@ int devmap_device_pfn_at(const struct devmap_device *dev, uint64_t offset, uint6
 int devmap_device_shutdown(const struct devmap_device *dev, uint64_t timeout_ms);
 
 /**
+ * Prices the memmap of a namespace of `size` bytes at `align` (4096, 2 MiB or 1 GiB) in
+ * `layout` (`DEVMAP_LAYOUT_*`), with memmap location `map` (`DEVMAP_MAP_*`) and `mode`
+ * (`DEVMAP_MODE_*`), as `devmap estimate` does, and stores it in `*out`. Arithmetic only:
+ * nothing is allocated.
+ *
+ * Returns 0; -EFAULT; -EINVAL (a size not a multiple of the align, an align not a power of
+ * two, no room for data, an unknown constant, an on-device memmap that does not fit).
+ * Thread-safe.
+ *
+ * # Safety
+ *
+ * `out` must be NULL or writable.
+ */
+int devmap_estimate(uint64_t size,
+                    uint64_t align,
+                    uint32_t layout,
+                    uint32_t map,
+                    uint32_t mode,
+                    struct devmap_cost *out);
+
+/**
  * Maps `len` bytes of the device from byte `offset` (both multiples of the align), shared,
  * at an address aligned to the align; stores the mapping's handle in `*out_map`, and its
  * address and length in `*out_addr` and `*out_len` (each may be NULL). Where the device
@@ -757,27 +778,6 @@ int devmap_mapping_populate(const struct devmap_mapping *map,
                             const void *addr,
                             uint64_t len,
                             uint64_t *out_mapped);
-
-/**
- * Prices the memmap of a namespace of `size` bytes at `align` (4096, 2 MiB or 1 GiB) in
- * `layout` (`DEVMAP_LAYOUT_*`), with memmap location `map` (`DEVMAP_MAP_*`) and `mode`
- * (`DEVMAP_MODE_*`), as `devmap estimate` does, and stores it in `*out`. Arithmetic only:
- * nothing is allocated.
- *
- * Returns 0; -EFAULT; -EINVAL (a size not a multiple of the align, an align not a power of
- * two, no room for data, an unknown constant, an on-device memmap that does not fit).
- * Thread-safe.
- *
- * # Safety
- *
- * `out` must be NULL or writable.
- */
-int devmap_estimate(uint64_t size,
-                    uint64_t align,
-                    uint32_t layout,
-                    uint32_t map,
-                    uint32_t mode,
-                    struct devmap_cost *out);
 
 /**
  * `pin_user_pages_fast` in folio-range form: pins the `nr_pages` 4 KiB pages from `addr`

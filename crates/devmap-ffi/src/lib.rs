@@ -22,6 +22,7 @@ mod device;
 mod errno;
 mod error;
 mod estimate;
+mod mapping;
 mod pins;
 mod poison;
 mod region;
@@ -35,10 +36,10 @@ pub use device::{
     devmap_device_create_devdax, devmap_device_create_file, devmap_device_create_hugetlb,
     devmap_device_create_memfd, devmap_device_free, devmap_device_get_info, devmap_device_info,
     devmap_device_options, devmap_device_options_init, devmap_device_pfn_at,
-    devmap_device_shutdown, devmap_mapping, devmap_mapping_free, devmap_mapping_populate,
-    devmap_mmap, devmap_space, devmap_space_free, devmap_space_new,
+    devmap_device_shutdown, devmap_space, devmap_space_free, devmap_space_new,
 };
 pub use estimate::{devmap_cost, devmap_estimate};
+pub use mapping::{devmap_mapping, devmap_mapping_free, devmap_mapping_populate, devmap_mmap};
 pub use pins::{
     DEVMAP_PIN_LONGTERM, DEVMAP_PIN_NOFAULT, DEVMAP_PIN_WRITE, devmap_device_pin_stats,
     devmap_extent, devmap_folio, devmap_page, devmap_pin_folios, devmap_pin_pages,

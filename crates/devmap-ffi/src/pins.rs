@@ -7,9 +7,10 @@ use std::sync::Arc;
 use devmap::GupFlags;
 use devmap::dax::{ExtentLimits, UserFolios, UserPages};
 
-use crate::device::{devmap_device, devmap_mapping};
+use crate::device::devmap_device;
 use crate::errno;
 use crate::error::{Failure, Result, call, fill, handle, nonnull, out_array};
+use crate::mapping::devmap_mapping;
 
 /// Pin flag: the caller will write to the pages (`FOLL_WRITE`).
 pub const DEVMAP_PIN_WRITE: u32 = 1 << 0;

@@ -6,8 +6,9 @@ use std::ffi::{c_int, c_void};
 use devmap::Pfn;
 use devmap::memory_failure::{HandledBy, MfFlags, MfReport, memory_failure, memory_failure_at};
 
-use crate::device::{devmap_device, devmap_mapping, devmap_space};
+use crate::device::{devmap_device, devmap_space};
 use crate::error::{Result, call, fill, handle, nonnull, out_array};
+use crate::mapping::devmap_mapping;
 
 /// `memory_failure` flag: an access met the error (`MF_ACTION_REQUIRED`), as opposed to a
 /// scrub finding it.
