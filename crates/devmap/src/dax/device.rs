@@ -289,6 +289,7 @@ impl<'s> DaxDevice<'s> {
             badblocks: Mutex::new(BTreeSet::new()),
             poison_lock: PoisonLock::default(),
             named: LeafBits::new(size / align.bytes()),
+            badblocks_sink: Default::default(),
         });
         super::poison::register(&shared);
         let handler = if catch {

@@ -72,6 +72,39 @@ impl PoisonNotice {
 /// An owner's callback, given each notice for its mapping.
 pub type OwnerFn = dyn Fn(&PoisonNotice) + Send + Sync;
 
+/// Told the device's whole badblocks list, as [`DaxDevice::badblocks`] gives it, each time it
+/// changes: how a namespace keeps its list on disk as errors arrive.
+pub(crate) type BadblocksFn = dyn Fn(&[(u64, u64)]) + Send + Sync;
+
+/// Where a device's badblocks list goes as it changes; calls are serialised, and each is
+/// given the list as it is when the call starts, so the last call made has the newest list.
+#[derive(Default)]
+pub(super) struct BadblocksSink(Mutex<Option<Arc<BadblocksFn>>>);
+
+impl BadblocksSink {
+    /// Tells the sink, if there is one, `shared`'s list as it is now.
+    fn tell(&self, shared: &Shared) {
+        let sink = self.0.lock();
+        if let Some(f) = sink.as_ref() {
+            f(&merge(&shared.badblocks.lock()));
+        }
+    }
+}
+
+impl std::fmt::Debug for BadblocksSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "BadblocksSink({})",
+            if self.0.lock().is_some() {
+                "set"
+            } else {
+                "none"
+            }
+        )
+    }
+}
+
 /// The device's poison lock (the kernel's `dax_lock_folio`): faults run inside a shared
 /// section, revoking and clearing poison inside an exclusive one. A page is flagged poisoned
 /// before the exclusive section that revokes it, so a fault's shared section either ends
@@ -208,9 +241,10 @@ impl Shared {
         let mappings: Vec<Arc<MappingCore>> = self.mappings.lock().values().cloned().collect();
         let mut told: Vec<(PoisonNotice, Option<Arc<OwnerFn>>)> = Vec::new();
         let mut released = Vec::new();
+        let new;
         {
             let _exclusive = self.poison_lock.exclusive();
-            self.badblocks.lock().insert(pgoff);
+            new = self.badblocks.lock().insert(pgoff);
             for m in &mappings {
                 let live = m.live.read();
                 if !*live {
@@ -261,6 +295,9 @@ impl Shared {
             }
         }
         drop(released);
+        if new {
+            self.badblocks_sink.tell(self);
+        }
         let mut notices = Vec::with_capacity(told.len());
         for (notice, owner) in told {
             if let Some(owner) = owner {
@@ -330,7 +367,15 @@ impl DaxDevice<'_> {
                 };
             }
         }
+        drop(_exclusive);
+        shared.badblocks_sink.tell(shared);
         Ok(cleared)
+    }
+
+    /// Has `sink` told the device's whole badblocks list each time it changes (a page
+    /// reported, pages cleared), after the change and outside the poison lock.
+    pub(crate) fn set_badblocks_sink(&self, sink: Arc<BadblocksFn>) {
+        *self.shared.badblocks_sink.0.lock() = Some(sink);
     }
 }
 

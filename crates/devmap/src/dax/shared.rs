@@ -22,7 +22,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::gate::Gate;
 use super::leaves::LeafBits;
-use super::poison::{Granularity, OwnerSlot, PoisonLock};
+use super::poison::{BadblocksSink, Granularity, OwnerSlot, PoisonLock};
 use super::{DaxError, Faulted, MappingId};
 use crate::addr::{Order, PAGE_SIZE, Pfn, PfnRange};
 use crate::backing::{Backing, SharedMapping, Userfaultfd};
@@ -138,6 +138,8 @@ pub(super) struct Shared {
     /// The leaves (by device leaf index) whose folio's `mapping` this device set: what a
     /// clean disable clears so that a memmap kept on the device is left as init wrote it.
     pub(super) named: LeafBits,
+    /// Told the badblocks list as it changes.
+    pub(super) badblocks_sink: BadblocksSink,
 }
 
 impl Shared {

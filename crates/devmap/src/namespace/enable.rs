@@ -1,7 +1,9 @@
 //! Enabling a namespace of a region: a device-dax device over the namespace's data bytes in
 //! the region file, with the bad pages its badblocks list records poisoned again, and its info
 //! block marked in use (clean flag cleared, generation bumped) so that a crash is told apart
-//! from a clean disable. Disabling persists the device's bad pages and sets the clean flag.
+//! from a clean disable. While it is enabled, each change to the device's bad pages is written
+//! to the namespace's badblocks list at once, so a crash loses none; disabling writes the list
+//! once more and sets the clean flag.
 //!
 //! A `--map dev` namespace keeps its memmap in its own bytes, in the room `nd_pfn_init` sets
 //! aside between the info block and the data (the Flat and Heads layouts; Vmemmap builds its
@@ -229,6 +231,7 @@ impl Region {
                 }
             }
         }
+        device.set_badblocks_sink(std::sync::Arc::new(self.badblocks_writer(&label)?));
         tracing::info!(
             namespace = name,
             was_clean,

@@ -417,6 +417,43 @@ impl Region {
         Ok(list)
     }
 
+    /// What keeps `label`'s badblocks list on disk while the namespace is enabled: given the
+    /// device's list (byte ranges from the start of the data) each time it changes, it writes
+    /// it, synced, through its own handle of the region file, so that a bad page found in a
+    /// session survives the session's crash. A write that fails is logged; the clean disable
+    /// writes the list again.
+    pub(super) fn badblocks_writer(
+        &self,
+        label: &Label,
+    ) -> Result<impl Fn(&[(u64, u64)]) + Send + Sync + 'static, RegionError> {
+        let file = self.file.try_clone().map_err(|source| RegionError::Io {
+            path: self.path.clone(),
+            what: "open the region again for its badblocks",
+            source,
+        })?;
+        let generation = std::sync::atomic::AtomicU64::new(self.badblocks(label)?.generation);
+        let (at, name) = (label.offset + BADBLOCKS_OFFSET, label.name.clone());
+        Ok(move |ranges: &[(u64, u64)]| {
+            let page = crate::addr::PAGE_SIZE;
+            let pages = ranges
+                .iter()
+                .flat_map(|&(offset, len)| offset / page..(offset + len) / page);
+            // Relaxed: the device serialises the calls; the counter only numbers them.
+            let next = generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            let written = Badblocks::from_pages(pages, next)
+                .encode()
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| {
+                    file.write_all_at(&bytes, at)
+                        .and_then(|()| file.sync_data())
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(why) = written {
+                tracing::warn!(namespace = %name, %why, "namespace: cannot write its badblocks list");
+            }
+        })
+    }
+
     /// Creates a namespace of `size` bytes: its info block, then its label. First fit at an
     /// `align`-aligned offset after the label area.
     pub fn create_namespace(

@@ -285,6 +285,11 @@ fn a_crash_while_enabled_takes_the_cold_path_to_a_fresh_memmap() {
 
     let mut region = Region::open(&path.0, Access::Manage).expect("reopen");
     let label = region.namespace("kv").expect("kv").clone();
+    assert_eq!(
+        region.badblocks(&label).expect("list").ranges,
+        vec![(BAD_PAGE, 1)],
+        "on disk before any disable"
+    );
     assert!(
         !region
             .info_block(&label)
@@ -299,13 +304,59 @@ fn a_crash_while_enabled_takes_the_cold_path_to_a_fresh_memmap() {
         .expect("enable after the crash");
     assert!(!ns.was_clean());
     assert_eq!(ns.path(), EnablePath::Cold);
+    // The child's memory error was written to the list as it happened: the killed session
+    // lost it nowhere, and the cold enable poisoned it again.
+    assert_eq!(
+        ns.device().badblocks(),
+        vec![(BAD_PAGE * PAGE_SIZE, PAGE_SIZE)],
+        "the bad page found in the killed session"
+    );
     let fresh = fresh_memmap(&ns);
     let got = memmap_of(ns.device());
-    // The bad page the child recorded nowhere (it never disabled) is not poisoned again; the
-    // memmap is exactly a fresh init's.
+    let poison = PageFlags::HWPOISON.union(PageFlags::HAS_HWPOISONED).bits();
+    let unpoisoned: Vec<Option<PageSnapshot>> = got
+        .iter()
+        .map(|d| {
+            d.map(|mut d| {
+                d.flags &= !poison;
+                d
+            })
+        })
+        .collect();
+    assert!(got != fresh, "the bad page is flagged");
     assert!(
-        got == fresh,
-        "the cold path rebuilt the memmap from scratch"
+        unpoisoned == fresh,
+        "apart from that flag, the cold path rebuilt the memmap from scratch"
     );
     region.disable(ns).expect("disable");
+}
+
+#[test]
+fn an_enabled_namespace_writes_its_bad_pages_as_they_change() {
+    let (_path, mut region) = region_with_ns("warm-sink");
+    let label = region.namespace("kv").expect("kv").clone();
+    let space = DeviceSpace::new();
+    let ns = region
+        .enable(&space, "kv", opts(Layout::Heads, InitMode::Sync))
+        .expect("enable");
+    let on_disk = |region: &Region| region.badblocks(&label).expect("list").ranges;
+    assert!(on_disk(&region).is_empty());
+    let dev = ns.device();
+    for page in [BAD_PAGE, SECOND_BAD] {
+        let pfn = dev.pfn_at(page * PAGE_SIZE).expect("pfn");
+        memory_failure(&space, pfn, MfFlags::NONE).expect("memory error");
+    }
+    assert_eq!(on_disk(&region), vec![(BAD_PAGE, 1), (SECOND_BAD, 1)]);
+    assert_eq!(
+        dev.clear_poison(BAD_PAGE * PAGE_SIZE, PAGE_SIZE)
+            .expect("clear"),
+        1
+    );
+    assert_eq!(
+        on_disk(&region),
+        vec![(SECOND_BAD, 1)],
+        "the clear is written too"
+    );
+    region.disable(ns).expect("disable");
+    assert_eq!(on_disk(&region), vec![(SECOND_BAD, 1)]);
 }
