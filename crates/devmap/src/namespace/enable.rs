@@ -302,6 +302,10 @@ impl Region {
         device.shutdown(None).map_err(|e| fail(e.to_string()))?;
         drop(device);
         if let Some(room) = &room {
+            // The in-use mark a warm enable left unsynced must be on the disk before the room
+            // changes there: a power loss while the room is written back must find the
+            // namespace unclean, not adopt a half-written memmap.
+            self.sync_data("sync the in-use mark")?;
             let copied = room
                 .write_back()
                 .map_err(|e| fail(format!("writing the memmap back: {e}")))?;

@@ -417,6 +417,15 @@ impl Region {
         Ok(list)
     }
 
+    /// Waits until every write to the region file so far is on the disk (`fdatasync`).
+    pub(super) fn sync_data(&self, what: &'static str) -> Result<(), RegionError> {
+        self.file.sync_data().map_err(|source| RegionError::Io {
+            path: self.path.clone(),
+            what,
+            source,
+        })
+    }
+
     /// What keeps `label`'s badblocks list on disk while the namespace is enabled: given the
     /// device's list (byte ranges from the start of the data) each time it changes, it writes
     /// it, synced, through its own handle of the region file, so that a bad page found in a
