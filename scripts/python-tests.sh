@@ -15,5 +15,13 @@ fi
 "$venv/bin/python" -m pip install --quiet --force-reinstall ./crates/devmap-py
 # mypy for stubtest: the type stubs are checked against the module.
 "$venv/bin/python" -m pip install --quiet pytest mypy
+# A few 2 MiB huge pages for the hugetlb test, where this may reserve them (root, as CI is),
+# given back at exit; elsewhere the test checks the refusal instead.
+hp=/proc/sys/vm/nr_hugepages
+if [ -w "$hp" ]; then
+    before=$(cat "$hp")
+    trap 'echo "$before" > "$hp"' EXIT
+    echo $((before + 4)) > "$hp"
+fi
 # pytest exits 5 when it collects nothing: that fails this script too.
 "$venv/bin/python" -m pytest -q -p no:cacheprovider crates/devmap-py/tests "$@"
