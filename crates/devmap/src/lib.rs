@@ -54,7 +54,7 @@ pub use dax::{
 pub use desc::{GUP_PIN_COUNTING_BIAS, Page, PageFlags};
 pub use folio::{AllocatedFolio, FolioError, FolioMapping};
 pub use gup::{GupError, GupFlags, PinnedFolio, PinnedFolios, PinnedPages};
-pub use init::{InitMode, InitState, InitStats, SyncError};
+pub use init::{InitMode, InitProgress, InitState, InitStats, SyncError};
 pub use memmap::{Cost, Folio, Geometry, Layout, Resident};
 pub use namespace::{MemmapLocation, Namespace, NamespaceError, NamespaceMode};
 pub use pgmap::{DeviceSpace, MemoryType, Pgmap, PgmapConfig, PgmapError, PgmapOps, PgmapRef};

@@ -6,14 +6,16 @@
 //! `disable-namespace` does for a namespace its process left enabled when it died.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use devmap::dax::DaxOptions;
 use devmap::init::InitMode;
+use devmap::memmap::Geometry;
 use devmap::namespace::{Access, EnabledNamespace, InfoFlags, Region};
-use devmap::{DeviceSpace, InitState, Layout, Order};
+use devmap::{DeviceSpace, InitProgress, InitState, Layout, Order, PAGE_SIZE, Pfn, PfnRange};
 use serde::Serialize;
 
 use super::region::{open, region_error};
@@ -130,12 +132,26 @@ pub fn enable_timed(
     let mut opts = DaxOptions::new(Order::PMD);
     opts.layout = layout.layout();
     opts.init = init.mode();
-    let ns = r
-        .enable(space, name, opts)
+    let progress = InitProgress::new();
+    opts.progress = Some(Arc::clone(&progress));
+    let bar = init_bar(&r, name, layout.layout());
+    // The enable runs on a thread of its own so that this one can draw the bar while a sync
+    // or parallel init writes the memmap before the enable returns.
+    let enabled = std::thread::scope(|s| {
+        let r = &mut r;
+        let job = s.spawn(move || r.enable(space, name, opts));
+        while !job.is_finished() {
+            bar.set_position(progress.descriptors());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        job.join()
+    });
+    let ns = enabled
+        .map_err(|_| anyhow::anyhow!("the enable of namespace {name:?} panicked"))?
         .map_err(region_error)
         .with_context(|| format!("cannot enable namespace {name:?} of {}", region.display()))?;
     let enable_ns = start.elapsed().as_nanos() as u64;
-    wait_for_memmap(&ns)?;
+    wait_for_memmap(&ns, &bar, &progress)?;
     let memmap_ns = start.elapsed().as_nanos() as u64;
     let pgmap = ns.device().pgmap();
     let obj = EnableObject {
@@ -159,24 +175,36 @@ pub fn enable_timed(
     })
 }
 
-/// Waits for a background init to finish, with a bar of descriptors written on a terminal
-/// (indicatif draws nothing when stderr is not one).
-fn wait_for_memmap(ns: &EnabledNamespace<'_>) -> Result<()> {
-    let pgmap = ns.device().pgmap();
-    if pgmap.init_state() == InitState::Idle {
-        return Ok(());
-    }
-    let total = pgmap.cost().descriptors_initialized;
-    let bar = indicatif::ProgressBar::new(total);
+/// A bar of the descriptors an init of `name` in `layout` writes, drawn on a terminal only
+/// (indicatif draws nothing when stderr is not one, so piped output stays clean).
+fn init_bar(r: &Region, name: &str, layout: Layout) -> indicatif::ProgressBar {
+    let total = r.namespace(name).ok().and_then(|label| {
+        let ns = &label.namespace;
+        let order = Order::from_bytes(ns.align()).ok()?;
+        let pfns = PfnRange::new(Pfn::new(0), ns.data_bytes() / PAGE_SIZE).ok()?;
+        let geo = Geometry::new(pfns, order).ok()?;
+        Some(layout.cost(&geo).descriptors_initialized)
+    });
+    let bar = indicatif::ProgressBar::new(total.unwrap_or(0));
     bar.set_style(
         indicatif::ProgressStyle::with_template(
             "memmap init {bar:30} {pos}/{len} descriptors [{elapsed}]",
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
+    bar
+}
+
+/// Waits for a background init to finish, moving `bar` with `progress`, then clears it.
+fn wait_for_memmap(
+    ns: &EnabledNamespace<'_>,
+    bar: &indicatif::ProgressBar,
+    progress: &InitProgress,
+) -> Result<()> {
+    let pgmap = ns.device().pgmap();
     while pgmap.init_state() == InitState::Active {
-        bar.set_position(pgmap.init_stats().descriptors.min(total));
-        std::thread::sleep(Duration::from_millis(50));
+        bar.set_position(progress.descriptors());
+        std::thread::sleep(Duration::from_millis(20));
     }
     bar.finish_and_clear();
     pgmap.wait_init_idle().map_err(|e| anyhow::anyhow!("{e}"))

@@ -58,6 +58,9 @@ pub struct DaxOptions {
     /// What a 4 KiB memory error takes from the mappings: `Page` (the default) where the
     /// device catches touches on a backing of 4 KiB pages, `Leaf` elsewhere whatever is asked.
     pub granularity: Granularity,
+    /// A counter the memmap initialisation adds the descriptors it writes to
+    /// ([`PgmapConfig::progress`]).
+    pub progress: Option<std::sync::Arc<crate::init::InitProgress>>,
 }
 
 impl DaxOptions {
@@ -71,6 +74,7 @@ impl DaxOptions {
             faults: Faults::Auto,
             handlers: 1,
             granularity: Granularity::Page,
+            progress: None,
         }
     }
 }
@@ -266,6 +270,7 @@ impl<'s> DaxDevice<'s> {
         cfg.ranges = ranges.iter().map(|r| r.pfns).collect();
         cfg.layout = opts.layout;
         cfg.init = opts.init;
+        cfg.progress = opts.progress.clone();
         let pgmap = match space.memremap_pages_in(cfg, place.memmap) {
             Ok(p) => p,
             Err(e) => {

@@ -19,6 +19,7 @@ pub use self::set::{InitState, NR_MEMMAP_RANGE, SUB_RANGE_DESCRIPTORS, SyncError
 
 use std::num::NonZeroUsize;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::addr::{Pfn, PfnRange};
@@ -119,6 +120,41 @@ impl std::ops::AddAssign for InitStats {
         self.boosts += o.boosts;
     }
 }
+
+/// Descriptors an initialisation has written so far, for a caller to show while it runs (a
+/// progress bar): counted a chunk at a time by the sync and parallel engines (every 128 MiB of
+/// pfns), a sub-range at a time by the background workers. Share it through
+/// [`PgmapConfig::progress`](crate::PgmapConfig::progress) or
+/// [`DaxOptions::progress`](crate::dax::DaxOptions::progress) and read it from another
+/// thread. Two handles are equal only if they are the same counter.
+#[derive(Debug, Default)]
+pub struct InitProgress(AtomicU64);
+
+impl InitProgress {
+    /// A counter at zero.
+    pub fn new() -> std::sync::Arc<InitProgress> {
+        std::sync::Arc::new(InitProgress::default())
+    }
+
+    /// Descriptors written so far.
+    pub fn descriptors(&self) -> u64 {
+        // Relaxed: a tally for display; nothing is published through it.
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn add(&self, n: u64) {
+        // Relaxed: as above.
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+impl PartialEq for InitProgress {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self, other)
+    }
+}
+
+impl Eq for InitProgress {}
 
 /// Who the descriptors belong to and their idle reference count.
 #[derive(Debug, Clone, Copy)]
@@ -244,13 +280,21 @@ pub(crate) fn init_span(memmap: &Memmap, range: PfnRange, t: InitTarget) -> u64 
 
 /// Initialises the whole data range of `memmap` before returning (`Async` is treated as
 /// `Parallel` on as many threads: the caller asked for everything now).
-pub(crate) fn init_memmap(memmap: &Memmap, t: InitTarget, mode: InitMode) -> InitStats {
+pub(crate) fn init_memmap(
+    memmap: &Memmap,
+    t: InitTarget,
+    mode: InitMode,
+    progress: Option<&InitProgress>,
+) -> InitStats {
     let start = Instant::now();
     let range = memmap.geometry().data_range();
     let (descriptors, threads) = match mode {
-        InitMode::Sync => (init_span(memmap, range, t), 1),
+        InitMode::Sync => match progress {
+            None => (init_span(memmap, range, t), 1),
+            Some(p) => (parallel::counted(memmap, range, t, p), 1),
+        },
         InitMode::Parallel { threads } | InitMode::Async { workers: threads } => {
-            parallel::run(memmap, range, t, threads.get())
+            parallel::run(memmap, range, t, threads.get(), progress)
         }
     };
     InitStats {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::addr::PfnRange;
 use crate::memmap::Memmap;
 
-use super::{InitTarget, init_span};
+use super::{InitProgress, InitTarget, init_span};
 
 /// Chunks per thread: a slow thread holds up the end by at most a quarter of its share.
 const LOAD_BALANCE_FACTOR: u64 = 4;
@@ -22,14 +22,47 @@ pub(crate) fn chunk_pages(pages: u64, threads: u64, compound: u64) -> u64 {
         .max(compound)
 }
 
-/// Runs `init_span` over `range` on up to `threads` threads; returns (descriptors, threads used).
-pub(crate) fn run(memmap: &Memmap, range: PfnRange, t: InitTarget, threads: usize) -> (u64, usize) {
+/// `init_span` over `range` on this thread, a [`MIN_CHUNK_PAGES`] chunk (rounded to whole
+/// compounds) at a time, adding each chunk's descriptors to `progress`.
+pub(crate) fn counted(
+    memmap: &Memmap,
+    range: PfnRange,
+    t: InitTarget,
+    progress: &InitProgress,
+) -> u64 {
+    let compound = memmap.geometry().shift().nr_pages();
+    let chunk = MIN_CHUNK_PAGES.next_multiple_of(compound);
+    let mut written = 0;
+    let mut start = range.start();
+    while start < range.end() {
+        let end = start.add(chunk).min(range.end());
+        let n = init_span(memmap, PfnRange::new_unchecked(start, end), t);
+        progress.add(n);
+        written += n;
+        start = end;
+    }
+    written
+}
+
+/// Runs `init_span` over `range` on up to `threads` threads, adding each chunk's descriptors
+/// to `progress` if given; returns (descriptors, threads used).
+pub(crate) fn run(
+    memmap: &Memmap,
+    range: PfnRange,
+    t: InitTarget,
+    threads: usize,
+    progress: Option<&InitProgress>,
+) -> (u64, usize) {
     let compound = memmap.geometry().shift().nr_pages();
     let chunk = chunk_pages(range.len(), threads as u64, compound);
     let nr_chunks = range.len().div_ceil(chunk);
     let workers = (threads as u64).min(nr_chunks).max(1) as usize;
     if workers == 1 {
-        return (init_span(memmap, range, t), 1);
+        let n = match progress {
+            Some(p) => counted(memmap, range, t, p),
+            None => init_span(memmap, range, t),
+        };
+        return (n, 1);
     }
     let cursor = AtomicU64::new(0);
     let written = AtomicU64::new(0);
@@ -43,7 +76,11 @@ pub(crate) fn run(memmap: &Memmap, range: PfnRange, t: InitTarget, threads: usiz
             }
             let start = range.start().add(i * chunk);
             let end = start.add(chunk).min(range.end());
-            mine += init_span(memmap, PfnRange::new_unchecked(start, end), t);
+            let n = init_span(memmap, PfnRange::new_unchecked(start, end), t);
+            if let Some(p) = progress {
+                p.add(n);
+            }
+            mine += n;
         }
         written.fetch_add(mine, Ordering::Relaxed);
     };

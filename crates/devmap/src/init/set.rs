@@ -29,7 +29,10 @@ use std::time::Instant;
 
 use super::boost::{Os, Tid};
 use super::claim::{MAX_PIECES, Pieces, Stopped, SubRanges};
-use super::{InitMode, InitStats, InitTarget, init_memmap, init_piece, nr_descriptors, nr_pieces};
+use super::{
+    InitMode, InitProgress, InitStats, InitTarget, init_memmap, init_piece, nr_descriptors,
+    nr_pieces,
+};
 use crate::addr::{Pfn, PfnRange};
 use crate::memmap::{Memmap, Synced};
 use crate::primitive::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -103,17 +106,25 @@ pub(crate) struct MemmapSet {
     sync_stats: InitStats,
     written: AtomicU64,
     dead: AtomicBool,
+    /// The caller's progress counter, told what the background workers write.
+    progress: Option<std::sync::Arc<InitProgress>>,
 }
 
 impl MemmapSet {
     /// Takes ownership of `maps` and initialises them with `mode`: before returning for `Sync`
     /// and `Parallel`, in the background (see [`MemmapSet::start_workers`]) for `Async`.
-    pub(crate) fn new(maps: Vec<Memmap>, target: InitTarget, mode: InitMode) -> Self {
+    pub(crate) fn new(
+        maps: Vec<Memmap>,
+        target: InitTarget,
+        mode: InitMode,
+        progress: Option<std::sync::Arc<InitProgress>>,
+    ) -> Self {
         let mut set = Self::adopt(maps, target);
+        set.progress = progress;
         match mode {
             InitMode::Sync | InitMode::Parallel { .. } => {
                 for m in &set.maps {
-                    set.sync_stats += init_memmap(m, target, mode);
+                    set.sync_stats += init_memmap(m, target, mode, set.progress.as_deref());
                 }
             }
             InitMode::Async { workers } => set.engine = Some(Async::plan(&set.maps, workers)),
@@ -132,6 +143,7 @@ impl MemmapSet {
             sync_stats: InitStats::default(),
             written: AtomicU64::new(0),
             dead: AtomicBool::new(false),
+            progress: None,
         }
     }
 
@@ -435,6 +447,9 @@ impl Pieces for SetPieces<'_> {
             // Relaxed: a tally, read by `stats`.
             let n = nr_descriptors(memmap, range);
             self.set.written.fetch_add(n, Ordering::Relaxed);
+            if let Some(p) = &self.set.progress {
+                p.add(n);
+            }
         }
         // Relaxed: a tally; `SubRanges::all_done` readers see the last store through the
         // claim protocol's `remaining` count, which is decremented after this.

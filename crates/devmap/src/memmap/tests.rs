@@ -23,7 +23,7 @@ fn target() -> InitTarget {
 
 fn built(layout: Layout, g: Geometry) -> MemmapSet {
     let m = Memmap::new(layout, g, PageHint::Huge).expect("memmap");
-    MemmapSet::new(vec![m], target(), InitMode::Sync)
+    MemmapSet::new(vec![m], target(), InitMode::Sync, None)
 }
 
 /// The memmap of a one-range set and a sync token for all of it.
@@ -125,7 +125,7 @@ fn descriptors_initialised_per_2m_compound() {
     assert_eq!(per, vec![512, 128, 1]);
     for layout in Layout::ALL {
         let m = Memmap::new(layout, geo(512 * 4, 9), PageHint::Huge).expect("memmap");
-        let stats = init_memmap(&m, target(), InitMode::Sync);
+        let stats = init_memmap(&m, target(), InitMode::Sync, None);
         assert_eq!(
             stats.descriptors,
             m.cost().descriptors_initialized,
@@ -194,7 +194,7 @@ fn accounted_host_memory_is_what_the_store_holds() {
         );
         let m = Memmap::new(layout, g, PageHint::Huge).expect("memmap");
         assert_eq!(m.cost(), layout.cost(&g), "{ctx}: live and estimated agree");
-        let set = MemmapSet::new(vec![m], target(), InitMode::Sync);
+        let set = MemmapSet::new(vec![m], target(), InitMode::Sync, None);
         let (m, s) = whole(&set);
         let held = m.resident().expect("resident");
         let cost = m.cost();
@@ -407,6 +407,7 @@ fn parallel_init_writes_what_sync_init_writes() {
             vec![Memmap::new(layout, g, PageHint::Huge).expect("memmap")],
             target(),
             InitMode::Parallel { threads },
+            None,
         );
         let (b, sb) = whole(&set_b);
         let stats = set_b.stats();

@@ -119,6 +119,9 @@ pub struct PgmapConfig {
     pub owner: Option<u64>,
     /// Driver callbacks.
     pub ops: PgmapOps,
+    /// A counter the initialisation adds the descriptors it writes to, for a caller showing
+    /// progress from another thread; `None` counts nothing.
+    pub progress: Option<std::sync::Arc<crate::init::InitProgress>>,
 }
 
 impl PgmapConfig {
@@ -135,6 +138,7 @@ impl PgmapConfig {
             init: InitMode::parallel_default(),
             owner: None,
             ops: PgmapOps::default(),
+            progress: None,
         }
     }
 

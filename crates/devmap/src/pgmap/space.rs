@@ -223,7 +223,7 @@ impl DeviceSpace {
         let set = Arc::new(if place.adopt {
             MemmapSet::adopt(maps, target)
         } else {
-            MemmapSet::new(maps, target, cfg.init)
+            MemmapSet::new(maps, target, cfg.init, cfg.progress.clone())
         });
         let pgmap = Arc::new(Pgmap {
             id,

@@ -393,3 +393,35 @@ fn a_timed_teardown_never_revives_a_pgmap_another_teardown_is_draining() {
         Err(PgmapError::NotRegistered)
     ));
 }
+
+#[test]
+fn an_init_progress_counter_ends_at_every_descriptor_written_in_every_mode() {
+    use crate::init::InitProgress;
+    let threads = std::num::NonZeroUsize::new(3).expect("non-zero");
+    let modes = [
+        InitMode::Sync,
+        InitMode::Parallel { threads },
+        InitMode::Async { workers: threads },
+    ];
+    for layout in [Layout::Flat, Layout::Heads] {
+        for mode in modes {
+            let space = DeviceSpace::new();
+            // 1 GiB: several 128 MiB chunks, so the counter moves in steps.
+            let range = space.reserve_range(1 << 30, 2 << 20).expect("range");
+            let mut c = cfg(range, layout, Order::PMD);
+            c.init = mode;
+            let progress = InitProgress::new();
+            c.progress = Some(Arc::clone(&progress));
+            let p = space.memremap_pages(c).expect("register");
+            p.wait_init_idle().expect("init");
+            let want = p.cost().descriptors_initialized;
+            assert_eq!(progress.descriptors(), want, "{layout:?} {mode:?}");
+            assert_eq!(p.init_stats().descriptors, want, "{layout:?} {mode:?}");
+        }
+    }
+    assert_ne!(
+        *InitProgress::new(),
+        *InitProgress::new(),
+        "equal only to itself"
+    );
+}

@@ -13,7 +13,7 @@ fn built(g: Geometry) -> Memmap {
         pgmap: PgmapId::new(1).expect("id"),
         idle_ref: 1,
     };
-    init_memmap(&m, target, InitMode::Sync);
+    init_memmap(&m, target, InitMode::Sync, None);
     m
 }
 
