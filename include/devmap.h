@@ -26,6 +26,13 @@
 #include <stdint.h>
 
 /**
+ * The ABI version this header describes. It changes whenever a function, a struct's layout or
+ * a constant's meaning changes incompatibly; `libdevmap.so` carries it in its soname
+ * (`libdevmap.so.1`).
+ */
+#define DEVMAP_ABI_VERSION 1
+
+/**
  * Descriptor layout: one 64-byte descriptor per 4 KiB page (16 GiB per TiB).
  */
 #define DEVMAP_LAYOUT_FLAT 0
@@ -517,6 +524,15 @@ typedef struct devmap_enable_info {
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * The ABI version of the library actually loaded: a program compares it with
+ * `DEVMAP_ABI_VERSION` from the header it was built against, and refuses to run on a
+ * mismatch.
+ *
+ * Thread-safety: any thread, any time.
+ */
+uint32_t devmap_abi_version(void);
 
 /**
  * The message of the last call that failed on this thread, NUL-terminated; an empty string

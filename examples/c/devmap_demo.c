@@ -253,6 +253,11 @@ static void region_demo(void)
 
 int main(void)
 {
+    if (devmap_abi_version() != DEVMAP_ABI_VERSION) {
+        fprintf(stderr, "devmap_demo: built for ABI %u, loaded %u\n", DEVMAP_ABI_VERSION,
+                devmap_abi_version());
+        return 1;
+    }
     device_demo();
     estimate_demo();
     region_demo();

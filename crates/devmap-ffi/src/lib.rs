@@ -60,6 +60,21 @@ pub use region::{
     devmap_region_get_info, devmap_region_info, devmap_region_open,
 };
 
+/// The ABI version this header describes. It changes whenever a function, a struct's layout or
+/// a constant's meaning changes incompatibly; `libdevmap.so` carries it in its soname
+/// (`libdevmap.so.1`).
+pub const DEVMAP_ABI_VERSION: u32 = 1;
+
+/// The ABI version of the library actually loaded: a program compares it with
+/// `DEVMAP_ABI_VERSION` from the header it was built against, and refuses to run on a
+/// mismatch.
+///
+/// Thread-safety: any thread, any time.
+#[unsafe(no_mangle)]
+pub extern "C" fn devmap_abi_version() -> u32 {
+    DEVMAP_ABI_VERSION
+}
+
 /// The message of the last call that failed on this thread, NUL-terminated; an empty string
 /// if none has. Successful calls leave it alone.
 ///

@@ -550,3 +550,13 @@ fn namespaces_enable_disable_and_keep_their_bad_pages() {
     }
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
+
+#[test]
+fn the_abi_version_is_the_headers_and_the_sonames() {
+    assert_eq!(crate::devmap_abi_version(), crate::DEVMAP_ABI_VERSION);
+    let build = include_str!("../../build.rs");
+    assert!(
+        build.contains(&format!("libdevmap.so.{}", crate::DEVMAP_ABI_VERSION)),
+        "build.rs gives libdevmap.so a soname of another ABI version"
+    );
+}
