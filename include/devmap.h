@@ -705,7 +705,7 @@ int devmap_device_pfn_at(const struct devmap_device *dev, uint64_t offset, uint6
 /**
  * Tears the device down now, waiting up to `timeout_ms` milliseconds for its mappings and
  * pins to go (it does not free the handle: call `devmap_device_free` after). From the start
- * of the call, new mappings, faults and pins fail with -EBUSY.
+ * of the call, new mappings, faults and pins fail with -ENXIO.
  *
  * Returns 0 (also when torn down already); -EBUSY if mappings or pins remain when the time
  * is up, and the device stays live; -EFAULT. Thread-safe.
@@ -748,7 +748,7 @@ int devmap_estimate(uint64_t size,
  * Thread-safety: a mapping may be used from several threads at once.
  *
  * Returns 0; -EFAULT for a NULL `dev` or `out_map`; -EINVAL for an offset or length not a
- * multiple of the align, zero, or past the end; -EBUSY if the device is torn down;
+ * multiple of the align, zero, or past the end; -ENXIO if the device is torn down;
  * -ENOMEM or the system's errno if the window cannot be mapped.
  *
  * # Safety
@@ -784,7 +784,7 @@ void devmap_mapping_free(struct devmap_mapping *map);
  * on a device that catches touches it maps the leaves' bytes too.
  *
  * Returns 0, -EFAULT (NULL `map`, or a range outside the mapping), -EHWPOISON (a leaf
- * holding a poisoned page at LEAF granularity), -EBUSY (torn down). Thread-safe.
+ * holding a poisoned page at LEAF granularity), -ENXIO (torn down). Thread-safe.
  *
  * # Safety
  *
@@ -808,7 +808,7 @@ int devmap_mapping_populate(const struct devmap_mapping *map,
  *
  * Returns 0; -EFAULT (a NULL pointer, a range outside the mapping, a hole with
  * `DEVMAP_PIN_NOFAULT`); -EINVAL (unknown flags, `nr_pages` 0); -EHWPOISON (a folio holding
- * a poisoned page); -EBUSY (the device is being torn down). On error nothing stays pinned.
+ * a poisoned page); -ENXIO (the device is being torn down). On error nothing stays pinned.
  *
  * # Safety
  *
@@ -1001,7 +1001,7 @@ int devmap_badblocks(const struct devmap_device *dev,
  * SIGBUS (the kernel's `copy_mc`). Leaves not faulted in are faulted first.
  *
  * Returns 0; -EHWPOISON; -EFAULT (NULL `map`, NULL `buf` with `len` > 0, or a range outside
- * the mapping); -EBUSY (torn down). Thread-safe.
+ * the mapping); -ENXIO (torn down). Thread-safe.
  *
  * # Safety
  *

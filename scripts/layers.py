@@ -25,6 +25,7 @@ ORDER = [
     ["dax", "fsdax"],
     ["memory_failure"],
     ["namespace"],
+    ["errno"],
     ["stress", "test_support"],
 ]
 FLOOR = {m: i for i, names in enumerate(ORDER) for m in names}

@@ -26,7 +26,8 @@ class Error(OSError):
     """Base class of devmap's errors: errno says what kind of refusal, strerror the reason."""
 
 class InvalidArgument(Error, ValueError):
-    """A refused argument (EINVAL); the reason names a value that would work."""
+    """A refused argument (EINVAL; E2BIG for extent limits; EFAULT for an address outside every
+    mapping or a nofault pin of a leaf not faulted in); the reason names what would work."""
 
 class BusyError(Error):
     """Something is still in use (EBUSY)."""
@@ -38,7 +39,7 @@ class PoisonedError(Error):
     """Poisoned memory (EHWPOISON)."""
 
 class MemoryLost(PoisonedError):
-    """Bytes lost to a memory error, raised by Mapping.read_mc instead of a SIGBUS (EIO)."""
+    """Bytes lost to a memory error, raised by Mapping.read_mc instead of a SIGBUS (EHWPOISON)."""
 
     offset: int | None
     """The first lost byte's offset in the mapping."""

@@ -565,7 +565,7 @@ pub unsafe extern "C" fn devmap_device_pfn_at(
 
 /// Tears the device down now, waiting up to `timeout_ms` milliseconds for its mappings and
 /// pins to go (it does not free the handle: call `devmap_device_free` after). From the start
-/// of the call, new mappings, faults and pins fail with -EBUSY.
+/// of the call, new mappings, faults and pins fail with -ENXIO.
 ///
 /// Returns 0 (also when torn down already); -EBUSY if mappings or pins remain when the time
 /// is up, and the device stays live; -EFAULT. Thread-safe.

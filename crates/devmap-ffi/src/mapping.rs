@@ -38,7 +38,7 @@ impl devmap_mapping {
 /// Thread-safety: a mapping may be used from several threads at once.
 ///
 /// Returns 0; -EFAULT for a NULL `dev` or `out_map`; -EINVAL for an offset or length not a
-/// multiple of the align, zero, or past the end; -EBUSY if the device is torn down;
+/// multiple of the align, zero, or past the end; -ENXIO if the device is torn down;
 /// -ENOMEM or the system's errno if the window cannot be mapped.
 ///
 /// # Safety
@@ -102,7 +102,7 @@ pub unsafe extern "C" fn devmap_mapping_free(map: *mut devmap_mapping) {
 /// on a device that catches touches it maps the leaves' bytes too.
 ///
 /// Returns 0, -EFAULT (NULL `map`, or a range outside the mapping), -EHWPOISON (a leaf
-/// holding a poisoned page at LEAF granularity), -EBUSY (torn down). Thread-safe.
+/// holding a poisoned page at LEAF granularity), -ENXIO (torn down). Thread-safe.
 ///
 /// # Safety
 ///

@@ -170,7 +170,7 @@ unsafe fn pin(
 ///
 /// Returns 0; -EFAULT (a NULL pointer, a range outside the mapping, a hole with
 /// `DEVMAP_PIN_NOFAULT`); -EINVAL (unknown flags, `nr_pages` 0); -EHWPOISON (a folio holding
-/// a poisoned page); -EBUSY (the device is being torn down). On error nothing stays pinned.
+/// a poisoned page); -ENXIO (the device is being torn down). On error nothing stays pinned.
 ///
 /// # Safety
 ///

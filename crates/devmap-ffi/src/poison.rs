@@ -204,7 +204,7 @@ pub unsafe extern "C" fn devmap_badblocks(
 /// SIGBUS (the kernel's `copy_mc`). Leaves not faulted in are faulted first.
 ///
 /// Returns 0; -EHWPOISON; -EFAULT (NULL `map`, NULL `buf` with `len` > 0, or a range outside
-/// the mapping); -EBUSY (torn down). Thread-safe.
+/// the mapping); -ENXIO (torn down). Thread-safe.
 ///
 /// # Safety
 ///

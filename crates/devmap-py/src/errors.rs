@@ -1,15 +1,16 @@
 //! The module's exceptions and the library's errors mapped onto them. Every exception is a
-//! `devmap.Error`, itself an `OSError` whose `errno` says what kind of refusal it is (`EINVAL`,
-//! `EBUSY`, `ENXIO`, `EHWPOISON`, `EIO`, or what the system said) and whose `strerror` is the
-//! library's reason, with its causes.
+//! `devmap.Error`, itself an `OSError` whose `errno` is the library's for the error
+//! ([`devmap::errno`], what the C ABI returns negated) and whose `strerror` is the library's
+//! reason, with its causes. The class follows the errno: `InvalidArgument` for `EINVAL`,
+//! `E2BIG` and `EFAULT`, `BusyError` for `EBUSY`, `TornDownError` for `ENXIO`,
+//! `PoisonedError` for `EHWPOISON` (`MemoryLost` for bytes a read lost).
 
 use std::error::Error as StdError;
 
+use devmap::DaxError;
 use devmap::backing::BackingError;
-use devmap::gup::GupError;
 use devmap::memory_failure::MfError;
 use devmap::namespace::RegionError;
-use devmap::{DaxError, FolioError, PgmapError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyModule, PyType};
@@ -23,8 +24,9 @@ class Error(OSError):
     __module__ = "devmap"
 
 class InvalidArgument(Error, ValueError):
-    """A refused argument (EINVAL): a bad size, align, offset or name; the reason names a
-    value that would work."""
+    """A refused argument (EINVAL; E2BIG for extent limits; EFAULT for an address outside
+    every mapping or a nofault pin of a leaf not faulted in): the reason names what would
+    work."""
     __module__ = "devmap"
 
 class BusyError(Error):
@@ -42,7 +44,8 @@ class PoisonedError(Error):
     __module__ = "devmap"
 
 class MemoryLost(PoisonedError):
-    """Bytes lost to a memory error, reported by Mapping.read_mc instead of a SIGBUS (EIO).
+    """Bytes lost to a memory error, reported by Mapping.read_mc instead of a SIGBUS
+    (EHWPOISON).
     offset: the first lost byte's offset in the mapping; addr: its user address; length: how
     many bytes are lost there (a page, or a whole leaf at leaf granularity)."""
     __module__ = "devmap"
@@ -141,30 +144,20 @@ pub(crate) fn closed(what: &str) -> PyErr {
 
 /// The errno values used here (Linux's).
 pub(crate) mod libc_errno {
-    /// No such file or directory.
-    pub(crate) const ENOENT: i32 = 2;
     /// Argument list too long (here: more extents needed than allowed).
     pub(crate) const E2BIG: i32 = 7;
-    /// I/O error.
-    pub(crate) const EIO: i32 = 5;
     /// No such device or address.
     pub(crate) const ENXIO: i32 = 6;
     /// Bad address.
     pub(crate) const EFAULT: i32 = 14;
     /// Device or resource busy.
     pub(crate) const EBUSY: i32 = 16;
-    /// File exists.
-    pub(crate) const EEXIST: i32 = 17;
     /// Invalid argument.
     pub(crate) const EINVAL: i32 = 22;
-    /// No space left on device.
-    pub(crate) const ENOSPC: i32 = 28;
-    /// Read-only file system.
-    pub(crate) const EROFS: i32 = 30;
-    /// Structure needs cleaning.
-    pub(crate) const EUCLEAN: i32 = 117;
     /// Memory page has hardware error.
     pub(crate) const EHWPOISON: i32 = 133;
+    /// Structure needs cleaning (an unreadable on-disk block).
+    pub(crate) const EUCLEAN: i32 = 117;
 }
 
 use libc_errno::*;
@@ -185,130 +178,42 @@ pub(crate) fn reason(e: &(dyn StdError + 'static)) -> String {
     out
 }
 
-/// The errno of the first system error in `e`'s chain.
-fn os_errno(e: &(dyn StdError + 'static)) -> Option<i32> {
-    let mut cur = Some(e);
-    while let Some(c) = cur {
-        if let Some(io) = c.downcast_ref::<std::io::Error>()
-            && let Some(n) = io.raw_os_error()
-        {
-            return Some(n);
-        }
-        cur = c.source();
-    }
-    None
-}
-
-/// `kind` and `errno` for a pgmap error.
-fn pgmap_kind(e: &PgmapError) -> (Kind, i32) {
-    match e {
-        PgmapError::Busy { .. } => (Kind::Busy, EBUSY),
-        PgmapError::NotRegistered => (Kind::TornDown, ENXIO),
-        PgmapError::BadRequest { .. } | PgmapError::SpaceExhausted { .. } => {
-            (Kind::Invalid, EINVAL)
-        }
-        _ => (Kind::Base, EIO),
-    }
-}
-
-/// `kind` and `errno` for a backing error.
-fn backing_kind(e: &BackingError) -> (Kind, i32) {
-    match e {
-        BackingError::Empty
-        | BackingError::TooSmall { .. }
-        | BackingError::TooLarge { .. }
-        | BackingError::Unaligned { .. }
-        | BackingError::BadAlign { .. }
-        | BackingError::OutOfRange { .. }
-        | BackingError::WrongFileType { .. } => (Kind::Invalid, EINVAL),
-        other => (Kind::Base, os_errno(other).unwrap_or(EIO)),
-    }
-}
-
-/// `kind` and `errno` for a pin error.
-fn gup_kind(e: &GupError) -> (Kind, i32) {
-    match e {
-        GupError::Poisoned { .. } => (Kind::Poisoned, EHWPOISON),
-        GupError::TornDown { .. } | GupError::NoPgmap { .. } => (Kind::TornDown, ENXIO),
-        GupError::Empty | GupError::TooManyEntries { .. } => (Kind::Invalid, EINVAL),
-        _ => (Kind::Base, EFAULT),
-    }
-}
-
-/// `kind` and `errno` for a folio error.
-fn folio_kind(e: &FolioError) -> (Kind, i32) {
-    match e {
-        FolioError::TornDown { .. } => (Kind::TornDown, ENXIO),
-        _ => (Kind::Base, EIO),
+/// The exception class of a library error with `errno`: the library's errno
+/// ([`devmap::errno`], the C ABI's too) decides it, so both bindings say the same.
+fn kind_of(errno: i32) -> Kind {
+    match errno {
+        EINVAL | E2BIG | EFAULT => Kind::Invalid,
+        EBUSY => Kind::Busy,
+        ENXIO => Kind::TornDown,
+        EHWPOISON => Kind::Poisoned,
+        _ => Kind::Base,
     }
 }
 
 /// A device-dax error as a Python exception.
 pub(crate) fn dax(e: DaxError) -> PyErr {
-    let (kind, errno) = match &e {
-        DaxError::BackingUnaligned { .. }
-        | DaxError::PageTooLarge { .. }
-        | DaxError::NotShared
-        | DaxError::Unaligned { .. }
-        | DaxError::Empty
-        | DaxError::OutOfRange { .. }
-        | DaxError::FaultTooSmall { .. }
-        | DaxError::NotInMapping { .. }
-        | DaxError::LeafStraddles { .. }
-        | DaxError::NoUserfaultfd { .. }
-        | DaxError::RangeSizes { .. } => (Kind::Invalid, EINVAL),
-        DaxError::TornDown | DaxError::Unmapped { .. } => (Kind::TornDown, ENXIO),
-        DaxError::Poisoned { .. } => (Kind::Poisoned, EHWPOISON),
-        DaxError::MemoryLost { .. } => (Kind::MemoryLost, EIO),
-        DaxError::NotFaulted { .. } => (Kind::Base, EFAULT),
-        DaxError::ExtentCap { .. } => (Kind::Invalid, EINVAL),
-        DaxError::ExtentCount { .. } => (Kind::Invalid, E2BIG),
-        DaxError::Pgmap(p) => pgmap_kind(p),
-        DaxError::Backing(b) => backing_kind(b),
-        DaxError::Folio(f) => folio_kind(f),
-        DaxError::Gup(g) => gup_kind(g),
-        other => (Kind::Base, os_errno(other).unwrap_or(EIO)),
+    let errno = devmap::errno::dax(&e);
+    let kind = match &e {
+        DaxError::MemoryLost { .. } => Kind::MemoryLost,
+        _ => kind_of(errno),
     };
     error(kind, errno, reason(&e))
 }
 
 /// A backing error as a Python exception.
 pub(crate) fn backing(e: BackingError) -> PyErr {
-    let (kind, errno) = backing_kind(&e);
-    error(kind, errno, reason(&e))
+    let errno = devmap::errno::backing(&e);
+    error(kind_of(errno), errno, reason(&e))
 }
 
 /// A memory-failure error as a Python exception.
 pub(crate) fn mf(e: MfError) -> PyErr {
-    let (kind, errno) = match &e {
-        MfError::NoDevice { .. } => (Kind::TornDown, ENXIO),
-        MfError::NotData { .. } | MfError::NotMapped { .. } => (Kind::Invalid, EINVAL),
-        MfError::AlreadyPoisoned { .. } => (Kind::Poisoned, EHWPOISON),
-        MfError::Pgmap(p) => pgmap_kind(p),
-        _ => (Kind::Base, EIO),
-    };
-    error(kind, errno, reason(&e))
+    let errno = devmap::errno::mf(&e);
+    error(kind_of(errno), errno, reason(&e))
 }
 
 /// A region error as a Python exception.
 pub(crate) fn region(e: RegionError) -> PyErr {
-    let (kind, errno) = match &e {
-        RegionError::Busy { .. } => (Kind::Busy, EBUSY),
-        RegionError::TooSmall { .. }
-        | RegionError::BadName { .. }
-        | RegionError::Namespace(_)
-        | RegionError::NotDevdax { .. } => (Kind::Invalid, EINVAL),
-        RegionError::NameTaken { .. } => (Kind::Base, EEXIST),
-        RegionError::NotFound { .. } => (Kind::Base, ENOENT),
-        RegionError::NoSpace { .. } | RegionError::Full => (Kind::Base, ENOSPC),
-        RegionError::ReadOnly => (Kind::Base, EROFS),
-        RegionError::Io { source, .. } => (Kind::Base, source.raw_os_error().unwrap_or(EIO)),
-        RegionError::Labels { .. }
-        | RegionError::SizeMismatch { .. }
-        | RegionError::InfoBlock { .. }
-        | RegionError::Badblocks { .. }
-        | RegionError::Label(_) => (Kind::Base, EUCLEAN),
-        _ => (Kind::Base, EIO),
-    };
-    error(kind, errno, reason(&e))
+    let errno = devmap::errno::region(&e);
+    error(kind_of(errno), errno, reason(&e))
 }

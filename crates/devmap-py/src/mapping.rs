@@ -16,7 +16,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
 use crate::device::{DeviceCell, notice_dict};
-use crate::errors::{self, Kind, closed, instance, invalid, libc_errno};
+use crate::errors::{self, Kind, closed, instance, invalid};
 use crate::pins::Pins;
 
 /// A shared mapping of part of a device, at an address aligned to the device align. Its bytes
@@ -96,7 +96,8 @@ impl Mapping {
         };
         let offset = addr.wrapping_sub(self.addr) as u64;
         let make = || -> PyResult<PyErr> {
-            let exc = instance(py, Kind::MemoryLost, libc_errno::EIO, &errors::reason(&e))?;
+            let errno = devmap::errno::dax(&e);
+            let exc = instance(py, Kind::MemoryLost, errno, &errors::reason(&e))?;
             exc.setattr("offset", offset)?;
             exc.setattr("addr", addr)?;
             exc.setattr("length", len)?;

@@ -12,7 +12,9 @@
 //! liveness, and the device space that registers them; [`folio`] reference counts, mappings and
 //! the free path; [`gup`] pinning for DMA, one atomic per folio; [`dax`] the device-dax front
 //! end (devices over backings, shared mappings, the fault path, the rmap); [`namespace`] the kernel's
-//! namespace geometry (info block, data offset, altmap) and the pgmap config it implies.
+//! namespace geometry (info block, data offset, altmap) and the pgmap config it implies,
+//! regions and namespaces on disk; [`errno`] the kernel-style errno of every error, for the C
+//! ABI and the Python bindings.
 //!
 //! ```
 //! use devmap::{DeviceSpace, Layout, Order, PgmapConfig};
@@ -34,6 +36,7 @@ pub mod addr;
 pub mod backing;
 pub mod dax;
 pub mod desc;
+pub mod errno;
 pub mod folio;
 pub mod gup;
 pub mod init;

@@ -445,7 +445,8 @@ fn file_and_devdax_devices() {
         ok(devmap_device_shutdown(dev, 1000));
         assert_eq!(
             devmap_mmap(dev, 0, 2 * MIB, &mut map, ptr::null_mut(), ptr::null_mut()),
-            -libc::EBUSY
+            -libc::ENXIO,
+            "a torn-down device: dax_mmap's -ENXIO"
         );
         devmap_device_free(dev);
         assert_eq!(

@@ -3,5 +3,4 @@
 //! `libdevmap`, and the library it wraps).
 
 mod abi;
-mod errno_names;
 mod overhead;

@@ -1,0 +1,266 @@
+//! The errno of every library error, one function per error type, every variant named (the
+//! compiler checks: inside the library the enums are exhaustive): what the C ABI returns,
+//! negated, and the `errno` of the Python bindings' exceptions, so that both say the same.
+//!
+//! The choices follow the kernel where it has an answer for the same condition: `EFAULT` for
+//! an address outside every mapping or a `FOLL_NOFAULT` pin of a hole (gup's), `EHWPOISON` for
+//! poison and for bytes lost to it, `EBUSY` for references still held, `ENXIO` for a device
+//! being or already torn down (`dax_alive` failing in `dax_mmap` and `dax_direct_access`) and
+//! for a pfn no device holds (`memory_failure_dev_pagemap`). Otherwise bad input is `EINVAL`,
+//! and an error the system reported keeps the system's errno.
+
+use std::io;
+
+use crate::addr::AddrError;
+use crate::backing::{BackingError, UffdError};
+use crate::init::SyncError;
+use crate::memmap::{LookupError, MemmapError};
+use crate::memory_failure::MfError;
+use crate::namespace::{BadblocksError, InfoBlockError, LabelError, RegionError};
+use crate::{DaxError, FolioError, GupError, NamespaceError, PgmapError};
+use libc::{
+    E2BIG, EAGAIN, EBUSY, EEXIST, EFAULT, EHWPOISON, EINVAL, EIO, ENODEV, ENOENT, ENOMEM, ENOSPC,
+    ENXIO, EOPNOTSUPP, EOVERFLOW, EPROTO, ERANGE, EROFS,
+};
+
+/// What the system said, or `default` when it named no errno.
+pub fn io(e: &io::Error, default: i32) -> i32 {
+    e.raw_os_error().unwrap_or(default)
+}
+
+/// [`DaxError`]: creating, mapping, faulting, pinning by address, tearing down.
+pub fn dax(e: &DaxError) -> i32 {
+    match e {
+        DaxError::Placement { .. }
+        | DaxError::BackingUnaligned { .. }
+        | DaxError::PageTooLarge { .. }
+        | DaxError::NotShared
+        | DaxError::Unaligned { .. }
+        | DaxError::Empty
+        | DaxError::OutOfRange { .. }
+        | DaxError::FaultTooSmall { .. }
+        | DaxError::LeafStraddles { .. }
+        | DaxError::RangeSizes { .. } => EINVAL,
+        // An address in no mapping, and a FOLL_NOFAULT pin of a hole: gup's -EFAULT.
+        DaxError::NotInMapping { .. } | DaxError::NotFaulted { .. } => EFAULT,
+        DaxError::TornDown | DaxError::Unmapped { .. } => ENXIO,
+        DaxError::Poisoned { .. } | DaxError::MemoryLost { .. } => EHWPOISON,
+        DaxError::NoUserfaultfd { .. } => EOPNOTSUPP,
+        // A byte cap below one folio's pinned part: extents are never cut inside a folio.
+        DaxError::ExtentCap { .. } => EINVAL,
+        // More extents needed than `max_extents` allows. Not -ENOSPC, which says the caller's
+        // array is too small (retry with a larger one); this one needs other limits.
+        DaxError::ExtentCount { .. } => E2BIG,
+        DaxError::Handler { source } => io(source, EAGAIN),
+        DaxError::Pgmap(e) => pgmap(e),
+        DaxError::Backing(e) => backing(e),
+        DaxError::Folio(e) => folio(e),
+        DaxError::Uffd(e) => uffd(e),
+        DaxError::Gup(e) => gup(e),
+    }
+}
+
+/// [`BackingError`]: reserving, opening, sizing and mapping backings.
+pub fn backing(e: &BackingError) -> i32 {
+    match e {
+        BackingError::Map { source, .. }
+        | BackingError::Create { source, .. }
+        | BackingError::MapShared { source, .. } => io(source, ENOMEM),
+        BackingError::Allocate { source, .. } => io(source, ENOSPC),
+        // A device's memmap room cannot hold the next array of the layout's store.
+        BackingError::RoomFull { .. } => ENOSPC,
+        BackingError::Open { source, .. }
+        | BackingError::Stat { source, .. }
+        | BackingError::Sysfs { source, .. }
+        | BackingError::Pagemap { source } => io(source, EIO),
+        BackingError::Empty
+        | BackingError::TooSmall { .. }
+        | BackingError::Unaligned { .. }
+        | BackingError::BadAlign { .. }
+        | BackingError::OutOfRange { .. } => EINVAL,
+        // mmap(2) of more than the address space.
+        BackingError::TooLarge { .. } => ENOMEM,
+        // mmap(2) of a file that cannot back a mapping.
+        BackingError::WrongFileType { .. } => ENODEV,
+    }
+}
+
+/// [`UffdError`]: the device's userfaultfd.
+pub fn uffd(e: &UffdError) -> i32 {
+    match e {
+        UffdError::Create { source } | UffdError::Read { source } => io(source, EIO),
+        UffdError::Api { source, .. } => io(source, EOPNOTSUPP),
+        UffdError::FeatureNotGranted { .. } => EOPNOTSUPP,
+        UffdError::Empty { .. } | UffdError::Unaligned { .. } | UffdError::NotRegistered { .. } => {
+            EINVAL
+        }
+        UffdError::Ioctl { source, .. } => io(source, EIO),
+    }
+}
+
+/// [`FolioError`]: reference counts and mappings of folios.
+pub fn folio(e: &FolioError) -> i32 {
+    match e {
+        FolioError::TornDown { .. } => ENXIO,
+        FolioError::Busy { .. } | FolioError::StillBusy { .. } => EBUSY,
+        FolioError::Pgmap(e) => pgmap(e),
+        FolioError::NotAddressable { .. }
+        | FolioError::NotDriverAllocated { .. }
+        | FolioError::NotFsdax { .. } => EOPNOTSUPP,
+        FolioError::BadOrder { .. } | FolioError::Free { .. } => EINVAL,
+        FolioError::Overflow { .. } => EOVERFLOW,
+    }
+}
+
+/// [`GupError`]: pins by pfn (under every pin by address).
+pub fn gup(e: &GupError) -> i32 {
+    match e {
+        GupError::Empty => EINVAL,
+        // No pgmap holds the pfn: get_dev_pagemap fails, gup answers -EFAULT.
+        GupError::NoPgmap { .. } | GupError::NotMapped { .. } => EFAULT,
+        GupError::TornDown { .. } => ENXIO,
+        GupError::TooManyEntries { .. } => ENOMEM,
+        GupError::Poisoned { .. } => EHWPOISON,
+        // The kernel's check_vma_flags / folio_is_longterm_pinnable refusals.
+        GupError::LongtermNotPinnable { .. }
+        | GupError::NotAddressable { .. }
+        | GupError::P2pdmaNotRequested => EOPNOTSUPP,
+        GupError::Overflow { .. } => EOVERFLOW,
+    }
+}
+
+/// [`PgmapError`]: registering, looking up and tearing down pgmaps.
+pub fn pgmap(e: &PgmapError) -> i32 {
+    match e {
+        PgmapError::NoRanges
+        | PgmapError::AltmapWithRanges { .. }
+        | PgmapError::FsdaxCompound { .. }
+        | PgmapError::MissingOps { .. }
+        | PgmapError::BadRequest { .. } => EINVAL,
+        PgmapError::Overlap { .. } | PgmapError::IdTaken { .. } => EEXIST,
+        PgmapError::Memmap { source, .. } => memmap(source),
+        PgmapError::Sync(e) => sync(e),
+        PgmapError::Lookup(e) => lookup(e),
+        PgmapError::SpaceExhausted { .. } | PgmapError::IdsExhausted => ENOSPC,
+        PgmapError::Busy { .. } => EBUSY,
+        PgmapError::NotRegistered => ENXIO,
+    }
+}
+
+/// [`SyncError`]: handing out descriptors.
+pub fn sync(e: &SyncError) -> i32 {
+    match e {
+        SyncError::TornDown => ENXIO,
+        SyncError::OutOfRange { .. } => EINVAL,
+    }
+}
+
+/// [`LookupError`]: pfn to descriptor.
+pub fn lookup(e: &LookupError) -> i32 {
+    match e {
+        LookupError::OutOfRange { .. } | LookupError::AltmapPfn { .. } => ENXIO,
+        LookupError::Uninitialized { .. } | LookupError::NotSynced { .. } => EIO,
+        // A folio split or formed under the lookup: try again.
+        LookupError::Reshaping { .. } => EAGAIN,
+    }
+}
+
+/// [`MemmapError`]: building a memmap.
+pub fn memmap(e: &MemmapError) -> i32 {
+    match e {
+        MemmapError::EmptyRange { .. }
+        | MemmapError::Misaligned { .. }
+        | MemmapError::AltmapTooLarge { .. }
+        | MemmapError::AltmapTooSmall { .. }
+        | MemmapError::AltmapMisaligned { .. } => EINVAL,
+        // A layout that cannot live in a device's memmap room.
+        MemmapError::NotInRoom { .. } => EOPNOTSUPP,
+        MemmapError::BeyondPhysicalSpace { .. } => ERANGE,
+        MemmapError::Backing { source, .. } => backing(source),
+    }
+}
+
+/// [`AddrError`]: typed numbers (orders, ranges).
+pub fn addr(e: &AddrError) -> i32 {
+    match e {
+        AddrError::OrderTooLarge { .. }
+        | AddrError::NotPageAligned { .. }
+        | AddrError::BadRange { .. }
+        | AddrError::NotPowerOfTwo { .. } => EINVAL,
+    }
+}
+
+/// [`MfError`]: `memory_failure`.
+pub fn mf(e: &MfError) -> i32 {
+    match e {
+        // memory_failure_dev_pagemap: no live pgmap is -ENXIO.
+        MfError::NoDevice { .. } | MfError::NotData { .. } => ENXIO,
+        MfError::NotMapped { .. } => EFAULT,
+        MfError::AlreadyPoisoned { .. } => EHWPOISON,
+        MfError::Pgmap(e) => pgmap(e),
+    }
+}
+
+/// [`NamespaceError`]: namespace geometry.
+pub fn namespace(e: &NamespaceError) -> i32 {
+    match e {
+        NamespaceError::BadAlign { .. }
+        | NamespaceError::SizeNotAligned { .. }
+        | NamespaceError::NoRoomForData { .. }
+        | NamespaceError::RangeMismatch { .. } => EINVAL,
+        NamespaceError::TooLarge { .. } => EOVERFLOW,
+    }
+}
+
+/// [`RegionError`]: regions and namespaces on disk.
+pub fn region(e: &RegionError) -> i32 {
+    match e {
+        RegionError::Io { source, .. } => io(source, EIO),
+        RegionError::Busy { .. } => EBUSY,
+        RegionError::TooSmall { .. } | RegionError::BadName { .. } => EINVAL,
+        // Neither label copy usable, or labels that disagree with the file: not a region.
+        RegionError::Labels { .. } | RegionError::SizeMismatch { .. } => EPROTO,
+        RegionError::ReadOnly => EROFS,
+        RegionError::NameTaken { .. } => EEXIST,
+        RegionError::NotFound { .. } => ENOENT,
+        RegionError::NoSpace { .. } | RegionError::Full => ENOSPC,
+        RegionError::Namespace(e) => namespace(e),
+        RegionError::Label(e) => label(e),
+        RegionError::NotDevdax { .. } => EOPNOTSUPP,
+        RegionError::Enable { .. } => EIO,
+        RegionError::Badblocks { source, .. } => badblocks(source),
+        RegionError::InfoBlock { source, .. } => info_block(source),
+    }
+}
+
+/// [`LabelError`]: a copy of a region's label index.
+pub fn label(e: &LabelError) -> i32 {
+    match e {
+        LabelError::Truncated { .. } | LabelError::Foreign | LabelError::Checksum { .. } => EPROTO,
+        LabelError::NewerVersion { .. } => EOPNOTSUPP,
+        LabelError::Invalid { .. } => EINVAL,
+    }
+}
+
+/// [`InfoBlockError`]: a namespace's info block.
+pub fn info_block(e: &InfoBlockError) -> i32 {
+    match e {
+        InfoBlockError::Truncated { .. }
+        | InfoBlockError::Foreign { .. }
+        | InfoBlockError::Checksum { .. }
+        | InfoBlockError::BadField { .. }
+        | InfoBlockError::Geometry { .. } => EPROTO,
+        InfoBlockError::NewerVersion { .. } => EOPNOTSUPP,
+    }
+}
+
+/// [`BadblocksError`]: a namespace's badblocks list.
+pub fn badblocks(e: &BadblocksError) -> i32 {
+    match e {
+        BadblocksError::Truncated { .. }
+        | BadblocksError::Foreign
+        | BadblocksError::Checksum { .. }
+        | BadblocksError::Invalid { .. } => EPROTO,
+        BadblocksError::NewerVersion { .. } => EOPNOTSUPP,
+    }
+}
