@@ -332,14 +332,11 @@ impl Region {
 
     /// Reads and checks the info block of `label`'s namespace; it must agree with the label.
     pub fn info_block(&self, label: &Label) -> Result<InfoBlock, RegionError> {
-        let mut buf = vec![0u8; INFO_BLOCK_LEN];
-        self.file
-            .read_exact_at(&mut buf, label.offset + INFO_BLOCK_OFFSET)
-            .map_err(|source| RegionError::Io {
-                path: self.path.clone(),
-                what: "read an info block",
-                source,
-            })?;
+        let buf = self.read_at(
+            INFO_BLOCK_LEN,
+            label.offset + INFO_BLOCK_OFFSET,
+            "read an info block",
+        )?;
         let block = InfoBlock::decode(&buf).map_err(|source| RegionError::InfoBlock {
             name: label.name.clone(),
             source,
@@ -368,14 +365,11 @@ impl Region {
 
     /// The namespace's badblocks list (empty if it never had an error).
     pub fn badblocks(&self, label: &Label) -> Result<Badblocks, RegionError> {
-        let mut buf = vec![0u8; BADBLOCKS_LEN];
-        self.file
-            .read_exact_at(&mut buf, label.offset + BADBLOCKS_OFFSET)
-            .map_err(|source| RegionError::Io {
-                path: self.path.clone(),
-                what: "read a badblocks list",
-                source,
-            })?;
+        let buf = self.read_at(
+            BADBLOCKS_LEN,
+            label.offset + BADBLOCKS_OFFSET,
+            "read a badblocks list",
+        )?;
         Badblocks::decode(&buf).map_err(|source| RegionError::Badblocks {
             name: label.name.clone(),
             source,
@@ -611,6 +605,19 @@ impl Region {
     }
 
     /// Writes and syncs `bytes` at `at`.
+    /// `len` bytes of the region file at `at`.
+    fn read_at(&self, len: usize, at: u64, what: &'static str) -> Result<Vec<u8>, RegionError> {
+        let mut buf = vec![0u8; len];
+        self.file
+            .read_exact_at(&mut buf, at)
+            .map_err(|source| RegionError::Io {
+                path: self.path.clone(),
+                what,
+                source,
+            })?;
+        Ok(buf)
+    }
+
     fn write_at(
         &self,
         bytes: &[u8],
