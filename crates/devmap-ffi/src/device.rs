@@ -94,21 +94,20 @@ pub struct devmap_space {
 }
 
 /// A device-dax device. The handle is one reference; each mapping and each pin handle made
-/// from it holds another, so the device is torn down when the last of them is freed.
+/// from it holds another, so the device is torn down when the last of them is freed. The
+/// library device holds its space itself (a handle, not a borrow), so the C space handle may
+/// be freed first.
 #[derive(Debug)]
 pub struct devmap_device {
-    // Declared before `space`, so it drops first: the device borrows the space.
     served: Served,
-    // Held, not read: it keeps the space `served` borrows alive.
-    space: Arc<devmap_space>,
 }
 
 /// What a device handle serves: a device of its own, or a namespace of a region enabled as
 /// one (`devmap_namespace_enable`).
 #[derive(Debug)]
 enum Served {
-    Device(DaxDevice<'static>),
-    Namespace(EnabledNamespace<'static>),
+    Device(DaxDevice),
+    Namespace(EnabledNamespace),
 }
 
 impl devmap_space {
@@ -119,29 +118,8 @@ impl devmap_space {
 }
 
 impl devmap_device {
-    /// Builds what the handle serves with `build`, which borrows the space. The only place
-    /// a device is made, and the only place its borrow of the space is given the `'static`
-    /// lifetime.
-    fn new(
-        space: Arc<devmap_space>,
-        build: impl FnOnce(&'static DeviceSpace) -> Result<Served>,
-    ) -> Result<devmap_device> {
-        let ptr: *const DeviceSpace = &space.space;
-        // SAFETY: the pointee is inside the `Arc`'s allocation, which does not move and lives
-        // as long as any clone of `space`. What `build` makes is stored beside `space` in the
-        // struct built below, declared before it, so it is dropped before that clone (or, for
-        // `build`'s error, nothing borrowing it is kept). The struct is taken apart only by
-        // `devmap_device::disable`, which keeps `space` until the namespace is consumed; its
-        // fields are private to this module, it is otherwise only reached through shared
-        // references and `Arc`s, and neither `DaxDevice` nor `EnabledNamespace` hands the
-        // reference to anything that outlives it. So the space outlives every use.
-        let borrowed: &'static DeviceSpace = unsafe { &*ptr };
-        let served = build(borrowed)?;
-        Ok(devmap_device { served, space })
-    }
-
     /// The device.
-    pub(crate) fn dev(&self) -> &DaxDevice<'static> {
+    pub(crate) fn dev(&self) -> &DaxDevice {
         match &self.served {
             Served::Device(d) => d,
             Served::Namespace(ns) => ns.device(),
@@ -149,38 +127,34 @@ impl devmap_device {
     }
 
     /// The enabled namespace the handle serves, if it serves one.
-    pub(crate) fn namespace(&self) -> Option<&EnabledNamespace<'static>> {
+    pub(crate) fn namespace(&self) -> Option<&EnabledNamespace> {
         match &self.served {
             Served::Namespace(ns) => Some(ns),
             Served::Device(_) => None,
         }
     }
 
-    /// Hands the enabled namespace to `disable`, keeping the space alive until it returns.
-    /// A handle that serves no namespace is dropped, and `-EINVAL` returned.
+    /// Hands the enabled namespace to `disable`. A handle that serves no namespace is
+    /// dropped, and `-EINVAL` returned.
     pub(crate) fn disable(
         self,
-        disable: impl FnOnce(EnabledNamespace<'static>) -> Result<()>,
+        disable: impl FnOnce(EnabledNamespace) -> Result<()>,
     ) -> Result<()> {
-        let devmap_device { served, space } = self;
-        let done = match served {
+        match self.served {
             Served::Namespace(ns) => disable(ns),
             Served::Device(d) => {
                 drop(d);
                 Err(Failure::invalid("the device is not an enabled namespace"))
             }
-        };
-        drop(space);
-        done
+        }
     }
 }
 
-/// A device handle serving the namespace `enable` enables in `space`.
-pub(crate) fn enabled(
-    space: Arc<devmap_space>,
-    enable: impl FnOnce(&'static DeviceSpace) -> Result<EnabledNamespace<'static>>,
-) -> Result<devmap_device> {
-    devmap_device::new(space, |space| Ok(Served::Namespace(enable(space)?)))
+/// A device handle serving an enabled namespace.
+pub(crate) fn enabled(ns: EnabledNamespace) -> devmap_device {
+    devmap_device {
+        served: Served::Namespace(ns),
+    }
 }
 
 /// The library's options from the C ones, each field checked.
@@ -296,21 +270,6 @@ pub unsafe extern "C" fn devmap_space_free(space: *mut devmap_space) {
     });
 }
 
-/// A new reference to the space behind `space`.
-///
-/// # Safety
-///
-/// `space` must be NULL or a live handle from `devmap_space_new`.
-pub(crate) unsafe fn space_ref(space: *const devmap_space) -> Result<Arc<devmap_space>> {
-    nonnull(space.cast_mut(), "space")?;
-    // SAFETY: a live handle is a pointer from `Arc::into_raw` whose reference the caller
-    // holds: counting one more and taking it leaves the caller's untouched.
-    unsafe {
-        Arc::increment_strong_count(space);
-        Ok(Arc::from_raw(space))
-    }
-}
-
 /// Makes the device and stores its handle.
 ///
 /// # Safety
@@ -326,13 +285,11 @@ unsafe fn create(
     let opts = options(unsafe { handle(opts, "opts") }?)?;
     let out = nonnull(out, "out")?;
     // SAFETY: the caller promises `space` is NULL or a live handle.
-    let space = unsafe { space_ref(space) }?;
+    let space = unsafe { handle(space, "space") }?;
     let backing = backing()?;
-    let device = Arc::new(devmap_device::new(space, |space| {
-        Ok(Served::Device(DaxDevice::with_options(
-            space, backing, opts,
-        )?))
-    })?);
+    let device = Arc::new(devmap_device {
+        served: Served::Device(DaxDevice::with_options(space.space(), backing, opts)?),
+    });
     // SAFETY: non-null, and the caller promises it is writable.
     unsafe { out.write(Arc::into_raw(device).cast_mut()) };
     Ok(())

@@ -11,9 +11,7 @@ use devmap::namespace::{Access, EnablePath, Region};
 use devmap::{MemmapLocation, NamespaceMode, Order};
 use parking_lot::Mutex;
 
-use crate::device::{
-    devmap_device, devmap_device_options, devmap_space, enabled, options, space_ref,
-};
+use crate::device::{devmap_device, devmap_device_options, devmap_space, enabled, options};
 use crate::errno;
 use crate::error::{
     Failure, Result, call, call_void, fill, handle, nonnull, out_array, path, utf8,
@@ -406,9 +404,9 @@ pub unsafe extern "C" fn devmap_namespace_enable(
         };
         let out_dev = nonnull(out_dev, "out_dev")?;
         // SAFETY: the caller promises NULL or a live handle.
-        let space = unsafe { space_ref(space) }?;
+        let space = unsafe { handle(space, "space") }?;
         let mut r = region.region.lock();
-        let device = enabled(space, |space| Ok(r.enable(space, name, opts)?))?;
+        let device = enabled(r.enable(space.space(), name, opts)?);
         let ns = device.namespace();
         let info = devmap_enable_info {
             was_clean: ns.is_some_and(|ns| ns.was_clean()),

@@ -10,7 +10,7 @@ use devmap::memory_failure::{
     HandledBy, MfFlags, MfReport, memory_failure, memory_failure_at as mf_at,
 };
 use devmap::namespace::EnabledNamespace;
-use devmap::{DaxDevice, Layout};
+use devmap::{DaxDevice, DeviceSpace, Layout};
 use parking_lot::RwLock;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -24,14 +24,14 @@ use crate::region::RegionCell;
 #[derive(Debug)]
 pub(crate) enum Held {
     /// A device over a backing.
-    Device(DaxDevice<'static>),
+    Device(DaxDevice),
     /// A namespace enabled from a region, with the region to disable it in.
-    Namespace(EnabledNamespace<'static>, Arc<RegionCell>),
+    Namespace(EnabledNamespace, Arc<RegionCell>),
 }
 
 impl Held {
     /// The device.
-    pub(crate) fn device(&self) -> &DaxDevice<'static> {
+    pub(crate) fn device(&self) -> &DaxDevice {
         match self {
             Held::Device(d) => d,
             Held::Namespace(ns, _) => ns.device(),
@@ -40,7 +40,7 @@ impl Held {
 }
 
 /// A device shared by its Python object, its mappings and its pins: `None` once closed. The
-/// library device borrows only the process-wide space (`'static`), and its drop (which waits
+/// library device holds its own space and borrows nothing, and its drop (which waits
 /// for every mapping and pin of it) runs when the last of these lets go, after the mappings
 /// and pins it would wait for are gone, since they hold this cell.
 #[derive(Debug)]
@@ -58,7 +58,7 @@ impl DeviceCell {
     pub(crate) fn detached<T: Send>(
         &self,
         py: Python<'_>,
-        f: impl FnOnce(&DaxDevice<'static>) -> T + Send,
+        f: impl FnOnce(&DaxDevice) -> T + Send,
     ) -> PyResult<T> {
         py.detach(|| self.held.read().as_ref().map(|h| f(h.device())))
             .ok_or_else(|| closed("device"))
@@ -66,10 +66,7 @@ impl DeviceCell {
 
     /// Runs `f` on the device, or raises if it is closed (with the GIL held: `f` must be quick
     /// and must not release the GIL).
-    pub(crate) fn with<T>(
-        &self,
-        f: impl FnOnce(&DaxDevice<'static>) -> PyResult<T>,
-    ) -> PyResult<T> {
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&DaxDevice) -> PyResult<T>) -> PyResult<T> {
         let held = self.held.read();
         let held = held.as_ref().ok_or_else(|| closed("device"))?;
         f(held.device())
@@ -154,7 +151,7 @@ impl Device {
     fn build(py: Python<'_>, backing: Backing, o: Opts) -> PyResult<Device> {
         let layout = o.opts.layout;
         let dev = py
-            .detach(|| DaxDevice::with_options(crate::space(), backing, o.opts))
+            .detach(|| DaxDevice::with_options(&DeviceSpace::new(), backing, o.opts))
             .map_err(errors::dax)?;
         Ok(Device::from_held(Held::Device(dev), layout, o.init))
     }
@@ -418,16 +415,17 @@ impl Device {
         action_required: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
         let offset = crate::size_arg("offset", offset)?;
-        let pfn = self.cell.with(|d| {
-            d.pfn_at(offset).ok_or_else(|| {
+        let (space, pfn) = self.cell.with(|d| {
+            let pfn = d.pfn_at(offset).ok_or_else(|| {
                 invalid(format!(
                     "offset {offset} is past the end of the device ({} bytes)",
                     d.size()
                 ))
-            })
+            })?;
+            Ok((d.space().clone(), pfn))
         })?;
         let report = py
-            .detach(|| memory_failure(crate::space(), pfn, flags(action_required)))
+            .detach(|| memory_failure(&space, pfn, flags(action_required)))
             .map_err(errors::mf)?;
         report_dict(py, &report)
     }

@@ -4,9 +4,9 @@
 //!
 //! Object lifetimes follow the library's rules without ever blocking Python for ever:
 //!
-//! * every device lives in the process-wide `DeviceSpace` (`space()`), so a
-//!   `DaxDevice<'static>` borrows nothing a Python object could outlive, and no lifetime is
-//!   extended unsafely;
+//! * every device is built in a `DeviceSpace` of its own, which the library device holds (a
+//!   handle, not a borrow), so a Python object outlives nothing it refers to, and memory
+//!   failure looks the device's pfns up in the device's space;
 //! * a `Mapping` and a `Pins` hold their device's `DeviceCell` (an `Arc`), so the library
 //!   device is dropped (a drop that waits for its mappings and pins) only once nothing refers
 //!   to it, after the mappings and pins it would wait for;
@@ -22,23 +22,12 @@ mod mapping;
 mod pins;
 mod region;
 
-use std::sync::LazyLock;
-
 use devmap::backing::HugePageSize;
-use devmap::{DeviceSpace, InitMode, Layout, Order};
+use devmap::{InitMode, Layout, Order};
 use pyo3::prelude::*;
 use pyo3::types::{PyInt, PyString};
 
 use crate::errors::invalid;
-
-/// The device space every device of this process lives in: the userspace stand-in for the
-/// physical address space, so there is one, as the kernel has one.
-static SPACE: LazyLock<DeviceSpace> = LazyLock::new(DeviceSpace::new);
-
-/// The process-wide device space.
-pub(crate) fn space() -> &'static DeviceSpace {
-    &SPACE
-}
 
 /// A size argument: an int of bytes, or a string with an optional binary suffix (`"64M"`,
 /// `"1G"`: K, M, G, T, P are powers of 1024, as ndctl reads them).

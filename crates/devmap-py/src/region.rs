@@ -10,7 +10,7 @@ use devmap::namespace::{
     Access, EnabledNamespace, InfoFlags, Label, MemmapLocation, Namespace, NamespaceMode,
     Region as LibRegion,
 };
-use devmap::{Order, Pfn, PfnRange};
+use devmap::{DeviceSpace, Order, Pfn, PfnRange};
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
@@ -49,7 +49,7 @@ impl RegionCell {
 
     /// Disables an enabled namespace (its device torn down): its bad pages go to disk and its
     /// info block is marked clean.
-    pub(crate) fn disable(&self, py: Python<'_>, ns: EnabledNamespace<'static>) -> PyResult<()> {
+    pub(crate) fn disable(&self, py: Python<'_>, ns: EnabledNamespace) -> PyResult<()> {
         self.enabled.fetch_sub(1, Ordering::SeqCst);
         self.detached(py, |r| r.disable(ns))?
             .map_err(errors::region)
@@ -301,7 +301,7 @@ impl Region {
         opts.granularity = Granularity::Leaf;
         let ns = self
             .cell
-            .detached(py, |r| r.enable(crate::space(), name, opts))?
+            .detached(py, |r| r.enable(&DeviceSpace::new(), name, opts))?
             .map_err(errors::region)?;
         self.cell.enabled.fetch_add(1, Ordering::SeqCst);
         Ok(Device::from_held(

@@ -125,7 +125,7 @@ pub fn enable_timed(
     name: &str,
     layout: EnableLayout,
     init: EnableInit,
-    hold: impl FnOnce(&EnabledNamespace<'_>),
+    hold: impl FnOnce(&EnabledNamespace),
 ) -> Result<EnableObject> {
     let start = Instant::now();
     let mut r = open(region, Access::Manage)?;
@@ -197,7 +197,7 @@ fn init_bar(r: &Region, name: &str, layout: Layout) -> indicatif::ProgressBar {
 
 /// Waits for a background init to finish, moving `bar` with `progress`, then clears it.
 fn wait_for_memmap(
-    ns: &EnabledNamespace<'_>,
+    ns: &EnabledNamespace,
     bar: &indicatif::ProgressBar,
     progress: &InitProgress,
 ) -> Result<()> {

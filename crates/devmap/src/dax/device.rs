@@ -162,18 +162,19 @@ fn handler_loop(shared: &Shared, stop: &AtomicBool) {
 /// limit for every mapping and pin to go: drop the device's [`DaxMapping`]s before the device,
 /// or the drop waits for them forever.
 #[derive(Debug)]
-pub struct DaxDevice<'s> {
-    space: &'s DeviceSpace,
+pub struct DaxDevice {
+    /// The space the device's pfns are reserved in (a handle of it, not a borrow).
+    space: DeviceSpace,
     pub(super) shared: Arc<Shared>,
     handler: Mutex<Option<Handler>>,
     shut: AtomicBool,
 }
 
-impl<'s> DaxDevice<'s> {
+impl DaxDevice {
     /// A static device: [`DaxDevice::with_options`] with `align`, `layout`, `init` and
     /// touches caught where the backing supports it.
     pub fn new(
-        space: &'s DeviceSpace,
+        space: &DeviceSpace,
         backing: Backing,
         align: Order,
         layout: Layout,
@@ -194,7 +195,7 @@ impl<'s> DaxDevice<'s> {
     /// that are not multiples of the align or do not add up to the backing
     /// (`dev_dax_validate_align`).
     pub fn with_options(
-        space: &'s DeviceSpace,
+        space: &DeviceSpace,
         backing: Backing,
         opts: DaxOptions,
     ) -> Result<Self, DaxError> {
@@ -204,7 +205,7 @@ impl<'s> DaxDevice<'s> {
     /// As [`with_options`](Self::with_options), with the pfns and the memmap placed as
     /// `place` says (a static device only).
     pub(crate) fn placed(
-        space: &'s DeviceSpace,
+        space: &DeviceSpace,
         backing: Backing,
         opts: DaxOptions,
         place: Placement<'_>,
@@ -318,7 +319,7 @@ impl<'s> DaxDevice<'s> {
             "dax: device created"
         );
         Ok(Self {
-            space,
+            space: space.clone(),
             shared,
             handler: Mutex::new(handler),
             shut: AtomicBool::new(false),
@@ -341,6 +342,11 @@ impl<'s> DaxDevice<'s> {
             }
         }
         Ok(n)
+    }
+
+    /// The space the device's pfns are reserved in: where `memory_failure` looks them up.
+    pub fn space(&self) -> &DeviceSpace {
+        &self.space
     }
 
     /// The device's pgmap.
@@ -513,7 +519,7 @@ impl<'s> DaxDevice<'s> {
     }
 }
 
-impl Drop for DaxDevice<'_> {
+impl Drop for DaxDevice {
     fn drop(&mut self) {
         // Untimed: it can only fail if the pgmap is gone already, and then there is nothing
         // left to do but stop the handler.

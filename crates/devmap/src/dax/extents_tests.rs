@@ -22,14 +22,14 @@ fn options(align: Order) -> DaxOptions {
     opts
 }
 
-fn device(space: &DeviceSpace, len: u64, align: Order) -> DaxDevice<'_> {
+fn device(space: &DeviceSpace, len: u64, align: Order) -> DaxDevice {
     let backing = Backing::memfd(len).expect("memfd");
     DaxDevice::with_options(space, backing, options(align)).expect("device")
 }
 
 /// A dynamic device of two ranges of `len / 2` whose pfns do not touch: a hole left in the
 /// space takes the first range, a blocker keeps the second away from it.
-fn split_device(space: &DeviceSpace, len: u64, align: Order) -> DaxDevice<'_> {
+fn split_device(space: &DeviceSpace, len: u64, align: Order) -> DaxDevice {
     let half = len / 2;
     let hole = space.reserve_range(half, align.bytes()).expect("hole");
     space.reserve_range(PAGE_SIZE, PAGE_SIZE).expect("blocker");

@@ -24,7 +24,7 @@ pub struct PinStats {
     pub referenced_bytes: u64,
 }
 
-impl DaxDevice<'_> {
+impl DaxDevice {
     /// The device's pins now, counted by walking its folios and reading each head's counts
     /// (Relaxed loads, no lock, nothing written): O(folios), so about 512 reads for 1 GiB at
     /// 2 MiB and 262 144 at 4 KiB. The answer is a snapshot: pins taken or dropped during the

@@ -309,7 +309,7 @@ impl Shared {
     }
 }
 
-impl DaxDevice<'_> {
+impl DaxDevice {
     /// The device's bad pages as (byte offset, length) ranges, merged, in order (a badblocks
     /// list): every page memory failure reported and `clear_poison` has not cleared.
     pub fn badblocks(&self) -> Vec<(u64, u64)> {

@@ -16,13 +16,13 @@ use crate::pgmap::{DeviceSpace, PgmapError};
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
 
-fn memfd_device(space: &DeviceSpace, len: u64, align: Order) -> DaxDevice<'_> {
+fn memfd_device(space: &DeviceSpace, len: u64, align: Order) -> DaxDevice {
     let backing = Backing::memfd(len).expect("memfd");
     DaxDevice::new(space, backing, align, Layout::Vmemmap, InitMode::Sync).expect("device")
 }
 
 /// Reference count and mapcount of the folio holding `pfn`.
-fn counts(dev: &DaxDevice<'_>, pfn: Pfn) -> (i32, i32) {
+fn counts(dev: &DaxDevice, pfn: Pfn) -> (i32, i32) {
     let f = dev.pgmap().folio(pfn).expect("folio");
     (f.refcount(), f.mapcount())
 }
@@ -418,4 +418,32 @@ fn faults_during_async_init_sync_only_their_leaf_and_match_a_sync_init() {
     );
     let (_, sync_pages) = run(InitMode::Sync, 8 << 30);
     assert_eq!(async_pages, sync_pages);
+}
+
+#[test]
+fn a_device_owns_its_space_handle_and_outlives_the_one_it_was_built_with() {
+    // Built from a space handle that is dropped at once: the device keeps the space alive
+    // (no borrow), and its pfns stay registered there, found through `dev.space()`.
+    let dev = memfd_device(&DeviceSpace::new(), 4 * MIB, Order::PMD);
+    let space = dev.space().clone();
+    assert!(space.same_space(dev.space()));
+    assert!(!space.same_space(&DeviceSpace::new()));
+    assert_eq!(space.nr_pgmaps(), 1);
+
+    let m = dev.mmap(0, 4 * MIB, true).expect("mmap");
+    let pfn = dev.pfn_at(2 * MIB).expect("pfn");
+    m.populate(m.addr() + 2 * MIB as usize, 2 * MIB)
+        .expect("populate");
+    assert!(space.get_dev_pagemap(pfn).is_some());
+    drop(m);
+
+    // The device and its space handle can be moved to another thread and dropped there.
+    let t = std::thread::spawn(move || {
+        let size = dev.size();
+        drop(dev);
+        size
+    });
+    assert_eq!(t.join().expect("thread"), 4 * MIB);
+    assert_eq!(space.nr_pgmaps(), 0, "the dropped device unregistered its pgmap");
+    assert!(space.get_dev_pagemap(pfn).is_none());
 }

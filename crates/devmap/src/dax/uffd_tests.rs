@@ -19,7 +19,7 @@ const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 const WAIT: Duration = Duration::from_secs(30);
 
-fn device(space: &DeviceSpace, backing: Backing, align: Order) -> DaxDevice<'_> {
+fn device(space: &DeviceSpace, backing: Backing, align: Order) -> DaxDevice {
     let mut opts = DaxOptions::new(align);
     opts.layout = Layout::Vmemmap;
     opts.init = InitMode::Sync;

@@ -22,7 +22,7 @@ const LEAF: u64 = 2 * MIB;
 const BAD: u64 = LEAF + 7 * PAGE_SIZE;
 const CHILD: &str = "DEVMAP_MF_CHILD";
 
-fn device(space: &DeviceSpace, granularity: Granularity) -> DaxDevice<'_> {
+fn device(space: &DeviceSpace, granularity: Granularity) -> DaxDevice {
     let mut opts = DaxOptions::new(Order::PMD);
     opts.init = InitMode::Sync;
     opts.faults = Faults::Userfaultfd;
@@ -32,7 +32,7 @@ fn device(space: &DeviceSpace, granularity: Granularity) -> DaxDevice<'_> {
 
 /// Three mappings that all hold the second leaf: the whole device, that leaf alone, and the
 /// first two leaves.
-fn three(dev: &DaxDevice<'_>) -> [DaxMapping; 3] {
+fn three(dev: &DaxDevice) -> [DaxMapping; 3] {
     [
         dev.mmap(0, 8 * MIB, true).expect("mmap"),
         dev.mmap(LEAF, LEAF, true).expect("mmap"),

@@ -51,8 +51,8 @@ impl EnablePath {
 
 /// A namespace enabled by [`Region::enable`]: its device, until [`Region::disable`].
 #[derive(Debug)]
-pub struct EnabledNamespace<'s> {
-    device: DaxDevice<'s>,
+pub struct EnabledNamespace {
+    device: DaxDevice,
     label: Label,
     /// Whether the info block said the last disable was clean.
     was_clean: bool,
@@ -61,9 +61,9 @@ pub struct EnabledNamespace<'s> {
     room: Option<MemmapRoom>,
 }
 
-impl<'s> EnabledNamespace<'s> {
+impl EnabledNamespace {
     /// The device-dax device serving the namespace's data.
-    pub fn device(&self) -> &DaxDevice<'s> {
+    pub fn device(&self) -> &DaxDevice {
         &self.device
     }
 
@@ -107,12 +107,12 @@ impl Region {
     /// Enables the device-dax namespace `name`: maps nothing yet, but builds its device over
     /// the data bytes of the region file (`opts.align` is replaced by the namespace's align),
     /// poisons the pages its badblocks list records, and marks its info block in use.
-    pub fn enable<'s>(
+    pub fn enable(
         &mut self,
-        space: &'s DeviceSpace,
+        space: &DeviceSpace,
         name: &str,
         mut opts: DaxOptions,
-    ) -> Result<EnabledNamespace<'s>, RegionError> {
+    ) -> Result<EnabledNamespace, RegionError> {
         if self.access() != Access::Manage {
             return Err(RegionError::ReadOnly);
         }
@@ -264,7 +264,7 @@ impl Region {
     /// block clean. A memmap kept on the device is first finished (background init waited
     /// for), its folio mappings cleared, and, after the teardown, written back, so that the
     /// next enable can adopt it.
-    pub fn disable(&mut self, ns: EnabledNamespace<'_>) -> Result<(), RegionError> {
+    pub fn disable(&mut self, ns: EnabledNamespace) -> Result<(), RegionError> {
         let EnabledNamespace {
             device,
             label,

@@ -32,9 +32,14 @@ struct SpaceInner {
 }
 
 /// A device "physical" address space: hands out pfn ranges and registers pgmaps on them.
-#[derive(Debug, Default)]
+///
+/// A cheap-clone handle: every clone names the same space, as every `Arc` names one value.
+/// Devices and enabled namespaces keep a clone of the space they were built in, so none of
+/// them borrows it and each lives as long as its owner wants (a C handle, a Python object, a
+/// service's table).
+#[derive(Debug, Default, Clone)]
 pub struct DeviceSpace {
-    inner: RwLock<SpaceInner>,
+    inner: Arc<RwLock<SpaceInner>>,
 }
 
 /// Where [`DeviceSpace::memremap_pages_in`] puts a pgmap's memmap.
@@ -63,6 +68,11 @@ impl DeviceSpace {
     /// An empty space.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Whether `self` and `other` are handles to one space.
+    pub fn same_space(&self, other: &DeviceSpace) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// Hands out `bytes` of pfns aligned to `align` bytes, overlapping no other reservation.

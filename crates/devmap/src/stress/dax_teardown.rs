@@ -40,7 +40,7 @@ enum Held {
 }
 
 struct Run<'d> {
-    dev: &'d DaxDevice<'d>,
+    dev: &'d DaxDevice,
     /// `true` while caught touches are allowed; the final teardown takes the write side.
     touches: RwLock<bool>,
     ops: Vec<AtomicUsize>,

@@ -30,7 +30,7 @@ const OPS: usize = 1_500;
 const OPS_LIMIT: usize = 200_000;
 
 struct Run<'d> {
-    dev: &'d DaxDevice<'d>,
+    dev: &'d DaxDevice,
     space: &'d DeviceSpace,
     /// Set once `memory_failure` of a page in the leaf has returned.
     done: Vec<AtomicBool>,

@@ -97,7 +97,7 @@ impl Held {
 /// Pins all of `data` in calls of `per_call` pages, by address through `m` or by pfn, then
 /// unpins it: get and put microseconds, entries and calls.
 fn one(
-    dev: &DaxDevice<'_>,
+    dev: &DaxDevice,
     m: &DaxMapping,
     data: PfnRange,
     per_call: u64,

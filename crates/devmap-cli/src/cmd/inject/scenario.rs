@@ -100,7 +100,7 @@ fn scenario(
     g: Granularity,
     applied: Granularity,
     space: &DeviceSpace,
-    dev: &DaxDevice<'_>,
+    dev: &DaxDevice,
     maps: &[DaxMapping],
     told: &[Arc<Told>],
 ) -> Result<Injected> {

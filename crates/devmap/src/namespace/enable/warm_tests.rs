@@ -43,7 +43,7 @@ fn opts(layout: Layout, init: InitMode) -> DaxOptions {
 }
 
 /// Every data pfn's descriptor (`None` for a Heads tail, which has none).
-fn memmap_of(dev: &DaxDevice<'_>) -> Vec<Option<PageSnapshot>> {
+fn memmap_of(dev: &DaxDevice) -> Vec<Option<PageSnapshot>> {
     let pgmap = dev.pgmap();
     pgmap.sync_all().expect("init finished");
     let range = dev.ranges()[0];
@@ -59,7 +59,7 @@ fn memmap_of(dev: &DaxDevice<'_>) -> Vec<Option<PageSnapshot>> {
 
 /// The memmap a fresh init writes for `ns`'s device: a host-memory device of the same size,
 /// layout, pfns and pgmap id, in a space of its own.
-fn fresh_memmap(ns: &EnabledNamespace<'_>) -> Vec<Option<PageSnapshot>> {
+fn fresh_memmap(ns: &EnabledNamespace) -> Vec<Option<PageSnapshot>> {
     let space = DeviceSpace::new();
     let dev = ns.device();
     let place = Placement {
@@ -82,7 +82,7 @@ fn fresh_memmap(ns: &EnabledNamespace<'_>) -> Vec<Option<PageSnapshot>> {
 
 /// Uses `ns` the way a program does: writes, faults every leaf in, pins and unpins dirty,
 /// takes a memory error.
-fn use_it(space: &DeviceSpace, ns: &EnabledNamespace<'_>) {
+fn use_it(space: &DeviceSpace, ns: &EnabledNamespace) {
     let dev = ns.device();
     let m = dev.mmap(0, dev.size(), true).expect("mmap");
     m.bytes().write(5 * MIB + 3, b"warm").expect("write");
