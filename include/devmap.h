@@ -179,7 +179,9 @@
 
 /**
  * A device-dax device. The handle is one reference; each mapping and each pin handle made
- * from it holds another, so the device is torn down when the last of them is freed.
+ * from it holds another, so the device is torn down when the last of them is freed. The
+ * library device holds its space itself (a handle, not a borrow), so the C space handle may
+ * be freed first.
  */
 typedef struct devmap_device devmap_device;
 

@@ -166,6 +166,8 @@ pub struct DaxDevice {
     /// The space the device's pfns are reserved in (a handle of it, not a borrow).
     space: DeviceSpace,
     pub(super) shared: Arc<Shared>,
+    /// The device's entries in the registry memory failure finds it by; they go with it.
+    _listed: super::registry::Listed,
     handler: Mutex<Option<Handler>>,
     shut: AtomicBool,
 }
@@ -297,7 +299,7 @@ impl DaxDevice {
             named: LeafBits::new(size / align.bytes()),
             badblocks_sink: Default::default(),
         });
-        super::poison::register(&shared);
+        let listed = super::registry::list_device(&shared);
         let handler = if catch {
             match Handler::start(&shared, opts.handlers) {
                 Ok(h) => Some(h),
@@ -321,6 +323,7 @@ impl DaxDevice {
         Ok(Self {
             space: space.clone(),
             shared,
+            _listed: listed,
             handler: Mutex::new(handler),
             shut: AtomicBool::new(false),
         })
@@ -453,6 +456,12 @@ impl DaxDevice {
             caught: self.shared.uffd.is_some(),
             owner: OwnerSlot::default(),
             _listed: super::ranges::register(window.as_ptr().as_ptr() as usize, len as usize),
+            _registered: super::registry::list_mapping(
+                &self.shared,
+                window.as_ptr().as_ptr() as usize,
+                len,
+                offset,
+            ),
             window,
             _live: live,
         });

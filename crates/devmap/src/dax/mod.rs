@@ -51,6 +51,7 @@ mod mapping;
 mod pinstats;
 mod poison;
 mod ranges;
+mod registry;
 mod shared;
 #[cfg(test)]
 mod tests;
@@ -63,11 +64,12 @@ pub use self::extents::{Extent, ExtentLimits};
 pub use self::gup::{UserFolio, UserFolios, UserPages};
 pub use self::mapping::{DaxMapping, Faulted, Populated};
 pub use self::pinstats::PinStats;
-#[cfg(test)]
-pub(crate) use self::poison::hold_registry;
+pub(crate) use self::poison::revoke;
 pub use self::poison::{Granularity, OwnerFn, PoisonNotice};
-pub(crate) use self::poison::{locate, revoke};
 pub use self::ranges::{is_devmap_address, overflowed as address_table_overflowed};
+#[cfg(test)]
+pub(crate) use self::registry::hold_registry;
+pub(crate) use self::registry::locate;
 pub use self::shared::FaultStats;
 
 use std::fmt;

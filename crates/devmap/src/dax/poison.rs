@@ -17,10 +17,11 @@
 //! poison is flagged and is then revoked, or starts after and sees it.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use super::registry;
 use super::shared::{MappingCore, Shared};
 use super::{DaxDevice, DaxError, DaxMapping, MappingId};
 use crate::addr::{Order, PAGE_SIZE, Pfn};
@@ -153,51 +154,21 @@ impl std::fmt::Debug for OwnerSlot {
     }
 }
 
-/// Every live device, so that memory failure can find the one behind a pgmap.
-static DEVICES: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
-
-/// Registers a new device.
-pub(super) fn register(shared: &Arc<Shared>) {
-    let mut devices = DEVICES.lock();
-    devices.retain(|d| d.strong_count() > 0);
-    devices.push(Arc::downgrade(shared));
-}
-
-/// The device-dax device whose pgmap is `pgmap`, if there is one.
-fn device_of(pgmap: &Pgmap) -> Option<Arc<Shared>> {
-    DEVICES
-        .lock()
-        .iter()
-        .filter_map(Weak::upgrade)
-        .find(|d| std::ptr::eq(Arc::as_ptr(&d.pgmap), pgmap))
-}
-
-/// Holds the registry of devices (for a test showing the memory-error signal handler never
-/// takes it).
-#[cfg(test)]
-pub(crate) fn hold_registry() -> impl Sized {
-    DEVICES.lock()
-}
-
-/// The pgmap and pfn behind user address `addr` of a live device-dax mapping, if it is one.
-pub(crate) fn locate(addr: usize) -> Option<(Arc<Pgmap>, Pfn)> {
-    let devices: Vec<Arc<Shared>> = DEVICES.lock().iter().filter_map(Weak::upgrade).collect();
-    devices.iter().find_map(|d| {
-        let mappings = d.mappings.lock();
-        let m = mappings
-            .values()
-            .find(|m| addr.wrapping_sub(m.base) < m.len as usize)?;
-        let byte = m.offset + (addr - m.base) as u64;
-        let pfn = d.pgoff_to_pfn(byte / PAGE_SIZE, 1)?;
-        Some((Arc::clone(&d.pgmap), pfn))
-    })
-}
-
 /// The generic memory-failure path for a device-dax pfn (the caller has flagged the page):
 /// revokes the leaf from every mapping of the device that has it and tells their owners.
-/// `None` if no device-dax device owns the pgmap (a bare pgmap has no mappings to revoke).
-pub(crate) fn revoke(pgmap: &Pgmap, pfn: Pfn, action_required: bool) -> Option<Vec<PoisonNotice>> {
-    Some(device_of(pgmap)?.revoke(pfn, action_required))
+/// The device is the one whose address space the folio's `mapping` names, or, for a folio
+/// no mapping ever named, the one whose pgmap holds it (so its bad pages still record the
+/// error). `None` if no device-dax device owns the pgmap (a bare pgmap has no mappings).
+pub(crate) fn revoke(
+    pgmap: &Pgmap,
+    pfn: Pfn,
+    folio_mapping: u64,
+    action_required: bool,
+) -> Option<Vec<PoisonNotice>> {
+    let device = registry::device_by_address_space(folio_mapping)
+        .filter(|d| std::ptr::eq(Arc::as_ptr(&d.pgmap), pgmap))
+        .or_else(|| registry::device_by_pgmap(pgmap))?;
+    Some(device.revoke(pfn, action_required))
 }
 
 impl Shared {

@@ -105,6 +105,9 @@ pub(super) struct MappingCore {
     /// The window's entry in the lock-free address table; declared before the window so that
     /// it leaves the table before the unmap.
     pub(super) _listed: super::ranges::Registered,
+    /// The window's entry in the registry `memory_failure_at` finds mappings by; also
+    /// before the window.
+    pub(super) _registered: super::registry::MappingListed,
     /// The mapped bytes, unmapped when the last holder of the mapping lets go: its
     /// `DaxMapping`, or a handler or memory failure finishing with it (they hold it only while
     /// they work in it, and see it unmapping at once).

@@ -444,6 +444,10 @@ fn a_device_owns_its_space_handle_and_outlives_the_one_it_was_built_with() {
         size
     });
     assert_eq!(t.join().expect("thread"), 4 * MIB);
-    assert_eq!(space.nr_pgmaps(), 0, "the dropped device unregistered its pgmap");
+    assert_eq!(
+        space.nr_pgmaps(),
+        0,
+        "the dropped device unregistered its pgmap"
+    );
     assert!(space.get_dev_pagemap(pfn).is_none());
 }

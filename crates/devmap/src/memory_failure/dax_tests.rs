@@ -368,3 +368,62 @@ fn pins_that_exist_stay_and_are_reported_new_ones_fail() {
     let folio = dev.pgmap().folio(bad).expect("folio");
     assert_eq!(folio.pincount(), 0);
 }
+
+#[test]
+fn each_error_reaches_the_device_its_folio_or_address_names_among_several() {
+    // Three devices in three spaces, two mappings each, every leaf faulted. An error by pfn
+    // reaches the device the folio's `mapping` names and tells its two mappings only; an
+    // error by address reaches the one mapping that holds the address; an address no live
+    // mapping holds (one unmapped since) is not devmap's.
+    let spaces: Vec<DeviceSpace> = (0..3).map(|_| DeviceSpace::new()).collect();
+    let devs: Vec<DaxDevice> = spaces
+        .iter()
+        .map(|s| device(s, Granularity::Leaf))
+        .collect();
+    let maps: Vec<[DaxMapping; 2]> = devs
+        .iter()
+        .map(|d| {
+            let m = [
+                d.mmap(0, 8 * MIB, true).expect("mmap"),
+                d.mmap(LEAF, LEAF, true).expect("mmap"),
+            ];
+            for x in &m {
+                x.populate(x.addr(), x.len()).expect("populate");
+            }
+            m
+        })
+        .collect();
+    for (i, d) in devs.iter().enumerate() {
+        let pfn = d.pfn_at(BAD).expect("pfn");
+        let folio = d.pgmap().folio(pfn).expect("folio");
+        assert_eq!(folio.mapping(), d.address_space());
+        let report = memory_failure(&spaces[i], pfn, MfFlags::NONE).expect("memory_failure");
+        let ids: Vec<_> = report.notices.iter().map(|n| n.mapping).collect();
+        assert_eq!(ids, vec![maps[i][0].id(), maps[i][1].id()], "device {i}");
+        assert_eq!(d.badblocks(), vec![(BAD, PAGE_SIZE)]);
+    }
+    // By address: a clean leaf (the first) of each device's whole mapping.
+    for (i, d) in devs.iter().enumerate() {
+        let addr = maps[i][0].addr() + 3 * PAGE_SIZE as usize;
+        let report = memory_failure_at(addr, MfFlags::ACTION_REQUIRED).expect("by address");
+        assert_eq!(
+            report.pfn,
+            d.pfn_at(3 * PAGE_SIZE).expect("pfn"),
+            "device {i}"
+        );
+        assert_eq!(
+            report.notices.len(),
+            1,
+            "only the whole mapping has the first leaf"
+        );
+        assert_eq!(report.notices[0].addr, addr);
+    }
+    let [whole, _leaf] = &maps[1];
+    let gone = whole.addr() + 5 * PAGE_SIZE as usize;
+    let maps_1 = maps.into_iter().nth(1).expect("device 1's mappings");
+    drop(maps_1);
+    assert!(matches!(
+        memory_failure_at(gone, MfFlags::NONE),
+        Err(MfError::NotMapped { .. })
+    ));
+}

@@ -156,7 +156,7 @@ fn handle(pgmap: &Pgmap, pfn: Pfn, flags: MfFlags, start: Instant) -> Result<MfR
             elapsed: start.elapsed(),
         });
     }
-    let notices = dax::revoke(pgmap, pfn, action_required).unwrap_or_default();
+    let notices = dax::revoke(pgmap, pfn, folio.mapping(), action_required).unwrap_or_default();
     tracing::info!(
         %pfn,
         %head,

@@ -221,7 +221,7 @@ impl Region {
                 // An adopted memmap keeps its poison flags: the device still has to record
                 // the page and refuse it (no mapping exists yet, so nothing is revoked).
                 Err(MfError::AlreadyPoisoned { .. }) => {
-                    let _ = crate::dax::revoke(device.pgmap(), pfn, false);
+                    let _ = crate::dax::revoke(device.pgmap(), pfn, 0, false);
                 }
                 Err(e) => {
                     return Err(RegionError::Enable {
