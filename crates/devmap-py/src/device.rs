@@ -5,88 +5,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use devmap::backing::Backing;
-use devmap::dax::{DaxOptions, Faults, Granularity, PoisonNotice};
+use devmap::dax::{DaxOptions, Faults, Granularity};
 use devmap::memory_failure::{
     HandledBy, MfFlags, MfReport, memory_failure, memory_failure_at as mf_at,
 };
-use devmap::namespace::EnabledNamespace;
 use devmap::{DaxDevice, DeviceSpace, Layout};
 use parking_lot::RwLock;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::errors::{self, Kind, closed, error, invalid, libc_errno};
+use crate::cell::{DeviceCell, Held};
+use crate::dicts::notice_dict;
+use crate::errors::{self, Kind, error, invalid, libc_errno};
 use crate::mapping::Mapping;
-use crate::region::RegionCell;
-
-/// What a device object holds: a device of its own, or an enabled namespace of a region (whose
-/// close disables it, writing its bad pages to disk).
-#[derive(Debug)]
-pub(crate) enum Held {
-    /// A device over a backing.
-    Device(DaxDevice),
-    /// A namespace enabled from a region, with the region to disable it in.
-    Namespace(EnabledNamespace, Arc<RegionCell>),
-}
-
-impl Held {
-    /// The device.
-    pub(crate) fn device(&self) -> &DaxDevice {
-        match self {
-            Held::Device(d) => d,
-            Held::Namespace(ns, _) => ns.device(),
-        }
-    }
-}
-
-/// A device shared by its Python object, its mappings and its pins: `None` once closed. The
-/// library device holds its own space and borrows nothing, and its drop (which waits
-/// for every mapping and pin of it) runs when the last of these lets go, after the mappings
-/// and pins it would wait for are gone, since they hold this cell.
-#[derive(Debug)]
-pub(crate) struct DeviceCell {
-    pub(crate) held: RwLock<Option<Held>>,
-    /// How it was built, for `repr` and the properties.
-    pub(crate) layout: Layout,
-    pub(crate) init: &'static str,
-}
-
-impl DeviceCell {
-    /// Runs `f` on the device with the GIL released, the device's lock taken and given back
-    /// inside: `None` if the device is closed. Never hold one of this module's locks while
-    /// waiting for the GIL: a thread holding the GIL may be waiting for that lock.
-    pub(crate) fn detached<T: Send>(
-        &self,
-        py: Python<'_>,
-        f: impl FnOnce(&DaxDevice) -> T + Send,
-    ) -> PyResult<T> {
-        py.detach(|| self.held.read().as_ref().map(|h| f(h.device())))
-            .ok_or_else(|| closed("device"))
-    }
-
-    /// Runs `f` on the device, or raises if it is closed (with the GIL held: `f` must be quick
-    /// and must not release the GIL).
-    pub(crate) fn with<T>(&self, f: impl FnOnce(&DaxDevice) -> PyResult<T>) -> PyResult<T> {
-        let held = self.held.read();
-        let held = held.as_ref().ok_or_else(|| closed("device"))?;
-        f(held.device())
-    }
-}
-
-impl Drop for DeviceCell {
-    /// A namespace device nobody closed is disabled here, once its mappings and pins (which
-    /// hold this cell) are gone, so that its bad pages still reach the disk and its region
-    /// can be closed.
-    fn drop(&mut self) {
-        if let Some(Held::Namespace(ns, region)) = self.held.get_mut().take() {
-            Python::attach(|py| {
-                if let Err(e) = region.disable(py, ns) {
-                    e.write_unraisable(py, None);
-                }
-            });
-        }
-    }
-}
 
 /// How a memfd, hugetlb or file device is built, from the keyword arguments they share.
 struct Opts {
@@ -328,7 +259,7 @@ impl Device {
         let Some(Held::Namespace(ns, _)) = held.as_ref() else {
             return Ok(None);
         };
-        let d = crate::region::label_dict(py, ns.label())?;
+        let d = crate::dicts::label_dict(py, ns.label())?;
         d.set_item("was_clean", ns.was_clean())?;
         d.set_item("enable_path", ns.path().name())?;
         Ok(Some(d))
@@ -552,18 +483,6 @@ fn flags(action_required: bool) -> MfFlags {
     } else {
         MfFlags::NONE
     }
-}
-
-/// A notice as a dict.
-pub(crate) fn notice_dict<'py>(py: Python<'py>, n: &PoisonNotice) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    d.set_item("mapping", n.mapping.get())?;
-    d.set_item("pfn", n.pfn.raw())?;
-    d.set_item("addr", n.addr)?;
-    d.set_item("length", n.len())?;
-    d.set_item("shift", n.shift)?;
-    d.set_item("action_required", n.action_required)?;
-    Ok(d)
 }
 
 /// A memory-failure report as a dict.

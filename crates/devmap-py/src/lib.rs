@@ -16,7 +16,9 @@
 //! Long operations (building and initialising a device, pinning and faulting large ranges,
 //! memory failure, teardown) run with the GIL released (`Python::detach`).
 
+mod cell;
 mod device;
+mod dicts;
 mod errors;
 mod mapping;
 mod pins;

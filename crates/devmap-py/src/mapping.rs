@@ -15,7 +15,8 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
-use crate::device::{DeviceCell, notice_dict};
+use crate::cell::DeviceCell;
+use crate::dicts::notice_dict;
 use crate::errors::{self, Kind, closed, instance, invalid};
 use crate::pins::Pins;
 

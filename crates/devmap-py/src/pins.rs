@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use crate::device::DeviceCell;
+use crate::cell::DeviceCell;
 use crate::errors::{self, closed};
 
 /// One pinned folio (or the part of it a pin covers): where it is mapped and which pfns it is.

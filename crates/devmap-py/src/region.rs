@@ -7,54 +7,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use devmap::dax::{DaxOptions, Granularity};
 use devmap::namespace::{
-    Access, EnabledNamespace, InfoFlags, Label, MemmapLocation, Namespace, NamespaceMode,
-    Region as LibRegion,
+    Access, InfoFlags, MemmapLocation, Namespace, NamespaceMode, Region as LibRegion,
 };
 use devmap::{DeviceSpace, Order, Pfn, PfnRange};
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use crate::device::{Device, Held};
-use crate::errors::{self, Kind, closed, error, invalid, libc_errno};
-
-/// A region shared by its Python object and the devices of the namespaces enabled from it.
-#[derive(Debug)]
-pub(crate) struct RegionCell {
-    region: Mutex<Option<LibRegion>>,
-    path: PathBuf,
-    /// Namespaces enabled and not yet disabled.
-    enabled: AtomicUsize,
-}
-
-impl RegionCell {
-    /// Runs `f` on the open region with the GIL released, the region's lock taken and given
-    /// back inside (never held while waiting for the GIL); raises if the region is closed.
-    fn detached<T: Send>(
-        &self,
-        py: Python<'_>,
-        f: impl FnOnce(&mut LibRegion) -> T + Send,
-    ) -> PyResult<T> {
-        py.detach(|| self.region.lock().as_mut().map(f))
-            .ok_or_else(|| closed("region"))
-    }
-
-    /// Runs `f` on the open region, or raises if it is closed (with the GIL held: `f` must be
-    /// quick and must not release the GIL).
-    fn with<T>(&self, f: impl FnOnce(&mut LibRegion) -> PyResult<T>) -> PyResult<T> {
-        let mut region = self.region.lock();
-        let region = region.as_mut().ok_or_else(|| closed("region"))?;
-        f(region)
-    }
-
-    /// Disables an enabled namespace (its device torn down): its bad pages go to disk and its
-    /// info block is marked clean.
-    pub(crate) fn disable(&self, py: Python<'_>, ns: EnabledNamespace) -> PyResult<()> {
-        self.enabled.fetch_sub(1, Ordering::SeqCst);
-        self.detached(py, |r| r.disable(ns))?
-            .map_err(errors::region)
-    }
-}
+use crate::cell::{Held, RegionCell};
+use crate::device::Device;
+use crate::dicts::{label_dict, uuid_text};
+use crate::errors::{self, Kind, error, invalid, libc_errno};
 
 /// A region file holding namespaces: `Region.create(path, size)` makes one (a sparse file),
 /// `Region.open(path)` opens one. Managing it (`manage=True`, the default) holds the region's
@@ -75,35 +38,6 @@ impl Region {
             }),
         }
     }
-}
-
-/// A uuid as text.
-fn uuid_text(u: &[u8; 16]) -> String {
-    let hex: String = u.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
-}
-
-/// A namespace's label as a dict.
-pub(crate) fn label_dict<'py>(py: Python<'py>, l: &Label) -> PyResult<Bound<'py, PyDict>> {
-    let ns = l.namespace;
-    let d = PyDict::new(py);
-    d.set_item("name", &l.name)?;
-    d.set_item("uuid", uuid_text(&l.uuid))?;
-    d.set_item("offset", l.offset)?;
-    d.set_item("size", ns.size())?;
-    d.set_item("align", ns.align())?;
-    d.set_item("mode", ns.mode().name())?;
-    d.set_item("map", ns.map().name())?;
-    d.set_item("data_offset", ns.data_offset())?;
-    d.set_item("data_bytes", ns.data_bytes())?;
-    Ok(d)
 }
 
 /// Why `destroy_namespace` refused.
