@@ -1,7 +1,7 @@
 //! A namespace's media errors on disk: `clear-errors` (ndctl's: the bytes were rewritten or
-//! discarded, so the pages are good again) and the `BadRange` objects `list --media-errors`
-//! prints. The list itself lives in the namespace (its badblocks block); memory failure on an
-//! enabled namespace adds to it when the namespace is disabled.
+//! discarded, so the pages are good again) and the bad ranges `list --media-errors` prints
+//! (`region::BadRange`). The list itself lives in the namespace (its badblocks block); memory
+//! failure on an enabled namespace adds to it when the namespace is disabled.
 
 use std::path::PathBuf;
 
@@ -9,20 +9,10 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use devmap::PAGE_SIZE;
 use devmap::namespace::{Access, Label, Region};
-use serde::Serialize;
 
-use super::region::{Bytes, open, region_error};
+use super::region::{BadRange, Bytes, open, region_error};
 use crate::args::parse_size;
 use crate::output;
-
-/// One bad range of a namespace: bytes from the start of its data.
-#[derive(Debug, Serialize)]
-pub struct BadRange {
-    /// First bad byte, from the start of the namespace's data.
-    pub offset: Bytes,
-    /// Bad bytes from there.
-    pub length: Bytes,
-}
 
 /// The media errors of `label`'s namespace.
 pub fn media_errors(region: &Region, label: &Label, human: bool) -> Result<Vec<BadRange>> {

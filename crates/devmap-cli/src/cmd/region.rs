@@ -162,6 +162,15 @@ impl RegionObject {
     }
 }
 
+/// One bad range of a namespace: bytes from the start of its data.
+#[derive(Debug, Serialize)]
+pub struct BadRange {
+    /// First bad byte, from the start of the namespace's data.
+    pub offset: Bytes,
+    /// Bad bytes from there.
+    pub length: Bytes,
+}
+
 /// A namespace as `list -N` and `create-namespace` print it.
 #[derive(Debug, Serialize)]
 pub struct NamespaceObject {
@@ -185,7 +194,7 @@ pub struct NamespaceObject {
     pub data_bytes: Bytes,
     /// With `list --media-errors`: its bad ranges.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub badblocks: Option<Vec<super::media::BadRange>>,
+    pub badblocks: Option<Vec<BadRange>>,
 }
 
 impl NamespaceObject {
