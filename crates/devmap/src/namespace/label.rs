@@ -28,6 +28,8 @@
 use super::Namespace;
 use super::ondisk::{self, Header, map_code, map_of, mode_code, mode_of, u32_at, u64_at};
 
+/// Bytes at the start of a region kept for the label index (its two copies, and room).
+pub const LABEL_AREA_BYTES: u64 = 64 << 10;
 /// Bytes of one copy of the index.
 pub const LABEL_INDEX_LEN: usize = 8192;
 /// Namespaces a region can hold.
@@ -165,7 +167,7 @@ impl LabelIndex {
                 self.labels.len()
             )));
         }
-        let mut end_of_last = super::region::LABEL_AREA_BYTES;
+        let mut end_of_last = LABEL_AREA_BYTES;
         for (i, l) in self.labels.iter().enumerate() {
             let ns = &l.namespace;
             if l.name.is_empty() || l.name.len() > 64 || l.name.contains('\0') {

@@ -50,11 +50,12 @@ pub use self::infoblock::{
     INFO_BLOCK_LEN, INFO_BLOCK_OFFSET, INFO_SIGNATURE, INFO_VERSION, InfoBlock, InfoBlockError,
     InfoFlags, MemmapRecord, NAME_LEN,
 };
+pub use self::label::LABEL_AREA_BYTES;
 pub use self::label::{
     LABEL_INDEX_LEN, LABEL_SIGNATURE, LABEL_VERSION, Label, LabelError, LabelIndex, MAX_NAMESPACES,
 };
 pub use self::ondisk::fletcher64;
-pub use self::region::{Access, LABEL_AREA_BYTES, MIN_REGION_BYTES, Region, RegionError};
+pub use self::region::{Access, MIN_REGION_BYTES, Region, RegionError};
 
 use crate::addr::{AddrError, Order, PAGE_SIZE, PfnRange};
 use crate::memmap::{AltmapGeometry, Layout};

@@ -19,13 +19,13 @@ use std::path::{Path, PathBuf};
 
 use super::badblocks::{BADBLOCKS_LEN, BADBLOCKS_OFFSET, Badblocks, BadblocksError};
 use super::infoblock::{INFO_BLOCK_LEN, INFO_BLOCK_OFFSET, InfoBlock, InfoBlockError, InfoFlags};
+
 use super::label::{
-    LABEL_INDEX_LEN, Label, LabelError, LabelIndex, MAX_NAMESPACES, current, next_seq,
+    LABEL_AREA_BYTES, LABEL_INDEX_LEN, Label, LabelError, LabelIndex, MAX_NAMESPACES, current,
+    next_seq,
 };
 use super::{MemmapLocation, Namespace, NamespaceError, NamespaceMode};
 
-/// Bytes at the start of a region kept for the label index (its two copies, and room).
-pub const LABEL_AREA_BYTES: u64 = 64 << 10;
 /// The smallest region: the label area and 1 MiB for namespaces.
 pub const MIN_REGION_BYTES: u64 = LABEL_AREA_BYTES + (1 << 20);
 
