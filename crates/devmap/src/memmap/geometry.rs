@@ -5,7 +5,7 @@
 use crate::addr::{Order, PAGE_SIZE, Pfn, PfnRange};
 use crate::backing::BackingError;
 
-use super::{DEDUP_MIN_ORDER, Layout};
+use super::layout::{DEDUP_MIN_ORDER, Layout};
 
 /// The altmap part of a geometry: the first pfns of the range hold the memmap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

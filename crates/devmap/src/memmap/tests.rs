@@ -3,6 +3,7 @@
 
 use super::Synced;
 use super::*;
+use crate::addr::PAGE_SIZE;
 use crate::backing::PageHint;
 use crate::desc::PgmapId;
 use crate::init::{InitMode, InitTarget, MemmapSet, init_memmap};
