@@ -287,7 +287,8 @@ class Pins:
     def extents(
         self, max_extents: int | None = None, max_bytes: Size | None = None
     ) -> list[Extent]:
-        """The pinned range as extents, each at most max_bytes long, at most max_extents."""
+        """The pinned range as extents, each at most max_bytes long, at most max_extents
+        (None or 0: no limit, as 0 is in C)."""
     def unpin(self, dirty: bool = False) -> None: ...
     def __enter__(self) -> Pins: ...
     def __exit__(

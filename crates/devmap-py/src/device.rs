@@ -128,10 +128,8 @@ impl Opts {
                 )));
             }
         };
-        if handlers == 0 {
-            return Err(invalid("handlers must be at least 1"));
-        }
         opts.handlers = handlers;
+        opts.validate().map_err(errors::dax)?;
         Ok(Opts {
             init: opts.init.name(),
             opts,
