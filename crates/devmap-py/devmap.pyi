@@ -229,7 +229,8 @@ class Mapping:
     ) -> Pins:
         """Pins [offset, offset + length) of the mapping by user address."""
     def on_poison(self, callback: Callable[[PoisonNotice], object]) -> None:
-        """Names who is told when memory under this mapping fails."""
+        """Names who is told when memory under this mapping fails; TypeError if not
+        callable."""
     def close(self) -> None:
         """Unmaps; BufferError while a memoryview of it is alive."""
     def __enter__(self) -> Mapping: ...
