@@ -233,7 +233,8 @@ typedef struct devmap_device_options {
    */
   uint32_t faults;
   /**
-   * Threads serving caught touches; 0 = 1.
+   * Threads serving caught touches: at least 1 (0 is refused with -EINVAL, as Python
+   * refuses it).
    */
   uint32_t handlers;
   /**
@@ -785,8 +786,9 @@ void devmap_mapping_free(struct devmap_mapping *map);
  * `*out_mapped` (may be NULL). Needed before touching a file or device-dax device's bytes;
  * on a device that catches touches it maps the leaves' bytes too.
  *
- * Returns 0, -EFAULT (NULL `map`, or a range outside the mapping), -EHWPOISON (a leaf
- * holding a poisoned page at LEAF granularity), -ENXIO (torn down). Thread-safe.
+ * Returns 0, -EFAULT (NULL `map`, an `addr` outside the mapping, or a range running past
+ * its end), -EINVAL (`len` 0), -EHWPOISON (a leaf holding a poisoned page at LEAF
+ * granularity), -ENXIO (torn down). Thread-safe.
  *
  * # Safety
  *
@@ -808,9 +810,10 @@ int devmap_mapping_populate(const struct devmap_mapping *map,
  * Thread-safety: the mapping may be pinned from several threads at once; a pins handle may
  * be read from several threads at once, and must not be read while it is being unpinned.
  *
- * Returns 0; -EFAULT (a NULL pointer, a range outside the mapping, a hole with
- * `DEVMAP_PIN_NOFAULT`); -EINVAL (unknown flags, `nr_pages` 0); -EHWPOISON (a folio holding
- * a poisoned page); -ENXIO (the device is being torn down). On error nothing stays pinned.
+ * Returns 0; -EFAULT (a NULL pointer, an `addr` outside the mapping or a range running past
+ * its end, a hole with `DEVMAP_PIN_NOFAULT`); -EINVAL (unknown flags, `nr_pages` 0);
+ * -EHWPOISON (a folio holding a poisoned page); -ENXIO (the device is being torn down). On
+ * error nothing stays pinned.
  *
  * # Safety
  *

@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# Builds libdevmap.a, compiles examples/c/devmap_demo.c against include/devmap.h with
+# Builds libdevmap, compiles examples/c/devmap_demo.c against include/devmap.h with
 # AddressSanitizer (leak checking on), and runs it: any failed check, ASan report or leak
 # fails the script. The header is also compiled as C++ to keep it usable from there.
+#
+# Twice: linked with target/debug/libdevmap.a, and the way a C user does after installing,
+# with scripts/install-c.sh into a temporary prefix, flags from
+# `pkg-config --cflags --libs devmap` and the shared library loaded by its soname
+# (libdevmap.so.1). pkg-config is installed with apt-get where it is missing and this runs
+# as root (as CI does); elsewhere without it, the flags are read from devmap.pc directly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,10 +16,55 @@ target=$(cargo metadata --format-version 1 --no-deps --locked \
     | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 out="$target/c-example"
 mkdir -p "$out"
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+cflags=(-std=c11 -Wall -Wextra -Werror -fsanitize=address -fno-omit-frame-pointer -g)
 
-cc -std=c11 -Wall -Wextra -Werror -fsanitize=address -fno-omit-frame-pointer -g -Iinclude \
-    examples/c/devmap_demo.c "$target/debug/libdevmap.a" -lpthread -ldl -lm \
-    -o "$out/devmap_demo"
+echo "== static: libdevmap.a"
+cc "${cflags[@]}" -Iinclude examples/c/devmap_demo.c "$target/debug/libdevmap.a" \
+    -lpthread -ldl -lm -o "$out/devmap_demo"
 echo '#include "devmap.h"' | c++ -std=c++17 -Wall -Werror -fsyntax-only -Iinclude -x c++ -
+"$out/devmap_demo"
 
-ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 "$out/devmap_demo"
+echo "== shared: installed into a prefix, built with pkg-config, loaded as libdevmap.so.1"
+prefix="$out/prefix"
+rm -rf "$prefix"
+bash scripts/install-c.sh --debug "$prefix"
+if ! command -v pkg-config >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pkg-config >/dev/null
+fi
+export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
+if command -v pkg-config >/dev/null; then
+    pkg-config --exists --print-errors devmap
+    read -r -a pc_cflags <<<"$(pkg-config --cflags devmap)"
+    read -r -a pc_libs <<<"$(pkg-config --libs devmap)"
+else
+    echo "pkg-config is not installed: reading devmap.pc directly"
+    pc() {
+        python3 - "$prefix/lib/pkgconfig/devmap.pc" "$1" <<'PY'
+import re, sys
+variables, fields = {}, {}
+expand = lambda v: re.sub(r"\$\{(\w+)\}", lambda m: variables[m.group(1)], v)
+for line in open(sys.argv[1]):
+    line = line.split("#", 1)[0].strip()
+    if m := re.match(r"(\w+)=(.*)", line):
+        variables[m.group(1)] = expand(m.group(2).strip())
+    elif m := re.match(r"([\w.]+):\s*(.*)", line):
+        fields[m.group(1)] = expand(m.group(2).strip())
+print(fields[sys.argv[2]])
+PY
+    }
+    read -r -a pc_cflags <<<"$(pc Cflags)"
+    read -r -a pc_libs <<<"$(pc Libs)"
+fi
+echo "cflags: ${pc_cflags[*]}   libs: ${pc_libs[*]}"
+cc "${cflags[@]}" "${pc_cflags[@]}" examples/c/devmap_demo.c "${pc_libs[@]}" \
+    -o "$out/devmap_demo_shared"
+# Linked against the shared library, by its soname, not the archive beside it.
+needed=$(readelf -d "$out/devmap_demo_shared" | grep -c 'NEEDED.*\[libdevmap\.so\.1\]' || true)
+if [ "$needed" != 1 ]; then
+    echo "devmap_demo_shared does not load libdevmap.so.1:" >&2
+    readelf -d "$out/devmap_demo_shared" | grep NEEDED >&2
+    exit 1
+fi
+LD_LIBRARY_PATH="$prefix/lib" "$out/devmap_demo_shared"

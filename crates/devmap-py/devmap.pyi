@@ -229,7 +229,8 @@ class Mapping:
     ) -> Pins:
         """Pins [offset, offset + length) of the mapping by user address."""
     def on_poison(self, callback: Callable[[PoisonNotice], object]) -> None:
-        """Names who is told when memory under this mapping fails."""
+        """Names who is told when memory under this mapping fails; TypeError if not
+        callable."""
     def close(self) -> None:
         """Unmaps; BufferError while a memoryview of it is alive."""
     def __enter__(self) -> Mapping: ...
@@ -287,7 +288,8 @@ class Pins:
     def extents(
         self, max_extents: int | None = None, max_bytes: Size | None = None
     ) -> list[Extent]:
-        """The pinned range as extents, each at most max_bytes long, at most max_extents."""
+        """The pinned range as extents, each at most max_bytes long, at most max_extents
+        (None or 0: no limit, as 0 is in C)."""
     def unpin(self, dirty: bool = False) -> None: ...
     def __enter__(self) -> Pins: ...
     def __exit__(

@@ -9,6 +9,8 @@
  * Build and run (scripts/c-example.sh does this under AddressSanitizer):
  *   cargo build -p devmap-ffi --locked
  *   cc -Iinclude examples/c/devmap_demo.c target/debug/libdevmap.a -lpthread -ldl -lm
+ * or against the shared library, installed (scripts/install-c.sh PREFIX; it does this too):
+ *   cc examples/c/devmap_demo.c $(pkg-config --cflags --libs devmap)
  */
 #define _GNU_SOURCE
 #include <errno.h>

@@ -60,7 +60,8 @@ pub struct devmap_device_options {
     pub init_threads: u32,
     /// `DEVMAP_FAULTS_*`.
     pub faults: u32,
-    /// Threads serving caught touches; 0 = 1.
+    /// Threads serving caught touches: at least 1 (0 is refused with -EINVAL, as Python
+    /// refuses it).
     pub handlers: u32,
     /// `DEVMAP_GRANULARITY_*`.
     pub granularity: u32,
@@ -188,12 +189,13 @@ pub(crate) fn options(o: &devmap_device_options) -> Result<DaxOptions> {
         DEVMAP_FAULTS_EXPLICIT => Faults::Explicit,
         other => return Err(Failure::invalid(format!("unknown faults mode {other}"))),
     };
-    opts.handlers = (o.handlers as usize).max(1);
+    opts.handlers = o.handlers as usize;
     opts.granularity = match o.granularity {
         DEVMAP_GRANULARITY_PAGE => Granularity::Page,
         DEVMAP_GRANULARITY_LEAF => Granularity::Leaf,
         other => return Err(Failure::invalid(format!("unknown granularity {other}"))),
     };
+    opts.validate()?;
     Ok(opts)
 }
 

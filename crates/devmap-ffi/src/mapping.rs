@@ -101,8 +101,9 @@ pub unsafe extern "C" fn devmap_mapping_free(map: *mut devmap_mapping) {
 /// `*out_mapped` (may be NULL). Needed before touching a file or device-dax device's bytes;
 /// on a device that catches touches it maps the leaves' bytes too.
 ///
-/// Returns 0, -EFAULT (NULL `map`, or a range outside the mapping), -EHWPOISON (a leaf
-/// holding a poisoned page at LEAF granularity), -ENXIO (torn down). Thread-safe.
+/// Returns 0, -EFAULT (NULL `map`, an `addr` outside the mapping, or a range running past
+/// its end), -EINVAL (`len` 0), -EHWPOISON (a leaf holding a poisoned page at LEAF
+/// granularity), -ENXIO (torn down). Thread-safe.
 ///
 /// # Safety
 ///

@@ -168,9 +168,10 @@ unsafe fn pin(
 /// Thread-safety: the mapping may be pinned from several threads at once; a pins handle may
 /// be read from several threads at once, and must not be read while it is being unpinned.
 ///
-/// Returns 0; -EFAULT (a NULL pointer, a range outside the mapping, a hole with
-/// `DEVMAP_PIN_NOFAULT`); -EINVAL (unknown flags, `nr_pages` 0); -EHWPOISON (a folio holding
-/// a poisoned page); -ENXIO (the device is being torn down). On error nothing stays pinned.
+/// Returns 0; -EFAULT (a NULL pointer, an `addr` outside the mapping or a range running past
+/// its end, a hole with `DEVMAP_PIN_NOFAULT`); -EINVAL (unknown flags, `nr_pages` 0);
+/// -EHWPOISON (a folio holding a poisoned page); -ENXIO (the device is being torn down). On
+/// error nothing stays pinned.
 ///
 /// # Safety
 ///
@@ -369,10 +370,7 @@ pub unsafe extern "C" fn devmap_pins_extents(
         let out_len = nonnull(out_len, "out_len")?;
         // SAFETY: the caller promises `cap` writable entries at `out`.
         let out = unsafe { out_array(out, cap, "out") }?;
-        let limits = ExtentLimits {
-            max_extents: (max_extents != 0).then_some(max_extents),
-            max_bytes: (max_bytes != 0).then_some(max_bytes),
-        };
+        let limits = ExtentLimits::new(max_extents, max_bytes);
         let extents = match &p.pins {
             Pins::Folios(f) => f.extents(limits),
             Pins::Pages(p) => p.extents(limits),

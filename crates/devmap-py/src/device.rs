@@ -56,10 +56,8 @@ impl Opts {
                 )));
             }
         };
-        if handlers == 0 {
-            return Err(invalid("handlers must be at least 1"));
-        }
         opts.handlers = handlers;
+        opts.validate().map_err(errors::dax)?;
         Ok(Opts {
             init: opts.init.name(),
             opts,
@@ -444,9 +442,10 @@ impl Device {
         slf
     }
 
-    #[pyo3(signature = (*_exc))]
-    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
-        self.close(py, Some(1.0))?;
+    #[pyo3(signature = (*exc))]
+    fn __exit__(&self, py: Python<'_>, exc: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+        self.close(py, Some(1.0))
+            .map_err(|e| errors::chained(py, e, exc))?;
         Ok(false)
     }
 

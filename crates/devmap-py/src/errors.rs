@@ -11,9 +11,10 @@ use devmap::DaxError;
 use devmap::backing::BackingError;
 use devmap::memory_failure::MfError;
 use devmap::namespace::RegionError;
+use pyo3::exceptions::PyBaseException;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyModule, PyType};
+use pyo3::types::{PyModule, PyTuple, PyType};
 
 /// The exception classes, in Python: multiple inheritance (`InvalidArgument` is a `ValueError`
 /// too) is plainer there than through the C API.
@@ -140,6 +141,22 @@ pub(crate) fn closed(what: &str) -> PyErr {
         libc_errno::ENXIO,
         format!("this {what} is closed"),
     )
+}
+
+/// `err`, raised by an `__exit__` whose arguments `exc` (type, value, traceback) carry the
+/// exception already propagating out of the `with` block, chained to it as Python's
+/// `raise err from value` would (`__cause__` and `__context__`), so the traceback shows both:
+/// a device's `BusyError` then names the mapping's `BufferError` that left the mapping open.
+pub(crate) fn chained(py: Python<'_>, err: PyErr, exc: &Bound<'_, PyTuple>) -> PyErr {
+    let Ok(value) = exc.get_item(1) else {
+        return err;
+    };
+    if let Ok(value) = value.cast_into::<PyBaseException>() {
+        // The same object as cause and context: what `raise ... from` sets.
+        let _ = err.value(py).setattr("__context__", &value);
+        err.set_cause(py, Some(PyErr::from_value(value.into_any())));
+    }
+    err
 }
 
 /// The errno values used here (Linux's).

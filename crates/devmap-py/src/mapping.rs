@@ -10,7 +10,7 @@ use devmap::dax::{DaxMapping, PoisonNotice};
 use devmap::{DaxError, GupFlags, PAGE_SIZE};
 use parking_lot::RwLock;
 use pyo3::buffer::PyBuffer;
-use pyo3::exceptions::PyBufferError;
+use pyo3::exceptions::{PyBufferError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
@@ -330,8 +330,16 @@ impl Mapping {
 
     /// Names who is told when memory under this mapping fails: `callback(notice)` is called
     /// with a dict (mapping, pfn, addr, length, shift, action_required) from the thread that
-    /// handles the error. An exception it raises is reported as unraisable.
-    fn on_poison(&self, callback: Py<PyAny>) -> PyResult<()> {
+    /// handles the error. An exception it raises is reported as unraisable. TypeError if
+    /// `callback` is not callable (checked now, not when memory fails).
+    fn on_poison(&self, py: Python<'_>, callback: Py<PyAny>) -> PyResult<()> {
+        if !callback.bind(py).is_callable() {
+            return Err(PyTypeError::new_err(format!(
+                "on_poison needs a callable taking the notice dict, not {}: pass a function \
+                 or a bound method such as list.append",
+                callback.bind(py).get_type().name()?
+            )));
+        }
         let owner = move |n: &PoisonNotice| {
             Python::attach(|py| {
                 let r = notice_dict(py, n).and_then(|d| callback.call1(py, (d,)));
@@ -367,9 +375,9 @@ impl Mapping {
         slf
     }
 
-    #[pyo3(signature = (*_exc))]
-    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
-        self.close(py)?;
+    #[pyo3(signature = (*exc))]
+    fn __exit__(&self, py: Python<'_>, exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        self.close(py).map_err(|e| errors::chained(py, e, exc))?;
         Ok(false)
     }
 

@@ -197,9 +197,9 @@ impl Pins {
     }
 
     /// The fewest extents covering exactly the pinned bytes, in address order, each at most
-    /// `max_bytes` long (cut only between folios) and at most `max_extents` of them:
-    /// InvalidArgument if a folio's pinned part is longer than `max_bytes` or more extents are
-    /// needed than allowed.
+    /// `max_bytes` long (cut only between folios) and at most `max_extents` of them (None or 0:
+    /// no limit, as 0 is in C): InvalidArgument if a folio's pinned part is longer than
+    /// `max_bytes` or more extents are needed than allowed.
     #[pyo3(signature = (max_extents = None, max_bytes = None))]
     fn extents(
         &self,
@@ -207,10 +207,11 @@ impl Pins {
         max_extents: Option<usize>,
         max_bytes: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Vec<Extent>> {
-        let limits = ExtentLimits {
-            max_extents,
-            max_bytes: crate::opt_size_arg("max_bytes", max_bytes)?,
-        };
+        // 0 is no limit, as None is, and as in C's devmap_pins_extents.
+        let limits = ExtentLimits::new(
+            max_extents.unwrap_or(0),
+            crate::opt_size_arg("max_bytes", max_bytes)?.unwrap_or(0),
+        );
         // The GIL released, the pins' lock taken and given back inside it.
         py.detach(|| {
             self.held.lock().as_ref().map(|h| match h {

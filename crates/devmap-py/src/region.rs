@@ -267,9 +267,9 @@ impl Region {
         slf
     }
 
-    #[pyo3(signature = (*_exc))]
-    fn __exit__(&self, _exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
-        self.close()?;
+    #[pyo3(signature = (*exc))]
+    fn __exit__(&self, py: Python<'_>, exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        self.close().map_err(|e| errors::chained(py, e, exc))?;
         Ok(false)
     }
 

@@ -40,9 +40,15 @@ pub fn dax(e: &DaxError) -> i32 {
         | DaxError::OutOfRange { .. }
         | DaxError::FaultTooSmall { .. }
         | DaxError::LeafStraddles { .. }
-        | DaxError::RangeSizes { .. } => EINVAL,
-        // An address in no mapping, and a FOLL_NOFAULT pin of a hole: gup's -EFAULT.
-        DaxError::NotInMapping { .. } | DaxError::NotFaulted { .. } => EFAULT,
+        | DaxError::RangeSizes { .. }
+        | DaxError::EmptyRange { .. }
+        | DaxError::ClearUnaligned { .. }
+        | DaxError::NoHandlers => EINVAL,
+        // An address in no mapping, a range running past the mapping's end, and a
+        // FOLL_NOFAULT pin of a hole: gup's -EFAULT.
+        DaxError::NotInMapping { .. }
+        | DaxError::PastMappingEnd { .. }
+        | DaxError::NotFaulted { .. } => EFAULT,
         DaxError::TornDown | DaxError::Unmapped { .. } => ENXIO,
         DaxError::Poisoned { .. } | DaxError::MemoryLost { .. } => EHWPOISON,
         DaxError::NoUserfaultfd { .. } => EOPNOTSUPP,

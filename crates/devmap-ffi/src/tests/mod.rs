@@ -4,3 +4,4 @@
 
 mod abi;
 mod overhead;
+mod reasons;

@@ -77,6 +77,17 @@ impl DaxOptions {
             progress: None,
         }
     }
+
+    /// Checks the options that need no backing to judge: at least 1 handler
+    /// ([`DaxError::NoHandlers`]), whether or not the device will catch touches, so that
+    /// every front end accepts and refuses the same values. [`DaxDevice::with_options`]
+    /// calls it first.
+    pub fn validate(&self) -> Result<(), DaxError> {
+        if self.handlers == 0 {
+            return Err(DaxError::NoHandlers);
+        }
+        Ok(())
+    }
 }
 
 /// Where a device's pfns and memmap go ([`DaxDevice::placed`]): by default wherever the
@@ -212,6 +223,7 @@ impl DaxDevice {
         opts: DaxOptions,
         place: Placement<'_>,
     ) -> Result<Self, DaxError> {
+        opts.validate()?;
         let size = backing.len();
         let align = opts.align;
         if size == 0 {

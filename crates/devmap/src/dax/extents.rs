@@ -47,6 +47,18 @@ pub struct ExtentLimits {
     pub max_bytes: Option<u64>,
 }
 
+impl ExtentLimits {
+    /// Limits as the front ends take them, plain numbers where 0 means no limit: the C ABI's
+    /// `devmap_pins_extents` and Python's `Pins.extents` both build theirs here, so a 0 means
+    /// the same in both (no limit, never a cap of 0 bytes or 0 extents).
+    pub fn new(max_extents: usize, max_bytes: u64) -> ExtentLimits {
+        ExtentLimits {
+            max_extents: (max_extents != 0).then_some(max_extents),
+            max_bytes: (max_bytes != 0).then_some(max_bytes),
+        }
+    }
+}
+
 impl UserFolios {
     /// The fewest extents covering exactly the pinned bytes, in address order: neighbouring
     /// folios merge when user address, device offset and pfn all run on, up to

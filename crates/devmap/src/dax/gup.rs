@@ -223,15 +223,15 @@ impl DaxMapping {
         nr_pages: u64,
         flags: GupFlags,
     ) -> Result<(usize, u64), DaxError> {
+        if nr_pages == 0 {
+            return Err(DaxError::EmptyRange {
+                what: "pin",
+                unit: "page",
+            });
+        }
         let start = addr - addr % PAGE_SIZE as usize;
-        let len = nr_pages
-            .checked_mul(PAGE_SIZE)
-            .ok_or(DaxError::NotInMapping {
-                addr,
-                base: self.addr(),
-                len: self.len(),
-            })?;
-        let rel = self.rel(start, len)?;
+        let len = nr_pages.saturating_mul(PAGE_SIZE);
+        let rel = self.rel(start, len, "pin")?;
         let step = self.shared.align.bytes();
         let (first, end) = (rel / step, (rel + len).div_ceil(step));
         let mut from = first;

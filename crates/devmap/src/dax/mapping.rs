@@ -107,21 +107,30 @@ impl DaxMapping {
             .is_some_and(|rel| self.core.bits.test(rel / self.shared.align.bytes()))
     }
 
-    /// The byte offset of `[addr, addr + len)` in the mapping, if it lies inside (and is not
-    /// empty).
-    pub(super) fn rel(&self, addr: usize, len: u64) -> Result<u64, DaxError> {
-        let out = DaxError::NotInMapping {
-            addr,
-            base: self.core.base,
-            len: self.core.len,
-        };
-        let rel = addr.checked_sub(self.core.base).ok_or(out)? as u64;
-        match rel.checked_add(len) {
-            Some(end) if len > 0 && end <= self.core.len => Ok(rel),
-            _ => Err(DaxError::NotInMapping {
+    /// The byte offset of `[addr, addr + len)` in the mapping, if it lies inside:
+    /// [`DaxError::NotInMapping`] if `addr` does not, [`DaxError::PastMappingEnd`] if the
+    /// range runs past the end, [`DaxError::EmptyRange`] (a `what` of 0 bytes) if `len` is 0.
+    pub(super) fn rel(&self, addr: usize, len: u64, what: &'static str) -> Result<u64, DaxError> {
+        let (base, map_len) = (self.core.base, self.core.len);
+        let rel = addr
+            .checked_sub(base)
+            .map(|rel| rel as u64)
+            .filter(|rel| *rel < map_len)
+            .ok_or(DaxError::NotInMapping {
                 addr,
-                base: self.core.base,
-                len: self.core.len,
+                base,
+                len: map_len,
+            })?;
+        if len == 0 {
+            return Err(DaxError::EmptyRange { what, unit: "byte" });
+        }
+        match rel.checked_add(len) {
+            Some(end) if end <= map_len => Ok(rel),
+            _ => Err(DaxError::PastMappingEnd {
+                addr,
+                len,
+                base,
+                map_len,
             }),
         }
     }
@@ -135,7 +144,7 @@ impl DaxMapping {
         if size < align.bytes() {
             return Err(DaxError::FaultTooSmall { size, align });
         }
-        let rel = self.rel(addr, 1)?;
+        let rel = self.rel(addr, 1, "fault")?;
         self.shared
             .fault_leaf(&self.core, rel - rel % align.bytes(), false)
     }
@@ -145,7 +154,7 @@ impl DaxMapping {
     /// leaves' bytes are mapped too, so later touches do not fault; elsewhere only the
     /// metadata is set up and the bytes are the backing's, untouched.
     pub fn populate(&self, addr: usize, len: u64) -> Result<Populated, DaxError> {
-        let rel = self.rel(addr, len)?;
+        let rel = self.rel(addr, len, "populate")?;
         let step = self.shared.align.bytes();
         let mut done = Populated::default();
         let mut leaf = rel - rel % step;

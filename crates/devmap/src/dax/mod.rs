@@ -74,7 +74,7 @@ pub use self::shared::FaultStats;
 
 use std::fmt;
 
-use crate::addr::{Order, Pfn};
+use crate::addr::{Order, PAGE_SIZE, Pfn};
 use crate::backing::{BackingError, Bytes, UffdError};
 use crate::folio::FolioError;
 use crate::gup::GupError;
@@ -165,6 +165,47 @@ pub enum DaxError {
         /// The mapping's length.
         len: u64,
     },
+    /// A range that starts inside the mapping it was given to and runs past its end.
+    #[error(
+        "{} from address {addr:#x} runs past the end of this mapping ({base:#x}, {}) at {:#x}: \
+         at most {} ({} pages) fit from there",
+        Bytes(*len), Bytes(*map_len), *base as u64 + map_len,
+        Bytes(fits(*addr, *base, *map_len)), fits(*addr, *base, *map_len) / PAGE_SIZE
+    )]
+    PastMappingEnd {
+        /// The range's first address (inside the mapping).
+        addr: usize,
+        /// The range's length in bytes (saturated at `u64::MAX` where it overflows).
+        len: u64,
+        /// The mapping's first address.
+        base: usize,
+        /// The mapping's length.
+        map_len: u64,
+    },
+    /// A range of no bytes (or no pages) where at least one is needed.
+    #[error("a {what} of 0 {unit}s does nothing: ask for at least 1 {unit}")]
+    EmptyRange {
+        /// The operation: "pin", "populate", "poison clear", "read".
+        what: &'static str,
+        /// What the length counts: "page" or "byte".
+        unit: &'static str,
+    },
+    /// A poison clear whose offset or length is not a multiple of 4 KiB.
+    #[error(
+        "offset {} and length {} are not multiples of 4 KiB (poison is cleared in whole \
+         pages): use offset {} and length {}, the pages holding those bytes",
+        Bytes(*offset), Bytes(*len), Bytes(page_span(*offset, *len).0),
+        Bytes(page_span(*offset, *len).1)
+    )]
+    ClearUnaligned {
+        /// The offset given.
+        offset: u64,
+        /// The length given.
+        len: u64,
+    },
+    /// `DaxOptions::handlers` of 0.
+    #[error("handlers = 0: a device needs at least 1 handler thread (the default is 1)")]
+    NoHandlers,
     /// A leaf that does not lie inside one range of the device's range table.
     #[error("the leaf at device offset {} does not lie inside one range of the device", Bytes(*offset))]
     LeafStraddles {
@@ -275,6 +316,19 @@ fn suggest(value: u64, align: u64) -> String {
     } else {
         format!("{} or {}", Bytes(down), Bytes(up))
     }
+}
+
+/// The bytes from `addr` to the end of the mapping `(base, map_len)`.
+fn fits(addr: usize, base: usize, map_len: u64) -> u64 {
+    map_len.saturating_sub(addr.saturating_sub(base) as u64)
+}
+
+/// The whole 4 KiB pages holding `[offset, offset + len)`: their first byte and length.
+fn page_span(offset: u64, len: u64) -> (u64, u64) {
+    let page = PAGE_SIZE;
+    let start = offset - offset % page;
+    let end = offset.saturating_add(len).saturating_add(page - 1) / page * page;
+    (start, end - start)
 }
 
 /// One mapping of a device, as the device's registry knows it.

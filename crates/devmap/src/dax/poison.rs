@@ -299,11 +299,16 @@ impl DaxDevice {
     /// 4 KiB inside the device. Returns how many pages were poisoned.
     pub fn clear_poison(&self, offset: u64, len: u64) -> Result<u64, DaxError> {
         let shared = &self.shared;
-        if !offset.is_multiple_of(PAGE_SIZE)
-            || !len.is_multiple_of(PAGE_SIZE)
-            || len == 0
-            || offset.checked_add(len).is_none_or(|end| end > shared.size)
-        {
+        if len == 0 {
+            return Err(DaxError::EmptyRange {
+                what: "poison clear",
+                unit: "byte",
+            });
+        }
+        if !offset.is_multiple_of(PAGE_SIZE) || !len.is_multiple_of(PAGE_SIZE) {
+            return Err(DaxError::ClearUnaligned { offset, len });
+        }
+        if offset.checked_add(len).is_none_or(|end| end > shared.size) {
             return Err(DaxError::OutOfRange {
                 offset,
                 len,
@@ -375,7 +380,11 @@ impl DaxMapping {
     /// can recover from.
     pub fn read_mc(&self, offset: u64, buf: &mut [u8]) -> Result<(), DaxError> {
         let len = buf.len() as u64;
-        let rel = self.rel(self.addr().saturating_add(offset as usize), len.max(1))?;
+        let rel = self.rel(
+            self.addr().saturating_add(offset as usize),
+            len.max(1),
+            "read",
+        )?;
         let shared = &self.shared;
         let leaf = shared.align.bytes();
         let (first, end) = (rel / leaf, (rel + len.max(1)).div_ceil(leaf));

@@ -273,7 +273,7 @@ fn pin_by_address_faults_in_leaves_and_names_user_addresses() {
     let e = m
         .pin_user_pages(m.addr() + 3 * MIB as usize, 512, GupFlags::NONE)
         .expect_err("runs past the mapping");
-    assert!(matches!(e, DaxError::NotInMapping { .. }), "{e}");
+    assert!(matches!(e, DaxError::PastMappingEnd { .. }), "{e}");
 }
 
 #[test]
