@@ -15,7 +15,7 @@ use devmap::dax::DaxOptions;
 use devmap::init::InitMode;
 use devmap::memmap::Geometry;
 use devmap::namespace::{Access, EnabledNamespace, InfoFlags, Region};
-use devmap::{DeviceSpace, InitProgress, InitState, Layout, Order, PAGE_SIZE, Pfn, PfnRange};
+use devmap::{DeviceSpace, InitProgress, Layout, Order, PAGE_SIZE, Pfn, PfnRange};
 use serde::Serialize;
 
 use super::region::{open, region_error};
@@ -136,23 +136,20 @@ pub fn enable_timed(
     opts.progress = Some(Arc::clone(&progress));
     let bar = init_bar(&r, name, layout.layout());
     // The enable runs on a thread of its own so that this one can draw the bar while a sync
-    // or parallel init writes the memmap before the enable returns.
-    let enabled = std::thread::scope(|s| {
-        let r = &mut r;
-        let job = s.spawn(move || r.enable(space, name, opts));
-        while !job.is_finished() {
-            bar.set_position(progress.descriptors());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        job.join()
-    });
+    // or parallel init writes the memmap before the enable returns; its end is stamped on
+    // that thread, so the bar's period never adds to the time printed.
+    let (enabled, usable) = crate::threads::while_drawing(
+        "the enable",
+        || r.enable(space, name, opts),
+        BAR_PERIOD,
+        || bar.set_position(progress.descriptors()),
+    )?;
     let ns = enabled
-        .map_err(|_| anyhow::anyhow!("the enable of namespace {name:?} panicked"))?
         .map_err(region_error)
         .with_context(|| format!("cannot enable namespace {name:?} of {}", region.display()))?;
-    let enable_ns = start.elapsed().as_nanos() as u64;
-    wait_for_memmap(&ns, &bar, &progress)?;
-    let memmap_ns = start.elapsed().as_nanos() as u64;
+    let enable_ns = nanos_between(start, usable);
+    let whole = wait_for_memmap(&ns, &bar, &progress)?;
+    let memmap_ns = nanos_between(start, whole);
     let pgmap = ns.device().pgmap();
     let obj = EnableObject {
         name: name.to_owned(),
@@ -195,19 +192,31 @@ fn init_bar(r: &Region, name: &str, layout: Layout) -> indicatif::ProgressBar {
     bar
 }
 
-/// Waits for a background init to finish, moving `bar` with `progress`, then clears it.
+/// How often the bar is redrawn while an init runs.
+const BAR_PERIOD: Duration = Duration::from_millis(20);
+
+/// Nanoseconds from `start` to `end`.
+fn nanos_between(start: Instant, end: Instant) -> u64 {
+    u64::try_from(end.saturating_duration_since(start).as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Waits for a background init to finish, moving `bar` with `progress`, then clears it, and
+/// returns when the init ended (now, if none was running), stamped where the wait ends.
 fn wait_for_memmap(
     ns: &EnabledNamespace<'_>,
     bar: &indicatif::ProgressBar,
     progress: &InitProgress,
-) -> Result<()> {
+) -> Result<Instant> {
     let pgmap = ns.device().pgmap();
-    while pgmap.init_state() == InitState::Active {
-        bar.set_position(progress.descriptors());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (idle, whole) = crate::threads::while_drawing(
+        "the wait for the memmap init",
+        || pgmap.wait_init_idle(),
+        BAR_PERIOD,
+        || bar.set_position(progress.descriptors()),
+    )?;
     bar.finish_and_clear();
-    pgmap.wait_init_idle().map_err(|e| anyhow::anyhow!("{e}"))
+    idle.map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(whole)
 }
 
 /// `disable-namespace`'s arguments.
