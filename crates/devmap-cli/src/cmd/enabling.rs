@@ -14,7 +14,7 @@ use clap::{Args, ValueEnum};
 use devmap::dax::DaxOptions;
 use devmap::init::InitMode;
 use devmap::memmap::Geometry;
-use devmap::namespace::{Access, EnabledNamespace, InfoFlags, Region};
+use devmap::namespace::{Access, EnabledNamespace, InfoFlags, Region, StopSignal, StopSignals};
 use devmap::{DeviceSpace, InitProgress, Layout, Order, PAGE_SIZE, Pfn, PfnRange};
 use serde::Serialize;
 
@@ -79,6 +79,7 @@ pub struct EnableNamespaceArgs {
     #[arg(long, value_enum, default_value = "async")]
     init: EnableInit,
     /// Seconds to keep the namespace enabled before disabling it (0: disable at once).
+    /// Ctrl-C, SIGTERM or SIGHUP end it early, with a clean disable.
     #[arg(long, default_value_t = 0)]
     hold: u64,
 }
@@ -105,16 +106,32 @@ pub struct EnableObject {
     pub bad_pages: u64,
     /// Nanoseconds the clean disable took.
     pub disable_ns: u64,
+    /// The signal (`SIGINT`, `SIGTERM` or `SIGHUP`) that ended `--hold` early, or null. The
+    /// namespace was disabled cleanly all the same, and the command exits 0.
+    pub signal: Option<&'static str>,
 }
 
 /// Runs `enable-namespace`: enables the namespace, reports how, holds it, and disables it
-/// cleanly (so that the next enable can be warm).
+/// cleanly (so that the next enable can be warm). Ctrl-C, SIGTERM or SIGHUP end the hold
+/// early (one that came during the enable ends it as it starts); the namespace is disabled
+/// cleanly all the same, and the result printed with the signal named.
 pub fn enable(a: EnableNamespaceArgs) -> Result<()> {
+    // Before any thread starts: the device's and the init's threads inherit the mask, so the
+    // signals pend for the hold instead of ending the process with the namespace in use.
+    let stop = StopSignals::block().context("cannot block SIGINT, SIGTERM and SIGHUP")?;
     let space = DeviceSpace::new();
+    let mut signal = None;
     let obj = enable_timed(&space, &a.region, &a.name, a.layout, a.init, |_| {
-        std::thread::sleep(Duration::from_secs(a.hold));
+        signal = stop.wait(Duration::from_secs(a.hold));
     })?;
-    output::json(&[obj])
+    let printed = output::json(&[EnableObject {
+        signal: signal.map(StopSignal::name),
+        ..obj
+    }]);
+    // A signal that came during the disable is spent: the namespace is clean (and printed),
+    // so it is taken here rather than left to end the process once the guard unblocks it.
+    while stop.wait(Duration::ZERO).is_some() {}
+    printed
 }
 
 /// Opens the region, enables `name` and times it, runs `hold` with the namespace enabled
@@ -160,6 +177,7 @@ pub fn enable_timed(
         descriptors_initialized: pgmap.init_stats().descriptors,
         bad_pages: ns.device().badblocks().iter().map(|&(_, l)| l / 4096).sum(),
         disable_ns: 0,
+        signal: None,
     };
     hold(&ns);
     let t = Instant::now();
