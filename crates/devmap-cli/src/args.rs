@@ -290,7 +290,7 @@ mod tests {
         assert!(err("16G", "64K").contains("use --align 4K, 2M or 1G"));
         assert!(err("2P", "2M").contains("did you mean --size 1P?"));
         assert!(err("99999999999T", "2M").contains("does not fit in 64 bits"));
-        assert!(err("lots", "2M").contains("is not a size"));
+        assert!(err("lots", "2M").contains("is malformed"));
     }
 
     #[test]

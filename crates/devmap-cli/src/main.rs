@@ -65,7 +65,8 @@ enum Command {
     DestroyNamespace(cmd::namespaces::DestroyNamespaceArgs),
     /// Enable a devdax namespace in this process (adopting the memmap a clean disable left on
     /// the device, or initialising one), print how and how fast as JSON, hold it --hold
-    /// seconds, and disable it cleanly.
+    /// seconds, and disable it cleanly. Ctrl-C, SIGTERM or SIGHUP end the hold early: the
+    /// namespace is disabled cleanly, the result printed (naming the signal), and the exit 0.
     EnableNamespace(cmd::enabling::EnableNamespaceArgs),
     /// Disable a namespace left enabled by a process that died: rebuild its memmap and mark it
     /// clean, so that the next enable is warm. A namespace a live process has enabled is that

@@ -1,5 +1,5 @@
 //! What the kernel says about this process and machine: resident set size and available memory,
-//! read from `/proc`.
+//! read from `/proc`, and which process holds a region file's lock (`/proc/locks`).
 
 use anyhow::{Context, Result, anyhow};
 
@@ -38,9 +38,57 @@ pub fn memory_budget() -> Result<(u64, u64)> {
     Ok((available / 100 * MEMORY_BUDGET_PERCENT, available))
 }
 
+/// The pid of the process holding a `flock` lock on the file at `path`, as `/proc/locks` tells:
+/// read-only, so asking never takes the lock from a process about to (a region's manager holds
+/// its exclusive lock for as long as it manages it). `None` if no process does, or if the file
+/// or `/proc/locks` cannot be read.
+pub fn flock_holder(path: &std::path::Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    flock_holder_in(&locks, meta.dev(), meta.ino())
+}
+
+/// [`flock_holder`] over the text of `/proc/locks`, for the file with device `dev` (as
+/// `st_dev` encodes it) and inode `ino`.
+fn flock_holder_in(locks: &str, dev: u64, ino: u64) -> Option<u32> {
+    // Linux's dev_t: the minor's low 8 bits at 0, the major's 12 at 8, the rest of the minor at
+    // 20 and of the major at 44 (new_encode_dev / huge_encode_dev).
+    let major = ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0xfff);
+    let minor = ((dev >> 12) & 0xffff_ff00) | (dev & 0xff);
+    // `1: FLOCK  ADVISORY  WRITE 15937 fe:00:10011219 0 EOF`; a waiter's line has `->` after
+    // the number, and holds nothing.
+    locks.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.get(1) != Some(&"FLOCK") {
+            return None;
+        }
+        let mut id = f.get(5)?.split(':');
+        let (maj, min, inode) = (id.next()?, id.next()?, id.next()?);
+        let same = u64::from_str_radix(maj, 16).ok()? == major
+            && u64::from_str_radix(min, 16).ok()? == minor
+            && inode.parse::<u64>().ok()? == ino;
+        same.then(|| f.get(4)?.parse().ok()).flatten()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_holder_of_a_flock_is_read_from_proc_locks() {
+        let locks = "1: POSIX  ADVISORY  WRITE 700 fe:00:10011219 0 EOF\n\
+                     2: FLOCK  ADVISORY  WRITE 15937 fe:00:10011219 0 EOF\n\
+                     2: -> FLOCK  ADVISORY  WRITE 15999 fe:00:10011219 0 EOF\n\
+                     3: FLOCK  ADVISORY  READ 15841 103:02:42 0 EOF\n";
+        // fe:00 is st_dev 0xfe00; 103:02 (major 259) is 0x10302.
+        assert_eq!(flock_holder_in(locks, 0xfe00, 10011219), Some(15937));
+        assert_eq!(flock_holder_in(locks, 0x10302, 42), Some(15841));
+        assert_eq!(flock_holder_in(locks, 0xfe00, 42), None);
+        assert_eq!(flock_holder_in(locks, 0xfe01, 10011219), None);
+        assert_eq!(flock_holder_in("", 0xfe00, 10011219), None);
+    }
 
     #[test]
     fn rss_grows_when_memory_is_touched() {

@@ -4,12 +4,22 @@
 
 use anyhow::{Result, anyhow, bail};
 
-/// Parses a size with an optional binary suffix (`K`, `M`, `G`, `T`, `P`; powers of 1024);
-/// `what` names it in refusals (`size`, `align`), and `overflow_hint` ends the message when the
-/// number does not fit in 64 bits.
+/// Parses a size with an optional binary suffix (`K`, `M`, `G`, `T`, `P`, `E`; powers of
+/// 1024); `what` names it in refusals (`size`, `align`), and `overflow_hint` ends the message
+/// when the number does not fit in 64 bits. A text that is not a number and a unit (an
+/// exponent as in `1e30`, a sign, hex, digits after the unit) is malformed, never too large.
 pub fn parse_bytes(what: &str, text: &str, overflow_hint: &str) -> Result<u64> {
     if text.trim_start().starts_with('-') {
         bail!("{what} {text} is negative: sizes count bytes, e.g. 16G");
+    }
+    let malformed = || {
+        anyhow!(
+            "{what} {text:?} is malformed: write a number with an optional K, M, G, T, P or E \
+             suffix (powers of 1024), e.g. 64G, 1024M or 4K"
+        )
+    };
+    if !size_shaped(text) {
+        return Err(malformed());
     }
     parse_size::Config::new()
         .with_binary()
@@ -18,11 +28,25 @@ pub fn parse_bytes(what: &str, text: &str, overflow_hint: &str) -> Result<u64> {
             parse_size::Error::PosOverflow => {
                 anyhow!("{what} {text:?} does not fit in 64 bits: {overflow_hint}")
             }
-            _ => anyhow!(
-                "{what} {text:?} is not a size: use a number with an optional K, M, G or T \
-                 suffix (powers of 1024), e.g. 16G"
-            ),
+            _ => malformed(),
         })
+}
+
+/// Whether `text` has the shape of a size: digits, an optional fraction, and an optional unit
+/// of letters after optional blanks (`16G`, `1.5 GiB`, `4096`). parse-size also takes
+/// exponents (`1e30`, which it then calls too large) and `_` between digits; sizes here do not.
+fn size_shaped(text: &str) -> bool {
+    let t = text.trim();
+    let end = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(end);
+    let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    let whole_and_fraction = match number.split_once('.') {
+        Some((whole, fraction)) => digits(whole) && digits(fraction),
+        None => digits(number),
+    };
+    whole_and_fraction && unit.trim_start().bytes().all(|b| b.is_ascii_alphabetic())
 }
 
 /// `bytes` in the largest binary unit that divides it exactly (`3072M` is `3G`; `3000M`,
@@ -105,6 +129,27 @@ mod tests {
         assert_eq!(format_size(100), "100");
         assert_eq!(format_size(0), "0");
         assert_eq!(format_size(u64::MAX), u64::MAX.to_string());
+    }
+
+    #[test]
+    fn malformed_sizes_are_called_malformed_not_too_large() {
+        for text in [
+            "1e30", "1e3", "1.5e1", "1e3K", "0x10", "1_000", "sixteen", "", "16G4", ".",
+        ] {
+            let e = parse_bytes("size", text, "hint")
+                .expect_err(text)
+                .to_string();
+            assert!(e.contains("is malformed"), "{text}: {e}");
+            assert!(e.contains("e.g. 64G, 1024M or 4K"), "{text}: {e}");
+        }
+        for (text, bytes) in [("16G", 16 << 30), ("1.5 GiB", 3 << 29), (" 4096 ", 4096)] {
+            assert_eq!(parse_bytes("size", text, "").expect(text), bytes);
+        }
+        let e = parse_bytes("size", "99999999999999T", "hint").expect_err("overflow");
+        assert!(
+            e.to_string().contains("does not fit in 64 bits: hint"),
+            "{e}"
+        );
     }
 
     #[test]

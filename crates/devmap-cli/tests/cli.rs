@@ -240,7 +240,13 @@ fn bad_sizes_and_aligns_are_refused_with_a_suggestion() {
         &["estimate", "--size", "4P"],
         "larger than the largest namespace",
     );
-    fails(&["estimate", "--size", "sixteen"], "is not a size");
+    fails(&["estimate", "--size", "sixteen"], "is malformed");
+    // An exponent is malformed, not a size too large for 64 bits.
+    fails(
+        &["estimate", "--size", "1e30"],
+        "size \"1e30\" is malformed: write a number with an optional K, M, G, T, P or E suffix \
+         (powers of 1024), e.g. 64G, 1024M or 4K",
+    );
     fails(
         &[
             "estimate", "--size", "2M", "--map", "dev", "--layout", "flat",

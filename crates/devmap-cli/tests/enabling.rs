@@ -1,8 +1,9 @@
 //! `enable-namespace` and `disable-namespace` through the command line: the first enable of a
 //! `--map dev` namespace is cold and leaves a memmap on the device that the next one adopts
 //! (warm, nothing initialised); a namespace a live process holds cannot be disabled from
-//! another; one left enabled by a process killed with SIGKILL is repaired by
-//! `disable-namespace`, after which enables are warm again.
+//! another; one left enabled by a process killed with SIGKILL is named by `check-namespace`
+//! with its repair, and repaired by `disable-namespace`, after which enables are warm again;
+//! SIGINT or SIGTERM during `--hold` end the hold with a clean disable and the result printed.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -109,15 +110,82 @@ fn a_namespace_left_enabled_by_a_killed_process_is_repaired_by_disable() {
     holder.kill().expect("SIGKILL the holder");
     holder.wait().expect("reap");
 
-    assert_eq!(
-        check(&r)["clean"],
-        false,
-        "the killed holder left it in use"
+    // check-namespace says it was left enabled, and names the repair.
+    let out = common::devmap(&["check-namespace", "-r", r.path(), "kv"]);
+    assert!(
+        !out.status.success(),
+        "a namespace left enabled fails its check"
     );
+    let c: Value = serde_json::from_slice(&out.stdout).expect("check prints JSON");
+    assert_eq!(c["clean"], false, "the killed holder left it in use");
+    assert_eq!(c["state"], "left enabled");
+    assert_eq!(c["ok"], false);
+    let repair = format!("devmap disable-namespace -r {} kv", r.path());
+    assert_eq!(c["repair"], repair.as_str());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&repair), "{err}");
     let repaired = json(&["disable-namespace", "-r", r.path(), "kv"]);
     assert_eq!(repaired[0]["was_clean"], false);
     assert_eq!(repaired[0]["rebuilt"], true);
     assert_eq!(check(&r)["clean"], true);
     let after = enable(&r, &[]);
     assert_eq!(after["path"], "warm", "the repair left an adoptable memmap");
+}
+
+/// Starts `enable-namespace --hold 60` of `r`'s kv and waits until it holds the namespace.
+fn hold(r: &TempRegion) -> std::process::Child {
+    let holder = Command::new(env!("CARGO_BIN_EXE_devmap"))
+        .args(["enable-namespace", "-r", r.path(), "kv", "--hold", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn a holder");
+    // The holder marks the info block in use as it enables.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while check(r)["clean"] == true {
+        assert!(
+            Instant::now() < deadline,
+            "the holder never enabled the namespace"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    holder
+}
+
+#[test]
+fn sigint_or_sigterm_during_hold_disables_cleanly_and_prints_the_result() {
+    use rustix::process::{Pid, Signal, kill_process};
+
+    let r = region_with("stop", "dev");
+    enable(&r, &[]);
+    for (signal, name) in [(Signal::TERM, "SIGTERM"), (Signal::INT, "SIGINT")] {
+        let mut holder = hold(&r);
+        let holding = format!("enabled by process {}", holder.id());
+        let pid = Pid::from_raw(holder.id() as i32).expect("a child's pid");
+        let during = check(&r);
+        kill_process(pid, signal).expect("signal the holder");
+        // Well inside the 60 s hold: the signal ended it.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while holder.try_wait().expect("wait").is_none() {
+            assert!(Instant::now() < deadline, "{name} did not end the hold");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = holder.wait_with_output().expect("the holder's output");
+        assert_eq!(out.status.code(), Some(0), "{name}: {out:?}");
+        let rows: Value = serde_json::from_slice(&out.stdout).expect("the result as JSON");
+        assert_eq!(rows[0]["name"], "kv", "{name}");
+        assert_eq!(rows[0]["path"], "warm", "{name}");
+        assert_eq!(rows[0]["signal"], name);
+        assert!(field(&rows[0], "disable_ns") > 0, "{name}: disabled");
+
+        assert_eq!(during["state"], holding.as_str(), "check names the holder");
+        assert_eq!(during["ok"], true);
+        let c = check(&r);
+        assert_eq!(c["clean"], true, "{name} left it clean");
+        assert_eq!(c["state"], "clean");
+        assert_eq!(c["ok"], true);
+        let next = enable(&r, &[]);
+        assert_eq!(next["path"], "warm", "after {name}");
+        assert_eq!(next["signal"], Value::Null);
+    }
 }

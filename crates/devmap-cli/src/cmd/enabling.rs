@@ -14,8 +14,8 @@ use clap::{Args, ValueEnum};
 use devmap::dax::DaxOptions;
 use devmap::init::InitMode;
 use devmap::memmap::Geometry;
-use devmap::namespace::{Access, EnabledNamespace, InfoFlags, Region};
-use devmap::{DeviceSpace, InitProgress, InitState, Layout, Order, PAGE_SIZE, Pfn, PfnRange};
+use devmap::namespace::{Access, EnabledNamespace, InfoFlags, Region, StopSignal, StopSignals};
+use devmap::{DeviceSpace, InitProgress, Layout, Order, PAGE_SIZE, Pfn, PfnRange};
 use serde::Serialize;
 
 use super::region::{open, region_error};
@@ -79,6 +79,7 @@ pub struct EnableNamespaceArgs {
     #[arg(long, value_enum, default_value = "async")]
     init: EnableInit,
     /// Seconds to keep the namespace enabled before disabling it (0: disable at once).
+    /// Ctrl-C, SIGTERM or SIGHUP end it early, with a clean disable.
     #[arg(long, default_value_t = 0)]
     hold: u64,
 }
@@ -105,16 +106,32 @@ pub struct EnableObject {
     pub bad_pages: u64,
     /// Nanoseconds the clean disable took.
     pub disable_ns: u64,
+    /// The signal (`SIGINT`, `SIGTERM` or `SIGHUP`) that ended `--hold` early, or null. The
+    /// namespace was disabled cleanly all the same, and the command exits 0.
+    pub signal: Option<&'static str>,
 }
 
 /// Runs `enable-namespace`: enables the namespace, reports how, holds it, and disables it
-/// cleanly (so that the next enable can be warm).
+/// cleanly (so that the next enable can be warm). Ctrl-C, SIGTERM or SIGHUP end the hold
+/// early (one that came during the enable ends it as it starts); the namespace is disabled
+/// cleanly all the same, and the result printed with the signal named.
 pub fn enable(a: EnableNamespaceArgs) -> Result<()> {
+    // Before any thread starts: the device's and the init's threads inherit the mask, so the
+    // signals pend for the hold instead of ending the process with the namespace in use.
+    let stop = StopSignals::block().context("cannot block SIGINT, SIGTERM and SIGHUP")?;
     let space = DeviceSpace::new();
+    let mut signal = None;
     let obj = enable_timed(&space, &a.region, &a.name, a.layout, a.init, |_| {
-        std::thread::sleep(Duration::from_secs(a.hold));
+        signal = stop.wait(Duration::from_secs(a.hold));
     })?;
-    output::json(&[obj])
+    let printed = output::json(&[EnableObject {
+        signal: signal.map(StopSignal::name),
+        ..obj
+    }]);
+    // A signal that came during the disable is spent: the namespace is clean (and printed),
+    // so it is taken here rather than left to end the process once the guard unblocks it.
+    while stop.wait(Duration::ZERO).is_some() {}
+    printed
 }
 
 /// Opens the region, enables `name` and times it, runs `hold` with the namespace enabled
@@ -136,23 +153,20 @@ pub fn enable_timed(
     opts.progress = Some(Arc::clone(&progress));
     let bar = init_bar(&r, name, layout.layout());
     // The enable runs on a thread of its own so that this one can draw the bar while a sync
-    // or parallel init writes the memmap before the enable returns.
-    let enabled = std::thread::scope(|s| {
-        let r = &mut r;
-        let job = s.spawn(move || r.enable(space, name, opts));
-        while !job.is_finished() {
-            bar.set_position(progress.descriptors());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        job.join()
-    });
+    // or parallel init writes the memmap before the enable returns; its end is stamped on
+    // that thread, so the bar's period never adds to the time printed.
+    let (enabled, usable) = crate::threads::while_drawing(
+        "the enable",
+        || r.enable(space, name, opts),
+        BAR_PERIOD,
+        || bar.set_position(progress.descriptors()),
+    )?;
     let ns = enabled
-        .map_err(|_| anyhow::anyhow!("the enable of namespace {name:?} panicked"))?
         .map_err(region_error)
         .with_context(|| format!("cannot enable namespace {name:?} of {}", region.display()))?;
-    let enable_ns = start.elapsed().as_nanos() as u64;
-    wait_for_memmap(&ns, &bar, &progress)?;
-    let memmap_ns = start.elapsed().as_nanos() as u64;
+    let enable_ns = nanos_between(start, usable);
+    let whole = wait_for_memmap(&ns, &bar, &progress)?;
+    let memmap_ns = nanos_between(start, whole);
     let pgmap = ns.device().pgmap();
     let obj = EnableObject {
         name: name.to_owned(),
@@ -163,6 +177,7 @@ pub fn enable_timed(
         descriptors_initialized: pgmap.init_stats().descriptors,
         bad_pages: ns.device().badblocks().iter().map(|&(_, l)| l / 4096).sum(),
         disable_ns: 0,
+        signal: None,
     };
     hold(&ns);
     let t = Instant::now();
@@ -195,19 +210,31 @@ fn init_bar(r: &Region, name: &str, layout: Layout) -> indicatif::ProgressBar {
     bar
 }
 
-/// Waits for a background init to finish, moving `bar` with `progress`, then clears it.
+/// How often the bar is redrawn while an init runs.
+const BAR_PERIOD: Duration = Duration::from_millis(20);
+
+/// Nanoseconds from `start` to `end`.
+fn nanos_between(start: Instant, end: Instant) -> u64 {
+    u64::try_from(end.saturating_duration_since(start).as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Waits for a background init to finish, moving `bar` with `progress`, then clears it, and
+/// returns when the init ended (now, if none was running), stamped where the wait ends.
 fn wait_for_memmap(
     ns: &EnabledNamespace,
     bar: &indicatif::ProgressBar,
     progress: &InitProgress,
-) -> Result<()> {
+) -> Result<Instant> {
     let pgmap = ns.device().pgmap();
-    while pgmap.init_state() == InitState::Active {
-        bar.set_position(progress.descriptors());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (idle, whole) = crate::threads::while_drawing(
+        "the wait for the memmap init",
+        || pgmap.wait_init_idle(),
+        BAR_PERIOD,
+        || bar.set_position(progress.descriptors()),
+    )?;
     bar.finish_and_clear();
-    pgmap.wait_init_idle().map_err(|e| anyhow::anyhow!("{e}"))
+    idle.map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(whole)
 }
 
 /// `disable-namespace`'s arguments.

@@ -233,12 +233,21 @@ struct Check {
     memmap_layout: Option<&'static str>,
     /// The first pfn that memmap describes, or null.
     memmap_base_pfn: Option<u64>,
+    /// `clean` (disabled cleanly: a warm enable may adopt its memmap), `never enabled`,
+    /// `enabled by process N` (which holds the region now), or `left enabled` (by a process
+    /// that ended without disabling it: its memmap is not to be trusted until repaired).
+    state: String,
+    /// The command that repairs a namespace left enabled, or null.
+    repair: Option<String>,
     checked: [&'static str; 6],
+    /// Whether the label and info block are valid and agree, and the namespace was not left
+    /// enabled.
     ok: bool,
 }
 
 /// Runs `check-namespace`: reads the label and the info block it points to, and checks that
 /// both are valid and agree. Read-only, so it works while another process manages the region.
+/// A namespace left enabled by a process that ended is printed with the repair, and fails.
 pub fn check(a: CheckNamespaceArgs) -> Result<()> {
     let region = open(&a.region, Access::Read)?;
     let what = || {
@@ -274,15 +283,36 @@ pub fn check(a: CheckNamespaceArgs) -> Result<()> {
         ))
         .with_context(what);
     }
+    let clean = block.flags.contains(InfoFlags::CLEAN);
+    // An enable marks the block in use (its generation goes past 1) and a clean disable marks
+    // it clean; in between, the enabling process holds the region's lock.
+    let (state, repair) = if clean {
+        ("clean".to_owned(), None)
+    } else if block.generation <= 1 {
+        ("never enabled".to_owned(), None)
+    } else if let Some(pid) = crate::procfs::flock_holder(&a.region) {
+        (format!("enabled by process {pid}"), None)
+    } else {
+        (
+            "left enabled".to_owned(),
+            Some(format!(
+                "devmap disable-namespace -r {} {}",
+                a.region.display(),
+                label.name
+            )),
+        )
+    };
     let check = Check {
         region: a.region.display().to_string(),
         name: label.name.clone(),
         uuid: format_uuid(&label.uuid),
         info_block_offset: Bytes::Raw(label.offset + INFO_BLOCK_OFFSET),
         generation: block.generation,
-        clean: block.flags.contains(InfoFlags::CLEAN),
+        clean,
         memmap_layout: block.memmap.map(|m| m.layout.name()),
         memmap_base_pfn: block.memmap.map(|m| m.base.raw()),
+        state,
+        repair: repair.clone(),
         checked: [
             "label index",
             "info block signature and version",
@@ -291,7 +321,16 @@ pub fn check(a: CheckNamespaceArgs) -> Result<()> {
             "info block agrees with the label (uuid, geometry, name)",
             "info block parent is this region",
         ],
-        ok: true,
+        ok: repair.is_none(),
     };
-    output::say(&serde_json::to_string_pretty(&check)?)
+    output::say(&serde_json::to_string_pretty(&check)?)?;
+    match repair {
+        None => Ok(()),
+        Some(repair) => Err(anyhow!(
+            "namespace {:?} was left enabled by a process that ended without disabling it: its \
+             memmap on the device is not to be trusted, and its next enable rebuilds it. \
+             `{repair}` rebuilds it now and marks the namespace clean",
+            label.name
+        )),
+    }
 }

@@ -41,6 +41,7 @@ mod infoblock;
 mod label;
 mod ondisk;
 mod region;
+mod signals;
 
 pub use self::badblocks::{
     BADBLOCKS_LEN, BADBLOCKS_OFFSET, BADBLOCKS_SIGNATURE, Badblocks, BadblocksError, MAX_BAD_RANGES,
@@ -56,6 +57,7 @@ pub use self::label::{
 };
 pub use self::ondisk::fletcher64;
 pub use self::region::{Access, MIN_REGION_BYTES, Region, RegionError};
+pub use self::signals::{StopSignal, StopSignals};
 
 use crate::addr::{AddrError, Order, PAGE_SIZE, PfnRange};
 use crate::memmap::{AltmapGeometry, Layout};
