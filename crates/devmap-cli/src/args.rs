@@ -8,7 +8,7 @@ use std::str::FromStr;
 use anyhow::{Result, anyhow, bail};
 use clap::{Args, ValueEnum};
 use devmap::namespace::INFO_BLOCK_BYTES;
-use devmap::{Layout, MemmapLocation, Namespace, NamespaceError, NamespaceMode, PAGE_SIZE};
+use devmap::{Layout, MemmapLocation, Namespace, NamespaceError, NamespaceMode};
 
 use crate::units::{format_size, parse_bytes};
 
@@ -103,8 +103,8 @@ impl NamespaceArgs {
     }
 }
 
-/// The aligns `devmap` supports.
-const SUPPORTED_ALIGNS: [u64; 3] = [PAGE_SIZE, 2 << 20, 1 << 30];
+/// The aligns a namespace may have: the library's rule.
+const SUPPORTED_ALIGNS: [u64; 3] = Namespace::SUPPORTED_ALIGNS;
 /// The hint that names them.
 const USE_SUPPORTED: &str = "use --align 4K, 2M or 1G";
 

@@ -1,90 +1,20 @@
-//! Sizes and durations as the command line spells them: parsing sizes with binary suffixes,
-//! printing them back the same way (`3G`, `3000M`), byte counts for reading (`4.03 GiB`),
-//! milliseconds, and latencies in the unit that suits them.
+//! Sizes and durations as the command line spells them: sizes through the library's
+//! `devmap::units` (parsed with binary suffixes, printed back the same way, `3G`, `3000M`, and
+//! for reading, `4.03 GiB`), milliseconds, and latencies in the unit that suits them.
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, anyhow};
+use devmap::units::{SizeError, parse_size};
 
-/// Parses a size with an optional binary suffix (`K`, `M`, `G`, `T`, `P`, `E`; powers of
-/// 1024); `what` names it in refusals (`size`, `align`), and `overflow_hint` ends the message
-/// when the number does not fit in 64 bits. A text that is not a number and a unit (an
-/// exponent as in `1e30`, a sign, hex, digits after the unit) is malformed, never too large.
+pub use devmap::units::{format_size, human};
+
+/// Parses a size as every front end does ([`devmap::units::parse_size`]); `what` names it in
+/// refusals (`size`, `align`), and `overflow_hint` ends the message when the number does not
+/// fit in 64 bits.
 pub fn parse_bytes(what: &str, text: &str, overflow_hint: &str) -> Result<u64> {
-    if text.trim_start().starts_with('-') {
-        bail!("{what} {text} is negative: sizes count bytes, e.g. 16G");
-    }
-    let malformed = || {
-        anyhow!(
-            "{what} {text:?} is malformed: write a number with an optional K, M, G, T, P or E \
-             suffix (powers of 1024), e.g. 64G, 1024M or 4K"
-        )
-    };
-    if !size_shaped(text) {
-        return Err(malformed());
-    }
-    parse_size::Config::new()
-        .with_binary()
-        .parse_size(text)
-        .map_err(|e| match e {
-            parse_size::Error::PosOverflow => {
-                anyhow!("{what} {text:?} does not fit in 64 bits: {overflow_hint}")
-            }
-            _ => malformed(),
-        })
-}
-
-/// Whether `text` has the shape of a size: digits, an optional fraction, and an optional unit
-/// of letters after optional blanks (`16G`, `1.5 GiB`, `4096`). parse-size also takes
-/// exponents (`1e30`, which it then calls too large) and `_` between digits; sizes here do not.
-fn size_shaped(text: &str) -> bool {
-    let t = text.trim();
-    let end = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(end);
-    let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
-    let whole_and_fraction = match number.split_once('.') {
-        Some((whole, fraction)) => digits(whole) && digits(fraction),
-        None => digits(number),
-    };
-    whole_and_fraction && unit.trim_start().bytes().all(|b| b.is_ascii_alphabetic())
-}
-
-/// `bytes` in the largest binary unit that divides it exactly (`3072M` is `3G`; `3000M`,
-/// `512K`, `100`): the spelling `--size` accepts back, so suggestions can be pasted.
-pub fn format_size(bytes: u64) -> String {
-    const UNITS: [(u32, &str); 6] = [
-        (60, "E"),
-        (50, "P"),
-        (40, "T"),
-        (30, "G"),
-        (20, "M"),
-        (10, "K"),
-    ];
-    if bytes == 0 {
-        return "0".to_owned();
-    }
-    for (shift, unit) in UNITS {
-        if bytes.trailing_zeros() >= shift {
-            return format!("{}{unit}", bytes >> shift);
-        }
-    }
-    bytes.to_string()
-}
-
-/// `bytes` in the largest binary unit it reaches, two decimals (`4.03 GiB`).
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.2} {}", UNITS[u])
-    }
+    parse_size(text).map_err(|e| match e {
+        SizeError::TooLarge { .. } => anyhow!("{what} {e}: {overflow_hint}"),
+        _ => anyhow!("{what} {e}"),
+    })
 }
 
 /// Nanoseconds as milliseconds with three decimals.

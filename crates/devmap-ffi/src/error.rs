@@ -44,19 +44,8 @@ impl Failure {
     }
 
     /// A library error: its errno from [`errno`], its message with every source below it.
-    fn library(errno: i32, e: &dyn std::error::Error) -> Failure {
-        let mut message = e.to_string();
-        let mut source = e.source();
-        while let Some(s) = source {
-            let text = s.to_string();
-            // Some messages quote their source already; do not say it twice.
-            if !message.contains(&text) {
-                message.push_str(": ");
-                message.push_str(&text);
-            }
-            source = s.source();
-        }
-        Failure::new(errno, message)
+    fn library(errno: i32, e: &(dyn std::error::Error + 'static)) -> Failure {
+        Failure::new(errno, devmap::units::describe(e))
     }
 }
 

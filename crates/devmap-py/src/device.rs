@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use devmap::backing::Backing;
-use devmap::dax::{DaxOptions, Faults, Granularity};
+use devmap::dax::{DaxOptions, Granularity};
 use devmap::memory_failure::{
     HandledBy, MfFlags, MfReport, memory_failure, memory_failure_at as mf_at,
 };
@@ -35,27 +35,10 @@ impl Opts {
         handlers: usize,
     ) -> PyResult<Opts> {
         let mut opts = DaxOptions::new(align.device()?);
-        opts.layout = crate::layout_arg(layout)?;
-        opts.init = crate::init_arg(init)?;
-        opts.granularity = match granularity {
-            "page" => Granularity::Page,
-            "leaf" => Granularity::Leaf,
-            other => {
-                return Err(invalid(format!(
-                    "unknown granularity {other:?}: expected \"page\" or \"leaf\""
-                )));
-            }
-        };
-        opts.faults = match faults {
-            "auto" => Faults::Auto,
-            "userfaultfd" => Faults::Userfaultfd,
-            "explicit" => Faults::Explicit,
-            other => {
-                return Err(invalid(format!(
-                    "unknown faults {other:?}: expected \"auto\", \"userfaultfd\" or \"explicit\""
-                )));
-            }
-        };
+        opts.layout = crate::named_arg(layout)?;
+        opts.init = crate::named_arg(init)?;
+        opts.granularity = crate::named_arg(granularity)?;
+        opts.faults = crate::named_arg(faults)?;
         opts.handlers = handlers;
         opts.validate().map_err(errors::dax)?;
         Ok(Opts {

@@ -5,8 +5,6 @@
 //! `E2BIG` and `EFAULT`, `BusyError` for `EBUSY`, `TornDownError` for `ENXIO`,
 //! `PoisonedError` for `EHWPOISON` (`MemoryLost` for bytes a read lost).
 
-use std::error::Error as StdError;
-
 use devmap::DaxError;
 use devmap::backing::BackingError;
 use devmap::memory_failure::MfError;
@@ -179,21 +177,7 @@ pub(crate) mod libc_errno {
 
 use libc_errno::*;
 
-/// The error's message followed by its causes ("a: b: c"), skipping a cause the message
-/// already shows.
-pub(crate) fn reason(e: &(dyn StdError + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let s = c.to_string();
-        if !out.contains(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cur = c.source();
-    }
-    out
-}
+pub(crate) use devmap::units::describe as reason;
 
 /// The exception class of a library error with `errno`: the library's errno
 /// ([`devmap::errno`], the C ABI's too) decides it, so both bindings say the same.

@@ -24,8 +24,8 @@ mod mapping;
 mod pins;
 mod region;
 
+use devmap::Order;
 use devmap::backing::HugePageSize;
-use devmap::{InitMode, Layout, Order};
 use pyo3::prelude::*;
 use pyo3::types::{PyInt, PyString};
 
@@ -36,20 +36,7 @@ use crate::errors::invalid;
 pub(crate) fn size_arg(what: &str, value: &Bound<'_, PyAny>) -> PyResult<u64> {
     if let Ok(s) = value.cast::<PyString>() {
         let text = s.to_str()?;
-        if text.trim_start().starts_with('-') {
-            return Err(invalid(format!(
-                "{what} {text:?} is negative: sizes count bytes, e.g. \"64M\""
-            )));
-        }
-        return ::parse_size::Config::new()
-            .with_binary()
-            .parse_size(text)
-            .map_err(|_| {
-                invalid(format!(
-                    "{what} {text:?} is not a size: use an int of bytes or a number with an \
-                     optional K, M, G or T suffix (powers of 1024), e.g. \"64M\""
-                ))
-            });
+        return devmap::units::parse_size(text).map_err(|e| invalid(format!("{what} {e}")));
     }
     if value.is_instance_of::<PyInt>() {
         return value.extract::<u64>().map_err(|_| {
@@ -64,26 +51,7 @@ pub(crate) fn size_arg(what: &str, value: &Bound<'_, PyAny>) -> PyResult<u64> {
     )))
 }
 
-/// `bytes` as a size argument spells it: in the largest binary unit that divides it exactly
-/// (`3M`, `1G`, `4097`).
-pub(crate) fn format_size(bytes: u64) -> String {
-    const UNITS: [(u32, &str); 6] = [
-        (60, "E"),
-        (50, "P"),
-        (40, "T"),
-        (30, "G"),
-        (20, "M"),
-        (10, "K"),
-    ];
-    if bytes == 0 {
-        return "0".to_owned();
-    }
-    UNITS
-        .iter()
-        .find(|(shift, _)| bytes.trailing_zeros() >= *shift)
-        .map(|(shift, unit)| format!("{}{unit}", bytes >> shift))
-        .unwrap_or_else(|| bytes.to_string())
-}
+pub(crate) use devmap::units::format_size;
 
 /// An optional size argument.
 pub(crate) fn opt_size_arg(what: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<u64>> {
@@ -124,21 +92,13 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Align {
     }
 }
 
-/// A memmap layout by name.
-pub(crate) fn layout_arg(name: &str) -> PyResult<Layout> {
-    name.parse::<Layout>().map_err(invalid)
-}
-
-/// An init mode by name.
-pub(crate) fn init_arg(name: &str) -> PyResult<InitMode> {
-    match name {
-        "sync" => Ok(InitMode::Sync),
-        "parallel" => Ok(InitMode::parallel_default()),
-        "async" => Ok(InitMode::async_default()),
-        other => Err(invalid(format!(
-            "unknown init {other:?}: expected \"sync\", \"parallel\" or \"async\""
-        ))),
-    }
+/// An option value by name (a layout, init mode, granularity, faults mode, namespace mode or
+/// memmap location): the library's `FromStr`, so every front end reads the same names.
+pub(crate) fn named_arg<T>(name: &str) -> PyResult<T>
+where
+    T: std::str::FromStr<Err = devmap::units::UnknownName>,
+{
+    name.parse::<T>().map_err(|e| invalid(e.to_string()))
 }
 
 /// A huge page size by bytes.

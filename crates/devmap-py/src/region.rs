@@ -6,9 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use devmap::dax::{DaxOptions, Granularity};
-use devmap::namespace::{
-    Access, InfoFlags, MemmapLocation, Namespace, NamespaceMode, Region as LibRegion,
-};
+use devmap::namespace::{Access, InfoFlags, Namespace, Region as LibRegion};
 use devmap::{DeviceSpace, Order, Pfn, PfnRange};
 use parking_lot::Mutex;
 use pyo3::prelude::*;
@@ -48,26 +46,6 @@ enum Destroy {
     Unreadable(String),
     /// The region refused.
     Region(devmap::namespace::RegionError),
-}
-
-fn mode_arg(mode: &str) -> PyResult<NamespaceMode> {
-    match mode {
-        "devdax" => Ok(NamespaceMode::Devdax),
-        "fsdax" => Ok(NamespaceMode::Fsdax),
-        other => Err(invalid(format!(
-            "unknown mode {other:?}: expected \"devdax\" or \"fsdax\""
-        ))),
-    }
-}
-
-fn map_arg(map: &str) -> PyResult<MemmapLocation> {
-    match map {
-        "mem" => Ok(MemmapLocation::Mem),
-        "dev" => Ok(MemmapLocation::Dev),
-        other => Err(invalid(format!(
-            "unknown map {other:?}: expected \"mem\" or \"dev\""
-        ))),
-    }
 }
 
 #[pymethods]
@@ -146,8 +124,8 @@ impl Region {
 
     /// Carves a namespace of `size` bytes (a multiple of `align`, info block included) out of
     /// the region, first fit, as `ndctl create-namespace` does. Returns its dict.
-    #[pyo3(signature = (name, size, mode = "devdax", align = crate::Align::DEFAULT, map = "mem"))]
-    #[pyo3(text_signature = "($self, name, size, mode='devdax', align='2M', map='mem')")]
+    #[pyo3(signature = (name, size, mode = "devdax", align = crate::Align::DEFAULT, map = "dev"))]
+    #[pyo3(text_signature = "($self, name, size, mode='devdax', align='2M', map='dev')")]
     fn create_namespace<'py>(
         &self,
         py: Python<'py>,
@@ -159,7 +137,7 @@ impl Region {
     ) -> PyResult<Bound<'py, PyDict>> {
         let size = crate::size_arg("size", size)?;
         let align = align.0;
-        let (mode, map) = (mode_arg(mode)?, map_arg(map)?);
+        let (mode, map) = (crate::named_arg(mode)?, crate::named_arg(map)?);
         let label = self
             .cell
             .detached(py, |r| r.create_namespace(name, size, align, mode, map))?
@@ -227,8 +205,8 @@ impl Region {
     /// `Mapping.populate` and pins, and a memory error costs the whole leaf.
     #[pyo3(signature = (name, layout = "heads", init = "parallel"))]
     fn enable(&self, py: Python<'_>, name: &str, layout: &str, init: &str) -> PyResult<Device> {
-        let layout_v = crate::layout_arg(layout)?;
-        let init_v = crate::init_arg(init)?;
+        let layout_v = crate::named_arg(layout)?;
+        let init_v = crate::named_arg::<devmap::InitMode>(init)?;
         let mut opts = DaxOptions::new(Order::PMD);
         opts.layout = layout_v;
         opts.init = init_v;
@@ -300,8 +278,8 @@ pub(crate) fn estimate<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let size = crate::size_arg("size", size)?;
     let align = align.0;
-    let layout = crate::layout_arg(layout)?;
-    let ns = Namespace::new(size, align, mode_arg(mode)?, map_arg(map)?)
+    let layout = crate::named_arg(layout)?;
+    let ns = Namespace::new(size, align, crate::named_arg(mode)?, crate::named_arg(map)?)
         .map_err(|e| invalid(errors::reason(&e)))?;
     let range = PfnRange::new(Pfn::new(0), ns.pages()).map_err(|e| invalid(errors::reason(&e)))?;
     let cost = ns

@@ -211,6 +211,7 @@ pub fn mf(e: &MfError) -> i32 {
 pub fn namespace(e: &NamespaceError) -> i32 {
     match e {
         NamespaceError::BadAlign { .. }
+        | NamespaceError::UnsupportedAlign { .. }
         | NamespaceError::SizeNotAligned { .. }
         | NamespaceError::NoRoomForData { .. }
         | NamespaceError::RangeMismatch { .. } => EINVAL,

@@ -49,6 +49,7 @@ mod primitive;
 mod stress;
 #[cfg(all(test, not(loom)))]
 mod test_support;
+pub mod units;
 
 pub use addr::{Order, PAGE_SIZE, Pfn, PfnRange};
 pub use dax::{

@@ -73,10 +73,10 @@ pub struct EnableNamespaceArgs {
     name: String,
     /// Descriptor layout. A --map dev namespace keeps a flat or heads memmap on the device,
     /// where the next enable with the same layout adopts it.
-    #[arg(long, value_enum, default_value = "heads")]
+    #[arg(long, value_enum, default_value = devmap::Layout::default().name())]
     layout: EnableLayout,
     /// How a memmap that cannot be adopted is initialised.
-    #[arg(long, value_enum, default_value = "async")]
+    #[arg(long, value_enum, default_value = devmap::InitMode::default().name())]
     init: EnableInit,
     /// Seconds to keep the namespace enabled before disabling it (0: disable at once).
     /// Ctrl-C, SIGTERM or SIGHUP end it early, with a clean disable.
@@ -94,6 +94,10 @@ pub struct EnableObject {
     pub path: &'static str,
     /// Whether the last disable was clean.
     pub was_clean: bool,
+    /// The descriptor layout of the memmap.
+    pub layout: &'static str,
+    /// How a memmap that could not be adopted was to be initialised.
+    pub init: &'static str,
     /// Nanoseconds until the namespace was usable: the region opened, the device built, the
     /// bad pages poisoned again and the info block marked in use.
     pub enable_ns: u64,
@@ -172,6 +176,8 @@ pub fn enable_timed(
         name: name.to_owned(),
         path: ns.path().name(),
         was_clean: ns.was_clean(),
+        layout: pgmap.layout().name(),
+        init: init.mode().name(),
         enable_ns,
         memmap_ns,
         descriptors_initialized: pgmap.init_stats().descriptors,

@@ -24,7 +24,7 @@ pub struct CreateNamespaceArgs {
     #[arg(long, short = 'r')]
     region: PathBuf,
     /// Namespace mode.
-    #[arg(long, short = 'm', value_enum, default_value = "devdax")]
+    #[arg(long, short = 'm', value_enum, default_value = devmap::NamespaceMode::default().name())]
     mode: ModeArg,
     /// Namespace size, info block included, with K/M/G/T suffixes in powers of 1024 (e.g.
     /// 16G); a multiple of --align. Without it, the largest the region has room for, as ndctl
@@ -35,7 +35,7 @@ pub struct CreateNamespaceArgs {
     #[arg(long, short = 'a', default_value = "2M", allow_hyphen_values = true)]
     align: String,
     /// Where the memmap lives: host memory, or the device itself (an altmap).
-    #[arg(long, short = 'M', value_enum, default_value = "dev")]
+    #[arg(long, short = 'M', value_enum, default_value = devmap::MemmapLocation::default().name())]
     map: MapArg,
     /// Namespace name, unique in the region (1 to 64 bytes). Without it, the first free of
     /// namespace0, namespace1, ...

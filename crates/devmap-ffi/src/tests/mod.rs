@@ -3,5 +3,6 @@
 //! `libdevmap`, and the library it wraps).
 
 mod abi;
+mod options;
 mod overhead;
 mod reasons;

@@ -27,6 +27,7 @@ pub(crate) mod test_child;
 mod uffd;
 mod uffd_types;
 
+pub(crate) use crate::units::Bytes;
 use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
@@ -456,27 +457,6 @@ fn suggest(value: u64, page: Order) -> String {
     match down.checked_add(page) {
         Some(up) => format!("{} or {}", Bytes(down), Bytes(up)),
         None => format!("{}", Bytes(down)),
-    }
-}
-
-/// A byte count shown in the largest binary unit that divides it exactly ("2 MiB", "4097 B",
-/// "0").
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Bytes(pub(crate) u64);
-
-impl fmt::Display for Bytes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-        if self.0 == 0 {
-            return write!(f, "0");
-        }
-        let mut v = self.0;
-        let mut unit = 0;
-        while v != 0 && v.is_multiple_of(1024) && unit + 1 < UNITS.len() {
-            v /= 1024;
-            unit += 1;
-        }
-        write!(f, "{v} {}", UNITS[unit])
     }
 }
 

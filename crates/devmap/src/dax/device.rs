@@ -35,6 +35,22 @@ pub enum Faults {
     Explicit,
 }
 
+impl Faults {
+    /// Every mode.
+    pub const ALL: [Faults; 3] = [Faults::Auto, Faults::Userfaultfd, Faults::Explicit];
+
+    /// The lower-case name the front ends use.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Faults::Auto => "auto",
+            Faults::Userfaultfd => "userfaultfd",
+            Faults::Explicit => "explicit",
+        }
+    }
+}
+
+crate::units::named_values!(Faults, "faults", ["auto", "userfaultfd", "explicit"]);
+
 /// How to build a [`DaxDevice`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DaxOptions {
@@ -68,12 +84,12 @@ impl DaxOptions {
     pub fn new(align: Order) -> DaxOptions {
         DaxOptions {
             align,
-            layout: Layout::Heads,
-            init: InitMode::parallel_default(),
+            layout: Layout::default(),
+            init: InitMode::default(),
             ranges: None,
-            faults: Faults::Auto,
+            faults: Faults::default(),
             handlers: 1,
-            granularity: Granularity::Page,
+            granularity: Granularity::default(),
             progress: None,
         }
     }

@@ -27,8 +27,9 @@ use super::{DaxDevice, DaxError, DaxMapping, MappingId};
 use crate::addr::{Order, PAGE_SIZE, Pfn};
 use crate::pgmap::Pgmap;
 
-/// How much of a leaf a 4 KiB memory error takes from the mappings that use it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How much of a leaf a 4 KiB memory error takes from the mappings that use it. The default
+/// is `Page`, which applies where it can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Granularity {
     /// The kernel's: the whole leaf the mapping used is lost (a 4 KiB error under a 1 GiB
     /// mapping takes the GiB).
@@ -36,8 +37,24 @@ pub enum Granularity {
     /// Only the poisoned 4 KiB pages are lost; the rest of the leaf is mapped again at 4 KiB
     /// and keeps its data. Needs a backing with 4 KiB pages whose touches the device catches
     /// (a memfd); elsewhere `Leaf` applies.
+    #[default]
     Page,
 }
+
+impl Granularity {
+    /// Every granularity.
+    pub const ALL: [Granularity; 2] = [Granularity::Page, Granularity::Leaf];
+
+    /// The lower-case name the front ends use.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Granularity::Page => "page",
+            Granularity::Leaf => "leaf",
+        }
+    }
+}
+
+crate::units::named_values!(Granularity, "granularity", ["page", "leaf"]);
 
 /// What one mapping's owner is told about one memory error (the kernel's `kill_procs`
 /// arguments: the address, how much is lost around it, and whether the error was met by an

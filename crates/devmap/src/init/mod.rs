@@ -85,6 +85,38 @@ impl InitMode {
     }
 }
 
+impl InitMode {
+    /// Every mode's name: `sync`, `parallel`, `async`.
+    pub const NAMES: &'static [&'static str] = &["sync", "parallel", "async"];
+}
+
+/// A mode by name, with its default threads (one per core) for `parallel` and `async`.
+impl std::str::FromStr for InitMode {
+    type Err = crate::units::UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let modes = [
+            InitMode::Sync,
+            InitMode::parallel_default(),
+            InitMode::async_default(),
+        ];
+        crate::units::by_name("init", s, InitMode::NAMES, &modes)
+    }
+}
+
+/// `Parallel` on every core: what a device gets unless told otherwise, in every front end.
+impl Default for InitMode {
+    fn default() -> Self {
+        InitMode::parallel_default()
+    }
+}
+
+impl std::fmt::Display for InitMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 fn cores() -> NonZeroUsize {
     // Read once: `available_parallelism` reads the cgroup's CPU quota files on every call,
     // which costs more than a warm enable.

@@ -17,14 +17,15 @@ pub const DIR_ENTRY_SIZE: u64 = 8;
 /// than [`VMEMMAP_RESERVE_NR`] blocks (`vmemmap_can_optimize`).
 pub const DEDUP_MIN_ORDER: Order = Order::new_unchecked(8);
 
-/// Which descriptor store backs a memmap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Which descriptor store backs a memmap. The default is `Heads`, the smallest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Layout {
     /// One descriptor per pfn.
     Flat,
     /// Software vmemmap with tail-block dedup.
     Vmemmap,
     /// One descriptor per compound.
+    #[default]
     Heads,
 }
 
@@ -51,16 +52,7 @@ impl Layout {
     }
 }
 
-impl std::str::FromStr for Layout {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Layout::ALL
-            .into_iter()
-            .find(|l| l.name() == s)
-            .ok_or_else(|| format!("unknown layout {s:?}: expected flat, vmemmap or heads"))
-    }
-}
+crate::units::named_values!(Layout, "layout", ["flat", "vmemmap", "heads"]);
 
 /// `bytes` rounded up to whole 4 KiB pages.
 pub(crate) fn page_round(bytes: u64) -> u64 {

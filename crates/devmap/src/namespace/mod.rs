@@ -71,16 +71,20 @@ pub const INFO_BLOCK_PFNS: u64 = INFO_BLOCK_BYTES / PAGE_SIZE;
 /// size of a production `struct page`, whatever the descriptor store.
 pub const MAX_STRUCT_PAGE_SIZE: u64 = 64;
 
-/// What the namespace serves (ndctl's `--mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// What the namespace serves (ndctl's `--mode`); the default is `Devdax`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum NamespaceMode {
     /// Device-dax: folios of `align` bytes (`vmemmap_shift` from the align), idle refcount 1.
+    #[default]
     Devdax,
     /// Filesystem DAX: order-0 memmap (folios form when mapped), idle refcount 0.
     Fsdax,
 }
 
 impl NamespaceMode {
+    /// Every mode.
+    pub const ALL: [NamespaceMode; 2] = [NamespaceMode::Devdax, NamespaceMode::Fsdax];
+
     /// The lower-case name ndctl uses, on the command line and in JSON.
     pub const fn name(self) -> &'static str {
         match self {
@@ -98,16 +102,21 @@ impl NamespaceMode {
     }
 }
 
-/// Where the memmap lives (ndctl's `--map`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Where the memmap lives (ndctl's `--map`); the default is `Dev`, as ndctl's for a devdax or
+/// fsdax namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum MemmapLocation {
     /// In host memory (`PFN_MODE_RAM`).
     Mem,
     /// On the device, between the info block and the data (`PFN_MODE_PMEM`, an altmap).
+    #[default]
     Dev,
 }
 
 impl MemmapLocation {
+    /// Every location.
+    pub const ALL: [MemmapLocation; 2] = [MemmapLocation::Mem, MemmapLocation::Dev];
+
     /// The lower-case name ndctl uses, on the command line and in JSON.
     pub const fn name(self) -> &'static str {
         match self {
@@ -116,6 +125,9 @@ impl MemmapLocation {
         }
     }
 }
+
+crate::units::named_values!(NamespaceMode, "mode", ["devdax", "fsdax"]);
+crate::units::named_values!(MemmapLocation, "map", ["mem", "dev"]);
 
 /// Errors from laying out a namespace.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -129,6 +141,16 @@ pub enum NamespaceError {
         /// Why it is not an order.
         #[source]
         source: AddrError,
+    },
+    /// A power-of-two align the kernel does not offer for a namespace.
+    #[error(
+        "align {} is not supported: use 4 KiB, 2 MiB or 1 GiB (the kernel's \
+         nd_pfn_supported_alignments on x86-64)",
+        crate::units::Bytes(*align)
+    )]
+    UnsupportedAlign {
+        /// The align asked for.
+        align: u64,
     },
     /// A size (or data size) that is not a whole number of aligns.
     #[error("{size} bytes is not a multiple of the align, {align} bytes")]
@@ -211,10 +233,21 @@ fn data_offset(size: u64, align: u64, map: MemmapLocation) -> Option<u64> {
 
 /// The order of `align`: a power of two from one page to [`Order::MAX`].
 fn align_order(align: u64) -> Result<Order, NamespaceError> {
-    Order::from_bytes(align).map_err(|source| NamespaceError::BadAlign { align, source })
+    let order =
+        Order::from_bytes(align).map_err(|source| NamespaceError::BadAlign { align, source })?;
+    if !Namespace::SUPPORTED_ALIGNS.contains(&align) {
+        return Err(NamespaceError::UnsupportedAlign { align });
+    }
+    Ok(order)
 }
 
 impl Namespace {
+    /// The aligns a namespace may have (`nd_pfn_supported_alignments` on x86-64): 4 KiB,
+    /// 2 MiB and 1 GiB.
+    pub const SUPPORTED_ALIGNS: [u64; 3] = [PAGE_SIZE, 2 << 20, 1 << 30];
+    /// The align a namespace gets unless told otherwise (ndctl's default for devdax).
+    pub const DEFAULT_ALIGN: u64 = 2 << 20;
+
     /// Lays out a namespace of `size` bytes (a multiple of `align`) the way `nd_pfn_init` does,
     /// refusing one whose info block and memmap room leave nothing for data.
     pub fn new(
