@@ -216,7 +216,8 @@ pub fn namespace(e: &NamespaceError) -> i32 {
 pub fn region(e: &RegionError) -> i32 {
     match e {
         RegionError::Io { source, .. } => io(source, EIO),
-        RegionError::Busy { .. } => EBUSY,
+        // Another manager of the region; another device serving the namespace.
+        RegionError::Busy { .. } | RegionError::NamespaceBusy { .. } => EBUSY,
         RegionError::TooSmall { .. } | RegionError::BadName { .. } => EINVAL,
         // Neither label copy usable, or labels that disagree with the file: not a region.
         RegionError::Labels { .. } | RegionError::SizeMismatch { .. } => EPROTO,

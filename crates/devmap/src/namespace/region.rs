@@ -143,6 +143,18 @@ pub enum RegionError {
         /// What went wrong.
         why: String,
     },
+    /// The namespace is enabled already, through another region handle or device space of
+    /// this process or by another process: it holds the namespace's lock.
+    #[error(
+        "namespace {name:?} of {path} is enabled already, by another device in this process or \
+         another process (it holds the namespace's lock): disable it there first"
+    )]
+    NamespaceBusy {
+        /// The namespace.
+        name: String,
+        /// The region file.
+        path: PathBuf,
+    },
     /// A namespace's badblocks list.
     #[error("namespace {name:?}: {source}")]
     Badblocks {
@@ -304,6 +316,12 @@ impl Region {
     /// The region file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The open region file (for the namespace lock, which opens it once more and checks that
+    /// it is the same file).
+    pub(super) fn file(&self) -> &File {
+        &self.file
     }
 
     /// The region's uuid.
