@@ -228,7 +228,7 @@ pub unsafe extern "C" fn devmap_region_get_info(
         // SAFETY: the caller promises NULL or a live handle.
         let r = unsafe { handle(region, "region") }?.region.lock();
         let out = nonnull(out, "out")?;
-        let (available, largest) = r.free_space(devmap::PAGE_SIZE);
+        let (available, largest) = r.free_space(devmap::PAGE_SIZE)?;
         let info = devmap_region_info {
             size: r.size(),
             nr_namespaces: r.namespaces().len() as u64,
