@@ -1133,8 +1133,9 @@ int devmap_namespace_destroy(const struct devmap_region *region, const char *nam
  * Thread-safety: as for any device; calls on the region are serialised.
  *
  * Returns 0; -EFAULT; -EINVAL (a bad constant); -ENOENT (no such namespace); -EROFS (opened
- * read-only); -EOPNOTSUPP (an fsdax namespace); -EIO (the enable failed; the message says
- * why); the system's errno.
+ * read-only); -EOPNOTSUPP (an fsdax namespace); -EBUSY (the namespace is enabled already, in
+ * any space of this process or by another process: nothing was written); -EIO (the enable
+ * failed; the message says why); the system's errno.
  *
  * # Safety
  *

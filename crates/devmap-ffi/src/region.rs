@@ -226,7 +226,7 @@ pub unsafe extern "C" fn devmap_region_get_info(
         // SAFETY: the caller promises NULL or a live handle.
         let r = unsafe { handle(region, "region") }?.region.lock();
         let out = nonnull(out, "out")?;
-        let (available, largest) = r.free_space(devmap::PAGE_SIZE);
+        let (available, largest) = r.free_space(devmap::PAGE_SIZE)?;
         let info = devmap_region_info {
             size: r.size(),
             nr_namespaces: r.namespaces().len() as u64,
@@ -371,8 +371,9 @@ pub unsafe extern "C" fn devmap_namespace_destroy(
 /// Thread-safety: as for any device; calls on the region are serialised.
 ///
 /// Returns 0; -EFAULT; -EINVAL (a bad constant); -ENOENT (no such namespace); -EROFS (opened
-/// read-only); -EOPNOTSUPP (an fsdax namespace); -EIO (the enable failed; the message says
-/// why); the system's errno.
+/// read-only); -EOPNOTSUPP (an fsdax namespace); -EBUSY (the namespace is enabled already, in
+/// any space of this process or by another process: nothing was written); -EIO (the enable
+/// failed; the message says why); the system's errno.
 ///
 /// # Safety
 ///

@@ -119,7 +119,8 @@ impl Region {
                 "align {align} is not a power of two of at least 4K"
             )));
         }
-        self.cell.with(|r| Ok(r.free_space(align)))
+        self.cell
+            .with(|r| r.free_space(align).map_err(crate::errors::region))
     }
 
     /// Carves a namespace of `size` bytes (a multiple of `align`, info block included) out of

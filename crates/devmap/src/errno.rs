@@ -19,8 +19,8 @@ use crate::memory_failure::MfError;
 use crate::namespace::{BadblocksError, InfoBlockError, LabelError, RegionError};
 use crate::{DaxError, FolioError, GupError, NamespaceError, PgmapError};
 use libc::{
-    E2BIG, EAGAIN, EBUSY, EEXIST, EFAULT, EHWPOISON, EINVAL, EIO, ENODEV, ENOENT, ENOMEM, ENOSPC,
-    ENXIO, EOPNOTSUPP, EOVERFLOW, EPROTO, ERANGE, EROFS,
+    E2BIG, EAGAIN, EBUSY, EEXIST, EFAULT, EHWPOISON, EINVAL, EIO, EISDIR, ENODEV, ENOENT, ENOMEM,
+    ENOSPC, ENXIO, EOPNOTSUPP, EOVERFLOW, EPROTO, ERANGE, EROFS,
 };
 
 /// What the system said, or `default` when it named no errno.
@@ -223,8 +223,12 @@ pub fn namespace(e: &NamespaceError) -> i32 {
 pub fn region(e: &RegionError) -> i32 {
     match e {
         RegionError::Io { source, .. } => io(source, EIO),
-        RegionError::Busy { .. } => EBUSY,
-        RegionError::TooSmall { .. } | RegionError::BadName { .. } => EINVAL,
+        // Another manager of the region; another device serving the namespace.
+        RegionError::Busy { .. } | RegionError::NamespaceBusy { .. } => EBUSY,
+        RegionError::IsDirectory { .. } => EISDIR,
+        RegionError::TooSmall { .. }
+        | RegionError::BadName { .. }
+        | RegionError::BadAlign { .. } => EINVAL,
         // Neither label copy usable, or labels that disagree with the file: not a region.
         RegionError::Labels { .. } | RegionError::SizeMismatch { .. } => EPROTO,
         RegionError::ReadOnly => EROFS,

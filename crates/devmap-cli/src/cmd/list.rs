@@ -62,7 +62,7 @@ pub fn run(a: ListArgs) -> Result<()> {
     if !a.regions {
         return output::json(&namespaces);
     }
-    let mut object = RegionObject::new(&region, a.human);
+    let mut object = RegionObject::new(&region, a.human)?;
     if a.namespaces {
         object.namespaces = Some(namespaces);
     }

@@ -82,7 +82,7 @@ pub fn create(a: CreateNamespaceArgs) -> Result<()> {
 /// one.
 fn largest(region: &Region, a: &CreateNamespaceArgs) -> Result<String> {
     let align = crate::args::parse_align(&a.align, a.mode)?;
-    let (_, run) = region.free_space(align);
+    let (_, run) = region.free_space(align).map_err(region_error)?;
     let size = run / align * align;
     if size == 0 {
         return Err(anyhow!(

@@ -53,7 +53,7 @@ pub fn run(a: CreateRegionArgs) -> Result<()> {
     let region = Region::create(&a.path, size)
         .map_err(region_error)
         .with_context(|| format!("cannot create region {}", a.path.display()))?;
-    output::json(&[RegionObject::new(&region, a.human)])
+    output::json(&[RegionObject::new(&region, a.human)?])
 }
 
 /// Opens the region at `path`, with an error that names it.
@@ -148,9 +148,9 @@ pub struct RegionObject {
 
 impl RegionObject {
     /// `region`, without its namespaces.
-    pub fn new(region: &Region, human_sizes: bool) -> RegionObject {
-        let (available, extent) = region.free_space(1);
-        RegionObject {
+    pub fn new(region: &Region, human_sizes: bool) -> Result<RegionObject> {
+        let (available, extent) = region.free_space(1).map_err(region_error)?;
+        Ok(RegionObject {
             path: region.path().display().to_string(),
             uuid: format_uuid(&region.uuid()),
             size: Bytes::new(region.size(), human_sizes),
@@ -158,7 +158,7 @@ impl RegionObject {
             max_available_extent: Bytes::new(extent, human_sizes),
             namespaces_count: region.namespaces().len(),
             namespaces: None,
-        }
+        })
     }
 }
 

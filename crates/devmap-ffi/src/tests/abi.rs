@@ -500,6 +500,26 @@ fn namespaces_enable_disable_and_keep_their_bad_pages() {
         ));
         assert!(!info.was_clean);
         assert_eq!(info.path, DEVMAP_ENABLE_COLD);
+        // One device at a time: another space (or this one) is refused, nothing written.
+        let mut second_space = ptr::null_mut();
+        ok(devmap_space_new(&mut second_space));
+        for s in [second_space, space] {
+            let mut twice = ptr::null_mut();
+            assert_eq!(
+                devmap_namespace_enable(
+                    region,
+                    s,
+                    c"vm0".as_ptr(),
+                    ptr::null(),
+                    &mut twice,
+                    ptr::null_mut()
+                ),
+                -libc::EBUSY
+            );
+            assert!(twice.is_null());
+            assert!(last_error().contains("enabled already"), "{}", last_error());
+        }
+        devmap_space_free(second_space);
         let (mut map, mut addr) = (ptr::null_mut(), ptr::null_mut());
         let mut dinfo = std::mem::zeroed::<devmap_device_info>();
         ok(devmap_device_get_info(dev, &mut dinfo));

@@ -15,8 +15,15 @@
 //! initialises nothing (a warm enable). After a crash (no clean flag), with another layout,
 //! or when the pfns or the id are taken in this process's device space, the room's hole is
 //! punched (it reads as zero again) and the memmap is initialised as usual (a cold enable).
+//!
+//! One device at a time serves a namespace: the enable takes the namespace's lock
+//! ([`super::lock`]) before it reads or writes anything of it, and a namespace that another
+//! enable holds, in this process or another, is refused with nothing written. The lock goes
+//! with the [`EnabledNamespace`] and is released after its disable has marked the info block
+//! clean (or when it is dropped, after its device).
 
-use super::infoblock::{INFO_BLOCK_OFFSET, InfoBlock, InfoFlags, MemmapRecord};
+use super::infoblock::{INFO_BLOCK_LEN, INFO_BLOCK_OFFSET, InfoBlock, InfoFlags, MemmapRecord};
+use super::lock::NamespaceLock;
 use super::region::{Access, Region, RegionError};
 use super::{INFO_BLOCK_BYTES, Label, MemmapLocation, NamespaceMode};
 use crate::addr::{Order, PAGE_SIZE};
@@ -59,6 +66,8 @@ pub struct EnabledNamespace {
     path: EnablePath,
     /// The memmap room, for `--map dev` namespaces whose memmap lives there.
     room: Option<MemmapRoom>,
+    /// The namespace's lock. Last, so that a drop releases it after the device is gone.
+    lock: NamespaceLock,
 }
 
 impl EnabledNamespace {
@@ -121,6 +130,9 @@ impl Region {
         if ns.mode() != NamespaceMode::Devdax {
             return Err(RegionError::NotDevdax { name: name.into() });
         }
+        // Before anything of the namespace is read or written: what another device serves
+        // stays as it is.
+        let lock = self.lock_namespace(&label)?;
         let block = self.info_block(&label)?;
         let bad = self.badblocks(&label)?;
         let fail = |why: String| RegionError::Enable {
@@ -256,7 +268,25 @@ impl Region {
             was_clean,
             path,
             room,
+            lock,
         })
+    }
+
+    /// Takes `label`'s namespace lock, or says that another device holds it.
+    fn lock_namespace(&self, label: &Label) -> Result<NamespaceLock, RegionError> {
+        let at = label.offset + INFO_BLOCK_OFFSET;
+        match NamespaceLock::try_take(self.file(), self.path(), at, INFO_BLOCK_LEN as u64) {
+            Ok(Some(lock)) => Ok(lock),
+            Ok(None) => Err(RegionError::NamespaceBusy {
+                name: label.name.clone(),
+                path: self.path().to_path_buf(),
+            }),
+            Err(source) => Err(RegionError::Io {
+                path: self.path().to_path_buf(),
+                what: "lock the namespace",
+                source,
+            }),
+        }
     }
 
     /// Disables `ns`: records the device's bad pages in the namespace's badblocks list, tears
@@ -265,7 +295,10 @@ impl Region {
     /// for), its folio mappings cleared, and, after the teardown, written back, so that the
     /// next enable can adopt it.
     pub fn disable(&mut self, ns: EnabledNamespace) -> Result<(), RegionError> {
+        // The lock is bound first so that it is dropped last, after the device, on every
+        // return; it is released by hand after the clean mark below.
         let EnabledNamespace {
+            lock,
             device,
             label,
             room,
@@ -312,7 +345,9 @@ impl Region {
             tracing::debug!(namespace = %label.name, copied, "namespace: memmap written back");
         }
         let block = self.info_block(&label)?;
-        self.rewrite_info_block(&label, block, true, true)
+        self.rewrite_info_block(&label, block, true, true)?;
+        drop(lock);
+        Ok(())
     }
 
     /// Writes `block` back with the clean flag as given and the next generation, synced to
@@ -339,6 +374,8 @@ impl Region {
     }
 }
 
+#[cfg(all(test, not(loom)))]
+mod lock_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(all(test, not(loom)))]

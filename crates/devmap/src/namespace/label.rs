@@ -171,7 +171,10 @@ impl LabelIndex {
         for (i, l) in self.labels.iter().enumerate() {
             let ns = &l.namespace;
             if l.name.is_empty() || l.name.len() > 64 || l.name.contains('\0') {
-                return Err(invalid(format!("namespace {i}'s name {:?}", l.name)));
+                return Err(invalid(format!(
+                    "namespace {i}'s name {:?} is not 1 to 64 bytes without NUL",
+                    l.name
+                )));
             }
             if !l.offset.is_multiple_of(ns.align()) {
                 return Err(invalid(format!(

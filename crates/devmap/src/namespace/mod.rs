@@ -39,6 +39,7 @@ mod enable;
 mod fuzz_tests;
 mod infoblock;
 mod label;
+mod lock;
 mod ondisk;
 mod region;
 mod signals;

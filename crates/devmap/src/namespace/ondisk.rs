@@ -130,3 +130,6 @@ pub(super) fn map_of(code: u32) -> Option<MemmapLocation> {
         _ => None,
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests;

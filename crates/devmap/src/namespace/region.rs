@@ -60,6 +60,14 @@ pub enum RegionError {
         /// The region file.
         path: PathBuf,
     },
+    /// The path names a directory.
+    #[error(
+        "{path} is a directory: give the path of a region file (one `devmap create-region` made)"
+    )]
+    IsDirectory {
+        /// The path given.
+        path: PathBuf,
+    },
     /// A region too small to hold its label area and a namespace.
     #[error("a region of {size} bytes is too small: it needs at least {min} bytes")]
     TooSmall {
@@ -141,6 +149,24 @@ pub enum RegionError {
         name: String,
         /// What went wrong.
         why: String,
+    },
+    /// The namespace is enabled already, through another region handle or device space of
+    /// this process or by another process: it holds the namespace's lock.
+    #[error(
+        "namespace {name:?} of {path} is enabled already, by another device in this process or \
+         another process (it holds the namespace's lock): disable it there first"
+    )]
+    NamespaceBusy {
+        /// The namespace.
+        name: String,
+        /// The region file.
+        path: PathBuf,
+    },
+    /// An align that is not a power of two.
+    #[error("align {align} is not a power of two: give one such as 1, 4096 or 2097152")]
+    BadAlign {
+        /// The align given.
+        align: u64,
     },
     /// A namespace's badblocks list.
     #[error("namespace {name:?}: {source}")]
@@ -235,6 +261,9 @@ impl Region {
             let path = path.clone();
             move |source| RegionError::Io { path, what, source }
         };
+        if path.is_dir() {
+            return Err(RegionError::IsDirectory { path });
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(access == Access::Manage)
@@ -244,15 +273,16 @@ impl Region {
             lock(&file, &path)?;
         }
         let len = file.metadata().map_err(io("stat the region file"))?.len();
-        let read = |slot: u64| -> Result<LabelIndex, LabelError> {
+        // A copy that cannot be read is a failure to read, not a short copy.
+        let read = |slot: u64| -> Result<Result<LabelIndex, LabelError>, RegionError> {
             let mut buf = vec![0u8; LABEL_INDEX_LEN];
             let at = slot * LABEL_INDEX_LEN as u64;
-            match file.read_at(&mut buf, at) {
-                Ok(n) => LabelIndex::decode(&buf[..n]),
-                Err(_) => Err(LabelError::Truncated { len: 0 }),
-            }
+            let n = file
+                .read_at(&mut buf, at)
+                .map_err(io("read the label index"))?;
+            Ok(LabelIndex::decode(&buf[..n]))
         };
-        let (a, b) = (read(0), read(1));
+        let (a, b) = (read(0)?, read(1)?);
         let index = match current(a.as_ref().ok(), b.as_ref().ok()) {
             Some(i) => i.clone(),
             None => {
@@ -303,6 +333,12 @@ impl Region {
     /// The region file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The open region file (for the namespace lock, which opens it once more and checks that
+    /// it is the same file).
+    pub(super) fn file(&self) -> &File {
+        &self.file
     }
 
     /// The region's uuid.
@@ -561,23 +597,28 @@ impl Region {
 
     /// Free bytes usable at `align` (each free run counted from its first aligned byte) and the
     /// longest such run: what `list -R` reports as available, and the largest namespace of that
-    /// align that fits.
-    pub fn free_space(&self, align: u64) -> (u64, u64) {
-        self.free_runs(align)
+    /// align that fits. `align` must be a power of two (1 counts every free byte).
+    pub fn free_space(&self, align: u64) -> Result<(u64, u64), RegionError> {
+        if !align.is_power_of_two() {
+            return Err(RegionError::BadAlign { align });
+        }
+        Ok(self
+            .free_runs(align)
             .fold((0, 0), |(total, longest), (_, n)| {
                 (total + n, longest.max(n))
-            })
+            }))
     }
 
     /// The first `align`-aligned offset with `size` free bytes after it.
     fn place(&self, size: u64, align: u64) -> Result<u64, RegionError> {
+        let largest = self.free_space(align)?.1;
         self.free_runs(align)
             .find(|&(_, n)| n >= size)
             .map(|(at, _)| at)
             .ok_or(RegionError::NoSpace {
                 size,
                 align,
-                largest: self.free_space(align).1,
+                largest,
             })
     }
 

@@ -29,9 +29,11 @@ fn refusals_name_what_is_wrong() {
     let mut foreign = [0u8; BADBLOCKS_LEN];
     foreign[100] = 1;
     check(&foreign, "no devmap badblocks list here");
-    let mut flipped = good;
-    flipped[40] ^= 1;
-    check(&flipped, "corrupt: checksum");
+    for at in [40, BADBLOCKS_LEN / 2, CHECKSUM_AT - 1] {
+        let mut flipped = good;
+        flipped[at] ^= 1;
+        check(&flipped, "corrupt: checksum");
+    }
     let unmerged = Badblocks {
         ranges: vec![(1, 2), (3, 1)],
         generation: 0,

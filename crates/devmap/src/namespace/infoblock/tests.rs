@@ -116,9 +116,11 @@ fn every_refusal_names_what_is_wrong() {
     mem.memmap = recorded(1 << 30, 2 << 20).memmap;
     let mem = mem.encode().expect("encode writes what it is given");
     check(&mem, "present in a --map mem namespace");
-    let mut flipped = good;
-    flipped[130] ^= 1;
-    check(&flipped, "corrupt: checksum");
+    for at in [130, INFO_BLOCK_LEN / 2, CHECKSUM_AT - 1] {
+        let mut flipped = good;
+        flipped[at] ^= 1;
+        check(&flipped, "corrupt: checksum");
+    }
     let mut mode = good;
     mode[120..124].copy_from_slice(&3u32.to_le_bytes());
     check(&resealed(mode), "mode is invalid: 3 (1 is devdax, 2 fsdax)");

@@ -99,6 +99,102 @@ fn every_refusal_names_what_is_wrong() {
     check(&resealed(mode), "entry 0's mode 9");
 }
 
+/// A full table: [`MAX_NAMESPACES`] namespaces of 4 MiB, one after the other.
+fn full(n: usize) -> LabelIndex {
+    let mib = 1u64 << 20;
+    let ns =
+        Namespace::new(4 * mib, 2 * mib, NamespaceMode::Devdax, MemmapLocation::Mem).expect("ns");
+    LabelIndex {
+        seq: 1,
+        region_uuid: [3; 16],
+        region_size: 4 * mib * (n as u64 + 1),
+        labels: (0..n)
+            .map(|i| Label {
+                uuid: [i as u8 + 1; 16],
+                name: format!("ns{i}"),
+                offset: 4 * mib * (i as u64 + 1),
+                namespace: ns,
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn a_full_table_round_trips_and_one_more_namespace_is_refused() {
+    let most = full(MAX_NAMESPACES);
+    let bytes = most.encode().expect("a full table encodes");
+    assert_eq!(LabelIndex::decode(&bytes).expect("and decodes"), most);
+
+    let want = format!(
+        "{} namespaces, a region holds at most {MAX_NAMESPACES}",
+        MAX_NAMESPACES + 1
+    );
+    let e = full(MAX_NAMESPACES + 1).check().expect_err("one too many");
+    assert!(e.to_string().contains(&want), "{e}");
+    let e = full(MAX_NAMESPACES + 1)
+        .encode()
+        .expect_err("never written");
+    assert!(e.to_string().contains(&want), "{e}");
+
+    // A copy whose count claims one more than its (valid, full) table: decode refuses the
+    // count itself, before it reads the entries.
+    for count in [MAX_NAMESPACES as u32 + 1, u32::MAX] {
+        let mut b = bytes;
+        b[48..52].copy_from_slice(&count.to_le_bytes());
+        let e = LabelIndex::decode(&resealed(b)).expect_err("count past the table");
+        assert!(
+            e.to_string()
+                .contains(&format!("{count} namespaces, a region holds at most 48")),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn names_are_1_to_64_bytes_without_nul() {
+    for (name, ok) in [
+        ("", false),
+        ("a\0b", false),
+        ("\0", false),
+        (&"n".repeat(64)[..], true),
+        (&"n".repeat(65)[..], false),
+        ("é", true),
+    ] {
+        let mut i = index(1);
+        i.labels[0].name = name.into();
+        let got = i.check();
+        match (ok, got) {
+            (true, Ok(())) => {
+                let decoded = LabelIndex::decode(&i.encode().expect("encode")).expect("decode");
+                assert_eq!(decoded.labels[0].name, name);
+            }
+            (false, Err(e)) => {
+                assert!(
+                    e.to_string().contains("is not 1 to 64 bytes without NUL"),
+                    "{name:?}: {e}"
+                );
+                i.encode().expect_err("never written");
+            }
+            (ok, got) => panic!("name {name:?}: want ok={ok}, got {got:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_flip_anywhere_before_the_checksum_is_caught() {
+    let good = full(MAX_NAMESPACES).encode().expect("encode");
+    // Past the header, every 61st byte, to the last byte before the checksum.
+    for at in (20..CHECKSUM_AT).step_by(61).chain([CHECKSUM_AT - 1]) {
+        let mut b = good;
+        b[at] ^= 0x10;
+        let e = LabelIndex::decode(&b).expect_err("flipped");
+        assert!(
+            e.to_string().contains("corrupt: checksum"),
+            "byte {at}: {e}"
+        );
+    }
+}
+
 #[test]
 fn mutated_copies_never_panic_and_every_refusal_has_a_reason() {
     let base = index(2).encode().expect("encode");

@@ -243,7 +243,7 @@ fn free_space_counts_the_runs_after_the_label_area_from_their_aligned_start() {
     let size = 64 << 20;
     let mut r = Region::create(&path.0, size).expect("create");
     assert_eq!(
-        r.free_space(1),
+        r.free_space(1).expect("align 1"),
         (size - LABEL_AREA_BYTES, size - LABEL_AREA_BYTES)
     );
     for name in ["a", "b"] {
@@ -258,11 +258,14 @@ fn free_space_counts_the_runs_after_the_label_area_from_their_aligned_start() {
     }
     // a at 2M, b at 6M: free are 64K..2M and 10M..64M.
     assert_eq!(
-        r.free_space(1),
+        r.free_space(1).expect("align 1"),
         (size - LABEL_AREA_BYTES - (8 << 20), 54 << 20)
     );
     // Aligned to 2M, the run before a is empty.
-    assert_eq!(r.free_space(2 << 20), (54 << 20, 54 << 20));
+    assert_eq!(
+        r.free_space(2 << 20).expect("align 2M"),
+        (54 << 20, 54 << 20)
+    );
     let e = r
         .create_namespace(
             "c",
@@ -276,4 +279,33 @@ fn free_space_counts_the_runs_after_the_label_area_from_their_aligned_start() {
         e.to_string().contains("largest free run: 56623104 bytes"),
         "{e}"
     );
+}
+
+#[test]
+fn free_space_refuses_an_align_that_is_not_a_power_of_two() {
+    let path = TempPath::new("region-free-align");
+    let r = Region::create(&path.0, 64 << 20).expect("create");
+    for align in [0, 3, 4097] {
+        let e = r.free_space(align).expect_err("not a power of two");
+        assert!(
+            e.to_string()
+                .contains(&format!("align {align} is not a power of two")),
+            "{e}"
+        );
+        assert_eq!(crate::errno::region(&e), libc::EINVAL);
+    }
+}
+
+#[test]
+fn a_directory_is_refused_as_a_directory() {
+    let dir = TempPath::new("region-dir");
+    std::fs::create_dir(&dir.0).expect("mkdir");
+    for access in [Access::Read, Access::Manage] {
+        let e = Region::open(&dir.0, access).expect_err("a directory");
+        let msg = e.to_string();
+        assert!(msg.contains("is a directory"), "{access:?}: {msg}");
+        assert!(msg.contains("path of a region file"), "{access:?}: {msg}");
+        assert!(!msg.contains("truncated"), "{access:?}: {msg}");
+        assert_eq!(crate::errno::region(&e), libc::EISDIR);
+    }
 }
