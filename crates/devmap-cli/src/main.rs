@@ -1,26 +1,30 @@
-//! `devmap`: an ndctl-style tool over the devmap library.
+//! `devmap`: an ndctl-style tool over the devmap library, with two kinds of command.
 //!
-//! `estimate` prices a namespace's memmap in every layout without allocating; `enable` builds an
-//! emulated namespace in-process, initialises it and reports what it measured; `gup-test` runs
-//! the kernel's gup_test selftest against one; `touch-test` times first touches of a device-dax
-//! device over a real backing against the kernel's own first touches; `inject-error` poisons a
-//! page of a device-dax device mapped several times and checks what each mapping is told,
-//! loses and keeps. `create-region` makes a region file, and ndctl's namespace verbs work on
-//! it: `create-namespace`, `list`, `destroy-namespace`, and `check-namespace`, which validates
-//! a namespace's label and info block; `clear-errors` clears a namespace's media errors.
-//! `report` runs the measurements of `estimate`, `enable`,
-//! `gup-test` and `inject-error` and prints each figure beside the kernel's or a seed's, with
-//! the command that reproduces it (and `--svg` draws them). Each command is a module of `cmd`
-//! (its arguments, validation, rows and columns); `args` holds the arguments several commands share, `output`
-//! the table and JSON printing, `units` size parsing and formatting, `procfs` what `/proc`
-//! says, `threads` work shared among threads. This file is the command enum and the dispatch.
-//! Output is a table for people, or with `--json` an array of objects with raw integers; the
-//! region verbs print JSON always, as ndctl does.
+//! The ndctl verbs (`ndctl/`) work on region files: `create-region` makes one; then
+//! `create-namespace`, `list`, `destroy-namespace`, `check-namespace` (validates a namespace's
+//! label and info block), `enable-namespace` and `disable-namespace`, and `clear-errors`
+//! (clears a namespace's media errors). They print JSON, as ndctl does.
+//!
+//! The measurement commands (`measure/`) build test devices in this process and report what
+//! they measured, beside the kernel's figures where there is one: `estimate` prices a
+//! namespace's memmap in every layout without allocating; `enable` builds an emulated
+//! namespace and initialises it; `gup-test` runs the kernel's gup_test selftest against one;
+//! `touch-test` times first touches of a device over a real backing against the kernel's own;
+//! `poison-test` poisons a page of a device mapped several times and checks what each mapping
+//! is told, loses and keeps; `report` runs them all and prints each figure with the command
+//! that reproduces it (`--svg` draws them). They print a table, or with `--json` an array of
+//! objects with raw integers.
+//!
+//! Each command is a module (its arguments, validation, rows and columns); `args` holds the
+//! arguments several commands share, `output` the table and JSON printing, `units` durations
+//! and the library's sizes, `procfs` what `/proc` says, `threads` work shared among threads.
+//! This file is the command enum and the dispatch.
 
 #![forbid(unsafe_code)]
 
 mod args;
-mod cmd;
+mod measure;
+mod ndctl;
 mod output;
 mod procfs;
 mod threads;
@@ -33,7 +37,14 @@ use clap::{Parser, Subcommand};
 
 /// Page metadata (struct page / folio) for device memory, in userspace.
 #[derive(Debug, Parser)]
-#[command(name = "devmap", version, about)]
+#[command(
+    name = "devmap",
+    version,
+    about,
+    after_help = "The commands from create-region to clear-errors are ndctl's verbs over region files \
+                  (JSON output); from estimate on, they measure test devices built in this \
+                  process (a table, or --json)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -41,62 +52,65 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Price a namespace's memmap in each layout, without allocating anything.
-    Estimate(cmd::estimate::EstimateArgs),
-    /// Build an emulated namespace in this process, initialise its memmap, and measure it.
-    Enable(cmd::enable::EnableArgs),
-    /// Pin and unpin a whole emulated namespace, like the kernel's gup_test selftest.
-    GupTest(cmd::gup::GupTestArgs),
-    /// Touch every leaf of a device over a memfd, hugetlb memfd or file from several threads,
-    /// and compare the first-touch latency with the kernel's own on a plain mapping.
-    TouchTest(cmd::touch::TouchTestArgs),
-    /// Inject a memory error into a device-dax device with several mappings, and check what
-    /// each mapping is told, loses and keeps, and that clearing the poison gives it all back.
-    InjectError(cmd::inject::InjectErrorArgs),
+    // The ndctl verbs, over region files.
     /// Create a region: a sparse file to hold namespaces. ndctl has no such verb (its regions
     /// are the hardware's persistent memory); devmap's live in a file.
-    CreateRegion(cmd::region::CreateRegionArgs),
+    CreateRegion(ndctl::region::CreateRegionArgs),
     /// Create a namespace in a region, and print it as JSON.
-    CreateNamespace(cmd::namespaces::CreateNamespaceArgs),
+    CreateNamespace(ndctl::namespaces::CreateNamespaceArgs),
     /// List a region's namespaces (-N, the default) and the region itself (-R) as JSON.
     /// Read-only: works while another process manages the region.
-    List(cmd::list::ListArgs),
+    List(ndctl::list::ListArgs),
     /// Destroy a namespace of a region: its label, then its info block.
-    DestroyNamespace(cmd::namespaces::DestroyNamespaceArgs),
+    DestroyNamespace(ndctl::namespaces::DestroyNamespaceArgs),
     /// Enable a devdax namespace in this process (adopting the memmap a clean disable left on
     /// the device, or initialising one), print how and how fast as JSON, hold it --hold
     /// seconds, and disable it cleanly. Ctrl-C, SIGTERM or SIGHUP end the hold early: the
     /// namespace is disabled cleanly, the result printed (naming the signal), and the exit 0.
-    EnableNamespace(cmd::enabling::EnableNamespaceArgs),
+    EnableNamespace(ndctl::enable_disable::EnableNamespaceArgs),
     /// Disable a namespace left enabled by a process that died: rebuild its memmap and mark it
     /// clean, so that the next enable is warm. A namespace a live process has enabled is that
     /// process's to disable.
-    DisableNamespace(cmd::enabling::DisableNamespaceArgs),
+    DisableNamespace(ndctl::enable_disable::DisableNamespaceArgs),
     /// Check a namespace's label and info block, and print what was checked as JSON.
-    CheckNamespace(cmd::namespaces::CheckNamespaceArgs),
+    CheckNamespace(ndctl::namespaces::CheckNamespaceArgs),
     /// Clear a namespace's media errors once its bytes are good again (as `ndctl clear-errors`).
-    ClearErrors(cmd::media::ClearErrorsArgs),
+    ClearErrors(ndctl::media::ClearErrorsArgs),
+    // The measurement commands, over test devices built in this process.
+    /// Price a namespace's memmap in each layout, without allocating anything.
+    Estimate(measure::estimate::EstimateArgs),
+    /// Build an emulated namespace in this process, initialise its memmap, and measure it.
+    Enable(measure::enable::EnableArgs),
+    /// Pin and unpin a whole emulated namespace, like the kernel's gup_test selftest.
+    GupTest(measure::gup::GupTestArgs),
+    /// Touch every leaf of a device over a memfd, hugetlb memfd or file from several threads,
+    /// and compare the first-touch latency with the kernel's own on a plain mapping.
+    TouchTest(measure::touch::TouchTestArgs),
+    /// Inject a memory error into a test device with several mappings (ndctl's inject-error
+    /// targets a namespace; this, a device built for the test), and check what
+    /// each mapping is told, loses and keeps, and that clearing the poison gives it all back.
+    PoisonTest(measure::poison::PoisonTestArgs),
     /// Run the benchmarks and print our figures beside the kernel's and the seeds', with the
     /// command behind each; --svg also draws them.
-    Report(cmd::report::ReportArgs),
+    Report(measure::report::ReportArgs),
 }
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Estimate(a) => cmd::estimate::run(a),
-        Command::Enable(a) => cmd::enable::run(a),
-        Command::GupTest(a) => cmd::gup::run(a),
-        Command::TouchTest(a) => cmd::touch::run(a),
-        Command::InjectError(a) => cmd::inject::run(a),
-        Command::CreateRegion(a) => cmd::region::run(a),
-        Command::CreateNamespace(a) => cmd::namespaces::create(a),
-        Command::List(a) => cmd::list::run(a),
-        Command::DestroyNamespace(a) => cmd::namespaces::destroy(a),
-        Command::CheckNamespace(a) => cmd::namespaces::check(a),
-        Command::EnableNamespace(a) => cmd::enabling::enable(a),
-        Command::DisableNamespace(a) => cmd::enabling::disable(a),
-        Command::ClearErrors(a) => cmd::media::clear(a),
-        Command::Report(a) => cmd::report::run(a),
+        Command::Estimate(a) => measure::estimate::run(a),
+        Command::Enable(a) => measure::enable::run(a),
+        Command::GupTest(a) => measure::gup::run(a),
+        Command::TouchTest(a) => measure::touch::run(a),
+        Command::PoisonTest(a) => measure::poison::run(a),
+        Command::CreateRegion(a) => ndctl::region::run(a),
+        Command::CreateNamespace(a) => ndctl::namespaces::create(a),
+        Command::List(a) => ndctl::list::run(a),
+        Command::DestroyNamespace(a) => ndctl::namespaces::destroy(a),
+        Command::CheckNamespace(a) => ndctl::namespaces::check(a),
+        Command::EnableNamespace(a) => ndctl::enable_disable::enable(a),
+        Command::DisableNamespace(a) => ndctl::enable_disable::disable(a),
+        Command::ClearErrors(a) => ndctl::media::clear(a),
+        Command::Report(a) => measure::report::run(a),
     }
 }
 

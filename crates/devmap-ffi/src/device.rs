@@ -158,6 +158,35 @@ pub(crate) fn enabled(ns: EnabledNamespace) -> devmap_device {
     }
 }
 
+/// The C options of `opts` (the library's defaults, for `devmap_device_options_init`), with
+/// `align` as given and threads left to the library (0).
+fn c_options(align: u64, opts: &DaxOptions) -> devmap_device_options {
+    devmap_device_options {
+        align,
+        layout: match opts.layout {
+            Layout::Flat => DEVMAP_LAYOUT_FLAT,
+            Layout::Vmemmap => DEVMAP_LAYOUT_VMEMMAP,
+            Layout::Heads => DEVMAP_LAYOUT_HEADS,
+        },
+        init: match opts.init {
+            InitMode::Sync => DEVMAP_INIT_SYNC,
+            InitMode::Parallel { .. } => DEVMAP_INIT_PARALLEL,
+            InitMode::Async { .. } => DEVMAP_INIT_ASYNC,
+        },
+        init_threads: 0,
+        faults: match opts.faults {
+            Faults::Auto => DEVMAP_FAULTS_AUTO,
+            Faults::Userfaultfd => DEVMAP_FAULTS_USERFAULTFD,
+            Faults::Explicit => DEVMAP_FAULTS_EXPLICIT,
+        },
+        handlers: u32::try_from(opts.handlers).unwrap_or(u32::MAX),
+        granularity: match opts.granularity {
+            Granularity::Page => DEVMAP_GRANULARITY_PAGE,
+            Granularity::Leaf => DEVMAP_GRANULARITY_LEAF,
+        },
+    }
+}
+
 /// The library's options from the C ones, each field checked.
 pub(crate) fn options(o: &devmap_device_options) -> Result<DaxOptions> {
     let align = Order::from_bytes(o.align)?;
@@ -215,15 +244,7 @@ pub unsafe extern "C" fn devmap_device_options_init(
 ) -> c_int {
     call(|| {
         let out = nonnull(out, "out")?;
-        let value = devmap_device_options {
-            align,
-            layout: DEVMAP_LAYOUT_HEADS,
-            init: DEVMAP_INIT_PARALLEL,
-            init_threads: 0,
-            faults: DEVMAP_FAULTS_AUTO,
-            handlers: 1,
-            granularity: DEVMAP_GRANULARITY_PAGE,
-        };
+        let value = c_options(align, &DaxOptions::new(Order::BASE));
         // SAFETY: non-null, and the caller promises it is writable.
         unsafe { out.write(value) };
         Ok(())

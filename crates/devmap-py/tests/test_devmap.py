@@ -53,7 +53,7 @@ def test_a_bad_size_string_is_refused_with_the_reason():
     assert isinstance(e.value, ValueError)
     assert isinstance(e.value, OSError)
     assert e.value.errno == errno.EINVAL
-    assert 'size "64Q" is not a size' in e.value.strerror
+    assert 'size "64Q" is malformed' in e.value.strerror
 
 
 def test_a_bad_align_is_refused_with_one_that_works():
@@ -442,7 +442,7 @@ def test_threads_share_a_region_without_deadlock(tmp_path):
 def test_an_enabled_namespace_keeps_its_bad_pages(tmp_path):
     path = tmp_path / "pmem.img"
     with devmap.Region.create(path, "64M") as region:
-        region.create_namespace("vm0", "16M")
+        region.create_namespace("vm0", "16M", map="mem")
         with region.enable("vm0") as d:
             ns = d.namespace
             assert ns["name"] == "vm0" and not ns["was_clean"] and ns["enable_path"] == "host"

@@ -10,10 +10,10 @@ use anyhow::{Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 
 use super::{RefKind, Row, Unit};
-use crate::cmd::enable::{self, EnableArgs, Enabled};
-use crate::cmd::estimate::{self, EstimateArgs};
-use crate::cmd::gup::{self, GupTestArgs};
-use crate::cmd::inject::{self, InjectErrorArgs, Injected};
+use crate::measure::enable::{self, EnableArgs, Enabled};
+use crate::measure::estimate::{self, EstimateArgs};
+use crate::measure::gup::{self, GupTestArgs};
+use crate::measure::poison::{self, Injected, PoisonTestArgs};
 
 /// How large the runs are.
 #[derive(Debug, Clone, Copy)]
@@ -61,7 +61,7 @@ enum Cmd {
     Estimate(EstimateArgs),
     Enable(EnableArgs),
     GupTest(GupTestArgs),
-    InjectError(InjectErrorArgs),
+    PoisonTest(PoisonTestArgs),
 }
 
 /// `line` (without the leading `devmap`) parsed as `devmap` would parse it.
@@ -80,8 +80,8 @@ fn enable_rows(line: &str) -> Result<Vec<Enabled>> {
 
 fn inject_rows(line: &str) -> Result<Vec<Injected>> {
     match parse(line)? {
-        Cmd::InjectError(a) => inject::rows(&a),
-        _ => bail!("devmap {line} is not an inject-error"),
+        Cmd::PoisonTest(a) => poison::rows(&a),
+        _ => bail!("devmap {line} is not an poison-test"),
     }
 }
 
@@ -301,12 +301,12 @@ fn pin(s: Scale) -> Result<Vec<Row>> {
 /// Section 5: the bytes each mapping loses to one 4 KiB error, at page and at leaf
 /// granularity, against the kernel, which takes the whole leaf.
 fn memory_failure(s: Scale) -> Result<Vec<Row>> {
-    let mut lines = vec![("2M", 2 * MIB, "inject-error --align 2M --granularity both")];
+    let mut lines = vec![("2M", 2 * MIB, "poison-test --align 2M --granularity both")];
     if !s.quick {
         lines.push((
             "1G",
             GIB,
-            "inject-error --align 1G --size 2G --granularity both",
+            "poison-test --align 1G --size 2G --granularity both",
         ));
     }
     let mut rows = Vec::new();
@@ -330,7 +330,7 @@ fn memory_failure(s: Scale) -> Result<Vec<Row>> {
 /// memmap initialised in the background on the device), the one after its clean disable warm
 /// (that memmap adopted). Medians of `reps` fresh namespaces.
 fn warm_vs_cold(s: Scale) -> Result<Vec<Row>> {
-    use crate::cmd::enabling::{EnableInit, EnableLayout, enable_timed};
+    use crate::ndctl::enable_disable::{EnableInit, EnableLayout, enable_timed};
     use devmap::namespace::{Access, MemmapLocation, NamespaceMode, Region};
 
     const TIB: u64 = 1 << 40;
@@ -441,7 +441,7 @@ mod tests {
             "estimate --size 1T --align 4K --layout all",
             "enable --size 16G --align 2M --layout vmemmap --init async --threads 2",
             "gup-test -m 4096 -r 3 -n -1 -w -a -F",
-            "inject-error --align 1G --size 2G --granularity both",
+            "poison-test --align 1G --size 2G --granularity both",
         ] {
             parse(line).expect(line);
         }

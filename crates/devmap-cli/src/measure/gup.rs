@@ -29,7 +29,7 @@ use devmap::{
 use serde::Serialize;
 
 use crate::args::{self, LayoutArg, MAX_SIZE, ModeArg, count, smaller_fitting};
-use crate::cmd::estimate;
+use crate::measure::estimate;
 use crate::output;
 use crate::procfs;
 use crate::units::{format_size, human};

@@ -1,4 +1,4 @@
-//! The running half of `inject-error`: one granularity's scenario from a fresh device to the
+//! The running half of `poison-test`: one granularity's scenario from a fresh device to the
 //! cleared poison. It owns the device and its mappings, the owners' notice counters, the
 //! pattern every byte of the device holds, the threads that write it and read it back (only
 //! ever through `read_mc`, which reports lost bytes where a plain read would die of SIGBUS),

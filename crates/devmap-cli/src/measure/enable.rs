@@ -14,7 +14,7 @@ use devmap::{DeviceSpace, InitMode, Layout, Namespace, PfnRange, Pgmap};
 use serde::Serialize;
 
 use crate::args::{LayoutArg, NamespaceArgs, count, smaller_fitting};
-use crate::cmd::estimate;
+use crate::measure::estimate;
 use crate::output::{self, Cells};
 use crate::procfs;
 use crate::units::{format_size, human, ms};

@@ -1,4 +1,4 @@
-//! `inject-error`'s checks: the arguments turned into a [`Plan`] (every refusal saying what
+//! `poison-test`'s checks: the arguments turned into a [`Plan`] (every refusal saying what
 //! would work), the default offset, and whether the machine can hold the run (memory for a
 //! memfd, the huge page pool for hugetlb).
 
@@ -6,13 +6,13 @@ use anyhow::{Context, Result, bail};
 use devmap::PAGE_SIZE;
 use devmap::backing::{HugePageSize, huge_pages};
 
-use super::{BackingArg, InjectErrorArgs, MAX_MAPPINGS, MAX_READERS, MAX_SIZE, Plan};
+use super::{BackingArg, MAX_MAPPINGS, MAX_READERS, MAX_SIZE, Plan, PoisonTestArgs};
 use crate::args;
 use crate::procfs;
 use crate::units::{format_size, human, parse_bytes};
 
 /// The plan `a` asks for, or the first thing wrong with it.
-pub(super) fn plan(a: &InjectErrorArgs) -> Result<Plan> {
+pub(super) fn plan(a: &PoisonTestArgs) -> Result<Plan> {
     let (size, align) = args::device_size_align(&a.size, &a.align)?;
     if size > MAX_SIZE {
         bail!(

@@ -1,5 +1,6 @@
-//! `devmap inject-error`: a memory error injected into a device-dax device, as `ndctl
-//! inject-error` does to a namespace, and what it takes from the device's mappings. This module
+//! `devmap poison-test`: a memory error injected into a device-dax test device built for the
+//! run (ndctl's `inject-error` targets a namespace; this does not), and what it takes from the
+//! device's mappings. This module
 //! owns the command's arguments, the row it prints and that row's columns; `checks` turns the
 //! arguments into a plan (size, align, backing, the poisoned pages, mappings, readers, and
 //! whether the machine can hold the run); `scenario` builds the device, runs the error through
@@ -30,9 +31,9 @@ use crate::args::count;
 use crate::output::{self, Cells};
 use crate::units::{format_size, human, nanos};
 
-/// `inject-error`'s arguments.
+/// `poison-test`'s arguments.
 #[derive(Debug, Args)]
-pub struct InjectErrorArgs {
+pub struct PoisonTestArgs {
     /// Device size, with K/M/G/T suffixes in powers of 1024 (e.g. 64M); a multiple of --align.
     #[arg(long, short = 's', default_value = "64M", allow_hyphen_values = true)]
     size: String,
@@ -134,7 +135,7 @@ const MAX_MAPPINGS: usize = 64;
 /// The largest `--size`: the pattern is written to every page, so the run allocates all of it.
 const MAX_SIZE: u64 = 16 << 30;
 
-/// What `inject-error` was asked to do, checked.
+/// What `poison-test` was asked to do, checked.
 #[derive(Debug, Clone)]
 struct Plan {
     /// Device bytes.
@@ -166,7 +167,7 @@ pub(crate) struct Badblock {
     len: u64,
 }
 
-/// One row of `inject-error`: one granularity's run.
+/// One row of `poison-test`: one granularity's run.
 #[derive(Debug, Serialize)]
 pub(crate) struct Injected {
     /// The granularity asked for: `page` or `leaf`.
@@ -248,16 +249,16 @@ fn columns(r: &Injected) -> Cells {
     ]
 }
 
-/// Runs `inject-error`: checks the arguments, runs the scenario once per granularity, and
+/// Runs `poison-test`: checks the arguments, runs the scenario once per granularity, and
 /// prints a row for each.
-pub fn run(a: InjectErrorArgs) -> Result<()> {
+pub fn run(a: PoisonTestArgs) -> Result<()> {
     let rows = rows(&a)?;
     output::print(a.json, &rows, columns)
 }
 
-/// Checks `a` and runs the scenario once per granularity: the rows `inject-error` prints
+/// Checks `a` and runs the scenario once per granularity: the rows `poison-test` prints
 /// (`report` reads them too).
-pub(crate) fn rows(a: &InjectErrorArgs) -> Result<Vec<Injected>> {
+pub(crate) fn rows(a: &PoisonTestArgs) -> Result<Vec<Injected>> {
     let plan = checks::plan(a)?;
     let mut rows = Vec::with_capacity(plan.granularities.len());
     for &g in &plan.granularities {

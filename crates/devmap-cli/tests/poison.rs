@@ -1,4 +1,4 @@
-//! `devmap inject-error` as a user meets it: the row each granularity prints (what every
+//! `devmap poison-test` as a user meets it: the row each granularity prints (what every
 //! mapping's owner is told, what each mapping loses and keeps, the badblocks list, the cleared
 //! poison), the table, and every refusal.
 
@@ -11,7 +11,7 @@ const MIB: u64 = 1 << 20;
 
 /// The rows of a run that must succeed.
 fn rows(args: &[&str]) -> Vec<Value> {
-    let mut full = vec!["inject-error"];
+    let mut full = vec!["poison-test"];
     full.extend_from_slice(args);
     full.push("--json");
     json(&full)
@@ -112,7 +112,7 @@ fn one_granularity_with_more_mappings_readers_and_errors() {
 
 #[test]
 fn the_table_has_a_header_and_a_row_per_granularity() {
-    let out = devmap(&["inject-error", "--size", "8M"]);
+    let out = devmap(&["poison-test", "--size", "8M"]);
     assert!(
         out.status.success(),
         "{}",
@@ -145,42 +145,42 @@ fn the_table_has_a_header_and_a_row_per_granularity() {
 #[test]
 fn refusals_say_what_would_work() {
     fails(
-        &["inject-error", "--offset", "5000"],
+        &["poison-test", "--offset", "5000"],
         "--offset 5000 is not a multiple of 4K: errors poison whole 4 KiB pages; did you mean \
          --offset 4K or --offset 8K?",
     );
     fails(
-        &["inject-error", "--offset", "64M"],
+        &["poison-test", "--offset", "64M"],
         "--offset 64M is outside the 64M device: use an offset below 64M, e.g. --offset 65532K",
     );
     fails(
-        &["inject-error", "--offset", "65532K", "--count", "2"],
+        &["poison-test", "--offset", "65532K", "--count", "2"],
         "use --count 1 or less, or a lower --offset",
     );
     fails(
-        &["inject-error", "--mappings", "0"],
+        &["poison-test", "--mappings", "0"],
         "--mappings 0 is not a usable count of mappings: use 1 to 64",
     );
     fails(
-        &["inject-error", "--readers", "0"],
+        &["poison-test", "--readers", "0"],
         "--readers 0 is not a usable count of reading threads",
     );
     fails(
-        &["inject-error", "--count", "0"],
+        &["poison-test", "--count", "0"],
         "--count must be at least 1",
     );
     fails(
-        &["inject-error", "--granularity", "byte"],
+        &["poison-test", "--granularity", "byte"],
         "[possible values: page, leaf, both]",
     );
-    fails(&["inject-error", "--readers", "-1"], "must not be negative");
+    fails(&["poison-test", "--readers", "-1"], "must not be negative");
     fails(
-        &["inject-error", "--size", "3M"],
+        &["poison-test", "--size", "3M"],
         "size 3M is not a multiple of align 2M: did you mean --size 2M or --size 4M?",
     );
-    fails(&["inject-error", "--size", "32G"], "use --size 16G or less");
+    fails(&["poison-test", "--size", "32G"], "use --size 16G or less");
     fails(
-        &["inject-error", "--align", "4K", "--backing", "hugetlb"],
+        &["poison-test", "--align", "4K", "--backing", "hugetlb"],
         "use --align 2M or --align 1G, or --backing memfd",
     );
 }
@@ -206,7 +206,7 @@ fn hugetlb_takes_the_whole_leaf_even_when_page_is_asked() {
     ];
     if free_2m().unwrap_or(0) < 2 {
         // No pool to run on: the refusal says how to make one.
-        let mut full = vec!["inject-error"];
+        let mut full = vec!["poison-test"];
         full.extend_from_slice(&args);
         fails(&full, "free 2M huge pages, and the pool has");
         return;
@@ -223,7 +223,7 @@ fn hugetlb_takes_the_whole_leaf_even_when_page_is_asked() {
 #[test]
 fn rust_log_turns_on_the_library_tracing_on_stderr_and_nothing_else_is_printed_there() {
     let args = [
-        "inject-error",
+        "poison-test",
         "--size",
         "8M",
         "--granularity",
