@@ -40,7 +40,8 @@ pub fn dax(e: &DaxError) -> i32 {
         | DaxError::OutOfRange { .. }
         | DaxError::FaultTooSmall { .. }
         | DaxError::LeafStraddles { .. }
-        | DaxError::RangeSizes { .. } => EINVAL,
+        | DaxError::RangeSizes { .. }
+        | DaxError::Threads { .. } => EINVAL,
         // An address in no mapping, and a FOLL_NOFAULT pin of a hole: gup's -EFAULT.
         DaxError::NotInMapping { .. } | DaxError::NotFaulted { .. } => EFAULT,
         DaxError::TornDown | DaxError::Unmapped { .. } => ENXIO,
