@@ -76,8 +76,8 @@
 #define DEVMAP_FAULTS_USERFAULTFD 1
 
 /**
- * Leaves are faulted only by `devmap_mapping_populate` and by pins: a touch of a leaf
- * nobody faulted maps the backing's bytes without metadata.
+ * Touches are never caught: the kernel maps the backing's bytes at a touch, and every leaf's
+ * metadata is faulted in when a mapping is made (as for a file device).
  */
 #define DEVMAP_FAULTS_EXPLICIT 2
 
@@ -225,7 +225,8 @@ typedef struct devmap_device_options {
    */
   uint32_t init;
   /**
-   * Threads for `DEVMAP_INIT_PARALLEL` and `DEVMAP_INIT_ASYNC`; 0 = one per core.
+   * Threads for `DEVMAP_INIT_PARALLEL` and `DEVMAP_INIT_ASYNC`; 0 = one per core; at most
+   * 1024 or the cores, whichever is more (-EINVAL above).
    */
   uint32_t init_threads;
   /**
@@ -233,8 +234,7 @@ typedef struct devmap_device_options {
    */
   uint32_t faults;
   /**
-   * Threads serving caught touches: at least 1 (0 is refused with -EINVAL, as Python
-   * refuses it).
+   * Threads serving caught touches: 1 to 256 (-EINVAL otherwise, as in Python).
    */
   uint32_t handlers;
   /**
@@ -634,8 +634,8 @@ int devmap_device_create_hugetlb(const struct devmap_space *space,
  * Makes a device over the regular file at `path` and stores its handle in `*out`: with
  * `size` 0 the file must exist and its length is the device's size; otherwise a new sparse
  * file of `size` bytes is created (-EEXIST if the path exists). A file device does not
- * catch touches: fault leaves with `devmap_mapping_populate` (or pin them) before using
- * their bytes, or a touch maps the bytes without metadata.
+ * catch touches: the metadata of every leaf of a mapping is faulted in when the mapping is
+ * made, and a touch maps the bytes.
  *
  * Ownership and thread-safety as for `devmap_device_create_memfd`.
  *
@@ -1124,7 +1124,7 @@ int devmap_namespace_destroy(const struct devmap_region *region, const char *nam
  * its info block is marked in use. `opts` (NULL for the defaults) gives the layout, init,
  * faults and granularity; its `align` is ignored. Stores the device's handle in `*out_dev`
  * and what the enable did in `*out_info` (may be NULL). The device is a file device: it does
- * not catch touches (populate or pin leaves before touching them).
+ * not catch touches, and a mapping faults in every leaf's metadata when it is made.
  *
  * Ownership: the device handle is used like any other (mappings, pins, memory failure) and
  * given back with `devmap_namespace_disable`, which writes the bad pages and the clean mark;

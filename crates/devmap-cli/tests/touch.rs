@@ -226,6 +226,10 @@ fn refusals_say_what_would_work() {
         "--handlers 0 is not a usable count",
     );
     fails(
+        &["touch-test", "--size", "64M", "--handlers", "300"],
+        "--handlers 300 is not a usable count of fault handler threads: use 1 to 256",
+    );
+    fails(
         &["touch-test", "--size", "3M"],
         "size 3M is not a multiple of align 2M: did you mean --size 2M or --size 4M?",
     );

@@ -35,8 +35,8 @@ pub const DEVMAP_INIT_ASYNC: u32 = 2;
 pub const DEVMAP_FAULTS_AUTO: u32 = 0;
 /// Touches caught with userfaultfd; refused (`-EOPNOTSUPP`) for files and device-dax.
 pub const DEVMAP_FAULTS_USERFAULTFD: u32 = 1;
-/// Leaves are faulted only by `devmap_mapping_populate` and by pins: a touch of a leaf
-/// nobody faulted maps the backing's bytes without metadata.
+/// Touches are never caught: the kernel maps the backing's bytes at a touch, and every leaf's
+/// metadata is faulted in when a mapping is made (as for a file device).
 pub const DEVMAP_FAULTS_EXPLICIT: u32 = 2;
 
 /// A 4 KiB memory error costs every mapping only the 4 KiB page (memfd devices that catch
@@ -56,12 +56,12 @@ pub struct devmap_device_options {
     pub layout: u32,
     /// `DEVMAP_INIT_*`.
     pub init: u32,
-    /// Threads for `DEVMAP_INIT_PARALLEL` and `DEVMAP_INIT_ASYNC`; 0 = one per core.
+    /// Threads for `DEVMAP_INIT_PARALLEL` and `DEVMAP_INIT_ASYNC`; 0 = one per core; at most
+    /// 1024 or the cores, whichever is more (-EINVAL above).
     pub init_threads: u32,
     /// `DEVMAP_FAULTS_*`.
     pub faults: u32,
-    /// Threads serving caught touches: at least 1 (0 is refused with -EINVAL, as Python
-    /// refuses it).
+    /// Threads serving caught touches: 1 to 256 (-EINVAL otherwise, as in Python).
     pub handlers: u32,
     /// `DEVMAP_GRANULARITY_*`.
     pub granularity: u32,
@@ -385,8 +385,8 @@ pub unsafe extern "C" fn devmap_device_create_hugetlb(
 /// Makes a device over the regular file at `path` and stores its handle in `*out`: with
 /// `size` 0 the file must exist and its length is the device's size; otherwise a new sparse
 /// file of `size` bytes is created (-EEXIST if the path exists). A file device does not
-/// catch touches: fault leaves with `devmap_mapping_populate` (or pin them) before using
-/// their bytes, or a touch maps the bytes without metadata.
+/// catch touches: the metadata of every leaf of a mapping is faulted in when the mapping is
+/// made, and a touch maps the bytes.
 ///
 /// Ownership and thread-safety as for `devmap_device_create_memfd`.
 ///

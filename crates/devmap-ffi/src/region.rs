@@ -362,7 +362,7 @@ pub unsafe extern "C" fn devmap_namespace_destroy(
 /// its info block is marked in use. `opts` (NULL for the defaults) gives the layout, init,
 /// faults and granularity; its `align` is ignored. Stores the device's handle in `*out_dev`
 /// and what the enable did in `*out_info` (may be NULL). The device is a file device: it does
-/// not catch touches (populate or pin leaves before touching them).
+/// not catch touches, and a mapping faults in every leaf's metadata when it is made.
 ///
 /// Ownership: the device handle is used like any other (mappings, pins, memory failure) and
 /// given back with `devmap_namespace_disable`, which writes the bad pages and the clean mark;

@@ -56,6 +56,14 @@ def test_a_bad_size_string_is_refused_with_the_reason():
     assert 'size "64Q" is malformed' in e.value.strerror
 
 
+def test_a_handler_count_past_the_library_bound_is_refused_with_the_limit():
+    with pytest.raises(devmap.InvalidArgument) as e:
+        devmap.Device.memfd("64M", handlers=100000)
+    assert e.value.errno == errno.EINVAL
+    assert "handlers 100000 is not a usable count" in e.value.strerror
+    assert "use 1 to 256" in e.value.strerror
+
+
 def test_a_bad_align_is_refused_with_one_that_works():
     with pytest.raises(devmap.InvalidArgument) as e:
         devmap.Device.memfd("64M", align="3M")
@@ -336,12 +344,29 @@ def test_a_file_device(tmp_path):
         assert not d.catches_touches and d.granularity == "leaf"
         assert d.backing.startswith("file ")
         with d.mmap() as m:
-            assert m.populate() == (4, 0)
+            # the mapping faulted every leaf's metadata in: nothing is left to populate
+            assert m.populate() == (0, 4)
             m.write(PAGE, b"on disk")
     with devmap.Device.file(path) as d, d.mmap() as m:
         assert d.size == 8 * MiB
-        m.populate(0, "2M")
         assert m.read_mc(PAGE, 7) == b"on disk"
+
+
+def test_a_file_mapping_written_through_a_memoryview_is_told_of_a_memory_error(tmp_path):
+    # no populate: the mapping is in the rmap from the start, as the kernel's faults would
+    # put it there
+    with devmap.Device.file(tmp_path / "dev.img", size="8M", align="2M") as d, d.mmap() as m:
+        told = []
+        m.on_poison(told.append)
+        view = m.view
+        view[2 * MiB + PAGE : 2 * MiB + PAGE + 5] = b"bytes"
+        view.release()
+        report = d.memory_failure(2 * MiB + PAGE)
+        (notice,) = report["notices"]
+        assert notice["addr"] == m.addr + 2 * MiB + PAGE
+        assert told == [notice]
+        with pytest.raises(devmap.MemoryLost):
+            m.read_mc(2 * MiB, PAGE)
 
 
 def free_2m_huge_pages():

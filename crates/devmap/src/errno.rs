@@ -43,7 +43,8 @@ pub fn dax(e: &DaxError) -> i32 {
         | DaxError::RangeSizes { .. }
         | DaxError::EmptyRange { .. }
         | DaxError::ClearUnaligned { .. }
-        | DaxError::NoHandlers => EINVAL,
+        | DaxError::NoHandlers
+        | DaxError::Threads { .. } => EINVAL,
         // An address in no mapping, a range running past the mapping's end, and a
         // FOLL_NOFAULT pin of a hole: gup's -EFAULT.
         DaxError::NotInMapping { .. }

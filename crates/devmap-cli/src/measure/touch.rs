@@ -55,9 +55,9 @@ pub struct TouchTestArgs {
     /// Threads touching leaves, each a contiguous share of them.
     #[arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = count::<usize>)]
     threads: usize,
-    /// The device's fault handler threads (userfaultfd readers) [default: --threads]. With
-    /// fewer handlers than touching threads, touches of new leaves queue behind each other,
-    /// where the kernel faults them in parallel.
+    /// The device's fault handler threads (userfaultfd readers), 1 to 256 [default: --threads,
+    /// at most 256]. With fewer handlers than touching threads, touches of new leaves queue
+    /// behind each other, where the kernel faults them in parallel.
     #[arg(long, allow_negative_numbers = true, value_parser = count::<usize>)]
     handlers: Option<usize>,
     /// How the device's memmap is initialised; with async the touches start while background

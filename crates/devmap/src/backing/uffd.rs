@@ -23,15 +23,16 @@
 //! answers `ENOENT` for a range that leaves it, surfaced as [`UffdError::NotRegistered`].
 //!
 //! The descriptor is non-blocking and opened with `UFFD_USER_MODE_ONLY`.
-//! [`Userfaultfd::wait_event`] polls with a timeout, so a handler thread can check for a stop
-//! request between waits. Dropping the descriptor ends every registration, and threads blocked
+//! [`Userfaultfd::wait_event`] polls with a timeout; [`Userfaultfd::wait_event_or`] sleeps
+//! until an event or until a second descriptor (a handler's stop eventfd) is readable, so an
+//! idle handler thread never wakes. Dropping the descriptor ends every registration, and threads blocked
 //! in a fault on it retry the fault without it.
 //!
 //! This file holds the module's only userfaultfd `unsafe`: the syscall, the ioctls (each with a
 //! struct of the kernel's layout from `linux-raw-sys`), and taking ownership of the descriptor a
 //! fork event carries.
 
-use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use linux_raw_sys::general as uapi;
@@ -342,6 +343,38 @@ impl Userfaultfd {
             match rustix::event::poll(&mut fds, ts.as_ref()) {
                 Ok(_) | Err(Errno::INTR) => {}
                 Err(e) => return Err(UffdError::Read { source: e.into() }),
+            }
+        }
+    }
+
+    /// Waits without a time limit for one event, or until `stop` is readable (for instance an
+    /// eventfd written to stop the caller): `None` then, even if an event is pending. Wakes
+    /// only for an event or the stop. Several threads may wait on one descriptor: every event
+    /// wakes them all, one reads it and the others wait again.
+    pub fn wait_event_or(&self, stop: BorrowedFd<'_>) -> Result<Option<UffdEvent>, UffdError> {
+        loop {
+            let mut fds = [
+                PollFd::new(&self.fd, PollFlags::IN),
+                PollFd::new(&stop, PollFlags::IN),
+            ];
+            match rustix::event::poll(&mut fds, None) {
+                Ok(_) | Err(Errno::INTR) => {}
+                Err(e) => return Err(UffdError::Read { source: e.into() }),
+            }
+            if !fds[1].revents().is_empty() {
+                return Ok(None);
+            }
+            let ready = fds[0].revents();
+            if ready.intersects(PollFlags::ERR | PollFlags::HUP | PollFlags::NVAL) {
+                // Never for a descriptor past `UFFDIO_API`; refused rather than spun on.
+                return Err(UffdError::Read {
+                    source: std::io::Error::other(format!("poll reported {ready:?}")),
+                });
+            }
+            if !ready.is_empty()
+                && let Some(event) = self.read_event()?
+            {
+                return Ok(Some(event));
             }
         }
     }

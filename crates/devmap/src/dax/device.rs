@@ -1,18 +1,20 @@
 //! [`DaxDevice`]: a generic pgmap over a backing, static (one pfn range) or dynamic (several),
 //! its mappings (`dax_mmap` with `check_vma` and `dax_get_unmapped_area`), the reverse map,
-//! the userfaultfd handler thread that catches first touches, and teardown.
+//! the userfaultfd handler threads that catch first touches, and teardown.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
-use super::gate::Gate;
+use super::gate::{Close, Gate};
 use super::leaves::LeafBits;
-use super::poison::{Granularity, OwnerSlot, PoisonLock};
+use super::options::{DaxOptions, Faults};
+use super::poison::{OwnerSlot, PoisonLock};
 use super::shared::{Counters, DaxRange, FaultStats, MappingCore, Shared};
 use super::{DaxError, DaxMapping, MappingId};
 use crate::addr::{Order, PAGE_SIZE, Pfn, PfnRange};
@@ -20,91 +22,6 @@ use crate::backing::{Backing, BackingError, UffdEvent, UffdFeatures, Userfaultfd
 use crate::init::InitMode;
 use crate::memmap::Layout;
 use crate::pgmap::{DeviceSpace, MemmapPlace, PgmapConfig, PgmapError};
-
-/// How first touches of a device's mappings reach its fault path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Faults {
-    /// Through the device's userfaultfd where the backing supports it (memfd, hugetlb), else
-    /// explicitly.
-    #[default]
-    Auto,
-    /// Through the userfaultfd; refused for a backing without userfaultfd support.
-    Userfaultfd,
-    /// Only through [`DaxMapping::populate`], [`DaxMapping::fault`] and the pin path; a touch
-    /// of a leaf nobody faulted maps the backing's bytes without metadata.
-    Explicit,
-}
-
-impl Faults {
-    /// Every mode.
-    pub const ALL: [Faults; 3] = [Faults::Auto, Faults::Userfaultfd, Faults::Explicit];
-
-    /// The lower-case name the front ends use.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Faults::Auto => "auto",
-            Faults::Userfaultfd => "userfaultfd",
-            Faults::Explicit => "explicit",
-        }
-    }
-}
-
-crate::units::named_values!(Faults, "faults", ["auto", "userfaultfd", "explicit"]);
-
-/// How to build a [`DaxDevice`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DaxOptions {
-    /// Size of every folio and every fault: 4 KiB, 2 MiB or 1 GiB.
-    pub align: Order,
-    /// Descriptor layout.
-    pub layout: Layout,
-    /// Memmap initialisation.
-    pub init: InitMode,
-    /// `None` for a static device (one pfn range); for a dynamic device, the byte size of each
-    /// of its pfn ranges, in device order, each a multiple of the align, summing to the
-    /// backing's length. Each range is reserved on its own, wherever the space has room.
-    pub ranges: Option<Vec<u64>>,
-    /// How touches are caught.
-    pub faults: Faults,
-    /// Handler threads reading the device's userfaultfd (at least 1). One serves faults one
-    /// at a time; threads that touch new leaves at the same time queue behind each other,
-    /// where the kernel would fault them in parallel. More handlers let that many leaves fill
-    /// at once.
-    pub handlers: usize,
-    /// What a 4 KiB memory error takes from the mappings: `Page` (the default) where the
-    /// device catches touches on a backing of 4 KiB pages, `Leaf` elsewhere whatever is asked.
-    pub granularity: Granularity,
-    /// A counter the memmap initialisation adds the descriptors it writes to
-    /// ([`PgmapConfig::progress`]).
-    pub progress: Option<std::sync::Arc<crate::init::InitProgress>>,
-}
-
-impl DaxOptions {
-    /// A static device of `align`, Heads layout, parallel init, touches caught where possible.
-    pub fn new(align: Order) -> DaxOptions {
-        DaxOptions {
-            align,
-            layout: Layout::default(),
-            init: InitMode::default(),
-            ranges: None,
-            faults: Faults::default(),
-            handlers: 1,
-            granularity: Granularity::default(),
-            progress: None,
-        }
-    }
-
-    /// Checks the options that need no backing to judge: at least 1 handler
-    /// ([`DaxError::NoHandlers`]), whether or not the device will catch touches, so that
-    /// every front end accepts and refuses the same values. [`DaxDevice::with_options`]
-    /// calls it first.
-    pub fn validate(&self) -> Result<(), DaxError> {
-        if self.handlers == 0 {
-            return Err(DaxError::NoHandlers);
-        }
-        Ok(())
-    }
-}
 
 /// Where a device's pfns and memmap go ([`DaxDevice::placed`]): by default wherever the
 /// space has room, with the memmap in host memory, initialised.
@@ -125,20 +42,24 @@ impl Default for Placement<'_> {
     }
 }
 
-/// The handler threads of a device whose touches are caught.
+/// The handler threads of a device whose touches are caught, and the eventfd that stops
+/// them: each sleeps in `poll` on the device's userfaultfd and the eventfd, so an idle
+/// handler never wakes, and a stop wakes every one at once.
 #[derive(Debug)]
 struct Handler {
-    stop: Arc<AtomicBool>,
+    stop: Arc<OwnedFd>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Handler {
-    /// How long a handler waits for an event before it looks at its stop flag.
-    const POLL: Duration = Duration::from_millis(20);
-
     fn start(shared: &Arc<Shared>, n: usize) -> Result<Handler, DaxError> {
+        let stop = rustix::event::eventfd(
+            0,
+            rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+        )
+        .map_err(|e| DaxError::Handler { source: e.into() })?;
         let mut h = Handler {
-            stop: Arc::new(AtomicBool::new(false)),
+            stop: Arc::new(stop),
             threads: Vec::with_capacity(n),
         };
         for i in 0..n.max(1) {
@@ -146,7 +67,7 @@ impl Handler {
             let stop = Arc::clone(&h.stop);
             let spawned = std::thread::Builder::new()
                 .name(format!("devmap-dax-fault-{i}"))
-                .spawn(move || handler_loop(&shared, &stop));
+                .spawn(move || handler_loop(&shared, stop.as_fd()));
             match spawned {
                 Ok(t) => h.threads.push(t),
                 Err(e) => {
@@ -159,25 +80,30 @@ impl Handler {
     }
 
     fn stop(&mut self) {
-        // Release pairs with the Acquire in `handler_loop`.
-        self.stop.store(true, Ordering::Release);
+        // The eventfd stays readable (nobody reads it), so every handler sees it, whether it
+        // is asleep in `poll` now or gets there later. Writing 1 to a fresh eventfd cannot
+        // fail: its counter cannot overflow.
+        if let Err(e) = rustix::io::write(&*self.stop, &1u64.to_ne_bytes()) {
+            tracing::error!(error = %e, "dax: cannot wake the fault handlers to stop them");
+            return;
+        }
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
 }
 
-/// One device's handler: reads fault events and runs each through the fault path, until told
-/// to stop. A read error other than "nothing yet" ends it (the descriptor is unusable).
-fn handler_loop(shared: &Shared, stop: &AtomicBool) {
+/// One device's handler: sleeps until a fault event or the stop, and runs each fault through
+/// the fault path. A read error ends it (the descriptor is unusable).
+fn handler_loop(shared: &Shared, stop: BorrowedFd<'_>) {
     let Some(uffd) = shared.uffd.as_ref() else {
         return;
     };
-    while !stop.load(Ordering::Acquire) {
-        match uffd.wait_event(Some(Handler::POLL)) {
+    loop {
+        match uffd.wait_event_or(stop) {
             Ok(Some(UffdEvent::PageFault { addr, .. })) => shared.user_fault(addr),
-            Ok(_) => {}
-            Err(_) => return,
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return,
         }
     }
 }
@@ -196,7 +122,6 @@ pub struct DaxDevice {
     /// The device's entries in the registry memory failure finds it by; they go with it.
     _listed: super::registry::Listed,
     handler: Mutex<Option<Handler>>,
-    shut: AtomicBool,
 }
 
 impl DaxDevice {
@@ -322,6 +247,7 @@ impl DaxDevice {
             uffd,
             counters: Counters::default(),
             granularity: opts.granularity,
+            populate_on_map: opts.populate_on_map,
             badblocks: Mutex::new(BTreeSet::new()),
             poison_lock: PoisonLock::default(),
             named: LeafBits::new(size / align.bytes()),
@@ -353,7 +279,6 @@ impl DaxDevice {
             shared,
             _listed: listed,
             handler: Mutex::new(handler),
-            shut: AtomicBool::new(false),
         })
     }
 
@@ -410,7 +335,8 @@ impl DaxDevice {
         self.shared.uffd.is_some()
     }
 
-    /// Whether the device is live: no teardown has begun, or the last one gave up.
+    /// Whether the device is live: no teardown has begun, or the last one gave up. False
+    /// while any teardown is in progress, a timed one included.
     pub fn is_live(&self) -> bool {
         self.shared.gate.is_live()
     }
@@ -438,8 +364,10 @@ impl DaxDevice {
     /// and inside the device; private mappings are refused. Mappings of one device see the same
     /// bytes. Where the device catches touches, the window is registered with its
     /// userfaultfd: registration is per mapping, not per page, so a 1 TiB mapping costs the
-    /// same as a small one. The mapping holds a liveness reference on the pgmap until it drops,
-    /// as an open VMA keeps its device.
+    /// same as a small one. Where it does not, the metadata of every leaf of the mapping is
+    /// faulted in now ([`DaxOptions::populate_on_map`], the default), leaving out only leaves
+    /// lost to a memory error. The mapping holds a liveness reference on the pgmap until it
+    /// drops, as an open VMA keeps its device.
     pub fn mmap(&self, offset: u64, len: u64, shared: bool) -> Result<DaxMapping, DaxError> {
         let align = self.shared.align;
         if !shared {
@@ -494,7 +422,12 @@ impl DaxDevice {
             _live: live,
         });
         self.shared.mappings.lock().insert(id, Arc::clone(&core));
-        Ok(DaxMapping::new(Arc::clone(&self.shared), core))
+        let mapping = DaxMapping::new(Arc::clone(&self.shared), core);
+        if self.shared.uffd.is_none() && self.shared.populate_on_map {
+            // On failure the mapping's drop gives back what was faulted.
+            mapping.populate_on_map()?;
+        }
+        Ok(mapping)
     }
 
     /// The reverse map (`i_mmap` of the device's address space): every live mapping that has
@@ -526,32 +459,45 @@ impl DaxDevice {
     /// `kill_dev_dax` and `memunmap_pages`: closes the device to new faults and waits for the
     /// faults in flight (from then on a caught touch gets SIGBUS and a pin or populate gets
     /// [`DaxError::TornDown`]), waits for every mapping and pin to go (up to `timeout`), then
-    /// unregisters the pgmap, gives its pfn ranges back and stops the handler thread. With a
+    /// unregisters the pgmap, gives its pfn ranges back and stops the handler threads. With a
     /// timeout that expires, returns [`PgmapError::Busy`] and leaves the device live; faults
-    /// that arrived meanwhile waited and then proceed. A second call after success does
-    /// nothing.
+    /// that arrived meanwhile waited and then proceed.
+    ///
+    /// Teardown happens once. A call while another is in progress waits for that one's
+    /// outcome (up to its own `timeout`, else [`PgmapError::Busy`], the device staying in the
+    /// other's hands): it returns `Ok` once the other completed, and tears down itself if the
+    /// other gave up. A call after success does nothing.
     pub fn shutdown(&self, timeout: Option<Duration>) -> Result<(), DaxError> {
-        if self.shut.load(Ordering::Acquire) {
-            return Ok(());
+        // A timeout too long to express as a deadline is no timeout, as in `memunmap_pages`.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        match self.shared.gate.close(deadline) {
+            Close::Mine => {}
+            Close::Dead => return Ok(()),
+            Close::Busy => {
+                return Err(PgmapError::Busy {
+                    refs: self.shared.pgmap.refs(),
+                }
+                .into());
+            }
         }
-        if !self.shared.gate.close(timeout.is_none()) {
-            return Ok(());
-        }
-        match self.space.memunmap_pages(&self.shared.pgmap, timeout) {
+        // From here until `finish` this call alone tears the device down.
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        match self.space.memunmap_pages(&self.shared.pgmap, left) {
+            // Unregistered by someone else: the pfn ranges are still this device's.
             Ok(()) | Err(PgmapError::NotRegistered) => {}
             Err(e) => {
                 self.shared.gate.finish(false);
                 return Err(e.into());
             }
         }
-        self.shared.gate.finish(true);
         for r in &self.shared.ranges {
             self.space.release_range(r.pfns);
         }
         if let Some(mut h) = self.handler.lock().take() {
             h.stop();
         }
-        self.shut.store(true, Ordering::Release);
+        // Last: a teardown waiting for this one returns only once everything above is done.
+        self.shared.gate.finish(true);
         Ok(())
     }
 }

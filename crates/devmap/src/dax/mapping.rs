@@ -167,6 +167,24 @@ impl DaxMapping {
         }
         Ok(done)
     }
+
+    /// Faults in the metadata of every leaf of a new mapping of a device that does not catch
+    /// touches (`DaxOptions::populate_on_map`), as the kernel's faults would at the first
+    /// touches: so the reverse map holds every leaf a touch can reach. A leaf refused as lost
+    /// to a memory error is left out, as the kernel leaves a poisoned page unmapped; any
+    /// other error fails the mapping.
+    pub(super) fn populate_on_map(&self) -> Result<(), DaxError> {
+        let step = self.shared.align.bytes();
+        let mut leaf = 0;
+        while leaf < self.core.len {
+            match self.shared.fault_leaf(&self.core, leaf, false) {
+                Ok(_) | Err(DaxError::Poisoned { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            leaf += step;
+        }
+        Ok(())
+    }
 }
 
 impl Drop for DaxMapping {

@@ -15,10 +15,13 @@
 //! MINOR; hugetlb: MINOR), every mapping is registered with the device's userfaultfd and a
 //! handler thread per device runs each first touch through the fault path, mapping the whole
 //! leaf with one `UFFDIO_CONTINUE`; a touch once teardown has begun gets SIGBUS. Where it does
-//! not (regular files, `/dev/dax`), the kernel maps the bytes on the first touch by itself and
+//! not (regular files, `/dev/dax`, or [`Faults::Explicit`]), the kernel maps the bytes on the
+//! first touch by itself, and [`DaxDevice::mmap`] runs the fault path for every leaf of the
+//! new mapping, metadata only ([`DaxOptions::populate_on_map`], the default), so that the
+//! reverse map and `memory_failure` know every leaf a touch can reach. With that turned off
 //! the fault path runs only from [`DaxMapping::populate`], [`DaxMapping::fault`] and the pin
-//! path ([`DaxMapping::pin_user_pages`]): a caller populates the leaves it will use, and a
-//! leaf touched without that has bytes but no metadata.
+//! path ([`DaxMapping::pin_user_pages`]), and a leaf touched without them has bytes but no
+//! metadata.
 //!
 //! ```
 //! use devmap::backing::Backing;
@@ -41,6 +44,8 @@
 //! ```
 
 mod device;
+#[cfg(all(test, not(loom)))]
+mod device_tests;
 mod extents;
 #[cfg(all(test, not(loom)))]
 mod extents_tests;
@@ -48,6 +53,7 @@ mod gate;
 mod gup;
 mod leaves;
 mod mapping;
+mod options;
 mod pinstats;
 mod poison;
 mod ranges;
@@ -58,11 +64,12 @@ mod tests;
 #[cfg(test)]
 mod uffd_tests;
 
+pub use self::device::DaxDevice;
 pub(crate) use self::device::Placement;
-pub use self::device::{DaxDevice, DaxOptions, Faults};
 pub use self::extents::{Extent, ExtentLimits};
 pub use self::gup::{UserFolio, UserFolios, UserPages};
 pub use self::mapping::{DaxMapping, Faulted, Populated};
+pub use self::options::{DaxOptions, Faults};
 pub use self::pinstats::PinStats;
 pub(crate) use self::poison::revoke;
 pub use self::poison::{Granularity, OwnerFn, PoisonNotice};
@@ -257,6 +264,18 @@ pub enum DaxError {
     RangeSizes {
         /// What is wrong and what would work.
         why: String,
+    },
+    /// A thread count outside what a device starts.
+    #[error("{what} {asked} is not a usable count of {why}: use 1 to {max}")]
+    Threads {
+        /// Which option: `handlers` or `init threads`.
+        what: &'static str,
+        /// The count asked for.
+        asked: usize,
+        /// The most allowed.
+        max: usize,
+        /// What the threads are.
+        why: &'static str,
     },
     /// The handler thread could not be started.
     #[error("cannot start the device's fault handler thread: {source}")]

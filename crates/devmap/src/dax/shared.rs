@@ -133,6 +133,9 @@ pub(super) struct Shared {
     pub(super) counters: Counters,
     /// What a memory error takes (asked for; see `effective_granularity`).
     pub(super) granularity: Granularity,
+    /// Whether a mapping of a device that does not catch touches faults in the metadata of
+    /// all its leaves when it is made (`DaxOptions::populate_on_map`).
+    pub(super) populate_on_map: bool,
     /// Page offsets of the device's poisoned pages.
     pub(super) badblocks: Mutex<BTreeSet<u64>>,
     /// Shared by faults, exclusive for revoking and clearing poison (`dax_lock_folio`).

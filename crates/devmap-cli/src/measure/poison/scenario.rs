@@ -62,7 +62,8 @@ pub(super) fn run(plan: &Plan, g: Granularity) -> Result<Injected> {
     let mut opts = DaxOptions::new(align);
     opts.faults = Faults::Auto;
     opts.granularity = g;
-    opts.handlers = plan.readers;
+    // One handler per reader, up to the library's bound.
+    opts.handlers = plan.readers.min(DaxOptions::MAX_HANDLERS);
     let dev = DaxDevice::with_options(&space, backing, opts)
         .with_context(|| format!("cannot make a device over the {}", plan.backing.name()))?;
     let applied = dev.granularity();

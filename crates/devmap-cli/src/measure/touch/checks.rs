@@ -8,6 +8,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
 use devmap::backing::{Backing, HugePageSize, huge_pages};
+use devmap::dax::DaxOptions;
 use devmap::{InitMode, Order};
 
 use super::{BackingArg, InitArg, MAX_THREADS, MAX_UNFORCED, Plan, Source, TouchTestArgs};
@@ -45,11 +46,13 @@ pub(super) fn plan(a: &TouchTestArgs) -> Result<Plan> {
     let align = Order::from_bytes(align)?;
     let leaves = touched;
     let threads = threads(a.threads, leaves, align)?;
-    let handlers = a.handlers.unwrap_or(threads);
-    if handlers == 0 || handlers > MAX_THREADS {
+    // The library's bound on handler threads: one per touching thread up to it.
+    let max_handlers = DaxOptions::MAX_HANDLERS;
+    let handlers = a.handlers.unwrap_or(threads.min(max_handlers));
+    if handlers == 0 || handlers > max_handlers {
         bail!(
             "--handlers {handlers} is not a usable count of fault handler threads: use 1 to \
-             {MAX_THREADS}, e.g. --handlers 2"
+             {max_handlers}, e.g. --handlers 2"
         );
     }
     let layout = match a.layout.layouts().as_slice() {

@@ -62,6 +62,9 @@ pub(super) fn devmap_side(plan: &Plan, backing: Backing) -> Result<DevmapSide> {
     opts.init = plan.init;
     opts.faults = Faults::Auto;
     opts.handlers = plan.handlers;
+    // Where touches are not caught, each leaf's metadata is faulted in beside its touch,
+    // timed with it, as the kernel's own fault would be; not all at once by the mmap.
+    opts.populate_on_map = false;
     let dev = DaxDevice::with_options(&space, backing, opts)
         .with_context(|| format!("cannot make a device over the {}", plan.source.name()))?;
     let t = Instant::now();

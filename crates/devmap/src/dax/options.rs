@@ -1,0 +1,148 @@
+//! How to build a [`DaxDevice`](super::DaxDevice): [`DaxOptions`] (align, layout, init, ranges,
+//! how touches are caught, handler threads, metadata faulted in at mapping time, granularity)
+//! and its checks, which every front end (CLI, C, Python) gets by going through
+//! [`DaxDevice::with_options`](super::DaxDevice::with_options).
+
+use super::DaxError;
+use super::poison::Granularity;
+use crate::addr::Order;
+use crate::init::InitMode;
+use crate::memmap::Layout;
+
+/// How first touches of a device's mappings reach its fault path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Faults {
+    /// Through the device's userfaultfd where the backing supports it (memfd, hugetlb), else
+    /// explicitly.
+    #[default]
+    Auto,
+    /// Through the userfaultfd; refused for a backing without userfaultfd support.
+    Userfaultfd,
+    /// Never through the userfaultfd: the kernel maps the backing's bytes at a touch on its
+    /// own, and the metadata is set up when a mapping is made
+    /// ([`DaxOptions::populate_on_map`]), or else only through [`DaxMapping::populate`](super::DaxMapping::populate),
+    /// [`DaxMapping::fault`](super::DaxMapping::fault) and the pin path.
+    Explicit,
+}
+
+impl Faults {
+    /// Every mode.
+    pub const ALL: [Faults; 3] = [Faults::Auto, Faults::Userfaultfd, Faults::Explicit];
+
+    /// The lower-case name the front ends use.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Faults::Auto => "auto",
+            Faults::Userfaultfd => "userfaultfd",
+            Faults::Explicit => "explicit",
+        }
+    }
+}
+
+crate::units::named_values!(Faults, "faults", ["auto", "userfaultfd", "explicit"]);
+
+/// How to build a [`DaxDevice`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaxOptions {
+    /// Size of every folio and every fault: 4 KiB, 2 MiB or 1 GiB.
+    pub align: Order,
+    /// Descriptor layout.
+    pub layout: Layout,
+    /// Memmap initialisation.
+    pub init: InitMode,
+    /// `None` for a static device (one pfn range); for a dynamic device, the byte size of each
+    /// of its pfn ranges, in device order, each a multiple of the align, summing to the
+    /// backing's length. Each range is reserved on its own, wherever the space has room.
+    pub ranges: Option<Vec<u64>>,
+    /// How touches are caught.
+    pub faults: Faults,
+    /// Handler threads reading the device's userfaultfd: 1 to [`DaxOptions::MAX_HANDLERS`].
+    /// One serves faults one at a time; threads that touch new leaves at the same time queue
+    /// behind each other, where the kernel would fault them in parallel. More handlers let
+    /// that many leaves fill at once. An idle handler sleeps until an event or the device's
+    /// teardown wakes it.
+    pub handlers: usize,
+    /// Where the device does not catch touches (a backing without userfaultfd, or
+    /// [`Faults::Explicit`]): whether [`DaxDevice::mmap`](super::DaxDevice::mmap) faults in the metadata of every
+    /// leaf of the new mapping (folio mapping and index, reference, mapcount; not the bytes),
+    /// as `MAP_POPULATE` would. True by default, so that the reverse map and `memory_failure`
+    /// know every leaf a touch can reach, as the kernel knows from its own faults. False
+    /// leaves it to [`DaxMapping::populate`](super::DaxMapping::populate), [`DaxMapping::fault`](super::DaxMapping::fault) and the pin path, and a
+    /// leaf touched without them has bytes but no metadata: for callers that time or choose
+    /// the leaves they fault. Ignored where touches are caught.
+    pub populate_on_map: bool,
+    /// What a 4 KiB memory error takes from the mappings: `Page` (the default) where the
+    /// device catches touches on a backing of 4 KiB pages, `Leaf` elsewhere whatever is asked.
+    pub granularity: Granularity,
+    /// A counter the memmap initialisation adds the descriptors it writes to
+    /// ([`PgmapConfig::progress`](crate::pgmap::PgmapConfig::progress)).
+    pub progress: Option<std::sync::Arc<crate::init::InitProgress>>,
+}
+
+impl DaxOptions {
+    /// A static device of `align` with every other option at its default, the one every
+    /// front end uses: Heads layout, parallel init, touches caught where possible, one
+    /// handler, metadata populated at mapping time where touches are not caught, `Page`
+    /// granularity.
+    pub fn new(align: Order) -> DaxOptions {
+        DaxOptions {
+            align,
+            layout: Layout::default(),
+            init: InitMode::default(),
+            ranges: None,
+            faults: Faults::default(),
+            handlers: 1,
+            populate_on_map: true,
+            granularity: Granularity::default(),
+            progress: None,
+        }
+    }
+
+    /// The most handler threads a device starts. Each handler serves one leaf at a time, so
+    /// handlers beyond the threads that touch new leaves at once buy nothing; and they all
+    /// wait on the device's one userfaultfd, whose every event wakes each of them (`poll` has
+    /// no exclusive wake-up), so the cost of a fault grows with their number. 256 still allows
+    /// one handler per touching thread on a two-socket server of 128 cores, and stops a typo
+    /// (100000) from starving the machine of threads.
+    pub const MAX_HANDLERS: usize = 256;
+
+    /// The most memmap initialisation threads asked for in `init` without a check against
+    /// the machine: more than the cores only queue behind each other. A machine with more
+    /// cores than this may use one per core.
+    pub const MAX_INIT_THREADS: usize = 1024;
+
+    /// Refuses option values no device can use, whether or not it will catch touches, so that
+    /// every front end accepts and refuses the same: no handler ([`DaxError::NoHandlers`]),
+    /// more than [`MAX_HANDLERS`](Self::MAX_HANDLERS), and more init threads than
+    /// [`MAX_INIT_THREADS`](Self::MAX_INIT_THREADS) or the machine's cores, whichever is
+    /// larger. [`DaxDevice::with_options`](super::DaxDevice::with_options) calls it before it starts anything.
+    pub fn validate(&self) -> Result<(), DaxError> {
+        if self.handlers == 0 {
+            return Err(DaxError::NoHandlers);
+        }
+        if self.handlers > Self::MAX_HANDLERS {
+            return Err(DaxError::Threads {
+                what: "handlers",
+                asked: self.handlers,
+                max: Self::MAX_HANDLERS,
+                why: "the fault handler threads of a device that catches touches",
+            });
+        }
+        let init = self.init.threads();
+        if init > Self::MAX_INIT_THREADS {
+            let max = std::thread::available_parallelism()
+                .map_or(1, std::num::NonZeroUsize::get)
+                .max(Self::MAX_INIT_THREADS);
+            if init > max {
+                return Err(DaxError::Threads {
+                    what: "init threads",
+                    asked: init,
+                    max,
+                    why: "the threads that initialise the memmap; more than the cores only \
+                          queue",
+                });
+            }
+        }
+        Ok(())
+    }
+}
