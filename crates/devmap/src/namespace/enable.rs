@@ -14,9 +14,10 @@
 //! *adopts* it: it reserves the same pfns, registers the pgmap under the same id, and
 //! initialises nothing (a warm enable): each unit of the room is checked against the checksum
 //! the clean disable recorded when it is first used, and rebuilt if it does not match (the
-//! badblocks replay below then poisons its bad pages again). After a crash (no clean flag), with another layout,
-//! or when the pfns or the id are taken in this process's device space, the room's hole is
-//! punched (it reads as zero again) and the memmap is initialised as usual (a cold enable).
+//! badblocks replay below then poisons its bad pages again). After a crash (no clean flag),
+//! with another layout, or when the pfns or the id are taken in this process's device space,
+//! the room's hole is punched (it reads as zero again) and the memmap is initialised as usual
+//! (a cold enable).
 
 use super::infoblock::{INFO_BLOCK_OFFSET, InfoBlock, InfoFlags, MemmapRecord};
 use super::region::{Access, Region, RegionError};
