@@ -381,3 +381,36 @@ fn a_room_without_checksums_is_rebuilt_unit_by_unit_on_first_use() {
         room.region.disable(ns).expect("disable");
     }
 }
+
+/// Threads that first use one damaged unit together: one checks and rebuilds it, the others
+/// wait for it, and none sees a descriptor of it before the rebuild is complete.
+#[test]
+fn threads_that_first_use_a_damaged_unit_together_see_it_rebuilt_once() {
+    let mut room = Room::new("together", Layout::Flat);
+    let unit = 60;
+    let (at, len) = room.compound_bytes(2 * unit);
+    room.write(at, &vec![0x5a; 2 * len]);
+    let space = DeviceSpace::new();
+    let ns = room.warm(&space);
+    let pgmap = ns.device().pgmap();
+    let first = unit * UNIT_PAGES;
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let room = &room;
+            s.spawn(move || {
+                // Each thread starts at another page of the unit and walks all of it.
+                for k in 0..UNIT_PAGES {
+                    let page = first + (t * 301 + k) % UNIT_PAGES;
+                    let got = pgmap
+                        .descriptor(room.data.add(page))
+                        .expect("lookup")
+                        .map(|p| p.snapshot());
+                    assert_eq!(got, room.fresh[page as usize], "data page {page}");
+                }
+            });
+        }
+    });
+    assert_eq!(pgmap.rebuilt_room_units(), 1, "rebuilt once");
+    assert_eq!(pgmap.init_stats().descriptors, UNIT_PAGES);
+    room.region.disable(ns).expect("disable");
+}
