@@ -250,6 +250,24 @@ impl Page {
         self.private.store(s.private, Ordering::Relaxed);
     }
 
+    /// The descriptor's 64 bytes as eight little-endian words, in memory order (word 3 holds
+    /// the mapcount in its low half and the order in its high half): what a memmap room
+    /// stores, read one atomic at a time, for the room's checksums (`memmap::sums`).
+    pub(crate) fn words(&self) -> [u64; 8] {
+        let mapcount = self.mapcount.load(Ordering::Relaxed) as u32;
+        let order = self.order.load(Ordering::Relaxed);
+        [
+            self.flags.load(Ordering::Relaxed),
+            self.head.load(Ordering::Relaxed),
+            self.counts.load(Ordering::Relaxed),
+            (u64::from(order) << 32) | u64::from(mapcount),
+            self.mapping.load(Ordering::Relaxed),
+            self.index.load(Ordering::Relaxed),
+            self.zone_device_data.load(Ordering::Relaxed),
+            self.private.load(Ordering::Relaxed),
+        ]
+    }
+
     /// Reads every word (each word atomically; the set as a whole is not a single snapshot
     /// while other threads write).
     pub fn snapshot(&self) -> PageSnapshot {

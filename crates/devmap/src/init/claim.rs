@@ -121,6 +121,14 @@ impl<R: Renice> SubRanges<R> {
         self.remaining.load(Ordering::Acquire) == 0
     }
 
+    /// Whether sub-range `i` is DONE (every piece written and finished); false past the last.
+    pub(crate) fn is_done(&self, i: usize, pieces: &impl Pieces) -> bool {
+        // Acquire pairs with the finishers' Release RMWs in `pull`, as in `wait_done`.
+        self.states
+            .get(i)
+            .is_some_and(|s| done_of(s.load(Ordering::Acquire)) == pieces.count(i))
+    }
+
     /// Whether `stop` was called.
     pub(crate) fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::Acquire)

@@ -7,12 +7,14 @@
 //! caller's thread; [`InitMode::Parallel`] splits it into compound-aligned chunks that a few
 //! scoped threads (the caller among them) pull from a shared cursor, padata-style;
 //! [`InitMode::Async`] returns at once and lets background workers do it while every lookup
-//! first syncs the span it needs (`set`, `claim`, `boost`).
+//! first syncs the span it needs (`set`, `claim`, `boost`). A memmap adopted from a room is
+//! not initialised but checked, unit by unit, on first sync (`verify`).
 
 mod boost;
 mod claim;
 mod parallel;
 mod set;
+mod verify;
 
 pub(crate) use self::set::MemmapSet;
 pub use self::set::{InitState, NR_MEMMAP_RANGE, SUB_RANGE_DESCRIPTORS, SyncError};

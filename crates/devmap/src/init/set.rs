@@ -19,6 +19,10 @@
 //! behind a per-thread mutex; here the unit a fault pays for is bounded by the sub-range size,
 //! not by the namespace size, and nothing waits for unrelated work.
 //!
+//! An adopted set (a memmap room a clean disable left, `MemmapSet::adopt`) has no engine but
+//! a verification (`verify`): the first sync of each unit of the room checks its checksum,
+//! and rebuilds it if it does not match, before the unit's descriptors are handed out.
+//!
 //! `Synced` (in `memmap`) is the proof that a pfn span is initialised; the memmap lookups demand one, and
 //! only [`MemmapSet::sync`] makes one, so no caller can reach a descriptor before it is written.
 
@@ -29,12 +33,13 @@ use std::time::Instant;
 
 use super::boost::{Os, Tid};
 use super::claim::{MAX_PIECES, Pieces, Stopped, SubRanges};
+use super::verify::{Verify, all_sums};
 use super::{
     InitMode, InitProgress, InitStats, InitTarget, init_memmap, init_piece, nr_descriptors,
     nr_pieces,
 };
 use crate::addr::{Pfn, PfnRange};
-use crate::memmap::{Memmap, Synced};
+use crate::memmap::{Memmap, RoomSums, Synced};
 use crate::primitive::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// Sub-ranges per worker chunk (`NR_MEMMAP_RANGE` in the seed).
@@ -103,6 +108,8 @@ pub(crate) struct MemmapSet {
     maps: Vec<Memmap>,
     target: InitTarget,
     engine: Option<Async>,
+    /// An adopted room's first-use checks.
+    verify: Option<Verify>,
     sync_stats: InitStats,
     written: AtomicU64,
     dead: AtomicBool,
@@ -119,7 +126,7 @@ impl MemmapSet {
         mode: InitMode,
         progress: Option<std::sync::Arc<InitProgress>>,
     ) -> Self {
-        let mut set = Self::adopt(maps, target);
+        let mut set = Self::bare(maps, target);
         set.progress = progress;
         match mode {
             InitMode::Sync | InitMode::Parallel { .. } => {
@@ -132,14 +139,23 @@ impl MemmapSet {
         set
     }
 
-    /// Takes ownership of `maps` whose descriptors are already what an initialisation
-    /// writes (a memmap room left clean by an earlier enable) and marks them initialised
-    /// without writing anything.
-    pub(crate) fn adopt(maps: Vec<Memmap>, target: InitTarget) -> Self {
+    /// Takes ownership of `maps` whose descriptors should be what an initialisation writes
+    /// (a memmap room left clean by an earlier enable, whose units' checksums are `sums`) and
+    /// marks them initialised without writing or reading anything: each unit is checked
+    /// against its checksum when it is first synced, and rebuilt if it does not match.
+    pub(crate) fn adopt(maps: Vec<Memmap>, target: InitTarget, sums: &RoomSums) -> Self {
+        let mut set = Self::bare(maps, target);
+        set.verify = Some(Verify::new(&set.maps, sums));
+        set
+    }
+
+    /// A set of `maps` with no work to do.
+    fn bare(maps: Vec<Memmap>, target: InitTarget) -> Self {
         Self {
             maps,
             target,
             engine: None,
+            verify: None,
             sync_stats: InitStats::default(),
             written: AtomicU64::new(0),
             dead: AtomicBool::new(false),
@@ -264,6 +280,15 @@ impl MemmapSet {
                     .map_err(|Stopped| SyncError::TornDown)?;
             }
         }
+        if let Some(verify) = &self.verify {
+            let data = geo.data_range();
+            let (lo, hi) = (start.max(data.start()), end.min(data.end()));
+            if lo < hi {
+                verify
+                    .sync(&self.maps, self.target, r, lo, Pfn::new(hi.raw() - 1))
+                    .map_err(|Stopped| SyncError::TornDown)?;
+            }
+        }
         Ok((memmap, Synced::vouch(covered)))
     }
 
@@ -275,7 +300,9 @@ impl MemmapSet {
         Some((m, Synced::vouch(m.geometry().range())))
     }
 
-    /// Finishes all initialisation, helping on this thread.
+    /// Finishes all initialisation, helping on this thread. An adopted room's units are not
+    /// checked here: each is checked when first synced (a disable must not read a whole room
+    /// the session never touched).
     pub(crate) fn sync_all(&self) -> Result<(), SyncError> {
         if self.dead.load(Ordering::Acquire) {
             return Err(SyncError::TornDown);
@@ -323,12 +350,39 @@ impl MemmapSet {
         if let Some(engine) = &self.engine {
             engine.subs.stop();
         }
+        if let Some(verify) = &self.verify {
+            verify.stop();
+        }
     }
 
-    /// What initialisation has done so far.
+    /// The checksums of the memmap's units as they are now, for a clean disable to record
+    /// with a room memmap: an adopted room's unchecked units keep the checksums they came
+    /// with, every other unit is hashed. Call once initialisation is finished and nothing
+    /// changes the descriptors any more (after teardown).
+    pub(crate) fn room_sums(&self) -> RoomSums {
+        match &self.verify {
+            Some(v) => v.sums(&self.maps),
+            None => all_sums(&self.maps),
+        }
+    }
+
+    /// Units of an adopted room rebuilt so far because they did not match their checksum
+    /// (or had none).
+    pub(crate) fn rebuilt_units(&self) -> u64 {
+        self.verify.as_ref().map_or(0, Verify::rebuilt_units)
+    }
+
+    /// What initialisation has done so far. An adopted room counts the descriptors of the
+    /// units it rebuilt.
     pub(crate) fn stats(&self) -> InitStats {
         match &self.engine {
-            None => self.sync_stats,
+            None => {
+                let mut stats = self.sync_stats;
+                if let Some(v) = &self.verify {
+                    stats.descriptors += v.rebuilt_descriptors();
+                }
+                stats
+            }
             Some(e) => {
                 let (waits, boosts) = e.subs.wait_counts();
                 InitStats {

@@ -25,6 +25,7 @@ mod geometry;
 mod heads;
 mod layout;
 mod room;
+mod sums;
 mod synced;
 mod vmemmap;
 mod walk;
@@ -42,6 +43,8 @@ pub use self::layout::{
     DEDUP_MIN_ORDER, DESC_SIZE, DESCS_PER_BLOCK, DIR_ENTRY_SIZE, Layout, VMEMMAP_RESERVE_NR,
 };
 pub(crate) use self::room::MemmapRoom;
+pub use self::sums::RoomSums;
+pub(crate) use self::sums::{Units, unit_sum};
 pub(crate) use self::synced::Synced;
 use self::vmemmap::VmemmapPlan;
 pub(crate) use self::vmemmap::VmemmapStore;

@@ -12,9 +12,12 @@
 //! writes it back, and records in the info block where it was built: the device's first pfn,
 //! the pgmap id its heads name, and the layout. The next enable with the same layout then
 //! *adopts* it: it reserves the same pfns, registers the pgmap under the same id, and
-//! initialises nothing (a warm enable). After a crash (no clean flag), with another layout,
-//! or when the pfns or the id are taken in this process's device space, the room's hole is
-//! punched (it reads as zero again) and the memmap is initialised as usual (a cold enable).
+//! initialises nothing (a warm enable): each unit of the room is checked against the checksum
+//! the clean disable recorded when it is first used, and rebuilt if it does not match (the
+//! badblocks replay below then poisons its bad pages again). After a crash (no clean flag),
+//! with another layout, or when the pfns or the id are taken in this process's device space,
+//! the room's hole is punched (it reads as zero again) and the memmap is initialised as usual
+//! (a cold enable).
 //!
 //! One device at a time serves a namespace: the enable takes the namespace's lock
 //! ([`super::lock`]) before it reads or writes anything of it, and a namespace that another
@@ -160,6 +163,9 @@ impl Region {
         let adoptable = block.memmap.filter(|r| {
             was_clean && room.is_some() && r.layout == opts.layout && r.pgmap_id == id.get()
         });
+        // A room written before checksums existed (a 1.1 block) has none: every unit counts
+        // as damaged and is rebuilt on first use.
+        let sums = block.room_sums.clone().unwrap_or_default();
         let (device, path, room) = match room {
             None => (
                 DaxDevice::with_options(space, data()?, opts).map_err(|e| fail(e.to_string()))?,
@@ -177,7 +183,7 @@ impl Region {
                         base: Some(rec.base),
                         memmap: MemmapPlace {
                             room: Some(&room),
-                            adopt: true,
+                            adopt: Some(&sums),
                             id: Some(id),
                         },
                     };
@@ -200,6 +206,7 @@ impl Region {
                         // must find the namespace unclean, whatever reached the disk.
                         let mut in_use = block.clone();
                         in_use.memmap = None;
+                        in_use.room_sums = None;
                         self.rewrite_info_block(&label, in_use, false, true)?;
                         let len = room_backing.len();
                         let room = room_backing
@@ -210,7 +217,7 @@ impl Region {
                             base: None,
                             memmap: MemmapPlace {
                                 room: Some(&room),
-                                adopt: false,
+                                adopt: None,
                                 id: Some(id),
                             },
                         };
@@ -252,6 +259,9 @@ impl Region {
             "namespace: enabled"
         );
         let mut block = block;
+        // In use: the checksums describe the room as the disable leaves it, not as the
+        // session changes it.
+        block.room_sums = None;
         block.memmap = room.as_ref().map(|_| MemmapRecord {
             base: device.ranges()[0].start(),
             pgmap_id: id.get(),
@@ -333,6 +343,9 @@ impl Region {
                 .map_err(|e| fail(format!("clearing folio mappings: {e}")))?;
         }
         device.shutdown(None).map_err(|e| fail(e.to_string()))?;
+        // After the teardown nothing changes a descriptor: the room's checksums now are
+        // those of what is written back below.
+        let sums = room.as_ref().map(|_| device.pgmap().room_sums());
         drop(device);
         if let Some(room) = &room {
             // The in-use mark a warm enable left unsynced must be on the disk before the room
@@ -344,7 +357,8 @@ impl Region {
                 .map_err(|e| fail(format!("writing the memmap back: {e}")))?;
             tracing::debug!(namespace = %label.name, copied, "namespace: memmap written back");
         }
-        let block = self.info_block(&label)?;
+        let mut block = self.info_block(&label)?;
+        block.room_sums = sums.filter(|_| block.memmap.is_some());
         self.rewrite_info_block(&label, block, true, true)?;
         drop(lock);
         Ok(())
@@ -376,6 +390,8 @@ impl Region {
 
 #[cfg(all(test, not(loom)))]
 mod lock_tests;
+#[cfg(all(test, not(loom)))]
+mod room_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(all(test, not(loom)))]

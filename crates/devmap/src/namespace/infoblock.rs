@@ -25,18 +25,23 @@
 //! | 168..176 | memmap record (1.1): first pfn of the device the on-device memmap describes |
 //! | 176..184 | memmap record (1.1): the pgmap id its head descriptors name |
 //! | 184..188 | memmap record (1.1): its layout (1 flat, 2 vmemmap, 3 heads) |
-//! | 188..4088 | zero |
+//! | 188..192 | room checksums (1.2): units, 1 to [`RoomSums::MAX_UNITS`] |
+//! | 192..200 | room checksums (1.2): compounds per unit, at least 1 |
+//! | 200..4040 | room checksums (1.2): one per unit, 8 bytes each (0: unknown), then zero |
+//! | 4040..4088 | zero |
 //! | 4088..4096 | checksum |
 //!
 //! Version 1.1 adds the memmap record of a `--map dev` namespace whose memmap lives in its
 //! room ([`MemmapRecord`]), and is written only with one; a 1.0 block has none and reads as
-//! before.
+//! before. Version 1.2 adds the checksums of the room's units ([`RoomSums`]) that a clean
+//! disable computed, and is written only with them (so only with a record); a 1.1 block has
+//! none, and a warm enable of its room rebuilds each unit on first use instead of trusting it.
 
 use super::ondisk::{self, Header, map_code, map_of, mode_code, mode_of, u32_at, u64_at};
 use super::{MemmapLocation, Namespace, NamespaceError};
 use crate::addr::PAGE_SIZE;
 use crate::addr::Pfn;
-use crate::memmap::Layout;
+use crate::memmap::{Layout, RoomSums};
 
 /// Bytes of the block.
 pub const INFO_BLOCK_LEN: usize = 4096;
@@ -45,14 +50,20 @@ pub const INFO_BLOCK_OFFSET: u64 = 4096;
 /// The signature.
 pub const INFO_SIGNATURE: [u8; 16] = *b"DEVMAP_NS_INFO\0\0";
 /// The version this code writes and the newest it reads.
-pub const INFO_VERSION: (u16, u16) = (1, 1);
+pub const INFO_VERSION: (u16, u16) = (1, 2);
 /// Bytes of the name field.
 pub const NAME_LEN: usize = 64;
 
 const CHECKSUM_AT: usize = INFO_BLOCK_LEN - 8;
-const RESERVED: std::ops::Range<usize> = 188..CHECKSUM_AT;
+/// Where the room checksums (1.2) start: their count and unit size, then the sums.
+const SUMS_AT: usize = 188;
+const SUMS_TABLE_AT: usize = 200;
+const SUMS_END: usize = SUMS_TABLE_AT + 8 * RoomSums::MAX_UNITS;
+const RESERVED: std::ops::Range<usize> = SUMS_END..CHECKSUM_AT;
 /// The version of a block without a memmap record.
 const VERSION_NO_RECORD: (u16, u16) = (1, 0);
+/// The version of a block with a memmap record but no room checksums.
+const VERSION_NO_SUMS: (u16, u16) = (1, 1);
 
 /// Flags of the block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -116,6 +127,9 @@ pub struct InfoBlock {
     pub generation: u64,
     /// Where the on-device memmap was last built (`--map dev` namespaces once enabled).
     pub memmap: Option<MemmapRecord>,
+    /// The checksums of that memmap's units, as the last clean disable wrote them (only with
+    /// a record; none in blocks before 1.2, nor in one marked in use).
+    pub room_sums: Option<RoomSums>,
 }
 
 /// Why an info block was refused. Nothing is written over a block refused for any of these.
@@ -194,9 +208,16 @@ impl InfoBlock {
         }
         let ns = &self.namespace;
         let mut b = [0u8; INFO_BLOCK_LEN];
-        let version = match self.memmap {
-            Some(_) => INFO_VERSION,
-            None => VERSION_NO_RECORD,
+        let version = match (&self.memmap, &self.room_sums) {
+            (Some(_), Some(_)) => INFO_VERSION,
+            (Some(_), None) => VERSION_NO_SUMS,
+            (None, None) => VERSION_NO_RECORD,
+            (None, Some(_)) => {
+                return Err(bad(
+                    "room checksums",
+                    "given without a memmap record: they describe the recorded memmap",
+                ));
+            }
         };
         ondisk::write_header(&mut b, &INFO_SIGNATURE, version);
         b[20..24].copy_from_slice(&self.flags.0.to_le_bytes());
@@ -223,6 +244,26 @@ impl InfoBlock {
             b[168..176].copy_from_slice(&r.base.raw().to_le_bytes());
             b[176..184].copy_from_slice(&r.pgmap_id.to_le_bytes());
             b[184..188].copy_from_slice(&layout_code(r.layout).to_le_bytes());
+        }
+        if let Some(t) = &self.room_sums {
+            if t.sums.is_empty() || t.sums.len() > RoomSums::MAX_UNITS || t.unit_compounds == 0 {
+                return Err(bad(
+                    "room checksums",
+                    format!(
+                        "{} units of {} compounds: a table holds 1 to {} units of at least one",
+                        t.sums.len(),
+                        t.unit_compounds,
+                        RoomSums::MAX_UNITS
+                    ),
+                ));
+            }
+            // At most MAX_UNITS, so the count fits.
+            b[SUMS_AT..SUMS_AT + 4].copy_from_slice(&(t.sums.len() as u32).to_le_bytes());
+            b[SUMS_AT + 4..SUMS_TABLE_AT].copy_from_slice(&t.unit_compounds.to_le_bytes());
+            for (i, sum) in t.sums.iter().enumerate() {
+                let at = SUMS_TABLE_AT + 8 * i;
+                b[at..at + 8].copy_from_slice(&sum.to_le_bytes());
+            }
         }
         ondisk::seal(&mut b);
         Ok(b)
@@ -287,6 +328,7 @@ impl InfoBlock {
         let mut parent_uuid = [0u8; 16];
         parent_uuid.copy_from_slice(&b[40..56]);
         let memmap = decode_record(b, &namespace)?;
+        let room_sums = decode_sums(b)?;
         Ok(InfoBlock {
             uuid,
             parent_uuid,
@@ -295,6 +337,7 @@ impl InfoBlock {
             flags: InfoFlags(flags),
             generation: u64_at(b, 160),
             memmap,
+            room_sums,
         })
     }
 }
@@ -308,6 +351,44 @@ fn layout_code(layout: Layout) -> u32 {
     }
 }
 
+/// The room checksums of a checked block: none before 1.2 (their bytes are reserved, so
+/// zero), a table of 1 to [`RoomSums::MAX_UNITS`] in a 1.2 block (whose record
+/// [`decode_record`] has checked), zero after its last unit.
+fn decode_sums(b: &[u8; INFO_BLOCK_LEN]) -> Result<Option<RoomSums>, InfoBlockError> {
+    let minor = u16::from_le_bytes([b[18], b[19]]);
+    if minor < INFO_VERSION.1 {
+        if b[SUMS_AT..SUMS_END].iter().any(|&x| x != 0) {
+            return Err(bad("reserved bytes", "not zero"));
+        }
+        return Ok(None);
+    }
+    let count = u32_at(b, SUMS_AT) as usize;
+    let unit_compounds = u64_at(b, SUMS_AT + 4);
+    if count == 0 || count > RoomSums::MAX_UNITS {
+        return Err(bad(
+            "room checksum count",
+            format!("{count} (1 to {})", RoomSums::MAX_UNITS),
+        ));
+    }
+    if unit_compounds == 0 {
+        return Err(bad("room checksum unit", "0 compounds per unit"));
+    }
+    let table_end = SUMS_TABLE_AT + 8 * count;
+    if b[table_end..SUMS_END].iter().any(|&x| x != 0) {
+        return Err(bad(
+            "room checksums",
+            "bytes after the last unit are not zero",
+        ));
+    }
+    let sums = (0..count)
+        .map(|i| u64_at(b, SUMS_TABLE_AT + 8 * i))
+        .collect();
+    Ok(Some(RoomSums {
+        unit_compounds,
+        sums,
+    }))
+}
+
 /// The memmap record of a checked block: none in a 1.0 block (its bytes are reserved, so
 /// zero), a valid one in a 1.1 block, which is only written with one.
 fn decode_record(
@@ -316,7 +397,7 @@ fn decode_record(
 ) -> Result<Option<MemmapRecord>, InfoBlockError> {
     let minor = u16::from_le_bytes([b[18], b[19]]);
     let (base, id, code) = (u64_at(b, 168), u64_at(b, 176), u32_at(b, 184));
-    if minor < INFO_VERSION.1 {
+    if minor < VERSION_NO_SUMS.1 {
         if base != 0 || id != 0 || code != 0 {
             return Err(bad("reserved bytes", "not zero"));
         }

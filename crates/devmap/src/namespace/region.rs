@@ -530,6 +530,7 @@ impl Region {
             flags: InfoFlags::NONE,
             generation: 1,
             memmap: None,
+            room_sums: None,
         };
         let bytes = block.encode().map_err(|source| RegionError::InfoBlock {
             name: name.into(),

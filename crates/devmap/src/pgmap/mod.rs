@@ -331,6 +331,18 @@ impl Pgmap {
         Ok(self.set.sync_all()?)
     }
 
+    /// The checksums of a room memmap's units as they are now, for a clean disable to record
+    /// (`memmap::sums`); call after teardown, once initialisation was finished.
+    pub(crate) fn room_sums(&self) -> crate::memmap::RoomSums {
+        self.set.room_sums()
+    }
+
+    /// Units of an adopted memmap room that did not match their checksum (or had none) when
+    /// first used, and were rebuilt as a fresh init writes them.
+    pub fn rebuilt_room_units(&self) -> u64 {
+        self.set.rebuilt_units()
+    }
+
     /// Sleeps until the background workers have initialised everything, without helping.
     /// Fails with [`SyncError::TornDown`] if teardown stopped them first (then the rest is
     /// never initialised), including for a caller that was already asleep.

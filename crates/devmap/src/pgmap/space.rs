@@ -15,7 +15,7 @@ use super::{Altmap, MemoryType, Pgmap, PgmapConfig, PgmapError, PgmapRef};
 use crate::addr::{PAGE_SIZE, Pfn, PfnRange};
 use crate::desc::PgmapId;
 use crate::init::{InitTarget, MemmapSet};
-use crate::memmap::{Memmap, MemmapRoom};
+use crate::memmap::{Memmap, MemmapRoom, RoomSums};
 
 /// Lowest pfn the device space hands out (4 GiB), leaving room below like a physical map.
 const SPACE_BASE: Pfn = Pfn::new(1 << 20);
@@ -47,9 +47,9 @@ pub struct DeviceSpace {
 pub(crate) struct MemmapPlace<'r> {
     /// The device's memmap room (range 0's store), or host memory.
     pub(crate) room: Option<&'r MemmapRoom>,
-    /// Take the room's descriptors as they are, written by an earlier enable and left clean,
-    /// instead of initialising them.
-    pub(crate) adopt: bool,
+    /// Take the room's descriptors as an earlier enable wrote and left them clean, instead of
+    /// initialising them, each unit checked against these checksums on first use.
+    pub(crate) adopt: Option<&'r RoomSums>,
     /// The id to register the pgmap under instead of the next free one: the id its room's
     /// head descriptors name. Refused if a pgmap of the space has it.
     pub(crate) id: Option<PgmapId>,
@@ -59,7 +59,7 @@ impl MemmapPlace<'_> {
     /// Host memory, initialised.
     pub(crate) const HOST: MemmapPlace<'static> = MemmapPlace {
         room: None,
-        adopt: false,
+        adopt: None,
         id: None,
     };
 }
@@ -230,8 +230,8 @@ impl DeviceSpace {
             pgmap: id,
             idle_ref: cfg.memory_type.idle_refcount(),
         };
-        let set = Arc::new(if place.adopt {
-            MemmapSet::adopt(maps, target)
+        let set = Arc::new(if let Some(sums) = place.adopt {
+            MemmapSet::adopt(maps, target, sums)
         } else {
             MemmapSet::new(maps, target, cfg.init, cfg.progress.clone())
         });

@@ -35,7 +35,7 @@ fn region_with_ns(tag: &str) -> (TempPath, Region) {
     (path, region)
 }
 
-fn opts(layout: Layout, init: InitMode) -> DaxOptions {
+pub(super) fn opts(layout: Layout, init: InitMode) -> DaxOptions {
     let mut o = DaxOptions::new(Order::PMD);
     o.layout = layout;
     o.init = init;
@@ -43,7 +43,7 @@ fn opts(layout: Layout, init: InitMode) -> DaxOptions {
 }
 
 /// Every data pfn's descriptor (`None` for a Heads tail, which has none).
-fn memmap_of(dev: &DaxDevice) -> Vec<Option<PageSnapshot>> {
+pub(super) fn memmap_of(dev: &DaxDevice) -> Vec<Option<PageSnapshot>> {
     let pgmap = dev.pgmap();
     pgmap.sync_all().expect("init finished");
     let range = dev.ranges()[0];
@@ -59,14 +59,14 @@ fn memmap_of(dev: &DaxDevice) -> Vec<Option<PageSnapshot>> {
 
 /// The memmap a fresh init writes for `ns`'s device: a host-memory device of the same size,
 /// layout, pfns and pgmap id, in a space of its own.
-fn fresh_memmap(ns: &EnabledNamespace) -> Vec<Option<PageSnapshot>> {
+pub(super) fn fresh_memmap(ns: &EnabledNamespace) -> Vec<Option<PageSnapshot>> {
     let space = DeviceSpace::new();
     let dev = ns.device();
     let place = Placement {
         base: Some(dev.ranges()[0].start()),
         memmap: MemmapPlace {
             room: None,
-            adopt: false,
+            adopt: None,
             id: Some(dev.pgmap().id()),
         },
     };

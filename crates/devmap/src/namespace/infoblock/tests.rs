@@ -18,6 +18,7 @@ fn block(mode: NamespaceMode, map: MemmapLocation, size: u64, align: u64) -> Inf
         flags: InfoFlags::CLEAN,
         generation: 42,
         memmap: None,
+        room_sums: None,
     }
 }
 
@@ -28,6 +29,18 @@ fn recorded(size: u64, align: u64) -> InfoBlock {
         base: Pfn::new(1 << 21),
         pgmap_id: (1 << 61) | 12345,
         layout: Layout::Heads,
+    });
+    b
+}
+
+/// A recorded block with the checksums of its room's units (version 1.2).
+fn summed(size: u64, align: u64, units: usize) -> InfoBlock {
+    let mut b = recorded(size, align);
+    b.room_sums = Some(RoomSums {
+        unit_compounds: 3,
+        sums: (0..units as u64)
+            .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .collect(),
     });
     b
 }
@@ -68,6 +81,36 @@ fn blocks_round_trip_in_every_mode_map_and_align() {
         assert_eq!(&bytes[16..20], &[1, 0, 1, 0], "a record: version 1.1");
         assert_eq!(InfoBlock::decode(&bytes).expect("decode"), want);
     }
+    for units in [1, 2, 171, RoomSums::MAX_UNITS] {
+        let want = summed(1 << 30, 2 << 20, units);
+        let bytes = want.encode().expect("encode");
+        assert_eq!(&bytes[16..20], &[1, 0, 2, 0], "room checksums: version 1.2");
+        assert_eq!(InfoBlock::decode(&bytes).expect("decode"), want, "{units}");
+    }
+    let mut lone = block(NamespaceMode::Devdax, MemmapLocation::Dev, 1 << 30, 2 << 20);
+    lone.room_sums = summed(1 << 30, 2 << 20, 4).room_sums;
+    assert!(
+        lone.encode().is_err(),
+        "checksums without the record they describe are refused"
+    );
+    for bad in [0, RoomSums::MAX_UNITS + 1] {
+        assert!(
+            summed(1 << 30, 2 << 20, bad).encode().is_err(),
+            "{bad} units"
+        );
+    }
+}
+
+/// A 1.1 block, as devmap wrote it before room checksums, still reads: its record and no
+/// checksums (a warm enable then rebuilds each unit of the room on first use).
+#[test]
+fn a_block_written_before_room_checksums_still_reads() {
+    let want = recorded(1 << 30, 2 << 20);
+    let bytes = want.encode().expect("encode");
+    assert_eq!(&bytes[16..20], &[1, 0, 1, 0]);
+    let got = InfoBlock::decode(&bytes).expect("a 1.1 block");
+    assert_eq!(got.memmap, want.memmap);
+    assert_eq!(got.room_sums, None);
 }
 
 #[test]
@@ -91,11 +134,33 @@ fn every_refusal_names_what_is_wrong() {
     newer[16..18].copy_from_slice(&2u16.to_le_bytes());
     check(
         &newer,
-        "version 2.0, newer than this devmap reads (1.1): upgrade devmap",
+        "version 2.0, newer than this devmap reads (1.2): upgrade devmap",
     );
     let mut minor = good;
-    minor[18..20].copy_from_slice(&2u16.to_le_bytes());
-    check(&minor, "version 1.2, newer than this devmap reads (1.1)");
+    minor[18..20].copy_from_slice(&3u16.to_le_bytes());
+    check(&minor, "version 1.3, newer than this devmap reads (1.2)");
+    let good12 = summed(1 << 30, 2 << 20, 5).encode().expect("encode");
+    let mut count = good12;
+    count[188..192].fill(0);
+    check(&resealed(count), "room checksum count is invalid: 0");
+    let mut count = good12;
+    count[188..192].copy_from_slice(&481u32.to_le_bytes());
+    check(&resealed(count), "room checksum count is invalid: 481");
+    let mut unit = good12;
+    unit[192..200].fill(0);
+    check(
+        &resealed(unit),
+        "room checksum unit is invalid: 0 compounds",
+    );
+    let mut past = good12;
+    past[200 + 8 * 5] = 1;
+    check(&resealed(past), "bytes after the last unit are not zero");
+    let mut sums11 = recorded(1 << 30, 2 << 20).encode().expect("encode");
+    sums11[300] = 1;
+    check(&resealed(sums11), "reserved bytes is invalid");
+    let mut tail = good12;
+    tail[4050] = 1;
+    check(&resealed(tail), "reserved bytes is invalid");
     let good11 = recorded(1 << 30, 2 << 20).encode().expect("encode");
     let mut no_record = good11;
     no_record[168..188].fill(0);
@@ -172,14 +237,14 @@ fn mutated_blocks_never_panic_and_every_refusal_has_a_reason() {
     let bases = geometries
         .into_iter()
         .map(|(mode, map, size, align)| block(mode, map, size, align))
-        .chain([recorded(1 << 30, 2 << 20)]);
+        .chain([recorded(1 << 30, 2 << 20), summed(1 << 30, 2 << 20, 3)]);
     for (i, b) in bases.enumerate() {
         let base = b.encode().expect("encode");
         fuzz_tests::fuzz(
             "info block",
             0x1b10c + i as u64,
             &base,
-            RESERVED.start,
+            SUMS_TABLE_AT + 8 * 3,
             InfoBlock::decode,
             |b| b.encode().expect("re-encode").to_vec(),
         );
