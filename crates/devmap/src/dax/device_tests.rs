@@ -205,7 +205,10 @@ fn a_timed_shutdown_giving_up_during_a_final_one_leaves_the_device_not_live() {
 #[test]
 fn thread_counts_are_bounded_with_an_error_naming_the_limit() {
     let space = DeviceSpace::new();
-    for handlers in [0, DaxOptions::MAX_HANDLERS + 1, 100_000] {
+    let mut none = options(Faults::Auto);
+    none.handlers = 0;
+    assert!(matches!(none.validate(), Err(DaxError::NoHandlers)));
+    for handlers in [DaxOptions::MAX_HANDLERS + 1, 100_000] {
         let mut opts = options(Faults::Auto);
         opts.handlers = handlers;
         let e = DaxDevice::with_options(&space, Backing::memfd(2 * MIB).expect("memfd"), opts)
