@@ -6,7 +6,7 @@
 //! because a split may race the lookup. A grab that fails part-way gives back what it took.
 
 use crate::addr::{Pfn, PfnRange};
-use crate::folio::poisoned_page;
+use crate::folio::FolioRef;
 use crate::folio::refcount::{self, Refused};
 use crate::init::SyncError;
 use crate::memmap::{Folio, FolioLookup, LookupError, Memmap, SpanFolios, Synced};
@@ -130,8 +130,8 @@ impl Pgmap {
         let mut i = 0;
         while i < entries.len() {
             let pfn = entries[i];
-            let found = synced.and_then(|(m, s)| m.folio(&s, pfn).ok().map(|f| (m, f)));
-            let (memmap, folio) = match found {
+            let found = synced.and_then(|(m, s)| m.folio(&s, pfn).ok().map(|f| (m, s, f)));
+            let (memmap, s, folio) = match found {
                 Some(hit) => hit,
                 None => {
                     let Some(span) = self.release_span_for(pfn, &entries[i..]) else {
@@ -144,7 +144,7 @@ impl Pgmap {
                     // The entry was grabbed, so its folio is initialised and cannot change
                     // shape: this lookup cannot fail; stop rather than loop if it does.
                     let Ok(f) = m.folio(&s, pfn) else { return };
-                    (m, f)
+                    (m, s, f)
                 }
             };
             let fr = folio.range();
@@ -153,7 +153,7 @@ impl Pgmap {
                 folio.mark_dirty();
             }
             // Within one folio, so at most 2^Order::MAX pages.
-            self.ungrab_folio(memmap, &folio, n as i32, pin);
+            FolioRef::walked(self, memmap, s, folio).ungrab(n as i32, pin);
             i += n;
         }
     }
@@ -195,13 +195,14 @@ impl Pgmap {
         while let Some(step) = walk.next() {
             let (folio, sub) = step.map_err(|(pfn, e)| (pfn, lookup_failed(pfn, e)))?;
             let pfn = sub.start();
-            let refs = grab_folio(memmap, &folio, pfn, sub.end(), pin).map_err(|e| (pfn, e))?;
+            let cursor = FolioRef::walked(self, memmap, *s, folio);
+            let refs = grab_folio(&cursor, pfn, sub.end(), pin).map_err(|e| (pfn, e))?;
             if recheck
                 && !memmap
                     .folio(s, pfn)
                     .is_ok_and(|now| (now.pfn(), now.order()) == (folio.pfn(), folio.order()))
             {
-                self.ungrab_folio(memmap, &folio, refs, pin);
+                cursor.ungrab(refs, pin);
                 walk.restart_at(pfn);
                 continue;
             }
@@ -215,16 +216,17 @@ impl Pgmap {
     fn release_span(&self, memmap: &Memmap, s: &Synced, span: PfnRange, pin: bool, dirty: bool) {
         if self.memory_type() == MemoryType::FsDax {
             let walk = SpanFolios::new(span, |p| memmap.folio(s, p));
-            self.release_walk(memmap, walk, pin, dirty);
+            self.release_walk(memmap, s, walk, pin, dirty);
         } else if let Ok(walk) = memmap.span_folios_static(s, span) {
             // A span this pgmap grabbed is checked already; the else cannot happen.
-            self.release_walk(memmap, walk, pin, dirty);
+            self.release_walk(memmap, s, walk, pin, dirty);
         }
     }
 
     fn release_walk<'m, L>(
         &self,
         memmap: &'m Memmap,
+        s: &Synced,
         walk: SpanFolios<'m, L>,
         pin: bool,
         dirty: bool,
@@ -238,21 +240,16 @@ impl Pgmap {
                 folio.mark_dirty();
             }
             // Within one folio, so at most 2^Order::MAX pages.
-            self.ungrab_folio(memmap, &folio, sub.len() as i32, pin);
+            FolioRef::walked(self, memmap, *s, folio).ungrab(sub.len() as i32, pin);
         }
     }
 }
 
 /// `try_grab_folio` for the pages `pfn..end` of `folio`: refuses a poisoned folio, then takes
 /// the references in one update. Returns the reference count taken.
-fn grab_folio(
-    memmap: &Memmap,
-    folio: &Folio<'_>,
-    pfn: Pfn,
-    end: Pfn,
-    pin: bool,
-) -> Result<i32, GupError> {
-    if let Some(bad) = poisoned_page(memmap, folio) {
+fn grab_folio(cursor: &FolioRef<'_>, pfn: Pfn, end: Pfn, pin: bool) -> Result<i32, GupError> {
+    let folio = cursor.folio();
+    if let Some(bad) = cursor.poisoned_page() {
         return Err(GupError::Poisoned {
             pfn: bad,
             folio: folio.pfn(),
