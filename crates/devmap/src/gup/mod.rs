@@ -296,10 +296,9 @@ fn grab_held(
     mut record: impl FnMut(&Folio<'_>, PfnRange),
 ) -> Result<(), GupError> {
     for (i, part) in held.iter().enumerate() {
-        if let Err(e) = part.pgmap.grab_covered(part.span, kind, &mut record) {
+        if let Err(e) = batch::grab(&part.pgmap, part.span, kind, &mut record) {
             for done in held.iter().take(i) {
-                done.pgmap
-                    .release_range(done.span, kind == Kind::Pin, false);
+                batch::release_range(&done.pgmap, done.span, kind == Kind::Pin, false);
             }
             return Err(e);
         }
@@ -407,7 +406,7 @@ impl PinnedPages {
         for part in self.held.iter() {
             let n = (part.span.len() as usize).min(entries.len());
             let (mine, rest) = entries.split_at(n);
-            part.pgmap.release_entries(mine, pin, make_dirty);
+            batch::release_entries(&part.pgmap, mine, pin, make_dirty);
             entries = rest;
         }
     }
@@ -419,8 +418,7 @@ impl PinnedPages {
             return;
         }
         for part in self.held.iter() {
-            part.pgmap
-                .release_range(part.span, self.kind == Kind::Pin, dirty);
+            batch::release_range(&part.pgmap, part.span, self.kind == Kind::Pin, dirty);
         }
     }
 }
@@ -478,7 +476,7 @@ impl PinnedFolios {
         // The folios cannot change shape while pinned, so walking the span finds exactly the
         // entries' folios, with the same pages each.
         for part in self.held.iter() {
-            part.pgmap.release_range(part.span, true, dirty);
+            batch::release_range(&part.pgmap, part.span, true, dirty);
         }
     }
 }
