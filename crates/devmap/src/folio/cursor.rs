@@ -206,7 +206,12 @@ impl<'a> FolioRef<'a> {
         super::free::ungrab(self, refs, pin);
     }
 
-    // ---- hardware poison (state kept by the memmap: see `poison.rs`) ----
+    // ---- hardware poison ----
+    //
+    // Every use of poison state above the memmap comes through the cursor; the memmap keeps
+    // only the per-layout storage (a descriptor flag, a Vmemmap block un-shared for it, the
+    // Heads layout's side table). Memory failure (finding mappings, revoking them, telling
+    // owners) builds on this.
 
     /// Poisons the 4 KiB page `pfn` of the synced block, writing only state private to it
     /// (Vmemmap un-shares the page's descriptor block first; the Heads layout uses its side
@@ -227,9 +232,13 @@ impl<'a> FolioRef<'a> {
         Ok(self.memmap.subpage_hwpoison(&self.synced, pfn)?)
     }
 
-    /// The folio's lowest poisoned page, if any (its head if a poisoning racing the caller has
-    /// flagged the folio but not yet the page).
+    /// The page to name when the folio is refused for poison: its lowest poisoned page, or
+    /// its head if a poisoning racing the caller has flagged the folio but not yet the page.
+    /// `None` if the folio is clean (one read of the head's flags).
     pub fn poisoned_page(&self) -> Option<Pfn> {
-        super::poison::poisoned_page(self.memmap, &self.folio)
+        let folio = &self.folio;
+        folio
+            .is_poisoned()
+            .then(|| self.memmap.first_hwpoison(folio).unwrap_or(folio.pfn()))
     }
 }

@@ -19,7 +19,6 @@
 
 mod cursor;
 mod free;
-mod poison;
 pub(crate) mod refcount;
 mod shape;
 
@@ -166,6 +165,12 @@ impl Folio<'_> {
     /// [`Folio::mapping`] is set.
     pub fn index(&self) -> u64 {
         self.head_page().snapshot().index
+    }
+
+    /// Whether the folio, or any page in it, is poisoned.
+    pub fn is_poisoned(&self) -> bool {
+        let f = self.head_page().flags();
+        f.contains(PageFlags::HWPOISON) || f.contains(PageFlags::HAS_HWPOISONED)
     }
 
     pub(crate) fn is_large(&self) -> bool {
