@@ -87,14 +87,25 @@ impl Held {
         range: PfnRange,
         flags: GupFlags,
     ) -> Result<Self, GupError> {
+        let held = Self::known(pgmap, range, flags)?;
+        if let Some(pfn) = pgmap.first_uncovered(range) {
+            return Err(GupError::NoPgmap { pfn });
+        }
+        Ok(held)
+    }
+
+    /// `range` of `pgmap`, which the caller knows lies in its data ranges (a run of a device's
+    /// range table): as [`Held::cover_pgmap`] without the check against the data ranges.
+    pub(super) fn known(
+        pgmap: &Arc<Pgmap>,
+        range: PfnRange,
+        flags: GupFlags,
+    ) -> Result<Self, GupError> {
         if range.is_empty() {
             return Err(GupError::Empty);
         }
         batch::check_type(pgmap, flags)?;
         let held = pgmap.live_ref().map_err(|d| torn_down(range.start(), d))?;
-        if let Some(pfn) = pgmap.first_uncovered(range) {
-            return Err(GupError::NoPgmap { pfn });
-        }
         Ok(Self {
             first: Part {
                 pgmap: held,

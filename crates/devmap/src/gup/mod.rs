@@ -276,6 +276,30 @@ impl Pgmap {
     }
 }
 
+/// [`Pgmap::pin_pages`] of a range the caller knows lies in `pgmap`'s data ranges (a run of a
+/// device's range table, behind a pin by user address): the range is not checked against
+/// the data ranges first. The grab still finds each range of it, and a pfn outside them
+/// fails as it would (`NoPgmap`, nothing left pinned).
+pub(crate) fn pin_device_pages(
+    pgmap: &Arc<Pgmap>,
+    range: PfnRange,
+    flags: GupFlags,
+) -> Result<PinnedPages, GupError> {
+    let held = Held::known(pgmap, range, flags)?;
+    grab_pages(held, range, flags, Kind::Pin, Vec::new())
+}
+
+/// [`Pgmap::pin_folios`] of a range the caller knows lies in `pgmap`'s data ranges, as
+/// [`pin_device_pages`].
+pub(crate) fn pin_device_folios(
+    pgmap: &Arc<Pgmap>,
+    range: PfnRange,
+    flags: GupFlags,
+) -> Result<PinnedFolios, GupError> {
+    let held = Held::known(pgmap, range, flags)?;
+    grab_folios(held, range, flags, Vec::new())
+}
+
 /// Empties `buf` and makes room for `n` entries, refusing what cannot be allocated rather
 /// than aborting.
 fn reserve_entries<T>(buf: &mut Vec<T>, n: u64) -> Result<(), GupError> {
