@@ -194,7 +194,7 @@ impl<'a> FolioRef<'a> {
             refcount::ungrab(word, self.folio.is_large(), 1, false, idle)
         };
         if idle {
-            super::free::folio_idle(self);
+            super::free::folio_idle(self.pgmap, self.memmap, &self.folio);
         }
         super::free::wake_layout_waiters(self.pgmap);
     }
@@ -203,7 +203,7 @@ impl<'a> FolioRef<'a> {
     /// folio idle, and wakes layout-break waiters.
     #[inline]
     pub(crate) fn ungrab(&self, refs: i32, pin: bool) {
-        super::free::ungrab(self, refs, pin);
+        super::free::ungrab(self.pgmap, self.memmap, &self.folio, refs, pin);
     }
 
     // ---- hardware poison ----

@@ -5,37 +5,39 @@
 //! on the folio's cursor.
 
 use crate::desc::PageFlags;
+use crate::memmap::{Folio, Memmap};
 use crate::pgmap::{MemoryType, Pgmap};
 use crate::primitive::{Ordering, fence};
 
-use super::cursor::FolioRef;
 use super::refcount;
 
-/// Releases `refs` pins (`pin`) or plain references from the cursor's folio, runs the free
-/// path if that made it idle, and wakes layout-break waiters.
-pub(super) fn ungrab(f: &FolioRef<'_>, refs: i32, pin: bool) {
-    let folio = f.folio();
+/// Releases `refs` pins (`pin`) or plain references from `folio` (of `pgmap`, found in
+/// `memmap`), runs the free path if that made it idle, and wakes layout-break waiters.
+/// `FolioRef::ungrab` is the way in; it passes the cursor's parts rather than the cursor, so
+/// that a walk releasing folio after folio (an unpin) keeps them in registers.
+#[inline]
+pub(super) fn ungrab(pgmap: &Pgmap, memmap: &Memmap, folio: &Folio<'_>, refs: i32, pin: bool) {
     let word = folio.head_page().counts_word();
-    let memory_type = f.pgmap().memory_type();
+    let memory_type = pgmap.memory_type();
     let large = folio.is_large();
     if memory_type.driver_allocated() {
         // Unallocatable from the last put until `folio_free` has returned.
         if refcount::ungrab_driver(word, large, refs, pin) {
-            folio_idle(f);
+            folio_idle(pgmap, memmap, folio);
             refcount::freed(word);
         }
     } else if refcount::ungrab(word, large, refs, pin, memory_type.idle_refcount()) {
-        folio_idle(f);
+        folio_idle(pgmap, memmap, folio);
     }
-    wake_layout_waiters(f.pgmap());
+    wake_layout_waiters(pgmap);
 }
 
-/// The free path, run by whoever made the cursor's folio idle. The releaser's sync token
-/// covers only what it held (a mapping syncs its head, a pin its pages), so the split syncs
-/// the whole folio itself.
-pub(super) fn folio_idle(f: &FolioRef<'_>) {
-    let pgmap = f.pgmap();
-    let folio = f.folio();
+/// The free path, run by whoever made `folio` idle. The releaser's sync token covers only
+/// what it held (a mapping syncs its head, a pin its pages), so the split syncs the whole
+/// folio itself. Off the unpin loop's hot path: device-dax folios stay above their idle count
+/// while mapped.
+#[cold]
+pub(super) fn folio_idle(pgmap: &Pgmap, memmap: &Memmap, folio: &Folio<'_>) {
     match pgmap.memory_type() {
         MemoryType::FsDax => {
             // The shape is read from the head again rather than taken from `folio`: a grab
@@ -53,7 +55,7 @@ pub(super) fn folio_idle(f: &FolioRef<'_>) {
                     // of them (free once init is idle). A failure here means the pgmap is torn
                     // down, and then there is nothing left to split.
                     if let Ok((_, whole)) = pgmap.synced_span(folio.pfn(), order.nr_pages()) {
-                        let _ = super::shape::split(pgmap, f.memmap(), &whole, folio.pfn(), order);
+                        let _ = super::shape::split(pgmap, memmap, &whole, folio.pfn(), order);
                     }
                 }
             }
@@ -64,13 +66,14 @@ pub(super) fn folio_idle(f: &FolioRef<'_>) {
         MemoryType::Generic => {}
         MemoryType::Private | MemoryType::Coherent | MemoryType::P2pDma => {
             if let Some(cb) = &pgmap.ops().folio_free {
-                cb(&folio);
+                cb(folio);
             }
         }
     }
 }
 
 /// Wakes `break_layouts` waiters of an fsdax pgmap after a put, if there are any.
+#[inline]
 pub(super) fn wake_layout_waiters(pgmap: &Pgmap) {
     // Only fsdax has layout breaks to wake.
     if pgmap.memory_type() != MemoryType::FsDax {
