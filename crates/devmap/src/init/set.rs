@@ -286,7 +286,7 @@ impl MemmapSet {
     }
 
     /// Test builds: how many times [`MemmapSet::sync`] ran, from any thread.
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn syncs(&self) -> u64 {
         self.syncs.load(std::sync::atomic::Ordering::Relaxed)
     }

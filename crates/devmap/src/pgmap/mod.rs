@@ -260,7 +260,7 @@ impl Pgmap {
 
     /// Test builds: how many times this pgmap's descriptors were synced and looked up, by any
     /// thread (every lookup goes through `MemmapSet::sync`, which counts).
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn lookups(&self) -> u64 {
         self.set.syncs()
     }
