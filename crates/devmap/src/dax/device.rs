@@ -293,7 +293,7 @@ impl DaxDevice {
         let mut n = 0;
         for leaf in shared.named.marked() {
             if let Some(pfn) = shared.pgoff_to_pfn(leaf * nr_pages, nr_pages) {
-                shared.pgmap.clear_folio_mapping(pfn)?;
+                crate::folio::FolioRef::at(&shared.pgmap, pfn)?.clear_mapping();
                 n += 1;
             }
         }

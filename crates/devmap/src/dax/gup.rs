@@ -8,7 +8,10 @@
 //! lock, so pinning faulted leaves by address costs little more than pinning their pfns.
 
 use crate::addr::{Order, PAGE_SIZE, Pfn, PfnRange};
-use crate::gup::{GupFlags, PinnedFolios, PinnedPages, unpin_folios, unpin_user_pages_dirty_lock};
+use crate::gup::{
+    GupFlags, PinnedFolios, PinnedPages, pin_device_folios as device_folios,
+    pin_device_pages as device_pages, unpin_folios, unpin_user_pages_dirty_lock,
+};
 
 use super::{DaxError, DaxMapping};
 
@@ -164,7 +167,7 @@ impl DaxMapping {
     ) -> Result<UserPages, DaxError> {
         let pgmap = &self.shared.pgmap;
         let (first, rest, offset) = self.pin_runs(addr, nr_pages, flags, |at, pfns| {
-            Ok((at, pgmap.pin_pages(pfns, flags)?))
+            Ok((at, device_pages(pgmap, pfns, flags)?))
         })?;
         Ok(UserPages {
             first,
@@ -183,7 +186,7 @@ impl DaxMapping {
     ) -> Result<UserFolios, DaxError> {
         let pgmap = &self.shared.pgmap;
         let (first, rest, offset) = self.pin_runs(addr, nr_pages, flags, |at, pfns| {
-            Ok((at, pfns.start(), pgmap.pin_folios(pfns, flags)?))
+            Ok((at, pfns.start(), device_folios(pgmap, pfns, flags)?))
         })?;
         Ok(UserFolios {
             first,
@@ -204,6 +207,12 @@ impl DaxMapping {
         pin: impl Fn(usize, PfnRange) -> Result<T, DaxError>,
     ) -> Result<(T, Vec<T>, u64), DaxError> {
         let (start, pgoff) = self.prepare_pin(addr, nr_pages, flags)?;
+        // Usually the range lies in one range of the device (always, for a static device):
+        // one run, pinned without building the list of runs.
+        if let Some(pfn) = self.shared.pgoff_to_pfn(pgoff, nr_pages) {
+            let first = pin(start, PfnRange::new_unchecked(pfn, pfn.add(nr_pages)))?;
+            return Ok((first, Vec::new(), pgoff * PAGE_SIZE));
+        }
         let mut runs = self
             .shared
             .pfn_runs(pgoff, nr_pages)

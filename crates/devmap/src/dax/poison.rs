@@ -25,6 +25,7 @@ use super::registry;
 use super::shared::{MappingCore, Shared};
 use super::{DaxDevice, DaxError, DaxMapping, MappingId};
 use crate::addr::{Order, PAGE_SIZE, Pfn};
+use crate::folio::FolioRef;
 use crate::pgmap::Pgmap;
 
 /// How much of a leaf a 4 KiB memory error takes from the mappings that use it. The default
@@ -201,12 +202,13 @@ impl Shared {
         }
     }
 
-    /// The poisoned pages of the leaf starting at `head`, in order.
-    pub(super) fn poisoned_in_leaf(&self, head: Pfn) -> Result<Vec<Pfn>, DaxError> {
+    /// The poisoned pages of the leaf `folio` starts at (a fault's cursor), in order.
+    pub(super) fn poisoned_in_leaf(&self, folio: &FolioRef<'_>) -> Result<Vec<Pfn>, DaxError> {
+        let head = folio.pfn();
         let mut bad = Vec::new();
         for i in 0..self.align.nr_pages() {
             let pfn = head.add(i);
-            if self.pgmap.subpage_poisoned(pfn)? {
+            if folio.subpage_poisoned(pfn)? {
                 bad.push(pfn);
             }
         }

@@ -4,8 +4,9 @@
 //! path itself, after `__dev_dax_{pte,pmd,pud}_fault`.
 //!
 //! One fault, in the kernel's order: enter the gate (`dax_read_lock` + `dax_alive`), find the
-//! leaf's pfns in one range, sync the leaf's descriptors (`memmap_sync`: during async init only
-//! its own sub-ranges), `dax_set_mapping`, take the mapping's reference and mapcount, and only
+//! leaf's pfns in one range, look the leaf's folio up once (a `FolioRef`: its descriptors
+//! synced, during async init only its own sub-ranges), and through that cursor check poison,
+//! `dax_set_mapping`, take the mapping's reference and mapcount, and only
 //! then insert the page-table entries: where the mapping is registered with the device's
 //! userfaultfd, map the whole leaf with one `UFFDIO_ZEROPAGE` (a fresh shmem leaf) or allocate
 //! its bytes in the backing and map it with one `UFFDIO_CONTINUE`. The leaf's bit in the mapping is set once its metadata and reference are
@@ -26,7 +27,7 @@ use super::poison::{BadblocksSink, Granularity, OwnerSlot, PoisonLock};
 use super::{DaxError, Faulted, MappingId};
 use crate::addr::{Order, PAGE_SIZE, Pfn, PfnRange};
 use crate::backing::{Backing, SharedMapping, Userfaultfd};
-use crate::folio::FolioMapping;
+use crate::folio::{FolioMapping, FolioRef};
 use crate::pgmap::{Pgmap, PgmapRef};
 
 /// One entry of the range table: `pfns` hold the device's bytes from page offset `pgoff`.
@@ -208,23 +209,25 @@ impl Shared {
             .ok_or(DaxError::LeafStraddles {
                 offset: leaf_offset,
             })?;
+        let pgmap = &self.pgmap;
         if m.bits.test(index) {
             if remap {
-                self.map_entries(m, rel)?;
+                self.map_entries(m, rel, &FolioRef::block(pgmap, pfn, align)?)?;
             }
             return Ok(Faulted::AlreadyMapped { pfn });
         }
-        let pgmap = &self.pgmap;
-        pgmap.sync(PfnRange::new_unchecked(pfn, pfn.add(nr_pages)))?;
-        if let Some(bad) = pgmap.folio_poisoned_page(pfn)?
+        // The one lookup of this fault: syncs the leaf's descriptors (during async init, only
+        // its own sub-ranges) and finds its folio; everything below goes through the cursor.
+        let folio = FolioRef::block(pgmap, pfn, align)?;
+        if let Some(bad) = folio.poisoned_page()
             && self.effective_granularity() == Granularity::Leaf
         {
             return Err(DaxError::Poisoned { pfn: bad });
         }
-        if pgmap.set_folio_mapping(pfn, self.address_space, pgoff)? {
+        if folio.set_mapping(self.address_space, pgoff) {
             self.named.set(pgoff / nr_pages);
         }
-        let mapped = pgmap.map_folio(pfn, align)?;
+        let mapped = folio.map(pgmap.live_folio_ref()?, align)?;
         let extra = {
             let mut leaves = m.leaves.lock();
             match leaves.entry(pgoff) {
@@ -240,14 +243,14 @@ impl Shared {
             // outside the lock, and make sure the entries are there before answering.
             drop(extra);
             Counters::bump(&self.counters.raced);
-            self.map_entries(m, rel)?;
+            self.map_entries(m, rel, &folio)?;
             return Ok(Faulted::AlreadyMapped { pfn });
         }
         // Counted before the entries are mapped: mapping them wakes the toucher, which may
         // look at the leaf's state at once.
         m.bits.set(index);
         Counters::bump(&self.counters.leaves_mapped);
-        if let Err(e) = self.map_entries(m, rel) {
+        if let Err(e) = self.map_entries(m, rel, &folio) {
             m.bits.clear(index);
             let undo = m.leaves.lock().remove(&pgoff);
             drop(undo);
@@ -266,24 +269,21 @@ impl Shared {
     /// in the backing (`fallocate`, which keeps existing bytes) and mapped by one
     /// `UFFDIO_CONTINUE`. (`UFFDIO_COPY` from zeros would fill hugetlb too, but when its source
     /// is not yet mapped the kernel takes a second huge page from the pool for the copy, and
-    /// it measured no faster.) Entries another fault mapped first are fine.
-    fn map_entries(&self, m: &MappingCore, rel: u64) -> Result<(), DaxError> {
+    /// it measured no faster.) Entries another fault mapped first are fine. `folio` is the
+    /// fault's cursor on the leaf: the poison checks read through it.
+    fn map_entries(&self, m: &MappingCore, rel: u64, folio: &FolioRef<'_>) -> Result<(), DaxError> {
         let Some(uffd) = self.uffd.as_ref().filter(|_| m.caught) else {
             return Ok(());
         };
         let leaf = self.align.bytes();
-        let head = self
-            .pgoff_to_pfn((m.offset + rel) / PAGE_SIZE, self.align.nr_pages())
-            .ok_or(DaxError::LeafStraddles {
-                offset: m.offset + rel,
-            })?;
-        if self.pgmap.folio_poisoned_page(head)?.is_none() {
+        let head = folio.pfn();
+        if folio.poisoned_page().is_none() {
             return self.map_run(uffd, m, rel, leaf);
         }
         // `Page` granularity (a `Leaf` device refused the fault): the clean runs between the
         // poisoned pages are mapped, each poisoned page gets a poison marker.
         let mut at = 0;
-        for bad in self.poisoned_in_leaf(head)? {
+        for bad in self.poisoned_in_leaf(folio)? {
             let off = bad.offset_from(head) * PAGE_SIZE;
             if off > at {
                 self.map_run(uffd, m, rel + at, off - at)?;

@@ -1,32 +1,37 @@
-//! Folio reference counts, mappings and the free path (mainline ≥ 6.15, seed 001).
+//! Folios: reference counts, mappings, poison and the free path (mainline ≥ 6.15, seed 001).
 //!
-//! A folio's count rests at its pgmap type's idle value (1 for device-dax, 0 otherwise).
-//! Mapping a folio ([`Pgmap::map_folio`]) takes a reference and a mapcount and a liveness
-//! reference on the pgmap; dropping the [`FolioMapping`] gives them back. Pins (`crate::gup`)
-//! take references with the pin bias. Whoever brings the count back to idle runs the free
-//! path (`free_zone_device_folio`): fsdax wakes layout-break waiters and splits a dynamic folio
-//! back to order 0; device-dax has nothing to do (its count already rests at 1); driver memory
-//! (private, coherent, P2P) calls the pgmap's `folio_free` callback.
+//! Every operation on one folio is a method of its cursor, [`FolioRef`] (`cursor.rs`), made by
+//! one lookup: set the folio's mapping once, map it (a reference, a mapcount and a liveness
+//! reference on the pgmap, given back when the [`FolioMapping`] drops), allocate a driver
+//! folio, poison or unpoison a page of it, name its poisoned page, give references back. The
+//! `Pgmap` methods here ([`Pgmap::map_folio`] and its siblings) are the public one-call entry
+//! points: each looks the folio up once and hands it to the cursor.
+//!
+//! A folio's count rests at its pgmap type's idle value (1 for device-dax, 0 otherwise). Pins
+//! (`crate::gup`) take references with the pin bias. Whoever brings the count back to idle
+//! runs the free path (`free.rs`, `free_zone_device_folio`): fsdax wakes layout-break waiters
+//! and splits a dynamic folio back to order 0; device-dax has nothing to do (its count already
+//! rests at 1); driver memory (private, coherent, P2P) calls the pgmap's `folio_free` callback.
 //!
 //! fsdax pgmaps have no `vmemmap_shift`: their folios are formed when a mapping asks for a
-//! larger order and split when they go idle, both under the pgmap's fsdax lock (the kernel's
-//! DAX entry lock). A folio at count 0 can't be pinned (`refcount::try_grab` never
-//! resurrects), so a pinner can't see a folio that is being split.
+//! larger order and split when they go idle (`shape.rs`). The range operations of fsdax,
+//! `busy_page_range` and `break_layouts`, are here.
 
-mod poison;
+mod cursor;
+mod free;
 pub(crate) mod refcount;
+mod shape;
 
-pub(crate) use self::poison::poisoned_page;
+pub use self::cursor::FolioRef;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::addr::{Order, Pfn, PfnRange};
 use crate::desc::{GUP_PIN_COUNTING_BIAS, PageFlags};
-use crate::memmap::{Folio, FolioLookup, Memmap, SpanFolios, Synced};
+use crate::memmap::{Folio, FolioLookup, SpanFolios};
 use crate::pgmap::{MemoryType, Pgmap, PgmapError, PgmapRef};
 use crate::primitive::{Ordering, fence};
-
-use self::refcount::Refused;
 
 /// Errors from folio operations.
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +167,12 @@ impl Folio<'_> {
         self.head_page().snapshot().index
     }
 
+    /// Whether the folio, or any page in it, is poisoned.
+    pub fn is_poisoned(&self) -> bool {
+        let f = self.head_page().flags();
+        f.contains(PageFlags::HWPOISON) || f.contains(PageFlags::HAS_HWPOISONED)
+    }
+
     pub(crate) fn is_large(&self) -> bool {
         self.order().get() > 0
     }
@@ -184,12 +195,9 @@ impl AllocatedFolio {
 
 impl Drop for AllocatedFolio {
     fn drop(&mut self) {
-        let p: &Pgmap = &self.pgmap;
         // The allocation's reference and the liveness reference keep the lookup valid.
-        if let Ok((memmap, synced)) = p.synced_span(self.head, 1)
-            && let Ok(folio) = memmap.folio(&synced, self.head)
-        {
-            p.ungrab_folio(memmap, &folio, 1, false);
+        if let Ok(folio) = FolioRef::at(&self.pgmap, self.head) {
+            folio.ungrab(1, false);
         }
     }
 }
@@ -215,320 +223,70 @@ impl FolioMapping {
 
 impl Drop for FolioMapping {
     fn drop(&mut self) {
-        let p: &Pgmap = &self.pgmap;
         // The mapping's reference keeps the folio (and its shape) stable, and the liveness
         // reference keeps the memmap initialised and alive: this lookup cannot fail.
-        if let Ok((memmap, synced)) = p.synced_span(self.head, 1)
-            && let Ok(folio) = memmap.folio(&synced, self.head)
-        {
-            let mapcount = folio.head_page().mapcount_word();
-            if p.memory_type() != MemoryType::FsDax {
-                mapcount.fetch_sub(1, Ordering::Relaxed);
-                p.ungrab_folio(memmap, &folio, 1, false);
-                return;
-            }
-            // Both halves under the formation lock, as `fsdax_map` takes them, so that
-            // `busy_page_range` never sees one without the other; the free path takes the
-            // lock itself, after.
-            let idle = {
-                let _formation = p.fsdax_lock().lock();
-                mapcount.fetch_sub(1, Ordering::Relaxed);
-                let word = folio.head_page().counts_word();
-                let idle = p.memory_type().idle_refcount();
-                refcount::ungrab(word, folio.is_large(), 1, false, idle)
-            };
-            if idle {
-                p.folio_idle(memmap, &folio);
-            }
-            p.wake_layout_waiters();
+        if let Ok(folio) = FolioRef::at(&self.pgmap, self.head) {
+            folio.unmap();
         }
     }
 }
 
+/// The public entry points that act on one folio: each looks the folio up once
+/// ([`FolioRef`]) and hands it to the cursor, which does the work. (They are methods of
+/// `Pgmap` for callers' convenience; the pgmap layer below cannot name the cursor.)
 impl Pgmap {
     /// Maps the folio holding `pfn`, or for fsdax forms an `order` folio at `pfn` first
     /// (`order` must be 0 or the folio's order for other types): a reference, a mapcount and a
     /// liveness reference, all released when the returned mapping drops.
-    pub fn map_folio(
-        self: &std::sync::Arc<Self>,
-        pfn: Pfn,
-        order: Order,
-    ) -> Result<FolioMapping, FolioError> {
+    pub fn map_folio(self: &Arc<Self>, pfn: Pfn, order: Order) -> Result<FolioMapping, FolioError> {
         if self.memory_type() == MemoryType::Private {
             return Err(FolioError::NotAddressable {
                 memory_type: MemoryType::Private,
             });
         }
-        let pgmap = self.live_ref().map_err(|d| FolioError::TornDown {
-            may_revive: d.may_revive,
-        })?;
-        let (memmap, synced) = self.synced_span(pfn.align_down(order), order.nr_pages())?;
-        let head = if self.memory_type() == MemoryType::FsDax {
-            self.fsdax_map(memmap, &synced, pfn, order)?
-        } else {
-            let folio = memmap.folio(&synced, pfn).map_err(PgmapError::from)?;
-            if order.get() != 0 && order != folio.order() {
-                return Err(FolioError::BadOrder {
-                    pfn,
-                    order,
-                    fixed: folio.order(),
-                });
-            }
-            let word = folio.head_page().counts_word();
-            if let Err(why) = refcount::try_grab(word, folio.is_large(), 1, false) {
-                let pfn = folio.pfn();
-                return Err(match why {
-                    Refused::Free => FolioError::Free { pfn },
-                    Refused::Overflow => FolioError::Overflow { pfn },
-                });
-            }
-            folio
-                .head_page()
-                .mapcount_word()
-                .fetch_add(1, Ordering::Relaxed);
-            folio.pfn()
-        };
-        Ok(FolioMapping { pgmap, head })
-    }
-
-    /// `dax_set_mapping`: records `mapping` (an address space id, non-zero) and `index` (the
-    /// folio's page offset in it) on the head of the folio holding `pfn`, once: a folio whose
-    /// mapping is set keeps it, as in the kernel. The device-dax fault path calls this before
-    /// it maps the folio, so no mapping of the folio is ever seen without them. Returns whether
-    /// it wrote.
-    pub(crate) fn set_folio_mapping(
-        &self,
-        pfn: Pfn,
-        mapping: u64,
-        index: u64,
-    ) -> Result<bool, FolioError> {
-        let (memmap, synced) = self.synced_span(pfn, 1)?;
-        let folio = memmap.folio(&synced, pfn).map_err(PgmapError::from)?;
-        Ok(folio.head_page().set_mapping_once(mapping, index))
-    }
-
-    /// Clears `folio->mapping`, `folio->index` and the dirty bit of the folio holding `pfn`,
-    /// as init left them: for a device going away cleanly, whose memmap outlives it.
-    pub(crate) fn clear_folio_mapping(&self, pfn: Pfn) -> Result<(), FolioError> {
-        let (memmap, synced) = self.synced_span(pfn, 1)?;
-        let folio = memmap.folio(&synced, pfn).map_err(PgmapError::from)?;
-        folio.head_page().clear_mapping();
-        Ok(())
+        let live = self.live_folio_ref()?;
+        FolioRef::block(self, pfn, order)?.map(live, order)
     }
 
     /// Hands out the free folio holding `pfn` (`zone_device_folio_init`): its count goes from 0
     /// to 1, and the returned handle's drop is the put that frees it again. Only for memory a
     /// driver allocates: private, coherent and P2P.
-    pub fn alloc_folio(
-        self: &std::sync::Arc<Self>,
-        pfn: Pfn,
-    ) -> Result<AllocatedFolio, FolioError> {
+    pub fn alloc_folio(self: &Arc<Self>, pfn: Pfn) -> Result<AllocatedFolio, FolioError> {
         let memory_type = self.memory_type();
         if !memory_type.driver_allocated() {
             return Err(FolioError::NotDriverAllocated { memory_type });
         }
-        let pgmap = self.live_ref().map_err(|d| FolioError::TornDown {
+        let live = self.live_folio_ref()?;
+        FolioRef::at(self, pfn)?.alloc(live)
+    }
+
+    /// A liveness reference for a mapping or an allocation, refused once teardown began.
+    pub(crate) fn live_folio_ref(self: &Arc<Self>) -> Result<PgmapRef, FolioError> {
+        self.live_ref().map_err(|d| FolioError::TornDown {
             may_revive: d.may_revive,
-        })?;
-        let (memmap, synced) = self.synced_span(pfn, 1)?;
-        let folio = memmap.folio(&synced, pfn).map_err(PgmapError::from)?;
-        if let Err(count) = refcount::alloc(folio.head_page().counts_word()) {
-            return Err(FolioError::Busy {
-                pfn,
-                order: folio.order(),
-                why: if count == refcount::FREEING {
-                    "the folio is being freed (its folio_free has not returned)"
-                } else {
-                    "the folio is already allocated"
-                },
-            });
-        }
-        Ok(AllocatedFolio {
-            pgmap,
-            head: folio.pfn(),
         })
     }
 
-    /// fsdax: maps an existing folio of `order` at `pfn`, or forms one from idle order-0 pages.
-    fn fsdax_map(
-        &self,
-        memmap: &Memmap,
-        synced: &Synced,
-        pfn: Pfn,
-        order: Order,
-    ) -> Result<Pfn, FolioError> {
-        let busy = |why| FolioError::Busy { pfn, order, why };
-        if !pfn.is_aligned(order) {
-            return Err(busy("the pfn is not aligned to the order"));
-        }
-        let _formation = self.fsdax_lock().lock();
-        let folio = memmap.folio(synced, pfn).map_err(PgmapError::from)?;
-        if folio.pfn() == pfn && folio.order() == order {
-            // Mapped already (or idle and not yet split): take a reference. A count of 0 is
-            // fine here: under the lock nobody splits or frees concurrently, and pins refuse 0.
-            refcount::add(folio.head_page().counts_word(), 1);
-        } else {
-            if folio.order() > order {
-                return Err(busy("the pfn is inside a larger folio"));
-            }
-            let span = PfnRange::new_unchecked(pfn, pfn.add(order.nr_pages()));
-            for p in (0..span.len()).map(|i| pfn.add(i)) {
-                let f = memmap.folio(synced, p).map_err(PgmapError::from)?;
-                if f.is_large() {
-                    return Err(busy("part of the range is in another folio"));
-                }
-                if f.refcount() != 0 {
-                    return Err(busy("part of the range is in use"));
-                }
-            }
-            self.form(memmap, synced, span, order)?;
-            let head = memmap.folio(synced, pfn).map_err(PgmapError::from)?;
-            refcount::add(head.head_page().counts_word(), 1);
-        }
-        memmap
-            .folio(synced, pfn)
-            .map_err(PgmapError::from)?
-            .head_page()
-            .mapcount_word()
-            .fetch_add(1, Ordering::Relaxed);
-        Ok(pfn)
+    /// Poisons one 4 KiB page ([`FolioRef::poison_subpage`]).
+    pub fn poison_subpage(&self, pfn: Pfn) -> Result<(), PgmapError> {
+        FolioRef::at(self, pfn)?.poison_subpage(pfn)
     }
 
-    /// `prep_compound_page` on idle order-0 pages (fsdax lock held).
-    fn form(
-        &self,
-        memmap: &Memmap,
-        s: &Synced,
-        span: PfnRange,
-        order: Order,
-    ) -> Result<(), PgmapError> {
-        if order.get() == 0 {
-            return Ok(());
-        }
-        let head = span.start();
-        // A poisoned page makes the new folio poisoned, as `poison_subpage` would have.
-        let mut poisoned = memmap.subpage_hwpoison(s, head)?;
-        for i in 1..span.len() {
-            let p = head.add(i);
-            if let Some(d) = memmap.descriptor(s, p)? {
-                let poison = d.flags().contains(PageFlags::HWPOISON);
-                d.init_tail(head);
-                if poison {
-                    d.set_flags(PageFlags::HWPOISON);
-                }
-            }
-            poisoned |= memmap.subpage_hwpoison(s, p)?;
-        }
-        if let Some(d) = memmap.descriptor(s, head)? {
-            d.set_flags(PageFlags::HEAD);
-            if poisoned {
-                d.set_flags(PageFlags::HAS_HWPOISONED);
-            }
-            d.prep_compound_head(order);
-        }
-        Ok(())
+    /// Clears one 4 KiB page's poison ([`FolioRef::unpoison_subpage`]). Returns whether the
+    /// page was poisoned.
+    pub fn unpoison_subpage(&self, pfn: Pfn) -> Result<bool, PgmapError> {
+        FolioRef::at(self, pfn)?.unpoison_subpage(pfn)
     }
 
-    /// Splits an idle dynamic fsdax folio back to order-0 pages (fsdax lock held).
-    fn split(
-        &self,
-        memmap: &Memmap,
-        s: &Synced,
-        head: Pfn,
-        order: Order,
-    ) -> Result<(), PgmapError> {
-        for i in (0..order.nr_pages()).rev() {
-            let p = head.add(i);
-            // Read before the rewrite (Flat and Vmemmap keep it in the page's flags, Folio in
-            // its side table).
-            let poisoned = memmap.subpage_hwpoison(s, p)?;
-            if let Some(d) = memmap.descriptor(s, p)? {
-                let keep = d.flags().bits() & PageFlags::HWPOISON.bits();
-                d.init_zone_device(self.id(), self.memory_type().idle_refcount());
-                d.set_flags(PageFlags::from_bits(keep));
-                if poisoned {
-                    // The page is its own folio again: flag it as `poison_subpage` does.
-                    d.set_flags(PageFlags::HAS_HWPOISONED);
-                }
-            }
-        }
-        Ok(())
+    /// The lowest poisoned page of the folio holding `pfn`, if any
+    /// ([`FolioRef::poisoned_page`]).
+    pub fn folio_poisoned_page(&self, pfn: Pfn) -> Result<Option<Pfn>, PgmapError> {
+        Ok(FolioRef::at(self, pfn)?.poisoned_page())
     }
 
-    /// Releases `refs` pins (`pin`) or plain references from `folio`, runs the free path if
-    /// that made it idle, and wakes layout-break waiters.
-    pub(crate) fn ungrab_folio(&self, memmap: &Memmap, folio: &Folio<'_>, refs: i32, pin: bool) {
-        let word = folio.head_page().counts_word();
-        let memory_type = self.memory_type();
-        let large = folio.is_large();
-        if memory_type.driver_allocated() {
-            // Unallocatable from the last put until `folio_free` has returned.
-            if refcount::ungrab_driver(word, large, refs, pin) {
-                self.folio_idle(memmap, folio);
-                refcount::freed(word);
-            }
-        } else if refcount::ungrab(word, large, refs, pin, memory_type.idle_refcount()) {
-            self.folio_idle(memmap, folio);
-        }
-        self.wake_layout_waiters();
-    }
-
-    /// The free path (`free_zone_device_folio`), run by whoever made `folio` idle. The
-    /// releaser's sync token covers only what it held (a mapping syncs its head, a pin its
-    /// pages), so the split syncs the whole folio itself.
-    pub(crate) fn folio_idle(&self, memmap: &Memmap, folio: &Folio<'_>) {
-        match self.memory_type() {
-            MemoryType::FsDax => {
-                // The shape is read from the head again rather than taken from `folio`: a
-                // grab that raced a reshape gives its references back with the shape it
-                // looked up, which need not be the head's shape now.
-                let head = folio.head_page();
-                if head.flags().contains(PageFlags::HEAD) {
-                    let _formation = self.fsdax_lock().lock();
-                    // Re-check under the lock: a new mapping may have taken the folio again.
-                    if head.refcount() == 0
-                        && head.flags().contains(PageFlags::HEAD)
-                        && let Some(order) = head.order()
-                    {
-                        // The split rewrites every page of the folio, so it needs a token for
-                        // all of them (free once init is idle). A failure here means the pgmap
-                        // is torn down, and then there is nothing left to split.
-                        if let Ok((_, whole)) = self.synced_span(folio.pfn(), order.nr_pages()) {
-                            let _ = self.split(memmap, &whole, folio.pfn(), order);
-                        }
-                    }
-                }
-                self.wake_layout_waiters_now();
-            }
-            // Device-dax: the kernel resets the count to 1 and calls no driver; here the count
-            // already rests at 1, so there is nothing to do.
-            MemoryType::Generic => {}
-            MemoryType::Private | MemoryType::Coherent | MemoryType::P2pDma => {
-                if let Some(cb) = &self.ops().folio_free {
-                    cb(folio);
-                }
-            }
-        }
-    }
-
-    fn wake_layout_waiters(&self) {
-        // Only fsdax has layout breaks to wake.
-        if self.memory_type() != MemoryType::FsDax {
-            return;
-        }
-        // SeqCst fence: pairs with the one in `break_layouts` so that either the waiter sees
-        // this put's count, or this load sees the waiter (Dekker); a Relaxed load alone could
-        // miss a waiter that checked the count just before the put.
-        fence(Ordering::SeqCst);
-        if self.layout_waiters().load(Ordering::Relaxed) > 0 {
-            self.wake_layout_waiters_now();
-        }
-    }
-
-    fn wake_layout_waiters_now(&self) {
-        let (lock, cv) = self.layout_wait();
-        let _g = lock.lock();
-        cv.notify_all();
+    /// Whether this 4 KiB page is poisoned ([`FolioRef::subpage_poisoned`]).
+    pub fn subpage_poisoned(&self, pfn: Pfn) -> Result<bool, PgmapError> {
+        FolioRef::at(self, pfn)?.subpage_poisoned(pfn)
     }
 
     /// `dax_layout_busy_page_range`: the first pfn in `range` whose folio holds references

@@ -307,7 +307,7 @@ fn the_free_path_splits_the_heads_current_shape() {
             "{ctx}: only the raced grab holds h"
         );
         // Its give-back makes h idle and runs the free path.
-        p.ungrab_folio(memmap, &stale, 5, true);
+        FolioRef::walked(p, memmap, s, stale).ungrab(5, true);
         assert_split(p, range(h, 8), &ctx);
         assert_eq!(
             counts(p, h.add(100)),

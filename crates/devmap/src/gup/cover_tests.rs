@@ -227,3 +227,27 @@ proptest! {
         prop_assert_eq!(p.refs(), 0);
     }
 }
+
+/// The pins behind a pin by user address skip the cover check (the device's range table
+/// vouches for the range); a range that is not in fact covered still fails at the first pfn
+/// outside, and nothing stays pinned.
+#[test]
+fn a_device_pin_of_a_range_past_its_pgmap_fails_there_and_holds_nothing() {
+    let (_space, [lo, _hi], r) = two_pgmaps(Layout::Heads);
+    let across = PfnRange::new(r.start().add(HALF - 512), 1024).expect("range");
+    let outside = r.start().add(HALF);
+    assert_eq!(
+        pin_device_folios(&lo, across, GupFlags::NONE).map(|p| p.len()),
+        Err(GupError::NoPgmap { pfn: outside })
+    );
+    assert_eq!(
+        pin_device_pages(&lo, across, GupFlags::NONE).map(|p| p.len()),
+        Err(GupError::NoPgmap { pfn: outside })
+    );
+    assert_idle(&lo, PfnRange::new(r.start(), HALF).expect("lo"), "lo");
+    let inside = PfnRange::new(r.start(), HALF).expect("lo");
+    assert_eq!(
+        pin_device_folios(&lo, inside, GupFlags::NONE).map(|p| p.len()),
+        Ok(4)
+    );
+}

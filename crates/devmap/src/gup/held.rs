@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::addr::{Pfn, PfnRange};
 use crate::pgmap::{DeviceSpace, Dying, Missing, Pgmap, PgmapRef};
 
-use super::{GupError, GupFlags};
+use super::{GupError, GupFlags, batch};
 
 /// One pgmap's share of a pin: its liveness reference and the pfns pinned in it.
 #[derive(Debug)]
@@ -67,7 +67,7 @@ impl Held {
                     last.span = PfnRange::new_unchecked(last.span.start(), piece.end());
                 }
                 _ => {
-                    pgmap.check_type(flags)?;
+                    batch::check_type(&pgmap, flags)?;
                     parts.push(Part { pgmap, span: piece });
                 }
             }
@@ -87,14 +87,25 @@ impl Held {
         range: PfnRange,
         flags: GupFlags,
     ) -> Result<Self, GupError> {
-        if range.is_empty() {
-            return Err(GupError::Empty);
-        }
-        pgmap.check_type(flags)?;
-        let held = pgmap.live_ref().map_err(|d| torn_down(range.start(), d))?;
+        let held = Self::known(pgmap, range, flags)?;
         if let Some(pfn) = pgmap.first_uncovered(range) {
             return Err(GupError::NoPgmap { pfn });
         }
+        Ok(held)
+    }
+
+    /// `range` of `pgmap`, which the caller knows lies in its data ranges (a run of a device's
+    /// range table): as [`Held::cover_pgmap`] without the check against the data ranges.
+    pub(super) fn known(
+        pgmap: &Arc<Pgmap>,
+        range: PfnRange,
+        flags: GupFlags,
+    ) -> Result<Self, GupError> {
+        if range.is_empty() {
+            return Err(GupError::Empty);
+        }
+        batch::check_type(pgmap, flags)?;
+        let held = pgmap.live_ref().map_err(|d| torn_down(range.start(), d))?;
         Ok(Self {
             first: Part {
                 pgmap: held,

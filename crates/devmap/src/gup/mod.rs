@@ -276,6 +276,30 @@ impl Pgmap {
     }
 }
 
+/// [`Pgmap::pin_pages`] of a range the caller knows lies in `pgmap`'s data ranges (a run of a
+/// device's range table, behind a pin by user address): the range is not checked against
+/// the data ranges first. The grab still finds each range of it, and a pfn outside them
+/// fails as it would (`NoPgmap`, nothing left pinned).
+pub(crate) fn pin_device_pages(
+    pgmap: &Arc<Pgmap>,
+    range: PfnRange,
+    flags: GupFlags,
+) -> Result<PinnedPages, GupError> {
+    let held = Held::known(pgmap, range, flags)?;
+    grab_pages(held, range, flags, Kind::Pin, Vec::new())
+}
+
+/// [`Pgmap::pin_folios`] of a range the caller knows lies in `pgmap`'s data ranges, as
+/// [`pin_device_pages`].
+pub(crate) fn pin_device_folios(
+    pgmap: &Arc<Pgmap>,
+    range: PfnRange,
+    flags: GupFlags,
+) -> Result<PinnedFolios, GupError> {
+    let held = Held::known(pgmap, range, flags)?;
+    grab_folios(held, range, flags, Vec::new())
+}
+
 /// Empties `buf` and makes room for `n` entries, refusing what cannot be allocated rather
 /// than aborting.
 fn reserve_entries<T>(buf: &mut Vec<T>, n: u64) -> Result<(), GupError> {
@@ -296,10 +320,9 @@ fn grab_held(
     mut record: impl FnMut(&Folio<'_>, PfnRange),
 ) -> Result<(), GupError> {
     for (i, part) in held.iter().enumerate() {
-        if let Err(e) = part.pgmap.grab_covered(part.span, kind, &mut record) {
+        if let Err(e) = batch::grab(&part.pgmap, part.span, kind, &mut record) {
             for done in held.iter().take(i) {
-                done.pgmap
-                    .release_range(done.span, kind == Kind::Pin, false);
+                batch::release_range(&done.pgmap, done.span, kind == Kind::Pin, false);
             }
             return Err(e);
         }
@@ -407,7 +430,7 @@ impl PinnedPages {
         for part in self.held.iter() {
             let n = (part.span.len() as usize).min(entries.len());
             let (mine, rest) = entries.split_at(n);
-            part.pgmap.release_entries(mine, pin, make_dirty);
+            batch::release_entries(&part.pgmap, mine, pin, make_dirty);
             entries = rest;
         }
     }
@@ -419,8 +442,7 @@ impl PinnedPages {
             return;
         }
         for part in self.held.iter() {
-            part.pgmap
-                .release_range(part.span, self.kind == Kind::Pin, dirty);
+            batch::release_range(&part.pgmap, part.span, self.kind == Kind::Pin, dirty);
         }
     }
 }
@@ -478,7 +500,7 @@ impl PinnedFolios {
         // The folios cannot change shape while pinned, so walking the span finds exactly the
         // entries' folios, with the same pages each.
         for part in self.held.iter() {
-            part.pgmap.release_range(part.span, true, dirty);
+            batch::release_range(&part.pgmap, part.span, true, dirty);
         }
     }
 }

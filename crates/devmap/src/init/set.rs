@@ -115,6 +115,10 @@ pub(crate) struct MemmapSet {
     dead: AtomicBool,
     /// The caller's progress counter, told what the background workers write.
     progress: Option<std::sync::Arc<InitProgress>>,
+    /// Test builds: calls of [`MemmapSet::sync`], from any thread (the proof that a fault, a
+    /// pin and a memory failure look each folio up once; `Pgmap::lookups`).
+    #[cfg(test)]
+    syncs: std::sync::atomic::AtomicU64,
 }
 
 impl MemmapSet {
@@ -160,6 +164,8 @@ impl MemmapSet {
             written: AtomicU64::new(0),
             dead: AtomicBool::new(false),
             progress: None,
+            #[cfg(test)]
+            syncs: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -239,6 +245,10 @@ impl MemmapSet {
     /// first pfn), doing pending work on this thread and waiting only for work other threads
     /// hold.
     pub(crate) fn sync(&self, range: PfnRange) -> Result<(&Memmap, Synced), SyncError> {
+        // Relaxed: a statistic the tests read after joining the threads that counted.
+        #[cfg(test)]
+        self.syncs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Acquire pairs with the Release store in `kill`.
         if self.dead.load(Ordering::Acquire) {
             return Err(SyncError::TornDown);
@@ -298,6 +308,12 @@ impl MemmapSet {
     pub(crate) fn audit(&self, index: usize) -> Option<(&Memmap, Synced)> {
         let m = self.maps.get(index)?;
         Some((m, Synced::vouch(m.geometry().range())))
+    }
+
+    /// Test builds: how many times [`MemmapSet::sync`] ran, from any thread.
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn syncs(&self) -> u64 {
+        self.syncs.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Finishes all initialisation, helping on this thread. An adopted room's units are not

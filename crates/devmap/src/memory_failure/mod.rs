@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use crate::addr::Pfn;
 use crate::dax::{self, PoisonNotice};
+use crate::folio::FolioRef;
 use crate::pgmap::{DeviceSpace, Pgmap, PgmapError};
 
 /// `MF_*` flags.
@@ -137,11 +138,14 @@ fn handle(pgmap: &Pgmap, pfn: Pfn, flags: MfFlags, start: Instant) -> Result<MfR
     if !pgmap.pfn_valid(pfn) {
         return Err(MfError::NotData { pfn });
     }
-    if pgmap.subpage_poisoned(pfn)? {
+    // The one lookup of the page: its folio, through which it is checked and flagged.
+    let cursor = FolioRef::at(pgmap, pfn)?;
+    if cursor.subpage_poisoned(pfn)? {
         return Err(MfError::AlreadyPoisoned { pfn });
     }
-    pgmap.poison_subpage(pfn)?;
-    let folio = pgmap.folio(pfn)?;
+    cursor.poison_subpage(pfn)?;
+    // Poisoning flags the page and its head and never reshapes the folio.
+    let folio = cursor.folio();
     let (head, pins) = (folio.pfn(), folio.pincount().max(0) as u32);
     let action_required = flags.contains(MfFlags::ACTION_REQUIRED);
     if let Some(cb) = pgmap.ops().memory_failure.clone()

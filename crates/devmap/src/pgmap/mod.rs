@@ -258,6 +258,13 @@ impl Pgmap {
         self.set.audit(index)
     }
 
+    /// Test builds: how many times this pgmap's descriptors were synced and looked up, by any
+    /// thread (every lookup goes through `MemmapSet::sync`, which counts).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn lookups(&self) -> u64 {
+        self.set.syncs()
+    }
+
     pub(crate) fn fsdax_lock(&self) -> &Mutex<()> {
         &self.fsdax_lock
     }
@@ -408,8 +415,22 @@ impl Pgmap {
 
     /// The folio holding `pfn` (`page_folio`).
     pub fn folio(&self, pfn: Pfn) -> Result<Folio<'_>, PgmapError> {
-        let (m, s) = self.synced(pfn)?;
-        Ok(self.lookup_folio(m, &s, pfn)?)
+        Ok(self.lookup(pfn, Order::BASE)?.2)
+    }
+
+    /// The one lookup of a folio, behind `folio::FolioRef` and [`Pgmap::folio`]: syncs the
+    /// naturally aligned block of `order` around `pfn` (rounded out to whole compounds; what a
+    /// mapping of that order will touch) and finds the folio holding `pfn` in it. Returns the
+    /// memmap and the token with the folio, so that every later operation on the folio reads
+    /// through them without syncing or looking it up again.
+    pub(crate) fn lookup(
+        &self,
+        pfn: Pfn,
+        order: Order,
+    ) -> Result<(&Memmap, Synced, Folio<'_>), PgmapError> {
+        let (memmap, synced) = self.synced_span(pfn.align_down(order), order.nr_pages())?;
+        let folio = self.lookup_folio(memmap, &synced, pfn)?;
+        Ok((memmap, synced, folio))
     }
 
     /// The folio holding `pfn`, read consistently while fsdax folios form and split: a lookup

@@ -538,7 +538,7 @@ fn teardown_races_p2pdma_allocations() {
 // ---- Regression tests for bugs found while writing the stress above ----
 
 /// `folio_free` after re-allocation. The put that frees a driver's folio brings its count to
-/// 0 (`refcount::ungrab`) and only then calls `folio_free` (`Pgmap::folio_idle`). In
+/// 0 (`refcount::ungrab`) and only then calls `folio_free` (`folio::free::folio_idle`). In
 /// between, `alloc_folio` on another thread sees a free folio and takes it (its CAS from 0
 /// succeeds), so the driver is told "this folio is free" about a folio that has just been
 /// handed out again: a driver that puts freed folios on its free list would hand it out

@@ -1,7 +1,8 @@
 //! Stress tests and model checks that cross layers: pins racing fsdax folios forming and
 //! splitting (`fsdax_pins`), `break_layouts` racing pins and maps (`fsdax_breaks`), pins racing
 //! teardown (`gup_teardown`), touches, pins by address and unmaps of a device-dax device
-//! racing its teardown (`dax_teardown`), memory errors racing them (`mf_race`), the whole pgmap lifecycle under load (`lifecycle`), and the loom
+//! racing its teardown (`dax_teardown`), memory errors racing them (`mf_race`), how many lookups a fault, a pin and a memory
+//! failure make (`lookup_counts`), the whole pgmap lifecycle under load (`lifecycle`), and the loom
 //! model of pins against teardown (`loom_pin_teardown`).
 //!
 //! They live above every layer they drive, so that no lower module imports an upper one for
@@ -17,6 +18,8 @@ mod fsdax_pins;
 mod gup_teardown;
 #[cfg(all(test, not(loom)))]
 mod lifecycle;
+#[cfg(all(test, not(loom)))]
+mod lookup_counts;
 #[cfg(all(test, loom))]
 mod loom_pin_teardown;
 #[cfg(all(test, not(loom)))]
