@@ -84,10 +84,6 @@ impl<'a> FolioRef<'a> {
         self.pgmap
     }
 
-    pub(crate) fn memmap(&self) -> &'a Memmap {
-        self.memmap
-    }
-
     pub(crate) fn synced(&self) -> &Synced {
         &self.synced
     }
@@ -125,7 +121,7 @@ impl<'a> FolioRef<'a> {
             return Err(FolioError::NotAddressable { memory_type });
         }
         let head = if memory_type == MemoryType::FsDax {
-            super::shape::fsdax_map(self, order)?
+            super::shape::fsdax_map(self.pgmap, self.memmap, self.synced(), self.pfn, order)?
         } else {
             let folio = self.folio;
             if order.get() != 0 && order != folio.order() {

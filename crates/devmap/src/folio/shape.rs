@@ -11,13 +11,17 @@ use crate::pgmap::{Pgmap, PgmapError};
 use crate::primitive::Ordering;
 
 use super::FolioError;
-use super::cursor::FolioRef;
 use super::refcount;
 
-/// fsdax: maps an existing folio of `order` at the cursor's pfn, or forms one from idle
-/// order-0 pages (the cursor synced the whole block). Returns the head.
-pub(super) fn fsdax_map(f: &FolioRef<'_>, order: Order) -> Result<Pfn, FolioError> {
-    let (pgmap, memmap, synced, pfn) = (f.pgmap(), f.memmap(), f.synced(), f.pfn());
+/// fsdax: maps an existing folio of `order` at `pfn`, or forms one from idle order-0 pages
+/// (the caller's cursor synced the whole block; `synced` is its token). Returns the head.
+pub(super) fn fsdax_map(
+    pgmap: &Pgmap,
+    memmap: &Memmap,
+    synced: &Synced,
+    pfn: Pfn,
+    order: Order,
+) -> Result<Pfn, FolioError> {
     let busy = |why| FolioError::Busy { pfn, order, why };
     if !pfn.is_aligned(order) {
         return Err(busy("the pfn is not aligned to the order"));

@@ -14,7 +14,7 @@ use crate::init::SyncError;
 use crate::memmap::{Folio, FolioLookup, LookupError, Memmap, SpanFolios, Synced};
 use crate::pgmap::{MemoryType, Pgmap, PgmapError};
 
-use super::{GupError, GupFlags, Kind};
+use super::flags::{GupError, GupFlags, Kind};
 
 /// A failed grab: the pfn it stopped at (everything before it is held) and why.
 type Stopped = (Pfn, GupError);

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use crate::addr::{Pfn, PfnRange};
 use crate::pgmap::{DeviceSpace, Dying, Missing, Pgmap, PgmapRef};
 
-use super::{GupError, GupFlags, batch};
+use super::batch;
+use super::flags::{GupError, GupFlags};
 
 /// One pgmap's share of a pin: its liveness reference and the pfns pinned in it.
 #[derive(Debug)]

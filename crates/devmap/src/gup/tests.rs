@@ -9,7 +9,7 @@ use super::*;
 use crate::desc::GUP_PIN_COUNTING_BIAS as BIAS;
 use crate::folio::FolioError;
 use crate::memmap::Layout;
-use crate::pgmap::PgmapError;
+use crate::pgmap::{MemoryType, PgmapError};
 
 /// 16 MiB: 4096 pfns, eight 2 MiB folios.
 const BYTES: u64 = 16 << 20;

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use super::*;
 use crate::addr::PAGE_SIZE;
 use crate::init::InitMode;
+use crate::memmap::MemmapError;
 
 fn cfg(range: PfnRange, layout: Layout, shift: Order) -> PgmapConfig {
     let mut c = PgmapConfig::devdax(range, shift);
