@@ -14,7 +14,7 @@ use parking_lot::{Mutex, RwLock};
 use super::gate::{Close, Gate};
 use super::leaves::LeafBits;
 use super::options::{DaxOptions, Faults};
-use super::poison::{OwnerSlot, PoisonLock};
+use super::poison::{BadblocksFn, Granularity, OwnerSlot, PoisonLock, merge};
 use super::shared::{Counters, DaxRange, FaultStats, MappingCore, Shared};
 use super::{DaxError, DaxMapping, MappingId};
 use crate::addr::{Order, PAGE_SIZE, Pfn, PfnRange};
@@ -412,17 +412,12 @@ impl DaxDevice {
             caught: self.shared.uffd.is_some(),
             owner: OwnerSlot::default(),
             _listed: super::ranges::register(window.as_ptr().as_ptr() as usize, len as usize),
-            _registered: super::registry::list_mapping(
-                &self.shared,
-                window.as_ptr().as_ptr() as usize,
-                len,
-                offset,
-            ),
             window,
             _live: live,
         });
         self.shared.mappings.lock().insert(id, Arc::clone(&core));
-        let mapping = DaxMapping::new(Arc::clone(&self.shared), core);
+        let listed = super::registry::list_mapping(&self.shared, core.base, len, offset);
+        let mapping = DaxMapping::new(Arc::clone(&self.shared), core, listed);
         if self.shared.uffd.is_none() && self.shared.populate_on_map {
             // On failure the mapping's drop gives back what was faulted.
             mapping.populate_on_map()?;
@@ -499,6 +494,32 @@ impl DaxDevice {
         // Last: a teardown waiting for this one returns only once everything above is done.
         self.shared.gate.finish(true);
         Ok(())
+    }
+
+    /// The device's bad pages as (byte offset, length) ranges, merged, in order (a badblocks
+    /// list): every page memory failure reported and `clear_poison` has not cleared.
+    pub fn badblocks(&self) -> Vec<(u64, u64)> {
+        merge(&self.shared.badblocks.lock())
+    }
+
+    /// The granularity memory errors on this device are handled at.
+    pub fn granularity(&self) -> Granularity {
+        self.shared.effective_granularity()
+    }
+
+    /// Clears the poison of `[offset, offset + len)` once its owner has rewritten or discarded
+    /// the bytes (`ndctl clear-errors`): the pages' hwpoison flags, their entries in the
+    /// badblocks list, and every mapping's entries for the leaves holding them (poison markers
+    /// included), so the next touch maps them again. `offset` and `len` must be multiples of
+    /// 4 KiB inside the device. Returns how many pages were poisoned.
+    pub fn clear_poison(&self, offset: u64, len: u64) -> Result<u64, DaxError> {
+        self.shared.clear_poison(offset, len)
+    }
+
+    /// Has `sink` told the device's whole badblocks list each time it changes (a page
+    /// reported, pages cleared), after the change and outside the poison lock.
+    pub(crate) fn set_badblocks_sink(&self, sink: Arc<BadblocksFn>) {
+        self.shared.badblocks_sink.set(sink);
     }
 }
 

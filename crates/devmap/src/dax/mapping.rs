@@ -13,27 +13,13 @@
 
 use std::sync::Arc;
 
-use crate::addr::Pfn;
+use crate::addr::PAGE_SIZE;
 use crate::backing::SharedMapping;
 
-use super::poison::OwnerFn;
-use super::shared::{MappingCore, Shared};
+use super::poison::{Granularity, OwnerFn};
+use super::registry::MappingListed;
+use super::shared::{Faulted, MappingCore, Shared};
 use super::{DaxError, MappingId};
-
-/// What one fault did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Faulted {
-    /// The leaf at `pfn` (its head) is now mapped here.
-    Mapped {
-        /// The leaf's first pfn.
-        pfn: Pfn,
-    },
-    /// The leaf was mapped here already; nothing changed.
-    AlreadyMapped {
-        /// The leaf's first pfn.
-        pfn: Pfn,
-    },
-}
 
 /// What [`DaxMapping::populate`] did, in leaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -52,11 +38,18 @@ pub struct DaxMapping {
     // Holds the window and the liveness reference; `Drop::drop` releases the leaves first, so
     // the bytes stay mapped while any reference to them is counted.
     pub(super) core: Arc<MappingCore>,
+    /// The mapping's entry in the registry `memory_failure_at` finds mappings by: it leaves
+    /// with the mapping, before the window can be unmapped.
+    _registered: MappingListed,
 }
 
 impl DaxMapping {
-    pub(super) fn new(shared: Arc<Shared>, core: Arc<MappingCore>) -> Self {
-        Self { shared, core }
+    pub(super) fn new(shared: Arc<Shared>, core: Arc<MappingCore>, listed: MappingListed) -> Self {
+        Self {
+            shared,
+            core,
+            _registered: listed,
+        }
     }
 
     /// The mapping's id in its device's registry (what [`DaxDevice::rmap`](super::DaxDevice::rmap)
@@ -184,6 +177,76 @@ impl DaxMapping {
             leaf += step;
         }
         Ok(())
+    }
+
+    /// Copies `buf.len()` bytes at `offset` of the mapping into `buf`, or refuses with
+    /// [`DaxError::MemoryLost`] if any of them is lost to a memory error (a poisoned page at
+    /// `Page` granularity, any page of a poisoned leaf at `Leaf`), copying nothing: a read that
+    /// cannot die of SIGBUS, as the kernel's `copy_mc` reads of pmem report a short copy
+    /// instead of a machine check.
+    ///
+    /// The check and the copy run under the device's poison lock, shared, so no error is
+    /// revoked between them; the leaves are faulted in first. An error the hardware raises on
+    /// bytes not yet reported (no `memory_failure` for them) is not something a userspace copy
+    /// can recover from.
+    pub fn read_mc(&self, offset: u64, buf: &mut [u8]) -> Result<(), DaxError> {
+        let len = buf.len() as u64;
+        let rel = self.rel(
+            self.addr().saturating_add(offset as usize),
+            len.max(1),
+            "read",
+        )?;
+        let shared = &self.shared;
+        let leaf = shared.align.bytes();
+        let (first, end) = (rel / leaf, (rel + len.max(1)).div_ceil(leaf));
+        loop {
+            // Fault in (outside the lock) every leaf not yet faulted; a poisoned leaf at
+            // `Leaf` granularity refuses, which is the answer.
+            let mut from = first;
+            while let Some(hole) = self.core.bits.first_clear(from, end) {
+                match shared.fault_leaf(&self.core, hole * leaf, false) {
+                    Ok(_) => {}
+                    Err(DaxError::Poisoned { .. }) => {
+                        return Err(DaxError::MemoryLost {
+                            addr: self.addr() + (hole * leaf) as usize,
+                            len: leaf,
+                        });
+                    }
+                    Err(e) => return Err(e),
+                }
+                from = hole + 1;
+            }
+            let _shared = shared.poison_lock.shared();
+            if self.core.bits.first_clear(first, end).is_some() {
+                continue; // revoked since: fault it in again
+            }
+            // What is lost: a poisoned page at `Page` granularity, a leaf holding one at
+            // `Leaf` (reported but not yet revoked, if the revocation waits for this lock).
+            let unit = match shared.effective_granularity() {
+                Granularity::Page => PAGE_SIZE,
+                Granularity::Leaf => leaf,
+            };
+            let at = self.offset() + rel;
+            let unit_first = at / unit;
+            let unit_end = (at + len.max(1)).div_ceil(unit);
+            for u in unit_first..unit_end {
+                let Some(pfn) = shared.pgoff_to_pfn(u * unit / PAGE_SIZE, 1) else {
+                    continue;
+                };
+                let lost = if unit == PAGE_SIZE {
+                    shared.pgmap.subpage_poisoned(pfn)?
+                } else {
+                    shared.pgmap.folio_poisoned_page(pfn)?.is_some()
+                };
+                if lost {
+                    return Err(DaxError::MemoryLost {
+                        addr: self.addr() + (u * unit - self.offset()) as usize,
+                        len: unit,
+                    });
+                }
+            }
+            return Ok(self.core.window.read(rel, buf)?);
+        }
     }
 }
 

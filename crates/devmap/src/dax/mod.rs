@@ -58,6 +58,7 @@ mod pinstats;
 mod poison;
 mod ranges;
 mod registry;
+mod revoke;
 mod shared;
 #[cfg(test)]
 mod tests;
@@ -68,16 +69,16 @@ pub use self::device::DaxDevice;
 pub(crate) use self::device::Placement;
 pub use self::extents::{Extent, ExtentLimits};
 pub use self::gup::{UserFolio, UserFolios, UserPages};
-pub use self::mapping::{DaxMapping, Faulted, Populated};
+pub use self::mapping::{DaxMapping, Populated};
 pub use self::options::{DaxOptions, Faults};
 pub use self::pinstats::PinStats;
-pub(crate) use self::poison::revoke;
 pub use self::poison::{Granularity, OwnerFn, PoisonNotice};
 pub use self::ranges::{is_devmap_address, overflowed as address_table_overflowed};
 #[cfg(test)]
 pub(crate) use self::registry::hold_registry;
 pub(crate) use self::registry::locate;
-pub use self::shared::FaultStats;
+pub(crate) use self::revoke::revoke;
+pub use self::shared::{FaultStats, Faulted};
 
 use std::fmt;
 

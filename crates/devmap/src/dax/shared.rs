@@ -24,7 +24,7 @@ use parking_lot::{Mutex, RwLock};
 use super::gate::Gate;
 use super::leaves::LeafBits;
 use super::poison::{BadblocksSink, Granularity, OwnerSlot, PoisonLock};
-use super::{DaxError, Faulted, MappingId};
+use super::{DaxError, MappingId};
 use crate::addr::{Order, PAGE_SIZE, Pfn, PfnRange};
 use crate::backing::{Backing, SharedMapping, Userfaultfd};
 use crate::folio::{FolioMapping, FolioRef};
@@ -106,15 +106,27 @@ pub(super) struct MappingCore {
     /// The window's entry in the lock-free address table; declared before the window so that
     /// it leaves the table before the unmap.
     pub(super) _listed: super::ranges::Registered,
-    /// The window's entry in the registry `memory_failure_at` finds mappings by; also
-    /// before the window.
-    pub(super) _registered: super::registry::MappingListed,
     /// The mapped bytes, unmapped when the last holder of the mapping lets go: its
     /// `DaxMapping`, or a handler or memory failure finishing with it (they hold it only while
     /// they work in it, and see it unmapping at once).
     pub(super) window: SharedMapping,
     /// The pgmap liveness reference of an open VMA; goes with the window.
     pub(super) _live: PgmapRef,
+}
+
+/// What one fault did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Faulted {
+    /// The leaf at `pfn` (its head) is now mapped here.
+    Mapped {
+        /// The leaf's first pfn.
+        pfn: Pfn,
+    },
+    /// The leaf was mapped here already; nothing changed.
+    AlreadyMapped {
+        /// The leaf's first pfn.
+        pfn: Pfn,
+    },
 }
 
 /// What a device and its mappings share.
@@ -150,6 +162,31 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    /// The granularity faults of this device apply: `Page` only where it can be honoured.
+    pub(super) fn effective_granularity(&self) -> Granularity {
+        if self.granularity == Granularity::Page
+            && self.uffd.is_some()
+            && self.backing.page_size() == Order::BASE
+        {
+            Granularity::Page
+        } else {
+            Granularity::Leaf
+        }
+    }
+
+    /// The poisoned pages of the leaf `folio` starts at (a fault's cursor), in order.
+    pub(super) fn poisoned_in_leaf(&self, folio: &FolioRef<'_>) -> Result<Vec<Pfn>, DaxError> {
+        let head = folio.pfn();
+        let mut bad = Vec::new();
+        for i in 0..self.align.nr_pages() {
+            let pfn = head.add(i);
+            if folio.subpage_poisoned(pfn)? {
+                bad.push(pfn);
+            }
+        }
+        Ok(bad)
+    }
+
     /// `dax_pgoff_to_phys` for this device.
     pub(super) fn pgoff_to_pfn(&self, pgoff: u64, nr_pages: u64) -> Option<Pfn> {
         pgoff_to_pfn(&self.ranges, pgoff, nr_pages)

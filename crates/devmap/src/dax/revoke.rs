@@ -1,0 +1,174 @@
+//! The device's side of memory failure under its poison lock, held exclusively (the kernel's
+//! `dax_lock_folio`): revoking a poisoned leaf from every mapping that has it and telling each
+//! mapping's owner what it lost (`mf_generic_kill_procs`, `unmap_and_kill`), and clearing
+//! poison again (`ndctl clear-errors`). Both record the change in the device's bad pages and
+//! tell its badblocks sink, outside the lock. How much a mapping loses follows the device's
+//! [`Granularity`] (poison.rs).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use super::DaxError;
+use super::poison::{Granularity, OwnerFn, PoisonNotice};
+use super::registry;
+use super::shared::{MappingCore, Shared};
+use crate::addr::{Order, PAGE_SIZE, Pfn};
+use crate::pgmap::Pgmap;
+
+/// The generic memory-failure path for a device-dax pfn (the caller has flagged the page):
+/// revokes the leaf from every mapping of the device that has it and tells their owners.
+/// The device is the one whose address space the folio's `mapping` names, or, for a folio
+/// no mapping ever named, the one whose pgmap holds it (so its bad pages still record the
+/// error). `None` if no device-dax device owns the pgmap (a bare pgmap has no mappings).
+pub(crate) fn revoke(
+    pgmap: &Pgmap,
+    pfn: Pfn,
+    folio_mapping: u64,
+    action_required: bool,
+) -> Option<Vec<PoisonNotice>> {
+    let device = registry::device_by_address_space(folio_mapping)
+        .filter(|d| std::ptr::eq(Arc::as_ptr(&d.pgmap), pgmap))
+        .or_else(|| registry::device_by_pgmap(pgmap))?;
+    Some(device.revoke(pfn, action_required))
+}
+
+impl Shared {
+    /// Revokes the leaf holding `pfn` from every mapping that has it faulted, records the bad
+    /// page, and tells the owners (after every revocation, outside every lock).
+    fn revoke(&self, pfn: Pfn, action_required: bool) -> Vec<PoisonNotice> {
+        let Some(pgoff) = self.pfn_to_pgoff(pfn) else {
+            return Vec::new();
+        };
+        let leaf_pages = self.align.nr_pages();
+        let leaf_pgoff = pgoff - pgoff % leaf_pages;
+        let granularity = self.effective_granularity();
+        let shift = match granularity {
+            Granularity::Page => Order::BASE.get() + 12,
+            Granularity::Leaf => self.align.get() + 12,
+        };
+        let mappings: Vec<Arc<MappingCore>> = self.mappings.lock().values().cloned().collect();
+        let mut told: Vec<(PoisonNotice, Option<Arc<OwnerFn>>)> = Vec::new();
+        let mut released = Vec::new();
+        let new;
+        {
+            let _exclusive = self.poison_lock.exclusive();
+            new = self.badblocks.lock().insert(pgoff);
+            for m in &mappings {
+                let live = m.live.read();
+                if !*live {
+                    continue;
+                }
+                let leaf_byte = leaf_pgoff * PAGE_SIZE;
+                if leaf_byte < m.offset || leaf_byte >= m.offset + m.len {
+                    continue;
+                }
+                let rel = leaf_byte - m.offset;
+                match granularity {
+                    Granularity::Leaf => {
+                        let Some(fm) = m.leaves.lock().remove(&leaf_pgoff) else {
+                            continue;
+                        };
+                        m.bits.clear(rel / self.align.bytes());
+                        // Caught: zapped, the next touch is refused by the fault path. Not
+                        // caught: fenced, so that a touch raises SIGBUS rather than reach the
+                        // bytes again. Neither fails for a range inside the mapping.
+                        let _ = if m.caught {
+                            m.window.discard(rel, self.align.bytes())
+                        } else {
+                            m.window.fence(rel, self.align.bytes())
+                        };
+                        released.push(fm);
+                    }
+                    Granularity::Page => {
+                        if !m.leaves.lock().contains_key(&leaf_pgoff) {
+                            continue;
+                        }
+                        // Only the poisoned page goes: its entry is zapped and replaced by a
+                        // poison marker; the mapping keeps the leaf and its other pages.
+                        let page = pgoff * PAGE_SIZE - m.offset;
+                        let _ = m.window.discard(page, PAGE_SIZE);
+                        if let Some(uffd) = &self.uffd {
+                            let _ = uffd.poison(m.base as u64 + page, PAGE_SIZE);
+                        }
+                    }
+                }
+                let notice = PoisonNotice {
+                    mapping: m.id,
+                    pfn,
+                    addr: m.base + (pgoff * PAGE_SIZE - m.offset) as usize,
+                    shift,
+                    action_required,
+                };
+                told.push((notice, m.owner.get()));
+            }
+        }
+        drop(released);
+        if new {
+            self.badblocks_sink.tell(&self.badblocks.lock());
+        }
+        let mut notices = Vec::with_capacity(told.len());
+        for (notice, owner) in told {
+            if let Some(owner) = owner {
+                owner(&notice);
+            }
+            notices.push(notice);
+        }
+        notices
+    }
+
+    /// Clears the poison of `[offset, offset + len)` once its owner has rewritten or discarded
+    /// the bytes (`ndctl clear-errors`): the pages' hwpoison flags, their entries in the
+    /// badblocks list, and every mapping's entries for the leaves holding them (poison markers
+    /// included), so the next touch maps them again. `offset` and `len` must be multiples of
+    /// 4 KiB inside the device. Returns how many pages were poisoned.
+    pub(super) fn clear_poison(&self, offset: u64, len: u64) -> Result<u64, DaxError> {
+        let shared = self;
+        if len == 0 {
+            return Err(DaxError::EmptyRange {
+                what: "poison clear",
+                unit: "byte",
+            });
+        }
+        if !offset.is_multiple_of(PAGE_SIZE) || !len.is_multiple_of(PAGE_SIZE) {
+            return Err(DaxError::ClearUnaligned { offset, len });
+        }
+        if offset.checked_add(len).is_none_or(|end| end > shared.size) {
+            return Err(DaxError::OutOfRange {
+                offset,
+                len,
+                size: shared.size,
+            });
+        }
+        let leaf = shared.align.bytes();
+        let mappings: Vec<Arc<MappingCore>> = shared.mappings.lock().values().cloned().collect();
+        let _exclusive = shared.poison_lock.exclusive();
+        let mut cleared = 0;
+        let mut leaves = BTreeSet::new();
+        for pgoff in offset / PAGE_SIZE..(offset + len) / PAGE_SIZE {
+            let Some(pfn) = shared.pgoff_to_pfn(pgoff, 1) else {
+                continue;
+            };
+            if shared.pgmap.unpoison_subpage(pfn)? {
+                cleared += 1;
+                leaves.insert(pgoff * PAGE_SIZE / leaf * leaf);
+            }
+            shared.badblocks.lock().remove(&pgoff);
+        }
+        for m in &mappings {
+            let live = m.live.read();
+            if !*live {
+                continue;
+            }
+            for &at in leaves.range(m.offset..m.offset + m.len) {
+                let _ = if m.caught {
+                    m.window.discard(at - m.offset, leaf)
+                } else {
+                    m.window.unfence(&shared.backing, at - m.offset, leaf)
+                };
+            }
+        }
+        drop(_exclusive);
+        shared.badblocks_sink.tell(&shared.badblocks.lock());
+        Ok(cleared)
+    }
+}
