@@ -1,5 +1,5 @@
 //! How the library's values are spelled for people: sizes with binary suffixes, parsed and
-//! printed back the same way ([`parse_size`], [`format_size`]), byte counts for reading
+//! printed back the same way ([`parse_size()`], [`format_size`]), byte counts for reading
 //! ([`Bytes`], [`human`]), the names of option values ([`UnknownName`], what every option
 //! type's `FromStr` refuses with), and an error with its causes ([`describe`]). The command
 //! line, the C ABI and the Python module all spell values through here, so that they accept,
@@ -8,7 +8,7 @@
 use std::error::Error as StdError;
 use std::fmt;
 
-/// How a size is written, for refusals: what [`parse_size`] accepts.
+/// How a size is written, for refusals: what [`parse_size()`] accepts.
 pub const SIZE_FORM: &str = "a number with an optional K, M, G, T, P or E suffix (powers of \
                              1024), e.g. 64G, 1024M or 4K";
 
@@ -73,7 +73,7 @@ fn size_shaped(text: &str) -> bool {
 }
 
 /// `bytes` in the largest binary unit that divides it exactly (`3072M` is `3G`; `3000M`,
-/// `512K`, `100`): the spelling [`parse_size`] reads back, so suggestions can be pasted.
+/// `512K`, `100`): the spelling [`parse_size()`] reads back, so suggestions can be pasted.
 pub fn format_size(bytes: u64) -> String {
     const UNITS: [(u32, &str); 6] = [
         (60, "E"),

@@ -41,7 +41,7 @@ impl Faults {
 
 crate::units::named_values!(Faults, "faults", ["auto", "userfaultfd", "explicit"]);
 
-/// How to build a [`DaxDevice`].
+/// How to build a [`DaxDevice`](super::DaxDevice).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DaxOptions {
     /// Size of every folio and every fault: 4 KiB, 2 MiB or 1 GiB.
