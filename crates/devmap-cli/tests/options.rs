@@ -9,48 +9,10 @@ mod common;
 
 use common::{TempRegion, devmap, json};
 
-/// One row of the table.
-#[derive(Debug)]
-struct Row {
-    verb: String,
-    option: String,
-    value: String,
-    expect: String,
-    with: Vec<(String, String)>,
-}
+#[path = "../../../tests/options_table.rs"]
+mod options_table;
 
-fn table() -> Vec<Row> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/options.tsv");
-    let text = std::fs::read_to_string(path).expect("tests/options.tsv");
-    text.lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            let cols: Vec<&str> = l.split('\t').collect();
-            assert!(
-                cols.len() >= 4,
-                "a row has verb, option, value, expect: {l:?}"
-            );
-            let with = cols
-                .get(4)
-                .map(|w| {
-                    w.split(',')
-                        .map(|kv| {
-                            let (k, v) = kv.split_once('=').expect("k=v");
-                            (k.to_owned(), v.to_owned())
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            Row {
-                verb: cols[0].into(),
-                option: cols[1].into(),
-                value: cols[2].into(),
-                expect: cols[3].into(),
-                with,
-            }
-        })
-        .collect()
-}
+use options_table::table;
 
 /// The flags of `options` (pairs of option and value).
 fn flags(options: &[(String, String)]) -> Vec<String> {

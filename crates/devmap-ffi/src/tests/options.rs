@@ -10,42 +10,10 @@ use std::ptr;
 
 use crate::*;
 
-/// One row of the table.
-#[derive(Debug)]
-struct Row {
-    verb: String,
-    option: String,
-    value: String,
-    expect: String,
-    with: Vec<(String, String)>,
-}
+#[path = "../../../../tests/options_table.rs"]
+mod options_table;
 
-fn table() -> Vec<Row> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/options.tsv");
-    let text = std::fs::read_to_string(path).expect("tests/options.tsv");
-    text.lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            let c: Vec<&str> = l.split('\t').collect();
-            let with = c
-                .get(4)
-                .map(|w| {
-                    w.split(',')
-                        .filter_map(|kv| kv.split_once('='))
-                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            Row {
-                verb: c[0].into(),
-                option: c[1].into(),
-                value: c[2].into(),
-                expect: c[3].into(),
-                with,
-            }
-        })
-        .collect()
-}
+use options_table::table;
 
 /// A constant no name has: what C passes for a name the table refuses.
 const UNKNOWN: u32 = 99;
