@@ -25,7 +25,7 @@
 //! with the [`EnabledNamespace`] and is released after its disable has marked the info block
 //! clean (or when it is dropped, after its device).
 
-use super::infoblock::{INFO_BLOCK_LEN, INFO_BLOCK_OFFSET, InfoBlock, InfoFlags, MemmapRecord};
+use super::infoblock::{INFO_BLOCK_OFFSET, InfoBlock, InfoFlags, MemmapRecord};
 use super::lock::NamespaceLock;
 use super::region::{Access, Region, RegionError};
 use super::{INFO_BLOCK_BYTES, Label, MemmapLocation, NamespaceMode};
@@ -280,23 +280,6 @@ impl Region {
             room,
             lock,
         })
-    }
-
-    /// Takes `label`'s namespace lock, or says that another device holds it.
-    fn lock_namespace(&self, label: &Label) -> Result<NamespaceLock, RegionError> {
-        let at = label.offset + INFO_BLOCK_OFFSET;
-        match NamespaceLock::try_take(self.file(), self.path(), at, INFO_BLOCK_LEN as u64) {
-            Ok(Some(lock)) => Ok(lock),
-            Ok(None) => Err(RegionError::NamespaceBusy {
-                name: label.name.clone(),
-                path: self.path().to_path_buf(),
-            }),
-            Err(source) => Err(RegionError::Io {
-                path: self.path().to_path_buf(),
-                what: "lock the namespace",
-                source,
-            }),
-        }
     }
 
     /// Disables `ns`: records the device's bad pages in the namespace's badblocks list, tears

@@ -23,6 +23,7 @@ use super::label::{
     LABEL_AREA_BYTES, LABEL_INDEX_LEN, Label, LabelError, LabelIndex, MAX_NAMESPACES, current,
     next_seq,
 };
+use super::lock::NamespaceLock;
 use super::{MemmapLocation, Namespace, NamespaceError, NamespaceMode};
 
 /// The smallest region: the label area and 1 MiB for namespaces.
@@ -563,6 +564,9 @@ impl Region {
             return Err(RegionError::ReadOnly);
         }
         let label = self.namespace(name)?.clone();
+        // Refused while a device serves the namespace, here or in another process; held until
+        // both writes are done, so no enable starts in between.
+        let _lock = self.lock_namespace(&label)?;
         let labels = self
             .index
             .labels
@@ -577,6 +581,23 @@ impl Region {
             "clear an info block",
             true,
         )
+    }
+
+    /// Takes `label`'s namespace lock, or says that another device holds it.
+    pub(super) fn lock_namespace(&self, label: &Label) -> Result<NamespaceLock, RegionError> {
+        let at = label.offset + INFO_BLOCK_OFFSET;
+        match NamespaceLock::try_take(self.file(), self.path(), at, INFO_BLOCK_LEN as u64) {
+            Ok(Some(lock)) => Ok(lock),
+            Ok(None) => Err(RegionError::NamespaceBusy {
+                name: label.name.clone(),
+                path: self.path().to_path_buf(),
+            }),
+            Err(source) => Err(RegionError::Io {
+                path: self.path().to_path_buf(),
+                what: "lock the namespace",
+                source,
+            }),
+        }
     }
 
     /// The free runs after the label area, in order: each as (its first `align`-aligned

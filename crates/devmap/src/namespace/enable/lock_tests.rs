@@ -11,6 +11,7 @@ use super::*;
 use crate::backing::file::TempPath;
 use crate::init::InitMode;
 use crate::namespace::MemmapLocation;
+use crate::namespace::infoblock::INFO_BLOCK_LEN;
 use crate::namespace::lock::NamespaceLock;
 
 const CHILD: &str = "DEVMAP_NS_HOLDER";
@@ -268,4 +269,22 @@ fn the_namespace_lock_of_another_process_refuses_an_enable_before_any_write() {
         .expect("enable once the child let go");
     assert_eq!(ns.path(), EnablePath::Warm);
     region.disable(ns).expect("disable");
+}
+
+#[test]
+fn an_enabled_namespace_is_not_destroyed_under_its_device() {
+    // Through the very region handle that enabled it: the destroy is refused, with the
+    // label and info block as they were, and it goes through once the device is disabled.
+    let (path, mut region) = region_with_ns("ns-destroy-enabled");
+    let space = DeviceSpace::new();
+    let ns = region.enable(&space, "vm0", opts()).expect("enable");
+    let before = on_disk(&region, &path);
+    let e = region
+        .destroy_namespace("vm0")
+        .expect_err("destroyed under its device");
+    assert_busy(&e);
+    assert_eq!(on_disk(&region, &path), before, "nothing written");
+    region.disable(ns).expect("disable");
+    region.destroy_namespace("vm0").expect("destroy once disabled");
+    assert!(region.namespaces().is_empty());
 }
