@@ -285,6 +285,8 @@ fn an_enabled_namespace_is_not_destroyed_under_its_device() {
     assert_busy(&e);
     assert_eq!(on_disk(&region, &path), before, "nothing written");
     region.disable(ns).expect("disable");
-    region.destroy_namespace("vm0").expect("destroy once disabled");
+    region
+        .destroy_namespace("vm0")
+        .expect("destroy once disabled");
     assert!(region.namespaces().is_empty());
 }
