@@ -21,10 +21,25 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// A description of the region file holding the write lock on one namespace's bytes;
-/// dropping it closes the description, which releases the lock.
+/// dropping it unlocks those bytes and closes the description.
+///
+/// The unlock is explicit because closing our descriptor does not end the lock while another
+/// descriptor refers to the same description: a child another thread of this process has just
+/// forked holds copies of every descriptor until it execs (close-on-exec closes them there),
+/// and would keep the namespace locked for that moment after the disable. An unlock through
+/// the description releases it for every descriptor that shares it.
 #[derive(Debug)]
 pub(super) struct NamespaceLock {
-    _description: File,
+    description: File,
+    start: u64,
+    len: u64,
+}
+
+impl Drop for NamespaceLock {
+    fn drop(&mut self) {
+        // Failure leaves the lock to the close that follows, which releases it as before.
+        let _ = set_lock(&self.description, libc::F_UNLCK, self.start, self.len);
+    }
 }
 
 impl NamespaceLock {
@@ -47,13 +62,19 @@ impl NamespaceLock {
                 path.display()
             )));
         }
-        Ok(try_write_lock(&file, start, len)?.then_some(NamespaceLock { _description: file }))
+        let taken = set_lock(&file, libc::F_WRLCK, start, len)?;
+        Ok(taken.then_some(NamespaceLock {
+            description: file,
+            start,
+            len,
+        }))
     }
 }
 
-/// `fcntl(F_OFD_SETLK)` of a write lock on `len` bytes at `start` of `file`'s description:
-/// whether it was taken (false: another description holds a conflicting lock).
-fn try_write_lock(file: &File, start: u64, len: u64) -> io::Result<bool> {
+/// `fcntl(F_OFD_SETLK)` of a lock of `kind` (`F_WRLCK`, or `F_UNLCK` to release) on `len`
+/// bytes at `start` of `file`'s description: whether it was set (false: another description
+/// holds a conflicting lock).
+fn set_lock(file: &File, kind: libc::c_int, start: u64, len: u64) -> io::Result<bool> {
     let too_far = |_| io::Error::new(io::ErrorKind::InvalidInput, "lock range past off_t");
     let (start, len) = (
         libc::off_t::try_from(start).map_err(too_far)?,
@@ -64,7 +85,7 @@ fn try_write_lock(file: &File, start: u64, len: u64) -> io::Result<bool> {
     // given, during the call, on a descriptor that `file` keeps open for the call.
     let rc = unsafe {
         let mut fl: libc::flock = std::mem::zeroed();
-        fl.l_type = libc::F_WRLCK as libc::c_short;
+        fl.l_type = kind as libc::c_short;
         fl.l_whence = libc::SEEK_SET as libc::c_short;
         fl.l_start = start;
         fl.l_len = len;
@@ -81,5 +102,35 @@ fn try_write_lock(file: &File, start: u64, len: u64) -> io::Result<bool> {
     match e.raw_os_error() {
         Some(libc::EAGAIN | libc::EACCES) => Ok(false),
         _ => Err(e),
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::backing::file::TempPath;
+
+    #[test]
+    fn a_dropped_lock_is_released_while_a_copy_of_its_descriptor_lives() {
+        // What a child forked by another thread holds until it execs: a copy of the
+        // descriptor, sharing the description. The drop unlocks through the description, so
+        // the next enable is not refused for that moment.
+        let path = TempPath::new("ns-lock-copy");
+        let region = File::create(&path.0).expect("create");
+        region.set_len(1 << 20).expect("size");
+        let lock = NamespaceLock::try_take(&region, &path.0, 8192, 4096)
+            .expect("lock")
+            .expect("free");
+        assert!(
+            NamespaceLock::try_take(&region, &path.0, 8192, 4096)
+                .expect("try")
+                .is_none(),
+            "held"
+        );
+        let copy = lock.description.try_clone().expect("dup");
+        drop(lock);
+        let again = NamespaceLock::try_take(&region, &path.0, 8192, 4096).expect("try");
+        assert!(again.is_some(), "still locked through the copy");
+        drop(copy);
     }
 }
