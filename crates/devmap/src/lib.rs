@@ -56,7 +56,7 @@ pub use dax::{
     DaxDevice, DaxError, DaxMapping, Extent, ExtentLimits, Faulted, MappingId, PinStats, Populated,
 };
 pub use desc::{GUP_PIN_COUNTING_BIAS, Page, PageFlags};
-pub use folio::{AllocatedFolio, FolioError, FolioMapping};
+pub use folio::{AllocatedFolio, FolioError, MappedFolio};
 pub use gup::{GupError, GupFlags, PinnedFolio, PinnedFolios, PinnedPages};
 pub use init::{InitMode, InitProgress, InitState, InitStats, SyncError};
 pub use memmap::{Cost, Folio, Geometry, Layout, Resident};

@@ -23,7 +23,7 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 use clap::Args;
 use devmap::gup::{unpin_folios, unpin_user_pages};
 use devmap::{
-    DeviceSpace, FolioMapping, GupFlags, InitMode, Layout, MemmapLocation, MemoryType, Namespace,
+    DeviceSpace, MappedFolio, GupFlags, InitMode, Layout, MemmapLocation, MemoryType, Namespace,
     NamespaceMode, Order, PAGE_SIZE, Pfn, PfnRange, Pgmap, PinnedFolio, PinnedFolios, PinnedPages,
 };
 use serde::Serialize;
@@ -336,7 +336,7 @@ fn planned_bytes(plan: &Plan) -> Result<u64> {
     const MALLOC_OVERHEAD: u64 = 32;
     let per_call_bytes = handle + 2 * size(size_of::<Vec<Pfn>>()) + MALLOC_OVERHEAD;
     let mappings = if ns.mode().memory_type() == MemoryType::FsDax {
-        (pages / (ns.align() / PAGE_SIZE)).saturating_mul(size(size_of::<FolioMapping>()))
+        (pages / (ns.align() / PAGE_SIZE)).saturating_mul(size(size_of::<MappedFolio>()))
     } else {
         0
     };

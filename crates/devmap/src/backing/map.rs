@@ -1,5 +1,6 @@
-//! Shared mappings of a backing at an aligned address: the reserve-then-place `mmap` sequence
-//! and [`SharedMapping`], the owner of one such mapping, with bounds-checked byte access.
+//! `MAP_SHARED` windows of a backing at an aligned address: the reserve-then-place `mmap`
+//! sequence and [`Mmap`], the one `(ptr, len)` owner of such a window, with bounds-checked byte
+//! access. Every user mapping (a device-dax mapping, a memmap room) is built on one.
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -14,26 +15,26 @@ use crate::addr::{Order, PAGE_SIZE};
 /// unmapped on drop. Every mapping of the same backing, in this process or another, sees the
 /// same bytes.
 ///
-/// [`read`](SharedMapping::read) and [`write`](SharedMapping::write) copy byte by byte with
+/// [`read`](Mmap::read) and [`write`](Mmap::write) copy byte by byte with
 /// relaxed atomic accesses, since another mapping may write the same bytes at the same time;
-/// code that uses [`as_ptr`](SharedMapping::as_ptr) takes that on itself.
+/// code that uses [`as_ptr`](Mmap::as_ptr) takes that on itself.
 #[derive(Debug)]
-pub struct SharedMapping {
+pub struct Mmap {
     ptr: NonNull<u8>,
     len: usize,
     offset: u64,
     page: Order,
     /// Mapped `MAP_PRIVATE` ([`Backing::map_copy_on_write`]): writes stay in this process
-    /// until [`SharedMapping::write_back`].
+    /// until [`Mmap::write_back`].
     cow: bool,
 }
 
 // SAFETY: the mapping is owned by this value alone; the pointer is only an address, and every
 // access through the safe API is atomic, so moving or sharing the owner between threads
 // cannot introduce a data race.
-unsafe impl Send for SharedMapping {}
-// SAFETY: as above; `&SharedMapping` reads and writes only through relaxed atomics.
-unsafe impl Sync for SharedMapping {}
+unsafe impl Send for Mmap {}
+// SAFETY: as above; `&Mmap` reads and writes only through relaxed atomics.
+unsafe impl Sync for Mmap {}
 
 /// An empty memfd, made once: the file a fenced range maps, so that touching it raises SIGBUS.
 fn empty_file() -> Result<std::os::fd::BorrowedFd<'static>, rustix::io::Errno> {
@@ -53,7 +54,7 @@ pub(super) fn map_shared(
     len: u64,
     align: Order,
     cow: bool,
-) -> Result<SharedMapping, BackingError> {
+) -> Result<Mmap, BackingError> {
     let too_large = BackingError::TooLarge { len };
     let len_us = usize::try_from(len).map_err(|_| too_large)?;
     let align_us = usize::try_from(align.bytes())
@@ -121,7 +122,7 @@ pub(super) fn map_shared(
     }
     let ptr = NonNull::new(start as *mut u8)
         .ok_or_else(|| fail(std::io::Error::other("mmap returned null")))?;
-    Ok(SharedMapping {
+    Ok(Mmap {
         ptr,
         len: len_us,
         offset,
@@ -130,8 +131,8 @@ pub(super) fn map_shared(
     })
 }
 
-impl SharedMapping {
-    /// The first mapped byte: aligned as asked, valid for [`len`](SharedMapping::len) bytes
+impl Mmap {
+    /// The first mapped byte: aligned as asked, valid for [`len`](Mmap::len) bytes
     /// while `self` lives.
     #[inline]
     pub fn as_ptr(&self) -> NonNull<u8> {
@@ -347,7 +348,7 @@ impl SharedMapping {
     }
 }
 
-impl Drop for SharedMapping {
+impl Drop for Mmap {
     fn drop(&mut self) {
         // SAFETY: `ptr`/`len` are exactly the window placed by `map_shared`, and every
         // reference into it borrows `self`, so none outlives this call.

@@ -2,7 +2,7 @@
 //! backings that hold device memory ([`Backing`]): a memfd (shmem), a hugetlb memfd (2 MiB or
 //! 1 GiB pages), a regular or DAX-filesystem file, and a device-dax character device. Each
 //! backing says its length, its natural page size and the userfaultfd modes the kernel supports
-//! on it, and maps windows of itself `MAP_SHARED` at an aligned address ([`SharedMapping`]).
+//! on it, and maps windows of itself `MAP_SHARED` at an aligned address ([`Mmap`]).
 //!
 //! This module is one of the two places that hold `unsafe` (the other is `memmap::array`): the
 //! crate's only `mmap`/`munmap`/`madvise` calls are in `anon.rs` and `map.rs`, and its only
@@ -35,7 +35,7 @@ use std::path::PathBuf;
 pub use anon::{PageHint, Reservation};
 pub(crate) use anon::{Sharing, resident_in};
 pub use file::DaxMount;
-pub use map::SharedMapping;
+pub use map::Mmap;
 #[cfg(test)]
 pub(crate) use memfd::reserve::HugePages;
 pub use memfd::{HugePageCounts, HugePageSize, huge_pages};
@@ -356,17 +356,17 @@ impl Backing {
         offset: u64,
         len: u64,
         align: Order,
-    ) -> Result<SharedMapping, BackingError> {
+    ) -> Result<Mmap, BackingError> {
         self.check_window(offset, len, align)?;
         map::map_shared(self, offset, len, align, false)
     }
 
     /// Maps `len` bytes of the backing from `offset` `MAP_PRIVATE`, read-write: reads see the
     /// backing's bytes until this mapping writes a page, which from then on is this process's
-    /// own copy; nothing reaches the backing until [`SharedMapping::write_back`]. What a
+    /// own copy; nothing reaches the backing until [`Mmap::write_back`]. What a
     /// memmap adopted from a file uses, so that a crash cannot leave it half written there.
     /// `offset` and `len` must be multiples of the page size and lie inside the backing.
-    pub fn map_copy_on_write(&self, offset: u64, len: u64) -> Result<SharedMapping, BackingError> {
+    pub fn map_copy_on_write(&self, offset: u64, len: u64) -> Result<Mmap, BackingError> {
         self.check_window(offset, len, self.page)?;
         map::map_shared(self, offset, len, self.page, true)
     }

@@ -1,4 +1,4 @@
-//! A safe userfaultfd: the descriptor ([`Userfaultfd`]), registration of [`SharedMapping`]s,
+//! A safe userfaultfd: the descriptor ([`Userfaultfd`]), registration of [`Mmap`]s,
 //! the events the kernel reports on them ([`UffdEvent`]) and the ioctls that resolve a fault
 //! (`UFFDIO_ZEROPAGE`, `UFFDIO_COPY`, `UFFDIO_CONTINUE`, `UFFDIO_POISON`, `UFFDIO_WAKE`).
 //! Nothing here decides what a fault means; the device front end does, and calls in here to
@@ -42,7 +42,7 @@ use rustix::ioctl::{Opcode, Updater, opcode};
 use rustix::mm::UserfaultfdFlags;
 
 use super::uffd_types::{RangeIoctls, Resolved, UffdError, UffdEvent, UffdFeatures};
-use super::{SharedMapping, UffdModes};
+use super::{Mmap, UffdModes};
 use crate::addr::Order;
 
 const GROUP: u8 = uapi::UFFDIO as u8;
@@ -129,7 +129,7 @@ impl Userfaultfd {
     /// unregistered or another registration covers its addresses.
     pub fn register(
         &self,
-        mapping: &SharedMapping,
+        mapping: &Mmap,
         modes: UffdModes,
     ) -> Result<RangeIoctls, UffdError> {
         let start = mapping.as_ptr().as_ptr() as u64;
@@ -174,7 +174,7 @@ impl Userfaultfd {
             ioctls: 0,
         };
         // SAFETY: `UFFDIO_REGISTER` reads and writes one `struct uffdio_register`. The range
-        // is exactly a live `SharedMapping`, whose bytes are only accessed atomically, so
+        // is exactly a live `Mmap`, whose bytes are only accessed atomically, so
         // bytes the kernel later places there are no different from another mapping's write;
         // the registration ends when the mapping is unmapped.
         let r = unsafe { rustix::ioctl::ioctl(&self.fd, Updater::<REGISTER, _>::new(&mut reg)) };
@@ -187,7 +187,7 @@ impl Userfaultfd {
 
     /// Ends the registration of `mapping`. Threads waiting on a fault in it are woken and
     /// retry the fault without userfaultfd.
-    pub fn unregister(&self, mapping: &SharedMapping) -> Result<(), UffdError> {
+    pub fn unregister(&self, mapping: &Mmap) -> Result<(), UffdError> {
         let start = mapping.as_ptr().as_ptr() as u64;
         let len = mapping.len() as u64;
         let mut range = uapi::uffdio_range { start, len };
@@ -480,7 +480,7 @@ fn create() -> Result<OwnedFd, UffdError> {
         | UserfaultfdFlags::from_bits_retain(uapi::UFFD_USER_MODE_ONLY);
     // SAFETY: the syscall only creates a descriptor; the memory it can later change is
     // limited to mappings registered through `Userfaultfd::register`, which takes
-    // `SharedMapping`s.
+    // `Mmap`s.
     unsafe { rustix::mm::userfaultfd(flags) }.map_err(|e| UffdError::Create { source: e.into() })
 }
 

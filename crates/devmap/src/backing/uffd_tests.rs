@@ -40,7 +40,7 @@ fn smaps_field(addr: u64, field: &str) -> u64 {
     panic!("no {field} line for the mapping at {addr:#x}");
 }
 
-fn base(m: &SharedMapping) -> u64 {
+fn base(m: &Mmap) -> u64 {
     m.as_ptr().as_ptr() as u64
 }
 
@@ -51,7 +51,7 @@ fn pattern(len: u64) -> Vec<u8> {
 
 /// Reads 16 bytes at `offset` of `m` from another thread; the receiver gets them once the
 /// fault the read takes is resolved.
-fn touch(m: &Arc<SharedMapping>, offset: u64) -> mpsc::Receiver<[u8; 16]> {
+fn touch(m: &Arc<Mmap>, offset: u64) -> mpsc::Receiver<[u8; 16]> {
     let (tx, rx) = mpsc::channel();
     let m = Arc::clone(m);
     std::thread::spawn(move || {

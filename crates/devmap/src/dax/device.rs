@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
+use super::device_core::{Counters, DaxRange, DeviceCore, FaultStats, MappingCore};
 use super::gate::{Close, Gate};
 use super::leaves::LeafBits;
 use super::options::{DaxOptions, Faults};
 use super::poison::{BadblocksFn, Granularity, OwnerSlot, PoisonLock, merge};
-use super::shared::{Counters, DaxRange, FaultStats, MappingCore, Shared};
 use super::{DaxError, DaxMapping, MappingId};
 use crate::addr::{Order, PAGE_SIZE, Pfn, PfnRange};
 use crate::backing::{Backing, BackingError, UffdEvent, UffdFeatures, Userfaultfd};
@@ -52,7 +52,7 @@ struct Handler {
 }
 
 impl Handler {
-    fn start(shared: &Arc<Shared>, n: usize) -> Result<Handler, DaxError> {
+    fn start(dev: &Arc<DeviceCore>, n: usize) -> Result<Handler, DaxError> {
         let stop = rustix::event::eventfd(
             0,
             rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
@@ -63,11 +63,11 @@ impl Handler {
             threads: Vec::with_capacity(n),
         };
         for i in 0..n.max(1) {
-            let shared = Arc::clone(shared);
+            let dev = Arc::clone(dev);
             let stop = Arc::clone(&h.stop);
             let spawned = std::thread::Builder::new()
                 .name(format!("devmap-dax-fault-{i}"))
-                .spawn(move || handler_loop(&shared, stop.as_fd()));
+                .spawn(move || handler_loop(&dev, stop.as_fd()));
             match spawned {
                 Ok(t) => h.threads.push(t),
                 Err(e) => {
@@ -95,13 +95,13 @@ impl Handler {
 
 /// One device's handler: sleeps until a fault event or the stop, and runs each fault through
 /// the fault path. A read error ends it (the descriptor is unusable).
-fn handler_loop(shared: &Shared, stop: BorrowedFd<'_>) {
-    let Some(uffd) = shared.uffd.as_ref() else {
+fn handler_loop(dev: &DeviceCore, stop: BorrowedFd<'_>) {
+    let Some(uffd) = dev.uffd.as_ref() else {
         return;
     };
     loop {
         match uffd.wait_event_or(stop) {
-            Ok(Some(UffdEvent::PageFault { addr, .. })) => shared.user_fault(addr),
+            Ok(Some(UffdEvent::PageFault { addr, .. })) => dev.user_fault(addr),
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => return,
         }
@@ -118,7 +118,7 @@ fn handler_loop(shared: &Shared, stop: BorrowedFd<'_>) {
 pub struct DaxDevice {
     /// The space the device's pfns are reserved in (a handle of it, not a borrow).
     space: DeviceSpace,
-    pub(super) shared: Arc<Shared>,
+    pub(super) dev: Arc<DeviceCore>,
     /// The device's entries in the registry memory failure finds it by; they go with it.
     _listed: super::registry::Listed,
     handler: Mutex<Option<Handler>>,
@@ -234,7 +234,7 @@ impl DaxDevice {
                 return Err(e.into());
             }
         };
-        let shared = Arc::new(Shared {
+        let dev = Arc::new(DeviceCore {
             pgmap,
             backing,
             align,
@@ -253,13 +253,13 @@ impl DaxDevice {
             named: LeafBits::new(size / align.bytes()),
             badblocks_sink: Default::default(),
         });
-        let listed = super::registry::list_device(&shared);
+        let listed = super::registry::list_device(&dev);
         let handler = if catch {
-            match Handler::start(&shared, opts.handlers) {
+            match Handler::start(&dev, opts.handlers) {
                 Ok(h) => Some(h),
                 Err(e) => {
-                    let _ = space.memunmap_pages(&shared.pgmap, None);
-                    release(&shared.ranges);
+                    let _ = space.memunmap_pages(&dev.pgmap, None);
+                    release(&dev.ranges);
                     return Err(e);
                 }
             }
@@ -267,16 +267,16 @@ impl DaxDevice {
             None
         };
         tracing::info!(
-            backing = %shared.backing.kind(),
-            size = shared.size,
-            align = shared.align.bytes(),
-            ranges = shared.ranges.len(),
-            catches_touches = shared.uffd.is_some(),
+            backing = %dev.backing.kind(),
+            size = dev.size,
+            align = dev.align.bytes(),
+            ranges = dev.ranges.len(),
+            catches_touches = dev.uffd.is_some(),
             "dax: device created"
         );
         Ok(Self {
             space: space.clone(),
-            shared,
+            dev,
             _listed: listed,
             handler: Mutex::new(handler),
         })
@@ -288,12 +288,12 @@ impl DaxDevice {
     /// outlives it. Returns the folios cleared.
     /// Call it with no mapping left.
     pub(crate) fn forget_folio_mappings(&self) -> Result<u64, DaxError> {
-        let shared = &self.shared;
-        let nr_pages = shared.align.nr_pages();
+        let dev = &self.dev;
+        let nr_pages = dev.align.nr_pages();
         let mut n = 0;
-        for leaf in shared.named.marked() {
-            if let Some(pfn) = shared.pgoff_to_pfn(leaf * nr_pages, nr_pages) {
-                crate::folio::FolioRef::at(&shared.pgmap, pfn)?.clear_mapping();
+        for leaf in dev.named.marked() {
+            if let Some(pfn) = dev.pgoff_to_pfn(leaf * nr_pages, nr_pages) {
+                crate::folio::FolioRef::at(&dev.pgmap, pfn)?.clear_mapping();
                 n += 1;
             }
         }
@@ -307,56 +307,56 @@ impl DaxDevice {
 
     /// The device's pgmap.
     pub fn pgmap(&self) -> &Arc<crate::pgmap::Pgmap> {
-        &self.shared.pgmap
+        &self.dev.pgmap
     }
 
     /// The backing that holds the device's bytes.
     pub fn backing(&self) -> &Backing {
-        &self.shared.backing
+        &self.dev.backing
     }
 
     /// The device align: the size of every folio and of every fault.
     pub fn align(&self) -> Order {
-        self.shared.align
+        self.dev.align
     }
 
     /// The device's size in bytes.
     pub fn size(&self) -> u64 {
-        self.shared.size
+        self.dev.size
     }
 
     /// The device's pfn ranges, in device order (one for a static device).
     pub fn ranges(&self) -> Vec<PfnRange> {
-        self.shared.ranges.iter().map(|r| r.pfns).collect()
+        self.dev.ranges.iter().map(|r| r.pfns).collect()
     }
 
     /// Whether first touches are caught by the device's userfaultfd.
     pub fn catches_touches(&self) -> bool {
-        self.shared.uffd.is_some()
+        self.dev.uffd.is_some()
     }
 
     /// Whether the device is live: no teardown has begun, or the last one gave up. False
     /// while any teardown is in progress, a timed one included.
     pub fn is_live(&self) -> bool {
-        self.shared.gate.is_live()
+        self.dev.gate.is_live()
     }
 
     /// What faults have done on this device so far.
     pub fn fault_stats(&self) -> FaultStats {
-        self.shared.counters.snapshot()
+        self.dev.counters.snapshot()
     }
 
     /// The id this device writes into the `mapping` word of the folios it faults.
     pub fn address_space(&self) -> u64 {
-        self.shared.address_space
+        self.dev.address_space
     }
 
     /// `dax_pgoff_to_phys`: the pfn holding byte `offset` of the device.
     pub fn pfn_at(&self, offset: u64) -> Option<Pfn> {
-        if offset >= self.shared.size {
+        if offset >= self.dev.size {
             return None;
         }
-        self.shared.pgoff_to_pfn(offset / PAGE_SIZE, 1)
+        self.dev.pgoff_to_pfn(offset / PAGE_SIZE, 1)
     }
 
     /// `check_vma` and `dax_get_unmapped_area`: maps `len` bytes of the device from `offset`,
@@ -369,7 +369,7 @@ impl DaxDevice {
     /// lost to a memory error. The mapping holds a liveness reference on the pgmap until it
     /// drops, as an open VMA keeps its device.
     pub fn mmap(&self, offset: u64, len: u64, shared: bool) -> Result<DaxMapping, DaxError> {
-        let align = self.shared.align;
+        let align = self.dev.align;
         if !shared {
             return Err(DaxError::NotShared);
         }
@@ -383,24 +383,24 @@ impl DaxDevice {
         }
         if offset
             .checked_add(len)
-            .is_none_or(|end| end > self.shared.size)
+            .is_none_or(|end| end > self.dev.size)
         {
             return Err(DaxError::OutOfRange {
                 offset,
                 len,
-                size: self.shared.size,
+                size: self.dev.size,
             });
         }
         // Inside the gate, so that a mapping made while a timed teardown is undecided waits
         // for its outcome, as a fault does.
-        let inside = self.shared.gate.enter().ok_or(DaxError::TornDown)?;
-        let live = self.shared.pgmap.tryget().ok_or(DaxError::TornDown)?;
+        let inside = self.dev.gate.enter().ok_or(DaxError::TornDown)?;
+        let live = self.dev.pgmap.tryget().ok_or(DaxError::TornDown)?;
         drop(inside);
-        let window = self.shared.backing.map_shared(offset, len, align)?;
-        if let Some(uffd) = &self.shared.uffd {
-            uffd.register(&window, self.shared.backing.uffd_modes())?;
+        let window = self.dev.backing.map_shared(offset, len, align)?;
+        if let Some(uffd) = &self.dev.uffd {
+            uffd.register(&window, self.dev.backing.uffd_modes())?;
         }
-        let id = MappingId(self.shared.next_mapping.fetch_add(1, Ordering::Relaxed));
+        let id = MappingId(self.dev.next_mapping.fetch_add(1, Ordering::Relaxed));
         let core = Arc::new(MappingCore {
             id,
             offset,
@@ -409,16 +409,16 @@ impl DaxDevice {
             live: RwLock::new(true),
             leaves: Mutex::new(BTreeMap::new()),
             bits: LeafBits::new(len / align.bytes()),
-            caught: self.shared.uffd.is_some(),
+            caught: self.dev.uffd.is_some(),
             owner: OwnerSlot::default(),
             _listed: super::ranges::register(window.as_ptr().as_ptr() as usize, len as usize),
             window,
             _live: live,
         });
-        self.shared.mappings.lock().insert(id, Arc::clone(&core));
-        let listed = super::registry::list_mapping(&self.shared, core.base, len, offset);
-        let mapping = DaxMapping::new(Arc::clone(&self.shared), core, listed);
-        if self.shared.uffd.is_none() && self.shared.populate_on_map {
+        self.dev.mappings.lock().insert(id, Arc::clone(&core));
+        let listed = super::registry::list_mapping(&self.dev, core.base, len, offset);
+        let mapping = DaxMapping::new(Arc::clone(&self.dev), core, listed);
+        if self.dev.uffd.is_none() && self.dev.populate_on_map {
             // On failure the mapping's drop gives back what was faulted.
             mapping.populate_on_map()?;
         }
@@ -429,13 +429,12 @@ impl DaxDevice {
     /// the folio holding `pfn` faulted in, with the user address of `pfn` in it, in mapping
     /// order. Empty for a pfn the device does not hold or no mapping has faulted.
     pub fn rmap(&self, pfn: Pfn) -> Vec<(MappingId, usize)> {
-        let Some(pgoff) = self.shared.pfn_to_pgoff(pfn) else {
+        let Some(pgoff) = self.dev.pfn_to_pgoff(pfn) else {
             return Vec::new();
         };
-        let leaf = pgoff - pgoff % self.shared.align.nr_pages();
+        let leaf = pgoff - pgoff % self.dev.align.nr_pages();
         let byte = pgoff * PAGE_SIZE;
-        let mappings: Vec<Arc<MappingCore>> =
-            self.shared.mappings.lock().values().cloned().collect();
+        let mappings: Vec<Arc<MappingCore>> = self.dev.mappings.lock().values().cloned().collect();
         mappings
             .iter()
             .filter(|m| m.leaves.lock().contains_key(&leaf))
@@ -448,7 +447,7 @@ impl DaxDevice {
 
     /// Number of live mappings of the device.
     pub fn nr_mappings(&self) -> usize {
-        self.shared.mappings.lock().len()
+        self.dev.mappings.lock().len()
     }
 
     /// `kill_dev_dax` and `memunmap_pages`: closes the device to new faults and waits for the
@@ -465,46 +464,46 @@ impl DaxDevice {
     pub fn shutdown(&self, timeout: Option<Duration>) -> Result<(), DaxError> {
         // A timeout too long to express as a deadline is no timeout, as in `memunmap_pages`.
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        match self.shared.gate.close(deadline) {
+        match self.dev.gate.close(deadline) {
             Close::Mine => {}
             Close::Dead => return Ok(()),
             Close::Busy => {
                 return Err(PgmapError::Busy {
-                    refs: self.shared.pgmap.refs(),
+                    refs: self.dev.pgmap.refs(),
                 }
                 .into());
             }
         }
         // From here until `finish` this call alone tears the device down.
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        match self.space.memunmap_pages(&self.shared.pgmap, left) {
+        match self.space.memunmap_pages(&self.dev.pgmap, left) {
             // Unregistered by someone else: the pfn ranges are still this device's.
             Ok(()) | Err(PgmapError::NotRegistered) => {}
             Err(e) => {
-                self.shared.gate.finish(false);
+                self.dev.gate.finish(false);
                 return Err(e.into());
             }
         }
-        for r in &self.shared.ranges {
+        for r in &self.dev.ranges {
             self.space.release_range(r.pfns);
         }
         if let Some(mut h) = self.handler.lock().take() {
             h.stop();
         }
         // Last: a teardown waiting for this one returns only once everything above is done.
-        self.shared.gate.finish(true);
+        self.dev.gate.finish(true);
         Ok(())
     }
 
     /// The device's bad pages as (byte offset, length) ranges, merged, in order (a badblocks
     /// list): every page memory failure reported and `clear_poison` has not cleared.
     pub fn badblocks(&self) -> Vec<(u64, u64)> {
-        merge(&self.shared.badblocks.lock())
+        merge(&self.dev.badblocks.lock())
     }
 
     /// The granularity memory errors on this device are handled at.
     pub fn granularity(&self) -> Granularity {
-        self.shared.effective_granularity()
+        self.dev.effective_granularity()
     }
 
     /// Clears the poison of `[offset, offset + len)` once its owner has rewritten or discarded
@@ -513,13 +512,13 @@ impl DaxDevice {
     /// included), so the next touch maps them again. `offset` and `len` must be multiples of
     /// 4 KiB inside the device. Returns how many pages were poisoned.
     pub fn clear_poison(&self, offset: u64, len: u64) -> Result<u64, DaxError> {
-        self.shared.clear_poison(offset, len)
+        self.dev.clear_poison(offset, len)
     }
 
     /// Has `sink` told the device's whole badblocks list each time it changes (a page
     /// reported, pages cleared), after the change and outside the poison lock.
     pub(crate) fn set_badblocks_sink(&self, sink: Arc<BadblocksFn>) {
-        self.shared.badblocks_sink.set(sink);
+        self.dev.badblocks_sink.set(sink);
     }
 }
 

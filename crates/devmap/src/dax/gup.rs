@@ -165,7 +165,7 @@ impl DaxMapping {
         nr_pages: u64,
         flags: GupFlags,
     ) -> Result<UserPages, DaxError> {
-        let pgmap = &self.shared.pgmap;
+        let pgmap = &self.dev.pgmap;
         let (first, rest, offset) = self.pin_runs(addr, nr_pages, flags, |at, pfns| {
             Ok((at, device_pages(pgmap, pfns, flags)?))
         })?;
@@ -184,7 +184,7 @@ impl DaxMapping {
         nr_pages: u64,
         flags: GupFlags,
     ) -> Result<UserFolios, DaxError> {
-        let pgmap = &self.shared.pgmap;
+        let pgmap = &self.dev.pgmap;
         let (first, rest, offset) = self.pin_runs(addr, nr_pages, flags, |at, pfns| {
             Ok((at, pfns.start(), device_folios(pgmap, pfns, flags)?))
         })?;
@@ -209,12 +209,12 @@ impl DaxMapping {
         let (start, pgoff) = self.prepare_pin(addr, nr_pages, flags)?;
         // Usually the range lies in one range of the device (always, for a static device):
         // one run, pinned without building the list of runs.
-        if let Some(pfn) = self.shared.pgoff_to_pfn(pgoff, nr_pages) {
+        if let Some(pfn) = self.dev.pgoff_to_pfn(pgoff, nr_pages) {
             let first = pin(start, PfnRange::new_unchecked(pfn, pfn.add(nr_pages)))?;
             return Ok((first, Vec::new(), pgoff * PAGE_SIZE));
         }
         let mut runs = self
-            .shared
+            .dev
             .pfn_runs(pgoff, nr_pages)
             .map(|(page, pfns)| pin(start + (page * PAGE_SIZE) as usize, pfns));
         let first = runs.next().ok_or(DaxError::LeafStraddles {
@@ -241,7 +241,7 @@ impl DaxMapping {
         let start = addr - addr % PAGE_SIZE as usize;
         let len = nr_pages.saturating_mul(PAGE_SIZE);
         let rel = self.rel(start, len, "pin")?;
-        let step = self.shared.align.bytes();
+        let step = self.dev.align.bytes();
         let (first, end) = (rel / step, (rel + len).div_ceil(step));
         let mut from = first;
         while let Some(hole) = self.core.bits.first_clear(from, end) {
@@ -250,7 +250,7 @@ impl DaxMapping {
                     addr: self.addr() + (hole * step) as usize,
                 });
             }
-            self.shared.fault_leaf(&self.core, hole * step, false)?;
+            self.dev.fault_leaf(&self.core, hole * step, false)?;
             from = hole + 1;
         }
         Ok((start, (self.offset() + rel) / PAGE_SIZE))

@@ -1,5 +1,5 @@
 //! A mapping of a device-dax device (the VMA): its fault entry points and its unmap. The
-//! fault path itself, after `__dev_dax_{pte,pmd,pud}_fault`, is [`Shared::fault_leaf`]: the
+//! fault path itself, after `__dev_dax_{pte,pmd,pud}_fault`, is [`DeviceCore::fault_leaf`]: the
 //! fault size is the device align (smaller is SIGBUS, larger falls back to the align), the pfn
 //! comes from the range table and the leaf must lie in one range, the leaf's descriptors are
 //! synced (during async init, only its own sub-ranges), `dax_set_mapping` writes the folio's
@@ -14,11 +14,11 @@
 use std::sync::Arc;
 
 use crate::addr::PAGE_SIZE;
-use crate::backing::SharedMapping;
+use crate::backing::Mmap;
 
+use super::device_core::{DeviceCore, Faulted, MappingCore};
 use super::poison::{Granularity, OwnerFn};
 use super::registry::MappingListed;
-use super::shared::{Faulted, MappingCore, Shared};
 use super::{DaxError, MappingId};
 
 /// What [`DaxMapping::populate`] did, in leaves.
@@ -34,7 +34,7 @@ pub struct Populated {
 /// [`DaxDevice::mmap`](super::DaxDevice::mmap)).
 #[derive(Debug)]
 pub struct DaxMapping {
-    pub(super) shared: Arc<Shared>,
+    pub(super) dev: Arc<DeviceCore>,
     // Holds the window and the liveness reference; `Drop::drop` releases the leaves first, so
     // the bytes stay mapped while any reference to them is counted.
     pub(super) core: Arc<MappingCore>,
@@ -44,9 +44,9 @@ pub struct DaxMapping {
 }
 
 impl DaxMapping {
-    pub(super) fn new(shared: Arc<Shared>, core: Arc<MappingCore>, listed: MappingListed) -> Self {
+    pub(super) fn new(dev: Arc<DeviceCore>, core: Arc<MappingCore>, listed: MappingListed) -> Self {
         Self {
-            shared,
+            dev,
             core,
             _registered: listed,
         }
@@ -81,7 +81,7 @@ impl DaxMapping {
     /// The mapped bytes (bounds-checked reads and writes at offsets into the mapping). Where
     /// the device catches touches, a read or write of a leaf not yet faulted in goes through
     /// the fault path first, as it would from any other code touching these addresses.
-    pub fn bytes(&self) -> &SharedMapping {
+    pub fn bytes(&self) -> &Mmap {
         &self.core.window
     }
 
@@ -97,7 +97,7 @@ impl DaxMapping {
         addr.checked_sub(self.core.base)
             .map(|rel| rel as u64)
             .filter(|rel| *rel < self.core.len)
-            .is_some_and(|rel| self.core.bits.test(rel / self.shared.align.bytes()))
+            .is_some_and(|rel| self.core.bits.test(rel / self.dev.align.bytes()))
     }
 
     /// The byte offset of `[addr, addr + len)` in the mapping, if it lies inside:
@@ -133,12 +133,12 @@ impl DaxMapping {
     /// larger one is handled at the align, as the kernel's fallback ends up. Maps the leaf of
     /// the device align holding `addr`.
     pub fn fault(&self, addr: usize, size: u64) -> Result<Faulted, DaxError> {
-        let align = self.shared.align;
+        let align = self.dev.align;
         if size < align.bytes() {
             return Err(DaxError::FaultTooSmall { size, align });
         }
         let rel = self.rel(addr, 1, "fault")?;
-        self.shared
+        self.dev
             .fault_leaf(&self.core, rel - rel % align.bytes(), false)
     }
 
@@ -148,11 +148,11 @@ impl DaxMapping {
     /// metadata is set up and the bytes are the backing's, untouched.
     pub fn populate(&self, addr: usize, len: u64) -> Result<Populated, DaxError> {
         let rel = self.rel(addr, len, "populate")?;
-        let step = self.shared.align.bytes();
+        let step = self.dev.align.bytes();
         let mut done = Populated::default();
         let mut leaf = rel - rel % step;
         while leaf < rel + len {
-            match self.shared.fault_leaf(&self.core, leaf, false)? {
+            match self.dev.fault_leaf(&self.core, leaf, false)? {
                 Faulted::Mapped { .. } => done.mapped += 1,
                 Faulted::AlreadyMapped { .. } => done.already += 1,
             }
@@ -167,10 +167,10 @@ impl DaxMapping {
     /// to a memory error is left out, as the kernel leaves a poisoned page unmapped; any
     /// other error fails the mapping.
     pub(super) fn populate_on_map(&self) -> Result<(), DaxError> {
-        let step = self.shared.align.bytes();
+        let step = self.dev.align.bytes();
         let mut leaf = 0;
         while leaf < self.core.len {
-            match self.shared.fault_leaf(&self.core, leaf, false) {
+            match self.dev.fault_leaf(&self.core, leaf, false) {
                 Ok(_) | Err(DaxError::Poisoned { .. }) => {}
                 Err(e) => return Err(e),
             }
@@ -196,15 +196,15 @@ impl DaxMapping {
             len.max(1),
             "read",
         )?;
-        let shared = &self.shared;
-        let leaf = shared.align.bytes();
+        let dev = &self.dev;
+        let leaf = dev.align.bytes();
         let (first, end) = (rel / leaf, (rel + len.max(1)).div_ceil(leaf));
         loop {
             // Fault in (outside the lock) every leaf not yet faulted; a poisoned leaf at
             // `Leaf` granularity refuses, which is the answer.
             let mut from = first;
             while let Some(hole) = self.core.bits.first_clear(from, end) {
-                match shared.fault_leaf(&self.core, hole * leaf, false) {
+                match dev.fault_leaf(&self.core, hole * leaf, false) {
                     Ok(_) => {}
                     Err(DaxError::Poisoned { .. }) => {
                         return Err(DaxError::MemoryLost {
@@ -216,13 +216,13 @@ impl DaxMapping {
                 }
                 from = hole + 1;
             }
-            let _shared = shared.poison_lock.shared();
+            let _read = dev.poison_lock.read();
             if self.core.bits.first_clear(first, end).is_some() {
                 continue; // revoked since: fault it in again
             }
             // What is lost: a poisoned page at `Page` granularity, a leaf holding one at
             // `Leaf` (reported but not yet revoked, if the revocation waits for this lock).
-            let unit = match shared.effective_granularity() {
+            let unit = match dev.effective_granularity() {
                 Granularity::Page => PAGE_SIZE,
                 Granularity::Leaf => leaf,
             };
@@ -230,13 +230,13 @@ impl DaxMapping {
             let unit_first = at / unit;
             let unit_end = (at + len.max(1)).div_ceil(unit);
             for u in unit_first..unit_end {
-                let Some(pfn) = shared.pgoff_to_pfn(u * unit / PAGE_SIZE, 1) else {
+                let Some(pfn) = dev.pgoff_to_pfn(u * unit / PAGE_SIZE, 1) else {
                     continue;
                 };
                 let lost = if unit == PAGE_SIZE {
-                    shared.pgmap.subpage_poisoned(pfn)?
+                    dev.pgmap.subpage_poisoned(pfn)?
                 } else {
-                    shared.pgmap.folio_poisoned_page(pfn)?.is_some()
+                    dev.pgmap.folio_poisoned_page(pfn)?.is_some()
                 };
                 if lost {
                     return Err(DaxError::MemoryLost {
@@ -255,7 +255,7 @@ impl Drop for DaxMapping {
         // Out of the registry first (rmap and the handler stop finding it), then wait for
         // faults running in it and refuse new ones, then release the leaves outside every
         // lock; the window and the liveness reference go with the last holder of the core.
-        self.shared.mappings.lock().remove(&self.core.id);
+        self.dev.mappings.lock().remove(&self.core.id);
         *self.core.live.write() = false;
         let leaves = std::mem::take(&mut *self.core.leaves.lock());
         drop(leaves);

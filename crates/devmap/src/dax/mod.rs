@@ -44,6 +44,7 @@
 //! ```
 
 mod device;
+mod device_core;
 #[cfg(all(test, not(loom)))]
 mod device_tests;
 mod extents;
@@ -59,7 +60,6 @@ mod poison;
 mod ranges;
 mod registry;
 mod revoke;
-mod shared;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -67,6 +67,7 @@ mod uffd_tests;
 
 pub use self::device::DaxDevice;
 pub(crate) use self::device::Placement;
+pub use self::device_core::{FaultStats, Faulted};
 pub use self::extents::{Extent, ExtentLimits};
 pub use self::gup::{UserFolio, UserFolios, UserPages};
 pub use self::mapping::{DaxMapping, Populated};
@@ -78,7 +79,6 @@ pub use self::ranges::{is_devmap_address, overflowed as address_table_overflowed
 pub(crate) use self::registry::hold_registry;
 pub(crate) use self::registry::locate;
 pub(crate) use self::revoke::revoke;
-pub use self::shared::{FaultStats, Faulted};
 
 use std::fmt;
 

@@ -35,10 +35,10 @@ impl DaxDevice {
     /// During background init the walk syncs the descriptors it reads (a folio never
     /// initialised holds no pin); once the device is torn down every count reads zero.
     pub fn pin_stats(&self) -> PinStats {
-        let pgmap = &self.shared.pgmap;
-        let step = self.shared.align.nr_pages();
+        let pgmap = &self.dev.pgmap;
+        let step = self.dev.align.nr_pages();
         let mut stats = PinStats::default();
-        for range in self.shared.ranges.iter().map(|r| r.pfns) {
+        for range in self.dev.ranges.iter().map(|r| r.pfns) {
             let mut pfn = range.start();
             while pfn < range.end() {
                 let Ok(folio) = pgmap.folio(pfn) else {

@@ -11,8 +11,8 @@
 //! in each mapping (replaced by a mapping of an empty file) and mapped back when the poison is
 //! cleared. Revoking and clearing are in `revoke.rs`, `read_mc` with the mapping.
 //!
-//! Faults hold the poison lock shared for their whole run, revocation and clearing hold it
-//! exclusively, so a fault either finishes before the poison is flagged and is then revoked,
+//! Faults hold the poison lock for reading for their whole run, revocation and clearing hold it
+//! for writing, so a fault either finishes before the poison is flagged and is then revoked,
 //! or starts after and sees it.
 
 use std::collections::BTreeSet;
@@ -124,9 +124,9 @@ impl std::fmt::Debug for BadblocksSink {
     }
 }
 
-/// The device's poison lock (the kernel's `dax_lock_folio`): faults run inside a shared
-/// section, revoking and clearing poison inside an exclusive one. A page is flagged poisoned
-/// before the exclusive section that revokes it, so a fault's shared section either ends
+/// The device's poison lock (the kernel's `dax_lock_folio`): faults run inside a read
+/// section, revoking and clearing poison inside a write one. A page is flagged poisoned
+/// before the write section that revokes it, so a fault's read section either ends
 /// before that section (and the fault's mapping is revoked by it) or starts after it (and sees
 /// the flag). `loom_tests` checks both orders.
 #[derive(Debug, Default)]
@@ -134,12 +134,12 @@ pub(super) struct PoisonLock(crate::primitive::RwLock<()>);
 
 impl PoisonLock {
     /// A fault's section.
-    pub(super) fn shared(&self) -> crate::primitive::RwLockReadGuard<'_, ()> {
+    pub(super) fn read(&self) -> crate::primitive::RwLockReadGuard<'_, ()> {
         crate::primitive::read(&self.0)
     }
 
     /// A revocation's or a clearing's section.
-    pub(super) fn exclusive(&self) -> crate::primitive::RwLockWriteGuard<'_, ()> {
+    pub(super) fn write(&self) -> crate::primitive::RwLockWriteGuard<'_, ()> {
         crate::primitive::write(&self.0)
     }
 }
@@ -205,7 +205,7 @@ mod loom_tests {
                     Arc::clone(&mapped),
                 );
                 loom::thread::spawn(move || {
-                    let _shared = lock.shared();
+                    let _read = lock.read();
                     // The fault path's poison check, then its insert.
                     if !poisoned.load(Ordering::Relaxed) {
                         mapped.store(true, Ordering::Relaxed);
@@ -215,7 +215,7 @@ mod loom_tests {
             // memory_failure: the flag (a Relaxed descriptor write), then the revocation.
             poisoned.store(true, Ordering::Relaxed);
             {
-                let _exclusive = lock.exclusive();
+                let _write = lock.write();
                 mapped.store(false, Ordering::Relaxed);
             }
             fault.join().expect("fault");

@@ -8,7 +8,7 @@
 //! named, whose error must still reach the device's bad pages.
 //!
 //! Entries hold `Weak` references and leave the registry when their guard drops: a device's
-//! [`Listed`] with its `Shared`, a mapping's [`MappingListed`] with its core, before the
+//! [`Listed`] with its `DeviceCore`, a mapping's [`MappingListed`] with its core, before the
 //! window is unmapped.
 
 use std::collections::BTreeMap;
@@ -16,7 +16,7 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
-use super::shared::Shared;
+use super::device_core::DeviceCore;
 use crate::addr::{PAGE_SIZE, Pfn};
 use crate::pgmap::Pgmap;
 
@@ -25,15 +25,15 @@ use crate::pgmap::Pgmap;
 struct MappingEntry {
     end: usize,
     offset: u64,
-    device: Weak<Shared>,
+    device: Weak<DeviceCore>,
 }
 
 #[derive(Debug, Default)]
 struct Registry {
     /// Devices by address space (the value of `folio->mapping` their faults write).
-    by_address_space: BTreeMap<u64, Weak<Shared>>,
+    by_address_space: BTreeMap<u64, Weak<DeviceCore>>,
     /// Devices by their pgmap's address (one pgmap per device).
-    by_pgmap: BTreeMap<usize, Weak<Shared>>,
+    by_pgmap: BTreeMap<usize, Weak<DeviceCore>>,
     /// Live mappings by first user address; they never overlap.
     by_address: BTreeMap<usize, MappingEntry>,
 }
@@ -48,7 +48,7 @@ fn pgmap_key(pgmap: &Pgmap) -> usize {
     std::ptr::from_ref(pgmap) as usize
 }
 
-/// A device's entries; removed when dropped (with the device's `Shared`).
+/// A device's entries; removed when dropped (with the device's `DeviceCore`).
 #[derive(Debug)]
 pub(super) struct Listed {
     address_space: u64,
@@ -64,15 +64,15 @@ impl Drop for Listed {
 }
 
 /// Lists a new device under its address space and its pgmap. The caller keeps the returned
-/// guard in the device (see `Shared::listed`), so the entries go with it.
-pub(super) fn list_device(shared: &Arc<Shared>) -> Listed {
+/// guard in the device (see `DeviceCore::listed`), so the entries go with it.
+pub(super) fn list_device(dev: &Arc<DeviceCore>) -> Listed {
     let mut r = REGISTRY.lock();
     r.by_address_space
-        .insert(shared.address_space, Arc::downgrade(shared));
-    let pgmap = pgmap_key(&shared.pgmap);
-    r.by_pgmap.insert(pgmap, Arc::downgrade(shared));
+        .insert(dev.address_space, Arc::downgrade(dev));
+    let pgmap = pgmap_key(&dev.pgmap);
+    r.by_pgmap.insert(pgmap, Arc::downgrade(dev));
     Listed {
-        address_space: shared.address_space,
+        address_space: dev.address_space,
         pgmap,
     }
 }
@@ -91,7 +91,7 @@ impl Drop for MappingListed {
 
 /// Lists the mapping of device bytes `[offset, offset + len)` at user address `base`.
 pub(super) fn list_mapping(
-    shared: &Arc<Shared>,
+    dev: &Arc<DeviceCore>,
     base: usize,
     len: u64,
     offset: u64,
@@ -101,14 +101,14 @@ pub(super) fn list_mapping(
         MappingEntry {
             end: base.saturating_add(len as usize),
             offset,
-            device: Arc::downgrade(shared),
+            device: Arc::downgrade(dev),
         },
     );
     MappingListed { base }
 }
 
 /// The device whose faults write `address_space` into `folio->mapping`, if it is alive.
-pub(super) fn device_by_address_space(address_space: u64) -> Option<Arc<Shared>> {
+pub(super) fn device_by_address_space(address_space: u64) -> Option<Arc<DeviceCore>> {
     REGISTRY
         .lock()
         .by_address_space
@@ -117,7 +117,7 @@ pub(super) fn device_by_address_space(address_space: u64) -> Option<Arc<Shared>>
 }
 
 /// The device whose pgmap is `pgmap`, if it is alive.
-pub(super) fn device_by_pgmap(pgmap: &Pgmap) -> Option<Arc<Shared>> {
+pub(super) fn device_by_pgmap(pgmap: &Pgmap) -> Option<Arc<DeviceCore>> {
     REGISTRY
         .lock()
         .by_pgmap

@@ -9,9 +9,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::DaxError;
+use super::device_core::{DeviceCore, MappingCore};
 use super::poison::{Granularity, OwnerFn, PoisonNotice};
 use super::registry;
-use super::shared::{MappingCore, Shared};
 use crate::addr::{Order, PAGE_SIZE, Pfn};
 use crate::pgmap::Pgmap;
 
@@ -32,7 +32,7 @@ pub(crate) fn revoke(
     Some(device.revoke(pfn, action_required))
 }
 
-impl Shared {
+impl DeviceCore {
     /// Revokes the leaf holding `pfn` from every mapping that has it faulted, records the bad
     /// page, and tells the owners (after every revocation, outside every lock).
     fn revoke(&self, pfn: Pfn, action_required: bool) -> Vec<PoisonNotice> {
@@ -51,7 +51,7 @@ impl Shared {
         let mut released = Vec::new();
         let new;
         {
-            let _exclusive = self.poison_lock.exclusive();
+            let _write = self.poison_lock.write();
             new = self.badblocks.lock().insert(pgoff);
             for m in &mappings {
                 let live = m.live.read();
@@ -122,7 +122,7 @@ impl Shared {
     /// included), so the next touch maps them again. `offset` and `len` must be multiples of
     /// 4 KiB inside the device. Returns how many pages were poisoned.
     pub(super) fn clear_poison(&self, offset: u64, len: u64) -> Result<u64, DaxError> {
-        let shared = self;
+        let dev = self;
         if len == 0 {
             return Err(DaxError::EmptyRange {
                 what: "poison clear",
@@ -132,27 +132,27 @@ impl Shared {
         if !offset.is_multiple_of(PAGE_SIZE) || !len.is_multiple_of(PAGE_SIZE) {
             return Err(DaxError::ClearUnaligned { offset, len });
         }
-        if offset.checked_add(len).is_none_or(|end| end > shared.size) {
+        if offset.checked_add(len).is_none_or(|end| end > dev.size) {
             return Err(DaxError::OutOfRange {
                 offset,
                 len,
-                size: shared.size,
+                size: dev.size,
             });
         }
-        let leaf = shared.align.bytes();
-        let mappings: Vec<Arc<MappingCore>> = shared.mappings.lock().values().cloned().collect();
-        let _exclusive = shared.poison_lock.exclusive();
+        let leaf = dev.align.bytes();
+        let mappings: Vec<Arc<MappingCore>> = dev.mappings.lock().values().cloned().collect();
+        let _write = dev.poison_lock.write();
         let mut cleared = 0;
         let mut leaves = BTreeSet::new();
         for pgoff in offset / PAGE_SIZE..(offset + len) / PAGE_SIZE {
-            let Some(pfn) = shared.pgoff_to_pfn(pgoff, 1) else {
+            let Some(pfn) = dev.pgoff_to_pfn(pgoff, 1) else {
                 continue;
             };
-            if shared.pgmap.unpoison_subpage(pfn)? {
+            if dev.pgmap.unpoison_subpage(pfn)? {
                 cleared += 1;
                 leaves.insert(pgoff * PAGE_SIZE / leaf * leaf);
             }
-            shared.badblocks.lock().remove(&pgoff);
+            dev.badblocks.lock().remove(&pgoff);
         }
         for m in &mappings {
             let live = m.live.read();
@@ -163,12 +163,12 @@ impl Shared {
                 let _ = if m.caught {
                     m.window.discard(at - m.offset, leaf)
                 } else {
-                    m.window.unfence(&shared.backing, at - m.offset, leaf)
+                    m.window.unfence(&dev.backing, at - m.offset, leaf)
                 };
             }
         }
-        drop(_exclusive);
-        shared.badblocks_sink.tell(&shared.badblocks.lock());
+        drop(_write);
+        dev.badblocks_sink.tell(&dev.badblocks.lock());
         Ok(cleared)
     }
 }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::shared::{DaxRange, pgoff_to_pfn};
+use super::device_core::{DaxRange, pgoff_to_pfn};
 use super::*;
 use crate::addr::{PAGE_SIZE, Pfn, PfnRange};
 use crate::backing::test_child::run_ignored;

@@ -18,7 +18,7 @@ use crate::pgmap::{MemoryType, Pgmap, PgmapError, PgmapRef};
 use crate::primitive::Ordering;
 
 use super::refcount::{self, Refused};
-use super::{AllocatedFolio, FolioError, FolioMapping};
+use super::{AllocatedFolio, FolioError, MappedFolio};
 
 /// One folio looked up once, with the synced memmap it was found in (see the module
 /// documentation). Cheap to copy; borrows the pgmap, which the caller keeps alive.
@@ -114,7 +114,7 @@ impl<'a> FolioRef<'a> {
     /// must be 0 or the folio's order for other types; the cursor must come from
     /// [`FolioRef::block`] of that order): a reference and a mapcount, held with `live` (the
     /// caller's liveness reference on this pgmap) by the returned mapping until it drops.
-    pub(crate) fn map(&self, live: PgmapRef, order: Order) -> Result<FolioMapping, FolioError> {
+    pub(crate) fn map(&self, live: PgmapRef, order: Order) -> Result<MappedFolio, FolioError> {
         debug_assert!(std::ptr::eq::<Pgmap>(&*live, self.pgmap));
         let memory_type = self.pgmap.memory_type();
         if memory_type == MemoryType::Private {
@@ -145,7 +145,7 @@ impl<'a> FolioRef<'a> {
                 .fetch_add(1, Ordering::Relaxed);
             folio.pfn()
         };
-        Ok(FolioMapping { pgmap: live, head })
+        Ok(MappedFolio { pgmap: live, head })
     }
 
     /// Hands out the free folio (`zone_device_folio_init`): its count goes from 0 to 1, and
@@ -171,7 +171,7 @@ impl<'a> FolioRef<'a> {
         })
     }
 
-    /// Gives back one mapping's reference and mapcount ([`FolioMapping`]'s drop).
+    /// Gives back one mapping's reference and mapcount ([`MappedFolio`]'s drop).
     pub(crate) fn unmap(&self) {
         let mapcount = self.head_page().mapcount_word();
         if self.pgmap.memory_type() != MemoryType::FsDax {

@@ -2,7 +2,7 @@
 //!
 //! Every operation on one folio is a method of its cursor, [`FolioRef`] (`cursor.rs`), made by
 //! one lookup: set the folio's mapping once, map it (a reference, a mapcount and a liveness
-//! reference on the pgmap, given back when the [`FolioMapping`] drops), allocate a driver
+//! reference on the pgmap, given back when the [`MappedFolio`] drops), allocate a driver
 //! folio, poison or unpoison a page of it, name its poisoned page, give references back. The
 //! `Pgmap` methods here ([`Pgmap::map_folio`] and its siblings) are the public one-call entry
 //! points: each looks the folio up once and hands it to the cursor.
@@ -202,26 +202,27 @@ impl Drop for AllocatedFolio {
     }
 }
 
-/// A mapping of one folio: holds a reference, a mapcount and a pgmap liveness reference.
+/// A folio mapped once (what one page-table entry of a user mapping holds): a reference, a
+/// mapcount and a pgmap liveness reference, given back on drop.
 #[derive(Debug)]
-pub struct FolioMapping {
+pub struct MappedFolio {
     pgmap: PgmapRef,
     head: Pfn,
 }
 
-impl FolioMapping {
+impl MappedFolio {
     /// The head pfn of the mapped folio.
     pub fn pfn(&self) -> Pfn {
         self.head
     }
 
-    /// The pgmap this mapping keeps alive.
+    /// The pgmap this mapped folio keeps alive.
     pub fn pgmap(&self) -> &Pgmap {
         &self.pgmap
     }
 }
 
-impl Drop for FolioMapping {
+impl Drop for MappedFolio {
     fn drop(&mut self) {
         // The mapping's reference keeps the folio (and its shape) stable, and the liveness
         // reference keeps the memmap initialised and alive: this lookup cannot fail.
@@ -238,7 +239,7 @@ impl Pgmap {
     /// Maps the folio holding `pfn`, or for fsdax forms an `order` folio at `pfn` first
     /// (`order` must be 0 or the folio's order for other types): a reference, a mapcount and a
     /// liveness reference, all released when the returned mapping drops.
-    pub fn map_folio(self: &Arc<Self>, pfn: Pfn, order: Order) -> Result<FolioMapping, FolioError> {
+    pub fn map_folio(self: &Arc<Self>, pfn: Pfn, order: Order) -> Result<MappedFolio, FolioError> {
         if self.memory_type() == MemoryType::Private {
             return Err(FolioError::NotAddressable {
                 memory_type: MemoryType::Private,
@@ -295,7 +296,7 @@ impl Pgmap {
         let (memmap, s) = self.synced_span(range.start(), range.len())?;
         let idle = self.memory_type().idle_refcount();
         // fsdax maps and unmaps change the reference count and the mapcount together under
-        // the formation lock (`fsdax_map`, `FolioMapping::drop`): read as a pair under it, a
+        // the formation lock (`fsdax_map`, `MappedFolio::drop`): read as a pair under it, a
         // folio is seen before or after a map, never between its two halves (which would look
         // busy, and no put would follow to wake a `break_layouts`) nor straddling one (a held
         // folio looking idle). Reshapes hold the lock too, so lookups need no retry.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use super::room::MemmapRoom;
-use crate::backing::{BackingError, PageHint, Reservation, SharedMapping, Sharing, resident_in};
+use crate::backing::{BackingError, PageHint, Reservation, Mmap, Sharing, resident_in};
 use crate::desc::Page;
 
 mod sealed {
@@ -44,7 +44,7 @@ enum Mem {
     Host(Reservation),
     /// `len` bytes at `offset` of a device's memmap room (the mapping kept alive here).
     Room {
-        map: Arc<SharedMapping>,
+        map: Arc<Mmap>,
         offset: usize,
         len: usize,
     },

@@ -2,7 +2,7 @@
 //! kernel's altmap), mapped shared, from which a store's arrays are carved in order. A memmap
 //! placed there outlives the process: it is what a warm enable adopts.
 //!
-//! The room is a bump allocator over one [`SharedMapping`]: each array takes the next
+//! The room is a bump allocator over one [`Mmap`]: each array takes the next
 //! page-aligned piece, so the same layout and geometry always put the same array at the same
 //! offset, which is what lets a later process find its descriptors again.
 //!
@@ -15,13 +15,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::addr::PAGE_SIZE;
-use crate::backing::{Backing, BackingError, SharedMapping};
+use crate::backing::{Backing, BackingError, Mmap};
 
 /// A shared mapping of a device's memmap room, handing out page-aligned pieces in order.
 #[derive(Debug)]
 pub(crate) struct MemmapRoom {
     backing: Backing,
-    map: Arc<SharedMapping>,
+    map: Arc<Mmap>,
     /// Bytes handed out so far (a multiple of the page size).
     next: AtomicUsize,
 }
@@ -44,7 +44,7 @@ impl MemmapRoom {
     }
 
     /// Stores what this process wrote in the room in its backing and waits for it
-    /// ([`SharedMapping::write_back`]); returns the bytes copied back from a copy-on-write
+    /// ([`Mmap::write_back`]); returns the bytes copied back from a copy-on-write
     /// room.
     pub(crate) fn write_back(&self) -> Result<u64, BackingError> {
         self.map.write_back(&self.backing)
@@ -52,7 +52,7 @@ impl MemmapRoom {
 
     /// The next `bytes` of the room, rounded up to whole pages: the mapping (kept alive by the
     /// caller's clone) and the piece's offset in it.
-    pub(crate) fn take(&self, bytes: u64) -> Result<(Arc<SharedMapping>, usize), BackingError> {
+    pub(crate) fn take(&self, bytes: u64) -> Result<(Arc<Mmap>, usize), BackingError> {
         let full = BackingError::TooLarge { len: bytes };
         let rounded = bytes
             .max(1)

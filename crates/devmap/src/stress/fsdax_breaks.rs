@@ -126,7 +126,7 @@ struct Area {
     p: Arc<Pgmap>,
     h: Pfn,
     folios: Vec<(u64, Order)>,
-    maps: Vec<Vec<FolioMapping>>,
+    maps: Vec<Vec<MappedFolio>>,
 }
 
 impl Area {
@@ -475,7 +475,7 @@ fn break_layouts_waits_for_exactly_the_pins_of_its_range() {
 //
 // All three came from one root cause: `busy_page_range` read a folio's reference count and
 // its mapcount as two loads, while a map raised them as two stores (`fsdax_map`) and an unmap
-// lowered them as two (`FolioMapping::drop`). A check that read between a map's two stores
+// lowered them as two (`MappedFolio::drop`). A check that read between a map's two stores
 // saw one reference too many; one whose two loads straddled a whole map saw one too few. Now
 // both sides do their pair under the fsdax formation lock. The "Fix:" paragraphs below are
 // what was suggested when each was found.
@@ -603,7 +603,7 @@ fn busy_page_range_never_reports_a_held_folio_idle_while_it_is_mapped_again() {
 /// its one check lands inside a map or an unmap, about one call in a hundred.
 ///
 /// Fix: as above (under the fsdax lock a map is never seen half done; an unmap still is,
-/// unless `FolioMapping::drop` also lowers both counts under the lock).
+/// unless `MappedFolio::drop` also lowers both counts under the lock).
 #[test]
 fn break_layouts_never_says_still_busy_for_a_range_that_is_only_mapped() {
     let fx = crate::test_support::fixture(

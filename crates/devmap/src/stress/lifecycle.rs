@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::addr::*;
-use crate::folio::{AllocatedFolio, FolioError, FolioMapping};
+use crate::folio::{AllocatedFolio, FolioError, MappedFolio};
 use crate::gup::{GupError, GupFlags, PinnedPages};
 use crate::init::*;
 use crate::memmap::*;
@@ -62,7 +62,7 @@ struct Setup {
 /// Something a user holds, and the slot it holds.
 enum Item {
     Handle(PgmapRef),
-    Map(FolioMapping, usize),
+    Map(MappedFolio, usize),
     Alloc(AllocatedFolio),
     Pin(PinnedPages, usize),
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow};
-use devmap::backing::{Backing, SharedMapping, smaps_at};
+use devmap::backing::{Backing, Mmap, smaps_at};
 use devmap::dax::{DaxDevice, DaxOptions, FaultStats, Faults};
 use devmap::{DeviceSpace, InitState, InitStats, PAGE_SIZE};
 
@@ -159,7 +159,7 @@ impl Drop for RemoveOnDrop {
 
 /// Writes one byte at the start of every 4 KiB page of the leaf at byte `leaf` of `bytes`,
 /// the leaf's first byte first.
-fn touch_leaf(bytes: &SharedMapping, leaf: u64, plan: &Plan) -> Result<()> {
+fn touch_leaf(bytes: &Mmap, leaf: u64, plan: &Plan) -> Result<()> {
     for page in 0..pages_per_leaf(plan.align) {
         bytes.write(leaf + page * PAGE_SIZE, &TOUCH)?;
     }

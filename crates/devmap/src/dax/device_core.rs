@@ -1,7 +1,8 @@
-//! What a device, its mappings and its fault handler share: the range table
-//! (`dax_pgoff_to_phys`), the registry of mappings with their faulted leaves (the `i_mmap` of
-//! the device's address space), the liveness gate, the device's userfaultfd, and the fault
-//! path itself, after `__dev_dax_{pte,pmd,pud}_fault`.
+//! The device core ([`DeviceCore`], the kernel's `struct dev_dax`) that a device handle, its
+//! mappings and its fault handler hold: the range table (`dax_pgoff_to_phys`), the registry of
+//! mappings with their faulted leaves (the `i_mmap` of the device's address space), the
+//! liveness gate, the device's userfaultfd, and the fault path itself, after
+//! `__dev_dax_{pte,pmd,pud}_fault`.
 //!
 //! One fault, in the kernel's order: enter the gate (`dax_read_lock` + `dax_alive`), find the
 //! leaf's pfns in one range, look the leaf's folio up once (a `FolioRef`: its descriptors
@@ -26,8 +27,8 @@ use super::leaves::LeafBits;
 use super::poison::{BadblocksSink, Granularity, OwnerSlot, PoisonLock};
 use super::{DaxError, MappingId};
 use crate::addr::{Order, PAGE_SIZE, Pfn, PfnRange};
-use crate::backing::{Backing, SharedMapping, Userfaultfd};
-use crate::folio::{FolioMapping, FolioRef};
+use crate::backing::{Backing, Mmap, Userfaultfd};
+use crate::folio::{MappedFolio, FolioRef};
 use crate::pgmap::{Pgmap, PgmapRef};
 
 /// One entry of the range table: `pfns` hold the device's bytes from page offset `pgoff`.
@@ -96,7 +97,7 @@ pub(super) struct MappingCore {
     /// the unmap takes the write side, so no fault inserts into a window after it is gone.
     pub(super) live: RwLock<bool>,
     /// The faulted leaves by device page offset, each holding its reference and mapcount.
-    pub(super) leaves: Mutex<BTreeMap<u64, FolioMapping>>,
+    pub(super) leaves: Mutex<BTreeMap<u64, MappedFolio>>,
     /// The same leaves by index in the mapping, for lock-free checks.
     pub(super) bits: LeafBits,
     /// Whether the window is registered with the device's userfaultfd.
@@ -109,7 +110,7 @@ pub(super) struct MappingCore {
     /// The mapped bytes, unmapped when the last holder of the mapping lets go: its
     /// `DaxMapping`, or a handler or memory failure finishing with it (they hold it only while
     /// they work in it, and see it unmapping at once).
-    pub(super) window: SharedMapping,
+    pub(super) window: Mmap,
     /// The pgmap liveness reference of an open VMA; goes with the window.
     pub(super) _live: PgmapRef,
 }
@@ -129,9 +130,10 @@ pub enum Faulted {
     },
 }
 
-/// What a device and its mappings share.
+/// The device itself, which its handle, its mappings and its handler threads hold (the
+/// kernel's `struct dev_dax`).
 #[derive(Debug)]
-pub(super) struct Shared {
+pub(super) struct DeviceCore {
     pub(super) pgmap: Arc<Pgmap>,
     pub(super) backing: Backing,
     pub(super) align: Order,
@@ -151,7 +153,7 @@ pub(super) struct Shared {
     pub(super) populate_on_map: bool,
     /// Page offsets of the device's poisoned pages.
     pub(super) badblocks: Mutex<BTreeSet<u64>>,
-    /// Shared by faults, exclusive for revoking and clearing poison (`dax_lock_folio`).
+    /// Read by faults, written when revoking and clearing poison (`dax_lock_folio`).
     /// Taken before a mapping's `live` lock.
     pub(super) poison_lock: PoisonLock,
     /// The leaves (by device leaf index) whose folio's `mapping` this device set: what a
@@ -161,7 +163,7 @@ pub(super) struct Shared {
     pub(super) badblocks_sink: BadblocksSink,
 }
 
-impl Shared {
+impl DeviceCore {
     /// The granularity faults of this device apply: `Page` only where it can be honoured.
     pub(super) fn effective_granularity(&self) -> Granularity {
         if self.granularity == Granularity::Page
@@ -232,7 +234,7 @@ impl Shared {
     ) -> Result<Faulted, DaxError> {
         let align = self.align;
         let _inside = self.gate.enter().ok_or(DaxError::TornDown)?;
-        let _poison = self.poison_lock.shared();
+        let _poison = self.poison_lock.read();
         let live = m.live.read();
         if !*live {
             return Err(DaxError::Unmapped { id: m.id });
