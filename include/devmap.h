@@ -717,7 +717,7 @@ int devmap_device_pfn_at(const struct devmap_device *dev, uint64_t offset, uint6
  *
  * `dev` must be NULL or a live device handle.
  */
-int devmap_device_shutdown(const struct devmap_device *dev, uint64_t timeout_ms);
+int devmap_device_close(const struct devmap_device *dev, uint64_t timeout_ms);
 
 /**
  * Prices the memmap of a namespace of `size` bytes at `align` (4096, 2 MiB or 1 GiB) in

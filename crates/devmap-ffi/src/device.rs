@@ -554,13 +554,10 @@ pub unsafe extern "C" fn devmap_device_pfn_at(
 ///
 /// `dev` must be NULL or a live device handle.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn devmap_device_shutdown(
-    dev: *const devmap_device,
-    timeout_ms: u64,
-) -> c_int {
+pub unsafe extern "C" fn devmap_device_close(dev: *const devmap_device, timeout_ms: u64) -> c_int {
     call(|| {
         // SAFETY: the caller promises NULL or a live handle.
         let d = unsafe { handle(dev, "dev") }?.dev();
-        Ok(d.shutdown(Some(Duration::from_millis(timeout_ms)))?)
+        Ok(d.close(Some(Duration::from_millis(timeout_ms)))?)
     })
 }

@@ -2,7 +2,7 @@
 //! Python bindings), negated at the boundary; the ABI's own conditions (NULL pointers, arrays
 //! too small, panics) are named here.
 
-pub(crate) use devmap::errno::{addr, backing, dax, mf, namespace, pgmap, region};
+pub(crate) use devmap::errno::{addr, backing, dax, gup, mf, namespace, pgmap, region};
 use libc::{EBUSY, EFAULT, EINVAL, EIO, ENOSPC};
 
 /// Errnos this crate returns for its own checks (kept here so that every errno is chosen in

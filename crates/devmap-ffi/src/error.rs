@@ -15,7 +15,7 @@ use devmap::addr::AddrError;
 use devmap::backing::BackingError;
 use devmap::memory_failure::MfError;
 use devmap::namespace::RegionError;
-use devmap::{DaxError, NamespaceError, PgmapError};
+use devmap::{DaxError, GupError, NamespaceError, PgmapError};
 
 use crate::errno;
 
@@ -61,6 +61,7 @@ macro_rules! from_library {
 
 from_library! {
     DaxError => errno::dax,
+    GupError => errno::gup,
     BackingError => errno::backing,
     PgmapError => errno::pgmap,
     MfError => errno::mf,

@@ -33,10 +33,10 @@ pub use device::{
     DEVMAP_FAULTS_AUTO, DEVMAP_FAULTS_EXPLICIT, DEVMAP_FAULTS_USERFAULTFD, DEVMAP_GRANULARITY_LEAF,
     DEVMAP_GRANULARITY_PAGE, DEVMAP_INIT_ASYNC, DEVMAP_INIT_PARALLEL, DEVMAP_INIT_SYNC,
     DEVMAP_LAYOUT_FLAT, DEVMAP_LAYOUT_HEADS, DEVMAP_LAYOUT_VMEMMAP, devmap_device,
-    devmap_device_create_devdax, devmap_device_create_file, devmap_device_create_hugetlb,
-    devmap_device_create_memfd, devmap_device_free, devmap_device_get_info, devmap_device_info,
-    devmap_device_options, devmap_device_options_init, devmap_device_pfn_at,
-    devmap_device_shutdown, devmap_space, devmap_space_free, devmap_space_new,
+    devmap_device_close, devmap_device_create_devdax, devmap_device_create_file,
+    devmap_device_create_hugetlb, devmap_device_create_memfd, devmap_device_free,
+    devmap_device_get_info, devmap_device_info, devmap_device_options, devmap_device_options_init,
+    devmap_device_pfn_at, devmap_space, devmap_space_free, devmap_space_new,
 };
 pub use estimate::{devmap_cost, devmap_estimate};
 pub use mapping::{devmap_mapping, devmap_mapping_free, devmap_mapping_populate, devmap_mmap};

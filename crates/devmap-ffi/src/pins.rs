@@ -4,8 +4,7 @@
 use std::ffi::{c_int, c_void};
 use std::sync::Arc;
 
-use devmap::GupFlags;
-use devmap::dax::{ExtentLimits, UserFolios, UserPages};
+use devmap::{ByAddress, ExtentLimits, Folios, GupFlags, Pages, Pinned};
 
 use crate::device::devmap_device;
 use crate::errno;
@@ -85,13 +84,13 @@ pub struct devmap_pin_stats {
 /// The two forms.
 #[derive(Debug)]
 enum Pins {
-    Folios(UserFolios),
-    Pages(UserPages),
+    Folios(Pinned<Folios, ByAddress>),
+    Pages(Pinned<Pages, ByAddress>),
 }
 
 impl devmap_pins {
     /// The folio-range pins, or -EINVAL for page-array pins.
-    pub(crate) fn folios(&self) -> Result<&UserFolios> {
+    pub(crate) fn folios(&self) -> Result<&Pinned<Folios, ByAddress>> {
         match &self.pins {
             Pins::Folios(f) => Ok(f),
             Pins::Pages(_) => Err(Failure::new(
@@ -102,7 +101,7 @@ impl devmap_pins {
     }
 
     /// The page-array pins, or -EINVAL for folio-range pins.
-    pub(crate) fn pages(&self) -> Result<&UserPages> {
+    pub(crate) fn pages(&self) -> Result<&Pinned<Pages, ByAddress>> {
         match &self.pins {
             Pins::Pages(p) => Ok(p),
             Pins::Folios(_) => Err(Failure::new(
@@ -249,12 +248,12 @@ pub unsafe extern "C" fn devmap_pins_folios(
         let out_len = nonnull(out_len, "out_len")?;
         // SAFETY: the caller promises `cap` writable entries at `out`.
         let out = unsafe { out_array(out, cap, "out") }?;
-        let entries = f.folios().map(|f| devmap_folio {
-            addr: f.addr,
-            pfn: f.range.start().raw(),
-            head: f.head.raw(),
-            order: f.order.get(),
-            nr_pages: f.range.len(),
+        let entries = f.with_addresses().map(|(addr, f)| devmap_folio {
+            addr,
+            pfn: f.range().start().raw(),
+            head: f.head().raw(),
+            order: f.order().get(),
+            nr_pages: f.range().len(),
         });
         // SAFETY: `out_len` is non-null, and the caller promises it is writable.
         unsafe { fill(f.len(), entries, out, out_len) }
@@ -282,7 +281,7 @@ pub unsafe extern "C" fn devmap_pins_pages(
         let out_len = nonnull(out_len, "out_len")?;
         // SAFETY: the caller promises `cap` writable entries at `out`.
         let out = unsafe { out_array(out, cap, "out") }?;
-        let entries = p.entries().map(|(addr, pfn)| devmap_page {
+        let entries = p.with_addresses().map(|(addr, pfn)| devmap_page {
             addr,
             pfn: pfn.raw(),
         });

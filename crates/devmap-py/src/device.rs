@@ -396,7 +396,7 @@ impl Device {
                         return Err(Refused::Pins(refs));
                     }
                 }
-                Held::Device(_) => dev.shutdown(timeout).map_err(Refused::Dax)?,
+                Held::Device(_) => dev.close(timeout).map_err(Refused::Dax)?,
             }
             Ok(guard.take())
         });

@@ -5,10 +5,10 @@
 //! `E2BIG` and `EFAULT`, `BusyError` for `EBUSY`, `TornDownError` for `ENXIO`,
 //! `PoisonedError` for `EHWPOISON` (`MemoryLost` for bytes a read lost).
 
-use devmap::DaxError;
 use devmap::backing::BackingError;
 use devmap::memory_failure::MfError;
 use devmap::namespace::RegionError;
+use devmap::{DaxError, GupError};
 use pyo3::exceptions::PyBaseException;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -199,6 +199,12 @@ pub(crate) fn dax(e: DaxError) -> PyErr {
         _ => kind_of(errno),
     };
     error(kind, errno, reason(&e))
+}
+
+/// A pin error (extents of a pin) as a Python exception.
+pub(crate) fn gup(e: GupError) -> PyErr {
+    let errno = devmap::errno::gup(&e);
+    error(kind_of(errno), errno, reason(&e))
 }
 
 /// A backing error as a Python exception.

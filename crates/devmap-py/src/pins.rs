@@ -3,8 +3,10 @@
 
 use std::sync::Arc;
 
-use devmap::dax::{UserFolio, UserFolios, UserPages};
-use devmap::{Extent as LibExtent, ExtentLimits, Order, PAGE_SIZE};
+use devmap::{
+    ByAddress, Extent as LibExtent, ExtentLimits, Folios, Order, PAGE_SIZE, Pages, Pinned,
+    PinnedFolio as LibFolio,
+};
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
@@ -41,14 +43,14 @@ impl PinnedFolio {
 }
 
 impl PinnedFolio {
-    fn from_user(f: &UserFolio) -> PinnedFolio {
+    fn from_user(addr: usize, f: &LibFolio) -> PinnedFolio {
         PinnedFolio {
-            addr: f.addr,
-            pfn: f.range.start().raw(),
-            head: f.head.raw(),
-            order: f.order.get(),
-            nr_pages: f.range.len(),
-            length: f.range.len() * PAGE_SIZE,
+            addr,
+            pfn: f.range().start().raw(),
+            head: f.head().raw(),
+            order: f.order().get(),
+            nr_pages: f.range().len(),
+            length: f.range().len() * PAGE_SIZE,
         }
     }
 }
@@ -93,9 +95,9 @@ impl From<&LibExtent> for Extent {
 #[derive(Debug)]
 pub(crate) enum Held {
     /// One entry per folio.
-    Folios(UserFolios),
+    Folios(Pinned<Folios, ByAddress>),
     /// One entry per page.
-    Pages(UserPages),
+    Pages(Pinned<Pages, ByAddress>),
 }
 
 /// Pages pinned by user address: `.folios` (one entry per folio), `.pages` ((addr, pfn) per
@@ -113,12 +115,12 @@ pub struct Pins {
 
 impl Pins {
     /// Pins of folios, keeping `device` alive.
-    pub(crate) fn from_folios(p: UserFolios, device: Arc<DeviceCell>) -> Pins {
+    pub(crate) fn from_folios(p: Pinned<Folios, ByAddress>, device: Arc<DeviceCell>) -> Pins {
         Pins::new(Held::Folios(p), device)
     }
 
     /// Pins of pages, keeping `device` alive.
-    pub(crate) fn from_pages(p: UserPages, device: Arc<DeviceCell>) -> Pins {
+    pub(crate) fn from_pages(p: Pinned<Pages, ByAddress>, device: Arc<DeviceCell>) -> Pins {
         Pins::new(Held::Pages(p), device)
     }
 
@@ -150,10 +152,13 @@ impl Pins {
         let align = self.align;
         self.with(|h| {
             Ok(match h {
-                Held::Folios(f) => f.folios().map(|f| PinnedFolio::from_user(&f)).collect(),
+                Held::Folios(f) => f
+                    .with_addresses()
+                    .map(|(addr, f)| PinnedFolio::from_user(addr, &f))
+                    .collect(),
                 Held::Pages(p) => {
                     let mut out: Vec<PinnedFolio> = Vec::new();
-                    for (addr, pfn) in p.entries() {
+                    for (addr, pfn) in p.with_addresses() {
                         let head = pfn.align_down(align).raw();
                         match out.last_mut() {
                             Some(last)
@@ -183,12 +188,12 @@ impl Pins {
     fn pages(&self) -> PyResult<Vec<(usize, u64)>> {
         self.with(|h| {
             Ok(match h {
-                Held::Pages(p) => p.entries().map(|(a, pfn)| (a, pfn.raw())).collect(),
+                Held::Pages(p) => p.with_addresses().map(|(a, pfn)| (a, pfn.raw())).collect(),
                 Held::Folios(f) => f
-                    .folios()
-                    .flat_map(|f| {
-                        (0..f.range.len()).map(move |i| {
-                            (f.addr + (i * PAGE_SIZE) as usize, f.range.start().raw() + i)
+                    .with_addresses()
+                    .flat_map(|(addr, f)| {
+                        (0..f.range().len()).map(move |i| {
+                            (addr + (i * PAGE_SIZE) as usize, f.range().start().raw() + i)
                         })
                     })
                     .collect(),
@@ -221,7 +226,7 @@ impl Pins {
         })
         .ok_or_else(|| closed("pin (it is unpinned)"))?
         .map(|v| v.iter().map(Extent::from).collect())
-        .map_err(errors::dax)
+        .map_err(errors::gup)
     }
 
     /// Pages pinned.
@@ -235,9 +240,9 @@ impl Pins {
         })
     }
 
-    /// Whether the pins were released.
+    /// Whether the pins were given back (`unpin`, or leaving a `with` block).
     #[getter]
-    fn released(&self) -> bool {
+    fn unpinned(&self) -> bool {
         self.held.lock().is_none()
     }
 

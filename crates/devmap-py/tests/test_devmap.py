@@ -188,7 +188,7 @@ def test_pin_by_address_export_extents_and_unpin_dirty():
             assert stats["pinned_bytes"] == GiB
             assert stats["pin_refs"] == GiB // PAGE
             pins.unpin(dirty=True)
-            assert pins.released
+            assert pins.unpinned
             assert d.pin_stats() == ZERO_PINS
             with pytest.raises(devmap.TornDownError):
                 pins.extents()

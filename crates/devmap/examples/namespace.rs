@@ -60,12 +60,12 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     // Pin the first 2 MiB for DMA and show what a caller would register.
     let pins = m.pin_user_folios(m.addr(), (2 << 20) / PAGE_SIZE, GupFlags::WRITE)?;
-    for f in pins.folios() {
+    for (addr, f) in pins.with_addresses() {
         println!(
             "pinned folio {}: {} pages at user address {:#x}",
-            f.head,
-            f.range.len(),
-            f.addr
+            f.head(),
+            f.range().len(),
+            addr
         );
     }
     drop(pins);

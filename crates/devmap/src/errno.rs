@@ -53,11 +53,6 @@ pub fn dax(e: &DaxError) -> i32 {
         DaxError::TornDown | DaxError::Unmapped { .. } => ENXIO,
         DaxError::Poisoned { .. } | DaxError::MemoryLost { .. } => EHWPOISON,
         DaxError::NoUserfaultfd { .. } => EOPNOTSUPP,
-        // A byte cap below one folio's pinned part: extents are never cut inside a folio.
-        DaxError::ExtentCap { .. } => EINVAL,
-        // More extents needed than `max_extents` allows. Not -ENOSPC, which says the caller's
-        // array is too small (retry with a larger one); this one needs other limits.
-        DaxError::ExtentCount { .. } => E2BIG,
         DaxError::Handler { source } => io(source, EAGAIN),
         DaxError::Pgmap(e) => pgmap(e),
         DaxError::Backing(e) => backing(e),
@@ -133,6 +128,11 @@ pub fn gup(e: &GupError) -> i32 {
         | GupError::NotAddressable { .. }
         | GupError::P2pdmaNotRequested => EOPNOTSUPP,
         GupError::Overflow { .. } => EOVERFLOW,
+        // A byte cap below one folio's pinned part: extents are never cut inside a folio.
+        GupError::ExtentCap { .. } => EINVAL,
+        // More extents needed than `max_extents` allows. Not -ENOSPC, which says the caller's
+        // array is too small (retry with a larger one); this one needs other limits.
+        GupError::ExtentCount { .. } => E2BIG,
     }
 }
 

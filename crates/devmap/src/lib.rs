@@ -52,12 +52,12 @@ mod test_support;
 pub mod units;
 
 pub use addr::{Order, PAGE_SIZE, Pfn, PfnRange};
-pub use dax::{
-    DaxDevice, DaxError, DaxMapping, Extent, ExtentLimits, Faulted, MappingId, PinStats, Populated,
-};
+pub use dax::{DaxDevice, DaxError, DaxMapping, Faulted, MappingId, PinStats, Populated};
 pub use desc::{GUP_PIN_COUNTING_BIAS, Page, PageFlags};
 pub use folio::{AllocatedFolio, FolioError, MappedFolio};
-pub use gup::{GupError, GupFlags, PinnedFolio, PinnedFolios, PinnedPages};
+pub use gup::{
+    ByAddress, ByPfn, Extent, ExtentLimits, Folios, GupError, GupFlags, Pages, Pinned, PinnedFolio,
+};
 pub use init::{InitMode, InitProgress, InitState, InitStats, SyncError};
 pub use memmap::{Cost, Folio, Geometry, Layout, Resident};
 pub use namespace::{MemmapLocation, Namespace, NamespaceError, NamespaceMode};

@@ -7,12 +7,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use devmap::gup::{
-    unpin_folios, unpin_user_page_range_dirty_lock, unpin_user_pages, unpin_user_pages_dirty_lock,
-};
 use devmap::{
-    DeviceSpace, Folio, GUP_PIN_COUNTING_BIAS, GupFlags, InitMode, Layout, Order, PfnRange, Pgmap,
-    PgmapConfig, PinnedFolios, PinnedPages,
+    DeviceSpace, Folio, Folios, GUP_PIN_COUNTING_BIAS, GupFlags, InitMode, Layout, Order, Pages,
+    PfnRange, Pgmap, PgmapConfig, Pinned,
 };
 use proptest::prelude::*;
 
@@ -68,8 +65,8 @@ fn op() -> impl Strategy<Value = Op> {
 
 #[derive(Debug)]
 enum Handle {
-    Pages(PinnedPages),
-    Folios(PinnedFolios),
+    Pages(Pinned<Pages>),
+    Folios(Pinned<Folios>),
 }
 
 #[derive(Debug)]
@@ -210,7 +207,7 @@ proptest! {
                         Api::Pages => {
                             let pages = p.pin_pages(r, flags).expect("pin_pages");
                             prop_assert_eq!(pages.len() as u64, len);
-                            prop_assert_eq!(pages.pages().first().copied(), Some(r.start()));
+                            prop_assert_eq!(pages.entries().first().copied(), Some(r.start()));
                             prop_assert_eq!(pages.flags(), flags);
                             Handle::Pages(pages)
                         }
@@ -219,7 +216,7 @@ proptest! {
                             let pieces = model.pieces(start, len);
                             prop_assert_eq!(folios.len(), pieces.len());
                             let mut next = r.start();
-                            for (f, (idx, n)) in folios.folios().iter().zip(pieces) {
+                            for (f, (idx, n)) in folios.entries().iter().zip(pieces) {
                                 prop_assert_eq!(f.head(), base.add((idx as u64) << model.shift));
                                 prop_assert_eq!(f.order(), order);
                                 prop_assert_eq!(f.range().start(), next);
@@ -246,12 +243,12 @@ proptest! {
                     }
                     let h = held.swap_remove(index.index(held.len()));
                     let marked = match (h.handle, variant) {
-                        (Handle::Pages(pg), 0) => { unpin_user_pages(pg); false }
-                        (Handle::Pages(pg), 1) => { unpin_user_pages_dirty_lock(pg, dirty); dirty }
-                        (Handle::Pages(pg), 2) => { unpin_user_page_range_dirty_lock(pg, dirty); dirty }
+                        (Handle::Pages(pg), 0) => { pg.unpin(false); false }
+                        (Handle::Pages(pg), 1) => { pg.unpin(dirty); dirty }
+                        (Handle::Pages(pg), 2) => { pg.unpin_as_range(dirty); dirty }
                         (Handle::Pages(pg), _) => { drop(pg); false }
-                        (Handle::Folios(f), 0) => { unpin_folios(f, false); false }
-                        (Handle::Folios(f), 1 | 2) => { unpin_folios(f, dirty); dirty }
+                        (Handle::Folios(f), 0) => { f.unpin(false); false }
+                        (Handle::Folios(f), 1 | 2) => { f.unpin(dirty); dirty }
                         (Handle::Folios(f), _) => { drop(f); false }
                     };
                     model.release(h.start, h.len, h.pin, marked);

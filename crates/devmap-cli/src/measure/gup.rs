@@ -21,10 +21,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use clap::Args;
-use devmap::gup::{unpin_folios, unpin_user_pages};
 use devmap::{
-    DeviceSpace, MappedFolio, GupFlags, InitMode, Layout, MemmapLocation, MemoryType, Namespace,
-    NamespaceMode, Order, PAGE_SIZE, Pfn, PfnRange, Pgmap, PinnedFolio, PinnedFolios, PinnedPages,
+    DeviceSpace, Folios, GupFlags, InitMode, Layout, MappedFolio, MemmapLocation, MemoryType,
+    Namespace, NamespaceMode, Order, PAGE_SIZE, Pages, Pfn, PfnRange, Pgmap, Pinned, PinnedFolio,
 };
 use serde::Serialize;
 
@@ -323,12 +322,12 @@ fn planned_bytes(plan: &Plan) -> Result<u64> {
         let entries = (pages >> ns.vmemmap_shift().get()).saturating_add(calls.saturating_mul(2));
         (
             entries.saturating_mul(size(size_of::<PinnedFolio>())),
-            size(size_of::<PinnedFolios>()),
+            size(size_of::<Pinned<Folios>>()),
         )
     } else {
         (
             pages.saturating_mul(size(size_of::<Pfn>())),
-            size(size_of::<PinnedPages>()),
+            size(size_of::<Pinned<Pages>>()),
         )
     };
     // A handle in the held list, a slot in each of the two buffer lists, and the allocator's
@@ -493,7 +492,7 @@ impl Bench<'_> {
                 if reuse {
                     *buf = p.unpin_keep_buffer(false);
                 } else {
-                    unpin_folios(p, false);
+                    p.unpin(false);
                 }
             }
             return Ok((micros(get), micros(t.elapsed()), entries, calls as u64));
@@ -516,7 +515,7 @@ impl Bench<'_> {
             if reuse {
                 *buf = p.unpin_keep_buffer(false);
             } else {
-                unpin_user_pages(p);
+                p.unpin(false);
             }
         }
         Ok((micros(get), micros(t.elapsed()), entries, calls as u64))

@@ -447,10 +447,10 @@ fn file_and_devdax_devices() {
             &mut pins,
         ));
         ok(devmap_unpin(pins, false));
-        // With a timeout and the mapping still open, shutdown gives up with -EBUSY.
-        assert_eq!(devmap_device_shutdown(dev, 10), -libc::EBUSY);
+        // With a timeout and the mapping still open, the close gives up with -EBUSY.
+        assert_eq!(devmap_device_close(dev, 10), -libc::EBUSY);
         devmap_mapping_free(map);
-        ok(devmap_device_shutdown(dev, 1000));
+        ok(devmap_device_close(dev, 1000));
         assert_eq!(
             devmap_mmap(dev, 0, 2 * MIB, &mut map, ptr::null_mut(), ptr::null_mut()),
             -libc::ENXIO,

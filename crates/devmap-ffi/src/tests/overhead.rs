@@ -82,13 +82,13 @@ fn ffi_overhead() {
             .expect("pin");
         // The same copy into a caller's array as `devmap_pins_folios` makes.
         let mut n = 0;
-        for (slot, f) in buf.iter_mut().zip(pins.folios()) {
+        for (slot, (addr, f)) in buf.iter_mut().zip(pins.with_addresses()) {
             *slot = devmap_folio {
-                addr: f.addr,
-                pfn: f.range.start().raw(),
-                head: f.head.raw(),
-                order: f.order.get(),
-                nr_pages: f.range.len(),
+                addr,
+                pfn: f.range().start().raw(),
+                head: f.head().raw(),
+                order: f.order().get(),
+                nr_pages: f.range().len(),
             };
             n += 1;
         }

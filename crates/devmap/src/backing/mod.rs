@@ -351,12 +351,7 @@ impl Backing {
     ///
     /// Hugetlb pages are reserved here: a shared hugetlb mapping fails now, naming the free
     /// pages, rather than with SIGBUS at the first touch.
-    pub fn map_shared(
-        &self,
-        offset: u64,
-        len: u64,
-        align: Order,
-    ) -> Result<Mmap, BackingError> {
+    pub fn map_shared(&self, offset: u64, len: u64, align: Order) -> Result<Mmap, BackingError> {
         self.check_window(offset, len, align)?;
         map::map_shared(self, offset, len, align, false)
     }

@@ -127,11 +127,7 @@ impl Userfaultfd {
     /// [`UffdFeatures::MINOR_SHMEM`] or [`UffdFeatures::MINOR_HUGETLBFS`]. The mapping's page
     /// size is remembered, for the alignment of the ranges resolved in it, until it is
     /// unregistered or another registration covers its addresses.
-    pub fn register(
-        &self,
-        mapping: &Mmap,
-        modes: UffdModes,
-    ) -> Result<RangeIoctls, UffdError> {
+    pub fn register(&self, mapping: &Mmap, modes: UffdModes) -> Result<RangeIoctls, UffdError> {
         let start = mapping.as_ptr().as_ptr() as u64;
         let len = mapping.len() as u64;
         let page = mapping.page_size();

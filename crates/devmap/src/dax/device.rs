@@ -111,7 +111,7 @@ fn handler_loop(dev: &DeviceCore, stop: BorrowedFd<'_>) {
 /// A device-dax device: pfn ranges of a [`DeviceSpace`] over the whole backing, its pgmap,
 /// the registry of its mappings and, where touches are caught, the handler thread.
 ///
-/// Teardown is [`DaxDevice::shutdown`] (optionally timed) or the drop, which waits without a
+/// Teardown is [`DaxDevice::close`] (optionally timed) or the drop, which waits without a
 /// limit for every mapping and pin to go: drop the device's [`DaxMapping`]s before the device,
 /// or the drop waits for them forever.
 #[derive(Debug)]
@@ -461,7 +461,7 @@ impl DaxDevice {
     /// outcome (up to its own `timeout`, else [`PgmapError::Busy`], the device staying in the
     /// other's hands): it returns `Ok` once the other completed, and tears down itself if the
     /// other gave up. A call after success does nothing.
-    pub fn shutdown(&self, timeout: Option<Duration>) -> Result<(), DaxError> {
+    pub fn close(&self, timeout: Option<Duration>) -> Result<(), DaxError> {
         // A timeout too long to express as a deadline is no timeout, as in `memunmap_pages`.
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         match self.dev.gate.close(deadline) {
@@ -526,7 +526,7 @@ impl Drop for DaxDevice {
     fn drop(&mut self) {
         // Untimed: it can only fail if the pgmap is gone already, and then there is nothing
         // left to do but stop the handler.
-        let _ = self.shutdown(None);
+        let _ = self.close(None);
         if let Some(mut h) = self.handler.lock().take() {
             h.stop();
         }

@@ -28,7 +28,7 @@ use super::poison::{BadblocksSink, Granularity, OwnerSlot, PoisonLock};
 use super::{DaxError, MappingId};
 use crate::addr::{Order, PAGE_SIZE, Pfn, PfnRange};
 use crate::backing::{Backing, Mmap, Userfaultfd};
-use crate::folio::{MappedFolio, FolioRef};
+use crate::folio::{FolioRef, MappedFolio};
 use crate::pgmap::{Pgmap, PgmapRef};
 
 /// One entry of the range table: `pfns` hold the device's bytes from page offset `pgoff`.

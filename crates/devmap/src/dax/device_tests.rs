@@ -62,7 +62,7 @@ fn a_mapping_written_without_populate_is_found_by_memory_failure() {
         let told: Vec<_> = report.notices.iter().map(|n| (n.mapping, n.addr)).collect();
         assert_eq!(told, vec![(m.id(), addr)], "{what}");
         drop(m);
-        dev.shutdown(None).expect("shutdown");
+        dev.close(None).expect("shutdown");
     }
 }
 
@@ -111,7 +111,7 @@ fn concurrent_shutdowns_tear_down_once_and_release_only_what_the_device_holds() 
                 .map(|_| {
                     s.spawn(|| {
                         start.wait();
-                        dev.shutdown(None)
+                        dev.close(None)
                     })
                 })
                 .collect();
@@ -175,11 +175,11 @@ fn a_timed_shutdown_giving_up_during_a_final_one_leaves_the_device_not_live() {
     let m = dev.mmap(0, 4 * MIB, true).expect("mmap");
     m.populate(m.addr(), 2 * MIB).expect("populate");
     std::thread::scope(|s| {
-        let fin = s.spawn(|| dev.shutdown(None));
+        let fin = s.spawn(|| dev.close(None));
         while dev.is_live() {
             std::thread::yield_now();
         }
-        let timed = dev.shutdown(Some(Duration::from_millis(20)));
+        let timed = dev.close(Some(Duration::from_millis(20)));
         assert!(
             matches!(timed, Err(DaxError::Pgmap(PgmapError::Busy { .. }))),
             "{timed:?}"
@@ -196,7 +196,7 @@ fn a_timed_shutdown_giving_up_during_a_final_one_leaves_the_device_not_live() {
         fin.join().expect("final shutdown").expect("shutdown");
     });
     assert!(!dev.is_live());
-    dev.shutdown(Some(Duration::ZERO)).expect("done already");
+    dev.close(Some(Duration::ZERO)).expect("done already");
 }
 
 /// Defect: the handler count had no upper bound (100000 handlers starved the machine). The
@@ -282,7 +282,7 @@ fn idle_handlers_child() {
     let (_, after) = handler_wakeups();
     println!("handlers {threads} wakeups {}", after - before);
     drop(m);
-    dev.shutdown(None).expect("shutdown");
+    dev.close(None).expect("shutdown");
     assert_eq!(handler_wakeups().0, 0, "handlers left after shutdown");
     println!("shut down");
 }

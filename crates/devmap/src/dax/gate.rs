@@ -285,7 +285,7 @@ mod loom_tests {
         });
     }
 
-    /// One teardown as `DaxDevice::shutdown` runs it: close, release the resources (the pfn
+    /// One teardown as `DaxDevice::close` runs it: close, release the resources (the pfn
     /// ranges) if the teardown is ours, finish. Returns what close said.
     fn teardown(gate: &Gate, released: &AtomicU64) -> Close {
         let c = gate.close(None);

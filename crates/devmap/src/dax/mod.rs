@@ -8,7 +8,7 @@
 //! maps the leaf. The device keeps a registry of its mappings and their faulted leaves, which
 //! answers the reverse map ([`DaxDevice::rmap`]). A pin by user address exports the
 //! contiguous extents a caller registers with an IOMMU or an RDMA NIC
-//! ([`UserFolios::extents`]), and the device tells what is pinned on it
+//! ([`Pinned::extents`](crate::gup::Pinned)), and the device tells what is pinned on it
 //! ([`DaxDevice::pin_stats`]).
 //!
 //! Who drives faults depends on the backing. Where it supports userfaultfd (memfd: MISSING and
@@ -47,9 +47,6 @@ mod device;
 mod device_core;
 #[cfg(all(test, not(loom)))]
 mod device_tests;
-mod extents;
-#[cfg(all(test, not(loom)))]
-mod extents_tests;
 mod gate;
 mod gup;
 mod leaves;
@@ -68,8 +65,6 @@ mod uffd_tests;
 pub use self::device::DaxDevice;
 pub(crate) use self::device::Placement;
 pub use self::device_core::{FaultStats, Faulted};
-pub use self::extents::{Extent, ExtentLimits};
-pub use self::gup::{UserFolio, UserFolios, UserPages};
 pub use self::mapping::{DaxMapping, Populated};
 pub use self::options::{DaxOptions, Faults};
 pub use self::pinstats::PinStats;
@@ -284,30 +279,6 @@ pub enum DaxError {
         /// What the system said.
         #[source]
         source: std::io::Error,
-    },
-    /// An extent cap shorter than the pinned part of a folio: extents are cut only between
-    /// folios.
-    #[error(
-        "a pinned folio part of {} does not fit the extent cap of {}: extents are never cut \
-         inside a folio, so use a cap of at least {} (or pin in smaller folios)",
-        Bytes(*folio_bytes), Bytes(*max_bytes), Bytes(*folio_bytes)
-    )]
-    ExtentCap {
-        /// The longest pinned part of one folio in the range.
-        folio_bytes: u64,
-        /// The cap asked for.
-        max_bytes: u64,
-    },
-    /// More extents needed than allowed, even with the fewest the limits permit.
-    #[error(
-        "the pinned range needs {needed} extents, more than the {max} allowed: allow {needed}, \
-         raise the byte cap, or register a smaller range"
-    )]
-    ExtentCount {
-        /// The fewest extents the range needs under the byte cap.
-        needed: usize,
-        /// The most allowed.
-        max: usize,
     },
     /// The pgmap refused (reservation, registration, sync, teardown timeout: `Busy`).
     #[error(transparent)]

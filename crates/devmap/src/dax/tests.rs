@@ -258,8 +258,7 @@ fn dropping_mappings_returns_folios_to_idle_at_4k_and_2m() {
                 "align {align} leaf {i} after unmap"
             );
         }
-        dev.shutdown(Some(Duration::from_secs(5)))
-            .expect("teardown");
+        dev.close(Some(Duration::from_secs(5))).expect("teardown");
         assert_eq!(space.nr_pgmaps(), 0);
         assert!(matches!(
             dev.mmap(0, 4 * MIB, true),
@@ -274,7 +273,7 @@ fn teardown_waits_for_live_mappings_and_pins_outlive_the_mapping() {
     let dev = memfd_device(&space, 4 * MIB, Order::PMD);
     let m = dev.mmap(0, 2 * MIB, true).expect("mmap");
     let e = dev
-        .shutdown(Some(Duration::from_millis(20)))
+        .close(Some(Duration::from_millis(20)))
         .expect_err("a live mapping, even unfaulted, holds the device");
     assert!(matches!(e, DaxError::Pgmap(PgmapError::Busy { .. })), "{e}");
     // The device is usable again after the timed teardown gave up.
@@ -290,13 +289,12 @@ fn teardown_waits_for_live_mappings_and_pins_outlive_the_mapping() {
     assert_eq!(f.mapcount(), 0);
     assert!(f.maybe_dma_pinned(), "the pin outlives the mapping");
     let e = dev
-        .shutdown(Some(Duration::from_millis(20)))
+        .close(Some(Duration::from_millis(20)))
         .expect_err("the pin holds the device");
     assert!(matches!(e, DaxError::Pgmap(PgmapError::Busy { .. })), "{e}");
     drop(pins);
-    dev.shutdown(Some(Duration::from_secs(5)))
-        .expect("teardown");
-    dev.shutdown(Some(Duration::from_secs(5)))
+    dev.close(Some(Duration::from_secs(5))).expect("teardown");
+    dev.close(Some(Duration::from_secs(5)))
         .expect("second teardown is a no-op");
 }
 

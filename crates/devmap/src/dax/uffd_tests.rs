@@ -181,7 +181,7 @@ fn teardown_touch_child() {
         .write(0, b"before")
         .expect("a touch before teardown");
     std::thread::scope(|s| {
-        s.spawn(|| dev.shutdown(None));
+        s.spawn(|| dev.close(None));
         while dev.is_live() {
             std::thread::yield_now();
         }
@@ -233,7 +233,7 @@ fn pin_by_address_faults_in_leaves_and_names_user_addresses() {
     assert_eq!(dev.fault_stats().leaves_mapped, 2);
     assert_eq!(pins.len(), 512);
     let first = dev.pfn_at(3 * MIB).expect("pfn");
-    for (i, (addr, pfn)) in pins.entries().enumerate() {
+    for (i, (addr, pfn)) in pins.with_addresses().enumerate() {
         assert_eq!(addr, at + i * PAGE_SIZE as usize);
         assert_eq!(pfn, first.add(i as u64));
     }
@@ -243,7 +243,7 @@ fn pin_by_address_faults_in_leaves_and_names_user_addresses() {
     let mut got = [0u8; 6];
     other.bytes().read(MIB + 8192, &mut got).expect("read");
     assert_eq!(&got, b"pinned");
-    let (addr2, _) = pins.entries().nth(2).expect("entry");
+    let (addr2, _) = pins.with_addresses().nth(2).expect("entry");
     assert_eq!(addr2, m.addr() + (MIB + 8192) as usize);
 
     let f = dev.pgmap().folio(first).expect("folio");
@@ -260,7 +260,10 @@ fn pin_by_address_faults_in_leaves_and_names_user_addresses() {
     let folios = m
         .pin_user_folios(at, 512, GupFlags::WRITE | GupFlags::NOFAULT)
         .expect("pin folios");
-    let got: Vec<_> = folios.folios().map(|f| (f.addr, f.range.len())).collect();
+    let got: Vec<_> = folios
+        .with_addresses()
+        .map(|(addr, f)| (addr, f.range().len()))
+        .collect();
     assert_eq!(
         got,
         vec![(at, 256), (m.addr() + 2 * MIB as usize, 256)],
@@ -313,8 +316,7 @@ fn a_dynamic_device_spans_ranges_that_are_not_contiguous() {
     let pins = m
         .pin_user_pages(m.addr() + MIB as usize, 512, GupFlags::NONE)
         .expect("pin across ranges");
-    assert_eq!(pins.runs().count(), 2);
-    let pfns: Vec<Pfn> = pins.entries().map(|(_, p)| p).collect();
+    let pfns: Vec<Pfn> = pins.entries().to_vec();
     assert_eq!(pfns[255], Pfn::new(ranges[0].end().raw() - 1));
     assert_eq!(pfns[256], ranges[1].start());
     drop(pins);

@@ -5,9 +5,7 @@ use std::sync::atomic::Ordering as AtOrd;
 use std::time::Duration;
 
 use super::*;
-use crate::gup::{
-    GupError, GupFlags, unpin_folios, unpin_user_page_range_dirty_lock, unpin_user_pages,
-};
+use crate::gup::{GupError, GupFlags};
 use crate::memmap::Layout;
 
 use crate::test_support::{Fixture, assert_split};
@@ -75,7 +73,7 @@ fn devdax_mappings_take_and_give_back_a_reference_and_a_mapcount() {
                 p.folio(pfn).expect("folio").maybe_dma_pinned(),
                 "{ctx}: the pin holds it"
             );
-            unpin_user_pages(pin);
+            pin.unpin(false);
             assert_eq!(fx.frees.load(AtOrd::Relaxed), 0, "{ctx}");
             assert_eq!(counts(p, pfn), (1, 0, 0), "{ctx}");
         }
@@ -183,7 +181,7 @@ fn fsdax_forms_a_pmd_folio_pins_it_and_splits_it_when_the_last_pin_goes() {
         let whole = p.pin_folios(span, GupFlags::NONE).expect("pin_folios");
         assert_eq!(whole.len(), 1, "{ctx}: one dynamic folio");
         assert_eq!(
-            (whole.folios()[0].head(), whole.folios()[0].order()),
+            (whole.entries()[0].head(), whole.entries()[0].order()),
             (h, Order::PMD)
         );
         assert_eq!(counts(p, h), (613, 1, 612), "{ctx}");
@@ -204,10 +202,10 @@ fn fsdax_forms_a_pmd_folio_pins_it_and_splits_it_when_the_last_pin_goes() {
         drop(again);
         assert_eq!(counts(p, h), (612, 0, 612), "{ctx}: pins keep it formed");
         assert_eq!(p.order(h.add(9)).expect("order"), Order::PMD, "{ctx}");
-        unpin_folios(whole, true);
+        whole.unpin(true);
         assert_eq!(counts(p, h), (100, 0, 100), "{ctx}");
         assert!(p.folio(h).expect("folio").is_dirty());
-        unpin_user_pages(pins);
+        pins.unpin(false);
         assert_split(p, span, &ctx);
         assert_eq!(
             p.pin_pages(range(h, 1), GupFlags::NONE).err(),
@@ -237,7 +235,7 @@ fn fsdax_partial_folio_ranges_release_exactly_what_they_pinned() {
         let f = p.pin_folios(r, GupFlags::WRITE).expect("pin_folios");
         assert_eq!(f.len(), 2, "{ctx}");
         assert_eq!((counts(p, a), counts(p, b)), ((413, 1, 412), (189, 1, 188)));
-        unpin_folios(f, true);
+        f.unpin(true);
         assert_eq!(
             (counts(p, a), counts(p, b)),
             ((1, 1, 0), (1, 1, 0)),
@@ -249,7 +247,7 @@ fn fsdax_partial_folio_ranges_release_exactly_what_they_pinned() {
 
         let pg = p.pin_pages(r, GupFlags::WRITE).expect("pin_pages");
         assert_eq!((counts(p, a), counts(p, b)), ((413, 1, 412), (189, 1, 188)));
-        unpin_user_page_range_dirty_lock(pg, false);
+        pg.unpin_as_range(false);
         assert_eq!(
             (counts(p, a), counts(p, b)),
             ((1, 1, 0), (1, 1, 0)),
@@ -332,7 +330,7 @@ fn fsdax_splits_when_the_last_mapping_goes() {
             let pin = p
                 .pin_pages(range(h.add(40), 2), GupFlags::NONE)
                 .expect("pin");
-            unpin_user_pages(pin);
+            pin.unpin(false);
             assert_eq!(counts(p, h.add(1)), (1, 1, 0), "{ctx}: the mapping remains");
             assert_eq!(p.order(h.add(1)).expect("order"), Order::PMD, "{ctx}");
             drop(m);
@@ -501,7 +499,7 @@ fn busy_page_range_sees_pins_and_gets_but_not_mappings() {
         let get = p
             .get_pages(range(s.add(1500), 1), GupFlags::NONE)
             .expect("get");
-        unpin_user_pages(pin);
+        pin.unpin(false);
         assert_eq!(
             p.busy_page_range(area).expect("busy"),
             Some(s.add(1500)),

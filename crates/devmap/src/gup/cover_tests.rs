@@ -8,6 +8,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 
 use super::*;
+use crate::addr::Order;
 use crate::init::InitMode;
 use crate::memmap::Layout;
 use crate::pgmap::PgmapConfig;
@@ -78,7 +79,7 @@ fn a_pin_across_two_ranges_of_one_pgmap_succeeds() {
         assert_eq!(pages.len() as u64, span.len(), "{layout:?}");
         assert!(
             pages
-                .pages()
+                .entries()
                 .iter()
                 .copied()
                 .eq((0..span.len()).map(|i| span.start().add(i)))
@@ -94,7 +95,7 @@ fn a_pin_across_two_ranges_of_one_pgmap_succeeds() {
             (1 + 2 * 512, 2 * 512)
         );
         drop(folios);
-        unpin_user_pages_dirty_lock(pages, true);
+        pages.unpin(true);
         assert!(p.folio(r.start().add(HALF - 1)).expect("folio").is_dirty());
         assert_idle(&p, r, &format!("{layout:?}"));
     }
@@ -121,7 +122,7 @@ fn a_pin_across_two_adjacent_pgmaps_succeeds_through_the_space() {
                 pfn: hi.ranges().next().expect("r").start()
             })
         );
-        unpin_user_page_range_dirty_lock(pages, false);
+        pages.unpin_as_range(false);
         assert_idle(&lo, PfnRange::new(r.start(), HALF).expect("lo"), "lo");
         assert_idle(
             &hi,
@@ -237,17 +238,17 @@ fn a_device_pin_of_a_range_past_its_pgmap_fails_there_and_holds_nothing() {
     let across = PfnRange::new(r.start().add(HALF - 512), 1024).expect("range");
     let outside = r.start().add(HALF);
     assert_eq!(
-        pin_device_folios(&lo, across, GupFlags::NONE).map(|p| p.len()),
+        pin_device_folios(&lo, [across], GupFlags::NONE).map(|p| p.len()),
         Err(GupError::NoPgmap { pfn: outside })
     );
     assert_eq!(
-        pin_device_pages(&lo, across, GupFlags::NONE).map(|p| p.len()),
+        pin_device_pages(&lo, [across], GupFlags::NONE).map(|p| p.len()),
         Err(GupError::NoPgmap { pfn: outside })
     );
     assert_idle(&lo, PfnRange::new(r.start(), HALF).expect("lo"), "lo");
     let inside = PfnRange::new(r.start(), HALF).expect("lo");
     assert_eq!(
-        pin_device_folios(&lo, inside, GupFlags::NONE).map(|p| p.len()),
+        pin_device_folios(&lo, [inside], GupFlags::NONE).map(|p| p.len()),
         Ok(4)
     );
 }

@@ -4,6 +4,7 @@
 
 use crate::addr::Pfn;
 use crate::pgmap::MemoryType;
+use crate::units::Bytes;
 
 /// `FOLL_*` flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -103,6 +104,30 @@ pub enum GupError {
     NotMapped {
         /// The pfn.
         pfn: Pfn,
+    },
+    /// An extent cap shorter than the pinned part of a folio: extents are cut only between
+    /// folios.
+    #[error(
+        "a pinned folio part of {} does not fit the extent cap of {}: extents are never cut \
+         inside a folio, so use a cap of at least {} (or pin in smaller folios)",
+        Bytes(*folio_bytes), Bytes(*max_bytes), Bytes(*folio_bytes)
+    )]
+    ExtentCap {
+        /// The longest pinned part of one folio in the range.
+        folio_bytes: u64,
+        /// The cap asked for.
+        max_bytes: u64,
+    },
+    /// More extents needed than allowed, even with the fewest the limits permit.
+    #[error(
+        "the pinned range needs {needed} extents, more than the {max} allowed: allow {needed}, \
+         raise the byte cap, or register a smaller range"
+    )]
+    ExtentCount {
+        /// The fewest extents the range needs under the byte cap.
+        needed: usize,
+        /// The most allowed.
+        max: usize,
     },
     /// The folio's reference count would overflow.
     #[error("pfn {pfn}: reference count would overflow")]

@@ -1,8 +1,9 @@
 //! What a pin result holds: a liveness reference on each pgmap its pages belong to and the
-//! span of pages in each, in pfn order. A range usually lies in one pgmap (one part); a range
-//! that runs across adjacent pgmaps holds one part per pgmap, as the kernel's GUP, which looks
-//! each pfn's pgmap up, would. Adjacent ranges of one pgmap stay one part: one reference per
-//! pgmap per call.
+//! span of pages in each, in the order of the result's entries. A range usually lies in one
+//! pgmap (one part); a range that runs across adjacent pgmaps holds one part per pgmap, as the
+//! kernel's GUP, which looks each pfn's pgmap up, would. Adjacent ranges of one pgmap stay one
+//! part: one reference per pgmap per call. A pin by user address holds one part per pfn run
+//! of the device's range table, in address order.
 //!
 //! The whole range is checked here, before anything is grabbed or any entry buffer sized, so a
 //! range that runs past its device fails with the first pfn that is not device memory rather
@@ -32,7 +33,8 @@ pub(super) struct Held {
 }
 
 impl Held {
-    /// The parts in pfn order.
+    /// The parts in the order their entries were recorded: pfn order, or for a pin by user
+    /// address, address order.
     pub(super) fn iter(&self) -> impl Iterator<Item = &Part> {
         std::iter::once(&self.first).chain(self.rest.iter())
     }
@@ -88,32 +90,39 @@ impl Held {
         range: PfnRange,
         flags: GupFlags,
     ) -> Result<Self, GupError> {
-        let held = Self::known(pgmap, range, flags)?;
+        let held = Self::known(pgmap, [range], flags)?;
         if let Some(pfn) = pgmap.first_uncovered(range) {
             return Err(GupError::NoPgmap { pfn });
         }
         Ok(held)
     }
 
-    /// `range` of `pgmap`, which the caller knows lies in its data ranges (a run of a device's
-    /// range table): as [`Held::cover_pgmap`] without the check against the data ranges.
+    /// `runs` of `pgmap`, each of which the caller knows lies in its data ranges (the pfn runs
+    /// of a device's range table): as [`Held::cover_pgmap`] without the check against the data
+    /// ranges, one part per run, in the order given.
     pub(super) fn known(
         pgmap: &Arc<Pgmap>,
-        range: PfnRange,
+        runs: impl IntoIterator<Item = PfnRange>,
         flags: GupFlags,
     ) -> Result<Self, GupError> {
-        if range.is_empty() {
+        let mut runs = runs.into_iter();
+        let first = runs.next().ok_or(GupError::Empty)?;
+        if first.is_empty() {
             return Err(GupError::Empty);
         }
         batch::check_type(pgmap, flags)?;
-        let held = pgmap.live_ref().map_err(|d| torn_down(range.start(), d))?;
-        Ok(Self {
-            first: Part {
-                pgmap: held,
-                span: range,
-            },
-            rest: Vec::new(),
-        })
+        let part = |span: PfnRange| -> Result<Part, GupError> {
+            let held = pgmap.live_ref().map_err(|d| torn_down(span.start(), d))?;
+            Ok(Part { pgmap: held, span })
+        };
+        let first = part(first)?;
+        let rest = runs
+            .map(|span| match span.is_empty() {
+                true => Err(GupError::Empty),
+                false => part(span),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { first, rest })
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::*;
+use crate::addr::Order;
 use crate::desc::GUP_PIN_COUNTING_BIAS as BIAS;
 use crate::folio::FolioError;
 use crate::memmap::Layout;
@@ -115,7 +116,7 @@ fn pins_and_gets_are_accounted_per_folio_on_every_layout() {
                 c.range.len(),
                 "{ctx}: one entry per 4 KiB"
             );
-            for (i, pfn) in pages.pages().iter().enumerate() {
+            for (i, pfn) in pages.entries().iter().enumerate() {
                 assert_eq!(*pfn, c.range.start().add(i as u64), "{ctx}: entry {i}");
             }
             assert_eq!(p.refs(), 1, "{ctx}: the pin holds the pgmap");
@@ -132,7 +133,7 @@ fn pins_and_gets_are_accounted_per_folio_on_every_layout() {
             let folios = p.pin_folios(c.range, GupFlags::NONE).expect("pin_folios");
             assert_eq!(folios.len(), c.heads.len(), "{ctx}: one entry per folio");
             assert_eq!(folios.nr_pages(), c.range.len());
-            for (i, (f, head)) in folios.folios().iter().zip(&c.heads).enumerate() {
+            for (i, (f, head)) in folios.entries().iter().zip(&c.heads).enumerate() {
                 assert_eq!(f.head(), *head, "{ctx}: folio {i}");
                 assert_eq!(f.order(), order, "{ctx}: folio {i}");
                 let want = range(
@@ -141,7 +142,7 @@ fn pins_and_gets_are_accounted_per_folio_on_every_layout() {
                 );
                 assert_eq!(f.range(), want, "{ctx}: folio {i}");
             }
-            let covered: u64 = folios.folios().iter().map(|f| f.range().len()).sum();
+            let covered: u64 = folios.entries().iter().map(|f| f.range().len()).sum();
             assert_eq!(covered, c.range.len(), "{ctx}");
             for (head, n) in c.probes {
                 let (dr, dp) = pin_delta(order, 2 * n);
@@ -156,7 +157,7 @@ fn pins_and_gets_are_accounted_per_folio_on_every_layout() {
             }
             assert_eq!(p.refs(), 3, "{ctx}: one liveness reference per result");
 
-            unpin_user_pages(pages);
+            pages.unpin(false);
             for (head, n) in c.probes {
                 let (dr, dp) = pin_delta(order, n);
                 assert_eq!(
@@ -165,7 +166,7 @@ fn pins_and_gets_are_accounted_per_folio_on_every_layout() {
                     "{ctx}: one pin left {head}"
                 );
             }
-            unpin_folios(folios, false);
+            folios.unpin(false);
             for (head, n) in c.probes {
                 assert_eq!(counts(p, head), (1 + n, 0), "{ctx}: gets left {head}");
             }
@@ -198,7 +199,7 @@ fn plain_gets_never_look_dma_pinned() {
                 assert_eq!(counts(&fx.p, head), (1 + n, 0), "{layout:?} {head}");
                 assert!(!pinned(&fx.p, head), "{layout:?} {head}");
             }
-            unpin_user_pages(gets);
+            gets.unpin(false);
             assert_all_idle(&fx.p, 1, "after gets");
         }
     }
@@ -209,7 +210,7 @@ fn devdax_folio_range_spanning_the_whole_pgmap() {
     let fx = devdax(Layout::Vmemmap, Order::PMD);
     let pins = fx.p.pin_folios(fx.r, GupFlags::LONGTERM).expect("pin");
     assert_eq!(pins.len(), 8);
-    assert!(pins.folios().iter().all(|f| f.range().len() == 512));
+    assert!(pins.entries().iter().all(|f| f.range().len() == 512));
     assert_eq!(counts(&fx.p, fx.r.start().add(4095)), (513, 512));
     drop(pins);
     assert_all_idle(&fx.p, 1, "after drop");
@@ -220,7 +221,7 @@ fn devdax_folio_range_spanning_the_whole_pgmap() {
     );
 }
 
-/// The ways a [`PinnedPages`] or [`PinnedFolios`] gives its references back.
+/// The ways a [`Pinned<Pages>`] or [`Pinned<Folios>`] gives its references back.
 #[derive(Debug, Clone, Copy)]
 enum Release {
     UnpinUserPages,
@@ -279,7 +280,7 @@ impl Release {
                 let f = p.pin_folios(c.range, GupFlags::WRITE).expect("pin_folios");
                 held(pin_delta(order, n));
                 match self {
-                    Release::UnpinFolios(d) => unpin_folios(f, d),
+                    Release::UnpinFolios(d) => f.unpin(d),
                     _ => drop(f),
                 }
             }
@@ -301,7 +302,7 @@ impl Release {
                 let g = p.get_pages(c.range, GupFlags::NONE).expect("get_pages");
                 held((n, 0));
                 match self {
-                    Release::GetThenUnpin => unpin_user_pages(g),
+                    Release::GetThenUnpin => g.unpin(false),
                     _ => drop(g),
                 }
             }
@@ -309,9 +310,9 @@ impl Release {
                 let pg = p.pin_pages(c.range, GupFlags::WRITE).expect("pin_pages");
                 held(pin_delta(order, n));
                 match self {
-                    Release::UnpinUserPages => unpin_user_pages(pg),
-                    Release::PagesDirtyLock(d) => unpin_user_pages_dirty_lock(pg, d),
-                    Release::PageRangeDirtyLock(d) => unpin_user_page_range_dirty_lock(pg, d),
+                    Release::UnpinUserPages => pg.unpin(false),
+                    Release::PagesDirtyLock(d) => pg.unpin(d),
+                    Release::PageRangeDirtyLock(d) => pg.unpin_as_range(d),
                     _ => drop(pg),
                 }
             }
@@ -354,8 +355,8 @@ fn pins_into_a_reused_buffer_match_fresh_pins_and_keep_the_allocation() {
         let fx = devdax(layout, Order::PMD);
         let c = case(fx.r, Order::PMD);
         let fresh = fx.p.pin_pages(c.range, GupFlags::NONE).expect("pin");
-        let want = fresh.pages().to_vec();
-        unpin_user_pages(fresh);
+        let want = fresh.entries().to_vec();
+        fresh.unpin(false);
 
         let junk = vec![Pfn::new(7); 10_000];
         let ptr = junk.as_ptr();
@@ -363,12 +364,12 @@ fn pins_into_a_reused_buffer_match_fresh_pins_and_keep_the_allocation() {
             fx.p.pin_pages_into(c.range, GupFlags::NONE, junk)
                 .expect("into");
         assert_eq!(
-            pg.pages(),
+            pg.entries(),
             want.as_slice(),
             "{layout:?}: stale entries cleared"
         );
         assert_eq!(
-            pg.pages().as_ptr(),
+            pg.entries().as_ptr(),
             ptr,
             "{layout:?}: big enough, not reallocated"
         );
@@ -389,14 +390,14 @@ fn pins_into_a_reused_buffer_match_fresh_pins_and_keep_the_allocation() {
         drop(pg);
 
         let f = fx.p.pin_folios(c.range, GupFlags::NONE).expect("folios");
-        let want = f.folios().to_vec();
+        let want = f.entries().to_vec();
         let buf = f.unpin_keep_buffer(false);
         let ptr = buf.as_ptr();
         let again =
             fx.p.pin_folios_into(c.range, GupFlags::NONE, buf)
                 .expect("into");
-        assert_eq!(again.folios(), want.as_slice(), "{layout:?}");
-        assert_eq!(again.folios().as_ptr(), ptr, "{layout:?}: same allocation");
+        assert_eq!(again.entries(), want.as_slice(), "{layout:?}");
+        assert_eq!(again.entries().as_ptr(), ptr, "{layout:?}: same allocation");
         drop(again);
         assert_all_idle(&fx.p, 1, &format!("{layout:?}"));
         assert_eq!(fx.p.refs(), 0);
@@ -409,7 +410,7 @@ fn dirty_unpin_of_an_already_dirty_folio_keeps_it_dirty() {
     let c = case(fx.r, Order::PMD);
     let pg = fx.p.pin_pages(c.range, GupFlags::WRITE).expect("pin");
     fx.p.folio(c.probes[0].0).expect("folio").mark_dirty();
-    unpin_user_pages_dirty_lock(pg, true);
+    pg.unpin(true);
     for h in &c.heads {
         assert!(dirty(&fx.p, *h), "{h}");
     }
@@ -633,7 +634,7 @@ fn p2pdma_needs_the_flag_and_an_allocated_folio() {
             let (dr, dp) = pin_delta(order, n);
             assert_eq!(counts(p, head), (1 + dr, dp), "{head}");
         }
-        unpin_user_pages_dirty_lock(pins, true);
+        pins.unpin(true);
         assert_eq!(fx.frees.load(Ordering::Relaxed), 0, "allocation still held");
         for (h, a) in c.heads.iter().zip(allocs) {
             assert_eq!(counts(p, *h), (1, 0), "{h}");
@@ -729,7 +730,7 @@ fn teardown_is_busy_while_pinned_and_succeeds_after_unpin() {
             .expect("pin after a timed-out teardown");
         assert_eq!(counts(p, c.probes[1].0), (1 + 1024, 1024));
         drop(more);
-        unpin_user_page_range_dirty_lock(pins, false);
+        pins.unpin_as_range(false);
         assert_all_idle(p, 1, &format!("{layout:?}"));
         fx.space
             .memunmap_pages(p, None)
@@ -808,7 +809,7 @@ fn teardown_waits_for_a_pin_released_on_another_thread() {
         // However the threads interleave, teardown cannot finish before the pin goes.
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(counts(&fx.p, fx.r.start()), (1 + BIAS, 0));
-        unpin_folios(pins, false);
+        pins.unpin(false);
         t.join().expect("teardown thread").expect("teardown");
     });
     assert!(fx.space.get_dev_pagemap(fx.r.start()).is_none());

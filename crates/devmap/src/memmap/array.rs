@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use super::room::MemmapRoom;
-use crate::backing::{BackingError, PageHint, Reservation, Mmap, Sharing, resident_in};
+use crate::backing::{BackingError, Mmap, PageHint, Reservation, Sharing, resident_in};
 use crate::desc::Page;
 
 mod sealed {

@@ -325,7 +325,7 @@ impl Region {
                 .forget_folio_mappings()
                 .map_err(|e| fail(format!("clearing folio mappings: {e}")))?;
         }
-        device.shutdown(None).map_err(|e| fail(e.to_string()))?;
+        device.close(None).map_err(|e| fail(e.to_string()))?;
         // After the teardown nothing changes a descriptor: the room's checksums now are
         // those of what is written back below.
         let sums = room.as_ref().map(|_| device.pgmap().room_sums());

@@ -17,8 +17,8 @@ use parking_lot::RwLock;
 
 use crate::addr::{Order, PAGE_SIZE};
 use crate::backing::Backing;
-use crate::dax::{DaxDevice, DaxError, DaxMapping, DaxOptions, Faults, UserFolios, UserPages};
-use crate::gup::GupFlags;
+use crate::dax::{DaxDevice, DaxError, DaxMapping, DaxOptions, Faults};
+use crate::gup::{ByAddress, Folios, GupFlags, Pages, Pinned};
 use crate::init::InitMode;
 use crate::memmap::Layout;
 use crate::pgmap::{DeviceSpace, PgmapError};
@@ -35,8 +35,8 @@ const OPS_LIMIT: usize = 200_000;
 const MAX_HELD: usize = 4;
 
 enum Held {
-    Pages(UserPages),
-    Folios(UserFolios),
+    Pages(Pinned<Pages, ByAddress>),
+    Folios(Pinned<Folios, ByAddress>),
 }
 
 struct Run<'d> {
@@ -212,7 +212,7 @@ fn touches_pins_and_unmaps_race_teardown() {
             run.wait_for_ops(OPS_PER_PHASE);
             let e = run
                 .dev
-                .shutdown(Some(Duration::from_millis(20)))
+                .close(Some(Duration::from_millis(20)))
                 .expect_err("a mapping is live");
             assert!(matches!(e, DaxError::Pgmap(PgmapError::Busy { .. })), "{e}");
             assert!(run.dev.is_live());
@@ -222,7 +222,7 @@ fn touches_pins_and_unmaps_race_teardown() {
             // The final teardown: no caught touch from here on.
             *run.touches.write() = false;
             run.final_began.store(true, Ordering::SeqCst);
-            run.dev.shutdown(None).expect("teardown");
+            run.dev.close(None).expect("teardown");
         });
     });
 

@@ -32,10 +32,7 @@ use std::time::{Duration, Instant};
 
 use crate::addr::*;
 use crate::folio::*;
-use crate::gup::{
-    GupFlags, PinnedFolios, PinnedPages, unpin_folios, unpin_user_page_range_dirty_lock,
-    unpin_user_pages, unpin_user_pages_dirty_lock,
-};
+use crate::gup::{Folios, GupFlags, Pages, Pinned};
 use crate::memmap::Layout;
 use crate::pgmap::*;
 use crate::test_support::Rng;
@@ -80,18 +77,18 @@ fn shape() -> Vec<(u64, Order)> {
 
 /// A held pin or get.
 enum Held {
-    Pages(PinnedPages),
-    Folios(PinnedFolios),
+    Pages(Pinned<Pages>),
+    Folios(Pinned<Folios>),
 }
 
 impl Held {
     /// Gives the references back one of the ways the API offers.
     fn release(self, rng: &mut Rng) {
         match (self, rng.below(4)) {
-            (Held::Pages(p), 0) => unpin_user_pages(p),
-            (Held::Pages(p), 1) => unpin_user_pages_dirty_lock(p, false),
-            (Held::Pages(p), 2) => unpin_user_page_range_dirty_lock(p, false),
-            (Held::Folios(f), 0 | 1) => unpin_folios(f, false),
+            (Held::Pages(p), 0) => p.unpin(false),
+            (Held::Pages(p), 1) => p.unpin(false),
+            (Held::Pages(p), 2) => p.unpin_as_range(false),
+            (Held::Folios(f), 0 | 1) => f.unpin(false),
             (Held::Folios(f), 2) => drop(f.unpin_keep_buffer(false)),
             (h, _) => drop(h),
         }

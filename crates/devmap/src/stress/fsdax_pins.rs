@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use crate::addr::*;
 use crate::folio::*;
-use crate::gup::{GupError, GupFlags, PinnedFolios, PinnedPages};
+use crate::gup::{Folios, GupError, GupFlags, Pages, Pinned};
 use crate::memmap::Layout;
 use crate::pgmap::*;
 use crate::test_support::Rng;
@@ -79,8 +79,8 @@ type Shape = (Pfn, Order);
 
 /// One held result; `Pages` says whether it is a pin (or a plain get).
 enum Held {
-    Pages(PinnedPages, bool),
-    Folios(PinnedFolios),
+    Pages(Pinned<Pages>, bool),
+    Folios(Pinned<Folios>),
 }
 
 impl Held {
@@ -91,9 +91,9 @@ impl Held {
         let pin = !matches!(self, Held::Pages(_, false));
         // Each pfn covered, with the shape `pin_folios` recorded for it.
         let pfns: Vec<(Pfn, Option<Shape>)> = match self {
-            Held::Pages(pg, _) => pg.pages().iter().map(|&q| (q, None)).collect(),
+            Held::Pages(pg, _) => pg.entries().iter().map(|&q| (q, None)).collect(),
             Held::Folios(fs) => fs
-                .folios()
+                .entries()
                 .iter()
                 .flat_map(|e| {
                     let r = e.range();
@@ -151,14 +151,14 @@ impl Run {
             Ok(held) => {
                 match &held {
                     Held::Pages(pg, _) => assert!(
-                        pg.pages()
+                        pg.entries()
                             .iter()
                             .copied()
                             .eq((0..r.len()).map(|i| r.start().add(i))),
                         "{r:?}: the pages pinned are the range's"
                     ),
                     Held::Folios(fs) => {
-                        let f = fs.folios();
+                        let f = fs.entries();
                         assert!(
                             f.first().map(|e| e.range().start()) == Some(r.start())
                                 && f.last().map(|e| e.range().end()) == Some(r.end())

@@ -39,8 +39,8 @@ const MAX_HELD: usize = 4;
 
 /// One pin result a pinner holds.
 enum Held {
-    Pages(PinnedPages),
-    Folios(PinnedFolios),
+    Pages(Pinned<Pages>),
+    Folios(Pinned<Folios>),
 }
 
 /// Shared state of one run.
@@ -102,7 +102,7 @@ impl Run {
             let p = self.pgmap.pin_pages(range, flags)?;
             assert_eq!(p.len() as u64, range.len());
             assert!(
-                p.pages()
+                p.entries()
                     .iter()
                     .zip(0..)
                     .all(|(&q, i)| q == range.start().add(i))
@@ -112,9 +112,9 @@ impl Run {
             let f = self.pgmap.pin_folios(range, flags)?;
             assert_eq!(f.nr_pages(), range.len());
             assert_eq!(f.len(), self.folios_of(range).count());
-            assert_eq!(f.folios()[0].range().start(), range.start());
+            assert_eq!(f.entries()[0].range().start(), range.start());
             assert!(
-                f.folios()
+                f.entries()
                     .windows(2)
                     .all(|w| w[0].range().end() == w[1].range().start())
             );
@@ -137,10 +137,12 @@ impl Run {
             "teardown returned while a pin was still held"
         );
         let covered = match &held {
-            Held::Pages(p) => PfnRange::new_unchecked(p.pages()[0], p.pages()[p.len() - 1].add(1)),
+            Held::Pages(p) => {
+                PfnRange::new_unchecked(p.entries()[0], p.entries()[p.len() - 1].add(1))
+            }
             Held::Folios(f) => PfnRange::new_unchecked(
-                f.folios()[0].range().start(),
-                f.folios()[f.len() - 1].range().end(),
+                f.entries()[0].range().start(),
+                f.entries()[f.len() - 1].range().end(),
             ),
         };
         let folios = self.folios_of(covered);
@@ -148,19 +150,19 @@ impl Run {
         let dirty = may_dirty && rng.below(2) == 0;
         let dirtied = match (held, rng.below(4)) {
             (Held::Pages(p), 0) => {
-                unpin_user_pages(p);
+                p.unpin(false);
                 false
             }
             (Held::Pages(p), 1) => {
-                unpin_user_pages_dirty_lock(p, dirty);
+                p.unpin(dirty);
                 dirty
             }
             (Held::Pages(p), 2) => {
-                unpin_user_page_range_dirty_lock(p, dirty);
+                p.unpin_as_range(dirty);
                 dirty
             }
             (Held::Folios(f), 0 | 1) => {
-                unpin_folios(f, dirty);
+                f.unpin(dirty);
                 dirty
             }
             // Dropping a result unpins it clean.

@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use crate::addr::*;
 use crate::folio::{AllocatedFolio, FolioError, MappedFolio};
-use crate::gup::{GupError, GupFlags, PinnedPages};
+use crate::gup::{GupError, GupFlags, Pages, Pinned};
 use crate::init::*;
 use crate::memmap::*;
 use crate::pgmap::*;
@@ -64,7 +64,7 @@ enum Item {
     Handle(PgmapRef),
     Map(MappedFolio, usize),
     Alloc(AllocatedFolio),
-    Pin(PinnedPages, usize),
+    Pin(Pinned<Pages>, usize),
 }
 
 /// Shared state of one run.
@@ -240,7 +240,7 @@ impl Run {
             Item::Handle(_) => None,
             Item::Map(m, _) => Some(m.pfn()),
             Item::Alloc(a) => Some(a.pfn()),
-            Item::Pin(pin, _) => Some(pin.pages()[0]),
+            Item::Pin(pin, _) => Some(pin.entries()[0]),
         };
         if let Some(pfn) = held {
             let f = p.folio(pfn).expect("folio");

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use crate::addr::{Order, PAGE_SIZE};
 use crate::backing::Backing;
-use crate::dax::{DaxDevice, DaxError, DaxMapping, DaxOptions, Faults, Granularity, UserPages};
-use crate::gup::{GupError, GupFlags};
+use crate::dax::{DaxDevice, DaxError, DaxMapping, DaxOptions, Faults, Granularity};
+use crate::gup::{ByAddress, GupError, GupFlags, Pages, Pinned};
 use crate::init::InitMode;
 use crate::memmap::Layout;
 use crate::memory_failure::{MfError, MfFlags, memory_failure};
@@ -56,7 +56,7 @@ impl Run<'_> {
     }
 
     /// One operation on `m`; false once the device is gone.
-    fn op(&self, m: &DaxMapping, held: &mut Vec<UserPages>, rng: &mut Rng) -> bool {
+    fn op(&self, m: &DaxMapping, held: &mut Vec<Pinned<Pages, ByAddress>>, rng: &mut Rng) -> bool {
         let leaves_in = m.len() / LEAF;
         let first_leaf = m.offset() / LEAF;
         let l = rng.below(leaves_in);
@@ -177,7 +177,7 @@ fn race(granularity: Granularity, seed: u64) {
                 std::thread::sleep(Duration::from_millis(1));
             }
             poisoner.join().expect("poisoner");
-            run.dev.shutdown(None).expect("teardown");
+            run.dev.close(None).expect("teardown");
         });
     });
 

@@ -13,9 +13,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use devmap::backing::Backing;
-use devmap::dax::{DaxDevice, DaxMapping, DaxOptions, Faults, UserFolios, UserPages};
-use devmap::gup::{unpin_folios, unpin_user_pages};
-use devmap::{DeviceSpace, GupFlags, InitMode, Order, PAGE_SIZE, PfnRange};
+use devmap::dax::{DaxDevice, DaxMapping, DaxOptions, Faults};
+use devmap::{
+    ByAddress, DeviceSpace, Folios, GupFlags, InitMode, Order, PAGE_SIZE, Pages, PfnRange, Pinned,
+};
 
 use super::{Mode, Plan, Repeat, check_idle, chunks, micros};
 use crate::units::format_size;
@@ -62,16 +63,16 @@ pub(super) fn bench(plan: &Plan, mut emit: impl FnMut(Repeat) -> Result<()>) -> 
         }
     }
     drop(m);
-    dev.shutdown(None)?;
+    dev.close(None)?;
     Ok(())
 }
 
 /// What one call's pins are held as.
 enum Held {
-    Pages(devmap::PinnedPages),
-    Folios(devmap::PinnedFolios),
-    UserPages(UserPages),
-    UserFolios(UserFolios),
+    Pages(Pinned<Pages>),
+    Folios(Pinned<Folios>),
+    PagesByAddress(Pinned<Pages, ByAddress>),
+    FoliosByAddress(Pinned<Folios, ByAddress>),
 }
 
 impl Held {
@@ -79,17 +80,17 @@ impl Held {
         (match self {
             Held::Pages(p) => p.len(),
             Held::Folios(f) => f.len(),
-            Held::UserPages(p) => p.len(),
-            Held::UserFolios(f) => f.len(),
+            Held::PagesByAddress(p) => p.len(),
+            Held::FoliosByAddress(f) => f.len(),
         }) as u64
     }
 
     fn unpin(self) {
         match self {
-            Held::Pages(p) => unpin_user_pages(p),
-            Held::Folios(f) => unpin_folios(f, false),
-            Held::UserPages(p) => p.unpin(false),
-            Held::UserFolios(f) => f.unpin(false),
+            Held::Pages(p) => p.unpin(false),
+            Held::Folios(f) => f.unpin(false),
+            Held::PagesByAddress(p) => p.unpin(false),
+            Held::FoliosByAddress(f) => f.unpin(false),
         }
     }
 }
@@ -115,8 +116,8 @@ fn one(
         held.push(match (by_address, folios) {
             (false, false) => Held::Pages(pgmap.pin_pages(r, flags)?),
             (false, true) => Held::Folios(pgmap.pin_folios(r, flags)?),
-            (true, false) => Held::UserPages(m.pin_user_pages(addr, r.len(), flags)?),
-            (true, true) => Held::UserFolios(m.pin_user_folios(addr, r.len(), flags)?),
+            (true, false) => Held::PagesByAddress(m.pin_user_pages(addr, r.len(), flags)?),
+            (true, true) => Held::FoliosByAddress(m.pin_user_folios(addr, r.len(), flags)?),
         });
     }
     let get = t.elapsed();

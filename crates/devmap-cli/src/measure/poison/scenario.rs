@@ -88,7 +88,7 @@ pub(super) fn run(plan: &Plan, g: Granularity) -> Result<Injected> {
     }
     let result = scenario(plan, g, applied, &space, &dev, &maps, &told);
     drop(maps);
-    let shut = dev.shutdown(None);
+    let shut = dev.close(None);
     drop(dev);
     let row = result.with_context(|| format!("granularity {what}"))?;
     shut.context("cannot tear the device down")?;

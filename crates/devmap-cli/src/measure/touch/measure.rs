@@ -91,7 +91,7 @@ pub(super) fn devmap_side(plan: &Plan, backing: Backing) -> Result<DevmapSide> {
     let stats = dev.fault_stats();
     let init = dev.pgmap().init_stats();
     drop(m);
-    dev.shutdown(None).context("cannot tear the device down")?;
+    dev.close(None).context("cannot tear the device down")?;
     drop(dev);
     Ok(DevmapSide {
         side: Side {

@@ -1,18 +1,19 @@
-//! Registration export: turns a pin by user address ([`UserFolios`], [`UserPages`]) into the
+//! Registration export: turns a pin by user address ([`Pinned`]`<_, `[`ByAddress`]`>`) into the
 //! fewest contiguous [`Extent`]s a caller hands to `VFIO_IOMMU_MAP_DMA` or `ibv_reg_mr`, under
 //! the caller's [`ExtentLimits`] (a largest mapping, a most mappings). This module owns the
 //! merge rule (user address, device offset and pfn must all run on), the cut rule (only at
 //! folio boundaries, greedily up to the byte cap, which gives the fewest extents) and the two
-//! errors a limit can give ([`DaxError::ExtentCap`], [`DaxError::ExtentCount`]).
+//! errors a limit can give ([`GupError::ExtentCap`], [`GupError::ExtentCount`]).
 //!
 //! A pin already knows its folios, so the export is one pass over them: no descriptor is read
-//! and no lock is taken. For a [`UserPages`], a folio is the run of consecutive entries with
+//! and no lock is taken. For a pin of [`Pages`], a folio is the run of consecutive entries with
 //! the same head, found from the pgmap's geometry (every device-dax folio has the pgmap's
 //! order, its `vmemmap_shift`), not by looking each page up.
 
 use crate::addr::{Order, PAGE_SIZE, Pfn};
 
-use super::{DaxError, UserFolios, UserPages};
+use super::flags::GupError;
+use super::pinned::{ByAddress, Folios, Pages, Pinned};
 
 /// One contiguous piece of a pinned range, ready for `VFIO_IOMMU_MAP_DMA` / `ibv_reg_mr`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,13 +60,13 @@ impl ExtentLimits {
     }
 }
 
-impl UserFolios {
+impl Pinned<Folios, ByAddress> {
     /// The fewest extents covering exactly the pinned bytes, in address order: neighbouring
     /// folios merge when user address, device offset and pfn all run on, up to
     /// `limits.max_bytes` each, cut only at folio boundaries (greedily, which is minimal).
     ///
-    /// Fails with [`DaxError::ExtentCap`] if the pinned part of one folio is longer than
-    /// `max_bytes`, and with [`DaxError::ExtentCount`] if more than `max_extents` are needed.
+    /// Fails with [`GupError::ExtentCap`] if the pinned part of one folio is longer than
+    /// `max_bytes`, and with [`GupError::ExtentCount`] if more than `max_extents` are needed.
     /// Costs one pass over the folios; reads no descriptor.
     ///
     /// ```
@@ -89,42 +90,39 @@ impl UserFolios {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn extents(&self, limits: ExtentLimits) -> Result<Vec<Extent>, DaxError> {
+    pub fn extents(&self, limits: ExtentLimits) -> Result<Vec<Extent>, GupError> {
         let base = self.addr();
         let offset = self.offset();
-        let pieces = self.folios().map(|f| Extent {
-            addr: f.addr,
-            offset: offset + (f.addr - base) as u64,
-            pfn: f.range.start(),
-            len: f.range.len() * PAGE_SIZE,
+        let pieces = self.with_addresses().map(|(addr, f)| Extent {
+            addr,
+            offset: offset + (addr - base) as u64,
+            pfn: f.range().start(),
+            len: f.range().len() * PAGE_SIZE,
         });
         merge(pieces, limits)
     }
 }
 
-impl UserPages {
-    /// As [`UserFolios::extents`]. A folio here is a run of consecutive entries whose pfns
-    /// share a head, found from the pgmap's geometry (device-dax folios all have its order).
-    pub fn extents(&self, limits: ExtentLimits) -> Result<Vec<Extent>, DaxError> {
+impl Pinned<Pages, ByAddress> {
+    /// As for folios. A folio here is a run of consecutive entries whose pfns share a head,
+    /// found from the pgmap's geometry (device-dax folios all have its order).
+    pub fn extents(&self, limits: ExtentLimits) -> Result<Vec<Extent>, GupError> {
         let base = self.addr();
         let offset = self.offset();
+        let order = self.pgmap().vmemmap_shift();
         let mut pieces: Vec<Extent> = Vec::new();
-        for (addr, pins) in self.runs() {
-            let order = pins.pgmap().vmemmap_shift();
-            for (i, &pfn) in pins.pages().iter().enumerate() {
-                let at = addr + i * PAGE_SIZE as usize;
-                let page = Extent {
-                    addr: at,
-                    offset: offset + (at - base) as u64,
-                    pfn,
-                    len: PAGE_SIZE,
-                };
-                match pieces.last_mut() {
-                    Some(last) if same_folio(last.pfn, pfn, order) && last.runs_into(&page) => {
-                        last.len += PAGE_SIZE;
-                    }
-                    _ => pieces.push(page),
+        for (at, pfn) in self.with_addresses() {
+            let page = Extent {
+                addr: at,
+                offset: offset + (at - base) as u64,
+                pfn,
+                len: PAGE_SIZE,
+            };
+            match pieces.last_mut() {
+                Some(last) if same_folio(last.pfn, pfn, order) && last.runs_into(&page) => {
+                    last.len += PAGE_SIZE;
                 }
+                _ => pieces.push(page),
             }
         }
         merge(pieces, limits)
@@ -146,7 +144,7 @@ fn same_folio(a: Pfn, b: Pfn, order: Order) -> bool {
 fn merge(
     pieces: impl IntoIterator<Item = Extent>,
     limits: ExtentLimits,
-) -> Result<Vec<Extent>, DaxError> {
+) -> Result<Vec<Extent>, GupError> {
     let cap = limits.max_bytes.unwrap_or(u64::MAX);
     let mut out: Vec<Extent> = Vec::new();
     // The longest folio piece, once one is over the cap: the error names the cap that works.
@@ -164,7 +162,7 @@ fn merge(
         }
     }
     if let Some(folio_bytes) = too_long {
-        return Err(DaxError::ExtentCap {
+        return Err(GupError::ExtentCap {
             folio_bytes,
             max_bytes: cap,
         });
@@ -172,7 +170,7 @@ fn merge(
     if let Some(max) = limits.max_extents
         && out.len() > max
     {
-        return Err(DaxError::ExtentCount {
+        return Err(GupError::ExtentCount {
             needed: out.len(),
             max,
         });

@@ -5,9 +5,9 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::addr::{PAGE_SIZE, Pfn};
+use crate::addr::{Order, PAGE_SIZE, Pfn};
 use crate::backing::Backing;
-use crate::gup::GupFlags;
+use crate::dax::{DaxDevice, DaxOptions, Faults, PinStats};
 use crate::init::InitMode;
 use crate::pgmap::DeviceSpace;
 
@@ -112,7 +112,7 @@ fn a_cap_below_a_folio_is_refused_naming_a_cap_that_works() {
     assert!(
         matches!(
             e,
-            DaxError::ExtentCap {
+            GupError::ExtentCap {
                 folio_bytes,
                 max_bytes
             } if folio_bytes == 2 * MIB && max_bytes == MIB
@@ -143,7 +143,7 @@ fn too_few_extents_is_refused_with_the_count_needed() {
     assert!(
         matches!(
             e,
-            DaxError::ExtentCount {
+            GupError::ExtentCount {
                 needed: 16,
                 max: 15
             }
@@ -157,7 +157,7 @@ fn too_few_extents_is_refused_with_the_count_needed() {
     };
     assert!(matches!(
         pins.extents(none),
-        Err(DaxError::ExtentCount { needed: 1, max: 0 })
+        Err(GupError::ExtentCount { needed: 1, max: 0 })
     ));
 }
 
@@ -256,7 +256,7 @@ fn user_pages_of_a_4k_device_merge_and_split_at_every_page() {
     );
     assert!(matches!(
         pins.extents(cap(MIB + PAGE_SIZE)),
-        Err(DaxError::ExtentCap { folio_bytes, .. }) if folio_bytes == 2 * MIB
+        Err(GupError::ExtentCap { folio_bytes, .. }) if folio_bytes == 2 * MIB
     ));
 }
 
@@ -361,16 +361,16 @@ proptest! {
         let got = folios.extents(limits);
         prop_assert_eq!(format!("{got:?}"), format!("{:?}", pages.extents(limits)));
 
-        let pfns: Vec<Pfn> = pages.entries().map(|(_, p)| p).collect();
+        let pfns: Vec<Pfn> = pages.entries().to_vec();
         let cap_pages = max_bytes.map_or(u64::MAX, |b| b / PAGE_SIZE);
-        let longest = folios.folios().map(|f| f.range.len()).max().expect("a folio");
+        let longest = folios.entries().iter().map(|f| f.range().len()).max().expect("a folio");
         let got = match got {
-            Err(DaxError::ExtentCap { folio_bytes, .. }) => {
+            Err(GupError::ExtentCap { folio_bytes, .. }) => {
                 prop_assert!(longest > cap_pages);
                 prop_assert_eq!(folio_bytes, longest * PAGE_SIZE);
                 return Ok(());
             }
-            Err(DaxError::ExtentCount { needed, max }) => {
+            Err(GupError::ExtentCount { needed, max }) => {
                 prop_assert_eq!(Some(max), max_extents);
                 prop_assert!(needed > max);
                 prop_assert_eq!(Some(needed), fewest(&pfns, align, cap_pages));
