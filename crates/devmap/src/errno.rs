@@ -19,8 +19,8 @@ use crate::memory_failure::MfError;
 use crate::namespace::{BadblocksError, InfoBlockError, LabelError, RegionError};
 use crate::{DaxError, FolioError, GupError, NamespaceError, PgmapError};
 use libc::{
-    E2BIG, EAGAIN, EBUSY, EEXIST, EFAULT, EHWPOISON, EINVAL, EIO, EISDIR, ENODEV, ENOENT, ENOMEM,
-    ENOSPC, ENXIO, EOPNOTSUPP, EOVERFLOW, EPROTO, ERANGE, EROFS,
+    E2BIG, EAGAIN, EBADF, EBUSY, EEXIST, EFAULT, EHWPOISON, EINVAL, EIO, EISDIR, ENODEV, ENOENT,
+    ENOMEM, ENOSPC, ENXIO, EOPNOTSUPP, EOVERFLOW, EPROTO, ERANGE, EROFS,
 };
 
 /// What the system said, or `default` when it named no errno.
@@ -51,6 +51,7 @@ pub fn dax(e: &DaxError) -> i32 {
         | DaxError::PastMappingEnd { .. }
         | DaxError::NotFaulted { .. } => EFAULT,
         DaxError::TornDown | DaxError::Unmapped { .. } => ENXIO,
+        DaxError::ClientWindow { .. } => EINVAL,
         DaxError::Poisoned { .. } | DaxError::MemoryLost { .. } => EHWPOISON,
         DaxError::NoUserfaultfd { .. } => EOPNOTSUPP,
         DaxError::Handler { source } => io(source, EAGAIN),
@@ -97,6 +98,7 @@ pub fn uffd(e: &UffdError) -> i32 {
             EINVAL
         }
         UffdError::Ioctl { source, .. } => io(source, EIO),
+        UffdError::NotUserfaultfd { .. } => EBADF,
     }
 }
 

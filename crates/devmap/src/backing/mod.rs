@@ -443,6 +443,13 @@ impl Backing {
     fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+
+    /// What another process maps this backing with: the descriptor (to pass over a Unix
+    /// socket) and the file offset of the backing's byte 0 (a window's start, else 0). Byte `n`
+    /// of the backing is at file offset `base + n`.
+    pub fn share(&self) -> (BorrowedFd<'_>, u64) {
+        (self.fd.as_fd(), self.base)
+    }
 }
 
 /// Values near `value` that are multiples of `page`: "0 or 2 MiB", "4 MiB or 6 MiB".

@@ -111,6 +111,54 @@ impl Userfaultfd {
         })
     }
 
+    /// Adopts a userfaultfd that another process opened, enabled `features` on (its own
+    /// `UFFDIO_API`) and registered its own mappings with, then passed here over a Unix socket:
+    /// the resolving calls act on that process's address space, and its faults are read here.
+    /// Refuses a descriptor that is not a userfaultfd; makes it non-blocking (a flag its owner
+    /// shares, and does not need: it only registers). The owner tells which ranges it
+    /// registered ([`note_registered`](Self::note_registered)), so that resolving calls are
+    /// checked against their page size as for a registration made here.
+    ///
+    /// Nothing this process maps can be reached through such a descriptor: a userfaultfd acts
+    /// on the address space of the process that opened it, and this process never hands its
+    /// own out.
+    pub fn adopt(fd: OwnedFd, features: UffdFeatures) -> Result<Userfaultfd, UffdError> {
+        let link = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+        let found = std::fs::read_link(&link)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|e| format!("unreadable ({e})"));
+        if found != "anon_inode:[userfaultfd]" {
+            return Err(UffdError::NotUserfaultfd { found });
+        }
+        let flags =
+            rustix::fs::fcntl_getfl(&fd).map_err(|e| UffdError::Read { source: e.into() })?;
+        rustix::fs::fcntl_setfl(&fd, flags | rustix::fs::OFlags::NONBLOCK)
+            .map_err(|e| UffdError::Read { source: e.into() })?;
+        Ok(Userfaultfd {
+            fd,
+            granted: features,
+            available: features,
+            regions: parking_lot::Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Records that the owner of an adopted descriptor registered `[start, start + len)`, a
+    /// mapping of `page`-sized pages (see [`adopt`](Self::adopt)).
+    pub fn note_registered(&self, start: u64, len: u64, page: Order) {
+        let mut regions = self.regions.lock();
+        regions.retain(|r| r.start + r.len <= start || start + len <= r.start);
+        regions.push(Region { start, len, page });
+    }
+
+    /// The page size of the registered range holding `addr` (4 KiB if none does).
+    pub fn page_size_at(&self, addr: u64) -> Order {
+        self.regions
+            .lock()
+            .iter()
+            .find(|r| r.start <= addr && addr - r.start < r.len)
+            .map_or(Order::BASE, |r| r.page)
+    }
+
     /// The features enabled on this descriptor (all that were asked for).
     pub fn granted(&self) -> UffdFeatures {
         self.granted

@@ -253,6 +253,12 @@ pub enum UffdError {
         #[source]
         source: std::io::Error,
     },
+    /// A descriptor passed as a userfaultfd is something else.
+    #[error("the descriptor passed as a userfaultfd is {found}, not a userfaultfd")]
+    NotUserfaultfd {
+        /// What it is, as `/proc/self/fd` names it.
+        found: String,
+    },
     /// Reading or polling the descriptor failed, or it returned a short message.
     #[error("cannot read a userfaultfd event")]
     Read {

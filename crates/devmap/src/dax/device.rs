@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
-use super::device_core::{Counters, DaxRange, DeviceCore, FaultStats, MappingCore};
+use super::device_core::{Counters, DaxRange, DeviceCore, FaultStats, MappingCore, Window};
 use super::gate::{Close, Gate};
 use super::leaves::LeafBits;
 use super::options::{DaxOptions, Faults};
@@ -101,7 +101,7 @@ fn handler_loop(dev: &DeviceCore, stop: BorrowedFd<'_>) {
     };
     loop {
         match uffd.wait_event_or(stop) {
-            Ok(Some(UffdEvent::PageFault { addr, .. })) => dev.user_fault(addr),
+            Ok(Some(UffdEvent::PageFault { addr, .. })) => dev.user_fault(uffd, addr),
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => return,
         }
@@ -196,7 +196,7 @@ impl DaxDevice {
             Faults::Userfaultfd => true,
         };
         let uffd = if catch {
-            Some(Userfaultfd::new(UffdFeatures::DEVICE)?)
+            Some(Arc::new(Userfaultfd::new(UffdFeatures::DEVICE)?))
         } else {
             None
         };
@@ -369,34 +369,17 @@ impl DaxDevice {
     /// lost to a memory error. The mapping holds a liveness reference on the pgmap until it
     /// drops, as an open VMA keeps its device.
     pub fn mmap(&self, offset: u64, len: u64, shared: bool) -> Result<DaxMapping, DaxError> {
-        let align = self.dev.align;
         if !shared {
             return Err(DaxError::NotShared);
         }
-        if len == 0 {
-            return Err(DaxError::Empty);
-        }
-        for (what, value) in [("offset", offset), ("length", len)] {
-            if !value.is_multiple_of(align.bytes()) {
-                return Err(DaxError::Unaligned { what, value, align });
-            }
-        }
-        if offset
-            .checked_add(len)
-            .is_none_or(|end| end > self.dev.size)
-        {
-            return Err(DaxError::OutOfRange {
-                offset,
-                len,
-                size: self.dev.size,
-            });
-        }
+        self.dev.check_window(offset, len)?;
+        let align = self.dev.align;
         // Inside the gate, so that a mapping made while a timed teardown is undecided waits
         // for its outcome, as a fault does.
         let inside = self.dev.gate.enter().ok_or(DaxError::TornDown)?;
         let live = self.dev.pgmap.tryget().ok_or(DaxError::TornDown)?;
         drop(inside);
-        let window = self.dev.backing.map_shared(offset, len, align)?;
+        let window = Arc::new(self.dev.backing.map_shared(offset, len, align)?);
         if let Some(uffd) = &self.dev.uffd {
             uffd.register(&window, self.dev.backing.uffd_modes())?;
         }
@@ -409,18 +392,21 @@ impl DaxDevice {
             live: RwLock::new(true),
             leaves: Mutex::new(BTreeMap::new()),
             bits: LeafBits::new(len / align.bytes()),
-            caught: self.dev.uffd.is_some(),
+            uffd: self.dev.uffd.clone(),
             owner: OwnerSlot::default(),
-            _listed: super::ranges::register(window.as_ptr().as_ptr() as usize, len as usize),
-            window,
+            _listed: Some(super::ranges::register(
+                window.as_ptr().as_ptr() as usize,
+                len as usize,
+            )),
+            window: Window::Local(Arc::clone(&window)),
             _live: live,
         });
         self.dev.mappings.lock().insert(id, Arc::clone(&core));
         let listed = super::registry::list_mapping(&self.dev, core.base, len, offset);
-        let mapping = DaxMapping::new(Arc::clone(&self.dev), core, listed);
+        let mapping = DaxMapping::new(Arc::clone(&self.dev), core, window, listed);
         if self.dev.uffd.is_none() && self.dev.populate_on_map {
             // On failure the mapping's drop gives back what was faulted.
-            mapping.populate_on_map()?;
+            mapping.vma().populate_all()?;
         }
         Ok(mapping)
     }

@@ -100,19 +100,44 @@ pub(super) struct MappingCore {
     pub(super) leaves: Mutex<BTreeMap<u64, MappedFolio>>,
     /// The same leaves by index in the mapping, for lock-free checks.
     pub(super) bits: LeafBits,
-    /// Whether the window is registered with the device's userfaultfd.
-    pub(super) caught: bool,
+    /// The userfaultfd this mapping's touches are caught on: the device's own for a mapping
+    /// in this process, the client's for a mapping in a client; none where they are not caught.
+    pub(super) uffd: Option<Arc<Userfaultfd>>,
     /// Who is told when memory under this mapping fails.
     pub(super) owner: OwnerSlot,
     /// The window's entry in the lock-free address table; declared before the window so that
     /// it leaves the table before the unmap.
-    pub(super) _listed: super::ranges::Registered,
-    /// The mapped bytes, unmapped when the last holder of the mapping lets go: its
-    /// `DaxMapping`, or a handler or memory failure finishing with it (they hold it only while
-    /// they work in it, and see it unmapping at once).
-    pub(super) window: Mmap,
+    pub(super) _listed: Option<super::ranges::Registered>,
+    /// Where the bytes are mapped. A window in this process is unmapped when the last holder
+    /// of the mapping lets go: its `DaxMapping`, or a handler or memory failure finishing with
+    /// it (they hold it only while they work in it, and see it unmapping at once).
+    pub(super) window: Window,
     /// The pgmap liveness reference of an open VMA; goes with the window.
     pub(super) _live: PgmapRef,
+}
+
+/// Where a mapping's bytes are mapped.
+#[derive(Debug)]
+pub(super) enum Window {
+    /// In this process, by the device (`DaxDevice::mmap`); the `DaxMapping` holds it too.
+    Local(Arc<Mmap>),
+    /// In the client process `pid`, which mapped the backing itself (`ClientMapping`): the
+    /// device sets up the metadata and resolves caught touches, but cannot zap, fence or read
+    /// the client's entries.
+    Client {
+        /// The client's process id.
+        pid: u32,
+    },
+}
+
+impl Window {
+    /// The window, if it is in this process.
+    pub(super) fn local(&self) -> Option<&Mmap> {
+        match self {
+            Window::Local(m) => Some(m),
+            Window::Client { .. } => None,
+        }
+    }
 }
 
 /// What one fault did.
@@ -144,7 +169,8 @@ pub(super) struct DeviceCore {
     pub(super) next_mapping: AtomicU64,
     pub(super) mappings: Mutex<BTreeMap<MappingId, Arc<MappingCore>>>,
     pub(super) gate: Gate,
-    pub(super) uffd: Option<Userfaultfd>,
+    /// The device's own userfaultfd, which its mappings in this process are registered with.
+    pub(super) uffd: Option<Arc<Userfaultfd>>,
     pub(super) counters: Counters,
     /// What a memory error takes (asked for; see `effective_granularity`).
     pub(super) granularity: Granularity,
@@ -187,6 +213,38 @@ impl DeviceCore {
             }
         }
         Ok(bad)
+    }
+
+    /// Unmaps `m` as the device sees it: out of the registry first (rmap and the handlers stop
+    /// finding it), then waits for faults running in it and refuses new ones, then releases
+    /// its leaves outside every lock (device-dax folios return to their idle count of 1).
+    pub(super) fn unmap(&self, m: &MappingCore) {
+        self.mappings.lock().remove(&m.id);
+        *m.live.write() = false;
+        let leaves = std::mem::take(&mut *m.leaves.lock());
+        drop(leaves);
+    }
+
+    /// `check_vma`'s rules for a mapping of `len` device bytes from `offset`: both multiples
+    /// of the align, not empty, inside the device.
+    pub(super) fn check_window(&self, offset: u64, len: u64) -> Result<(), DaxError> {
+        let align = self.align;
+        if len == 0 {
+            return Err(DaxError::Empty);
+        }
+        for (what, value) in [("offset", offset), ("length", len)] {
+            if !value.is_multiple_of(align.bytes()) {
+                return Err(DaxError::Unaligned { what, value, align });
+            }
+        }
+        if offset.checked_add(len).is_none_or(|end| end > self.size) {
+            return Err(DaxError::OutOfRange {
+                offset,
+                len,
+                size: self.size,
+            });
+        }
+        Ok(())
     }
 
     /// `dax_pgoff_to_phys` for this device.
@@ -311,7 +369,7 @@ impl DeviceCore {
     /// it measured no faster.) Entries another fault mapped first are fine. `folio` is the
     /// fault's cursor on the leaf: the poison checks read through it.
     fn map_entries(&self, m: &MappingCore, rel: u64, folio: &FolioRef<'_>) -> Result<(), DaxError> {
-        let Some(uffd) = self.uffd.as_ref().filter(|_| m.caught) else {
+        let Some(uffd) = m.uffd.as_deref() else {
             return Ok(());
         };
         let leaf = self.align.bytes();
@@ -358,31 +416,44 @@ impl DeviceCore {
         Ok(())
     }
 
-    /// The handler's side of a caught touch at `addr`: run the fault path for the leaf around
-    /// it; if that fails (teardown, or the fault cannot be served) answer SIGBUS by poisoning
-    /// the touched page, so the toucher never hangs.
-    pub(super) fn user_fault(&self, addr: u64) {
-        Counters::bump(&self.counters.user_faults);
-        let Some(uffd) = self.uffd.as_ref() else {
-            return;
-        };
-        let page = self.backing.page_size().bytes();
-        let at = addr - addr % page;
+    /// The handler's side of a touch caught on `uffd` at `addr`: finds the mapping of this
+    /// device that `uffd` catches and that holds `addr`, and answers the touch
+    /// ([`DeviceCore::caught_touch`]). An address no such mapping holds (unmapped meanwhile)
+    /// is woken, so the toucher retries.
+    pub(super) fn user_fault(&self, uffd: &Arc<Userfaultfd>, addr: u64) {
         let found = {
             let mappings = self.mappings.lock();
             mappings
                 .values()
-                .find(|m| (m.base as u64..m.base as u64 + m.len).contains(&addr))
+                .find(|m| {
+                    m.uffd.as_ref().is_some_and(|u| Arc::ptr_eq(u, uffd))
+                        && (m.base as u64..m.base as u64 + m.len).contains(&addr)
+                })
                 .map(Arc::clone)
         };
-        let Some(m) = found else {
-            // Not (or no longer) a mapping of this device: let the toucher retry.
-            let _ = uffd.wake(at, page);
+        match found {
+            Some(m) => self.caught_touch(&m, addr),
+            None => {
+                Counters::bump(&self.counters.user_faults);
+                let page = self.backing.page_size().bytes();
+                let _ = uffd.wake(addr - addr % page, page);
+            }
+        }
+    }
+
+    /// A touch of `m` at `addr` caught on its userfaultfd: runs the fault path for the leaf
+    /// around it; if that fails (teardown, or the fault cannot be served) answers SIGBUS by
+    /// poisoning the touched page, or at least wakes the toucher so it retries.
+    pub(super) fn caught_touch(&self, m: &MappingCore, addr: u64) {
+        Counters::bump(&self.counters.user_faults);
+        let Some(uffd) = m.uffd.as_deref() else {
             return;
         };
+        let page = self.backing.page_size().bytes();
+        let at = addr - addr % page;
         let rel = addr - m.base as u64;
         let leaf = rel - rel % self.align.bytes();
-        if let Err(e) = self.fault_leaf(&m, leaf, true) {
+        if let Err(e) = self.fault_leaf(m, leaf, true) {
             tracing::debug!(addr, error = %e, "dax: a caught touch is answered with SIGBUS");
             Counters::bump(&self.counters.sigbus);
             if uffd.poison(at, page).is_err() {

@@ -19,16 +19,10 @@ use crate::backing::Mmap;
 use super::device_core::{DeviceCore, Faulted, MappingCore};
 use super::poison::{Granularity, OwnerFn};
 use super::registry::MappingListed;
+use super::vma::Populated;
+use super::vma::Vma;
 use super::{DaxError, MappingId};
-
-/// What [`DaxMapping::populate`] did, in leaves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Populated {
-    /// Leaves faulted in by this call.
-    pub mapped: u64,
-    /// Leaves that were mapped already.
-    pub already: u64,
-}
+use crate::gup::{ByAddress, Folios, GupFlags, Pages, Pinned};
 
 /// A shared mapping of part of a device-dax device (returned by
 /// [`DaxDevice::mmap`](super::DaxDevice::mmap)).
@@ -38,16 +32,24 @@ pub struct DaxMapping {
     // Holds the window and the liveness reference; `Drop::drop` releases the leaves first, so
     // the bytes stay mapped while any reference to them is counted.
     pub(super) core: Arc<MappingCore>,
+    /// The window, which the core holds too (a handler working in the mapping keeps it mapped).
+    window: Arc<Mmap>,
     /// The mapping's entry in the registry `memory_failure_at` finds mappings by: it leaves
     /// with the mapping, before the window can be unmapped.
     _registered: MappingListed,
 }
 
 impl DaxMapping {
-    pub(super) fn new(dev: Arc<DeviceCore>, core: Arc<MappingCore>, listed: MappingListed) -> Self {
+    pub(super) fn new(
+        dev: Arc<DeviceCore>,
+        core: Arc<MappingCore>,
+        window: Arc<Mmap>,
+        listed: MappingListed,
+    ) -> Self {
         Self {
             dev,
             core,
+            window,
             _registered: listed,
         }
     }
@@ -70,7 +72,7 @@ impl DaxMapping {
 
     /// Never true: empty mappings are refused.
     pub fn is_empty(&self) -> bool {
-        self.core.window.is_empty()
+        self.window.is_empty()
     }
 
     /// The device offset the mapping starts at.
@@ -82,7 +84,7 @@ impl DaxMapping {
     /// the device catches touches, a read or write of a leaf not yet faulted in goes through
     /// the fault path first, as it would from any other code touching these addresses.
     pub fn bytes(&self) -> &Mmap {
-        &self.core.window
+        &self.window
     }
 
     /// Names who is told when memory under this mapping fails (the owner `kill_procs` would
@@ -94,37 +96,14 @@ impl DaxMapping {
 
     /// Whether the leaf holding `addr` is faulted into this mapping.
     pub fn is_faulted(&self, addr: usize) -> bool {
-        addr.checked_sub(self.core.base)
-            .map(|rel| rel as u64)
-            .filter(|rel| *rel < self.core.len)
-            .is_some_and(|rel| self.core.bits.test(rel / self.dev.align.bytes()))
+        self.vma().is_faulted(addr)
     }
 
-    /// The byte offset of `[addr, addr + len)` in the mapping, if it lies inside:
-    /// [`DaxError::NotInMapping`] if `addr` does not, [`DaxError::PastMappingEnd`] if the
-    /// range runs past the end, [`DaxError::EmptyRange`] (a `what` of 0 bytes) if `len` is 0.
-    pub(super) fn rel(&self, addr: usize, len: u64, what: &'static str) -> Result<u64, DaxError> {
-        let (base, map_len) = (self.core.base, self.core.len);
-        let rel = addr
-            .checked_sub(base)
-            .map(|rel| rel as u64)
-            .filter(|rel| *rel < map_len)
-            .ok_or(DaxError::NotInMapping {
-                addr,
-                base,
-                len: map_len,
-            })?;
-        if len == 0 {
-            return Err(DaxError::EmptyRange { what, unit: "byte" });
-        }
-        match rel.checked_add(len) {
-            Some(end) if end <= map_len => Ok(rel),
-            _ => Err(DaxError::PastMappingEnd {
-                addr,
-                len,
-                base,
-                map_len,
-            }),
+    /// The mapping as the fault path and the pins see it.
+    pub(super) fn vma(&self) -> Vma<'_> {
+        Vma {
+            dev: &self.dev,
+            core: &self.core,
         }
     }
 
@@ -133,13 +112,7 @@ impl DaxMapping {
     /// larger one is handled at the align, as the kernel's fallback ends up. Maps the leaf of
     /// the device align holding `addr`.
     pub fn fault(&self, addr: usize, size: u64) -> Result<Faulted, DaxError> {
-        let align = self.dev.align;
-        if size < align.bytes() {
-            return Err(DaxError::FaultTooSmall { size, align });
-        }
-        let rel = self.rel(addr, 1, "fault")?;
-        self.dev
-            .fault_leaf(&self.core, rel - rel % align.bytes(), false)
+        self.vma().fault(addr, size)
     }
 
     /// Faults in every leaf that `addr..addr + len` touches, in order, stopping at the first
@@ -147,36 +120,33 @@ impl DaxMapping {
     /// leaves' bytes are mapped too, so later touches do not fault; elsewhere only the
     /// metadata is set up and the bytes are the backing's, untouched.
     pub fn populate(&self, addr: usize, len: u64) -> Result<Populated, DaxError> {
-        let rel = self.rel(addr, len, "populate")?;
-        let step = self.dev.align.bytes();
-        let mut done = Populated::default();
-        let mut leaf = rel - rel % step;
-        while leaf < rel + len {
-            match self.dev.fault_leaf(&self.core, leaf, false)? {
-                Faulted::Mapped { .. } => done.mapped += 1,
-                Faulted::AlreadyMapped { .. } => done.already += 1,
-            }
-            leaf += step;
-        }
-        Ok(done)
+        self.vma().populate(addr, len)
     }
 
-    /// Faults in the metadata of every leaf of a new mapping of a device that does not catch
-    /// touches (`DaxOptions::populate_on_map`), as the kernel's faults would at the first
-    /// touches: so the reverse map holds every leaf a touch can reach. A leaf refused as lost
-    /// to a memory error is left out, as the kernel leaves a poisoned page unmapped; any
-    /// other error fails the mapping.
-    pub(super) fn populate_on_map(&self) -> Result<(), DaxError> {
-        let step = self.dev.align.bytes();
-        let mut leaf = 0;
-        while leaf < self.core.len {
-            match self.dev.fault_leaf(&self.core, leaf, false) {
-                Ok(_) | Err(DaxError::Poisoned { .. }) => {}
-                Err(e) => return Err(e),
-            }
-            leaf += step;
-        }
-        Ok(())
+    /// `pin_user_pages_fast(addr, nr_pages, flags)`: pins the `nr_pages` pages from `addr`
+    /// (rounded down to its page, as the kernel does), faulting in every leaf not yet faulted
+    /// unless `flags` has [`GupFlags::NOFAULT`]. One entry per page, each with its user
+    /// address; one reference update per folio. The range must lie inside this mapping. On
+    /// any error nothing stays pinned (leaves faulted in stay faulted).
+    pub fn pin_user_pages(
+        &self,
+        addr: usize,
+        nr_pages: u64,
+        flags: GupFlags,
+    ) -> Result<Pinned<Pages, ByAddress>, DaxError> {
+        self.vma().pin_user_pages(addr, nr_pages, flags)
+    }
+
+    /// As [`pin_user_pages`](Self::pin_user_pages), one entry per folio with the part of it
+    /// pinned ([`Pinned::with_addresses`] gives each part's user address): what a caller
+    /// registering a range for DMA wants.
+    pub fn pin_user_folios(
+        &self,
+        addr: usize,
+        nr_pages: u64,
+        flags: GupFlags,
+    ) -> Result<Pinned<Folios, ByAddress>, DaxError> {
+        self.vma().pin_user_folios(addr, nr_pages, flags)
     }
 
     /// Copies `buf.len()` bytes at `offset` of the mapping into `buf`, or refuses with
@@ -191,7 +161,7 @@ impl DaxMapping {
     /// can recover from.
     pub fn read_mc(&self, offset: u64, buf: &mut [u8]) -> Result<(), DaxError> {
         let len = buf.len() as u64;
-        let rel = self.rel(
+        let rel = self.vma().rel(
             self.addr().saturating_add(offset as usize),
             len.max(1),
             "read",
@@ -245,19 +215,14 @@ impl DaxMapping {
                     });
                 }
             }
-            return Ok(self.core.window.read(rel, buf)?);
+            return Ok(self.window.read(rel, buf)?);
         }
     }
 }
 
 impl Drop for DaxMapping {
     fn drop(&mut self) {
-        // Out of the registry first (rmap and the handler stop finding it), then wait for
-        // faults running in it and refuse new ones, then release the leaves outside every
-        // lock; the window and the liveness reference go with the last holder of the core.
-        self.dev.mappings.lock().remove(&self.core.id);
-        *self.core.live.write() = false;
-        let leaves = std::mem::take(&mut *self.core.leaves.lock());
-        drop(leaves);
+        // The window and the liveness reference go with the last holder of the core.
+        self.dev.unmap(&self.core);
     }
 }

@@ -43,12 +43,14 @@
 //! # }
 //! ```
 
+mod client;
+#[cfg(all(test, not(loom)))]
+mod client_tests;
 mod device;
 mod device_core;
 #[cfg(all(test, not(loom)))]
 mod device_tests;
 mod gate;
-mod gup;
 mod leaves;
 mod mapping;
 mod options;
@@ -61,11 +63,13 @@ mod revoke;
 mod tests;
 #[cfg(test)]
 mod uffd_tests;
+mod vma;
 
+pub use self::client::{ClientFaults, ClientMapping, ClientWindow};
 pub use self::device::DaxDevice;
 pub(crate) use self::device::Placement;
 pub use self::device_core::{FaultStats, Faulted};
-pub use self::mapping::{DaxMapping, Populated};
+pub use self::mapping::DaxMapping;
 pub use self::options::{DaxOptions, Faults};
 pub use self::pinstats::PinStats;
 pub use self::poison::{Granularity, OwnerFn, PoisonNotice};
@@ -74,6 +78,7 @@ pub use self::ranges::{is_devmap_address, overflowed as address_table_overflowed
 pub(crate) use self::registry::hold_registry;
 pub(crate) use self::registry::locate;
 pub(crate) use self::revoke::revoke;
+pub use self::vma::Populated;
 
 use std::fmt;
 
@@ -214,6 +219,17 @@ pub enum DaxError {
     LeafStraddles {
         /// The leaf's offset in the device.
         offset: u64,
+    },
+    /// A client window whose end is past the end of the address space.
+    #[error(
+        "a client window of {} at {base:#x} runs past the end of the address space",
+        Bytes(*len)
+    )]
+    ClientWindow {
+        /// The client's base address.
+        base: usize,
+        /// The window's length.
+        len: u64,
     },
     /// The device is being or has been torn down.
     #[error("the device-dax device is being torn down")]

@@ -72,10 +72,11 @@ impl DeviceCore {
                         // Caught: zapped, the next touch is refused by the fault path. Not
                         // caught: fenced, so that a touch raises SIGBUS rather than reach the
                         // bytes again. Neither fails for a range inside the mapping.
-                        let _ = if m.caught {
-                            m.window.discard(rel, self.align.bytes())
-                        } else {
-                            m.window.fence(rel, self.align.bytes())
+                        // A client's window is the client's: its entries stay (see DESIGN §9).
+                        let _ = match (m.window.local(), &m.uffd) {
+                            (Some(w), Some(_)) => w.discard(rel, self.align.bytes()),
+                            (Some(w), None) => w.fence(rel, self.align.bytes()),
+                            (None, _) => Ok(()),
                         };
                         released.push(fm);
                     }
@@ -86,8 +87,10 @@ impl DeviceCore {
                         // Only the poisoned page goes: its entry is zapped and replaced by a
                         // poison marker; the mapping keeps the leaf and its other pages.
                         let page = pgoff * PAGE_SIZE - m.offset;
-                        let _ = m.window.discard(page, PAGE_SIZE);
-                        if let Some(uffd) = &self.uffd {
+                        if let Some(w) = m.window.local() {
+                            let _ = w.discard(page, PAGE_SIZE);
+                        }
+                        if let Some(uffd) = &m.uffd {
                             let _ = uffd.poison(m.base as u64 + page, PAGE_SIZE);
                         }
                     }
@@ -160,10 +163,10 @@ impl DeviceCore {
                 continue;
             }
             for &at in leaves.range(m.offset..m.offset + m.len) {
-                let _ = if m.caught {
-                    m.window.discard(at - m.offset, leaf)
-                } else {
-                    m.window.unfence(&dev.backing, at - m.offset, leaf)
+                let _ = match (m.window.local(), &m.uffd) {
+                    (Some(w), Some(_)) => w.discard(at - m.offset, leaf),
+                    (Some(w), None) => w.unfence(&dev.backing, at - m.offset, leaf),
+                    (None, _) => Ok(()),
                 };
             }
         }

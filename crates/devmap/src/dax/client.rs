@@ -1,0 +1,319 @@
+//! Mappings of a device that live in another process: what `devmap serve` keeps for each
+//! client mapping. The client maps the backing's bytes itself (the service passes it the
+//! file), registers its mapping with a userfaultfd of its own and passes that descriptor; the
+//! device then runs the same fault path as for its own mappings (sync, `dax_set_mapping`,
+//! reference and mapcount, the leaf's bit) and maps each caught leaf in the client with one
+//! ioctl on the client's descriptor, as Firecracker's external page-fault handler does.
+//! Where touches cannot be caught (a region file on a disk filesystem), the metadata of every
+//! leaf is set when the mapping is attached, so the reverse map is complete either way.
+//!
+//! [`ClientFaults`] is the handler of one client descriptor: a thread that sleeps in `poll`
+//! on it and on a stop eventfd, and sends each fault to the device whose mapping holds the
+//! address (one descriptor may serve mappings of several devices). [`ClientMapping`] is the
+//! device's side of one client mapping; dropping it forgets the mapping as an unmap would.
+//! Client addresses are never entered into this process's address tables
+//! (`is_devmap_address`, `memory_failure_at`): they are another address space's.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+
+use parking_lot::{Mutex, RwLock};
+
+use super::device::DaxDevice;
+use super::device_core::{DeviceCore, MappingCore, Window};
+use super::leaves::LeafBits;
+use super::poison::{Granularity, OwnerFn, OwnerSlot};
+use super::vma::{Populated, Vma};
+use super::{DaxError, MappingId};
+use crate::backing::{UffdEvent, Userfaultfd};
+use crate::gup::{ByAddress, Folios, GupFlags, Pages, Pinned};
+
+/// The mappings one client descriptor catches, by client base address.
+type Table = Mutex<BTreeMap<usize, (Arc<DeviceCore>, Arc<MappingCore>)>>;
+
+/// The handler of one client's userfaultfd: reads the client's fault events and runs each
+/// through the fault path of the device whose mapping holds the address. Stopped and joined
+/// when dropped.
+#[derive(Debug)]
+pub struct ClientFaults {
+    uffd: Arc<Userfaultfd>,
+    table: Arc<Table>,
+    stop: Arc<OwnedFd>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ClientFaults {
+    /// Starts the handler of `uffd`, a client's descriptor adopted with
+    /// [`Userfaultfd::adopt`].
+    pub fn start(uffd: Userfaultfd) -> Result<ClientFaults, DaxError> {
+        let uffd = Arc::new(uffd);
+        let stop = rustix::event::eventfd(
+            0,
+            rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+        )
+        .map_err(|e| DaxError::Handler { source: e.into() })?;
+        let stop = Arc::new(stop);
+        let table: Arc<Table> = Arc::default();
+        let thread = {
+            let (uffd, table, stop) = (Arc::clone(&uffd), Arc::clone(&table), Arc::clone(&stop));
+            std::thread::Builder::new()
+                .name("devmap-client-fault".into())
+                .spawn(move || client_loop(&uffd, &table, stop.as_fd()))
+                .map_err(|source| DaxError::Handler { source })?
+        };
+        Ok(ClientFaults {
+            uffd,
+            table,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The client's descriptor.
+    pub fn uffd(&self) -> &Userfaultfd {
+        &self.uffd
+    }
+}
+
+impl Drop for ClientFaults {
+    fn drop(&mut self) {
+        // As `Handler::stop`: the eventfd stays readable, so the thread sees it whether it is
+        // asleep now or gets to `poll` later.
+        if let Err(e) = rustix::io::write(&*self.stop, &1u64.to_ne_bytes()) {
+            tracing::error!(error = %e, "dax: cannot wake a client fault handler to stop it");
+            return;
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One client descriptor's handler: sleeps until a fault event or the stop. A fault at an
+/// address no attached mapping holds (detached while the client still maps it) is answered
+/// with SIGBUS, never left waiting.
+fn client_loop(uffd: &Arc<Userfaultfd>, table: &Table, stop: std::os::fd::BorrowedFd<'_>) {
+    loop {
+        match uffd.wait_event_or(stop) {
+            Ok(Some(UffdEvent::PageFault { addr, .. })) => {
+                let found = {
+                    let t = table.lock();
+                    t.range(..=addr as usize)
+                        .next_back()
+                        .filter(|(base, (_, m))| (addr as usize) < **base + m.len as usize)
+                        .map(|(_, (d, m))| (Arc::clone(d), Arc::clone(m)))
+                };
+                match found {
+                    Some((dev, m)) => dev.caught_touch(&m, addr),
+                    None => {
+                        // Detached (its client lost it: a disable, a revoke): SIGBUS, as a
+                        // touch of a torn-down device's mapping gets.
+                        let page = uffd.page_size_at(addr).bytes();
+                        let at = addr - addr % page;
+                        if uffd.poison(at, page).is_err() {
+                            let _ = uffd.wake(at, page);
+                        }
+                    }
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return,
+        }
+    }
+}
+
+/// A client's request to map device bytes: `len` bytes from device offset `offset`, mapped
+/// by process `pid` at its address `base`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientWindow {
+    /// Device byte offset of the first byte (a multiple of the align).
+    pub offset: u64,
+    /// Length in bytes (a multiple of the align).
+    pub len: u64,
+    /// The client's address of the first byte (a multiple of the align).
+    pub base: usize,
+    /// The client's process id.
+    pub pid: u32,
+}
+
+/// The device's side of a mapping in a client process: what the fault path, the reverse map
+/// and the pins know of it. Dropping it forgets the mapping as an unmap would (its leaves'
+/// references and mapcounts are given back); the client's own page tables are the client's.
+#[derive(Debug)]
+pub struct ClientMapping {
+    dev: Arc<DeviceCore>,
+    core: Arc<MappingCore>,
+    /// The handler table the mapping is entered in, if its touches are caught.
+    table: Option<Arc<Table>>,
+}
+
+impl ClientMapping {
+    /// Attaches `window`, which the client has mapped `MAP_SHARED` from the device's backing
+    /// (`check_vma`'s rules: offset and length multiples of the align and inside the device;
+    /// the base aligned too, as `dax_get_unmapped_area` would place it). With `faults`, the
+    /// client has registered the window with that handler's descriptor, and its touches are
+    /// resolved as they come; without, the metadata of every leaf is faulted in now, as for a
+    /// mapping of a device that does not catch touches (`DaxOptions::populate_on_map`).
+    pub fn attach(
+        device: &DaxDevice,
+        window: ClientWindow,
+        faults: Option<&ClientFaults>,
+    ) -> Result<ClientMapping, DaxError> {
+        let dev = &device.dev;
+        dev.check_window(window.offset, window.len)?;
+        let align = dev.align;
+        if !(window.base as u64).is_multiple_of(align.bytes()) {
+            return Err(DaxError::Unaligned {
+                what: "address",
+                value: window.base as u64,
+                align,
+            });
+        }
+        let fits = usize::try_from(window.len)
+            .ok()
+            .and_then(|len| window.base.checked_add(len))
+            .is_some();
+        if !fits {
+            return Err(DaxError::ClientWindow {
+                base: window.base,
+                len: window.len,
+            });
+        }
+        let inside = dev.gate.enter().ok_or(DaxError::TornDown)?;
+        let live = dev.pgmap.tryget().ok_or(DaxError::TornDown)?;
+        drop(inside);
+        let uffd = faults.map(|f| {
+            f.uffd
+                .note_registered(window.base as u64, window.len, dev.backing.page_size());
+            Arc::clone(&f.uffd)
+        });
+        let core = Arc::new(MappingCore {
+            id: MappingId(dev.next_mapping.fetch_add(1, Ordering::Relaxed)),
+            offset: window.offset,
+            base: window.base,
+            len: window.len,
+            live: RwLock::new(true),
+            leaves: Mutex::new(BTreeMap::new()),
+            bits: LeafBits::new(window.len / align.bytes()),
+            uffd,
+            owner: OwnerSlot::default(),
+            _listed: None,
+            window: Window::Client { pid: window.pid },
+            _live: live,
+        });
+        dev.mappings.lock().insert(core.id, Arc::clone(&core));
+        let table = faults.map(|f| {
+            f.table
+                .lock()
+                .insert(window.base, (Arc::clone(dev), Arc::clone(&core)));
+            Arc::clone(&f.table)
+        });
+        let mapping = ClientMapping {
+            dev: Arc::clone(dev),
+            core,
+            table,
+        };
+        if mapping.table.is_none() && dev.populate_on_map {
+            // On failure the mapping's drop gives back what was faulted.
+            mapping.vma().populate_all()?;
+        }
+        Ok(mapping)
+    }
+
+    fn vma(&self) -> Vma<'_> {
+        Vma {
+            dev: &self.dev,
+            core: &self.core,
+        }
+    }
+
+    /// The mapping's id in its device's registry.
+    pub fn id(&self) -> MappingId {
+        self.core.id
+    }
+
+    /// The client's address of the first byte.
+    pub fn addr(&self) -> usize {
+        self.core.base
+    }
+
+    /// The mapping's length in bytes.
+    pub fn len(&self) -> u64 {
+        self.core.len
+    }
+
+    /// Never true: empty mappings are refused.
+    pub fn is_empty(&self) -> bool {
+        self.core.len == 0
+    }
+
+    /// The device offset the mapping starts at.
+    pub fn offset(&self) -> u64 {
+        self.core.offset
+    }
+
+    /// The client's process id.
+    pub fn pid(&self) -> u32 {
+        match self.core.window {
+            Window::Client { pid } => pid,
+            Window::Local(_) => std::process::id(),
+        }
+    }
+
+    /// Whether the leaf holding the client address `addr` is faulted in.
+    pub fn is_faulted(&self, addr: usize) -> bool {
+        self.vma().is_faulted(addr)
+    }
+
+    /// Faults in every leaf that the client range `addr..addr + len` touches (see
+    /// [`DaxMapping::populate`](super::DaxMapping::populate)).
+    pub fn populate(&self, addr: usize, len: u64) -> Result<Populated, DaxError> {
+        self.vma().populate(addr, len)
+    }
+
+    /// Pins by client address, one entry per page (see
+    /// [`DaxMapping::pin_user_pages`](super::DaxMapping::pin_user_pages)); the entries' user
+    /// addresses are the client's.
+    pub fn pin_user_pages(
+        &self,
+        addr: usize,
+        nr_pages: u64,
+        flags: GupFlags,
+    ) -> Result<Pinned<Pages, ByAddress>, DaxError> {
+        self.vma().pin_user_pages(addr, nr_pages, flags)
+    }
+
+    /// Pins by client address, one entry per folio (see
+    /// [`DaxMapping::pin_user_folios`](super::DaxMapping::pin_user_folios)).
+    pub fn pin_user_folios(
+        &self,
+        addr: usize,
+        nr_pages: u64,
+        flags: GupFlags,
+    ) -> Result<Pinned<Folios, ByAddress>, DaxError> {
+        self.vma().pin_user_folios(addr, nr_pages, flags)
+    }
+
+    /// Names who is told when memory under this mapping fails; the notice carries the
+    /// client's address (see [`DaxMapping::set_owner`](super::DaxMapping::set_owner)).
+    pub fn set_owner(&self, owner: Arc<OwnerFn>) {
+        self.core.owner.set(owner);
+    }
+
+    /// The granularity a memory error under this mapping takes.
+    pub fn granularity(&self) -> Granularity {
+        self.dev.effective_granularity()
+    }
+}
+
+impl Drop for ClientMapping {
+    fn drop(&mut self) {
+        if let Some(table) = &self.table {
+            table.lock().remove(&self.core.base);
+        }
+        self.dev.unmap(&self.core);
+    }
+}
