@@ -5,8 +5,9 @@
 //! The page size is 4 KiB whatever `st_blksize` says: the page cache maps file pages at base
 //! size, and on a DAX mount the kernel uses 2 MiB leaves only where the mapping's address and
 //! the file's blocks are both aligned, which the caller asks for through
-//! [`Backing::map_shared`]'s alignment, not through the page size. Files have no userfaultfd
-//! mode here: faults on them are driven by the caller.
+//! [`Backing::map_shared`]'s alignment, not through the page size. A file on tmpfs is shmem,
+//! and its mappings can be registered with userfaultfd (MISSING and MINOR, as a memfd's);
+//! a file on a disk filesystem has no userfaultfd mode: faults on it are driven by the caller.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -14,6 +15,18 @@ use std::path::Path;
 
 use super::{Backing, BackingError, BackingKind, UffdModes};
 use crate::addr::Order;
+
+/// The userfaultfd modes a mapping of `file` can be registered in: MISSING and MINOR on tmpfs
+/// (shmem, as a memfd), none elsewhere (the kernel refuses file mappings that are not shmem or
+/// hugetlbfs, and hugetlbfs files cannot be written with `pwrite`, which regions need).
+fn file_uffd_modes(file: &std::fs::File) -> UffdModes {
+    /// `TMPFS_MAGIC` from `linux/magic.h`.
+    const TMPFS_MAGIC: u64 = 0x0102_1994;
+    match rustix::fs::fstatfs(file) {
+        Ok(st) if st.f_type as u64 == TMPFS_MAGIC => UffdModes::MISSING | UffdModes::MINOR,
+        _ => UffdModes::NONE,
+    }
+}
 
 /// What the mount a file lives on says about DAX.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +78,7 @@ impl Backing {
             base: 0,
             len: meta.len(),
             page: Order::BASE,
-            uffd: UffdModes::NONE,
+            uffd: file_uffd_modes(&file),
             kind,
             fd: file.into(),
         })
@@ -218,6 +231,19 @@ impl TempPath {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         TempPath(std::env::temp_dir().join(format!("devmap-{tag}-{}-{n}", std::process::id())))
+    }
+
+    /// A path on tmpfs (`/dev/shm`), where file mappings can be registered with userfaultfd.
+    pub(crate) fn on_tmpfs(tag: &str) -> TempPath {
+        let t = TempPath::new(tag);
+        let name =
+            t.0.file_name()
+                .map(std::ffi::OsStr::to_owned)
+                .unwrap_or_default();
+        let shm = std::path::Path::new("/dev/shm");
+        let on_tmpfs = rustix::fs::statfs(shm).is_ok_and(|st| st.f_type as u64 == 0x0102_1994);
+        assert!(on_tmpfs, "these tests need /dev/shm mounted as tmpfs");
+        TempPath(shm.join(name))
     }
 }
 

@@ -145,3 +145,46 @@ fn a_process_that_ends_without_disabling_leaves_the_namespace_unclean() {
         .expect_err("no such namespace");
     assert!(e.to_string().contains("no namespace named"), "{e}");
 }
+
+/// A region file on tmpfs is shmem: its namespaces catch first touches as a memfd device does
+/// (what `devmap serve` needs to resolve a client's touches), while the same namespace on a
+/// disk filesystem has every leaf's metadata set when it is mapped.
+#[test]
+fn a_namespace_on_tmpfs_catches_first_touches_and_one_on_disk_does_not() {
+    for (path, caught) in [
+        (TempPath::on_tmpfs("ns-shm"), true),
+        (TempPath::new("ns-disk"), false),
+    ] {
+        let space = DeviceSpace::new();
+        let mut region = Region::create(&path.0, 64 * MIB).expect("create");
+        region
+            .create_namespace(
+                "vm0",
+                16 * MIB,
+                2 * MIB,
+                NamespaceMode::Devdax,
+                MemmapLocation::Mem,
+            )
+            .expect("vm0");
+        let ns = region
+            .enable(&space, "vm0", DaxOptions::new(Order::PMD))
+            .expect("enable");
+        let dev = ns.device();
+        assert_eq!(dev.catches_touches(), caught, "{}", path.0.display());
+        let m = dev.mmap(0, 4 * MIB, true).expect("mmap");
+        m.bytes().write(AT, b"touch").expect("write");
+        let stats = dev.fault_stats();
+        let want = if caught { (1, 1) } else { (0, 2) };
+        assert_eq!(
+            (stats.user_faults, stats.leaves_mapped),
+            want,
+            "{}",
+            path.0.display()
+        );
+        let mut got = [0u8; 5];
+        m.read_mc(AT, &mut got).expect("read");
+        assert_eq!(&got, b"touch");
+        drop(m);
+        region.disable(ns).expect("disable");
+    }
+}
