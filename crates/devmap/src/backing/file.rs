@@ -84,6 +84,48 @@ impl Backing {
         })
     }
 
+    /// `len` bytes from file offset `base` of a file another process shared (its descriptor
+    /// received over a Unix socket, with [`Backing::share`]'s `base`): how a client of
+    /// `devmap serve` maps a namespace. The descriptor must be a regular file (a region file
+    /// or a memfd) holding the whole window; `base` and `len` multiples of 4 KiB, `len` not 0.
+    pub fn from_shared(
+        fd: std::os::fd::OwnedFd,
+        base: u64,
+        len: u64,
+    ) -> Result<Backing, BackingError> {
+        let file = std::fs::File::from(fd);
+        let path = std::fs::read_link(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&file)
+        ))
+        .unwrap_or_else(|_| "a shared descriptor".into());
+        let open = |source| BackingError::Open {
+            backing: "shared file",
+            path: path.clone(),
+            source,
+        };
+        let meta = file.metadata().map_err(open)?;
+        if !meta.file_type().is_file() {
+            return Err(BackingError::WrongFileType {
+                path,
+                found: describe(meta.file_type()),
+                wanted: "a regular file",
+            });
+        }
+        let whole = Backing {
+            base: 0,
+            len: meta.len(),
+            page: Order::BASE,
+            uffd: file_uffd_modes(&file),
+            kind: BackingKind::File {
+                path: path.clone(),
+                dax: dax_mount(meta.dev()),
+            },
+            fd: file.into(),
+        };
+        whole.window(base, len)
+    }
+
     /// `len` bytes of the regular file at `path` from byte `offset` (both multiples of 4 KiB,
     /// inside the file), as a backing of its own: byte 0 of the backing is byte `offset` of
     /// the file. How a namespace's data is served from its region file.
