@@ -27,7 +27,7 @@ import sys
 
 # Lowest first, as in DESIGN.md section 2. Modules on one line share a floor.
 ORDER = [
-    ["primitive", "addr", "units"],
+    ["primitive", "addr", "units", "wire"],
     ["backing"],
     ["desc"],
     ["memmap"],

@@ -1,6 +1,7 @@
 //! The errno of every library error, one function per error type, every variant named (the
 //! compiler checks: inside the library the enums are exhaustive): what the C ABI returns,
-//! negated, and the `errno` of the Python bindings' exceptions, so that both say the same.
+//! negated, the `errno` of the Python bindings' exceptions, and the errno a service reply
+//! carries for a [`WireError`] ([`WireError::errno`]), so that all say the same.
 //!
 //! The choices follow the kernel where it has an answer for the same condition: `EFAULT` for
 //! an address outside every mapping or a `FOLL_NOFAULT` pin of a hole (gup's), `EHWPOISON` for
@@ -17,10 +18,12 @@ use crate::init::SyncError;
 use crate::memmap::{LookupError, MemmapError};
 use crate::memory_failure::MfError;
 use crate::namespace::{BadblocksError, InfoBlockError, LabelError, RegionError};
+use crate::wire::WireError;
 use crate::{DaxError, FolioError, GupError, NamespaceError, PgmapError};
 use libc::{
-    E2BIG, EAGAIN, EBADF, EBUSY, EEXIST, EFAULT, EHWPOISON, EINVAL, EIO, EISDIR, ENODEV, ENOENT,
-    ENOMEM, ENOSPC, ENXIO, EOPNOTSUPP, EOVERFLOW, EPROTO, ERANGE, EROFS,
+    E2BIG, EAGAIN, EBADF, EBADMSG, EBUSY, ECONNRESET, EEXIST, EFAULT, EHWPOISON, EINVAL, EIO,
+    EISDIR, EMSGSIZE, ENODEV, ENOENT, ENOMEM, ENOSPC, ENXIO, EOPNOTSUPP, EOVERFLOW, EPROTO,
+    EPROTONOSUPPORT, ERANGE, EROFS, ETOOMANYREFS,
 };
 
 /// What the system said, or `default` when it named no errno.
@@ -276,5 +279,39 @@ pub fn badblocks(e: &BadblocksError) -> i32 {
         | BadblocksError::Checksum { .. }
         | BadblocksError::Invalid { .. } => EPROTO,
         BadblocksError::NewerVersion { .. } => EOPNOTSUPP,
+    }
+}
+
+/// [`WireError`]: frames, payloads and descriptors on a service connection; what a reply to
+/// the failed request carries.
+pub fn wire(e: &WireError) -> i32 {
+    match e {
+        // A stream that is not this protocol, or lost its frame boundaries.
+        WireError::BadMagic { .. }
+        | WireError::Truncated { .. }
+        | WireError::FdsMidFrame { .. }
+        | WireError::WrongKind { .. } => EPROTO,
+        WireError::VersionMismatch { .. } => EPROTONOSUPPORT,
+        // sendmsg(2)'s answer for a message too long to send atomically; a field past its
+        // bound is the same refusal one level down.
+        WireError::PayloadTooLarge { .. } | WireError::TooLong { .. } => EMSGSIZE,
+        // A frame read whole whose payload does not hold its message.
+        WireError::Short { .. } | WireError::TrailingBytes { .. } => EBADMSG,
+        WireError::BadUtf8 { .. } | WireError::BadValue { .. } => EINVAL,
+        WireError::UnknownKind { .. } => EOPNOTSUPP,
+        // A descriptor argument missing or extra: the kernel's answer to a bad descriptor.
+        WireError::WrongFdCount { .. } => EBADF,
+        // The kernel's answer to more SCM_RIGHTS descriptors than it lets a message carry.
+        WireError::TooManyFds { .. } | WireError::FdsTruncated { .. } => ETOOMANYREFS,
+        WireError::PeerClosed => ECONNRESET,
+        WireError::WouldBlock { .. } => EAGAIN,
+        WireError::Io { source, .. } => io(source, EIO),
+    }
+}
+
+impl WireError {
+    /// The kernel-style errno a reply to the failed request carries ([`wire`]).
+    pub fn errno(&self) -> i32 {
+        wire(self)
     }
 }

@@ -6,8 +6,9 @@
 //! before dedup), Vmemmap (the kernel's tail-block dedup: 4 GiB/TiB at 2 MiB, ~40 MiB/TiB at
 //! 1 GiB) and Heads (one descriptor per compound: 32 MiB/TiB at 2 MiB).
 //!
-//! Layers, lowest first (see `DESIGN.md`): [`addr`] typed numbers; [`backing`] memory sources;
-//! [`desc`] the descriptor; [`memmap`] the layouts; [`init`] memmap initialisation engines
+//! Layers, lowest first (see `DESIGN.md`): [`addr`] typed numbers; [`wire`] the service's
+//! transport (frames, descriptors and peer credentials over a Unix socket); [`backing`]
+//! memory sources; [`desc`] the descriptor; [`memmap`] the layouts; [`init`] memmap initialisation engines
 //! (sync, parallel, asynchronous with on-demand sync); [`pgmap`] device pgmaps, their
 //! liveness, and the device space that registers them; [`folio`] reference counts, mappings and
 //! the free path; [`gup`] pinning for DMA, one atomic per folio; [`dax`] the device-dax front
@@ -50,6 +51,7 @@ mod stress;
 #[cfg(all(test, not(loom)))]
 mod test_support;
 pub mod units;
+pub mod wire;
 
 pub use addr::{Order, PAGE_SIZE, Pfn, PfnRange};
 pub use dax::{DaxDevice, DaxError, DaxMapping, Faulted, MappingId, PinStats, Populated};
