@@ -39,6 +39,7 @@ ORDER = [
     ["memory_failure"],
     ["namespace"],
     ["errno"],
+    ["service", "client"],
     ["stress", "test_support"],
 ]
 FLOOR = {m: i for i, names in enumerate(ORDER) for m in names}

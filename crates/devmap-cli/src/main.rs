@@ -15,6 +15,9 @@
 //! that reproduces it (`--svg` draws them). They print a table, or with `--json` an array of
 //! objects with raw integers.
 //!
+//! `serve` runs the service that serves namespaces to client processes (`devmap serve`), and
+//! `status` asks it what it holds.
+//!
 //! Each command is a module (its arguments, validation, rows and columns); `args` holds the
 //! arguments several commands share, `output` the table and JSON printing, `units` durations
 //! and the library's sizes, `procfs` what `/proc` says, `threads` work shared among threads.
@@ -27,6 +30,7 @@ mod measure;
 mod ndctl;
 mod output;
 mod procfs;
+mod serve;
 mod threads;
 mod units;
 
@@ -76,6 +80,9 @@ enum Command {
     CheckNamespace(ndctl::namespaces::CheckNamespaceArgs),
     /// Clear a namespace's media errors once its bytes are good again (as `ndctl clear-errors`).
     ClearErrors(ndctl::media::ClearErrorsArgs),
+    // The service, and what it holds.
+    Serve(serve::ServeArgs),
+    Status(serve::StatusArgs),
     // The measurement commands, over test devices built in this process.
     /// Price a namespace's memmap in each layout, without allocating anything.
     Estimate(measure::estimate::EstimateArgs),
@@ -111,6 +118,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::DisableNamespace(a) => ndctl::enable_disable::disable(a),
         Command::ClearErrors(a) => ndctl::media::clear(a),
         Command::Report(a) => measure::report::run(a),
+        Command::Serve(a) => serve::serve(a),
+        Command::Status(a) => serve::status(a),
     }
 }
 

@@ -35,6 +35,7 @@
 
 pub mod addr;
 pub mod backing;
+pub mod client;
 pub mod dax;
 pub mod desc;
 pub mod errno;
@@ -46,6 +47,7 @@ pub mod memory_failure;
 pub mod namespace;
 pub mod pgmap;
 mod primitive;
+pub mod service;
 #[cfg(test)]
 mod stress;
 #[cfg(all(test, not(loom)))]

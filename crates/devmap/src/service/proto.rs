@@ -1,0 +1,308 @@
+//! The messages of `devmap serve` (DESIGN §9.1): one type per request and reply, each the
+//! whole payload of a frame of its kind ([`WireMessage`]), encoded field by field with the
+//! wire codec. A client sends a request with a request id of its choosing; the service answers
+//! every request, in order, with a frame carrying the same id: the request's reply kind, or
+//! [`ErrorReply`] (an errno and the reason). Descriptors travel with [`Opened`] (the
+//! namespace's file) and [`Map`] (the client's userfaultfd, when it catches its touches).
+
+use crate::wire::{Decode, Encode, Reader, WireError, WireMessage, Writer};
+
+/// Request kinds (0x01xx) and reply kinds (0x02xx).
+pub mod kind {
+    /// [`super::List`].
+    pub const LIST: u16 = 0x0101;
+    /// [`super::Open`].
+    pub const OPEN: u16 = 0x0102;
+    /// [`super::Map`].
+    pub const MAP: u16 = 0x0103;
+    /// [`super::Unmap`].
+    pub const UNMAP: u16 = 0x0104;
+    /// [`super::Status`].
+    pub const STATUS: u16 = 0x0105;
+    /// [`super::Enable`].
+    pub const ENABLE: u16 = 0x0106;
+    /// [`super::Disable`].
+    pub const DISABLE: u16 = 0x0107;
+    /// [`super::Done`].
+    pub const DONE: u16 = 0x0200;
+    /// [`super::ErrorReply`].
+    pub const ERROR: u16 = 0x0201;
+    /// [`super::Namespaces`].
+    pub const NAMESPACES: u16 = 0x0202;
+    /// [`super::Opened`].
+    pub const OPENED: u16 = 0x0203;
+    /// [`super::Mapped`].
+    pub const MAPPED: u16 = 0x0204;
+    /// [`super::StatusReply`].
+    pub const STATUS_REPLY: u16 = 0x0205;
+    /// [`super::Enabled`].
+    pub const ENABLED: u16 = 0x0206;
+}
+
+/// Longest region path or namespace name a request may carry.
+pub const MAX_NAME: usize = 4096;
+
+/// Implements [`Encode`], [`Decode`] and [`WireMessage`] for a struct from its fields, in
+/// order, each with its codec call.
+macro_rules! message {
+    ($ty:ident = $kind:expr; $($field:ident: $enc:ident / $dec:expr),* $(,)?) => {
+        impl Encode for $ty {
+            #[allow(unused_variables)]
+            fn encode(&self, w: &mut Writer) {
+                $( message!(@enc w, self.$field, $enc); )*
+            }
+        }
+        impl Decode for $ty {
+            #[allow(unused_variables)]
+            fn decode(r: &mut Reader<'_>) -> Result<Self, WireError> {
+                Ok($ty { $( $field: $dec(r, stringify!($field))?, )* })
+            }
+        }
+        impl WireMessage for $ty {
+            const KIND: u16 = $kind;
+        }
+    };
+    (@enc $w:ident, $v:expr, str) => { $w.str(&$v); };
+    (@enc $w:ident, $v:expr, bytes) => { $w.bytes(&$v); };
+    (@enc $w:ident, $v:expr, $enc:ident) => { $w.$enc($v); };
+}
+
+fn u32_(r: &mut Reader<'_>, f: &'static str) -> Result<u32, WireError> {
+    r.u32(f)
+}
+fn u64_(r: &mut Reader<'_>, f: &'static str) -> Result<u64, WireError> {
+    r.u64(f)
+}
+fn i32_(r: &mut Reader<'_>, f: &'static str) -> Result<i32, WireError> {
+    r.i32(f)
+}
+fn bool_(r: &mut Reader<'_>, f: &'static str) -> Result<bool, WireError> {
+    r.bool(f)
+}
+fn name(r: &mut Reader<'_>, f: &'static str) -> Result<String, WireError> {
+    r.str(f, MAX_NAME).map(str::to_owned)
+}
+fn text(r: &mut Reader<'_>, f: &'static str) -> Result<Vec<u8>, WireError> {
+    r.bytes(f, crate::wire::MAX_PAYLOAD).map(<[u8]>::to_vec)
+}
+
+/// Lists every namespace of every region the service serves. Reply: [`Namespaces`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct List {}
+message!(List = kind::LIST;);
+
+/// Opens a device-dax namespace for mapping; `region` empty means the one region holding a
+/// namespace of that name. Reply: [`Opened`], with the file the namespace lives in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Open {
+    /// The region file as the service was started with it, or empty.
+    pub region: String,
+    /// The namespace.
+    pub name: String,
+}
+message!(Open = kind::OPEN; region: str / name, name: str / name);
+
+/// Maps `len` bytes of an opened namespace from `offset` at the client's address `base`
+/// (all multiples of the namespace's align), which the client has already mapped from the
+/// file [`Opened`] gave. With `features` non-zero the frame carries one descriptor, the
+/// client's userfaultfd with those features enabled and the window registered on it (MISSING
+/// and MINOR); the service then resolves the window's first touches. Reply: [`Mapped`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Map {
+    /// The handle [`Opened`] gave.
+    pub ns: u32,
+    /// Namespace byte offset of the first byte.
+    pub offset: u64,
+    /// Bytes.
+    pub len: u64,
+    /// The client's address of the first byte.
+    pub base: u64,
+    /// The userfaultfd features the client enabled, or 0 for no userfaultfd.
+    pub features: u64,
+}
+message!(Map = kind::MAP; ns: u32 / u32_, offset: u64 / u64_, len: u64 / u64_, base: u64 / u64_, features: u64 / u64_);
+
+/// Forgets a mapping (the client unmaps its window after the reply). Reply: [`Done`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unmap {
+    /// The handle [`Mapped`] gave.
+    pub mapping: u32,
+}
+message!(Unmap = kind::UNMAP; mapping: u32 / u32_);
+
+/// Asks what the service holds. Reply: [`StatusReply`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Status {}
+message!(Status = kind::STATUS;);
+
+/// Enables a namespace (`devmap enable-namespace` through the service). Reply: [`Enabled`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enable {
+    /// The region file, or empty for the one holding `name`.
+    pub region: String,
+    /// The namespace.
+    pub name: String,
+}
+message!(Enable = kind::ENABLE; region: str / name, name: str / name);
+
+/// Disables a namespace; with live client mappings it is refused (`EBUSY`, naming their
+/// pids) unless `force`, which takes them from their clients. Reply: [`Done`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disable {
+    /// The region file, or empty for the one holding `name`.
+    pub region: String,
+    /// The namespace.
+    pub name: String,
+    /// Take live mappings from their clients.
+    pub force: bool,
+}
+message!(Disable = kind::DISABLE; region: str / name, name: str / name, force: bool / bool_);
+
+/// A request done, with nothing to say.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Done {}
+message!(Done = kind::DONE;);
+
+/// A request refused: the kernel-style errno and why, with what would be right where known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorReply {
+    /// Positive errno (`EBUSY`, `ENOENT`, ...).
+    pub errno: i32,
+    /// The reason.
+    pub reason: String,
+}
+message!(ErrorReply = kind::ERROR; errno: i32 / i32_, reason: str / name);
+
+/// One namespace of a served region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceEntry {
+    /// The region file.
+    pub region: String,
+    /// The namespace's name.
+    pub name: String,
+    /// Raw size in bytes.
+    pub size: u64,
+    /// Usable bytes (what a mapping can cover).
+    pub data_bytes: u64,
+    /// Align in bytes.
+    pub align: u64,
+    /// `devdax` or `fsdax`.
+    pub mode: String,
+    /// Whether the service has it enabled.
+    pub enabled: bool,
+    /// Whether its enable was warm (meaningful when enabled).
+    pub warm: bool,
+    /// Clients with a mapping of it.
+    pub clients: u32,
+}
+
+impl Encode for NamespaceEntry {
+    fn encode(&self, w: &mut Writer) {
+        w.str(&self.region)
+            .str(&self.name)
+            .u64(self.size)
+            .u64(self.data_bytes)
+            .u64(self.align)
+            .str(&self.mode)
+            .bool(self.enabled)
+            .bool(self.warm)
+            .u32(self.clients);
+    }
+}
+
+impl Decode for NamespaceEntry {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        Ok(NamespaceEntry {
+            region: name(r, "region")?,
+            name: name(r, "name")?,
+            size: r.u64("size")?,
+            data_bytes: r.u64("data_bytes")?,
+            align: r.u64("align")?,
+            mode: name(r, "mode")?,
+            enabled: r.bool("enabled")?,
+            warm: r.bool("warm")?,
+            clients: r.u32("clients")?,
+        })
+    }
+}
+
+/// Every namespace of every served region, regions in the order the service was given them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Namespaces {
+    /// The namespaces.
+    pub entries: Vec<NamespaceEntry>,
+}
+
+impl Encode for Namespaces {
+    fn encode(&self, w: &mut Writer) {
+        w.u32(self.entries.len() as u32);
+        for e in &self.entries {
+            e.encode(w);
+        }
+    }
+}
+
+impl Decode for Namespaces {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        let n = r.u32("count")?;
+        // Each entry takes at least 46 bytes: a count beyond what is left is a lie, refused
+        // before anything is allocated for it.
+        if n as usize > r.remaining() / 46 {
+            return Err(WireError::BadValue {
+                field: "count",
+                value: u64::from(n),
+                expected: "at most one entry per 46 bytes left",
+            });
+        }
+        let entries = (0..n)
+            .map(|_| NamespaceEntry::decode(r))
+            .collect::<Result<_, _>>()?;
+        Ok(Namespaces { entries })
+    }
+}
+impl WireMessage for Namespaces {
+    const KIND: u16 = kind::NAMESPACES;
+}
+
+/// A namespace opened: its handle for [`Map`], and how to map it. The frame carries one
+/// descriptor, the file holding the namespace's bytes: byte `n` of the namespace is at file
+/// offset `file_offset + n`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// The handle.
+    pub ns: u32,
+    /// Bytes a mapping can cover.
+    pub data_bytes: u64,
+    /// The namespace's align: offsets, lengths and addresses of mappings are multiples of it.
+    pub align: u64,
+    /// File offset of the namespace's byte 0.
+    pub file_offset: u64,
+    /// Whether the service resolves first touches (the file is on tmpfs): then the client
+    /// registers its window with a userfaultfd and passes it with [`Map`].
+    pub caught: bool,
+}
+message!(Opened = kind::OPENED; ns: u32 / u32_, data_bytes: u64 / u64_, align: u64 / u64_, file_offset: u64 / u64_, caught: bool / bool_);
+
+/// A mapping attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapped {
+    /// The handle, for [`Unmap`].
+    pub mapping: u32,
+}
+message!(Mapped = kind::MAPPED; mapping: u32 / u32_);
+
+/// What the service holds, as JSON (`devmap status --json` prints it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusReply {
+    /// UTF-8 JSON.
+    pub json: Vec<u8>,
+}
+message!(StatusReply = kind::STATUS_REPLY; json: bytes / text);
+
+/// A namespace enabled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enabled {
+    /// Whether its memmap was adopted from a clean disable.
+    pub warm: bool,
+}
+message!(Enabled = kind::ENABLED; warm: bool / bool_);

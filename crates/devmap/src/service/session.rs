@@ -1,0 +1,238 @@
+//! One client connection: reads its requests in order, answers each (a reply of the request's
+//! kind or an [`ErrorReply`]), and when the client ends (it closes the socket, exits or is
+//! killed: the kernel closes its end) detaches everything the client held. A malformed
+//! request whose frame boundary survived gets an error and the connection goes on; one that
+//! lost it (bad magic, a truncated frame, misplaced descriptors) ends the connection.
+
+use std::collections::BTreeMap;
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+
+use super::error::ServiceError;
+use super::proto::{
+    self, Done, Enable, Enabled, ErrorReply, List, Map, Mapped, Namespaces, Open, Opened, Status,
+    StatusReply, Unmap, kind,
+};
+use super::state::{Attached, Live, State};
+use crate::backing::{UffdFeatures, Userfaultfd};
+use crate::dax::{ClientFaults, ClientMapping, ClientWindow};
+use crate::wire::{Frame, Receiver, WireError, WireMessage, send_frame};
+
+/// What the service knows of a connected client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Peer {
+    pub(super) session: u64,
+    pub(super) pid: u32,
+    pub(super) uid: u32,
+}
+
+/// A client's state while it is connected.
+struct Session<'s> {
+    state: &'s State,
+    peer: Peer,
+    /// Opened namespaces by handle.
+    opened: BTreeMap<u32, Arc<Live>>,
+    next_handle: u32,
+    /// The client's mappings by handle: the namespace and the service-wide key.
+    mappings: BTreeMap<u32, (Arc<Live>, u64)>,
+    /// The handlers of the userfaultfds the client passed, kept until it ends: a touch of a
+    /// mapping detached under it (a forced disable) is then answered with SIGBUS.
+    faults: Vec<ClientFaults>,
+    /// Status of the whole service, for `Status` requests.
+    status: &'s (dyn Fn() -> Vec<u8> + Sync),
+}
+
+/// Serves one client until it ends or the stream is lost; then detaches what it held.
+pub(super) fn run(
+    state: &State,
+    stream: &UnixStream,
+    peer: Peer,
+    status: &(dyn Fn() -> Vec<u8> + Sync),
+) {
+    let mut s = Session {
+        state,
+        peer,
+        opened: BTreeMap::new(),
+        next_handle: 1,
+        mappings: BTreeMap::new(),
+        faults: Vec::new(),
+        status,
+    };
+    let mut rx = Receiver::new();
+    loop {
+        let frame = match rx.recv(stream) {
+            Ok(f) => f,
+            Err(WireError::PeerClosed) => break,
+            Err(e) => {
+                tracing::debug!(pid = peer.pid, error = %e, "serve: client stream lost");
+                break;
+            }
+        };
+        let id = frame.request_id();
+        let sent = match s.handle(frame) {
+            Ok(reply) => reply.send(stream, id),
+            Err(e) => {
+                let reply = ErrorReply {
+                    errno: e.errno(),
+                    reason: e.to_string(),
+                };
+                crate::wire::send_message(stream, id, &reply, &[])
+            }
+        };
+        if let Err(e) = sent {
+            tracing::debug!(pid = peer.pid, error = %e, "serve: cannot answer a client");
+            break;
+        }
+    }
+    let detached = state.detach_session(peer.session);
+    // The mappings are gone from the devices; only now stop their fault handlers.
+    drop(s.faults);
+    tracing::info!(pid = peer.pid, detached, "serve: client ended");
+}
+
+/// A reply ready to send: its payload, kind and the descriptor to pass with it (closed here
+/// once sent: the client has its own copy).
+struct Reply {
+    kind: u16,
+    payload: Vec<u8>,
+    fd: Option<std::os::fd::OwnedFd>,
+}
+
+impl Reply {
+    fn of<M: WireMessage>(m: &M) -> Result<Reply, ServiceError> {
+        Ok(Reply {
+            kind: M::KIND,
+            payload: crate::wire::encode_payload(m)?,
+            fd: None,
+        })
+    }
+
+    fn send(self, stream: &UnixStream, id: u32) -> Result<(), WireError> {
+        let fds: Vec<_> = self.fd.iter().map(|f| f.as_fd()).collect();
+        send_frame(stream, self.kind, id, &self.payload, &fds)
+    }
+}
+
+impl Session<'_> {
+    fn handle(&mut self, mut frame: Frame) -> Result<Reply, ServiceError> {
+        match frame.kind() {
+            kind::LIST => {
+                frame.message::<List>()?;
+                Reply::of(&Namespaces {
+                    entries: self.state.list(),
+                })
+            }
+            kind::OPEN => {
+                let m: Open = frame.message()?;
+                self.open(&m)
+            }
+            kind::MAP => {
+                let m: Map = frame.message()?;
+                self.map(&m, &mut frame)
+            }
+            kind::UNMAP => {
+                let m: Unmap = frame.message()?;
+                let (live, key) =
+                    self.mappings
+                        .remove(&m.mapping)
+                        .ok_or(ServiceError::UnknownHandle {
+                            what: "mapping",
+                            handle: m.mapping,
+                        })?;
+                // Gone already if a forced disable took it.
+                let gone = live.mappings.lock().remove(&key);
+                drop(gone);
+                Reply::of(&Done {})
+            }
+            kind::STATUS => {
+                frame.message::<Status>()?;
+                Reply::of(&StatusReply {
+                    json: (self.status)(),
+                })
+            }
+            kind::ENABLE => {
+                let m: Enable = frame.message()?;
+                let (live, _) = self.state.enable(&m.region, &m.name)?;
+                Reply::of(&Enabled { warm: live.warm })
+            }
+            kind::DISABLE => {
+                let m: proto::Disable = frame.message()?;
+                self.state.disable(&m.region, &m.name, m.force)?;
+                Reply::of(&Done {})
+            }
+            other => Err(WireError::UnknownKind { kind: other }.into()),
+        }
+    }
+
+    fn open(&mut self, m: &Open) -> Result<Reply, ServiceError> {
+        let live = self.state.live(&m.region, &m.name)?;
+        let (opened, fd) = live.with_device(|d| {
+            let (fd, base) = d.backing().share();
+            let fd = fd.try_clone_to_owned().map_err(|source| ServiceError::Io {
+                what: "duplicate the namespace's descriptor",
+                source,
+            })?;
+            Ok((
+                Opened {
+                    ns: self.next_handle,
+                    data_bytes: d.size(),
+                    align: d.align().bytes(),
+                    file_offset: base,
+                    caught: d.catches_touches(),
+                },
+                fd,
+            ))
+        })?;
+        self.opened.insert(self.next_handle, live);
+        self.next_handle += 1;
+        let mut reply = Reply::of(&opened)?;
+        reply.fd = Some(fd);
+        Ok(reply)
+    }
+
+    fn map(&mut self, m: &Map, frame: &mut Frame) -> Result<Reply, ServiceError> {
+        let live = self
+            .opened
+            .get(&m.ns)
+            .cloned()
+            .ok_or(ServiceError::UnknownHandle {
+                what: "namespace",
+                handle: m.ns,
+            })?;
+        let faults = if m.features != 0 {
+            let [fd] = frame.take_fds::<1>()?;
+            let uffd = Userfaultfd::adopt(fd, UffdFeatures::from_bits(m.features))?;
+            Some(ClientFaults::start(uffd)?)
+        } else {
+            frame.take_fds::<0>()?;
+            None
+        };
+        let base =
+            usize::try_from(m.base).map_err(|_| ServiceError::BadAddress { base: m.base })?;
+        let window = ClientWindow {
+            offset: m.offset,
+            len: m.len,
+            base,
+            pid: self.peer.pid,
+        };
+        let mapping =
+            live.with_device(|d| Ok(ClientMapping::attach(d, window, faults.as_ref())?))?;
+        let key = self.state.next_key();
+        live.mappings.lock().insert(
+            key,
+            Attached {
+                session: self.peer.session,
+                pid: self.peer.pid,
+                mapping,
+            },
+        );
+        let handle = self.next_handle;
+        self.next_handle += 1;
+        self.mappings.insert(handle, (live, key));
+        if let Some(f) = faults {
+            self.faults.push(f);
+        }
+        Reply::of(&Mapped { mapping: handle })
+    }
+}

@@ -1,0 +1,349 @@
+//! What the service holds: its regions, the namespaces it has enabled, and every client
+//! mapping attached to them, with the lock order region → enabled table → a namespace's
+//! mappings. Sessions (one per client connection) call in here; nothing here reads a socket.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use super::error::ServiceError;
+use super::proto::NamespaceEntry;
+use crate::addr::Order;
+use crate::dax::{ClientMapping, DaxDevice, DaxOptions};
+use crate::namespace::{Access, EnablePath, EnabledNamespace, Region};
+use crate::pgmap::DeviceSpace;
+
+/// A client mapping attached to an enabled namespace, and whose it is.
+#[derive(Debug)]
+pub(super) struct Attached {
+    pub(super) session: u64,
+    pub(super) pid: u32,
+    pub(super) mapping: ClientMapping,
+}
+
+/// A namespace the service has enabled.
+#[derive(Debug)]
+pub(super) struct Live {
+    pub(super) name: String,
+    pub(super) warm: bool,
+    /// The enabled namespace; taken out by the disable.
+    ns: Mutex<Option<EnabledNamespace>>,
+    /// Client mappings by service-wide mapping key.
+    pub(super) mappings: Mutex<BTreeMap<u64, Attached>>,
+}
+
+impl Live {
+    /// Runs `f` on the device, or refuses if the namespace was disabled meanwhile.
+    pub(super) fn with_device<T>(
+        &self,
+        f: impl FnOnce(&DaxDevice) -> Result<T, ServiceError>,
+    ) -> Result<T, ServiceError> {
+        let ns = self.ns.lock();
+        match ns.as_ref() {
+            Some(ns) => f(ns.device()),
+            None => Err(ServiceError::NotEnabled {
+                name: self.name.clone(),
+            }),
+        }
+    }
+
+    /// The pids of the clients with a mapping of this namespace, each once.
+    pub(super) fn client_pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self.mappings.lock().values().map(|a| a.pid).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+}
+
+/// A region the service was started with.
+#[derive(Debug)]
+pub(super) struct Served {
+    pub(super) path: PathBuf,
+    region: Mutex<Region>,
+    enabled: Mutex<BTreeMap<String, Arc<Live>>>,
+}
+
+/// Everything the service holds.
+#[derive(Debug)]
+pub(super) struct State {
+    pub(super) space: DeviceSpace,
+    pub(super) regions: Vec<Served>,
+    next_key: AtomicU64,
+}
+
+impl State {
+    /// Opens every region for management (each region file's lock is held while served).
+    pub(super) fn open(paths: &[PathBuf]) -> Result<State, ServiceError> {
+        if paths.is_empty() {
+            return Err(ServiceError::NoRegion);
+        }
+        let mut regions = Vec::with_capacity(paths.len());
+        for path in paths {
+            let region =
+                Region::open(path, Access::Manage).map_err(|source| ServiceError::Region {
+                    path: path.clone(),
+                    source,
+                })?;
+            regions.push(Served {
+                path: path.clone(),
+                region: Mutex::new(region),
+                enabled: Mutex::new(BTreeMap::new()),
+            });
+        }
+        Ok(State {
+            space: DeviceSpace::new(),
+            regions,
+            next_key: AtomicU64::new(1),
+        })
+    }
+
+    /// A fresh service-wide mapping key.
+    pub(super) fn next_key(&self) -> u64 {
+        self.next_key.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The region `region` names (its path as the service was given it), or the one region
+    /// holding a namespace `name` when `region` is empty.
+    fn find(&self, region: &str, name: &str) -> Result<&Served, ServiceError> {
+        if !region.is_empty() {
+            return self
+                .regions
+                .iter()
+                .find(|r| r.path.as_os_str() == region)
+                .ok_or_else(|| ServiceError::UnknownRegion {
+                    region: region.into(),
+                    served: self.paths(),
+                });
+        }
+        let holding: Vec<&Served> = self
+            .regions
+            .iter()
+            .filter(|r| r.region.lock().namespace(name).is_ok())
+            .collect();
+        match holding.as_slice() {
+            [one] => Ok(one),
+            [] => Err(ServiceError::UnknownNamespace {
+                name: name.into(),
+                served: self.paths(),
+            }),
+            _ => Err(ServiceError::AmbiguousNamespace {
+                name: name.into(),
+                regions: holding
+                    .iter()
+                    .map(|r| r.path.display().to_string())
+                    .collect(),
+            }),
+        }
+    }
+
+    fn paths(&self) -> Vec<String> {
+        self.regions
+            .iter()
+            .map(|r| r.path.display().to_string())
+            .collect()
+    }
+
+    /// Enables `name` (or finds it enabled): its live entry, and whether this call enabled it.
+    pub(super) fn enable(
+        &self,
+        region: &str,
+        name: &str,
+    ) -> Result<(Arc<Live>, bool), ServiceError> {
+        let served = self.find(region, name)?;
+        let mut r = served.region.lock();
+        let mut enabled = served.enabled.lock();
+        if let Some(live) = enabled.get(name) {
+            return Ok((Arc::clone(live), false));
+        }
+        let ns = r
+            .enable(&self.space, name, DaxOptions::new(Order::PMD))
+            .map_err(|source| ServiceError::Region {
+                path: served.path.clone(),
+                source,
+            })?;
+        let live = Arc::new(Live {
+            name: name.into(),
+            warm: ns.path() == EnablePath::Warm,
+            ns: Mutex::new(Some(ns)),
+            mappings: Mutex::new(BTreeMap::new()),
+        });
+        enabled.insert(name.into(), Arc::clone(&live));
+        tracing::info!(region = %served.path.display(), name, warm = live.warm, "serve: enabled");
+        Ok((live, true))
+    }
+
+    /// The enabled namespace `name`.
+    pub(super) fn live(&self, region: &str, name: &str) -> Result<Arc<Live>, ServiceError> {
+        let served = self.find(region, name)?;
+        let enabled = served.enabled.lock();
+        enabled
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ServiceError::NotEnabled { name: name.into() })
+    }
+
+    /// Disables `name`: refused while clients map it unless `force`, which detaches their
+    /// mappings first (their next touch of a leaf not yet faulted gets SIGBUS).
+    pub(super) fn disable(
+        &self,
+        region: &str,
+        name: &str,
+        force: bool,
+    ) -> Result<(), ServiceError> {
+        let served = self.find(region, name)?;
+        let mut r = served.region.lock();
+        let mut enabled = served.enabled.lock();
+        let live = enabled
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ServiceError::NotEnabled { name: name.into() })?;
+        let pids = live.client_pids();
+        if !pids.is_empty() && !force {
+            return Err(ServiceError::InUse {
+                name: name.into(),
+                pids,
+            });
+        }
+        let detached = std::mem::take(&mut *live.mappings.lock());
+        drop(detached);
+        enabled.remove(name);
+        let ns = live.ns.lock().take();
+        if let Some(ns) = ns {
+            r.disable(ns).map_err(|source| ServiceError::Region {
+                path: served.path.clone(),
+                source,
+            })?;
+        }
+        tracing::info!(region = %served.path.display(), name, force, "serve: disabled");
+        Ok(())
+    }
+
+    /// Disables every enabled namespace, detaching every client mapping: the shutdown.
+    /// Returns the namespaces disabled and the first failure, if any (the rest still run).
+    pub(super) fn disable_all(&self) -> (Vec<String>, Option<ServiceError>) {
+        let mut done = Vec::new();
+        let mut first = None;
+        for served in &self.regions {
+            let names: Vec<String> = served.enabled.lock().keys().cloned().collect();
+            let path = served.path.display().to_string();
+            for name in names {
+                match self.disable(&path, &name, true) {
+                    Ok(()) => done.push(name),
+                    Err(e) => {
+                        tracing::error!(name, error = %e, "serve: disable at shutdown failed");
+                        first.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        (done, first)
+    }
+
+    /// Detaches every mapping `session` holds (its client ended).
+    pub(super) fn detach_session(&self, session: u64) -> usize {
+        let mut n = 0;
+        for served in &self.regions {
+            let lives: Vec<Arc<Live>> = served.enabled.lock().values().cloned().collect();
+            for live in lives {
+                let gone: Vec<Attached> = {
+                    let mut m = live.mappings.lock();
+                    let keys: Vec<u64> = m
+                        .iter()
+                        .filter(|(_, a)| a.session == session)
+                        .map(|(k, _)| *k)
+                        .collect();
+                    keys.iter().filter_map(|k| m.remove(k)).collect()
+                };
+                n += gone.len();
+            }
+        }
+        n
+    }
+
+    /// Every namespace of every region, regions in order.
+    pub(super) fn list(&self) -> Vec<NamespaceEntry> {
+        let mut out = Vec::new();
+        for served in &self.regions {
+            let r = served.region.lock();
+            let enabled = served.enabled.lock();
+            for label in r.namespaces() {
+                let live = enabled.get(&label.name);
+                out.push(NamespaceEntry {
+                    region: served.path.display().to_string(),
+                    name: label.name.clone(),
+                    size: label.namespace.size(),
+                    data_bytes: label.namespace.data_bytes(),
+                    align: label.namespace.align(),
+                    mode: label.namespace.mode().to_string(),
+                    enabled: live.is_some(),
+                    warm: live.is_some_and(|l| l.warm),
+                    clients: live.map_or(0, |l| l.client_pids().len() as u32),
+                });
+            }
+        }
+        out
+    }
+
+    /// What `devmap status` shows of the namespaces.
+    pub(super) fn namespaces_status(&self) -> Vec<NamespaceStatus> {
+        let mut out = Vec::new();
+        for served in &self.regions {
+            let enabled: Vec<Arc<Live>> = served.enabled.lock().values().cloned().collect();
+            for live in enabled {
+                let stats = live
+                    .with_device(|d| Ok((d.fault_stats(), d.nr_mappings())))
+                    .ok();
+                let mappings: Vec<MappingStatus> = live
+                    .mappings
+                    .lock()
+                    .values()
+                    .map(|a| MappingStatus {
+                        pid: a.pid,
+                        addr: a.mapping.addr(),
+                        offset: a.mapping.offset(),
+                        len: a.mapping.len(),
+                    })
+                    .collect();
+                out.push(NamespaceStatus {
+                    region: served.path.display().to_string(),
+                    name: live.name.clone(),
+                    enable: if live.warm { "warm" } else { "cold" },
+                    client_faults: stats.map_or(0, |(s, _)| s.user_faults),
+                    leaves_mapped: stats.map_or(0, |(s, _)| s.leaves_mapped),
+                    sigbus: stats.map_or(0, |(s, _)| s.sigbus),
+                    mappings,
+                });
+            }
+        }
+        out
+    }
+}
+
+/// One enabled namespace in `devmap status`.
+#[derive(Debug, Serialize)]
+pub(super) struct NamespaceStatus {
+    region: String,
+    name: String,
+    /// "warm" or "cold".
+    enable: &'static str,
+    /// Touches caught and resolved (or answered with SIGBUS) for its mappings.
+    client_faults: u64,
+    leaves_mapped: u64,
+    sigbus: u64,
+    mappings: Vec<MappingStatus>,
+}
+
+/// One client mapping in `devmap status`.
+#[derive(Debug, Serialize)]
+pub(super) struct MappingStatus {
+    pid: u32,
+    /// The client's address.
+    addr: usize,
+    offset: u64,
+    len: u64,
+}
