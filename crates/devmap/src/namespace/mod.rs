@@ -32,8 +32,8 @@
 //! `vmemmap_shift`, but its data still starts on the data align.
 //!
 //! Namespaces that a devmap from before this rule created were laid out at their own align
-//! ([`GeometryRule::OwnAlign`]: a 4 KiB-aligned namespace's data started 4 KiB after its
-//! memmap room, nothing truncated). Their labels say so, and they keep that layout: an existing
+//! ([`GeometryRule::OwnAlign`]: a 4 KiB-aligned namespace's data started on the first 4 KiB
+//! after its info block and memmap room, nothing truncated). Their labels say so, and they keep that layout: an existing
 //! namespace is never reinterpreted; only new ones get the kernel's.
 //!
 //! Where this still differs from the kernel: a namespace's size must be a multiple of its align
