@@ -462,7 +462,8 @@ typedef struct devmap_region_info {
    */
   uint64_t available;
   /**
-   * The largest namespace of 4 KiB alignment that fits.
+   * The largest namespace of 4 KiB alignment that fits (it starts on 2 MiB, as
+   * `nd_pfn_init` requires).
    */
   uint64_t largest;
   /**

@@ -201,7 +201,10 @@ pub fn refusal(e: NamespaceError) -> anyhow::Error {
         align,
         map,
         data_offset,
+        data_align,
+        end_trunc,
         smallest,
+        ..
     } = e
     else {
         return e.into();
@@ -210,18 +213,35 @@ pub fn refusal(e: NamespaceError) -> anyhow::Error {
         Some(s) => format!("--size {} or more", format_size(s)),
         None => "a larger --size".to_owned(),
     };
+    let padded = if data_align == align {
+        format!("the {} align", format_size(align))
+    } else {
+        format!(
+            "{} (the kernel aligns data to at least memremap_compat_align())",
+            format_size(data_align)
+        )
+    };
+    let truncated = if end_trunc > 0 {
+        format!(
+            " (its last {} are truncated, past the last whole {})",
+            format_size(end_trunc),
+            format_size(data_align)
+        )
+    } else {
+        String::new()
+    };
     match map {
         MemmapLocation::Dev => anyhow!(
             "with --map dev the data starts after the info block and the room for the memmap, \
-             at {}, leaving nothing for data in the {} namespace: use {bigger}, or --map mem",
+             padded to {padded}, at {}, leaving nothing for data in the {} namespace{truncated}: \
+             use {bigger}, or --map mem",
             format_size(data_offset),
             format_size(size)
         ),
         MemmapLocation::Mem => anyhow!(
-            "the data starts after the {} info block, padded to the {} align, at {}, leaving \
-             nothing for data in the {} namespace: use {bigger}",
+            "the data starts after the {} info block, padded to {padded}, at {}, leaving \
+             nothing for data in the {} namespace{truncated}: use {bigger}",
             format_size(INFO_BLOCK_BYTES),
-            format_size(align),
             format_size(data_offset),
             format_size(size)
         ),
@@ -303,10 +323,20 @@ mod tests {
         assert_eq!(
             err_map("2M", "2M", MapArg::Dev),
             "with --map dev the data starts after the info block and the room for the memmap, \
-             at 2M, leaving nothing for data in the 2M namespace: use --size 4M or more, or \
-             --map mem"
+             padded to the 2M align, at 2M, leaving nothing for data in the 2M namespace: use \
+             --size 4M or more, or --map mem"
         );
-        for (size, align, map) in [("2G", "1G", MapArg::Mem), ("4M", "2M", MapArg::Dev)] {
+        assert_eq!(
+            err("3M", "4K"),
+            "the data starts after the 8K info block, padded to 2M (the kernel aligns data to \
+             at least memremap_compat_align()), at 2M, leaving nothing for data in the 3M \
+             namespace (its last 1M are truncated, past the last whole 2M): use --size 4M or more"
+        );
+        for (size, align, map) in [
+            ("2G", "1G", MapArg::Mem),
+            ("4M", "2M", MapArg::Dev),
+            ("4M", "4K", MapArg::Mem),
+        ] {
             namespace(size, align, ModeArg::Fsdax, map).expect("the suggestion works");
         }
     }
@@ -318,8 +348,9 @@ mod tests {
             (n.size(), n.align(), n.vmemmap_shift()),
             (1 << 40, 2 << 20, Order::PMD)
         );
-        let n = namespace("16k", "4k", ModeArg::Fsdax, MapArg::Dev).expect("namespace");
-        assert_eq!((n.size(), n.vmemmap_shift()), (16384, Order::BASE));
+        let n = namespace("4100k", "4k", ModeArg::Fsdax, MapArg::Dev).expect("namespace");
+        assert_eq!((n.size(), n.vmemmap_shift()), (4100 << 10, Order::BASE));
+        assert_eq!((n.data_bytes(), n.end_trunc()), (2 << 20, 4 << 10));
         assert_eq!(n.altmap().map(|a| a.reserve), Some(2));
     }
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{fails, field, json};
+use common::{TempRegion, fails, field, json};
 
 #[test]
 fn map_dev_data_starts_where_the_kernel_puts_it_in_every_mode_and_layout() {
@@ -54,19 +54,78 @@ fn gup_test_pins_the_data_of_a_namespace_with_an_info_block() {
     }
 }
 
+/// The usable bytes a real kernel with ndctl gave 4K namespaces (64G map mem and dev, 256G map
+/// dev), created and listed in a region: the data offset is aligned to 2 MiB
+/// (`memremap_compat_align()`) and each namespace starts on 2 MiB. 2M matches, as before.
 #[test]
-fn a_memmap_larger_than_the_kernels_room_is_refused_with_a_size_that_fits() {
-    // 65 pfns at 4K: the info block leaves ALIGN(8 KiB + 64 * 63, 4 KiB) - 8 KiB = 4 KiB for
-    // 65 descriptors, which take two pages.
+fn a_4k_namespace_gets_the_usable_size_a_real_kernel_gives() {
+    let r = TempRegion::new("ns-4k-kernel");
+    let p = r.path();
+    json(&["create-region", "--path", p, "--size", "450G"]);
+    let cases = [
+        ("mem64", "64G", "4K", "mem", 68_717_379_584u64, 2u64 << 20),
+        ("dev64", "64G", "4K", "dev", 67_643_637_760, 1_075_838_976),
+        (
+            "dev256",
+            "256G",
+            "4K",
+            "dev",
+            270_580_842_496,
+            4_297_064_448,
+        ),
+        ("dev64m2", "64G", "2M", "dev", 67_643_637_760, 1_075_838_976),
+    ];
+    for (name, size, align, map, usable, _) in cases {
+        let created = json(&[
+            "create-namespace",
+            "--region",
+            p,
+            "-n",
+            name,
+            "-s",
+            size,
+            "-a",
+            align,
+            "-M",
+            map,
+        ]);
+        assert_eq!(field(&created[0], "data_bytes"), usable, "{name}");
+    }
+    let rows = json(&["list", "--region", p]);
+    assert_eq!(rows.len(), cases.len());
+    for (r, (name, _, _, _, usable, offset)) in rows.iter().zip(cases) {
+        assert_eq!(r["name"], name);
+        assert_eq!(
+            (field(r, "data_bytes"), field(r, "data_offset")),
+            (usable, offset),
+            "{name}"
+        );
+        assert_eq!(field(r, "offset") % (2 << 20), 0, "{name} starts on 2 MiB");
+    }
+    // And estimate prices the same layout: the room it sets aside is the data offset.
+    let est = json(&[
+        "estimate", "-s", "256G", "-a", "4K", "--map", "dev", "--layout", "flat", "-j",
+    ]);
+    assert_eq!(field(&est[0], "device_bytes"), 4_297_064_448);
+    assert_eq!(
+        field(&est[0], "descriptors_initialized"),
+        270_580_842_496 / 4096
+    );
+}
+
+/// A 4K namespace too small for 2 MiB of data after its 2 MiB-aligned info block (and
+/// memmap room) is refused, with the kernel's reason and the smallest size that works.
+#[test]
+fn a_4k_namespace_needs_room_for_2m_of_data() {
     fails(
         &[
             "estimate", "--size", "260K", "--align", "4K", "--map", "dev",
         ],
-        "the flat memmap of the 260K namespace needs 8K but the info block leaves room for 4K: \
-         use --size 512K (a multiple of 256K), or --map mem",
+        "leaving nothing for data in the 260K namespace (its last 260K are truncated, past the \
+         last whole 2M): use --size 4M or more, or --map mem",
     );
     json(&[
-        "estimate", "--size", "512K", "--align", "4K", "--map", "dev", "-j",
+        "estimate", "--size", "4M", "--align", "4K", "--map", "dev", "-j",
     ]);
 }
 

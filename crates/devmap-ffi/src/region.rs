@@ -94,7 +94,8 @@ pub struct devmap_region_info {
     pub nr_namespaces: u64,
     /// Free bytes usable at 4 KiB alignment.
     pub available: u64,
-    /// The largest namespace of 4 KiB alignment that fits.
+    /// The largest namespace of 4 KiB alignment that fits (it starts on 2 MiB, as
+    /// `nd_pfn_init` requires).
     pub largest: u64,
     /// `DEVMAP_REGION_READ` or `DEVMAP_REGION_MANAGE`.
     pub access: u32,
@@ -226,7 +227,9 @@ pub unsafe extern "C" fn devmap_region_get_info(
         // SAFETY: the caller promises NULL or a live handle.
         let r = unsafe { handle(region, "region") }?.region.lock();
         let out = nonnull(out, "out")?;
-        let (available, largest) = r.free_space(devmap::PAGE_SIZE)?;
+        let (available, _) = r.free_space(devmap::PAGE_SIZE)?;
+        let start = devmap::namespace::data_align(devmap::PAGE_SIZE);
+        let (_, largest) = r.free_space(start)?;
         let info = devmap_region_info {
             size: r.size(),
             nr_namespaces: r.namespaces().len() as u64,

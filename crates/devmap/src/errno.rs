@@ -216,9 +216,14 @@ pub fn mf(e: &MfError) -> i32 {
 /// [`NamespaceError`]: namespace geometry.
 pub fn namespace(e: &NamespaceError) -> i32 {
     match e {
+        // nd_pfn_init refuses a misaligned start with -EINVAL. A namespace left with no data
+        // ("unable to satisfy requested alignment") is -ENXIO from the kernel's probe; here it
+        // is refused as an argument, before anything is written, and ENXIO would name a
+        // torn-down device to the C and Python callers.
         NamespaceError::BadAlign { .. }
         | NamespaceError::UnsupportedAlign { .. }
         | NamespaceError::SizeNotAligned { .. }
+        | NamespaceError::DataNotAligned { .. }
         | NamespaceError::NoRoomForData { .. }
         | NamespaceError::RangeMismatch { .. } => EINVAL,
         NamespaceError::TooLarge { .. } => EOVERFLOW,

@@ -246,7 +246,7 @@ fn run_one(ns: &Namespace, layout: Layout, mode: InitMode, plan: AsyncPlan) -> R
     warm_up_threads(mode);
 
     let space = DeviceSpace::new();
-    let range = space.reserve_range(ns.size(), ns.align())?;
+    let range = space.reserve_range(ns.size(), ns.start_align())?;
     let mut cfg = ns.pgmap_config(range, layout)?;
     cfg.init = mode;
 

@@ -3,10 +3,9 @@
 //! [`cost`] and [`host_bytes`], which `enable` and `gup-test` check against the memory budget
 //! before they build anything.
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use clap::Args;
-use devmap::memmap::MemmapError;
-use devmap::{Cost, Layout, Namespace, PAGE_SIZE, Pfn, PfnRange, PgmapError};
+use devmap::{Cost, Layout, Namespace, PAGE_SIZE, Pfn, PfnRange};
 use serde::Serialize;
 
 use crate::args::{LayoutArg, NamespaceArgs};
@@ -86,21 +85,11 @@ pub(crate) fn rows(a: &EstimateArgs) -> Result<Vec<Estimate>> {
 }
 
 /// What the memmap of `ns` costs in `layout`, as the library will build it, priced at pfn 0
-/// without a device space.
+/// without a device space. The kernel's room for a `--map dev` memmap is rounded up to 2 MiB,
+/// so every layout fits it.
 pub fn cost(ns: &Namespace, layout: Layout) -> Result<Cost> {
     let range = PfnRange::new(Pfn::new(0), ns.pages())?;
-    ns.pgmap_config(range, layout)?
-        .estimate_cost()
-        .map_err(|e| match e {
-            PgmapError::Memmap {
-                source:
-                    MemmapError::AltmapTooSmall {
-                        memmap_pfns, free, ..
-                    },
-                ..
-            } => altmap_too_small(ns, layout, memmap_pfns, free),
-            other => other.into(),
-        })
+    Ok(ns.pgmap_config(range, layout)?.estimate_cost()?)
 }
 
 /// Host bytes the memmap of `ns` takes in `layout` once built: its DRAM part, plus for
@@ -111,31 +100,11 @@ pub fn host_bytes(ns: &Namespace, layout: Layout) -> Result<u64> {
     let cost = cost(ns, layout)?;
     let on_device = match ns.altmap() {
         Some(_) => layout
-            .memmap_bytes(ns.pages(), ns.vmemmap_shift())
+            .memmap_bytes((ns.size() - ns.end_trunc()) / PAGE_SIZE, ns.vmemmap_shift())
             .next_multiple_of(PAGE_SIZE),
         None => 0,
     };
     Ok(cost.metadata_bytes + on_device)
-}
-
-/// The refusal of a `--map dev` namespace whose memmap in `layout` (`need` pfns) does not fit
-/// the room the info block leaves it (`room` pfns). With 64 descriptors a page, any size that
-/// is a whole number of 256 KiB fits: the room rounds up to at least 64 bytes a pfn.
-fn altmap_too_small(ns: &Namespace, layout: Layout, need: u64, room: u64) -> anyhow::Error {
-    let whole = 64 * PAGE_SIZE;
-    let hint = match ns.size().checked_next_multiple_of(whole) {
-        Some(up) if up > ns.size() => format!("--size {}", format_size(up)),
-        _ => "another --size".to_owned(),
-    };
-    anyhow!(
-        "with --map dev the {} memmap of the {} namespace needs {} but the info block leaves \
-         room for {}: use {hint} (a multiple of {}), or --map mem",
-        layout.name(),
-        format_size(ns.size()),
-        format_size(need * PAGE_SIZE),
-        format_size(room * PAGE_SIZE),
-        format_size(whole)
-    )
 }
 
 /// The estimate row for `ns` in `layout`.

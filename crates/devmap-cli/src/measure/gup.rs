@@ -359,7 +359,8 @@ fn check_budget(plan: &Plan) -> Result<()> {
             .and_then(|ns| planned_bytes(&Plan { ns, ..*plan }))
             .is_ok_and(|b| b <= budget)
     };
-    let step = ns.align().max(1 << 20);
+    // Data comes in whole data aligns: max(align, 2 MiB).
+    let step = devmap::namespace::data_align(ns.align());
     let hint = match smaller_fitting(ns.data_bytes(), step, fits) {
         Some(size) => format!("try -m {}", size >> 20),
         None => "try a smaller -m".to_owned(),
@@ -382,7 +383,7 @@ fn bench(plan: &Plan, mut emit: impl FnMut(Repeat) -> Result<()>) -> Result<()> 
     }
     let ns = &plan.ns;
     let space = DeviceSpace::new();
-    let range = space.reserve_range(ns.size(), ns.align())?;
+    let range = space.reserve_range(ns.size(), ns.start_align())?;
     let mut cfg = ns.pgmap_config(range, plan.layout)?;
     cfg.init = InitMode::parallel_default();
     let pgmap = space

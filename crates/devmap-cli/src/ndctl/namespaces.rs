@@ -82,15 +82,18 @@ pub fn create(a: CreateNamespaceArgs) -> Result<()> {
 /// one.
 fn largest(region: &Region, a: &CreateNamespaceArgs) -> Result<String> {
     let align = crate::args::parse_align(&a.align, a.mode)?;
-    let (_, run) = region.free_space(align).map_err(region_error)?;
-    let size = run / align * align;
+    // A new namespace starts on max(align, 2 MiB), and its size past the last whole one of
+    // those would be truncated (end_trunc).
+    let start = devmap::namespace::data_align(align);
+    let (_, run) = region.free_space(start).map_err(region_error)?;
+    let size = run / start * start;
     if size == 0 {
         return Err(anyhow!(
             "region {} has no free run of {} aligned to {}: destroy a namespace, or try a \
              smaller --align",
             a.region.display(),
-            format_size(align),
-            format_size(align)
+            format_size(start),
+            format_size(start)
         ));
     }
     Ok(format_size(size))

@@ -1,8 +1,9 @@
 //! The on-disk info block at the start of every namespace: what a namespace is (uuid, parent
-//! region's uuid, name, mode, size, align, where its memmap lives), where its data starts
-//! (the `nd_pfn_init` offset, checked against the geometry), and the state a warm enable needs
-//! (a clean flag and a generation), sealed by the kernel's `nd_sb_checksum` (Fletcher-64 over the
-//! block with the checksum field zeroed).
+//! region's uuid, name, mode, size, align, where its memmap lives), where its data starts (the
+//! `nd_pfn_init` offset, or for a 4 KiB-aligned namespace an older devmap created the offset at
+//! its own align, which it keeps; checked against the geometry), and the state a warm enable
+//! needs (a clean flag and a generation), sealed by the kernel's `nd_sb_checksum` (Fletcher-64
+//! over the block with the checksum field zeroed).
 //!
 //! The block is 4 KiB, written at byte 4096 of the namespace, where the kernel keeps
 //! `struct nd_pfn_sb` (the first 4 KiB stay free for labels of other formats; the whole 8 KiB
@@ -38,7 +39,7 @@
 //! none, and a warm enable of its room rebuilds each unit on first use instead of trusting it.
 
 use super::ondisk::{self, Header, map_code, map_of, mode_code, mode_of, u32_at, u64_at};
-use super::{MemmapLocation, Namespace, NamespaceError};
+use super::{GeometryRule, MemmapLocation, Namespace, NamespaceMode};
 use crate::addr::PAGE_SIZE;
 use crate::addr::Pfn;
 use crate::memmap::{Layout, RoomSums};
@@ -304,25 +305,8 @@ impl InfoBlock {
         let m = u32_at(b, 124);
         let map = map_of(m).ok_or_else(|| bad("map", format!("{m} (1 is mem, 2 dev)")))?;
         let (size, align) = (u64_at(b, 128), u64_at(b, 136));
-        let namespace = Namespace::new(size, align, mode, map)
-            .map_err(|e: NamespaceError| InfoBlockError::Geometry { why: e.to_string() })?;
         let (data_offset, npfns) = (u64_at(b, 144), u64_at(b, 152));
-        if data_offset != namespace.data_offset() {
-            return Err(InfoBlockError::Geometry {
-                why: format!(
-                    "data offset {data_offset} where nd_pfn_init puts it at {}",
-                    namespace.data_offset()
-                ),
-            });
-        }
-        if npfns != namespace.data_bytes() / PAGE_SIZE {
-            return Err(InfoBlockError::Geometry {
-                why: format!(
-                    "{npfns} data pfns where the namespace holds {}",
-                    namespace.data_bytes() / PAGE_SIZE
-                ),
-            });
-        }
+        let namespace = recorded_geometry(size, align, mode, map, data_offset, npfns)?;
         let mut uuid = [0u8; 16];
         uuid.copy_from_slice(&b[24..40]);
         let mut parent_uuid = [0u8; 16];
@@ -340,6 +324,53 @@ impl InfoBlock {
             room_sums,
         })
     }
+}
+
+/// The namespace whose layout the block records: the one `nd_pfn_init` gives its size, align
+/// and map, or, for a 4 KiB-aligned namespace an older devmap created, the one at its own align
+/// ([`GeometryRule::OwnAlign`](super::GeometryRule::OwnAlign)), which it keeps. The recorded
+/// data offset and npfns must be one of these, whole.
+fn recorded_geometry(
+    size: u64,
+    align: u64,
+    mode: NamespaceMode,
+    map: MemmapLocation,
+    data_offset: u64,
+    npfns: u64,
+) -> Result<Namespace, InfoBlockError> {
+    let kernel = Namespace::new(size, align, mode, map);
+    let own = Namespace::own_align(size, align, mode, map)
+        .ok()
+        .filter(|n| n.rule() == GeometryRule::OwnAlign);
+    let candidates: Vec<Namespace> = kernel.iter().copied().chain(own).collect();
+    let geometry = |why: String| InfoBlockError::Geometry { why };
+    let pfns = |n: &Namespace| n.data_bytes() / PAGE_SIZE;
+    if let Some(n) = candidates
+        .iter()
+        .find(|n| n.data_offset() == data_offset && pfns(n) == npfns)
+    {
+        return Ok(*n);
+    }
+    if let Some(n) = candidates.iter().find(|n| n.data_offset() == data_offset) {
+        return Err(geometry(format!(
+            "{npfns} data pfns where the namespace holds {}",
+            pfns(n)
+        )));
+    }
+    let kernel_says = match kernel {
+        Ok(n) => format!("nd_pfn_init puts it at {}", n.data_offset()),
+        Err(e) => format!("nd_pfn_init refuses the namespace ({e})"),
+    };
+    let older = match own {
+        Some(o) => format!(
+            ", and an older devmap at the namespace's own align at {}",
+            o.data_offset()
+        ),
+        None => String::new(),
+    };
+    Err(geometry(format!(
+        "data offset {data_offset} where {kernel_says}{older}"
+    )))
 }
 
 /// The on-disk code of a layout.

@@ -23,10 +23,18 @@
 //! | 8184..8192 | checksum |
 //!
 //! An entry: uuid (16), name (64, NUL-padded), offset in the region (8), size (8), align (8),
-//! mode (4), map (4), 16 zero bytes.
+//! mode (4), map (4), geometry (4, version 1.1), 12 zero bytes.
+//!
+//! The geometry says which rule placed the namespace's data ([`GeometryRule`]): 0 for the rule
+//! of version 1.0 (the data offset on the namespace's own align), 1 for `nd_pfn_init`'s with
+//! `memremap_compat_align()` (a 4 KiB-aligned namespace laid out at 2 MiB, its start on 2 MiB,
+//! its end truncated). At 2 MiB and 1 GiB both rules give one layout, written 0. Version 1.1 is
+//! written only when some entry says 1, so that an index of namespaces whose layout version 1.0
+//! describes stays readable by a devmap that knows only 1.0; such a devmap refuses a 1.1 index
+//! as newer instead of misreading a 4 KiB-aligned namespace's layout.
 
-use super::Namespace;
 use super::ondisk::{self, Header, map_code, map_of, mode_code, mode_of, u32_at, u64_at};
+use super::{GeometryRule, Namespace};
 
 /// Bytes at the start of a region kept for the label index (its two copies, and room).
 pub const LABEL_AREA_BYTES: u64 = 64 << 10;
@@ -36,8 +44,10 @@ pub const LABEL_INDEX_LEN: usize = 8192;
 pub const MAX_NAMESPACES: usize = 48;
 /// The signature.
 pub const LABEL_SIGNATURE: [u8; 16] = *b"DEVMAP_LABELS\0\0\0";
-/// The version written, and the newest read.
-pub const LABEL_VERSION: (u16, u16) = (1, 0);
+/// The newest version written and read.
+pub const LABEL_VERSION: (u16, u16) = (1, 1);
+/// The version of an index whose every namespace has the layout version 1.0 describes.
+const VERSION_OWN_ALIGN: (u16, u16) = (1, 0);
 
 const ENTRY_LEN: usize = 128;
 const ENTRIES_AT: usize = 56;
@@ -134,7 +144,12 @@ impl LabelIndex {
     pub fn encode(&self) -> Result<[u8; LABEL_INDEX_LEN], LabelError> {
         self.check()?;
         let mut b = [0u8; LABEL_INDEX_LEN];
-        ondisk::write_header(&mut b, &LABEL_SIGNATURE, LABEL_VERSION);
+        let version = if self.labels.iter().any(|l| geometry_code(&l.namespace) != 0) {
+            LABEL_VERSION
+        } else {
+            VERSION_OWN_ALIGN
+        };
+        ondisk::write_header(&mut b, &LABEL_SIGNATURE, version);
         b[20..24].copy_from_slice(&self.seq.to_le_bytes());
         b[24..40].copy_from_slice(&self.region_uuid);
         b[40..48].copy_from_slice(&self.region_size.to_le_bytes());
@@ -149,6 +164,7 @@ impl LabelIndex {
             e[96..104].copy_from_slice(&ns.align().to_le_bytes());
             e[104..108].copy_from_slice(&mode_code(ns.mode()).to_le_bytes());
             e[108..112].copy_from_slice(&map_code(ns.map()).to_le_bytes());
+            e[112..116].copy_from_slice(&geometry_code(ns).to_le_bytes());
         }
         ondisk::seal(&mut b);
         Ok(b)
@@ -176,12 +192,13 @@ impl LabelIndex {
                     l.name
                 )));
             }
-            if !l.offset.is_multiple_of(ns.align()) {
+            if !l.offset.is_multiple_of(ns.start_align()) {
                 return Err(invalid(format!(
-                    "namespace {:?} at offset {} is not aligned to its align {}",
+                    "namespace {:?} at offset {} is not aligned to its start align {} (its \
+                     align, at least 2 MiB unless an older devmap laid it out)",
                     l.name,
                     l.offset,
-                    ns.align()
+                    ns.start_align()
                 )));
             }
             if l.offset < end_of_last {
@@ -234,6 +251,7 @@ impl LabelIndex {
         if b[52..56].iter().any(|&x| x != 0) {
             return Err(invalid("reserved header bytes are not zero"));
         }
+        let minor = u16::from_le_bytes([b[18], b[19]]);
         let mut labels = Vec::with_capacity(count);
         for i in 0..MAX_NAMESPACES {
             let e = &b[ENTRIES_AT + i * ENTRY_LEN..ENTRIES_AT + (i + 1) * ENTRY_LEN];
@@ -243,7 +261,13 @@ impl LabelIndex {
                 }
                 continue;
             }
-            labels.push(decode_entry(i, e)?);
+            labels.push(decode_entry(i, e, minor)?);
+        }
+        if minor >= LABEL_VERSION.1 && !labels.iter().any(|l| geometry_code(&l.namespace) != 0) {
+            return Err(invalid(
+                "version 1.1 without a namespace laid out by nd_pfn_init's rule (geometry 1): \
+                 such an index is written as 1.0",
+            ));
         }
         if b[ENTRIES_AT + MAX_NAMESPACES * ENTRY_LEN..CHECKSUM_AT]
             .iter()
@@ -264,8 +288,17 @@ impl LabelIndex {
     }
 }
 
-/// Decodes entry `i`.
-fn decode_entry(i: usize, e: &[u8]) -> Result<Label, LabelError> {
+/// The on-disk geometry code of a namespace: 1 where `nd_pfn_init`'s rule placed its data
+/// otherwise than version 1.0's would, 0 where version 1.0 describes its layout.
+fn geometry_code(ns: &Namespace) -> u32 {
+    match ns.rule() {
+        GeometryRule::Kernel if ns.align() < super::COMPAT_ALIGN => 1,
+        GeometryRule::Kernel | GeometryRule::OwnAlign => 0,
+    }
+}
+
+/// Decodes entry `i` of an index of minor version `minor`.
+fn decode_entry(i: usize, e: &[u8], minor: u16) -> Result<Label, LabelError> {
     let name_field = &e[16..80];
     let len = name_field.iter().position(|&x| x == 0).unwrap_or(64);
     if name_field[len..].iter().any(|&x| x != 0) {
@@ -274,7 +307,11 @@ fn decode_entry(i: usize, e: &[u8]) -> Result<Label, LabelError> {
     let name = std::str::from_utf8(&name_field[..len])
         .map_err(|err| invalid(format!("entry {i}'s name is not UTF-8: {err}")))?
         .to_owned();
-    if e[112..128].iter().any(|&x| x != 0) {
+    if e[116..128].iter().any(|&x| x != 0) {
+        return Err(invalid(format!("entry {i}'s reserved bytes are not zero")));
+    }
+    let code = u32_at(e, 112);
+    if minor < LABEL_VERSION.1 && code != 0 {
         return Err(invalid(format!("entry {i}'s reserved bytes are not zero")));
     }
     let m = u32_at(e, 104);
@@ -282,8 +319,23 @@ fn decode_entry(i: usize, e: &[u8]) -> Result<Label, LabelError> {
         mode_of(m).ok_or_else(|| invalid(format!("entry {i}'s mode {m} (1 devdax, 2 fsdax)")))?;
     let m = u32_at(e, 108);
     let map = map_of(m).ok_or_else(|| invalid(format!("entry {i}'s map {m} (1 mem, 2 dev)")))?;
-    let namespace = Namespace::new(u64_at(e, 88), u64_at(e, 96), mode, map)
-        .map_err(|err| invalid(format!("entry {i} ({name:?}): {err}")))?;
+    let (size, align) = (u64_at(e, 88), u64_at(e, 96));
+    let namespace = match code {
+        0 => Namespace::own_align(size, align, mode, map),
+        1 => Namespace::new(size, align, mode, map),
+        _ => {
+            return Err(invalid(format!(
+                "entry {i}'s geometry {code} (0 own align, 1 nd_pfn_init's)"
+            )));
+        }
+    }
+    .map_err(|err| invalid(format!("entry {i} ({name:?}): {err}")))?;
+    if geometry_code(&namespace) != code {
+        return Err(invalid(format!(
+            "entry {i} ({name:?}) says geometry 1 at align {align}, where both rules agree: \
+             written 0"
+        )));
+    }
     let mut uuid = [0u8; 16];
     uuid.copy_from_slice(&e[0..16]);
     Ok(Label {

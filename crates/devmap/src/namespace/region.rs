@@ -493,8 +493,9 @@ impl Region {
         })
     }
 
-    /// Creates a namespace of `size` bytes: its info block, then its label. First fit at an
-    /// `align`-aligned offset after the label area.
+    /// Creates a namespace of `size` bytes laid out as `nd_pfn_init` does: its info block, then
+    /// its label. First fit after the label area at an offset on its
+    /// [`start_align`](Namespace::start_align), `max(align, 2 MiB)`.
     pub fn create_namespace(
         &mut self,
         name: &str,
@@ -503,6 +504,14 @@ impl Region {
         mode: NamespaceMode,
         map: MemmapLocation,
     ) -> Result<Label, RegionError> {
+        self.check_new(name)?;
+        let namespace = Namespace::new(size, align, mode, map)?;
+        self.create_laid_out(name, namespace)
+    }
+
+    /// Whether a namespace named `name` may be created: a managed region, a valid name not in
+    /// use, and room in the table.
+    fn check_new(&self, name: &str) -> Result<(), RegionError> {
         if self.access != Access::Manage {
             return Err(RegionError::ReadOnly);
         }
@@ -515,8 +524,19 @@ impl Region {
         if self.index.labels.len() >= MAX_NAMESPACES {
             return Err(RegionError::Full);
         }
-        let namespace = Namespace::new(size, align, mode, map)?;
-        let offset = self.place(size, align)?;
+        Ok(())
+    }
+
+    /// Creates a namespace of the geometry `namespace` (the kernel's for every namespace
+    /// created now; the tests also lay out namespaces as an older devmap did).
+    pub(super) fn create_laid_out(
+        &mut self,
+        name: &str,
+        namespace: Namespace,
+    ) -> Result<Label, RegionError> {
+        self.check_new(name)?;
+        // On its start align: nd_pfn_init refuses a start off memremap_compat_align().
+        let offset = self.place(namespace.size(), namespace.start_align())?;
         let label = Label {
             uuid: new_uuid(&self.path)?,
             name: name.into(),
@@ -618,8 +638,10 @@ impl Region {
     }
 
     /// Free bytes usable at `align` (each free run counted from its first aligned byte) and the
-    /// longest such run: what `list -R` reports as available, and the largest namespace of that
-    /// align that fits. `align` must be a power of two (1 counts every free byte).
+    /// longest such run: what `list -R` reports as available, and, with `align` a namespace's
+    /// [`data_align`](super::data_align) (`max(align, 2 MiB)`, where a new namespace starts),
+    /// the largest namespace of that align that fits. `align` must be a power of two (1 counts
+    /// every free byte).
     pub fn free_space(&self, align: u64) -> Result<(u64, u64), RegionError> {
         if !align.is_power_of_two() {
             return Err(RegionError::BadAlign { align });

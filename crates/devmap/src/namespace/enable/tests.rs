@@ -188,3 +188,103 @@ fn a_namespace_on_tmpfs_catches_first_touches_and_one_on_disk_does_not() {
         region.disable(ns).expect("disable");
     }
 }
+
+/// A 4K namespace an older devmap created (its label in a 1.0 index, its info block with the
+/// data offset of its own align, its start on 4 KiB right after the label area) enables with
+/// the layout it recorded, its bytes where they were; a namespace created beside it gets the
+/// kernel's layout, and the old one keeps its own.
+#[test]
+fn a_4k_namespace_an_older_devmap_created_enables_with_the_offset_it_recorded() {
+    use crate::namespace::{GeometryRule, Namespace};
+    use std::os::unix::fs::FileExt;
+
+    let path = TempPath::new("ns-own-align");
+    let space = DeviceSpace::new();
+    let mut region = Region::create(&path.0, 64 * MIB).expect("create");
+    for (name, map) in [
+        ("old-mem", MemmapLocation::Mem),
+        ("old-dev", MemmapLocation::Dev),
+    ] {
+        let old = Namespace::own_align(4 * MIB, PAGE_SIZE, NamespaceMode::Devdax, map)
+            .expect("own align");
+        region.create_laid_out(name, old).expect(name);
+    }
+    let file = std::fs::File::open(&path.0).expect("open");
+    let version = |slot: u64| {
+        let mut v = [0u8; 4];
+        file.read_exact_at(&mut v, slot * 8192 + 16).expect("read");
+        v
+    };
+    assert_eq!(
+        [version(0), version(1)],
+        [[1, 0, 0, 0]; 2],
+        "both copies are 1.0"
+    );
+    drop(region);
+
+    let mut region = Region::open(&path.0, Access::Manage).expect("reopen");
+    // ALIGN(8 KiB + 64 * 1022, 4 KiB) = 73728 for --map dev.
+    for (name, at, offset) in [
+        ("old-mem", 64 << 10, 8192),
+        ("old-dev", (64 << 10) + 4 * MIB, 73728),
+    ] {
+        let label = region.namespace(name).expect(name).clone();
+        let ns = label.namespace;
+        assert_eq!(
+            (label.offset, ns.rule(), ns.data_offset(), ns.end_trunc()),
+            (at, GeometryRule::OwnAlign, offset, 0),
+            "{name}"
+        );
+        assert_eq!(region.info_block(&label).expect("block").namespace, ns);
+        let enabled = region
+            .enable(&space, name, DaxOptions::new(Order::BASE))
+            .expect("enable");
+        let dev = enabled.device();
+        assert_eq!(dev.size(), 4 * MIB - offset, "{name}");
+        let m = dev.mmap(0, dev.size(), true).expect("mmap");
+        m.bytes().write(0, name.as_bytes()).expect("write");
+        m.populate(m.addr(), dev.size()).expect("fault in");
+        drop(m);
+        region.disable(enabled).expect("disable");
+        let mut got = vec![0u8; name.len()];
+        file.read_exact_at(&mut got, at + offset).expect("read");
+        assert_eq!(
+            got,
+            name.as_bytes(),
+            "{name}: the data starts at its recorded offset"
+        );
+    }
+
+    let new = region
+        .create_namespace(
+            "new",
+            4 * MIB,
+            PAGE_SIZE,
+            NamespaceMode::Devdax,
+            MemmapLocation::Mem,
+        )
+        .expect("new");
+    assert_eq!(
+        (
+            new.offset % (2 * MIB),
+            new.namespace.rule(),
+            new.namespace.data_offset()
+        ),
+        (0, GeometryRule::Kernel, 2 * MIB)
+    );
+    drop(region);
+    let region = Region::open(&path.0, Access::Read).expect("reopen");
+    let rules: Vec<_> = region
+        .namespaces()
+        .iter()
+        .map(|l| l.namespace.rule())
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            GeometryRule::OwnAlign,
+            GeometryRule::OwnAlign,
+            GeometryRule::Kernel
+        ]
+    );
+}

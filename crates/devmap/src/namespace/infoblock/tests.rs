@@ -7,7 +7,7 @@ use crate::addr::Pfn;
 use crate::memmap::Layout;
 use crate::namespace::fuzz_tests;
 use crate::namespace::ondisk::{fletcher64, seal};
-use crate::namespace::{MemmapLocation, NamespaceMode};
+use crate::namespace::{GeometryRule, MemmapLocation, NamespaceMode};
 
 fn block(mode: NamespaceMode, map: MemmapLocation, size: u64, align: u64) -> InfoBlock {
     InfoBlock {
@@ -222,6 +222,71 @@ fn every_refusal_names_what_is_wrong() {
     );
 }
 
+/// The block of a 64 MiB 4K devdax namespace an older devmap created: its data at its own
+/// align ([`GeometryRule::OwnAlign`]).
+fn own_align(map: MemmapLocation) -> InfoBlock {
+    let mut b = block(NamespaceMode::Devdax, map, 64 << 20, 4096);
+    b.namespace =
+        Namespace::own_align(64 << 20, 4096, NamespaceMode::Devdax, map).expect("own align");
+    b
+}
+
+/// An info block an older devmap wrote for a 4K namespace records the data offset of its own
+/// align: it still decodes, to that layout, and encodes back to the same bytes; a new 4K
+/// namespace's block records the kernel's.
+#[test]
+fn a_block_with_the_old_4k_offset_still_decodes_unchanged() {
+    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8"));
+    // (map, old offset, old npfns, kernel offset, kernel npfns): 64 MiB is 16384 pfns, and
+    // --map dev set aside ALIGN(8 KiB + 64 * 16382, 4 KiB) = 1032192 + 8192 bytes.
+    for (map, old, old_pfns, new, new_pfns) in [
+        (MemmapLocation::Mem, 8192, 16382, 2 << 20, 15872),
+        (MemmapLocation::Dev, 1_056_768, 16126, 2 << 20, 15872),
+    ] {
+        let want = own_align(map);
+        let bytes = want.encode().expect("encode");
+        assert_eq!(
+            (u64_at(&bytes, 144), u64_at(&bytes, 152)),
+            (old, old_pfns),
+            "{map:?}"
+        );
+        assert_eq!(&bytes[16..20], &[1, 0, 0, 0], "{map:?}: as 1.0 wrote it");
+        let got = InfoBlock::decode(&bytes).expect("decode");
+        assert_eq!(got, want);
+        assert_eq!(got.namespace.rule(), GeometryRule::OwnAlign);
+        assert_eq!(got.encode().expect("again"), bytes);
+
+        let kernel = block(NamespaceMode::Devdax, map, 64 << 20, 4096);
+        let bytes = kernel.encode().expect("encode");
+        assert_eq!(
+            (u64_at(&bytes, 144), u64_at(&bytes, 152)),
+            (new, new_pfns),
+            "{map:?}"
+        );
+        assert_eq!(InfoBlock::decode(&bytes).expect("decode"), kernel);
+    }
+    // Neither layout: both named.
+    let mut bytes = own_align(MemmapLocation::Mem).encode().expect("encode");
+    bytes[144..152].copy_from_slice(&(12u64 << 10).to_le_bytes());
+    let e = InfoBlock::decode(&resealed(bytes)).expect_err("neither");
+    assert!(
+        e.to_string().contains(
+            "data offset 12288 where nd_pfn_init puts it at 2097152, and an older devmap at \
+             the namespace's own align at 8192"
+        ),
+        "{e}"
+    );
+    // The old offset with the kernel's npfns, or the reverse, is neither either.
+    let mut bytes = own_align(MemmapLocation::Mem).encode().expect("encode");
+    bytes[152..160].copy_from_slice(&15872u64.to_le_bytes());
+    let e = InfoBlock::decode(&resealed(bytes)).expect_err("mixed");
+    assert!(
+        e.to_string()
+            .contains("15872 data pfns where the namespace holds 16382"),
+        "{e}"
+    );
+}
+
 #[test]
 fn mutated_blocks_never_panic_and_every_refusal_has_a_reason() {
     let geometries = [
@@ -237,7 +302,11 @@ fn mutated_blocks_never_panic_and_every_refusal_has_a_reason() {
     let bases = geometries
         .into_iter()
         .map(|(mode, map, size, align)| block(mode, map, size, align))
-        .chain([recorded(1 << 30, 2 << 20), summed(1 << 30, 2 << 20, 3)]);
+        .chain([
+            recorded(1 << 30, 2 << 20),
+            summed(1 << 30, 2 << 20, 3),
+            own_align(MemmapLocation::Dev),
+        ]);
     for (i, b) in bases.enumerate() {
         let base = b.encode().expect("encode");
         fuzz_tests::fuzz(

@@ -4,7 +4,7 @@
 use super::*;
 use crate::namespace::fuzz_tests;
 use crate::namespace::ondisk::seal;
-use crate::namespace::{MemmapLocation, NamespaceMode};
+use crate::namespace::{GeometryRule, MemmapLocation, NamespaceMode};
 
 fn index(seq: u32) -> LabelIndex {
     let ns =
@@ -67,8 +67,8 @@ fn every_refusal_names_what_is_wrong() {
     check(&good[..10], "truncated: 10 bytes");
     check(&[0u8; LABEL_INDEX_LEN], "no devmap label index here");
     let mut newer = good;
-    newer[18..20].copy_from_slice(&1u16.to_le_bytes());
-    check(&newer, "version 1.1, newer than this devmap reads (1.0)");
+    newer[18..20].copy_from_slice(&2u16.to_le_bytes());
+    check(&newer, "version 1.2, newer than this devmap reads (1.1)");
     let mut flipped = good;
     flipped[ENTRIES_AT + 90] ^= 4;
     check(&flipped, "corrupt: checksum");
@@ -90,13 +90,129 @@ fn every_refusal_names_what_is_wrong() {
     check(&resealed(past), "runs past the region's end");
     let mut unaligned = good;
     unaligned[ENTRIES_AT + 80..ENTRIES_AT + 88].copy_from_slice(&(4096u64).to_le_bytes());
-    check(&resealed(unaligned), "is not aligned to its align");
+    check(
+        &resealed(unaligned),
+        "is not aligned to its start align 2097152",
+    );
     let mut name = good;
     name[ENTRIES_AT + ENTRY_LEN + 16..ENTRIES_AT + ENTRY_LEN + 19].copy_from_slice(b"vm0");
     check(&resealed(name), "share a name or a uuid");
     let mut mode = good;
     mode[ENTRIES_AT + 104] = 9;
     check(&resealed(mode), "entry 0's mode 9");
+}
+
+/// `index(1)` (2M and 1G namespaces, whose layout both rules agree on) with a 4K namespace
+/// `ns` at 4 GiB.
+fn with_4k(ns: Namespace) -> LabelIndex {
+    let mut i = index(1);
+    i.labels.push(Label {
+        uuid: [4; 16],
+        name: "small".into(),
+        offset: 4 << 30,
+        namespace: ns,
+    });
+    i
+}
+
+const ENTRY2: usize = ENTRIES_AT + 2 * ENTRY_LEN;
+
+#[test]
+fn a_4k_namespace_laid_out_by_the_kernels_rule_needs_version_1_1() {
+    // 2M and 1G namespaces only: what version 1.0 describes, so still written as 1.0.
+    let old = index(1).encode().expect("encode");
+    assert_eq!(&old[16..20], &[1, 0, 0, 0]);
+    for e in 0..2 {
+        let at = ENTRIES_AT + e * ENTRY_LEN;
+        assert!(old[at + 112..at + 128].iter().all(|&x| x == 0), "entry {e}");
+    }
+    let decoded = LabelIndex::decode(&old).expect("decode");
+    assert!(
+        decoded
+            .labels
+            .iter()
+            .all(|l| l.namespace.rule() == GeometryRule::Kernel)
+    );
+
+    let new = with_4k(
+        Namespace::new(64 << 20, 4096, NamespaceMode::Devdax, MemmapLocation::Mem).expect("ns"),
+    );
+    let bytes = new.encode().expect("encode");
+    assert_eq!(&bytes[16..20], &[1, 0, 1, 0], "version 1.1");
+    assert_eq!(
+        u32::from_le_bytes(bytes[ENTRY2 + 112..ENTRY2 + 116].try_into().expect("4")),
+        1
+    );
+    let back = LabelIndex::decode(&bytes).expect("decode");
+    assert_eq!(back, new);
+    assert_eq!(back.labels[2].namespace.data_offset(), 2 << 20);
+}
+
+/// A 4K namespace in a 1.0 index is one an older devmap laid out: it keeps its data offset
+/// (8 KiB for `--map mem`) and its start on 4 KiB, and writing the index again keeps it 1.0.
+#[test]
+fn a_4k_namespace_of_a_version_1_0_index_keeps_the_old_layout() {
+    let old = Namespace::own_align(64 << 20, 4096, NamespaceMode::Devdax, MemmapLocation::Mem)
+        .expect("own align");
+    let mut i = with_4k(old);
+    i.labels[2].offset = (4 << 30) + 4096;
+    let bytes = i.encode().expect("encode");
+    assert_eq!(&bytes[16..20], &[1, 0, 0, 0], "version 1.0");
+    assert!(bytes[ENTRY2 + 112..ENTRY2 + 128].iter().all(|&x| x == 0));
+    let back = LabelIndex::decode(&bytes).expect("decode");
+    let ns = back.labels[2].namespace;
+    assert_eq!(
+        (
+            ns.rule(),
+            ns.data_offset(),
+            ns.data_bytes(),
+            ns.start_align()
+        ),
+        (GeometryRule::OwnAlign, 8192, (64 << 20) - 8192, 4096)
+    );
+    assert_eq!(back.encode().expect("again"), bytes);
+}
+
+#[test]
+fn geometry_codes_that_no_version_writes_are_refused() {
+    let check = |bytes: &[u8], want: &str| {
+        let e = LabelIndex::decode(bytes).expect_err(want);
+        assert!(e.to_string().contains(want), "{e} lacks {want:?}");
+    };
+    let old = index(1).encode().expect("encode");
+    let new = with_4k(
+        Namespace::new(64 << 20, 4096, NamespaceMode::Devdax, MemmapLocation::Dev).expect("ns"),
+    )
+    .encode()
+    .expect("encode");
+    // A 1.0 index has no geometry field.
+    let mut in_1_0 = old;
+    in_1_0[ENTRIES_AT + 112] = 1;
+    check(&resealed(in_1_0), "entry 0's reserved bytes are not zero");
+    // 1.1 with nothing that needs it.
+    let mut bumped = old;
+    bumped[18] = 1;
+    check(
+        &resealed(bumped),
+        "version 1.1 without a namespace laid out by nd_pfn_init's rule",
+    );
+    // Geometry 1 where both rules agree (1 GiB).
+    let mut agree = new;
+    agree[ENTRIES_AT + ENTRY_LEN + 112] = 1;
+    check(
+        &resealed(agree),
+        "says geometry 1 at align 1073741824, where both rules agree",
+    );
+    let mut unknown = new;
+    unknown[ENTRY2 + 112] = 7;
+    check(
+        &resealed(unknown),
+        "entry 2's geometry 7 (0 own align, 1 nd_pfn_init's)",
+    );
+    // The kernel's rule starts a 4K namespace on 2 MiB.
+    let mut off = new;
+    off[ENTRY2 + 80..ENTRY2 + 88].copy_from_slice(&((4u64 << 30) + 4096).to_le_bytes());
+    check(&resealed(off), "is not aligned to its start align 2097152");
 }
 
 /// A full table: [`MAX_NAMESPACES`] namespaces of 4 MiB, one after the other.
@@ -197,13 +313,17 @@ fn a_flip_anywhere_before_the_checksum_is_caught() {
 
 #[test]
 fn mutated_copies_never_panic_and_every_refusal_has_a_reason() {
-    let base = index(2).encode().expect("encode");
-    fuzz_tests::fuzz(
-        "label index",
-        0x1abe1,
-        &base,
-        ENTRIES_AT + 2 * ENTRY_LEN,
-        LabelIndex::decode,
-        |i| i.encode().expect("re-encode").to_vec(),
-    );
+    let kernel_4k =
+        Namespace::new(64 << 20, 4096, NamespaceMode::Fsdax, MemmapLocation::Dev).expect("ns");
+    for (i, base) in [index(2), with_4k(kernel_4k)].into_iter().enumerate() {
+        let base = base.encode().expect("encode");
+        fuzz_tests::fuzz(
+            "label index",
+            0x1abe1 + i as u64,
+            &base,
+            ENTRIES_AT + 3 * ENTRY_LEN,
+            LabelIndex::decode,
+            |i| i.encode().expect("re-encode").to_vec(),
+        );
+    }
 }
