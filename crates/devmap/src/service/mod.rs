@@ -97,6 +97,13 @@ pub struct Stopped {
 impl Service {
     /// Opens the regions, enables `opts.enable`, binds the socket and starts accepting.
     pub fn start(opts: &ServeOptions) -> Result<Service, ServiceError> {
+        // Before the regions are opened: a running service holds them, and its socket is the
+        // clearer reason.
+        if UnixStream::connect(&opts.socket).is_ok() {
+            return Err(ServiceError::SocketInUse {
+                path: opts.socket.clone(),
+            });
+        }
         let state = State::open(&opts.regions)?;
         let mut enabled = Vec::new();
         for name in &opts.enable {

@@ -1,0 +1,338 @@
+//! `devmap serve` with real client processes: the service runs as the `devmap` binary on a
+//! temporary socket, and each client is this test binary run again as a child (the ignored
+//! `serve_child` test, told its role in `DEVMAP_SERVE_CHILD`), using the library's client.
+//! Region files live on tmpfs (`/dev/shm`), where the service resolves the clients' touches.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use devmap::client::Client;
+use serde_json::Value;
+
+use common::devmap;
+
+const CHILD: &str = "DEVMAP_SERVE_CHILD";
+const MIB: u64 = 1 << 20;
+/// Where client A writes: in the second 2 MiB leaf.
+const AT: u64 = 3 * MIB + 5;
+const GREETING: &[u8] = b"hello from client A";
+
+/// A client process's half: connects, opens vm0, maps its first 8 MiB and then, by role,
+/// writes the greeting (`writer`) or reads it back (`reader`); prints what it did and its
+/// mapping's address, then waits for a line on stdin before it exits (0), unmapping first.
+#[test]
+#[ignore = "the client half of the serve tests, which run it as a child process"]
+fn serve_child() {
+    let Ok(spec) = std::env::var(CHILD) else {
+        return;
+    };
+    let (role, socket) = spec.split_once(':').expect("role:socket");
+    let client = Client::connect(socket).expect("connect");
+    let ns = client.open(None, "vm0").expect("open vm0");
+    assert!(ns.caught(), "a region on tmpfs has its touches caught");
+    let m = ns.map(0, 8 * MIB).expect("map");
+    match role {
+        "writer" => m.bytes().write(AT, GREETING).expect("write"),
+        "reader" => {
+            let mut got = vec![0u8; GREETING.len()];
+            m.bytes().read(AT, &mut got).expect("read");
+            assert_eq!(got, GREETING, "the reader sees the writer's bytes");
+        }
+        other => panic!("unknown role {other}"),
+    }
+    println!("{role} ok at {:#x}", m.addr());
+    std::io::stdout().flush().expect("flush");
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    drop(m);
+}
+
+/// A region file on tmpfs, removed when dropped.
+struct ShmRegion(PathBuf);
+
+impl ShmRegion {
+    fn new(tag: &str) -> ShmRegion {
+        let path = PathBuf::from(format!("/dev/shm/devmap-{tag}-{}.img", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        ShmRegion(path)
+    }
+
+    fn arg(&self) -> &str {
+        self.0.to_str().expect("utf-8 path")
+    }
+}
+
+impl Drop for ShmRegion {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A running `devmap serve`, killed if the test ends without stopping it.
+struct Served {
+    child: Child,
+    out: BufReader<ChildStdout>,
+    socket: PathBuf,
+}
+
+impl Served {
+    /// Starts the service and waits for its ready line.
+    fn start(socket: &Path, region: &ShmRegion, enable: &str) -> (Served, String) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_devmap"))
+            .args(["serve", "--socket"])
+            .arg(socket)
+            .args(["-r", region.arg(), "--enable", enable])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn devmap serve");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut ready = String::new();
+        out.read_line(&mut ready).expect("ready line");
+        assert!(ready.starts_with("devmap serve: ready on"), "{ready:?}");
+        (
+            Served {
+                child,
+                out,
+                socket: socket.to_path_buf(),
+            },
+            ready,
+        )
+    }
+
+    /// Sends `signal` and waits for the exit: the status and the last line printed.
+    fn stop(mut self, signal: rustix::process::Signal) -> (std::process::ExitStatus, String) {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, signal).expect("signal the service");
+        let mut last = String::new();
+        self.out.read_line(&mut last).expect("read the last line");
+        let status = self.child.wait().expect("wait");
+        (status, last)
+    }
+
+    fn status(&self) -> Value {
+        let out = devmap(&["status", "--socket", self.socket.to_str().expect("utf-8")]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client process, started with its role; its first line says what it did.
+fn client(role: &str, socket: &Path) -> (Child, String) {
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "serve_child",
+            "--ignored",
+            "--nocapture",
+            "--quiet",
+        ])
+        .env(CHILD, format!("{role}:{}", socket.display()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn a client");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    while !line.contains(" ok at ") {
+        line.clear();
+        if out.read_line(&mut line).expect("client output") == 0 {
+            panic!("the {role} client ended without saying it mapped");
+        }
+    }
+    // The rest of its output (the test harness's summary) is drained, so it never writes to a
+    // closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    (child, line)
+}
+
+/// The pids of the mappings of the first namespace in a status.
+fn mapping_pids(status: &Value) -> Vec<u64> {
+    let mut pids: Vec<u64> = status["namespaces"][0]["mappings"]
+        .as_array()
+        .expect("mappings")
+        .iter()
+        .map(|m| m["pid"].as_u64().expect("pid"))
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+fn create(region: &ShmRegion) {
+    for args in [
+        vec!["create-region", "--path", region.arg(), "--size", "256M"],
+        vec![
+            "create-namespace",
+            "-r",
+            region.arg(),
+            "-s",
+            "64M",
+            "-a",
+            "2M",
+            "-n",
+            "vm0",
+        ],
+    ] {
+        let out = devmap(&args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn client_processes_share_bytes_lose_their_mappings_when_killed_and_a_restart_is_warm() {
+    let region = ShmRegion::new("serve");
+    create(&region);
+    let socket = std::env::temp_dir().join(format!("devmap-serve-{}.sock", std::process::id()));
+    let (served, ready) = Served::start(&socket, &region, "vm0");
+    assert!(ready.contains("vm0 (cold)"), "{ready}");
+
+    // A writes through its mapping; B, another process, reads it through its own. Both
+    // first touches are caught in the clients and resolved by the service.
+    let (mut a, a_line) = client("writer", &socket);
+    let (mut b, b_line) = client("reader", &socket);
+    let status = served.status();
+    let want = {
+        let mut p = vec![u64::from(a.id()), u64::from(b.id())];
+        p.sort_unstable();
+        p
+    };
+    assert_eq!(mapping_pids(&status), want, "{status}");
+    let clients: Vec<u64> = status["clients"]
+        .as_array()
+        .expect("clients")
+        .iter()
+        .map(|c| c["pid"].as_u64().expect("pid"))
+        .collect();
+    for pid in &want {
+        assert!(clients.contains(pid), "client {pid} missing from {status}");
+    }
+    let ns = &status["namespaces"][0];
+    assert!(ns["client_faults"].as_u64() >= Some(2), "{ns}");
+    assert_eq!(ns["sigbus"].as_u64(), Some(0), "{ns}");
+    // Each mapping is reported at the address its client printed.
+    for (line, pid) in [(&a_line, a.id()), (&b_line, b.id())] {
+        let addr = u64::from_str_radix(line.trim().rsplit("0x").next().expect("address"), 16)
+            .expect("hex address");
+        let m = ns["mappings"]
+            .as_array()
+            .expect("mappings")
+            .iter()
+            .find(|m| m["pid"].as_u64() == Some(u64::from(pid)))
+            .expect("the client's mapping");
+        assert_eq!(m["addr"].as_u64(), Some(addr), "{m}");
+    }
+
+    // A killed client loses its mapping: the service sees its socket close.
+    a.kill().expect("kill A");
+    a.wait().expect("reap A");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if mapping_pids(&served.status()) == vec![u64::from(b.id())] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A's mapping outlived A");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    // B ends cleanly (it unmaps first).
+    b.stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"\n")
+        .expect("tell B");
+    assert!(b.wait().expect("reap B").success());
+    assert!(mapping_pids(&served.status()).is_empty());
+
+    // SIGTERM disables cleanly; the next start adopts the memmap (warm) and finds A's bytes.
+    let (exit, last) = served.stop(rustix::process::Signal::TERM);
+    assert!(exit.success(), "{exit:?}: {last}");
+    assert!(
+        last.contains("SIGTERM") && last.contains("disabled cleanly: vm0"),
+        "{last}"
+    );
+    assert!(!socket.exists(), "the socket file is removed");
+    let (served, ready) = Served::start(&socket, &region, "vm0");
+    assert!(ready.contains("vm0 (warm)"), "{ready}");
+    let (mut r, _) = client("reader", &socket);
+    r.stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"\n")
+        .expect("tell the reader");
+    assert!(r.wait().expect("reap").success());
+    let (exit, last) = served.stop(rustix::process::Signal::INT);
+    assert!(exit.success() && last.contains("SIGINT"), "{last}");
+}
+
+#[test]
+fn requests_the_service_cannot_serve_are_refused_with_their_reason() {
+    let region = ShmRegion::new("serve-refuse");
+    create(&region);
+    let socket = std::env::temp_dir().join(format!("devmap-refuse-{}.sock", std::process::id()));
+    let (served, _) = Served::start(&socket, &region, "vm0");
+    let c = Client::connect(&socket).expect("connect");
+    let names: Vec<String> = c
+        .list()
+        .expect("list")
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, vec!["vm0".to_string()]);
+    let e = c.open(None, "nope").expect_err("no such namespace");
+    assert_eq!(e.errno(), rustix::io::Errno::NOENT.raw_os_error(), "{e}");
+    assert!(
+        e.to_string()
+            .contains("no served region has a namespace \"nope\""),
+        "{e}"
+    );
+    let ns = c.open(None, "vm0").expect("open");
+    let e = ns.map(MIB, 2 * MIB).expect_err("unaligned offset");
+    assert!(e.to_string().contains("offset"), "{e}");
+    // A disable while a client maps it names the client; --force takes the mapping.
+    let m = ns.map(0, 2 * MIB).expect("map");
+    let e = c.disable(None, "vm0", false).expect_err("in use");
+    assert!(
+        e.to_string().contains(&std::process::id().to_string()),
+        "{e}"
+    );
+    c.disable(None, "vm0", true).expect("forced disable");
+    drop(m);
+    assert!(
+        c.enable(None, "vm0").expect("enable again"),
+        "a clean disable: warm"
+    );
+    // A second service on the same socket is refused while the first answers.
+    let out = devmap(&[
+        "serve",
+        "--socket",
+        socket.to_str().expect("utf-8"),
+        "-r",
+        region.arg(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("socket of a running service"), "{err}");
+    drop(c);
+    let (exit, _) = served.stop(rustix::process::Signal::TERM);
+    assert!(exit.success());
+}
