@@ -42,12 +42,19 @@ fn serve_child() {
             m.bytes().read(AT, &mut got).expect("read");
             assert_eq!(got, GREETING, "the reader sees the writer's bytes");
         }
+        "toucher" => {}
         other => panic!("unknown role {other}"),
     }
     println!("{role} ok at {:#x}", m.addr());
     std::io::stdout().flush().expect("flush");
     let mut line = String::new();
     let _ = std::io::stdin().read_line(&mut line);
+    if role == "toucher" {
+        // A leaf nobody touched yet, after the service is gone: SIGBUS, never a wait.
+        let _ = m.bytes().write(5 * MIB, b"after the service");
+        println!("the touch returned");
+        std::process::exit(3);
+    }
     drop(m);
 }
 
@@ -335,4 +342,32 @@ fn requests_the_service_cannot_serve_are_refused_with_their_reason() {
     drop(c);
     let (exit, _) = served.stop(rustix::process::Signal::TERM);
     assert!(exit.success());
+}
+
+/// The service dies (SIGKILL) with a client attached: the client's next touch of a leaf the
+/// service never mapped gets SIGBUS at once instead of waiting forever for an answer.
+#[test]
+fn a_touch_after_the_service_died_is_sigbus_never_a_hang() {
+    use std::os::unix::process::ExitStatusExt;
+    let region = ShmRegion::new("serve-died");
+    create(&region);
+    let socket = std::env::temp_dir().join(format!("devmap-died-{}.sock", std::process::id()));
+    let (mut served, _) = Served::start(&socket, &region, "vm0");
+    let (mut t, _) = client("toucher", &socket);
+    served.child.kill().expect("SIGKILL the service");
+    served.child.wait().expect("reap the service");
+    t.stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"\n")
+        .expect("tell it to touch");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = t.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the touch hangs");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.signal(), Some(7), "SIGBUS, got {status:?}");
 }

@@ -6,6 +6,13 @@
 //! window is registered with a userfaultfd of this process, passed to the service). Dropping a
 //! mapping tells the service, then unmaps.
 //!
+//! When the service goes away (it stopped, or died), a touch of a leaf it has not mapped yet
+//! would wait forever for an answer. So each connection has a watcher thread, asleep in `poll`
+//! on the socket's hangup: on it, every mapping of the connection is fenced (its whole window
+//! replaced by a mapping of an empty file, so every access raises SIGBUS, as an access to a
+//! torn-down device-dax device's mapping does) and its userfaultfd closed, which wakes a touch
+//! already waiting into that SIGBUS.
+//!
 //! ```no_run
 //! use devmap::client::Client;
 //!
@@ -18,10 +25,11 @@
 //! # }
 //! ```
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
 
 use parking_lot::Mutex;
 
@@ -88,12 +96,105 @@ impl ClientError {
     }
 }
 
-/// One connection: its socket, its receiver and the next request id.
+/// One connection: its socket, its receiver, the next request id and its watcher.
 #[derive(Debug)]
 struct Conn {
-    stream: UnixStream,
+    stream: Arc<UnixStream>,
     rx: Receiver,
     next_id: u32,
+    watcher: Watcher,
+}
+
+/// What a mapping shares with its connection's watcher: the window and this process's copy of
+/// the userfaultfd it is registered with.
+#[derive(Debug)]
+struct Window {
+    bytes: Mmap,
+    uffd: Mutex<Option<Userfaultfd>>,
+}
+
+impl Window {
+    /// The service is gone: fence the window and close the userfaultfd (see the module doc).
+    fn lose(&self) {
+        if let Err(e) = self.bytes.fence(0, self.bytes.len() as u64) {
+            tracing::error!(error = %e, "client: cannot fence a mapping of a lost service");
+        }
+        drop(self.uffd.lock().take());
+    }
+}
+
+/// The mappings a watcher fences.
+type Windows = Mutex<Vec<Weak<Window>>>;
+
+/// A connection's watcher thread and the eventfd that stops it.
+#[derive(Debug)]
+struct Watcher {
+    windows: Arc<Windows>,
+    stop: Arc<OwnedFd>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Watcher {
+    fn start(stream: &Arc<UnixStream>) -> std::io::Result<Watcher> {
+        let stop = Arc::new(rustix::event::eventfd(
+            0,
+            rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+        )?);
+        let windows: Arc<Windows> = Arc::default();
+        let thread = {
+            let (stream, stop, windows) =
+                (Arc::clone(stream), Arc::clone(&stop), Arc::clone(&windows));
+            std::thread::Builder::new()
+                .name("devmap-client-watch".into())
+                .spawn(move || watch(&stream, &stop, &windows))?
+        };
+        Ok(Watcher {
+            windows,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        // The eventfd stays readable, so the thread sees the stop wherever it is.
+        if rustix::io::write(&*self.stop, &1u64.to_ne_bytes()).is_ok()
+            && let Some(t) = self.thread.take()
+        {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Sleeps until the service hangs up (or the stop): then fences every live window.
+fn watch(stream: &UnixStream, stop: &OwnedFd, windows: &Windows) {
+    use rustix::event::{PollFd, PollFlags, poll};
+    loop {
+        let mut fds = [
+            PollFd::new(stream, PollFlags::RDHUP),
+            PollFd::new(stop, PollFlags::IN),
+        ];
+        match poll(&mut fds, None) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => {
+                tracing::error!(error = %e, "client: cannot watch the service's socket");
+                return;
+            }
+        }
+        if !fds[1].revents().is_empty() {
+            return;
+        }
+        let gone = PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR;
+        if fds[0].revents().intersects(gone) {
+            tracing::warn!("client: the service hung up; fencing every mapping");
+            for w in windows.lock().iter().filter_map(Weak::upgrade) {
+                w.lose();
+            }
+            return;
+        }
+    }
 }
 
 /// A connection to the service. Clones share it.
@@ -106,15 +207,18 @@ impl Client {
     /// Connects to the service listening on `socket`.
     pub fn connect(socket: impl AsRef<Path>) -> Result<Client, ClientError> {
         let path = socket.as_ref();
-        let stream = UnixStream::connect(path).map_err(|source| ClientError::Connect {
+        let connect = |source| ClientError::Connect {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let stream = Arc::new(UnixStream::connect(path).map_err(connect)?);
+        let watcher = Watcher::start(&stream).map_err(connect)?;
         Ok(Client {
             conn: Arc::new(Mutex::new(Conn {
                 stream,
                 rx: Receiver::new(),
                 next_id: 1,
+                watcher,
             })),
         })
     }
@@ -132,6 +236,7 @@ impl Client {
         c.next_id = c.next_id.wrapping_add(1);
         send_frame(&c.stream, M::KIND, id, &encode_payload(req)?, fds)?;
         let Conn { stream, rx, .. } = &mut *c;
+        let stream = &**stream;
         let frame = rx.recv(stream)?;
         if frame.kind() == kind::ERROR {
             let e: ErrorReply = frame.message()?;
@@ -273,10 +378,10 @@ impl Namespace {
     /// address, and attaches the window in the service (registered with a userfaultfd of this
     /// process where the service resolves touches, else with every leaf's metadata set now).
     pub fn map(&self, offset: u64, len: u64) -> Result<Mapping, ClientError> {
-        let window = self.backing.map_shared(offset, len, self.align)?;
+        let bytes = self.backing.map_shared(offset, len, self.align)?;
         let uffd = if self.caught {
             let u = Userfaultfd::new(UffdFeatures::DEVICE)?;
-            u.register(&window, self.backing.uffd_modes())?;
+            u.register(&bytes, self.backing.uffd_modes())?;
             Some(u)
         } else {
             None
@@ -285,17 +390,28 @@ impl Namespace {
             ns: self.handle,
             offset,
             len,
-            base: window.as_ptr().as_ptr() as u64,
+            base: bytes.as_ptr().as_ptr() as u64,
             features: uffd.as_ref().map_or(0, |u| u.granted().bits()),
         };
-        let fds: Vec<BorrowedFd<'_>> = uffd.iter().map(|u| u.as_fd()).collect();
-        let frame = self.client.call(&req, &fds, "map")?;
+        let frame = {
+            let fds: Vec<BorrowedFd<'_>> = uffd.iter().map(|u| u.as_fd()).collect();
+            self.client.call(&req, &fds, "map")?
+        };
         let m: Mapped = frame.message()?;
+        let window = Arc::new(Window {
+            bytes,
+            uffd: Mutex::new(uffd),
+        });
+        {
+            let c = self.client.conn.lock();
+            let mut ws = c.watcher.windows.lock();
+            ws.retain(|w| w.strong_count() > 0);
+            ws.push(Arc::downgrade(&window));
+        }
         Ok(Mapping {
             client: self.client.clone(),
             handle: m.mapping,
             window,
-            _uffd: uffd,
         })
     }
 }
@@ -305,30 +421,28 @@ impl Namespace {
 pub struct Mapping {
     client: Client,
     handle: u32,
-    window: Mmap,
-    /// This process's copy of the userfaultfd the window is registered with.
-    _uffd: Option<Userfaultfd>,
+    window: Arc<Window>,
 }
 
 impl Mapping {
     /// The first address.
     pub fn addr(&self) -> usize {
-        self.window.as_ptr().as_ptr() as usize
+        self.window.bytes.as_ptr().as_ptr() as usize
     }
 
     /// Length in bytes.
     pub fn len(&self) -> u64 {
-        self.window.len() as u64
+        self.window.bytes.len() as u64
     }
 
     /// Never true: empty mappings are refused.
     pub fn is_empty(&self) -> bool {
-        self.window.is_empty()
+        self.window.bytes.is_empty()
     }
 
-    /// The mapped bytes.
+    /// The mapped bytes. Once the service is gone, every access raises SIGBUS.
     pub fn bytes(&self) -> &Mmap {
-        &self.window
+        &self.window.bytes
     }
 }
 
