@@ -371,3 +371,58 @@ fn a_touch_after_the_service_died_is_sigbus_never_a_hang() {
     };
     assert_eq!(status.signal(), Some(7), "SIGBUS, got {status:?}");
 }
+
+/// Pins by client address: the service pins inside the client's own mapping and answers with
+/// the extents to register; status counts them; a disable names the pinning pid.
+#[test]
+fn pins_from_a_client_carry_their_extents_and_hold_the_namespace() {
+    let region = ShmRegion::new("serve-pins");
+    create(&region);
+    let socket = std::env::temp_dir().join(format!("devmap-pins-{}.sock", std::process::id()));
+    let (served, _) = Served::start(&socket, &region, "vm0");
+    let c = Client::connect(&socket).expect("connect");
+    let ns = c.open(None, "vm0").expect("open");
+    let m = ns.map(0, 8 * MIB).expect("map");
+    let from = m.addr() + MIB as usize;
+    let pins = m
+        .pin(from, (4 * MIB) / 4096, devmap::GupFlags::WRITE, true)
+        .expect("pin 4 MiB across three leaves");
+    assert_eq!(pins.nr_pages(), 1024);
+    let e = pins.extents();
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(
+        (e[0].addr, e[0].offset, e[0].len),
+        (from as u64, MIB, 4 * MIB)
+    );
+    let status = served.status();
+    let ns_status = &status["namespaces"][0];
+    assert_eq!(ns_status["pins"].as_u64(), Some(1), "{ns_status}");
+    assert_eq!(
+        ns_status["pinned_bytes"].as_u64(),
+        Some(4 * MIB),
+        "{ns_status}"
+    );
+    // A pin outside the client's mapping, and unknown flags, are refused.
+    let e = m
+        .pin(
+            m.addr() + (8 * MIB) as usize,
+            1,
+            devmap::GupFlags::NONE,
+            false,
+        )
+        .expect_err("outside the mapping");
+    assert!(e.to_string().contains("not inside this mapping"), "{e}");
+    // While pinned, a disable names this process.
+    let e = c.disable(None, "vm0", false).expect_err("pinned");
+    assert!(
+        e.to_string().contains(&std::process::id().to_string()),
+        "{e}"
+    );
+    pins.unpin(true).expect("unpin");
+    assert_eq!(served.status()["namespaces"][0]["pins"].as_u64(), Some(0));
+    drop(m);
+    drop(ns);
+    drop(c);
+    let (exit, _) = served.stop(rustix::process::Signal::TERM);
+    assert!(exit.success());
+}

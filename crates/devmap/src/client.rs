@@ -36,9 +36,10 @@ use parking_lot::Mutex;
 use crate::addr::Order;
 use crate::backing::{Backing, BackingError, Mmap, UffdError, UffdFeatures, Userfaultfd};
 use crate::errno;
+use crate::gup::GupFlags;
 use crate::service::proto::{
     self, Done, Enable, Enabled, ErrorReply, List, Map, Mapped, NamespaceEntry, Namespaces, Open,
-    Opened, Status, StatusReply, Unmap, kind,
+    Opened, Pin, PinReply, Status, StatusReply, Unmap, Unpin, WireExtent, kind,
 };
 use crate::wire::{Frame, Receiver, WireError, WireMessage, encode_payload, send_frame};
 
@@ -443,6 +444,94 @@ impl Mapping {
     /// The mapped bytes. Once the service is gone, every access raises SIGBUS.
     pub fn bytes(&self) -> &Mmap {
         &self.window.bytes
+    }
+
+    /// Pins `nr_pages` pages from `addr` (inside this mapping) in the service, as
+    /// `pin_user_pages_fast` would (leaves not yet faulted are faulted first unless `flags`
+    /// has [`GupFlags::NOFAULT`]); `folios` has the service hold them one entry per folio.
+    /// The pin lasts until [`Pins::unpin`], its drop, or this client's end.
+    pub fn pin(
+        &self,
+        addr: usize,
+        nr_pages: u64,
+        flags: GupFlags,
+        folios: bool,
+    ) -> Result<Pins, ClientError> {
+        let bits = [
+            (GupFlags::WRITE, 1),
+            (GupFlags::LONGTERM, 2),
+            (GupFlags::NOFAULT, 4),
+        ]
+        .iter()
+        .filter(|(f, _)| flags.contains(*f))
+        .fold(0u32, |b, (_, bit)| b | bit);
+        let r: PinReply = self.client.ask(
+            &Pin {
+                mapping: self.handle,
+                addr: addr as u64,
+                nr_pages,
+                flags: bits,
+                folios,
+            },
+            "pin",
+        )?;
+        Ok(Pins {
+            client: self.client.clone(),
+            handle: r.pin,
+            nr_pages: r.nr_pages,
+            extents: r.extents,
+            unpinned: false,
+        })
+    }
+}
+
+/// Pages pinned in the service for this client: what to register for DMA.
+#[derive(Debug)]
+pub struct Pins {
+    client: Client,
+    handle: u32,
+    nr_pages: u64,
+    extents: Vec<WireExtent>,
+    unpinned: bool,
+}
+
+impl Pins {
+    /// Pages pinned.
+    pub fn nr_pages(&self) -> u64 {
+        self.nr_pages
+    }
+
+    /// The fewest extents covering exactly the pinned bytes, in address order: client
+    /// address, namespace offset and pfn run on through each.
+    pub fn extents(&self) -> &[WireExtent] {
+        &self.extents
+    }
+
+    /// Gives the pins back, marking each folio dirty once first if `dirty`.
+    pub fn unpin(mut self, dirty: bool) -> Result<(), ClientError> {
+        self.unpinned = true;
+        let _: Done = self.client.ask(
+            &Unpin {
+                pin: self.handle,
+                dirty,
+            },
+            "unpin",
+        )?;
+        Ok(())
+    }
+}
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        if !self.unpinned {
+            let _ = self.client.ask::<Unpin, Done>(
+                &Unpin {
+                    pin: self.handle,
+                    dirty: false,
+                },
+                "unpin",
+            );
+        }
     }
 }
 

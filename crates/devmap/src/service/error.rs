@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use crate::backing::UffdError;
 use crate::dax::DaxError;
 use crate::errno;
+use crate::gup::GupError;
 use crate::namespace::RegionError;
 use crate::wire::WireError;
 
@@ -78,6 +79,15 @@ pub enum ServiceError {
         /// The handle.
         handle: u32,
     },
+    /// Pin flags with bits that mean nothing.
+    #[error("pin flags {flags:#x} have unknown bits: use 1 (write), 2 (long-term), 4 (no fault)")]
+    BadPinFlags {
+        /// As sent.
+        flags: u32,
+    },
+    /// The pin was refused.
+    #[error(transparent)]
+    Gup(#[from] GupError),
     /// A client address that does not fit this machine's addresses.
     #[error("address {base:#x} is not an address of this machine")]
     BadAddress {
@@ -128,6 +138,8 @@ impl ServiceError {
             ServiceError::InUse { .. } => EBUSY,
             ServiceError::UnknownHandle { .. } => EBADF,
             ServiceError::BadAddress { .. } => EFAULT,
+            ServiceError::BadPinFlags { .. } => EINVAL,
+            ServiceError::Gup(e) => errno::gup(e),
             ServiceError::SocketInUse { .. } => EADDRINUSE,
             ServiceError::TooManyClients { .. } => EUSERS,
             ServiceError::Io { source, .. } => errno::io(source, EIO),

@@ -23,6 +23,10 @@ pub mod kind {
     pub const ENABLE: u16 = 0x0106;
     /// [`super::Disable`].
     pub const DISABLE: u16 = 0x0107;
+    /// [`super::Pin`].
+    pub const PIN: u16 = 0x0108;
+    /// [`super::Unpin`].
+    pub const UNPIN: u16 = 0x0109;
     /// [`super::Done`].
     pub const DONE: u16 = 0x0200;
     /// [`super::ErrorReply`].
@@ -37,6 +41,8 @@ pub mod kind {
     pub const STATUS_REPLY: u16 = 0x0205;
     /// [`super::Enabled`].
     pub const ENABLED: u16 = 0x0206;
+    /// [`super::PinReply`].
+    pub const PINNED: u16 = 0x0207;
 }
 
 /// Longest region path or namespace name a request may carry.
@@ -306,3 +312,109 @@ pub struct Enabled {
     pub warm: bool,
 }
 message!(Enabled = kind::ENABLED; warm: bool / bool_);
+
+/// Pins `nr_pages` pages from the client address `addr` of one of the client's own mappings
+/// (`pin_user_pages_fast`: leaves not yet faulted are faulted first unless `flags` has
+/// `NOFAULT`), one reference update per folio. Reply: [`PinReply`], with the extents to
+/// register for DMA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    /// The handle [`Mapped`] gave.
+    pub mapping: u32,
+    /// The client address of the first page (rounded down to its page).
+    pub addr: u64,
+    /// Pages to pin.
+    pub nr_pages: u64,
+    /// `DEVMAP_PIN_*` bits: 1 write, 2 long-term, 4 no fault.
+    pub flags: u32,
+    /// Hold the pin as folios (one entry per folio) rather than pages: the same extents, and
+    /// a smaller record in the service.
+    pub folios: bool,
+}
+message!(Pin = kind::PIN; mapping: u32 / u32_, addr: u64 / u64_, nr_pages: u64 / u64_, flags: u32 / u32_, folios: bool / bool_);
+
+/// Gives a pin back, marking each folio dirty once first if `dirty`. Reply: [`Done`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unpin {
+    /// The handle [`PinReply`] gave.
+    pub pin: u32,
+    /// Mark the folios dirty.
+    pub dirty: bool,
+}
+message!(Unpin = kind::UNPIN; pin: u32 / u32_, dirty: bool / bool_);
+
+/// One contiguous piece of a pin: client address, namespace offset and pfn all run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WireExtent {
+    /// The client address of the first byte.
+    pub addr: u64,
+    /// The namespace offset of the first byte.
+    pub offset: u64,
+    /// The first pfn.
+    pub pfn: u64,
+    /// Bytes (a multiple of 4 KiB).
+    pub len: u64,
+}
+
+/// Bytes of one [`WireExtent`] on the wire.
+const EXTENT_LEN: usize = 32;
+
+/// The most extents a [`PinReply`] carries: a pin needing more is refused (`E2BIG`), so pin
+/// a smaller range.
+pub const MAX_EXTENTS: usize = (crate::wire::MAX_PAYLOAD - 16) / EXTENT_LEN;
+
+/// A pin taken: its handle and the fewest extents covering exactly the pinned bytes, in
+/// address order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinReply {
+    /// The handle, for [`Unpin`].
+    pub pin: u32,
+    /// Pages pinned.
+    pub nr_pages: u64,
+    /// The extents.
+    pub extents: Vec<WireExtent>,
+}
+
+impl Encode for PinReply {
+    fn encode(&self, w: &mut Writer) {
+        w.u32(self.pin)
+            .u64(self.nr_pages)
+            .u32(self.extents.len() as u32);
+        for e in &self.extents {
+            w.u64(e.addr).u64(e.offset).u64(e.pfn).u64(e.len);
+        }
+    }
+}
+
+impl Decode for PinReply {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        let pin = r.u32("pin")?;
+        let nr_pages = r.u64("nr_pages")?;
+        let n = r.u32("count")?;
+        if n as usize > r.remaining() / EXTENT_LEN {
+            return Err(WireError::BadValue {
+                field: "count",
+                value: u64::from(n),
+                expected: "at most one extent per 32 bytes left",
+            });
+        }
+        let extents = (0..n)
+            .map(|_| {
+                Ok(WireExtent {
+                    addr: r.u64("addr")?,
+                    offset: r.u64("offset")?,
+                    pfn: r.u64("pfn")?,
+                    len: r.u64("len")?,
+                })
+            })
+            .collect::<Result<_, WireError>>()?;
+        Ok(PinReply {
+            pin,
+            nr_pages,
+            extents,
+        })
+    }
+}
+impl WireMessage for PinReply {
+    const KIND: u16 = kind::PINNED;
+}

@@ -11,12 +11,13 @@ use std::sync::Arc;
 
 use super::error::ServiceError;
 use super::proto::{
-    self, Done, Enable, Enabled, ErrorReply, List, Map, Mapped, Namespaces, Open, Opened, Status,
-    StatusReply, Unmap, kind,
+    self, Done, Enable, Enabled, ErrorReply, List, Map, Mapped, Namespaces, Open, Opened, Pin,
+    PinReply, Status, StatusReply, Unmap, Unpin, WireExtent, kind,
 };
-use super::state::{Attached, Live, State};
+use super::state::{Attached, AttachedPin, HeldPin, Live, State};
 use crate::backing::{UffdFeatures, Userfaultfd};
 use crate::dax::{ClientFaults, ClientMapping, ClientWindow};
+use crate::gup::{Extent, ExtentLimits, GupFlags};
 use crate::wire::{Frame, Receiver, WireError, WireMessage, send_frame};
 
 /// What the service knows of a connected client.
@@ -36,6 +37,8 @@ struct Session<'s> {
     next_handle: u32,
     /// The client's mappings by handle: the namespace and the service-wide key.
     mappings: BTreeMap<u32, (Arc<Live>, u64)>,
+    /// The client's pins by handle, likewise.
+    pins: BTreeMap<u32, (Arc<Live>, u64)>,
     /// The handlers of the userfaultfds the client passed, kept until it ends: a touch of a
     /// mapping detached under it (a forced disable) is then answered with SIGBUS.
     faults: Vec<ClientFaults>,
@@ -56,6 +59,7 @@ pub(super) fn run(
         opened: BTreeMap::new(),
         next_handle: 1,
         mappings: BTreeMap::new(),
+        pins: BTreeMap::new(),
         faults: Vec::new(),
         status,
     };
@@ -86,6 +90,7 @@ pub(super) fn run(
         }
     }
     let detached = state.detach_session(peer.session);
+    drop(s.pins);
     // The mappings are gone from the devices; only now stop their fault handlers.
     drop(s.faults);
     tracing::info!(pid = peer.pid, detached, "serve: client ended");
@@ -143,6 +148,26 @@ impl Session<'_> {
                 // Gone already if a forced disable took it.
                 let gone = live.mappings.lock().remove(&key);
                 drop(gone);
+                Reply::of(&Done {})
+            }
+            kind::PIN => {
+                let m: Pin = frame.message()?;
+                self.pin(&m)
+            }
+            kind::UNPIN => {
+                let m: Unpin = frame.message()?;
+                let (live, key) = self
+                    .pins
+                    .remove(&m.pin)
+                    .ok_or(ServiceError::UnknownHandle {
+                        what: "pin",
+                        handle: m.pin,
+                    })?;
+                // Gone already if a forced disable took it.
+                let gone = live.pins.lock().remove(&key);
+                if let Some(p) = gone {
+                    p.pin.unpin(m.dirty);
+                }
                 Reply::of(&Done {})
             }
             kind::STATUS => {
@@ -234,5 +259,89 @@ impl Session<'_> {
             self.faults.push(f);
         }
         Reply::of(&Mapped { mapping: handle })
+    }
+
+    fn pin(&mut self, m: &Pin) -> Result<Reply, ServiceError> {
+        let (live, key) =
+            self.mappings
+                .get(&m.mapping)
+                .cloned()
+                .ok_or(ServiceError::UnknownHandle {
+                    what: "mapping",
+                    handle: m.mapping,
+                })?;
+        let flags = pin_flags(m.flags)?;
+        let addr =
+            usize::try_from(m.addr).map_err(|_| ServiceError::BadAddress { base: m.addr })?;
+        // The extents, at most what one reply carries; the pin is given back on any refusal.
+        let limits = ExtentLimits {
+            max_extents: Some(proto::MAX_EXTENTS),
+            max_bytes: None,
+        };
+        let (pin, extents) = {
+            let mappings = live.mappings.lock();
+            let attached = mappings.get(&key).ok_or(ServiceError::UnknownHandle {
+                what: "mapping (taken by a forced disable)",
+                handle: m.mapping,
+            })?;
+            let mapping = &attached.mapping;
+            if m.folios {
+                let p = mapping.pin_user_folios(addr, m.nr_pages, flags)?;
+                let e = p.extents(limits)?;
+                (HeldPin::Folios(p), e)
+            } else {
+                let p = mapping.pin_user_pages(addr, m.nr_pages, flags)?;
+                let e = p.extents(limits)?;
+                (HeldPin::Pages(p), e)
+            }
+        };
+        let nr_pages = pin.nr_pages();
+        let pin_key = self.state.next_key();
+        live.pins.lock().insert(
+            pin_key,
+            AttachedPin {
+                session: self.peer.session,
+                pid: self.peer.pid,
+                pin,
+            },
+        );
+        let handle = self.next_handle;
+        self.next_handle += 1;
+        self.pins.insert(handle, (live, pin_key));
+        Reply::of(&PinReply {
+            pin: handle,
+            nr_pages,
+            extents: extents.iter().map(wire_extent).collect(),
+        })
+    }
+}
+
+/// The library's flags from the `DEVMAP_PIN_*` bits a client sends.
+fn pin_flags(bits: u32) -> Result<GupFlags, ServiceError> {
+    let known = [
+        (1, GupFlags::WRITE),
+        (2, GupFlags::LONGTERM),
+        (4, GupFlags::NOFAULT),
+    ];
+    let mut flags = GupFlags::NONE;
+    let mut left = bits;
+    for (bit, f) in known {
+        if bits & bit != 0 {
+            flags = flags | f;
+            left &= !bit;
+        }
+    }
+    match left {
+        0 => Ok(flags),
+        _ => Err(ServiceError::BadPinFlags { flags: bits }),
+    }
+}
+
+fn wire_extent(e: &Extent) -> WireExtent {
+    WireExtent {
+        addr: e.addr as u64,
+        offset: e.offset,
+        pfn: e.pfn.raw(),
+        len: e.len,
     }
 }

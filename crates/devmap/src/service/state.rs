@@ -14,6 +14,7 @@ use super::error::ServiceError;
 use super::proto::NamespaceEntry;
 use crate::addr::Order;
 use crate::dax::{ClientMapping, DaxDevice, DaxOptions};
+use crate::gup::{ByAddress, Folios, Pages, Pinned};
 use crate::namespace::{Access, EnablePath, EnabledNamespace, Region};
 use crate::pgmap::DeviceSpace;
 
@@ -25,6 +26,40 @@ pub(super) struct Attached {
     pub(super) mapping: ClientMapping,
 }
 
+/// A pin a client holds, in either form.
+#[derive(Debug)]
+pub(super) enum HeldPin {
+    /// One entry per page.
+    Pages(Pinned<Pages, ByAddress>),
+    /// One entry per folio.
+    Folios(Pinned<Folios, ByAddress>),
+}
+
+impl HeldPin {
+    pub(super) fn nr_pages(&self) -> u64 {
+        match self {
+            HeldPin::Pages(p) => p.nr_pages(),
+            HeldPin::Folios(f) => f.nr_pages(),
+        }
+    }
+
+    /// Gives the pins back, marking each folio dirty once first if `dirty`.
+    pub(super) fn unpin(self, dirty: bool) {
+        match self {
+            HeldPin::Pages(p) => p.unpin(dirty),
+            HeldPin::Folios(f) => f.unpin(dirty),
+        }
+    }
+}
+
+/// A pin attached to an enabled namespace, and whose it is.
+#[derive(Debug)]
+pub(super) struct AttachedPin {
+    pub(super) session: u64,
+    pub(super) pid: u32,
+    pub(super) pin: HeldPin,
+}
+
 /// A namespace the service has enabled.
 #[derive(Debug)]
 pub(super) struct Live {
@@ -32,8 +67,10 @@ pub(super) struct Live {
     pub(super) warm: bool,
     /// The enabled namespace; taken out by the disable.
     ns: Mutex<Option<EnabledNamespace>>,
-    /// Client mappings by service-wide mapping key.
+    /// Client mappings by service-wide key.
     pub(super) mappings: Mutex<BTreeMap<u64, Attached>>,
+    /// Client pins by service-wide key.
+    pub(super) pins: Mutex<BTreeMap<u64, AttachedPin>>,
 }
 
 impl Live {
@@ -51,9 +88,10 @@ impl Live {
         }
     }
 
-    /// The pids of the clients with a mapping of this namespace, each once.
+    /// The pids of the clients with a mapping or a pin of this namespace, each once.
     pub(super) fn client_pids(&self) -> Vec<u32> {
         let mut pids: Vec<u32> = self.mappings.lock().values().map(|a| a.pid).collect();
+        pids.extend(self.pins.lock().values().map(|p| p.pid));
         pids.sort_unstable();
         pids.dedup();
         pids
@@ -171,6 +209,7 @@ impl State {
             warm: ns.path() == EnablePath::Warm,
             ns: Mutex::new(Some(ns)),
             mappings: Mutex::new(BTreeMap::new()),
+            pins: Mutex::new(BTreeMap::new()),
         });
         enabled.insert(name.into(), Arc::clone(&live));
         tracing::info!(region = %served.path.display(), name, warm = live.warm, "serve: enabled");
@@ -209,6 +248,9 @@ impl State {
                 pids,
             });
         }
+        // Pins first (DMA outlives a mapping; the device's teardown waits for both).
+        let unpinned = std::mem::take(&mut *live.pins.lock());
+        drop(unpinned);
         let detached = std::mem::take(&mut *live.mappings.lock());
         drop(detached);
         enabled.remove(name);
@@ -244,12 +286,22 @@ impl State {
         (done, first)
     }
 
-    /// Detaches every mapping `session` holds (its client ended).
+    /// Unpins every pin and detaches every mapping `session` holds (its client ended).
     pub(super) fn detach_session(&self, session: u64) -> usize {
         let mut n = 0;
         for served in &self.regions {
             let lives: Vec<Arc<Live>> = served.enabled.lock().values().cloned().collect();
             for live in lives {
+                let unpinned: Vec<AttachedPin> = {
+                    let mut p = live.pins.lock();
+                    let keys: Vec<u64> = p
+                        .iter()
+                        .filter(|(_, a)| a.session == session)
+                        .map(|(k, _)| *k)
+                        .collect();
+                    keys.iter().filter_map(|k| p.remove(k)).collect()
+                };
+                drop(unpinned);
                 let gone: Vec<Attached> = {
                     let mut m = live.mappings.lock();
                     let keys: Vec<u64> = m
@@ -309,10 +361,17 @@ impl State {
                         len: a.mapping.len(),
                     })
                     .collect();
+                let (pins, pinned_bytes) = {
+                    let p = live.pins.lock();
+                    let pages: u64 = p.values().map(|a| a.pin.nr_pages()).sum();
+                    (p.len(), pages * crate::addr::PAGE_SIZE)
+                };
                 out.push(NamespaceStatus {
                     region: served.path.display().to_string(),
                     name: live.name.clone(),
                     enable: if live.warm { "warm" } else { "cold" },
+                    pins,
+                    pinned_bytes,
                     client_faults: stats.map_or(0, |(s, _)| s.user_faults),
                     leaves_mapped: stats.map_or(0, |(s, _)| s.leaves_mapped),
                     sigbus: stats.map_or(0, |(s, _)| s.sigbus),
@@ -331,6 +390,9 @@ pub(super) struct NamespaceStatus {
     name: String,
     /// "warm" or "cold".
     enable: &'static str,
+    /// Pins clients hold, and the bytes they cover.
+    pins: usize,
+    pinned_bytes: u64,
     /// Touches caught and resolved (or answered with SIGBUS) for its mappings.
     client_faults: u64,
     leaves_mapped: u64,
