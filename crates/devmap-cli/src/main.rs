@@ -11,7 +11,8 @@
 //! namespace and initialises it; `gup-test` runs the kernel's gup_test selftest against one;
 //! `touch-test` times first touches of a device over a real backing against the kernel's own;
 //! `poison-test` poisons a page of a device mapped several times and checks what each mapping
-//! is told, loses and keeps; `report` runs them all and prints each figure with the command
+//! is told, loses and keeps; `client-test` measures a client of a running `devmap serve`;
+//! `report` runs them all and prints each figure with the command
 //! that reproduces it (`--svg` draws them). They print a table, or with `--json` an array of
 //! objects with raw integers.
 //!
@@ -97,6 +98,7 @@ enum Command {
     /// targets a namespace; this, a device built for the test), and check what
     /// each mapping is told, loses and keeps, and that clearing the poison gives it all back.
     PoisonTest(measure::poison::PoisonTestArgs),
+    ClientTest(measure::client::ClientTestArgs),
     /// Run the benchmarks and print our figures beside the kernel's and the seeds', with the
     /// command behind each; --svg also draws them.
     Report(measure::report::ReportArgs),
@@ -109,6 +111,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::GupTest(a) => measure::gup::run(a),
         Command::TouchTest(a) => measure::touch::run(a),
         Command::PoisonTest(a) => measure::poison::run(a),
+        Command::ClientTest(a) => measure::client::run(a),
         Command::CreateRegion(a) => ndctl::region::run(a),
         Command::CreateNamespace(a) => ndctl::namespaces::create(a),
         Command::List(a) => ndctl::list::run(a),

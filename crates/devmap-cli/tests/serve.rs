@@ -426,3 +426,38 @@ fn pins_from_a_client_carry_their_extents_and_hold_the_namespace() {
     let (exit, _) = served.stop(rustix::process::Signal::TERM);
     assert!(exit.success());
 }
+
+/// `client-test` measures a client of a running service: every figure is there and the
+/// touches it timed were resolved by the service.
+#[test]
+fn client_test_measures_a_running_service() {
+    let region = ShmRegion::new("serve-bench");
+    create(&region);
+    let socket = std::env::temp_dir().join(format!("devmap-bench-{}.sock", std::process::id()));
+    let (served, _) = Served::start(&socket, &region, "vm0");
+    let s = socket.to_str().expect("utf-8");
+    let rows = common::json(&[
+        "client-test",
+        "--socket",
+        s,
+        "--leaves",
+        "4",
+        "--pins",
+        "20",
+        "--json",
+    ]);
+    let row = &rows[0];
+    assert_eq!(common::field(row, "leaves"), 4);
+    for f in [
+        "connect_open_map_ns",
+        "touch_p50_ns",
+        "kernel_touch_p50_ns",
+        "pin_p50_ns",
+        "local_pin_p50_ns",
+    ] {
+        assert!(common::field(row, f) > 0, "{f} in {row}");
+    }
+    assert!(served.status()["namespaces"][0]["client_faults"].as_u64() >= Some(4));
+    let (exit, _) = served.stop(rustix::process::Signal::TERM);
+    assert!(exit.success());
+}

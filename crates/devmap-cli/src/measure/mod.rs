@@ -6,9 +6,11 @@
 //! each figure). One module each: its arguments (clap derive) and their validation, what it
 //! does, the row type it prints and that row's table columns.
 
+pub mod client;
 pub mod enable;
 pub mod estimate;
 pub mod gup;
+pub mod latency;
 pub mod poison;
 pub mod report;
 pub mod touch;

@@ -12,14 +12,7 @@ use devmap::dax::{DaxDevice, DaxOptions, FaultStats, Faults};
 use devmap::{DeviceSpace, InitState, InitStats, PAGE_SIZE};
 
 use super::{Plan, Source, TOUCH, pages_per_leaf};
-
-/// Percentiles of the per-leaf latencies.
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Latencies {
-    pub(super) p50: u64,
-    pub(super) p99: u64,
-    pub(super) max: u64,
-}
+use crate::measure::latency::{Latencies, percentiles};
 
 /// Leaves the kernel has mapped in one mapping, by page size.
 #[derive(Debug, Clone, Copy, Default)]
@@ -187,20 +180,6 @@ fn touch_all(plan: &Plan, touch: impl Fn(u64) -> Result<()> + Sync) -> Result<(L
     Ok((percentiles(lat), wall_ns))
 }
 
-/// p50, p99 and max of `lat` (zeros for none).
-fn percentiles(mut lat: Vec<u64>) -> Latencies {
-    if lat.is_empty() {
-        return Latencies::default();
-    }
-    lat.sort_unstable();
-    let at = |q: f64| lat[((lat.len() - 1) as f64 * q).round() as usize];
-    Latencies {
-        p50: at(0.50),
-        p99: at(0.99),
-        max: at(1.0),
-    }
-}
-
 /// The leaves the kernel has mapped in the mapping at `addr`, by page size.
 fn kernel_leaves(addr: usize) -> Result<KernelLeaves> {
     let smaps =
@@ -220,16 +199,6 @@ fn kernel_leaves(addr: usize) -> Result<KernelLeaves> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percentiles_pick_ranks() {
-        let p = percentiles((1..=100).rev().collect());
-        assert_eq!((p.p50, p.p99, p.max), (51, 99, 100));
-        let p = percentiles(vec![7]);
-        assert_eq!((p.p50, p.p99, p.max), (7, 7, 7));
-        let p = percentiles(Vec::new());
-        assert_eq!((p.p50, p.p99, p.max), (0, 0, 0));
-    }
 
     #[test]
     fn the_baseline_file_sits_next_to_the_path() {

@@ -1,0 +1,210 @@
+//! `devmap client-test`: what a client of `devmap serve` pays, measured from this process as a
+//! client, beside the kernel's own figure in the same run where there is one:
+//! connect + open + map of the whole namespace; the first touch of each 2 MiB leaf (one byte
+//! written in every 4 KiB page of it) resolved by the service, against the kernel's first
+//! touch of the same pages of a plain shared mapping of a tmpfs file of the same size; and a
+//! pin plus unpin of one folio per call, by client address, against the same pin inside a
+//! device of this process (`gup-test --by-address`'s path, no socket).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::Args;
+use devmap::backing::Backing;
+use devmap::client::Client;
+use devmap::dax::{DaxDevice, DaxOptions, Faults};
+use devmap::{DeviceSpace, GupFlags, InitMode, Order, PAGE_SIZE};
+use serde::Serialize;
+
+use crate::measure::latency::{Latencies, percentiles};
+use crate::units::format_size;
+
+/// Measure a client of a running `devmap serve`: connect + open + map, first touches resolved by
+/// the service against the kernel's own first touches of a tmpfs file, and one-folio pins by
+/// address against the same pins in this process. The namespace must be enabled, on tmpfs, with
+/// a 2 MiB align.
+#[derive(Debug, Args)]
+pub struct ClientTestArgs {
+    /// The service's socket.
+    #[arg(long, env = "DEVMAP_SOCKET")]
+    socket: PathBuf,
+    /// The namespace.
+    #[arg(short = 'n', long, default_value = "vm0")]
+    name: String,
+    /// Leaves to touch (from the start of the namespace; at most its size).
+    #[arg(long, default_value_t = 64)]
+    leaves: u64,
+    /// One-folio pins to time.
+    #[arg(long, default_value_t = 2000)]
+    pins: u64,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What one run measured, in nanoseconds.
+#[derive(Debug, Serialize)]
+struct Row {
+    namespace_bytes: u64,
+    leaves: u64,
+    connect_open_map_ns: u64,
+    touch_p50_ns: u64,
+    touch_p99_ns: u64,
+    kernel_touch_p50_ns: u64,
+    kernel_touch_p99_ns: u64,
+    ratio_p50: f64,
+    pins: u64,
+    pin_p50_ns: u64,
+    pin_p99_ns: u64,
+    local_pin_p50_ns: u64,
+    pin_ratio_p50: f64,
+}
+
+const LEAF: u64 = 2 << 20;
+
+pub fn run(a: ClientTestArgs) -> Result<()> {
+    let t = Instant::now();
+    let client = Client::connect(&a.socket)?;
+    let ns = client
+        .open(None, &a.name)
+        .with_context(|| format!("cannot open namespace {:?}", a.name))?;
+    let m = ns.map(0, ns.size()).context("cannot map the namespace")?;
+    let connect_open_map_ns = t.elapsed().as_nanos() as u64;
+    ensure!(
+        ns.align() == LEAF,
+        "namespace {:?} has a {} align: client-test measures 2 MiB leaves (create it with -a 2M)",
+        a.name,
+        format_size(ns.align())
+    );
+    if !ns.caught() {
+        bail!(
+            "namespace {:?} is not on tmpfs: the service cannot catch its touches (put its region in /dev/shm)",
+            a.name
+        );
+    }
+    let leaves = a.leaves.min(ns.size() / LEAF);
+    ensure!(leaves > 0, "--leaves must be at least 1");
+    let touch = |bytes: &devmap::backing::Mmap, leaf: u64| -> Result<u64> {
+        let t = Instant::now();
+        for page in 0..LEAF / PAGE_SIZE {
+            bytes.write(leaf * LEAF + page * PAGE_SIZE, &[1])?;
+        }
+        Ok(t.elapsed().as_nanos() as u64)
+    };
+    // The service's first touches; then the kernel's, on a tmpfs file of the same size.
+    let mut served = Vec::with_capacity(leaves as usize);
+    for leaf in 0..leaves {
+        served.push(touch(m.bytes(), leaf)?);
+    }
+    let served = percentiles(served);
+    let kernel = kernel_touches(leaves, &touch)?;
+
+    // One folio per call, pin and unpin: through the service, then in this process.
+    let mut pin_ns = Vec::with_capacity(a.pins as usize);
+    for i in 0..a.pins {
+        let at = m.addr() + ((i % leaves) * LEAF) as usize;
+        let t = Instant::now();
+        let p = m.pin(at, LEAF / PAGE_SIZE, GupFlags::WRITE, true)?;
+        p.unpin(false)?;
+        pin_ns.push(t.elapsed().as_nanos() as u64);
+    }
+    let pins = percentiles(pin_ns);
+    let local = local_pins(leaves, a.pins)?;
+    drop(m);
+
+    let row = Row {
+        namespace_bytes: ns.size(),
+        leaves,
+        connect_open_map_ns,
+        touch_p50_ns: served.p50,
+        touch_p99_ns: served.p99,
+        kernel_touch_p50_ns: kernel.p50,
+        kernel_touch_p99_ns: kernel.p99,
+        ratio_p50: ratio(served.p50, kernel.p50),
+        pins: a.pins,
+        pin_p50_ns: pins.p50,
+        pin_p99_ns: pins.p99,
+        local_pin_p50_ns: local.p50,
+        pin_ratio_p50: ratio(pins.p50, local.p50),
+    };
+    if a.json {
+        return crate::output::json(&[row]);
+    }
+    println!(
+        "connect + open + map of {}: {:.1} µs",
+        format_size(row.namespace_bytes),
+        row.connect_open_map_ns as f64 / 1e3
+    );
+    println!(
+        "first touch of a 2 MiB leaf ({leaves} leaves): p50 {:.0} µs, p99 {:.0} µs; the kernel's \
+         (tmpfs file): p50 {:.0} µs, p99 {:.0} µs; ratio p50 {:.2}x",
+        row.touch_p50_ns as f64 / 1e3,
+        row.touch_p99_ns as f64 / 1e3,
+        row.kernel_touch_p50_ns as f64 / 1e3,
+        row.kernel_touch_p99_ns as f64 / 1e3,
+        row.ratio_p50
+    );
+    println!(
+        "pin + unpin of one 2 MiB folio ({} calls): p50 {:.1} µs, p99 {:.1} µs; in this process: \
+         p50 {:.2} µs; ratio p50 {:.1}x",
+        row.pins,
+        row.pin_p50_ns as f64 / 1e3,
+        row.pin_p99_ns as f64 / 1e3,
+        row.local_pin_p50_ns as f64 / 1e3,
+        row.pin_ratio_p50
+    );
+    Ok(())
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+/// The kernel's first touches of `leaves` leaves of a plain shared mapping of a fresh tmpfs
+/// file (removed after).
+fn kernel_touches(
+    leaves: u64,
+    touch: &dyn Fn(&devmap::backing::Mmap, u64) -> Result<u64>,
+) -> Result<Latencies> {
+    let path = PathBuf::from(format!(
+        "/dev/shm/devmap-client-test-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&path);
+    let backing = Backing::create_file(&path, leaves * LEAF);
+    let result = (|| {
+        let backing = backing?;
+        let bytes = backing.map_shared(0, leaves * LEAF, Order::PMD)?;
+        let mut lat = Vec::with_capacity(leaves as usize);
+        for leaf in 0..leaves {
+            lat.push(touch(&bytes, leaf)?);
+        }
+        Ok(percentiles(lat))
+    })();
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+/// One-folio pins plus unpins by address in a device of this process over a memfd, its
+/// leaves faulted in first, as the served pins find them.
+fn local_pins(leaves: u64, n: u64) -> Result<Latencies> {
+    let space = DeviceSpace::new();
+    let mut opts = DaxOptions::new(Order::PMD);
+    opts.faults = Faults::Explicit;
+    opts.init = InitMode::Sync;
+    let dev = DaxDevice::with_options(&space, Backing::memfd(leaves * LEAF)?, opts)?;
+    let m = dev.mmap(0, leaves * LEAF, true)?;
+    m.populate(m.addr(), leaves * LEAF)?;
+    let mut lat = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let at = m.addr() + ((i % leaves) * LEAF) as usize;
+        let t = Instant::now();
+        let p = m.pin_user_folios(at, LEAF / PAGE_SIZE, GupFlags::WRITE)?;
+        p.unpin(false);
+        lat.push(t.elapsed().as_nanos() as u64);
+    }
+    drop(m);
+    dev.close(None)?;
+    Ok(percentiles(lat))
+}
