@@ -235,10 +235,18 @@ impl Client {
         let mut c = self.conn.lock();
         let id = c.next_id;
         c.next_id = c.next_id.wrapping_add(1);
-        send_frame(&c.stream, M::KIND, id, &encode_payload(req)?, fds)?;
+        let sent = send_frame(&c.stream, M::KIND, id, &encode_payload(req)?, fds);
         let Conn { stream, rx, .. } = &mut *c;
         let stream = &**stream;
-        let frame = rx.recv(stream)?;
+        let frame = match sent {
+            Ok(()) => rx.recv(stream)?,
+            // The service may have answered and hung up before this request arrived (a refusal
+            // at connect: too many clients): its answer is the reason, if it is there.
+            Err(e) => match rx.recv(stream) {
+                Ok(f) if f.kind() == kind::ERROR => f,
+                _ => return Err(e.into()),
+            },
+        };
         if frame.kind() == kind::ERROR {
             let e: ErrorReply = frame.message()?;
             return Err(ClientError::Refused {

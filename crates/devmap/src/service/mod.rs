@@ -40,6 +40,9 @@ pub use self::error::ServiceError;
 /// The default `--max-clients`.
 pub const DEFAULT_MAX_CLIENTS: usize = 1024;
 
+/// How long a reply may wait for a client to read: past it, the client is disconnected.
+pub const REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What [`Service::start`] needs.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -261,6 +264,12 @@ fn accept_loop(shared: &Arc<Shared>, listener: &UnixListener) {
             continue;
         }
         let session = shared.next_session.fetch_add(1, Ordering::Relaxed);
+        // A client that stops reading its replies is disconnected rather than holding its
+        // session thread in a send for ever.
+        if let Err(e) = stream.set_write_timeout(Some(REPLY_TIMEOUT)) {
+            tracing::warn!(error = %e, "serve: cannot set a reply timeout; refused");
+            continue;
+        }
         let stream = Arc::new(stream);
         let peer = peer_of(session, creds);
         shared.clients.lock().insert(
