@@ -43,6 +43,15 @@ fn serve_child() {
             assert_eq!(got, GREETING, "the reader sees the writer's bytes");
         }
         "toucher" => {}
+        "forker" => {
+            // A child that holds this client's socket after the client is gone.
+            let sleeper = inherit_sockets_to_a_sleeper();
+            println!("forker ok at {:#x} sleeper {sleeper}", m.addr());
+            std::io::stdout().flush().expect("flush");
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+            return;
+        }
         other => panic!("unknown role {other}"),
     }
     println!("{role} ok at {:#x}", m.addr());
@@ -56,6 +65,36 @@ fn serve_child() {
         std::process::exit(3);
     }
     drop(m);
+}
+
+/// Clears close-on-exec on every socket of this process and starts `sleep`, which inherits
+/// them; returns its pid.
+fn inherit_sockets_to_a_sleeper() -> u32 {
+    for entry in std::fs::read_dir("/proc/self/fd").expect("fds").flatten() {
+        let Ok(link) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        let Some(raw) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if link.to_string_lossy().starts_with("socket:") {
+            // SAFETY: `raw` is open (just listed) and stays open for this call: this thread
+            // closes nothing meanwhile, and the borrow ends with the statement.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
+            rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty()).expect("clear cloexec");
+        }
+    }
+    Command::new("sleep")
+        .arg("60")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn sleep")
+        .id()
 }
 
 /// A region file on tmpfs, removed when dropped.
@@ -458,6 +497,45 @@ fn client_test_measures_a_running_service() {
         assert!(common::field(row, f) > 0, "{f} in {row}");
     }
     assert!(served.status()["namespaces"][0]["client_faults"].as_u64() >= Some(4));
+    let (exit, _) = served.stop(rustix::process::Signal::TERM);
+    assert!(exit.success());
+}
+
+/// A client whose socket a forked child still holds: the service sees the client's process
+/// exit through its pidfd and drops its mapping, though the socket stays open.
+#[test]
+fn a_client_is_gone_when_its_process_exits_though_a_child_holds_its_socket() {
+    let region = ShmRegion::new("serve-pidfd");
+    create(&region);
+    let socket = std::env::temp_dir().join(format!("devmap-pidfd-{}.sock", std::process::id()));
+    let (served, _) = Served::start(&socket, &region, "vm0");
+    let (mut f, line) = client("forker", &socket);
+    let sleeper: i32 = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the sleeper's pid");
+    assert_eq!(mapping_pids(&served.status()), vec![u64::from(f.id())]);
+    f.kill().expect("kill the client");
+    f.wait().expect("reap it");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let gone = loop {
+        if mapping_pids(&served.status()).is_empty() {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    if let Some(pid) = rustix::process::Pid::from_raw(sleeper) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    }
+    assert!(
+        gone,
+        "the mapping outlived its client while a child held the socket"
+    );
     let (exit, _) = served.stop(rustix::process::Signal::TERM);
     assert!(exit.success());
 }

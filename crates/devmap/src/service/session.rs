@@ -1,6 +1,8 @@
 //! One client connection: reads its requests in order, answers each (a reply of the request's
-//! kind or an [`ErrorReply`]), and when the client ends (it closes the socket, exits or is
-//! killed: the kernel closes its end) detaches everything the client held. A malformed
+//! kind or an [`ErrorReply`]), and when the client ends detaches everything the client held.
+//! The end is seen either way it shows: the socket closing (the client closed it, exited or
+//! was killed and no other process holds it), or the client's process exiting (its pidfd
+//! turns readable), which also ends a session whose socket a forked child still holds. A malformed
 //! request whose frame boundary survived gets an error and the connection goes on; one that
 //! lost it (bad magic, a truncated frame, misplaced descriptors) ends the connection.
 
@@ -64,7 +66,18 @@ pub(super) fn run(
         status,
     };
     let mut rx = Receiver::new();
+    let pidfd = rustix::process::Pid::from_raw(peer.pid as i32).and_then(|pid| {
+        rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+    });
     loop {
+        // With nothing buffered, wait for the next request or the client's exit.
+        if !rx.in_frame()
+            && let Some(pidfd) = &pidfd
+            && client_exited(stream, pidfd)
+        {
+            tracing::debug!(pid = peer.pid, "serve: client process exited");
+            break;
+        }
         let frame = match rx.recv(stream) {
             Ok(f) => f,
             Err(WireError::PeerClosed) => break,
@@ -94,6 +107,31 @@ pub(super) fn run(
     // The mappings are gone from the devices; only now stop their fault handlers.
     drop(s.faults);
     tracing::info!(pid = peer.pid, detached, "serve: client ended");
+}
+
+/// Sleeps until `stream` has something to read (or hung up) or the client's process exits;
+/// whether it exited.
+fn client_exited(stream: &UnixStream, pidfd: &std::os::fd::OwnedFd) -> bool {
+    use rustix::event::{PollFd, PollFlags, poll};
+    loop {
+        let mut fds = [
+            PollFd::new(stream, PollFlags::IN | PollFlags::RDHUP),
+            PollFd::new(pidfd, PollFlags::IN),
+        ];
+        match poll(&mut fds, None) {
+            Ok(_) => {
+                if !fds[0].revents().is_empty() {
+                    return false;
+                }
+                if !fds[1].revents().is_empty() {
+                    return true;
+                }
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            // Cannot wait on both: fall back to the socket alone.
+            Err(_) => return false,
+        }
+    }
 }
 
 /// A reply ready to send: its payload, kind and the descriptor to pass with it (closed here
