@@ -32,6 +32,14 @@ fn serve_child() {
     };
     let (role, socket) = spec.split_once(':').expect("role:socket");
     let client = Client::connect(socket).expect("connect");
+    if role == "opener" {
+        // Only whether this process (of another uid) may open vm0.
+        match client.open(None, "vm0") {
+            Ok(_) => println!("opener allowed"),
+            Err(e) => println!("opener refused {} {e}", e.errno()),
+        }
+        return;
+    }
     let ns = client.open(None, "vm0").expect("open vm0");
     assert!(ns.caught(), "a region on tmpfs has its touches caught");
     let m = ns.map(0, 8 * MIB).expect("map");
@@ -536,6 +544,68 @@ fn a_client_is_gone_when_its_process_exits_though_a_child_holds_its_socket() {
         gone,
         "the mapping outlived its client while a child held the socket"
     );
+    let (exit, _) = served.stop(rustix::process::Signal::TERM);
+    assert!(exit.success());
+}
+
+/// Opening is checked against the client's credentials and the namespace's owner, as a
+/// `/dev/dax` node's mode is: a client of another uid is refused EACCES until the namespace is
+/// given to it.
+#[test]
+fn a_client_of_another_uid_may_open_only_what_it_owns() {
+    use std::os::unix::process::CommandExt;
+    let region = ShmRegion::new("serve-owner");
+    create(&region);
+    let socket = std::env::temp_dir().join(format!("devmap-owner-{}.sock", std::process::id()));
+    let open_as_nobody = |socket: &Path| -> String {
+        let out = Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "--exact",
+                "serve_child",
+                "--ignored",
+                "--nocapture",
+                "--quiet",
+            ])
+            .env(CHILD, format!("opener:{}", socket.display()))
+            // nobody, in group root so that it may use the socket (mode 0660, root's).
+            .uid(65534)
+            .gid(0)
+            .output()
+            .expect("run a client as nobody");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            text.contains("opener "),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    {
+        let (served, _) = Served::start(&socket, &region, "vm0");
+        let said = open_as_nobody(&socket);
+        assert!(said.contains("opener refused 13"), "{said}");
+        assert!(
+            said.contains("uid 65534 may not open namespace \"vm0\""),
+            "{said}"
+        );
+        let (exit, _) = served.stop(rustix::process::Signal::TERM);
+        assert!(exit.success());
+    }
+    let mut r = devmap::namespace::Region::open(&region.0, devmap::namespace::Access::Manage)
+        .expect("open the region");
+    r.set_owner(
+        "vm0",
+        devmap::namespace::Owner {
+            uid: 65534,
+            gid: 0,
+            mode: 0o600,
+        },
+    )
+    .expect("give vm0 to nobody");
+    drop(r);
+    let (served, _) = Served::start(&socket, &region, "vm0");
+    let said = open_as_nobody(&socket);
+    assert!(said.contains("opener allowed"), "{said}");
     let (exit, _) = served.stop(rustix::process::Signal::TERM);
     assert!(exit.success());
 }

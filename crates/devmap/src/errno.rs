@@ -237,6 +237,7 @@ pub fn region(e: &RegionError) -> i32 {
         // Another manager of the region; another device serving the namespace.
         RegionError::Busy { .. } | RegionError::NamespaceBusy { .. } => EBUSY,
         RegionError::IsDirectory { .. } => EISDIR,
+        RegionError::OwnerMode { .. } => EINVAL,
         RegionError::TooSmall { .. }
         | RegionError::BadName { .. }
         | RegionError::BadAlign { .. } => EINVAL,

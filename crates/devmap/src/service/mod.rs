@@ -308,6 +308,7 @@ fn peer_of(session: u64, c: PeerCredentials) -> Peer {
         session,
         pid: c.pid.unwrap_or(0),
         uid: c.uid,
+        gid: c.gid,
     }
 }
 

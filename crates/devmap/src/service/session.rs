@@ -28,6 +28,7 @@ pub(super) struct Peer {
     pub(super) session: u64,
     pub(super) pid: u32,
     pub(super) uid: u32,
+    pub(super) gid: u32,
 }
 
 /// A client's state while it is connected.
@@ -107,6 +108,22 @@ pub(super) fn run(
     // The mappings are gone from the devices; only now stop their fault handlers.
     drop(s.faults);
     tracing::info!(pid = peer.pid, detached, "serve: client ended");
+}
+
+/// The groups of process `pid`: its gid and its supplementary groups (`/proc/PID/status`), as
+/// `generic_permission` checks them; its gid alone if the process cannot be read.
+fn groups_of(pid: u32, gid: u32) -> Vec<u32> {
+    let mut groups = vec![gid];
+    if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        && let Some(line) = status.lines().find(|l| l.starts_with("Groups:"))
+    {
+        groups.extend(
+            line["Groups:".len()..]
+                .split_whitespace()
+                .filter_map(|g| g.parse::<u32>().ok()),
+        );
+    }
+    groups
 }
 
 /// Sleeps until `stream` has something to read (or hung up) or the client's process exits;
@@ -230,6 +247,14 @@ impl Session<'_> {
 
     fn open(&mut self, m: &Open) -> Result<Reply, ServiceError> {
         let live = self.state.live(&m.region, &m.name)?;
+        let groups = groups_of(self.peer.pid, self.peer.gid);
+        if !live.owner.permits(self.peer.uid, &groups) {
+            return Err(ServiceError::Denied {
+                name: m.name.clone(),
+                uid: self.peer.uid,
+                owner: live.owner,
+            });
+        }
         let (opened, fd) = live.with_device(|d| {
             let (fd, base) = d.backing().share();
             let fd = fd.try_clone_to_owned().map_err(|source| ServiceError::Io {

@@ -15,7 +15,7 @@ use super::proto::NamespaceEntry;
 use crate::addr::Order;
 use crate::dax::{ClientMapping, DaxDevice, DaxOptions};
 use crate::gup::{ByAddress, Folios, Pages, Pinned};
-use crate::namespace::{Access, EnablePath, EnabledNamespace, Region};
+use crate::namespace::{Access, EnablePath, EnabledNamespace, Owner, Region};
 use crate::pgmap::DeviceSpace;
 
 /// A client mapping attached to an enabled namespace, and whose it is.
@@ -65,6 +65,8 @@ pub(super) struct AttachedPin {
 pub(super) struct Live {
     pub(super) name: String,
     pub(super) warm: bool,
+    /// Who may open it (its label's owner when it was enabled).
+    pub(super) owner: Owner,
     /// The enabled namespace; taken out by the disable.
     ns: Mutex<Option<EnabledNamespace>>,
     /// Client mappings by service-wide key.
@@ -207,6 +209,7 @@ impl State {
         let live = Arc::new(Live {
             name: name.into(),
             warm: ns.path() == EnablePath::Warm,
+            owner: ns.label().owner,
             ns: Mutex::new(Some(ns)),
             mappings: Mutex::new(BTreeMap::new()),
             pins: Mutex::new(BTreeMap::new()),
