@@ -20,9 +20,8 @@ use devmap::namespace::{Access, EnabledNamespace, InfoFlags, Region, StopSignal,
 use devmap::{DeviceSpace, InitProgress, Layout, Order, PAGE_SIZE, Pfn, PfnRange};
 use serde::Serialize;
 
-use super::json::{NamespaceObject, OutputArgs, find};
-use super::namespaces::one;
-use super::region::{open, region_error};
+use super::json::{Detail, NamespaceObject, OutputArgs, find};
+use super::open::{open, region_error};
 use crate::output;
 
 /// `--layout` of an enable: one layout.
@@ -195,7 +194,7 @@ pub fn enable_timed(
     let disable_ns = t.elapsed().as_nanos() as u64;
     let label = r.namespace(name).map_err(region_error)?;
     Ok(EnableObject {
-        namespace: NamespaceObject::new(&r, label, one(out))?,
+        namespace: NamespaceObject::new(&r, label, Detail::one(out))?,
         enable_path,
         was_clean,
         layout,
@@ -298,7 +297,7 @@ pub fn disable(a: DisableNamespaceArgs) -> Result<()> {
         (
             was_clean,
             layout,
-            NamespaceObject::new(&r, label, one(a.out))?,
+            NamespaceObject::new(&r, label, Detail::one(a.out))?,
         )
     };
     let namespace = if was_clean {

@@ -21,7 +21,7 @@ use devmap::namespace::{Label, Region, RegionError};
 use devmap::{NamespaceMode, PAGE_SIZE};
 use serde::Serialize;
 
-use super::region::region_error;
+use super::open::region_error;
 use crate::output;
 use crate::units::ndctl_size;
 
@@ -53,6 +53,18 @@ pub struct Detail {
     pub dax: bool,
     /// The `badblocks` list (ndctl's `-M`).
     pub media_errors: bool,
+}
+
+impl Detail {
+    /// What a verb on one namespace prints of it: its object as `create-namespace` prints it,
+    /// `daxregion` included, with sizes for people under `-u`.
+    pub fn one(out: OutputArgs) -> Detail {
+        Detail {
+            human: out.human,
+            dax: true,
+            media_errors: false,
+        }
+    }
 }
 
 /// A number in JSON: the integer, or under `-u` as ndctl formats it.

@@ -15,7 +15,7 @@ use devmap::NamespaceMode;
 use devmap::namespace::Access;
 
 use super::json::{Detail, NamespaceObject, OutputArgs, RegionObject, find, print_list};
-use super::region::open;
+use super::open::open;
 use crate::args::ModeArg;
 
 /// `list`'s arguments.

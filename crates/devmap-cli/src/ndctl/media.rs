@@ -13,7 +13,7 @@ use devmap::PAGE_SIZE;
 use devmap::namespace::Access;
 
 use super::json::{Detail, NamespaceObject, OutputArgs, find};
-use super::region::{open, region_error};
+use super::open::{open, region_error};
 use crate::args::parse_size;
 use crate::output;
 

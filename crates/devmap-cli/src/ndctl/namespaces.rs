@@ -16,7 +16,7 @@ use devmap::namespace::{Access, INFO_BLOCK_OFFSET, InfoFlags, Region, RegionErro
 use serde::Serialize;
 
 use super::json::{Bytes, Detail, NamespaceObject, OutputArgs, find, format_uuid};
-use super::region::{open, region_error};
+use super::open::{open, region_error};
 use crate::args::{MapArg, ModeArg, namespace, refusal};
 use crate::output;
 use crate::units::format_size;
@@ -78,17 +78,7 @@ pub fn create(a: CreateNamespaceArgs) -> Result<()> {
                 a.region.display()
             )
         })?;
-    output::object(&NamespaceObject::new(&region, &label, one(a.out))?)
-}
-
-/// What a verb on one namespace prints of it: its object as `create-namespace` prints it,
-/// `daxregion` included, with sizes for people under `-u`.
-pub fn one(out: OutputArgs) -> Detail {
-    Detail {
-        human: out.human,
-        dax: true,
-        media_errors: false,
-    }
+    output::object(&NamespaceObject::new(&region, &label, Detail::one(a.out))?)
 }
 
 /// The largest `--size` at `--align` the region has room for, for a `create-namespace` without
@@ -172,7 +162,9 @@ pub fn destroy(a: DestroyNamespaceArgs) -> Result<()> {
     let found = find(&region, &a.name).ok().cloned();
     let name = found.as_ref().map_or(a.name.clone(), |l| l.name.clone());
     let object = match &found {
-        Some(label) if a.out.json => Some(NamespaceObject::new(&region, label, one(a.out))?),
+        Some(label) if a.out.json => {
+            Some(NamespaceObject::new(&region, label, Detail::one(a.out))?)
+        }
         _ => None,
     };
     if !a.force
@@ -328,7 +320,7 @@ pub fn check(a: CheckNamespaceArgs) -> Result<()> {
         )
     };
     let check = Check {
-        namespace: NamespaceObject::new(&region, label, one(a.out))?,
+        namespace: NamespaceObject::new(&region, label, Detail::one(a.out))?,
         info_block_offset: Bytes::hex(label.offset + INFO_BLOCK_OFFSET, a.out.human),
         generation: block.generation,
         clean,

@@ -1,16 +1,15 @@
-//! `devmap create-region`, and what every region command shares: opening a region file with
-//! errors that name it (the JSON they print is `json`'s). ndctl has no such verb, its regions
-//! being the hardware's; here a region is a sparse file, and `create-namespace`, `list`,
-//! `destroy-namespace` and `check-namespace` work on it. It prints the region as `list -R`
-//! does, one object.
+//! `devmap create-region`. ndctl has no such verb, its regions being the hardware's; here a
+//! region is a sparse file, and `create-namespace`, `list`, `destroy-namespace` and
+//! `check-namespace` work on it. It prints the region as `list -R` does, one object.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
-use devmap::namespace::{Access, LABEL_AREA_BYTES, MIN_REGION_BYTES, Region, RegionError};
+use devmap::namespace::{LABEL_AREA_BYTES, MIN_REGION_BYTES, Region};
 
 use super::json::{Detail, OutputArgs, RegionObject};
+use super::open::region_error;
 use crate::args::parse_size;
 use crate::output;
 use crate::units::format_size;
@@ -57,30 +56,4 @@ pub fn run(a: CreateRegionArgs) -> Result<()> {
         ..Detail::default()
     };
     output::object(&RegionObject::new(&region, detail)?)
-}
-
-/// Opens the region at `path`, with an error that names it.
-pub fn open(path: &Path, access: Access) -> Result<Region> {
-    Region::open(path, access).map_err(|e| {
-        let hint = match &e {
-            RegionError::Busy { .. } => {
-                "; wait for it to finish, or use `devmap list` meanwhile (it only reads)"
-            }
-            RegionError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                "; create one with `devmap create-region --path FILE --size SIZE`"
-            }
-            _ => "",
-        };
-        anyhow!(
-            "cannot open region {}: {}{hint}",
-            path.display(),
-            region_error(e)
-        )
-    })
-}
-
-/// A library error as one message. Its own text already says what its source said, so the
-/// source is not chained again (`{:#}` would print it twice).
-pub fn region_error(e: RegionError) -> anyhow::Error {
-    anyhow!("{e}")
 }
