@@ -34,9 +34,10 @@ pub fn ndctl_size(bytes: u64) -> Option<String> {
     } else {
         (1 << 40, "TiB", 1_000_000_000_000, "TB")
     };
-    // ndctl's arithmetic, in u128 where its 64 bits would overflow past 92 PB.
-    let centi_binary = (b * 200 / binary + 1) / 2;
-    let centi_decimal = (b / (decimal / 200) + 1) / 2;
+    // ndctl's arithmetic (`(x + 1) / 2`: half-hundredths rounded up), in u128 where its 64
+    // bits would overflow past 92 PB.
+    let centi_binary = (b * 200 / binary).div_ceil(2);
+    let centi_decimal = (b / (decimal / 200)).div_ceil(2);
     Some(format!(
         "{}.{:02} {binary_unit} ({}.{:02} {decimal_unit})",
         centi_binary / 100,

@@ -91,7 +91,9 @@ fn namespaces_are_created_listed_checked_and_destroyed() {
         .expect("a chardev");
     assert_eq!(chardev, vm0["daxregion"]["devices"][0]["chardev"]);
     let mut created = vm0.clone();
-    created.as_object_mut().map(|o| o.remove("daxregion"));
+    if let Some(o) = created.as_object_mut() {
+        o.remove("daxregion");
+    }
     assert_eq!(listed, created);
     assert_eq!(
         list(&["list", "--region", p, "-X"])[0],
@@ -160,9 +162,9 @@ fn namespaces_are_created_listed_checked_and_destroyed() {
     assert_eq!(check["ok"], true);
     assert_eq!(check["enable_state"], "never enabled");
     let mut namespace = check.clone();
-    namespace.as_object_mut().map(|o| {
+    if let Some(o) = namespace.as_object_mut() {
         o.retain(|k, _| vm0.get(k).is_some());
-    });
+    }
     assert_eq!(
         namespace, *vm0,
         "the namespace's object, what was checked beside it"
