@@ -85,7 +85,7 @@ mod tests {
         // The usable bytes of a 1 TiB namespace at 2M with --map mem.
         assert_eq!(
             ndctl_size(1_099_509_530_624).as_deref(),
-            Some("1023.98 GiB (1099.51 GB)")
+            Some("1024.00 GiB (1099.51 GB)")
         );
         assert_eq!(ndctl_size(4 << 40).as_deref(), Some("4.00 TiB (4.40 TB)"));
         assert_eq!(
