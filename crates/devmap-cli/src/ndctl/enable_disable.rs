@@ -3,7 +3,9 @@
 //! region's lock is the proof). This module owns their arguments, the timed enable (warm,
 //! cold or in host memory, and how long until the namespace is usable and until its memmap is
 //! whole), the progress bar of a background init on a terminal, and the repair a
-//! `disable-namespace` does for a namespace its process left enabled when it died.
+//! `disable-namespace` does for a namespace its process left enabled when it died. Each prints
+//! one object: the namespace's, as `create-namespace` prints it, with what the verb did beside
+//! it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,7 +20,8 @@ use devmap::namespace::{Access, EnabledNamespace, InfoFlags, Region, StopSignal,
 use devmap::{DeviceSpace, InitProgress, Layout, Order, PAGE_SIZE, Pfn, PfnRange};
 use serde::Serialize;
 
-use super::region::{open, region_error};
+use super::json::{Detail, NamespaceObject, OutputArgs, find};
+use super::open::{open, region_error};
 use crate::output;
 
 /// `--layout` of an enable: one layout.
@@ -69,7 +72,7 @@ pub struct EnableNamespaceArgs {
     /// The region file.
     #[arg(long, short = 'r')]
     region: PathBuf,
-    /// The namespace.
+    /// The namespace: its name, or its dev (`namespace0.N`).
     name: String,
     /// Descriptor layout. A --map dev namespace keeps a flat or heads memmap on the device,
     /// where the next enable with the same layout adopts it.
@@ -82,16 +85,19 @@ pub struct EnableNamespaceArgs {
     /// Ctrl-C, SIGTERM or SIGHUP end it early, with a clean disable.
     #[arg(long, default_value_t = 0)]
     hold: u64,
+    #[command(flatten)]
+    out: OutputArgs,
 }
 
 /// What `enable-namespace` prints.
 #[derive(Debug, Serialize)]
 pub struct EnableObject {
-    /// The namespace.
-    pub name: String,
+    /// The namespace, as it is after the disable.
+    #[serde(flatten)]
+    pub namespace: NamespaceObject,
     /// How the memmap was had: "warm" (adopted from the device), "cold" (initialised on the
     /// device) or "host" (initialised in host memory).
-    pub path: &'static str,
+    pub enable_path: &'static str,
     /// Whether the last disable was clean.
     pub was_clean: bool,
     /// The descriptor layout of the memmap.
@@ -125,31 +131,34 @@ pub fn enable(a: EnableNamespaceArgs) -> Result<()> {
     let stop = StopSignals::block().context("cannot block SIGINT, SIGTERM and SIGHUP")?;
     let space = DeviceSpace::new();
     let mut signal = None;
-    let obj = enable_timed(&space, &a.region, &a.name, a.layout, a.init, |_| {
+    let obj = enable_timed(&space, &a.region, &a.name, a.layout, a.init, a.out, |_| {
         signal = stop.wait(Duration::from_secs(a.hold));
     })?;
-    let printed = output::json(&[EnableObject {
+    let printed = output::object(&EnableObject {
         signal: signal.map(StopSignal::name),
         ..obj
-    }]);
+    });
     // A signal that came during the disable is spent: the namespace is clean (and printed),
     // so it is taken here rather than left to end the process once the guard unblocks it.
     while stop.wait(Duration::ZERO).is_some() {}
     printed
 }
 
-/// Opens the region, enables `name` and times it, runs `hold` with the namespace enabled
-/// once its memmap is whole (a progress bar on a terminal meanwhile), then disables it.
+/// Opens the region, enables the namespace `ident` names and times it, runs `hold` with the
+/// namespace enabled once its memmap is whole (a progress bar on a terminal meanwhile), then
+/// disables it. `out` says how the namespace's object is printed.
 pub fn enable_timed(
     space: &DeviceSpace,
     region: &std::path::Path,
-    name: &str,
+    ident: &str,
     layout: EnableLayout,
     init: EnableInit,
+    out: OutputArgs,
     hold: impl FnOnce(&EnabledNamespace),
 ) -> Result<EnableObject> {
     let start = Instant::now();
     let mut r = open(region, Access::Manage)?;
+    let name = &find(&r, ident).map_or_else(|_| ident.to_owned(), |l| l.name.clone());
     let mut opts = DaxOptions::new(Order::PMD);
     opts.layout = layout.layout();
     opts.init = init.mode();
@@ -172,27 +181,30 @@ pub fn enable_timed(
     let whole = wait_for_memmap(&ns, &bar, &progress)?;
     let memmap_ns = nanos_between(start, whole);
     let pgmap = ns.device().pgmap();
-    let obj = EnableObject {
-        name: name.to_owned(),
-        path: ns.path().name(),
-        was_clean: ns.was_clean(),
-        layout: pgmap.layout().name(),
-        init: init.mode().name(),
-        enable_ns,
-        memmap_ns,
-        descriptors_initialized: pgmap.init_stats().descriptors,
-        bad_pages: ns.device().badblocks().iter().map(|&(_, l)| l / 4096).sum(),
-        disable_ns: 0,
-        signal: None,
-    };
+    let enable_path = ns.path().name();
+    let was_clean = ns.was_clean();
+    let descriptors_initialized = pgmap.init_stats().descriptors;
+    let bad_pages = ns.device().badblocks().iter().map(|&(_, l)| l / 4096).sum();
+    let layout = pgmap.layout().name();
     hold(&ns);
     let t = Instant::now();
     r.disable(ns)
         .map_err(region_error)
         .with_context(|| format!("cannot disable namespace {name:?}"))?;
+    let disable_ns = t.elapsed().as_nanos() as u64;
+    let label = r.namespace(name).map_err(region_error)?;
     Ok(EnableObject {
-        disable_ns: t.elapsed().as_nanos() as u64,
-        ..obj
+        namespace: NamespaceObject::new(&r, label, Detail::one(out))?,
+        enable_path,
+        was_clean,
+        layout,
+        init: init.mode().name(),
+        enable_ns,
+        memmap_ns,
+        descriptors_initialized,
+        bad_pages,
+        disable_ns,
+        signal: None,
     })
 }
 
@@ -249,15 +261,18 @@ pub struct DisableNamespaceArgs {
     /// The region file.
     #[arg(long, short = 'r')]
     region: PathBuf,
-    /// The namespace.
+    /// The namespace: its name, or its dev (`namespace0.N`).
     name: String,
+    #[command(flatten)]
+    out: OutputArgs,
 }
 
 /// What `disable-namespace` prints.
 #[derive(Debug, Serialize)]
 pub struct DisableObject {
-    /// The namespace.
-    pub name: String,
+    /// The namespace, as it is after the disable.
+    #[serde(flatten)]
+    pub namespace: NamespaceObject,
     /// Whether it was already disabled cleanly (nothing to do).
     pub was_clean: bool,
     /// Whether its memmap was rebuilt (it had been left enabled by a process that died).
@@ -269,7 +284,7 @@ pub struct DisableObject {
 /// is enabled here, which rebuilds its memmap, and disabled cleanly, so that the next enable
 /// is warm.
 pub fn disable(a: DisableNamespaceArgs) -> Result<()> {
-    let was_clean = {
+    let (was_clean, layout, object) = {
         let r = open(&a.region, Access::Manage).with_context(|| {
             format!(
                 "namespace {:?} is enabled by the process that manages the region: end that \
@@ -277,25 +292,27 @@ pub fn disable(a: DisableNamespaceArgs) -> Result<()> {
                 a.name
             )
         })?;
-        clean(&r, &a.name)?
-    };
-    let (was_clean, layout) = was_clean;
-    if !was_clean {
-        let space = DeviceSpace::new();
-        enable_timed(
-            &space,
-            &a.region,
-            &a.name,
+        let label = find(&r, &a.name).map_err(region_error)?;
+        let (was_clean, layout) = clean(&r, &label.name)?;
+        (
+            was_clean,
             layout,
-            EnableInit::Parallel,
-            |_| {},
-        )?;
-    }
-    output::json(&[DisableObject {
-        name: a.name,
+            NamespaceObject::new(&r, label, Detail::one(a.out))?,
+        )
+    };
+    let namespace = if was_clean {
+        object
+    } else {
+        let space = DeviceSpace::new();
+        let name = object.name.clone();
+        let init = EnableInit::Parallel;
+        enable_timed(&space, &a.region, &name, layout, init, a.out, |_| {})?.namespace
+    };
+    output::object(&DisableObject {
+        namespace,
         was_clean,
         rebuilt: !was_clean,
-    }])
+    })
 }
 
 /// Whether `name`'s info block says it was disabled cleanly, and the layout to rebuild its
