@@ -160,3 +160,50 @@ fn enable_with_map_dev_touches_and_initialises_the_data_only() {
     assert_eq!(field(&rows[0], "device_bytes"), 2 << 20);
     assert_eq!(field(&rows[0], "touches"), 100);
 }
+
+/// `--uid`, `--gid` and `--perm` give a namespace an owner for `devmap serve`, shown in its
+/// JSON and kept on disk; a `--perm` that is not octal permission bits is refused untouched.
+#[test]
+fn create_namespace_records_who_may_open_it() {
+    let region = TempRegion::new("owner");
+    let r = region.path();
+    object(&["create-region", "--path", r, "--size", "64M"]);
+    let ns = object(&[
+        "create-namespace",
+        "-r",
+        r,
+        "-s",
+        "16M",
+        "-n",
+        "kv",
+        "--uid",
+        "1000",
+        "--gid",
+        "100",
+        "--perm",
+        "0660",
+    ]);
+    assert_eq!((field(&ns, "uid"), field(&ns, "gid")), (1000, 100));
+    assert_eq!(ns["perm"], "0660");
+    let listed = json(&["list", "-r", r, "-N", "-n", "kv"]);
+    assert_eq!(listed[0]["perm"], "0660", "{listed:?}");
+    let plain = object(&["create-namespace", "-r", r, "-s", "16M", "-n", "vm0"]);
+    assert_eq!(
+        (field(&plain, "uid"), plain["perm"].as_str()),
+        (0, Some("0600"))
+    );
+    fails(
+        &[
+            "create-namespace",
+            "-r",
+            r,
+            "-s",
+            "16M",
+            "-n",
+            "x",
+            "--perm",
+            "999",
+        ],
+        "--perm \"999\" is not octal permission bits",
+    );
+}

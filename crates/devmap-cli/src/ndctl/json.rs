@@ -193,6 +193,13 @@ pub struct NamespaceObject {
     pub data_offset: Bytes,
     /// devmap: the region file.
     pub path: String,
+    /// devmap: who may open it through `devmap serve`, as a `/dev/dax` node's owner, group and
+    /// mode (`perm`, octal).
+    pub uid: u32,
+    /// devmap: the owner's group.
+    pub gid: u32,
+    /// devmap: the permission bits, in octal (`"0600"`).
+    pub perm: String,
     /// Bad 512-byte sectors of its data, when there are any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub badblock_count: Option<u64>,
@@ -243,6 +250,9 @@ impl NamespaceObject {
             region_offset: Bytes::hex(label.offset, d.human),
             data_offset: Bytes::hex(ns.data_offset(), d.human),
             path: region.path().display().to_string(),
+            uid: label.owner.uid,
+            gid: label.owner.gid,
+            perm: format!("{:04o}", label.owner.mode),
             badblock_count: (count > 0).then_some(count),
             badblocks: ranges.filter(|r| d.media_errors && !r.is_empty()),
         })

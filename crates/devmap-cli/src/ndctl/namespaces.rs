@@ -45,14 +45,42 @@ pub struct CreateNamespaceArgs {
     /// namespace0, namespace1, ...
     #[arg(long, short = 'n')]
     name: Option<String>,
+    /// Owner uid of the namespace, for `devmap serve`: who may open it (with --gid and
+    /// --perm, as a /dev/dax node's owner, group and mode). Default root.
+    #[arg(long, default_value_t = 0)]
+    uid: u32,
+    /// Owner gid (default root).
+    #[arg(long, default_value_t = 0)]
+    gid: u32,
+    /// Permission bits in octal, at most 0777 (default 0600: the owner alone). Opening needs
+    /// read and write. (`--mode` is the namespace mode, as in ndctl.)
+    #[arg(long, default_value = "0600")]
+    perm: String,
     #[command(flatten)]
     out: OutputArgs,
+}
+
+/// The `--perm` value: octal permission bits, at most 0777.
+fn perm(text: &str) -> Result<u32> {
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    match u32::from_str_radix(digits, 8) {
+        Ok(p) if p <= 0o777 => Ok(p),
+        _ => Err(anyhow!(
+            "--perm {text:?} is not octal permission bits of at most 0777: use e.g. 0660 (owner \
+             and group may open it) or 0600"
+        )),
+    }
 }
 
 /// Runs `create-namespace`: validates the geometry, creates the namespace (info block, then
 /// label) and prints it.
 pub fn create(a: CreateNamespaceArgs) -> Result<()> {
-    // A geometry given in full is checked before the region is touched.
+    // The owner and a geometry given in full are checked before the region is touched.
+    let owner = devmap::namespace::Owner {
+        uid: a.uid,
+        gid: a.gid,
+        mode: perm(&a.perm)?,
+    };
     if let Some(size) = &a.size {
         namespace(size, &a.align, a.mode, a.map)?;
     }
@@ -78,6 +106,15 @@ pub fn create(a: CreateNamespaceArgs) -> Result<()> {
                 a.region.display()
             )
         })?;
+    let label = if owner == devmap::namespace::Owner::DEFAULT {
+        label
+    } else {
+        region
+            .set_owner(&name, owner)
+            .map_err(region_error)
+            .with_context(|| format!("cannot set the owner of namespace {name:?}"))?;
+        region.namespace(&name).map_err(region_error)?.clone()
+    };
     output::object(&NamespaceObject::new(&region, &label, Detail::one(a.out))?)
 }
 
