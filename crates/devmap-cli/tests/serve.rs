@@ -139,7 +139,12 @@ impl Served {
         let mut child = Command::new(env!("CARGO_BIN_EXE_devmap"))
             .args(["serve", "--socket"])
             .arg(socket)
-            .args(["-r", region.arg(), "--enable", enable])
+            .args(["-r", region.arg()])
+            .args(if enable.is_empty() {
+                vec![]
+            } else {
+                vec!["--enable", enable]
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -606,6 +611,65 @@ fn a_client_of_another_uid_may_open_only_what_it_owns() {
     let (served, _) = Served::start(&socket, &region, "vm0");
     let said = open_as_nobody(&socket);
     assert!(said.contains("opener allowed"), "{said}");
+    let (exit, _) = served.stop(rustix::process::Signal::TERM);
+    assert!(exit.success());
+}
+
+/// The ndctl verbs through the service: `list` without `-r` lists the service's regions with
+/// what it has enabled, and `enable-namespace` / `disable-namespace --socket` have the service
+/// enable and disable (the second enable warm).
+#[test]
+fn list_enable_and_disable_work_through_the_service() {
+    let region = ShmRegion::new("serve-verbs");
+    create(&region);
+    let socket = std::env::temp_dir().join(format!("devmap-verbs-{}.sock", std::process::id()));
+    let (served, ready) = Served::start(&socket, &region, "");
+    assert!(ready.contains("enabled: none"), "{ready}");
+    let s = socket.to_str().expect("utf-8");
+    let listed = |want: bool| {
+        let out = Command::new(env!("CARGO_BIN_EXE_devmap"))
+            .args(["list"])
+            .env("DEVMAP_SOCKET", s)
+            .output()
+            .expect("list");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!(v[0]["name"], "vm0", "{v}");
+        assert_eq!(v[0]["enabled"], want, "{v}");
+        assert_eq!(v[0]["path"], region.arg(), "{v}");
+    };
+    listed(false);
+    let verb = |args: &[&str]| -> Value {
+        let out = devmap(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    };
+    let e = verb(&["enable-namespace", "-r", region.arg(), "vm0", "--socket", s]);
+    assert_eq!(e["enable_path"], "cold", "{e}");
+    listed(true);
+    let d = verb(&[
+        "disable-namespace",
+        "-r",
+        region.arg(),
+        "vm0",
+        "--socket",
+        s,
+    ]);
+    assert_eq!(d["disabled"], true, "{d}");
+    listed(false);
+    let e = verb(&["enable-namespace", "-r", region.arg(), "vm0", "--socket", s]);
+    assert_eq!(e["enable_path"], "warm", "{e}");
+    // Without the service, the region is the service's: the verb says so.
+    let out = devmap(&["enable-namespace", "-r", region.arg(), "vm0"]);
+    assert!(!out.status.success());
     let (exit, _) = served.stop(rustix::process::Signal::TERM);
     assert!(exit.success());
 }

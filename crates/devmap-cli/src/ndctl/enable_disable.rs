@@ -13,12 +13,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
+use devmap::client::Client;
 use devmap::dax::DaxOptions;
 use devmap::init::InitMode;
 use devmap::memmap::Geometry;
 use devmap::namespace::{Access, EnabledNamespace, InfoFlags, Region, StopSignal, StopSignals};
 use devmap::{DeviceSpace, InitProgress, Layout, Order, PAGE_SIZE, Pfn, PfnRange};
 use serde::Serialize;
+use serde_json::json;
 
 use super::json::{Detail, NamespaceObject, OutputArgs, find};
 use super::open::{open, region_error};
@@ -85,6 +87,10 @@ pub struct EnableNamespaceArgs {
     /// Ctrl-C, SIGTERM or SIGHUP end it early, with a clean disable.
     #[arg(long, default_value_t = 0)]
     hold: u64,
+    /// A running `devmap serve` that serves the region: the service enables the namespace and
+    /// keeps it enabled (for its clients) until `disable-namespace --socket` or its end.
+    #[arg(long, env = "DEVMAP_SOCKET")]
+    socket: Option<PathBuf>,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -126,6 +132,12 @@ pub struct EnableObject {
 /// early (one that came during the enable ends it as it starts); the namespace is disabled
 /// cleanly all the same, and the result printed with the signal named.
 pub fn enable(a: EnableNamespaceArgs) -> Result<()> {
+    if let Some(socket) = &a.socket {
+        return through_service(socket, &a.region, &a.name, a.out, |c, region, name| {
+            let warm = c.enable(Some(region), name)?;
+            Ok(json!({ "enable_path": if warm { "warm" } else { "cold" } }))
+        });
+    }
     // Before any thread starts: the device's and the init's threads inherit the mask, so the
     // signals pend for the hold instead of ending the process with the namespace in use.
     let stop = StopSignals::block().context("cannot block SIGINT, SIGTERM and SIGHUP")?;
@@ -263,6 +275,13 @@ pub struct DisableNamespaceArgs {
     region: PathBuf,
     /// The namespace: its name, or its dev (`namespace0.N`).
     name: String,
+    /// A running `devmap serve` that serves the region: the service disables the namespace
+    /// (refused while clients map or pin it, naming their pids, unless --force).
+    #[arg(long, env = "DEVMAP_SOCKET")]
+    socket: Option<PathBuf>,
+    /// With --socket: take the namespace's mappings and pins from the clients that hold them.
+    #[arg(long, short = 'f')]
+    force: bool,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -284,6 +303,13 @@ pub struct DisableObject {
 /// is enabled here, which rebuilds its memmap, and disabled cleanly, so that the next enable
 /// is warm.
 pub fn disable(a: DisableNamespaceArgs) -> Result<()> {
+    if let Some(socket) = &a.socket {
+        let force = a.force;
+        return through_service(socket, &a.region, &a.name, a.out, |c, region, name| {
+            c.disable(Some(region), name, force)?;
+            Ok(json!({ "disabled": true, "forced": force }))
+        });
+    }
     let (was_clean, layout, object) = {
         let r = open(&a.region, Access::Manage).with_context(|| {
             format!(
@@ -329,4 +355,31 @@ fn clean(r: &Region, name: &str) -> Result<(bool, EnableLayout)> {
         Some(Layout::Heads) | None => EnableLayout::Heads,
     };
     Ok((block.flags.contains(InfoFlags::CLEAN), layout))
+}
+
+/// Runs `verb` through the service at `socket` on namespace `ident` of `region` and prints the
+/// namespace's object (read from the region file, which the service manages) with what the
+/// verb returned and the service's socket beside it.
+fn through_service(
+    socket: &std::path::Path,
+    region: &std::path::Path,
+    ident: &str,
+    out: OutputArgs,
+    verb: impl FnOnce(&Client, &str, &str) -> Result<serde_json::Value>,
+) -> Result<()> {
+    let client = Client::connect(socket)?;
+    let r = open(region, Access::Read)?;
+    let label = find(&r, ident).map_err(region_error)?.clone();
+    let path = std::fs::canonicalize(region)
+        .unwrap_or_else(|_| region.to_path_buf())
+        .display()
+        .to_string();
+    let done = verb(&client, &path, &label.name)
+        .with_context(|| format!("the service at {} refused", socket.display()))?;
+    let mut v = serde_json::to_value(NamespaceObject::new(&r, &label, Detail::one(out))?)?;
+    if let (Some(obj), serde_json::Value::Object(extra)) = (v.as_object_mut(), done) {
+        obj.extend(extra);
+        obj.insert("service".into(), socket.display().to_string().into());
+    }
+    output::object(&v)
 }

@@ -5,14 +5,19 @@
 //! namespaces nested in it; `-n` (a name or a `namespace0.N`) and `-m` filter the namespaces;
 //! `-X` prints a devdax namespace's `daxregion` instead of its `chardev` (and alone lists only
 //! devdax namespaces, as ndctl's does); `-M` adds the bad ranges. It opens the region read-only,
-//! taking no lock, so it lists a region another process is managing.
+//! taking no lock, so it lists a region another process is managing. Without `-r`, with a
+//! service's socket (`--socket` or `DEVMAP_SOCKET`), it lists every region the service serves,
+//! each namespace with whether the service has it `enabled`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::Args;
 use devmap::NamespaceMode;
+use devmap::client::Client;
 use devmap::namespace::Access;
+use devmap::service::proto::NamespaceEntry;
+use serde_json::Value;
 
 use super::json::{Detail, NamespaceObject, OutputArgs, RegionObject, find, print_list};
 use super::open::open;
@@ -21,9 +26,12 @@ use crate::args::ModeArg;
 /// `list`'s arguments.
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// The region file.
+    /// The region file. Without it, every region of the service at --socket.
     #[arg(long, short = 'r')]
-    region: PathBuf,
+    region: Option<PathBuf>,
+    /// A running `devmap serve`'s socket: list the regions it serves (when no -r is given).
+    #[arg(long, env = "DEVMAP_SOCKET")]
+    socket: Option<PathBuf>,
     /// Include the namespaces (the default when neither -N nor -R is given).
     #[arg(long = "namespaces", short = 'N')]
     namespaces: bool,
@@ -51,7 +59,35 @@ pub struct ListArgs {
 
 /// Runs `list`.
 pub fn run(a: ListArgs) -> Result<()> {
-    let region = open(&a.region, Access::Read)?;
+    let (regions, enabled) = match (&a.region, &a.socket) {
+        (Some(r), _) => (vec![r.clone()], None),
+        (None, Some(socket)) => {
+            let entries = Client::connect(socket)?.list()?;
+            let mut regions: Vec<PathBuf> = Vec::new();
+            for e in &entries {
+                let path = PathBuf::from(&e.region);
+                if !regions.contains(&path) {
+                    regions.push(path);
+                }
+            }
+            (regions, Some(entries))
+        }
+        (None, None) => bail!(
+            "list needs a region: give -r FILE, or a running service's socket with --socket \
+             (or DEVMAP_SOCKET) to list every region it serves"
+        ),
+    };
+    let mut rows: Vec<Value> = Vec::new();
+    for path in &regions {
+        rows.extend(region_rows(&a, path, enabled.as_deref())?);
+    }
+    print_list(&rows, a.out.human)
+}
+
+/// The objects `list` prints for one region: its namespaces, or the region (with them nested
+/// under `-N`); with a service's entries, each namespace says whether it is `enabled` there.
+fn region_rows(a: &ListArgs, path: &Path, served: Option<&[NamespaceEntry]>) -> Result<Vec<Value>> {
+    let region = open(path, Access::Read)?;
     let mut mode = a.mode.map(NamespaceMode::from);
     if a.dax && !a.namespaces && !a.regions && mode.is_none() {
         mode = Some(NamespaceMode::Devdax);
@@ -65,19 +101,29 @@ pub fn run(a: ListArgs) -> Result<()> {
         dax: a.dax,
         media_errors: a.media_errors,
     };
-    let namespaces: Vec<NamespaceObject> = region
+    let shown = path.display().to_string();
+    let namespaces: Vec<Value> = region
         .namespaces()
         .iter()
         .filter(|l| a.name.is_none() || only == Some(l.name.as_str()))
         .filter(|l| mode.is_none_or(|m| m == l.namespace.mode()))
-        .map(|l| NamespaceObject::new(&region, l, detail))
+        .map(|l| {
+            let mut v = serde_json::to_value(NamespaceObject::new(&region, l, detail)?)?;
+            if let Some(entries) = served {
+                let e = entries
+                    .iter()
+                    .find(|e| e.region == shown && e.name == l.name);
+                v["enabled"] = Value::Bool(e.is_some_and(|e| e.enabled));
+            }
+            Ok(v)
+        })
         .collect::<Result<_>>()?;
     if !a.regions {
-        return print_list(&namespaces, a.out.human);
+        return Ok(namespaces);
     }
-    let mut object = RegionObject::new(&region, detail)?;
+    let mut object = serde_json::to_value(RegionObject::new(&region, detail)?)?;
     if a.namespaces && !namespaces.is_empty() {
-        object.namespaces = Some(namespaces);
+        object["namespaces"] = Value::Array(namespaces);
     }
-    print_list(&[object], a.out.human)
+    Ok(vec![object])
 }

@@ -104,6 +104,8 @@ impl Live {
 #[derive(Debug)]
 pub(super) struct Served {
     pub(super) path: PathBuf,
+    /// The path with every link resolved, which a request may name instead.
+    canonical: Option<PathBuf>,
     region: Mutex<Region>,
     enabled: Mutex<BTreeMap<String, Arc<Live>>>,
 }
@@ -131,6 +133,7 @@ impl State {
                 })?;
             regions.push(Served {
                 path: path.clone(),
+                canonical: std::fs::canonicalize(path).ok(),
                 region: Mutex::new(region),
                 enabled: Mutex::new(BTreeMap::new()),
             });
@@ -151,10 +154,14 @@ impl State {
     /// holding a namespace `name` when `region` is empty.
     fn find(&self, region: &str, name: &str) -> Result<&Served, ServiceError> {
         if !region.is_empty() {
+            let canonical = std::fs::canonicalize(region).ok();
             return self
                 .regions
                 .iter()
-                .find(|r| r.path.as_os_str() == region)
+                .find(|r| {
+                    r.path.as_os_str() == region
+                        || (canonical.is_some() && r.canonical == canonical)
+                })
                 .ok_or_else(|| ServiceError::UnknownRegion {
                     region: region.into(),
                     served: self.paths(),
