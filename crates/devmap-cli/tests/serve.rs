@@ -11,6 +11,7 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use devmap::client::Client;
+use devmap::service::proto;
 use serde_json::Value;
 
 use common::devmap;
@@ -367,14 +368,38 @@ fn requests_the_service_cannot_serve_are_refused_with_their_reason() {
     let ns = c.open(None, "vm0").expect("open");
     let e = ns.map(MIB, 2 * MIB).expect_err("unaligned offset");
     assert!(e.to_string().contains("offset"), "{e}");
-    // A disable while a client maps it names the client; --force takes the mapping.
+    // A disable while a client maps and pins it names the client; --force takes the mapping
+    // and the pins, and the client is told which.
     let m = ns.map(0, 2 * MIB).expect("map");
+    let pins = m
+        .pin(m.addr(), 16, devmap::GupFlags::NONE, false)
+        .expect("pin");
     let e = c.disable(None, "vm0", false).expect_err("in use");
     assert!(
         e.to_string().contains(&std::process::id().to_string()),
         "{e}"
     );
+    assert!(c.notices().expect("notices").is_empty());
     c.disable(None, "vm0", true).expect("forced disable");
+    let told: Vec<(u8, u32, u64, u64)> = c
+        .notices()
+        .expect("notices")
+        .iter()
+        .map(|n| (n.what, n.handle, n.addr, n.len))
+        .collect();
+    assert_eq!(
+        told,
+        vec![
+            (proto::notice::PIN_DROPPED, pins.handle(), 0, 16 * 4096),
+            (
+                proto::notice::MAPPING_REVOKED,
+                m.handle(),
+                m.addr() as u64,
+                2 * MIB
+            ),
+        ]
+    );
+    drop(pins);
     drop(m);
     assert!(
         c.enable(None, "vm0").expect("enable again"),

@@ -12,6 +12,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
 use super::error::ServiceError;
+use super::notify::Notifier;
 use super::proto::{
     self, Done, Enable, Enabled, ErrorReply, List, Map, Mapped, Namespaces, Open, Opened, Pin,
     PinReply, Status, StatusReply, Unmap, Unpin, WireExtent, kind,
@@ -20,7 +21,7 @@ use super::state::{Attached, AttachedPin, HeldPin, Live, State};
 use crate::backing::{UffdFeatures, Userfaultfd};
 use crate::dax::{ClientFaults, ClientMapping, ClientWindow};
 use crate::gup::{Extent, ExtentLimits, GupFlags};
-use crate::wire::{Frame, Receiver, WireError, WireMessage, send_frame};
+use crate::wire::{Frame, Receiver, WireError, WireMessage};
 
 /// What the service knows of a connected client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +36,7 @@ pub(super) struct Peer {
 struct Session<'s> {
     state: &'s State,
     peer: Peer,
+    notifier: &'s Arc<Notifier>,
     /// Opened namespaces by handle.
     opened: BTreeMap<u32, Arc<Live>>,
     next_handle: u32,
@@ -53,12 +55,14 @@ struct Session<'s> {
 pub(super) fn run(
     state: &State,
     stream: &UnixStream,
+    notifier: &Arc<Notifier>,
     peer: Peer,
     status: &(dyn Fn() -> Vec<u8> + Sync),
 ) {
     let mut s = Session {
         state,
         peer,
+        notifier,
         opened: BTreeMap::new(),
         next_handle: 1,
         mappings: BTreeMap::new(),
@@ -89,13 +93,14 @@ pub(super) fn run(
         };
         let id = frame.request_id();
         let sent = match s.handle(frame) {
-            Ok(reply) => reply.send(stream, id),
+            Ok(reply) => reply.send(notifier, id),
             Err(e) => {
                 let reply = ErrorReply {
                     errno: e.errno(),
                     reason: e.to_string(),
                 };
-                crate::wire::send_message(stream, id, &reply, &[])
+                crate::wire::encode_payload(&reply)
+                    .and_then(|p| notifier.send(ErrorReply::KIND, id, &p, &[]))
             }
         };
         if let Err(e) = sent {
@@ -168,9 +173,9 @@ impl Reply {
         })
     }
 
-    fn send(self, stream: &UnixStream, id: u32) -> Result<(), WireError> {
+    fn send(self, to: &Notifier, id: u32) -> Result<(), WireError> {
         let fds: Vec<_> = self.fd.iter().map(|f| f.as_fd()).collect();
-        send_frame(stream, self.kind, id, &self.payload, &fds)
+        to.send(self.kind, id, &self.payload, &fds)
     }
 }
 
@@ -307,16 +312,18 @@ impl Session<'_> {
         let mapping =
             live.with_device(|d| Ok(ClientMapping::attach(d, window, faults.as_ref())?))?;
         let key = self.state.next_key();
+        let handle = self.next_handle;
+        self.next_handle += 1;
         live.mappings.lock().insert(
             key,
             Attached {
                 session: self.peer.session,
                 pid: self.peer.pid,
+                handle,
+                notifier: Arc::clone(self.notifier),
                 mapping,
             },
         );
-        let handle = self.next_handle;
-        self.next_handle += 1;
         self.mappings.insert(handle, (live, key));
         if let Some(f) = faults {
             self.faults.push(f);
@@ -360,16 +367,18 @@ impl Session<'_> {
         };
         let nr_pages = pin.nr_pages();
         let pin_key = self.state.next_key();
+        let handle = self.next_handle;
+        self.next_handle += 1;
         live.pins.lock().insert(
             pin_key,
             AttachedPin {
                 session: self.peer.session,
                 pid: self.peer.pid,
+                handle,
+                notifier: Arc::clone(self.notifier),
                 pin,
             },
         );
-        let handle = self.next_handle;
-        self.next_handle += 1;
         self.pins.insert(handle, (live, pin_key));
         Reply::of(&PinReply {
             pin: handle,

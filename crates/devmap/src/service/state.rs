@@ -11,7 +11,8 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use super::error::ServiceError;
-use super::proto::NamespaceEntry;
+use super::notify::Notifier;
+use super::proto::{NamespaceEntry, Notice, notice};
 use crate::addr::Order;
 use crate::dax::{ClientMapping, DaxDevice, DaxOptions};
 use crate::gup::{ByAddress, Folios, Pages, Pinned};
@@ -23,6 +24,9 @@ use crate::pgmap::DeviceSpace;
 pub(super) struct Attached {
     pub(super) session: u64,
     pub(super) pid: u32,
+    /// The client's handle of it, and where to tell the client what happens to it.
+    pub(super) handle: u32,
+    pub(super) notifier: Arc<Notifier>,
     pub(super) mapping: ClientMapping,
 }
 
@@ -57,6 +61,9 @@ impl HeldPin {
 pub(super) struct AttachedPin {
     pub(super) session: u64,
     pub(super) pid: u32,
+    /// The client's handle of it, and where to tell the client what happens to it.
+    pub(super) handle: u32,
+    pub(super) notifier: Arc<Notifier>,
     pub(super) pin: HeldPin,
 }
 
@@ -258,11 +265,32 @@ impl State {
                 pids,
             });
         }
-        // Pins first (DMA outlives a mapping; the device's teardown waits for both).
+        // Pins first (DMA outlives a mapping; the device's teardown waits for both); each
+        // client is told what it lost.
         let unpinned = std::mem::take(&mut *live.pins.lock());
-        drop(unpinned);
+        for p in unpinned.into_values() {
+            let n = Notice {
+                what: notice::PIN_DROPPED,
+                handle: p.handle,
+                addr: 0,
+                len: p.pin.nr_pages() * crate::addr::PAGE_SIZE,
+                pfn: 0,
+            };
+            drop(p.pin);
+            p.notifier.notice(&n);
+        }
         let detached = std::mem::take(&mut *live.mappings.lock());
-        drop(detached);
+        for a in detached.into_values() {
+            let n = Notice {
+                what: notice::MAPPING_REVOKED,
+                handle: a.handle,
+                addr: a.mapping.addr() as u64,
+                len: a.mapping.len(),
+                pfn: 0,
+            };
+            drop(a.mapping);
+            a.notifier.notice(&n);
+        }
         enabled.remove(name);
         let ns = live.ns.lock().take();
         if let Some(ns) = ns {
