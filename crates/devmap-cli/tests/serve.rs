@@ -535,6 +535,27 @@ fn client_test_measures_a_running_service() {
         assert!(common::field(row, f) > 0, "{f} in {row}");
     }
     assert!(served.status()["namespaces"][0]["client_faults"].as_u64() >= Some(4));
+    // The same figures for Prometheus.
+    let out = devmap(&["status", "--socket", s, "--prometheus"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("# TYPE devmap_namespace_client_faults_total counter"),
+        "{text}"
+    );
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("devmap_namespace_client_faults_total{"))
+        .expect("the faults line");
+    assert!(
+        line.contains(&format!("region=\"{}\",name=\"vm0\"", region.arg())),
+        "{line}"
+    );
+    let faults: f64 = line
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("value");
+    assert!(faults >= 4.0, "{line}");
     let (exit, _) = served.stop(rustix::process::Signal::TERM);
     assert!(exit.success());
 }
