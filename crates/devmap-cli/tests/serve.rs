@@ -825,7 +825,12 @@ fn clients_killed_at_random_points_leave_nothing_behind() {
         const WARM: u64 = 3;
         match base {
             Some((f, rss)) => {
-                assert_eq!(now.0, f, "round {round}: descriptors");
+                // A session's socket and pidfd close just after its client leaves the table.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while fds() != f && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                assert_eq!(fds(), f, "round {round}: descriptors");
                 assert!(
                     now.1 <= rss + 1024,
                     "round {round}: RSS {} KiB, {rss} KiB at round {WARM}",
