@@ -352,7 +352,8 @@ fn media_errors_are_listed_cleared_and_an_unclean_namespace_needs_force() {
             .expect("enable");
         for page in [3u64, 4] {
             let pfn = ns.device().pfn_at(page * PAGE_SIZE).expect("pfn");
-            memory_failure(&space, pfn, MfFlags::NONE).expect("error");
+            // Nothing maps the namespace: without the flag, -EBUSY as the kernel's.
+            memory_failure(&space, pfn, MfFlags::RECORD_UNMAPPED).expect("error");
         }
         region.disable(ns).expect("disable");
     }

@@ -3,6 +3,7 @@
 //! `libdevmap`, and the library it wraps).
 
 mod abi;
+mod mf;
 mod options;
 mod overhead;
 mod reasons;

@@ -403,7 +403,7 @@ impl DaxDevice {
             _live: live,
         });
         self.dev.mappings.lock().insert(id, Arc::clone(&core));
-        let listed = super::registry::list_mapping(&self.dev, core.base, len, offset);
+        let listed = super::registry::list_mapping(&self.dev, id, core.base, len, offset);
         let mapping = DaxMapping::new(Arc::clone(&self.dev), core, window, listed);
         if self.dev.uffd.is_none() && self.dev.populate_on_map {
             // On failure the mapping's drop gives back what was faulted.

@@ -77,7 +77,7 @@ pub use self::ranges::{is_devmap_address, overflowed as address_table_overflowed
 #[cfg(test)]
 pub(crate) use self::registry::hold_registry;
 pub(crate) use self::registry::locate;
-pub(crate) use self::revoke::revoke;
+pub(crate) use self::revoke::{Recipients, Revocation, revoke};
 pub use self::vma::Populated;
 
 use std::fmt;
