@@ -412,7 +412,7 @@ impl Device {
             Ok(guard.take())
         });
         match outcome {
-            Ok(Some(Held::Namespace(ns, region))) => region.disable(py, ns),
+            Ok(Some(Held::Namespace(ns, region))) => region.disable(py, *ns),
             Ok(Some(Held::Device(dev))) => {
                 py.detach(move || drop(dev));
                 Ok(())
