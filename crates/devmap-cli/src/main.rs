@@ -89,6 +89,7 @@ enum Command {
     // The service, and what it holds.
     Serve(serve::ServeArgs),
     Status(serve::StatusArgs),
+    InjectError(serve::InjectErrorArgs),
     // The measurement commands, over test devices built in this process.
     /// Price a namespace's memmap in each layout, without allocating anything.
     Estimate(measure::estimate::EstimateArgs),
@@ -128,6 +129,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Report(a) => measure::report::run(a),
         Command::Serve(a) => serve::serve(a),
         Command::Status(a) => serve::status(a),
+        Command::InjectError(a) => serve::inject_error(a),
     }
 }
 

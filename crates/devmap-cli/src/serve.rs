@@ -82,6 +82,52 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     Ok(())
 }
 
+/// Report a memory error on pages of a namespace a running service serves, as `ndctl
+/// inject-error` does: every client mapping them loses each page (SIGBUS when it touches it)
+/// and is told at its own address; the pages are recorded in the namespace's badblocks.
+#[derive(Debug, Args)]
+pub struct InjectErrorArgs {
+    /// The region file.
+    #[arg(long, short = 'r')]
+    region: PathBuf,
+    /// The namespace.
+    name: String,
+    /// Byte offset in the namespace's data, a multiple of 4K (K/M/G suffixes).
+    #[arg(long, short = 'o')]
+    offset: String,
+    /// Pages (4 KiB each).
+    #[arg(long, short = 'n', default_value_t = 1)]
+    count: u64,
+    /// The service's socket.
+    #[arg(long, env = "DEVMAP_SOCKET")]
+    socket: PathBuf,
+}
+
+pub fn inject_error(a: InjectErrorArgs) -> Result<()> {
+    let offset =
+        devmap::units::parse_size(&a.offset).map_err(|e| anyhow::anyhow!("--offset: {e}"))?;
+    let client = Client::connect(&a.socket)?;
+    let region = std::fs::canonicalize(&a.region).unwrap_or_else(|_| a.region.clone());
+    let done = client
+        .inject_error(
+            Some(&region.display().to_string()),
+            &a.name,
+            offset,
+            a.count,
+        )
+        .with_context(|| format!("cannot inject an error into namespace {:?}", a.name))?;
+    let v = serde_json::json!({
+        "name": a.name,
+        "offset": offset,
+        "pages": done.pages,
+        "mappings_revoked": done.revoked,
+        "owners_told": done.told,
+        "elapsed_ns": done.elapsed_ns,
+    });
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
+}
+
 pub fn status(a: StatusArgs) -> Result<()> {
     let client = Client::connect(&a.socket)?;
     let json = client.status()?;

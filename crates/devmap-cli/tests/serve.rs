@@ -21,6 +21,8 @@ const MIB: u64 = 1 << 20;
 /// Where client A writes: in the second 2 MiB leaf.
 const AT: u64 = 3 * MIB + 5;
 const GREETING: &[u8] = b"hello from client A";
+/// The page `inject-error` poisons: in the second leaf, which every victim touched.
+const LOST: u64 = 3 * MIB + 8192;
 
 /// A client process's half: connects, opens vm0, maps its first 8 MiB and then, by role,
 /// writes the greeting (`writer`) or reads it back (`reader`); prints what it did and its
@@ -52,6 +54,28 @@ fn serve_child() {
             assert_eq!(got, GREETING, "the reader sees the writer's bytes");
         }
         "toucher" => {}
+        "victim" => {
+            // Every page of the second leaf touched; after the go, what it was told, then the
+            // neighbour of the lost page, then the lost page itself (SIGBUS).
+            for page in 0..512u64 {
+                m.bytes().write(2 * MIB + page * 4096, &[7]).expect("touch");
+            }
+            println!("victim ok at {:#x}", m.addr());
+            std::io::stdout().flush().expect("flush");
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+            for n in client.notices().expect("notices") {
+                println!("notice {} {} {:#x} {}", n.what, n.handle, n.addr, n.len);
+            }
+            let mut b = [0u8];
+            m.bytes().read(LOST - 4096, &mut b).expect("the neighbour");
+            assert_eq!(b, [7]);
+            println!("neighbour ok");
+            std::io::stdout().flush().expect("flush");
+            let _ = m.bytes().read(LOST, &mut b);
+            println!("the lost page read back");
+            std::process::exit(3);
+        }
         "churner" => {
             // Maps, touches, pins and unmaps until killed, at a random point of any of them.
             let mut i: u64 = u64::from(std::process::id());
@@ -220,6 +244,12 @@ impl Drop for Served {
 
 /// A client process, started with its role; its first line says what it did.
 fn client(role: &str, socket: &Path) -> (Child, String) {
+    let (child, line, _) = client_lines(role, socket);
+    (child, line)
+}
+
+/// As [`client`], and the lines it prints after the first, as they come.
+fn client_lines(role: &str, socket: &Path) -> (Child, String, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
         .args([
             "--exact",
@@ -242,10 +272,16 @@ fn client(role: &str, socket: &Path) -> (Child, String) {
             panic!("the {role} client ended without saying it mapped");
         }
     }
-    // The rest of its output (the test harness's summary) is drained, so it never writes to a
-    // closed pipe.
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    (child, line)
+    // The rest of its output is forwarded (or drained, once nobody listens), so it never
+    // writes to a closed pipe.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in out.lines() {
+            let Ok(l) = l else { break };
+            let _ = tx.send(l);
+        }
+    });
+    (child, line, rx)
 }
 
 /// The pids of the mappings of the first namespace in a status.
@@ -850,4 +886,74 @@ fn clients_killed_at_random_points_leave_nothing_behind() {
     let _ = s;
     let (exit, _) = served.stop(rustix::process::Signal::TERM);
     assert!(exit.success());
+}
+
+/// Memory failure across processes (`inject-error` against a served namespace): four clients
+/// map the page, one of them stopped; each loses exactly that 4 KiB (its neighbour reads back),
+/// is told its own address (the stopped one once it runs again), and dies of SIGBUS touching
+/// the lost page; the page is in the namespace's badblocks.
+#[test]
+fn a_memory_error_reaches_every_client_process_even_a_stopped_one() {
+    use std::os::unix::process::ExitStatusExt;
+    let region = ShmRegion::new("serve-mf");
+    create(&region);
+    let socket = std::env::temp_dir().join(format!("devmap-mf-{}.sock", std::process::id()));
+    let (served, _) = Served::start(&socket, &region, "vm0");
+    let victims: Vec<(Child, u64, std::sync::mpsc::Receiver<String>)> = (0..4)
+        .map(|_| {
+            let (c, line, rx) = client_lines("victim", &socket);
+            let addr = u64::from_str_radix(line.trim().rsplit("0x").next().expect("addr"), 16)
+                .expect("hex");
+            (c, addr, rx)
+        })
+        .collect();
+    let stopped = rustix::process::Pid::from_child(&victims[0].0);
+    rustix::process::kill_process(stopped, rustix::process::Signal::STOP).expect("SIGSTOP");
+    let out = devmap(&[
+        "inject-error",
+        "-r",
+        region.arg(),
+        "vm0",
+        "--offset",
+        &LOST.to_string(),
+        "--socket",
+        socket.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        (done["pages"].as_u64(), done["mappings_revoked"].as_u64()),
+        (Some(1), Some(4)),
+        "{done}"
+    );
+    assert_eq!(done["owners_told"].as_u64(), Some(4), "{done}");
+    rustix::process::kill_process(stopped, rustix::process::Signal::CONT).expect("SIGCONT");
+    for (mut c, addr, lines) in victims {
+        c.stdin.take().expect("stdin").write_all(b"\n").expect("go");
+        let status = c.wait().expect("wait");
+        let text: Vec<String> = lines.iter().collect();
+        let told = text
+            .iter()
+            .find(|l| l.starts_with("notice 3 "))
+            .unwrap_or_else(|| panic!("not told: {text:?}"));
+        assert!(
+            told.ends_with(&format!("{:#x} 4096", addr + LOST)),
+            "{told}"
+        );
+        assert!(text.iter().any(|l| l == "neighbour ok"), "{text:?}");
+        assert!(!text.iter().any(|l| l.contains("read back")), "{text:?}");
+        assert_eq!(
+            status.signal(),
+            Some(7),
+            "SIGBUS at the lost page: {status:?}"
+        );
+    }
+    let (exit, _) = served.stop(rustix::process::Signal::TERM);
+    assert!(exit.success());
+    let listed = common::json(&["list", "-r", region.arg(), "-M"]);
+    assert_eq!(listed[0]["badblock_count"].as_u64(), Some(8), "{listed:?}");
 }

@@ -384,6 +384,27 @@ impl Client {
         Ok(())
     }
 
+    /// Reports a memory error on `count` pages from byte `offset` of namespace `name`'s data,
+    /// as `ndctl inject-error` does: every client mapping the pages loses them (SIGBUS at each
+    /// on its next touch) and is told with a notice at its own address.
+    pub fn inject_error(
+        &self,
+        region: Option<&str>,
+        name: &str,
+        offset: u64,
+        count: u64,
+    ) -> Result<proto::Injected, ClientError> {
+        self.ask(
+            &proto::InjectError {
+                region: region.unwrap_or_default().into(),
+                name: name.into(),
+                offset,
+                count,
+            },
+            "inject-error",
+        )
+    }
+
     /// Opens the enabled namespace `name` of `region` (or of the one region holding it).
     pub fn open(&self, region: Option<&str>, name: &str) -> Result<Namespace, ClientError> {
         let mut frame = self.call(

@@ -89,6 +89,14 @@ impl DeviceCore {
             Granularity::Leaf => self.align.get() + 12,
         };
         let mappings: Vec<Arc<MappingCore>> = self.mappings.lock().values().cloned().collect();
+        // A client's page tables are not this process's to zap: at `Page` granularity the
+        // poisoned page is punched out of the shared file instead, which unmaps it in every
+        // process that maps it (its bytes are lost anyway), and each caught mapping then gets
+        // a poison marker there, so its next touch raises SIGBUS.
+        let clients_have_it = granularity == Granularity::Page
+            && mappings
+                .iter()
+                .any(|m| m.window.local().is_none() && m.leaves.lock().contains_key(&leaf_pgoff));
         let mut out = Revocation::default();
         let mut owners: Vec<Option<Arc<OwnerFn>>> = Vec::new();
         let mut released = Vec::new();
@@ -96,6 +104,10 @@ impl DeviceCore {
         {
             let _write = self.poison_lock.write();
             new = self.badblocks.lock().insert(pgoff);
+            if clients_have_it && let Err(e) = self.backing.punch_hole(pgoff * PAGE_SIZE, PAGE_SIZE)
+            {
+                tracing::error!(pgoff, error = %e, "dax: cannot punch a poisoned page out of a client's mapping");
+            }
             for m in &mappings {
                 let live = m.live.read();
                 if !*live {

@@ -6,6 +6,7 @@ use crate::backing::UffdError;
 use crate::dax::DaxError;
 use crate::errno;
 use crate::gup::GupError;
+use crate::memory_failure::MfError;
 use crate::namespace::{Owner, RegionError};
 use crate::wire::WireError;
 
@@ -92,6 +93,20 @@ pub enum ServiceError {
         /// The handle.
         handle: u32,
     },
+    /// An injection that is empty, off a page boundary, or past the namespace's data.
+    #[error(
+        "cannot inject {count} page(s) at offset {offset}: give a 4 KiB-aligned offset inside \
+         the namespace's data and a count of at least 1 that stays inside it"
+    )]
+    BadInjection {
+        /// As asked.
+        offset: u64,
+        /// As asked.
+        count: u64,
+    },
+    /// The memory failure was refused.
+    #[error(transparent)]
+    MemoryFailure(#[from] MfError),
     /// Pin flags with bits that mean nothing.
     #[error("pin flags {flags:#x} have unknown bits: use 1 (write), 2 (long-term), 4 (no fault)")]
     BadPinFlags {
@@ -152,7 +167,8 @@ impl ServiceError {
             ServiceError::Denied { .. } => EACCES,
             ServiceError::UnknownHandle { .. } => EBADF,
             ServiceError::BadAddress { .. } => EFAULT,
-            ServiceError::BadPinFlags { .. } => EINVAL,
+            ServiceError::BadPinFlags { .. } | ServiceError::BadInjection { .. } => EINVAL,
+            ServiceError::MemoryFailure(e) => errno::mf(e),
             ServiceError::Gup(e) => errno::gup(e),
             ServiceError::SocketInUse { .. } => EADDRINUSE,
             ServiceError::TooManyClients { .. } => EUSERS,

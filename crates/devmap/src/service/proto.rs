@@ -27,6 +27,8 @@ pub mod kind {
     pub const PIN: u16 = 0x0108;
     /// [`super::Unpin`].
     pub const UNPIN: u16 = 0x0109;
+    /// [`super::InjectError`].
+    pub const INJECT_ERROR: u16 = 0x010A;
     /// [`super::Done`].
     pub const DONE: u16 = 0x0200;
     /// [`super::ErrorReply`].
@@ -43,6 +45,8 @@ pub mod kind {
     pub const ENABLED: u16 = 0x0206;
     /// [`super::PinReply`].
     pub const PINNED: u16 = 0x0207;
+    /// [`super::Injected`].
+    pub const INJECTED: u16 = 0x0208;
     /// [`super::Notice`], sent unasked (request id 0).
     pub const NOTICE: u16 = 0x0300;
 }
@@ -473,3 +477,36 @@ impl Decode for Notice {
 impl WireMessage for Notice {
     const KIND: u16 = kind::NOTICE;
 }
+
+/// Reports a memory error on `count` pages from byte `offset` (a multiple of 4 KiB) of an
+/// enabled namespace, as `ndctl inject-error` does for a pmem namespace: each page goes through
+/// `memory_failure` (recorded in the namespace's badblocks even where nothing maps it), every
+/// client that maps it loses it (SIGBUS at that page on its next touch) and is told with a
+/// `MEMORY_LOST` notice at its own address. Reply: [`Injected`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InjectError {
+    /// The region file, or empty for the one holding `name`.
+    pub region: String,
+    /// The namespace.
+    pub name: String,
+    /// Byte offset in the namespace's data.
+    pub offset: u64,
+    /// Pages (4 KiB each).
+    pub count: u64,
+}
+message!(InjectError = kind::INJECT_ERROR; region: str / name, name: str / name, offset: u64 / u64_, count: u64 / u64_);
+
+/// What an [`InjectError`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Injected {
+    /// Pages poisoned.
+    pub pages: u32,
+    /// Mappings that lost a page, summed over the pages.
+    pub revoked: u32,
+    /// Owners told, summed over the pages.
+    pub told: u32,
+    /// Nanoseconds from the first page's `memory_failure` until the last page was revoked
+    /// everywhere and every owner told.
+    pub elapsed_ns: u64,
+}
+message!(Injected = kind::INJECTED; pages: u32 / u32_, revoked: u32 / u32_, told: u32 / u32_, elapsed_ns: u64 / u64_);

@@ -14,13 +14,14 @@ use std::sync::Arc;
 use super::error::ServiceError;
 use super::notify::Notifier;
 use super::proto::{
-    self, Done, Enable, Enabled, ErrorReply, List, Map, Mapped, Namespaces, Open, Opened, Pin,
-    PinReply, Status, StatusReply, Unmap, Unpin, WireExtent, kind,
+    self, Done, Enable, Enabled, ErrorReply, Injected, List, Map, Mapped, Namespaces, Notice, Open,
+    Opened, Pin, PinReply, Status, StatusReply, Unmap, Unpin, WireExtent, kind,
 };
 use super::state::{Attached, AttachedPin, HeldPin, Live, State};
 use crate::backing::{UffdFeatures, Userfaultfd};
-use crate::dax::{ClientFaults, ClientMapping, ClientWindow};
+use crate::dax::{ClientFaults, ClientMapping, ClientWindow, PoisonNotice};
 use crate::gup::{Extent, ExtentLimits, GupFlags};
+use crate::memory_failure::{MfFlags, memory_failure};
 use crate::wire::{Frame, Receiver, WireError, WireMessage};
 
 /// What the service knows of a connected client.
@@ -230,6 +231,10 @@ impl Session<'_> {
                 }
                 Reply::of(&Done {})
             }
+            kind::INJECT_ERROR => {
+                let m: proto::InjectError = frame.message()?;
+                self.inject(&m)
+            }
             kind::STATUS => {
                 frame.message::<Status>()?;
                 Reply::of(&StatusReply {
@@ -314,6 +319,19 @@ impl Session<'_> {
         let key = self.state.next_key();
         let handle = self.next_handle;
         self.next_handle += 1;
+        // A client runs no SIGBUS handler here: it hears of every error under its mapping
+        // (early kill), as a notice at its own address.
+        mapping.set_early_kill(true);
+        let notifier = Arc::clone(self.notifier);
+        mapping.set_owner(Arc::new(move |n: &PoisonNotice| {
+            notifier.notice(&Notice {
+                what: proto::notice::MEMORY_LOST,
+                handle,
+                addr: n.addr as u64,
+                len: n.len(),
+                pfn: n.pfn.raw(),
+            });
+        }));
         live.mappings.lock().insert(
             key,
             Attached {
@@ -329,6 +347,42 @@ impl Session<'_> {
             self.faults.push(f);
         }
         Reply::of(&Mapped { mapping: handle })
+    }
+
+    fn inject(&mut self, m: &proto::InjectError) -> Result<Reply, ServiceError> {
+        let live = self.state.live(&m.region, &m.name)?;
+        let bad = || ServiceError::BadInjection {
+            offset: m.offset,
+            count: m.count,
+        };
+        if m.count == 0 || !m.offset.is_multiple_of(crate::addr::PAGE_SIZE) {
+            return Err(bad());
+        }
+        let pfns = live.with_device(|d| {
+            (0..m.count)
+                .map(|i| {
+                    let at = m
+                        .offset
+                        .saturating_add(i.saturating_mul(crate::addr::PAGE_SIZE));
+                    d.pfn_at(at).ok_or_else(bad)
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })?;
+        let start = std::time::Instant::now();
+        let mut done = Injected {
+            pages: 0,
+            revoked: 0,
+            told: 0,
+            elapsed_ns: 0,
+        };
+        for pfn in pfns {
+            let r = memory_failure(&self.state.space, pfn, MfFlags::RECORD_UNMAPPED)?;
+            done.pages += 1;
+            done.revoked += r.revoked.len() as u32;
+            done.told += r.notices.len() as u32;
+        }
+        done.elapsed_ns = start.elapsed().as_nanos() as u64;
+        Reply::of(&done)
     }
 
     fn pin(&mut self, m: &Pin) -> Result<Reply, ServiceError> {
