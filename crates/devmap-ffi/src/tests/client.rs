@@ -125,11 +125,8 @@ impl Served {
     fn stop(mut self) {
         let pid = libc::pid_t::try_from(self.child.id()).expect("a pid");
         // SAFETY: kill(2) with the pid of a child this test spawned and has not reaped.
-        assert_eq!(
-            unsafe { libc::kill(pid, libc::SIGTERM) },
-            0,
-            "signal the service"
-        );
+        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(rc, 0, "signal the service");
         let mut last = String::new();
         self.out.read_line(&mut last).expect("the last line");
         let status = self.child.wait().expect("wait for the service");
