@@ -198,7 +198,7 @@ typedef struct devmap_client_ns devmap_client_ns;
 
 /**
  * Pages pinned in the service for this client, with the extents to register for DMA. They
- * hold their connection; the service unpins them when it ends.
+ * hold their connection; the service unpins them when that connection ends.
  */
 typedef struct devmap_client_pins devmap_client_pins;
 

@@ -35,7 +35,7 @@ pub struct devmap_client_mapping {
 }
 
 /// Pages pinned in the service for this client, with the extents to register for DMA. They
-/// hold their connection; the service unpins them when it ends.
+/// hold their connection; the service unpins them when that connection ends.
 #[derive(Debug)]
 pub struct devmap_client_pins {
     pins: Pins,
