@@ -111,9 +111,23 @@
 
 /**
  * `memory_failure` flag: an access met the error (`MF_ACTION_REQUIRED`), as opposed to a
- * scrub finding it.
+ * scrub finding it. With `devmap_memory_failure_at`, the mapping holding the address is the
+ * current one (its owner gets `BUS_MCEERR_AR`).
  */
 #define DEVMAP_MF_ACTION_REQUIRED (1 << 0)
+
+/**
+ * `memory_failure` flag, devmap's own: flag and record the page even if nothing ever mapped
+ * its folio, where the kernel (and devmap without it) returns -EBUSY and flags nothing. For
+ * errors known before anything maps the device.
+ */
+#define DEVMAP_MF_RECORD_UNMAPPED (1 << 1)
+
+/**
+ * `memory_failure` flag, devmap's own: tell every mapping that lost the page, with
+ * `DEVMAP_MF_ACTION_REQUIRED` as passed, instead of the current and early-kill ones.
+ */
+#define DEVMAP_MF_TELL_ALL (1 << 2)
 
 /**
  * The error was handled by the pgmap's own callback (fsdax).
@@ -458,7 +472,7 @@ typedef struct devmap_mf_report {
    */
   uint32_t handled_by;
   /**
-   * Mappings that had the leaf and were told.
+   * Mappings that had the leaf and lost it (all of it, or the poisoned page).
    */
   uint32_t nr_mappings;
   /**
@@ -1203,10 +1217,13 @@ int devmap_device_pin_stats(const struct devmap_device *dev, struct devmap_pin_s
  * in the kernel's order: flags the page hwpoisoned, revokes it from every mapping that has
  * its leaf (4 KiB at PAGE granularity, the leaf at LEAF), and records it in the device's
  * badblocks list. A later touch of the lost bytes raises SIGBUS; `devmap_read_mc` reports
- * them instead. Stores what was done in `*out_report` (may be NULL).
+ * them instead. A page poisoned already is handled again (0), as the kernel handles device
+ * pages. Stores what was done in `*out_report` (may be NULL).
  *
  * Returns 0; -ENXIO (no live device holds the pfn, or it holds memmap, not data);
- * -EHWPOISON (poisoned already: nothing more done); -EFAULT (NULL `space`). Thread-safe.
+ * -EBUSY (nothing ever mapped the page's folio, so nothing was flagged: pass
+ * `DEVMAP_MF_RECORD_UNMAPPED` to flag and record it anyway); -EINVAL (unknown flags);
+ * -EFAULT (NULL `space`). Thread-safe.
  *
  * # Safety
  *
@@ -1221,8 +1238,8 @@ int devmap_memory_failure(const struct devmap_space *space,
  * As `devmap_memory_failure` for the page at user address `addr` of any live device-dax
  * mapping of the process (an error reported by address, as a SIGBUS is).
  *
- * Returns 0; -EFAULT (no live mapping holds `addr`); -ENXIO; -EHWPOISON (poisoned
- * already). Thread-safe.
+ * Returns 0; -EFAULT (no live mapping holds `addr`); -ENXIO; -EBUSY; -EINVAL (unknown
+ * flags). Thread-safe.
  *
  * # Safety
  *

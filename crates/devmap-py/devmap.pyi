@@ -72,6 +72,7 @@ class MfReport(TypedDict):
     pfn: int
     head: int
     handled_by: Literal["callback", "generic"]
+    revoked: list[PoisonNotice]
     notices: list[PoisonNotice]
     pins: int
     elapsed_ns: int
@@ -174,7 +175,13 @@ class Device:
         """Pins and references held on the device's folios now."""
     def mmap(self, offset: Size | None = None, length: Size | None = None) -> Mapping:
         """Maps `length` bytes from `offset` (multiples of the align; default: all)."""
-    def memory_failure(self, offset: Size, action_required: bool = False) -> MfReport:
+    def memory_failure(
+        self,
+        offset: Size,
+        action_required: bool = False,
+        record_unmapped: bool = False,
+        tell_all: bool = False,
+    ) -> MfReport:
         """Reports a memory error in the page holding byte `offset` of the device."""
     def clear_poison(self, offset: Size, length: Size) -> int:
         """Clears poison in [offset, offset + length); returns the pages that were poisoned."""
@@ -229,9 +236,11 @@ class Mapping:
         longterm: bool = False,
     ) -> Pins:
         """Pins [offset, offset + length) of the mapping by user address."""
-    def on_poison(self, callback: Callable[[PoisonNotice], object]) -> None:
-        """Names who is told when memory under this mapping fails; TypeError if not
-        callable."""
+    def on_poison(
+        self, callback: Callable[[PoisonNotice], object], early_kill: bool = False
+    ) -> None:
+        """Names who is told when memory under this mapping fails (when its access met the
+        error, or any error with early_kill); TypeError if not callable."""
     def close(self) -> None:
         """Unmaps; BufferError while a memoryview of it is alive."""
     def __enter__(self) -> Mapping: ...
@@ -342,7 +351,12 @@ class Region:
     ) -> bool: ...
 
 def parse_size(value: Size) -> int: ...
-def memory_failure_at(addr: int, action_required: bool = False) -> MfReport: ...
+def memory_failure_at(
+    addr: int,
+    action_required: bool = False,
+    record_unmapped: bool = False,
+    tell_all: bool = False,
+) -> MfReport: ...
 def estimate(
     size: Size,
     align: Size = "2M",

@@ -3,7 +3,8 @@
 //! The ndctl verbs (`ndctl/`) work on region files: `create-region` makes one; then
 //! `create-namespace`, `list`, `destroy-namespace`, `check-namespace` (validates a namespace's
 //! label and info block), `enable-namespace` and `disable-namespace`, and `clear-errors`
-//! (clears a namespace's media errors). They print JSON, as ndctl does.
+//! (clears a namespace's media errors). They print JSON with ndctl's field names, as ndctl
+//! does, and take the same output flags (`--json`, `-u`).
 //!
 //! The measurement commands (`measure/`) build test devices in this process and report what
 //! they measured, beside the kernel's figures where there is one: `estimate` prices a
@@ -47,8 +48,9 @@ use clap::{Parser, Subcommand};
     version,
     about,
     after_help = "The commands from create-region to clear-errors are ndctl's verbs over region files \
-                  (JSON output); from estimate on, they measure test devices built in this \
-                  process (a table, or --json)."
+                  (ndctl's JSON; destroy-namespace and clear-errors a line, or with --json the \
+                  namespace's object); from estimate on, they measure test devices built in \
+                  this process (a table, or --json)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -61,12 +63,13 @@ enum Command {
     /// Create a region: a sparse file to hold namespaces. ndctl has no such verb (its regions
     /// are the hardware's persistent memory); devmap's live in a file.
     CreateRegion(ndctl::region::CreateRegionArgs),
-    /// Create a namespace in a region, and print it as JSON.
+    /// Create a namespace in a region, and print it as JSON (one object, as ndctl's).
     CreateNamespace(ndctl::namespaces::CreateNamespaceArgs),
-    /// List a region's namespaces (-N, the default) and the region itself (-R) as JSON.
-    /// Read-only: works while another process manages the region.
+    /// List a region's namespaces (-N, the default) and the region itself (-R) as JSON, as
+    /// `ndctl list` prints them. Read-only: works while another process manages the region.
     List(ndctl::list::ListArgs),
-    /// Destroy a namespace of a region: its label, then its info block.
+    /// Destroy a namespace of a region: its label, then its info block. Says so in a line, or
+    /// with --json prints the namespace's object.
     DestroyNamespace(ndctl::namespaces::DestroyNamespaceArgs),
     /// Enable a devdax namespace in this process (adopting the memmap a clean disable left on
     /// the device, or initialising one), print how and how fast as JSON, hold it --hold
@@ -77,9 +80,11 @@ enum Command {
     /// clean, so that the next enable is warm. A namespace a live process has enabled is that
     /// process's to disable.
     DisableNamespace(ndctl::enable_disable::DisableNamespaceArgs),
-    /// Check a namespace's label and info block, and print what was checked as JSON.
+    /// Check a namespace's label and info block, and print the namespace's object with what was
+    /// checked as JSON.
     CheckNamespace(ndctl::namespaces::CheckNamespaceArgs),
     /// Clear a namespace's media errors once its bytes are good again (as `ndctl clear-errors`).
+    /// Says how many in a line, or with --json prints the namespace's object.
     ClearErrors(ndctl::media::ClearErrorsArgs),
     // The service, and what it holds.
     Serve(serve::ServeArgs),

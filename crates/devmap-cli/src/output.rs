@@ -1,5 +1,5 @@
 //! Everything `devmap` writes to stdout: tables for people, JSON arrays of objects with raw
-//! integers for programs, and single lines. A closed or full stdout is an error here, never a
+//! integers for programs, single JSON objects, and single lines. A closed or full stdout is an error here, never a
 //! panic as with `println!`; [`broken_pipe`] lets `main` end quietly when the reader has gone.
 
 use std::io::{self, Write};
@@ -29,6 +29,11 @@ pub fn broken_pipe(e: &anyhow::Error) -> bool {
 /// Prints `rows` as one pretty JSON array.
 pub fn json<T: Serialize>(rows: &[T]) -> Result<()> {
     say(&serde_json::to_string_pretty(rows)?)
+}
+
+/// Prints `row` as one pretty JSON object.
+pub fn object<T: Serialize>(row: &T) -> Result<()> {
+    say(&serde_json::to_string_pretty(row)?)
 }
 
 /// Prints `rows` as JSON with `--json`, else as a table: one header line, then one line per

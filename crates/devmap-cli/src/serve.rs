@@ -32,13 +32,19 @@ pub struct ServeArgs {
     max_clients: usize,
 }
 
-/// Ask a running service what it holds: its namespaces (how they were enabled, faults served)
-/// and its clients (pid, uid, mappings), as JSON.
+/// Ask a running service what it holds: its namespaces (how they were enabled, faults served,
+/// mappings, pins) and its clients (pid, uid), as JSON, or in Prometheus's text format.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// The service's socket.
     #[arg(long, env = "DEVMAP_SOCKET")]
     socket: PathBuf,
+    /// JSON (the default).
+    #[arg(long, conflicts_with = "prometheus")]
+    json: bool,
+    /// Prometheus's text exposition format, for a node exporter's textfile collector.
+    #[arg(long)]
+    prometheus: bool,
 }
 
 pub fn serve(a: ServeArgs) -> Result<()> {
@@ -78,6 +84,85 @@ pub fn serve(a: ServeArgs) -> Result<()> {
 
 pub fn status(a: StatusArgs) -> Result<()> {
     let client = Client::connect(&a.socket)?;
-    println!("{}", client.status()?);
+    let json = client.status()?;
+    if !a.prometheus {
+        println!("{json}");
+        return Ok(());
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&json).context("the service's status is not JSON")?;
+    print!("{}", prometheus(&v));
     Ok(())
+}
+
+/// The status as Prometheus's text exposition format: one gauge or counter per figure, the
+/// namespace's region and name (or the client's pid) as labels.
+fn prometheus(v: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let num = |x: &serde_json::Value| x.as_f64().unwrap_or(0.0);
+    let clients = v["clients"].as_array().cloned().unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "# HELP devmap_clients Clients connected.\n# TYPE devmap_clients gauge"
+    );
+    let _ = writeln!(out, "devmap_clients {}", clients.len());
+    let _ = writeln!(
+        out,
+        "# HELP devmap_client_notices_lost_total Notices dropped because the client's socket was full.\n\
+         # TYPE devmap_client_notices_lost_total counter"
+    );
+    for c in &clients {
+        let _ = writeln!(
+            out,
+            "devmap_client_notices_lost_total{{pid=\"{}\"}} {}",
+            c["pid"],
+            num(&c["notices_lost"])
+        );
+    }
+    let metrics = [
+        (
+            "client_faults",
+            "counter",
+            "Client touches caught and answered.",
+        ),
+        (
+            "leaves_mapped",
+            "counter",
+            "Leaves faulted in, by any path.",
+        ),
+        ("sigbus", "counter", "Caught touches answered with SIGBUS."),
+        ("pins", "gauge", "Pins clients hold."),
+        ("pinned_bytes", "gauge", "Bytes pinned by clients."),
+    ];
+    let namespaces = v["namespaces"].as_array().cloned().unwrap_or_default();
+    for (name, kind, help) in metrics {
+        let metric = match kind {
+            "counter" => format!("devmap_namespace_{name}_total"),
+            _ => format!("devmap_namespace_{name}"),
+        };
+        let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} {kind}");
+        for ns in &namespaces {
+            let _ = writeln!(
+                out,
+                "{metric}{{region={},name={}}} {}",
+                ns["region"],
+                ns["name"],
+                num(&ns[name])
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP devmap_namespace_mappings Client mappings.\n# TYPE devmap_namespace_mappings gauge"
+    );
+    for ns in &namespaces {
+        let n = ns["mappings"].as_array().map_or(0, Vec::len);
+        let _ = writeln!(
+            out,
+            "devmap_namespace_mappings{{region={},name={}}} {n}",
+            ns["region"], ns["name"]
+        );
+    }
+    out
 }

@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{TempRegion, fails, field, json};
+use common::{TempRegion, fails, field, object};
 use serde_json::Value;
 
 fn region_with(tag: &str, map: &str) -> TempRegion {
     let r = TempRegion::new(tag);
-    json(&["create-region", "--path", r.path(), "--size", "64M"]);
-    json(&[
+    object(&["create-region", "--path", r.path(), "--size", "64M"]);
+    object(&[
         "create-namespace",
         "-r",
         r.path(),
@@ -35,9 +35,10 @@ fn region_with(tag: &str, map: &str) -> TempRegion {
 fn enable(r: &TempRegion, extra: &[&str]) -> Value {
     let mut args = vec!["enable-namespace", "-r", r.path(), "kv"];
     args.extend_from_slice(extra);
-    let rows = json(&args);
-    assert_eq!(rows.len(), 1);
-    rows[0].clone()
+    let obj = object(&args);
+    assert_eq!(obj["name"], "kv", "the namespace's object");
+    assert_eq!(obj["dev"], "namespace0.0");
+    obj
 }
 
 fn check(r: &TempRegion) -> Value {
@@ -50,7 +51,7 @@ fn check(r: &TempRegion) -> Value {
 fn the_first_enable_is_cold_and_the_next_adopts_its_memmap() {
     let r = region_with("warm", "dev");
     let first = enable(&r, &["--init", "sync"]);
-    assert_eq!(first["path"], "cold");
+    assert_eq!(first["enable_path"], "cold");
     assert_eq!(first["was_clean"], false);
     // 30 MiB of data at 2 MiB: 15 heads.
     assert_eq!(field(&first, "descriptors_initialized"), 15);
@@ -59,30 +60,31 @@ fn the_first_enable_is_cold_and_the_next_adopts_its_memmap() {
     assert_eq!(c["memmap_layout"], "heads");
 
     let second = enable(&r, &[]);
-    assert_eq!(second["path"], "warm");
+    assert_eq!(second["enable_path"], "warm");
     assert_eq!(second["was_clean"], true);
     assert_eq!(field(&second, "descriptors_initialized"), 0);
     assert!(field(&second, "enable_ns") > 0);
 
     let flat = enable(&r, &["--layout", "flat"]);
-    assert_eq!(flat["path"], "cold", "another layout starts over");
+    assert_eq!(flat["enable_path"], "cold", "another layout starts over");
     assert_eq!(field(&flat, "descriptors_initialized"), 15 * 512);
-    assert_eq!(enable(&r, &["--layout", "flat"])["path"], "warm");
-    assert_eq!(enable(&r, &["--layout", "vmemmap"])["path"], "host");
+    assert_eq!(enable(&r, &["--layout", "flat"])["enable_path"], "warm");
+    assert_eq!(enable(&r, &["--layout", "vmemmap"])["enable_path"], "host");
     assert_eq!(check(&r)["memmap_layout"], Value::Null);
 
     let mem = region_with("mem", "mem");
-    assert_eq!(enable(&mem, &[])["path"], "host");
-    assert_eq!(enable(&mem, &[])["path"], "host");
+    assert_eq!(enable(&mem, &[])["enable_path"], "host");
+    assert_eq!(enable(&mem, &[])["enable_path"], "host");
 }
 
 #[test]
 fn a_namespace_left_enabled_by_a_killed_process_is_repaired_by_disable() {
     let r = region_with("killed", "dev");
     enable(&r, &[]);
-    let clean = json(&["disable-namespace", "-r", r.path(), "kv"]);
-    assert_eq!(clean[0]["was_clean"], true);
-    assert_eq!(clean[0]["rebuilt"], false);
+    let clean = object(&["disable-namespace", "-r", r.path(), "kv"]);
+    assert_eq!(clean["was_clean"], true);
+    assert_eq!(clean["rebuilt"], false);
+    assert_eq!(clean["dev"], "namespace0.0");
 
     let mut holder = Command::new(env!("CARGO_BIN_EXE_devmap"))
         .args(["enable-namespace", "-r", r.path(), "kv", "--hold", "60"])
@@ -118,18 +120,22 @@ fn a_namespace_left_enabled_by_a_killed_process_is_repaired_by_disable() {
     );
     let c: Value = serde_json::from_slice(&out.stdout).expect("check prints JSON");
     assert_eq!(c["clean"], false, "the killed holder left it in use");
-    assert_eq!(c["state"], "left enabled");
+    assert_eq!(c["enable_state"], "left enabled");
     assert_eq!(c["ok"], false);
     let repair = format!("devmap disable-namespace -r {} kv", r.path());
     assert_eq!(c["repair"], repair.as_str());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&repair), "{err}");
-    let repaired = json(&["disable-namespace", "-r", r.path(), "kv"]);
-    assert_eq!(repaired[0]["was_clean"], false);
-    assert_eq!(repaired[0]["rebuilt"], true);
+    let repaired = object(&["disable-namespace", "-r", r.path(), "namespace0.0"]);
+    assert_eq!(repaired["was_clean"], false);
+    assert_eq!(repaired["rebuilt"], true);
+    assert_eq!(repaired["name"], "kv");
     assert_eq!(check(&r)["clean"], true);
     let after = enable(&r, &[]);
-    assert_eq!(after["path"], "warm", "the repair left an adoptable memmap");
+    assert_eq!(
+        after["enable_path"], "warm",
+        "the repair left an adoptable memmap"
+    );
 }
 
 /// Starts `enable-namespace --hold 60` of `r`'s kv and waits until it holds the namespace.
@@ -172,20 +178,24 @@ fn sigint_or_sigterm_during_hold_disables_cleanly_and_prints_the_result() {
         }
         let out = holder.wait_with_output().expect("the holder's output");
         assert_eq!(out.status.code(), Some(0), "{name}: {out:?}");
-        let rows: Value = serde_json::from_slice(&out.stdout).expect("the result as JSON");
-        assert_eq!(rows[0]["name"], "kv", "{name}");
-        assert_eq!(rows[0]["path"], "warm", "{name}");
-        assert_eq!(rows[0]["signal"], name);
-        assert!(field(&rows[0], "disable_ns") > 0, "{name}: disabled");
+        let obj: Value = serde_json::from_slice(&out.stdout).expect("the result as JSON");
+        assert_eq!(obj["name"], "kv", "{name}");
+        assert_eq!(obj["enable_path"], "warm", "{name}");
+        assert_eq!(obj["signal"], name);
+        assert!(field(&obj, "disable_ns") > 0, "{name}: disabled");
 
-        assert_eq!(during["state"], holding.as_str(), "check names the holder");
+        assert_eq!(
+            during["enable_state"],
+            holding.as_str(),
+            "check names the holder"
+        );
         assert_eq!(during["ok"], true);
         let c = check(&r);
         assert_eq!(c["clean"], true, "{name} left it clean");
-        assert_eq!(c["state"], "clean");
+        assert_eq!(c["enable_state"], "clean");
         assert_eq!(c["ok"], true);
         let next = enable(&r, &[]);
-        assert_eq!(next["path"], "warm", "after {name}");
+        assert_eq!(next["enable_path"], "warm", "after {name}");
         assert_eq!(next["signal"], Value::Null);
     }
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{TempRegion, fails, field, json};
+use common::{TempRegion, fails, field, json, list, object};
 
 #[test]
 fn map_dev_data_starts_where_the_kernel_puts_it_in_every_mode_and_layout() {
@@ -61,7 +61,7 @@ fn gup_test_pins_the_data_of_a_namespace_with_an_info_block() {
 fn a_4k_namespace_gets_the_usable_size_a_real_kernel_gives() {
     let r = TempRegion::new("ns-4k-kernel");
     let p = r.path();
-    json(&["create-region", "--path", p, "--size", "450G"]);
+    object(&["create-region", "--path", p, "--size", "450G"]);
     let cases = [
         ("mem64", "64G", "4K", "mem", 68_717_379_584u64, 2u64 << 20),
         ("dev64", "64G", "4K", "dev", 67_643_637_760, 1_075_838_976),
@@ -76,7 +76,7 @@ fn a_4k_namespace_gets_the_usable_size_a_real_kernel_gives() {
         ("dev64m2", "64G", "2M", "dev", 67_643_637_760, 1_075_838_976),
     ];
     for (name, size, align, map, usable, _) in cases {
-        let created = json(&[
+        let created = object(&[
             "create-namespace",
             "--region",
             p,
@@ -89,18 +89,26 @@ fn a_4k_namespace_gets_the_usable_size_a_real_kernel_gives() {
             "-M",
             map,
         ]);
-        assert_eq!(field(&created[0], "data_bytes"), usable, "{name}");
+        assert_eq!(
+            field(&created, "size"),
+            usable,
+            "{name}: size is the usable bytes"
+        );
     }
-    let rows = json(&["list", "--region", p]);
+    let rows = list(&["list", "--region", p]);
     assert_eq!(rows.len(), cases.len());
     for (r, (name, _, _, _, usable, offset)) in rows.iter().zip(cases) {
         assert_eq!(r["name"], name);
         assert_eq!(
-            (field(r, "data_bytes"), field(r, "data_offset")),
+            (field(r, "size"), field(r, "data_offset")),
             (usable, offset),
             "{name}"
         );
-        assert_eq!(field(r, "offset") % (2 << 20), 0, "{name} starts on 2 MiB");
+        assert_eq!(
+            field(r, "region_offset") % (2 << 20),
+            0,
+            "{name} starts on 2 MiB"
+        );
     }
     // And estimate prices the same layout: the room it sets aside is the data offset.
     let est = json(&[
@@ -151,4 +159,51 @@ fn enable_with_map_dev_touches_and_initialises_the_data_only() {
     assert_eq!(field(&rows[0], "descriptors_initialized"), 16384 - 512);
     assert_eq!(field(&rows[0], "device_bytes"), 2 << 20);
     assert_eq!(field(&rows[0], "touches"), 100);
+}
+
+/// `--uid`, `--gid` and `--perm` give a namespace an owner for `devmap serve`, shown in its
+/// JSON and kept on disk; a `--perm` that is not octal permission bits is refused untouched.
+#[test]
+fn create_namespace_records_who_may_open_it() {
+    let region = TempRegion::new("owner");
+    let r = region.path();
+    object(&["create-region", "--path", r, "--size", "64M"]);
+    let ns = object(&[
+        "create-namespace",
+        "-r",
+        r,
+        "-s",
+        "16M",
+        "-n",
+        "kv",
+        "--uid",
+        "1000",
+        "--gid",
+        "100",
+        "--perm",
+        "0660",
+    ]);
+    assert_eq!((field(&ns, "uid"), field(&ns, "gid")), (1000, 100));
+    assert_eq!(ns["perm"], "0660");
+    let listed = json(&["list", "-r", r, "-N", "-n", "kv"]);
+    assert_eq!(listed[0]["perm"], "0660", "{listed:?}");
+    let plain = object(&["create-namespace", "-r", r, "-s", "16M", "-n", "vm0"]);
+    assert_eq!(
+        (field(&plain, "uid"), plain["perm"].as_str()),
+        (0, Some("0600"))
+    );
+    fails(
+        &[
+            "create-namespace",
+            "-r",
+            r,
+            "-s",
+            "16M",
+            "-n",
+            "x",
+            "--perm",
+            "999",
+        ],
+        "--perm \"999\" is not octal permission bits",
+    );
 }

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{TempRegion, devmap, json};
+use common::{TempRegion, devmap, object};
 
 #[path = "../../../tests/options_table.rs"]
 mod options_table;
@@ -52,15 +52,15 @@ fn printed(v: &Value, option: &str) -> String {
 #[test]
 fn the_command_line_accepts_refuses_and_defaults_as_the_table_says() {
     let r = TempRegion::new("options");
-    json(&["create-region", "--path", r.path(), "--size", "8G"]);
-    json(&["create-namespace", "-r", r.path(), "-s", "64M", "-n", "e"]);
+    object(&["create-region", "--path", r.path(), "--size", "8G"]);
+    object(&["create-namespace", "-r", r.path(), "-s", "64M", "-n", "e"]);
     let mut checked = 0;
     for (i, row) in table().iter().enumerate() {
         let name = format!("n{i}");
         match (row.verb.as_str(), row.expect.as_str()) {
             ("create-namespace", "default") => {
-                let obj = json(&["create-namespace", "-r", r.path(), "-s", "64M", "-n", &name]);
-                assert_eq!(printed(&obj[0], &row.option), row.value, "{row:?}");
+                let obj = object(&["create-namespace", "-r", r.path(), "-s", "64M", "-n", &name]);
+                assert_eq!(printed(&obj, &row.option), row.value, "{row:?}");
                 destroy(r.path(), &name);
             }
             ("create-namespace", expect) => {
@@ -79,8 +79,8 @@ fn the_command_line_accepts_refuses_and_defaults_as_the_table_says() {
                 }
             }
             ("enable-namespace", "default") => {
-                let obj = json(&["enable-namespace", "-r", r.path(), "e"]);
-                assert_eq!(printed(&obj[0], &row.option), row.value, "{row:?}");
+                let obj = object(&["enable-namespace", "-r", r.path(), "e"]);
+                assert_eq!(printed(&obj, &row.option), row.value, "{row:?}");
             }
             ("enable-namespace", expect) => {
                 let mut args: Vec<String> = vec![

@@ -11,6 +11,7 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use devmap::client::Client;
+use devmap::service::proto;
 use serde_json::Value;
 
 use common::devmap;
@@ -32,6 +33,14 @@ fn serve_child() {
     };
     let (role, socket) = spec.split_once(':').expect("role:socket");
     let client = Client::connect(socket).expect("connect");
+    if role == "opener" {
+        // Only whether this process (of another uid) may open vm0.
+        match client.open(None, "vm0") {
+            Ok(_) => println!("opener allowed"),
+            Err(e) => println!("opener refused {} {e}", e.errno()),
+        }
+        return;
+    }
     let ns = client.open(None, "vm0").expect("open vm0");
     assert!(ns.caught(), "a region on tmpfs has its touches caught");
     let m = ns.map(0, 8 * MIB).expect("map");
@@ -43,6 +52,41 @@ fn serve_child() {
             assert_eq!(got, GREETING, "the reader sees the writer's bytes");
         }
         "toucher" => {}
+        "churner" => {
+            // Maps, touches, pins and unmaps until killed, at a random point of any of them.
+            let mut i: u64 = u64::from(std::process::id());
+            loop {
+                i = i
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let leaf = (i >> 33) % 4;
+                let m2 = ns.map(0, 8 * MIB).expect("map");
+                m2.bytes()
+                    .write(leaf * 2 * MIB + 64, b"churn")
+                    .expect("touch");
+                let p = m2
+                    .pin(
+                        m2.addr() + (leaf * 2 * MIB) as usize,
+                        512,
+                        devmap::GupFlags::WRITE,
+                        true,
+                    )
+                    .expect("pin");
+                if i & 1 == 0 {
+                    p.unpin(false).expect("unpin");
+                }
+                drop(m2);
+            }
+        }
+        "forker" => {
+            // A child that holds this client's socket after the client is gone.
+            let sleeper = inherit_sockets_to_a_sleeper();
+            println!("forker ok at {:#x} sleeper {sleeper}", m.addr());
+            std::io::stdout().flush().expect("flush");
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+            return;
+        }
         other => panic!("unknown role {other}"),
     }
     println!("{role} ok at {:#x}", m.addr());
@@ -56,6 +100,36 @@ fn serve_child() {
         std::process::exit(3);
     }
     drop(m);
+}
+
+/// Clears close-on-exec on every socket of this process and starts `sleep`, which inherits
+/// them; returns its pid.
+fn inherit_sockets_to_a_sleeper() -> u32 {
+    for entry in std::fs::read_dir("/proc/self/fd").expect("fds").flatten() {
+        let Ok(link) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        let Some(raw) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if link.to_string_lossy().starts_with("socket:") {
+            // SAFETY: `raw` is open (just listed) and stays open for this call: this thread
+            // closes nothing meanwhile, and the borrow ends with the statement.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
+            rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty()).expect("clear cloexec");
+        }
+    }
+    Command::new("sleep")
+        .arg("60")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn sleep")
+        .id()
 }
 
 /// A region file on tmpfs, removed when dropped.
@@ -92,7 +166,12 @@ impl Served {
         let mut child = Command::new(env!("CARGO_BIN_EXE_devmap"))
             .args(["serve", "--socket"])
             .arg(socket)
-            .args(["-r", region.arg(), "--enable", enable])
+            .args(["-r", region.arg()])
+            .args(if enable.is_empty() {
+                vec![]
+            } else {
+                vec!["--enable", enable]
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -315,14 +394,38 @@ fn requests_the_service_cannot_serve_are_refused_with_their_reason() {
     let ns = c.open(None, "vm0").expect("open");
     let e = ns.map(MIB, 2 * MIB).expect_err("unaligned offset");
     assert!(e.to_string().contains("offset"), "{e}");
-    // A disable while a client maps it names the client; --force takes the mapping.
+    // A disable while a client maps and pins it names the client; --force takes the mapping
+    // and the pins, and the client is told which.
     let m = ns.map(0, 2 * MIB).expect("map");
+    let pins = m
+        .pin(m.addr(), 16, devmap::GupFlags::NONE, false)
+        .expect("pin");
     let e = c.disable(None, "vm0", false).expect_err("in use");
     assert!(
         e.to_string().contains(&std::process::id().to_string()),
         "{e}"
     );
+    assert!(c.notices().expect("notices").is_empty());
     c.disable(None, "vm0", true).expect("forced disable");
+    let told: Vec<(u8, u32, u64, u64)> = c
+        .notices()
+        .expect("notices")
+        .iter()
+        .map(|n| (n.what, n.handle, n.addr, n.len))
+        .collect();
+    assert_eq!(
+        told,
+        vec![
+            (proto::notice::PIN_DROPPED, pins.handle(), 0, 16 * 4096),
+            (
+                proto::notice::MAPPING_REVOKED,
+                m.handle(),
+                m.addr() as u64,
+                2 * MIB
+            ),
+        ]
+    );
+    drop(pins);
     drop(m);
     assert!(
         c.enable(None, "vm0").expect("enable again"),
@@ -458,6 +561,293 @@ fn client_test_measures_a_running_service() {
         assert!(common::field(row, f) > 0, "{f} in {row}");
     }
     assert!(served.status()["namespaces"][0]["client_faults"].as_u64() >= Some(4));
+    // The same figures for Prometheus.
+    let out = devmap(&["status", "--socket", s, "--prometheus"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("# TYPE devmap_namespace_client_faults_total counter"),
+        "{text}"
+    );
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("devmap_namespace_client_faults_total{"))
+        .expect("the faults line");
+    assert!(
+        line.contains(&format!("region=\"{}\",name=\"vm0\"", region.arg())),
+        "{line}"
+    );
+    let faults: f64 = line
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("value");
+    assert!(faults >= 4.0, "{line}");
+    let (exit, _) = served.stop(rustix::process::Signal::TERM);
+    assert!(exit.success());
+}
+
+/// A client whose socket a forked child still holds: the service sees the client's process
+/// exit through its pidfd and drops its mapping, though the socket stays open.
+#[test]
+fn a_client_is_gone_when_its_process_exits_though_a_child_holds_its_socket() {
+    let region = ShmRegion::new("serve-pidfd");
+    create(&region);
+    let socket = std::env::temp_dir().join(format!("devmap-pidfd-{}.sock", std::process::id()));
+    let (served, _) = Served::start(&socket, &region, "vm0");
+    let (mut f, line) = client("forker", &socket);
+    let sleeper: i32 = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the sleeper's pid");
+    assert_eq!(mapping_pids(&served.status()), vec![u64::from(f.id())]);
+    f.kill().expect("kill the client");
+    f.wait().expect("reap it");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let gone = loop {
+        if mapping_pids(&served.status()).is_empty() {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    if let Some(pid) = rustix::process::Pid::from_raw(sleeper) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    }
+    assert!(
+        gone,
+        "the mapping outlived its client while a child held the socket"
+    );
+    let (exit, _) = served.stop(rustix::process::Signal::TERM);
+    assert!(exit.success());
+}
+
+/// Opening is checked against the client's credentials and the namespace's owner, as a
+/// `/dev/dax` node's mode is: a client of another uid is refused EACCES until the namespace is
+/// given to it.
+#[test]
+fn a_client_of_another_uid_may_open_only_what_it_owns() {
+    use std::os::unix::process::CommandExt;
+    let region = ShmRegion::new("serve-owner");
+    create(&region);
+    let socket = std::env::temp_dir().join(format!("devmap-owner-{}.sock", std::process::id()));
+    let open_as_nobody = |socket: &Path| -> String {
+        let out = Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "--exact",
+                "serve_child",
+                "--ignored",
+                "--nocapture",
+                "--quiet",
+            ])
+            .env(CHILD, format!("opener:{}", socket.display()))
+            // nobody, in group root so that it may use the socket (mode 0660, root's).
+            .uid(65534)
+            .gid(0)
+            .output()
+            .expect("run a client as nobody");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            text.contains("opener "),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    {
+        let (served, _) = Served::start(&socket, &region, "vm0");
+        let said = open_as_nobody(&socket);
+        assert!(said.contains("opener refused 13"), "{said}");
+        assert!(
+            said.contains("uid 65534 may not open namespace \"vm0\""),
+            "{said}"
+        );
+        let (exit, _) = served.stop(rustix::process::Signal::TERM);
+        assert!(exit.success());
+    }
+    let mut r = devmap::namespace::Region::open(&region.0, devmap::namespace::Access::Manage)
+        .expect("open the region");
+    r.set_owner(
+        "vm0",
+        devmap::namespace::Owner {
+            uid: 65534,
+            gid: 0,
+            mode: 0o600,
+        },
+    )
+    .expect("give vm0 to nobody");
+    drop(r);
+    let (served, _) = Served::start(&socket, &region, "vm0");
+    let said = open_as_nobody(&socket);
+    assert!(said.contains("opener allowed"), "{said}");
+    let (exit, _) = served.stop(rustix::process::Signal::TERM);
+    assert!(exit.success());
+}
+
+/// The ndctl verbs through the service: `list` without `-r` lists the service's regions with
+/// what it has enabled, and `enable-namespace` / `disable-namespace --socket` have the service
+/// enable and disable (the second enable warm).
+#[test]
+fn list_enable_and_disable_work_through_the_service() {
+    let region = ShmRegion::new("serve-verbs");
+    create(&region);
+    let socket = std::env::temp_dir().join(format!("devmap-verbs-{}.sock", std::process::id()));
+    let (served, ready) = Served::start(&socket, &region, "");
+    assert!(ready.contains("enabled: none"), "{ready}");
+    let s = socket.to_str().expect("utf-8");
+    let listed = |want: bool| {
+        let out = Command::new(env!("CARGO_BIN_EXE_devmap"))
+            .args(["list"])
+            .env("DEVMAP_SOCKET", s)
+            .output()
+            .expect("list");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!(v[0]["name"], "vm0", "{v}");
+        assert_eq!(v[0]["enabled"], want, "{v}");
+        assert_eq!(v[0]["path"], region.arg(), "{v}");
+    };
+    listed(false);
+    let verb = |args: &[&str]| -> Value {
+        let out = devmap(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    };
+    let e = verb(&["enable-namespace", "-r", region.arg(), "vm0", "--socket", s]);
+    assert_eq!(e["enable_path"], "cold", "{e}");
+    listed(true);
+    let d = verb(&[
+        "disable-namespace",
+        "-r",
+        region.arg(),
+        "vm0",
+        "--socket",
+        s,
+    ]);
+    assert_eq!(d["disabled"], true, "{d}");
+    listed(false);
+    let e = verb(&["enable-namespace", "-r", region.arg(), "vm0", "--socket", s]);
+    assert_eq!(e["enable_path"], "warm", "{e}");
+    // Without the service, the region is the service's: the verb says so.
+    let out = devmap(&["enable-namespace", "-r", region.arg(), "vm0"]);
+    assert!(!out.status.success());
+    let (exit, _) = served.stop(rustix::process::Signal::TERM);
+    assert!(exit.success());
+}
+
+/// Leases: clients killed with SIGKILL at random points of map, touch, pin and unmap leave
+/// nothing behind (no client, mapping or pin; the service's descriptors back to their count,
+/// its RSS within 1 MiB of what it settled at after the first rounds), and the namespace then
+/// disables cleanly and enables warm. `DEVMAP_LEASE_ROUNDS` and `DEVMAP_LEASE_CLIENTS` size it
+/// (CI: 8 rounds of 8; by hand, 1000 of 64).
+#[test]
+fn clients_killed_at_random_points_leave_nothing_behind() {
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let (rounds, clients) = (
+        env("DEVMAP_LEASE_ROUNDS", 4),
+        env("DEVMAP_LEASE_CLIENTS", 8),
+    );
+    let region = ShmRegion::new("serve-lease");
+    create(&region);
+    let socket = std::env::temp_dir().join(format!("devmap-lease-{}.sock", std::process::id()));
+    let (served, _) = Served::start(&socket, &region, "vm0");
+    let pid = served.child.id();
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("fds")
+            .count()
+    };
+    let rss_kib = || -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .expect("VmRSS")
+    };
+    let idle = |round: u64| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let st = served.status();
+            let ns = &st["namespaces"][0];
+            let quiet = st["clients"].as_array().is_some_and(|c| c.len() <= 1)
+                && ns["mappings"].as_array().is_some_and(Vec::is_empty)
+                && ns["pins"].as_u64() == Some(0);
+            if quiet {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: left behind: {st}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let mut base: Option<(usize, u64)> = None;
+    for round in 0..rounds {
+        let kids: Vec<Child> = (0..clients)
+            .map(|_| {
+                Command::new(std::env::current_exe().expect("test binary"))
+                    .args(["--exact", "serve_child", "--ignored", "--quiet"])
+                    .env(CHILD, format!("churner:{}", socket.display()))
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("spawn a churner")
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(50 + (round * 37) % 150));
+        for mut k in kids {
+            let _ = k.kill();
+            let _ = k.wait();
+        }
+        idle(round);
+        let now = (fds(), rss_kib());
+        // The first rounds grow the service's RSS (a malloc arena per new thread, memmap pages
+        // first touched), then it stays: the RSS of round `WARM` is the baseline.
+        const WARM: u64 = 3;
+        match base {
+            Some((f, rss)) => {
+                // A session's socket and pidfd close just after its client leaves the table.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while fds() != f && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                assert_eq!(fds(), f, "round {round}: descriptors");
+                assert!(
+                    now.1 <= rss + 1024,
+                    "round {round}: RSS {} KiB, {rss} KiB at round {WARM}",
+                    now.1
+                );
+            }
+            None if round >= WARM => base = Some(now),
+            None => {}
+        }
+    }
+    let s = socket.to_str().expect("utf-8");
+    let c = Client::connect(&socket).expect("connect");
+    c.disable(None, "vm0", false)
+        .expect("a clean disable, nothing held");
+    assert!(c.enable(None, "vm0").expect("enable"), "warm");
+    drop(c);
+    let _ = s;
     let (exit, _) = served.stop(rustix::process::Signal::TERM);
     assert!(exit.success());
 }

@@ -108,7 +108,8 @@ pub struct devmap_device {
 #[derive(Debug)]
 enum Served {
     Device(DaxDevice),
-    Namespace(EnabledNamespace),
+    /// Boxed: an enabled namespace carries its label and region path, several times a device.
+    Namespace(Box<EnabledNamespace>),
 }
 
 impl devmap_space {
@@ -142,7 +143,7 @@ impl devmap_device {
         disable: impl FnOnce(EnabledNamespace) -> Result<()>,
     ) -> Result<()> {
         match self.served {
-            Served::Namespace(ns) => disable(ns),
+            Served::Namespace(ns) => disable(*ns),
             Served::Device(d) => {
                 drop(d);
                 Err(Failure::invalid("the device is not an enabled namespace"))
@@ -154,7 +155,7 @@ impl devmap_device {
 /// A device handle serving an enabled namespace.
 pub(crate) fn enabled(ns: EnabledNamespace) -> devmap_device {
     devmap_device {
-        served: Served::Namespace(ns),
+        served: Served::Namespace(Box::new(ns)),
     }
 }
 

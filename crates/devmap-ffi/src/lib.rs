@@ -58,8 +58,9 @@ pub use pins::{
 };
 pub use poison::{
     DEVMAP_MF_ACTION_REQUIRED, DEVMAP_MF_HANDLED_BY_CALLBACK, DEVMAP_MF_HANDLED_BY_GENERIC,
-    devmap_badblock, devmap_badblocks, devmap_clear_poison, devmap_memory_failure,
-    devmap_memory_failure_at, devmap_mf_report, devmap_read_mc,
+    DEVMAP_MF_RECORD_UNMAPPED, DEVMAP_MF_TELL_ALL, devmap_badblock, devmap_badblocks,
+    devmap_clear_poison, devmap_memory_failure, devmap_memory_failure_at, devmap_mf_report,
+    devmap_read_mc,
 };
 pub use region::{
     DEVMAP_ENABLE_COLD, DEVMAP_ENABLE_HOST, DEVMAP_ENABLE_WARM, DEVMAP_MAP_DEV, DEVMAP_MAP_MEM,

@@ -11,8 +11,16 @@ use crate::error::{Result, call, fill, handle, nonnull, out_array};
 use crate::mapping::devmap_mapping;
 
 /// `memory_failure` flag: an access met the error (`MF_ACTION_REQUIRED`), as opposed to a
-/// scrub finding it.
+/// scrub finding it. With `devmap_memory_failure_at`, the mapping holding the address is the
+/// current one (its owner gets `BUS_MCEERR_AR`).
 pub const DEVMAP_MF_ACTION_REQUIRED: u32 = 1 << 0;
+/// `memory_failure` flag, devmap's own: flag and record the page even if nothing ever mapped
+/// its folio, where the kernel (and devmap without it) returns -EBUSY and flags nothing. For
+/// errors known before anything maps the device.
+pub const DEVMAP_MF_RECORD_UNMAPPED: u32 = 1 << 1;
+/// `memory_failure` flag, devmap's own: tell every mapping that lost the page, with
+/// `DEVMAP_MF_ACTION_REQUIRED` as passed, instead of the current and early-kill ones.
+pub const DEVMAP_MF_TELL_ALL: u32 = 1 << 2;
 
 /// The error was handled by the pgmap's own callback (fsdax).
 pub const DEVMAP_MF_HANDLED_BY_CALLBACK: u32 = 0;
@@ -29,7 +37,7 @@ pub struct devmap_mf_report {
     pub head: u64,
     /// `DEVMAP_MF_HANDLED_BY_*`.
     pub handled_by: u32,
-    /// Mappings that had the leaf and were told.
+    /// Mappings that had the leaf and lost it (all of it, or the poisoned page).
     pub nr_mappings: u32,
     /// Bytes the mappings lost, summed over them: 4 KiB each at PAGE granularity, the leaf at
     /// LEAF.
@@ -52,13 +60,21 @@ pub struct devmap_badblock {
 
 /// The library's flags from `DEVMAP_MF_*`.
 fn mf_flags(flags: u32) -> Result<MfFlags> {
-    match flags {
-        0 => Ok(MfFlags::NONE),
-        DEVMAP_MF_ACTION_REQUIRED => Ok(MfFlags::ACTION_REQUIRED),
-        other => Err(crate::error::Failure::invalid(format!(
-            "memory-failure flags {other:#x} hold bits that are not DEVMAP_MF_*"
-        ))),
+    let known = [
+        (DEVMAP_MF_ACTION_REQUIRED, MfFlags::ACTION_REQUIRED),
+        (DEVMAP_MF_RECORD_UNMAPPED, MfFlags::RECORD_UNMAPPED),
+        (DEVMAP_MF_TELL_ALL, MfFlags::TELL_ALL),
+    ];
+    let all = known.iter().fold(0, |acc, (bit, _)| acc | bit);
+    if flags & !all != 0 {
+        return Err(crate::error::Failure::invalid(format!(
+            "memory-failure flags {flags:#x} hold bits that are not DEVMAP_MF_*"
+        )));
     }
+    Ok(known
+        .iter()
+        .filter(|(bit, _)| flags & bit != 0)
+        .fold(MfFlags::NONE, |acc, (_, f)| acc | *f))
 }
 
 /// Stores `report` in `out` if it is not null.
@@ -77,8 +93,8 @@ unsafe fn put_report(out: *mut devmap_mf_report, r: &MfReport) {
             HandledBy::Callback => DEVMAP_MF_HANDLED_BY_CALLBACK,
             HandledBy::Generic => DEVMAP_MF_HANDLED_BY_GENERIC,
         },
-        nr_mappings: r.notices.len() as u32,
-        lost_bytes: r.notices.iter().map(|n| n.len()).sum(),
+        nr_mappings: r.revoked.len() as u32,
+        lost_bytes: r.revoked.iter().map(|n| n.len()).sum(),
         pins: r.pins,
         elapsed_ns: r.elapsed.as_nanos() as u64,
     };
@@ -90,10 +106,13 @@ unsafe fn put_report(out: *mut devmap_mf_report, r: &MfReport) {
 /// in the kernel's order: flags the page hwpoisoned, revokes it from every mapping that has
 /// its leaf (4 KiB at PAGE granularity, the leaf at LEAF), and records it in the device's
 /// badblocks list. A later touch of the lost bytes raises SIGBUS; `devmap_read_mc` reports
-/// them instead. Stores what was done in `*out_report` (may be NULL).
+/// them instead. A page poisoned already is handled again (0), as the kernel handles device
+/// pages. Stores what was done in `*out_report` (may be NULL).
 ///
 /// Returns 0; -ENXIO (no live device holds the pfn, or it holds memmap, not data);
-/// -EHWPOISON (poisoned already: nothing more done); -EFAULT (NULL `space`). Thread-safe.
+/// -EBUSY (nothing ever mapped the page's folio, so nothing was flagged: pass
+/// `DEVMAP_MF_RECORD_UNMAPPED` to flag and record it anyway); -EINVAL (unknown flags);
+/// -EFAULT (NULL `space`). Thread-safe.
 ///
 /// # Safety
 ///
@@ -118,8 +137,8 @@ pub unsafe extern "C" fn devmap_memory_failure(
 /// As `devmap_memory_failure` for the page at user address `addr` of any live device-dax
 /// mapping of the process (an error reported by address, as a SIGBUS is).
 ///
-/// Returns 0; -EFAULT (no live mapping holds `addr`); -ENXIO; -EHWPOISON (poisoned
-/// already). Thread-safe.
+/// Returns 0; -EFAULT (no live mapping holds `addr`); -ENXIO; -EBUSY; -EINVAL (unknown
+/// flags). Thread-safe.
 ///
 /// # Safety
 ///

@@ -22,7 +22,8 @@ pub(crate) enum Held {
     /// A device over a backing.
     Device(DaxDevice),
     /// A namespace enabled from a region, with the region to disable it in.
-    Namespace(EnabledNamespace, Arc<RegionCell>),
+    /// (Boxed: an enabled namespace carries its label and region path.)
+    Namespace(Box<EnabledNamespace>, Arc<RegionCell>),
 }
 
 impl Held {
@@ -76,7 +77,7 @@ impl Drop for DeviceCell {
     fn drop(&mut self) {
         if let Some(Held::Namespace(ns, region)) = self.held.get_mut().take() {
             Python::attach(|py| {
-                if let Err(e) = region.disable(py, ns) {
+                if let Err(e) = region.disable(py, *ns) {
                     e.write_unraisable(py, None);
                 }
             });

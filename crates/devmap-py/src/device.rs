@@ -316,15 +316,20 @@ impl Device {
 
     /// Reports a memory error in the 4 KiB page holding byte `offset` of the device
     /// (`memory_failure(pfn)`): the page is flagged poisoned and revoked from every mapping
-    /// that has its leaf, whose owners are told. Returns the report as a dict: pfn, head,
-    /// handled_by, notices (one dict per mapping told: mapping, pfn, addr, length, shift,
-    /// action_required), pins, elapsed_ns.
-    #[pyo3(signature = (offset, action_required = false))]
+    /// that has its leaf; the early-kill owners are told (`on_poison(..., early_kill=True)`;
+    /// by offset no mapping is current), or every owner with `tell_all`. A page nothing ever
+    /// mapped is BusyError (-EBUSY, nothing flagged) unless `record_unmapped`; a page poisoned
+    /// already is handled again. Returns the report as a dict: pfn, head, handled_by, revoked
+    /// (one dict per mapping that lost the page: mapping, pfn, addr, length, shift,
+    /// action_required), notices (the same, one per owner told), pins, elapsed_ns.
+    #[pyo3(signature = (offset, action_required = false, record_unmapped = false, tell_all = false))]
     fn memory_failure<'py>(
         &self,
         py: Python<'py>,
         offset: &Bound<'_, PyAny>,
         action_required: bool,
+        record_unmapped: bool,
+        tell_all: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
         let offset = crate::size_arg("offset", offset)?;
         let (space, pfn) = self.cell.with(|d| {
@@ -337,7 +342,13 @@ impl Device {
             Ok((d.space().clone(), pfn))
         })?;
         let report = py
-            .detach(|| memory_failure(&space, pfn, flags(action_required)))
+            .detach(|| {
+                memory_failure(
+                    &space,
+                    pfn,
+                    flags(action_required, record_unmapped, tell_all),
+                )
+            })
             .map_err(errors::mf)?;
         report_dict(py, &report)
     }
@@ -401,7 +412,7 @@ impl Device {
             Ok(guard.take())
         });
         match outcome {
-            Ok(Some(Held::Namespace(ns, region))) => region.disable(py, ns),
+            Ok(Some(Held::Namespace(ns, region))) => region.disable(py, *ns),
             Ok(Some(Held::Device(dev))) => {
                 py.detach(move || drop(dev));
                 Ok(())
@@ -459,12 +470,15 @@ enum Refused {
 }
 
 /// The memory-failure flags.
-fn flags(action_required: bool) -> MfFlags {
-    if action_required {
-        MfFlags::ACTION_REQUIRED
-    } else {
-        MfFlags::NONE
-    }
+fn flags(action_required: bool, record_unmapped: bool, tell_all: bool) -> MfFlags {
+    [
+        (action_required, MfFlags::ACTION_REQUIRED),
+        (record_unmapped, MfFlags::RECORD_UNMAPPED),
+        (tell_all, MfFlags::TELL_ALL),
+    ]
+    .into_iter()
+    .filter(|(on, _)| *on)
+    .fold(MfFlags::NONE, |acc, (_, f)| acc | f)
 }
 
 /// A memory-failure report as a dict.
@@ -479,12 +493,13 @@ fn report_dict<'py>(py: Python<'py>, r: &MfReport) -> PyResult<Bound<'py, PyDict
             HandledBy::Generic => "generic",
         },
     )?;
-    let notices = r
-        .notices
-        .iter()
-        .map(|n| notice_dict(py, n))
-        .collect::<PyResult<Vec<_>>>()?;
-    d.set_item("notices", notices)?;
+    let dicts = |ns: &[devmap::dax::PoisonNotice]| {
+        ns.iter()
+            .map(|n| notice_dict(py, n))
+            .collect::<PyResult<Vec<_>>>()
+    };
+    d.set_item("revoked", dicts(&r.revoked)?)?;
+    d.set_item("notices", dicts(&r.notices)?)?;
     d.set_item("pins", r.pins)?;
     d.set_item(
         "elapsed_ns",
@@ -494,16 +509,20 @@ fn report_dict<'py>(py: Python<'py>, r: &MfReport) -> PyResult<Bound<'py, PyDict
 }
 
 /// Reports a memory error at user address `addr` of a live device-dax mapping (as a SIGBUS
-/// reports one), as `Device.memory_failure` does for a device offset.
+/// reports one), as `Device.memory_failure` does for a device offset. With
+/// `action_required`, the mapping holding `addr` is the current one: its owner is told with
+/// action_required set, whether or not it is early-kill.
 #[pyfunction]
-#[pyo3(signature = (addr, action_required = false))]
+#[pyo3(signature = (addr, action_required = false, record_unmapped = false, tell_all = false))]
 pub(crate) fn memory_failure_at<'py>(
     py: Python<'py>,
     addr: usize,
     action_required: bool,
+    record_unmapped: bool,
+    tell_all: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let report = py
-        .detach(|| mf_at(addr, flags(action_required)))
+        .detach(|| mf_at(addr, flags(action_required, record_unmapped, tell_all)))
         .map_err(errors::mf)?;
     report_dict(py, &report)
 }

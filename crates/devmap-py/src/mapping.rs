@@ -330,9 +330,14 @@ impl Mapping {
 
     /// Names who is told when memory under this mapping fails: `callback(notice)` is called
     /// with a dict (mapping, pfn, addr, length, shift, action_required) from the thread that
-    /// handles the error. An exception it raises is reported as unraisable. TypeError if
-    /// `callback` is not callable (checked now, not when memory fails).
-    fn on_poison(&self, py: Python<'_>, callback: Py<PyAny>) -> PyResult<()> {
+    /// handles the error, when the kernel's rules pick this mapping: an error reported with
+    /// `memory_failure_at(addr, action_required=True)` at an address of this mapping
+    /// (action_required set), or, with `early_kill` (`PR_MCE_KILL_EARLY`), any error in a leaf
+    /// it has (action_required clear). Otherwise it learns of the loss when it touches it.
+    /// An exception the callback raises is reported as unraisable. TypeError if `callback` is
+    /// not callable (checked now, not when memory fails).
+    #[pyo3(signature = (callback, early_kill = false))]
+    fn on_poison(&self, py: Python<'_>, callback: Py<PyAny>, early_kill: bool) -> PyResult<()> {
         if !callback.bind(py).is_callable() {
             return Err(PyTypeError::new_err(format!(
                 "on_poison needs a callable taking the notice dict, not {}: pass a function \
@@ -350,6 +355,7 @@ impl Mapping {
         };
         self.with(|m| {
             m.set_owner(Arc::new(owner));
+            m.set_early_kill(early_kill);
             Ok(())
         })
     }

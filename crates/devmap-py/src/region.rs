@@ -218,7 +218,7 @@ impl Region {
             .map_err(errors::region)?;
         self.cell.enabled.fetch_add(1, Ordering::SeqCst);
         Ok(Device::from_held(
-            Held::Namespace(ns, Arc::clone(&self.cell)),
+            Held::Namespace(Box::new(ns), Arc::clone(&self.cell)),
             layout_v,
             init_v.name(),
         ))

@@ -276,7 +276,8 @@ def test_memory_failure_costs_one_page_and_read_mc_reports_it(dev):
     assert dev.granularity == "page"
     told = []
     with dev.mmap() as m:
-        m.on_poison(told.append)
+        # told of an error its own accesses did not meet: early kill
+        m.on_poison(told.append, early_kill=True)
         pattern = bytes(range(256)) * (2 * MiB // 256)
         m.write(0, pattern)
         report = dev.memory_failure(2 * PAGE)
@@ -286,6 +287,8 @@ def test_memory_failure_costs_one_page_and_read_mc_reports_it(dev):
         (notice,) = report["notices"]
         assert notice["addr"] == m.addr + 2 * PAGE
         assert notice["length"] == PAGE and notice["shift"] == 12
+        assert not notice["action_required"]
+        assert report["revoked"] == [notice]
         assert told == [notice]
 
         # the rest of the leaf keeps its bytes
@@ -299,8 +302,10 @@ def test_memory_failure_costs_one_page_and_read_mc_reports_it(dev):
         assert "lost to a memory error" in e.value.strerror
 
         assert dev.badblocks() == [(2 * PAGE, PAGE)]
-        with pytest.raises(devmap.PoisonedError, match="already poisoned"):
-            dev.memory_failure(2 * PAGE)
+        # a second error on the page is handled again, as the kernel's device pages are
+        assert dev.memory_failure(2 * PAGE)["notices"] == [notice]
+        assert told == [notice, notice]
+        assert dev.badblocks() == [(2 * PAGE, PAGE)]
         with pytest.raises(devmap.PoisonedError):
             m.pin(2 * PAGE, PAGE)
 
@@ -316,11 +321,44 @@ def test_memory_failure_by_address(dev):
         m.populate(0, "4M")
         report = devmap.memory_failure_at(m.addr + 2 * MiB + 5 * PAGE, action_required=True)
         assert report["pfn"] == dev.pfn_at(2 * MiB + 5 * PAGE)
-        assert report["notices"][0]["action_required"]
+        # the mapping whose access met the error is current: told, action required
+        (notice,) = report["notices"]
+        assert notice["action_required"] and notice["mapping"] == report["revoked"][0]["mapping"]
         assert dev.badblocks() == [(2 * MiB + 5 * PAGE, PAGE)]
         assert dev.clear_poison(2 * MiB + 5 * PAGE, PAGE) == 1
     with pytest.raises(devmap.InvalidArgument, match="not in a device-dax mapping"):
         devmap.memory_failure_at(8)
+
+
+def test_kill_proc_tells_current_ar_early_kill_ao_and_no_one_else():
+    with devmap.Device.memfd("4M") as d, d.mmap() as a, d.mmap() as b, d.mmap() as c:
+        told = {"a": [], "b": [], "c": []}
+        a.on_poison(told["a"].append)
+        b.on_poison(told["b"].append, early_kill=True)
+        c.on_poison(told["c"].append)
+        for m in (a, b, c):
+            m.populate()
+        report = devmap.memory_failure_at(a.addr + 2 * MiB + PAGE, action_required=True)
+        assert len(report["revoked"]) == 3
+        assert [(n["addr"], n["action_required"]) for n in report["notices"]] == [
+            (a.addr + 2 * MiB + PAGE, True),
+            (b.addr + 2 * MiB + PAGE, False),
+        ]
+        assert (len(told["a"]), len(told["b"]), told["c"]) == (1, 1, [])
+        # tell_all: every owner, action_required as passed
+        report = d.memory_failure(2 * MiB + 2 * PAGE, tell_all=True)
+        assert [n["action_required"] for n in report["notices"]] == [False] * 3
+        assert told["c"] and len(told["a"]) == 2
+
+
+def test_a_page_nothing_mapped_is_busy_unless_record_unmapped(dev):
+    with pytest.raises(devmap.BusyError, match="RECORD_UNMAPPED") as e:
+        dev.memory_failure(5 * PAGE)
+    assert e.value.errno == errno.EBUSY
+    assert dev.badblocks() == []
+    report = dev.memory_failure(5 * PAGE, record_unmapped=True)
+    assert report["revoked"] == [] and report["notices"] == []
+    assert dev.badblocks() == [(5 * PAGE, PAGE)]
 
 
 def test_leaf_granularity_loses_the_whole_leaf():
@@ -357,7 +395,7 @@ def test_a_file_mapping_written_through_a_memoryview_is_told_of_a_memory_error(t
     # put it there
     with devmap.Device.file(tmp_path / "dev.img", size="8M", align="2M") as d, d.mmap() as m:
         told = []
-        m.on_poison(told.append)
+        m.on_poison(told.append, early_kill=True)
         view = m.view
         view[2 * MiB + PAGE : 2 * MiB + PAGE + 5] = b"bytes"
         view.release()

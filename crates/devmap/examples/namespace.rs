@@ -80,8 +80,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         )?;
         let report = memory_failure(&space, pfn, MfFlags::NONE)?;
         println!(
-            "memory error at offset {offset:#x} (pfn {pfn}): {} mapping(s) told, {:?}",
-            report.notices.len(),
+            "memory error at offset {offset:#x} (pfn {pfn}): {} mapping(s) lost it, {:?}",
+            report.revoked.len(),
             report.elapsed
         );
     }

@@ -38,8 +38,8 @@ use crate::backing::{Backing, BackingError, Mmap, UffdError, UffdFeatures, Userf
 use crate::errno;
 use crate::gup::GupFlags;
 use crate::service::proto::{
-    self, Done, Enable, Enabled, ErrorReply, List, Map, Mapped, NamespaceEntry, Namespaces, Open,
-    Opened, Pin, PinReply, Status, StatusReply, Unmap, Unpin, WireExtent, kind,
+    self, Done, Enable, Enabled, ErrorReply, List, Map, Mapped, NamespaceEntry, Namespaces, Notice,
+    Open, Opened, Pin, PinReply, Status, StatusReply, Unmap, Unpin, WireExtent, kind,
 };
 use crate::wire::{Frame, Receiver, WireError, WireMessage, encode_payload, send_frame};
 
@@ -104,6 +104,8 @@ struct Conn {
     rx: Receiver,
     next_id: u32,
     watcher: Watcher,
+    /// Notices read while waiting for replies, not yet taken.
+    notices: Vec<Notice>,
 }
 
 /// What a mapping shares with its connection's watcher: the window and this process's copy of
@@ -220,6 +222,7 @@ impl Client {
                 rx: Receiver::new(),
                 next_id: 1,
                 watcher,
+                notices: Vec::new(),
             })),
         })
     }
@@ -236,10 +239,21 @@ impl Client {
         let id = c.next_id;
         c.next_id = c.next_id.wrapping_add(1);
         let sent = send_frame(&c.stream, M::KIND, id, &encode_payload(req)?, fds);
-        let Conn { stream, rx, .. } = &mut *c;
+        let Conn {
+            stream,
+            rx,
+            notices,
+            ..
+        } = &mut *c;
         let stream = &**stream;
         let frame = match sent {
-            Ok(()) => rx.recv(stream)?,
+            Ok(()) => loop {
+                let f = rx.recv(stream)?;
+                if f.kind() != kind::NOTICE {
+                    break f;
+                }
+                notices.push(f.message()?);
+            },
             // The service may have answered and hung up before this request arrived (a refusal
             // at connect: too many clients): its answer is the reason, if it is there.
             Err(e) => match rx.recv(stream) {
@@ -277,6 +291,49 @@ impl Client {
             });
         }
         Ok(frame.message()?)
+    }
+
+    /// What the service told this client without its asking since the last call (mappings
+    /// taken by a forced disable, pins dropped, memory lost), oldest first: those read while
+    /// waiting for replies, and any waiting on the socket now (read without blocking).
+    pub fn notices(&self) -> Result<Vec<Notice>, ClientError> {
+        let mut c = self.conn.lock();
+        let Conn {
+            stream,
+            rx,
+            notices,
+            ..
+        } = &mut *c;
+        let stream = &**stream;
+        stream
+            .set_nonblocking(true)
+            .map_err(|source| WireError::Io {
+                op: "set the socket non-blocking",
+                source,
+            })?;
+        let read = loop {
+            match rx.recv(stream) {
+                Ok(f) if f.kind() == kind::NOTICE => match f.message() {
+                    Ok(n) => notices.push(n),
+                    Err(e) => break Err(e),
+                },
+                Ok(f) => {
+                    break Err(WireError::WrongKind {
+                        expected: kind::NOTICE,
+                        got: f.kind(),
+                    });
+                }
+                Err(WireError::WouldBlock { .. }) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        let restored = stream.set_nonblocking(false);
+        read?;
+        restored.map_err(|source| WireError::Io {
+            op: "set the socket blocking again",
+            source,
+        })?;
+        Ok(std::mem::take(notices))
     }
 
     /// Every namespace of every region the service serves.
@@ -449,6 +506,11 @@ impl Mapping {
         self.window.bytes.is_empty()
     }
 
+    /// The service's handle of this mapping, as [`Notice::handle`] names it.
+    pub fn handle(&self) -> u32 {
+        self.handle
+    }
+
     /// The mapped bytes. Once the service is gone, every access raises SIGBUS.
     pub fn bytes(&self) -> &Mmap {
         &self.window.bytes
@@ -507,6 +569,11 @@ impl Pins {
     /// Pages pinned.
     pub fn nr_pages(&self) -> u64 {
         self.nr_pages
+    }
+
+    /// The service's handle of these pins, as [`Notice::handle`] names it.
+    pub fn handle(&self) -> u32 {
+        self.handle
     }
 
     /// The fewest extents covering exactly the pinned bytes, in address order: client

@@ -205,10 +205,13 @@ pub fn addr(e: &AddrError) -> i32 {
 /// [`MfError`]: `memory_failure`.
 pub fn mf(e: &MfError) -> i32 {
     match e {
-        // memory_failure_dev_pagemap: no live pgmap is -ENXIO.
-        MfError::NoDevice { .. } | MfError::NotData { .. } => ENXIO,
+        // memory_failure_dev_pagemap: no live pgmap, or a pfn of the altmap, is -ENXIO;
+        // mf_generic_kill_procs: private and coherent memory is -ENXIO, a folio
+        // dax_lock_folio cannot lock (no mapping) -EBUSY; the callback's errno as it is.
+        MfError::NoDevice { .. } | MfError::NotData { .. } | MfError::NotHandled { .. } => ENXIO,
         MfError::NotMapped { .. } => EFAULT,
-        MfError::AlreadyPoisoned { .. } => EHWPOISON,
+        MfError::NeverMapped { .. } => EBUSY,
+        MfError::Callback { errno, .. } => *errno,
         MfError::Pgmap(e) => pgmap(e),
     }
 }
@@ -237,6 +240,7 @@ pub fn region(e: &RegionError) -> i32 {
         // Another manager of the region; another device serving the namespace.
         RegionError::Busy { .. } | RegionError::NamespaceBusy { .. } => EBUSY,
         RegionError::IsDirectory { .. } => EISDIR,
+        RegionError::OwnerMode { .. } => EINVAL,
         RegionError::TooSmall { .. }
         | RegionError::BadName { .. }
         | RegionError::BadAlign { .. } => EINVAL,

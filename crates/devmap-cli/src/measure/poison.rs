@@ -7,8 +7,9 @@
 //! `memory_failure`, has the readers count what is lost and check what is not, and clears it.
 //!
 //! Per granularity asked (`--granularity both`: `page`, then `leaf`, one row each): a fresh
-//! device over a fresh backing, `--mappings` mappings of all of it, each with an owner callback
-//! that counts the notices it is given; a known pattern written through the first mapping;
+//! device over a fresh backing, `--mappings` mappings of all of it, each with an early-kill
+//! owner callback (`PR_MCE_KILL_EARLY`: told of errors no access of its own met) that counts
+//! the notices it is given; a known pattern written through the first mapping;
 //! `--readers` threads reading every byte of every mapping back through
 //! [`DaxMapping::read_mc`](devmap::dax::DaxMapping::read_mc) (a read that reports lost bytes
 //! instead of dying of SIGBUS) and checking the pattern; `memory_failure` on the pfn of each

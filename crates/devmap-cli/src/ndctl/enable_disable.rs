@@ -3,7 +3,9 @@
 //! region's lock is the proof). This module owns their arguments, the timed enable (warm,
 //! cold or in host memory, and how long until the namespace is usable and until its memmap is
 //! whole), the progress bar of a background init on a terminal, and the repair a
-//! `disable-namespace` does for a namespace its process left enabled when it died.
+//! `disable-namespace` does for a namespace its process left enabled when it died. Each prints
+//! one object: the namespace's, as `create-namespace` prints it, with what the verb did beside
+//! it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,14 +13,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
+use devmap::client::Client;
 use devmap::dax::DaxOptions;
 use devmap::init::InitMode;
 use devmap::memmap::Geometry;
 use devmap::namespace::{Access, EnabledNamespace, InfoFlags, Region, StopSignal, StopSignals};
 use devmap::{DeviceSpace, InitProgress, Layout, Order, PAGE_SIZE, Pfn, PfnRange};
 use serde::Serialize;
+use serde_json::json;
 
-use super::region::{open, region_error};
+use super::json::{Detail, NamespaceObject, OutputArgs, find};
+use super::open::{open, region_error};
 use crate::output;
 
 /// `--layout` of an enable: one layout.
@@ -69,7 +74,7 @@ pub struct EnableNamespaceArgs {
     /// The region file.
     #[arg(long, short = 'r')]
     region: PathBuf,
-    /// The namespace.
+    /// The namespace: its name, or its dev (`namespace0.N`).
     name: String,
     /// Descriptor layout. A --map dev namespace keeps a flat or heads memmap on the device,
     /// where the next enable with the same layout adopts it.
@@ -82,16 +87,23 @@ pub struct EnableNamespaceArgs {
     /// Ctrl-C, SIGTERM or SIGHUP end it early, with a clean disable.
     #[arg(long, default_value_t = 0)]
     hold: u64,
+    /// A running `devmap serve` that serves the region: the service enables the namespace and
+    /// keeps it enabled (for its clients) until `disable-namespace --socket` or its end.
+    #[arg(long, env = "DEVMAP_SOCKET")]
+    socket: Option<PathBuf>,
+    #[command(flatten)]
+    out: OutputArgs,
 }
 
 /// What `enable-namespace` prints.
 #[derive(Debug, Serialize)]
 pub struct EnableObject {
-    /// The namespace.
-    pub name: String,
+    /// The namespace, as it is after the disable.
+    #[serde(flatten)]
+    pub namespace: NamespaceObject,
     /// How the memmap was had: "warm" (adopted from the device), "cold" (initialised on the
     /// device) or "host" (initialised in host memory).
-    pub path: &'static str,
+    pub enable_path: &'static str,
     /// Whether the last disable was clean.
     pub was_clean: bool,
     /// The descriptor layout of the memmap.
@@ -120,36 +132,45 @@ pub struct EnableObject {
 /// early (one that came during the enable ends it as it starts); the namespace is disabled
 /// cleanly all the same, and the result printed with the signal named.
 pub fn enable(a: EnableNamespaceArgs) -> Result<()> {
+    if let Some(socket) = &a.socket {
+        return through_service(socket, &a.region, &a.name, a.out, |c, region, name| {
+            let warm = c.enable(Some(region), name)?;
+            Ok(json!({ "enable_path": if warm { "warm" } else { "cold" } }))
+        });
+    }
     // Before any thread starts: the device's and the init's threads inherit the mask, so the
     // signals pend for the hold instead of ending the process with the namespace in use.
     let stop = StopSignals::block().context("cannot block SIGINT, SIGTERM and SIGHUP")?;
     let space = DeviceSpace::new();
     let mut signal = None;
-    let obj = enable_timed(&space, &a.region, &a.name, a.layout, a.init, |_| {
+    let obj = enable_timed(&space, &a.region, &a.name, a.layout, a.init, a.out, |_| {
         signal = stop.wait(Duration::from_secs(a.hold));
     })?;
-    let printed = output::json(&[EnableObject {
+    let printed = output::object(&EnableObject {
         signal: signal.map(StopSignal::name),
         ..obj
-    }]);
+    });
     // A signal that came during the disable is spent: the namespace is clean (and printed),
     // so it is taken here rather than left to end the process once the guard unblocks it.
     while stop.wait(Duration::ZERO).is_some() {}
     printed
 }
 
-/// Opens the region, enables `name` and times it, runs `hold` with the namespace enabled
-/// once its memmap is whole (a progress bar on a terminal meanwhile), then disables it.
+/// Opens the region, enables the namespace `ident` names and times it, runs `hold` with the
+/// namespace enabled once its memmap is whole (a progress bar on a terminal meanwhile), then
+/// disables it. `out` says how the namespace's object is printed.
 pub fn enable_timed(
     space: &DeviceSpace,
     region: &std::path::Path,
-    name: &str,
+    ident: &str,
     layout: EnableLayout,
     init: EnableInit,
+    out: OutputArgs,
     hold: impl FnOnce(&EnabledNamespace),
 ) -> Result<EnableObject> {
     let start = Instant::now();
     let mut r = open(region, Access::Manage)?;
+    let name = &find(&r, ident).map_or_else(|_| ident.to_owned(), |l| l.name.clone());
     let mut opts = DaxOptions::new(Order::PMD);
     opts.layout = layout.layout();
     opts.init = init.mode();
@@ -172,27 +193,30 @@ pub fn enable_timed(
     let whole = wait_for_memmap(&ns, &bar, &progress)?;
     let memmap_ns = nanos_between(start, whole);
     let pgmap = ns.device().pgmap();
-    let obj = EnableObject {
-        name: name.to_owned(),
-        path: ns.path().name(),
-        was_clean: ns.was_clean(),
-        layout: pgmap.layout().name(),
-        init: init.mode().name(),
-        enable_ns,
-        memmap_ns,
-        descriptors_initialized: pgmap.init_stats().descriptors,
-        bad_pages: ns.device().badblocks().iter().map(|&(_, l)| l / 4096).sum(),
-        disable_ns: 0,
-        signal: None,
-    };
+    let enable_path = ns.path().name();
+    let was_clean = ns.was_clean();
+    let descriptors_initialized = pgmap.init_stats().descriptors;
+    let bad_pages = ns.device().badblocks().iter().map(|&(_, l)| l / 4096).sum();
+    let layout = pgmap.layout().name();
     hold(&ns);
     let t = Instant::now();
     r.disable(ns)
         .map_err(region_error)
         .with_context(|| format!("cannot disable namespace {name:?}"))?;
+    let disable_ns = t.elapsed().as_nanos() as u64;
+    let label = r.namespace(name).map_err(region_error)?;
     Ok(EnableObject {
-        disable_ns: t.elapsed().as_nanos() as u64,
-        ..obj
+        namespace: NamespaceObject::new(&r, label, Detail::one(out))?,
+        enable_path,
+        was_clean,
+        layout,
+        init: init.mode().name(),
+        enable_ns,
+        memmap_ns,
+        descriptors_initialized,
+        bad_pages,
+        disable_ns,
+        signal: None,
     })
 }
 
@@ -249,15 +273,25 @@ pub struct DisableNamespaceArgs {
     /// The region file.
     #[arg(long, short = 'r')]
     region: PathBuf,
-    /// The namespace.
+    /// The namespace: its name, or its dev (`namespace0.N`).
     name: String,
+    /// A running `devmap serve` that serves the region: the service disables the namespace
+    /// (refused while clients map or pin it, naming their pids, unless --force).
+    #[arg(long, env = "DEVMAP_SOCKET")]
+    socket: Option<PathBuf>,
+    /// With --socket: take the namespace's mappings and pins from the clients that hold them.
+    #[arg(long, short = 'f')]
+    force: bool,
+    #[command(flatten)]
+    out: OutputArgs,
 }
 
 /// What `disable-namespace` prints.
 #[derive(Debug, Serialize)]
 pub struct DisableObject {
-    /// The namespace.
-    pub name: String,
+    /// The namespace, as it is after the disable.
+    #[serde(flatten)]
+    pub namespace: NamespaceObject,
     /// Whether it was already disabled cleanly (nothing to do).
     pub was_clean: bool,
     /// Whether its memmap was rebuilt (it had been left enabled by a process that died).
@@ -269,7 +303,14 @@ pub struct DisableObject {
 /// is enabled here, which rebuilds its memmap, and disabled cleanly, so that the next enable
 /// is warm.
 pub fn disable(a: DisableNamespaceArgs) -> Result<()> {
-    let was_clean = {
+    if let Some(socket) = &a.socket {
+        let force = a.force;
+        return through_service(socket, &a.region, &a.name, a.out, |c, region, name| {
+            c.disable(Some(region), name, force)?;
+            Ok(json!({ "disabled": true, "forced": force }))
+        });
+    }
+    let (was_clean, layout, object) = {
         let r = open(&a.region, Access::Manage).with_context(|| {
             format!(
                 "namespace {:?} is enabled by the process that manages the region: end that \
@@ -277,25 +318,27 @@ pub fn disable(a: DisableNamespaceArgs) -> Result<()> {
                 a.name
             )
         })?;
-        clean(&r, &a.name)?
-    };
-    let (was_clean, layout) = was_clean;
-    if !was_clean {
-        let space = DeviceSpace::new();
-        enable_timed(
-            &space,
-            &a.region,
-            &a.name,
+        let label = find(&r, &a.name).map_err(region_error)?;
+        let (was_clean, layout) = clean(&r, &label.name)?;
+        (
+            was_clean,
             layout,
-            EnableInit::Parallel,
-            |_| {},
-        )?;
-    }
-    output::json(&[DisableObject {
-        name: a.name,
+            NamespaceObject::new(&r, label, Detail::one(a.out))?,
+        )
+    };
+    let namespace = if was_clean {
+        object
+    } else {
+        let space = DeviceSpace::new();
+        let name = object.name.clone();
+        let init = EnableInit::Parallel;
+        enable_timed(&space, &a.region, &name, layout, init, a.out, |_| {})?.namespace
+    };
+    output::object(&DisableObject {
+        namespace,
         was_clean,
         rebuilt: !was_clean,
-    }])
+    })
 }
 
 /// Whether `name`'s info block says it was disabled cleanly, and the layout to rebuild its
@@ -312,4 +355,31 @@ fn clean(r: &Region, name: &str) -> Result<(bool, EnableLayout)> {
         Some(Layout::Heads) | None => EnableLayout::Heads,
     };
     Ok((block.flags.contains(InfoFlags::CLEAN), layout))
+}
+
+/// Runs `verb` through the service at `socket` on namespace `ident` of `region` and prints the
+/// namespace's object (read from the region file, which the service manages) with what the
+/// verb returned and the service's socket beside it.
+fn through_service(
+    socket: &std::path::Path,
+    region: &std::path::Path,
+    ident: &str,
+    out: OutputArgs,
+    verb: impl FnOnce(&Client, &str, &str) -> Result<serde_json::Value>,
+) -> Result<()> {
+    let client = Client::connect(socket)?;
+    let r = open(region, Access::Read)?;
+    let label = find(&r, ident).map_err(region_error)?.clone();
+    let path = std::fs::canonicalize(region)
+        .unwrap_or_else(|_| region.to_path_buf())
+        .display()
+        .to_string();
+    let done = verb(&client, &path, &label.name)
+        .with_context(|| format!("the service at {} refused", socket.display()))?;
+    let mut v = serde_json::to_value(NamespaceObject::new(&r, &label, Detail::one(out))?)?;
+    if let (Some(obj), serde_json::Value::Object(extra)) = (v.as_object_mut(), done) {
+        obj.extend(extra);
+        obj.insert("service".into(), socket.display().to_string().into());
+    }
+    output::object(&v)
 }

@@ -1,70 +1,129 @@
-//! `devmap list`: a region's namespaces and the region itself as `ndctl list` prints them, a
-//! JSON array of objects (raw byte counts, or with `--human` size strings). This module owns
-//! its arguments and which objects it prints: `-N` the namespaces (the default), `-R` the
-//! region, both the region with its namespaces nested in it; `-n` and `-m` filter the
-//! namespaces; `-M` adds each namespace's media errors. It opens the region read-only, taking no lock, so it lists a region another
-//! process is managing.
+//! `devmap list`: a region's namespaces and the region itself as `ndctl list` prints them, with
+//! ndctl's display rules: an array of objects, except that under `-u` one object prints alone,
+//! and nothing prints when nothing matches. This module owns its arguments and which objects it
+//! prints: `-N` the namespaces (the default), `-R` the region, both the region with its
+//! namespaces nested in it; `-n` (a name or a `namespace0.N`) and `-m` filter the namespaces;
+//! `-X` prints a devdax namespace's `daxregion` instead of its `chardev` (and alone lists only
+//! devdax namespaces, as ndctl's does); `-M` adds the bad ranges. It opens the region read-only,
+//! taking no lock, so it lists a region another process is managing. Without `-r`, with a
+//! service's socket (`--socket` or `DEVMAP_SOCKET`), it lists every region the service serves,
+//! each namespace with whether the service has it `enabled`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::Args;
 use devmap::NamespaceMode;
+use devmap::client::Client;
 use devmap::namespace::Access;
+use devmap::service::proto::NamespaceEntry;
+use serde_json::Value;
 
-use super::region::{NamespaceObject, RegionObject, open};
+use super::json::{Detail, NamespaceObject, OutputArgs, RegionObject, find, print_list};
+use super::open::open;
 use crate::args::ModeArg;
-use crate::output;
 
 /// `list`'s arguments.
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// The region file.
+    /// The region file. Without it, every region of the service at --socket.
     #[arg(long, short = 'r')]
-    region: PathBuf,
+    region: Option<PathBuf>,
+    /// A running `devmap serve`'s socket: list the regions it serves (when no -r is given).
+    #[arg(long, env = "DEVMAP_SOCKET")]
+    socket: Option<PathBuf>,
     /// Include the namespaces (the default when neither -N nor -R is given).
     #[arg(long = "namespaces", short = 'N')]
     namespaces: bool,
-    /// Include the region: its path, uuid, size, free bytes and namespace count.
+    /// Include the region: its dev, size, align, free bytes, type, and devmap's path, uuid and
+    /// namespace count.
     #[arg(long = "regions", short = 'R')]
     regions: bool,
-    /// Only the namespace of this name.
+    /// Only this namespace: its name, or its dev (`namespace0.N`).
     #[arg(long, short = 'n')]
     name: Option<String>,
     /// Only namespaces of this mode.
     #[arg(long, short = 'm', value_enum)]
     mode: Option<ModeArg>,
-    /// Print sizes for people (`16.00 GiB`, offsets in hex) instead of raw byte counts.
-    #[arg(long, short = 'u')]
-    human: bool,
-    /// Include each namespace's media errors (its badblocks list), as `ndctl list --media-errors`.
+    /// Include each devdax namespace's dax region and device (`daxregion`) instead of its
+    /// `chardev`, as `ndctl list -X`; alone, list only devdax namespaces.
+    #[arg(long = "device-dax", short = 'X')]
+    dax: bool,
+    /// Include the bad ranges (`badblocks`, in 512-byte sectors), as `ndctl list
+    /// --media-errors`. `badblock_count` is printed whenever there are any.
     #[arg(long = "media-errors", short = 'M')]
     media_errors: bool,
+    #[command(flatten)]
+    out: OutputArgs,
 }
 
 /// Runs `list`.
 pub fn run(a: ListArgs) -> Result<()> {
-    let region = open(&a.region, Access::Read)?;
-    let mode = a.mode.map(NamespaceMode::from);
-    let namespaces: Vec<NamespaceObject> = region
+    let (regions, enabled) = match (&a.region, &a.socket) {
+        (Some(r), _) => (vec![r.clone()], None),
+        (None, Some(socket)) => {
+            let entries = Client::connect(socket)?.list()?;
+            let mut regions: Vec<PathBuf> = Vec::new();
+            for e in &entries {
+                let path = PathBuf::from(&e.region);
+                if !regions.contains(&path) {
+                    regions.push(path);
+                }
+            }
+            (regions, Some(entries))
+        }
+        (None, None) => bail!(
+            "list needs a region: give -r FILE, or a running service's socket with --socket \
+             (or DEVMAP_SOCKET) to list every region it serves"
+        ),
+    };
+    let mut rows: Vec<Value> = Vec::new();
+    for path in &regions {
+        rows.extend(region_rows(&a, path, enabled.as_deref())?);
+    }
+    print_list(&rows, a.out.human)
+}
+
+/// The objects `list` prints for one region: its namespaces, or the region (with them nested
+/// under `-N`); with a service's entries, each namespace says whether it is `enabled` there.
+fn region_rows(a: &ListArgs, path: &Path, served: Option<&[NamespaceEntry]>) -> Result<Vec<Value>> {
+    let region = open(path, Access::Read)?;
+    let mut mode = a.mode.map(NamespaceMode::from);
+    if a.dax && !a.namespaces && !a.regions && mode.is_none() {
+        mode = Some(NamespaceMode::Devdax);
+    }
+    let only = match &a.name {
+        Some(ident) => find(&region, ident).ok().map(|l| l.name.as_str()),
+        None => None,
+    };
+    let detail = Detail {
+        human: a.out.human,
+        dax: a.dax,
+        media_errors: a.media_errors,
+    };
+    let shown = path.display().to_string();
+    let namespaces: Vec<Value> = region
         .namespaces()
         .iter()
-        .filter(|l| a.name.as_ref().is_none_or(|n| *n == l.name))
+        .filter(|l| a.name.is_none() || only == Some(l.name.as_str()))
         .filter(|l| mode.is_none_or(|m| m == l.namespace.mode()))
         .map(|l| {
-            let mut o = NamespaceObject::new(l, a.human);
-            if a.media_errors {
-                o.badblocks = Some(super::media::media_errors(&region, l, a.human)?);
+            let mut v = serde_json::to_value(NamespaceObject::new(&region, l, detail)?)?;
+            if let Some(entries) = served {
+                let e = entries
+                    .iter()
+                    .find(|e| e.region == shown && e.name == l.name);
+                v["enabled"] = Value::Bool(e.is_some_and(|e| e.enabled));
             }
-            Ok(o)
+            Ok(v)
         })
         .collect::<Result<_>>()?;
     if !a.regions {
-        return output::json(&namespaces);
+        return Ok(namespaces);
     }
-    let mut object = RegionObject::new(&region, a.human)?;
-    if a.namespaces {
-        object.namespaces = Some(namespaces);
+    let mut object = serde_json::to_value(RegionObject::new(&region, detail)?)?;
+    if a.namespaces && !namespaces.is_empty() {
+        object["namespaces"] = Value::Array(namespaces);
     }
-    output::json(&[object])
+    Ok(vec![object])
 }

@@ -1,31 +1,21 @@
-//! A namespace's media errors on disk: `clear-errors` (ndctl's: the bytes were rewritten or
-//! discarded, so the pages are good again) and the bad ranges `list --media-errors` prints
-//! (`region::BadRange`). The list itself lives in the namespace (its badblocks block); memory
-//! failure on an enabled namespace adds to it when the namespace is disabled.
+//! `clear-errors` (ndctl's: the bytes were rewritten or discarded, so the pages are good
+//! again): drops a range of a namespace's bad pages from its list, and says how many in one
+//! line, or with `--json` prints the namespace's object with what is left (`badblocks`, in
+//! sectors, as `list -M` prints them: `json::BadRange`). The list itself lives in the namespace
+//! (its badblocks block); memory failure on an enabled namespace adds to it when the namespace
+//! is disabled.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use devmap::PAGE_SIZE;
-use devmap::namespace::{Access, Label, Region};
+use devmap::namespace::Access;
 
-use super::region::{BadRange, Bytes, open, region_error};
+use super::json::{Detail, NamespaceObject, OutputArgs, find};
+use super::open::{open, region_error};
 use crate::args::parse_size;
 use crate::output;
-
-/// The media errors of `label`'s namespace.
-pub fn media_errors(region: &Region, label: &Label, human: bool) -> Result<Vec<BadRange>> {
-    let list = region.badblocks(label).map_err(region_error)?;
-    Ok(list
-        .ranges
-        .iter()
-        .map(|&(first, n)| BadRange {
-            offset: Bytes::offset(first * PAGE_SIZE, human),
-            length: Bytes::new(n * PAGE_SIZE, human),
-        })
-        .collect())
-}
 
 /// `clear-errors`'s arguments.
 #[derive(Debug, Args)]
@@ -33,7 +23,7 @@ pub struct ClearErrorsArgs {
     /// The region file.
     #[arg(long, short = 'r')]
     region: PathBuf,
-    /// The namespace.
+    /// The namespace: its name, or its dev (`namespace0.N`).
     name: String,
     /// First byte to clear, from the start of the namespace's data (a multiple of 4K)
     /// [default: 0].
@@ -42,14 +32,15 @@ pub struct ClearErrorsArgs {
     /// Bytes to clear (a multiple of 4K) [default: to the end of the data].
     #[arg(long, short = 'l')]
     length: Option<String>,
+    #[command(flatten)]
+    out: OutputArgs,
 }
 
 /// Runs `clear-errors`: drops the namespace's bad pages in the range from its list, and prints
 /// what is left.
 pub fn clear(a: ClearErrorsArgs) -> Result<()> {
     let mut region = open(&a.region, Access::Manage)?;
-    let label = region
-        .namespace(&a.name)
+    let label = find(&region, &a.name)
         .map_err(region_error)
         .with_context(|| format!("in region {}", a.region.display()))?
         .clone();
@@ -84,9 +75,17 @@ pub fn clear(a: ClearErrorsArgs) -> Result<()> {
         .set_badblocks(&label, left)
         .map_err(region_error)
         .with_context(|| format!("cannot clear errors in region {}", a.region.display()))?;
+    if a.out.json {
+        let detail = Detail {
+            human: a.out.human,
+            dax: true,
+            media_errors: true,
+        };
+        return output::object(&NamespaceObject::new(&region, &label, detail)?);
+    }
     output::say(&format!(
         "cleared {cleared} bad page(s) of namespace {} ({} left)",
-        a.name,
+        label.name,
         before - cleared
     ))
 }

@@ -2,8 +2,11 @@
 //! over a region file. This module owns their arguments, what each does to the region (through
 //! the library's [`Region`], which holds the region's lock for the two that change it), and
 //! their refusals in terms of the flags: a size off the align, a name in use, no room, a region
-//! another process manages. `create-namespace` prints the namespace it made as `list` does;
-//! `check-namespace` prints what it checked.
+//! another process manages. `create-namespace` prints the namespace it made, one object with
+//! its `daxregion`, as ndctl's does; `check-namespace` prints the namespace's object with what
+//! it checked beside it; `destroy-namespace` says what it destroyed in one line, or with
+//! `--json` prints the object of the namespace it destroyed. A namespace is named by its name
+//! or its dev (`namespace0.N`).
 
 use std::path::{Path, PathBuf};
 
@@ -12,7 +15,8 @@ use clap::Args;
 use devmap::namespace::{Access, INFO_BLOCK_OFFSET, InfoFlags, Region, RegionError};
 use serde::Serialize;
 
-use super::region::{Bytes, NamespaceObject, format_uuid, open, region_error};
+use super::json::{Bytes, Detail, NamespaceObject, OutputArgs, find, format_uuid};
+use super::open::{open, region_error};
 use crate::args::{MapArg, ModeArg, namespace, refusal};
 use crate::output;
 use crate::units::format_size;
@@ -41,15 +45,42 @@ pub struct CreateNamespaceArgs {
     /// namespace0, namespace1, ...
     #[arg(long, short = 'n')]
     name: Option<String>,
-    /// Print sizes for people instead of raw byte counts.
-    #[arg(long, short = 'u')]
-    human: bool,
+    /// Owner uid of the namespace, for `devmap serve`: who may open it (with --gid and
+    /// --perm, as a /dev/dax node's owner, group and mode). Default root.
+    #[arg(long, default_value_t = 0)]
+    uid: u32,
+    /// Owner gid (default root).
+    #[arg(long, default_value_t = 0)]
+    gid: u32,
+    /// Permission bits in octal, at most 0777 (default 0600: the owner alone). Opening needs
+    /// read and write. (`--mode` is the namespace mode, as in ndctl.)
+    #[arg(long, default_value = "0600")]
+    perm: String,
+    #[command(flatten)]
+    out: OutputArgs,
+}
+
+/// The `--perm` value: octal permission bits, at most 0777.
+fn perm(text: &str) -> Result<u32> {
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    match u32::from_str_radix(digits, 8) {
+        Ok(p) if p <= 0o777 => Ok(p),
+        _ => Err(anyhow!(
+            "--perm {text:?} is not octal permission bits of at most 0777: use e.g. 0660 (owner \
+             and group may open it) or 0600"
+        )),
+    }
 }
 
 /// Runs `create-namespace`: validates the geometry, creates the namespace (info block, then
 /// label) and prints it.
 pub fn create(a: CreateNamespaceArgs) -> Result<()> {
-    // A geometry given in full is checked before the region is touched.
+    // The owner and a geometry given in full are checked before the region is touched.
+    let owner = devmap::namespace::Owner {
+        uid: a.uid,
+        gid: a.gid,
+        mode: perm(&a.perm)?,
+    };
     if let Some(size) = &a.size {
         namespace(size, &a.align, a.mode, a.map)?;
     }
@@ -75,7 +106,16 @@ pub fn create(a: CreateNamespaceArgs) -> Result<()> {
                 a.region.display()
             )
         })?;
-    output::json(&[NamespaceObject::new(&label, a.human)])
+    let label = if owner == devmap::namespace::Owner::DEFAULT {
+        label
+    } else {
+        region
+            .set_owner(&name, owner)
+            .map_err(region_error)
+            .with_context(|| format!("cannot set the owner of namespace {name:?}"))?;
+        region.namespace(&name).map_err(region_error)?.clone()
+    };
+    output::object(&NamespaceObject::new(&region, &label, Detail::one(a.out))?)
 }
 
 /// The largest `--size` at `--align` the region has room for, for a `create-namespace` without
@@ -142,38 +182,47 @@ pub struct DestroyNamespaceArgs {
     /// The region file.
     #[arg(long, short = 'r')]
     region: PathBuf,
-    /// The namespace to destroy.
+    /// The namespace to destroy: its name, or its dev (`namespace0.N`).
     name: String,
     /// Destroy it even if its last enable did not end with a disable (a process that enabled
     /// it ended without disabling it), or its info block cannot be read. A namespace enabled
     /// right now is never destroyed: its process holds the region.
     #[arg(long, short = 'f')]
     force: bool,
+    #[command(flatten)]
+    out: OutputArgs,
 }
 
 /// Runs `destroy-namespace`: the label goes, then the info block.
 pub fn destroy(a: DestroyNamespaceArgs) -> Result<()> {
     let mut region = open(&a.region, Access::Manage)?;
+    let found = find(&region, &a.name).ok().cloned();
+    let name = found.as_ref().map_or(a.name.clone(), |l| l.name.clone());
+    let object = match &found {
+        Some(label) if a.out.json => {
+            Some(NamespaceObject::new(&region, label, Detail::one(a.out))?)
+        }
+        _ => None,
+    };
     if !a.force
-        && let Ok(label) = region.namespace(&a.name)
+        && let Some(label) = &found
     {
-        let label = label.clone();
-        match region.info_block(&label) {
+        match region.info_block(label) {
             Ok(block) if block.generation > 1 && !block.flags.contains(InfoFlags::CLEAN) => bail!(
                 "namespace {:?} was not disabled cleanly (the process that last enabled it \
                  ended without disabling it): check its data, then destroy it with --force",
-                a.name
+                name
             ),
             Ok(_) => {}
             Err(e) => bail!(
                 "namespace {:?}: {}: destroy it anyway with --force",
-                a.name,
+                name,
                 region_error(e)
             ),
         }
     }
     region
-        .destroy_namespace(&a.name)
+        .destroy_namespace(&name)
         .map_err(|e| match e {
             RegionError::NotFound { .. } => anyhow!("{e}: {}", existing(&region, &a.region)),
             e => region_error(e),
@@ -185,9 +234,11 @@ pub fn destroy(a: DestroyNamespaceArgs) -> Result<()> {
                 a.region.display()
             )
         })?;
+    if let Some(object) = object {
+        return output::object(&object);
+    }
     output::say(&format!(
-        "destroyed 1 namespace: {} in {}",
-        a.name,
+        "destroyed 1 namespace: {name} in {}",
         a.region.display()
     ))
 }
@@ -216,16 +267,17 @@ pub struct CheckNamespaceArgs {
     /// The region file.
     #[arg(long, short = 'r')]
     region: PathBuf,
-    /// The namespace to check.
+    /// The namespace to check: its name, or its dev (`namespace0.N`).
     name: String,
+    #[command(flatten)]
+    out: OutputArgs,
 }
 
-/// What `check-namespace` prints.
+/// What `check-namespace` prints: the namespace's object, and what was checked.
 #[derive(Debug, Serialize)]
 struct Check {
-    region: String,
-    name: String,
-    uuid: String,
+    #[serde(flatten)]
+    namespace: NamespaceObject,
     /// Where the info block was read from, in the region file.
     info_block_offset: Bytes,
     /// The info block's generation.
@@ -239,7 +291,7 @@ struct Check {
     /// `clean` (disabled cleanly: a warm enable may adopt its memmap), `never enabled`,
     /// `enabled by process N` (which holds the region now), or `left enabled` (by a process
     /// that ended without disabling it: its memmap is not to be trusted until repaired).
-    state: String,
+    enable_state: String,
     /// The command that repairs a namespace left enabled, or null.
     repair: Option<String>,
     checked: [&'static str; 6],
@@ -260,8 +312,7 @@ pub fn check(a: CheckNamespaceArgs) -> Result<()> {
             a.region.display()
         )
     };
-    let label = region
-        .namespace(&a.name)
+    let label = find(&region, &a.name)
         .map_err(|e| anyhow!("{e}: {}", existing(&region, &a.region)))
         .with_context(what)?;
     let block = region
@@ -306,15 +357,13 @@ pub fn check(a: CheckNamespaceArgs) -> Result<()> {
         )
     };
     let check = Check {
-        region: a.region.display().to_string(),
-        name: label.name.clone(),
-        uuid: format_uuid(&label.uuid),
-        info_block_offset: Bytes::Raw(label.offset + INFO_BLOCK_OFFSET),
+        namespace: NamespaceObject::new(&region, label, Detail::one(a.out))?,
+        info_block_offset: Bytes::hex(label.offset + INFO_BLOCK_OFFSET, a.out.human),
         generation: block.generation,
         clean,
         memmap_layout: block.memmap.map(|m| m.layout.name()),
         memmap_base_pfn: block.memmap.map(|m| m.base.raw()),
-        state,
+        enable_state: state,
         repair: repair.clone(),
         checked: [
             "label index",
@@ -326,7 +375,7 @@ pub fn check(a: CheckNamespaceArgs) -> Result<()> {
         ],
         ok: repair.is_none(),
     };
-    output::say(&serde_json::to_string_pretty(&check)?)?;
+    output::object(&check)?;
     match repair {
         None => Ok(()),
         Some(repair) => Err(anyhow!(

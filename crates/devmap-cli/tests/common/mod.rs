@@ -1,5 +1,6 @@
-//! Running the `devmap` binary from the integration tests: its output, its JSON rows, and its
-//! refusals. Each test file uses some of these.
+//! Running the `devmap` binary from the integration tests: its output, its JSON rows (an
+//! array, or as `list` prints them, ndctl's way), its JSON objects, and its refusals. Each
+//! test file uses some of these.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
@@ -26,6 +27,40 @@ pub fn json(args: &[&str]) -> Vec<Value> {
     match serde_json::from_slice(&out.stdout).expect("valid JSON") {
         Value::Array(rows) => rows,
         other => panic!("not an array: {other}"),
+    }
+}
+
+/// The one JSON object a run that must succeed prints (what the ndctl verbs on one namespace or
+/// region print).
+pub fn object(args: &[&str]) -> Value {
+    let out = devmap(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match serde_json::from_slice(&out.stdout).expect("valid JSON") {
+        Value::Object(o) => Value::Object(o),
+        other => panic!("not an object: {other}"),
+    }
+}
+
+/// The objects `list` prints, as ndctl's `list` prints them: an array, or nothing for no
+/// objects, or under `-u` one object alone.
+pub fn list(args: &[&str]) -> Vec<Value> {
+    let out = devmap(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.stdout.is_empty() {
+        return Vec::new();
+    }
+    match serde_json::from_slice(&out.stdout).expect("valid JSON") {
+        Value::Array(rows) => rows,
+        Value::Object(o) => vec![Value::Object(o)],
+        other => panic!("neither an array nor an object: {other}"),
     }
 }
 

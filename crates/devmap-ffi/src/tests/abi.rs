@@ -9,7 +9,7 @@ use crate::*;
 const MIB: u64 = 1 << 20;
 
 /// This thread's last error message.
-fn last_error() -> String {
+pub(super) fn last_error() -> String {
     // SAFETY: devmap_last_error returns a NUL-terminated string valid until the next failing
     // call on this thread; it is copied at once.
     unsafe { CStr::from_ptr(devmap_last_error()) }
@@ -18,12 +18,12 @@ fn last_error() -> String {
 }
 
 /// Asserts `rc` is 0, with the message if not.
-fn ok(rc: i32) {
+pub(super) fn ok(rc: i32) {
     assert_eq!(rc, 0, "failed: {}", last_error());
 }
 
 /// A space and a memfd device of `size` at `align` with default options.
-fn device(size: u64, align: u64) -> (*mut devmap_space, *mut devmap_device) {
+pub(super) fn device(size: u64, align: u64) -> (*mut devmap_space, *mut devmap_device) {
     let mut space = ptr::null_mut();
     let mut dev = ptr::null_mut();
     let mut opts = devmap_device_options {

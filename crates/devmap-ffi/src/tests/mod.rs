@@ -4,6 +4,7 @@
 
 mod abi;
 mod client;
+mod mf;
 mod options;
 mod overhead;
 mod reasons;

@@ -303,6 +303,15 @@ impl ClientMapping {
         self.core.owner.set(owner);
     }
 
+    /// Makes the owner hear of errors in this mapping's leaves the client's own accesses have
+    /// not met (`BUS_MCEERR_AO`, `PR_MCE_KILL_EARLY`; see
+    /// [`DaxMapping::set_early_kill`](super::DaxMapping::set_early_kill)). A client is never
+    /// the current task of a memory failure the service handles, so this is how its owner is
+    /// told at all.
+    pub fn set_early_kill(&self, early: bool) {
+        self.core.owner.set_early_kill(early);
+    }
+
     /// The granularity a memory error under this mapping takes.
     pub fn granularity(&self) -> Granularity {
         self.dev.effective_granularity()

@@ -15,6 +15,7 @@ use super::device_core::{Counters, DaxRange, DeviceCore, FaultStats, MappingCore
 use super::gate::{Close, Gate};
 use super::leaves::LeafBits;
 use super::options::{DaxOptions, Faults};
+use super::pinstats::PinStats;
 use super::poison::{BadblocksFn, Granularity, OwnerSlot, PoisonLock, merge};
 use super::{DaxError, DaxMapping, MappingId};
 use crate::addr::{Order, PAGE_SIZE, Pfn, PfnRange};
@@ -402,7 +403,7 @@ impl DaxDevice {
             _live: live,
         });
         self.dev.mappings.lock().insert(id, Arc::clone(&core));
-        let listed = super::registry::list_mapping(&self.dev, core.base, len, offset);
+        let listed = super::registry::list_mapping(&self.dev, id, core.base, len, offset);
         let mapping = DaxMapping::new(Arc::clone(&self.dev), core, window, listed);
         if self.dev.uffd.is_none() && self.dev.populate_on_map {
             // On failure the mapping's drop gives back what was faulted.
@@ -429,6 +430,19 @@ impl DaxDevice {
                 Some((m.id, m.base.checked_add(rel)?))
             })
             .collect()
+    }
+
+    /// The device's pins now, counted by walking its folios and reading each head's counts
+    /// (Relaxed loads, no lock, nothing written): O(folios), so about 512 reads for 1 GiB at
+    /// 2 MiB and 262 144 at 4 KiB. The answer is a snapshot: pins taken or dropped during the
+    /// walk may or may not be counted.
+    ///
+    /// A small (4 KiB) folio's pins are read as its count over the pin bias, as
+    /// `folio_maybe_dma_pinned` does: exact while it holds fewer than 1024 plain references.
+    /// During background init the walk syncs the descriptors it reads (a folio never
+    /// initialised holds no pin); once the device is torn down every count reads zero.
+    pub fn pin_stats(&self) -> PinStats {
+        super::pinstats::pin_stats(&self.dev)
     }
 
     /// Number of live mappings of the device.

@@ -59,8 +59,8 @@ fn a_mapping_written_without_populate_is_found_by_memory_failure() {
             "{what}: every leaf, once"
         );
         let report = memory_failure(&space, pfn, MfFlags::NONE).expect("handled");
-        let told: Vec<_> = report.notices.iter().map(|n| (n.mapping, n.addr)).collect();
-        assert_eq!(told, vec![(m.id(), addr)], "{what}");
+        let lost: Vec<_> = report.revoked.iter().map(|n| (n.mapping, n.addr)).collect();
+        assert_eq!(lost, vec![(m.id(), addr)], "{what}");
         drop(m);
         dev.close(None).expect("shutdown");
     }

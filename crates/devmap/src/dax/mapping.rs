@@ -87,11 +87,29 @@ impl DaxMapping {
         &self.window
     }
 
-    /// Names who is told when memory under this mapping fails (the owner `kill_procs` would
-    /// signal): called once per memory error with what this mapping lost, from the thread
-    /// that handles the error, after the leaf is revoked. Replaces any earlier owner.
+    /// Names who is told when memory under this mapping fails (the task `kill_proc` would
+    /// signal): called with what this mapping lost, from the thread that handles the error,
+    /// after the leaf is revoked, when the kernel's rules pick this mapping: it is the current
+    /// one (`BUS_MCEERR_AR`: the error was reported with `MF_ACTION_REQUIRED` at an address
+    /// of this mapping, as [`memory_failure_at`](crate::memory_failure::memory_failure_at)
+    /// does), or it is early-kill ([`set_early_kill`](Self::set_early_kill), `BUS_MCEERR_AO`).
+    /// Otherwise the owner learns of the loss when the mapping touches it (SIGBUS).
+    /// Replaces any earlier owner.
     pub fn set_owner(&self, owner: Arc<OwnerFn>) {
         self.core.owner.set(owner);
+    }
+
+    /// Makes the owner hear of errors in this mapping's leaves that its own accesses have not
+    /// met (`BUS_MCEERR_AO`): `prctl(PR_MCE_KILL, PR_MCE_KILL_SET, PR_MCE_KILL_EARLY)` for
+    /// the task behind the mapping; `false` is `PR_MCE_KILL_LATE`, the default (the kernel's
+    /// `vm.memory_failure_early_kill` is 0).
+    pub fn set_early_kill(&self, early: bool) {
+        self.core.owner.set_early_kill(early);
+    }
+
+    /// Whether the owner is told of errors it has not met ([`set_early_kill`](Self::set_early_kill)).
+    pub fn early_kill(&self) -> bool {
+        self.core.owner.early_kill()
     }
 
     /// Whether the leaf holding `addr` is faulted into this mapping.

@@ -34,7 +34,7 @@
 //! let m = dev.mmap(0, 1 << 30, true)?; // MAP_SHARED, 2 MiB aligned, registered
 //! m.bytes().write(4096, b"hello")?; // caught: the whole 2 MiB leaf is faulted in
 //! let pins = m.pin_user_folios(m.addr(), 1024, GupFlags::WRITE)?; // faults the second leaf
-//! let got: Vec<(usize, u64)> = pins.folios().map(|f| (f.addr, f.range.len())).collect();
+//! let got: Vec<(usize, u64)> = pins.with_addresses().map(|(a, f)| (a, f.range().len())).collect();
 //! assert_eq!(got, [(m.addr(), 512), (m.addr() + (2 << 20), 512)]);
 //! assert_eq!(dev.fault_stats().leaves_mapped, 2);
 //! # drop(pins);
@@ -77,7 +77,7 @@ pub use self::ranges::{is_devmap_address, overflowed as address_table_overflowed
 #[cfg(test)]
 pub(crate) use self::registry::hold_registry;
 pub(crate) use self::registry::locate;
-pub(crate) use self::revoke::revoke;
+pub(crate) use self::revoke::{Recipients, Revocation, revoke};
 pub use self::vma::Populated;
 
 use std::fmt;

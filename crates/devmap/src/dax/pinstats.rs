@@ -1,4 +1,4 @@
-//! Per-device pin accounting ([`DaxDevice::pin_stats`]): what is pinned on a device now, for a
+//! Per-device pin accounting ([`DaxDevice::pin_stats`](super::DaxDevice::pin_stats)): what is pinned on a device now, for a
 //! caller sizing `RLIMIT_MEMLOCK` or an IOMMU budget.
 //!
 //! Counted on demand by walking the device's folios and reading each head's pin count, not
@@ -9,9 +9,10 @@
 use crate::addr::{PAGE_SIZE, Pfn};
 use crate::desc::GUP_PIN_COUNTING_BIAS;
 
-use super::DaxDevice;
+use super::device_core::DeviceCore;
 
-/// What is pinned on one device at one moment (see [`DaxDevice::pin_stats`]).
+/// What is pinned on one device at one moment (see
+/// [`DaxDevice::pin_stats`](super::DaxDevice::pin_stats)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PinStats {
     /// Bytes of the folios with at least one pin, each folio counted once, whole.
@@ -24,41 +25,31 @@ pub struct PinStats {
     pub referenced_bytes: u64,
 }
 
-impl DaxDevice {
-    /// The device's pins now, counted by walking its folios and reading each head's counts
-    /// (Relaxed loads, no lock, nothing written): O(folios), so about 512 reads for 1 GiB at
-    /// 2 MiB and 262 144 at 4 KiB. The answer is a snapshot: pins taken or dropped during the
-    /// walk may or may not be counted.
-    ///
-    /// A small (4 KiB) folio's pins are read as its count over the pin bias, as
-    /// `folio_maybe_dma_pinned` does: exact while it holds fewer than 1024 plain references.
-    /// During background init the walk syncs the descriptors it reads (a folio never
-    /// initialised holds no pin); once the device is torn down every count reads zero.
-    pub fn pin_stats(&self) -> PinStats {
-        let pgmap = &self.dev.pgmap;
-        let step = self.dev.align.nr_pages();
-        let mut stats = PinStats::default();
-        for range in self.dev.ranges.iter().map(|r| r.pfns) {
-            let mut pfn = range.start();
-            while pfn < range.end() {
-                let Ok(folio) = pgmap.folio(pfn) else {
-                    pfn = pfn.add(step);
-                    continue;
-                };
-                let pins = if folio.order().get() > 0 {
-                    folio.pincount().max(0) as u64
-                } else {
-                    (folio.refcount().max(0) / GUP_PIN_COUNTING_BIAS) as u64
-                };
-                if pins > 0 {
-                    stats.pinned_bytes += folio.nr_pages() * PAGE_SIZE;
-                    stats.pin_refs += pins;
-                }
-                let next: Pfn = folio.range().end();
-                pfn = if next > pfn { next } else { pfn.add(step) };
+/// The pins on `dev` now (see `DaxDevice::pin_stats`).
+pub(super) fn pin_stats(dev: &DeviceCore) -> PinStats {
+    let pgmap = &dev.pgmap;
+    let step = dev.align.nr_pages();
+    let mut stats = PinStats::default();
+    for range in dev.ranges.iter().map(|r| r.pfns) {
+        let mut pfn = range.start();
+        while pfn < range.end() {
+            let Ok(folio) = pgmap.folio(pfn) else {
+                pfn = pfn.add(step);
+                continue;
+            };
+            let pins = if folio.order().get() > 0 {
+                folio.pincount().max(0) as u64
+            } else {
+                (folio.refcount().max(0) / GUP_PIN_COUNTING_BIAS) as u64
+            };
+            if pins > 0 {
+                stats.pinned_bytes += folio.nr_pages() * PAGE_SIZE;
+                stats.pin_refs += pins;
             }
+            let next: Pfn = folio.range().end();
+            pfn = if next > pfn { next } else { pfn.add(step) };
         }
-        stats.referenced_bytes = stats.pin_refs * PAGE_SIZE;
-        stats
     }
+    stats.referenced_bytes = stats.pin_refs * PAGE_SIZE;
+    stats
 }

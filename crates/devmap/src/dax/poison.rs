@@ -1,11 +1,13 @@
 //! What a device keeps about poison, below the procedures that use it: how much of a leaf a
 //! memory error takes ([`Granularity`]), what a mapping's owner is told ([`PoisonNotice`],
 //! the owner callback slot), where the device's bad-page list goes as it changes (the
-//! badblocks sink), and the device's poison lock (the kernel's `dax_lock_folio`).
+//! badblocks sink), and the device's poison lock (devmap's own: the kernel's `dax_lock_folio`
+//! takes no lock for device-dax, whose faults do not look for poison).
 //!
-//! `Leaf` granularity (the kernel's) takes the whole leaf from every mapping that has it; the
-//! next access is caught and the fault path refuses the poisoned leaf, so every page of it
-//! raises SIGBUS. `Page` takes only the poisoned page: its entry is zapped and a
+//! `Leaf` granularity (what the kernel's `unmap_and_kill` takes) takes the whole leaf from
+//! every mapping that has it; the next access is caught and the fault path refuses the
+//! poisoned leaf, so every page of it raises SIGBUS (the kernel's `dev_dax_huge_fault` maps
+//! the leaf again instead: DESIGN §8). `Page` takes only the poisoned page: its entry is zapped and a
 //! `UFFDIO_POISON` marker put in its place, and the mapping keeps the rest of the leaf. A
 //! device that does not catch touches (files, `/dev/dax`) is always `Leaf`: the leaf is fenced
 //! in each mapping (replaced by a mapping of an empty file) and mapped back when the poison is
@@ -52,9 +54,9 @@ impl Granularity {
 
 crate::units::named_values!(Granularity, "granularity", ["page", "leaf"]);
 
-/// What one mapping's owner is told about one memory error (the kernel's `kill_procs`
-/// arguments: the address, how much is lost around it, and whether the error was met by an
-/// access).
+/// What one mapping's owner is told about one memory error (the kernel's `kill_proc`
+/// arguments: the address, how much is lost around it, and which signal: `BUS_MCEERR_AR` for
+/// the mapping whose access met the error, `BUS_MCEERR_AO` for the others).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoisonNotice {
     /// The mapping.
@@ -66,8 +68,10 @@ pub struct PoisonNotice {
     /// log2 of the bytes lost around `addr` (`addr_lsb`): 12 in `Page` mode, the leaf's
     /// shift (21, 30) in `Leaf` mode.
     pub shift: u32,
-    /// Whether an access met the error (`MF_ACTION_REQUIRED`), as opposed to a scrub finding
-    /// it.
+    /// `BUS_MCEERR_AR` rather than `AO`: this mapping is the current one, whose own access
+    /// met the error (`kill_proc` with `MF_ACTION_REQUIRED` and `t == current`); every other
+    /// recipient gets `AO`. With [`MfFlags::TELL_ALL`](crate::memory_failure::MfFlags::TELL_ALL),
+    /// the caller's `MF_ACTION_REQUIRED` for every mapping.
     pub action_required: bool,
 }
 
@@ -124,7 +128,7 @@ impl std::fmt::Debug for BadblocksSink {
     }
 }
 
-/// The device's poison lock (the kernel's `dax_lock_folio`): faults run inside a read
+/// The device's poison lock (where the kernel has `dax_lock_folio`): faults run inside a read
 /// section, revoking and clearing poison inside a write one. A page is flagged poisoned
 /// before the write section that revokes it, so a fault's read section either ends
 /// before that section (and the fault's mapping is revoked by it) or starts after it (and sees
@@ -144,30 +148,49 @@ impl PoisonLock {
     }
 }
 
-/// A mapping's owner, if one was named.
+/// A mapping's owner, if one was named, and whether it is told of errors it has not met
+/// (`PR_MCE_KILL_EARLY`).
 #[derive(Default)]
-pub(super) struct OwnerSlot(Mutex<Option<Arc<OwnerFn>>>);
+pub(super) struct OwnerSlot(Mutex<Owner>);
+
+/// What an [`OwnerSlot`] holds.
+#[derive(Default)]
+struct Owner {
+    callback: Option<Arc<OwnerFn>>,
+    early_kill: bool,
+}
 
 impl OwnerSlot {
     pub(super) fn set(&self, owner: Arc<OwnerFn>) {
-        *self.0.lock() = Some(owner);
+        self.0.lock().callback = Some(owner);
     }
 
-    pub(super) fn get(&self) -> Option<Arc<OwnerFn>> {
-        self.0.lock().clone()
+    /// Makes the mapping an early-kill one (`prctl(PR_MCE_KILL, PR_MCE_KILL_SET,
+    /// PR_MCE_KILL_EARLY)` for its task), or a late-kill one again (the default, as
+    /// `vm.memory_failure_early_kill` is 0).
+    pub(super) fn set_early_kill(&self, early: bool) {
+        self.0.lock().early_kill = early;
+    }
+
+    pub(super) fn early_kill(&self) -> bool {
+        self.0.lock().early_kill
+    }
+
+    /// The owner and its early-kill setting, read together.
+    pub(super) fn snapshot(&self) -> (Option<Arc<OwnerFn>>, bool) {
+        let o = self.0.lock();
+        (o.callback.clone(), o.early_kill)
     }
 }
 
 impl std::fmt::Debug for OwnerSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let o = self.0.lock();
         write!(
             f,
-            "OwnerSlot({})",
-            if self.0.lock().is_some() {
-                "set"
-            } else {
-                "none"
-            }
+            "OwnerSlot({}, {})",
+            if o.callback.is_some() { "set" } else { "none" },
+            if o.early_kill { "early" } else { "late" }
         )
     }
 }

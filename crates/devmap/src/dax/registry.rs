@@ -16,15 +16,17 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
+use super::MappingId;
 use super::device_core::DeviceCore;
 use crate::addr::{PAGE_SIZE, Pfn};
 use crate::pgmap::Pgmap;
 
-/// A mapping's entry: where it ends, its first device byte, and its device.
+/// A mapping's entry: where it ends, its first device byte, its id and its device.
 #[derive(Debug)]
 struct MappingEntry {
     end: usize,
     offset: u64,
+    id: MappingId,
     device: Weak<DeviceCore>,
 }
 
@@ -89,9 +91,10 @@ impl Drop for MappingListed {
     }
 }
 
-/// Lists the mapping of device bytes `[offset, offset + len)` at user address `base`.
+/// Lists mapping `id`, of device bytes `[offset, offset + len)`, at user address `base`.
 pub(super) fn list_mapping(
     dev: &Arc<DeviceCore>,
+    id: MappingId,
     base: usize,
     len: u64,
     offset: u64,
@@ -101,6 +104,7 @@ pub(super) fn list_mapping(
         MappingEntry {
             end: base.saturating_add(len as usize),
             offset,
+            id,
             device: Arc::downgrade(dev),
         },
     );
@@ -125,19 +129,34 @@ pub(super) fn device_by_pgmap(pgmap: &Pgmap) -> Option<Arc<DeviceCore>> {
         .and_then(Weak::upgrade)
 }
 
-/// The pgmap and pfn behind user address `addr` of a live device-dax mapping, if it is one:
-/// the one mapping whose range holds it, found by address.
-pub(crate) fn locate(addr: usize) -> Option<(Arc<Pgmap>, Pfn)> {
-    let (device, byte) = {
+/// What is behind a user address of a live device-dax mapping.
+#[derive(Debug)]
+pub(crate) struct Located {
+    /// The device's pgmap.
+    pub(crate) pgmap: Arc<Pgmap>,
+    /// The 4 KiB page at the address.
+    pub(crate) pfn: Pfn,
+    /// The mapping whose range holds the address.
+    pub(crate) mapping: MappingId,
+}
+
+/// The pgmap, pfn and mapping behind user address `addr` of a live device-dax mapping, if it
+/// is one: the one mapping whose range holds it, found by address.
+pub(crate) fn locate(addr: usize) -> Option<Located> {
+    let (device, byte, mapping) = {
         let r = REGISTRY.lock();
         let (&base, m) = r.by_address.range(..=addr).next_back()?;
         if addr >= m.end {
             return None;
         }
-        (m.device.upgrade()?, m.offset + (addr - base) as u64)
+        (m.device.upgrade()?, m.offset + (addr - base) as u64, m.id)
     };
     let pfn = device.pgoff_to_pfn(byte / PAGE_SIZE, 1)?;
-    Some((Arc::clone(&device.pgmap), pfn))
+    Some(Located {
+        pgmap: Arc::clone(&device.pgmap),
+        pfn,
+        mapping,
+    })
 }
 
 /// Holds the registry (for a test showing the memory-error signal handler never takes it).

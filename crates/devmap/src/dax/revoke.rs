@@ -1,43 +1,85 @@
-//! The device's side of memory failure under its poison lock, held exclusively (the kernel's
-//! `dax_lock_folio`): revoking a poisoned leaf from every mapping that has it and telling each
-//! mapping's owner what it lost (`mf_generic_kill_procs`, `unmap_and_kill`), and clearing
-//! poison again (`ndctl clear-errors`). Both record the change in the device's bad pages and
-//! tell its badblocks sink, outside the lock. How much a mapping loses follows the device's
+//! The device's side of memory failure under its poison lock, held exclusively: revoking a
+//! poisoned leaf from every mapping that has it (`mf_generic_kill_procs`, `unmap_and_kill`),
+//! telling the owners `kill_proc` would signal ([`Recipients`]), and clearing poison again
+//! (`ndctl clear-errors`). Both record the change in the device's bad pages and tell its
+//! badblocks sink, outside the lock. How much a mapping loses follows the device's
 //! [`Granularity`] (poison.rs).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use super::DaxError;
 use super::device_core::{DeviceCore, MappingCore};
 use super::poison::{Granularity, OwnerFn, PoisonNotice};
-use super::registry;
+use super::{DaxError, MappingId, registry};
 use crate::addr::{Order, PAGE_SIZE, Pfn};
 use crate::pgmap::Pgmap;
 
+/// Who is told of an error, as the kernel's `collect_procs` (with `force_early`, as
+/// `mf_generic_kill_procs` calls it) and `kill_proc` choose: the current mapping, whose own
+/// access met the error, gets `BUS_MCEERR_AR`; every other mapping that lost the page and is
+/// early-kill (`DaxMapping::set_early_kill`) gets `AO`; the rest are not told, and learn
+/// by SIGBUS when they touch the lost bytes. `tell_all` is devmap's own older rule instead:
+/// every mapping that lost the page is told, with `action_required` as the caller passed it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Recipients {
+    /// The mapping whose own access met the error (the kernel's `current`), if any.
+    pub(crate) current: Option<MappingId>,
+    /// Tell every mapping that lost the page (`MfFlags::TELL_ALL`).
+    pub(crate) tell_all: bool,
+    /// The caller's `MF_ACTION_REQUIRED`, which `tell_all` passes on to every notice.
+    pub(crate) action_required: bool,
+}
+
+impl Recipients {
+    /// Whether the owner of `m` (early-kill or not) is told, and with `BUS_MCEERR_AR`.
+    fn choose(&self, m: MappingId, early_kill: bool) -> Option<bool> {
+        let current = self.current == Some(m);
+        if self.tell_all {
+            Some(self.action_required)
+        } else if current {
+            Some(true)
+        } else {
+            early_kill.then_some(false)
+        }
+    }
+}
+
+/// What a revocation did.
+#[derive(Debug, Default)]
+pub(crate) struct Revocation {
+    /// One per mapping that had the leaf and lost it (all or part), in mapping order, with
+    /// what it lost.
+    pub(crate) revoked: Vec<PoisonNotice>,
+    /// What each owner chosen by [`Recipients`] was told, in mapping order.
+    pub(crate) told: Vec<PoisonNotice>,
+}
+
 /// The generic memory-failure path for a device-dax pfn (the caller has flagged the page):
-/// revokes the leaf from every mapping of the device that has it and tells their owners.
-/// The device is the one whose address space the folio's `mapping` names, or, for a folio
-/// no mapping ever named, the one whose pgmap holds it (so its bad pages still record the
-/// error). `None` if no device-dax device owns the pgmap (a bare pgmap has no mappings).
+/// revokes the leaf from every mapping of the device that has it and tells the owners
+/// `to` chooses. The device is the one whose address space the folio's `mapping` names, or,
+/// for a folio no mapping ever named, the one whose pgmap holds it (so its bad pages still
+/// record the error). `None` if no device-dax device owns the pgmap (a bare pgmap has no
+/// mappings).
 pub(crate) fn revoke(
     pgmap: &Pgmap,
     pfn: Pfn,
     folio_mapping: u64,
-    action_required: bool,
-) -> Option<Vec<PoisonNotice>> {
+    to: Recipients,
+) -> Option<Revocation> {
     let device = registry::device_by_address_space(folio_mapping)
         .filter(|d| std::ptr::eq(Arc::as_ptr(&d.pgmap), pgmap))
         .or_else(|| registry::device_by_pgmap(pgmap))?;
-    Some(device.revoke(pfn, action_required))
+    Some(device.revoke(pfn, to))
 }
 
 impl DeviceCore {
     /// Revokes the leaf holding `pfn` from every mapping that has it faulted, records the bad
-    /// page, and tells the owners (after every revocation, outside every lock).
-    fn revoke(&self, pfn: Pfn, action_required: bool) -> Vec<PoisonNotice> {
+    /// page, and tells the owners `to` chooses (after every revocation, outside every lock).
+    /// The current mapping is told even if it no longer has the leaf (a `Leaf` revoked by an
+    /// earlier error, which devmap does not fault again): its access met the error.
+    fn revoke(&self, pfn: Pfn, to: Recipients) -> Revocation {
         let Some(pgoff) = self.pfn_to_pgoff(pfn) else {
-            return Vec::new();
+            return Revocation::default();
         };
         let leaf_pages = self.align.nr_pages();
         let leaf_pgoff = pgoff - pgoff % leaf_pages;
@@ -47,7 +89,8 @@ impl DeviceCore {
             Granularity::Leaf => self.align.get() + 12,
         };
         let mappings: Vec<Arc<MappingCore>> = self.mappings.lock().values().cloned().collect();
-        let mut told: Vec<(PoisonNotice, Option<Arc<OwnerFn>>)> = Vec::new();
+        let mut out = Revocation::default();
+        let mut owners: Vec<Option<Arc<OwnerFn>>> = Vec::new();
         let mut released = Vec::new();
         let new;
         {
@@ -63,60 +106,74 @@ impl DeviceCore {
                     continue;
                 }
                 let rel = leaf_byte - m.offset;
-                match granularity {
-                    Granularity::Leaf => {
-                        let Some(fm) = m.leaves.lock().remove(&leaf_pgoff) else {
-                            continue;
-                        };
-                        m.bits.clear(rel / self.align.bytes());
-                        // Caught: zapped, the next touch is refused by the fault path. Not
-                        // caught: fenced, so that a touch raises SIGBUS rather than reach the
-                        // bytes again. Neither fails for a range inside the mapping.
-                        // A client's window is the client's: its entries stay (see DESIGN §9).
-                        let _ = match (m.window.local(), &m.uffd) {
-                            (Some(w), Some(_)) => w.discard(rel, self.align.bytes()),
-                            (Some(w), None) => w.fence(rel, self.align.bytes()),
-                            (None, _) => Ok(()),
-                        };
-                        released.push(fm);
-                    }
+                let had = match granularity {
+                    Granularity::Leaf => match m.leaves.lock().remove(&leaf_pgoff) {
+                        Some(fm) => {
+                            m.bits.clear(rel / self.align.bytes());
+                            // Caught: zapped, the next touch is refused by the fault path.
+                            // Not caught: fenced, so that a touch raises SIGBUS rather than
+                            // reach the bytes again. Neither fails for a range inside the
+                            // mapping. A client's window is the client's: its entries stay
+                            // (see DESIGN §9).
+                            let _ = match (m.window.local(), &m.uffd) {
+                                (Some(w), Some(_)) => w.discard(rel, self.align.bytes()),
+                                (Some(w), None) => w.fence(rel, self.align.bytes()),
+                                (None, _) => Ok(()),
+                            };
+                            released.push(fm);
+                            true
+                        }
+                        None => false,
+                    },
                     Granularity::Page => {
-                        if !m.leaves.lock().contains_key(&leaf_pgoff) {
-                            continue;
+                        let had = m.leaves.lock().contains_key(&leaf_pgoff);
+                        if had {
+                            // Only the poisoned page goes: its entry is zapped and replaced
+                            // by a poison marker; the mapping keeps the leaf and its other
+                            // pages.
+                            let page = pgoff * PAGE_SIZE - m.offset;
+                            if let Some(w) = m.window.local() {
+                                let _ = w.discard(page, PAGE_SIZE);
+                            }
+                            if let Some(uffd) = &m.uffd {
+                                let _ = uffd.poison(m.base as u64 + page, PAGE_SIZE);
+                            }
                         }
-                        // Only the poisoned page goes: its entry is zapped and replaced by a
-                        // poison marker; the mapping keeps the leaf and its other pages.
-                        let page = pgoff * PAGE_SIZE - m.offset;
-                        if let Some(w) = m.window.local() {
-                            let _ = w.discard(page, PAGE_SIZE);
-                        }
-                        if let Some(uffd) = &m.uffd {
-                            let _ = uffd.poison(m.base as u64 + page, PAGE_SIZE);
-                        }
+                        had
                     }
+                };
+                if !had && to.current != Some(m.id) {
+                    continue;
                 }
-                let notice = PoisonNotice {
+                let (owner, early_kill) = m.owner.snapshot();
+                let mut notice = PoisonNotice {
                     mapping: m.id,
                     pfn,
                     addr: m.base + (pgoff * PAGE_SIZE - m.offset) as usize,
                     shift,
-                    action_required,
+                    action_required: false,
                 };
-                told.push((notice, m.owner.get()));
+                let told = to.choose(m.id, early_kill);
+                if let Some(ar) = told {
+                    notice.action_required = ar;
+                    out.told.push(notice);
+                    owners.push(owner);
+                }
+                if had {
+                    out.revoked.push(notice);
+                }
             }
         }
         drop(released);
         if new {
             self.badblocks_sink.tell(&self.badblocks.lock());
         }
-        let mut notices = Vec::with_capacity(told.len());
-        for (notice, owner) in told {
+        for (notice, owner) in out.told.iter().zip(owners) {
             if let Some(owner) = owner {
-                owner(&notice);
+                owner(notice);
             }
-            notices.push(notice);
         }
-        notices
+        out
     }
 
     /// Clears the poison of `[offset, offset + len)` once its owner has rewritten or discarded

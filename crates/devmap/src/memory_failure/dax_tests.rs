@@ -1,8 +1,9 @@
 //! Memory failure on a device-dax device with real mappings: one 4 KiB page poisoned under a
-//! 2 MiB leaf mapped three times. Each owner is told once, with the page's address in its
-//! mapping and the shift of what it lost; a read of the lost bytes dies of SIGBUS at that
-//! address (in a child process); in `Page` mode the other 511 pages keep their bytes, in
-//! `Leaf` mode the whole leaf is gone. Clearing the poison brings the bytes back.
+//! 2 MiB leaf mapped three times. Each (early-kill) owner is told once, with the page's
+//! address in its mapping and the shift of what it lost; a read of the lost bytes dies of
+//! SIGBUS at that address (in a child process); in `Page` mode the other 511 pages keep their
+//! bytes, in `Leaf` mode the whole leaf is gone. Clearing the poison brings the bytes back.
+//! Who is told, and repeated errors, are `kill_tests`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,13 +17,13 @@ use crate::backing::test_child::{report_sigbus_address, run_ignored_with};
 use crate::dax::{DaxDevice, DaxError, DaxMapping, DaxOptions, Faults, Granularity};
 use crate::init::InitMode;
 
-const MIB: u64 = 1 << 20;
-const LEAF: u64 = 2 * MIB;
+pub(super) const MIB: u64 = 1 << 20;
+pub(super) const LEAF: u64 = 2 * MIB;
 /// The poisoned page: page 7 of the device's second leaf.
-const BAD: u64 = LEAF + 7 * PAGE_SIZE;
+pub(super) const BAD: u64 = LEAF + 7 * PAGE_SIZE;
 const CHILD: &str = "DEVMAP_MF_CHILD";
 
-fn device(space: &DeviceSpace, granularity: Granularity) -> DaxDevice {
+pub(super) fn device(space: &DeviceSpace, granularity: Granularity) -> DaxDevice {
     let mut opts = DaxOptions::new(Order::PMD);
     opts.init = InitMode::Sync;
     opts.faults = Faults::Userfaultfd;
@@ -32,7 +33,7 @@ fn device(space: &DeviceSpace, granularity: Granularity) -> DaxDevice {
 
 /// Three mappings that all hold the second leaf: the whole device, that leaf alone, and the
 /// first two leaves.
-fn three(dev: &DaxDevice) -> [DaxMapping; 3] {
+pub(super) fn three(dev: &DaxDevice) -> [DaxMapping; 3] {
     [
         dev.mmap(0, 8 * MIB, true).expect("mmap"),
         dev.mmap(LEAF, LEAF, true).expect("mmap"),
@@ -41,13 +42,13 @@ fn three(dev: &DaxDevice) -> [DaxMapping; 3] {
 }
 
 /// Byte offset of device offset `at` in `m`.
-fn rel(m: &DaxMapping, at: u64) -> u64 {
+pub(super) fn rel(m: &DaxMapping, at: u64) -> u64 {
     at - m.offset()
 }
 
 /// Writes one marked byte per page of the second leaf through `m`, then touches the leaf in
 /// every mapping so that each has it faulted in.
-fn fill_and_fault(maps: &[DaxMapping; 3]) {
+pub(super) fn fill_and_fault(maps: &[DaxMapping; 3]) {
     for page in 0..512u64 {
         let at = LEAF + page * PAGE_SIZE;
         maps[0]
@@ -96,12 +97,18 @@ fn mf_child() {
     for m in &maps {
         let told = Arc::clone(&told);
         m.set_owner(Arc::new(move |n: &PoisonNotice| told.lock().push(*n)));
+        // Told of an error none of them met (by pfn, no mapping is current): early kill.
+        m.set_early_kill(true);
     }
     fill_and_fault(&maps);
     let bad = dev.pfn_at(BAD).expect("pfn");
     let report = memory_failure(&space, bad, MfFlags::ACTION_REQUIRED).expect("handled");
     let told = told.lock().clone();
     assert_eq!(told, report.notices, "each owner told what the report says");
+    assert_eq!(
+        told, report.revoked,
+        "every mapping lost the page, and was told"
+    );
     let shift = if mode == "page" { 12 } else { 21 };
     assert_eq!(dev.granularity() == Granularity::Page, mode == "page");
     for m in &maps {
@@ -110,7 +117,8 @@ fn mf_child() {
         assert_eq!(mine[0].addr, m.addr() + rel(m, BAD) as usize);
         assert_eq!(
             (mine[0].shift, mine[0].pfn, mine[0].action_required),
-            (shift, bad, true)
+            (shift, bad, false),
+            "BUS_MCEERR_AO: not the current mapping's access"
         );
         // Leaf mode takes the leaf away; Page mode leaves it mapped but for the one page.
         assert_eq!(m.is_faulted(mine[0].addr), mode == "page", "{mode}");
@@ -278,6 +286,7 @@ fn revocation_time() {
             m.set_owner(Arc::new(move |_: &PoisonNotice| {
                 told.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }));
+            m.set_early_kill(true);
             m.populate(m.addr(), m.len()).expect("fault every leaf in");
         }
         let mut ns: Vec<u128> = (0..LEAVES)
@@ -372,7 +381,7 @@ fn pins_that_exist_stay_and_are_reported_new_ones_fail() {
 #[test]
 fn each_error_reaches_the_device_its_folio_or_address_names_among_several() {
     // Three devices in three spaces, two mappings each, every leaf faulted. An error by pfn
-    // reaches the device the folio's `mapping` names and tells its two mappings only; an
+    // reaches the device the folio's `mapping` names and revokes its two mappings only; an
     // error by address reaches the one mapping that holds the address; an address no live
     // mapping holds (one unmapped since) is not devmap's.
     let spaces: Vec<DeviceSpace> = (0..3).map(|_| DeviceSpace::new()).collect();
@@ -398,7 +407,7 @@ fn each_error_reaches_the_device_its_folio_or_address_names_among_several() {
         let folio = d.pgmap().folio(pfn).expect("folio");
         assert_eq!(folio.mapping(), d.address_space());
         let report = memory_failure(&spaces[i], pfn, MfFlags::NONE).expect("memory_failure");
-        let ids: Vec<_> = report.notices.iter().map(|n| n.mapping).collect();
+        let ids: Vec<_> = report.revoked.iter().map(|n| n.mapping).collect();
         assert_eq!(ids, vec![maps[i][0].id(), maps[i][1].id()], "device {i}");
         assert_eq!(d.badblocks(), vec![(BAD, PAGE_SIZE)]);
     }

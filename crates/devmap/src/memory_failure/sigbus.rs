@@ -2,7 +2,9 @@
 //! (an access met poison) and `BUS_MCEERR_AO` (poison was found; no access yet) whose
 //! `si_addr` lies in a device-dax mapping of this process. The kernel sends these when its own
 //! memory failure handling hits a page mapped here; devmap then runs [`memory_failure_at`] for
-//! the address, so its metadata, revocation and owners follow the hardware.
+//! the address, so its metadata, revocation and owners follow the hardware. An `AR` makes the
+//! mapping holding `si_addr` the current one, whose owner is told with `BUS_MCEERR_AR`; an
+//! `AO` reaches early-kill owners only.
 //!
 //! The handler is async-signal-safe by construction: it reads the signal's fields, asks the
 //! lock-free address table ([`crate::dax::is_devmap_address`]) whether the address is devmap's,

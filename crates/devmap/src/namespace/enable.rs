@@ -34,7 +34,7 @@ use crate::backing::Backing;
 use crate::dax::{DaxDevice, DaxError, DaxOptions, Placement};
 use crate::desc::PgmapId;
 use crate::memmap::{Layout, MemmapRoom};
-use crate::memory_failure::{MfError, MfFlags, memory_failure};
+use crate::memory_failure::{MfFlags, memory_failure};
 use crate::pgmap::{DeviceSpace, MemmapPlace, PgmapError};
 
 /// How an enable got its memmap.
@@ -235,19 +235,15 @@ impl Region {
                     name: name.into(),
                     why: format!("bad page {page} is outside the namespace's data"),
                 })?;
-            match memory_failure(space, pfn, MfFlags::NONE) {
-                Ok(_) => {}
-                // An adopted memmap keeps its poison flags: the device still has to record
-                // the page and refuse it (no mapping exists yet, so nothing is revoked).
-                Err(MfError::AlreadyPoisoned { .. }) => {
-                    let _ = crate::dax::revoke(device.pgmap(), pfn, 0, false);
-                }
-                Err(e) => {
-                    return Err(RegionError::Enable {
-                        name: name.into(),
-                        why: format!("poisoning bad page {page} again: {e}"),
-                    });
-                }
+            // Nothing maps the device yet, so no folio has a `mapping`: the kernel's
+            // memory_failure would refuse each page (-EBUSY). The replay asks for the page to
+            // be flagged and recorded anyway. An adopted memmap keeps its poison flags; the
+            // page is handled again as a repeated error is, and the device records it.
+            if let Err(e) = memory_failure(space, pfn, MfFlags::RECORD_UNMAPPED) {
+                return Err(RegionError::Enable {
+                    name: name.into(),
+                    why: format!("poisoning bad page {page} again: {e}"),
+                });
             }
         }
         device.set_badblocks_sink(std::sync::Arc::new(self.badblocks_writer(&label)?));

@@ -23,7 +23,9 @@
 //! | 8184..8192 | checksum |
 //!
 //! An entry: uuid (16), name (64, NUL-padded), offset in the region (8), size (8), align (8),
-//! mode (4), map (4), geometry (4, version 1.1), 12 zero bytes.
+//! mode (4), map (4), geometry (4, version 1.1), then owner uid (4), gid (4) and access mode
+//! (4, version 1.2; all zero for the default, root and 0600; else the mode's permission bits
+//! with bit 16 set).
 //!
 //! The geometry says which rule placed the namespace's data ([`GeometryRule`]): 0 for the rule
 //! of version 1.0 (the data offset on the namespace's own align), 1 for `nd_pfn_init`'s with
@@ -31,7 +33,12 @@
 //! its end truncated). At 2 MiB and 1 GiB both rules give one layout, written 0. Version 1.1 is
 //! written only when some entry says 1, so that an index of namespaces whose layout version 1.0
 //! describes stays readable by a devmap that knows only 1.0; such a devmap refuses a 1.1 index
-//! as newer instead of misreading a 4 KiB-aligned namespace's layout.
+//! as newer instead of misreading a 4 KiB-aligned namespace's layout. Likewise version 1.2 is
+//! written only when some namespace has an owner other than the default ([`Owner`]: who may
+//! open it through `devmap serve`, as a `/dev/dax` node's owner, group and mode), so that an
+//! older devmap refuses such an index rather than drop its owners on the next write. Every
+//! index is written at the lowest version that describes it, and one of a higher version than
+//! its namespaces need is refused.
 
 use super::ondisk::{self, Header, map_code, map_of, mode_code, mode_of, u32_at, u64_at};
 use super::{GeometryRule, Namespace};
@@ -45,13 +52,68 @@ pub const MAX_NAMESPACES: usize = 48;
 /// The signature.
 pub const LABEL_SIGNATURE: [u8; 16] = *b"DEVMAP_LABELS\0\0\0";
 /// The newest version written and read.
-pub const LABEL_VERSION: (u16, u16) = (1, 1);
-/// The version of an index whose every namespace has the layout version 1.0 describes.
-const VERSION_OWN_ALIGN: (u16, u16) = (1, 0);
+pub const LABEL_VERSION: (u16, u16) = (1, 2);
 
 const ENTRY_LEN: usize = 128;
 const ENTRIES_AT: usize = 56;
 const CHECKSUM_AT: usize = LABEL_INDEX_LEN - 8;
+
+/// Who may open a namespace through `devmap serve`: its owner, group and permission bits, as a
+/// `/dev/dax` node's. The default is the kernel's for a new node: root, group root, 0600.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Owner {
+    /// The owner's uid.
+    pub uid: u32,
+    /// The group's gid.
+    pub gid: u32,
+    /// Permission bits (`0o777` at most): read and write are what opening needs.
+    pub mode: u32,
+}
+
+impl Owner {
+    /// Root, group root, 0600.
+    pub const DEFAULT: Owner = Owner {
+        uid: 0,
+        gid: 0,
+        mode: 0o600,
+    };
+
+    /// Whether a process of `uid`, in the groups `gids`, may open the namespace for reading
+    /// and writing (a device-dax mapping is shared and writable): root always may, as with
+    /// `CAP_DAC_OVERRIDE`; otherwise the owner's bits for the owner, the group's for a member
+    /// of the group, the others' for the rest, as `generic_permission` decides.
+    pub fn permits(&self, uid: u32, gids: &[u32]) -> bool {
+        let rw = if uid == 0 {
+            return true;
+        } else if uid == self.uid {
+            self.mode >> 6
+        } else if gids.contains(&self.gid) {
+            self.mode >> 3
+        } else {
+            self.mode
+        };
+        rw & 0o6 == 0o6
+    }
+}
+
+impl Default for Owner {
+    fn default() -> Owner {
+        Owner::DEFAULT
+    }
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "uid {} gid {} mode {:04o}",
+            self.uid, self.gid, self.mode
+        )
+    }
+}
+
+/// The bit an explicit owner's stored mode carries, so that a default entry stays all zero.
+const OWNER_SET: u32 = 1 << 16;
 
 /// One namespace of a region, as its label records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +126,8 @@ pub struct Label {
     pub offset: u64,
     /// Its geometry.
     pub namespace: Namespace,
+    /// Who may open it through `devmap serve`.
+    pub owner: Owner,
 }
 
 /// One copy of the index, decoded.
@@ -144,11 +208,7 @@ impl LabelIndex {
     pub fn encode(&self) -> Result<[u8; LABEL_INDEX_LEN], LabelError> {
         self.check()?;
         let mut b = [0u8; LABEL_INDEX_LEN];
-        let version = if self.labels.iter().any(|l| geometry_code(&l.namespace) != 0) {
-            LABEL_VERSION
-        } else {
-            VERSION_OWN_ALIGN
-        };
+        let version = (LABEL_VERSION.0, required_minor(&self.labels));
         ondisk::write_header(&mut b, &LABEL_SIGNATURE, version);
         b[20..24].copy_from_slice(&self.seq.to_le_bytes());
         b[24..40].copy_from_slice(&self.region_uuid);
@@ -165,6 +225,11 @@ impl LabelIndex {
             e[104..108].copy_from_slice(&mode_code(ns.mode()).to_le_bytes());
             e[108..112].copy_from_slice(&map_code(ns.map()).to_le_bytes());
             e[112..116].copy_from_slice(&geometry_code(ns).to_le_bytes());
+            if l.owner != Owner::DEFAULT {
+                e[116..120].copy_from_slice(&l.owner.uid.to_le_bytes());
+                e[120..124].copy_from_slice(&l.owner.gid.to_le_bytes());
+                e[124..128].copy_from_slice(&(l.owner.mode | OWNER_SET).to_le_bytes());
+            }
         }
         ondisk::seal(&mut b);
         Ok(b)
@@ -263,11 +328,13 @@ impl LabelIndex {
             }
             labels.push(decode_entry(i, e, minor)?);
         }
-        if minor >= LABEL_VERSION.1 && !labels.iter().any(|l| geometry_code(&l.namespace) != 0) {
-            return Err(invalid(
-                "version 1.1 without a namespace laid out by nd_pfn_init's rule (geometry 1): \
-                 such an index is written as 1.0",
-            ));
+        let needed = required_minor(&labels);
+        if minor != needed {
+            return Err(invalid(format!(
+                "version 1.{minor} where its namespaces need 1.{needed} (1.1: a namespace laid \
+                 out by nd_pfn_init's rule, geometry 1; 1.2: a namespace with an owner other \
+                 than root 0600): an index is written at the lowest version that describes it"
+            )));
         }
         if b[ENTRIES_AT + MAX_NAMESPACES * ENTRY_LEN..CHECKSUM_AT]
             .iter()
@@ -307,11 +374,12 @@ fn decode_entry(i: usize, e: &[u8], minor: u16) -> Result<Label, LabelError> {
     let name = std::str::from_utf8(&name_field[..len])
         .map_err(|err| invalid(format!("entry {i}'s name is not UTF-8: {err}")))?
         .to_owned();
-    if e[116..128].iter().any(|&x| x != 0) {
+    if minor < 2 && e[116..128].iter().any(|&x| x != 0) {
         return Err(invalid(format!("entry {i}'s reserved bytes are not zero")));
     }
+    let owner = decode_owner(i, &e[116..128])?;
     let code = u32_at(e, 112);
-    if minor < LABEL_VERSION.1 && code != 0 {
+    if minor < 1 && code != 0 {
         return Err(invalid(format!("entry {i}'s reserved bytes are not zero")));
     }
     let m = u32_at(e, 104);
@@ -343,7 +411,44 @@ fn decode_entry(i: usize, e: &[u8], minor: u16) -> Result<Label, LabelError> {
         name,
         offset: u64_at(e, 80),
         namespace,
+        owner,
     })
+}
+
+/// The owner fields of entry `i`: all zero for the default, else the mode with [`OWNER_SET`].
+fn decode_owner(i: usize, f: &[u8]) -> Result<Owner, LabelError> {
+    let (uid, gid, stored) = (u32_at(f, 0), u32_at(f, 4), u32_at(f, 8));
+    if stored == 0 {
+        if uid != 0 || gid != 0 {
+            return Err(invalid(format!("entry {i} has an owner without a mode")));
+        }
+        return Ok(Owner::DEFAULT);
+    }
+    let mode = stored & !OWNER_SET;
+    if stored & OWNER_SET == 0 || mode > 0o777 {
+        return Err(invalid(format!(
+            "entry {i}'s owner mode {stored:#x} (permission bits with bit 16 set)"
+        )));
+    }
+    let owner = Owner { uid, gid, mode };
+    if owner == Owner::DEFAULT {
+        return Err(invalid(format!(
+            "entry {i} spells out the default owner, which is written as zeros"
+        )));
+    }
+    Ok(owner)
+}
+
+/// The lowest minor version that describes `labels`: 2 with an owner other than the default,
+/// 1 with a namespace of geometry 1, else 0.
+fn required_minor(labels: &[Label]) -> u16 {
+    if labels.iter().any(|l| l.owner != Owner::DEFAULT) {
+        2
+    } else if labels.iter().any(|l| geometry_code(&l.namespace) != 0) {
+        1
+    } else {
+        0
+    }
 }
 
 #[cfg(all(test, not(loom)))]

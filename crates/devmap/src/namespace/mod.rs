@@ -65,6 +65,7 @@ pub use self::infoblock::{
 pub use self::label::LABEL_AREA_BYTES;
 pub use self::label::{
     LABEL_INDEX_LEN, LABEL_SIGNATURE, LABEL_VERSION, Label, LabelError, LabelIndex, MAX_NAMESPACES,
+    Owner,
 };
 pub use self::ondisk::fletcher64;
 pub use self::region::{Access, MIN_REGION_BYTES, Region, RegionError};

@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use super::badblocks::{BADBLOCKS_LEN, BADBLOCKS_OFFSET, Badblocks, BadblocksError};
 use super::infoblock::{INFO_BLOCK_LEN, INFO_BLOCK_OFFSET, InfoBlock, InfoBlockError, InfoFlags};
 use super::label::{
-    LABEL_AREA_BYTES, LABEL_INDEX_LEN, Label, LabelError, LabelIndex, MAX_NAMESPACES, current,
-    next_seq,
+    LABEL_AREA_BYTES, LABEL_INDEX_LEN, Label, LabelError, LabelIndex, MAX_NAMESPACES, Owner,
+    current, next_seq,
 };
 use super::lock::NamespaceLock;
 use super::{MemmapLocation, Namespace, NamespaceError, NamespaceMode};
@@ -177,6 +177,12 @@ pub enum RegionError {
         /// Why its list was refused.
         #[source]
         source: BadblocksError,
+    },
+    /// An owner mode with bits beyond the permission bits.
+    #[error("mode {mode:#o} has bits beyond the permission bits: use at most 0777 (e.g. 0660)")]
+    OwnerMode {
+        /// As asked.
+        mode: u32,
     },
     /// A namespace's info block.
     #[error("namespace {name:?}: {source}")]
@@ -542,6 +548,7 @@ impl Region {
             name: name.into(),
             offset,
             namespace,
+            owner: Owner::DEFAULT,
         };
         let block = InfoBlock {
             uuid: label.uuid,
@@ -575,6 +582,29 @@ impl Region {
         labels.sort_by_key(|l| l.offset);
         self.write_labels(labels)?;
         Ok(label)
+    }
+
+    /// Sets who may open the namespace `name` through `devmap serve` (`create-namespace --uid
+    /// --gid --mode`): a label update, crash-safe as every other. The mode's permission bits
+    /// only (at most 0o777).
+    pub fn set_owner(&mut self, name: &str, owner: Owner) -> Result<(), RegionError> {
+        if self.access != Access::Manage {
+            return Err(RegionError::ReadOnly);
+        }
+        if owner.mode > 0o777 {
+            return Err(RegionError::OwnerMode { mode: owner.mode });
+        }
+        self.namespace(name)?;
+        let labels = self
+            .index
+            .labels
+            .iter()
+            .map(|l| match l.name == name {
+                true => Label { owner, ..l.clone() },
+                false => l.clone(),
+            })
+            .collect();
+        self.write_labels(labels)
     }
 
     /// Destroys the namespace named `name`: its label, then its info block. Its bytes stay

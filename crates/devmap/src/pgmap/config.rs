@@ -17,9 +17,13 @@ use super::{DeviceSpace, Pgmap};
 
 /// Called when a folio's reference count drops to idle (`dev_pagemap_ops::folio_free`).
 pub type FolioFreeFn = dyn Fn(&Folio<'_>) + Send + Sync;
-/// Called on a memory error in `nr_pages` pages from `pfn` (`dev_pagemap_ops::memory_failure`);
-/// returns whether it handled the error (false = fall back to the generic handler).
-pub type MemoryFailureFn = dyn Fn(Pfn, u64) -> bool + Send + Sync;
+/// Called on a memory error in `nr_pages` pages from `pfn` (always 1, as the kernel's
+/// `memory_failure_dev_pagemap` calls it) with the caller's `MF_*` flag bits
+/// (`dev_pagemap_ops::memory_failure`, which returns an int): `Ok(())` when it handled the
+/// error; `Err(errno)` with a positive errno (`libc::EIO`, ...) otherwise. `Err(EOPNOTSUPP)`
+/// says the driver does not handle it, and only then does the generic handler run; every
+/// other result is what `memory_failure` returns (`MfError::Callback` keeps the errno).
+pub type MemoryFailureFn = dyn Fn(Pfn, u64, u32) -> Result<(), i32> + Send + Sync;
 
 /// Driver callbacks (`struct dev_pagemap_ops`).
 #[derive(Clone, Default)]

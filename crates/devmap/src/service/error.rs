@@ -6,7 +6,7 @@ use crate::backing::UffdError;
 use crate::dax::DaxError;
 use crate::errno;
 use crate::gup::GupError;
-use crate::namespace::RegionError;
+use crate::namespace::{Owner, RegionError};
 use crate::wire::WireError;
 
 /// Why the service refused something; a client is told its [`errno`](ServiceError::errno)
@@ -71,6 +71,19 @@ pub enum ServiceError {
         /// The clients' pids.
         pids: Vec<u32>,
     },
+    /// The client may not open the namespace.
+    #[error(
+        "uid {uid} may not open namespace {name:?} ({owner}): it needs read and write; the \
+         namespace's owner sets that with devmap create-namespace --uid --gid --mode"
+    )]
+    Denied {
+        /// The namespace.
+        name: String,
+        /// The client's uid.
+        uid: u32,
+        /// Who may.
+        owner: Owner,
+    },
     /// A handle the client never got, or gave back.
     #[error("no {what} with handle {handle} in this connection")]
     UnknownHandle {
@@ -129,13 +142,14 @@ pub enum ServiceError {
 impl ServiceError {
     /// The kernel-style errno a reply carries.
     pub fn errno(&self) -> i32 {
-        use libc::{EADDRINUSE, EBADF, EBUSY, EFAULT, EINVAL, EIO, ENOENT, ENXIO, EUSERS};
+        use libc::{EACCES, EADDRINUSE, EBADF, EBUSY, EFAULT, EINVAL, EIO, ENOENT, ENXIO, EUSERS};
         match self {
             ServiceError::NoRegion | ServiceError::AmbiguousNamespace { .. } => EINVAL,
             ServiceError::Region { source, .. } => errno::region(source),
             ServiceError::UnknownRegion { .. } | ServiceError::UnknownNamespace { .. } => ENOENT,
             ServiceError::NotEnabled { .. } => ENXIO,
             ServiceError::InUse { .. } => EBUSY,
+            ServiceError::Denied { .. } => EACCES,
             ServiceError::UnknownHandle { .. } => EBADF,
             ServiceError::BadAddress { .. } => EFAULT,
             ServiceError::BadPinFlags { .. } => EINVAL,

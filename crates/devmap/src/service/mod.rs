@@ -31,6 +31,7 @@ use self::session::Peer;
 use self::state::State;
 
 mod error;
+mod notify;
 pub mod proto;
 mod session;
 mod state;
@@ -61,8 +62,15 @@ pub struct ServeOptions {
 struct ClientEntry {
     pid: u32,
     uid: u32,
+    /// Notices dropped because the client's socket was full.
+    #[serde(serialize_with = "lost_notices")]
+    notices_lost: Arc<notify::Notifier>,
     #[serde(skip)]
     stream: Arc<UnixStream>,
+}
+
+fn lost_notices<S: serde::Serializer>(n: &Arc<notify::Notifier>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(n.lost())
 }
 
 /// What sessions and the accept thread share.
@@ -271,12 +279,14 @@ fn accept_loop(shared: &Arc<Shared>, listener: &UnixListener) {
             continue;
         }
         let stream = Arc::new(stream);
+        let notifier = Arc::new(notify::Notifier::new(Arc::clone(&stream)));
         let peer = peer_of(session, creds);
         shared.clients.lock().insert(
             session,
             ClientEntry {
                 pid: peer.pid,
                 uid: peer.uid,
+                notices_lost: Arc::clone(&notifier),
                 stream: Arc::clone(&stream),
             },
         );
@@ -286,7 +296,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: &UnixListener) {
             .name(format!("devmap-serve-{}", peer.pid))
             .spawn(move || {
                 let status = || status_json(&for_thread);
-                session::run(&for_thread.state, &stream, peer, &status);
+                session::run(&for_thread.state, &stream, &notifier, peer, &status);
                 for_thread.clients.lock().remove(&session);
             });
         match spawned {
@@ -308,6 +318,7 @@ fn peer_of(session: u64, c: PeerCredentials) -> Peer {
         session,
         pid: c.pid.unwrap_or(0),
         uid: c.uid,
+        gid: c.gid,
     }
 }
 

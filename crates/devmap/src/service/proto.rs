@@ -43,6 +43,8 @@ pub mod kind {
     pub const ENABLED: u16 = 0x0206;
     /// [`super::PinReply`].
     pub const PINNED: u16 = 0x0207;
+    /// [`super::Notice`], sent unasked (request id 0).
+    pub const NOTICE: u16 = 0x0300;
 }
 
 /// Longest region path or namespace name a request may carry.
@@ -417,4 +419,57 @@ impl Decode for PinReply {
 }
 impl WireMessage for PinReply {
     const KIND: u16 = kind::PINNED;
+}
+
+/// What a [`Notice`] tells.
+pub mod notice {
+    /// The mapping was taken from the client (a forced disable, the service stopping): every
+    /// access to it now raises SIGBUS, and its handle is gone.
+    pub const MAPPING_REVOKED: u8 = 1;
+    /// The pin was dropped (a forced disable): its handle is gone.
+    pub const PIN_DROPPED: u8 = 2;
+    /// Memory under the mapping failed: `len` bytes at `addr` are lost (SIGBUS when touched).
+    pub const MEMORY_LOST: u8 = 3;
+}
+
+/// Something that happened to what a client holds, sent without its asking (request id 0),
+/// between replies: the client reads notices while it waits for a reply, and when it asks for
+/// them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// One of [`notice`]'s codes.
+    pub what: u8,
+    /// The mapping's or the pin's handle.
+    pub handle: u32,
+    /// The client address concerned (the mapping's start, or the lost bytes).
+    pub addr: u64,
+    /// Bytes concerned.
+    pub len: u64,
+    /// The pfn of the first byte concerned, where there is one (0 otherwise).
+    pub pfn: u64,
+}
+
+impl Encode for Notice {
+    fn encode(&self, w: &mut Writer) {
+        w.u8(self.what)
+            .u32(self.handle)
+            .u64(self.addr)
+            .u64(self.len)
+            .u64(self.pfn);
+    }
+}
+
+impl Decode for Notice {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        Ok(Notice {
+            what: r.u8("what")?,
+            handle: r.u32("handle")?,
+            addr: r.u64("addr")?,
+            len: r.u64("len")?,
+            pfn: r.u64("pfn")?,
+        })
+    }
+}
+impl WireMessage for Notice {
+    const KIND: u16 = kind::NOTICE;
 }

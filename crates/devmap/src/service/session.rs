@@ -1,6 +1,8 @@
 //! One client connection: reads its requests in order, answers each (a reply of the request's
-//! kind or an [`ErrorReply`]), and when the client ends (it closes the socket, exits or is
-//! killed: the kernel closes its end) detaches everything the client held. A malformed
+//! kind or an [`ErrorReply`]), and when the client ends detaches everything the client held.
+//! The end is seen either way it shows: the socket closing (the client closed it, exited or
+//! was killed and no other process holds it), or the client's process exiting (its pidfd
+//! turns readable), which also ends a session whose socket a forked child still holds. A malformed
 //! request whose frame boundary survived gets an error and the connection goes on; one that
 //! lost it (bad magic, a truncated frame, misplaced descriptors) ends the connection.
 
@@ -10,6 +12,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
 use super::error::ServiceError;
+use super::notify::Notifier;
 use super::proto::{
     self, Done, Enable, Enabled, ErrorReply, List, Map, Mapped, Namespaces, Open, Opened, Pin,
     PinReply, Status, StatusReply, Unmap, Unpin, WireExtent, kind,
@@ -18,7 +21,7 @@ use super::state::{Attached, AttachedPin, HeldPin, Live, State};
 use crate::backing::{UffdFeatures, Userfaultfd};
 use crate::dax::{ClientFaults, ClientMapping, ClientWindow};
 use crate::gup::{Extent, ExtentLimits, GupFlags};
-use crate::wire::{Frame, Receiver, WireError, WireMessage, send_frame};
+use crate::wire::{Frame, Receiver, WireError, WireMessage};
 
 /// What the service knows of a connected client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,12 +29,14 @@ pub(super) struct Peer {
     pub(super) session: u64,
     pub(super) pid: u32,
     pub(super) uid: u32,
+    pub(super) gid: u32,
 }
 
 /// A client's state while it is connected.
 struct Session<'s> {
     state: &'s State,
     peer: Peer,
+    notifier: &'s Arc<Notifier>,
     /// Opened namespaces by handle.
     opened: BTreeMap<u32, Arc<Live>>,
     next_handle: u32,
@@ -50,12 +55,14 @@ struct Session<'s> {
 pub(super) fn run(
     state: &State,
     stream: &UnixStream,
+    notifier: &Arc<Notifier>,
     peer: Peer,
     status: &(dyn Fn() -> Vec<u8> + Sync),
 ) {
     let mut s = Session {
         state,
         peer,
+        notifier,
         opened: BTreeMap::new(),
         next_handle: 1,
         mappings: BTreeMap::new(),
@@ -64,7 +71,18 @@ pub(super) fn run(
         status,
     };
     let mut rx = Receiver::new();
+    let pidfd = rustix::process::Pid::from_raw(peer.pid as i32).and_then(|pid| {
+        rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+    });
     loop {
+        // With nothing buffered, wait for the next request or the client's exit.
+        if !rx.in_frame()
+            && let Some(pidfd) = &pidfd
+            && client_exited(stream, pidfd)
+        {
+            tracing::debug!(pid = peer.pid, "serve: client process exited");
+            break;
+        }
         let frame = match rx.recv(stream) {
             Ok(f) => f,
             Err(WireError::PeerClosed) => break,
@@ -75,13 +93,14 @@ pub(super) fn run(
         };
         let id = frame.request_id();
         let sent = match s.handle(frame) {
-            Ok(reply) => reply.send(stream, id),
+            Ok(reply) => reply.send(notifier, id),
             Err(e) => {
                 let reply = ErrorReply {
                     errno: e.errno(),
                     reason: e.to_string(),
                 };
-                crate::wire::send_message(stream, id, &reply, &[])
+                crate::wire::encode_payload(&reply)
+                    .and_then(|p| notifier.send(ErrorReply::KIND, id, &p, &[]))
             }
         };
         if let Err(e) = sent {
@@ -94,6 +113,47 @@ pub(super) fn run(
     // The mappings are gone from the devices; only now stop their fault handlers.
     drop(s.faults);
     tracing::info!(pid = peer.pid, detached, "serve: client ended");
+}
+
+/// The groups of process `pid`: its gid and its supplementary groups (`/proc/PID/status`), as
+/// `generic_permission` checks them; its gid alone if the process cannot be read.
+fn groups_of(pid: u32, gid: u32) -> Vec<u32> {
+    let mut groups = vec![gid];
+    if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        && let Some(line) = status.lines().find(|l| l.starts_with("Groups:"))
+    {
+        groups.extend(
+            line["Groups:".len()..]
+                .split_whitespace()
+                .filter_map(|g| g.parse::<u32>().ok()),
+        );
+    }
+    groups
+}
+
+/// Sleeps until `stream` has something to read (or hung up) or the client's process exits;
+/// whether it exited.
+fn client_exited(stream: &UnixStream, pidfd: &std::os::fd::OwnedFd) -> bool {
+    use rustix::event::{PollFd, PollFlags, poll};
+    loop {
+        let mut fds = [
+            PollFd::new(stream, PollFlags::IN | PollFlags::RDHUP),
+            PollFd::new(pidfd, PollFlags::IN),
+        ];
+        match poll(&mut fds, None) {
+            Ok(_) => {
+                if !fds[0].revents().is_empty() {
+                    return false;
+                }
+                if !fds[1].revents().is_empty() {
+                    return true;
+                }
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            // Cannot wait on both: fall back to the socket alone.
+            Err(_) => return false,
+        }
+    }
 }
 
 /// A reply ready to send: its payload, kind and the descriptor to pass with it (closed here
@@ -113,9 +173,9 @@ impl Reply {
         })
     }
 
-    fn send(self, stream: &UnixStream, id: u32) -> Result<(), WireError> {
+    fn send(self, to: &Notifier, id: u32) -> Result<(), WireError> {
         let fds: Vec<_> = self.fd.iter().map(|f| f.as_fd()).collect();
-        send_frame(stream, self.kind, id, &self.payload, &fds)
+        to.send(self.kind, id, &self.payload, &fds)
     }
 }
 
@@ -192,6 +252,14 @@ impl Session<'_> {
 
     fn open(&mut self, m: &Open) -> Result<Reply, ServiceError> {
         let live = self.state.live(&m.region, &m.name)?;
+        let groups = groups_of(self.peer.pid, self.peer.gid);
+        if !live.owner.permits(self.peer.uid, &groups) {
+            return Err(ServiceError::Denied {
+                name: m.name.clone(),
+                uid: self.peer.uid,
+                owner: live.owner,
+            });
+        }
         let (opened, fd) = live.with_device(|d| {
             let (fd, base) = d.backing().share();
             let fd = fd.try_clone_to_owned().map_err(|source| ServiceError::Io {
@@ -244,16 +312,18 @@ impl Session<'_> {
         let mapping =
             live.with_device(|d| Ok(ClientMapping::attach(d, window, faults.as_ref())?))?;
         let key = self.state.next_key();
+        let handle = self.next_handle;
+        self.next_handle += 1;
         live.mappings.lock().insert(
             key,
             Attached {
                 session: self.peer.session,
                 pid: self.peer.pid,
+                handle,
+                notifier: Arc::clone(self.notifier),
                 mapping,
             },
         );
-        let handle = self.next_handle;
-        self.next_handle += 1;
         self.mappings.insert(handle, (live, key));
         if let Some(f) = faults {
             self.faults.push(f);
@@ -297,16 +367,18 @@ impl Session<'_> {
         };
         let nr_pages = pin.nr_pages();
         let pin_key = self.state.next_key();
+        let handle = self.next_handle;
+        self.next_handle += 1;
         live.pins.lock().insert(
             pin_key,
             AttachedPin {
                 session: self.peer.session,
                 pid: self.peer.pid,
+                handle,
+                notifier: Arc::clone(self.notifier),
                 pin,
             },
         );
-        let handle = self.next_handle;
-        self.next_handle += 1;
         self.pins.insert(handle, (live, pin_key));
         Reply::of(&PinReply {
             pin: handle,

@@ -11,11 +11,12 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use super::error::ServiceError;
-use super::proto::NamespaceEntry;
+use super::notify::Notifier;
+use super::proto::{NamespaceEntry, Notice, notice};
 use crate::addr::Order;
 use crate::dax::{ClientMapping, DaxDevice, DaxOptions};
 use crate::gup::{ByAddress, Folios, Pages, Pinned};
-use crate::namespace::{Access, EnablePath, EnabledNamespace, Region};
+use crate::namespace::{Access, EnablePath, EnabledNamespace, Owner, Region};
 use crate::pgmap::DeviceSpace;
 
 /// A client mapping attached to an enabled namespace, and whose it is.
@@ -23,6 +24,9 @@ use crate::pgmap::DeviceSpace;
 pub(super) struct Attached {
     pub(super) session: u64,
     pub(super) pid: u32,
+    /// The client's handle of it, and where to tell the client what happens to it.
+    pub(super) handle: u32,
+    pub(super) notifier: Arc<Notifier>,
     pub(super) mapping: ClientMapping,
 }
 
@@ -57,6 +61,9 @@ impl HeldPin {
 pub(super) struct AttachedPin {
     pub(super) session: u64,
     pub(super) pid: u32,
+    /// The client's handle of it, and where to tell the client what happens to it.
+    pub(super) handle: u32,
+    pub(super) notifier: Arc<Notifier>,
     pub(super) pin: HeldPin,
 }
 
@@ -65,6 +72,8 @@ pub(super) struct AttachedPin {
 pub(super) struct Live {
     pub(super) name: String,
     pub(super) warm: bool,
+    /// Who may open it (its label's owner when it was enabled).
+    pub(super) owner: Owner,
     /// The enabled namespace; taken out by the disable.
     ns: Mutex<Option<EnabledNamespace>>,
     /// Client mappings by service-wide key.
@@ -102,6 +111,8 @@ impl Live {
 #[derive(Debug)]
 pub(super) struct Served {
     pub(super) path: PathBuf,
+    /// The path with every link resolved, which a request may name instead.
+    canonical: Option<PathBuf>,
     region: Mutex<Region>,
     enabled: Mutex<BTreeMap<String, Arc<Live>>>,
 }
@@ -129,6 +140,7 @@ impl State {
                 })?;
             regions.push(Served {
                 path: path.clone(),
+                canonical: std::fs::canonicalize(path).ok(),
                 region: Mutex::new(region),
                 enabled: Mutex::new(BTreeMap::new()),
             });
@@ -149,10 +161,14 @@ impl State {
     /// holding a namespace `name` when `region` is empty.
     fn find(&self, region: &str, name: &str) -> Result<&Served, ServiceError> {
         if !region.is_empty() {
+            let canonical = std::fs::canonicalize(region).ok();
             return self
                 .regions
                 .iter()
-                .find(|r| r.path.as_os_str() == region)
+                .find(|r| {
+                    r.path.as_os_str() == region
+                        || (canonical.is_some() && r.canonical == canonical)
+                })
                 .ok_or_else(|| ServiceError::UnknownRegion {
                     region: region.into(),
                     served: self.paths(),
@@ -207,6 +223,7 @@ impl State {
         let live = Arc::new(Live {
             name: name.into(),
             warm: ns.path() == EnablePath::Warm,
+            owner: ns.label().owner,
             ns: Mutex::new(Some(ns)),
             mappings: Mutex::new(BTreeMap::new()),
             pins: Mutex::new(BTreeMap::new()),
@@ -248,11 +265,32 @@ impl State {
                 pids,
             });
         }
-        // Pins first (DMA outlives a mapping; the device's teardown waits for both).
+        // Pins first (DMA outlives a mapping; the device's teardown waits for both); each
+        // client is told what it lost.
         let unpinned = std::mem::take(&mut *live.pins.lock());
-        drop(unpinned);
+        for p in unpinned.into_values() {
+            let n = Notice {
+                what: notice::PIN_DROPPED,
+                handle: p.handle,
+                addr: 0,
+                len: p.pin.nr_pages() * crate::addr::PAGE_SIZE,
+                pfn: 0,
+            };
+            drop(p.pin);
+            p.notifier.notice(&n);
+        }
         let detached = std::mem::take(&mut *live.mappings.lock());
-        drop(detached);
+        for a in detached.into_values() {
+            let n = Notice {
+                what: notice::MAPPING_REVOKED,
+                handle: a.handle,
+                addr: a.mapping.addr() as u64,
+                len: a.mapping.len(),
+                pfn: 0,
+            };
+            drop(a.mapping);
+            a.notifier.notice(&n);
+        }
         enabled.remove(name);
         let ns = live.ns.lock().take();
         if let Some(ns) = ns {

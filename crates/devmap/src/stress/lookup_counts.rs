@@ -61,7 +61,7 @@ fn a_first_touch_of_a_leaf_with_a_poisoned_page_looks_it_up_once() {
     let space = DeviceSpace::new();
     let dev = device(&space, Order::PMD, Faults::Userfaultfd, Granularity::Page);
     let bad = dev.pfn_at(2 * MIB + 7 * PAGE_SIZE).expect("pfn");
-    memory_failure(&space, bad, MfFlags::NONE).expect("memory_failure");
+    memory_failure(&space, bad, MfFlags::RECORD_UNMAPPED).expect("memory_failure");
     let m = dev.mmap(0, 8 * MIB, true).expect("mmap");
     let n = lookups_of(&dev, || {
         m.bytes().write(2 * MIB, b"x").expect("write a clean page");
@@ -136,7 +136,7 @@ fn a_memory_failure_looks_its_page_up_once() {
     for at in [2 * MIB + 7 * PAGE_SIZE, 6 * MIB] {
         let pfn = dev.pfn_at(at).expect("pfn");
         let n = lookups_of(&dev, || {
-            memory_failure(&space, pfn, MfFlags::NONE).expect("memory_failure");
+            memory_failure(&space, pfn, MfFlags::RECORD_UNMAPPED).expect("memory_failure");
         });
         assert_eq!(n, 1, "memory failure at device offset {at:#x}");
     }

@@ -3,8 +3,10 @@
 //! ranges by address (holding pins across unmaps); a poisoner reports one error in each of
 //! half the leaves, one after another; at the end a final teardown runs under them.
 //!
-//! The claim checked is the kernel's: once `memory_failure` has returned, no new pin of the
-//! poisoned folio and (at `Leaf` granularity) no new fault of its leaf succeeds. A worker
+//! The claim checked is devmap's (DESIGN §8: the kernel pins and faults a poisoned device-dax
+//! leaf again): once `memory_failure` has returned, no new pin of the poisoned folio and (at
+//! `Leaf` granularity) no new fault of its leaf succeeds. The poisoner passes
+//! `MfFlags::RECORD_UNMAPPED`, so a leaf no worker has faulted yet is poisoned too. A worker
 //! reads which leaves are done before each call, so a success on one of them is a violation.
 //! Afterwards every folio is idle (count 1, no pins, no mapcount), every poisoned page is still
 //! flagged and in the badblocks list, and nothing hung.
@@ -136,7 +138,11 @@ impl Run<'_> {
         for l in (0..LEAVES).step_by(2) {
             std::thread::sleep(Duration::from_micros(300));
             let pfn = self.dev.pfn_at(l * LEAF + 7 * PAGE_SIZE).expect("pfn");
-            match memory_failure(self.space, pfn, MfFlags::ACTION_REQUIRED) {
+            match memory_failure(
+                self.space,
+                pfn,
+                MfFlags::ACTION_REQUIRED | MfFlags::RECORD_UNMAPPED,
+            ) {
                 Ok(_) => self.done[l as usize].store(true, Ordering::SeqCst),
                 Err(MfError::NoDevice { .. }) => return,
                 Err(e) => panic!("memory_failure: {e}"),

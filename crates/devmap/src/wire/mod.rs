@@ -47,7 +47,7 @@ pub use error::WireError;
 pub use frame::{HEADER_LEN, Header, MAGIC, MAX_FDS, MAX_PAYLOAD, VERSION};
 pub use peer::{PeerCredentials, peer_credentials};
 pub use receiver::{READ_AHEAD, Receiver, recv_frame};
-pub use socket::{Frame, send_frame, send_message};
+pub use socket::{Frame, send_frame, send_frame_now, send_message};
 
 #[cfg(test)]
 mod codec_tests;

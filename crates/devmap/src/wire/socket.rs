@@ -87,6 +87,30 @@ pub fn send_frame(
     payload: &[u8],
     fds: &[BorrowedFd<'_>],
 ) -> Result<(), WireError> {
+    send_frame_flags(stream, kind, request_id, payload, fds, SendFlags::empty())
+}
+
+/// As [`send_frame`], without ever waiting: a socket whose buffer is full ends it at once in
+/// [`WireError::WouldBlock`] (with `done` 0, nothing was sent and the frame may be dropped or
+/// sent later; with more, part of it was and the connection must be closed). What a sender
+/// that must not stall behind a peer that stopped reading uses: the service's notices.
+pub fn send_frame_now(
+    stream: &UnixStream,
+    kind: u16,
+    request_id: u32,
+    payload: &[u8],
+) -> Result<(), WireError> {
+    send_frame_flags(stream, kind, request_id, payload, &[], SendFlags::DONTWAIT)
+}
+
+fn send_frame_flags(
+    stream: &UnixStream,
+    kind: u16,
+    request_id: u32,
+    payload: &[u8],
+    fds: &[BorrowedFd<'_>],
+    extra: SendFlags,
+) -> Result<(), WireError> {
     let header = Header::new(kind, request_id, payload.len())?.encode();
     if fds.len() > MAX_FDS {
         return Err(WireError::TooManyFds {
@@ -113,13 +137,13 @@ pub fn send_frame(
         };
         let iov = [IoSlice::new(head), IoSlice::new(body)];
         let result = if sent == 0 {
-            sendmsg(stream, &iov, &mut control, SendFlags::NOSIGNAL)
+            sendmsg(stream, &iov, &mut control, SendFlags::NOSIGNAL | extra)
         } else {
             sendmsg(
                 stream,
                 &iov,
                 &mut SendAncillaryBuffer::default(),
-                SendFlags::NOSIGNAL,
+                SendFlags::NOSIGNAL | extra,
             )
         };
         match result {

@@ -83,6 +83,9 @@ pub(super) fn run(plan: &Plan, g: Granularity) -> Result<Injected> {
                 mine.strays.fetch_add(1, Ordering::Relaxed);
             }
         }));
+        // Told of errors no access of its own met (by pfn, no mapping is current): the kernel
+        // signals only early-kill tasks then.
+        m.set_early_kill(true);
         maps.push(m);
         told.push(t);
     }

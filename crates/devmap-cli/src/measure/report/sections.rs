@@ -331,6 +331,7 @@ fn memory_failure(s: Scale) -> Result<Vec<Row>> {
 /// (that memmap adopted). Medians of `reps` fresh namespaces.
 fn warm_vs_cold(s: Scale) -> Result<Vec<Row>> {
     use crate::ndctl::enable_disable::{EnableInit, EnableLayout, enable_timed};
+    use crate::ndctl::json::OutputArgs;
     use devmap::namespace::{Access, MemmapLocation, NamespaceMode, Region};
 
     const TIB: u64 = 1 << 40;
@@ -359,6 +360,7 @@ fn warm_vs_cold(s: Scale) -> Result<Vec<Row>> {
             "kv",
             EnableLayout::Heads,
             EnableInit::Async,
+            OutputArgs::default(),
             |_| {},
         )?;
         let hot = enable_timed(
@@ -367,13 +369,14 @@ fn warm_vs_cold(s: Scale) -> Result<Vec<Row>> {
             "kv",
             EnableLayout::Heads,
             EnableInit::Async,
+            OutputArgs::default(),
             |_| {},
         )?;
-        if (cold.path, hot.path) != ("cold", "warm") {
+        if (cold.enable_path, hot.enable_path) != ("cold", "warm") {
             bail!(
                 "expected a cold then a warm enable, got {} then {}",
-                cold.path,
-                hot.path
+                cold.enable_path,
+                hot.enable_path
             );
         }
         cold_usable.push(cold.enable_ns);

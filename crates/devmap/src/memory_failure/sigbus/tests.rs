@@ -116,6 +116,9 @@ fn sigbus_child() {
     m.set_owner(Arc::new(move |n: &PoisonNotice| {
         sink.lock().unwrap_or_else(|e| e.into_inner()).push(*n)
     }));
+    // An AR at an address of the mapping makes it current, told whatever its setting; an AO
+    // reaches an early-kill owner only (`kill_proc`).
+    m.set_early_kill(case == "ao-inside");
     let inside = m.addr() + OFFSET as usize;
     let outside = &case as *const String as usize;
     let pfn = dev.pfn_at(OFFSET).expect("pfn");

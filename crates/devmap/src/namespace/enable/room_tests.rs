@@ -73,7 +73,7 @@ impl Room {
         let data = dev.ranges()[0].start();
         let fresh = fresh_memmap(&ns);
         let bad = dev.pfn_at(BAD_PAGE * PAGE_SIZE).expect("pfn");
-        memory_failure(&space, bad, MfFlags::NONE).expect("memory error");
+        memory_failure(&space, bad, MfFlags::RECORD_UNMAPPED).expect("memory error");
         region.disable(ns).expect("disable");
         let room = Room {
             path,
@@ -315,7 +315,7 @@ fn a_torn_write_holding_an_older_session_is_rebuilt_on_first_use() {
         let space = DeviceSpace::new();
         let ns = room.warm(&space);
         let pfn = ns.device().pfn_at(SECOND * PAGE_SIZE).expect("pfn");
-        memory_failure(&space, pfn, MfFlags::NONE).expect("a second error");
+        memory_failure(&space, pfn, MfFlags::RECORD_UNMAPPED).expect("a second error");
         room.region.disable(ns).expect("disable");
         let older = room.read(room.compound_bytes(SECOND / COMPOUND));
 

@@ -165,7 +165,7 @@ fn a_clean_disable_leaves_a_memmap_the_next_enable_adopts() {
         // (The leaf of the first bad page is refused: a file device loses whole leaves.)
         m.populate(m.addr(), 6 * MIB).expect("populate");
         let second = dev.pfn_at(SECOND_BAD * PAGE_SIZE).expect("pfn");
-        memory_failure(&space, second, MfFlags::NONE).expect("a second error");
+        memory_failure(&space, second, MfFlags::RECORD_UNMAPPED).expect("a second error");
         drop(m);
         region.disable(ns).expect("disable");
 
@@ -344,7 +344,7 @@ fn an_enabled_namespace_writes_its_bad_pages_as_they_change() {
     let dev = ns.device();
     for page in [BAD_PAGE, SECOND_BAD] {
         let pfn = dev.pfn_at(page * PAGE_SIZE).expect("pfn");
-        memory_failure(&space, pfn, MfFlags::NONE).expect("memory error");
+        memory_failure(&space, pfn, MfFlags::RECORD_UNMAPPED).expect("memory error");
     }
     assert_eq!(on_disk(&region), vec![(BAD_PAGE, 1), (SECOND_BAD, 1)]);
     assert_eq!(

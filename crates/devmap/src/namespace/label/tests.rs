@@ -19,12 +19,14 @@ fn index(seq: u32) -> LabelIndex {
                 name: "vm0".into(),
                 offset: 2 << 20,
                 namespace: ns(1 << 30, 2 << 20, NamespaceMode::Devdax),
+                owner: Owner::DEFAULT,
             },
             Label {
                 uuid: [2; 16],
                 name: "kv".into(),
                 offset: 2 << 30,
                 namespace: ns(2 << 30, 1 << 30, NamespaceMode::Devdax),
+                owner: Owner::DEFAULT,
             },
         ],
     }
@@ -67,8 +69,8 @@ fn every_refusal_names_what_is_wrong() {
     check(&good[..10], "truncated: 10 bytes");
     check(&[0u8; LABEL_INDEX_LEN], "no devmap label index here");
     let mut newer = good;
-    newer[18..20].copy_from_slice(&2u16.to_le_bytes());
-    check(&newer, "version 1.2, newer than this devmap reads (1.1)");
+    newer[18..20].copy_from_slice(&3u16.to_le_bytes());
+    check(&newer, "version 1.3, newer than this devmap reads (1.2)");
     let mut flipped = good;
     flipped[ENTRIES_AT + 90] ^= 4;
     check(&flipped, "corrupt: checksum");
@@ -111,6 +113,7 @@ fn with_4k(ns: Namespace) -> LabelIndex {
         name: "small".into(),
         offset: 4 << 30,
         namespace: ns,
+        owner: Owner::DEFAULT,
     });
     i
 }
@@ -194,7 +197,7 @@ fn geometry_codes_that_no_version_writes_are_refused() {
     bumped[18] = 1;
     check(
         &resealed(bumped),
-        "version 1.1 without a namespace laid out by nd_pfn_init's rule",
+        "version 1.1 where its namespaces need 1.0",
     );
     // Geometry 1 where both rules agree (1 GiB).
     let mut agree = new;
@@ -230,6 +233,7 @@ fn full(n: usize) -> LabelIndex {
                 name: format!("ns{i}"),
                 offset: 4 * mib * (i as u64 + 1),
                 namespace: ns,
+                owner: Owner::DEFAULT,
             })
             .collect(),
     }
@@ -326,4 +330,74 @@ fn mutated_copies_never_panic_and_every_refusal_has_a_reason() {
             |i| i.encode().expect("re-encode").to_vec(),
         );
     }
+}
+
+/// An owner other than root 0600 is written in version 1.2, read back, and checked: a default
+/// owner stays all zeros (and 1.0), the mode needs its marker bit, and a version above what the
+/// entries need is refused.
+#[test]
+fn an_owner_needs_version_1_2_and_the_default_owner_is_written_as_zeros() {
+    let check = |bytes: &[u8], want: &str| {
+        let e = LabelIndex::decode(bytes).expect_err(want);
+        assert!(e.to_string().contains(want), "{e} lacks {want:?}");
+    };
+    let old = index(1).encode().expect("encode");
+    assert_eq!(&old[16..20], &[1, 0, 0, 0]);
+    let mut owned = index(1);
+    owned.labels[1].owner = Owner {
+        uid: 1000,
+        gid: 100,
+        mode: 0o660,
+    };
+    let bytes = owned.encode().expect("encode");
+    assert_eq!(&bytes[16..20], &[1, 0, 2, 0], "version 1.2");
+    let e1 = ENTRIES_AT + ENTRY_LEN;
+    assert_eq!(
+        u32::from_le_bytes(bytes[e1 + 116..e1 + 120].try_into().expect("4")),
+        1000
+    );
+    assert_eq!(
+        u32::from_le_bytes(bytes[e1 + 124..e1 + 128].try_into().expect("4")),
+        0o660 | OWNER_SET
+    );
+    assert!(
+        bytes[ENTRIES_AT + 116..ENTRIES_AT + 128]
+            .iter()
+            .all(|&x| x == 0)
+    );
+    assert_eq!(LabelIndex::decode(&bytes).expect("decode"), owned);
+    // Owner fields in a 1.0 index, a 1.2 index whose owners are all default, an owner
+    // without its marker, and the default spelled out are refused.
+    let mut in_1_0 = old;
+    in_1_0[ENTRIES_AT + 116] = 7;
+    check(&resealed(in_1_0), "entry 0's reserved bytes are not zero");
+    let mut bumped = old;
+    bumped[18] = 2;
+    check(
+        &resealed(bumped),
+        "version 1.2 where its namespaces need 1.0",
+    );
+    let mut unmarked = bytes;
+    unmarked[e1 + 124..e1 + 128].copy_from_slice(&0o660u32.to_le_bytes());
+    check(&resealed(unmarked), "entry 1's owner mode");
+    let mut spelled = bytes;
+    spelled[e1 + 116..e1 + 128].fill(0);
+    spelled[e1 + 124..e1 + 128].copy_from_slice(&(0o600 | OWNER_SET).to_le_bytes());
+    check(&resealed(spelled), "spells out the default owner");
+}
+
+#[test]
+fn owners_permit_as_generic_permission_does() {
+    let o = Owner {
+        uid: 1000,
+        gid: 100,
+        mode: 0o640,
+    };
+    assert!(o.permits(0, &[]), "root");
+    assert!(o.permits(1000, &[]), "the owner: rw");
+    assert!(!o.permits(1001, &[100]), "the group: r only");
+    assert!(!o.permits(1001, &[5]), "others: nothing");
+    let g = Owner { mode: 0o660, ..o };
+    assert!(g.permits(1001, &[5, 100]), "a member of the group: rw");
+    assert!(!Owner::DEFAULT.permits(1000, &[0]), "root 0600 is root's");
 }

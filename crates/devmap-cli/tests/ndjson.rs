@@ -1,0 +1,253 @@
+//! The JSON of the ndctl verbs read as a script written for ndctl reads it: the real `ndctl`
+//! JSON of a devdax namespace (from a kernel with an emulated NVDIMM) and devmap's for the same
+//! geometry give the same values through the same jq paths; `--media-errors` prints 512-byte
+//! sectors and `badblock_count`; `-u` formats sizes as ndctl does; and every ndctl verb takes
+//! the same output flags.
+
+use devmap::namespace::{Access, Region};
+use serde_json::Value;
+
+mod common;
+
+use common::{TempRegion, devmap, field, list, object};
+
+/// `ndctl list` of a 1 TiB devdax namespace at 2M with `--map mem` on a real kernel, as
+/// `../shared/reference/linux-zone-device.md` quotes it.
+const NDCTL: &str = r#"{
+  "dev":"namespace0.0", "mode":"devdax", "map":"mem", "size":1099509530624,
+  "uuid":"968b9474-8fec-4869-a3c1-18962b636907",
+  "daxregion":{ "id":0, "size":1099509530624, "align":2097152,
+    "devices":[ { "chardev":"dax0.0", "size":1099509530624, "target_node":0,
+                  "align":2097152, "mode":"devdax" } ] },
+  "align":2097152
+}"#;
+
+/// The jq paths of the issue, as JSON pointers.
+const SCRIPT_PATHS: [&str; 5] = [
+    "/size",
+    "/daxregion/devices/0/chardev",
+    "/align",
+    "/mode",
+    "/map",
+];
+
+/// Every leaf of `v` as a JSON pointer and its value.
+fn leaves(v: &Value, at: String, out: &mut Vec<(String, Value)>) {
+    match v {
+        Value::Object(o) => {
+            for (k, v) in o {
+                leaves(v, format!("{at}/{k}"), out);
+            }
+        }
+        Value::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                leaves(v, format!("{at}/{i}"), out);
+            }
+        }
+        leaf => out.push((at, leaf.clone())),
+    }
+}
+
+fn region_with_the_reference_namespace(tag: &str) -> TempRegion {
+    let r = TempRegion::new(tag);
+    // The label area, then the 1 TiB namespace on 2 MiB.
+    object(&["create-region", "--path", r.path(), "--size", "1025G"]);
+    r
+}
+
+#[test]
+fn devmaps_json_reads_as_ndctls_for_the_same_geometry() {
+    let ndctl: Value = serde_json::from_str(NDCTL).expect("the reference parses");
+    let r = region_with_the_reference_namespace("ndjson-ref");
+    let created = object(&[
+        "create-namespace",
+        "-r",
+        r.path(),
+        "-m",
+        "devdax",
+        "-s",
+        "1T",
+        "-a",
+        "2M",
+        "-M",
+        "mem",
+        "-n",
+        "vm0",
+    ]);
+    let listed = list(&["list", "-r", r.path(), "-X"]);
+    assert_eq!(listed.len(), 1);
+    for ours in [&created, &listed[0]] {
+        for path in SCRIPT_PATHS {
+            assert_eq!(
+                ours.pointer(path),
+                ndctl.pointer(path),
+                "{path} in {ours:#}"
+            );
+        }
+        // Every field ndctl prints is there, with ndctl's value, but for the uuid (another
+        // namespace's) and the target node (devmap's memory is a file's pages, on no node of
+        // its own: ndctl leaves it out then too).
+        let mut theirs = Vec::new();
+        leaves(&ndctl, String::new(), &mut theirs);
+        for (path, value) in theirs {
+            match path.as_str() {
+                "/uuid" => {
+                    let uuid = ours.pointer(&path).and_then(Value::as_str).expect("uuid");
+                    assert_eq!(uuid.len(), 36, "{uuid}");
+                }
+                "/daxregion/devices/0/target_node" => {
+                    assert_eq!(ours.pointer(&path), None, "no node to name")
+                }
+                _ => assert_eq!(ours.pointer(&path), Some(&value), "{path} in {ours:#}"),
+            }
+        }
+        // devmap's own fields beside them.
+        assert_eq!(ours["name"], "vm0");
+        assert_eq!(field(ours, "raw_size"), 1 << 40);
+        assert_eq!(field(ours, "data_offset"), 2 << 20);
+        assert_eq!(ours["path"], r.path());
+    }
+    // Without -X, ndctl's list prints a devdax namespace's device as `chardev`.
+    let plain = &list(&["list", "-r", r.path()])[0];
+    assert_eq!(
+        plain["chardev"],
+        ndctl["daxregion"]["devices"][0]["chardev"]
+    );
+    assert!(plain.get("daxregion").is_none());
+}
+
+#[test]
+fn media_errors_are_512_byte_sectors_with_a_badblock_count() {
+    let r = TempRegion::new("ndjson-media");
+    object(&["create-region", "--path", r.path(), "--size", "64M"]);
+    object(&["create-namespace", "-r", r.path(), "-s", "16M", "-n", "a"]);
+    object(&["create-namespace", "-r", r.path(), "-s", "16M", "-n", "b"]);
+    {
+        let mut region = Region::open(&r.0, Access::Manage).expect("manage");
+        let b = region.namespace("b").expect("b").clone();
+        // Pages 0, 1 and 7 of b's data.
+        region
+            .set_badblocks(&b, [0, 1, 7])
+            .expect("record bad pages");
+    }
+    let rows = list(&["list", "-r", r.path(), "--media-errors"]);
+    assert!(rows[0].get("badblock_count").is_none(), "a has none");
+    assert!(
+        rows[0].get("badblocks").is_none(),
+        "ndctl omits an empty list"
+    );
+    let b = &rows[1];
+    assert_eq!(field(b, "badblock_count"), 3 * 8, "sectors, not pages");
+    let ranges: Vec<(u64, u64)> = b["badblocks"]
+        .as_array()
+        .expect("badblocks")
+        .iter()
+        .map(|r| (field(r, "offset"), field(r, "length")))
+        .collect();
+    assert_eq!(ranges, [(0, 16), (7 * 8, 8)], "from the start of b's data");
+    // -u leaves them numbers, as ndctl does; one namespace under -u prints alone.
+    let human = devmap(&["list", "-r", r.path(), "-M", "-u", "-n", "b"]);
+    let human: Value = serde_json::from_slice(&human.stdout).expect("one object");
+    assert_eq!(human["badblocks"], b["badblocks"]);
+    assert_eq!(human["badblock_count"], b["badblock_count"]);
+}
+
+#[test]
+fn human_sizes_are_ndctls() {
+    let r = TempRegion::new("ndjson-human");
+    object(&["create-region", "--path", r.path(), "--size", "2G"]);
+    let ns = object(&[
+        "create-namespace",
+        "-r",
+        r.path(),
+        "-s",
+        "1006M",
+        "-M",
+        "mem",
+        "-n",
+        "a",
+        "-u",
+    ]);
+    assert_eq!(ns["raw_size"], "1006.00 MiB (1054.87 MB)");
+    // 2 MiB less for the info block's 2 MiB.
+    assert_eq!(ns["size"], "1004.00 MiB (1052.77 MB)");
+    assert_eq!(ns["daxregion"]["devices"][0]["size"], ns["size"]);
+    assert_eq!(ns["align"], 2 << 20, "ndctl prints the align as a number");
+    assert_eq!(
+        ns["daxregion"]["devices"][0]["align"],
+        2 << 20,
+        "below 5000 KiB, a number"
+    );
+    assert_eq!(ns["region_offset"], "0x200000", "offsets in hex");
+    let region = object(&[
+        "create-region",
+        "--path",
+        &format!("{}.2", r.path()),
+        "-s",
+        "4T",
+        "-u",
+    ]);
+    let _ = std::fs::remove_file(format!("{}.2", r.path()));
+    assert_eq!(region["size"], "4.00 TiB (4.40 TB)");
+}
+
+#[test]
+fn every_ndctl_verb_takes_the_same_output_flags() {
+    let r = TempRegion::new("ndjson-flags");
+    let p = r.path();
+    let created = object(&[
+        "create-region",
+        "--path",
+        p,
+        "--size",
+        "64M",
+        "--json",
+        "-u",
+    ]);
+    assert_eq!(created["dev"], "region0");
+    for args in [
+        &[
+            "create-namespace",
+            "-r",
+            p,
+            "-s",
+            "16M",
+            "-n",
+            "a",
+            "-j",
+            "-u",
+        ][..],
+        &["check-namespace", "-r", p, "a", "--json", "--human"],
+        &["enable-namespace", "-r", p, "a", "-j", "-u"],
+        &["disable-namespace", "-r", p, "a", "-j", "-u"],
+        &["clear-errors", "-r", p, "a", "-j", "-u"],
+        &["destroy-namespace", "-r", p, "a", "-j", "-u"],
+    ] {
+        let obj = object(args);
+        assert_eq!(obj["name"], "a", "{args:?} prints the namespace's object");
+        assert_eq!(obj["dev"], "namespace0.0", "{args:?}");
+    }
+    for args in [
+        &["list", "-r", p, "-j", "-u"][..],
+        &["list", "-r", p, "-R", "--json"],
+    ] {
+        let out = devmap(args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    }
+    for verb in [
+        "create-region",
+        "create-namespace",
+        "list",
+        "destroy-namespace",
+        "check-namespace",
+        "enable-namespace",
+        "disable-namespace",
+        "clear-errors",
+    ] {
+        let help = devmap(&[verb, "--help"]);
+        let help = String::from_utf8_lossy(&help.stdout);
+        for flag in ["-j, --json", "-u, --human"] {
+            assert!(help.contains(flag), "{verb} lacks {flag}: {help}");
+        }
+    }
+}
