@@ -10,7 +10,8 @@
  *    internal error); devmap_last_error() then says why, on that thread.
  *  - Handles are opaque; each is freed by exactly one function, named in the comment of the
  *    function that makes it. Devices hold their space, mappings and pins hold their device,
- *    so handles may be freed in any order.
+ *    and a client's namespaces, mappings and pins (devmap_client_*, for a process using a
+ *    running `devmap serve`) hold its connection, so handles may be freed in any order.
  *  - Every handle may be used from several threads at once, except that freeing a handle
  *    must not race with any other call on it.
  *  - Sizes, offsets and aligns are in bytes; pfns are 4 KiB page numbers.
@@ -192,6 +193,30 @@
 #define DEVMAP_NAME_LEN 65
 
 /**
+ * A connection to a running `devmap serve`. Requests on one connection are sent and
+ * answered one at a time (concurrent calls wait for each other).
+ */
+typedef struct devmap_client devmap_client;
+
+/**
+ * A window of a served namespace mapped in this process (shared with every other client's
+ * window of the same bytes) and attached in the service. It holds its connection.
+ */
+typedef struct devmap_client_mapping devmap_client_mapping;
+
+/**
+ * A namespace opened through the service: the file its bytes live in, ready to be mapped.
+ * It holds its connection.
+ */
+typedef struct devmap_client_ns devmap_client_ns;
+
+/**
+ * Pages pinned in the service for this client, with the extents to register for DMA. They
+ * hold their connection; the service unpins them when that connection ends.
+ */
+typedef struct devmap_client_pins devmap_client_pins;
+
+/**
  * A device-dax device. The handle is one reference; each mapping and each pin handle made
  * from it holds another, so the device is torn down when the last of them is freed. The
  * library device holds its space itself (a handle, not a borrow), so the C space handle may
@@ -220,6 +245,49 @@ typedef struct devmap_region devmap_region;
  * looks pfns up in. Reference-counted: every device made in it holds it.
  */
 typedef struct devmap_space devmap_space;
+
+/**
+ * What `devmap_client_ns_get_info` reports.
+ */
+typedef struct devmap_client_ns_info {
+  /**
+   * Bytes a mapping can cover (the namespace's data bytes).
+   */
+  uint64_t size;
+  /**
+   * The align in bytes: offsets and lengths of mappings are multiples of it, and mappings
+   * are placed at addresses aligned to it.
+   */
+  uint64_t align;
+  /**
+   * Whether the service resolves this namespace's first touches (its region is on tmpfs);
+   * else every leaf's metadata is set when a window is mapped.
+   */
+  bool caught;
+} devmap_client_ns_info;
+
+/**
+ * One contiguous piece of pinned memory, ready for `VFIO_IOMMU_MAP_DMA` or `ibv_reg_mr`:
+ * user address, device offset and pfn all run on for `len` bytes.
+ */
+typedef struct devmap_extent {
+  /**
+   * User address of the first byte.
+   */
+  size_t addr;
+  /**
+   * Device byte offset of the first byte.
+   */
+  uint64_t offset;
+  /**
+   * Pfn of the first byte.
+   */
+  uint64_t pfn;
+  /**
+   * Bytes (a multiple of 4 KiB).
+   */
+  uint64_t len;
+} devmap_extent;
 
 /**
  * How to build a device: fill it with `devmap_device_options_init`, then change fields.
@@ -368,29 +436,6 @@ typedef struct devmap_page {
    */
   uint64_t pfn;
 } devmap_page;
-
-/**
- * One contiguous piece of pinned memory, ready for `VFIO_IOMMU_MAP_DMA` or `ibv_reg_mr`:
- * user address, device offset and pfn all run on for `len` bytes.
- */
-typedef struct devmap_extent {
-  /**
-   * User address of the first byte.
-   */
-  size_t addr;
-  /**
-   * Device byte offset of the first byte.
-   */
-  uint64_t offset;
-  /**
-   * Pfn of the first byte.
-   */
-  uint64_t pfn;
-  /**
-   * Bytes (a multiple of 4 KiB).
-   */
-  uint64_t len;
-} devmap_extent;
 
 /**
  * What a pinned device holds now (`devmap_device_pin_stats`).
@@ -561,6 +606,224 @@ uint32_t devmap_abi_version(void);
  * Thread-safety: each thread has its own.
  */
 const char *devmap_last_error(void);
+
+/**
+ * Connects to the service listening on the Unix socket `socket` (the `--socket` of
+ * `devmap serve`) and stores the connection's handle in `*out`. A watcher thread of the
+ * connection fences every mapping of it if the service goes away, so that a touch the
+ * service would have resolved raises SIGBUS instead of waiting for ever.
+ *
+ * Ownership: the caller owns the handle and releases it with `devmap_client_free`; the
+ * namespaces, mappings and pins made through it hold the connection too.
+ * Thread-safety: a connection may be used from several threads at once (requests are
+ * serialised).
+ *
+ * Returns 0; -EFAULT for a NULL `socket` or `out`; -ENOENT, -ECONNREFUSED or the system's
+ * errno if nothing listens on `socket` (is `devmap serve --socket PATH` running?).
+ *
+ * # Safety
+ *
+ * `socket` must be NULL or a NUL-terminated string; `out` NULL or writable.
+ */
+int devmap_client_connect(const char *socket, struct devmap_client **out);
+
+/**
+ * Frees a connection handle (NULL is ignored). The connection closes once the namespaces,
+ * mappings and pins made through it are freed too.
+ *
+ * Thread-safety: not concurrently with any other call on this handle.
+ * # Safety
+ *
+ * `client` must be NULL or a handle from `devmap_client_connect` not yet freed; it must
+ * not be used after this call.
+ */
+void devmap_client_free(struct devmap_client *client);
+
+/**
+ * Asks the service what it holds (its clients, and per enabled namespace its mappings, pins
+ * and faults served) as NUL-terminated JSON: copies it into `out` (`cap` bytes; NULL when
+ * `cap` is 0) and stores its length, NUL included, in `*out_len`. If `cap` is too small the
+ * first `cap` bytes are copied (not NUL-terminated), -ENOSPC is returned and `*out_len` is
+ * the size needed: call again with that (each call asks the service again, and the status
+ * may have grown meanwhile: loop while -ENOSPC).
+ *
+ * Returns 0; -ENOSPC; -EFAULT; the service's errno, or -EPIPE / -ECONNRESET if it is gone.
+ * Thread-safe.
+ *
+ * # Safety
+ *
+ * `client` must be NULL or a live connection handle; `out` NULL or `cap` writable bytes;
+ * `out_len` NULL or writable.
+ */
+int devmap_client_status(const struct devmap_client *client,
+                         char *out,
+                         size_t cap,
+                         size_t *out_len);
+
+/**
+ * Opens the enabled namespace `name` of the region file `region` (NULL or "": the one served
+ * region holding it) and stores its handle in `*out`. The service passes the file the
+ * namespace's bytes live in; nothing is mapped yet.
+ *
+ * Ownership: the caller owns the handle and releases it with `devmap_client_ns_free`; it
+ * holds the connection, so the connection handle may be freed first.
+ * Thread-safety: a namespace handle may be used from several threads at once.
+ *
+ * Returns 0; -EFAULT (NULL `client`, `name` or `out`); -EINVAL (a string not UTF-8, or a
+ * name several served regions hold: name the region); -ENOENT (no served region has it);
+ * -ENXIO (not enabled: `devmap serve --enable NAME`); -EPIPE / -ECONNRESET (the service is
+ * gone).
+ *
+ * # Safety
+ *
+ * `client` must be NULL or a live connection handle; `region` NULL or a NUL-terminated
+ * string; `name` NULL or a NUL-terminated string; `out` NULL or writable.
+ */
+int devmap_client_open(const struct devmap_client *client,
+                       const char *region,
+                       const char *name,
+                       struct devmap_client_ns **out);
+
+/**
+ * Frees a namespace handle (NULL is ignored). Mappings made from it stay valid.
+ *
+ * Thread-safety: not concurrently with any other call on this handle.
+ * # Safety
+ *
+ * `ns` must be NULL or a handle from `devmap_client_open` not yet freed; it must not be
+ * used after this call.
+ */
+void devmap_client_ns_free(struct devmap_client_ns *ns);
+
+/**
+ * Stores the namespace's size, align and whether the service resolves its touches in
+ * `*out`.
+ *
+ * Returns 0 or -EFAULT. Thread-safe.
+ *
+ * # Safety
+ *
+ * `ns` must be NULL or a live namespace handle, `out` NULL or writable.
+ */
+int devmap_client_ns_get_info(const struct devmap_client_ns *ns, struct devmap_client_ns_info *out);
+
+/**
+ * Maps `len` bytes of the namespace from byte `offset` (both multiples of its align), shared,
+ * at an address aligned to the align, and attaches the window in the service; stores the
+ * mapping's handle in `*out_map`, and its address and length in `*out_addr` and `*out_len`
+ * (each may be NULL). Every client's window of the same bytes sees the same memory. Where the
+ * service resolves touches, the first touch of each leaf waits for it; if the service goes
+ * away, every access to the window raises SIGBUS.
+ *
+ * Ownership: the caller owns the mapping and releases it with `devmap_client_mapping_free`,
+ * which detaches it in the service and unmaps it; it holds the connection, so the namespace
+ * and connection handles may be freed first.
+ * Thread-safety: a mapping may be used from several threads at once.
+ *
+ * Returns 0; -EFAULT for a NULL `ns` or `out_map`; -EINVAL for an offset or length not a
+ * multiple of the align, zero, or past the end (the message says what would fit); -ENXIO if
+ * the namespace was disabled; -ENOMEM or the system's errno if the window cannot be mapped
+ * or registered with a userfaultfd; -EPIPE / -ECONNRESET if the service is gone.
+ *
+ * # Safety
+ *
+ * `ns` must be NULL or a live namespace handle; `out_map`, `out_addr`, `out_len` NULL or
+ * writable.
+ */
+int devmap_client_map(const struct devmap_client_ns *ns,
+                      uint64_t offset,
+                      uint64_t len,
+                      struct devmap_client_mapping **out_map,
+                      void **out_addr,
+                      uint64_t *out_len);
+
+/**
+ * Detaches the mapping in the service, then unmaps it and frees the handle (NULL is
+ * ignored). Pins taken through it stay until unpinned. The caller must not touch the
+ * mapping's addresses after this.
+ *
+ * Thread-safety: not concurrently with any other call on this handle, nor with touches of
+ * its addresses.
+ * # Safety
+ *
+ * `map` must be NULL or a handle from `devmap_client_map` not yet freed; it must not be
+ * used after this call.
+ */
+void devmap_client_mapping_free(struct devmap_client_mapping *map);
+
+/**
+ * Pins `nr_pages` 4 KiB pages from `addr` (rounded down to its page; the range must lie in
+ * the mapping) in the service, as `pin_user_pages_fast` would: leaves not yet faulted are
+ * faulted first unless `DEVMAP_PIN_NOFAULT`; `flags` are `DEVMAP_PIN_*`. With `folios` the
+ * service holds them one entry per folio, else one per page (the extents are the same).
+ * Stores the pins' handle in `*out`; read them with `devmap_client_pins_extents`.
+ *
+ * Ownership: the caller owns the pins and gives them back with `devmap_client_unpin`, which
+ * frees the handle. They hold the connection and outlive the mapping; the service drops them
+ * when this client's connection ends.
+ * Thread-safety: a mapping may be pinned from several threads at once; a pins handle may be
+ * read from several threads at once, and must not be read while it is being unpinned.
+ *
+ * Returns 0; -EFAULT (a NULL pointer, an `addr` outside the mapping or a range running past
+ * its end, a hole with `DEVMAP_PIN_NOFAULT`); -EINVAL (unknown flags, `nr_pages` 0);
+ * -E2BIG (more extents than one reply carries: pin less at once); -EHWPOISON (a poisoned
+ * page); -EPIPE / -ECONNRESET (the service is gone). On error nothing stays pinned.
+ *
+ * # Safety
+ *
+ * `map` must be NULL or a live mapping handle, `out` NULL or writable.
+ */
+int devmap_client_pin(const struct devmap_client_mapping *map,
+                      const void *addr,
+                      uint64_t nr_pages,
+                      uint32_t flags,
+                      bool folios,
+                      struct devmap_client_pins **out);
+
+/**
+ * Stores the number of 4 KiB pages the pins hold in `*out`.
+ *
+ * Returns 0 or -EFAULT. Thread-safe (reads only).
+ *
+ * # Safety
+ *
+ * `pins` must be NULL or a live pins handle, `out` NULL or writable.
+ */
+int devmap_client_pins_nr_pages(const struct devmap_client_pins *pins, uint64_t *out);
+
+/**
+ * Copies the pins' extents, as the service reported them (the fewest covering exactly the
+ * pinned bytes, in address order; client address, namespace offset and pfn run on through
+ * each), into `out` (`cap` entries; NULL when `cap` is 0) and stores their count in
+ * `*out_len`. If `cap` is too small the first `cap` are copied, -ENOSPC is returned and
+ * `*out_len` is the count needed. An extent's `offset` is a namespace offset.
+ *
+ * Returns 0, -ENOSPC or -EFAULT. Thread-safe (reads only; no request is sent).
+ *
+ * # Safety
+ *
+ * `pins` must be NULL or a live pins handle; `out` NULL or `cap` writable entries;
+ * `out_len` NULL or writable.
+ */
+int devmap_client_pins_extents(const struct devmap_client_pins *pins,
+                               struct devmap_extent *out,
+                               size_t cap,
+                               size_t *out_len);
+
+/**
+ * Gives the pins back in the service, marking each folio dirty once first if `make_dirty`,
+ * and frees the handle, whatever the answer (a service gone has dropped the pins already).
+ *
+ * Returns 0; -EFAULT for NULL; the service's errno, or -EPIPE / -ECONNRESET if it is gone
+ * (the handle is freed all the same). Must be the last call on `pins`: not concurrent with
+ * any other call on the same handle.
+ *
+ * # Safety
+ *
+ * `pins` must be NULL or a pins handle not yet unpinned; it must not be used after this
+ * call.
+ */
+int devmap_client_unpin(struct devmap_client_pins *pins, bool make_dirty);
 
 /**
  * Fills `*out` with the default options for a device of `align` bytes (4096, 2 MiB or

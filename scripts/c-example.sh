@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Builds libdevmap, compiles examples/c/devmap_demo.c against include/devmap.h with
 # AddressSanitizer (leak checking on), and runs it: any failed check, ASan report or leak
-# fails the script. The header is also compiled as C++ to keep it usable from there.
+# fails the script. The header is also compiled as C++ to keep it usable from there. Then the
+# two-process client example, examples/c/devmap_client_demo.c (static, under ASan too), runs
+# against a `devmap serve` that scripts/client-demo.sh starts on a temporary socket over a
+# region on /dev/shm and stops with SIGTERM.
 #
 # Twice: linked with target/debug/libdevmap.a, and the way a C user does after installing,
 # with scripts/install-c.sh into a temporary prefix, flags from
@@ -24,6 +27,11 @@ cc "${cflags[@]}" -Iinclude examples/c/devmap_demo.c "$target/debug/libdevmap.a"
     -lpthread -ldl -lm -o "$out/devmap_demo"
 echo '#include "devmap.h"' | c++ -std=c++17 -Wall -Werror -fsyntax-only -Iinclude -x c++ -
 "$out/devmap_demo"
+
+echo "== two processes through devmap serve: examples/c/devmap_client_demo.c (static, ASan)"
+cc "${cflags[@]}" -Iinclude examples/c/devmap_client_demo.c "$target/debug/libdevmap.a" \
+    -lpthread -ldl -lm -o "$out/devmap_client_demo"
+bash scripts/client-demo.sh "$out/devmap_client_demo"
 
 echo "== shared: installed into a prefix, built with pkg-config, loaded as libdevmap.so.1"
 prefix="$out/prefix"

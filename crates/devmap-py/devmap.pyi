@@ -2,14 +2,15 @@
 
 Device-dax devices over a memfd, hugetlb or a file; their mappings, whose bytes are a
 writable memoryview; pins by user address for DMA registration; memory failure and poison;
-namespaces kept on disk in region files. Sizes are ints of bytes or strings with a binary
-suffix ("64M", "1G": powers of 1024, as ndctl reads them).
+namespaces kept on disk in region files; and connect(), a client of a running `devmap serve`.
+Sizes are ints of bytes or strings with a binary suffix ("64M", "1G": powers of 1024, as
+ndctl reads them).
 """
 
 from os import PathLike
 from pathlib import Path
 from types import TracebackType
-from typing import Callable, Literal, TypedDict, final
+from typing import Any, Callable, Literal, TypedDict, final
 
 __version__: str
 PAGE_SIZE: int
@@ -363,3 +364,139 @@ def estimate(
     map: MapName = "mem",
     mode: ModeName = "devdax",
 ) -> Estimate: ...
+
+# --- a client of a running `devmap serve` --------------------------------------------------
+
+class ServedNamespace(TypedDict):
+    region: str
+    name: str
+    size: int
+    data_bytes: int
+    align: int
+    mode: ModeName
+    enabled: bool
+    warm: bool
+    clients: int
+
+def connect(socket: str | PathLike[str]) -> Client:
+    """Connects to the service listening on `socket` (devmap serve --socket); devmap.Error
+    (ENOENT, ECONNREFUSED) if nothing listens there."""
+
+@final
+class Client:
+    """A connection to a running devmap serve. Namespaces, mappings and pins made through it
+    hold the connection, so close() may come first."""
+
+    @property
+    def socket(self) -> Path: ...
+    @property
+    def closed(self) -> bool: ...
+    def list(self) -> list[ServedNamespace]:
+        """Every namespace of every served region."""
+    def status(self) -> dict[str, Any]:
+        """What the service holds (its JSON, parsed): pid, socket, clients, namespaces."""
+    def enable(self, name: str, region: str | None = None) -> bool:
+        """Enables a namespace; returns whether the enable was warm."""
+    def disable(self, name: str, region: str | None = None, force: bool = False) -> None:
+        """Disables a namespace; BusyError naming the pids of its clients unless force."""
+    def open(self, name: str, region: str | None = None) -> ClientNamespace:
+        """Opens an enabled namespace (of region, or of the one served region holding it)."""
+    def close(self) -> None: ...
+    def __enter__(self) -> Client: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool: ...
+
+@final
+class ClientNamespace:
+    """A namespace opened through the service."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def size(self) -> int:
+        """Bytes a mapping can cover."""
+    @property
+    def align(self) -> int:
+        """Offsets and lengths of mappings are multiples of it."""
+    @property
+    def caught(self) -> bool:
+        """Whether the service resolves first touches (the region is on tmpfs)."""
+    @property
+    def closed(self) -> bool: ...
+    def map(self, offset: Size | None = None, length: Size | None = None) -> ClientMapping:
+        """Maps [offset, offset + length) (by default the whole namespace), shared with every
+        other client's mapping of the same bytes."""
+    def close(self) -> None: ...
+    def __enter__(self) -> ClientNamespace: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool: ...
+
+@final
+class ClientMapping:
+    """A window of a served namespace; its bytes are its buffer (memoryview(mapping)). Every
+    access raises SIGBUS once the service is gone."""
+
+    @property
+    def addr(self) -> int: ...
+    @property
+    def length(self) -> int: ...
+    @property
+    def offset(self) -> int:
+        """The namespace offset the mapping starts at."""
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def view(self) -> memoryview:
+        """memoryview(self): the mapped bytes, writable, in place."""
+    def __len__(self) -> int: ...
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+    def __release_buffer__(self, buffer: memoryview, /) -> None: ...
+    def read(self, offset: Size | None = None, length: Size | None = None) -> bytes: ...
+    def write(self, offset: Size, data: bytes | bytearray | memoryview) -> None: ...
+    def pin(
+        self,
+        addr: int | None = None,
+        nr_pages: int | None = None,
+        write: bool = False,
+        folios: bool = True,
+        longterm: bool = False,
+        nofault: bool = False,
+    ) -> ClientPins:
+        """Pins nr_pages pages from the client address addr in the service (by default from
+        the mapping's start to its end)."""
+    def close(self) -> None:
+        """Detaches and unmaps; BufferError while a memoryview of it is alive."""
+    def __enter__(self) -> ClientMapping: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool: ...
+
+@final
+class ClientPins:
+    """Pages pinned in the service for this client, held until unpin()."""
+
+    @property
+    def nr_pages(self) -> int: ...
+    @property
+    def unpinned(self) -> bool: ...
+    def extents(self) -> list[Extent]:
+        """The extents the service reported (offset: a namespace offset)."""
+    def unpin(self, dirty: bool = False) -> None: ...
+    def __enter__(self) -> ClientPins: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool: ...

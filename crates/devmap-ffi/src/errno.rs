@@ -3,6 +3,12 @@
 //! too small, panics) are named here.
 
 pub(crate) use devmap::errno::{addr, backing, dax, gup, mf, namespace, pgmap, region};
+
+/// A client's error: the service's errno for a refusal, else the connection's or the
+/// mapping's (`ClientError::errno`).
+pub(crate) fn client(e: &devmap::client::ClientError) -> i32 {
+    e.errno()
+}
 use libc::{EBUSY, EFAULT, EINVAL, EIO, ENOSPC};
 
 /// Errnos this crate returns for its own checks (kept here so that every errno is chosen in

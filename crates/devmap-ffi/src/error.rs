@@ -13,6 +13,7 @@ use std::ptr::NonNull;
 
 use devmap::addr::AddrError;
 use devmap::backing::BackingError;
+use devmap::client::ClientError;
 use devmap::memory_failure::MfError;
 use devmap::namespace::RegionError;
 use devmap::{DaxError, GupError, NamespaceError, PgmapError};
@@ -68,6 +69,7 @@ from_library! {
     RegionError => errno::region,
     NamespaceError => errno::namespace,
     AddrError => errno::addr,
+    ClientError => errno::client,
 }
 
 thread_local! {

@@ -2,10 +2,12 @@
 //! from this crate by cbindgen; `tests/header.rs` checks it is current).
 //!
 //! Handles are opaque pointers: `devmap_space`, `devmap_device`, `devmap_mapping`,
-//! `devmap_pins` (both pin forms) and `devmap_region`. Each is made by one function and freed
-//! by one (`devmap_*_free`, or `devmap_unpin` for pins). Devices hold their space, and mappings
-//! and pins hold their device, so handles may be freed in any order: the device is torn down
-//! when the last handle that holds it goes.
+//! `devmap_pins` (both pin forms) and `devmap_region`; for a client of `devmap serve`,
+//! `devmap_client`, `devmap_client_ns`, `devmap_client_mapping` and `devmap_client_pins`. Each
+//! is made by one function and freed by one (`devmap_*_free`, or `devmap_unpin` and
+//! `devmap_client_unpin` for pins). Devices hold their space, and mappings and pins hold their
+//! device (a client's handles their connection), so handles may be freed in any order: the
+//! device is torn down (the connection closed) when the last handle that holds it goes.
 //!
 //! Every fallible function returns 0 or a negative errno (`errno.rs` maps each library error
 //! to one) and leaves a message for `devmap_last_error`. No panic crosses the boundary: each
@@ -18,6 +20,7 @@
 // The C names of the handle and entry types are the Rust names: cbindgen copies them.
 #![allow(non_camel_case_types)]
 
+mod client;
 mod device;
 mod errno;
 mod error;
@@ -29,6 +32,13 @@ mod region;
 
 use std::ffi::c_char;
 
+pub use client::{
+    devmap_client, devmap_client_connect, devmap_client_free, devmap_client_map,
+    devmap_client_mapping, devmap_client_mapping_free, devmap_client_ns, devmap_client_ns_free,
+    devmap_client_ns_get_info, devmap_client_ns_info, devmap_client_open, devmap_client_pin,
+    devmap_client_pins, devmap_client_pins_extents, devmap_client_pins_nr_pages,
+    devmap_client_status, devmap_client_unpin,
+};
 pub use device::{
     DEVMAP_FAULTS_AUTO, DEVMAP_FAULTS_EXPLICIT, DEVMAP_FAULTS_USERFAULTFD, DEVMAP_GRANULARITY_LEAF,
     DEVMAP_GRANULARITY_PAGE, DEVMAP_INIT_ASYNC, DEVMAP_INIT_PARALLEL, DEVMAP_INIT_SYNC,
@@ -96,6 +106,10 @@ const _: () = {
     shared::<devmap_mapping>();
     shared::<devmap_pins>();
     shared::<devmap_region>();
+    shared::<devmap_client>();
+    shared::<devmap_client_ns>();
+    shared::<devmap_client_mapping>();
+    shared::<devmap_client_pins>();
 };
 
 #[cfg(test)]

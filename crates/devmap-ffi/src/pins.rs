@@ -113,7 +113,7 @@ impl devmap_pins {
 }
 
 /// The library's flags from `DEVMAP_PIN_*`.
-fn gup_flags(flags: u32) -> Result<GupFlags> {
+pub(crate) fn gup_flags(flags: u32) -> Result<GupFlags> {
     let known = DEVMAP_PIN_WRITE | DEVMAP_PIN_LONGTERM | DEVMAP_PIN_NOFAULT;
     if flags & !known != 0 {
         return Err(Failure::invalid(format!(

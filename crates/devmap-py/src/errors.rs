@@ -6,6 +6,7 @@
 //! `PoisonedError` for `EHWPOISON` (`MemoryLost` for bytes a read lost).
 
 use devmap::backing::BackingError;
+use devmap::client::ClientError;
 use devmap::memory_failure::MfError;
 use devmap::namespace::RegionError;
 use devmap::{DaxError, GupError};
@@ -222,5 +223,12 @@ pub(crate) fn mf(e: MfError) -> PyErr {
 /// A region error as a Python exception.
 pub(crate) fn region(e: RegionError) -> PyErr {
     let errno = devmap::errno::region(&e);
+    error(kind_of(errno), errno, reason(&e))
+}
+
+/// A client's error (a refusal by the service, the connection, mapping the namespace's file)
+/// as a Python exception: the class by its errno, the service's reason kept.
+pub(crate) fn client(e: ClientError) -> PyErr {
+    let errno = e.errno();
     error(kind_of(errno), errno, reason(&e))
 }

@@ -1,6 +1,8 @@
 //! The `devmap` Python module: device-dax devices over memfd, hugetlb and files, their mappings
 //! (whose bytes are a writable `memoryview`), pins by user address for DMA registration with
-//! their extents, memory failure and poison, and namespaces kept on disk in region files.
+//! their extents, memory failure and poison, and namespaces kept on disk in region files; and
+//! `connect()`, a client of a running `devmap serve` (its namespaces mapped and pinned through
+//! the service).
 //!
 //! Object lifetimes follow the library's rules without ever blocking Python for ever:
 //!
@@ -17,6 +19,8 @@
 //! memory failure, teardown) run with the GIL released (`Python::detach`).
 
 mod cell;
+mod client;
+mod client_mapping;
 mod device;
 mod dicts;
 mod errors;
@@ -133,6 +137,11 @@ fn devmap_py(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<pins::PinnedFolio>()?;
     m.add_class::<pins::Extent>()?;
     m.add_class::<region::Region>()?;
+    m.add_class::<client::Client>()?;
+    m.add_class::<client::ClientNamespace>()?;
+    m.add_class::<client_mapping::ClientMapping>()?;
+    m.add_class::<client_mapping::ClientPins>()?;
+    m.add_function(wrap_pyfunction!(client::connect, m)?)?;
     m.add_function(wrap_pyfunction!(parse_size_arg, m)?)?;
     m.add_function(wrap_pyfunction!(device::memory_failure_at, m)?)?;
     m.add_function(wrap_pyfunction!(region::estimate, m)?)?;

@@ -3,6 +3,7 @@
 //! `libdevmap`, and the library it wraps).
 
 mod abi;
+mod client;
 mod mf;
 mod options;
 mod overhead;

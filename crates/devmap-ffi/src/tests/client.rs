@@ -1,0 +1,399 @@
+//! The client ABI (`devmap_client_*`) against a real `devmap serve`: the `devmap` binary of
+//! this build (`target/<profile>/devmap`, beside this test's `deps/` folder; `DEVMAP_BIN`
+//! overrides it), serving a region file on tmpfs (`/dev/shm`) over a temporary socket. The
+//! binary is not built by `cargo test -p devmap-ffi`: a test fails, saying how to build it, if
+//! it is missing (`cargo test --workspace` builds it before running any test).
+
+use std::ffi::{CStr, CString};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::ptr;
+
+use crate::*;
+
+const MIB: u64 = 1 << 20;
+
+/// This thread's last error message.
+fn last_error() -> String {
+    // SAFETY: devmap_last_error returns a NUL-terminated string valid until the next failing
+    // call on this thread; it is copied at once.
+    unsafe { CStr::from_ptr(devmap_last_error()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Asserts `rc` is 0, with the message if not.
+fn ok(rc: i32) {
+    assert_eq!(rc, 0, "failed: {}", last_error());
+}
+
+/// Asserts `rc` is `-errno` and the message holds `want`.
+fn refused(rc: i32, errno: i32, want: &str) {
+    assert_eq!(rc, -errno, "wanted -{errno}: {}", last_error());
+    assert!(
+        last_error().contains(want),
+        "{:?} lacks {want:?}",
+        last_error()
+    );
+}
+
+/// The `devmap` binary: `DEVMAP_BIN`, else the one beside this test binary's `deps/` folder.
+fn devmap_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("DEVMAP_BIN") {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().expect("this test's path");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test binary lives in target/<profile>/deps")
+        .join("devmap");
+    assert!(
+        bin.is_file(),
+        "{} does not exist: these tests run a real `devmap serve`. Build it first with \
+         `cargo build -p devmap-cli` (same profile as this test), or set DEVMAP_BIN to a devmap \
+         binary",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs `devmap` with `args`, which must succeed.
+fn devmap(args: &[&str]) {
+    let out = Command::new(devmap_bin())
+        .args(args)
+        .output()
+        .expect("run devmap");
+    assert!(
+        out.status.success(),
+        "devmap {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A region file on tmpfs holding namespace `vm0` (64 MiB at 2 MiB), served by `devmap serve`
+/// on a socket of its own; the service is killed and the files removed if the test ends
+/// without stopping it.
+struct Served {
+    child: Child,
+    out: BufReader<ChildStdout>,
+    region: PathBuf,
+    socket: CString,
+}
+
+impl Served {
+    fn start(tag: &str) -> Served {
+        let pid = std::process::id();
+        let region = PathBuf::from(format!("/dev/shm/devmap-ffi-{tag}-{pid}.img"));
+        let socket = std::env::temp_dir().join(format!("devmap-ffi-{tag}-{pid}.sock"));
+        let _ = std::fs::remove_file(&region);
+        let r = region.to_str().expect("utf-8 path");
+        devmap(&["create-region", "--path", r, "--size", "128M"]);
+        devmap(&[
+            "create-namespace",
+            "-r",
+            r,
+            "-s",
+            "64M",
+            "-a",
+            "2M",
+            "-n",
+            "vm0",
+        ]);
+        let mut child = Command::new(devmap_bin())
+            .args(["serve", "--socket"])
+            .arg(&socket)
+            .args(["-r", r, "--enable", "vm0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn devmap serve");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut ready = String::new();
+        out.read_line(&mut ready).expect("the ready line");
+        assert!(ready.starts_with("devmap serve: ready on"), "{ready:?}");
+        Served {
+            child,
+            out,
+            region,
+            socket: CString::new(socket.into_os_string().into_encoded_bytes()).expect("no NUL"),
+        }
+    }
+
+    /// SIGTERM, then the exit, which must be 0 after a clean disable.
+    fn stop(mut self) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid");
+        // SAFETY: kill(2) with the pid of a child this test spawned and has not reaped.
+        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(rc, 0, "signal the service");
+        let mut last = String::new();
+        self.out.read_line(&mut last).expect("the last line");
+        let status = self.child.wait().expect("wait for the service");
+        assert!(status.success(), "{status:?}: {last}");
+        assert!(last.contains("disabled cleanly: vm0"), "{last}");
+    }
+
+    /// A connection to the service.
+    fn connect(&self) -> *mut devmap_client {
+        let mut c = ptr::null_mut();
+        // SAFETY: the socket is a C string, `c` a local.
+        ok(unsafe { devmap_client_connect(self.socket.as_ptr(), &mut c) });
+        c
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.region);
+    }
+}
+
+/// The service's status JSON through `devmap_client_status`, grown to fit (it may grow
+/// between two calls: each call asks the service again).
+fn status(c: *const devmap_client) -> String {
+    let mut need = 0usize;
+    // SAFETY: `c` is live; with cap 0 `out` may be NULL; `need` is a local.
+    let rc = unsafe { devmap_client_status(c, ptr::null_mut(), 0, &mut need) };
+    assert_eq!(rc, -libc::ENOSPC, "{}", last_error());
+    loop {
+        let mut buf = vec![0 as std::ffi::c_char; need];
+        // SAFETY: `buf` holds `need` entries; `need` is a local.
+        match unsafe { devmap_client_status(c, buf.as_mut_ptr(), buf.len(), &mut need) } {
+            0 => {
+                // SAFETY: the library wrote a NUL-terminated string into `buf`.
+                return unsafe { CStr::from_ptr(buf.as_ptr()) }
+                    .to_str()
+                    .expect("UTF-8 JSON")
+                    .to_owned();
+            }
+            rc => assert_eq!(rc, -libc::ENOSPC, "{}", last_error()),
+        }
+    }
+}
+
+#[test]
+fn two_connections_share_bytes_pin_with_extents_and_free_in_any_order() {
+    let served = Served::start("share");
+    let (a, b) = (served.connect(), served.connect());
+    // SAFETY: every handle is live until freed below, never used after; out pointers are
+    // locals; the bytes written and read lie inside the mappings.
+    unsafe {
+        let (mut ns_a, mut ns_b) = (ptr::null_mut(), ptr::null_mut());
+        ok(devmap_client_open(
+            a,
+            ptr::null(),
+            c"vm0".as_ptr(),
+            &mut ns_a,
+        ));
+        ok(devmap_client_open(
+            b,
+            c"".as_ptr(),
+            c"vm0".as_ptr(),
+            &mut ns_b,
+        ));
+        let mut info = devmap_client_ns_info::default();
+        ok(devmap_client_ns_get_info(ns_a, &mut info));
+        assert_eq!(info.align, 2 * MIB);
+        assert!(info.size > 60 * MIB && info.size <= 64 * MIB, "{info:?}");
+        assert!(info.caught, "a region on tmpfs has its touches caught");
+
+        let (mut map_a, mut addr_a, mut len_a) = (ptr::null_mut(), ptr::null_mut(), 0u64);
+        ok(devmap_client_map(
+            ns_a,
+            0,
+            8 * MIB,
+            &mut map_a,
+            &mut addr_a,
+            &mut len_a,
+        ));
+        assert_eq!(len_a, 8 * MIB);
+        assert_eq!(
+            addr_a as usize % (2 * MIB) as usize,
+            0,
+            "aligned to the align"
+        );
+        let mut map_b = ptr::null_mut();
+        let mut addr_b = ptr::null_mut();
+        ok(devmap_client_map(
+            ns_b,
+            2 * MIB,
+            2 * MIB,
+            &mut map_b,
+            &mut addr_b,
+            ptr::null_mut(),
+        ));
+        // A writes into its second leaf; B's window starts there and reads it back.
+        let greeting = b"hello through the service";
+        let at = addr_a.cast::<u8>().add((2 * MIB + 100) as usize);
+        ptr::copy_nonoverlapping(greeting.as_ptr(), at, greeting.len());
+        let got = std::slice::from_raw_parts(addr_b.cast::<u8>().add(100), greeting.len());
+        assert_eq!(got, greeting);
+
+        // 4 MiB from 1 MiB in: three leaves, one extent (the namespace is contiguous).
+        let from = addr_a.cast::<u8>().add(MIB as usize).cast();
+        let mut pins = ptr::null_mut();
+        ok(devmap_client_pin(
+            map_a,
+            from,
+            1024,
+            DEVMAP_PIN_WRITE,
+            true,
+            &mut pins,
+        ));
+        let mut nr = 0;
+        ok(devmap_client_pins_nr_pages(pins, &mut nr));
+        assert_eq!(nr, 1024);
+        let mut n = 0usize;
+        refused(
+            devmap_client_pins_extents(pins, ptr::null_mut(), 0, &mut n),
+            libc::ENOSPC,
+            "call again with a larger one",
+        );
+        assert_eq!(n, 1);
+        let mut e = [devmap_extent::default(); 2];
+        ok(devmap_client_pins_extents(pins, e.as_mut_ptr(), 2, &mut n));
+        assert_eq!(n, 1);
+        assert_eq!(
+            (e[0].addr, e[0].offset, e[0].len),
+            (from as usize, MIB, 4 * MIB)
+        );
+        assert!(e[0].pfn > 0);
+        let s = status(a);
+        assert!(s.contains("\"pins\": 1,"), "{s}");
+        assert!(s.contains(&std::process::id().to_string()), "{s}");
+
+        // Handles go in any order: the connection first, then the namespace, the mapping,
+        // and last the pins, which still reach the service through the connection they hold.
+        devmap_client_free(a);
+        devmap_client_ns_free(ns_a);
+        devmap_client_mapping_free(map_a);
+        ok(devmap_client_unpin(pins, true));
+        assert!(status(b).contains("\"pins\": 0,"), "{}", status(b));
+        devmap_client_mapping_free(map_b);
+        devmap_client_ns_free(ns_b);
+        devmap_client_free(b);
+    }
+    served.stop();
+}
+
+#[test]
+fn refusals_are_negative_errnos_with_the_reason() {
+    // SAFETY: the path is a C string, the out pointer a local.
+    unsafe {
+        let mut c = ptr::null_mut();
+        refused(
+            devmap_client_connect(c"/nonexistent/devmap.sock".as_ptr(), &mut c),
+            libc::ENOENT,
+            "is `devmap serve --socket /nonexistent/devmap.sock` running?",
+        );
+        assert!(c.is_null(), "a failed connect stored a handle");
+        refused(
+            devmap_client_connect(ptr::null(), &mut c),
+            libc::EFAULT,
+            "socket is NULL",
+        );
+    }
+    let served = Served::start("refuse");
+    let c = served.connect();
+    // SAFETY: every handle is live until freed below; out pointers are locals.
+    unsafe {
+        let mut ns = ptr::null_mut();
+        refused(
+            devmap_client_open(c, ptr::null(), c"nope".as_ptr(), &mut ns),
+            libc::ENOENT,
+            "no served region has a namespace \"nope\"",
+        );
+        refused(
+            devmap_client_open(c, ptr::null(), ptr::null(), &mut ns),
+            libc::EFAULT,
+            "name is NULL",
+        );
+        refused(
+            devmap_client_open(c, ptr::null(), c"vm0".as_ptr(), ptr::null_mut()),
+            libc::EFAULT,
+            "out is NULL",
+        );
+        assert!(ns.is_null());
+        ok(devmap_client_open(c, ptr::null(), c"vm0".as_ptr(), &mut ns));
+        let mut map = ptr::null_mut();
+        let (mut addr, mut len) = (ptr::null_mut(), 0);
+        refused(
+            devmap_client_map(ns, MIB, 2 * MIB, &mut map, &mut addr, &mut len),
+            libc::EINVAL,
+            "offset",
+        );
+        refused(
+            devmap_client_map(ns, 0, 2 * MIB, ptr::null_mut(), &mut addr, &mut len),
+            libc::EFAULT,
+            "out_map is NULL",
+        );
+        ok(devmap_client_map(
+            ns,
+            0,
+            2 * MIB,
+            &mut map,
+            &mut addr,
+            &mut len,
+        ));
+        let mut pins = ptr::null_mut();
+        refused(
+            devmap_client_pin(
+                map,
+                addr.cast::<u8>().add((2 * MIB) as usize).cast(),
+                1,
+                0,
+                false,
+                &mut pins,
+            ),
+            libc::EFAULT,
+            "not inside this mapping",
+        );
+        refused(
+            devmap_client_pin(map, addr, 1, 1 << 9, false, &mut pins),
+            libc::EINVAL,
+            "not DEVMAP_PIN_*",
+        );
+        assert!(pins.is_null());
+        refused(
+            devmap_client_pins_nr_pages(ptr::null(), &mut 0),
+            libc::EFAULT,
+            "pins is NULL",
+        );
+        refused(
+            devmap_client_unpin(ptr::null_mut(), false),
+            libc::EFAULT,
+            "",
+        );
+        let mut info = devmap_client_ns_info::default();
+        refused(
+            devmap_client_ns_get_info(ptr::null(), &mut info),
+            libc::EFAULT,
+            "ns is NULL",
+        );
+        // NULL is ignored by every freeing function.
+        devmap_client_free(ptr::null_mut());
+        devmap_client_ns_free(ptr::null_mut());
+        devmap_client_mapping_free(ptr::null_mut());
+
+        // Pins taken page by page; then the service stops under them: the next request is
+        // refused with the connection's errno, and freeing everything afterwards is safe.
+        ok(devmap_client_pin(map, addr, 16, 0, false, &mut pins));
+        let mut nr = 0;
+        ok(devmap_client_pins_nr_pages(pins, &mut nr));
+        assert_eq!(nr, 16);
+        served.stop();
+        let mut more = ptr::null_mut();
+        let rc = devmap_client_pin(map, addr, 1, 0, false, &mut more);
+        assert!(
+            rc < 0 && more.is_null(),
+            "a pin after the service stopped: {rc}"
+        );
+        assert!(devmap_client_unpin(pins, false) < 0, "the service is gone");
+        devmap_client_mapping_free(map);
+        devmap_client_ns_free(ns);
+        devmap_client_free(c);
+    }
+}
