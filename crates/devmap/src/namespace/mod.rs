@@ -44,6 +44,7 @@
 //! [`crate::addr`], and nothing below it imports it.
 
 mod badblocks;
+mod carve;
 mod enable;
 #[cfg(all(test, not(loom)))]
 mod fuzz_tests;

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::backing::file::TempPath;
+use crate::namespace::{MemmapLocation, NamespaceMode};
 
 const GIB: u64 = 1 << 30;
 

@@ -1,0 +1,192 @@
+//! Carving a region: creating a namespace where there is room (on its start align, as
+//! `nd_pfn_init` places one), giving it an owner, destroying it, and the free space between
+//! namespaces (`ndctl`'s `available_size` and `max_available_extent`). Every change is a
+//! crash-safe label update (`Region::write_labels`); the rest of `Region` is in `region.rs`.
+
+use super::badblocks::{BADBLOCKS_LEN, BADBLOCKS_OFFSET};
+use super::infoblock::{INFO_BLOCK_LEN, INFO_BLOCK_OFFSET, InfoBlock, InfoFlags};
+use super::label::{LABEL_AREA_BYTES, Label, MAX_NAMESPACES, Owner};
+use super::region::{Access, Region, RegionError, new_uuid};
+use super::{MemmapLocation, Namespace, NamespaceMode};
+
+impl Region {
+    /// Creates a namespace of `size` bytes laid out as `nd_pfn_init` does: its info block, then
+    /// its label. First fit after the label area at an offset on its
+    /// [`start_align`](Namespace::start_align), `max(align, 2 MiB)`.
+    pub fn create_namespace(
+        &mut self,
+        name: &str,
+        size: u64,
+        align: u64,
+        mode: NamespaceMode,
+        map: MemmapLocation,
+    ) -> Result<Label, RegionError> {
+        self.check_new(name)?;
+        let namespace = Namespace::new(size, align, mode, map)?;
+        self.create_laid_out(name, namespace)
+    }
+
+    /// Whether a namespace named `name` may be created: a managed region, a valid name not in
+    /// use, and room in the table.
+    fn check_new(&self, name: &str) -> Result<(), RegionError> {
+        if self.access != Access::Manage {
+            return Err(RegionError::ReadOnly);
+        }
+        if name.is_empty() || name.len() > 64 || name.contains('\0') {
+            return Err(RegionError::BadName { name: name.into() });
+        }
+        if self.index.labels.iter().any(|l| l.name == name) {
+            return Err(RegionError::NameTaken { name: name.into() });
+        }
+        if self.index.labels.len() >= MAX_NAMESPACES {
+            return Err(RegionError::Full);
+        }
+        Ok(())
+    }
+
+    /// Creates a namespace of the geometry `namespace` (the kernel's for every namespace
+    /// created now; the tests also lay out namespaces as an older devmap did).
+    pub(super) fn create_laid_out(
+        &mut self,
+        name: &str,
+        namespace: Namespace,
+    ) -> Result<Label, RegionError> {
+        self.check_new(name)?;
+        // On its start align: nd_pfn_init refuses a start off memremap_compat_align().
+        let offset = self.place(namespace.size(), namespace.start_align())?;
+        let label = Label {
+            uuid: new_uuid(&self.path)?,
+            name: name.into(),
+            offset,
+            namespace,
+            owner: Owner::DEFAULT,
+        };
+        let block = InfoBlock {
+            uuid: label.uuid,
+            parent_uuid: self.index.region_uuid,
+            name: name.into(),
+            namespace,
+            flags: InfoFlags::NONE,
+            generation: 1,
+            memmap: None,
+            room_sums: None,
+        };
+        let bytes = block.encode().map_err(|source| RegionError::InfoBlock {
+            name: name.into(),
+            source,
+        })?;
+        self.write_at(
+            &bytes,
+            offset + INFO_BLOCK_OFFSET,
+            "write an info block",
+            true,
+        )?;
+        // A new namespace has no bad pages, whatever an earlier one here had.
+        self.write_at(
+            &[0u8; BADBLOCKS_LEN],
+            offset + BADBLOCKS_OFFSET,
+            "clear a badblocks list",
+            true,
+        )?;
+        let mut labels = self.index.labels.clone();
+        labels.push(label.clone());
+        labels.sort_by_key(|l| l.offset);
+        self.write_labels(labels)?;
+        Ok(label)
+    }
+
+    /// Sets who may open the namespace `name` through `devmap serve` (`create-namespace --uid
+    /// --gid --mode`): a label update, crash-safe as every other. The mode's permission bits
+    /// only (at most 0o777).
+    pub fn set_owner(&mut self, name: &str, owner: Owner) -> Result<(), RegionError> {
+        if self.access != Access::Manage {
+            return Err(RegionError::ReadOnly);
+        }
+        if owner.mode > 0o777 {
+            return Err(RegionError::OwnerMode { mode: owner.mode });
+        }
+        self.namespace(name)?;
+        let labels = self
+            .index
+            .labels
+            .iter()
+            .map(|l| match l.name == name {
+                true => Label { owner, ..l.clone() },
+                false => l.clone(),
+            })
+            .collect();
+        self.write_labels(labels)
+    }
+
+    /// Destroys the namespace named `name`: its label, then its info block. Its bytes stay
+    /// in the file until another namespace is created over them.
+    pub fn destroy_namespace(&mut self, name: &str) -> Result<(), RegionError> {
+        if self.access != Access::Manage {
+            return Err(RegionError::ReadOnly);
+        }
+        let label = self.namespace(name)?.clone();
+        // Refused while a device serves the namespace, here or in another process; held until
+        // both writes are done, so no enable starts in between.
+        let _lock = self.lock_namespace(&label)?;
+        let labels = self
+            .index
+            .labels
+            .iter()
+            .filter(|l| l.name != name)
+            .cloned()
+            .collect();
+        self.write_labels(labels)?;
+        self.write_at(
+            &[0u8; INFO_BLOCK_LEN],
+            label.offset + INFO_BLOCK_OFFSET,
+            "clear an info block",
+            true,
+        )
+    }
+
+    /// The free runs after the label area, in order: each as (its first `align`-aligned
+    /// offset, bytes from there to the next namespace or the region's end).
+    fn free_runs(&self, align: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let size = self.index.region_size;
+        let mut from = LABEL_AREA_BYTES;
+        self.index
+            .labels
+            .iter()
+            .map(|l| (l.offset, l.offset + l.namespace.size()))
+            .chain(std::iter::once((size, size)))
+            .map(move |(start, end)| {
+                let at = from.next_multiple_of(align);
+                from = from.max(end);
+                (at, start.saturating_sub(at))
+            })
+    }
+
+    /// Free bytes usable at `align` (each free run counted from its first aligned byte) and the
+    /// longest such run: what `list -R` reports as available, and, with `align` a namespace's
+    /// [`data_align`](super::data_align) (`max(align, 2 MiB)`, where a new namespace starts),
+    /// the largest namespace of that align that fits. `align` must be a power of two (1 counts
+    /// every free byte).
+    pub fn free_space(&self, align: u64) -> Result<(u64, u64), RegionError> {
+        if !align.is_power_of_two() {
+            return Err(RegionError::BadAlign { align });
+        }
+        Ok(self
+            .free_runs(align)
+            .fold((0, 0), |(total, longest), (_, n)| {
+                (total + n, longest.max(n))
+            }))
+    }
+
+    /// The first `align`-aligned offset with `size` free bytes after it.
+    fn place(&self, size: u64, align: u64) -> Result<u64, RegionError> {
+        let largest = self.free_space(align)?.1;
+        self.free_runs(align)
+            .find(|&(_, n)| n >= size)
+            .map(|(at, _)| at)
+            .ok_or(RegionError::NoSpace {
+                size,
+                align,
+                largest,
+            })
+    }
+}
