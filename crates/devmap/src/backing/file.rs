@@ -272,7 +272,12 @@ impl TempPath {
         use std::sync::atomic::{AtomicU32, Ordering};
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        TempPath(std::env::temp_dir().join(format!("devmap-{tag}-{}-{n}", std::process::id())))
+        let path = std::env::temp_dir().join(format!("devmap-{tag}-{}-{n}", std::process::id()));
+        // Anything already there was left by a dead process that had this pid (a test child
+        // that died of SIGBUS, as some must, runs no destructor): a live pid is ours alone.
+        let _ = std::fs::remove_dir_all(&path);
+        let _ = std::fs::remove_file(&path);
+        TempPath(path)
     }
 
     /// A path on tmpfs (`/dev/shm`), where file mappings can be registered with userfaultfd.
@@ -285,7 +290,9 @@ impl TempPath {
         let shm = std::path::Path::new("/dev/shm");
         let on_tmpfs = rustix::fs::statfs(shm).is_ok_and(|st| st.f_type as u64 == 0x0102_1994);
         assert!(on_tmpfs, "these tests need /dev/shm mounted as tmpfs");
-        TempPath(shm.join(name))
+        let path = shm.join(name);
+        let _ = std::fs::remove_file(&path);
+        TempPath(path)
     }
 }
 
