@@ -378,6 +378,19 @@ class ServedNamespace(TypedDict):
     warm: bool
     clients: int
 
+class ClientNotice(TypedDict):
+    what: Literal["mapping_revoked", "pin_dropped", "memory_lost", "unknown"]
+    handle: int
+    addr: int
+    len: int
+    pfn: int
+
+class Injected(TypedDict):
+    pages: int
+    revoked: int
+    told: int
+    elapsed_ns: int
+
 def connect(socket: str | PathLike[str]) -> Client:
     """Connects to the service listening on `socket` (devmap serve --socket); devmap.Error
     (ENOENT, ECONNREFUSED) if nothing listens there."""
@@ -391,10 +404,18 @@ class Client:
     def socket(self) -> Path: ...
     @property
     def closed(self) -> bool: ...
+    def notices(self) -> list[ClientNotice]:
+        """What the service told this client unasked (mappings revoked, pins dropped,
+        memory lost), oldest first."""
     def list(self) -> list[ServedNamespace]:
         """Every namespace of every served region."""
     def status(self) -> dict[str, Any]:
         """What the service holds (its JSON, parsed): pid, socket, clients, namespaces."""
+    def inject_error(
+        self, name: str, offset: Size, count: int = 1, region: str | None = None
+    ) -> Injected:
+        """Reports a memory error on count pages from offset of the namespace, as ndctl
+        inject-error: every client mapping them loses them and is told."""
     def enable(self, name: str, region: str | None = None) -> bool:
         """Enables a namespace; returns whether the enable was warm."""
     def disable(self, name: str, region: str | None = None, force: bool = False) -> None:
@@ -447,6 +468,9 @@ class ClientMapping:
     @property
     def addr(self) -> int: ...
     @property
+    def handle(self) -> int:
+        """The service's handle of this mapping, as a notice names it."""
+    @property
     def length(self) -> int: ...
     @property
     def offset(self) -> int:
@@ -488,6 +512,9 @@ class ClientPins:
 
     @property
     def nr_pages(self) -> int: ...
+    @property
+    def handle(self) -> int:
+        """The service's handle of these pins, as a notice names it."""
     @property
     def unpinned(self) -> bool: ...
     def extents(self) -> list[Extent]:

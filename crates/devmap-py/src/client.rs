@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use devmap::client::{Client as LibClient, Namespace as LibNamespace};
-use devmap::service::proto::NamespaceEntry;
+use devmap::service::proto::{NamespaceEntry, notice};
 use parking_lot::{Mutex, RwLock};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
@@ -89,6 +89,57 @@ impl Client {
         let c = self.lib()?;
         let json = py.detach(|| c.status()).map_err(errors::client)?;
         py.import("json")?.call_method1("loads", (json,))
+    }
+
+    /// What the service told this client without its asking, oldest first, as dicts: `what`
+    /// ("mapping_revoked", "pin_dropped" or "memory_lost"), `handle` (a mapping's or pins'
+    /// `handle`), `addr` (this process's address), `len`, `pfn`.
+    fn notices<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let c = self.lib()?;
+        let notices = py.detach(|| c.notices()).map_err(errors::client)?;
+        notices
+            .iter()
+            .map(|n| {
+                let d = PyDict::new(py);
+                let what = match n.what {
+                    notice::MAPPING_REVOKED => "mapping_revoked",
+                    notice::PIN_DROPPED => "pin_dropped",
+                    notice::MEMORY_LOST => "memory_lost",
+                    _ => "unknown",
+                };
+                d.set_item("what", what)?;
+                d.set_item("handle", n.handle)?;
+                d.set_item("addr", n.addr)?;
+                d.set_item("len", n.len)?;
+                d.set_item("pfn", n.pfn)?;
+                Ok(d)
+            })
+            .collect()
+    }
+
+    /// Reports a memory error on `count` pages from byte `offset` of namespace `name`'s data,
+    /// as `ndctl inject-error` does: every client mapping the pages loses them and is told.
+    /// Returns a dict: pages, revoked (mappings that lost a page), told, elapsed_ns.
+    #[pyo3(signature = (name, offset, count = 1, region = None))]
+    fn inject_error<'py>(
+        &self,
+        py: Python<'py>,
+        name: &str,
+        offset: &Bound<'py, PyAny>,
+        count: u64,
+        region: Option<&str>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let c = self.lib()?;
+        let offset = crate::size_arg("offset", offset)?;
+        let done = py
+            .detach(|| c.inject_error(region, name, offset, count))
+            .map_err(errors::client)?;
+        let d = PyDict::new(py);
+        d.set_item("pages", done.pages)?;
+        d.set_item("revoked", done.revoked)?;
+        d.set_item("told", done.told)?;
+        d.set_item("elapsed_ns", done.elapsed_ns)?;
+        Ok(d)
     }
 
     /// Enables namespace `name` (of `region`, or of the one served region holding it);

@@ -33,12 +33,14 @@ pub struct ClientMapping {
     addr: usize,
     len: u64,
     offset: u64,
+    handle: u32,
 }
 
 impl ClientMapping {
     /// A mapping object over `m`, which maps the namespace from `offset`.
     pub(crate) fn new(m: LibMapping, offset: u64) -> ClientMapping {
         ClientMapping {
+            handle: m.handle(),
             addr: m.addr(),
             len: m.len(),
             offset,
@@ -78,6 +80,12 @@ impl ClientMapping {
     #[getter]
     fn addr(&self) -> usize {
         self.addr
+    }
+
+    /// The service's handle of this mapping, as a notice's `handle` names it.
+    #[getter]
+    fn handle(&self) -> u32 {
+        self.handle
     }
 
     /// The mapping's length in bytes (also `len(m)`).
@@ -287,6 +295,7 @@ impl ClientMapping {
 pub struct ClientPins {
     held: Mutex<Option<LibPins>>,
     nr_pages: u64,
+    handle: u32,
     extents: Vec<Extent>,
 }
 
@@ -304,6 +313,7 @@ impl ClientPins {
             .collect();
         ClientPins {
             nr_pages: p.nr_pages(),
+            handle: p.handle(),
             extents,
             held: Mutex::new(Some(p)),
         }
@@ -316,6 +326,12 @@ impl ClientPins {
     #[getter]
     fn nr_pages(&self) -> u64 {
         self.nr_pages
+    }
+
+    /// The service's handle of these pins, as a notice's `handle` names it.
+    #[getter]
+    fn handle(&self) -> u32 {
+        self.handle
     }
 
     /// Whether the pins were given back.

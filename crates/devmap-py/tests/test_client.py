@@ -190,7 +190,11 @@ def test_refusals_carry_the_services_errno_and_reason(served):
     m = ns.map(0, "2M")
     with pytest.raises(devmap.BusyError):
         c.disable("vm0")
+    assert c.notices() == []
     c.disable("vm0", force=True)
+    [told] = c.notices()
+    assert told["what"] == "mapping_revoked" and told["handle"] == m.handle
+    assert (told["addr"], told["len"]) == (m.addr, 2 * MiB)
     with pytest.raises(devmap.TornDownError):
         c.open("vm0")  # not enabled: ENXIO
     m.close()
@@ -238,3 +242,18 @@ def test_the_two_process_example_runs(served):
     assert repr(message) in reader.stdout
     assert "pinned 512 pages in 1 extent(s)" in reader.stdout
     assert "2 client(s) map vm0" in reader.stdout
+
+
+def test_a_memory_error_is_told_at_this_process_address(served):
+    c = devmap.connect(served.socket)
+    m = c.open("vm0").map(0, "4M")
+    m.write(3 * MiB, b"x" * PAGE)
+    done = c.inject_error("vm0", 3 * MiB)
+    assert (done["pages"], done["revoked"], done["told"]) == (1, 1, 1)
+    [told] = c.notices()
+    assert told["what"] == "memory_lost" and told["handle"] == m.handle
+    assert (told["addr"], told["len"]) == (m.addr + 3 * MiB, PAGE)
+    assert m.read(3 * MiB - PAGE, PAGE) == bytes(PAGE)  # the neighbour is intact
+    with pytest.raises(devmap.InvalidArgument):
+        c.inject_error("vm0", 3 * MiB + 1)
+    m.close()
