@@ -34,6 +34,22 @@
 #define DEVMAP_ABI_VERSION 1
 
 /**
+ * A notice: a mapping was taken from this client (a forced disable, the service stopping);
+ * every access to it raises SIGBUS.
+ */
+#define DEVMAP_NOTICE_MAPPING_REVOKED 1
+
+/**
+ * A notice: a pin was dropped (a forced disable).
+ */
+#define DEVMAP_NOTICE_PIN_DROPPED 2
+
+/**
+ * A notice: memory under a mapping failed; `len` bytes at `addr` are lost (SIGBUS there).
+ */
+#define DEVMAP_NOTICE_MEMORY_LOST 3
+
+/**
  * Descriptor layout: one 64-byte descriptor per 4 KiB page (16 GiB per TiB).
  */
 #define DEVMAP_LAYOUT_FLAT 0
@@ -288,6 +304,55 @@ typedef struct devmap_extent {
    */
   uint64_t len;
 } devmap_extent;
+
+/**
+ * One notice from the service.
+ */
+typedef struct devmap_notice {
+  /**
+   * `DEVMAP_NOTICE_*`.
+   */
+  uint32_t what;
+  /**
+   * The handle of the mapping or pins it concerns (`devmap_client_mapping_handle`,
+   * `devmap_client_pins_handle`).
+   */
+  uint32_t handle;
+  /**
+   * This process's address of the first byte concerned.
+   */
+  uint64_t addr;
+  /**
+   * Bytes concerned.
+   */
+  uint64_t len;
+  /**
+   * The pfn of the first byte concerned, or 0.
+   */
+  uint64_t pfn;
+} devmap_notice;
+
+/**
+ * What `devmap_client_inject_error` did.
+ */
+typedef struct devmap_injected {
+  /**
+   * Pages poisoned.
+   */
+  uint32_t pages;
+  /**
+   * Mappings that lost a page, summed over the pages.
+   */
+  uint32_t revoked;
+  /**
+   * Owners told, summed over the pages.
+   */
+  uint32_t told;
+  /**
+   * Nanoseconds until the last page was revoked everywhere and every owner told.
+   */
+  uint64_t elapsed_ns;
+} devmap_injected;
 
 /**
  * How to build a device: fill it with `devmap_device_options_init`, then change fields.
@@ -824,6 +889,69 @@ int devmap_client_pins_extents(const struct devmap_client_pins *pins,
  * call.
  */
 int devmap_client_unpin(struct devmap_client_pins *pins, bool make_dirty);
+
+/**
+ * Copies up to `cap` of the notices the service sent this connection unasked, oldest first,
+ * into `out` (NULL when `cap` is 0), and stores how many it copied in `*out_len`; those not
+ * copied stay for the next call, so call until `*out_len` is 0. Notices arrive between
+ * replies: this reads any waiting on the socket without blocking.
+ *
+ * Returns 0; -EFAULT; -EPIPE / -ECONNRESET if the service is gone. Thread-safe.
+ *
+ * # Safety
+ *
+ * `client` must be NULL or a live connection handle; `out` NULL or `cap` writable entries;
+ * `out_len` NULL or writable.
+ */
+int devmap_client_notices(const struct devmap_client *client,
+                          struct devmap_notice *out,
+                          size_t cap,
+                          size_t *out_len);
+
+/**
+ * Stores the service's handle of the mapping, as a notice names it, in `*out`.
+ *
+ * Returns 0 or -EFAULT. Thread-safe (reads only).
+ *
+ * # Safety
+ *
+ * `map` must be NULL or a live mapping handle, `out` NULL or writable.
+ */
+int devmap_client_mapping_handle(const struct devmap_client_mapping *map, uint32_t *out);
+
+/**
+ * Stores the service's handle of the pins, as a notice names it, in `*out`.
+ *
+ * Returns 0 or -EFAULT. Thread-safe (reads only).
+ *
+ * # Safety
+ *
+ * `pins` must be NULL or a live pins handle, `out` NULL or writable.
+ */
+int devmap_client_pins_handle(const struct devmap_client_pins *pins, uint32_t *out);
+
+/**
+ * Reports a memory error on `count` pages from byte `offset` (a multiple of 4 KiB) of the
+ * served namespace `name` (of the region file `region`; NULL or "": the one served region
+ * holding it), as `ndctl inject-error` does: every client mapping the pages loses them
+ * (SIGBUS at each on its next touch) and is told with a `DEVMAP_NOTICE_MEMORY_LOST` at its
+ * own address; the pages are recorded in the namespace's badblocks. Stores what it did in
+ * `*out` (NULL: not stored).
+ *
+ * Returns 0; -EFAULT; -EINVAL (an offset off a page, a count of 0, pages past the data);
+ * -ENOENT; -ENXIO (not enabled); -EPIPE / -ECONNRESET (the service is gone). Thread-safe.
+ *
+ * # Safety
+ *
+ * `client` must be NULL or a live connection handle; `region` NULL or a NUL-terminated
+ * string; `name` a NUL-terminated string; `out` NULL or writable.
+ */
+int devmap_client_inject_error(const struct devmap_client *client,
+                               const char *region,
+                               const char *name,
+                               uint64_t offset,
+                               uint64_t count,
+                               struct devmap_injected *out);
 
 /**
  * Fills `*out` with the default options for a device of `align` bytes (4096, 2 MiB or

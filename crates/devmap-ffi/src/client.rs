@@ -17,7 +17,9 @@ use crate::pins::{devmap_extent, gup_flags};
 /// answered one at a time (concurrent calls wait for each other).
 #[derive(Debug)]
 pub struct devmap_client {
-    client: Client,
+    pub(crate) client: Client,
+    /// Notices taken from the connection and not yet copied out (`devmap_client_notices`).
+    pub(crate) pending: parking_lot::Mutex<Vec<devmap::service::proto::Notice>>,
 }
 
 /// A namespace opened through the service: the file its bytes live in, ready to be mapped.
@@ -31,14 +33,14 @@ pub struct devmap_client_ns {
 /// window of the same bytes) and attached in the service. It holds its connection.
 #[derive(Debug)]
 pub struct devmap_client_mapping {
-    map: Mapping,
+    pub(crate) map: Mapping,
 }
 
 /// Pages pinned in the service for this client, with the extents to register for DMA. They
 /// hold their connection; the service unpins them when that connection ends.
 #[derive(Debug)]
 pub struct devmap_client_pins {
-    pins: Pins,
+    pub(crate) pins: Pins,
 }
 
 /// What `devmap_client_ns_get_info` reports.
@@ -81,8 +83,9 @@ pub unsafe extern "C" fn devmap_client_connect(
         // SAFETY: the caller promises NULL or a NUL-terminated string.
         let socket = unsafe { path(socket, "socket") }?;
         let client = Client::connect(socket)?;
+        let pending = parking_lot::Mutex::new(Vec::new());
         // SAFETY: non-null, and the caller promises it is writable.
-        unsafe { out.write(Box::into_raw(Box::new(devmap_client { client }))) };
+        unsafe { out.write(Box::into_raw(Box::new(devmap_client { client, pending }))) };
         Ok(())
     })
 }

@@ -21,6 +21,7 @@
 #![allow(non_camel_case_types)]
 
 mod client;
+mod client_notices;
 mod device;
 mod errno;
 mod error;
@@ -38,6 +39,11 @@ pub use client::{
     devmap_client_ns_get_info, devmap_client_ns_info, devmap_client_open, devmap_client_pin,
     devmap_client_pins, devmap_client_pins_extents, devmap_client_pins_nr_pages,
     devmap_client_status, devmap_client_unpin,
+};
+pub use client_notices::{
+    DEVMAP_NOTICE_MAPPING_REVOKED, DEVMAP_NOTICE_MEMORY_LOST, DEVMAP_NOTICE_PIN_DROPPED,
+    devmap_client_inject_error, devmap_client_mapping_handle, devmap_client_notices,
+    devmap_client_pins_handle, devmap_injected, devmap_notice,
 };
 pub use device::{
     DEVMAP_FAULTS_AUTO, DEVMAP_FAULTS_EXPLICIT, DEVMAP_FAULTS_USERFAULTFD, DEVMAP_GRANULARITY_LEAF,

@@ -397,3 +397,96 @@ fn refusals_are_negative_errnos_with_the_reason() {
         devmap_client_free(c);
     }
 }
+
+/// Notices reach C: a memory error injected through `devmap_client_inject_error` is told as
+/// `DEVMAP_NOTICE_MEMORY_LOST` at this process's address; a forced disable (the CLI's) as a pin
+/// dropped and a mapping revoked, each naming the handle `devmap_client_*_handle` gives; a small
+/// buffer takes them a few at a time and keeps the rest.
+#[test]
+fn notices_name_their_handles_and_a_small_buffer_keeps_the_rest() {
+    let served = Served::start("notices");
+    let c = served.connect();
+    // SAFETY: every handle is live until freed below, never used after; out pointers are
+    // locals; the bytes written lie inside the mapping.
+    unsafe {
+        let mut ns = ptr::null_mut();
+        ok(devmap_client_open(c, ptr::null(), c"vm0".as_ptr(), &mut ns));
+        let (mut map, mut addr) = (ptr::null_mut(), ptr::null_mut());
+        ok(devmap_client_map(
+            ns,
+            0,
+            4 * MIB,
+            &mut map,
+            &mut addr,
+            ptr::null_mut(),
+        ));
+        let base = addr as u64;
+        addr.cast::<u8>().add((3 * MIB) as usize).write_volatile(7);
+        let mut pins = ptr::null_mut();
+        ok(devmap_client_pin(map, addr, 16, 0, false, &mut pins));
+        let (mut map_handle, mut pins_handle) = (0u32, 0u32);
+        ok(devmap_client_mapping_handle(map, &mut map_handle));
+        ok(devmap_client_pins_handle(pins, &mut pins_handle));
+
+        let mut done = devmap_injected::default();
+        ok(devmap_client_inject_error(
+            c,
+            ptr::null(),
+            c"vm0".as_ptr(),
+            3 * MIB,
+            1,
+            &mut done,
+        ));
+        assert_eq!((done.pages, done.revoked, done.told), (1, 1, 1), "{done:?}");
+        refused(
+            devmap_client_inject_error(
+                c,
+                ptr::null(),
+                c"vm0".as_ptr(),
+                3 * MIB + 1,
+                1,
+                ptr::null_mut(),
+            ),
+            libc::EINVAL,
+            "4 KiB-aligned offset",
+        );
+        let region = served.region.to_str().expect("utf-8");
+        let socket = served.socket.to_str().expect("utf-8");
+        devmap(&[
+            "disable-namespace",
+            "-r",
+            region,
+            "vm0",
+            "--socket",
+            socket,
+            "-f",
+        ]);
+
+        let mut got = Vec::new();
+        loop {
+            let mut one = [devmap_notice::default(); 1];
+            let mut n = 0usize;
+            ok(devmap_client_notices(c, one.as_mut_ptr(), 1, &mut n));
+            if n == 0 {
+                break;
+            }
+            got.push(one[0]);
+        }
+        let want = [
+            (DEVMAP_NOTICE_MEMORY_LOST, map_handle, base + 3 * MIB, 4096),
+            (DEVMAP_NOTICE_PIN_DROPPED, pins_handle, 0, 16 * 4096),
+            (DEVMAP_NOTICE_MAPPING_REVOKED, map_handle, base, 4 * MIB),
+        ];
+        let seen: Vec<_> = got
+            .iter()
+            .map(|n| (n.what, n.handle, n.addr, n.len))
+            .collect();
+        assert_eq!(seen, want);
+        ok(devmap_client_unpin(pins, false));
+        devmap_client_mapping_free(map);
+        devmap_client_ns_free(ns);
+        devmap_client_free(c);
+        devmap(&["enable-namespace", "-r", region, "vm0", "--socket", socket]);
+    }
+    served.stop();
+}
