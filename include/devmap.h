@@ -954,6 +954,44 @@ int devmap_client_inject_error(const struct devmap_client *client,
                                struct devmap_injected *out);
 
 /**
+ * Enables the namespace `name` of the region file `region` (NULL or "": the one served region
+ * holding it) in the service, which keeps it enabled for its clients until a disable or its
+ * end; stores in `*warm` (NULL: not stored) whether the enable adopted the memmap a clean
+ * disable left. A namespace enabled already is left as it is.
+ *
+ * Returns 0; -EFAULT; -ENOENT; -EINVAL (several regions hold the name: name the region);
+ * -EBUSY (enabled by another process); -EPIPE / -ECONNRESET (the service is gone).
+ * Thread-safe.
+ *
+ * # Safety
+ *
+ * `client` must be NULL or a live connection handle; `region` NULL or a NUL-terminated
+ * string; `name` a NUL-terminated string; `warm` NULL or writable.
+ */
+int devmap_client_enable(const struct devmap_client *client,
+                         const char *region,
+                         const char *name,
+                         bool *warm);
+
+/**
+ * Disables the namespace `name` (of `region`, as for `devmap_client_enable`) in the service.
+ * While clients map or pin it the service refuses (-EBUSY, the message naming their pids)
+ * unless `force`, which takes their mappings and pins and tells each client.
+ *
+ * Returns 0; -EFAULT; -ENOENT; -ENXIO (not enabled); -EBUSY; -EPIPE / -ECONNRESET.
+ * Thread-safe.
+ *
+ * # Safety
+ *
+ * `client` must be NULL or a live connection handle; `region` NULL or a NUL-terminated
+ * string; `name` a NUL-terminated string.
+ */
+int devmap_client_disable(const struct devmap_client *client,
+                          const char *region,
+                          const char *name,
+                          bool force);
+
+/**
  * Fills `*out` with the default options for a device of `align` bytes (4096, 2 MiB or
  * 1 GiB): Heads layout, parallel init on every core, touches caught where possible, one
  * handler thread, PAGE granularity. The align is checked when the device is made.

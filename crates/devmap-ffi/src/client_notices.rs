@@ -3,7 +3,8 @@
 //! disable, a pin dropped with it, memory lost under a mapping), which name a mapping or pins
 //! by the handle `devmap_client_mapping_handle` and `devmap_client_pins_handle` give; and
 //! `devmap_client_inject_error` reports a memory error on a served namespace, as `ndctl
-//! inject-error` does.
+//! inject-error` does; `devmap_client_enable` and `devmap_client_disable` have the service
+//! enable and disable a namespace.
 
 use std::ffi::{c_char, c_int};
 
@@ -161,12 +162,8 @@ pub unsafe extern "C" fn devmap_client_inject_error(
     call(|| {
         // SAFETY: the caller promises NULL or a live handle.
         let c = unsafe { handle(client, "client") }?;
-        let region = if region.is_null() {
-            None
-        } else {
-            // SAFETY: non-null, and the caller promises a NUL-terminated string.
-            Some(unsafe { utf8(region, "region") }?)
-        };
+        // SAFETY: the caller promises NULL or a NUL-terminated string.
+        let region = unsafe { opt_utf8(region, "region") }?;
         // SAFETY: the caller promises a NUL-terminated string.
         let name = unsafe { utf8(name, "name") }?;
         let done = c.client.inject_error(region, name, offset, count)?;
@@ -183,4 +180,82 @@ pub unsafe extern "C" fn devmap_client_inject_error(
         }
         Ok(())
     })
+}
+
+/// Enables the namespace `name` of the region file `region` (NULL or "": the one served region
+/// holding it) in the service, which keeps it enabled for its clients until a disable or its
+/// end; stores in `*warm` (NULL: not stored) whether the enable adopted the memmap a clean
+/// disable left. A namespace enabled already is left as it is.
+///
+/// Returns 0; -EFAULT; -ENOENT; -EINVAL (several regions hold the name: name the region);
+/// -EBUSY (enabled by another process); -EPIPE / -ECONNRESET (the service is gone).
+/// Thread-safe.
+///
+/// # Safety
+///
+/// `client` must be NULL or a live connection handle; `region` NULL or a NUL-terminated
+/// string; `name` a NUL-terminated string; `warm` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn devmap_client_enable(
+    client: *const devmap_client,
+    region: *const c_char,
+    name: *const c_char,
+    warm: *mut bool,
+) -> c_int {
+    call(|| {
+        // SAFETY: the caller promises NULL or a live handle.
+        let c = unsafe { handle(client, "client") }?;
+        // SAFETY: the caller promises NULL or a NUL-terminated string.
+        let region = unsafe { opt_utf8(region, "region") }?;
+        // SAFETY: the caller promises a NUL-terminated string.
+        let name = unsafe { utf8(name, "name") }?;
+        let was_warm = c.client.enable(region, name)?;
+        if !warm.is_null() {
+            // SAFETY: non-null, and the caller promises it is writable.
+            unsafe { warm.write(was_warm) };
+        }
+        Ok(())
+    })
+}
+
+/// Disables the namespace `name` (of `region`, as for `devmap_client_enable`) in the service.
+/// While clients map or pin it the service refuses (-EBUSY, the message naming their pids)
+/// unless `force`, which takes their mappings and pins and tells each client.
+///
+/// Returns 0; -EFAULT; -ENOENT; -ENXIO (not enabled); -EBUSY; -EPIPE / -ECONNRESET.
+/// Thread-safe.
+///
+/// # Safety
+///
+/// `client` must be NULL or a live connection handle; `region` NULL or a NUL-terminated
+/// string; `name` a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn devmap_client_disable(
+    client: *const devmap_client,
+    region: *const c_char,
+    name: *const c_char,
+    force: bool,
+) -> c_int {
+    call(|| {
+        // SAFETY: the caller promises NULL or a live handle.
+        let c = unsafe { handle(client, "client") }?;
+        // SAFETY: the caller promises NULL or a NUL-terminated string.
+        let region = unsafe { opt_utf8(region, "region") }?;
+        // SAFETY: the caller promises a NUL-terminated string.
+        let name = unsafe { utf8(name, "name") }?;
+        Ok(c.client.disable(region, name, force)?)
+    })
+}
+
+/// A string argument that may be NULL (or empty: the same for the service).
+///
+/// # Safety
+///
+/// `p` must be NULL or a NUL-terminated string valid for `'a`.
+unsafe fn opt_utf8<'a>(p: *const c_char, what: &str) -> crate::error::Result<Option<&'a str>> {
+    if p.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: non-null, and the caller promises a NUL-terminated string.
+    unsafe { utf8(p, what) }.map(Some)
 }

@@ -399,8 +399,8 @@ fn refusals_are_negative_errnos_with_the_reason() {
 }
 
 /// Notices reach C: a memory error injected through `devmap_client_inject_error` is told as
-/// `DEVMAP_NOTICE_MEMORY_LOST` at this process's address; a forced disable (the CLI's) as a pin
-/// dropped and a mapping revoked, each naming the handle `devmap_client_*_handle` gives; a small
+/// `DEVMAP_NOTICE_MEMORY_LOST` at this process's address; a forced `devmap_client_disable` (a
+/// plain one is refused naming this process) as a pin dropped and a mapping revoked, each naming the handle `devmap_client_*_handle` gives; a small
 /// buffer takes them a few at a time and keeps the rest.
 #[test]
 fn notices_name_their_handles_and_a_small_buffer_keeps_the_rest() {
@@ -450,17 +450,12 @@ fn notices_name_their_handles_and_a_small_buffer_keeps_the_rest() {
             libc::EINVAL,
             "4 KiB-aligned offset",
         );
-        let region = served.region.to_str().expect("utf-8");
-        let socket = served.socket.to_str().expect("utf-8");
-        devmap(&[
-            "disable-namespace",
-            "-r",
-            region,
-            "vm0",
-            "--socket",
-            socket,
-            "-f",
-        ]);
+        refused(
+            devmap_client_disable(c, ptr::null(), c"vm0".as_ptr(), false),
+            libc::EBUSY,
+            &std::process::id().to_string(),
+        );
+        ok(devmap_client_disable(c, ptr::null(), c"vm0".as_ptr(), true));
 
         let mut got = Vec::new();
         loop {
@@ -485,8 +480,17 @@ fn notices_name_their_handles_and_a_small_buffer_keeps_the_rest() {
         ok(devmap_client_unpin(pins, false));
         devmap_client_mapping_free(map);
         devmap_client_ns_free(ns);
+        let c2 = served.connect();
         devmap_client_free(c);
-        devmap(&["enable-namespace", "-r", region, "vm0", "--socket", socket]);
+        let mut warm = false;
+        ok(devmap_client_enable(
+            c2,
+            c"".as_ptr(),
+            c"vm0".as_ptr(),
+            &mut warm,
+        ));
+        assert!(warm, "the forced disable was clean");
+        devmap_client_free(c2);
     }
     served.stop();
 }
