@@ -3,7 +3,7 @@
 //! client's window of them), and `devmap.ClientPins`: pages of it pinned in the service, with
 //! the extents to register for DMA.
 
-use std::ffi::{c_int, c_void};
+use std::ffi::c_int;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use devmap::client::{Mapping as LibMapping, Pins as LibPins};
@@ -134,22 +134,13 @@ impl ClientMapping {
         let m = state
             .as_ref()
             .ok_or_else(|| PyBufferError::new_err("the client mapping is closed"))?;
-        let len = ffi::Py_ssize_t::try_from(m.len())
-            .map_err(|_| PyBufferError::new_err("the mapping is too large for a buffer"))?;
-        let buf = m.bytes().as_ptr().as_ptr().cast::<c_void>();
-        // SAFETY: `view` is the Py_buffer Python handed to this slot. `buf` and `len` are the
-        // mapping's window, which stays mapped until the library mapping drops: that happens
-        // only in `close()` (refused while `exports` is non-zero, and `exports` is raised
-        // below while the read lock keeps `close()` out) or when this object is deallocated,
-        // which cannot happen while the export holds its reference to it (`view.obj`, set by
-        // PyBuffer_FillInfo). The bytes are shared namespace memory, writable by design
-        // (readonly = 0), as an mmap of them is in C.
-        let rc = unsafe { ffi::PyBuffer_FillInfo(view, slf.as_ptr(), buf, len, 0, flags) };
-        if rc != 0 {
-            return Err(PyErr::fetch(slf.py()));
+        // SAFETY: the window is the library mapping's, which drops only in `close()` (refused
+        // while `exports` is non-zero; the read lock held here keeps `close()` out until the
+        // export is counted) or when this object is deallocated, which the export's reference
+        // to it prevents.
+        unsafe {
+            crate::mapping::export_window(slf.as_any(), view, flags, m.bytes(), &this.exports)
         }
-        this.exports.fetch_add(1, Ordering::SeqCst);
-        Ok(())
     }
 
     /// Ends one export.

@@ -168,22 +168,11 @@ impl Mapping {
         let m = state
             .as_ref()
             .ok_or_else(|| PyBufferError::new_err("the mapping is closed"))?;
-        let len = ffi::Py_ssize_t::try_from(m.len())
-            .map_err(|_| PyBufferError::new_err("the mapping is too large for a buffer"))?;
-        let buf = m.bytes().as_ptr().as_ptr().cast::<c_void>();
-        // SAFETY: `view` is the Py_buffer Python handed to this slot. `buf` and `len` are the
-        // mapping's window, which stays mapped until the `DaxMapping` drops: that happens only
-        // in `close()` (refused while `exports` is non-zero, and `exports` is raised below
-        // while the read lock keeps `close()` out) or when this object is deallocated, which
-        // cannot happen while the export holds its reference to it (`view.obj`, set by
-        // PyBuffer_FillInfo). The bytes are shared device memory, writable by design
-        // (readonly = 0), as an mmap of them is in C.
-        let rc = unsafe { ffi::PyBuffer_FillInfo(view, slf.as_ptr(), buf, len, 0, flags) };
-        if rc != 0 {
-            return Err(PyErr::fetch(slf.py()));
-        }
-        this.exports.fetch_add(1, Ordering::SeqCst);
-        Ok(())
+        // SAFETY: the window is the `DaxMapping`'s, which drops only in `close()` (refused
+        // while `exports` is non-zero; the read lock held here keeps `close()` out until the
+        // export is counted) or when this object is deallocated, which the export's reference
+        // to it prevents.
+        unsafe { export_window(slf.as_any(), view, flags, m.bytes(), &this.exports) }
     }
 
     /// Ends one export.
@@ -397,4 +386,34 @@ impl Mapping {
             if self.closed() { " closed" } else { "" }
         )
     }
+}
+
+/// Fills `view` with `window`'s bytes for the buffer protocol (one-dimensional, unsigned bytes,
+/// writable: the bytes are shared device memory, writable by design, as an mmap of them is in
+/// C) and counts the export in `exports`. What `Mapping` and `ClientMapping` export.
+///
+/// # Safety
+///
+/// `view` is the `Py_buffer` Python handed to `obj`'s `__getbuffer__` slot. `window` stays
+/// mapped while `exports` is non-zero and while `obj` lives (the export holds a reference to
+/// `obj`, `view.obj`, which `PyBuffer_FillInfo` sets), and nothing can unmap it between this
+/// call and the count.
+pub(crate) unsafe fn export_window(
+    obj: &Bound<'_, PyAny>,
+    view: *mut ffi::Py_buffer,
+    flags: c_int,
+    window: &devmap::backing::Mmap,
+    exports: &std::sync::atomic::AtomicUsize,
+) -> PyResult<()> {
+    let len = ffi::Py_ssize_t::try_from(window.len())
+        .map_err(|_| PyBufferError::new_err("the mapping is too large for a buffer"))?;
+    let buf = window.as_ptr().as_ptr().cast::<c_void>();
+    // SAFETY: as the caller promises: `view` is Python's to fill, and `buf`/`len` are a window
+    // that outlives the export.
+    let rc = unsafe { ffi::PyBuffer_FillInfo(view, obj.as_ptr(), buf, len, 0, flags) };
+    if rc != 0 {
+        return Err(PyErr::fetch(obj.py()));
+    }
+    exports.fetch_add(1, Ordering::SeqCst);
+    Ok(())
 }
