@@ -857,6 +857,19 @@ int devmap_client_pin(const struct devmap_client_mapping *map,
 int devmap_client_pins_nr_pages(const struct devmap_client_pins *pins, uint64_t *out);
 
 /**
+ * Stores 1 in `*out` if the pins were taken in this process with no request (fast pins,
+ * DESIGN §9.5: their handle is 0, and a forced disable names them by their mapping's
+ * address), else 0.
+ *
+ * Returns 0 or -EFAULT. Thread-safe (reads only).
+ *
+ * # Safety
+ *
+ * `pins` must be NULL or a live pins handle, `out` NULL or writable.
+ */
+int devmap_client_pins_is_fast(const struct devmap_client_pins *pins, int *out);
+
+/**
  * Copies the pins' extents, as the service reported them (the fewest covering exactly the
  * pinned bytes, in address order; client address, namespace offset and pfn run on through
  * each), into `out` (`cap` entries; NULL when `cap` is 0) and stores their count in
@@ -920,7 +933,8 @@ int devmap_client_notices(const struct devmap_client *client,
 int devmap_client_mapping_handle(const struct devmap_client_mapping *map, uint32_t *out);
 
 /**
- * Stores the service's handle of the pins, as a notice names it, in `*out`.
+ * Stores the service's handle of the pins, as a notice names it, in `*out`: 0 for fast pins
+ * (`devmap_client_pins_is_fast`), which a notice names by their mapping's address.
  *
  * Returns 0 or -EFAULT. Thread-safe (reads only).
  *

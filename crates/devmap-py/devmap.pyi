@@ -508,13 +508,17 @@ class ClientMapping:
 
 @final
 class ClientPins:
-    """Pages pinned in the service for this client, held until unpin()."""
+    """Pages pinned for this client, held until unpin(): fast (in this process) where the
+    service vouches for every leaf, else by request."""
 
     @property
     def nr_pages(self) -> int: ...
     @property
     def handle(self) -> int:
-        """The service's handle of these pins, as a notice names it."""
+        """The service's handle of these pins, as a notice names it; 0 for fast pins."""
+    @property
+    def fast(self) -> bool:
+        """Whether the pins were taken in this process with no request."""
     @property
     def unpinned(self) -> bool: ...
     def extents(self) -> list[Extent]:

@@ -566,6 +566,118 @@ fn pins_from_a_client_carry_their_extents_and_hold_the_namespace() {
     assert!(exit.success());
 }
 
+/// Fast pins (DESIGN §9.5): a pin of leaves the client has touched is taken in the client with
+/// no request and names the same pfns a request would; status counts it; a leaf not yet
+/// touched or with a poisoned page goes by request; a forced disable revokes the fast pins
+/// with a notice, and no fast pin succeeds after it.
+#[test]
+fn fast_pins_in_the_client_name_the_same_pfns_and_end_with_the_mapping() {
+    let region = ShmRegion::new("serve-fast");
+    create(&region);
+    let socket = std::env::temp_dir().join(format!("devmap-fast-{}.sock", std::process::id()));
+    let (served, _) = Served::start(&socket, &region, "vm0");
+    let c = Client::connect(&socket).expect("connect");
+    let ns = c.open(None, "vm0").expect("open");
+    let m = ns.map(0, 8 * MIB).expect("map");
+    for leaf in 0..3 {
+        m.bytes().write(leaf * 2 * MIB, &[1]).expect("touch");
+    }
+    let from = m.addr() + MIB as usize;
+    let fast = m
+        .pin(from, (4 * MIB) / 4096, devmap::GupFlags::WRITE, true)
+        .expect("pin 4 MiB across three touched leaves");
+    assert!(fast.is_fast(), "every leaf was touched: no request");
+    assert_eq!(fast.handle(), 0);
+    let asked = m
+        .pin_by_request(from, (4 * MIB) / 4096, devmap::GupFlags::WRITE, true)
+        .expect("the same pin by request");
+    assert_eq!(fast.extents(), asked.extents(), "the same pfns either way");
+    asked.unpin(false).expect("unpin");
+    let status = served.status();
+    let ns_status = &status["namespaces"][0];
+    assert_eq!(ns_status["fast_pins"].as_u64(), Some(1), "{ns_status}");
+    assert_eq!(ns_status["fast_pinned_bytes"].as_u64(), Some(4 * MIB));
+    assert_eq!(ns_status["mappings"][0]["fast_pins"].as_u64(), Some(1));
+    assert_eq!(
+        ns_status["pins"].as_u64(),
+        Some(0),
+        "no pin by request left"
+    );
+
+    // Leaf 3 was never touched: by request, which faults it in; then it is fast.
+    let p = m
+        .pin(
+            m.addr() + (6 * MIB) as usize,
+            1,
+            devmap::GupFlags::NONE,
+            false,
+        )
+        .expect("pin an untouched leaf");
+    assert!(!p.is_fast());
+    p.unpin(false).expect("unpin");
+    let p = m
+        .pin(
+            m.addr() + (6 * MIB) as usize,
+            1,
+            devmap::GupFlags::NONE,
+            false,
+        )
+        .expect("pin it again");
+    assert!(p.is_fast(), "faulted by the request");
+    p.unpin(false).expect("unpin");
+
+    // A poisoned page takes its leaf out of the fast path; the request refuses it.
+    c.inject_error(None, "vm0", 2 * MIB + 8192, 1)
+        .expect("inject an error in leaf 1");
+    let e = m
+        .pin(
+            m.addr() + (2 * MIB) as usize,
+            1,
+            devmap::GupFlags::NONE,
+            false,
+        )
+        .expect_err("leaf 1 has a poisoned page");
+    assert!(e.to_string().contains("poison"), "{e}");
+    let p = m
+        .pin(m.addr(), 1, devmap::GupFlags::NONE, false)
+        .expect("leaf 0 is clean");
+    assert!(p.is_fast());
+    p.unpin(false).expect("unpin");
+
+    // A forced disable revokes the fast pins, tells the client, and none succeeds after.
+    let _ = c.notices().expect("the memory-lost notice");
+    c.disable(None, "vm0", true).expect("forced disable");
+    let told: Vec<(u8, u32, u64, u64)> = c
+        .notices()
+        .expect("notices")
+        .iter()
+        .map(|n| (n.what, n.handle, n.addr, n.len))
+        .collect();
+    assert_eq!(
+        told,
+        vec![
+            (proto::notice::PIN_DROPPED, 0, m.addr() as u64, 4 * MIB),
+            (
+                proto::notice::MAPPING_REVOKED,
+                m.handle(),
+                m.addr() as u64,
+                8 * MIB
+            ),
+        ]
+    );
+    let e = m
+        .pin(m.addr(), 1, devmap::GupFlags::NONE, false)
+        .expect_err("revoked");
+    assert_eq!(e.errno(), rustix::io::Errno::BADF.raw_os_error(), "{e}");
+    fast.unpin(false)
+        .expect("a fast unpin after the revocation is harmless");
+    drop(m);
+    drop(ns);
+    drop(c);
+    let (exit, _) = served.stop(rustix::process::Signal::TERM);
+    assert!(exit.success());
+}
+
 /// `client-test` measures a client of a running service: every figure is there and the
 /// touches it timed were resolved by the service.
 #[test]

@@ -364,6 +364,30 @@ pub unsafe extern "C" fn devmap_client_pins_nr_pages(
     })
 }
 
+/// Stores 1 in `*out` if the pins were taken in this process with no request (fast pins,
+/// DESIGN §9.5: their handle is 0, and a forced disable names them by their mapping's
+/// address), else 0.
+///
+/// Returns 0 or -EFAULT. Thread-safe (reads only).
+///
+/// # Safety
+///
+/// `pins` must be NULL or a live pins handle, `out` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn devmap_client_pins_is_fast(
+    pins: *const devmap_client_pins,
+    out: *mut c_int,
+) -> c_int {
+    call(|| {
+        // SAFETY: the caller promises NULL or a live handle.
+        let p = unsafe { handle(pins, "pins") }?;
+        let out = nonnull(out, "out")?;
+        // SAFETY: non-null, and the caller promises it is writable.
+        unsafe { out.write(c_int::from(p.pins.is_fast())) };
+        Ok(())
+    })
+}
+
 /// Copies the pins' extents, as the service reported them (the fewest covering exactly the
 /// pinned bytes, in address order; client address, namespace offset and pfn run on through
 /// each), into `out` (`cap` entries; NULL when `cap` is 0) and stores their count in

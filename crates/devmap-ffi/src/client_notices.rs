@@ -114,7 +114,8 @@ pub unsafe extern "C" fn devmap_client_mapping_handle(
     })
 }
 
-/// Stores the service's handle of the pins, as a notice names it, in `*out`.
+/// Stores the service's handle of the pins, as a notice names it, in `*out`: 0 for fast pins
+/// (`devmap_client_pins_is_fast`), which a notice names by their mapping's address.
 ///
 /// Returns 0 or -EFAULT. Thread-safe (reads only).
 ///

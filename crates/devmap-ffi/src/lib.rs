@@ -37,8 +37,8 @@ pub use client::{
     devmap_client, devmap_client_connect, devmap_client_free, devmap_client_map,
     devmap_client_mapping, devmap_client_mapping_free, devmap_client_ns, devmap_client_ns_free,
     devmap_client_ns_get_info, devmap_client_ns_info, devmap_client_open, devmap_client_pin,
-    devmap_client_pins, devmap_client_pins_extents, devmap_client_pins_nr_pages,
-    devmap_client_status, devmap_client_unpin,
+    devmap_client_pins, devmap_client_pins_extents, devmap_client_pins_is_fast,
+    devmap_client_pins_nr_pages, devmap_client_status, devmap_client_unpin,
 };
 pub use client_notices::{
     DEVMAP_NOTICE_MAPPING_REVOKED, DEVMAP_NOTICE_MEMORY_LOST, DEVMAP_NOTICE_PIN_DROPPED,

@@ -287,6 +287,7 @@ pub struct ClientPins {
     held: Mutex<Option<LibPins>>,
     nr_pages: u64,
     handle: u32,
+    fast: bool,
     extents: Vec<Extent>,
 }
 
@@ -305,6 +306,7 @@ impl ClientPins {
         ClientPins {
             nr_pages: p.nr_pages(),
             handle: p.handle(),
+            fast: p.is_fast(),
             extents,
             held: Mutex::new(Some(p)),
         }
@@ -319,10 +321,16 @@ impl ClientPins {
         self.nr_pages
     }
 
-    /// The service's handle of these pins, as a notice's `handle` names it.
+    /// The service's handle of these pins, as a notice's `handle` names it; 0 for fast pins.
     #[getter]
     fn handle(&self) -> u32 {
         self.handle
+    }
+
+    /// Whether the pins were taken in this process with no request (DESIGN §9.5).
+    #[getter]
+    fn fast(&self) -> bool {
+        self.fast
     }
 
     /// Whether the pins were given back.

@@ -88,6 +88,7 @@ pub fn backing(e: &BackingError) -> i32 {
         BackingError::TooLarge { .. } => ENOMEM,
         // mmap(2) of a file that cannot back a mapping.
         BackingError::WrongFileType { .. } => ENODEV,
+        BackingError::SharedWords { .. } => EBADF,
     }
 }
 

@@ -2,9 +2,10 @@
 //! client, beside the kernel's own figure in the same run where there is one:
 //! connect + open + map of the whole namespace; the first touch of each 2 MiB leaf (one byte
 //! written in every 4 KiB page of it) resolved by the service, against the kernel's first
-//! touch of the same pages of a plain shared mapping of a tmpfs file of the same size; and a
-//! pin plus unpin of one folio per call, by client address, against the same pin inside a
-//! device of this process (`gup-test --by-address`'s path, no socket).
+//! touch of the same pages of a plain shared mapping of a tmpfs file of the same size; a pin
+//! plus unpin of one folio per call, by client address, fast (§9.5) and by request, against
+//! the same pin inside a device of this process (`gup-test --by-address`'s path, no socket);
+//! and one pin of every touched leaf in one call, fast against in this process.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -57,8 +58,16 @@ struct Row {
     pins: u64,
     pin_p50_ns: u64,
     pin_p99_ns: u64,
+    /// Every pin was fast.
+    pins_fast: bool,
+    request_pin_p50_ns: u64,
+    request_pin_p99_ns: u64,
     local_pin_p50_ns: u64,
     pin_ratio_p50: f64,
+    /// One pin + unpin of every touched leaf in one call: fast, and in this process (p50 of 9).
+    range_pin_ns: u64,
+    local_range_pin_ns: u64,
+    range_pin_ratio: f64,
 }
 
 const LEAF: u64 = 2 << 20;
@@ -100,17 +109,33 @@ pub fn run(a: ClientTestArgs) -> Result<()> {
     let served = percentiles(served);
     let kernel = kernel_touches(leaves, &touch)?;
 
-    // One folio per call, pin and unpin: through the service, then in this process.
-    let mut pin_ns = Vec::with_capacity(a.pins as usize);
-    for i in 0..a.pins {
-        let at = m.addr() + ((i % leaves) * LEAF) as usize;
+    // One folio per call, pin and unpin: fast, by request, then in this process.
+    let mut pins_fast = true;
+    let mut timed = |by_request: bool| -> Result<Latencies> {
+        let mut ns = Vec::with_capacity(a.pins as usize);
+        for i in 0..a.pins {
+            let at = m.addr() + ((i % leaves) * LEAF) as usize;
+            let t = Instant::now();
+            let p = match by_request {
+                false => m.pin(at, LEAF / PAGE_SIZE, GupFlags::WRITE, true)?,
+                true => m.pin_by_request(at, LEAF / PAGE_SIZE, GupFlags::WRITE, true)?,
+            };
+            pins_fast &= by_request || p.is_fast();
+            p.unpin(false)?;
+            ns.push(t.elapsed().as_nanos() as u64);
+        }
+        Ok(percentiles(ns))
+    };
+    let pins = timed(false)?;
+    let requested = timed(true)?;
+    let range = median_of(9, || {
         let t = Instant::now();
-        let p = m.pin(at, LEAF / PAGE_SIZE, GupFlags::WRITE, true)?;
+        let p = m.pin(m.addr(), leaves * LEAF / PAGE_SIZE, GupFlags::WRITE, true)?;
+        pins_fast &= p.is_fast();
         p.unpin(false)?;
-        pin_ns.push(t.elapsed().as_nanos() as u64);
-    }
-    let pins = percentiles(pin_ns);
-    let local = local_pins(leaves, a.pins)?;
+        Ok(t.elapsed().as_nanos() as u64)
+    })?;
+    let (local, local_range) = local_pins(leaves, a.pins)?;
     drop(m);
 
     let row = Row {
@@ -125,8 +150,14 @@ pub fn run(a: ClientTestArgs) -> Result<()> {
         pins: a.pins,
         pin_p50_ns: pins.p50,
         pin_p99_ns: pins.p99,
+        pins_fast,
+        request_pin_p50_ns: requested.p50,
+        request_pin_p99_ns: requested.p99,
         local_pin_p50_ns: local.p50,
         pin_ratio_p50: ratio(pins.p50, local.p50),
+        range_pin_ns: range,
+        local_range_pin_ns: local_range,
+        range_pin_ratio: ratio(range, local_range),
     };
     if a.json {
         return crate::output::json(&[row]);
@@ -146,13 +177,28 @@ pub fn run(a: ClientTestArgs) -> Result<()> {
         row.ratio_p50
     );
     println!(
-        "pin + unpin of one 2 MiB folio ({} calls): p50 {:.1} µs, p99 {:.1} µs; in this process: \
-         p50 {:.2} µs; ratio p50 {:.1}x",
+        "pin + unpin of one 2 MiB folio ({} calls): {} p50 {:.2} µs, p99 {:.2} µs; by request: p50 \
+         {:.1} µs, p99 {:.1} µs; in this process: p50 {:.2} µs; ratio (first ÷ this process) p50 {:.1}x",
         row.pins,
+        if row.pins_fast {
+            "fast,"
+        } else {
+            "(some by request)"
+        },
         row.pin_p50_ns as f64 / 1e3,
         row.pin_p99_ns as f64 / 1e3,
+        row.request_pin_p50_ns as f64 / 1e3,
+        row.request_pin_p99_ns as f64 / 1e3,
         row.local_pin_p50_ns as f64 / 1e3,
         row.pin_ratio_p50
+    );
+    println!(
+        "pin + unpin of all {leaves} leaves ({}) in one call: {:.1} µs; in this process: {:.1} µs; \
+         ratio {:.2}x",
+        format_size(leaves * LEAF),
+        row.range_pin_ns as f64 / 1e3,
+        row.local_range_pin_ns as f64 / 1e3,
+        row.range_pin_ratio
     );
     Ok(())
 }
@@ -186,9 +232,17 @@ fn kernel_touches(
     result
 }
 
+/// The median of `n` runs of `f`.
+fn median_of(n: usize, mut f: impl FnMut() -> Result<u64>) -> Result<u64> {
+    let mut v = (0..n).map(|_| f()).collect::<Result<Vec<_>>>()?;
+    v.sort_unstable();
+    Ok(v[n / 2])
+}
+
 /// One-folio pins plus unpins by address in a device of this process over a memfd, its
-/// leaves faulted in first, as the served pins find them.
-fn local_pins(leaves: u64, n: u64) -> Result<Latencies> {
+/// leaves faulted in first, as the served pins find them; and the median of nine pins of
+/// every leaf in one call.
+fn local_pins(leaves: u64, n: u64) -> Result<(Latencies, u64)> {
     let space = DeviceSpace::new();
     let mut opts = DaxOptions::new(Order::PMD);
     opts.faults = Faults::Explicit;
@@ -204,7 +258,13 @@ fn local_pins(leaves: u64, n: u64) -> Result<Latencies> {
         p.unpin(false);
         lat.push(t.elapsed().as_nanos() as u64);
     }
+    let range = median_of(9, || {
+        let t = Instant::now();
+        let p = m.pin_user_folios(m.addr(), leaves * LEAF / PAGE_SIZE, GupFlags::WRITE)?;
+        p.unpin(false);
+        Ok(t.elapsed().as_nanos() as u64)
+    })?;
     drop(m);
     dev.close(None)?;
-    Ok(percentiles(lat))
+    Ok((percentiles(lat), range))
 }

@@ -246,6 +246,9 @@ fn two_connections_share_bytes_pin_with_extents_and_free_in_any_order() {
         let mut nr = 0;
         ok(devmap_client_pins_nr_pages(pins, &mut nr));
         assert_eq!(nr, 1024);
+        let mut fast = -1;
+        ok(devmap_client_pins_is_fast(pins, &mut fast));
+        assert_eq!(fast, 0, "leaves 0 and 2 were never touched: by request");
         let mut n = 0usize;
         refused(
             devmap_client_pins_extents(pins, ptr::null_mut(), 0, &mut n),

@@ -21,6 +21,7 @@ mod devdax;
 pub(crate) mod file;
 mod map;
 mod memfd;
+mod shared_words;
 mod smaps;
 #[cfg(test)]
 pub(crate) mod test_child;
@@ -39,6 +40,7 @@ pub use map::Mmap;
 #[cfg(test)]
 pub(crate) use memfd::reserve::HugePages;
 pub use memfd::{HugePageCounts, HugePageSize, huge_pages};
+pub use shared_words::{SharedWords, Writer};
 pub use smaps::{Smaps, smaps_at};
 pub use uffd::Userfaultfd;
 pub use uffd_types::{RangeIoctls, Resolved, UffdError, UffdEvent, UffdFeatures};
@@ -49,6 +51,12 @@ use crate::addr::Order;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BackingError {
+    /// A shared-words file another process passed cannot be used.
+    #[error("shared words: {why}")]
+    SharedWords {
+        /// What was wrong with it.
+        why: String,
+    },
     /// `mmap` refused the reservation.
     #[error("cannot reserve {len} bytes of anonymous memory")]
     Map {

@@ -29,6 +29,7 @@
 //! mapping and pinning (the data path) `namespace.rs`.
 
 mod conn;
+mod fast;
 mod namespace;
 mod watch;
 

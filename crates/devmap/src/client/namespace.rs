@@ -1,6 +1,7 @@
 //! The data path of a client: [`Namespace`] (an opened namespace and the file its bytes live
 //! in), [`Mapping`] (a window of it mapped here and attached in the service) and [`Pins`]
-//! (pages pinned in the service, with their extents), and `Client::open`, which makes the first.
+//! (pages pinned, with their extents: fast in this process where the service's view vouches
+//! for them, else by request; `fast.rs`), and `Client::open`, which makes the first.
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::conn::{Client, ClientError};
+use super::fast::FastPath;
 use super::watch::Window;
 use crate::addr::Order;
 use crate::backing::{Backing, Mmap, UffdFeatures, Userfaultfd};
@@ -93,14 +95,16 @@ impl Namespace {
             base: bytes.as_ptr().as_ptr() as u64,
             features: uffd.as_ref().map_or(0, |u| u.granted().bits()),
         };
-        let frame = {
+        let mut frame = {
             let fds: Vec<BorrowedFd<'_>> = uffd.iter().map(|u| u.as_fd()).collect();
             self.client.call(&req, &fds, "map")?
         };
         let m: Mapped = frame.message()?;
+        let fast = FastPath::adopt(frame.take_fds::<2>()?, &m, offset, len, self.align)?;
         let window = Arc::new(Window {
             bytes,
             uffd: Mutex::new(uffd),
+            fast,
         });
         {
             let c = self.client.conn.lock();
@@ -109,16 +113,25 @@ impl Namespace {
             ws.push(Arc::downgrade(&window));
         }
         Ok(Mapping {
-            client: self.client.clone(),
-            handle: m.mapping,
-            window,
+            inner: Arc::new(Attached {
+                client: self.client.clone(),
+                handle: m.mapping,
+                window,
+            }),
         })
     }
 }
 
-/// A window of a namespace mapped in this process and attached in the service.
+/// A window of a namespace mapped in this process and attached in the service. It stays
+/// mapped and attached until it is dropped and every [`Pins`] taken in it is unpinned.
 #[derive(Debug)]
 pub struct Mapping {
+    inner: Arc<Attached>,
+}
+
+/// What a [`Mapping`] and its pins share; its drop detaches and unmaps.
+#[derive(Debug)]
+struct Attached {
     client: Client,
     handle: u32,
     window: Arc<Window>,
@@ -127,34 +140,59 @@ pub struct Mapping {
 impl Mapping {
     /// The first address.
     pub fn addr(&self) -> usize {
-        self.window.bytes.as_ptr().as_ptr() as usize
+        self.inner.window.bytes.as_ptr().as_ptr() as usize
     }
 
     /// Length in bytes.
     pub fn len(&self) -> u64 {
-        self.window.bytes.len() as u64
+        self.inner.window.bytes.len() as u64
     }
 
     /// Never true: empty mappings are refused.
     pub fn is_empty(&self) -> bool {
-        self.window.bytes.is_empty()
+        self.inner.window.bytes.is_empty()
     }
 
     /// The service's handle of this mapping, as [`Notice::handle`](crate::service::proto::Notice::handle) names it.
     pub fn handle(&self) -> u32 {
-        self.handle
+        self.inner.handle
     }
 
     /// The mapped bytes. Once the service is gone, every access raises SIGBUS.
     pub fn bytes(&self) -> &Mmap {
-        &self.window.bytes
+        &self.inner.window.bytes
     }
 
-    /// Pins `nr_pages` pages from `addr` (inside this mapping) in the service, as
-    /// `pin_user_pages_fast` would (leaves not yet faulted are faulted first unless `flags`
-    /// has [`GupFlags::NOFAULT`]); `folios` has the service hold them one entry per folio.
-    /// The pin lasts until [`Pins::unpin`], its drop, or this client's end.
+    /// Pins `nr_pages` pages from `addr` (inside this mapping), as `pin_user_pages_fast`
+    /// would: where the service's view of this mapping vouches for every leaf of the range
+    /// (faulted, no poisoned page, not revoked), in this process with no request (§9.5);
+    /// otherwise by request, the service faulting in leaves not yet faulted unless `flags` has
+    /// [`GupFlags::NOFAULT`]. `folios` has a pin by request held one entry per folio in the
+    /// service. The pin lasts until [`Pins::unpin`], its drop, or this client's end, and keeps
+    /// the mapping attached until then.
     pub fn pin(
+        &self,
+        addr: usize,
+        nr_pages: u64,
+        flags: GupFlags,
+        folios: bool,
+    ) -> Result<Pins, ClientError> {
+        if let Some(fast) = &self.inner.window.fast
+            && let Some(extent) = fast.try_pin(self.addr(), addr, nr_pages)
+        {
+            return Ok(Pins {
+                mapping: Arc::clone(&self.inner),
+                handle: None,
+                nr_pages,
+                extents: vec![extent],
+                unpinned: false,
+            });
+        }
+        self.pin_by_request(addr, nr_pages, flags, folios)
+    }
+
+    /// As [`pin`](Self::pin), always by request: the service pins the pages in its memmap.
+    pub fn pin_by_request(
         &self,
         addr: usize,
         nr_pages: u64,
@@ -169,9 +207,9 @@ impl Mapping {
         .iter()
         .filter(|(f, _)| flags.contains(*f))
         .fold(0u32, |b, (_, bit)| b | bit);
-        let r: PinReply = self.client.ask(
+        let r: PinReply = self.inner.client.ask(
             &Pin {
-                mapping: self.handle,
+                mapping: self.inner.handle,
                 addr: addr as u64,
                 nr_pages,
                 flags: bits,
@@ -180,8 +218,8 @@ impl Mapping {
             "pin",
         )?;
         Ok(Pins {
-            client: self.client.clone(),
-            handle: r.pin,
+            mapping: Arc::clone(&self.inner),
+            handle: Some(r.pin),
             nr_pages: r.nr_pages,
             extents: r.extents,
             unpinned: false,
@@ -189,11 +227,12 @@ impl Mapping {
     }
 }
 
-/// Pages pinned in the service for this client: what to register for DMA.
+/// Pages pinned for this client: what to register for DMA.
 #[derive(Debug)]
 pub struct Pins {
-    client: Client,
-    handle: u32,
+    mapping: Arc<Attached>,
+    /// The service's handle of a pin by request; none for a fast pin.
+    handle: Option<u32>,
     nr_pages: u64,
     extents: Vec<WireExtent>,
     unpinned: bool,
@@ -205,9 +244,15 @@ impl Pins {
         self.nr_pages
     }
 
-    /// The service's handle of these pins, as [`Notice::handle`](crate::service::proto::Notice::handle) names it.
+    /// The service's handle of these pins, as [`Notice::handle`](crate::service::proto::Notice::handle)
+    /// names it; 0 for a fast pin, which the service names by its mapping's address (§9.5).
     pub fn handle(&self) -> u32 {
-        self.handle
+        self.handle.unwrap_or(0)
+    }
+
+    /// Whether the pin was taken in this process, without a request (§9.5).
+    pub fn is_fast(&self) -> bool {
+        self.handle.is_none()
     }
 
     /// The fewest extents covering exactly the pinned bytes, in address order: client
@@ -216,16 +261,21 @@ impl Pins {
         &self.extents
     }
 
-    /// Gives the pins back, marking each folio dirty once first if `dirty`.
+    /// Gives the pins back, marking each folio dirty once first if `dirty` (device-dax folios
+    /// have no writeback: the service records the mark for a pin by request only).
     pub fn unpin(mut self, dirty: bool) -> Result<(), ClientError> {
         self.unpinned = true;
-        let _: Done = self.client.ask(
-            &Unpin {
-                pin: self.handle,
-                dirty,
-            },
-            "unpin",
-        )?;
+        self.give_back(dirty)
+    }
+
+    fn give_back(&self, dirty: bool) -> Result<(), ClientError> {
+        match (self.handle, &self.mapping.window.fast) {
+            (Some(pin), _) => {
+                let _: Done = self.mapping.client.ask(&Unpin { pin, dirty }, "unpin")?;
+            }
+            (None, Some(fast)) => fast.give_back(self.nr_pages),
+            (None, None) => {}
+        }
         Ok(())
     }
 }
@@ -233,18 +283,12 @@ impl Pins {
 impl Drop for Pins {
     fn drop(&mut self) {
         if !self.unpinned {
-            let _ = self.client.ask::<Unpin, Done>(
-                &Unpin {
-                    pin: self.handle,
-                    dirty: false,
-                },
-                "unpin",
-            );
+            let _ = self.give_back(false);
         }
     }
 }
 
-impl Drop for Mapping {
+impl Drop for Attached {
     fn drop(&mut self) {
         // The service forgets the mapping first, as the kernel closes a VMA after unmapping
         // it; a service gone meanwhile has forgotten it already.

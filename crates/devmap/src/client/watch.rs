@@ -9,19 +9,25 @@ use std::thread::JoinHandle;
 
 use parking_lot::Mutex;
 
+use super::fast::FastPath;
 use crate::backing::{Mmap, Userfaultfd};
 
-/// What a mapping shares with its connection's watcher: the window and this process's copy of
-/// the userfaultfd it is registered with.
+/// What a mapping shares with its connection's watcher: the window, this process's copy of
+/// the userfaultfd it is registered with, and its fast-pin files.
 #[derive(Debug)]
 pub(super) struct Window {
     pub(super) bytes: Mmap,
     pub(super) uffd: Mutex<Option<Userfaultfd>>,
+    pub(super) fast: Option<FastPath>,
 }
 
 impl Window {
     /// The service is gone: fence the window and close the userfaultfd (see the module doc).
     fn lose(&self) {
+        // First, so that no fast pin succeeds in a window about to be fenced.
+        if let Some(f) = &self.fast {
+            f.revoke();
+        }
         if let Err(e) = self.bytes.fence(0, self.bytes.len() as u64) {
             tracing::error!(error = %e, "client: cannot fence a mapping of a lost service");
         }

@@ -15,7 +15,7 @@
 //! (`is_devmap_address`, `memory_failure_at`): they are another address space's.
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
@@ -23,8 +23,9 @@ use std::thread::JoinHandle;
 use parking_lot::{Mutex, RwLock};
 
 use super::device::DaxDevice;
-use super::device_core::{DeviceCore, MappingCore, Window};
+use super::device_core::{DeviceCore, FastPinFiles, MappingCore, Window};
 use super::leaves::LeafBits;
+use super::pin_view::{FastPins, PinLedger, PinView};
 use super::poison::{Granularity, OwnerFn, OwnerSlot};
 use super::vma::{Populated, Vma};
 use super::{DaxError, MappingId};
@@ -185,6 +186,11 @@ impl ClientMapping {
         let inside = dev.gate.enter().ok_or(DaxError::TornDown)?;
         let live = dev.pgmap.tryget().ok_or(DaxError::TornDown)?;
         drop(inside);
+        let nr_leaves = window.len / align.bytes();
+        let fast = FastPinFiles {
+            view: PinView::create(nr_leaves)?,
+            ledger: PinLedger::create()?,
+        };
         let uffd = faults.map(|f| {
             f.uffd
                 .note_registered(window.base as u64, window.len, dev.backing.page_size());
@@ -197,12 +203,13 @@ impl ClientMapping {
             len: window.len,
             live: RwLock::new(true),
             leaves: Mutex::new(BTreeMap::new()),
-            bits: LeafBits::new(window.len / align.bytes()),
+            bits: LeafBits::new(nr_leaves),
             uffd,
             owner: OwnerSlot::default(),
             _listed: None,
             window: Window::Client { pid: window.pid },
             _live: live,
+            fast: Some(fast),
         });
         dev.mappings.lock().insert(core.id, Arc::clone(&core));
         let table = faults.map(|f| {
@@ -261,6 +268,45 @@ impl ClientMapping {
             Window::Client { pid } => pid,
             Window::Local(_) => std::process::id(),
         }
+    }
+
+    /// The files the client maps for fast pins: the [`PinView`] (pass it; the client maps it
+    /// read-only) and the [`PinLedger`].
+    pub fn fast_pin_files(&self) -> (Option<BorrowedFd<'_>>, Option<BorrowedFd<'_>>) {
+        match &self.core.fast {
+            Some(f) => (f.view.fd(), f.ledger.fd()),
+            None => (None, None),
+        }
+    }
+
+    /// The fast pins the client counts in this mapping's ledger now.
+    pub fn fast_pins(&self) -> FastPins {
+        self.core
+            .fast
+            .as_ref()
+            .map_or_else(FastPins::default, |f| f.ledger.read())
+    }
+
+    /// Revokes the client's fast pins in this mapping (each later one fails and asks the
+    /// service) and returns what the ledger counts then: the pins a forced disable drops.
+    pub fn revoke_fast_pins(&self) -> FastPins {
+        match &self.core.fast {
+            Some(f) => {
+                f.ledger.revoke();
+                f.ledger.read()
+            }
+            None => FastPins::default(),
+        }
+    }
+
+    /// The pfn of the mapping's first byte, if its pfns run on unbroken to its end (always,
+    /// for a device of one range): what a client adds its page offset to, to name the pfn
+    /// of a page it pinned fast.
+    pub fn first_pfn(&self) -> Option<crate::addr::Pfn> {
+        self.dev.pgoff_to_pfn(
+            self.core.offset / crate::addr::PAGE_SIZE,
+            self.core.len / crate::addr::PAGE_SIZE,
+        )
     }
 
     /// Whether the leaf holding the client address `addr` is faulted in.

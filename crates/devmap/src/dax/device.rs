@@ -401,6 +401,7 @@ impl DaxDevice {
             )),
             window: Window::Local(Arc::clone(&window)),
             _live: live,
+            fast: None,
         });
         self.dev.mappings.lock().insert(id, Arc::clone(&core));
         let listed = super::registry::list_mapping(&self.dev, id, core.base, len, offset);

@@ -24,6 +24,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::gate::Gate;
 use super::leaves::LeafBits;
+use super::pin_view::{PinLedger, PinView};
 use super::poison::{BadblocksSink, Granularity, OwnerSlot, PoisonLock};
 use super::{DaxError, MappingId};
 use crate::addr::{Order, PAGE_SIZE, Pfn, PfnRange};
@@ -114,6 +115,15 @@ pub(super) struct MappingCore {
     pub(super) window: Window,
     /// The pgmap liveness reference of an open VMA; goes with the window.
     pub(super) _live: PgmapRef,
+    /// What a client mapping shares with its client for fast pins (none in this process).
+    pub(super) fast: Option<FastPinFiles>,
+}
+
+/// A client mapping's [`PinView`] and [`PinLedger`].
+#[derive(Debug)]
+pub(super) struct FastPinFiles {
+    pub(super) view: PinView,
+    pub(super) ledger: PinLedger,
 }
 
 /// Where a mapping's bytes are mapped.
@@ -219,6 +229,10 @@ impl DeviceCore {
     /// finding it), then waits for faults running in it and refuses new ones, then releases
     /// its leaves outside every lock (device-dax folios return to their idle count of 1).
     pub(super) fn unmap(&self, m: &MappingCore) {
+        // First, so that the client's fast pins fail from now on.
+        if let Some(f) = &m.fast {
+            f.ledger.revoke();
+        }
         self.mappings.lock().remove(&m.id);
         *m.live.write() = false;
         let leaves = std::mem::take(&mut *m.leaves.lock());
@@ -346,9 +360,19 @@ impl DeviceCore {
         // Counted before the entries are mapped: mapping them wakes the toucher, which may
         // look at the leaf's state at once.
         m.bits.set(index);
+        // The same for a client's fast pins, so that a pin right after the touch returns finds
+        // it. The poison lock's read side is held: no error can land between this check and
+        // the bit, and a later one clears it (revoke.rs).
+        let fast = m.fast.as_ref().filter(|_| folio.poisoned_page().is_none());
+        if let Some(f) = fast {
+            f.view.set(index);
+        }
         Counters::bump(&self.counters.leaves_mapped);
         if let Err(e) = self.map_entries(m, rel, &folio) {
             m.bits.clear(index);
+            if let Some(f) = fast {
+                f.view.clear(index);
+            }
             let undo = m.leaves.lock().remove(&pgoff);
             drop(undo);
             return Err(e);

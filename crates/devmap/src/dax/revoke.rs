@@ -118,6 +118,11 @@ impl DeviceCore {
                     continue;
                 }
                 let rel = leaf_byte - m.offset;
+                // Whatever the granularity, a leaf with a poisoned page is pinned only by
+                // request, which refuses it.
+                if let Some(f) = &m.fast {
+                    f.view.clear(rel / self.align.bytes());
+                }
                 let had = match granularity {
                     Granularity::Leaf => match m.leaves.lock().remove(&leaf_pgoff) {
                         Some(fm) => {

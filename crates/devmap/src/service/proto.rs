@@ -300,8 +300,14 @@ message!(Opened = kind::OPENED; ns: u32 / u32_, data_bytes: u64 / u64_, align: u
 pub struct Mapped {
     /// The handle, for [`Unmap`].
     pub mapping: u32,
+    /// The pfn of the mapping's first byte if its pfns run on to its end, else [`NO_PFN`]:
+    /// with it the client names the pfns of what it pins fast.
+    pub first_pfn: u64,
 }
-message!(Mapped = kind::MAPPED; mapping: u32 / u32_);
+message!(Mapped = kind::MAPPED; mapping: u32 / u32_, first_pfn: u64 / u64_);
+
+/// [`Mapped::first_pfn`] of a mapping whose pfns do not run on: no fast pins.
+pub const NO_PFN: u64 = u64::MAX;
 
 /// What the service holds, as JSON (`devmap status --json` prints it).
 #[derive(Debug, Clone, PartialEq, Eq)]

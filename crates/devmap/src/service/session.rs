@@ -157,12 +157,12 @@ fn client_exited(stream: &UnixStream, pidfd: &std::os::fd::OwnedFd) -> bool {
     }
 }
 
-/// A reply ready to send: its payload, kind and the descriptor to pass with it (closed here
-/// once sent: the client has its own copy).
+/// A reply ready to send: its payload, kind and the descriptors to pass with it (closed here
+/// once sent: the client has its own copies).
 struct Reply {
     kind: u16,
     payload: Vec<u8>,
-    fd: Option<std::os::fd::OwnedFd>,
+    fds: Vec<std::os::fd::OwnedFd>,
 }
 
 impl Reply {
@@ -170,12 +170,12 @@ impl Reply {
         Ok(Reply {
             kind: M::KIND,
             payload: crate::wire::encode_payload(m)?,
-            fd: None,
+            fds: Vec::new(),
         })
     }
 
     fn send(self, to: &Notifier, id: u32) -> Result<(), WireError> {
-        let fds: Vec<_> = self.fd.iter().map(|f| f.as_fd()).collect();
+        let fds: Vec<_> = self.fds.iter().map(|f| f.as_fd()).collect();
         to.send(self.kind, id, &self.payload, &fds)
     }
 }
@@ -285,7 +285,7 @@ impl Session<'_> {
         self.opened.insert(self.next_handle, live);
         self.next_handle += 1;
         let mut reply = Reply::of(&opened)?;
-        reply.fd = Some(fd);
+        reply.fds.push(fd);
         Ok(reply)
     }
 
@@ -319,6 +319,19 @@ impl Session<'_> {
         let key = self.state.next_key();
         let handle = self.next_handle;
         self.next_handle += 1;
+        // The client's copies of the fast-pin files, taken before the mapping is filed away.
+        let first_pfn = mapping.first_pfn().map_or(proto::NO_PFN, |p| p.raw());
+        let fast_fds = match mapping.fast_pin_files() {
+            (Some(view), Some(ledger)) => [view, ledger]
+                .iter()
+                .map(|f| f.try_clone_to_owned())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|source| ServiceError::Io {
+                    what: "duplicate a mapping's fast-pin files",
+                    source,
+                })?,
+            _ => Vec::new(),
+        };
         // A client runs no SIGBUS handler here: it hears of every error under its mapping
         // (early kill), as a notice at its own address.
         mapping.set_early_kill(true);
@@ -346,7 +359,12 @@ impl Session<'_> {
         if let Some(f) = faults {
             self.faults.push(f);
         }
-        Reply::of(&Mapped { mapping: handle })
+        let mut reply = Reply::of(&Mapped {
+            mapping: handle,
+            first_pfn,
+        })?;
+        reply.fds = fast_fds;
+        Ok(reply)
     }
 
     fn inject(&mut self, m: &proto::InjectError) -> Result<Reply, ServiceError> {

@@ -281,6 +281,18 @@ impl State {
         }
         let detached = std::mem::take(&mut *live.mappings.lock());
         for a in detached.into_values() {
+            // The fast pins the client holds in the mapping go with it: told as one notice,
+            // handle 0, at the mapping's address.
+            let fast = a.mapping.revoke_fast_pins();
+            if fast.pins > 0 {
+                a.notifier.notice(&Notice {
+                    what: notice::PIN_DROPPED,
+                    handle: 0,
+                    addr: a.mapping.addr() as u64,
+                    len: fast.pages.saturating_mul(crate::addr::PAGE_SIZE),
+                    pfn: 0,
+                });
+            }
             let n = Notice {
                 what: notice::MAPPING_REVOKED,
                 handle: a.handle,
@@ -392,11 +404,16 @@ impl State {
                     .mappings
                     .lock()
                     .values()
-                    .map(|a| MappingStatus {
-                        pid: a.pid,
-                        addr: a.mapping.addr(),
-                        offset: a.mapping.offset(),
-                        len: a.mapping.len(),
+                    .map(|a| {
+                        let fast = a.mapping.fast_pins();
+                        MappingStatus {
+                            pid: a.pid,
+                            addr: a.mapping.addr(),
+                            offset: a.mapping.offset(),
+                            len: a.mapping.len(),
+                            fast_pins: fast.pins,
+                            fast_pinned_bytes: fast.pages.saturating_mul(crate::addr::PAGE_SIZE),
+                        }
                     })
                     .collect();
                 let (pins, pinned_bytes) = {
@@ -404,12 +421,22 @@ impl State {
                     let pages: u64 = p.values().map(|a| a.pin.nr_pages()).sum();
                     (p.len(), pages * crate::addr::PAGE_SIZE)
                 };
+                let fast_pins = mappings
+                    .iter()
+                    .map(|m| m.fast_pins)
+                    .fold(0, u64::saturating_add);
+                let fast_pinned_bytes = mappings
+                    .iter()
+                    .map(|m| m.fast_pinned_bytes)
+                    .fold(0, u64::saturating_add);
                 out.push(NamespaceStatus {
                     region: served.path.display().to_string(),
                     name: live.name.clone(),
                     enable: if live.warm { "warm" } else { "cold" },
                     pins,
                     pinned_bytes,
+                    fast_pins,
+                    fast_pinned_bytes,
                     client_faults: stats.map_or(0, |(s, _)| s.user_faults),
                     leaves_mapped: stats.map_or(0, |(s, _)| s.leaves_mapped),
                     sigbus: stats.map_or(0, |(s, _)| s.sigbus),
@@ -431,6 +458,9 @@ pub(super) struct NamespaceStatus {
     /// Pins clients hold, and the bytes they cover.
     pins: usize,
     pinned_bytes: u64,
+    /// Fast pins clients count in their mappings' ledgers (§9.5; as the clients write them).
+    fast_pins: u64,
+    fast_pinned_bytes: u64,
     /// Touches caught and resolved (or answered with SIGBUS) for its mappings.
     client_faults: u64,
     leaves_mapped: u64,
@@ -446,4 +476,7 @@ pub(super) struct MappingStatus {
     addr: usize,
     offset: u64,
     len: u64,
+    /// Fast pins the client counts in this mapping's ledger, and the bytes they cover.
+    fast_pins: u64,
+    fast_pinned_bytes: u64,
 }

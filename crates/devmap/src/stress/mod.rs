@@ -3,7 +3,8 @@
 //! teardown (`gup_teardown`), touches, pins by address and unmaps of a device-dax device
 //! racing its teardown (`dax_teardown`), memory errors racing them (`mf_race`), how many lookups a fault, a pin and a memory
 //! failure make (`lookup_counts`), the whole pgmap lifecycle under load (`lifecycle`), and the loom
-//! model of pins against teardown (`loom_pin_teardown`).
+//! model of pins against teardown (`loom_pin_teardown`), and of a client's fast pin against
+//! the revocation of its mapping (`loom_fast_pin`).
 //!
 //! They live above every layer they drive, so that no lower module imports an upper one for
 //! its tests. Each suite ends by checking that every reference count is back to idle.
@@ -20,6 +21,8 @@ mod gup_teardown;
 mod lifecycle;
 #[cfg(all(test, not(loom)))]
 mod lookup_counts;
+#[cfg(all(test, loom))]
+mod loom_fast_pin;
 #[cfg(all(test, loom))]
 mod loom_pin_teardown;
 #[cfg(all(test, not(loom)))]
