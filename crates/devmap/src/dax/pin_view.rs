@@ -179,7 +179,7 @@ impl PinView {
     }
 
     /// Takes a fast pin of the `nr_pages` pages of leaves `first..end` in `ledger`, if the
-    /// view vouches for them (see [`take`]).
+    /// view vouches for them (the protocol is `take` in this module).
     pub fn take(&self, ledger: &PinLedger, first: u64, end: u64, nr_pages: u64) -> bool {
         let l = ledger.words.words();
         take(&l[PINS], &l[PAGES], nr_pages, || self.all_set(first, end))
