@@ -166,6 +166,17 @@ fn prometheus(v: &serde_json::Value) -> String {
             num(&c["notices_lost"])
         );
     }
+    for (name, help) in [
+        ("mapped_bytes", "Bytes a client maps."),
+        ("pinned_bytes", "Bytes a client pinned by request."),
+        ("fast_pinned_bytes", "Bytes a client pinned fast."),
+    ] {
+        let metric = format!("devmap_client_{name}");
+        let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} gauge");
+        for c in &clients {
+            let _ = writeln!(out, "{metric}{{pid=\"{}\"}} {}", c["pid"], num(&c[name]));
+        }
+    }
     let metrics = [
         (
             "client_faults",
@@ -178,8 +189,24 @@ fn prometheus(v: &serde_json::Value) -> String {
             "Leaves faulted in, by any path.",
         ),
         ("sigbus", "counter", "Caught touches answered with SIGBUS."),
-        ("pins", "gauge", "Pins clients hold."),
-        ("pinned_bytes", "gauge", "Bytes pinned by clients."),
+        ("pins", "gauge", "Pins by request clients hold."),
+        ("pinned_bytes", "gauge", "Bytes pinned by request."),
+        (
+            "fast_pins",
+            "gauge",
+            "Fast pins clients count in their ledgers.",
+        ),
+        ("fast_pinned_bytes", "gauge", "Bytes pinned fast."),
+        (
+            "resolve_p50_ns",
+            "gauge",
+            "Median time to resolve a caught touch, in nanoseconds.",
+        ),
+        (
+            "resolve_p99_ns",
+            "gauge",
+            "99th percentile time to resolve a caught touch, in nanoseconds.",
+        ),
     ];
     let namespaces = v["namespaces"].as_array().cloned().unwrap_or_default();
     for (name, kind, help) in metrics {

@@ -603,6 +603,11 @@ fn fast_pins_in_the_client_name_the_same_pfns_and_end_with_the_mapping() {
         Some(0),
         "no pin by request left"
     );
+    let me = &status["clients"][0];
+    assert_eq!(me["pid"].as_u64(), Some(u64::from(std::process::id())));
+    assert_eq!(me["namespaces"], serde_json::json!(["vm0"]), "{me}");
+    assert_eq!(me["mapped_bytes"].as_u64(), Some(8 * MIB), "{me}");
+    assert_eq!(me["fast_pinned_bytes"].as_u64(), Some(4 * MIB), "{me}");
 
     // Leaf 3 was never touched: by request, which faults it in; then it is fast.
     let p = m
@@ -704,11 +709,18 @@ fn client_test_measures_a_running_service() {
         "touch_p50_ns",
         "kernel_touch_p50_ns",
         "pin_p50_ns",
+        "request_pin_p50_ns",
         "local_pin_p50_ns",
+        "range_pin_ns",
     ] {
         assert!(common::field(row, f) > 0, "{f} in {row}");
     }
-    assert!(served.status()["namespaces"][0]["client_faults"].as_u64() >= Some(4));
+    assert_eq!(row["pins_fast"], true, "the touched leaves pin fast: {row}");
+    let status = served.status();
+    let ns = &status["namespaces"][0];
+    assert!(ns["client_faults"].as_u64() >= Some(4));
+    let (p50, p99) = (ns["resolve_p50_ns"].as_u64(), ns["resolve_p99_ns"].as_u64());
+    assert!(p50 > Some(0) && p99 >= p50, "resolve percentiles: {ns}");
     // The same figures for Prometheus.
     let out = devmap(&["status", "--socket", s, "--prometheus"]);
     let text = String::from_utf8_lossy(&out.stdout);

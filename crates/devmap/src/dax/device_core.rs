@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::{Mutex, RwLock};
 
 use super::gate::Gate;
+use super::latency::LatencyHistogram;
 use super::leaves::LeafBits;
 use super::pin_view::{PinLedger, PinView};
 use super::poison::{BadblocksSink, Granularity, OwnerSlot, PoisonLock};
@@ -59,6 +60,11 @@ pub struct FaultStats {
     pub raced: u64,
     /// Touches answered with SIGBUS: the device was being torn down, or the fault failed.
     pub sigbus: u64,
+    /// How long the handler took to resolve a caught touch, from reading its event to the
+    /// last ioctl: the median, within 12.5% (0 before the first).
+    pub resolve_p50_ns: u64,
+    /// The same, 99th percentile.
+    pub resolve_p99_ns: u64,
 }
 
 #[derive(Debug, Default)]
@@ -67,6 +73,7 @@ pub(super) struct Counters {
     leaves_mapped: AtomicU64,
     raced: AtomicU64,
     sigbus: AtomicU64,
+    resolve: LatencyHistogram,
 }
 
 impl Counters {
@@ -81,6 +88,8 @@ impl Counters {
             leaves_mapped: self.leaves_mapped.load(Ordering::Relaxed),
             raced: self.raced.load(Ordering::Relaxed),
             sigbus: self.sigbus.load(Ordering::Relaxed),
+            resolve_p50_ns: self.resolve.quantile(0.5),
+            resolve_p99_ns: self.resolve.quantile(0.99),
         }
     }
 }
@@ -469,6 +478,7 @@ impl DeviceCore {
     /// around it; if that fails (teardown, or the fault cannot be served) answers SIGBUS by
     /// poisoning the touched page, or at least wakes the toucher so it retries.
     pub(super) fn caught_touch(&self, m: &MappingCore, addr: u64) {
+        let started = std::time::Instant::now();
         Counters::bump(&self.counters.user_faults);
         let Some(uffd) = m.uffd.as_deref() else {
             return;
@@ -484,5 +494,6 @@ impl DeviceCore {
                 let _ = uffd.wake(at, page);
             }
         }
+        self.counters.resolve.record(started.elapsed());
     }
 }

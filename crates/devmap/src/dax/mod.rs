@@ -51,6 +51,7 @@ mod device_core;
 #[cfg(all(test, not(loom)))]
 mod device_tests;
 mod gate;
+mod latency;
 mod leaves;
 mod mapping;
 mod options;

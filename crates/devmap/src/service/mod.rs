@@ -23,7 +23,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use parking_lot::Mutex;
-use serde::Serialize;
 
 use crate::wire::{PeerCredentials, peer_credentials};
 
@@ -35,6 +34,7 @@ mod notify;
 pub mod proto;
 mod session;
 mod state;
+mod status;
 
 pub use self::error::ServiceError;
 
@@ -57,20 +57,14 @@ pub struct ServeOptions {
     pub max_clients: usize,
 }
 
-/// A connected client, as `devmap status` shows it.
-#[derive(Debug, Clone, Serialize)]
+/// A connected client: who it is (`devmap status` shows it), what tells it notices, and its
+/// socket (shut down by the stop).
+#[derive(Debug, Clone)]
 struct ClientEntry {
     pid: u32,
     uid: u32,
-    /// Notices dropped because the client's socket was full.
-    #[serde(serialize_with = "lost_notices")]
-    notices_lost: Arc<notify::Notifier>,
-    #[serde(skip)]
+    notifier: Arc<notify::Notifier>,
     stream: Arc<UnixStream>,
-}
-
-fn lost_notices<S: serde::Serializer>(n: &Arc<notify::Notifier>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(n.lost())
 }
 
 /// What sessions and the accept thread share.
@@ -286,7 +280,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: &UnixListener) {
             ClientEntry {
                 pid: peer.pid,
                 uid: peer.uid,
-                notices_lost: Arc::clone(&notifier),
+                notifier: Arc::clone(&notifier),
                 stream: Arc::clone(&stream),
             },
         );
@@ -295,7 +289,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: &UnixListener) {
         let spawned = std::thread::Builder::new()
             .name(format!("devmap-serve-{}", peer.pid))
             .spawn(move || {
-                let status = || status_json(&for_thread);
+                let status = || status::json(&for_thread);
                 session::run(&for_thread.state, &stream, &notifier, peer, &status);
                 for_thread.clients.lock().remove(&session);
             });
@@ -330,25 +324,4 @@ fn refuse(stream: &UnixStream, e: &ServiceError) {
     };
     let _ = stream.set_write_timeout(Some(std::time::Duration::from_millis(100)));
     let _ = crate::wire::send_message(stream, 0, &reply, &[]);
-}
-
-/// `devmap status --json`: the service, its namespaces and its clients.
-fn status_json(shared: &Shared) -> Vec<u8> {
-    #[derive(Serialize)]
-    struct Status<'a> {
-        pid: u32,
-        socket: String,
-        uptime_s: f64,
-        clients: Vec<&'a ClientEntry>,
-        namespaces: Vec<state::NamespaceStatus>,
-    }
-    let clients = shared.clients.lock();
-    let s = Status {
-        pid: std::process::id(),
-        socket: shared.socket.display().to_string(),
-        uptime_s: shared.started.elapsed().as_secs_f64(),
-        clients: clients.values().collect(),
-        namespaces: shared.state.namespaces_status(),
-    };
-    serde_json::to_vec_pretty(&s).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}").into_bytes())
 }

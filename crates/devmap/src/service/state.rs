@@ -3,12 +3,11 @@
 //! mappings. Sessions (one per client connection) call in here; nothing here reads a socket.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
-use serde::Serialize;
 
 use super::error::ServiceError;
 use super::notify::Notifier;
@@ -391,92 +390,17 @@ impl State {
         out
     }
 
-    /// What `devmap status` shows of the namespaces.
-    pub(super) fn namespaces_status(&self) -> Vec<NamespaceStatus> {
+    /// Every enabled namespace: its region's path and what the service keeps of it.
+    pub(super) fn enabled(&self) -> Vec<(&Path, Arc<Live>)> {
         let mut out = Vec::new();
         for served in &self.regions {
-            let enabled: Vec<Arc<Live>> = served.enabled.lock().values().cloned().collect();
-            for live in enabled {
-                let stats = live
-                    .with_device(|d| Ok((d.fault_stats(), d.nr_mappings())))
-                    .ok();
-                let mappings: Vec<MappingStatus> = live
-                    .mappings
-                    .lock()
+            let enabled = served.enabled.lock();
+            out.extend(
+                enabled
                     .values()
-                    .map(|a| {
-                        let fast = a.mapping.fast_pins();
-                        MappingStatus {
-                            pid: a.pid,
-                            addr: a.mapping.addr(),
-                            offset: a.mapping.offset(),
-                            len: a.mapping.len(),
-                            fast_pins: fast.pins,
-                            fast_pinned_bytes: fast.pages.saturating_mul(crate::addr::PAGE_SIZE),
-                        }
-                    })
-                    .collect();
-                let (pins, pinned_bytes) = {
-                    let p = live.pins.lock();
-                    let pages: u64 = p.values().map(|a| a.pin.nr_pages()).sum();
-                    (p.len(), pages * crate::addr::PAGE_SIZE)
-                };
-                let fast_pins = mappings
-                    .iter()
-                    .map(|m| m.fast_pins)
-                    .fold(0, u64::saturating_add);
-                let fast_pinned_bytes = mappings
-                    .iter()
-                    .map(|m| m.fast_pinned_bytes)
-                    .fold(0, u64::saturating_add);
-                out.push(NamespaceStatus {
-                    region: served.path.display().to_string(),
-                    name: live.name.clone(),
-                    enable: if live.warm { "warm" } else { "cold" },
-                    pins,
-                    pinned_bytes,
-                    fast_pins,
-                    fast_pinned_bytes,
-                    client_faults: stats.map_or(0, |(s, _)| s.user_faults),
-                    leaves_mapped: stats.map_or(0, |(s, _)| s.leaves_mapped),
-                    sigbus: stats.map_or(0, |(s, _)| s.sigbus),
-                    mappings,
-                });
-            }
+                    .map(|l| (served.path.as_path(), Arc::clone(l))),
+            );
         }
         out
     }
-}
-
-/// One enabled namespace in `devmap status`.
-#[derive(Debug, Serialize)]
-pub(super) struct NamespaceStatus {
-    region: String,
-    name: String,
-    /// "warm" or "cold".
-    enable: &'static str,
-    /// Pins clients hold, and the bytes they cover.
-    pins: usize,
-    pinned_bytes: u64,
-    /// Fast pins clients count in their mappings' ledgers (§9.5; as the clients write them).
-    fast_pins: u64,
-    fast_pinned_bytes: u64,
-    /// Touches caught and resolved (or answered with SIGBUS) for its mappings.
-    client_faults: u64,
-    leaves_mapped: u64,
-    sigbus: u64,
-    mappings: Vec<MappingStatus>,
-}
-
-/// One client mapping in `devmap status`.
-#[derive(Debug, Serialize)]
-pub(super) struct MappingStatus {
-    pid: u32,
-    /// The client's address.
-    addr: usize,
-    offset: u64,
-    len: u64,
-    /// Fast pins the client counts in this mapping's ledger, and the bytes they cover.
-    fast_pins: u64,
-    fast_pinned_bytes: u64,
 }
