@@ -33,9 +33,15 @@ pub struct ClientTestArgs {
     /// The namespace.
     #[arg(short = 'n', long, default_value = "vm0")]
     name: String,
-    /// Leaves to touch (from the start of the namespace; at most its size).
+    /// Leaves to touch (from --from; at most what the namespace holds).
     #[arg(long, default_value_t = 64)]
     leaves: u64,
+    /// The first leaf to touch: several client-tests at once each take their own leaves.
+    #[arg(long, default_value_t = 0)]
+    from: u64,
+    /// Threads touching at once, each its share of the leaves (the kernel's figure too).
+    #[arg(long, default_value_t = 1)]
+    threads: u64,
     /// One-folio pins to time.
     #[arg(long, default_value_t = 2000)]
     pins: u64,
@@ -92,29 +98,29 @@ pub fn run(a: ClientTestArgs) -> Result<()> {
             a.name
         );
     }
-    let leaves = a.leaves.min(ns.size() / LEAF);
-    ensure!(leaves > 0, "--leaves must be at least 1");
-    let touch = |bytes: &devmap::backing::Mmap, leaf: u64| -> Result<u64> {
-        let t = Instant::now();
-        for page in 0..LEAF / PAGE_SIZE {
-            bytes.write(leaf * LEAF + page * PAGE_SIZE, &[1])?;
-        }
-        Ok(t.elapsed().as_nanos() as u64)
-    };
+    let first = a.from;
+    let leaves = a.leaves.min((ns.size() / LEAF).saturating_sub(first));
+    ensure!(
+        leaves > 0,
+        "--from {first} --leaves {}: the namespace holds {} leaves",
+        a.leaves,
+        ns.size() / LEAF
+    );
+    ensure!(
+        (1..=leaves).contains(&a.threads),
+        "--threads must be between 1 and the leaves touched ({leaves})"
+    );
     // The service's first touches; then the kernel's, on a tmpfs file of the same size.
-    let mut served = Vec::with_capacity(leaves as usize);
-    for leaf in 0..leaves {
-        served.push(touch(m.bytes(), leaf)?);
-    }
-    let served = percentiles(served);
-    let kernel = kernel_touches(leaves, &touch)?;
+    let served = touch_all(m.bytes(), first, leaves, a.threads)?;
+    let kernel = kernel_touches(leaves, a.threads)?;
+    let first_addr = m.addr() + (first * LEAF) as usize;
 
     // One folio per call, pin and unpin: fast, by request, then in this process.
     let mut pins_fast = true;
     let mut timed = |by_request: bool| -> Result<Latencies> {
         let mut ns = Vec::with_capacity(a.pins as usize);
         for i in 0..a.pins {
-            let at = m.addr() + ((i % leaves) * LEAF) as usize;
+            let at = first_addr + ((i % leaves) * LEAF) as usize;
             let t = Instant::now();
             let p = match by_request {
                 false => m.pin(at, LEAF / PAGE_SIZE, GupFlags::WRITE, true)?,
@@ -130,7 +136,7 @@ pub fn run(a: ClientTestArgs) -> Result<()> {
     let requested = timed(true)?;
     let range = median_of(9, || {
         let t = Instant::now();
-        let p = m.pin(m.addr(), leaves * LEAF / PAGE_SIZE, GupFlags::WRITE, true)?;
+        let p = m.pin(first_addr, leaves * LEAF / PAGE_SIZE, GupFlags::WRITE, true)?;
         pins_fast &= p.is_fast();
         p.unpin(false)?;
         Ok(t.elapsed().as_nanos() as u64)
@@ -207,12 +213,48 @@ fn ratio(a: u64, b: u64) -> f64 {
     if b == 0 { 0.0 } else { a as f64 / b as f64 }
 }
 
-/// The kernel's first touches of `leaves` leaves of a plain shared mapping of a fresh tmpfs
-/// file (removed after).
-fn kernel_touches(
+/// The first touch of one leaf: one byte written in each of its pages.
+fn touch(bytes: &devmap::backing::Mmap, leaf: u64) -> Result<u64> {
+    let t = Instant::now();
+    for page in 0..LEAF / PAGE_SIZE {
+        bytes.write(leaf * LEAF + page * PAGE_SIZE, &[1])?;
+    }
+    Ok(t.elapsed().as_nanos() as u64)
+}
+
+/// First touches of leaves `first..first + leaves` of `bytes` by `threads` threads at once,
+/// leaf `i` by thread `i % threads`.
+fn touch_all(
+    bytes: &devmap::backing::Mmap,
+    first: u64,
     leaves: u64,
-    touch: &dyn Fn(&devmap::backing::Mmap, u64) -> Result<u64>,
+    threads: u64,
 ) -> Result<Latencies> {
+    let all = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    (first + t..first + leaves)
+                        .step_by(threads as usize)
+                        .map(|leaf| touch(bytes, leaf))
+                        .collect::<Result<Vec<u64>>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a touching thread panicked")))
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    Ok(percentiles(all.concat()))
+}
+
+/// The kernel's first touches of `leaves` leaves of a plain shared mapping of a fresh tmpfs
+/// file (removed after), by `threads` threads at once.
+fn kernel_touches(leaves: u64, threads: u64) -> Result<Latencies> {
     let path = PathBuf::from(format!(
         "/dev/shm/devmap-client-test-{}",
         std::process::id()
@@ -222,11 +264,7 @@ fn kernel_touches(
     let result = (|| {
         let backing = backing?;
         let bytes = backing.map_shared(0, leaves * LEAF, Order::PMD)?;
-        let mut lat = Vec::with_capacity(leaves as usize);
-        for leaf in 0..leaves {
-            lat.push(touch(&bytes, leaf)?);
-        }
-        Ok(percentiles(lat))
+        touch_all(&bytes, 0, leaves, threads)
     })();
     let _ = std::fs::remove_file(&path);
     result
