@@ -82,7 +82,7 @@ enum Command {
     DisableNamespace(ndctl::enable_disable::DisableNamespaceArgs),
     /// Check a namespace's label and info block, and print the namespace's object with what was
     /// checked as JSON.
-    CheckNamespace(ndctl::namespaces::CheckNamespaceArgs),
+    CheckNamespace(ndctl::check::CheckNamespaceArgs),
     /// Clear a namespace's media errors once its bytes are good again (as `ndctl clear-errors`).
     /// Says how many in a line, or with --json prints the namespace's object.
     ClearErrors(ndctl::media::ClearErrorsArgs),
@@ -122,7 +122,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::CreateNamespace(a) => ndctl::namespaces::create(a),
         Command::List(a) => ndctl::list::run(a),
         Command::DestroyNamespace(a) => ndctl::namespaces::destroy(a),
-        Command::CheckNamespace(a) => ndctl::namespaces::check(a),
+        Command::CheckNamespace(a) => ndctl::check::check(a),
         Command::EnableNamespace(a) => ndctl::enable_disable::enable(a),
         Command::DisableNamespace(a) => ndctl::enable_disable::disable(a),
         Command::ClearErrors(a) => ndctl::media::clear(a),

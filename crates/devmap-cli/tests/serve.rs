@@ -2,8 +2,12 @@
 //! temporary socket, and each client is this test binary run again as a child (the ignored
 //! `serve_child` test, told its role in `DEVMAP_SERVE_CHILD`), using the library's client.
 //! Region files live on tmpfs (`/dev/shm`), where the service resolves the clients' touches.
+//! The ndctl verbs through the service (create, destroy, check, clear errors; several regions)
+//! are tested in `serve/verbs.rs`.
 
 mod common;
+#[path = "serve/verbs.rs"]
+mod verbs;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -17,6 +21,8 @@ use serde_json::Value;
 use common::devmap;
 
 const CHILD: &str = "DEVMAP_SERVE_CHILD";
+/// The namespace a client child opens (`vm0` without it).
+const CHILD_NS: &str = "DEVMAP_SERVE_NS";
 const MIB: u64 = 1 << 20;
 /// Where client A writes: in the second 2 MiB leaf.
 const AT: u64 = 3 * MIB + 5;
@@ -24,9 +30,10 @@ const GREETING: &[u8] = b"hello from client A";
 /// The page `inject-error` poisons: in the second leaf, which every victim touched.
 const LOST: u64 = 3 * MIB + 8192;
 
-/// A client process's half: connects, opens vm0, maps its first 8 MiB and then, by role,
-/// writes the greeting (`writer`) or reads it back (`reader`); prints what it did and its
-/// mapping's address, then waits for a line on stdin before it exits (0), unmapping first.
+/// A client process's half: connects, opens vm0 (or the namespace `DEVMAP_SERVE_NS` names),
+/// maps its first 8 MiB and then, by role, writes the greeting (`writer`) or reads it back
+/// (`reader`); prints what it did and its mapping's address, then waits for a line on stdin
+/// before it exits (0), unmapping first.
 #[test]
 #[ignore = "the client half of the serve tests, which run it as a child process"]
 fn serve_child() {
@@ -35,6 +42,26 @@ fn serve_child() {
     };
     let (role, socket) = spec.split_once(':').expect("role:socket");
     let client = Client::connect(socket).expect("connect");
+    let name = std::env::var(CHILD_NS).unwrap_or_else(|_| "vm0".into());
+    if role == "creator" {
+        // Only whether this process (of another uid) may create a namespace.
+        let asked = proto::CreateNamespace {
+            region: String::new(),
+            name: "mine".into(),
+            size: 4 * MIB,
+            align: 2 * MIB,
+            mode: "devdax".into(),
+            map: "mem".into(),
+            uid: 0,
+            gid: 0,
+            perm: 0o600,
+        };
+        match client.create_namespace(&asked) {
+            Ok(c) => println!("creator allowed {}", c.name),
+            Err(e) => println!("creator refused {} {e}", e.errno()),
+        }
+        return;
+    }
     if role == "opener" {
         // Only whether this process (of another uid) may open vm0.
         match client.open(None, "vm0") {
@@ -43,7 +70,7 @@ fn serve_child() {
         }
         return;
     }
-    let ns = client.open(None, "vm0").expect("open vm0");
+    let ns = client.open(None, &name).expect("open the namespace");
     assert!(ns.caught(), "a region on tmpfs has its touches caught");
     let m = ns.map(0, 8 * MIB).expect("map");
     match role {
@@ -54,6 +81,13 @@ fn serve_child() {
             assert_eq!(got, GREETING, "the reader sees the writer's bytes");
         }
         "toucher" => {}
+        "lost-reader" => {
+            // The page `inject-error` poisons, and its neighbour, read back.
+            let mut b = [0u8; 2];
+            m.bytes()
+                .read(LOST - 1, &mut b)
+                .expect("read across the page");
+        }
         "victim" => {
             // Every page of the second leaf touched; after the go, what it was told, then the
             // neighbour of the lost page, then the lost page itself (SIGBUS).
@@ -187,10 +221,15 @@ struct Served {
 impl Served {
     /// Starts the service and waits for its ready line.
     fn start(socket: &Path, region: &ShmRegion, enable: &str) -> (Served, String) {
+        Served::start_regions(socket, &[region], enable)
+    }
+
+    /// Starts the service on `regions`, in that order, and waits for its ready line.
+    fn start_regions(socket: &Path, regions: &[&ShmRegion], enable: &str) -> (Served, String) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_devmap"))
             .args(["serve", "--socket"])
             .arg(socket)
-            .args(["-r", region.arg()])
+            .args(regions.iter().flat_map(|r| ["-r", r.arg()]))
             .args(if enable.is_empty() {
                 vec![]
             } else {
@@ -250,6 +289,15 @@ fn client(role: &str, socket: &Path) -> (Child, String) {
 
 /// As [`client`], and the lines it prints after the first, as they come.
 fn client_lines(role: &str, socket: &Path) -> (Child, String, std::sync::mpsc::Receiver<String>) {
+    client_of(role, socket, "vm0")
+}
+
+/// As [`client_lines`], for the namespace `ns`.
+fn client_of(
+    role: &str,
+    socket: &Path,
+    ns: &str,
+) -> (Child, String, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
         .args([
             "--exact",
@@ -259,6 +307,7 @@ fn client_lines(role: &str, socket: &Path) -> (Child, String, std::sync::mpsc::R
             "--quiet",
         ])
         .env(CHILD, format!("{role}:{}", socket.display()))
+        .env(CHILD_NS, ns)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

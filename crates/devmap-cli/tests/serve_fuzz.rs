@@ -88,7 +88,7 @@ fn create(path: &str) {
     }
 }
 
-const KINDS: [u16; 9] = [
+const KINDS: [u16; 13] = [
     kind::LIST,
     kind::OPEN,
     kind::MAP,
@@ -97,6 +97,10 @@ const KINDS: [u16; 9] = [
     kind::PIN,
     kind::UNPIN,
     kind::DISABLE,
+    kind::CREATE_NAMESPACE,
+    kind::DESTROY_NAMESPACE,
+    kind::CHECK_NAMESPACE,
+    kind::CLEAR_ERRORS,
     0x7777,
 ];
 

@@ -23,7 +23,7 @@ use crate::{DaxError, FolioError, GupError, NamespaceError, PgmapError};
 use libc::{
     E2BIG, EAGAIN, EBADF, EBADMSG, EBUSY, ECONNRESET, EEXIST, EFAULT, EHWPOISON, EINVAL, EIO,
     EISDIR, EMSGSIZE, ENODEV, ENOENT, ENOMEM, ENOSPC, ENXIO, EOPNOTSUPP, EOVERFLOW, EPROTO,
-    EPROTONOSUPPORT, ERANGE, EROFS, ETOOMANYREFS,
+    EPROTONOSUPPORT, ERANGE, EROFS, ETOOMANYREFS, EUCLEAN,
 };
 
 /// What the system said, or `default` when it named no errno.
@@ -241,13 +241,19 @@ pub fn region(e: &RegionError) -> i32 {
         // Another manager of the region; another device serving the namespace.
         RegionError::Busy { .. } | RegionError::NamespaceBusy { .. } => EBUSY,
         RegionError::IsDirectory { .. } => EISDIR,
-        RegionError::OwnerMode { .. } => EINVAL,
+        RegionError::OwnerMode { .. } | RegionError::ClearRange { .. } => EINVAL,
         RegionError::TooSmall { .. }
         | RegionError::BadName { .. }
         | RegionError::BadAlign { .. } => EINVAL,
         // Neither label copy usable, or labels that disagree with the file: not a region.
         RegionError::Labels { .. } | RegionError::SizeMismatch { .. } => EPROTO,
-        RegionError::ReadOnly => EROFS,
+        RegionError::ReadOnly | RegionError::Shared { .. } => EROFS,
+        // Left in use (as the Python binding says it), or an info block that cannot be read:
+        // "structure needs cleaning".
+        RegionError::NotClean { unreadable, .. } => match unreadable {
+            None => EBUSY,
+            Some(_) => EUCLEAN,
+        },
         RegionError::NameTaken { .. } => EEXIST,
         RegionError::NotFound { .. } => ENOENT,
         RegionError::NoSpace { .. } | RegionError::Full => ENOSPC,

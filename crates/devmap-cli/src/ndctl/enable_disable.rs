@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use devmap::client::Client;
 use devmap::dax::DaxOptions;
 use devmap::init::InitMode;
 use devmap::memmap::Geometry;
@@ -22,8 +21,9 @@ use devmap::{DeviceSpace, InitProgress, Layout, Order, PAGE_SIZE, Pfn, PfnRange}
 use serde::Serialize;
 use serde_json::json;
 
-use super::json::{Detail, NamespaceObject, OutputArgs, find};
+use super::json::{Detail, NamespaceObject, OutputArgs, REGION_ID, find};
 use super::open::{open, region_error};
+use super::served::through_service;
 use crate::output;
 
 /// `--layout` of an enable: one layout.
@@ -74,7 +74,8 @@ pub struct EnableNamespaceArgs {
     /// The region file.
     #[arg(long, short = 'r')]
     region: PathBuf,
-    /// The namespace: its name, or its dev (`namespace0.N`).
+    /// The namespace: its name, or its dev (`namespace0.N`; through a service, `namespaceX.N`
+    /// of its region X).
     name: String,
     /// Descriptor layout. A --map dev namespace keeps a flat or heads memmap on the device,
     /// where the next enable with the same layout adopts it.
@@ -133,10 +134,17 @@ pub struct EnableObject {
 /// cleanly all the same, and the result printed with the signal named.
 pub fn enable(a: EnableNamespaceArgs) -> Result<()> {
     if let Some(socket) = &a.socket {
-        return through_service(socket, &a.region, &a.name, a.out, |c, region, name| {
-            let warm = c.enable(Some(region), name)?;
-            Ok(json!({ "enable_path": if warm { "warm" } else { "cold" } }))
-        });
+        return through_service(
+            socket,
+            &a.region,
+            &a.name,
+            a.out,
+            "enable",
+            |c, region, name| {
+                let warm = c.enable(Some(region), name)?;
+                Ok(json!({ "enable_path": if warm { "warm" } else { "cold" } }))
+            },
+        );
     }
     // Before any thread starts: the device's and the init's threads inherit the mask, so the
     // signals pend for the hold instead of ending the process with the namespace in use.
@@ -170,7 +178,7 @@ pub fn enable_timed(
 ) -> Result<EnableObject> {
     let start = Instant::now();
     let mut r = open(region, Access::Manage)?;
-    let name = &find(&r, ident).map_or_else(|_| ident.to_owned(), |l| l.name.clone());
+    let name = &find(&r, ident, REGION_ID).map_or_else(|_| ident.to_owned(), |l| l.name.clone());
     let mut opts = DaxOptions::new(Order::PMD);
     opts.layout = layout.layout();
     opts.init = init.mode();
@@ -273,7 +281,8 @@ pub struct DisableNamespaceArgs {
     /// The region file.
     #[arg(long, short = 'r')]
     region: PathBuf,
-    /// The namespace: its name, or its dev (`namespace0.N`).
+    /// The namespace: its name, or its dev (`namespace0.N`; through a service, `namespaceX.N`
+    /// of its region X).
     name: String,
     /// A running `devmap serve` that serves the region: the service disables the namespace
     /// (refused while clients map or pin it, naming their pids, unless --force).
@@ -305,10 +314,17 @@ pub struct DisableObject {
 pub fn disable(a: DisableNamespaceArgs) -> Result<()> {
     if let Some(socket) = &a.socket {
         let force = a.force;
-        return through_service(socket, &a.region, &a.name, a.out, |c, region, name| {
-            c.disable(Some(region), name, force)?;
-            Ok(json!({ "disabled": true, "forced": force }))
-        });
+        return through_service(
+            socket,
+            &a.region,
+            &a.name,
+            a.out,
+            "disable",
+            |c, region, name| {
+                c.disable(Some(region), name, force)?;
+                Ok(json!({ "disabled": true, "forced": force }))
+            },
+        );
     }
     let (was_clean, layout, object) = {
         let r = open(&a.region, Access::Manage).with_context(|| {
@@ -318,7 +334,7 @@ pub fn disable(a: DisableNamespaceArgs) -> Result<()> {
                 a.name
             )
         })?;
-        let label = find(&r, &a.name).map_err(region_error)?;
+        let label = find(&r, &a.name, REGION_ID).map_err(region_error)?;
         let (was_clean, layout) = clean(&r, &label.name)?;
         (
             was_clean,
@@ -355,31 +371,4 @@ fn clean(r: &Region, name: &str) -> Result<(bool, EnableLayout)> {
         Some(Layout::Heads) | None => EnableLayout::Heads,
     };
     Ok((block.flags.contains(InfoFlags::CLEAN), layout))
-}
-
-/// Runs `verb` through the service at `socket` on namespace `ident` of `region` and prints the
-/// namespace's object (read from the region file, which the service manages) with what the
-/// verb returned and the service's socket beside it.
-fn through_service(
-    socket: &std::path::Path,
-    region: &std::path::Path,
-    ident: &str,
-    out: OutputArgs,
-    verb: impl FnOnce(&Client, &str, &str) -> Result<serde_json::Value>,
-) -> Result<()> {
-    let client = Client::connect(socket)?;
-    let r = open(region, Access::Read)?;
-    let label = find(&r, ident).map_err(region_error)?.clone();
-    let path = std::fs::canonicalize(region)
-        .unwrap_or_else(|_| region.to_path_buf())
-        .display()
-        .to_string();
-    let done = verb(&client, &path, &label.name)
-        .with_context(|| format!("the service at {} refused", socket.display()))?;
-    let mut v = serde_json::to_value(NamespaceObject::new(&r, &label, Detail::one(out))?)?;
-    if let (Some(obj), serde_json::Value::Object(extra)) = (v.as_object_mut(), done) {
-        obj.extend(extra);
-        obj.insert("service".into(), socket.display().to_string().into());
-    }
-    output::object(&v)
 }

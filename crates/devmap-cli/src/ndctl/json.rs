@@ -8,12 +8,15 @@
 //! and `display_hex` format numbers. devmap's own fields sit beside them under names ndctl does
 //! not use (`raw_size`, `region_offset`, `data_offset`, `path`, `namespaces_count`).
 //!
-//! A region file is a bus of its own with one region, `region0`. Its namespaces are
-//! `namespace0.N` and their device-dax devices `dax0.N`, N their place in the label index
-//! (offset order), as the kernel numbers a region's labelled namespaces by their place on the
-//! media when it probes them (`scan_labels` sorts them by DPA). N stays as it is across runs
-//! while the namespaces before it stay; creating one in a gap before it, or destroying one
-//! before it, renumbers it, as a reboot would under the kernel.
+//! A region file read alone is a bus of its own with one region, `region0`. Through a service
+//! (`--socket`), its regions are `region0`, `region1`, ... in the order the service serves them
+//! (its `-r` order, so the same across its runs while it is started the same way), as the
+//! kernel numbers the regions it probes. A region X's namespaces are `namespaceX.N` and their
+//! device-dax devices `daxX.N`, N their place in the label index (offset order), as the kernel
+//! numbers a region's labelled namespaces by their place on the media when it probes them
+//! (`scan_labels` sorts them by DPA). N stays as it is across runs while the namespaces before
+//! it stay; creating one in a gap before it, or destroying one before it, renumbers it, as a
+//! reboot would under the kernel.
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -25,7 +28,8 @@ use super::open::region_error;
 use crate::output;
 use crate::units::ndctl_size;
 
-/// The region index of every region file: each is a bus with one region.
+/// The region index of a region file read alone (not through a service): a bus with one
+/// region.
 pub const REGION_ID: u64 = 0;
 /// Bytes in one of ndctl's badblocks sectors.
 const SECTOR: u64 = 512;
@@ -53,6 +57,9 @@ pub struct Detail {
     pub dax: bool,
     /// The `badblocks` list (ndctl's `-M`).
     pub media_errors: bool,
+    /// The region's index: [`REGION_ID`] for a region file read alone, its place among a
+    /// service's regions through one (`namespaceX.N`, `daxX.N`).
+    pub region: u64,
 }
 
 impl Detail {
@@ -63,6 +70,7 @@ impl Detail {
             human: out.human,
             dax: true,
             media_errors: false,
+            region: REGION_ID,
         }
     }
 }
@@ -110,12 +118,13 @@ pub fn format_uuid(u: &[u8; 16]) -> String {
     )
 }
 
-/// The namespace of `region` that `ident` names: by its name, or by its `dev`
-/// (`namespace0.N`) when no namespace has that name. The library's refusal otherwise.
-pub fn find<'r>(region: &'r Region, ident: &str) -> Result<&'r Label, RegionError> {
+/// The namespace of `region` (the region of index `id`) that `ident` names: by its name, or by
+/// its `dev` (`namespaceID.N`) when no namespace has that name. The library's refusal
+/// otherwise.
+pub fn find<'r>(region: &'r Region, ident: &str, id: u64) -> Result<&'r Label, RegionError> {
     region.namespace(ident).or_else(|e| {
         ident
-            .strip_prefix(&format!("namespace{REGION_ID}."))
+            .strip_prefix(&format!("namespace{id}."))
             .and_then(|n| n.parse::<usize>().ok())
             .and_then(|n| region.namespaces().get(n))
             .ok_or(e)
@@ -137,7 +146,7 @@ pub struct BadRange {
 /// the kernel says none).
 #[derive(Debug, Serialize)]
 pub struct DaxDevice {
-    /// `dax0.N`.
+    /// `daxX.N`.
     pub chardev: String,
     /// Its bytes: the namespace's usable size.
     pub size: Bytes,
@@ -164,7 +173,7 @@ pub struct DaxRegion {
 /// A namespace as the ndctl verbs print it: ndctl's fields in ndctl's order, then devmap's.
 #[derive(Debug, Serialize)]
 pub struct NamespaceObject {
-    /// `namespace0.N`, N its place in the label index.
+    /// `namespaceX.N`, X the region's index, N its place in the label index.
     pub dev: String,
     /// `devdax` or `fsdax`.
     pub mode: &'static str,
@@ -175,7 +184,7 @@ pub struct NamespaceObject {
     pub size: Bytes,
     /// Its uuid (the label's and the info block's).
     pub uuid: String,
-    /// A devdax namespace's device, `dax0.N`, without `-X`.
+    /// A devdax namespace's device, `daxX.N`, without `-X`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chardev: Option<String>,
     /// A devdax namespace's dax region, with `-X`.
@@ -224,17 +233,18 @@ impl NamespaceObject {
             })?;
         let ns = &label.namespace;
         let usable = ns.data_bytes();
-        let dax = (ns.mode() == NamespaceMode::Devdax).then(|| format!("dax{REGION_ID}.{index}"));
+        let id = d.region;
+        let dax = (ns.mode() == NamespaceMode::Devdax).then(|| format!("dax{id}.{index}"));
         let (count, ranges) = bad_ranges(region, label, d.media_errors)?;
         Ok(NamespaceObject {
-            dev: format!("namespace{REGION_ID}.{index}"),
+            dev: format!("namespace{id}.{index}"),
             mode: ns.mode().name(),
             map: ns.map().name(),
             size: Bytes::size(usable, d.human),
             uuid: format_uuid(&label.uuid),
             chardev: dax.clone().filter(|_| !d.dax),
             daxregion: dax.filter(|_| d.dax).map(|chardev| DaxRegion {
-                id: REGION_ID,
+                id,
                 size: Bytes::size(usable, d.human),
                 align: ns.align(),
                 devices: vec![DaxDevice {
@@ -298,7 +308,7 @@ fn bad_ranges(
 /// A region as `list -R` and `create-region` print it: ndctl's fields, then devmap's.
 #[derive(Debug, Serialize)]
 pub struct RegionObject {
-    /// `region0`.
+    /// `regionX`: `region0` for a region file read alone.
     pub dev: String,
     /// Bytes of the region file, its label area included.
     pub size: Bytes,
@@ -346,7 +356,7 @@ impl RegionObject {
         }
         let count: u64 = bad.iter().map(|r| r.length).sum();
         Ok(RegionObject {
-            dev: format!("region{REGION_ID}"),
+            dev: format!("region{}", d.region),
             size: Bytes::size(region.size(), d.human),
             align: Bytes::size(devmap::namespace::data_align(PAGE_SIZE), d.human),
             available_size: Bytes::size(available, d.human),

@@ -7,20 +7,23 @@
 //! devdax namespaces, as ndctl's does); `-M` adds the bad ranges. It opens the region read-only,
 //! taking no lock, so it lists a region another process is managing. Without `-r`, with a
 //! service's socket (`--socket` or `DEVMAP_SOCKET`), it lists every region the service serves,
-//! each namespace with whether the service has it `enabled`.
+//! `region0`, `region1`, ... in the service's order, each namespace with whether the service
+//! has it `enabled`; with `-r` and a socket, that region alike when the service serves it, and
+//! as a region file alone (`region0`) when it does not.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::Args;
 use devmap::NamespaceMode;
 use devmap::client::Client;
 use devmap::namespace::Access;
-use devmap::service::proto::NamespaceEntry;
+use devmap::service::proto::{NamespaceEntry, Namespaces};
 use serde_json::Value;
 
-use super::json::{Detail, NamespaceObject, OutputArgs, RegionObject, find, print_list};
+use super::json::{Detail, NamespaceObject, OutputArgs, REGION_ID, RegionObject, find, print_list};
 use super::open::open;
+use super::served::index_of;
 use crate::args::ModeArg;
 
 /// `list`'s arguments.
@@ -39,7 +42,8 @@ pub struct ListArgs {
     /// namespace count.
     #[arg(long = "regions", short = 'R')]
     regions: bool,
-    /// Only this namespace: its name, or its dev (`namespace0.N`).
+    /// Only this namespace: its name, or its dev (`namespace0.N`; through a service,
+    /// `namespaceX.N` of its region X).
     #[arg(long, short = 'n')]
     name: Option<String>,
     /// Only namespaces of this mode.
@@ -57,51 +61,91 @@ pub struct ListArgs {
     out: OutputArgs,
 }
 
+/// A region `list` prints: the file to read, its index, and, through a service, the service's
+/// name for it and its namespaces as the service lists them.
+struct Listed<'s> {
+    path: PathBuf,
+    index: u64,
+    served: Option<(&'s str, &'s [NamespaceEntry])>,
+}
+
+/// Region `i` of the service's `listing`.
+fn served(listing: &Namespaces, i: usize) -> Listed<'_> {
+    Listed {
+        path: PathBuf::from(&listing.regions[i]),
+        index: i as u64,
+        served: Some((&listing.regions[i], &listing.entries)),
+    }
+}
+
 /// Runs `list`.
 pub fn run(a: ListArgs) -> Result<()> {
-    let (regions, enabled) = match (&a.region, &a.socket) {
-        (Some(r), _) => (vec![r.clone()], None),
-        (None, Some(socket)) => {
-            let entries = Client::connect(socket)?.list()?;
-            let mut regions: Vec<PathBuf> = Vec::new();
-            for e in &entries {
-                let path = PathBuf::from(&e.region);
-                if !regions.contains(&path) {
-                    regions.push(path);
-                }
+    let listing = match (&a.socket, &a.region) {
+        (None, _) => None,
+        (Some(socket), None) => Some(Client::connect(socket)?.listing()?),
+        // A region the service cannot be asked about is listed as a region file alone.
+        (Some(socket), Some(r)) => match Client::connect(socket).and_then(|c| c.listing()) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!(
+                    "devmap: warning: {e}; listing {} as a region file alone",
+                    r.display()
+                );
+                None
             }
-            (regions, Some(entries))
-        }
+        },
+    };
+    let regions: Vec<Listed<'_>> = match (&a.region, &listing) {
+        (Some(r), Some(l)) => match index_of(&l.regions, r) {
+            Some(i) => vec![Listed {
+                path: r.clone(),
+                ..served(l, i as usize)
+            }],
+            None => vec![Listed {
+                path: r.clone(),
+                index: REGION_ID,
+                served: None,
+            }],
+        },
+        (Some(r), None) => vec![Listed {
+            path: r.clone(),
+            index: REGION_ID,
+            served: None,
+        }],
+        (None, Some(l)) => (0..l.regions.len()).map(|i| served(l, i)).collect(),
         (None, None) => bail!(
             "list needs a region: give -r FILE, or a running service's socket with --socket \
              (or DEVMAP_SOCKET) to list every region it serves"
         ),
     };
     let mut rows: Vec<Value> = Vec::new();
-    for path in &regions {
-        rows.extend(region_rows(&a, path, enabled.as_deref())?);
+    for listed in &regions {
+        rows.extend(region_rows(&a, listed)?);
     }
     print_list(&rows, a.out.human)
 }
 
 /// The objects `list` prints for one region: its namespaces, or the region (with them nested
-/// under `-N`); with a service's entries, each namespace says whether it is `enabled` there.
-fn region_rows(a: &ListArgs, path: &Path, served: Option<&[NamespaceEntry]>) -> Result<Vec<Value>> {
+/// under `-N`); through a service, each namespace says whether it is `enabled` there.
+fn region_rows(a: &ListArgs, listed: &Listed<'_>) -> Result<Vec<Value>> {
+    let path = &listed.path;
     let region = open(path, Access::Read)?;
     let mut mode = a.mode.map(NamespaceMode::from);
     if a.dax && !a.namespaces && !a.regions && mode.is_none() {
         mode = Some(NamespaceMode::Devdax);
     }
     let only = match &a.name {
-        Some(ident) => find(&region, ident).ok().map(|l| l.name.as_str()),
+        Some(ident) => find(&region, ident, listed.index)
+            .ok()
+            .map(|l| l.name.as_str()),
         None => None,
     };
     let detail = Detail {
         human: a.out.human,
         dax: a.dax,
         media_errors: a.media_errors,
+        region: listed.index,
     };
-    let shown = path.display().to_string();
     let namespaces: Vec<Value> = region
         .namespaces()
         .iter()
@@ -109,7 +153,7 @@ fn region_rows(a: &ListArgs, path: &Path, served: Option<&[NamespaceEntry]>) -> 
         .filter(|l| mode.is_none_or(|m| m == l.namespace.mode()))
         .map(|l| {
             let mut v = serde_json::to_value(NamespaceObject::new(&region, l, detail)?)?;
-            if let Some(entries) = served {
+            if let Some((shown, entries)) = listed.served {
                 let e = entries
                     .iter()
                     .find(|e| e.region == shown && e.name == l.name);

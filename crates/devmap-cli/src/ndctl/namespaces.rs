@@ -1,23 +1,27 @@
-//! `devmap create-namespace`, `destroy-namespace` and `check-namespace`: ndctl's namespace verbs
-//! over a region file. This module owns their arguments, what each does to the region (through
-//! the library's [`Region`], which holds the region's lock for the two that change it), and
-//! their refusals in terms of the flags: a size off the align, a name in use, no room, a region
+//! `devmap create-namespace` and `destroy-namespace`: ndctl's namespace verbs over a region
+//! file (`check-namespace` is `super::check`). This module owns their arguments, what each does
+//! to the region (through the library's [`Region`], which holds the region's lock), and their
+//! refusals in terms of the flags: a size off the align, a name in use, no room, a region
 //! another process manages. `create-namespace` prints the namespace it made, one object with
-//! its `daxregion`, as ndctl's does; `check-namespace` prints the namespace's object with what
-//! it checked beside it; `destroy-namespace` says what it destroyed in one line, or with
-//! `--json` prints the object of the namespace it destroyed. A namespace is named by its name
-//! or its dev (`namespace0.N`).
+//! its `daxregion`, as ndctl's does; `destroy-namespace` says what it destroyed in one line, or
+//! with `--json` prints the object of the namespace it destroyed. A namespace is named by its
+//! name or its dev (`namespace0.N`). Given the socket (`--socket`, or `DEVMAP_SOCKET`) of a
+//! service that serves the region, each asks the service to do it (`super::served`) and
+//! prints the same.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use clap::Args;
-use devmap::namespace::{Access, INFO_BLOCK_OFFSET, InfoFlags, Region, RegionError};
-use serde::Serialize;
+use devmap::namespace::{Access, Owner, Region, RegionError};
+use devmap::service::proto::CreateNamespace;
+use devmap::{MemmapLocation, NamespaceMode};
+use serde_json::json;
 
-use super::json::{Bytes, Detail, NamespaceObject, OutputArgs, find, format_uuid};
+use super::json::{Detail, NamespaceObject, OutputArgs, REGION_ID, find};
 use super::open::{open, region_error};
-use crate::args::{MapArg, ModeArg, namespace, refusal};
+use super::served::Via;
+use crate::args::{MapArg, ModeArg, namespace, parse_align, parse_size, refusal};
 use crate::output;
 use crate::units::format_size;
 
@@ -56,6 +60,10 @@ pub struct CreateNamespaceArgs {
     /// read and write. (`--mode` is the namespace mode, as in ndctl.)
     #[arg(long, default_value = "0600")]
     perm: String,
+    /// A running `devmap serve`: when it serves the region, it creates the namespace (while
+    /// it serves the region's other namespaces); a region it does not serve is changed here.
+    #[arg(long, env = "DEVMAP_SOCKET")]
+    socket: Option<PathBuf>,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -76,7 +84,7 @@ fn perm(text: &str) -> Result<u32> {
 /// label) and prints it.
 pub fn create(a: CreateNamespaceArgs) -> Result<()> {
     // The owner and a geometry given in full are checked before the region is touched.
-    let owner = devmap::namespace::Owner {
+    let owner = Owner {
         uid: a.uid,
         gid: a.gid,
         mode: perm(&a.perm)?,
@@ -84,19 +92,18 @@ pub fn create(a: CreateNamespaceArgs) -> Result<()> {
     if let Some(size) = &a.size {
         namespace(size, &a.align, a.mode, a.map)?;
     }
+    if let Some(socket) = &a.socket
+        && let Some(via) = Via::serving(socket, &a.region)?
+    {
+        return create_served(&via, &a, owner);
+    }
     let mut region = open(&a.region, Access::Manage)?;
     let size = match &a.size {
         Some(size) => size.clone(),
         None => largest(&region, &a)?,
     };
     let ns = namespace(&size, &a.align, a.mode, a.map)?;
-    let name = match a.name {
-        Some(name) => name,
-        None => (0..)
-            .map(|i| format!("namespace{i}"))
-            .find(|n| region.namespace(n).is_err())
-            .ok_or_else(|| anyhow!("no free default name: give one with -n NAME"))?,
-    };
+    let name = a.name.unwrap_or_else(|| region.default_name());
     let label = region
         .create_namespace(&name, ns.size(), ns.align(), ns.mode(), ns.map())
         .map_err(|e| create_refusal(e, &name))
@@ -106,7 +113,7 @@ pub fn create(a: CreateNamespaceArgs) -> Result<()> {
                 a.region.display()
             )
         })?;
-    let label = if owner == devmap::namespace::Owner::DEFAULT {
+    let label = if owner == Owner::DEFAULT {
         label
     } else {
         region
@@ -118,16 +125,41 @@ pub fn create(a: CreateNamespaceArgs) -> Result<()> {
     output::object(&NamespaceObject::new(&region, &label, Detail::one(a.out))?)
 }
 
+/// `create-namespace --socket`: the service picks the name and the size where they are left
+/// out, as this process would, and creates the namespace; it is printed from the region file.
+fn create_served(via: &Via, a: &CreateNamespaceArgs, owner: Owner) -> Result<()> {
+    let align = parse_align(&a.align, a.mode)?;
+    let size = a.size.as_deref().map(parse_size).transpose()?.unwrap_or(0);
+    let asked = a
+        .name
+        .as_ref()
+        .map_or_else(|| "(the first free name)".to_owned(), |n| format!("{n:?}"));
+    let created = via
+        .client
+        .create_namespace(&CreateNamespace {
+            region: via.region.clone(),
+            name: a.name.clone().unwrap_or_default(),
+            size,
+            align,
+            mode: NamespaceMode::from(a.mode).name().into(),
+            map: MemmapLocation::from(a.map).name().into(),
+            uid: owner.uid,
+            gid: owner.gid,
+            perm: owner.mode,
+        })
+        .with_context(|| via.failed(&format!("create namespace {asked}")))?;
+    let r = via.read()?;
+    let label = via.find(&r, &created.name)?;
+    output::object(&via.object(&r, label, via.detail(a.out), json!({}))?)
+}
+
 /// The largest `--size` at `--align` the region has room for, for a `create-namespace` without
 /// one.
 fn largest(region: &Region, a: &CreateNamespaceArgs) -> Result<String> {
-    let align = crate::args::parse_align(&a.align, a.mode)?;
-    // A new namespace starts on max(align, 2 MiB), and its size past the last whole one of
-    // those would be truncated (end_trunc).
-    let start = devmap::namespace::data_align(align);
-    let (_, run) = region.free_space(start).map_err(region_error)?;
-    let size = run / start * start;
+    let align = parse_align(&a.align, a.mode)?;
+    let size = region.largest_namespace(align).map_err(region_error)?;
     if size == 0 {
+        let start = devmap::namespace::data_align(align);
         return Err(anyhow!(
             "region {} has no free run of {} aligned to {}: destroy a namespace, or try a \
              smaller --align",
@@ -182,21 +214,33 @@ pub struct DestroyNamespaceArgs {
     /// The region file.
     #[arg(long, short = 'r')]
     region: PathBuf,
-    /// The namespace to destroy: its name, or its dev (`namespace0.N`).
+    /// The namespace to destroy: its name, or its dev (`namespace0.N`; through a service,
+    /// `namespaceX.N` of its region X).
     name: String,
     /// Destroy it even if its last enable did not end with a disable (a process that enabled
     /// it ended without disabling it), or its info block cannot be read. A namespace enabled
-    /// right now is never destroyed: its process holds the region.
+    /// right now is never destroyed: its process holds the region (a service refuses it
+    /// until it is disabled).
     #[arg(long, short = 'f')]
     force: bool,
+    /// A running `devmap serve`: when it serves the region, it destroys the namespace
+    /// (refused while it has it enabled: disable it first); a region it does not serve is
+    /// changed here.
+    #[arg(long, env = "DEVMAP_SOCKET")]
+    socket: Option<PathBuf>,
     #[command(flatten)]
     out: OutputArgs,
 }
 
 /// Runs `destroy-namespace`: the label goes, then the info block.
 pub fn destroy(a: DestroyNamespaceArgs) -> Result<()> {
+    if let Some(socket) = &a.socket
+        && let Some(via) = Via::serving(socket, &a.region)?
+    {
+        return destroy_served(&via, &a);
+    }
     let mut region = open(&a.region, Access::Manage)?;
-    let found = find(&region, &a.name).ok().cloned();
+    let found = find(&region, &a.name, REGION_ID).ok().cloned();
     let name = found.as_ref().map_or(a.name.clone(), |l| l.name.clone());
     let object = match &found {
         Some(label) if a.out.json => {
@@ -204,22 +248,8 @@ pub fn destroy(a: DestroyNamespaceArgs) -> Result<()> {
         }
         _ => None,
     };
-    if !a.force
-        && let Some(label) = &found
-    {
-        match region.info_block(label) {
-            Ok(block) if block.generation > 1 && !block.flags.contains(InfoFlags::CLEAN) => bail!(
-                "namespace {:?} was not disabled cleanly (the process that last enabled it \
-                 ended without disabling it): check its data, then destroy it with --force",
-                name
-            ),
-            Ok(_) => {}
-            Err(e) => bail!(
-                "namespace {:?}: {}: destroy it anyway with --force",
-                name,
-                region_error(e)
-            ),
-        }
+    if !a.force && found.is_some() {
+        region.may_destroy(&name).map_err(region_error)?;
     }
     region
         .destroy_namespace(&name)
@@ -237,14 +267,40 @@ pub fn destroy(a: DestroyNamespaceArgs) -> Result<()> {
     if let Some(object) = object {
         return output::object(&object);
     }
+    destroyed(&name, &a.region)
+}
+
+/// `destroy-namespace --socket`: the namespace's object is read before the service destroys
+/// it.
+fn destroy_served(via: &Via, a: &DestroyNamespaceArgs) -> Result<()> {
+    let r = via.read()?;
+    let label = find(&r, &a.name, via.index).map_err(|e| match e {
+        RegionError::NotFound { .. } => anyhow!("{e}: {}", existing(&r, &a.region)),
+        e => region_error(e),
+    })?;
+    let object = match a.out.json {
+        true => Some(via.object(&r, label, via.detail(a.out), json!({}))?),
+        false => None,
+    };
+    via.client
+        .destroy_namespace(Some(&via.region), &label.name, a.force)
+        .with_context(|| via.failed(&format!("destroy namespace {:?}", label.name)))?;
+    match object {
+        Some(object) => output::object(&object),
+        None => destroyed(&label.name, &a.region),
+    }
+}
+
+/// The line `destroy-namespace` says without `--json`.
+fn destroyed(name: &str, region: &Path) -> Result<()> {
     output::say(&format!(
         "destroyed 1 namespace: {name} in {}",
-        a.region.display()
+        region.display()
     ))
 }
 
 /// The names of `region`'s namespaces, for a refusal of a name that is not one.
-fn existing(region: &Region, path: &Path) -> String {
+pub(super) fn existing(region: &Region, path: &Path) -> String {
     let names: Vec<&str> = region
         .namespaces()
         .iter()
@@ -258,131 +314,5 @@ fn existing(region: &Region, path: &Path) -> String {
             path.display(),
             names.join(", ")
         )
-    }
-}
-
-/// `check-namespace`'s arguments.
-#[derive(Debug, Args)]
-pub struct CheckNamespaceArgs {
-    /// The region file.
-    #[arg(long, short = 'r')]
-    region: PathBuf,
-    /// The namespace to check: its name, or its dev (`namespace0.N`).
-    name: String,
-    #[command(flatten)]
-    out: OutputArgs,
-}
-
-/// What `check-namespace` prints: the namespace's object, and what was checked.
-#[derive(Debug, Serialize)]
-struct Check {
-    #[serde(flatten)]
-    namespace: NamespaceObject,
-    /// Where the info block was read from, in the region file.
-    info_block_offset: Bytes,
-    /// The info block's generation.
-    generation: u64,
-    /// Whether the namespace was last disabled cleanly.
-    clean: bool,
-    /// The layout of the memmap kept on the device (what a warm enable adopts), or null.
-    memmap_layout: Option<&'static str>,
-    /// The first pfn that memmap describes, or null.
-    memmap_base_pfn: Option<u64>,
-    /// `clean` (disabled cleanly: a warm enable may adopt its memmap), `never enabled`,
-    /// `enabled by process N` (which holds the region now), or `left enabled` (by a process
-    /// that ended without disabling it: its memmap is not to be trusted until repaired).
-    enable_state: String,
-    /// The command that repairs a namespace left enabled, or null.
-    repair: Option<String>,
-    checked: [&'static str; 6],
-    /// Whether the label and info block are valid and agree, and the namespace was not left
-    /// enabled.
-    ok: bool,
-}
-
-/// Runs `check-namespace`: reads the label and the info block it points to, and checks that
-/// both are valid and agree. Read-only, so it works while another process manages the region.
-/// A namespace left enabled by a process that ended is printed with the repair, and fails.
-pub fn check(a: CheckNamespaceArgs) -> Result<()> {
-    let region = open(&a.region, Access::Read)?;
-    let what = || {
-        format!(
-            "namespace {:?} of region {} failed its check",
-            a.name,
-            a.region.display()
-        )
-    };
-    let label = find(&region, &a.name)
-        .map_err(|e| anyhow!("{e}: {}", existing(&region, &a.region)))
-        .with_context(what)?;
-    let block = region
-        .info_block(label)
-        .map_err(region_error)
-        .with_context(what)?;
-    // The library checks the block against the label's uuid and geometry; its parent and name
-    // are checked here.
-    if block.parent_uuid != region.uuid() {
-        return Err(anyhow!(
-            "the info block names region {} as its parent, but this region is {}",
-            format_uuid(&block.parent_uuid),
-            format_uuid(&region.uuid())
-        ))
-        .with_context(what);
-    }
-    if block.name != label.name {
-        return Err(anyhow!(
-            "the info block names the namespace {:?}, the label {:?}",
-            block.name,
-            label.name
-        ))
-        .with_context(what);
-    }
-    let clean = block.flags.contains(InfoFlags::CLEAN);
-    // An enable marks the block in use (its generation goes past 1) and a clean disable marks
-    // it clean; in between, the enabling process holds the region's lock.
-    let (state, repair) = if clean {
-        ("clean".to_owned(), None)
-    } else if block.generation <= 1 {
-        ("never enabled".to_owned(), None)
-    } else if let Some(pid) = crate::procfs::flock_holder(&a.region) {
-        (format!("enabled by process {pid}"), None)
-    } else {
-        (
-            "left enabled".to_owned(),
-            Some(format!(
-                "devmap disable-namespace -r {} {}",
-                a.region.display(),
-                label.name
-            )),
-        )
-    };
-    let check = Check {
-        namespace: NamespaceObject::new(&region, label, Detail::one(a.out))?,
-        info_block_offset: Bytes::hex(label.offset + INFO_BLOCK_OFFSET, a.out.human),
-        generation: block.generation,
-        clean,
-        memmap_layout: block.memmap.map(|m| m.layout.name()),
-        memmap_base_pfn: block.memmap.map(|m| m.base.raw()),
-        enable_state: state,
-        repair: repair.clone(),
-        checked: [
-            "label index",
-            "info block signature and version",
-            "info block checksum",
-            "info block geometry",
-            "info block agrees with the label (uuid, geometry, name)",
-            "info block parent is this region",
-        ],
-        ok: repair.is_none(),
-    };
-    output::object(&check)?;
-    match repair {
-        None => Ok(()),
-        Some(repair) => Err(anyhow!(
-            "namespace {:?} was left enabled by a process that ended without disabling it: its \
-             memmap on the device is not to be trusted, and its next enable rebuilds it. \
-             `{repair}` rebuilds it now and marks the namespace clean",
-            label.name
-        )),
     }
 }

@@ -1,6 +1,7 @@
 //! The connection to `devmap serve`: [`Client`], a cheap-clone handle whose requests are
 //! sent and answered one at a time under its lock, with the notices read on the way, and the
-//! service's verbs (list, status, enable, disable, inject-error); [`ClientError`].
+//! service's verbs (list, status, enable, disable, inject-error, and the management verbs:
+//! create, destroy and check a namespace, clear its errors); [`ClientError`].
 
 use std::os::fd::BorrowedFd;
 use std::os::unix::net::UnixStream;
@@ -13,8 +14,9 @@ use super::watch::Watcher;
 use crate::backing::{BackingError, UffdError};
 use crate::errno;
 use crate::service::proto::{
-    self, Done, Enable, Enabled, ErrorReply, List, NamespaceEntry, Namespaces, Notice, Status,
-    StatusReply, kind,
+    self, CheckNamespace, Checked, ClearErrors, Cleared, CreateNamespace, Created,
+    DestroyNamespace, Done, Enable, Enabled, ErrorReply, List, NamespaceEntry, Namespaces, Notice,
+    Status, StatusReply, kind,
 };
 use crate::wire::{Frame, Receiver, WireError, WireMessage, encode_payload, send_frame};
 
@@ -221,8 +223,13 @@ impl Client {
 
     /// Every namespace of every region the service serves.
     pub fn list(&self) -> Result<Vec<NamespaceEntry>, ClientError> {
-        let n: Namespaces = self.ask(&List {}, "list")?;
-        Ok(n.entries)
+        Ok(self.listing()?.entries)
+    }
+
+    /// Every region the service serves, in its order (`region0`, `region1`, ... in `list`),
+    /// and every namespace of each.
+    pub fn listing(&self) -> Result<Namespaces, ClientError> {
+        self.ask(&List {}, "list")
     }
 
     /// What the service holds, as its JSON.
@@ -285,6 +292,67 @@ impl Client {
                 count,
             },
             "inject-error",
+        )
+    }
+
+    /// Has the service create a namespace (`devmap create-namespace` through it): its name
+    /// and raw size, which `m` may leave to the service (empty, 0).
+    pub fn create_namespace(&self, m: &CreateNamespace) -> Result<Created, ClientError> {
+        self.ask(m, "create-namespace")
+    }
+
+    /// Has the service destroy namespace `name`; `force` destroys one left in use by a process
+    /// that ended, or whose info block cannot be read. One the service has enabled is refused.
+    pub fn destroy_namespace(
+        &self,
+        region: Option<&str>,
+        name: &str,
+        force: bool,
+    ) -> Result<(), ClientError> {
+        let _: Done = self.ask(
+            &DestroyNamespace {
+                region: region.unwrap_or_default().into(),
+                name: name.into(),
+                force,
+            },
+            "destroy-namespace",
+        )?;
+        Ok(())
+    }
+
+    /// Has the service check namespace `name`'s label and info block: what it read, or the
+    /// refusal that says what failed.
+    pub fn check_namespace(
+        &self,
+        region: Option<&str>,
+        name: &str,
+    ) -> Result<Checked, ClientError> {
+        self.ask(
+            &CheckNamespace {
+                region: region.unwrap_or_default().into(),
+                name: name.into(),
+            },
+            "check-namespace",
+        )
+    }
+
+    /// Has the service clear the bad pages of `len` bytes from byte `offset` of namespace
+    /// `name`'s data (through its device when enabled).
+    pub fn clear_errors(
+        &self,
+        region: Option<&str>,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Cleared, ClientError> {
+        self.ask(
+            &ClearErrors {
+                region: region.unwrap_or_default().into(),
+                name: name.into(),
+                offset,
+                len,
+            },
+            "clear-errors",
         )
     }
 }

@@ -1,13 +1,15 @@
 //! Carving a region: creating a namespace where there is room (on its start align, as
-//! `nd_pfn_init` places one), giving it an owner, destroying it, and the free space between
-//! namespaces (`ndctl`'s `available_size` and `max_available_extent`). Every change is a
+//! `nd_pfn_init` places one; without a size, the largest that fits; without a name, the first
+//! free `namespaceN`), giving it an owner, destroying it (refused without force when it was
+//! left in use), and the free space between namespaces (`ndctl`'s `available_size` and
+//! `max_available_extent`). Every change is a
 //! crash-safe label update (`Region::write_labels`); the rest of `Region` is in `region.rs`.
 
 use super::badblocks::{BADBLOCKS_LEN, BADBLOCKS_OFFSET};
 use super::infoblock::{INFO_BLOCK_LEN, INFO_BLOCK_OFFSET, InfoBlock, InfoFlags};
 use super::label::{LABEL_AREA_BYTES, Label, MAX_NAMESPACES, Owner};
 use super::region::{Access, Region, RegionError, new_uuid};
-use super::{MemmapLocation, Namespace, NamespaceMode};
+use super::{MemmapLocation, Namespace, NamespaceMode, data_align};
 
 impl Region {
     /// Creates a namespace of `size` bytes laid out as `nd_pfn_init` does: its info block, then
@@ -116,6 +118,49 @@ impl Region {
             })
             .collect();
         self.write_labels(labels)
+    }
+
+    /// The largest namespace of `align` the region has room for (0 if none): what
+    /// `create-namespace` makes without a size, as ndctl's does. A new namespace starts on
+    /// its [`data_align`], `max(align, 2 MiB)`, and its size past the last whole one of those
+    /// would be truncated, so the size is a whole number of them.
+    pub fn largest_namespace(&self, align: u64) -> Result<u64, RegionError> {
+        let start = data_align(align);
+        let (_, run) = self.free_space(start)?;
+        Ok(run / start * start)
+    }
+
+    /// The first of `namespace0`, `namespace1`, ... no namespace of the region is named: what
+    /// `create-namespace` names a namespace it is given no name for. There is always one, the
+    /// region holding at most [`MAX_NAMESPACES`] namespaces.
+    pub fn default_name(&self) -> String {
+        (0..=MAX_NAMESPACES)
+            .map(|i| format!("namespace{i}"))
+            .find(|n| self.namespace(n).is_err())
+            .unwrap_or_else(|| format!("namespace{}", MAX_NAMESPACES + 1))
+    }
+
+    /// Whether the namespace `name` may be destroyed without force: its info block reads,
+    /// and says the namespace was never enabled or was last disabled cleanly. A namespace left
+    /// in use (the process that enabled it ended without disabling it) may hold data someone
+    /// wants back, and one whose info block cannot be read is not what its label says:
+    /// [`RegionError::NotClean`] says which, and that force destroys it anyway. A namespace
+    /// enabled now is refused by [`Region::destroy_namespace`] whatever this says.
+    pub fn may_destroy(&self, name: &str) -> Result<(), RegionError> {
+        let label = self.namespace(name)?;
+        match self.info_block(label) {
+            Ok(block) if block.generation > 1 && !block.flags.contains(InfoFlags::CLEAN) => {
+                Err(RegionError::NotClean {
+                    name: name.into(),
+                    unreadable: None,
+                })
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(RegionError::NotClean {
+                name: name.into(),
+                unreadable: Some(e.to_string()),
+            }),
+        }
     }
 
     /// Destroys the namespace named `name`: its label, then its info block. Its bytes stay

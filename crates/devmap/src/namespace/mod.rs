@@ -51,6 +51,7 @@ mod fuzz_tests;
 mod infoblock;
 mod label;
 mod lock;
+mod media;
 mod ondisk;
 mod region;
 mod signals;
@@ -68,6 +69,7 @@ pub use self::label::{
     LABEL_INDEX_LEN, LABEL_SIGNATURE, LABEL_VERSION, Label, LabelError, LabelIndex, MAX_NAMESPACES,
     Owner,
 };
+pub use self::media::ClearedErrors;
 pub use self::ondisk::fletcher64;
 pub use self::region::{Access, MIN_REGION_BYTES, Region, RegionError};
 pub use self::signals::{StopSignal, StopSignals};

@@ -18,7 +18,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::NamespaceError;
-use super::badblocks::{BADBLOCKS_LEN, BADBLOCKS_OFFSET, Badblocks, BadblocksError};
+use super::badblocks::BadblocksError;
 use super::infoblock::{INFO_BLOCK_LEN, INFO_BLOCK_OFFSET, InfoBlock, InfoBlockError};
 use super::label::{
     LABEL_AREA_BYTES, LABEL_INDEX_LEN, Label, LabelError, LabelIndex, MAX_NAMESPACES, current,
@@ -184,6 +184,48 @@ pub enum RegionError {
         /// As asked.
         mode: u32,
     },
+    /// A `clear-errors` range off a page boundary or past the namespace's data.
+    #[error(
+        "namespace {name:?}: cannot clear errors of {len} bytes at offset {offset}: give \
+         multiples of 4096 inside its {data} data bytes"
+    )]
+    ClearRange {
+        /// The namespace.
+        name: String,
+        /// As asked.
+        offset: u64,
+        /// As asked.
+        len: u64,
+        /// Its data bytes.
+        data: u64,
+    },
+    /// A label change through a shared handle (one the service enables a namespace through),
+    /// whose copy of the label index may be stale.
+    #[error(
+        "{path}: this handle shares the region with its manager and may not change its labels: \
+         change them through the manager's handle"
+    )]
+    Shared {
+        /// The region file.
+        path: PathBuf,
+    },
+    /// A namespace left enabled (its info block says in use: the process that enabled it
+    /// ended without disabling it), or whose info block cannot be read, is not destroyed
+    /// without force.
+    #[error(
+        "namespace {name:?} {}: check its data, then destroy it with --force",
+        match unreadable {
+            None => "was not disabled cleanly (the process that last enabled it ended without \
+                     disabling it)".to_owned(),
+            Some(why) => format!("has an info block that cannot be read ({why})"),
+        }
+    )]
+    NotClean {
+        /// The namespace.
+        name: String,
+        /// Why its info block cannot be read, or `None` when it reads and says in use.
+        unreadable: Option<String>,
+    },
     /// A namespace's info block.
     #[error("namespace {name:?}: {source}")]
     InfoBlock {
@@ -204,6 +246,9 @@ pub struct Region {
     pub(super) index: LabelIndex,
     /// Which copy (0 or 1) holds `index`.
     slot: u64,
+    /// A handle [`Region::share`] made: its label index is a copy that goes stale, so it never
+    /// writes labels.
+    shared: bool,
 }
 
 /// 16 random bytes as an RFC 4122 version-4 uuid.
@@ -256,6 +301,7 @@ impl Region {
             access: Access::Manage,
             index,
             slot: 1,
+            shared: false,
         };
         region.write_labels(region.index.labels.clone())?;
         Ok(region)
@@ -314,6 +360,29 @@ impl Region {
             access,
             index,
             slot,
+            shared: false,
+        })
+    }
+
+    /// Another handle of this region for enabling and disabling one namespace while this one
+    /// goes on creating and destroying others (what `devmap serve` does): it shares this
+    /// handle's open file, and so its lock, and holds a copy of the label index as it is now.
+    /// An enable and a disable write only their own namespace's bytes, which no label change
+    /// touches while the namespace is enabled (its lock refuses a destroy); label changes
+    /// through the copy are refused ([`RegionError::Shared`]), since its index goes stale.
+    pub(crate) fn share(&self) -> Result<Region, RegionError> {
+        let file = self.file.try_clone().map_err(|source| RegionError::Io {
+            path: self.path.clone(),
+            what: "share the region's handle",
+            source,
+        })?;
+        Ok(Region {
+            file,
+            path: self.path.clone(),
+            access: self.access,
+            index: self.index.clone(),
+            slot: self.slot,
+            shared: true,
         })
     }
 
@@ -405,97 +474,12 @@ impl Region {
         Ok(block)
     }
 
-    /// The namespace's badblocks list (empty if it never had an error).
-    pub fn badblocks(&self, label: &Label) -> Result<Badblocks, RegionError> {
-        let buf = self.read_at(
-            BADBLOCKS_LEN,
-            label.offset + BADBLOCKS_OFFSET,
-            "read a badblocks list",
-        )?;
-        Badblocks::decode(&buf).map_err(|source| RegionError::Badblocks {
-            name: label.name.clone(),
-            source,
-        })
-    }
-
-    /// Records `pages` (page offsets from the start of the namespace's data) as the
-    /// namespace's bad pages, replacing the list: what memory failure adds to and
-    /// `clear-errors` removes from.
-    pub fn set_badblocks(
-        &mut self,
-        label: &Label,
-        pages: impl IntoIterator<Item = u64>,
-    ) -> Result<Badblocks, RegionError> {
-        if self.access != Access::Manage {
-            return Err(RegionError::ReadOnly);
-        }
-        let data_pages = label.namespace.data_bytes() / crate::addr::PAGE_SIZE;
-        let generation = self.badblocks(label)?.generation + 1;
-        let list = Badblocks::from_pages(pages, generation);
-        if let Some(p) = list.pages().find(|p| *p >= data_pages) {
-            return Err(RegionError::Badblocks {
-                name: label.name.clone(),
-                source: BadblocksError::Invalid {
-                    why: format!("page {p} is past the namespace's {data_pages} data pages"),
-                },
-            });
-        }
-        let bytes = list.encode().map_err(|source| RegionError::Badblocks {
-            name: label.name.clone(),
-            source,
-        })?;
-        self.write_at(
-            &bytes,
-            label.offset + BADBLOCKS_OFFSET,
-            "write a badblocks list",
-            true,
-        )?;
-        Ok(list)
-    }
-
     /// Waits until every write to the region file so far is on the disk (`fdatasync`).
     pub(super) fn sync_data(&self, what: &'static str) -> Result<(), RegionError> {
         self.file.sync_data().map_err(|source| RegionError::Io {
             path: self.path.clone(),
             what,
             source,
-        })
-    }
-
-    /// What keeps `label`'s badblocks list on disk while the namespace is enabled: given the
-    /// device's list (byte ranges from the start of the data) each time it changes, it writes
-    /// it, synced, through its own handle of the region file, so that a bad page found in a
-    /// session survives the session's crash. A write that fails is logged; the clean disable
-    /// writes the list again.
-    pub(super) fn badblocks_writer(
-        &self,
-        label: &Label,
-    ) -> Result<impl Fn(&[(u64, u64)]) + Send + Sync + 'static, RegionError> {
-        let file = self.file.try_clone().map_err(|source| RegionError::Io {
-            path: self.path.clone(),
-            what: "open the region again for its badblocks",
-            source,
-        })?;
-        let generation = std::sync::atomic::AtomicU64::new(self.badblocks(label)?.generation);
-        let (at, name) = (label.offset + BADBLOCKS_OFFSET, label.name.clone());
-        Ok(move |ranges: &[(u64, u64)]| {
-            let page = crate::addr::PAGE_SIZE;
-            let pages = ranges
-                .iter()
-                .flat_map(|&(offset, len)| offset / page..(offset + len) / page);
-            // Relaxed: the device serialises the calls; the counter only numbers them.
-            let next = generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            let written = Badblocks::from_pages(pages, next)
-                .encode()
-                .map_err(|e| e.to_string())
-                .and_then(|bytes| {
-                    file.write_all_at(&bytes, at)
-                        .and_then(|()| file.sync_data())
-                        .map_err(|e| e.to_string())
-                });
-            if let Err(why) = written {
-                tracing::warn!(namespace = %name, %why, "namespace: cannot write its badblocks list");
-            }
         })
     }
 
@@ -519,6 +503,11 @@ impl Region {
     /// Writes `labels` as the next copy of the index into the slot that is not current, syncs
     /// it, and makes it current.
     pub(super) fn write_labels(&mut self, labels: Vec<Label>) -> Result<(), RegionError> {
+        if self.shared {
+            return Err(RegionError::Shared {
+                path: self.path.clone(),
+            });
+        }
         let next = LabelIndex {
             seq: next_seq(self.index.seq),
             region_uuid: self.index.region_uuid,
@@ -538,9 +527,13 @@ impl Region {
         Ok(())
     }
 
-    /// Writes and syncs `bytes` at `at`.
     /// `len` bytes of the region file at `at`.
-    fn read_at(&self, len: usize, at: u64, what: &'static str) -> Result<Vec<u8>, RegionError> {
+    pub(super) fn read_at(
+        &self,
+        len: usize,
+        at: u64,
+        what: &'static str,
+    ) -> Result<Vec<u8>, RegionError> {
         let mut buf = vec![0u8; len];
         self.file
             .read_exact_at(&mut buf, at)
@@ -552,6 +545,7 @@ impl Region {
         Ok(buf)
     }
 
+    /// Writes `bytes` at `at`, synced to the disk if `durable`.
     pub(super) fn write_at(
         &self,
         bytes: &[u8],

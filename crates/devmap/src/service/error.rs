@@ -35,6 +35,12 @@ pub enum ServiceError {
         /// What is served.
         served: Vec<String>,
     },
+    /// A request that must name its region, to a service serving several.
+    #[error("name the region: the service serves {} ({})", served.len(), served.join(", "))]
+    RegionNeeded {
+        /// What is served.
+        served: Vec<String>,
+    },
     /// No served region holds a namespace of that name.
     #[error("no served region has a namespace {name:?} (regions: {})", served.join(", "))]
     UnknownNamespace {
@@ -85,6 +91,42 @@ pub enum ServiceError {
         /// Who may.
         owner: Owner,
     },
+    /// A management request (create, destroy, enable, disable or check a namespace, clear
+    /// or inject errors) from a client that is neither root nor the service's own user.
+    #[error(
+        "uid {uid} may not {verb} through this service: managing its namespaces is for root \
+         and for uid {service_uid}, the service's own; run the command as one of them (a \
+         client of another uid may open the namespaces its owner lets it)"
+    )]
+    NotPermitted {
+        /// What was asked (`create-namespace`, ...).
+        verb: &'static str,
+        /// The client's uid.
+        uid: u32,
+        /// The service's effective uid.
+        service_uid: u32,
+    },
+    /// A change the service refuses while it has the namespace enabled (a destroy).
+    #[error(
+        "namespace {name:?} is enabled by this service{}: disable it first (devmap \
+         disable-namespace --socket{}), then {verb} it",
+        if pids.is_empty() { String::new() } else {
+            format!(" and mapped by client pid{} {}", if pids.len() == 1 { "" } else { "s" },
+                pids.iter().map(u32::to_string).collect::<Vec<_>>().join(", "))
+        },
+        if pids.is_empty() { "" } else { ", with --force to take their mappings" }
+    )]
+    Enabled {
+        /// The namespace.
+        name: String,
+        /// What was asked (`destroy`).
+        verb: &'static str,
+        /// The clients mapping or pinning it.
+        pids: Vec<u32>,
+    },
+    /// A namespace mode or memmap location no namespace has.
+    #[error(transparent)]
+    UnknownName(#[from] crate::units::UnknownName),
     /// A handle the client never got, or gave back.
     #[error("no {what} with handle {handle} in this connection")]
     UnknownHandle {
@@ -159,12 +201,15 @@ impl ServiceError {
     pub fn errno(&self) -> i32 {
         use libc::{EACCES, EADDRINUSE, EBADF, EBUSY, EFAULT, EINVAL, EIO, ENOENT, ENXIO, EUSERS};
         match self {
-            ServiceError::NoRegion | ServiceError::AmbiguousNamespace { .. } => EINVAL,
+            ServiceError::NoRegion
+            | ServiceError::AmbiguousNamespace { .. }
+            | ServiceError::RegionNeeded { .. }
+            | ServiceError::UnknownName(_) => EINVAL,
             ServiceError::Region { source, .. } => errno::region(source),
             ServiceError::UnknownRegion { .. } | ServiceError::UnknownNamespace { .. } => ENOENT,
             ServiceError::NotEnabled { .. } => ENXIO,
-            ServiceError::InUse { .. } => EBUSY,
-            ServiceError::Denied { .. } => EACCES,
+            ServiceError::InUse { .. } | ServiceError::Enabled { .. } => EBUSY,
+            ServiceError::Denied { .. } | ServiceError::NotPermitted { .. } => EACCES,
             ServiceError::UnknownHandle { .. } => EBADF,
             ServiceError::BadAddress { .. } => EFAULT,
             ServiceError::BadPinFlags { .. } | ServiceError::BadInjection { .. } => EINVAL,

@@ -3,7 +3,9 @@
 //! wire codec. A client sends a request with a request id of its choosing; the service answers
 //! every request, in order, with a frame carrying the same id: the request's reply kind, or
 //! [`ErrorReply`] (an errno and the reason). Descriptors travel with [`Opened`] (the
-//! namespace's file) and [`Map`] (the client's userfaultfd, when it catches its touches).
+//! namespace's file) and [`Map`] (the client's userfaultfd, when it catches its touches). The
+//! management messages (create, destroy and check a namespace, clear its errors) are in
+//! `manage.rs`, re-exported here.
 
 use crate::wire::{Decode, Encode, Reader, WireError, WireMessage, Writer};
 
@@ -29,6 +31,14 @@ pub mod kind {
     pub const UNPIN: u16 = 0x0109;
     /// [`super::InjectError`].
     pub const INJECT_ERROR: u16 = 0x010A;
+    /// [`super::CreateNamespace`].
+    pub const CREATE_NAMESPACE: u16 = 0x010B;
+    /// [`super::DestroyNamespace`].
+    pub const DESTROY_NAMESPACE: u16 = 0x010C;
+    /// [`super::CheckNamespace`].
+    pub const CHECK_NAMESPACE: u16 = 0x010D;
+    /// [`super::ClearErrors`].
+    pub const CLEAR_ERRORS: u16 = 0x010E;
     /// [`super::Done`].
     pub const DONE: u16 = 0x0200;
     /// [`super::ErrorReply`].
@@ -47,6 +57,12 @@ pub mod kind {
     pub const PINNED: u16 = 0x0207;
     /// [`super::Injected`].
     pub const INJECTED: u16 = 0x0208;
+    /// [`super::Created`].
+    pub const CREATED: u16 = 0x0209;
+    /// [`super::Checked`].
+    pub const CHECKED: u16 = 0x020A;
+    /// [`super::Cleared`].
+    pub const CLEARED: u16 = 0x020B;
     /// [`super::Notice`], sent unasked (request id 0).
     pub const NOTICE: u16 = 0x0300;
 }
@@ -97,6 +113,12 @@ fn name(r: &mut Reader<'_>, f: &'static str) -> Result<String, WireError> {
 fn text(r: &mut Reader<'_>, f: &'static str) -> Result<Vec<u8>, WireError> {
     r.bytes(f, crate::wire::MAX_PAYLOAD).map(<[u8]>::to_vec)
 }
+
+mod manage;
+
+pub use self::manage::{
+    CheckNamespace, Checked, ClearErrors, Cleared, CreateNamespace, Created, DestroyNamespace,
+};
 
 /// Lists every namespace of every region the service serves. Reply: [`Namespaces`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -238,11 +260,15 @@ impl Decode for NamespaceEntry {
     }
 }
 
-/// Every namespace of every served region, regions in the order the service was given them.
+/// Every served region, in the order the service was given them (its `-r` order: what
+/// `list` numbers `region0`, `region1`, ...), and every namespace of each.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Namespaces {
-    /// The namespaces.
+    /// The namespaces, region by region.
     pub entries: Vec<NamespaceEntry>,
+    /// The regions' paths as the service was given them, each once, with or without
+    /// namespaces.
+    pub regions: Vec<String>,
 }
 
 impl Encode for Namespaces {
@@ -250,6 +276,10 @@ impl Encode for Namespaces {
         w.u32(self.entries.len() as u32);
         for e in &self.entries {
             e.encode(w);
+        }
+        w.u32(self.regions.len() as u32);
+        for r in &self.regions {
+            w.str(r);
         }
     }
 }
@@ -269,7 +299,18 @@ impl Decode for Namespaces {
         let entries = (0..n)
             .map(|_| NamespaceEntry::decode(r))
             .collect::<Result<_, _>>()?;
-        Ok(Namespaces { entries })
+        let n = r.u32("regions")?;
+        if n as usize > r.remaining() / 4 {
+            return Err(WireError::BadValue {
+                field: "regions",
+                value: u64::from(n),
+                expected: "at most one region per 4 bytes left",
+            });
+        }
+        let regions = (0..n)
+            .map(|_| name(r, "region"))
+            .collect::<Result<_, _>>()?;
+        Ok(Namespaces { entries, regions })
     }
 }
 impl WireMessage for Namespaces {

@@ -187,6 +187,7 @@ impl Session<'_> {
                 frame.message::<List>()?;
                 Reply::of(&Namespaces {
                     entries: self.state.list(),
+                    regions: self.state.paths(),
                 })
             }
             kind::OPEN => {
@@ -233,6 +234,7 @@ impl Session<'_> {
             }
             kind::INJECT_ERROR => {
                 let m: proto::InjectError = frame.message()?;
+                self.manager("inject errors into a namespace")?;
                 self.inject(&m)
             }
             kind::STATUS => {
@@ -243,15 +245,54 @@ impl Session<'_> {
             }
             kind::ENABLE => {
                 let m: Enable = frame.message()?;
+                self.manager("enable a namespace")?;
                 let (live, _) = self.state.enable(&m.region, &m.name)?;
                 Reply::of(&Enabled { warm: live.warm })
             }
             kind::DISABLE => {
                 let m: proto::Disable = frame.message()?;
+                self.manager("disable a namespace")?;
                 self.state.disable(&m.region, &m.name, m.force)?;
                 Reply::of(&Done {})
             }
+            kind::CREATE_NAMESPACE => {
+                let m: proto::CreateNamespace = frame.message()?;
+                self.manager("create a namespace")?;
+                Reply::of(&self.state.create_namespace(&m)?)
+            }
+            kind::DESTROY_NAMESPACE => {
+                let m: proto::DestroyNamespace = frame.message()?;
+                self.manager("destroy a namespace")?;
+                self.state.destroy_namespace(&m)?;
+                Reply::of(&Done {})
+            }
+            kind::CHECK_NAMESPACE => {
+                let m: proto::CheckNamespace = frame.message()?;
+                self.manager("check a namespace")?;
+                Reply::of(&self.state.check_namespace(&m)?)
+            }
+            kind::CLEAR_ERRORS => {
+                let m: proto::ClearErrors = frame.message()?;
+                self.manager("clear a namespace's errors")?;
+                Reply::of(&self.state.clear_errors(&m)?)
+            }
             other => Err(WireError::UnknownKind { kind: other }.into()),
+        }
+    }
+
+    /// Refuses a management request (`verb`) from a client that is neither root nor the
+    /// service's own user: the service manages the regions as its user, so such a client
+    /// could otherwise destroy or disable what it could not touch itself.
+    fn manager(&self, verb: &'static str) -> Result<(), ServiceError> {
+        let service_uid = rustix::process::geteuid().as_raw();
+        match self.peer.uid {
+            0 => Ok(()),
+            uid if uid == service_uid => Ok(()),
+            uid => Err(ServiceError::NotPermitted {
+                verb,
+                uid,
+                service_uid,
+            }),
         }
     }
 

@@ -1,6 +1,17 @@
 //! What the service holds: its regions, the namespaces it has enabled, and every client
-//! mapping attached to them, with the lock order region → enabled table → a namespace's
-//! mappings. Sessions (one per client connection) call in here; nothing here reads a socket.
+//! mapping attached to them. Sessions (one per client connection) call in here; nothing here
+//! reads a socket; the management verbs (create, destroy, check, clear errors) are in
+//! `manage.rs`.
+//!
+//! Namespaces of one region are managed independently: whatever changes a namespace (its
+//! enable, disable, destroy, clear-errors, check) holds that namespace's operation lock, so
+//! operations on one namespace run one at a time and on different namespaces side by side.
+//! The region's handle, which owns its label index, is locked only while labels are read or
+//! written (a create, a destroy, a lookup), never across an enable or a disable: those run on
+//! a handle of their own ([`Region::share`]), so a long memmap init of one namespace holds up
+//! no create or destroy of another. Locks are taken in the order: a namespace's operation lock
+//! → the region's handle → the enabled table → a namespace's mappings, pins, device and
+//! handle; never two namespaces' operation locks at once.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +28,10 @@ use crate::dax::{ClientMapping, DaxDevice, DaxOptions};
 use crate::gup::{ByAddress, Folios, Pages, Pinned};
 use crate::namespace::{Access, EnablePath, EnabledNamespace, Owner, Region};
 use crate::pgmap::DeviceSpace;
+
+mod manage;
+#[cfg(all(test, not(loom)))]
+mod tests;
 
 /// A client mapping attached to an enabled namespace, and whose it is.
 #[derive(Debug)]
@@ -75,6 +90,8 @@ pub(super) struct Live {
     pub(super) owner: Owner,
     /// The enabled namespace; taken out by the disable.
     ns: Mutex<Option<EnabledNamespace>>,
+    /// The handle it was enabled through, which its disable goes through.
+    handle: Mutex<Region>,
     /// Client mappings by service-wide key.
     pub(super) mappings: Mutex<BTreeMap<u64, Attached>>,
     /// Client pins by service-wide key.
@@ -112,8 +129,22 @@ pub(super) struct Served {
     pub(super) path: PathBuf,
     /// The path with every link resolved, which a request may name instead.
     canonical: Option<PathBuf>,
+    /// The handle that owns the label index (and holds the region's lock).
     region: Mutex<Region>,
     enabled: Mutex<BTreeMap<String, Arc<Live>>>,
+    /// The operation lock of each namespace name an operation holds or waits for.
+    ops: Mutex<BTreeMap<String, Arc<Mutex<()>>>>,
+}
+
+impl Served {
+    /// The operation lock of the namespace `name` (to lock: one operation at a time on it).
+    fn op(&self, name: &str) -> Arc<Mutex<()>> {
+        let mut ops = self.ops.lock();
+        // Locks nobody holds or waits for go (the table holds their only reference), so the
+        // table stays as small as the operations under way, whatever names requests carry.
+        ops.retain(|n, lock| n == name || Arc::strong_count(lock) > 1);
+        Arc::clone(ops.entry(name.to_owned()).or_default())
+    }
 }
 
 /// Everything the service holds.
@@ -142,6 +173,7 @@ impl State {
                 canonical: std::fs::canonicalize(path).ok(),
                 region: Mutex::new(region),
                 enabled: Mutex::new(BTreeMap::new()),
+                ops: Mutex::new(BTreeMap::new()),
             });
         }
         Ok(State {
@@ -156,22 +188,34 @@ impl State {
         self.next_key.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The region `region` names (its path as the service was given it), or the one region
-    /// holding a namespace `name` when `region` is empty.
+    /// The region `region` names (its path as the service was given it, or that path with
+    /// every link resolved), or, when `region` is empty, the one region the service serves.
+    fn region(&self, region: &str) -> Result<&Served, ServiceError> {
+        if region.is_empty() {
+            return match self.regions.as_slice() {
+                [one] => Ok(one),
+                _ => Err(ServiceError::RegionNeeded {
+                    served: self.paths(),
+                }),
+            };
+        }
+        let canonical = std::fs::canonicalize(region).ok();
+        self.regions
+            .iter()
+            .find(|r| {
+                r.path.as_os_str() == region || (canonical.is_some() && r.canonical == canonical)
+            })
+            .ok_or_else(|| ServiceError::UnknownRegion {
+                region: region.into(),
+                served: self.paths(),
+            })
+    }
+
+    /// The region `region` names, or the one region holding a namespace `name` when
+    /// `region` is empty.
     fn find(&self, region: &str, name: &str) -> Result<&Served, ServiceError> {
         if !region.is_empty() {
-            let canonical = std::fs::canonicalize(region).ok();
-            return self
-                .regions
-                .iter()
-                .find(|r| {
-                    r.path.as_os_str() == region
-                        || (canonical.is_some() && r.canonical == canonical)
-                })
-                .ok_or_else(|| ServiceError::UnknownRegion {
-                    region: region.into(),
-                    served: self.paths(),
-                });
+            return self.region(region);
         }
         let holding: Vec<&Served> = self
             .regions
@@ -194,7 +238,8 @@ impl State {
         }
     }
 
-    fn paths(&self) -> Vec<String> {
+    /// The served regions' paths, in the service's order.
+    pub(super) fn paths(&self) -> Vec<String> {
         self.regions
             .iter()
             .map(|r| r.path.display().to_string())
@@ -208,26 +253,31 @@ impl State {
         name: &str,
     ) -> Result<(Arc<Live>, bool), ServiceError> {
         let served = self.find(region, name)?;
-        let mut r = served.region.lock();
-        let mut enabled = served.enabled.lock();
-        if let Some(live) = enabled.get(name) {
+        let op = served.op(name);
+        let _op = op.lock();
+        if let Some(live) = served.enabled.lock().get(name) {
             return Ok((Arc::clone(live), false));
         }
-        let ns = r
+        let region_error = |source| ServiceError::Region {
+            path: served.path.clone(),
+            source,
+        };
+        // The region's handle only for the copy: the enable (a memmap init may take a while)
+        // runs on a handle of its own.
+        let mut handle = served.region.lock().share().map_err(region_error)?;
+        let ns = handle
             .enable(&self.space, name, DaxOptions::new(Order::PMD))
-            .map_err(|source| ServiceError::Region {
-                path: served.path.clone(),
-                source,
-            })?;
+            .map_err(region_error)?;
         let live = Arc::new(Live {
             name: name.into(),
             warm: ns.path() == EnablePath::Warm,
             owner: ns.label().owner,
             ns: Mutex::new(Some(ns)),
+            handle: Mutex::new(handle),
             mappings: Mutex::new(BTreeMap::new()),
             pins: Mutex::new(BTreeMap::new()),
         });
-        enabled.insert(name.into(), Arc::clone(&live));
+        served.enabled.lock().insert(name.into(), Arc::clone(&live));
         tracing::info!(region = %served.path.display(), name, warm = live.warm, "serve: enabled");
         Ok((live, true))
     }
@@ -251,19 +301,25 @@ impl State {
         force: bool,
     ) -> Result<(), ServiceError> {
         let served = self.find(region, name)?;
-        let mut r = served.region.lock();
-        let mut enabled = served.enabled.lock();
-        let live = enabled
-            .get(name)
-            .cloned()
-            .ok_or_else(|| ServiceError::NotEnabled { name: name.into() })?;
-        let pids = live.client_pids();
-        if !pids.is_empty() && !force {
-            return Err(ServiceError::InUse {
-                name: name.into(),
-                pids,
-            });
-        }
+        let op = served.op(name);
+        let _op = op.lock();
+        let live = {
+            let mut enabled = served.enabled.lock();
+            let live = enabled
+                .get(name)
+                .cloned()
+                .ok_or_else(|| ServiceError::NotEnabled { name: name.into() })?;
+            let pids = live.client_pids();
+            if !pids.is_empty() && !force {
+                return Err(ServiceError::InUse {
+                    name: name.into(),
+                    pids,
+                });
+            }
+            // Gone from the table first: nobody opens it from here on.
+            enabled.remove(name);
+            live
+        };
         // Pins first (DMA outlives a mapping; the device's teardown waits for both); each
         // client is told what it lost.
         let unpinned = std::mem::take(&mut *live.pins.lock());
@@ -302,13 +358,15 @@ impl State {
             drop(a.mapping);
             a.notifier.notice(&n);
         }
-        enabled.remove(name);
         let ns = live.ns.lock().take();
         if let Some(ns) = ns {
-            r.disable(ns).map_err(|source| ServiceError::Region {
-                path: served.path.clone(),
-                source,
-            })?;
+            live.handle
+                .lock()
+                .disable(ns)
+                .map_err(|source| ServiceError::Region {
+                    path: served.path.clone(),
+                    source,
+                })?;
         }
         tracing::info!(region = %served.path.display(), name, force, "serve: disabled");
         Ok(())
