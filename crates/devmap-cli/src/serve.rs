@@ -69,7 +69,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         }
     };
     let stopped = service.stop().context("cannot stop cleanly")?;
-    println!(
+    crate::output::say(&format!(
         "devmap serve: {} received; {} client(s) disconnected; disabled cleanly: {}",
         StopSignal::name(signal),
         stopped.clients,
@@ -78,7 +78,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         } else {
             stopped.disabled.join(", ")
         }
-    );
+    ))?;
     Ok(())
 }
 
@@ -124,7 +124,7 @@ pub fn inject_error(a: InjectErrorArgs) -> Result<()> {
         "owners_told": done.told,
         "elapsed_ns": done.elapsed_ns,
     });
-    println!("{}", serde_json::to_string_pretty(&v)?);
+    crate::output::say(&serde_json::to_string_pretty(&v)?)?;
     Ok(())
 }
 
@@ -132,12 +132,11 @@ pub fn status(a: StatusArgs) -> Result<()> {
     let client = Client::connect(&a.socket)?;
     let json = client.status()?;
     if !a.prometheus {
-        println!("{json}");
-        return Ok(());
+        return crate::output::say(&json);
     }
     let v: serde_json::Value =
         serde_json::from_str(&json).context("the service's status is not JSON")?;
-    print!("{}", prometheus(&v));
+    crate::output::say(prometheus(&v).trim_end())?;
     Ok(())
 }
 

@@ -168,12 +168,12 @@ pub fn run(a: ClientTestArgs) -> Result<()> {
     if a.json {
         return crate::output::json(&[row]);
     }
-    println!(
+    crate::output::say(&format!(
         "connect + open + map of {}: {:.1} µs",
         format_size(row.namespace_bytes),
         row.connect_open_map_ns as f64 / 1e3
-    );
-    println!(
+    ))?;
+    crate::output::say(&format!(
         "first touch of a 2 MiB leaf ({leaves} leaves): p50 {:.0} µs, p99 {:.0} µs; the kernel's \
          (tmpfs file): p50 {:.0} µs, p99 {:.0} µs; ratio p50 {:.2}x",
         row.touch_p50_ns as f64 / 1e3,
@@ -181,8 +181,8 @@ pub fn run(a: ClientTestArgs) -> Result<()> {
         row.kernel_touch_p50_ns as f64 / 1e3,
         row.kernel_touch_p99_ns as f64 / 1e3,
         row.ratio_p50
-    );
-    println!(
+    ))?;
+    crate::output::say(&format!(
         "pin + unpin of one 2 MiB folio ({} calls): {} p50 {:.2} µs, p99 {:.2} µs; by request: p50 \
          {:.1} µs, p99 {:.1} µs; in this process: p50 {:.2} µs; ratio (first ÷ this process) p50 {:.1}x",
         row.pins,
@@ -197,15 +197,15 @@ pub fn run(a: ClientTestArgs) -> Result<()> {
         row.request_pin_p99_ns as f64 / 1e3,
         row.local_pin_p50_ns as f64 / 1e3,
         row.pin_ratio_p50
-    );
-    println!(
+    ))?;
+    crate::output::say(&format!(
         "pin + unpin of all {leaves} leaves ({}) in one call: {:.1} µs; in this process: {:.1} µs; \
          ratio {:.2}x",
         format_size(leaves * LEAF),
         row.range_pin_ns as f64 / 1e3,
         row.local_range_pin_ns as f64 / 1e3,
         row.range_pin_ratio
-    );
+    ))?;
     Ok(())
 }
 
