@@ -306,6 +306,48 @@ typedef struct devmap_extent {
 } devmap_extent;
 
 /**
+ * One namespace a service serves.
+ */
+typedef struct devmap_client_ns_entry {
+  /**
+   * The namespace's name, NUL-terminated (at most 64 bytes before the NUL).
+   */
+  char name[65];
+  /**
+   * `devdax` or `fsdax`, NUL-terminated.
+   */
+  char mode[8];
+  /**
+   * The index of its region in the service's order (`devmap_client_region_path`).
+   */
+  uint32_t region;
+  /**
+   * Raw size in bytes.
+   */
+  uint64_t size;
+  /**
+   * Usable bytes: what a mapping can cover.
+   */
+  uint64_t data_bytes;
+  /**
+   * The align in bytes.
+   */
+  uint64_t align;
+  /**
+   * Enabled by the service.
+   */
+  bool enabled;
+  /**
+   * Its enable was warm (the memmap kept from a clean disable).
+   */
+  bool warm;
+  /**
+   * Clients that map or pin it.
+   */
+  uint32_t clients;
+} devmap_client_ns_entry;
+
+/**
  * One notice from the service.
  */
 typedef struct devmap_notice {
@@ -902,6 +944,44 @@ int devmap_client_pins_extents(const struct devmap_client_pins *pins,
  * call.
  */
 int devmap_client_unpin(struct devmap_client_pins *pins, bool make_dirty);
+
+/**
+ * Copies an entry per namespace of every region the service serves into `out` (`cap`
+ * entries; NULL when `cap` is 0) and stores how many there are in `*out_len`. If `cap` is too
+ * small the first `cap` are copied, -ENOSPC is returned and `*out_len` is the count needed
+ * (each call asks the service again).
+ *
+ * Returns 0; -ENOSPC; -EFAULT; the service's errno, or -EPIPE / -ECONNRESET if it is gone.
+ * Thread-safe.
+ *
+ * # Safety
+ *
+ * `client` must be NULL or a live connection handle; `out` NULL or `cap` writable entries;
+ * `out_len` NULL or writable.
+ */
+int devmap_client_list(const struct devmap_client *client,
+                       struct devmap_client_ns_entry *out,
+                       size_t cap,
+                       size_t *out_len);
+
+/**
+ * Copies the path of the service's region `region` (an index from
+ * `devmap_client_ns_entry.region`), NUL-terminated, into `out` (`cap` bytes) and stores its
+ * length, NUL included, in `*out_len`; -ENOSPC (with the size needed) if `cap` is too small.
+ *
+ * Returns 0; -ENOSPC; -EFAULT; -ENOENT (no such region); the service's errno, or -EPIPE /
+ * -ECONNRESET if it is gone. Thread-safe.
+ *
+ * # Safety
+ *
+ * `client` must be NULL or a live connection handle; `out` NULL or `cap` writable bytes;
+ * `out_len` NULL or writable.
+ */
+int devmap_client_region_path(const struct devmap_client *client,
+                              uint32_t region,
+                              char *out,
+                              size_t cap,
+                              size_t *out_len);
 
 /**
  * Copies up to `cap` of the notices the service sent this connection unasked, oldest first,

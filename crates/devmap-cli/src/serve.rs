@@ -51,6 +51,11 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     // Blocked before any thread starts, so every thread inherits the mask and the signals
     // pend for the wait below instead of killing the process with namespaces in use.
     let stop = StopSignals::block().context("cannot block SIGINT, SIGTERM and SIGHUP")?;
+    // Two arenas, not one per session thread ever alive at once: the RSS then settles
+    // instead of keeping each arena's high-water mark (DESIGN §9).
+    if !devmap::service::limit_malloc_arenas(2) {
+        tracing::warn!("serve: malloc did not take M_ARENA_MAX=2");
+    }
     let opts = ServeOptions {
         socket: a.socket,
         regions: a.regions,

@@ -21,6 +21,7 @@
 #![allow(non_camel_case_types)]
 
 mod client;
+mod client_list;
 mod client_notices;
 mod device;
 mod errno;
@@ -40,6 +41,7 @@ pub use client::{
     devmap_client_pins, devmap_client_pins_extents, devmap_client_pins_is_fast,
     devmap_client_pins_nr_pages, devmap_client_status, devmap_client_unpin,
 };
+pub use client_list::{devmap_client_list, devmap_client_ns_entry, devmap_client_region_path};
 pub use client_notices::{
     DEVMAP_NOTICE_MAPPING_REVOKED, DEVMAP_NOTICE_MEMORY_LOST, DEVMAP_NOTICE_PIN_DROPPED,
     devmap_client_disable, devmap_client_enable, devmap_client_inject_error,

@@ -194,6 +194,42 @@ fn two_connections_share_bytes_pin_with_extents_and_free_in_any_order() {
             c"vm0".as_ptr(),
             &mut ns_b,
         ));
+        // The served namespaces: one, in region 0, whose path the service names.
+        let mut n = 0usize;
+        refused(
+            devmap_client_list(a, ptr::null_mut(), 0, &mut n),
+            libc::ENOSPC,
+            "",
+        );
+        assert_eq!(n, 1);
+        let mut list = [devmap_client_ns_entry::default(); 2];
+        ok(devmap_client_list(a, list.as_mut_ptr(), 2, &mut n));
+        assert_eq!(n, 1);
+        let vm0 = &list[0];
+        assert_eq!(CStr::from_ptr(vm0.name.as_ptr()).to_str(), Ok("vm0"));
+        assert_eq!(CStr::from_ptr(vm0.mode.as_ptr()).to_str(), Ok("devdax"));
+        assert!(
+            vm0.enabled && vm0.region == 0 && vm0.align == 2 * MIB,
+            "{vm0:?}"
+        );
+        let mut path = [0 as std::ffi::c_char; 4096];
+        ok(devmap_client_region_path(
+            a,
+            0,
+            path.as_mut_ptr(),
+            path.len(),
+            &mut n,
+        ));
+        assert_eq!(
+            CStr::from_ptr(path.as_ptr()).to_str().map(PathBuf::from),
+            Ok(served.region.clone())
+        );
+        assert_eq!(n, served.region.as_os_str().len() + 1);
+        refused(
+            devmap_client_region_path(a, 1, path.as_mut_ptr(), path.len(), &mut n),
+            libc::ENOENT,
+            "region 1 is not one of them",
+        );
         let mut info = devmap_client_ns_info::default();
         ok(devmap_client_ns_get_info(ns_a, &mut info));
         assert_eq!(info.align, 2 * MIB);
