@@ -1025,6 +1025,24 @@ int devmap_client_mapping_handle(const struct devmap_client_mapping *map, uint32
 int devmap_client_pins_handle(const struct devmap_client_pins *pins, uint32_t *out);
 
 /**
+ * Reports a memory error this process met at `addr` of the mapping `map` (its
+ * `BUS_MCEERR_AR` SIGBUS; call it from a thread, not the signal handler): the service handles
+ * it as `memory_failure` with this mapping current, so every client mapping the page loses
+ * it and is told, this one too (`DEVMAP_NOTICE_MEMORY_LOST` at `addr`'s page). Stores what it
+ * did in `*out` (NULL: not stored).
+ *
+ * Returns 0; -EFAULT; -EINVAL (`addr` outside the mapping); -EBADF (the mapping was taken by
+ * a forced disable); -EPIPE / -ECONNRESET (the service is gone). Thread-safe.
+ *
+ * # Safety
+ *
+ * `map` must be NULL or a live mapping handle; `out` NULL or writable.
+ */
+int devmap_client_report_error(const struct devmap_client_mapping *map,
+                               const void *addr,
+                               struct devmap_injected *out);
+
+/**
  * Reports a memory error on `count` pages from byte `offset` (a multiple of 4 KiB) of the
  * served namespace `name` (of the region file `region`; NULL or "": the one served region
  * holding it), as `ndctl inject-error` does: every client mapping the pages loses them

@@ -485,6 +485,9 @@ class ClientMapping:
     def __release_buffer__(self, buffer: memoryview, /) -> None: ...
     def read(self, offset: Size | None = None, length: Size | None = None) -> bytes: ...
     def write(self, offset: Size, data: bytes | bytearray | memoryview) -> None: ...
+    def report_memory_error(self, addr: int) -> Injected:
+        """Reports a memory error this process met at addr (its SIGBUS): every client mapping
+        the page loses it and is told, this one too."""
     def pin(
         self,
         addr: int | None = None,

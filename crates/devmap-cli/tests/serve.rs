@@ -732,6 +732,76 @@ fn fast_pins_in_the_client_name_the_same_pfns_and_end_with_the_mapping() {
     assert!(exit.success());
 }
 
+/// A memory error a client met (its SIGBUS, reported with `Mapping::report_memory_error`)
+/// reaches every client that maps the page, as `inject-error` does: each loses that 4 KiB and
+/// is told at its own address, the reporter too.
+#[test]
+fn a_memory_error_a_client_reports_reaches_every_client() {
+    use std::os::unix::process::ExitStatusExt;
+    let region = ShmRegion::new("serve-report");
+    create(&region);
+    let socket = std::env::temp_dir().join(format!("devmap-report-{}.sock", std::process::id()));
+    let (served, _) = Served::start(&socket, &region, "vm0");
+    let victims: Vec<(Child, u64, std::sync::mpsc::Receiver<String>)> = (0..3)
+        .map(|_| {
+            let (c, line, rx) = client_lines("victim", &socket);
+            let addr = u64::from_str_radix(line.trim().rsplit("0x").next().expect("addr"), 16)
+                .expect("hex");
+            (c, addr, rx)
+        })
+        .collect();
+    let c = Client::connect(&socket).expect("connect");
+    let ns = c.open(None, "vm0").expect("open");
+    let m = ns.map(0, 8 * MIB).expect("map");
+    m.bytes().write(LOST, &[1]).expect("touch the page");
+    let done = m
+        .report_memory_error(m.addr() + LOST as usize + 100)
+        .expect("report");
+    assert_eq!((done.pages, done.revoked, done.told), (1, 4, 4), "{done:?}");
+    let mine: Vec<(u8, u32, u64, u64)> = c
+        .notices()
+        .expect("notices")
+        .iter()
+        .map(|n| (n.what, n.handle, n.addr, n.len))
+        .collect();
+    assert_eq!(
+        mine,
+        vec![(
+            proto::notice::MEMORY_LOST,
+            m.handle(),
+            m.addr() as u64 + LOST,
+            4096
+        )]
+    );
+    // An address outside the mapping is refused with the reason.
+    let e = m
+        .report_memory_error(m.addr() + (8 * MIB) as usize)
+        .expect_err("outside");
+    assert!(e.to_string().contains("not"), "{e}");
+    for (mut v, addr, lines) in victims {
+        v.stdin.take().expect("stdin").write_all(b"\n").expect("go");
+        let status = v.wait().expect("wait");
+        let text: Vec<String> = lines.iter().collect();
+        assert!(
+            text.iter()
+                .any(|l| l.starts_with("notice 3 ")
+                    && l.ends_with(&format!("{:#x} 4096", addr + LOST))),
+            "told at its own address: {text:?}"
+        );
+        assert!(text.iter().any(|l| l == "neighbour ok"), "{text:?}");
+        assert_eq!(
+            status.signal(),
+            Some(7),
+            "SIGBUS at the lost page: {status:?}"
+        );
+    }
+    drop(m);
+    drop(ns);
+    drop(c);
+    let (exit, _) = served.stop(rustix::process::Signal::TERM);
+    assert!(exit.success());
+}
+
 /// `client-test` measures a client of a running service: every figure is there and the
 /// touches it timed were resolved by the service.
 #[test]

@@ -137,6 +137,43 @@ pub unsafe extern "C" fn devmap_client_pins_handle(
     })
 }
 
+/// Reports a memory error this process met at `addr` of the mapping `map` (its
+/// `BUS_MCEERR_AR` SIGBUS; call it from a thread, not the signal handler): the service handles
+/// it as `memory_failure` with this mapping current, so every client mapping the page loses
+/// it and is told, this one too (`DEVMAP_NOTICE_MEMORY_LOST` at `addr`'s page). Stores what it
+/// did in `*out` (NULL: not stored).
+///
+/// Returns 0; -EFAULT; -EINVAL (`addr` outside the mapping); -EBADF (the mapping was taken by
+/// a forced disable); -EPIPE / -ECONNRESET (the service is gone). Thread-safe.
+///
+/// # Safety
+///
+/// `map` must be NULL or a live mapping handle; `out` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn devmap_client_report_error(
+    map: *const devmap_client_mapping,
+    addr: *const std::ffi::c_void,
+    out: *mut devmap_injected,
+) -> c_int {
+    call(|| {
+        // SAFETY: the caller promises NULL or a live handle.
+        let m = unsafe { handle(map, "map") }?;
+        let done = m.map.report_memory_error(addr as usize)?;
+        if !out.is_null() {
+            // SAFETY: non-null, and the caller promises it is writable.
+            unsafe {
+                out.write(devmap_injected {
+                    pages: done.pages,
+                    revoked: done.revoked,
+                    told: done.told,
+                    elapsed_ns: done.elapsed_ns,
+                })
+            };
+        }
+        Ok(())
+    })
+}
+
 /// Reports a memory error on `count` pages from byte `offset` (a multiple of 4 KiB) of the
 /// served namespace `name` (of the region file `region`; NULL or "": the one served region
 /// holding it), as `ndctl inject-error` does: every client mapping the pages loses them

@@ -46,7 +46,7 @@ pub use client_notices::{
     DEVMAP_NOTICE_MAPPING_REVOKED, DEVMAP_NOTICE_MEMORY_LOST, DEVMAP_NOTICE_PIN_DROPPED,
     devmap_client_disable, devmap_client_enable, devmap_client_inject_error,
     devmap_client_mapping_handle, devmap_client_notices, devmap_client_pins_handle,
-    devmap_injected, devmap_notice,
+    devmap_client_report_error, devmap_injected, devmap_notice,
 };
 pub use device::{
     DEVMAP_FAULTS_AUTO, DEVMAP_FAULTS_EXPLICIT, DEVMAP_FAULTS_USERFAULTFD, DEVMAP_GRANULARITY_LEAF,

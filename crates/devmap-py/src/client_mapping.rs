@@ -239,6 +239,25 @@ impl ClientMapping {
         Ok(ClientPins::new(pins))
     }
 
+    /// Reports a memory error this process met at `addr` of this mapping (its SIGBUS): every
+    /// client mapping the page loses it and is told, this one too. Returns a dict: pages,
+    /// revoked (mappings that lost the page), told, elapsed_ns.
+    fn report_memory_error<'py>(
+        &self,
+        py: Python<'py>,
+        addr: usize,
+    ) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        let done = self
+            .detached(py, |m| m.report_memory_error(addr))?
+            .map_err(errors::client)?;
+        let d = pyo3::types::PyDict::new(py);
+        d.set_item("pages", done.pages)?;
+        d.set_item("revoked", done.revoked)?;
+        d.set_item("told", done.told)?;
+        d.set_item("elapsed_ns", done.elapsed_ns)?;
+        Ok(d)
+    }
+
     /// Detaches the mapping in the service and unmaps it: refused with BufferError while a
     /// memoryview of it is alive. Pins taken through it stay. Closing twice does nothing.
     fn close(&self, py: Python<'_>) -> PyResult<()> {

@@ -265,4 +265,9 @@ def test_a_memory_error_is_told_at_this_process_address(served):
     assert m.read(3 * MiB - PAGE, PAGE) == bytes(PAGE)  # the neighbour is intact
     with pytest.raises(devmap.InvalidArgument):
         c.inject_error("vm0", 3 * MiB + 1)
+    # An error this process met, reported by its own address: told the same way.
+    done = m.report_memory_error(m.addr + 3 * MiB + 2 * PAGE)
+    assert (done["pages"], done["revoked"], done["told"]) == (1, 1, 1)
+    [told] = c.notices()
+    assert (told["what"], told["addr"]) == ("memory_lost", m.addr + 3 * MiB + 2 * PAGE)
     m.close()

@@ -477,6 +477,23 @@ fn notices_name_their_handles_and_a_small_buffer_keeps_the_rest() {
             &mut done,
         ));
         assert_eq!((done.pages, done.revoked, done.told), (1, 1, 1), "{done:?}");
+        // An error this process met, reported by address: the same, at its own page.
+        let mut met = devmap_injected::default();
+        ok(devmap_client_report_error(
+            map,
+            addr.cast::<u8>().add((3 * MIB + 8192) as usize).cast(),
+            &mut met,
+        ));
+        assert_eq!((met.pages, met.revoked, met.told), (1, 1, 1), "{met:?}");
+        refused(
+            devmap_client_report_error(
+                map,
+                addr.cast::<u8>().add((4 * MIB) as usize).cast(),
+                ptr::null_mut(),
+            ),
+            libc::EFAULT,
+            "",
+        );
         refused(
             devmap_client_inject_error(
                 c,
@@ -508,6 +525,12 @@ fn notices_name_their_handles_and_a_small_buffer_keeps_the_rest() {
         }
         let want = [
             (DEVMAP_NOTICE_MEMORY_LOST, map_handle, base + 3 * MIB, 4096),
+            (
+                DEVMAP_NOTICE_MEMORY_LOST,
+                map_handle,
+                base + 3 * MIB + 8192,
+                4096,
+            ),
             (DEVMAP_NOTICE_PIN_DROPPED, pins_handle, 0, 16 * 4096),
             (DEVMAP_NOTICE_MAPPING_REVOKED, map_handle, base, 4 * MIB),
         ];

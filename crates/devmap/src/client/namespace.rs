@@ -15,7 +15,7 @@ use crate::addr::Order;
 use crate::backing::{Backing, Mmap, UffdFeatures, Userfaultfd};
 use crate::gup::GupFlags;
 use crate::service::proto::{
-    Done, Map, Mapped, Open, Opened, Pin, PinReply, Unmap, Unpin, WireExtent,
+    Done, Injected, Map, Mapped, Open, Opened, Pin, PinReply, ReportError, Unmap, Unpin, WireExtent,
 };
 use crate::wire::WireError;
 
@@ -161,6 +161,20 @@ impl Mapping {
     /// The mapped bytes. Once the service is gone, every access raises SIGBUS.
     pub fn bytes(&self) -> &Mmap {
         &self.inner.window.bytes
+    }
+
+    /// Reports a memory error this process met at its address `addr` of this mapping (a
+    /// `BUS_MCEERR_AR` SIGBUS; from a thread, not the signal handler): the service handles it
+    /// as `memory_failure` with this mapping current, so every client that maps the page loses
+    /// it and is told (this one too, with a `MEMORY_LOST` notice at `addr`'s page).
+    pub fn report_memory_error(&self, addr: usize) -> Result<Injected, ClientError> {
+        self.inner.client.ask(
+            &ReportError {
+                mapping: self.inner.handle,
+                addr: addr as u64,
+            },
+            "report a memory error",
+        )
     }
 
     /// Pins `nr_pages` pages from `addr` (inside this mapping), as `pin_user_pages_fast`

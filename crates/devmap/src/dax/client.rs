@@ -299,6 +299,17 @@ impl ClientMapping {
         }
     }
 
+    /// The pfn of the page at the client's address `addr`, if the mapping holds it.
+    pub fn pfn_at(&self, addr: usize) -> Option<crate::addr::Pfn> {
+        let rel = addr.checked_sub(self.core.base)? as u64;
+        (rel < self.core.len)
+            .then(|| {
+                self.dev
+                    .pgoff_to_pfn((self.core.offset + rel) / crate::addr::PAGE_SIZE, 1)
+            })
+            .flatten()
+    }
+
     /// The pfn of the mapping's first byte, if its pfns run on unbroken to its end (always,
     /// for a device of one range): what a client adds its page offset to, to name the pfn
     /// of a page it pinned fast.

@@ -47,7 +47,7 @@ pub use self::sigbus::{
 use std::time::{Duration, Instant};
 
 use crate::addr::Pfn;
-use crate::dax::{self, MappingId, PoisonNotice, Recipients, Revocation};
+use crate::dax::{self, ClientMapping, MappingId, PoisonNotice, Recipients, Revocation};
 use crate::folio::FolioRef;
 use crate::pgmap::{DeviceSpace, MemoryType, Pgmap, PgmapError};
 
@@ -221,6 +221,26 @@ pub fn memory_failure_at(addr: usize, flags: MfFlags) -> Result<MfReport, MfErro
         .contains(MfFlags::ACTION_REQUIRED)
         .then_some(found.mapping);
     handle(&live, found.pfn, flags, current, start)
+}
+
+/// Handles a memory error a client process met at its address `addr` of `mapping` (a client
+/// of `devmap serve` reports its SIGBUS), as [`memory_failure_at`] does in this process: with
+/// [`MfFlags::ACTION_REQUIRED`] the client's mapping is the current one.
+pub fn memory_failure_in_client(
+    space: &DeviceSpace,
+    mapping: &ClientMapping,
+    addr: usize,
+    flags: MfFlags,
+) -> Result<MfReport, MfError> {
+    let start = Instant::now();
+    let pfn = mapping.pfn_at(addr).ok_or(MfError::NotMapped { addr })?;
+    let pgmap = space
+        .get_dev_pagemap(pfn)
+        .ok_or(MfError::NoDevice { pfn })?;
+    let current = flags
+        .contains(MfFlags::ACTION_REQUIRED)
+        .then_some(mapping.id());
+    handle(&pgmap, pfn, flags, current, start)
 }
 
 /// Steps 1 (the data check) to 3 on a pgmap found live; `current` is the mapping whose access

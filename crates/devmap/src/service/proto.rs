@@ -39,6 +39,8 @@ pub mod kind {
     pub const CHECK_NAMESPACE: u16 = 0x010D;
     /// [`super::ClearErrors`].
     pub const CLEAR_ERRORS: u16 = 0x010E;
+    /// [`super::ReportError`].
+    pub const REPORT_ERROR: u16 = 0x010F;
     /// [`super::Done`].
     pub const DONE: u16 = 0x0200;
     /// [`super::ErrorReply`].
@@ -543,7 +545,20 @@ pub struct InjectError {
 }
 message!(InjectError = kind::INJECT_ERROR; region: str / name, name: str / name, offset: u64 / u64_, count: u64 / u64_);
 
-/// What an [`InjectError`] did.
+/// A memory error the client met at its own address `addr` of its mapping `mapping` (a
+/// `BUS_MCEERR_AR` SIGBUS): the service runs `memory_failure` on the page with this client's
+/// mapping as the current one, so every client that maps the page loses it and is told, this
+/// one with the error as its own. Reply: [`Injected`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportError {
+    /// The handle [`Mapped`] gave.
+    pub mapping: u32,
+    /// The client's address of the page.
+    pub addr: u64,
+}
+message!(ReportError = kind::REPORT_ERROR; mapping: u32 / u32_, addr: u64 / u64_);
+
+/// What an [`InjectError`] or a [`ReportError`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Injected {
     /// Pages poisoned.

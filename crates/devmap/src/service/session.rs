@@ -21,7 +21,7 @@ use super::state::{Attached, AttachedPin, HeldPin, Live, State};
 use crate::backing::{UffdFeatures, Userfaultfd};
 use crate::dax::{ClientFaults, ClientMapping, ClientWindow, PoisonNotice};
 use crate::gup::{Extent, ExtentLimits, GupFlags};
-use crate::memory_failure::{MfFlags, memory_failure};
+use crate::memory_failure::{MfFlags, memory_failure, memory_failure_in_client};
 use crate::wire::{Frame, Receiver, WireError, WireMessage};
 
 /// What the service knows of a connected client.
@@ -237,6 +237,10 @@ impl Session<'_> {
                 self.manager("inject errors into a namespace")?;
                 self.inject(&m)
             }
+            kind::REPORT_ERROR => {
+                let m: proto::ReportError = frame.message()?;
+                self.report(&m)
+            }
             kind::STATUS => {
                 frame.message::<Status>()?;
                 Reply::of(&StatusReply {
@@ -442,6 +446,42 @@ impl Session<'_> {
         }
         done.elapsed_ns = start.elapsed().as_nanos() as u64;
         Reply::of(&done)
+    }
+
+    /// A memory error the client met in its own mapping: `memory_failure` with that mapping
+    /// current (`BUS_MCEERR_AR` to it, `AO` to every other client mapping the page). No
+    /// management right is needed: a client reports only what it maps.
+    fn report(&mut self, m: &proto::ReportError) -> Result<Reply, ServiceError> {
+        let (live, key) =
+            self.mappings
+                .get(&m.mapping)
+                .cloned()
+                .ok_or(ServiceError::UnknownHandle {
+                    what: "mapping",
+                    handle: m.mapping,
+                })?;
+        let addr =
+            usize::try_from(m.addr).map_err(|_| ServiceError::BadAddress { base: m.addr })?;
+        let start = std::time::Instant::now();
+        let r = {
+            let mappings = live.mappings.lock();
+            let attached = mappings.get(&key).ok_or(ServiceError::UnknownHandle {
+                what: "mapping (taken by a forced disable)",
+                handle: m.mapping,
+            })?;
+            memory_failure_in_client(
+                &self.state.space,
+                &attached.mapping,
+                addr,
+                MfFlags::ACTION_REQUIRED,
+            )?
+        };
+        Reply::of(&Injected {
+            pages: 1,
+            revoked: r.revoked.len() as u32,
+            told: r.notices.len() as u32,
+            elapsed_ns: start.elapsed().as_nanos() as u64,
+        })
     }
 
     fn pin(&mut self, m: &Pin) -> Result<Reply, ServiceError> {
