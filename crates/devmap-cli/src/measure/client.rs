@@ -42,6 +42,11 @@ pub struct ClientTestArgs {
     /// Threads touching at once, each its share of the leaves (the kernel's figure too).
     #[arg(long, default_value_t = 1)]
     threads: u64,
+    /// Before the service's touches and before the kernel's, print `ready served` / `ready
+    /// kernel` on stderr and wait for a line on stdin: several client-tests then touch in step
+    /// (scripts/touch-clients-bench.py), never one's kernel phase beside another's served one.
+    #[arg(long)]
+    in_step: bool,
     /// One-folio pins to time.
     #[arg(long, default_value_t = 2000)]
     pins: u64,
@@ -111,7 +116,19 @@ pub fn run(a: ClientTestArgs) -> Result<()> {
         "--threads must be between 1 and the leaves touched ({leaves})"
     );
     // The service's first touches; then the kernel's, on a tmpfs file of the same size.
+    let step = |phase: &str| -> Result<()> {
+        if a.in_step {
+            eprintln!("ready {phase}");
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("--in-step: cannot read the go line from stdin")?;
+        }
+        Ok(())
+    };
+    step("served")?;
     let served = touch_all(m.bytes(), first, leaves, a.threads)?;
+    step("kernel")?;
     let kernel = kernel_touches(leaves, a.threads)?;
     let first_addr = m.addr() + (first * LEAF) as usize;
 
