@@ -7,22 +7,23 @@
 //! One fault, in the kernel's order: enter the gate (`dax_read_lock` + `dax_alive`), find the
 //! leaf's pfns in one range, look the leaf's folio up once (a `FolioRef`: its descriptors
 //! synced, during async init only its own sub-ranges), and through that cursor check poison,
-//! `dax_set_mapping`, take the mapping's reference and mapcount, and only
-//! then insert the page-table entries: where the mapping is registered with the device's
-//! userfaultfd, map the whole leaf with one `UFFDIO_ZEROPAGE` (a fresh shmem leaf) or allocate
-//! its bytes in the backing and map it with one `UFFDIO_CONTINUE`. The leaf's bit in the mapping is set once its metadata and reference are
-//! in place and before its entries are mapped (mapping them wakes the toucher), so a pin by
-//! address that sees the bit finds the metadata complete; a touch that still finds no entry is
-//! caught and mapped again.
+//! `dax_set_mapping`, take the mapping's reference and mapcount ([`DeviceCore::install_leaf`]),
+//! and only then insert the page-table entries ([`DeviceCore::finish_leaf`]): where the
+//! mapping is registered with the device's userfaultfd, map the whole leaf with one
+//! `UFFDIO_ZEROPAGE` (a fresh shmem leaf) or allocate its bytes in the backing and map it with
+//! one `UFFDIO_CONTINUE`. The leaf's bit in the mapping is set once its metadata and reference
+//! are in place and before its entries are mapped (mapping them wakes the toucher), so a pin
+//! by address that sees the bit finds the metadata complete; a touch that still finds no entry
+//! is caught and mapped again.
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 
-use super::gate::Gate;
+use super::gate::{Gate, Inside};
 use super::leaves::LeafBits;
 use super::poison::{BadblocksSink, Granularity, OwnerSlot, PoisonLock};
 use super::{DaxError, MappingId};
@@ -153,6 +154,27 @@ pub enum Faulted {
         /// The leaf's first pfn.
         pfn: Pfn,
     },
+}
+
+/// Step 1 of a fault, held until it is done: inside the device's gate, its poison lock shared,
+/// the mapping's read lock (so an unmap cannot pull the window from under the fault). Released
+/// in the reverse order.
+pub(super) struct FaultSection<'a> {
+    _live: RwLockReadGuard<'a, bool>,
+    _poison: crate::primitive::RwLockReadGuard<'a, ()>,
+    _inside: Inside<'a>,
+}
+
+/// What steps 2 to 5 of a fault did for one leaf ([`DeviceCore::install_leaf`]).
+pub(super) enum Installed<'p> {
+    /// This fault counted the leaf: metadata, reference, mapcount and bit are in place; its
+    /// entries are not mapped yet.
+    Counted(FolioRef<'p>),
+    /// The leaf's bit was set: another fault counted it before this one looked.
+    Faulted(Pfn),
+    /// Another fault of this mapping counted the leaf between this one's look and its
+    /// insert; this fault's reference was given back.
+    Raced(FolioRef<'p>),
 }
 
 /// The device itself, which its handle, its mappings and its handler threads hold (the
@@ -290,13 +312,44 @@ impl DeviceCore {
         rel: u64,
         remap: bool,
     ) -> Result<Faulted, DaxError> {
-        let align = self.align;
-        let _inside = self.gate.enter().ok_or(DaxError::TornDown)?;
-        let _poison = self.poison_lock.read();
+        let section = self.enter_fault(m)?;
+        let installed = self.install_leaf(&section, m, rel, false)?;
+        self.finish_leaf(&section, m, rel, remap, installed)
+    }
+
+    /// Step 1 of a fault in `m`: enters the device's gate, then its poison lock (shared), then
+    /// the mapping's read lock; refuses a torn-down device and a mapping being unmapped. The
+    /// section lasts until the fault is done.
+    pub(super) fn enter_fault<'a>(
+        &'a self,
+        m: &'a MappingCore,
+    ) -> Result<FaultSection<'a>, DaxError> {
+        let inside = self.gate.enter().ok_or(DaxError::TornDown)?;
+        let poison = self.poison_lock.read();
         let live = m.live.read();
         if !*live {
             return Err(DaxError::Unmapped { id: m.id });
         }
+        Ok(FaultSection {
+            _live: live,
+            _poison: poison,
+            _inside: inside,
+        })
+    }
+
+    /// Steps 2 to 5 for the leaf at byte `rel` of `m`, inside a fault's section: its pfns, the
+    /// one lookup, the poison check, `dax_set_mapping`, the reference and mapcount, the leaf's
+    /// bit; its entries are not mapped yet. A leaf holding a poisoned page is refused at `Leaf`
+    /// granularity, and at any granularity if `refuse_poison` (a neighbour a fault-around
+    /// window would take: its own touch maps its poison markers).
+    pub(super) fn install_leaf(
+        &self,
+        _section: &FaultSection<'_>,
+        m: &MappingCore,
+        rel: u64,
+        refuse_poison: bool,
+    ) -> Result<Installed<'_>, DaxError> {
+        let align = self.align;
         let leaf_offset = m.offset + rel;
         let pgoff = leaf_offset / PAGE_SIZE;
         let index = rel / align.bytes();
@@ -308,16 +361,13 @@ impl DeviceCore {
             })?;
         let pgmap = &self.pgmap;
         if m.bits.test(index) {
-            if remap {
-                self.map_entries(m, rel, &FolioRef::block(pgmap, pfn, align)?)?;
-            }
-            return Ok(Faulted::AlreadyMapped { pfn });
+            return Ok(Installed::Faulted(pfn));
         }
         // The one lookup of this fault: syncs the leaf's descriptors (during async init, only
         // its own sub-ranges) and finds its folio; everything below goes through the cursor.
         let folio = FolioRef::block(pgmap, pfn, align)?;
         if let Some(bad) = folio.poisoned_page()
-            && self.effective_granularity() == Granularity::Leaf
+            && (refuse_poison || self.effective_granularity() == Granularity::Leaf)
         {
             return Err(DaxError::Poisoned { pfn: bad });
         }
@@ -337,23 +387,52 @@ impl DeviceCore {
         };
         if let Some(extra) = extra {
             // Another fault of this mapping counted the leaf first: give this reference back,
-            // outside the lock, and make sure the entries are there before answering.
+            // outside the lock.
             drop(extra);
             Counters::bump(&self.counters.raced);
-            self.map_entries(m, rel, &folio)?;
-            return Ok(Faulted::AlreadyMapped { pfn });
+            return Ok(Installed::Raced(folio));
         }
         // Counted before the entries are mapped: mapping them wakes the toucher, which may
         // look at the leaf's state at once.
         m.bits.set(index);
         Counters::bump(&self.counters.leaves_mapped);
-        if let Err(e) = self.map_entries(m, rel, &folio) {
-            m.bits.clear(index);
-            let undo = m.leaves.lock().remove(&pgoff);
-            drop(undo);
-            return Err(e);
+        Ok(Installed::Counted(folio))
+    }
+
+    /// Step 6 for the leaf at byte `rel` of `m` after [`install_leaf`](Self::install_leaf):
+    /// maps the entries of a leaf this fault counted (undoing its bit and reference if that
+    /// fails), and of one another fault counted first if the fault lost a race for it or
+    /// `remap` asks (the toucher waits for them).
+    pub(super) fn finish_leaf(
+        &self,
+        _section: &FaultSection<'_>,
+        m: &MappingCore,
+        rel: u64,
+        remap: bool,
+        installed: Installed<'_>,
+    ) -> Result<Faulted, DaxError> {
+        match installed {
+            Installed::Faulted(pfn) => {
+                if remap {
+                    self.map_entries(m, rel, &FolioRef::block(&self.pgmap, pfn, self.align)?)?;
+                }
+                Ok(Faulted::AlreadyMapped { pfn })
+            }
+            Installed::Raced(folio) => {
+                // Make sure the entries are there before answering.
+                self.map_entries(m, rel, &folio)?;
+                Ok(Faulted::AlreadyMapped { pfn: folio.pfn() })
+            }
+            Installed::Counted(folio) => {
+                if let Err(e) = self.map_entries(m, rel, &folio) {
+                    m.bits.clear(rel / self.align.bytes());
+                    let undo = m.leaves.lock().remove(&((m.offset + rel) / PAGE_SIZE));
+                    drop(undo);
+                    return Err(e);
+                }
+                Ok(Faulted::Mapped { pfn: folio.pfn() })
+            }
         }
-        Ok(Faulted::Mapped { pfn })
     }
 
     /// Inserts the page-table entries of the leaf at byte `rel` of `m`, for a window
