@@ -14,7 +14,8 @@
 //! one `UFFDIO_CONTINUE`. The leaf's bit in the mapping is set once its metadata and reference
 //! are in place and before its entries are mapped (mapping them wakes the toucher), so a pin
 //! by address that sees the bit finds the metadata complete; a touch that still finds no entry
-//! is caught and mapped again.
+//! is caught and mapped again. The handler's side of a caught touch, and fault-around, which
+//! installs a window of leaves this way and maps them with one ioctl, are in `fault_around.rs`.
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
@@ -59,20 +60,28 @@ pub struct FaultStats {
     pub raced: u64,
     /// Touches answered with SIGBUS: the device was being torn down, or the fault failed.
     pub sigbus: u64,
+    /// Leaves faulted in by fault-around: neighbours of a caught touch's leaf, mapped with it
+    /// (counted in `leaves_mapped` too).
+    pub fault_around: u64,
 }
 
 #[derive(Debug, Default)]
 pub(super) struct Counters {
-    user_faults: AtomicU64,
-    leaves_mapped: AtomicU64,
-    raced: AtomicU64,
-    sigbus: AtomicU64,
+    pub(super) user_faults: AtomicU64,
+    pub(super) leaves_mapped: AtomicU64,
+    pub(super) raced: AtomicU64,
+    pub(super) sigbus: AtomicU64,
+    pub(super) fault_around: AtomicU64,
 }
 
 impl Counters {
-    fn bump(c: &AtomicU64) {
+    pub(super) fn bump(c: &AtomicU64) {
+        Self::add(c, 1);
+    }
+
+    pub(super) fn add(c: &AtomicU64, n: u64) {
         // Relaxed: statistics, ordered with nothing.
-        c.fetch_add(1, Ordering::Relaxed);
+        c.fetch_add(n, Ordering::Relaxed);
     }
 
     pub(super) fn snapshot(&self) -> FaultStats {
@@ -81,6 +90,7 @@ impl Counters {
             leaves_mapped: self.leaves_mapped.load(Ordering::Relaxed),
             raced: self.raced.load(Ordering::Relaxed),
             sigbus: self.sigbus.load(Ordering::Relaxed),
+            fault_around: self.fault_around.load(Ordering::Relaxed),
         }
     }
 }
@@ -209,6 +219,9 @@ pub(super) struct DeviceCore {
     pub(super) named: LeafBits,
     /// Told the badblocks list as it changes.
     pub(super) badblocks_sink: BadblocksSink,
+    /// The most leaves a caught touch of a 4 KiB leaf faults in at once
+    /// (`DaxOptions::fault_around`; 1 where the align is larger, or turned off).
+    pub(super) fault_around: u64,
 }
 
 impl DeviceCore {
@@ -493,51 +506,5 @@ impl DeviceCore {
         self.backing.allocate(m.offset + rel + done, len - done)?;
         uffd.continue_(addr + done, len - done)?;
         Ok(())
-    }
-
-    /// The handler's side of a touch caught on `uffd` at `addr`: finds the mapping of this
-    /// device that `uffd` catches and that holds `addr`, and answers the touch
-    /// ([`DeviceCore::caught_touch`]). An address no such mapping holds (unmapped meanwhile)
-    /// is woken, so the toucher retries.
-    pub(super) fn user_fault(&self, uffd: &Arc<Userfaultfd>, addr: u64) {
-        let found = {
-            let mappings = self.mappings.lock();
-            mappings
-                .values()
-                .find(|m| {
-                    m.uffd.as_ref().is_some_and(|u| Arc::ptr_eq(u, uffd))
-                        && (m.base as u64..m.base as u64 + m.len).contains(&addr)
-                })
-                .map(Arc::clone)
-        };
-        match found {
-            Some(m) => self.caught_touch(&m, addr),
-            None => {
-                Counters::bump(&self.counters.user_faults);
-                let page = self.backing.page_size().bytes();
-                let _ = uffd.wake(addr - addr % page, page);
-            }
-        }
-    }
-
-    /// A touch of `m` at `addr` caught on its userfaultfd: runs the fault path for the leaf
-    /// around it; if that fails (teardown, or the fault cannot be served) answers SIGBUS by
-    /// poisoning the touched page, or at least wakes the toucher so it retries.
-    pub(super) fn caught_touch(&self, m: &MappingCore, addr: u64) {
-        Counters::bump(&self.counters.user_faults);
-        let Some(uffd) = m.uffd.as_deref() else {
-            return;
-        };
-        let page = self.backing.page_size().bytes();
-        let at = addr - addr % page;
-        let rel = addr - m.base as u64;
-        let leaf = rel - rel % self.align.bytes();
-        if let Err(e) = self.fault_leaf(m, leaf, true) {
-            tracing::debug!(addr, error = %e, "dax: a caught touch is answered with SIGBUS");
-            Counters::bump(&self.counters.sigbus);
-            if uffd.poison(at, page).is_err() {
-                let _ = uffd.wake(at, page);
-            }
-        }
     }
 }
