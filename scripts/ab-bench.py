@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """A/B comparison of two devmap release binaries on the figures an API change must not slow:
-first touch (`touch-test --size 1G --align 2M`) and pins of one 2 MiB folio per call, by pfn
-and by address (`gup-test -m 4096 -r 7 -n 512 -F --by-address`, medians of repeats 2-7).
+first touch of 2 MiB leaves (`touch-test --size 1G --align 2M`) and of 4 KiB leaves
+(`touch-test --size 256M --align 4K`, where fault-around applies; each side's ratios to the
+kernel's touches in the same run, and the wall time of all the touches against the kernel's),
+and pins of one 2 MiB folio per call, by pfn and by address
+(`gup-test -m 4096 -r 7 -n 512 -F --by-address`, medians of repeats 2-7).
 
 The two binaries alternate within each round, and which goes first alternates by round, so
 load on a shared machine falls on both alike. Prints, per figure, the median over the rounds
@@ -17,6 +20,7 @@ import statistics
 import subprocess
 
 TOUCH = ["touch-test", "--size", "1G", "--align", "2M", "--json"]
+TOUCH_4K = ["touch-test", "--size", "256M", "--align", "4K", "--json"]
 GUP = ["gup-test", "-m", "4096", "-r", "7", "-n", "512", "-F", "--by-address", "--json"]
 
 
@@ -32,6 +36,12 @@ def figures(binary):
     got["touch p50 (ms)"] = t["p50_ns"] / 1e6
     got["touch p99 (ms)"] = t["p99_ns"] / 1e6
     got["touch p50 / kernel"] = t["ratio_p50"]
+    t = run(binary, TOUCH_4K)[0]
+    got["touch 4K p50 (us)"] = t["p50_ns"] / 1e3
+    got["touch 4K p99 (us)"] = t["p99_ns"] / 1e3
+    got["touch 4K p50 / kernel"] = t["p50_ns"] / t["baseline_p50_ns"]
+    got["touch 4K p99 / kernel"] = t["p99_ns"] / t["baseline_p99_ns"]
+    got["touch 4K wall / kernel"] = t["wall_ns"] / t["baseline_wall_ns"]
     rows = [r for r in run(binary, GUP) if r["repeat"] >= 1]
     for by in ("pfn", "address"):
         mine = [r for r in rows if r["by"] == by]

@@ -54,6 +54,7 @@ class FaultStats(TypedDict):
     leaves_mapped: int
     raced: int
     sigbus: int
+    fault_around: int
 
 class PinStats(TypedDict):
     pinned_bytes: int

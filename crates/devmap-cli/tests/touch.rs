@@ -99,7 +99,7 @@ fn a_tib_device_maps_at_once_and_touches_only_the_leaves_asked_for() {
 }
 
 #[test]
-fn memfd_at_4k_faults_every_page() {
+fn memfd_at_4k_faults_around_sequential_touches() {
     let r = row(&[
         "--size",
         "8M",
@@ -111,12 +111,39 @@ fn memfd_at_4k_faults_every_page() {
         "sync",
     ]);
     assert_eq!(field(&r, "leaves"), 2048);
+    assert_eq!(field(&r, "fault_around_max"), 16);
+    // Every leaf once, most of them as the neighbours of a touched one: each thread touches
+    // its share in order, so its windows grow to 16 leaves and most touches find their leaf
+    // mapped.
     assert_eq!(field(&r, "leaves_mapped"), 2048);
-    assert!(field(&r, "user_faults") >= 2048, "{r}");
+    let (faults, around) = (field(&r, "user_faults"), field(&r, "fault_around"));
+    assert!(around >= 2048 / 2, "{r}");
+    assert!(faults >= 2048 - around && faults < 2048 / 2, "{r}");
     assert_eq!(field(&r, "kernel_leaves_4k"), 2048);
     assert_eq!(field(&r, "baseline_kernel_leaves_4k"), 2048);
     assert_eq!(r["init"], "sync");
     assert_eq!(r["init_active_at_start"], false);
+    check_latencies(&r);
+}
+
+#[test]
+fn memfd_at_4k_without_fault_around_faults_every_page() {
+    let r = row(&[
+        "--size",
+        "8M",
+        "--align",
+        "4K",
+        "--threads",
+        "3",
+        "--init",
+        "sync",
+        "--fault-around",
+        "1",
+    ]);
+    assert_eq!(field(&r, "leaves_mapped"), 2048);
+    assert_eq!(field(&r, "fault_around"), 0);
+    assert!(field(&r, "user_faults") >= 2048, "{r}");
+    assert_eq!(field(&r, "kernel_leaves_4k"), 2048);
     check_latencies(&r);
 }
 
@@ -228,6 +255,14 @@ fn refusals_say_what_would_work() {
     fails(
         &["touch-test", "--size", "64M", "--handlers", "300"],
         "--handlers 300 is not a usable count of fault handler threads: use 1 to 256",
+    );
+    fails(
+        &["touch-test", "--size", "64M", "--fault-around", "3"],
+        "--fault-around 3 is not a usable window: use a power of two from 1 (off) to 512 leaves",
+    );
+    fails(
+        &["touch-test", "--size", "64M", "--fault-around", "1024"],
+        "e.g. --fault-around 16",
     );
     fails(
         &["touch-test", "--size", "3M"],

@@ -274,7 +274,8 @@ impl Device {
         self.cell.with(|d| Ok(d.pfn_at(offset).map(|p| p.raw())))
     }
 
-    /// What faults did so far: user_faults, leaves_mapped, raced, sigbus.
+    /// What faults did so far: user_faults, leaves_mapped, raced, sigbus, fault_around
+    /// (leaves mapped as the neighbours of a touched 4 KiB leaf, among leaves_mapped).
     fn fault_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = self.cell.with(|d| Ok(d.fault_stats()))?;
         let out = PyDict::new(py);
@@ -282,6 +283,7 @@ impl Device {
         out.set_item("leaves_mapped", s.leaves_mapped)?;
         out.set_item("raced", s.raced)?;
         out.set_item("sigbus", s.sigbus)?;
+        out.set_item("fault_around", s.fault_around)?;
         Ok(out)
     }
 

@@ -47,6 +47,7 @@ pub fn dax(e: &DaxError) -> i32 {
         | DaxError::EmptyRange { .. }
         | DaxError::ClearUnaligned { .. }
         | DaxError::NoHandlers
+        | DaxError::FaultAround { .. }
         | DaxError::Threads { .. } => EINVAL,
         // An address in no mapping, a range running past the mapping's end, and a
         // FOLL_NOFAULT pin of a hole: gup's -EFAULT.

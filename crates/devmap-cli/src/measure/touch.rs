@@ -8,7 +8,10 @@
 //! it, and has `--threads` threads touch its leaves, each a contiguous share: per leaf, one
 //! timed section writes the leaf's first byte (the caught fault, which maps the whole leaf;
 //! for a file, which has no userfaultfd, a `populate` of the leaf instead) and then one byte
-//! in every other 4 KiB page of it, which must not fault again. The device is then torn down
+//! in every other 4 KiB page of it, which must not fault again. At `--align 4K` the device
+//! faults around (`--fault-around`): a caught touch maps the neighbours of its leaf too, so a
+//! thread's later touches of them find their leaf mapped and are timed as such, as the
+//! program being measured would find them. The device is then torn down
 //! and the baseline runs: a fresh backing of the same kind and size mapped plainly by the
 //! kernel (no device, no userfaultfd), the same threads touching every 4 KiB page of each leaf
 //! with the same timing. So the two sides never hold their memory at the same time. An
@@ -27,6 +30,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use devmap::backing::HugePageSize;
+use devmap::dax::DaxOptions;
 use devmap::{InitMode, Layout, Order, PAGE_SIZE};
 use serde::Serialize;
 
@@ -60,6 +64,11 @@ pub struct TouchTestArgs {
     /// behind each other, where the kernel faults them in parallel.
     #[arg(long, allow_negative_numbers = true, value_parser = count::<usize>)]
     handlers: Option<usize>,
+    /// With --align 4K: the most leaves a caught touch faults in at once, the touched one and
+    /// its neighbours (fault-around; the window grows to this on sequential touches):
+    /// a power of two, 1 (off) to 512. 16 (64 KiB) is the kernel's fault_around_bytes.
+    #[arg(long, default_value_t = DaxOptions::DEFAULT_FAULT_AROUND, allow_negative_numbers = true, value_parser = count::<usize>)]
+    fault_around: usize,
     /// How the device's memmap is initialised; with async the touches start while background
     /// workers (one per core) are still at it.
     #[arg(long, value_enum, default_value = "async")]
@@ -145,6 +154,8 @@ struct Plan {
     threads: usize,
     /// Fault handler threads of the device.
     handlers: usize,
+    /// The device's fault-around bound, in leaves.
+    fault_around: usize,
     /// Memmap init of the device.
     init: InitMode,
     /// Memmap layout.
@@ -188,6 +199,8 @@ struct Touched {
     pub threads: usize,
     /// The device's fault handler threads.
     pub handlers: usize,
+    /// The device's fault-around bound, in leaves (used at align 4K only).
+    pub fault_around_max: usize,
     /// `sync`, `parallel` or `async`.
     pub init: &'static str,
     /// Layout name.
@@ -213,6 +226,9 @@ struct Touched {
     pub leaves_mapped: u64,
     /// Faults of a leaf another fault had just mapped.
     pub raced: u64,
+    /// Leaves mapped by fault-around: neighbours of a touched leaf, mapped with it (among
+    /// `leaves_mapped`).
+    pub fault_around: u64,
     /// Leaves the kernel had mapped in the device's mapping after the touches
     /// (`/proc/self/smaps`), by page size.
     pub kernel_leaves_4k: u64,
@@ -293,6 +309,7 @@ fn columns(r: &Touched) -> Cells {
         ("p99 x", format!("{:.2}", r.ratio_p99)),
         ("faults", r.user_faults.to_string()),
         ("mapped", r.leaves_mapped.to_string()),
+        ("around", r.fault_around.to_string()),
         (
             "kernel leaves",
             leaves_cell(r.kernel_leaves_4k, r.kernel_leaves_2m, r.kernel_leaves_1g),
@@ -337,6 +354,7 @@ pub fn run(a: TouchTestArgs) -> Result<()> {
         align: plan.align.bytes(),
         threads: plan.threads,
         handlers: plan.handlers,
+        fault_around_max: plan.fault_around,
         init: plan.init.name(),
         layout: plan.layout.name(),
         leaves: plan.leaves(),
@@ -349,6 +367,7 @@ pub fn run(a: TouchTestArgs) -> Result<()> {
         user_faults: dev.stats.user_faults,
         leaves_mapped: dev.stats.leaves_mapped,
         raced: dev.stats.raced,
+        fault_around: dev.stats.fault_around,
         kernel_leaves_4k: dev.side.kernel.k4,
         kernel_leaves_2m: dev.side.kernel.m2,
         kernel_leaves_1g: dev.side.kernel.g1,

@@ -253,6 +253,12 @@ impl DaxDevice {
             poison_lock: PoisonLock::default(),
             named: LeafBits::new(size / align.bytes()),
             badblocks_sink: Default::default(),
+            // Only 4 KiB leaves fault around: a larger leaf is mapped whole by its own fault.
+            fault_around: if align == Order::BASE {
+                opts.fault_around as u64
+            } else {
+                1
+            },
         });
         let listed = super::registry::list_device(&dev);
         let handler = if catch {

@@ -7,22 +7,24 @@
 //! One fault, in the kernel's order: enter the gate (`dax_read_lock` + `dax_alive`), find the
 //! leaf's pfns in one range, look the leaf's folio up once (a `FolioRef`: its descriptors
 //! synced, during async init only its own sub-ranges), and through that cursor check poison,
-//! `dax_set_mapping`, take the mapping's reference and mapcount, and only
-//! then insert the page-table entries: where the mapping is registered with the device's
-//! userfaultfd, map the whole leaf with one `UFFDIO_ZEROPAGE` (a fresh shmem leaf) or allocate
-//! its bytes in the backing and map it with one `UFFDIO_CONTINUE`. The leaf's bit in the mapping is set once its metadata and reference are
-//! in place and before its entries are mapped (mapping them wakes the toucher), so a pin by
-//! address that sees the bit finds the metadata complete; a touch that still finds no entry is
-//! caught and mapped again.
+//! `dax_set_mapping`, take the mapping's reference and mapcount ([`DeviceCore::install_leaf`]),
+//! and only then insert the page-table entries ([`DeviceCore::finish_leaf`]): where the
+//! mapping is registered with the device's userfaultfd, map the whole leaf with one
+//! `UFFDIO_ZEROPAGE` (a fresh shmem leaf) or allocate its bytes in the backing and map it with
+//! one `UFFDIO_CONTINUE`. The leaf's bit in the mapping is set once its metadata and reference
+//! are in place and before its entries are mapped (mapping them wakes the toucher), so a pin
+//! by address that sees the bit finds the metadata complete; a touch that still finds no entry
+//! is caught and mapped again. The handler's side of a caught touch, and fault-around, which
+//! installs a window of leaves this way and maps them with one ioctl, are in `fault_around.rs`.
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 
-use super::gate::Gate;
+use super::gate::{Gate, Inside};
 use super::latency::LatencyHistogram;
 use super::leaves::LeafBits;
 use super::pin_view::{PinLedger, PinView};
@@ -60,6 +62,9 @@ pub struct FaultStats {
     pub raced: u64,
     /// Touches answered with SIGBUS: the device was being torn down, or the fault failed.
     pub sigbus: u64,
+    /// Leaves faulted in by fault-around: neighbours of a caught touch's leaf, mapped with it
+    /// (counted in `leaves_mapped` too).
+    pub fault_around: u64,
     /// How long the handler took to resolve a caught touch, from reading its event to the
     /// last ioctl: the median, within 12.5% (0 before the first).
     pub resolve_p50_ns: u64,
@@ -69,17 +74,22 @@ pub struct FaultStats {
 
 #[derive(Debug, Default)]
 pub(super) struct Counters {
-    user_faults: AtomicU64,
-    leaves_mapped: AtomicU64,
-    raced: AtomicU64,
-    sigbus: AtomicU64,
-    resolve: LatencyHistogram,
+    pub(super) user_faults: AtomicU64,
+    pub(super) leaves_mapped: AtomicU64,
+    pub(super) raced: AtomicU64,
+    pub(super) sigbus: AtomicU64,
+    pub(super) fault_around: AtomicU64,
+    pub(super) resolve: LatencyHistogram,
 }
 
 impl Counters {
-    fn bump(c: &AtomicU64) {
+    pub(super) fn bump(c: &AtomicU64) {
+        Self::add(c, 1);
+    }
+
+    pub(super) fn add(c: &AtomicU64, n: u64) {
         // Relaxed: statistics, ordered with nothing.
-        c.fetch_add(1, Ordering::Relaxed);
+        c.fetch_add(n, Ordering::Relaxed);
     }
 
     pub(super) fn snapshot(&self) -> FaultStats {
@@ -88,6 +98,7 @@ impl Counters {
             leaves_mapped: self.leaves_mapped.load(Ordering::Relaxed),
             raced: self.raced.load(Ordering::Relaxed),
             sigbus: self.sigbus.load(Ordering::Relaxed),
+            fault_around: self.fault_around.load(Ordering::Relaxed),
             resolve_p50_ns: self.resolve.quantile(0.5),
             resolve_p99_ns: self.resolve.quantile(0.99),
         }
@@ -174,6 +185,27 @@ pub enum Faulted {
     },
 }
 
+/// Step 1 of a fault, held until it is done: inside the device's gate, its poison lock shared,
+/// the mapping's read lock (so an unmap cannot pull the window from under the fault). Released
+/// in the reverse order.
+pub(super) struct FaultSection<'a> {
+    _live: RwLockReadGuard<'a, bool>,
+    _poison: crate::primitive::RwLockReadGuard<'a, ()>,
+    _inside: Inside<'a>,
+}
+
+/// What steps 2 to 5 of a fault did for one leaf ([`DeviceCore::install_leaf`]).
+pub(super) enum Installed<'p> {
+    /// This fault counted the leaf: metadata, reference, mapcount and bit are in place; its
+    /// entries are not mapped yet.
+    Counted(FolioRef<'p>),
+    /// The leaf's bit was set: another fault counted it before this one looked.
+    Faulted(Pfn),
+    /// Another fault of this mapping counted the leaf between this one's look and its
+    /// insert; this fault's reference was given back.
+    Raced(FolioRef<'p>),
+}
+
 /// The device itself, which its handle, its mappings and its handler threads hold (the
 /// kernel's `struct dev_dax`).
 #[derive(Debug)]
@@ -206,6 +238,9 @@ pub(super) struct DeviceCore {
     pub(super) named: LeafBits,
     /// Told the badblocks list as it changes.
     pub(super) badblocks_sink: BadblocksSink,
+    /// The most leaves a caught touch of a 4 KiB leaf faults in at once
+    /// (`DaxOptions::fault_around`; 1 where the align is larger, or turned off).
+    pub(super) fault_around: u64,
 }
 
 impl DeviceCore {
@@ -313,13 +348,44 @@ impl DeviceCore {
         rel: u64,
         remap: bool,
     ) -> Result<Faulted, DaxError> {
-        let align = self.align;
-        let _inside = self.gate.enter().ok_or(DaxError::TornDown)?;
-        let _poison = self.poison_lock.read();
+        let section = self.enter_fault(m)?;
+        let installed = self.install_leaf(&section, m, rel, false)?;
+        self.finish_leaf(&section, m, rel, remap, installed)
+    }
+
+    /// Step 1 of a fault in `m`: enters the device's gate, then its poison lock (shared), then
+    /// the mapping's read lock; refuses a torn-down device and a mapping being unmapped. The
+    /// section lasts until the fault is done.
+    pub(super) fn enter_fault<'a>(
+        &'a self,
+        m: &'a MappingCore,
+    ) -> Result<FaultSection<'a>, DaxError> {
+        let inside = self.gate.enter().ok_or(DaxError::TornDown)?;
+        let poison = self.poison_lock.read();
         let live = m.live.read();
         if !*live {
             return Err(DaxError::Unmapped { id: m.id });
         }
+        Ok(FaultSection {
+            _live: live,
+            _poison: poison,
+            _inside: inside,
+        })
+    }
+
+    /// Steps 2 to 5 for the leaf at byte `rel` of `m`, inside a fault's section: its pfns, the
+    /// one lookup, the poison check, `dax_set_mapping`, the reference and mapcount, the leaf's
+    /// bit; its entries are not mapped yet. A leaf holding a poisoned page is refused at `Leaf`
+    /// granularity, and at any granularity if `refuse_poison` (a neighbour a fault-around
+    /// window would take: its own touch maps its poison markers).
+    pub(super) fn install_leaf(
+        &self,
+        _section: &FaultSection<'_>,
+        m: &MappingCore,
+        rel: u64,
+        refuse_poison: bool,
+    ) -> Result<Installed<'_>, DaxError> {
+        let align = self.align;
         let leaf_offset = m.offset + rel;
         let pgoff = leaf_offset / PAGE_SIZE;
         let index = rel / align.bytes();
@@ -331,16 +397,13 @@ impl DeviceCore {
             })?;
         let pgmap = &self.pgmap;
         if m.bits.test(index) {
-            if remap {
-                self.map_entries(m, rel, &FolioRef::block(pgmap, pfn, align)?)?;
-            }
-            return Ok(Faulted::AlreadyMapped { pfn });
+            return Ok(Installed::Faulted(pfn));
         }
         // The one lookup of this fault: syncs the leaf's descriptors (during async init, only
         // its own sub-ranges) and finds its folio; everything below goes through the cursor.
         let folio = FolioRef::block(pgmap, pfn, align)?;
         if let Some(bad) = folio.poisoned_page()
-            && self.effective_granularity() == Granularity::Leaf
+            && (refuse_poison || self.effective_granularity() == Granularity::Leaf)
         {
             return Err(DaxError::Poisoned { pfn: bad });
         }
@@ -360,11 +423,10 @@ impl DeviceCore {
         };
         if let Some(extra) = extra {
             // Another fault of this mapping counted the leaf first: give this reference back,
-            // outside the lock, and make sure the entries are there before answering.
+            // outside the lock.
             drop(extra);
             Counters::bump(&self.counters.raced);
-            self.map_entries(m, rel, &folio)?;
-            return Ok(Faulted::AlreadyMapped { pfn });
+            return Ok(Installed::Raced(folio));
         }
         // Counted before the entries are mapped: mapping them wakes the toucher, which may
         // look at the leaf's state at once.
@@ -377,16 +439,46 @@ impl DeviceCore {
             f.view.set(index);
         }
         Counters::bump(&self.counters.leaves_mapped);
-        if let Err(e) = self.map_entries(m, rel, &folio) {
-            m.bits.clear(index);
-            if let Some(f) = fast {
-                f.view.clear(index);
+        Ok(Installed::Counted(folio))
+    }
+
+    /// Step 6 for the leaf at byte `rel` of `m` after [`install_leaf`](Self::install_leaf):
+    /// maps the entries of a leaf this fault counted (undoing its bit and reference if that
+    /// fails), and of one another fault counted first if the fault lost a race for it or
+    /// `remap` asks (the toucher waits for them).
+    pub(super) fn finish_leaf(
+        &self,
+        _section: &FaultSection<'_>,
+        m: &MappingCore,
+        rel: u64,
+        remap: bool,
+        installed: Installed<'_>,
+    ) -> Result<Faulted, DaxError> {
+        match installed {
+            Installed::Faulted(pfn) => {
+                if remap {
+                    self.map_entries(m, rel, &FolioRef::block(&self.pgmap, pfn, self.align)?)?;
+                }
+                Ok(Faulted::AlreadyMapped { pfn })
             }
-            let undo = m.leaves.lock().remove(&pgoff);
-            drop(undo);
-            return Err(e);
+            Installed::Raced(folio) => {
+                // Make sure the entries are there before answering.
+                self.map_entries(m, rel, &folio)?;
+                Ok(Faulted::AlreadyMapped { pfn: folio.pfn() })
+            }
+            Installed::Counted(folio) => {
+                if let Err(e) = self.map_entries(m, rel, &folio) {
+                    m.bits.clear(rel / self.align.bytes());
+                    if let Some(f) = &m.fast {
+                        f.view.clear(rel / self.align.bytes());
+                    }
+                    let undo = m.leaves.lock().remove(&((m.offset + rel) / PAGE_SIZE));
+                    drop(undo);
+                    return Err(e);
+                }
+                Ok(Faulted::Mapped { pfn: folio.pfn() })
+            }
         }
-        Ok(Faulted::Mapped { pfn })
     }
 
     /// Inserts the page-table entries of the leaf at byte `rel` of `m`, for a window
@@ -447,53 +539,5 @@ impl DeviceCore {
         self.backing.allocate(m.offset + rel + done, len - done)?;
         uffd.continue_(addr + done, len - done)?;
         Ok(())
-    }
-
-    /// The handler's side of a touch caught on `uffd` at `addr`: finds the mapping of this
-    /// device that `uffd` catches and that holds `addr`, and answers the touch
-    /// ([`DeviceCore::caught_touch`]). An address no such mapping holds (unmapped meanwhile)
-    /// is woken, so the toucher retries.
-    pub(super) fn user_fault(&self, uffd: &Arc<Userfaultfd>, addr: u64) {
-        let found = {
-            let mappings = self.mappings.lock();
-            mappings
-                .values()
-                .find(|m| {
-                    m.uffd.as_ref().is_some_and(|u| Arc::ptr_eq(u, uffd))
-                        && (m.base as u64..m.base as u64 + m.len).contains(&addr)
-                })
-                .map(Arc::clone)
-        };
-        match found {
-            Some(m) => self.caught_touch(&m, addr),
-            None => {
-                Counters::bump(&self.counters.user_faults);
-                let page = self.backing.page_size().bytes();
-                let _ = uffd.wake(addr - addr % page, page);
-            }
-        }
-    }
-
-    /// A touch of `m` at `addr` caught on its userfaultfd: runs the fault path for the leaf
-    /// around it; if that fails (teardown, or the fault cannot be served) answers SIGBUS by
-    /// poisoning the touched page, or at least wakes the toucher so it retries.
-    pub(super) fn caught_touch(&self, m: &MappingCore, addr: u64) {
-        let started = std::time::Instant::now();
-        Counters::bump(&self.counters.user_faults);
-        let Some(uffd) = m.uffd.as_deref() else {
-            return;
-        };
-        let page = self.backing.page_size().bytes();
-        let at = addr - addr % page;
-        let rel = addr - m.base as u64;
-        let leaf = rel - rel % self.align.bytes();
-        if let Err(e) = self.fault_leaf(m, leaf, true) {
-            tracing::debug!(addr, error = %e, "dax: a caught touch is answered with SIGBUS");
-            Counters::bump(&self.counters.sigbus);
-            if uffd.poison(at, page).is_err() {
-                let _ = uffd.wake(at, page);
-            }
-        }
-        self.counters.resolve.record(started.elapsed());
     }
 }

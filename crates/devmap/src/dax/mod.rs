@@ -50,6 +50,9 @@ mod device;
 mod device_core;
 #[cfg(all(test, not(loom)))]
 mod device_tests;
+mod fault_around;
+#[cfg(all(test, not(loom)))]
+mod fault_around_tests;
 mod gate;
 mod latency;
 mod leaves;
@@ -280,6 +283,19 @@ pub enum DaxError {
         /// What is wrong and what would work.
         why: String,
     },
+    /// `DaxOptions::fault_around` that is not a power of two from 1 to
+    /// [`DaxOptions::MAX_FAULT_AROUND`](DaxOptions::MAX_FAULT_AROUND).
+    #[error(
+        "fault_around = {asked} is not a usable window: use a power of two from 1 (off) to {max} \
+         leaves, e.g. {}",
+        suggest_pow2(*asked, *max)
+    )]
+    FaultAround {
+        /// The window asked for, in leaves.
+        asked: usize,
+        /// The largest allowed.
+        max: usize,
+    },
     /// A thread count outside what a device starts.
     #[error("{what} {asked} is not a usable count of {why}: use 1 to {max}")]
     Threads {
@@ -325,6 +341,18 @@ fn suggest(value: u64, align: u64) -> String {
         format!("{}", Bytes(up))
     } else {
         format!("{} or {}", Bytes(down), Bytes(up))
+    }
+}
+
+/// The power of two nearest below `asked` within `1..=max` ("16", or "16 or 32").
+fn suggest_pow2(asked: usize, max: usize) -> String {
+    let down = match asked.checked_ilog2() {
+        Some(log) => (1usize << log).min(max),
+        None => 1,
+    };
+    match down.checked_mul(2) {
+        Some(up) if up <= max && asked > down => format!("{down} or {up}"),
+        _ => down.to_string(),
     }
 }
 

@@ -1,5 +1,6 @@
 //! How to build a [`DaxDevice`](super::DaxDevice): [`DaxOptions`] (align, layout, init, ranges,
-//! how touches are caught, handler threads, metadata faulted in at mapping time, granularity)
+//! how touches are caught, handler threads, fault-around, metadata faulted in at mapping time,
+//! granularity)
 //! and its checks, which every front end (CLI, C, Python) gets by going through
 //! [`DaxDevice::with_options`](super::DaxDevice::with_options).
 
@@ -62,6 +63,15 @@ pub struct DaxOptions {
     /// that many leaves fill at once. An idle handler sleeps until an event or the device's
     /// teardown wakes it.
     pub handlers: usize,
+    /// The most leaves a caught touch of a 4 KiB leaf faults in at once: the touched leaf and
+    /// its neighbours in the same mapping, mapped with one ioctl (fault-around, as the
+    /// kernel's `do_fault_around` for file pages; the kernel's device-dax does not do it). The
+    /// window adapts: one leaf for a touch with no faulted leaf beside it, growing to this on
+    /// sequential touches. A power of two from 1 (off) to
+    /// [`DaxOptions::MAX_FAULT_AROUND`]; 16 (64 KiB, the kernel's `fault_around_bytes`) by
+    /// default. Ignored for larger aligns, whose leaves are faulted one per touch, and where
+    /// touches are not caught.
+    pub fault_around: usize,
     /// Where the device does not catch touches (a backing without userfaultfd, or
     /// [`Faults::Explicit`]): whether [`DaxDevice::mmap`](super::DaxDevice::mmap) faults in the metadata of every
     /// leaf of the new mapping (folio mapping and index, reference, mapcount; not the bytes),
@@ -92,6 +102,7 @@ impl DaxOptions {
             ranges: None,
             faults: Faults::default(),
             handlers: 1,
+            fault_around: Self::DEFAULT_FAULT_AROUND,
             populate_on_map: true,
             granularity: Granularity::default(),
             progress: None,
@@ -106,6 +117,14 @@ impl DaxOptions {
     /// (100000) from starving the machine of threads.
     pub const MAX_HANDLERS: usize = 256;
 
+    /// The default fault-around window, in leaves: 16 leaves of 4 KiB, the kernel's default
+    /// `fault_around_bytes` (64 KiB).
+    pub const DEFAULT_FAULT_AROUND: usize = 16;
+
+    /// The largest fault-around window, in leaves: one page table of 4 KiB entries, the
+    /// kernel's bound on `fault_around_bytes` (`PTRS_PER_PTE`).
+    pub const MAX_FAULT_AROUND: usize = 512;
+
     /// The most memmap initialisation threads asked for in `init` without a check against
     /// the machine: more than the cores only queue behind each other. A machine with more
     /// cores than this may use one per core.
@@ -113,7 +132,9 @@ impl DaxOptions {
 
     /// Refuses option values no device can use, whether or not it will catch touches, so that
     /// every front end accepts and refuses the same: no handler ([`DaxError::NoHandlers`]),
-    /// more than [`MAX_HANDLERS`](Self::MAX_HANDLERS), and more init threads than
+    /// more than [`MAX_HANDLERS`](Self::MAX_HANDLERS), a fault-around window that is not a
+    /// power of two up to [`MAX_FAULT_AROUND`](Self::MAX_FAULT_AROUND)
+    /// ([`DaxError::FaultAround`]), and more init threads than
     /// [`MAX_INIT_THREADS`](Self::MAX_INIT_THREADS) or the machine's cores, whichever is
     /// larger. [`DaxDevice::with_options`](super::DaxDevice::with_options) calls it before it starts anything.
     pub fn validate(&self) -> Result<(), DaxError> {
@@ -126,6 +147,12 @@ impl DaxOptions {
                 asked: self.handlers,
                 max: Self::MAX_HANDLERS,
                 why: "the fault handler threads of a device that catches touches",
+            });
+        }
+        if !self.fault_around.is_power_of_two() || self.fault_around > Self::MAX_FAULT_AROUND {
+            return Err(DaxError::FaultAround {
+                asked: self.fault_around,
+                max: Self::MAX_FAULT_AROUND,
             });
         }
         let init = self.init.threads();

@@ -55,6 +55,14 @@ pub(super) fn plan(a: &TouchTestArgs) -> Result<Plan> {
              {max_handlers}, e.g. --handlers 2"
         );
     }
+    let fault_around = a.fault_around;
+    if !fault_around.is_power_of_two() || fault_around > DaxOptions::MAX_FAULT_AROUND {
+        bail!(
+            "--fault-around {fault_around} is not a usable window: use a power of two from 1 \
+             (off) to {} leaves, e.g. --fault-around 16",
+            DaxOptions::MAX_FAULT_AROUND
+        );
+    }
     let layout = match a.layout.layouts().as_slice() {
         [one] => *one,
         _ => bail!("touch-test runs one layout: choose --layout flat, vmemmap or heads"),
@@ -84,6 +92,7 @@ pub(super) fn plan(a: &TouchTestArgs) -> Result<Plan> {
         source,
         threads,
         handlers,
+        fault_around,
         init,
         layout,
         touched,

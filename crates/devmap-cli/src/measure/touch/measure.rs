@@ -55,6 +55,7 @@ pub(super) fn devmap_side(plan: &Plan, backing: Backing) -> Result<DevmapSide> {
     opts.init = plan.init;
     opts.faults = Faults::Auto;
     opts.handlers = plan.handlers;
+    opts.fault_around = plan.fault_around;
     // Where touches are not caught, each leaf's metadata is faulted in beside its touch,
     // timed with it, as the kernel's own fault would be; not all at once by the mmap.
     opts.populate_on_map = false;

@@ -4,7 +4,8 @@
 //! them (`EACCES` otherwise). Each reply carries what the verb prints beyond the namespace's
 //! object, which the verb reads from the region file itself (read-only, as `list` does).
 
-use super::{bool_, kind, name, u32_, u64_};
+use super::fields::{bool_, name, u32_, u64_};
+use super::kind;
 use crate::wire::{Decode, Encode, Reader, WireError, WireMessage, Writer};
 
 /// Creates a namespace, as `devmap create-namespace` does in-process: the same geometry rules,

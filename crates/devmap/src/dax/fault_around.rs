@@ -1,0 +1,224 @@
+//! The handler's side of a caught touch, and fault-around for 4 KiB leaves: a touch of a leaf
+//! not yet faulted runs the fault path for a window of neighbouring leaves of the same mapping
+//! and maps the window with one ioctl, as the kernel's `do_fault_around` (`mm/memory.c`) maps
+//! the page-cache pages around a file fault. The kernel's device-dax does not fault around
+//! (each 4 KiB fault is one `__dev_dax_pte_fault`); here every 4 KiB fault is a userfaultfd
+//! round trip, two context switches for one page, so mapping the neighbours a sequential
+//! toucher is about to reach saves most of them (DESIGN §6.4, §8).
+//!
+//! The window is the aligned block of `size` leaves holding the touched one (aligned on the
+//! device offset; the kernel aligns on the user address, for its page table), clamped to the
+//! mapping, to the range of the device the touched leaf is in, and to the unfaulted leaves
+//! around it. Its size adapts
+//! to what the mapping has seen, as readahead reads the page cache's history rather than
+//! keeping a stream's: `size` is one leaf for a touch with no faulted leaf beside it, and
+//! otherwise twice the run of faulted leaves next to it (either side: touches going down grow
+//! it too), rounded up to a power of two, at most `DaxOptions::fault_around` (16 leaves,
+//! 64 KiB, the kernel's `fault_around_bytes`). A sequential toucher's windows so grow 1, 1, 2,
+//! 4, 8, 16, 16, ...; random touches that land next to nothing stay at one leaf; and several
+//! threads each touching their own run grow their own windows, which one per-mapping "last
+//! fault" would reset at every switch between them.
+//!
+//! Every leaf of the window goes through the same per-leaf steps as a touch of it
+//! ([`DeviceCore::install_leaf`]: sync, `dax_set_mapping`, reference and mapcount, the leaf's
+//! bit), all inside one fault section, so memory failure and unmap see the window whole or not
+//! at all. Only the ioctl is batched. The touched leaf is installed first; a neighbour another
+//! fault counted (its bit set, or a lost race for its entry), one holding a poisoned page (its
+//! own touch maps its poison markers) or one whose install fails ends the window there, so the
+//! window is the contiguous run this fault counted. If the window's ioctl fails, its neighbours
+//! keep their metadata (their next touch maps their entries again, as for any leaf counted and
+//! not yet mapped) and the touched leaf is mapped alone, as a fault without fault-around would.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use super::DaxError;
+use super::device_core::{Counters, DeviceCore, Faulted, Installed, MappingCore};
+use crate::addr::PAGE_SIZE;
+use crate::backing::Userfaultfd;
+
+impl DeviceCore {
+    /// The handler's side of a touch caught on `uffd` at `addr`: finds the mapping of this
+    /// device that `uffd` catches and that holds `addr`, and answers the touch
+    /// ([`DeviceCore::caught_touch`]). An address no such mapping holds (unmapped meanwhile)
+    /// is woken, so the toucher retries.
+    pub(super) fn user_fault(&self, uffd: &Arc<Userfaultfd>, addr: u64) {
+        let found = {
+            let mappings = self.mappings.lock();
+            mappings
+                .values()
+                .find(|m| {
+                    m.uffd.as_ref().is_some_and(|u| Arc::ptr_eq(u, uffd))
+                        && (m.base as u64..m.base as u64 + m.len).contains(&addr)
+                })
+                .map(Arc::clone)
+        };
+        match found {
+            Some(m) => self.caught_touch(&m, addr),
+            None => {
+                Counters::bump(&self.counters.user_faults);
+                let page = self.backing.page_size().bytes();
+                let _ = uffd.wake(addr - addr % page, page);
+            }
+        }
+    }
+
+    /// A touch of `m` at `addr` caught on its userfaultfd: runs the fault path for the leaf
+    /// around it, with its neighbours where fault-around applies (a 4 KiB align, and windows of
+    /// more than one leaf allowed); if that fails (teardown, or the fault cannot be served)
+    /// answers SIGBUS by poisoning the touched page, or at least wakes the toucher so it
+    /// retries.
+    pub(super) fn caught_touch(&self, m: &MappingCore, addr: u64) {
+        let started = std::time::Instant::now();
+        Counters::bump(&self.counters.user_faults);
+        let Some(uffd) = m.uffd.as_deref() else {
+            return;
+        };
+        let page = self.backing.page_size().bytes();
+        let at = addr - addr % page;
+        let rel = addr - m.base as u64;
+        let leaf = rel - rel % self.align.bytes();
+        let faulted = if self.fault_around > 1 {
+            self.fault_around(m, leaf)
+        } else {
+            self.fault_leaf(m, leaf, true)
+        };
+        if let Err(e) = faulted {
+            tracing::debug!(addr, error = %e, "dax: a caught touch is answered with SIGBUS");
+            Counters::bump(&self.counters.sigbus);
+            if uffd.poison(at, page).is_err() {
+                let _ = uffd.wake(at, page);
+            }
+        }
+        self.counters.resolve.record(started.elapsed());
+    }
+
+    /// Faults in the leaf at byte `rel` of `m`, which a touch is waiting for, with the
+    /// neighbours of its window (see the module's description), and maps them with one ioctl.
+    /// A touched leaf another fault counted, or one holding a poisoned page, is handled as
+    /// [`fault_leaf`](Self::fault_leaf) handles it, alone.
+    fn fault_around(&self, m: &MappingCore, rel: u64) -> Result<Faulted, DaxError> {
+        let leaf = self.align.bytes();
+        let index = rel / leaf;
+        let section = self.enter_fault(m)?;
+        let window = self.window(m, index);
+        let installed = self.install_leaf(&section, m, rel, false)?;
+        let folio = match installed {
+            Installed::Counted(folio) if window.end - window.start > 1 => {
+                if folio.poisoned_page().is_some() {
+                    return self.finish_leaf(&section, m, rel, true, Installed::Counted(folio));
+                }
+                folio
+            }
+            other => return self.finish_leaf(&section, m, rel, true, other),
+        };
+        let counted = |at: u64| {
+            matches!(
+                self.install_leaf(&section, m, at * leaf, true),
+                Ok(Installed::Counted(_))
+            )
+        };
+        let mut end = index + 1;
+        while end < window.end && counted(end) {
+            end += 1;
+        }
+        let mut start = index;
+        while start > window.start && counted(start - 1) {
+            start -= 1;
+        }
+        let around = end - start - 1;
+        if around == 0 {
+            return self.finish_leaf(&section, m, rel, true, Installed::Counted(folio));
+        }
+        Counters::add(&self.counters.fault_around, around);
+        match self.map_window(m, start * leaf, (end - start) * leaf) {
+            Ok(()) => Ok(Faulted::Mapped { pfn: folio.pfn() }),
+            Err(e) => {
+                tracing::debug!(
+                    addr = m.base as u64 + rel,
+                    leaves = end - start,
+                    error = %e,
+                    "dax: a fault-around window could not be mapped; mapping the touched leaf alone"
+                );
+                self.finish_leaf(&section, m, rel, true, Installed::Counted(folio))
+            }
+        }
+    }
+
+    /// The candidate window of a caught touch of leaf `index` of `m`, in leaf indices of the
+    /// mapping: the aligned block of the adaptive size holding it, clamped to the mapping, to
+    /// the device range holding the leaf, and to the leaves around it whose bits are clear.
+    /// The bits are a hint read without a lock; the installs decide.
+    fn window(&self, m: &MappingCore, index: u64) -> Range<u64> {
+        let one = index..index + 1;
+        let max = self.fault_around;
+        let leaf = self.align.bytes();
+        let nr_leaves = m.len / leaf;
+        let behind = (1..=max.min(index))
+            .take_while(|d| m.bits.test(index - d))
+            .count() as u64;
+        let ahead = (1..=max).take_while(|d| m.bits.test(index + d)).count() as u64;
+        let seen = behind.max(ahead);
+        if seen == 0 {
+            return one;
+        }
+        let size = seen.saturating_mul(2).next_power_of_two().min(max);
+        // Aligned on the device offset, so that the windows of every mapping of the device
+        // group the same leaves (`do_fault_around` aligns on the user address, for its page
+        // table); the mapping starts on a leaf boundary.
+        let first = m.offset / leaf;
+        let block = (first + index) & !(size - 1);
+        let mut lo = block.saturating_sub(first);
+        let mut hi = (block + size - first).min(nr_leaves);
+        // The device range the touched leaf lies in: pfns run on only inside one.
+        let nr_pages = self.align.nr_pages();
+        let map_pgoff = m.offset / PAGE_SIZE;
+        let pgoff = map_pgoff + index * nr_pages;
+        let Some(r) = self
+            .ranges
+            .iter()
+            .find(|r| (r.pgoff..r.pgoff + r.pfns.len()).contains(&pgoff))
+        else {
+            return one;
+        };
+        lo = lo.max(r.pgoff.saturating_sub(map_pgoff) / nr_pages);
+        hi = hi.min((r.pgoff + r.pfns.len() - map_pgoff) / nr_pages);
+        let mut end = index + 1;
+        while end < hi && !m.bits.test(end) {
+            end += 1;
+        }
+        let mut start = index;
+        while start > lo && !m.bits.test(start - 1) {
+            start -= 1;
+        }
+        start..end
+    }
+
+    /// Maps the `len` bytes from byte `rel` of `m`, a window of leaves this fault counted,
+    /// with as few ioctls as it can: one `UFFDIO_ZEROPAGE` for a fresh window. From a page
+    /// that already exists in the backing (`EEXIST`: another mapping of these bytes touched
+    /// it), the rest is allocated and mapped by `UFFDIO_CONTINUE`, as for one leaf; and a page
+    /// whose entry is already mapped here (a touch of it, caught after this fault counted its
+    /// leaf, had it mapped alone) is stepped over.
+    fn map_window(&self, m: &MappingCore, rel: u64, len: u64) -> Result<(), DaxError> {
+        let Some(uffd) = m.uffd.as_deref() else {
+            return Ok(());
+        };
+        let addr = m.base as u64 + rel;
+        let mut at = 0;
+        while at < len {
+            let zeroed = uffd.zeropage(addr + at, len - at)?;
+            if !zeroed.raced {
+                return Ok(());
+            }
+            at += zeroed.bytes;
+            self.backing.allocate(m.offset + rel + at, len - at)?;
+            let mapped = uffd.continue_(addr + at, len - at)?;
+            if !mapped.raced {
+                return Ok(());
+            }
+            at += mapped.bytes + PAGE_SIZE;
+        }
+        Ok(())
+    }
+}
