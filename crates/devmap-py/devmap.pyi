@@ -120,7 +120,7 @@ class Device:
         init: Init = "parallel",
         granularity: GranularityName = "page",
         faults: FaultsName = "auto",
-        handlers: int = 1,
+        handlers: int | None = None,
     ) -> Device:
         """A device over a new memfd of `size` bytes."""
     @staticmethod
@@ -132,7 +132,7 @@ class Device:
         init: Init = "parallel",
         granularity: GranularityName = "page",
         faults: FaultsName = "auto",
-        handlers: int = 1,
+        handlers: int | None = None,
     ) -> Device:
         """A device over a new hugetlb memfd (2M or 1G pages)."""
     @staticmethod
@@ -144,7 +144,7 @@ class Device:
         init: Init = "parallel",
         granularity: GranularityName = "page",
         faults: FaultsName = "auto",
-        handlers: int = 1,
+        handlers: int | None = None,
     ) -> Device:
         """A device over the file at `path`, or with `size` a new sparse file."""
     @property

@@ -231,7 +231,7 @@ pub(crate) fn options(o: &devmap_device_options) -> Result<DaxOptions> {
 
 /// Fills `*out` with the default options for a device of `align` bytes (4096, 2 MiB or
 /// 1 GiB): Heads layout, parallel init on every core, touches caught where possible, one
-/// handler thread, PAGE granularity. The align is checked when the device is made.
+/// handler thread per core, PAGE granularity. The align is checked when the device is made.
 ///
 /// Returns 0, or -EFAULT if `out` is NULL. Thread-safe.
 ///

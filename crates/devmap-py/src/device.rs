@@ -32,14 +32,16 @@ impl Opts {
         init: &str,
         granularity: &str,
         faults: &str,
-        handlers: usize,
+        handlers: Option<usize>,
     ) -> PyResult<Opts> {
         let mut opts = DaxOptions::new(align.device()?);
         opts.layout = crate::named_arg(layout)?;
         opts.init = crate::named_arg(init)?;
         opts.granularity = crate::named_arg(granularity)?;
         opts.faults = crate::named_arg(faults)?;
-        opts.handlers = handlers;
+        if let Some(h) = handlers {
+            opts.handlers = h;
+        }
         opts.validate().map_err(errors::dax)?;
         Ok(Opts {
             init: opts.init.name(),
@@ -100,9 +102,9 @@ impl Device {
     /// `size` bytes. First touches of its mappings are caught (userfaultfd) and run the fault
     /// path; a memory error costs 4 KiB (`granularity="page"`).
     #[staticmethod]
-    #[pyo3(signature = (size, align = crate::Align::DEFAULT, layout = "heads", init = "parallel", granularity = "page", faults = "auto", handlers = 1))]
+    #[pyo3(signature = (size, align = crate::Align::DEFAULT, layout = "heads", init = "parallel", granularity = "page", faults = "auto", handlers = None))]
     #[pyo3(
-        text_signature = "(size, align='2M', layout='heads', init='parallel', granularity='page', faults='auto', handlers=1)"
+        text_signature = "(size, align='2M', layout='heads', init='parallel', granularity='page', faults='auto', handlers=None)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn memfd(
@@ -113,7 +115,7 @@ impl Device {
         init: &str,
         granularity: &str,
         faults: &str,
-        handlers: usize,
+        handlers: Option<usize>,
     ) -> PyResult<Device> {
         let size = crate::size_arg("size", size)?;
         let o = Opts::parse(align, layout, init, granularity, faults, handlers)?;
@@ -125,9 +127,9 @@ impl Device {
     /// 1G; by default the align if it is one of those, else 2M), taken from the kernel's pool
     /// when mapped.
     #[staticmethod]
-    #[pyo3(signature = (size, align = crate::Align::DEFAULT, page_size = None, layout = "heads", init = "parallel", granularity = "page", faults = "auto", handlers = 1))]
+    #[pyo3(signature = (size, align = crate::Align::DEFAULT, page_size = None, layout = "heads", init = "parallel", granularity = "page", faults = "auto", handlers = None))]
     #[pyo3(
-        text_signature = "(size, align='2M', page_size=None, layout='heads', init='parallel', granularity='page', faults='auto', handlers=1)"
+        text_signature = "(size, align='2M', page_size=None, layout='heads', init='parallel', granularity='page', faults='auto', handlers=None)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn hugetlb(
@@ -139,7 +141,7 @@ impl Device {
         init: &str,
         granularity: &str,
         faults: &str,
-        handlers: usize,
+        handlers: Option<usize>,
     ) -> PyResult<Device> {
         let size = crate::size_arg("size", size)?;
         let o = Opts::parse(align, layout, init, granularity, faults, handlers)?;
@@ -157,9 +159,9 @@ impl Device {
     /// device does not catch touches: leaves are faulted by `Mapping.populate` and by pins,
     /// and a memory error costs the whole leaf.
     #[staticmethod]
-    #[pyo3(signature = (path, size = None, align = crate::Align::DEFAULT, layout = "heads", init = "parallel", granularity = "page", faults = "auto", handlers = 1))]
+    #[pyo3(signature = (path, size = None, align = crate::Align::DEFAULT, layout = "heads", init = "parallel", granularity = "page", faults = "auto", handlers = None))]
     #[pyo3(
-        text_signature = "(path, size=None, align='2M', layout='heads', init='parallel', granularity='page', faults='auto', handlers=1)"
+        text_signature = "(path, size=None, align='2M', layout='heads', init='parallel', granularity='page', faults='auto', handlers=None)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn file(
@@ -171,7 +173,7 @@ impl Device {
         init: &str,
         granularity: &str,
         faults: &str,
-        handlers: usize,
+        handlers: Option<usize>,
     ) -> PyResult<Device> {
         let size = crate::opt_size_arg("size", size)?;
         let o = Opts::parse(align, layout, init, granularity, faults, handlers)?;

@@ -59,9 +59,9 @@ pub struct TouchTestArgs {
     /// Threads touching leaves, each a contiguous share of them.
     #[arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = count::<usize>)]
     threads: usize,
-    /// The device's fault handler threads (userfaultfd readers), 1 to 256 [default: --threads,
-    /// at most 256]. With fewer handlers than touching threads, touches of new leaves queue
-    /// behind each other, where the kernel faults them in parallel.
+    /// The device's fault handler threads (userfaultfd readers), 1 to 256 [default: the
+    /// library's, one per core]. With fewer handlers than touching threads, touches of new
+    /// leaves queue behind each other, where the kernel faults them in parallel.
     #[arg(long, allow_negative_numbers = true, value_parser = count::<usize>)]
     handlers: Option<usize>,
     /// With --align 4K: the most leaves a caught touch faults in at once, the touched one and

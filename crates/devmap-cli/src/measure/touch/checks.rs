@@ -46,9 +46,9 @@ pub(super) fn plan(a: &TouchTestArgs) -> Result<Plan> {
     let align = Order::from_bytes(align)?;
     let leaves = touched;
     let threads = threads(a.threads, leaves, align)?;
-    // The library's bound on handler threads: one per touching thread up to it.
+    // The library's default (one handler per core) unless --handlers says otherwise.
     let max_handlers = DaxOptions::MAX_HANDLERS;
-    let handlers = a.handlers.unwrap_or(threads.min(max_handlers));
+    let handlers = a.handlers.unwrap_or_else(DaxOptions::default_handlers);
     if handlers == 0 || handlers > max_handlers {
         bail!(
             "--handlers {handlers} is not a usable count of fault handler threads: use 1 to \
