@@ -13,9 +13,9 @@
 //! to what the mapping has seen, as readahead reads the page cache's history rather than
 //! keeping a stream's: `size` is one leaf for a touch with no faulted leaf beside it, and
 //! otherwise twice the run of faulted leaves next to it (either side: touches going down grow
-//! it too), rounded up to a power of two, at most `DaxOptions::fault_around` (16 leaves,
-//! 64 KiB, the kernel's `fault_around_bytes`). A sequential toucher's windows so grow 1, 1, 2,
-//! 4, 8, 16, 16, ...; random touches that land next to nothing stay at one leaf; and several
+//! it too), rounded up to a power of two, at most `DaxOptions::fault_around` (4 leaves by
+//! default; see `DaxOptions::DEFAULT_FAULT_AROUND` for why not the kernel's 64 KiB). A
+//! sequential toucher's windows so grow 1, 1, 2, 4, 4, ... (with 16: 1, 1, 2, 4, 8, 16, 16); random touches that land next to nothing stay at one leaf; and several
 //! threads each touching their own run grow their own windows, which one per-mapping "last
 //! fault" would reset at every switch between them.
 //!
