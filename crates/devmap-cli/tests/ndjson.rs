@@ -251,3 +251,46 @@ fn every_ndctl_verb_takes_the_same_output_flags() {
         }
     }
 }
+
+/// The keys of the first object in `text` (pretty JSON, two-space indent), in printed order.
+fn printed_keys(text: &str, indent: usize) -> Vec<String> {
+    let prefix = format!("{}\"", " ".repeat(indent));
+    text.lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter_map(|l| l.split_once("\":").map(|(k, _)| k.to_owned()))
+        .collect()
+}
+
+#[test]
+fn list_prints_the_fields_in_ndctls_order() {
+    let r = TempRegion::new("ndjson-order");
+    object(&["create-region", "--path", r.path(), "--size", "64M"]);
+    object(&["create-namespace", "-r", r.path(), "-s", "16M", "-n", "a"]);
+    // ndctl's order (`util_namespace_to_json`, `region_to_json`), devmap's own fields after.
+    let out = devmap(&["list", "-r", r.path()]);
+    let keys = printed_keys(&String::from_utf8_lossy(&out.stdout), 4);
+    assert_eq!(
+        keys[..7],
+        ["dev", "mode", "map", "size", "uuid", "chardev", "align"],
+        "{keys:?}"
+    );
+    let out = devmap(&["list", "-r", r.path(), "-R", "-N"]);
+    let keys = printed_keys(&String::from_utf8_lossy(&out.stdout), 4);
+    assert_eq!(
+        keys[..6],
+        [
+            "dev",
+            "size",
+            "align",
+            "available_size",
+            "max_available_extent",
+            "type"
+        ],
+        "{keys:?}"
+    );
+    assert_eq!(
+        keys.last().map(String::as_str),
+        Some("namespaces"),
+        "{keys:?}"
+    );
+}
