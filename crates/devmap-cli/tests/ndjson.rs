@@ -31,6 +31,13 @@ const SCRIPT_PATHS: [&str; 5] = [
     "/map",
 ];
 
+/// The node devmap names as its memory's (`numa_node`, `target_node`): the machine's one node
+/// with memory, if it has one; otherwise none, and the fields are left out.
+fn memory_node() -> Option<Value> {
+    let list = std::fs::read_to_string("/sys/devices/system/node/has_memory").ok()?;
+    list.trim().parse::<u64>().ok().map(Value::from)
+}
+
 /// Every leaf of `v` as a JSON pointer and its value.
 fn leaves(v: &Value, at: String, out: &mut Vec<(String, Value)>) {
     match v {
@@ -85,8 +92,10 @@ fn devmaps_json_reads_as_ndctls_for_the_same_geometry() {
             );
         }
         // Every field ndctl prints is there, with ndctl's value, but for the uuid (another
-        // namespace's) and the target node (devmap's memory is a file's pages, on no node of
-        // its own: ndctl leaves it out then too).
+        // namespace's) and the target node: the node the region file's pages are on, which
+        // devmap names when the machine has one node with memory (the reference's 0 on one
+        // such as this) and leaves out otherwise, as ndctl leaves out a node the kernel does
+        // not name.
         let mut theirs = Vec::new();
         leaves(&ndctl, String::new(), &mut theirs);
         for (path, value) in theirs {
@@ -96,7 +105,7 @@ fn devmaps_json_reads_as_ndctls_for_the_same_geometry() {
                     assert_eq!(uuid.len(), 36, "{uuid}");
                 }
                 "/daxregion/devices/0/target_node" => {
-                    assert_eq!(ours.pointer(&path), None, "no node to name")
+                    assert_eq!(ours.pointer(&path), memory_node().as_ref(), "{ours:#}")
                 }
                 _ => assert_eq!(ours.pointer(&path), Some(&value), "{path} in {ours:#}"),
             }
@@ -293,4 +302,80 @@ fn list_prints_the_fields_in_ndctls_order() {
         Some("namespaces"),
         "{keys:?}"
     );
+}
+
+#[test]
+fn list_v_prints_the_nodes_and_raw_uuid_and_turns_on_what_ndctls_v_does() {
+    let r = TempRegion::new("ndjson-verbose");
+    let p = r.path();
+    object(&["create-region", "--path", p, "--size", "64M"]);
+    let ns = object(&["create-namespace", "-r", p, "-s", "16M", "-n", "a"]);
+    let node = memory_node();
+    // Without -v: none of them, as ndctl's (the dax device's target_node is not -v's).
+    let plain = &list(&["list", "-r", p])[0];
+    for key in ["raw_uuid", "numa_node", "target_node", "daxregion"] {
+        assert!(plain.get(key).is_none(), "{key} in {plain:#}");
+    }
+    assert_eq!(
+        list(&["list", "-r", p, "-i"]),
+        list(&["list", "-r", p]),
+        "-i"
+    );
+    let region = &list(&["list", "-r", p, "-R"])[0];
+    for key in ["numa_node", "target_node", "capabilities"] {
+        assert!(region.get(key).is_none(), "{key} in {region:#}");
+    }
+    // -v: the nodes and raw_uuid, with -M -X -N.
+    let v = &list(&["list", "-r", p, "-v"])[0];
+    assert_eq!(
+        v["raw_uuid"], ns["uuid"],
+        "one uuid for namespace and device"
+    );
+    assert_eq!(v.get("numa_node"), node.as_ref(), "{v:#}");
+    assert_eq!(v.get("target_node"), node.as_ref(), "{v:#}");
+    assert_eq!(v["daxregion"], ns["daxregion"], "-v lists as -X");
+    // -vv: the region, its namespaces nested; -vvv: its capabilities too.
+    let vv = &list(&["list", "-r", p, "-vv"])[0];
+    assert_eq!(vv["dev"], "region0");
+    assert_eq!(vv.get("numa_node"), node.as_ref(), "{vv:#}");
+    assert_eq!(vv.get("target_node"), node.as_ref(), "{vv:#}");
+    assert_eq!(&vv["namespaces"][0], v);
+    assert!(vv.get("capabilities").is_none());
+    let vvv = &list(&["list", "-r", p, "-vvv"])[0];
+    assert!(vvv["capabilities"].is_array(), "{vvv:#}");
+}
+
+#[test]
+fn list_c_names_the_modes_and_aligns_create_namespace_takes() {
+    let r = TempRegion::new("ndjson-caps");
+    let p = r.path();
+    object(&["create-region", "--path", p, "--size", "8G"]);
+    let region = &list(&["list", "-r", p, "-R", "-C"])[0];
+    let caps = region["capabilities"].as_array().expect("capabilities");
+    let modes: Vec<&str> = caps.iter().filter_map(|c| c["mode"].as_str()).collect();
+    assert_eq!(modes, ["fsdax", "devdax"], "ndctl's order, no sector mode");
+    for cap in caps {
+        let mode = cap["mode"].as_str().expect("mode");
+        let aligns = cap["alignments"].as_array().expect("alignments");
+        assert_eq!(aligns.len(), 3, "{cap}");
+        for align in aligns {
+            // Each one a namespace can have: the smallest of that align is created.
+            let align = align.as_u64().expect("a number");
+            let size = if align == 1 << 30 { "2G" } else { "4M" };
+            let ns = object(&[
+                "create-namespace",
+                "-r",
+                p,
+                "-m",
+                mode,
+                "-a",
+                &align.to_string(),
+                "-s",
+                size,
+                "-n",
+                &format!("{mode}-{align}"),
+            ]);
+            assert_eq!(field(&ns, "align"), align, "{ns:#}");
+        }
+    }
 }
