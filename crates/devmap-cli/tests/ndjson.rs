@@ -4,6 +4,10 @@
 //! sectors and `badblock_count`; `-u` formats sizes as ndctl does; and every ndctl verb takes
 //! the same output flags.
 
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::process::{Command, Stdio};
+
 use devmap::namespace::{Access, Region};
 use serde_json::Value;
 
@@ -378,4 +382,68 @@ fn list_c_names_the_modes_and_aligns_create_namespace_takes() {
             assert_eq!(field(&ns, "align"), align, "{ns:#}");
         }
     }
+}
+
+/// Runs `devmap` with `args` and a new pseudo-terminal for its stdout; what it printed there,
+/// the terminal's `\r\n` made `\n` again.
+fn on_a_terminal(args: &[&str]) -> String {
+    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("openpt");
+    grantpt(&master).expect("grantpt");
+    unlockpt(&master).expect("unlockpt");
+    let name = ptsname(&master, Vec::new()).expect("ptsname");
+    let pts = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::NOCTTY.bits() as i32)
+        .open(name.to_str().expect("a UTF-8 pts name"))
+        .expect("open the terminal");
+    // The Command, and with it this process's copy of the terminal, goes at the `;`: the
+    // reads below end when the child's does.
+    let child = Command::new(env!("CARGO_BIN_EXE_devmap"))
+        .args(args)
+        .stdout(pts)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run devmap");
+    let mut master = std::fs::File::from(master);
+    let mut text = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match master.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => text.extend_from_slice(&buf[..n]),
+            // Every end of the terminal's other side closed.
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error()) => break,
+            Err(e) => panic!("read the terminal: {e}"),
+        }
+    }
+    let out = child.wait_with_output().expect("wait for devmap");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(text)
+        .expect("UTF-8 output")
+        .replace("\r\n", "\n")
+}
+
+#[test]
+fn create_namespace_prints_sizes_for_people_on_a_terminal_as_ndctls() {
+    let r = TempRegion::new("ndjson-tty");
+    let p = r.path();
+    object(&["create-region", "--path", p, "--size", "64M"]);
+    // ndctl's setup_namespace: isatty(1) turns on UTIL_JSON_HUMAN.
+    let text = on_a_terminal(&["create-namespace", "-r", p, "-s", "16M", "-n", "a"]);
+    let ns: Value = serde_json::from_str(&text).expect("one object");
+    assert_eq!(ns["size"], "14.00 MiB (14.68 MB)", "{ns:#}");
+    assert_eq!(ns["region_offset"], "0x200000", "{ns:#}");
+    // Piped, as a script reads it: numbers.
+    let piped = object(&["create-namespace", "-r", p, "-s", "16M", "-n", "b"]);
+    assert_eq!(field(&piped, "size"), 14 << 20);
+    // ndctl's list formats for people only under -u, terminal or not.
+    let text = on_a_terminal(&["list", "-r", p, "-n", "a"]);
+    let listed: Value = serde_json::from_str(&text).expect("an array");
+    assert_eq!(listed[0]["size"], 14 << 20, "{listed:#}");
 }
