@@ -218,6 +218,7 @@ fn every_ndctl_verb_takes_the_same_output_flags() {
         "-u",
     ]);
     assert_eq!(created["dev"], "region0");
+    assert_eq!(created["size"], "64.00 MiB (67.11 MB)");
     for args in [
         &[
             "create-namespace",
@@ -239,6 +240,12 @@ fn every_ndctl_verb_takes_the_same_output_flags() {
         let obj = object(args);
         assert_eq!(obj["name"], "a", "{args:?} prints the namespace's object");
         assert_eq!(obj["dev"], "namespace0.0", "{args:?}");
+        // -u as ndctl formats it, in every verb: 16 MiB less the 2 MiB before the data.
+        assert_eq!(obj["size"], "14.00 MiB (14.68 MB)", "{args:?}");
+        assert_eq!(
+            obj["daxregion"]["devices"][0]["size"], obj["size"],
+            "{args:?}"
+        );
     }
     for args in [
         &["list", "-r", p, "-j", "-u"][..],
