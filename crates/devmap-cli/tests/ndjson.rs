@@ -35,6 +35,38 @@ const SCRIPT_PATHS: [&str; 5] = [
     "/map",
 ];
 
+/// The issue's jq expressions, as one jq program printing each on a line.
+const JQ: &str = ".size, .daxregion.devices[0].chardev, .align, .mode, .map";
+
+/// What `jq` prints for `program` over `json`, or `None` where jq is not installed.
+fn jq(program: &str, json: &str) -> Option<String> {
+    use std::io::Write;
+    let mut child = match Command::new("jq")
+        .arg(program)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => panic!("run jq: {e}"),
+    };
+    child
+        .stdin
+        .take()
+        .expect("jq's stdin")
+        .write_all(json.as_bytes())
+        .expect("write to jq");
+    let out = child.wait_with_output().expect("wait for jq");
+    assert!(
+        out.status.success(),
+        "jq {program}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8(out.stdout).expect("UTF-8 from jq"))
+}
+
 /// The node devmap names as its memory's (`numa_node`, `target_node`): the machine's one node
 /// with memory, if it has one; otherwise none, and the fields are left out.
 fn memory_node() -> Option<Value> {
@@ -453,4 +485,40 @@ fn create_namespace_prints_sizes_for_people_on_a_terminal_as_ndctls() {
     let text = on_a_terminal(&["list", "-r", p, "-n", "a"]);
     let listed: Value = serde_json::from_str(&text).expect("an array");
     assert_eq!(listed[0]["size"], 14 << 20, "{listed:#}");
+}
+
+#[test]
+fn the_issues_jq_expressions_read_the_same_values_from_devmap_as_from_ndctl() {
+    let Some(theirs) = jq(JQ, NDCTL) else {
+        eprintln!("jq is not installed: the JSON pointers of the test above stand in for it");
+        return;
+    };
+    assert_eq!(
+        theirs,
+        "1099509530624\n\"dax0.0\"\n2097152\n\"devdax\"\n\"mem\"\n"
+    );
+    let r = region_with_the_reference_namespace("ndjson-jq");
+    let args = [
+        "create-namespace",
+        "-r",
+        r.path(),
+        "-s",
+        "1T",
+        "-a",
+        "2M",
+        "-M",
+        "mem",
+    ];
+    let created = devmap(&args);
+    assert!(created.status.success(), "{created:?}");
+    let created = String::from_utf8(created.stdout).expect("UTF-8");
+    assert_eq!(jq(JQ, &created).as_ref(), Some(&theirs), "{created}");
+    // list prints an array, as ndctl's does: a script reads its first element.
+    let listed = devmap(&["list", "-r", r.path(), "-X"]);
+    let listed = String::from_utf8(listed.stdout).expect("UTF-8");
+    assert_eq!(
+        jq(&format!(".[0] | {JQ}"), &listed).as_ref(),
+        Some(&theirs),
+        "{listed}"
+    );
 }
