@@ -384,6 +384,25 @@ fn list_v_prints_the_nodes_and_raw_uuid_and_turns_on_what_ndctls_v_does() {
     assert_eq!(vv.get("target_node"), node.as_ref(), "{vv:#}");
     assert_eq!(&vv["namespaces"][0], v);
     assert!(vv.get("capabilities").is_none());
+    // The region fields the reference names for `ndctl list -R` (numa_node under -v, as
+    // ndctl's region_to_json prints it), with their values where they mean the same.
+    for key in [
+        "dev",
+        "size",
+        "align",
+        "available_size",
+        "max_available_extent",
+        "type",
+        "numa_node",
+        "persistence_domain",
+        "namespaces",
+    ] {
+        let here = vv.get(key).is_some();
+        let want = key != "numa_node" || node.is_some();
+        assert_eq!(here, want, "{key} in {vv:#}");
+    }
+    assert_eq!(vv["type"], "pmem");
+    assert_eq!(field(vv, "size"), 64 << 20);
     let vvv = &list(&["list", "-r", p, "-vvv"])[0];
     assert!(vvv["capabilities"].is_array(), "{vvv:#}");
 }
