@@ -329,7 +329,10 @@ class Region:
     @property
     def closed(self) -> bool: ...
     def namespaces(self) -> list[NamespaceInfo]: ...
-    def free_space(self, align: Size = "2M") -> tuple[int, int]: ...
+    def free_space(self, align: Size = "2M") -> tuple[int, int]:
+        """(total, largest) that namespaces of align could take, counted where the kernel
+        puts one: from max(align, 2M) boundaries, in whole ones. create_namespace(name,
+        largest, align=align) fits."""
     def create_namespace(
         self,
         name: str,

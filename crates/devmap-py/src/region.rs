@@ -109,18 +109,23 @@ impl Region {
             .with(|r| r.namespaces().iter().map(|l| label_dict(py, l)).collect())
     }
 
-    /// Free bytes usable at `align` and the largest free run: (total, largest).
+    /// What namespaces of `align` could take of the free space: (total, largest), largest
+    /// being the biggest `create_namespace(name, largest, align=align)` that fits (what
+    /// `devmap create-namespace` makes without a size). Counted as the kernel lays namespaces
+    /// out (`Region::namespace_room`): each free run from its first `max(align, 2M)`
+    /// boundary, in whole ones, since a namespace starts there and the kernel truncates
+    /// what is past its last whole one.
     #[pyo3(signature = (align = crate::Align::DEFAULT))]
     #[pyo3(text_signature = "($self, align='2M')")]
     fn free_space(&self, align: crate::Align) -> PyResult<(u64, u64)> {
         let align = align.0;
         if !align.is_power_of_two() || align < devmap::PAGE_SIZE {
             return Err(invalid(format!(
-                "align {align} is not a power of two of at least 4K"
+                "align {align} is not a power of two of at least 4K: use '4K', '2M' or '1G'"
             )));
         }
         self.cell
-            .with(|r| r.free_space(align).map_err(crate::errors::region))
+            .with(|r| r.namespace_room(align).map_err(crate::errors::region))
     }
 
     /// Carves a namespace of `size` bytes (a multiple of `align`, info block included) out of

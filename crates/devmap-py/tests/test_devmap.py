@@ -476,6 +476,23 @@ def test_namespace_create_list_destroy(tmp_path):
         assert [n["name"] for n in region.namespaces()] == ["vm0"]
 
 
+def test_free_space_is_what_a_namespace_of_the_align_can_take(tmp_path):
+    # A 4K namespace starts on 2M (memremap_compat_align()) and what is past its last whole
+    # 2M holds no data: free space counted on 4 KiB boundaries overstates it.
+    with devmap.Region.create(tmp_path / "pmem.img", "64M") as region:
+        region.create_namespace("a", 4 * MiB + PAGE, align="4K", map="mem")
+        # a takes 2M..6M+4K; free are 64K..2M and 6M+4K..64M: 56M from 8M on.
+        for align in ("4K", "2M"):
+            assert region.free_space(align) == (56 * MiB, 56 * MiB), align
+        assert region.free_space("1G") == (0, 0)
+        total, largest = region.free_space("4K")
+        ns = region.create_namespace("b", largest, align="4K", map="mem")
+        assert ns["offset"] == 8 * MiB and ns["size"] == 56 * MiB
+        assert region.free_space("4K") == (0, 0)
+        with pytest.raises(devmap.InvalidArgument, match="use '4K', '2M' or '1G'"):
+            region.free_space(3 * MiB)
+
+
 def test_threads_share_a_region_without_deadlock(tmp_path):
     # each call takes the region's lock with the GIL released, so threads queue on the lock,
     # never one on the GIL while holding the lock

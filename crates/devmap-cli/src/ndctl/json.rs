@@ -1,12 +1,15 @@
 //! The JSON the ndctl verbs print, with ndctl's field names, meanings and units so that a
 //! script written for ndctl reads devmap's unchanged: a namespace as ndctl's
 //! `util_namespace_to_json` prints it (`dev`, `mode`, `map`, `size` = the usable bytes, `uuid`,
-//! `chardev` or with `-X` the `daxregion` of daxctl's `util_daxctl_region_to_json`, `align`,
-//! `name`, `badblock_count` and with `-M` `badblocks` in 512-byte sectors), a region as
-//! `ndctl list -R` prints it (`dev`, `size`, `align`, `available_size`,
-//! `max_available_extent`, `type`, `persistence_domain`), and `-u` as ndctl's `display_size`
-//! and `display_hex` format numbers. devmap's own fields sit beside them under names ndctl does
-//! not use (`raw_size`, `region_offset`, `data_offset`, `path`, `namespaces_count`).
+//! `chardev` or with `-X` the `daxregion` of daxctl's `util_daxctl_region_to_json`, its device
+//! with the `target_node` of its memory, `align`, `name`, `badblock_count` and with `-M`
+//! `badblocks` in 512-byte sectors; with `list -v` also `raw_uuid`, `numa_node` and
+//! `target_node`), a region as `ndctl list -R` prints it (`dev`, `size`, `align`,
+//! `available_size`, `max_available_extent`, `type`, with `-v` `numa_node` and `target_node`,
+//! with `-C` `capabilities`, `persistence_domain`), and `-u` as ndctl's `display_size` and
+//! `display_hex` format numbers. The nodes are printed only where devmap can name one
+//! (`super::node`). devmap's own fields sit beside them under names ndctl does not use
+//! (`raw_size`, `region_offset`, `data_offset`, `path`, `namespaces_count`).
 //!
 //! A region file read alone is a bus of its own with one region, `region0`. Through a service
 //! (`--socket`), its regions are `region0`, `region1`, ... in the order the service serves them
@@ -21,9 +24,10 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use devmap::namespace::{Label, Region, RegionError};
-use devmap::{NamespaceMode, PAGE_SIZE};
+use devmap::{Namespace, NamespaceMode, PAGE_SIZE};
 use serde::Serialize;
 
+use super::node::memory_node;
 use super::open::region_error;
 use crate::output;
 use crate::units::ndctl_size;
@@ -60,6 +64,11 @@ pub struct Detail {
     /// The region's index: [`REGION_ID`] for a region file read alone, its place among a
     /// service's regions through one (`namespaceX.N`, `daxX.N`).
     pub region: u64,
+    /// ndctl's `list -v`: a namespace's `raw_uuid`, and the `numa_node` and `target_node` of
+    /// namespaces and regions.
+    pub verbose: bool,
+    /// ndctl's `list -C`: a region's `capabilities`.
+    pub capabilities: bool,
 }
 
 impl Detail {
@@ -71,7 +80,14 @@ impl Detail {
             dax: true,
             media_errors: false,
             region: REGION_ID,
+            verbose: false,
+            capabilities: false,
         }
+    }
+
+    /// The node of the memory (`numa_node`, `target_node`) where `-v` prints it.
+    fn verbose_node(self) -> Option<u32> {
+        memory_node().filter(|_| self.verbose)
     }
 }
 
@@ -141,15 +157,17 @@ pub struct BadRange {
     pub length: u64,
 }
 
-/// A device-dax device of a `daxregion`, as daxctl's `util_daxctl_dev_to_json` prints it. No
-/// `target_node`: devmap's memory is a file's pages, on no node of its own (ndctl omits it when
-/// the kernel says none).
+/// A device-dax device of a `daxregion`, as daxctl's `util_daxctl_dev_to_json` prints it.
 #[derive(Debug, Serialize)]
 pub struct DaxDevice {
     /// `daxX.N`.
     pub chardev: String,
     /// Its bytes: the namespace's usable size.
     pub size: Bytes,
+    /// The node its memory is on, when the machine has one node with memory (daxctl prints it
+    /// whenever the kernel names one, `-v` or not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_node: Option<u32>,
     /// The size of its folios.
     pub align: Bytes,
     /// `devdax` (not onlined as system RAM).
@@ -184,6 +202,10 @@ pub struct NamespaceObject {
     pub size: Bytes,
     /// Its uuid (the label's and the info block's).
     pub uuid: String,
+    /// With `list -v`, the label's uuid: the same (ndctl's `raw_uuid` is the namespace's,
+    /// beside the pfn or dax device's `uuid`; devmap's namespace and device share one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_uuid: Option<String>,
     /// A devdax namespace's device, `daxX.N`, without `-X`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chardev: Option<String>,
@@ -194,6 +216,12 @@ pub struct NamespaceObject {
     pub align: u64,
     /// Its name, unique in the region (ndctl's alt name).
     pub name: String,
+    /// With `list -v`, the node nearest its memory: the node it is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub numa_node: Option<u32>,
+    /// With `list -v`, the node its memory is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_node: Option<u32>,
     /// devmap: bytes of the namespace, info block and truncated end included.
     pub raw_size: Bytes,
     /// devmap: its first byte in the region file.
@@ -242,6 +270,7 @@ impl NamespaceObject {
             map: ns.map().name(),
             size: Bytes::size(usable, d.human),
             uuid: format_uuid(&label.uuid),
+            raw_uuid: d.verbose.then(|| format_uuid(&label.uuid)),
             chardev: dax.clone().filter(|_| !d.dax),
             daxregion: dax.filter(|_| d.dax).map(|chardev| DaxRegion {
                 id,
@@ -250,12 +279,15 @@ impl NamespaceObject {
                 devices: vec![DaxDevice {
                     chardev,
                     size: Bytes::size(usable, d.human),
+                    target_node: memory_node(),
                     align: Bytes::size(ns.align(), d.human),
                     mode: "devdax",
                 }],
             }),
             align: ns.align(),
             name: label.name.clone(),
+            numa_node: d.verbose_node(),
+            target_node: d.verbose_node(),
             raw_size: Bytes::size(ns.size(), d.human),
             region_offset: Bytes::hex(label.offset, d.human),
             data_offset: Bytes::hex(ns.data_offset(), d.human),
@@ -321,12 +353,21 @@ pub struct RegionObject {
     /// `pmem`.
     #[serde(rename = "type")]
     pub kind: &'static str,
+    /// With `list -v`, the node nearest its memory: the node it is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub numa_node: Option<u32>,
+    /// With `list -v`, the node its memory is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_node: Option<u32>,
     /// Bad 512-byte sectors in the region's namespaces, when there are any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub badblock_count: Option<u64>,
     /// With `-M`, when there are any: the bad ranges, in sectors from the start of the file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub badblocks: Option<Vec<BadRange>>,
+    /// With `list -C`: the modes its namespaces may have, each with the aligns it takes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Vec<Capability>>,
     /// `none`: a store reaches the file's page cache, durable only once written back.
     pub persistence_domain: &'static str,
     /// devmap: the region file.
@@ -362,14 +403,40 @@ impl RegionObject {
             available_size: Bytes::size(available, d.human),
             max_available_extent: Bytes::size(extent, d.human),
             kind: "pmem",
+            numa_node: d.verbose_node(),
+            target_node: d.verbose_node(),
             badblock_count: (count > 0).then_some(count),
             badblocks: (d.media_errors && !bad.is_empty()).then_some(bad),
+            capabilities: d.capabilities.then(Capability::all),
             persistence_domain: "none",
             path: region.path().display().to_string(),
             uuid: format_uuid(&region.uuid()),
             namespaces_count: region.namespaces().len(),
             namespaces: None,
         })
+    }
+}
+
+/// A mode a region's namespaces may have, as ndctl's `util_region_capabilities_to_json`
+/// prints it (no `sector` entry: devmap has no BTT).
+#[derive(Debug, Serialize)]
+pub struct Capability {
+    /// `fsdax` or `devdax`.
+    pub mode: &'static str,
+    /// The aligns a namespace of that mode takes, in bytes (numbers even under `-u`).
+    pub alignments: Vec<u64>,
+}
+
+impl Capability {
+    /// fsdax then devdax, as ndctl lists them, each with every align devmap takes.
+    fn all() -> Vec<Capability> {
+        [NamespaceMode::Fsdax, NamespaceMode::Devdax]
+            .into_iter()
+            .map(|mode| Capability {
+                mode: mode.name(),
+                alignments: Namespace::SUPPORTED_ALIGNS.to_vec(),
+            })
+            .collect()
     }
 }
 

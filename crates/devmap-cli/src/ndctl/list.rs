@@ -4,7 +4,9 @@
 //! prints: `-N` the namespaces (the default), `-R` the region, both the region with its
 //! namespaces nested in it; `-n` (a name or a `namespace0.N`) and `-m` filter the namespaces;
 //! `-X` prints a devdax namespace's `daxregion` instead of its `chardev` (and alone lists only
-//! devdax namespaces, as ndctl's does); `-M` adds the bad ranges. It opens the region read-only,
+//! devdax namespaces, as ndctl's does); `-M` adds the bad ranges; `-C` a region's capabilities;
+//! `-v`, `-vv` and `-vvv` turn on what ndctl's do (the nodes and `raw_uuid`, then `-M -X -N`,
+//! `-R`, `-C`). It opens the region read-only,
 //! taking no lock, so it lists a region another process is managing. Without `-r`, with a
 //! service's socket (`--socket` or `DEVMAP_SOCKET`), it lists every region the service serves,
 //! `region0`, `region1`, ... in the service's order, each namespace with whether the service
@@ -14,7 +16,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
-use clap::Args;
+use clap::{ArgAction, Args};
 use devmap::NamespaceMode;
 use devmap::client::Client;
 use devmap::namespace::Access;
@@ -57,8 +59,56 @@ pub struct ListArgs {
     /// --media-errors`. `badblock_count` is printed whenever there are any.
     #[arg(long = "media-errors", short = 'M')]
     media_errors: bool,
+    /// Include each region's capabilities: the modes its namespaces may have and the aligns
+    /// each takes, as `ndctl list -C`.
+    #[arg(long = "capabilities", short = 'C')]
+    capabilities: bool,
+    /// Taken for ndctl's scripts, and changes nothing: ndctl lists a disabled namespace only
+    /// with -i, devmap lists every namespace (disabled is where one rests between the
+    /// processes that enable it).
+    #[arg(long = "idle", short = 'i')]
+    _idle: bool,
+    /// More detail, as ndctl's -v: a namespace's raw_uuid and the numa_node and target_node
+    /// of namespaces and regions (where the machine has one node with memory), with -M -X -N;
+    /// -vv adds -R, -vvv -C.
+    #[arg(long, short = 'v', action = ArgAction::Count)]
+    verbose: u8,
     #[command(flatten)]
     out: OutputArgs,
+}
+
+/// What `list` prints, its flags resolved as ndctl's `cmd_list` resolves them: `-X` alone
+/// filters on devdax, then `-v`'s levels turn on more, then namespaces are the default.
+#[derive(Debug, Clone, Copy)]
+struct Shown {
+    namespaces: bool,
+    regions: bool,
+    mode: Option<NamespaceMode>,
+    detail: Detail,
+}
+
+impl Shown {
+    fn new(a: &ListArgs) -> Shown {
+        let mut mode = a.mode.map(NamespaceMode::from);
+        if a.dax && !a.namespaces && !a.regions && mode.is_none() {
+            mode = Some(NamespaceMode::Devdax);
+        }
+        let v = a.verbose;
+        let regions = a.regions || v >= 2;
+        Shown {
+            namespaces: a.namespaces || v >= 1 || !regions,
+            regions,
+            mode,
+            detail: Detail {
+                human: a.out.human,
+                dax: a.dax || v >= 1,
+                media_errors: a.media_errors || v >= 1,
+                region: REGION_ID,
+                verbose: v >= 1,
+                capabilities: a.capabilities || v >= 3,
+            },
+        }
+    }
 }
 
 /// A region `list` prints: the file to read, its index, and, through a service, the service's
@@ -118,22 +168,19 @@ pub fn run(a: ListArgs) -> Result<()> {
              (or DEVMAP_SOCKET) to list every region it serves"
         ),
     };
+    let shown = Shown::new(&a);
     let mut rows: Vec<Value> = Vec::new();
     for listed in &regions {
-        rows.extend(region_rows(&a, listed)?);
+        rows.extend(region_rows(&a, shown, listed)?);
     }
     print_list(&rows, a.out.human)
 }
 
 /// The objects `list` prints for one region: its namespaces, or the region (with them nested
 /// under `-N`); through a service, each namespace says whether it is `enabled` there.
-fn region_rows(a: &ListArgs, listed: &Listed<'_>) -> Result<Vec<Value>> {
+fn region_rows(a: &ListArgs, shown: Shown, listed: &Listed<'_>) -> Result<Vec<Value>> {
     let path = &listed.path;
     let region = open(path, Access::Read)?;
-    let mut mode = a.mode.map(NamespaceMode::from);
-    if a.dax && !a.namespaces && !a.regions && mode.is_none() {
-        mode = Some(NamespaceMode::Devdax);
-    }
     let only = match &a.name {
         Some(ident) => find(&region, ident, listed.index)
             .ok()
@@ -141,16 +188,14 @@ fn region_rows(a: &ListArgs, listed: &Listed<'_>) -> Result<Vec<Value>> {
         None => None,
     };
     let detail = Detail {
-        human: a.out.human,
-        dax: a.dax,
-        media_errors: a.media_errors,
         region: listed.index,
+        ..shown.detail
     };
     let namespaces: Vec<Value> = region
         .namespaces()
         .iter()
         .filter(|l| a.name.is_none() || only == Some(l.name.as_str()))
-        .filter(|l| mode.is_none_or(|m| m == l.namespace.mode()))
+        .filter(|l| shown.mode.is_none_or(|m| m == l.namespace.mode()))
         .map(|l| {
             let mut v = serde_json::to_value(NamespaceObject::new(&region, l, detail)?)?;
             if let Some((shown, entries)) = listed.served {
@@ -162,11 +207,11 @@ fn region_rows(a: &ListArgs, listed: &Listed<'_>) -> Result<Vec<Value>> {
             Ok(v)
         })
         .collect::<Result<_>>()?;
-    if !a.regions {
+    if !shown.regions {
         return Ok(namespaces);
     }
     let mut object = serde_json::to_value(RegionObject::new(&region, detail)?)?;
-    if a.namespaces && !namespaces.is_empty() {
+    if shown.namespaces && !namespaces.is_empty() {
         object["namespaces"] = Value::Array(namespaces);
     }
     Ok(vec![object])

@@ -3,12 +3,14 @@
 //! to the region (through the library's [`Region`], which holds the region's lock), and their
 //! refusals in terms of the flags: a size off the align, a name in use, no room, a region
 //! another process manages. `create-namespace` prints the namespace it made, one object with
-//! its `daxregion`, as ndctl's does; `destroy-namespace` says what it destroyed in one line, or
+//! its `daxregion`, as ndctl's does, and like ndctl's (`setup_namespace`: `isatty(1)` turns on
+//! `UTIL_JSON_HUMAN`) with sizes for people when its output is a terminal; `destroy-namespace` says what it destroyed in one line, or
 //! with `--json` prints the object of the namespace it destroyed. A namespace is named by its
 //! name or its dev (`namespace0.N`). Given the socket (`--socket`, or `DEVMAP_SOCKET`) of a
 //! service that serves the region, each asks the service to do it (`super::served`) and
 //! prints the same.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow};
@@ -64,8 +66,18 @@ pub struct CreateNamespaceArgs {
     /// it serves the region's other namespaces); a region it does not serve is changed here.
     #[arg(long, env = "DEVMAP_SOCKET")]
     socket: Option<PathBuf>,
+    /// Output flags. On a terminal, sizes are for people without -u, as ndctl's
+    /// create-namespace prints them there; piped, -u asks for them.
     #[command(flatten)]
     out: OutputArgs,
+}
+
+/// What `create-namespace` prints with: `out`, sizes for people when stdout is a terminal.
+fn create_output(out: OutputArgs) -> OutputArgs {
+    OutputArgs {
+        human: out.human || std::io::stdout().is_terminal(),
+        ..out
+    }
 }
 
 /// The `--perm` value: octal permission bits, at most 0777.
@@ -122,7 +134,8 @@ pub fn create(a: CreateNamespaceArgs) -> Result<()> {
             .with_context(|| format!("cannot set the owner of namespace {name:?}"))?;
         region.namespace(&name).map_err(region_error)?.clone()
     };
-    output::object(&NamespaceObject::new(&region, &label, Detail::one(a.out))?)
+    let out = create_output(a.out);
+    output::object(&NamespaceObject::new(&region, &label, Detail::one(out))?)
 }
 
 /// `create-namespace --socket`: the service picks the name and the size where they are left
@@ -150,7 +163,8 @@ fn create_served(via: &Via, a: &CreateNamespaceArgs, owner: Owner) -> Result<()>
         .with_context(|| via.failed(&format!("create namespace {asked}")))?;
     let r = via.read()?;
     let label = via.find(&r, &created.name)?;
-    output::object(&via.object(&r, label, via.detail(a.out), json!({}))?)
+    let out = create_output(a.out);
+    output::object(&via.object(&r, label, via.detail(out), json!({}))?)
 }
 
 /// The largest `--size` at `--align` the region has room for, for a `create-namespace` without

@@ -121,13 +121,29 @@ impl Region {
     }
 
     /// The largest namespace of `align` the region has room for (0 if none): what
-    /// `create-namespace` makes without a size, as ndctl's does. A new namespace starts on
-    /// its [`data_align`], `max(align, 2 MiB)`, and its size past the last whole one of those
-    /// would be truncated, so the size is a whole number of them.
+    /// `create-namespace` makes without a size, as ndctl's does. The second of
+    /// [`namespace_room`](Self::namespace_room).
     pub fn largest_namespace(&self, align: u64) -> Result<u64, RegionError> {
+        Ok(self.namespace_room(align)?.1)
+    }
+
+    /// What namespaces of `align` could take of the free space, laid out as `nd_pfn_init` lays
+    /// them out: the bytes, and the largest namespace that fits. A new namespace starts on its
+    /// [`data_align`], `max(align, 2 MiB)` (`memremap_compat_align()`), and what is past the
+    /// last whole one of those is truncated (`end_trunc`) and holds no data; so each free run
+    /// counts from its first such boundary, in whole ones. At 2M and 1G that is every
+    /// aligned size; a 4K namespace may be a few 4 KiB pages longer, but they hold nothing.
+    /// [`free_space`](Self::free_space) counts bytes at any power of two, not where a
+    /// namespace can go. `BadAlign` if `max(align, 2 MiB)` is not a power of two.
+    pub fn namespace_room(&self, align: u64) -> Result<(u64, u64), RegionError> {
         let start = data_align(align);
-        let (_, run) = self.free_space(start)?;
-        Ok(run / start * start)
+        if !start.is_power_of_two() {
+            return Err(RegionError::BadAlign { align });
+        }
+        Ok(self
+            .free_runs(start)
+            .map(|(_, n)| n / start * start)
+            .fold((0, 0), |(total, longest), n| (total + n, longest.max(n))))
     }
 
     /// The first of `namespace0`, `namespace1`, ... no namespace of the region is named: what

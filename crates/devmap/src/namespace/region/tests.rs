@@ -282,6 +282,56 @@ fn free_space_counts_the_runs_after_the_label_area_from_their_aligned_start() {
     );
 }
 
+/// What a namespace of each align can take is counted where nd_pfn_init puts one: from 2 MiB
+/// boundaries at 4K (memremap_compat_align()), in whole 2 MiB, and the largest fits.
+#[test]
+fn namespace_room_is_counted_where_a_namespace_of_the_align_starts_and_ends() {
+    let path = TempPath::new("region-room");
+    let size = 64 << 20;
+    let mut r = Region::create(&path.0, size).expect("create");
+    // A 4K namespace 4 MiB + 4 KiB long at 2M: it ends off 2 MiB, 4 KiB into a 2 MiB unit.
+    r.create_namespace(
+        "a",
+        (4 << 20) + 4096,
+        4096,
+        NamespaceMode::Devdax,
+        MemmapLocation::Mem,
+    )
+    .expect("a");
+    // Free: 64K..2M and 6M+4K..64M. At 4 KiB that is every page of them; where a 4K
+    // namespace can go, only 8M..64M, in whole 2 MiB.
+    let at_4k = r.free_space(4096).expect("4K");
+    let after_a = (58 << 20) - 4096;
+    assert_eq!(at_4k, ((2 << 20) - LABEL_AREA_BYTES + after_a, after_a));
+    for align in [4096, 2 << 20] {
+        assert_eq!(
+            r.namespace_room(align).expect("room"),
+            (56 << 20, 56 << 20),
+            "align {align}"
+        );
+        assert_eq!(r.largest_namespace(align).expect("largest"), 56 << 20);
+    }
+    assert_eq!(
+        r.namespace_room(GIB).expect("1G"),
+        (0, 0),
+        "no 1 GiB boundary"
+    );
+    // The largest fits, and then nothing does.
+    r.create_namespace(
+        "b",
+        56 << 20,
+        4096,
+        NamespaceMode::Devdax,
+        MemmapLocation::Mem,
+    )
+    .expect("the largest 4K namespace fits");
+    assert_eq!(r.namespace_room(4096).expect("room"), (0, 0));
+    let e = r
+        .namespace_room(3 << 21)
+        .expect_err("6M is not a power of two");
+    assert_eq!(crate::errno::region(&e), libc::EINVAL);
+}
+
 #[test]
 fn free_space_refuses_an_align_that_is_not_a_power_of_two() {
     let path = TempPath::new("region-free-align");
