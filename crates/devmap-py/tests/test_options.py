@@ -45,7 +45,8 @@ def test_python_accepts_refuses_and_defaults_as_the_table_says(
     if verb == "device":
         if expect == "default":
             got = default_of(devmap.Device.memfd, option)
-            assert str(got) == value
+            # "cores": None in the signature, the library's default of one handler per core.
+            assert str(got) == ("None" if value == "cores" else value)
             return
         kwargs = {"align": "4K" if option == "align" else "2M"}
         kwargs[option] = int(value) if option == "handlers" else value
