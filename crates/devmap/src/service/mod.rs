@@ -38,6 +38,15 @@ mod status;
 
 pub use self::error::ServiceError;
 
+/// Returns the free memory of every malloc arena to the system (`malloc_trim(0)`).
+fn trim_malloc() {
+    // SAFETY: `malloc_trim` takes an integer and only releases memory malloc holds free; it
+    // is safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Caps glibc's malloc arenas for this process at `n` (`mallopt(M_ARENA_MAX)`). glibc gives
 /// each new thread an arena of its own, up to eight per core, and keeps what each one freed:
 /// a service whose session threads come and go with its clients grows by an arena per thread
@@ -303,7 +312,16 @@ fn accept_loop(shared: &Arc<Shared>, listener: &UnixListener) {
             .spawn(move || {
                 let status = || status::json(&for_thread);
                 session::run(&for_thread.state, &stream, &notifier, peer, &status);
-                for_thread.clients.lock().remove(&session);
+                let idle = {
+                    let mut clients = for_thread.clients.lock();
+                    clients.remove(&session);
+                    clients.is_empty()
+                };
+                // The last client gone: give the heap the sessions freed back to the system,
+                // so an idle service's RSS is what it holds, not its busiest moment's.
+                if idle {
+                    trim_malloc();
+                }
             });
         match spawned {
             Ok(t) => {
