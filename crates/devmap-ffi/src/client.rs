@@ -282,9 +282,10 @@ pub unsafe extern "C" fn devmap_client_map(
     })
 }
 
-/// Detaches the mapping in the service, then unmaps it and frees the handle (NULL is
-/// ignored). Pins taken through it stay until unpinned. The caller must not touch the
-/// mapping's addresses after this.
+/// Frees the handle (NULL is ignored); the mapping is detached in the service, then unmapped,
+/// once every pins handle taken through it is unpinned as well (a pin keeps its mapping, as
+/// the kernel keeps pinned pages past a `munmap`; here the addresses stay mapped until then).
+/// The caller must not touch the mapping's addresses after this.
 ///
 /// Thread-safety: not concurrently with any other call on this handle, nor with touches of
 /// its addresses.
