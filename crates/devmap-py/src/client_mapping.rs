@@ -259,7 +259,8 @@ impl ClientMapping {
     }
 
     /// Detaches the mapping in the service and unmaps it: refused with BufferError while a
-    /// memoryview of it is alive. Pins taken through it stay. Closing twice does nothing.
+    /// memoryview of it is alive. Pins taken through it stay, and keep the
+    /// window mapped until they are unpinned. Closing twice does nothing.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         let mut state = self.state.write();
         let live = self.exports.load(Ordering::SeqCst);
