@@ -374,6 +374,9 @@ fn gup_test_prints_the_kernel_line_and_batches_per_folio() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "one line per repeat: {text}");
     for l in lines {
+        // The kernel's line, then the bare loop of the same range.
+        let (l, bare) = l.split_once("; bare loop: get:").expect("the bare loop");
+        assert!(bare.contains(" put:") && bare.contains("x"), "{bare}");
         let rest = l
             .strip_prefix("GUP_FAST_BENCHMARK: Time: get:")
             .expect("kernel format");

@@ -3,7 +3,8 @@
 //! the smallest namespace that holds it (the info block comes first). Each repeat pins all of
 //! it in calls of `-n` pages, timing the get loop and the put loop separately, then checks
 //! (untimed) that every folio is idle again, and prints the kernel's
-//! `<CMD>: Time: get:<usec> put:<usec> us` line.
+//! `<CMD>: Time: get:<usec> put:<usec> us` line, followed by the bare loop of the same range
+//! (`Pgmap::bare_head_loop`: one atomic add per folio head, the floor under a pin).
 //!
 //! By default each call is the library's plain `pin_pages`/`pin_folios`, which allocates its
 //! result inside the timed loop (32 MiB of entries for 16 GiB through the page-array API).
@@ -276,6 +277,12 @@ pub(crate) struct Repeat {
     pub get_us: u64,
     /// Microseconds in the put/unpin loop.
     pub put_us: u64,
+    /// The floor of the same range in the same run (`Pgmap::bare_head_loop`): nanoseconds of
+    /// one atomic add on every folio's head descriptor, then of one subtract each.
+    pub bare_get_ns: u64,
+    pub bare_put_ns: u64,
+    /// `get_us` over `bare_get_ns` (issue 20: ≤ 2 for a folio-range pin).
+    pub get_over_bare: f64,
     /// 4 KiB pages pinned.
     pub pages: u64,
     /// Folios touched.
@@ -426,10 +433,14 @@ fn bench(plan: &Plan, mut emit: impl FnMut(Repeat) -> Result<()>) -> Result<()> 
     for repeat in 0..plan.repeats {
         let (get_us, put_us, entries, calls) = bench.repeat()?;
         check_idle(&pgmap, data)?;
+        let bare = pgmap.bare_head_loop(data)?;
         emit(Repeat {
             mode: plan.mode.name(),
             get_us,
             put_us,
+            bare_get_ns: bare.get.as_nanos() as u64,
+            bare_put_ns: bare.put.as_nanos() as u64,
+            get_over_bare: over_bare(get_us, bare.get),
             pages: data.len(),
             folios,
             entries,
@@ -527,6 +538,14 @@ fn micros(d: std::time::Duration) -> u64 {
     d.as_micros() as u64
 }
 
+/// `get_us` over the bare loop's time (0 if the loop took no measurable time).
+fn over_bare(get_us: u64, bare: std::time::Duration) -> f64 {
+    match bare.as_nanos() {
+        0 => 0.0,
+        ns => (get_us as f64 * 1e3 / ns as f64 * 100.0).round() / 100.0,
+    }
+}
+
 /// Every folio back to its idle count plus its mappings, with no pins (the kernel's untimed
 /// verification).
 fn check_idle(pgmap: &Pgmap, data: PfnRange) -> Result<()> {
@@ -547,7 +566,15 @@ fn check_idle(pgmap: &Pgmap, data: PfnRange) -> Result<()> {
     Ok(())
 }
 
-/// The kernel's output line.
+/// The kernel's output line, then the bare loop of the same range (issue 20's floor).
 fn line(r: &Repeat) -> String {
-    format!("{}: Time: get:{} put:{} us", r.mode, r.get_us, r.put_us)
+    format!(
+        "{}: Time: get:{} put:{} us; bare loop: get:{:.1} put:{:.1} us, get {:.2}x",
+        r.mode,
+        r.get_us,
+        r.put_us,
+        r.bare_get_ns as f64 / 1e3,
+        r.bare_put_ns as f64 / 1e3,
+        r.get_over_bare
+    )
 }

@@ -7,6 +7,8 @@
 //! folio up and re-checks it after the grab, because a split may race the lookup. A grab that
 //! fails part-way gives back what it took.
 
+use std::sync::atomic::AtomicU64;
+
 use crate::addr::{Pfn, PfnRange};
 use crate::folio::FolioRef;
 use crate::folio::refcount::{self, Refused};
@@ -15,6 +17,28 @@ use crate::memmap::{Folio, FolioLookup, LookupError, Memmap, SpanFolios, Synced}
 use crate::pgmap::{MemoryType, Pgmap, PgmapError};
 
 use super::flags::{GupError, GupFlags, Kind};
+
+/// The count word of the head of every folio of `span`, which lies in `pgmap`'s data ranges
+/// (the caller holds a liveness reference), found as a grab finds them: the bare loop's
+/// targets ([`super::BareLoop`]).
+pub(super) fn head_words(pgmap: &Pgmap, span: PfnRange) -> Result<Vec<&AtomicU64>, GupError> {
+    let mut words = Vec::new();
+    let mut pfn = span.start();
+    while pfn < span.end() {
+        let piece = pgmap
+            .data_piece(pfn, span.end())
+            .ok_or(GupError::NoPgmap { pfn })?;
+        let (memmap, s) = sync_piece(pgmap, piece)?;
+        let mut at = piece.start();
+        while at < piece.end() {
+            let folio = memmap.folio(&s, at).map_err(|e| lookup_failed(at, e))?;
+            words.push(folio.head_page().counts_word());
+            at = folio.range().end();
+        }
+        pfn = piece.end();
+    }
+    Ok(words)
+}
 
 /// A failed grab: the pfn it stopped at (everything before it is held) and why.
 type Stopped = (Pfn, GupError);

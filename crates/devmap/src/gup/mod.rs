@@ -19,6 +19,7 @@ use crate::addr::{Pfn, PfnRange};
 use crate::memmap::Folio;
 use crate::pgmap::{DeviceSpace, Pgmap};
 
+pub use self::bare::BareLoop;
 pub use self::extents::{Extent, ExtentLimits};
 use self::flags::Kind;
 pub use self::flags::{GupError, GupFlags};
@@ -202,6 +203,7 @@ fn grab_folios(
     Ok(Pinned::new(held, folios, Kind::Pin, flags))
 }
 
+mod bare;
 mod batch;
 mod extents;
 mod flags;

@@ -45,10 +45,14 @@ pub(super) fn bench(plan: &Plan, mut emit: impl FnMut(Repeat) -> Result<()>) -> 
             let (get_us, put_us, entries, calls) =
                 one(&dev, &m, data, per_call, plan.mode, flags, by == "address")?;
             check_idle(dev.pgmap(), data)?;
+            let bare = dev.pgmap().bare_head_loop(data)?;
             emit(Repeat {
                 mode: plan.mode.name(),
                 get_us,
                 put_us,
+                bare_get_ns: bare.get.as_nanos() as u64,
+                bare_put_ns: bare.put.as_nanos() as u64,
+                get_over_bare: super::over_bare(get_us, bare.get),
                 pages: data.len(),
                 folios,
                 entries,
