@@ -59,7 +59,7 @@ impl Pgmap {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use crate::addr::Order;
     use crate::memmap::Layout;
