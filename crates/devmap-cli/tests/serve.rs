@@ -333,6 +333,19 @@ fn client_of(
     (child, line, rx)
 }
 
+/// `n` "victim" client processes, each with the address its mapping starts at (from its ready
+/// line) and the lines it prints after.
+fn victims(n: usize, socket: &Path) -> Vec<(Child, u64, std::sync::mpsc::Receiver<String>)> {
+    (0..n)
+        .map(|_| {
+            let (c, line, rx) = client_lines("victim", socket);
+            let addr = u64::from_str_radix(line.trim().rsplit("0x").next().expect("addr"), 16)
+                .expect("hex");
+            (c, addr, rx)
+        })
+        .collect()
+}
+
 /// The pids of the mappings of the first namespace in a status.
 fn mapping_pids(status: &Value) -> Vec<u64> {
     let mut pids: Vec<u64> = status["namespaces"][0]["mappings"]
@@ -742,14 +755,7 @@ fn a_memory_error_a_client_reports_reaches_every_client() {
     create(&region);
     let socket = std::env::temp_dir().join(format!("devmap-report-{}.sock", std::process::id()));
     let (served, _) = Served::start(&socket, &region, "vm0");
-    let victims: Vec<(Child, u64, std::sync::mpsc::Receiver<String>)> = (0..3)
-        .map(|_| {
-            let (c, line, rx) = client_lines("victim", &socket);
-            let addr = u64::from_str_radix(line.trim().rsplit("0x").next().expect("addr"), 16)
-                .expect("hex");
-            (c, addr, rx)
-        })
-        .collect();
+    let victims = victims(3, &socket);
     let c = Client::connect(&socket).expect("connect");
     let ns = c.open(None, "vm0").expect("open");
     let m = ns.map(0, 8 * MIB).expect("map");
@@ -1160,14 +1166,7 @@ fn a_memory_error_reaches_every_client_process_even_a_stopped_one() {
     create(&region);
     let socket = std::env::temp_dir().join(format!("devmap-mf-{}.sock", std::process::id()));
     let (served, _) = Served::start(&socket, &region, "vm0");
-    let victims: Vec<(Child, u64, std::sync::mpsc::Receiver<String>)> = (0..4)
-        .map(|_| {
-            let (c, line, rx) = client_lines("victim", &socket);
-            let addr = u64::from_str_radix(line.trim().rsplit("0x").next().expect("addr"), 16)
-                .expect("hex");
-            (c, addr, rx)
-        })
-        .collect();
+    let victims = victims(4, &socket);
     let stopped = rustix::process::Pid::from_child(&victims[0].0);
     rustix::process::kill_process(stopped, rustix::process::Signal::STOP).expect("SIGSTOP");
     let out = devmap(&[

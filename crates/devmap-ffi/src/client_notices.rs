@@ -36,6 +36,25 @@ pub struct devmap_notice {
     pub pfn: u64,
 }
 
+/// Stores what an injected or reported error did in `*out`, unless `out` is NULL.
+///
+/// # Safety
+///
+/// `out` must be NULL or writable.
+unsafe fn store_injected(out: *mut devmap_injected, done: &devmap::service::proto::Injected) {
+    if !out.is_null() {
+        // SAFETY: non-null, and the caller promises it is writable.
+        unsafe {
+            out.write(devmap_injected {
+                pages: done.pages,
+                revoked: done.revoked,
+                told: done.told,
+                elapsed_ns: done.elapsed_ns,
+            })
+        };
+    }
+}
+
 /// What `devmap_client_inject_error` did.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -159,17 +178,8 @@ pub unsafe extern "C" fn devmap_client_report_error(
         // SAFETY: the caller promises NULL or a live handle.
         let m = unsafe { handle(map, "map") }?;
         let done = m.map.report_memory_error(addr as usize)?;
-        if !out.is_null() {
-            // SAFETY: non-null, and the caller promises it is writable.
-            unsafe {
-                out.write(devmap_injected {
-                    pages: done.pages,
-                    revoked: done.revoked,
-                    told: done.told,
-                    elapsed_ns: done.elapsed_ns,
-                })
-            };
-        }
+        // SAFETY: the caller promises `out` is NULL or writable.
+        unsafe { store_injected(out, &done) };
         Ok(())
     })
 }
@@ -205,17 +215,8 @@ pub unsafe extern "C" fn devmap_client_inject_error(
         // SAFETY: the caller promises a NUL-terminated string.
         let name = unsafe { utf8(name, "name") }?;
         let done = c.client.inject_error(region, name, offset, count)?;
-        if !out.is_null() {
-            // SAFETY: non-null, and the caller promises it is writable.
-            unsafe {
-                out.write(devmap_injected {
-                    pages: done.pages,
-                    revoked: done.revoked,
-                    told: done.told,
-                    elapsed_ns: done.elapsed_ns,
-                })
-            };
-        }
+        // SAFETY: the caller promises `out` is NULL or writable.
+        unsafe { store_injected(out, &done) };
         Ok(())
     })
 }

@@ -250,12 +250,7 @@ impl ClientMapping {
         let done = self
             .detached(py, |m| m.report_memory_error(addr))?
             .map_err(errors::client)?;
-        let d = pyo3::types::PyDict::new(py);
-        d.set_item("pages", done.pages)?;
-        d.set_item("revoked", done.revoked)?;
-        d.set_item("told", done.told)?;
-        d.set_item("elapsed_ns", done.elapsed_ns)?;
-        Ok(d)
+        crate::client::injected(py, &done)
     }
 
     /// Detaches the mapping in the service and unmaps it: refused with BufferError while a
