@@ -134,7 +134,7 @@ impl Client {
         let done = py
             .detach(|| c.inject_error(region, name, offset, count))
             .map_err(errors::client)?;
-        injected(py, &done)
+        crate::client_mapping::injected(py, &done)
     }
 
     /// Enables namespace `name` (of `region`, or of the one served region holding it);
@@ -296,18 +296,4 @@ impl ClientNamespace {
             if self.closed() { " closed" } else { "" }
         )
     }
-}
-
-/// What an injected or reported memory error did, as the dict Python callers get: pages,
-/// revoked (mappings that lost a page), told, elapsed_ns.
-pub(crate) fn injected<'py>(
-    py: Python<'py>,
-    done: &devmap::service::proto::Injected,
-) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    d.set_item("pages", done.pages)?;
-    d.set_item("revoked", done.revoked)?;
-    d.set_item("told", done.told)?;
-    d.set_item("elapsed_ns", done.elapsed_ns)?;
-    Ok(d)
 }

@@ -250,7 +250,7 @@ impl ClientMapping {
         let done = self
             .detached(py, |m| m.report_memory_error(addr))?
             .map_err(errors::client)?;
-        crate::client::injected(py, &done)
+        injected(py, &done)
     }
 
     /// Detaches the mapping in the service and unmaps it: refused with BufferError while a
@@ -393,4 +393,18 @@ impl ClientPins {
             if self.unpinned() { ", unpinned" } else { "" }
         )
     }
+}
+
+/// What an injected or reported memory error did, as the dict Python callers get: pages,
+/// revoked (mappings that lost a page), told, elapsed_ns.
+pub(crate) fn injected<'py>(
+    py: Python<'py>,
+    done: &devmap::service::proto::Injected,
+) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+    let d = pyo3::types::PyDict::new(py);
+    d.set_item("pages", done.pages)?;
+    d.set_item("revoked", done.revoked)?;
+    d.set_item("told", done.told)?;
+    d.set_item("elapsed_ns", done.elapsed_ns)?;
+    Ok(d)
 }
