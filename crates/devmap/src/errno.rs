@@ -48,6 +48,7 @@ pub fn dax(e: &DaxError) -> i32 {
         | DaxError::ClearUnaligned { .. }
         | DaxError::NoHandlers
         | DaxError::FaultAround { .. }
+        | DaxError::ZeroAhead { .. }
         | DaxError::Threads { .. } => EINVAL,
         // An address in no mapping, a range running past the mapping's end, and a
         // FOLL_NOFAULT pin of a hole: gup's -EFAULT.

@@ -46,6 +46,18 @@ fn empty_file() -> Result<std::os::fd::BorrowedFd<'static>, rustix::io::Errno> {
     Ok(std::os::fd::AsFd::as_fd(EMPTY.get_or_init(|| fd)))
 }
 
+/// How a window maps its backing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Share {
+    /// `MAP_SHARED`: hugetlb pages are reserved for the window when it is mapped.
+    Shared,
+    /// `MAP_SHARED | MAP_NORESERVE`: reserves nothing; a fault takes a page another mapping
+    /// reserved for the same bytes, else one from the free pool, and fails without one.
+    Unreserved,
+    /// `MAP_PRIVATE`: writes stay in this process (copy-on-write).
+    CopyOnWrite,
+}
+
 /// Maps a window already checked by `Backing::check_window`: `offset` and `len` are multiples
 /// of the page size, inside the backing, and `align` is at least the page size.
 pub(super) fn map_shared(
@@ -53,7 +65,7 @@ pub(super) fn map_shared(
     offset: u64,
     len: u64,
     align: Order,
-    cow: bool,
+    share: Share,
 ) -> Result<Mmap, BackingError> {
     let too_large = BackingError::TooLarge { len };
     let len_us = usize::try_from(len).map_err(|_| too_large)?;
@@ -98,10 +110,10 @@ pub(super) fn map_shared(
             start as *mut std::ffi::c_void,
             len_us,
             ProtFlags::READ | ProtFlags::WRITE,
-            if cow {
-                MapFlags::PRIVATE | MapFlags::FIXED
-            } else {
-                MapFlags::SHARED | MapFlags::FIXED
+            match share {
+                Share::Shared => MapFlags::SHARED | MapFlags::FIXED,
+                Share::Unreserved => MapFlags::SHARED | MapFlags::FIXED | MapFlags::NORESERVE,
+                Share::CopyOnWrite => MapFlags::PRIVATE | MapFlags::FIXED,
             },
             backing.fd(),
             backing.base + offset,
@@ -127,7 +139,7 @@ pub(super) fn map_shared(
         len: len_us,
         offset,
         page: backing.page,
-        cow,
+        cow: share == Share::CopyOnWrite,
     })
 }
 
@@ -200,6 +212,26 @@ impl Mmap {
             )
         }
         .map_err(|e| self.fail(offset, len, "MADV_DONTNEED", e.into()))
+    }
+
+    /// Faults `[offset, offset + len)` in for writing (`MADV_POPULATE_WRITE`): a page missing
+    /// from the backing is allocated there zeroed, as a write fault would allocate it, and a
+    /// page that exists keeps its bytes. Fails (`EFAULT`, `ENOMEM`) where a fault would raise
+    /// SIGBUS or run out of memory, e.g. with no huge page left for an unreserved hugetlb
+    /// window. Both must be multiples of the page size inside the mapping.
+    pub fn populate_write(&self, offset: u64, len: u64) -> Result<(), BackingError> {
+        let (start, n) = self.sub_range(offset, len)?;
+        // SAFETY: `[start, start + n)` lies inside this shared mapping, which `self` owns.
+        // Populating changes no byte anyone can see: it allocates missing pages zero-filled
+        // (what a read of the hole returns) and maps existing pages as they are.
+        unsafe {
+            rustix::mm::madvise(
+                self.ptr.as_ptr().add(start).cast(),
+                n,
+                rustix::mm::Advice::LinuxPopulateWrite,
+            )
+        }
+        .map_err(|e| self.fail(offset, len, "MADV_POPULATE_WRITE", e.into()))
     }
 
     /// Writes the mapping's modified pages back to `backing` (the one it maps) and waits for

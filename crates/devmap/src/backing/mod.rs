@@ -361,7 +361,22 @@ impl Backing {
     /// pages, rather than with SIGBUS at the first touch.
     pub fn map_shared(&self, offset: u64, len: u64, align: Order) -> Result<Mmap, BackingError> {
         self.check_window(offset, len, align)?;
-        map::map_shared(self, offset, len, align, false)
+        map::map_shared(self, offset, len, align, map::Share::Shared)
+    }
+
+    /// [`map_shared`](Backing::map_shared) without reserving hugetlb pages
+    /// (`MAP_NORESERVE`): a fault in it takes the page another mapping reserved for the same
+    /// bytes, else a free one, and fails if there is none. For a window the device itself
+    /// uses to allocate the bytes of leaves its mappings already reserved
+    /// ([`Mmap::populate_write`]), so that it reserves nothing twice.
+    pub fn map_unreserved(
+        &self,
+        offset: u64,
+        len: u64,
+        align: Order,
+    ) -> Result<Mmap, BackingError> {
+        self.check_window(offset, len, align)?;
+        map::map_shared(self, offset, len, align, map::Share::Unreserved)
     }
 
     /// Maps `len` bytes of the backing from `offset` `MAP_PRIVATE`, read-write: reads see the
@@ -371,7 +386,7 @@ impl Backing {
     /// `offset` and `len` must be multiples of the page size and lie inside the backing.
     pub fn map_copy_on_write(&self, offset: u64, len: u64) -> Result<Mmap, BackingError> {
         self.check_window(offset, len, self.page)?;
-        map::map_shared(self, offset, len, self.page, true)
+        map::map_shared(self, offset, len, self.page, map::Share::CopyOnWrite)
     }
 
     /// Makes sure the bytes of `[offset, offset + len)` exist in the backing (`fallocate`

@@ -211,7 +211,7 @@ impl ClientMapping {
             _live: live,
             fast: Some(fast),
         });
-        dev.mappings.lock().insert(core.id, Arc::clone(&core));
+        dev.add_mapping(&core);
         let table = faults.map(|f| {
             f.table
                 .lock()

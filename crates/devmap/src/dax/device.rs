@@ -17,6 +17,7 @@ use super::leaves::LeafBits;
 use super::options::{DaxOptions, Faults};
 use super::pinstats::PinStats;
 use super::poison::{BadblocksFn, Granularity, OwnerSlot, PoisonLock, merge};
+use super::zero_ahead::ZeroAhead;
 use super::{DaxError, DaxMapping, MappingId};
 use crate::addr::{Order, PAGE_SIZE, Pfn, PfnRange};
 use crate::backing::{Backing, BackingError, UffdEvent, UffdFeatures, Userfaultfd};
@@ -50,6 +51,8 @@ impl Default for Placement<'_> {
 struct Handler {
     stop: Arc<OwnedFd>,
     threads: Vec<JoinHandle<()>>,
+    /// The device, whose zero-ahead pool (if any) has a thread among `threads`.
+    dev: Arc<DeviceCore>,
 }
 
 impl Handler {
@@ -61,8 +64,23 @@ impl Handler {
         .map_err(|e| DaxError::Handler { source: e.into() })?;
         let mut h = Handler {
             stop: Arc::new(stop),
-            threads: Vec::with_capacity(n),
+            threads: Vec::with_capacity(n + 1),
+            dev: Arc::clone(dev),
         };
+        if dev.zero_ahead.is_some() {
+            let pool_dev = Arc::clone(dev);
+            let spawned = std::thread::Builder::new()
+                .name("devmap-dax-zero".into())
+                .spawn(move || {
+                    if let (Some(pool), Some(side)) = (&pool_dev.zero_ahead, &pool_dev.side) {
+                        pool.run(side);
+                    }
+                });
+            match spawned {
+                Ok(t) => h.threads.push(t),
+                Err(e) => return Err(DaxError::Handler { source: e }),
+            }
+        }
         for i in 0..n.max(1) {
             let dev = Arc::clone(dev);
             let stop = Arc::clone(&h.stop);
@@ -81,6 +99,9 @@ impl Handler {
     }
 
     fn stop(&mut self) {
+        if let Some(pool) = &self.dev.zero_ahead {
+            pool.stop();
+        }
         // The eventfd stays readable (nobody reads it), so every handler sees it, whether it
         // is asleep in `poll` now or gets there later. Writing 1 to a fresh eventfd cannot
         // fail: its counter cannot overflow.
@@ -201,6 +222,26 @@ impl DaxDevice {
         } else {
             None
         };
+        if opts.zero_ahead > 0 && !catch {
+            return Err(DaxError::ZeroAhead {
+                why: format!(
+                    "zero-ahead needs touches caught by userfaultfd, and the device over the {} \
+                     does not catch them (faults {}): use zero-ahead 0, or a memfd or hugetlb \
+                     backing",
+                    backing.kind(),
+                    opts.faults.name()
+                ),
+            });
+        }
+        // The side window: where a caught hugetlb leaf's bytes are allocated, and where the
+        // zero-ahead pool allocates its leaves.
+        let side = if catch && (page > Order::BASE || opts.zero_ahead > 0) {
+            Some(backing.map_unreserved(0, size, align)?)
+        } else {
+            None
+        };
+        let zero_ahead = (opts.zero_ahead > 0)
+            .then(|| ZeroAhead::new(opts.zero_ahead as u64, size / align.bytes(), align.bytes()));
 
         let mut ranges: Vec<DaxRange> = Vec::with_capacity(sizes.len());
         let release = |ranges: &[DaxRange]| {
@@ -259,6 +300,8 @@ impl DaxDevice {
             } else {
                 1
             },
+            side,
+            zero_ahead,
         });
         let listed = super::registry::list_device(&dev);
         let handler = if catch {
@@ -350,7 +393,7 @@ impl DaxDevice {
 
     /// What faults have done on this device so far.
     pub fn fault_stats(&self) -> FaultStats {
-        self.dev.counters.snapshot()
+        self.dev.counters.snapshot(self.dev.zero_ahead.as_ref())
     }
 
     /// The id this device writes into the `mapping` word of the folios it faults.
@@ -409,7 +452,7 @@ impl DaxDevice {
             _live: live,
             fast: None,
         });
-        self.dev.mappings.lock().insert(id, Arc::clone(&core));
+        self.dev.add_mapping(&core);
         let listed = super::registry::list_mapping(&self.dev, id, core.base, len, offset);
         let mapping = DaxMapping::new(Arc::clone(&self.dev), core, window, listed);
         if self.dev.uffd.is_none() && self.dev.populate_on_map {

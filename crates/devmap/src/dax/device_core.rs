@@ -11,7 +11,8 @@
 //! and only then insert the page-table entries ([`DeviceCore::finish_leaf`]): where the
 //! mapping is registered with the device's userfaultfd, map the whole leaf with one
 //! `UFFDIO_ZEROPAGE` (a fresh shmem leaf) or allocate its bytes in the backing and map it with
-//! one `UFFDIO_CONTINUE`. The leaf's bit in the mapping is set once its metadata and reference
+//! one `UFFDIO_CONTINUE` (at once, for a leaf the zero-ahead pool of `zero_ahead.rs` had
+//! ready). The leaf's bit in the mapping is set once its metadata and reference
 //! are in place and before its entries are mapped (mapping them wakes the toucher), so a pin
 //! by address that sees the bit finds the metadata complete; a touch that still finds no entry
 //! is caught and mapped again. The handler's side of a caught touch, and fault-around, which
@@ -29,9 +30,10 @@ use super::latency::LatencyHistogram;
 use super::leaves::LeafBits;
 use super::pin_view::{PinLedger, PinView};
 use super::poison::{BadblocksSink, Granularity, OwnerSlot, PoisonLock};
+use super::zero_ahead::ZeroAhead;
 use super::{DaxError, MappingId};
 use crate::addr::{Order, PAGE_SIZE, Pfn, PfnRange};
-use crate::backing::{Backing, Mmap, Userfaultfd};
+use crate::backing::{Backing, Mmap, UffdError, Userfaultfd};
 use crate::folio::{FolioRef, MappedFolio};
 use crate::pgmap::{Pgmap, PgmapRef};
 
@@ -70,6 +72,11 @@ pub struct FaultStats {
     pub resolve_p50_ns: u64,
     /// The same, 99th percentile.
     pub resolve_p99_ns: u64,
+    /// Leaves the zero-ahead pool allocated, zeroed, before their touch
+    /// ([`DaxOptions::zero_ahead`](super::DaxOptions::zero_ahead)).
+    pub zeroed_ahead: u64,
+    /// Caught touches whose leaf the pool had ready: mapped with one `UFFDIO_CONTINUE`.
+    pub zero_ahead_hits: u64,
 }
 
 #[derive(Debug, Default)]
@@ -92,7 +99,8 @@ impl Counters {
         c.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub(super) fn snapshot(&self) -> FaultStats {
+    pub(super) fn snapshot(&self, pool: Option<&ZeroAhead>) -> FaultStats {
+        let pool = pool.map(ZeroAhead::stats).unwrap_or_default();
         FaultStats {
             user_faults: self.user_faults.load(Ordering::Relaxed),
             leaves_mapped: self.leaves_mapped.load(Ordering::Relaxed),
@@ -101,6 +109,8 @@ impl Counters {
             fault_around: self.fault_around.load(Ordering::Relaxed),
             resolve_p50_ns: self.resolve.quantile(0.5),
             resolve_p99_ns: self.resolve.quantile(0.99),
+            zeroed_ahead: pool.zeroed,
+            zero_ahead_hits: pool.taken,
         }
     }
 }
@@ -241,9 +251,26 @@ pub(super) struct DeviceCore {
     /// The most leaves a caught touch of a 4 KiB leaf faults in at once
     /// (`DaxOptions::fault_around`; 1 where the align is larger, or turned off).
     pub(super) fault_around: u64,
+    /// The whole backing mapped in this process, registered with no userfaultfd and
+    /// reserving nothing (`Backing::map_unreserved`): where the device allocates the bytes of
+    /// a hugetlb leaf before mapping it, and the zero-ahead pool allocates its leaves. Only
+    /// where touches are caught on hugetlb or the pool is on.
+    pub(super) side: Option<Mmap>,
+    /// The leaves zeroed ahead of their touch, if `DaxOptions::zero_ahead` asked for them.
+    pub(super) zero_ahead: Option<ZeroAhead>,
 }
 
 impl DeviceCore {
+    /// Lists a new mapping in the registry, and has the zero-ahead pool expect its first
+    /// touches at its start.
+    pub(super) fn add_mapping(&self, core: &Arc<MappingCore>) {
+        self.mappings.lock().insert(core.id, Arc::clone(core));
+        if let Some(pool) = &self.zero_ahead {
+            let leaf = self.align.bytes();
+            pool.mapped(core.offset / leaf, (core.offset + core.len) / leaf);
+        }
+    }
+
     /// The granularity faults of this device apply: `Page` only where it can be honoured.
     pub(super) fn effective_granularity(&self) -> Granularity {
         if self.granularity == Granularity::Page
@@ -499,7 +526,12 @@ impl DeviceCore {
         };
         let leaf = self.align.bytes();
         let head = folio.pfn();
+        // Claimed whatever happens next, so the pool never prepares a leaf a fault reached.
+        let ready = self.take_ready(m, rel);
         if folio.poisoned_page().is_none() {
+            if ready {
+                return self.map_ready(uffd, m, rel, leaf);
+            }
             return self.map_run(uffd, m, rel, leaf);
         }
         // `Page` granularity (a `Leaf` device refused the fault): the clean runs between the
@@ -536,8 +568,57 @@ impl DeviceCore {
             }
             done = r.bytes;
         }
-        self.backing.allocate(m.offset + rel + done, len - done)?;
+        self.allocate(m.offset + rel + done, len - done)?;
         uffd.continue_(addr + done, len - done)?;
+        Ok(())
+    }
+
+    /// Claims the leaf at byte `rel` of `m` from the zero-ahead pool, and says whether the
+    /// pool had it ready for this fault to map.
+    fn take_ready(&self, m: &MappingCore, rel: u64) -> bool {
+        self.zero_ahead
+            .as_ref()
+            .is_some_and(|pool| pool.take((m.offset + rel) / self.align.bytes()))
+    }
+
+    /// Maps the `len` bytes from byte `rel` of `m`, a leaf the zero-ahead pool allocated: one
+    /// `UFFDIO_CONTINUE`. Should a page of it have left the backing since, the rest is
+    /// allocated from there and mapped as `map_run` would.
+    fn map_ready(
+        &self,
+        uffd: &Userfaultfd,
+        m: &MappingCore,
+        rel: u64,
+        len: u64,
+    ) -> Result<(), DaxError> {
+        let addr = m.base as u64 + rel;
+        match uffd.continue_(addr, len) {
+            Ok(_) => Ok(()),
+            Err(UffdError::Ioctl { start, source, .. })
+                if source.raw_os_error() == Some(rustix::io::Errno::FAULT.raw_os_error()) =>
+            {
+                let done = start - addr;
+                self.allocate(m.offset + rel + done, len - done)?;
+                uffd.continue_(start, len - done)?;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Allocates `[offset, offset + len)` in the backing, keeping bytes that exist. A hugetlb
+    /// backing is faulted in through the side window, where a fault holds only the hugetlb
+    /// fault mutex of its own page, so concurrent faults of different leaves allocate and
+    /// zero their pages at once; `fallocate` holds the inode lock throughout and would
+    /// serialise them. Elsewhere, `fallocate`.
+    fn allocate(&self, offset: u64, len: u64) -> Result<(), DaxError> {
+        match &self.side {
+            Some(side) if self.backing.page_size() > Order::BASE => {
+                side.populate_write(offset, len)?;
+                side.discard(offset, len)?;
+            }
+            _ => self.backing.allocate(offset, len)?,
+        }
         Ok(())
     }
 }

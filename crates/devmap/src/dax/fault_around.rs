@@ -78,6 +78,12 @@ impl DeviceCore {
         let at = addr - addr % page;
         let rel = addr - m.base as u64;
         let leaf = rel - rel % self.align.bytes();
+        if let Some(pool) = &self.zero_ahead {
+            let (bytes, index) = (self.align.bytes(), rel / self.align.bytes());
+            let first = m.offset / bytes;
+            let follows = index > 0 && m.bits.test(index - 1);
+            pool.touched(first + index, first + m.len / bytes, follows);
+        }
         let faulted = if self.fault_around > 1 {
             self.fault_around(m, leaf)
         } else {

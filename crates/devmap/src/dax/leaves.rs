@@ -52,18 +52,11 @@ impl LeafBits {
 
     /// Marks `leaf` faulted in.
     pub(super) fn set(&self, leaf: u64) {
-        if leaf >= self.nr_leaves {
-            return;
+        if let Some((word, shift)) = self.word_of(leaf) {
+            // Release pairs with the Acquire in `test` and `first_clear`: a reader that sees
+            // the bit sees the leaf's metadata and reference, written before it.
+            word.fetch_or(1 << shift, Ordering::Release);
         }
-        let (chunk, word, bit) = Self::locate(leaf);
-        let words = self.chunks[chunk].get_or_init(|| {
-            (0..CHUNK_WORDS)
-                .map(|_| AtomicU64::new(0))
-                .collect::<Vec<_>>()
-                .into_boxed_slice()
-        });
-        // Release pairs with the Acquire in `test` and `first_clear`: a reader that sees the bit sees the leaf's metadata and reference, written before it.
-        words[word].fetch_or(bit, Ordering::Release);
     }
 
     /// Marks `leaf` not faulted in (its fault failed after the bit was set).
@@ -77,6 +70,22 @@ impl LeafBits {
             // only after this, and a pin that saw the bit holds references of its own.
             words[word].fetch_and(!bit, Ordering::Relaxed);
         }
+    }
+
+    /// The word holding bit `leaf` and the bit's place in it, the word's chunk allocated if it
+    /// was not: for protocols that act on neighbouring bits with one RMW.
+    pub(super) fn word_of(&self, leaf: u64) -> Option<(&AtomicU64, u32)> {
+        if leaf >= self.nr_leaves {
+            return None;
+        }
+        let (chunk, word, _) = Self::locate(leaf);
+        let words = self.chunks[chunk].get_or_init(|| {
+            (0..CHUNK_WORDS)
+                .map(|_| AtomicU64::new(0))
+                .collect::<Vec<_>>()
+                .into_boxed_slice()
+        });
+        Some((&words[word], (leaf % 64) as u32))
     }
 
     /// Every leaf marked, in order, a word at a time (chunks never touched are skipped).

@@ -69,6 +69,9 @@ mod tests;
 #[cfg(test)]
 mod uffd_tests;
 mod vma;
+pub(crate) mod zero_ahead;
+#[cfg(all(test, not(loom)))]
+mod zero_ahead_tests;
 
 pub use self::client::{ClientFaults, ClientMapping, ClientWindow};
 pub use self::device::DaxDevice;
@@ -218,7 +221,7 @@ pub enum DaxError {
         len: u64,
     },
     /// `DaxOptions::handlers` of 0.
-    #[error("handlers = 0: a device needs at least 1 handler thread (the default is 1)")]
+    #[error("handlers = 0: a device needs at least 1 handler thread (the default is one per core)")]
     NoHandlers,
     /// A leaf that does not lie inside one range of the device's range table.
     #[error("the leaf at device offset {} does not lie inside one range of the device", Bytes(*offset))]
@@ -295,6 +298,12 @@ pub enum DaxError {
         asked: usize,
         /// The largest allowed.
         max: usize,
+    },
+    /// A zero-ahead pool the device cannot have.
+    #[error("{why}")]
+    ZeroAhead {
+        /// What is wrong and what would work.
+        why: String,
     },
     /// A thread count outside what a device starts.
     #[error("{what} {asked} is not a usable count of {why}: use 1 to {max}")]

@@ -1,6 +1,6 @@
 //! How to build a [`DaxDevice`](super::DaxDevice): [`DaxOptions`] (align, layout, init, ranges,
-//! how touches are caught, handler threads, fault-around, metadata faulted in at mapping time,
-//! granularity)
+//! how touches are caught, handler threads, fault-around, leaves zeroed ahead, metadata faulted
+//! in at mapping time, granularity)
 //! and its checks, which every front end (CLI, C, Python) gets by going through
 //! [`DaxDevice::with_options`](super::DaxDevice::with_options).
 
@@ -72,6 +72,17 @@ pub struct DaxOptions {
     /// default. Ignored for larger aligns, whose leaves are faulted one per touch, and where
     /// touches are not caught.
     pub fault_around: usize,
+    /// Leaves allocated and zeroed ahead of their first touch, at most (0, the default: none).
+    /// A background thread at nice 19 follows sequential touchers (a new mapping from its
+    /// start, and each run of touches of consecutive leaves) and allocates, zeroed, the
+    /// leaves they are about to reach, at most this many waiting at once; a caught touch that
+    /// finds its leaf ready is mapped with one `UFFDIO_CONTINUE`, without allocating or
+    /// clearing anything while the toucher waits. Leaves already faulted are never touched; a
+    /// leaf prepared and never reached stays allocated in the backing (so at most this many
+    /// leaves of memory are spent ahead). Needs touches caught by userfaultfd and leaves of
+    /// 2 MiB or more (at 4 KiB, fault-around serves sequential touchers). At most
+    /// [`DaxOptions::MAX_ZERO_AHEAD`].
+    pub zero_ahead: usize,
     /// Where the device does not catch touches (a backing without userfaultfd, or
     /// [`Faults::Explicit`]): whether [`DaxDevice::mmap`](super::DaxDevice::mmap) faults in the metadata of every
     /// leaf of the new mapping (folio mapping and index, reference, mapcount; not the bytes),
@@ -103,6 +114,7 @@ impl DaxOptions {
             faults: Faults::default(),
             handlers: Self::default_handlers(),
             fault_around: Self::DEFAULT_FAULT_AROUND,
+            zero_ahead: 0,
             populate_on_map: true,
             granularity: Granularity::default(),
             progress: None,
@@ -138,6 +150,10 @@ impl DaxOptions {
     /// kernel's bound on `fault_around_bytes` (`PTRS_PER_PTE`).
     pub const MAX_FAULT_AROUND: usize = 512;
 
+    /// The most leaves the zero-ahead pool keeps ready: 1 GiB of 2 MiB leaves. Beyond what
+    /// the touchers reach before the pool's thread catches up, more only holds memory.
+    pub const MAX_ZERO_AHEAD: usize = 512;
+
     /// The most memmap initialisation threads asked for in `init` without a check against
     /// the machine: more than the cores only queue behind each other. A machine with more
     /// cores than this may use one per core.
@@ -166,6 +182,23 @@ impl DaxOptions {
             return Err(DaxError::FaultAround {
                 asked: self.fault_around,
                 max: Self::MAX_FAULT_AROUND,
+            });
+        }
+        if self.zero_ahead > Self::MAX_ZERO_AHEAD {
+            return Err(DaxError::ZeroAhead {
+                why: format!(
+                    "zero-ahead {} is more leaves than the pool keeps ready: use 0 (off) to {}",
+                    self.zero_ahead,
+                    Self::MAX_ZERO_AHEAD
+                ),
+            });
+        }
+        if self.zero_ahead > 0 && self.align == Order::BASE {
+            return Err(DaxError::ZeroAhead {
+                why: "zero-ahead prepares whole leaves of 2M or 1G; at align 4K each touch \
+                      already maps a window of leaves (fault-around): use zero-ahead 0, or \
+                      align 2M"
+                    .into(),
             });
         }
         let init = self.init.threads();

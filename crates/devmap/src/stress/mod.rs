@@ -3,8 +3,9 @@
 //! teardown (`gup_teardown`), touches, pins by address and unmaps of a device-dax device
 //! racing its teardown (`dax_teardown`), memory errors racing them (`mf_race`), how many lookups a fault, a pin and a memory
 //! failure make (`lookup_counts`), the whole pgmap lifecycle under load (`lifecycle`), and the loom
-//! model of pins against teardown (`loom_pin_teardown`), and of a client's fast pin against
-//! the revocation of its mapping (`loom_fast_pin`).
+//! model of pins against teardown (`loom_pin_teardown`), of a client's fast pin against
+//! the revocation of its mapping (`loom_fast_pin`), and of the zero-ahead pool handing a leaf
+//! to its fault (`loom_zero_ahead`).
 //!
 //! They live above every layer they drive, so that no lower module imports an upper one for
 //! its tests. Each suite ends by checking that every reference count is back to idle.
@@ -25,6 +26,8 @@ mod lookup_counts;
 mod loom_fast_pin;
 #[cfg(all(test, loom))]
 mod loom_pin_teardown;
+#[cfg(all(test, loom))]
+mod loom_zero_ahead;
 #[cfg(all(test, not(loom)))]
 mod mf_race;
 

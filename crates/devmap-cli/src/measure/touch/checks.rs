@@ -63,6 +63,26 @@ pub(super) fn plan(a: &TouchTestArgs) -> Result<Plan> {
             DaxOptions::MAX_FAULT_AROUND
         );
     }
+    let zero_ahead = a.zero_ahead;
+    if zero_ahead > DaxOptions::MAX_ZERO_AHEAD {
+        bail!(
+            "--zero-ahead {zero_ahead} is more leaves than the pool keeps ready: use 0 (off) to \
+             {}, e.g. --zero-ahead 8",
+            DaxOptions::MAX_ZERO_AHEAD
+        );
+    }
+    if zero_ahead > 0 && align == Order::BASE {
+        bail!(
+            "--zero-ahead prepares whole leaves of 2M or 1G; at --align 4K each touch already \
+             maps a window of leaves (--fault-around): drop --zero-ahead, or use --align 2M"
+        );
+    }
+    if zero_ahead > 0 && a.backing == BackingArg::File {
+        bail!(
+            "--zero-ahead needs touches caught by userfaultfd, and a file backing has none: \
+             drop --zero-ahead, or use --backing memfd or hugetlb"
+        );
+    }
     let layout = match a.layout.layouts().as_slice() {
         [one] => *one,
         _ => bail!("touch-test runs one layout: choose --layout flat, vmemmap or heads"),
@@ -93,6 +113,8 @@ pub(super) fn plan(a: &TouchTestArgs) -> Result<Plan> {
         threads,
         handlers,
         fault_around,
+        zero_ahead,
+        pace: std::time::Duration::from_micros(a.pace_us),
         init,
         layout,
         touched,

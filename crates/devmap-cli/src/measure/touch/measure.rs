@@ -56,6 +56,7 @@ pub(super) fn devmap_side(plan: &Plan, backing: Backing) -> Result<DevmapSide> {
     opts.faults = Faults::Auto;
     opts.handlers = plan.handlers;
     opts.fault_around = plan.fault_around;
+    opts.zero_ahead = plan.zero_ahead;
     // Where touches are not caught, each leaf's metadata is faulted in beside its touch,
     // timed with it, as the kernel's own fault would be; not all at once by the mmap.
     opts.populate_on_map = false;
@@ -161,7 +162,7 @@ fn touch_leaf(bytes: &Mmap, leaf: u64, plan: &Plan) -> Result<()> {
 }
 
 /// Shares the plan's leaves among its threads, each a contiguous run, and times `touch` of
-/// each leaf (given its byte offset). Returns the latency percentiles and the wall time of
+/// each leaf (given its byte offset), each thread waiting the plan's pace after each. Returns the latency percentiles and the wall time of
 /// the whole.
 fn touch_all(plan: &Plan, touch: impl Fn(u64) -> Result<()> + Sync) -> Result<(Latencies, u64)> {
     let leaves = plan.leaves();
@@ -173,6 +174,9 @@ fn touch_all(plan: &Plan, touch: impl Fn(u64) -> Result<()> + Sync) -> Result<(L
             let t = Instant::now();
             touch(offset)?;
             lat.push(t.elapsed().as_nanos() as u64);
+            if !plan.pace.is_zero() {
+                std::thread::sleep(plan.pace);
+            }
         }
         Ok(lat)
     })?;

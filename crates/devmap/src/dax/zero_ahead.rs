@@ -1,0 +1,343 @@
+//! Leaves zeroed ahead of the touch (`DaxOptions::zero_ahead`): beyond the kernel, whose
+//! hugetlb and shmem faults allocate and clear a page while the toucher waits (230 µs for a
+//! 2 MiB hugetlb page here). A background thread allocates the leaves a sequential toucher is
+//! about to reach, zeroed, in the backing; a caught touch that finds its leaf ready maps the
+//! existing pages with one `UFFDIO_CONTINUE` and costs only the round trip.
+//!
+//! **Which leaves.** The pool follows streams, as readahead follows a file's readers: a new
+//! mapping starts one at its first leaf, and a caught touch whose leaf directly follows a
+//! leaf already faulted in the same mapping starts one after it (a touch landing next to
+//! nothing starts none, so random touches cost nothing). A touch within a stream's reach moves
+//! it on. The thread prepares the next leaf of the stream with the fewest ready ahead of its
+//! touches, at most `zero_ahead` leaves ahead of any stream, and stops while `zero_ahead`
+//! prepared leaves wait for their touch: the memory it allocates ahead is bounded by that many
+//! leaves. A leaf a fault has reached (its bytes may be in use) is never prepared, and a
+//! prepared leaf no touch reaches stays allocated in the backing, as the device's memory is.
+//!
+//! **Never old bytes.** Preparing is a write fault through the device's side window of the
+//! backing (`MADV_POPULATE_WRITE`, then the window's entries dropped): the kernel allocates a
+//! missing page zero-filled and leaves a page that exists as it is. So a prepared leaf holds
+//! zeros or the bytes it already had, never a stale page, and preparing changes no byte anyone
+//! could read. For hugetlb the side window reserves nothing: the page comes out of the
+//! reservation the device's mappings made for those bytes.
+//!
+//! **Handing over.** Each leaf has two bits in one word of the pool's: `READY` (the pool
+//! allocated it) and `CLAIMED` (a fault reached it). The thread sets `READY` once the leaf is
+//! allocated; a fault sets `CLAIMED` before it maps the leaf ([`ZeroAhead::take`]). Both are
+//! one `fetch_or` of the same word, so one of the two comes first, and each sees what the
+//! other did: a fault whose RMW finds `READY` alone takes the leaf and maps the pool's pages
+//! with one `UFFDIO_CONTINUE`; a pool whose RMW finds `CLAIMED` knows a fault went the slow
+//! way and does not count the leaf ready. No leaf is counted ready after a fault claimed it,
+//! and none is handed out twice (a later fault finds `CLAIMED` too). A fault that finds no
+//! ready leaf allocates the pages itself; if the thread is preparing the same leaf at that
+//! moment, both only ever allocate zeroed pages where none exist, so neither undoes the other.
+//! The loom model `stress::loom_zero_ahead` checks the protocol (`offer`, `claim`).
+//!
+//! **Cores.** The thread runs at nice 19, so it takes only what the touching threads leave.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::leaves::LeafBits;
+use super::pin_view::Word;
+use crate::backing::Mmap;
+
+/// A leaf's bit: allocated by the pool, zeroed or holding what the backing held.
+pub(crate) const READY: u64 = 1;
+/// A leaf's bit: reached by a fault, which maps it.
+pub(crate) const CLAIMED: u64 = 2;
+
+/// The pool's side, once it has allocated the leaf whose two bits sit at `shift` in `word`:
+/// marks it ready and says whether it is waiting for its fault (false: a fault claimed it
+/// first and maps the pages itself).
+pub(crate) fn offer(word: &impl Word, shift: u32) -> bool {
+    word.fetch_or(READY << shift) & (CLAIMED << shift) == 0
+}
+
+/// A fault's side, before it maps the leaf whose bits sit at `shift` in `word`: claims it and
+/// says whether it is the fault the pool's pages wait for (ready, and claimed by nobody
+/// before).
+pub(crate) fn claim(word: &impl Word, shift: u32) -> bool {
+    (word.fetch_or(CLAIMED << shift) >> shift) & (READY | CLAIMED) == READY
+}
+
+/// The most streams the pool follows at once; a new one replaces the one idle longest.
+const MAX_STREAMS: usize = 16;
+
+/// One sequential toucher the pool prepares for, in device leaf indexes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Stream {
+    /// The leaf its next touch is expected at.
+    from: u64,
+    /// The next leaf to prepare: `from` or beyond.
+    next: u64,
+    /// The end of the mapping it runs in (exclusive): it prepares nothing past it.
+    end: u64,
+    /// When it last moved (the pool's clock); 0 for a slot not in use.
+    used: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    streams: [Stream; MAX_STREAMS],
+    /// Leaves prepared and not yet taken.
+    ready: u64,
+    clock: u64,
+    stop: bool,
+}
+
+impl State {
+    /// The next leaf to prepare: from the stream with the fewest leaves ready ahead of its
+    /// touches, at most `ahead` beyond them.
+    fn next_leaf(&mut self, ahead: u64) -> Option<u64> {
+        let s = self
+            .streams
+            .iter_mut()
+            .filter(|s| s.used != 0 && s.next < s.end && s.next < s.from.saturating_add(ahead))
+            .min_by_key(|s| (s.next - s.from, u64::MAX - s.used))?;
+        let leaf = s.next;
+        s.next += 1;
+        Some(leaf)
+    }
+
+    /// Starts a stream expecting its next touch at `from`, in the slot idle longest.
+    fn start(&mut self, from: u64, end: u64) {
+        self.clock += 1;
+        let clock = self.clock;
+        if let Some(slot) = self.streams.iter_mut().min_by_key(|s| s.used) {
+            *slot = Stream {
+                from,
+                next: from,
+                end,
+                used: clock,
+            };
+        }
+    }
+}
+
+/// What the pool has done, for [`FaultStats`](super::FaultStats).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct ZeroAheadStats {
+    /// Leaves prepared.
+    pub(super) zeroed: u64,
+    /// Caught touches that found their leaf ready.
+    pub(super) taken: u64,
+    /// Leaves the backing could not allocate ahead (no huge page or memory left).
+    pub(super) failed: u64,
+}
+
+/// A device's pool of leaves zeroed ahead (see the module's description).
+#[derive(Debug)]
+pub(super) struct ZeroAhead {
+    /// The most leaves prepared and not yet taken, and the farthest ahead of a stream.
+    cap: u64,
+    /// Bytes per leaf.
+    leaf: u64,
+    /// Two bits per leaf (`READY`, `CLAIMED`), leaf `i` at bits `2i` and `2i + 1`, so both
+    /// are in one word.
+    bits: LeafBits,
+    state: Mutex<State>,
+    wake: Condvar,
+    zeroed: AtomicU64,
+    taken: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl ZeroAhead {
+    /// A pool of at most `cap` leaves of `leaf` bytes for a device of `nr_leaves` leaves.
+    pub(super) fn new(cap: u64, nr_leaves: u64, leaf: u64) -> ZeroAhead {
+        ZeroAhead {
+            cap,
+            leaf,
+            bits: LeafBits::new(2 * nr_leaves),
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+            zeroed: AtomicU64::new(0),
+            taken: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        }
+    }
+
+    /// A new mapping of the device's leaves `[first, end)`: its first touches are expected
+    /// at its start.
+    pub(super) fn mapped(&self, first: u64, end: u64) {
+        self.state.lock().start(first, end);
+        self.wake.notify_one();
+    }
+
+    /// A caught touch of device leaf `leaf` in a mapping whose leaves end at `end`;
+    /// `follows` says whether the leaf before it in that mapping is faulted in. Moves the
+    /// stream it continues on, or starts one if it follows a faulted leaf.
+    pub(super) fn touched(&self, leaf: u64, end: u64, follows: bool) {
+        let mut st = self.state.lock();
+        st.clock += 1;
+        let clock = st.clock;
+        let cap = self.cap;
+        let continued = st
+            .streams
+            .iter_mut()
+            .find(|s| s.used != 0 && s.from <= leaf + 1 && leaf < s.from.saturating_add(cap));
+        match continued {
+            Some(s) => {
+                s.from = s.from.max(leaf + 1);
+                s.next = s.next.max(s.from);
+                s.used = clock;
+            }
+            None if follows => st.start(leaf + 1, end),
+            None => return,
+        }
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    /// Claims device leaf `leaf` for a fault about to map it, and says whether the pool had
+    /// it ready: then its pages exist in the backing, zeroed or as they were, and the caller
+    /// maps them as they are. Either way the pool leaves the leaf alone from now on.
+    pub(super) fn take(&self, leaf: u64) -> bool {
+        let Some((word, shift)) = self.bits.word_of(2 * leaf) else {
+            return false;
+        };
+        if !claim(word, shift) {
+            return false;
+        }
+        self.taken.fetch_add(1, Ordering::Relaxed);
+        self.state.lock().ready -= 1;
+        self.wake.notify_one();
+        true
+    }
+
+    /// Whether a fault has claimed `leaf`, or the pool has it ready: either way, nothing to
+    /// prepare.
+    fn settled(&self, leaf: u64) -> bool {
+        self.bits.test(2 * leaf) || self.bits.test(2 * leaf + 1)
+    }
+
+    /// Stops the thread running [`run`](Self::run).
+    pub(super) fn stop(&self) {
+        self.state.lock().stop = true;
+        self.wake.notify_all();
+    }
+
+    /// What the pool has done so far.
+    pub(super) fn stats(&self) -> ZeroAheadStats {
+        // Acquire pairs with the Release in `run`: whoever reads the count sees the leaves it
+        // counts ready. The others are statistics, ordered with nothing.
+        ZeroAheadStats {
+            zeroed: self.zeroed.load(Ordering::Acquire),
+            taken: self.taken.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The pool's thread, until [`stop`](Self::stop): prepares leaves through `side` (the
+    /// whole backing, mapped unregistered) while fewer than the cap are ready.
+    pub(super) fn run(&self, side: &Mmap) {
+        let tid = rustix::thread::gettid();
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), 19) {
+            tracing::debug!(error = %e, "dax: the zero-ahead thread stays at its nice value");
+        }
+        loop {
+            let leaf = {
+                let mut st = self.state.lock();
+                loop {
+                    if st.stop {
+                        return;
+                    }
+                    if st.ready < self.cap
+                        && let Some(leaf) = st.next_leaf(self.cap)
+                    {
+                        break leaf;
+                    }
+                    self.wake.wait(&mut st);
+                }
+            };
+            if self.settled(leaf) {
+                continue;
+            }
+            let at = leaf * self.leaf;
+            let prepared = side
+                .populate_write(at, self.leaf)
+                .and_then(|()| side.discard(at, self.leaf));
+            if let Err(e) = prepared {
+                // Out of huge pages or memory: the next leaves would fail too. The faults
+                // allocate them (and answer SIGBUS if they cannot); new streams try again.
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(leaf, error = %e, "dax: cannot zero a leaf ahead");
+                self.state.lock().streams = Default::default();
+                continue;
+            }
+            let Some((word, shift)) = self.bits.word_of(2 * leaf) else {
+                continue;
+            };
+            // Counted before it is offered, so a fault taking it at once never counts below
+            // zero.
+            self.state.lock().ready += 1;
+            if !offer(word, shift) {
+                // A fault reached the leaf while it was being prepared, and maps it itself.
+                self.state.lock().ready -= 1;
+            }
+            // After the offer: whoever reads the count sees the leaves it counts offered.
+            self.zeroed.fetch_add(1, Ordering::Release);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_prepare_the_fewest_ahead_first_and_no_further_than_the_cap() {
+        let mut st = State::default();
+        st.start(10, 100);
+        st.start(50, 60);
+        let cap = 3;
+        let got: Vec<u64> = std::iter::from_fn(|| st.next_leaf(cap)).collect();
+        // Alternating between the two streams (the newer first on a tie), three ahead each.
+        assert_eq!(got, [50, 10, 51, 11, 52, 12]);
+    }
+
+    #[test]
+    fn a_stream_stops_at_its_mappings_end() {
+        let mut st = State::default();
+        st.start(98, 100);
+        let got: Vec<u64> = std::iter::from_fn(|| st.next_leaf(8)).collect();
+        assert_eq!(got, [98, 99]);
+    }
+
+    #[test]
+    fn touches_move_streams_and_only_a_following_touch_starts_one() {
+        let z = ZeroAhead::new(4, 1000, 1 << 21);
+        z.touched(500, 1000, false);
+        assert!(
+            z.state.lock().next_leaf(4).is_none(),
+            "a lone touch starts nothing"
+        );
+        z.touched(501, 1000, true);
+        assert_eq!(z.state.lock().next_leaf(4), Some(502));
+        // The next touch continues the stream: what it prepares moves with the touches.
+        z.touched(502, 1000, true);
+        let mut st = z.state.lock();
+        let got: Vec<u64> = std::iter::from_fn(|| st.next_leaf(4)).collect();
+        assert_eq!(got, [503, 504, 505, 506]);
+        assert_eq!(st.streams.iter().filter(|s| s.used != 0).count(), 1);
+    }
+
+    #[test]
+    fn a_ready_leaf_is_taken_once() {
+        let z = ZeroAhead::new(4, 1000, 1 << 21);
+        z.state.lock().ready += 1;
+        let (word, shift) = z.bits.word_of(14).expect("leaf 7");
+        assert!(offer(word, shift));
+        assert!(z.take(7));
+        assert!(!z.take(7), "a leaf is handed out once");
+        assert!(!z.take(8), "a leaf never prepared is not ready");
+        assert_eq!(z.state.lock().ready, 0);
+        assert_eq!(z.stats().taken, 1);
+        // Leaf 8 was claimed: offered afterwards, it is not waiting for anyone.
+        let (word, shift) = z.bits.word_of(16).expect("leaf 8");
+        assert!(!offer(word, shift));
+        assert!(z.settled(8) && !z.settled(9));
+    }
+}

@@ -1,0 +1,186 @@
+//! The zero-ahead pool over real memory (memfd and hugetlb): it follows a sequential toucher
+//! and its leaves are then mapped with one ioctl and the same metadata as any fault; it never
+//! overwrites bytes the backing already holds; it holds at most its cap of leaves ahead;
+//! random touches start nothing; and the options that cannot have a pool are refused.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::backing::{Backing, HugePageSize, HugePages, smaps_at};
+use crate::init::InitMode;
+use crate::memmap::Layout;
+use crate::pgmap::DeviceSpace;
+
+const MIB: u64 = 1 << 20;
+
+fn device(space: &DeviceSpace, backing: Backing, zero_ahead: usize) -> DaxDevice {
+    let mut opts = DaxOptions::new(Order::PMD);
+    opts.layout = Layout::Heads;
+    opts.init = InitMode::Sync;
+    opts.faults = Faults::Userfaultfd;
+    opts.zero_ahead = zero_ahead;
+    DaxDevice::with_options(space, backing, opts).expect("device")
+}
+
+/// Waits (up to 30 s) until the pool has zeroed `n` leaves.
+fn wait_zeroed(dev: &DaxDevice, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dev.fault_stats().zeroed_ahead < n {
+        assert!(
+            Instant::now() < deadline,
+            "the pool never zeroed {n} leaves"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Touches every leaf of `m` in order, each after the pool has had it ready or (if it never
+/// will) after a short wait, and checks each reads zeros but for the byte written.
+fn touch_in_order(dev: &DaxDevice, m: &DaxMapping, leaves: u64) {
+    for leaf in 0..leaves {
+        let at = leaf * 2 * MIB;
+        // Give the pool its chance to get ahead, as a program working between touches would.
+        wait_zeroed(dev, (leaf + 1).min(leaves));
+        let mut page = vec![0xffu8; 4096];
+        m.bytes().read(at + 8192, &mut page).expect("read");
+        assert!(page.iter().all(|&b| b == 0), "leaf {leaf} reads zeros");
+        m.bytes().write(at + 5, b"t").expect("touch");
+    }
+}
+
+fn check_memfd_or_hugetlb(backing: Backing, leaves: u64) {
+    let space = DeviceSpace::new();
+    let dev = device(&space, backing, 4);
+    let m = dev.mmap(0, leaves * 2 * MIB, true).expect("mmap");
+    touch_in_order(&dev, &m, leaves);
+    let stats = dev.fault_stats();
+    assert_eq!(stats.leaves_mapped, leaves);
+    // The mapping's start is a stream from the outset, so every leaf can be ready: the first
+    // may be touched before the pool gets to it, the rest follow a touch of the leaf before.
+    assert!(
+        stats.zero_ahead_hits >= leaves - 1,
+        "{} of {leaves} touches found their leaf ready",
+        stats.zero_ahead_hits
+    );
+    // A ready leaf gets the same metadata as any fault: mapping, index, reference, mapcount,
+    // the reverse map, and the whole leaf mapped.
+    for leaf in 0..leaves {
+        let pfn = dev.pfn_at(leaf * 2 * MIB).expect("pfn");
+        let f = dev.pgmap().folio(pfn).expect("folio");
+        assert_eq!(f.mapping(), dev.address_space());
+        assert_eq!(f.index(), leaf * 512);
+        assert_eq!((f.refcount(), f.mapcount()), (2, 1), "leaf {leaf}");
+        assert_eq!(
+            dev.rmap(pfn),
+            vec![(m.id(), m.addr() + (leaf * 2 * MIB) as usize)]
+        );
+    }
+    let mapped: u64 = smaps_at(m.addr())
+        .expect("smaps")
+        .expect("vma")
+        .leaves()
+        .iter()
+        .map(|(size, n)| size * n)
+        .sum();
+    assert_eq!(mapped, leaves * 2 * MIB, "every leaf mapped whole");
+    drop(m);
+    for leaf in 0..leaves {
+        let pfn = dev.pfn_at(leaf * 2 * MIB).expect("pfn");
+        assert_eq!(dev.pgmap().folio(pfn).expect("folio").refcount(), 1);
+    }
+}
+
+#[test]
+fn a_sequential_toucher_finds_its_memfd_leaves_ready() {
+    check_memfd_or_hugetlb(Backing::memfd(16 * MIB).expect("memfd"), 8);
+}
+
+#[test]
+fn a_sequential_toucher_finds_its_hugetlb_leaves_ready() {
+    let _pages = match HugePages::reserve(HugePageSize::Size2M, 8) {
+        Ok(p) => p,
+        Err(why) => {
+            eprintln!("skipping a_sequential_toucher_finds_its_hugetlb_leaves_ready: {why}");
+            return;
+        }
+    };
+    check_memfd_or_hugetlb(
+        Backing::hugetlb(16 * MIB, HugePageSize::Size2M).expect("hugetlb"),
+        8,
+    );
+}
+
+#[test]
+fn the_pool_never_overwrites_bytes_the_backing_holds_and_stops_at_its_cap() {
+    let backing = Backing::memfd(64 * MIB).expect("memfd");
+    // Bytes already in leaf 2 before the device exists: what a device over a used memfd has.
+    let plain = backing.map_shared(0, 64 * MIB, Order::PMD).expect("plain");
+    plain.write(2 * 2 * MIB + 100, b"kept").expect("write");
+    let space = DeviceSpace::new();
+    let cap = 4;
+    let dev = device(&space, backing, cap);
+    let m = dev.mmap(0, 64 * MIB, true).expect("mmap");
+    // Nothing touched: the mapping's start is a stream, so the pool fills its cap from leaf
+    // 0, leaf 2 among them, and then stops.
+    wait_zeroed(&dev, cap as u64);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        dev.fault_stats().zeroed_ahead,
+        cap as u64,
+        "no more than the cap"
+    );
+    assert_eq!(dev.fault_stats().user_faults, 0, "preparing is no touch");
+    let mut got = [0u8; 4];
+    m.bytes().read(2 * 2 * MIB + 100, &mut got).expect("read");
+    assert_eq!(
+        &got, b"kept",
+        "an existing byte survives being zeroed ahead"
+    );
+    drop(plain);
+}
+
+#[test]
+fn touches_landing_next_to_nothing_start_no_stream() {
+    let space = DeviceSpace::new();
+    let dev = device(&space, Backing::memfd(128 * MIB).expect("memfd"), 2);
+    let m = dev.mmap(0, 128 * MIB, true).expect("mmap");
+    // The mapping's own stream fills the cap (leaves 0 and 1); touches far apart start none.
+    wait_zeroed(&dev, 2);
+    for leaf in [40u64, 20, 60, 10, 50] {
+        m.bytes().write(leaf * 2 * MIB, b"r").expect("touch");
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let stats = dev.fault_stats();
+    assert_eq!(stats.zero_ahead_hits, 0);
+    assert_eq!(
+        stats.zeroed_ahead, 2,
+        "nothing prepared beyond the mapping's start"
+    );
+    // Leaf 0 was ready; touching it takes it, and the pool moves on to leaf 2.
+    m.bytes().write(0, b"s").expect("touch");
+    assert_eq!(dev.fault_stats().zero_ahead_hits, 1);
+    wait_zeroed(&dev, 3);
+}
+
+#[test]
+fn devices_that_cannot_have_a_pool_are_refused() {
+    let space = DeviceSpace::new();
+    let mut opts = DaxOptions::new(Order::BASE);
+    opts.zero_ahead = 4;
+    let e = DaxDevice::with_options(&space, Backing::memfd(4 * MIB).expect("memfd"), opts)
+        .expect_err("4K");
+    assert!(e.to_string().contains("align 2M"), "{e}");
+
+    let mut opts = DaxOptions::new(Order::PMD);
+    opts.zero_ahead = 4;
+    opts.faults = Faults::Explicit;
+    let e = DaxDevice::with_options(&space, Backing::memfd(4 * MIB).expect("memfd"), opts)
+        .expect_err("explicit");
+    assert!(e.to_string().contains("caught by userfaultfd"), "{e}");
+
+    let mut opts = DaxOptions::new(Order::PMD);
+    opts.zero_ahead = DaxOptions::MAX_ZERO_AHEAD + 1;
+    let e = DaxDevice::with_options(&space, Backing::memfd(4 * MIB).expect("memfd"), opts)
+        .expect_err("too many");
+    assert!(e.to_string().contains("use 0 (off) to 512"), "{e}");
+}
