@@ -184,3 +184,47 @@ fn devices_that_cannot_have_a_pool_are_refused() {
         .expect_err("too many");
     assert!(e.to_string().contains("use 0 (off) to 512"), "{e}");
 }
+
+#[test]
+fn two_mappings_racing_through_the_same_leaves_share_every_leaf_once() {
+    let leaves = 32u64;
+    let space = DeviceSpace::new();
+    let dev = device(&space, Backing::memfd(leaves * 2 * MIB).expect("memfd"), 4);
+    let maps: Vec<DaxMapping> = (0..2)
+        .map(|_| dev.mmap(0, leaves * 2 * MIB, true).expect("mmap"))
+        .collect();
+    std::thread::scope(|s| {
+        for (t, m) in maps.iter().enumerate() {
+            s.spawn(move || {
+                for leaf in 0..leaves {
+                    // Each thread its own byte of each leaf, through its own mapping.
+                    m.bytes()
+                        .write(leaf * 2 * MIB + 64 * t as u64, &[t as u8 + 1])
+                        .expect("touch");
+                }
+            });
+        }
+    });
+    let stats = dev.fault_stats();
+    assert_eq!(stats.leaves_mapped, 2 * leaves, "each mapping faulted each leaf once");
+    assert!(stats.zero_ahead_hits <= leaves, "a leaf is handed out once: {stats:?}");
+    assert!(stats.zero_ahead_hits <= stats.zeroed_ahead, "{stats:?}");
+    for leaf in 0..leaves {
+        for (t, m) in maps.iter().enumerate() {
+            // Both bytes, whoever mapped the leaf first and however the pool took part.
+            let mut got = [0u8; 65];
+            m.bytes().read(leaf * 2 * MIB, &mut got).expect("read");
+            assert_eq!((got[0], got[64]), (1, 2), "leaf {leaf} through mapping {t}");
+        }
+        let f = dev
+            .pgmap()
+            .folio(dev.pfn_at(leaf * 2 * MIB).expect("pfn"))
+            .expect("folio");
+        assert_eq!((f.refcount(), f.mapcount()), (3, 2), "leaf {leaf}");
+    }
+    drop(maps);
+    for leaf in 0..leaves {
+        let pfn = dev.pfn_at(leaf * 2 * MIB).expect("pfn");
+        assert_eq!(dev.pgmap().folio(pfn).expect("folio").refcount(), 1);
+    }
+}
