@@ -1,6 +1,7 @@
-//! `MAP_SHARED` windows of a backing at an aligned address: the reserve-then-place `mmap`
-//! sequence and [`Mmap`], the one `(ptr, len)` owner of such a window, with bounds-checked byte
-//! access. Every user mapping (a device-dax mapping, a memmap room) is built on one.
+//! `MAP_SHARED` windows of a backing at an aligned address (or one placed like the window's
+//! file offset): the reserve-then-place `mmap` sequence and [`Mmap`], the one `(ptr, len)`
+//! owner of such a window, with bounds-checked byte access and the advice on how it is
+//! faulted in. Every user mapping (a device-dax mapping, a memmap room) is built on one.
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -8,7 +9,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use rustix::mm::{MapFlags, ProtFlags};
 
 use super::anon::private_pages;
-use super::{Backing, BackingError, BackingKind, memfd};
+use super::{Backing, BackingError, BackingKind, PageHint, memfd};
 use crate::addr::{Order, PAGE_SIZE};
 
 /// A window of a [`Backing`] mapped `MAP_SHARED` and read-write at an aligned address,
@@ -58,6 +59,17 @@ pub(super) enum Share {
     CopyOnWrite,
 }
 
+/// Where a mapping's first byte goes, relative to `align`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Place {
+    /// On a multiple of `align`: for windows whose file offset is one too.
+    Aligned,
+    /// At an address congruent to the window's file offset modulo `align`, so that the pieces
+    /// of the file that lie on multiples of `align` (where the page cache keeps its huge
+    /// folios) lie on multiples of `align` in memory too, and a huge leaf can map each.
+    LikeOffset,
+}
+
 /// Maps a window already checked by `Backing::check_window`: `offset` and `len` are multiples
 /// of the page size, inside the backing, and `align` is at least the page size.
 pub(super) fn map_shared(
@@ -65,6 +77,7 @@ pub(super) fn map_shared(
     offset: u64,
     len: u64,
     align: Order,
+    place: Place,
     share: Share,
 ) -> Result<Mmap, BackingError> {
     let too_large = BackingError::TooLarge { len };
@@ -97,9 +110,15 @@ pub(super) fn map_shared(
     }
     .map_err(|e| fail(e.into()))?;
     let base_addr = base as usize;
-    // `align_us` is a power of two and the reservation is `align_us` longer than the window,
-    // so the aligned start and the window both fit inside it.
-    let start = base_addr.next_multiple_of(align_us);
+    // The start's remainder modulo `align_us` (a power of two).
+    let phase = match place {
+        Place::Aligned => 0,
+        // Below `align_us`, so it fits `usize`.
+        Place::LikeOffset => ((backing.base + offset) % align.bytes()) as usize,
+    };
+    // The reservation is `align_us` longer than the window and the start lies less than
+    // `align_us` past its beginning, so the start and the window both fit inside it.
+    let start = base_addr + (phase + align_us - base_addr % align_us) % align_us;
     let head = start - base_addr;
     let tail = reserve_len - head - len_us;
 
@@ -232,6 +251,44 @@ impl Mmap {
             )
         }
         .map_err(|e| self.fail(offset, len, "MADV_POPULATE_WRITE", e.into()))
+    }
+
+    /// Tells the kernel how the pages of `[offset, offset + len)` of a shared file mapping,
+    /// about to be written for the first time, should be brought in (both multiples of the
+    /// page size, inside the mapping):
+    ///
+    /// * [`PageHint::Huge`] (`MADV_HUGEPAGE`): a fault reads the file ahead in 2 MiB folios
+    ///   and maps each with one huge leaf where the mapping lies like the file
+    ///   ([`Backing::map_shared_like_offset`]): one fault, one `page_mkwrite` and one dirtying
+    ///   per 2 MiB, for arrays written front to back.
+    /// * [`PageHint::Small`] (`MADV_NOHUGEPAGE`, `MADV_RANDOM`): no read-ahead, so a fault
+    ///   brings in one 4 KiB folio. A file system that caches large folios would otherwise
+    ///   map a large folio one 4 KiB leaf at a time, and run `page_mkwrite` and the dirtying
+    ///   over every block of the whole folio at each of those faults.
+    /// * [`PageHint::Base`]: the kernel's default.
+    ///
+    /// Advice only changes how later faults are served, never the bytes; a kernel without
+    /// THP refuses `MADV_HUGEPAGE`, which is harmless and ignored.
+    pub fn advise(&self, offset: u64, len: u64, hint: PageHint) -> Result<(), BackingError> {
+        use rustix::mm::Advice;
+        let (start, n) = self.sub_range(offset, len)?;
+        let advice: &[Advice] = match hint {
+            PageHint::Huge => &[Advice::LinuxHugepage],
+            PageHint::Small => &[Advice::LinuxNoHugepage, Advice::Random],
+            PageHint::Base => &[],
+        };
+        for &a in advice {
+            // SAFETY: `[start, start + n)` lies inside this mapping, which `self` owns. Huge
+            // page and read-ahead advice change how later faults are served, not the bytes any
+            // reference sees.
+            let r = unsafe { rustix::mm::madvise(self.ptr.as_ptr().add(start).cast(), n, a) };
+            match r {
+                Ok(()) => {}
+                Err(rustix::io::Errno::INVAL) if a == Advice::LinuxHugepage => {}
+                Err(e) => return Err(self.fail(offset, len, "madvise", e.into())),
+            }
+        }
+        Ok(())
     }
 
     /// Writes the mapping's modified pages back to `backing` (the one it maps) and waits for

@@ -361,7 +361,14 @@ impl Backing {
     /// pages, rather than with SIGBUS at the first touch.
     pub fn map_shared(&self, offset: u64, len: u64, align: Order) -> Result<Mmap, BackingError> {
         self.check_window(offset, len, align)?;
-        map::map_shared(self, offset, len, align, map::Share::Shared)
+        map::map_shared(
+            self,
+            offset,
+            len,
+            align,
+            map::Place::Aligned,
+            map::Share::Shared,
+        )
     }
 
     /// [`map_shared`](Backing::map_shared) without reserving hugetlb pages
@@ -376,7 +383,35 @@ impl Backing {
         align: Order,
     ) -> Result<Mmap, BackingError> {
         self.check_window(offset, len, align)?;
-        map::map_shared(self, offset, len, align, map::Share::Unreserved)
+        map::map_shared(
+            self,
+            offset,
+            len,
+            align,
+            map::Place::Aligned,
+            map::Share::Unreserved,
+        )
+    }
+
+    /// As [`map_shared`](Backing::map_shared), at an address congruent to the window's
+    /// offset in its file modulo `align` rather than a multiple of `align`: for a window that
+    /// starts off `align` in a file whose page cache keeps huge folios (they lie on multiples
+    /// of their size in the file), so that each can still be mapped by one huge leaf.
+    pub fn map_shared_like_offset(
+        &self,
+        offset: u64,
+        len: u64,
+        align: Order,
+    ) -> Result<Mmap, BackingError> {
+        self.check_window(offset, len, align)?;
+        map::map_shared(
+            self,
+            offset,
+            len,
+            align,
+            map::Place::LikeOffset,
+            map::Share::Shared,
+        )
     }
 
     /// Maps `len` bytes of the backing from `offset` `MAP_PRIVATE`, read-write: reads see the
@@ -386,7 +421,14 @@ impl Backing {
     /// `offset` and `len` must be multiples of the page size and lie inside the backing.
     pub fn map_copy_on_write(&self, offset: u64, len: u64) -> Result<Mmap, BackingError> {
         self.check_window(offset, len, self.page)?;
-        map::map_shared(self, offset, len, self.page, map::Share::CopyOnWrite)
+        map::map_shared(
+            self,
+            offset,
+            len,
+            self.page,
+            map::Place::Aligned,
+            map::Share::CopyOnWrite,
+        )
     }
 
     /// Makes sure the bytes of `[offset, offset + len)` exist in the backing (`fallocate`
@@ -407,6 +449,31 @@ impl Backing {
             offset,
             len,
         )
+    }
+
+    /// Makes `[offset, offset + len)` read as zeros, keeping storage for it, before it is
+    /// written: `fallocate` with `FALLOC_FL_ZERO_RANGE`, which turns the range into allocated,
+    /// unwritten blocks (a hole is allocated; blocks that held data are kept and only marked
+    /// unwritten, so none is freed, which on a file system mounted with `discard` and no
+    /// journal would discard each synchronously). Writing the range later then finds its
+    /// blocks there: a shared mapping's faults reserve nothing, and a full disk is this call's
+    /// error rather than SIGBUS at a fault. Where the file system has no zero range (tmpfs),
+    /// the range's hole is punched instead. Both must be multiples of the page size inside
+    /// the backing.
+    pub fn zero(&self, offset: u64, len: u64) -> Result<(), BackingError> {
+        use rustix::fs::FallocateFlags;
+        match self.fallocate(
+            FallocateFlags::ZERO_RANGE | FallocateFlags::KEEP_SIZE,
+            offset,
+            len,
+        ) {
+            Err(BackingError::Allocate { source, .. })
+                if source.raw_os_error() == Some(rustix::io::Errno::OPNOTSUPP.raw_os_error()) =>
+            {
+                self.punch_hole(offset, len)
+            }
+            r => r,
+        }
     }
 
     /// `fallocate(flags)` of a checked window of the backing.

@@ -441,3 +441,117 @@ fn a_file_window_maps_its_own_bytes_of_the_file() {
         assert!(e.to_string().contains(want), "{e} lacks {want:?}");
     }
 }
+
+/// Whether the file system holding `path` zeroes ranges (`FALLOC_FL_ZERO_RANGE`): ext4, XFS
+/// and btrfs do, tmpfs does not.
+fn zeroes_ranges(path: &std::path::Path) -> bool {
+    use rustix::fs::FallocateFlags;
+    let probe = path.with_extension("probe");
+    let f = std::fs::File::create(&probe).expect("probe file");
+    let ok = rustix::fs::fallocate(
+        &f,
+        FallocateFlags::ZERO_RANGE | FallocateFlags::KEEP_SIZE,
+        0,
+        4 * KIB,
+    )
+    .is_ok();
+    let _ = std::fs::remove_file(&probe);
+    ok
+}
+
+#[test]
+fn zeroing_a_range_keeps_its_blocks_where_the_file_system_can() {
+    use std::os::unix::fs::FileExt;
+    let path = TempPath::new("zero");
+    let file = Backing::create_file(&path.0, 8 * MIB).expect("create");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path.0)
+        .expect("open");
+    f.write_all_at(&vec![0xa5; 6 * MIB as usize], MIB)
+        .expect("write");
+    f.sync_all().expect("sync");
+    let held = file.allocated_bytes().expect("fstat");
+    // A window, so that its base is added: file bytes 2 MiB + 4 KiB .. 4 MiB + 4 KiB.
+    let w = file.window(2 * MIB, 4 * MIB).expect("window");
+    w.zero(4 * KIB, 2 * MIB).expect("zero");
+    let mut got = vec![0u8; 4 * MIB as usize];
+    f.read_exact_at(&mut got, 2 * MIB).expect("read");
+    assert!(got[..4 * KIB as usize].iter().all(|&b| b == 0xa5), "before");
+    assert!(
+        got[4 * KIB as usize..(2 * MIB + 4 * KIB) as usize]
+            .iter()
+            .all(|&b| b == 0),
+        "the range reads zero"
+    );
+    assert!(
+        got[(2 * MIB + 4 * KIB) as usize..]
+            .iter()
+            .all(|&b| b == 0xa5),
+        "after"
+    );
+    let now = file.allocated_bytes().expect("fstat");
+    if zeroes_ranges(&path.0) {
+        assert_eq!(now, held, "the zeroed range keeps its blocks");
+    } else {
+        assert_eq!(now, held - 2 * MIB, "without zero range, a hole is punched");
+    }
+    // A hole is allocated, and reads zero.
+    file.zero(7 * MIB, MIB).expect("zero a hole");
+    f.read_exact_at(&mut got[..MIB as usize], 7 * MIB)
+        .expect("read");
+    assert!(got[..MIB as usize].iter().all(|&b| b == 0));
+    for (offset, len) in [(100, 4 * KIB), (0, 100), (6 * MIB, 4 * MIB), (0, 0)] {
+        assert!(w.zero(offset, len).is_err(), "{offset} + {len} is refused");
+    }
+
+    // tmpfs has no zero range: the memfd's pages are given back instead.
+    let m = Backing::memfd(4 * MIB).expect("memfd");
+    let map = m.map_shared(0, 4 * MIB, Order::BASE).expect("map");
+    map.write(0, &vec![1; 4 * MIB as usize]).expect("fill");
+    m.zero(2 * MIB, 2 * MIB).expect("zero");
+    assert_eq!(m.allocated_bytes().expect("fstat"), 2 * MIB);
+    let mut b = [9u8; 3];
+    map.read(2 * MIB - 1, &mut b).expect("read");
+    assert_eq!(b, [1, 0, 0]);
+}
+
+#[test]
+fn a_window_mapped_like_its_offset_lies_like_it_modulo_the_align() {
+    use std::os::unix::fs::FileExt;
+    let path = TempPath::new("like-offset");
+    let file = Backing::create_file(&path.0, 8 * MIB).expect("create");
+    // A memmap room's place: 8 KiB past a namespace's start on 2 MiB.
+    let room = file.window(2 * MIB + 8 * KIB, 4 * MIB).expect("window");
+    let m = room
+        .map_shared_like_offset(0, 4 * MIB, Order::PMD)
+        .expect("map");
+    assert_eq!(m.as_ptr().as_ptr() as u64 % (2 * MIB), 8 * KIB);
+    let n = room
+        .map_shared_like_offset(12 * KIB, 4 * KIB, Order::PMD)
+        .expect("map a page");
+    assert_eq!(n.as_ptr().as_ptr() as u64 % (2 * MIB), 20 * KIB);
+    m.write(2 * MIB - 8 * KIB, b"on 4 MiB").expect("write");
+    let mut got = [0u8; 8];
+    std::fs::File::open(&path.0)
+        .expect("open")
+        .read_exact_at(&mut got, 4 * MIB)
+        .expect("read");
+    assert_eq!(&got, b"on 4 MiB");
+    // Advice changes how faults are served, never the bytes.
+    for hint in [PageHint::Huge, PageHint::Small, PageHint::Base] {
+        m.advise(0, 4 * MIB, hint).expect("advise");
+        m.read(2 * MIB - 8 * KIB, &mut got).expect("read");
+        assert_eq!(&got, b"on 4 MiB", "{hint:?}");
+    }
+    assert!(
+        m.advise(4 * KIB, 4 * MIB, PageHint::Huge).is_err(),
+        "past the end"
+    );
+    assert!(
+        room.map_shared_like_offset(100, 4 * KIB, Order::PMD)
+            .is_err(),
+        "an unaligned offset is refused"
+    );
+}

@@ -206,8 +206,15 @@ fn two_mappings_racing_through_the_same_leaves_share_every_leaf_once() {
         }
     });
     let stats = dev.fault_stats();
-    assert_eq!(stats.leaves_mapped, 2 * leaves, "each mapping faulted each leaf once");
-    assert!(stats.zero_ahead_hits <= leaves, "a leaf is handed out once: {stats:?}");
+    assert_eq!(
+        stats.leaves_mapped,
+        2 * leaves,
+        "each mapping faulted each leaf once"
+    );
+    assert!(
+        stats.zero_ahead_hits <= leaves,
+        "a leaf is handed out once: {stats:?}"
+    );
     assert!(stats.zero_ahead_hits <= stats.zeroed_ahead, "{stats:?}");
     for leaf in 0..leaves {
         for (t, m) in maps.iter().enumerate() {

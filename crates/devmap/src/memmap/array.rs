@@ -88,7 +88,7 @@ impl<T: ZeroValid> ZeroedArray<T> {
         let mem = match room {
             None => Mem::Host(Reservation::new(bytes.max(1), hint)?),
             Some(room) => {
-                let (map, offset) = room.take(bytes)?;
+                let (map, offset) = room.take(bytes, hint)?;
                 Mem::Room {
                     map,
                     offset,

@@ -16,8 +16,8 @@
 //! the clean disable recorded when it is first used, and rebuilt if it does not match (the
 //! badblocks replay below then poisons its bad pages again). After a crash (no clean flag),
 //! with another layout, or when the pfns or the id are taken in this process's device space,
-//! the room's hole is punched (it reads as zero again) and the memmap is initialised as usual
-//! (a cold enable).
+//! the memmap is initialised in the room as usual (a cold enable): each array's piece reads
+//! zero again before init writes it, and the rest of the room is punched.
 //!
 //! One device at a time serves a namespace: the enable takes the namespace's lock
 //! ([`super::lock`]) before it reads or writes anything of it, and a namespace that another
@@ -208,10 +208,9 @@ impl Region {
                         in_use.memmap = None;
                         in_use.room_sums = None;
                         self.rewrite_info_block(&label, in_use, false, true)?;
-                        let len = room_backing.len();
-                        let room = room_backing
-                            .punch_hole(0, len)
-                            .and_then(|()| MemmapRoom::new(room_backing, false))
+                        // Each array's piece of the room is zeroed, its blocks allocated,
+                        // as the store takes it; the rest is punched once the store is built.
+                        let room = MemmapRoom::new(room_backing, false)
                             .map_err(|e| fail(e.to_string()))?;
                         let place = Placement {
                             base: None,
@@ -223,6 +222,8 @@ impl Region {
                         };
                         let d = DaxDevice::placed(space, data()?, opts, place)
                             .map_err(|e| fail(e.to_string()))?;
+                        room.release_rest()
+                            .map_err(|e| fail(format!("giving back the unused room: {e}")))?;
                         (d, EnablePath::Cold, Some(room))
                     }
                 }
@@ -367,6 +368,8 @@ impl Region {
     }
 }
 
+#[cfg(all(test, not(loom)))]
+mod cold_tests;
 #[cfg(all(test, not(loom)))]
 mod lock_tests;
 #[cfg(all(test, not(loom)))]
