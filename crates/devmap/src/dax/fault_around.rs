@@ -78,17 +78,21 @@ impl DeviceCore {
         let at = addr - addr % page;
         let rel = addr - m.base as u64;
         let leaf = rel - rel % self.align.bytes();
-        if let Some(pool) = &self.zero_ahead {
-            let (bytes, index) = (self.align.bytes(), rel / self.align.bytes());
-            let first = m.offset / bytes;
-            let follows = index > 0 && m.bits.test(index - 1);
-            pool.touched(first + index, first + m.len / bytes, follows);
-        }
+        // Whether the leaf follows one faulted before this touch (looked at first: the fault
+        // below sets this leaf's own bit, not its neighbour's).
+        let index = rel / self.align.bytes();
+        let follows = index > 0 && m.bits.test(index - 1);
         let faulted = if self.fault_around > 1 {
             self.fault_around(m, leaf)
         } else {
             self.fault_leaf(m, leaf, true)
         };
+        // The pool moves on once the toucher is answered, so that its allocations do not
+        // compete with this fault's.
+        if let Some(pool) = &self.zero_ahead {
+            let first = m.offset / self.align.bytes();
+            pool.touched(first + index, first + m.len / self.align.bytes(), follows);
+        }
         if let Err(e) = faulted {
             tracing::debug!(addr, error = %e, "dax: a caught touch is answered with SIGBUS");
             Counters::bump(&self.counters.sigbus);

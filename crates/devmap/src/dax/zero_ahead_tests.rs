@@ -235,3 +235,27 @@ fn two_mappings_racing_through_the_same_leaves_share_every_leaf_once() {
         assert_eq!(dev.pgmap().folio(pfn).expect("folio").refcount(), 1);
     }
 }
+
+#[test]
+#[ignore = "a measurement: prints where a ready leaf's touch spends its time"]
+fn where_a_ready_memfd_touch_spends_its_time() {
+    let space = DeviceSpace::new();
+    let leaves = 64u64;
+    let dev = device(&space, Backing::memfd(leaves * 2 * MIB).expect("memfd"), 8);
+    let m = dev.mmap(0, leaves * 2 * MIB, true).expect("mmap");
+    for leaf in 0..leaves {
+        wait_zeroed(&dev, (leaf + 1).min(leaves));
+        std::thread::sleep(Duration::from_millis(2));
+        let at = leaf * 2 * MIB;
+        let t = Instant::now();
+        m.bytes().write(at, b"x").expect("touch");
+        let fault = t.elapsed();
+        let t = Instant::now();
+        for page in 1..512 {
+            m.bytes().write(at + page * 4096, b"x").expect("touch");
+        }
+        let rest = t.elapsed();
+        eprintln!("leaf {leaf}: fault {fault:?}, other 511 pages {rest:?}");
+    }
+    eprintln!("{:?}", dev.fault_stats());
+}
