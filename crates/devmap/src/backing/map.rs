@@ -387,7 +387,7 @@ impl Mmap {
     }
 
     /// `[offset, offset + len)` as (start, length) in bytes, if it is page-aligned and inside.
-    fn sub_range(&self, offset: u64, len: u64) -> Result<(usize, usize), BackingError> {
+    pub(super) fn sub_range(&self, offset: u64, len: u64) -> Result<(usize, usize), BackingError> {
         let out = || BackingError::OutOfRange {
             offset,
             len,
@@ -405,7 +405,13 @@ impl Mmap {
         }
     }
 
-    fn fail(&self, offset: u64, len: u64, what: &str, e: std::io::Error) -> BackingError {
+    pub(super) fn fail(
+        &self,
+        offset: u64,
+        len: u64,
+        what: &str,
+        e: std::io::Error,
+    ) -> BackingError {
         BackingError::MapShared {
             backing: "mapping".into(),
             offset,

@@ -5,8 +5,9 @@
 //! on it, and maps windows of itself `MAP_SHARED` at an aligned address ([`Mmap`]).
 //!
 //! This module is one of the two places that hold `unsafe` (the other is `memmap::array`): the
-//! crate's only `mmap`/`munmap`/`madvise` calls are in `anon.rs` and `map.rs`, and its only
-//! userfaultfd syscall and ioctls in `uffd.rs` ([`Userfaultfd`]).
+//! crate's only `mmap`/`munmap`/`madvise`/`mremap` calls are in `anon.rs`, `map.rs` and
+//! `detach.rs` (a range's entries taken out at once, torn down later: `Detached`), and its
+//! only userfaultfd syscall and ioctls in `uffd.rs` ([`Userfaultfd`]).
 //!
 //! [`Backing`] is one struct over an open file descriptor with a closed [`BackingKind`], not a
 //! trait. Once open, every source is the same thing to the layers above: a descriptor to map at
@@ -17,6 +18,7 @@
 //! is fixed by what the kernel offers.
 
 mod anon;
+mod detach;
 mod devdax;
 pub(crate) mod file;
 mod map;
@@ -35,6 +37,7 @@ use std::path::PathBuf;
 
 pub use anon::{PageHint, Reservation};
 pub(crate) use anon::{Sharing, resident_in};
+pub(crate) use detach::{Detached, drain as drain_detached, start as start_reaper};
 pub use file::DaxMount;
 pub use map::Mmap;
 #[cfg(test)]

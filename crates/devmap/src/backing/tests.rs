@@ -555,3 +555,61 @@ fn a_window_mapped_like_its_offset_lies_like_it_modulo_the_align() {
         "an unaligned offset is refused"
     );
 }
+
+/// `Detached::take` moves a leaf's entries out of a window in one step: the window keeps its
+/// range (one VMA, the same bytes, which a later read faults in again) with no entry in it,
+/// the other leaf keeps its entries, the entries are where they were moved to, and once
+/// released the reaper unmaps them.
+#[test]
+fn detached_entries_leave_the_window_whole_and_the_bytes_in_the_backing() {
+    let b = Backing::memfd(4 * MIB).expect("memfd");
+    let w = b.map_shared(0, 4 * MIB, Order::PMD).expect("map");
+    for page in 0..1024u64 {
+        w.write(page * 4 * KIB, &[page as u8 ^ 0x5a])
+            .expect("write");
+    }
+    let resident = |addr: usize| resident_in(addr as *const u8, 2 * MIB as usize, Sharing::Shared);
+    let base = w.as_ptr().as_ptr() as usize;
+    let leaf = |i: usize| base + i * 2 * MIB as usize;
+    assert_eq!(resident(leaf(1)).expect("pagemap"), 2 * MIB);
+
+    let mut d = Detached::new();
+    d.take(&w, 2 * MIB, 2 * MIB).expect("take the second leaf");
+    assert_eq!(d.len(), 1);
+    assert_eq!(resident(leaf(1)).expect("pagemap"), 0, "no entry left");
+    assert_eq!(
+        resident(leaf(0)).expect("pagemap"),
+        2 * MIB,
+        "the other leaf kept its own"
+    );
+    assert_eq!(
+        resident(d.moved_to(0)).expect("pagemap"),
+        2 * MIB,
+        "moved, not dropped"
+    );
+    let vma = smaps_at(leaf(1)).expect("smaps").expect("the window's VMA");
+    assert_eq!(
+        (vma.start, vma.end),
+        (base, base + 4 * MIB as usize),
+        "still one VMA"
+    );
+
+    // A range outside the window is refused, and nothing moves.
+    let e = d.take(&w, 4 * MIB, 2 * MIB).expect_err("outside");
+    assert!(matches!(e, BackingError::OutOfRange { .. }), "{}", full(&e));
+    d.take(&w, 0, 2 * MIB).expect("the first leaf");
+    assert_eq!(d.len(), 2);
+    let moved = [d.moved_to(0), d.moved_to(1)];
+    d.release();
+    drain_detached();
+    for at in moved {
+        assert!(smaps_at(at).expect("smaps").is_none(), "{at:#x} unmapped");
+    }
+    // The window reads every byte back, faulting it in again.
+    for page in 0..1024u64 {
+        let mut got = [0u8];
+        w.read(page * 4 * KIB, &mut got).expect("read");
+        assert_eq!(got[0], page as u8 ^ 0x5a, "page {page}");
+    }
+    assert_eq!(resident(leaf(1)).expect("pagemap"), 2 * MIB);
+}

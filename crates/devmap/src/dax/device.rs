@@ -242,6 +242,11 @@ impl DaxDevice {
         };
         let zero_ahead = (opts.zero_ahead > 0)
             .then(|| ZeroAhead::new(opts.zero_ahead as u64, size / align.bytes(), align.bytes()));
+        if catch && align > backing.page_size() {
+            // Memory failure at `Leaf` granularity will hand this device's leaves of many
+            // entries to the reaper: start it now rather than in the first error's path.
+            crate::backing::start_reaper();
+        }
 
         let mut ranges: Vec<DaxRange> = Vec::with_capacity(sizes.len());
         let release = |ranges: &[DaxRange]| {
@@ -503,7 +508,8 @@ impl DaxDevice {
     /// `kill_dev_dax` and `memunmap_pages`: closes the device to new faults and waits for the
     /// faults in flight (from then on a caught touch gets SIGBUS and a pin or populate gets
     /// [`DaxError::TornDown`]), waits for every mapping and pin to go (up to `timeout`), then
-    /// unregisters the pgmap, gives its pfn ranges back and stops the handler threads. With a
+    /// unregisters the pgmap, gives its pfn ranges back, stops the handler threads and waits
+    /// for the entries memory failure detached from its mappings to be torn down. With a
     /// timeout that expires, returns [`PgmapError::Busy`] and leaves the device live; faults
     /// that arrived meanwhile waited and then proceed.
     ///
@@ -540,6 +546,9 @@ impl DaxDevice {
         if let Some(mut h) = self.handler.lock().take() {
             h.stop();
         }
+        // Leaves memory failure took out of the (now gone) mappings may still wait for the
+        // reaper: once close returns, none of the device's bytes is mapped anywhere.
+        crate::backing::drain_detached();
         // Last: a teardown waiting for this one returns only once everything above is done.
         self.dev.gate.finish(true);
         Ok(())

@@ -12,6 +12,7 @@ use super::device_core::{DeviceCore, MappingCore};
 use super::poison::{Granularity, OwnerFn, PoisonNotice};
 use super::{DaxError, MappingId, registry};
 use crate::addr::{Order, PAGE_SIZE, Pfn};
+use crate::backing::{BackingError, Detached, Mmap};
 use crate::pgmap::Pgmap;
 
 /// Who is told of an error, as the kernel's `collect_procs` (with `force_early`, as
@@ -100,6 +101,7 @@ impl DeviceCore {
         let mut out = Revocation::default();
         let mut owners: Vec<Option<Arc<OwnerFn>>> = Vec::new();
         let mut released = Vec::new();
+        let mut detached = Detached::new();
         let new;
         {
             let _write = self.poison_lock.write();
@@ -127,13 +129,13 @@ impl DeviceCore {
                     Granularity::Leaf => match m.leaves.lock().remove(&leaf_pgoff) {
                         Some(fm) => {
                             m.bits.clear(rel / self.align.bytes());
-                            // Caught: zapped, the next touch is refused by the fault path.
-                            // Not caught: fenced, so that a touch raises SIGBUS rather than
-                            // reach the bytes again. Neither fails for a range inside the
-                            // mapping. A client's window is the client's: its entries stay
-                            // (see DESIGN §9).
+                            // Caught: its entries taken out (`take_leaf`), the next touch
+                            // is refused by the fault path. Not caught: fenced, so that a
+                            // touch raises SIGBUS rather than reach the bytes again. Neither
+                            // fails for a range inside the mapping. A client's window is the
+                            // client's: its entries stay (see DESIGN §9).
                             let _ = match (m.window.local(), &m.uffd) {
-                                (Some(w), Some(_)) => w.discard(rel, self.align.bytes()),
+                                (Some(w), Some(_)) => self.take_leaf(w, rel, &mut detached),
                                 (Some(w), None) => w.fence(rel, self.align.bytes()),
                                 (None, _) => Ok(()),
                             };
@@ -182,6 +184,7 @@ impl DeviceCore {
             }
         }
         drop(released);
+        detached.release();
         if new {
             self.badblocks_sink.tell(&self.badblocks.lock());
         }
@@ -191,6 +194,23 @@ impl DeviceCore {
             }
         }
         out
+    }
+
+    /// Takes every entry of the leaf at `rel` out of the caught local window `w`, so that the
+    /// next touch is caught. Where the backing's pages are smaller than the leaf (a memfd
+    /// emulating a 2 MiB leaf with 512 entries) they are moved into `detached` in one step,
+    /// and torn down by the reaper once the caller releases it: the per-page work of a zap is
+    /// off memory failure's path. A leaf that is one entry (or a move the kernel refuses) is
+    /// zapped in place.
+    fn take_leaf(&self, w: &Mmap, rel: u64, detached: &mut Detached) -> Result<(), BackingError> {
+        let leaf = self.align.bytes();
+        if leaf > w.page_size().bytes() {
+            match detached.take(w, rel, leaf) {
+                Ok(()) => return Ok(()),
+                Err(e) => tracing::debug!(error = %e, "dax: cannot detach a leaf; zapping it"),
+            }
+        }
+        w.discard(rel, leaf)
     }
 
     /// Clears the poison of `[offset, offset + len)` once its owner has rewritten or discarded

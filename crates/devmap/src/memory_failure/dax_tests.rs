@@ -196,6 +196,61 @@ fn a_file_device_fences_the_leaf_in_each_of_three_mappings() {
     }
 }
 
+/// At `Leaf` granularity on a memfd each mapping's 512 entries of the leaf are taken out
+/// (moved aside for the reaper, not zapped in memory failure's path): none is left in any
+/// mapping, the other leaves keep theirs, each mapping is still one VMA (registered, so the
+/// next touch is caught and refused, which `leaf_mode_loses_the_whole_leaf_in_each_of_three_mappings`
+/// checks), and once the poison is cleared every byte reads back through every mapping.
+#[test]
+fn leaf_mode_takes_every_entry_out_and_keeps_the_bytes() {
+    use crate::backing::{Sharing, resident_in, smaps_at};
+    let space = DeviceSpace::new();
+    let dev = device(&space, Granularity::Leaf);
+    let maps = three(&dev);
+    fill_and_fault(&maps);
+    maps[0]
+        .populate(maps[0].addr(), LEAF)
+        .expect("fault leaf 0 in");
+    let entries = |m: &DaxMapping, at: u64| {
+        let addr = (m.addr() + rel(m, at) as usize) as *const u8;
+        resident_in(addr, LEAF as usize, Sharing::Shared).expect("pagemap")
+    };
+    for m in &maps {
+        assert_eq!(entries(m, LEAF), LEAF, "{:?} has the leaf mapped", m.id());
+    }
+    let bad = dev.pfn_at(BAD).expect("pfn");
+    let report = memory_failure(&space, bad, MfFlags::NONE).expect("handled");
+    assert_eq!(report.revoked.len(), 3);
+    for m in &maps {
+        assert_eq!(
+            entries(m, LEAF),
+            0,
+            "{:?} keeps no entry of the leaf",
+            m.id()
+        );
+        let vma = smaps_at(m.addr())
+            .expect("smaps")
+            .expect("the mapping's VMA");
+        assert_eq!(
+            (vma.start, vma.end),
+            (m.addr(), m.addr() + m.len() as usize),
+            "{:?} is still one VMA",
+            m.id()
+        );
+    }
+    assert_eq!(entries(&maps[0], 0), LEAF, "leaf 0 kept its entries");
+
+    assert_eq!(dev.clear_poison(BAD, PAGE_SIZE).expect("clear"), 1);
+    for m in &maps {
+        for page in [0u64, 7, 300, 511] {
+            let mut b = [0u8];
+            m.read_mc(rel(m, LEAF + page * PAGE_SIZE), &mut b)
+                .expect("the leaf reads again");
+            assert_eq!(b[0], page as u8 ^ 0x5a, "{:?} page {page}", m.id());
+        }
+    }
+}
+
 #[test]
 fn clearing_the_poison_of_a_file_device_maps_its_bytes_back() {
     let file = crate::backing::file::TempPath::new("mf-file-clear");
