@@ -101,14 +101,15 @@ impl State {
         Some(leaf)
     }
 
-    /// Starts a stream expecting its next touch at `from`, in the slot idle longest.
-    fn start(&mut self, from: u64, end: u64) {
+    /// Starts a stream expecting its next touch at `from`, in the slot idle longest, preparing
+    /// from `next` on.
+    fn start(&mut self, from: u64, next: u64, end: u64) {
         self.clock += 1;
         let clock = self.clock;
         if let Some(slot) = self.streams.iter_mut().min_by_key(|s| s.used) {
             *slot = Stream {
                 from,
-                next: from,
+                next,
                 end,
                 used: clock,
             };
@@ -162,13 +163,19 @@ impl ZeroAhead {
     /// A new mapping of the device's leaves `[first, end)`: its first touches are expected
     /// at its start.
     pub(super) fn mapped(&self, first: u64, end: u64) {
-        self.state.lock().start(first, end);
+        self.state.lock().start(first, first, end);
         self.wake.notify_one();
     }
 
     /// A caught touch of device leaf `leaf` in a mapping whose leaves end at `end`;
     /// `follows` says whether the leaf before it in that mapping is faulted in. Moves the
     /// stream it continues on, or starts one if it follows a faulted leaf.
+    ///
+    /// A stream with nothing ready ahead of its touches (the pool fell behind, or the stream
+    /// is new) leaves its next leaf to the toucher's own fault and is prepared from the one
+    /// after: the pool would still be allocating the next leaf when the toucher reaches it,
+    /// and the fault would wait for the pool (a hugetlb fault waits on the page's fault mutex)
+    /// instead of allocating beside it.
     pub(super) fn touched(&self, leaf: u64, end: u64, follows: bool) {
         let mut st = self.state.lock();
         st.clock += 1;
@@ -181,10 +188,10 @@ impl ZeroAhead {
         match continued {
             Some(s) => {
                 s.from = s.from.max(leaf + 1);
-                s.next = s.next.max(s.from);
+                s.next = s.next.max(s.from + 1);
                 s.used = clock;
             }
-            None if follows => st.start(leaf + 1, end),
+            None if follows => st.start(leaf + 1, leaf + 2, end),
             None => return,
         }
         drop(st);
@@ -290,8 +297,8 @@ mod tests {
     #[test]
     fn streams_prepare_the_fewest_ahead_first_and_no_further_than_the_cap() {
         let mut st = State::default();
-        st.start(10, 100);
-        st.start(50, 60);
+        st.start(10, 10, 100);
+        st.start(50, 50, 60);
         let cap = 3;
         let got: Vec<u64> = std::iter::from_fn(|| st.next_leaf(cap)).collect();
         // Alternating between the two streams (the newer first on a tie), three ahead each.
@@ -301,7 +308,7 @@ mod tests {
     #[test]
     fn a_stream_stops_at_its_mappings_end() {
         let mut st = State::default();
-        st.start(98, 100);
+        st.start(98, 98, 100);
         let got: Vec<u64> = std::iter::from_fn(|| st.next_leaf(8)).collect();
         assert_eq!(got, [98, 99]);
     }
@@ -315,12 +322,13 @@ mod tests {
             "a lone touch starts nothing"
         );
         z.touched(501, 1000, true);
-        assert_eq!(z.state.lock().next_leaf(4), Some(502));
+        // Nothing is ready: the next leaf (502) is left to its own fault.
+        assert_eq!(z.state.lock().next_leaf(4), Some(503));
         // The next touch continues the stream: what it prepares moves with the touches.
         z.touched(502, 1000, true);
         let mut st = z.state.lock();
         let got: Vec<u64> = std::iter::from_fn(|| st.next_leaf(4)).collect();
-        assert_eq!(got, [503, 504, 505, 506]);
+        assert_eq!(got, [504, 505, 506]);
         assert_eq!(st.streams.iter().filter(|s| s.used != 0).count(), 1);
     }
 
