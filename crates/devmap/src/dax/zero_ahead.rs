@@ -8,7 +8,8 @@
 //! mapping starts one at its first leaf, and a caught touch whose leaf directly follows a
 //! leaf already faulted in the same mapping starts one after it (a touch landing next to
 //! nothing starts none, so random touches cost nothing). A touch within a stream's reach moves
-//! it on. The thread prepares the next leaf of the stream with the fewest ready ahead of its
+//! it on; the pool hears of it once the toucher is answered, so that its next allocation does
+//! not compete with the fault's. The thread prepares the next leaf of the stream with the fewest ready ahead of its
 //! touches, at most `zero_ahead` leaves ahead of any stream, and stops while `zero_ahead`
 //! prepared leaves wait for their touch: the memory it allocates ahead is bounded by that many
 //! leaves. A leaf a fault has reached (its bytes may be in use) is never prepared, and a
