@@ -363,15 +363,7 @@ impl Backing {
     /// Hugetlb pages are reserved here: a shared hugetlb mapping fails now, naming the free
     /// pages, rather than with SIGBUS at the first touch.
     pub fn map_shared(&self, offset: u64, len: u64, align: Order) -> Result<Mmap, BackingError> {
-        self.check_window(offset, len, align)?;
-        map::map_shared(
-            self,
-            offset,
-            len,
-            align,
-            map::Place::Aligned,
-            map::Share::Shared,
-        )
+        self.map_window(offset, len, align, map::Place::Aligned, map::Share::Shared)
     }
 
     /// [`map_shared`](Backing::map_shared) without reserving hugetlb pages
@@ -385,9 +377,7 @@ impl Backing {
         len: u64,
         align: Order,
     ) -> Result<Mmap, BackingError> {
-        self.check_window(offset, len, align)?;
-        map::map_shared(
-            self,
+        self.map_window(
             offset,
             len,
             align,
@@ -406,9 +396,7 @@ impl Backing {
         len: u64,
         align: Order,
     ) -> Result<Mmap, BackingError> {
-        self.check_window(offset, len, align)?;
-        map::map_shared(
-            self,
+        self.map_window(
             offset,
             len,
             align,
@@ -423,15 +411,26 @@ impl Backing {
     /// memmap adopted from a file uses, so that a crash cannot leave it half written there.
     /// `offset` and `len` must be multiples of the page size and lie inside the backing.
     pub fn map_copy_on_write(&self, offset: u64, len: u64) -> Result<Mmap, BackingError> {
-        self.check_window(offset, len, self.page)?;
-        map::map_shared(
-            self,
+        self.map_window(
             offset,
             len,
             self.page,
             map::Place::Aligned,
             map::Share::CopyOnWrite,
         )
+    }
+
+    /// A window of the backing checked against its page size and end, then mapped as asked.
+    fn map_window(
+        &self,
+        offset: u64,
+        len: u64,
+        align: Order,
+        place: map::Place,
+        share: map::Share,
+    ) -> Result<Mmap, BackingError> {
+        self.check_window(offset, len, align)?;
+        map::map_shared(self, offset, len, align, place, share)
     }
 
     /// Makes sure the bytes of `[offset, offset + len)` exist in the backing (`fallocate`
