@@ -55,6 +55,9 @@ class FaultStats(TypedDict):
     raced: int
     sigbus: int
     fault_around: int
+    zeroed_ahead: int
+    zero_ahead_hits: int
+    zero_ahead_failed: int
 
 class PinStats(TypedDict):
     pinned_bytes: int
@@ -121,8 +124,10 @@ class Device:
         granularity: GranularityName = "page",
         faults: FaultsName = "auto",
         handlers: int | None = None,
+        zero_ahead: int = 0,
     ) -> Device:
-        """A device over a new memfd of `size` bytes."""
+        """A device over a new memfd of `size` bytes; `zero_ahead` leaves (2M or 1G align)
+        allocated and zeroed ahead of sequential touchers."""
     @staticmethod
     def hugetlb(
         size: Size,
@@ -133,6 +138,7 @@ class Device:
         granularity: GranularityName = "page",
         faults: FaultsName = "auto",
         handlers: int | None = None,
+        zero_ahead: int = 0,
     ) -> Device:
         """A device over a new hugetlb memfd (2M or 1G pages)."""
     @staticmethod

@@ -33,8 +33,10 @@ impl Opts {
         granularity: &str,
         faults: &str,
         handlers: Option<usize>,
+        zero_ahead: usize,
     ) -> PyResult<Opts> {
         let mut opts = DaxOptions::new(align.device()?);
+        opts.zero_ahead = zero_ahead;
         opts.layout = crate::named_arg(layout)?;
         opts.init = crate::named_arg(init)?;
         opts.granularity = crate::named_arg(granularity)?;
@@ -100,11 +102,13 @@ impl Device {
 impl Device {
     /// A device over a new memfd (shmem, 4 KiB pages, sparse: it costs what is touched) of
     /// `size` bytes. First touches of its mappings are caught (userfaultfd) and run the fault
-    /// path; a memory error costs 4 KiB (`granularity="page"`).
+    /// path; a memory error costs 4 KiB (`granularity="page"`). With `zero_ahead=N` (2M or 1G
+    /// align) a background thread allocates and zeroes up to N leaves ahead of sequential
+    /// touchers, and a touch that finds its leaf ready only has it mapped.
     #[staticmethod]
-    #[pyo3(signature = (size, align = crate::Align::DEFAULT, layout = "heads", init = "parallel", granularity = "page", faults = "auto", handlers = None))]
+    #[pyo3(signature = (size, align = crate::Align::DEFAULT, layout = "heads", init = "parallel", granularity = "page", faults = "auto", handlers = None, zero_ahead = 0))]
     #[pyo3(
-        text_signature = "(size, align='2M', layout='heads', init='parallel', granularity='page', faults='auto', handlers=None)"
+        text_signature = "(size, align='2M', layout='heads', init='parallel', granularity='page', faults='auto', handlers=None, zero_ahead=0)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn memfd(
@@ -116,20 +120,29 @@ impl Device {
         granularity: &str,
         faults: &str,
         handlers: Option<usize>,
+        zero_ahead: usize,
     ) -> PyResult<Device> {
         let size = crate::size_arg("size", size)?;
-        let o = Opts::parse(align, layout, init, granularity, faults, handlers)?;
+        let o = Opts::parse(
+            align,
+            layout,
+            init,
+            granularity,
+            faults,
+            handlers,
+            zero_ahead,
+        )?;
         let backing = Backing::memfd(size).map_err(errors::backing)?;
         Device::build(py, backing, o)
     }
 
     /// A device over a new hugetlb memfd of `size` bytes in huge pages of `page_size` (2M or
     /// 1G; by default the align if it is one of those, else 2M), taken from the kernel's pool
-    /// when mapped.
+    /// when mapped. `zero_ahead` as for `Device.memfd`.
     #[staticmethod]
-    #[pyo3(signature = (size, align = crate::Align::DEFAULT, page_size = None, layout = "heads", init = "parallel", granularity = "page", faults = "auto", handlers = None))]
+    #[pyo3(signature = (size, align = crate::Align::DEFAULT, page_size = None, layout = "heads", init = "parallel", granularity = "page", faults = "auto", handlers = None, zero_ahead = 0))]
     #[pyo3(
-        text_signature = "(size, align='2M', page_size=None, layout='heads', init='parallel', granularity='page', faults='auto', handlers=None)"
+        text_signature = "(size, align='2M', page_size=None, layout='heads', init='parallel', granularity='page', faults='auto', handlers=None, zero_ahead=0)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn hugetlb(
@@ -142,9 +155,18 @@ impl Device {
         granularity: &str,
         faults: &str,
         handlers: Option<usize>,
+        zero_ahead: usize,
     ) -> PyResult<Device> {
         let size = crate::size_arg("size", size)?;
-        let o = Opts::parse(align, layout, init, granularity, faults, handlers)?;
+        let o = Opts::parse(
+            align,
+            layout,
+            init,
+            granularity,
+            faults,
+            handlers,
+            zero_ahead,
+        )?;
         let page = match crate::opt_size_arg("page_size", page_size)? {
             Some(p) => p,
             None => o.opts.align.bytes().max(devmap::Order::PMD.bytes()),
@@ -176,7 +198,8 @@ impl Device {
         handlers: Option<usize>,
     ) -> PyResult<Device> {
         let size = crate::opt_size_arg("size", size)?;
-        let o = Opts::parse(align, layout, init, granularity, faults, handlers)?;
+        // A file device catches no touches, so it has no zero-ahead pool.
+        let o = Opts::parse(align, layout, init, granularity, faults, handlers, 0)?;
         let backing = match size {
             Some(len) => Backing::create_file(&path, len),
             None => Backing::open_file(&path),
@@ -277,7 +300,9 @@ impl Device {
     }
 
     /// What faults did so far: user_faults, leaves_mapped, raced, sigbus, fault_around
-    /// (leaves mapped as the neighbours of a touched 4 KiB leaf, among leaves_mapped).
+    /// (leaves mapped as the neighbours of a touched 4 KiB leaf, among leaves_mapped),
+    /// zeroed_ahead (leaves the zero-ahead pool prepared), zero_ahead_hits (touches that
+    /// found their leaf ready) and zero_ahead_failed (leaves it could not allocate ahead).
     fn fault_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = self.cell.with(|d| Ok(d.fault_stats()))?;
         let out = PyDict::new(py);
@@ -286,6 +311,9 @@ impl Device {
         out.set_item("raced", s.raced)?;
         out.set_item("sigbus", s.sigbus)?;
         out.set_item("fault_around", s.fault_around)?;
+        out.set_item("zeroed_ahead", s.zeroed_ahead)?;
+        out.set_item("zero_ahead_hits", s.zero_ahead_hits)?;
+        out.set_item("zero_ahead_failed", s.zero_ahead_failed)?;
         Ok(out)
     }
 

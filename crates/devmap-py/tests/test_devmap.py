@@ -119,6 +119,26 @@ def test_write_through_the_memoryview_and_read_back(dev):
     assert m.closed
 
 
+def test_zero_ahead_has_leaves_ready_for_a_sequential_toucher():
+    import time
+
+    with devmap.Device.memfd("32M", zero_ahead=4) as d:
+        with d.mmap() as m:
+            for leaf in range(16):
+                # time for the pool's thread to zero the next leaf, as a program working
+                # between first touches gives it
+                time.sleep(0.005)
+                assert m.read(leaf * 2 * MiB + 8192, 4) == bytes(4)
+                m.write(leaf * 2 * MiB, b"t")
+            stats = d.fault_stats()
+            assert stats["leaves_mapped"] == 16
+            assert stats["zeroed_ahead"] >= 15
+            assert stats["zero_ahead_hits"] >= 8, stats
+    with pytest.raises(devmap.InvalidArgument) as e:
+        devmap.Device.memfd("4M", align="4K", zero_ahead=4)
+    assert "use zero-ahead 0, or align 2M" in e.value.strerror
+
+
 def test_a_second_mapping_sees_the_same_bytes(dev):
     with dev.mmap(0, "4M") as a, dev.mmap("2M", "2M") as b:
         a.write(2 * MiB + 10, b"shared")

@@ -77,6 +77,9 @@ pub struct FaultStats {
     pub zeroed_ahead: u64,
     /// Caught touches whose leaf the pool had ready: mapped with one `UFFDIO_CONTINUE`.
     pub zero_ahead_hits: u64,
+    /// Leaves the pool could not allocate ahead (no huge page or memory left); their touches
+    /// allocate them as without the pool.
+    pub zero_ahead_failed: u64,
 }
 
 #[derive(Debug, Default)]
@@ -111,6 +114,7 @@ impl Counters {
             resolve_p99_ns: self.resolve.quantile(0.99),
             zeroed_ahead: pool.zeroed,
             zero_ahead_hits: pool.taken,
+            zero_ahead_failed: pool.failed,
         }
     }
 }
