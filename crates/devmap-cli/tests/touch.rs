@@ -253,10 +253,11 @@ fn zero_ahead_leaves_are_ready_for_a_paced_sequential_toucher() {
     assert_eq!(field(&r, "zero_ahead"), 4);
     assert_eq!(field(&r, "pace_us"), 5000);
     assert_eq!(field(&r, "leaves_mapped"), 16);
-    assert!(field(&r, "zeroed_ahead") >= 15, "{r}");
     // The first leaf may be touched before the pool reaches it, and the pool runs at nice 19
-    // beside whatever else runs; still, most touches find their leaf ready.
+    // beside whatever else runs (a leaf it had not begun when the toucher got there is left to
+    // the touch); still, most touches find their leaf ready.
     assert!(field(&r, "zero_ahead_hits") >= 8, "{r}");
+    assert!(field(&r, "zeroed_ahead") >= field(&r, "zero_ahead_hits"), "{r}");
     assert!(field(&r, "resolve_p50_ns") > 0, "{r}");
     check_latencies(&r);
 }

@@ -132,8 +132,8 @@ def test_zero_ahead_has_leaves_ready_for_a_sequential_toucher():
                 m.write(leaf * 2 * MiB, b"t")
             stats = d.fault_stats()
             assert stats["leaves_mapped"] == 16
-            assert stats["zeroed_ahead"] >= 15
             assert stats["zero_ahead_hits"] >= 8, stats
+            assert stats["zeroed_ahead"] >= stats["zero_ahead_hits"]
     with pytest.raises(devmap.InvalidArgument) as e:
         devmap.Device.memfd("4M", align="4K", zero_ahead=4)
     assert "use zero-ahead 0, or align 2M" in e.value.strerror
