@@ -257,7 +257,10 @@ fn zero_ahead_leaves_are_ready_for_a_paced_sequential_toucher() {
     // beside whatever else runs (a leaf it had not begun when the toucher got there is left to
     // the touch); still, most touches find their leaf ready.
     assert!(field(&r, "zero_ahead_hits") >= 8, "{r}");
-    assert!(field(&r, "zeroed_ahead") >= field(&r, "zero_ahead_hits"), "{r}");
+    assert!(
+        field(&r, "zeroed_ahead") >= field(&r, "zero_ahead_hits"),
+        "{r}"
+    );
     assert!(field(&r, "resolve_p50_ns") > 0, "{r}");
     check_latencies(&r);
 }
