@@ -297,7 +297,8 @@ fn refusals_say_what_would_work() {
     );
     fails(
         &["touch-test", "--size", "64M", "--zero-ahead", "513"],
-        "--zero-ahead 513 is more leaves than the pool keeps ready: use 0 (off) to 512",
+        "--zero-ahead 513 is more leaves than the pool keeps ready (1 GiB of them): use 0 \
+         (off) to 512 at --align 2M",
     );
     fails(
         &[

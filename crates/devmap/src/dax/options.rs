@@ -81,7 +81,7 @@ pub struct DaxOptions {
     /// leaf prepared and never reached stays allocated in the backing (so at most this many
     /// leaves of memory are spent ahead). Needs touches caught by userfaultfd and leaves of
     /// 2 MiB or more (at 4 KiB, fault-around serves sequential touchers). At most
-    /// [`DaxOptions::MAX_ZERO_AHEAD`].
+    /// [`DaxOptions::max_zero_ahead`] of the align: 1 GiB of leaves.
     pub zero_ahead: usize,
     /// Where the device does not catch touches (a backing without userfaultfd, or
     /// [`Faults::Explicit`]): whether [`DaxDevice::mmap`](super::DaxDevice::mmap) faults in the metadata of every
@@ -150,9 +150,16 @@ impl DaxOptions {
     /// kernel's bound on `fault_around_bytes` (`PTRS_PER_PTE`).
     pub const MAX_FAULT_AROUND: usize = 512;
 
-    /// The most leaves the zero-ahead pool keeps ready: 1 GiB of 2 MiB leaves. Beyond what
-    /// the touchers reach before the pool's thread catches up, more only holds memory.
-    pub const MAX_ZERO_AHEAD: usize = 512;
+    /// The most bytes the zero-ahead pool keeps ready: 1 GiB, so 512 leaves of 2 MiB or one
+    /// of 1 GiB ([`max_zero_ahead`](Self::max_zero_ahead)). Beyond what the touchers reach
+    /// before the pool's thread catches up, more only holds memory.
+    pub const MAX_ZERO_AHEAD_BYTES: u64 = 1 << 30;
+
+    /// The most leaves of `align` the zero-ahead pool may keep ready: 1 GiB of them, at
+    /// least one.
+    pub fn max_zero_ahead(align: Order) -> usize {
+        usize::try_from((Self::MAX_ZERO_AHEAD_BYTES / align.bytes()).max(1)).unwrap_or(1)
+    }
 
     /// The most memmap initialisation threads asked for in `init` without a check against
     /// the machine: more than the cores only queue behind each other. A machine with more
@@ -184,21 +191,23 @@ impl DaxOptions {
                 max: Self::MAX_FAULT_AROUND,
             });
         }
-        if self.zero_ahead > Self::MAX_ZERO_AHEAD {
-            return Err(DaxError::ZeroAhead {
-                why: format!(
-                    "zero-ahead {} is more leaves than the pool keeps ready: use 0 (off) to {}",
-                    self.zero_ahead,
-                    Self::MAX_ZERO_AHEAD
-                ),
-            });
-        }
         if self.zero_ahead > 0 && self.align == Order::BASE {
             return Err(DaxError::ZeroAhead {
                 why: "zero-ahead prepares whole leaves of 2M or 1G; at align 4K each touch \
                       already maps a window of leaves (fault-around): use zero-ahead 0, or \
                       align 2M"
                     .into(),
+            });
+        }
+        let max = Self::max_zero_ahead(self.align);
+        if self.zero_ahead > max {
+            return Err(DaxError::ZeroAhead {
+                why: format!(
+                    "zero-ahead {} is more leaves than the pool keeps ready (1 GiB of them): \
+                     use 0 (off) to {max} at align {}",
+                    self.zero_ahead,
+                    super::Bytes(self.align.bytes())
+                ),
             });
         }
         let init = self.init.threads();

@@ -195,10 +195,22 @@ fn devices_that_cannot_have_a_pool_are_refused() {
     assert!(e.to_string().contains("caught by userfaultfd"), "{e}");
 
     let mut opts = DaxOptions::new(Order::PMD);
-    opts.zero_ahead = DaxOptions::MAX_ZERO_AHEAD + 1;
+    opts.zero_ahead = 513;
     let e = DaxDevice::with_options(&space, Backing::memfd(4 * MIB).expect("memfd"), opts)
         .expect_err("too many");
-    assert!(e.to_string().contains("use 0 (off) to 512"), "{e}");
+    assert!(
+        e.to_string().contains("use 0 (off) to 512 at align 2 MiB"),
+        "{e}"
+    );
+    // At 1G, 1 GiB is one leaf.
+    let mut opts = DaxOptions::new(Order::PUD);
+    opts.zero_ahead = 2;
+    let e = DaxDevice::with_options(&space, Backing::memfd(1 << 30).expect("memfd"), opts)
+        .expect_err("two 1 GiB leaves");
+    assert!(
+        e.to_string().contains("use 0 (off) to 1 at align 1 GiB"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -64,17 +64,18 @@ pub(super) fn plan(a: &TouchTestArgs) -> Result<Plan> {
         );
     }
     let zero_ahead = a.zero_ahead;
-    if zero_ahead > DaxOptions::MAX_ZERO_AHEAD {
-        bail!(
-            "--zero-ahead {zero_ahead} is more leaves than the pool keeps ready: use 0 (off) to \
-             {}, e.g. --zero-ahead 8",
-            DaxOptions::MAX_ZERO_AHEAD
-        );
-    }
     if zero_ahead > 0 && align == Order::BASE {
         bail!(
             "--zero-ahead prepares whole leaves of 2M or 1G; at --align 4K each touch already \
              maps a window of leaves (--fault-around): drop --zero-ahead, or use --align 2M"
+        );
+    }
+    let max = DaxOptions::max_zero_ahead(align);
+    if zero_ahead > max {
+        bail!(
+            "--zero-ahead {zero_ahead} is more leaves than the pool keeps ready (1 GiB of \
+             them): use 0 (off) to {max} at --align {}",
+            format_size(align.bytes())
         );
     }
     if zero_ahead > 0 && a.backing == BackingArg::File {
