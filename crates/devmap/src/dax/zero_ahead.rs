@@ -9,10 +9,12 @@
 //! leaf already faulted in the same mapping starts one after it (a touch landing next to
 //! nothing starts none, so random touches cost nothing). A touch within a stream's reach moves
 //! it on; the pool hears of it once the toucher is answered, so that its next allocation does
-//! not compete with the fault's. The thread prepares the next leaf of the stream with the fewest ready ahead of its
-//! touches, at most `zero_ahead` leaves ahead of any stream, and stops while `zero_ahead`
-//! prepared leaves wait for their touch: the memory it allocates ahead is bounded by that many
-//! leaves. A leaf a fault has reached (its bytes may be in use) is never prepared, and a
+//! not compete with the fault's. The thread prepares the next leaf of the stream with the
+//! fewest ready ahead of its touches, at most `zero_ahead` leaves ahead of any stream, and
+//! stops while `zero_ahead` prepared leaves wait for their touch: the memory it allocates
+//! ahead is bounded by that many leaves. A stream with nothing ready ahead (new, or the pool
+//! fell behind) leaves its next leaf to the toucher's own fault and is prepared from the one
+//! after, rather than racing the toucher to it. A leaf a fault has reached (its bytes may be in use) is never prepared, and a
 //! prepared leaf no touch reaches stays allocated in the backing, as the device's memory is.
 //!
 //! **Never old bytes.** Preparing is a write fault through the device's side window of the
