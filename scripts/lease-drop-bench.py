@@ -9,13 +9,12 @@ Needs the Python module (bash scripts/python-tests.sh builds it into target/pyen
 """
 
 import argparse
-import os
 import subprocess
 import sys
-import tempfile
 import time
 
 import devmap
+from served import served
 
 CHILD = """
 import devmap, sys, time
@@ -33,19 +32,7 @@ def main():
     ap.add_argument("--bin", default="target/release/devmap")
     ap.add_argument("--clients", type=int, default=20)
     a = ap.parse_args()
-    work = tempfile.mkdtemp()
-    region = f"/dev/shm/devmap-lease-bench-{os.getpid()}.img"
-    sock = os.path.join(work, "devmap.sock")
-    run = lambda *args: subprocess.run([a.bin, *args], check=True, capture_output=True)
-    run("create-region", "--path", region, "--size", "1G")
-    run("create-namespace", "-r", region, "-s", "256M", "-a", "2M", "-n", "vm0")
-    served = subprocess.Popen(
-        [a.bin, "serve", "--socket", sock, "-r", region, "--enable", "vm0"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert served.stdout.readline().startswith("devmap serve: ready")
+    with served(a.bin, "lease", 1 << 30, 256 << 20) as (sock, _run):
         c = devmap.connect(sock)
         times = []
         for _ in range(a.clients):
@@ -66,10 +53,6 @@ def main():
             f"SIGKILL to nothing left: p50 {times[len(times) // 2]:.2f} ms, "
             f"max {times[-1]:.2f} ms over {len(times)} clients (target: 100 ms)"
         )
-    finally:
-        served.terminate()
-        served.wait()
-        os.remove(region)
 
 
 if __name__ == "__main__":

@@ -9,14 +9,13 @@ with that interpreter: target/pyenv/bin/python scripts/mf-clients-bench.py.
 """
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 import devmap
+from served import served
 
 MiB = 1 << 20
 
@@ -37,19 +36,7 @@ def main():
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--errors", type=int, default=64)
     a = ap.parse_args()
-    work = tempfile.mkdtemp()
-    region = f"/dev/shm/devmap-mf-bench-{os.getpid()}.img"
-    socket = os.path.join(work, "devmap.sock")
-    run = lambda *args: subprocess.run([a.bin, *args], check=True, capture_output=True)
-    run("create-region", "--path", region, "--size", "256M")
-    run("create-namespace", "-r", region, "-s", "64M", "-a", "2M", "-n", "vm0")
-    served = subprocess.Popen(
-        [a.bin, "serve", "--socket", socket, "-r", region, "--enable", "vm0"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert served.stdout.readline().startswith("devmap serve: ready")
+    with served(a.bin, "mf", 256 << 20, 64 << 20) as (socket, _run):
         kids = [
             subprocess.Popen(
                 [sys.executable, "-c", CLIENT, socket],
@@ -79,10 +66,6 @@ def main():
             f"everywhere and told in p50 {statistics.median(ns) / 1e3:.0f} us, "
             f"p90 {ns[int(len(ns) * 0.9)] / 1e3:.0f} us, max {ns[-1] / 1e3:.0f} us"
         )
-    finally:
-        served.terminate()
-        served.wait()
-        os.unlink(region)
 
 
 if __name__ == "__main__":

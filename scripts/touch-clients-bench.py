@@ -12,29 +12,17 @@ Usage: scripts/touch-clients-bench.py [--bin target/release/devmap] [--clients 4
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
-import tempfile
+
+from served import served
 
 LEAF = 2 << 20
 
 
 def one_run(a):
-    work = tempfile.mkdtemp()
-    region = f"/dev/shm/devmap-touch-bench-{os.getpid()}.img"
-    socket = os.path.join(work, "devmap.sock")
     size = a.clients * a.leaves * LEAF
-    run = lambda *args: subprocess.run([a.bin, *args], check=True, capture_output=True)
-    run("create-region", "--path", region, "--size", str(size + (64 << 20)))
-    run("create-namespace", "-r", region, "-s", str(size + (8 << 20)), "-a", "2M", "-n", "vm0")
-    served = subprocess.Popen(
-        [a.bin, "serve", "--socket", socket, "-r", region, "--enable", "vm0"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert served.stdout.readline().startswith("devmap serve: ready")
+    with served(a.bin, "touch", size + (64 << 20), size + (8 << 20)) as (socket, run):
         kids = [
             subprocess.Popen(
                 [a.bin, "client-test", "--socket", socket, "--from", str(i * a.leaves),
@@ -62,10 +50,6 @@ def one_run(a):
             rows.append(json.loads(out)[0])
         status = json.loads(run("status", "--socket", socket).stdout)
         return rows, status["namespaces"][0]
-    finally:
-        served.terminate()
-        served.wait()
-        os.remove(region)
 
 
 def main():
