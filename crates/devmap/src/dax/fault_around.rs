@@ -78,10 +78,10 @@ impl DeviceCore {
         let at = addr - addr % page;
         let rel = addr - m.base as u64;
         let leaf = rel - rel % self.align.bytes();
-        // Whether the leaf follows one faulted before this touch (looked at first: the fault
-        // below sets this leaf's own bit, not its neighbour's).
+        // For the zero-ahead pool: whether the leaf follows one faulted before this touch
+        // (looked at first: the fault below sets this leaf's own bit, not its neighbour's).
         let index = rel / self.align.bytes();
-        let follows = index > 0 && m.bits.test(index - 1);
+        let follows = self.zero_ahead.is_some() && index > 0 && m.bits.test(index - 1);
         let faulted = if self.fault_around > 1 {
             self.fault_around(m, leaf)
         } else {

@@ -9,12 +9,10 @@
 use std::num::NonZeroUsize;
 use std::os::unix::fs::FileExt;
 
-use super::warm_tests::{fresh_memmap, memmap_of, opts};
+use super::warm_tests::{fresh_memmap, memmap_of, opts, region_with};
 use super::*;
-use crate::backing::file::TempPath;
 use crate::init::InitMode;
 use crate::memmap::DESC_SIZE;
-use crate::namespace::MemmapLocation;
 
 const MIB: u64 = 1 << 20;
 const NS: u64 = 512 * MIB;
@@ -37,17 +35,7 @@ fn next_data(path: &std::path::Path, from: u64) -> Option<u64> {
 
 #[test]
 fn a_cold_enable_writes_a_fresh_memmap_over_any_room_and_the_next_one_adopts_it() {
-    let path = TempPath::new("cold-room");
-    let mut region = Region::create(&path.0, NS + 4 * MIB).expect("create");
-    region
-        .create_namespace(
-            "kv",
-            NS,
-            2 * MIB,
-            NamespaceMode::Devdax,
-            MemmapLocation::Dev,
-        )
-        .expect("kv");
+    let (path, mut region) = region_with("cold-room", NS + 4 * MIB, "kv", NS);
     let label = region.namespace("kv").expect("kv").clone();
     let room_at = label.offset + INFO_BLOCK_BYTES;
     let room = (

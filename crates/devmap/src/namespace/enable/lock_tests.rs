@@ -10,7 +10,6 @@ use std::time::Duration;
 use super::*;
 use crate::backing::file::TempPath;
 use crate::init::InitMode;
-use crate::namespace::MemmapLocation;
 use crate::namespace::infoblock::INFO_BLOCK_LEN;
 use crate::namespace::lock::NamespaceLock;
 
@@ -18,18 +17,7 @@ const CHILD: &str = "DEVMAP_NS_HOLDER";
 const MIB: u64 = 1 << 20;
 
 fn region_with_ns(tag: &str) -> (TempPath, Region) {
-    let path = TempPath::new(tag);
-    let mut region = Region::create(&path.0, 64 * MIB).expect("create");
-    region
-        .create_namespace(
-            "vm0",
-            16 * MIB,
-            2 * MIB,
-            NamespaceMode::Devdax,
-            MemmapLocation::Dev,
-        )
-        .expect("vm0");
-    (path, region)
+    super::warm_tests::region_with(tag, 64 * MIB, "vm0", 16 * MIB)
 }
 
 /// Sync init: nothing writes the memmap room after the enable returns, so the file's bytes

@@ -21,17 +21,28 @@ const BAD_PAGE: u64 = 3 * 512 + 17;
 const SECOND_BAD: u64 = 9 * 512 + 300;
 
 fn region_with_ns(tag: &str) -> (TempPath, Region) {
+    region_with(tag, 64 * MIB, "kv", NS)
+}
+
+/// A new region file of `region_bytes` with one devdax namespace `name` of `ns_bytes` at 2M
+/// keeping its memmap on the device: what the enable tests start from.
+pub(super) fn region_with(
+    tag: &str,
+    region_bytes: u64,
+    name: &str,
+    ns_bytes: u64,
+) -> (TempPath, Region) {
     let path = TempPath::new(tag);
-    let mut region = Region::create(&path.0, 64 * MIB).expect("create");
+    let mut region = Region::create(&path.0, region_bytes).expect("create");
     region
         .create_namespace(
-            "kv",
-            NS,
+            name,
+            ns_bytes,
             2 * MIB,
             NamespaceMode::Devdax,
             MemmapLocation::Dev,
         )
-        .expect("kv");
+        .expect("namespace");
     (path, region)
 }
 
