@@ -615,7 +615,7 @@ impl DeviceCore {
     /// fault mutex of its own page, so concurrent faults of different leaves allocate and
     /// zero their pages at once; `fallocate` holds the inode lock throughout and would
     /// serialise them. Elsewhere, `fallocate`.
-    fn allocate(&self, offset: u64, len: u64) -> Result<(), DaxError> {
+    pub(super) fn allocate(&self, offset: u64, len: u64) -> Result<(), DaxError> {
         match &self.side {
             Some(side) if self.backing.page_size() > Order::BASE => {
                 side.populate_write(offset, len)?;

@@ -222,7 +222,7 @@ impl DeviceCore {
                 return Ok(());
             }
             at += zeroed.bytes;
-            self.backing.allocate(m.offset + rel + at, len - at)?;
+            self.allocate(m.offset + rel + at, len - at)?;
             let mapped = uffd.continue_(addr + at, len - at)?;
             if !mapped.raced {
                 return Ok(());
