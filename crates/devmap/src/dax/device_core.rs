@@ -258,7 +258,12 @@ pub(super) struct DeviceCore {
     /// The whole backing mapped in this process, registered with no userfaultfd and
     /// reserving nothing (`Backing::map_unreserved`): where the device allocates the bytes of
     /// a hugetlb leaf before mapping it, and the zero-ahead pool allocates its leaves. Only
-    /// where touches are caught on hugetlb or the pool is on.
+    /// where touches are caught on hugetlb or the pool is on. Like the kernel's direct map of
+    /// device memory, it keeps the entries it allocated through until the device goes (or a
+    /// hole punch of the backing zaps them): dropping each one again
+    /// (`MADV_DONTNEED`) flushed the TLB of every core running the touchers, which share this
+    /// process's page tables, at every fault. Nothing reads or writes bytes through it: its
+    /// faults allocate, and a page that exists is left as it is.
     pub(super) side: Option<Mmap>,
     /// The leaves zeroed ahead of their touch, if `DaxOptions::zero_ahead` asked for them.
     pub(super) zero_ahead: Option<ZeroAhead>,
@@ -614,12 +619,12 @@ impl DeviceCore {
     /// backing is faulted in through the side window, where a fault holds only the hugetlb
     /// fault mutex of its own page, so concurrent faults of different leaves allocate and
     /// zero their pages at once; `fallocate` holds the inode lock throughout and would
-    /// serialise them. Elsewhere, `fallocate`.
+    /// serialise them. The side window keeps the entry (see [`DeviceCore::side`]).
+    /// Elsewhere, `fallocate`.
     pub(super) fn allocate(&self, offset: u64, len: u64) -> Result<(), DaxError> {
         match &self.side {
             Some(side) if self.backing.page_size() > Order::BASE => {
                 side.populate_write(offset, len)?;
-                side.discard(offset, len)?;
             }
             _ => self.backing.allocate(offset, len)?,
         }

@@ -18,7 +18,7 @@
 //! prepared leaf no touch reaches stays allocated in the backing, as the device's memory is.
 //!
 //! **Never old bytes.** Preparing is a write fault through the device's side window of the
-//! backing (`MADV_POPULATE_WRITE`, then the window's entries dropped): the kernel allocates a
+//! backing (`MADV_POPULATE_WRITE`; the window keeps the entries, `DeviceCore::side`): the kernel allocates a
 //! missing page zero-filled and leaves a page that exists as it is. So a prepared leaf holds
 //! zeros or the bytes it already had, never a stale page, and preparing changes no byte anyone
 //! could read. For hugetlb the side window reserves nothing: the page comes out of the
@@ -266,10 +266,8 @@ impl ZeroAhead {
                 continue;
             }
             let at = leaf * self.leaf;
-            let prepared = side
-                .populate_write(at, self.leaf)
-                .and_then(|()| side.discard(at, self.leaf));
-            if let Err(e) = prepared {
+            // The side window keeps the entries (`DeviceCore::side`).
+            if let Err(e) = side.populate_write(at, self.leaf) {
                 // Out of huge pages or memory: the next leaves would fail too. The faults
                 // allocate them (and answer SIGBUS if they cannot); new streams try again.
                 self.failed.fetch_add(1, Ordering::Relaxed);
