@@ -111,14 +111,14 @@ fn memfd_at_4k_faults_around_sequential_touches() {
         "sync",
     ]);
     assert_eq!(field(&r, "leaves"), 2048);
-    assert_eq!(field(&r, "fault_around_max"), 4);
+    assert_eq!(field(&r, "fault_around_max"), 128);
     // Every leaf once, most of them as the neighbours of a touched one: each thread touches
-    // its share in order, so its windows grow to 4 leaves and most touches find their leaf
-    // mapped.
+    // its share (683 leaves) in order, so its windows grow 1, 1, 2, ..., 128 (9 faults for
+    // the first 255 leaves, then one per 128) and most touches find their leaf mapped.
     assert_eq!(field(&r, "leaves_mapped"), 2048);
     let (faults, around) = (field(&r, "user_faults"), field(&r, "fault_around"));
-    assert!(around >= 2048 / 2, "{r}");
-    assert!(faults >= 2048 - around && faults < 2048 / 2, "{r}");
+    assert!(around >= 2048 - 2048 / 16, "{r}");
+    assert!(faults >= 2048 - around && faults < 2048 / 16, "{r}");
     assert_eq!(field(&r, "kernel_leaves_4k"), 2048);
     assert_eq!(field(&r, "baseline_kernel_leaves_4k"), 2048);
     assert_eq!(r["init"], "sync");

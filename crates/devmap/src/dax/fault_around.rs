@@ -9,13 +9,13 @@
 //! The window is the aligned block of `size` leaves holding the touched one (aligned on the
 //! device offset; the kernel aligns on the user address, for its page table), clamped to the
 //! mapping, to the range of the device the touched leaf is in, and to the unfaulted leaves
-//! around it. Its size adapts
-//! to what the mapping has seen, as readahead reads the page cache's history rather than
-//! keeping a stream's: `size` is one leaf for a touch with no faulted leaf beside it, and
-//! otherwise twice the run of faulted leaves next to it (either side: touches going down grow
-//! it too), rounded up to a power of two, at most `DaxOptions::fault_around` (4 leaves by
-//! default; see `DaxOptions::DEFAULT_FAULT_AROUND` for why not the kernel's 64 KiB). A
-//! sequential toucher's windows so grow 1, 1, 2, 4, 4, ... (with 16: 1, 1, 2, 4, 8, 16, 16); random touches that land next to nothing stay at one leaf; and several
+//! around it. Its size adapts to what the mapping has seen, as readahead reads the page
+//! cache's history rather than keeping a stream's: `size` is one leaf for a touch with no
+//! faulted leaf beside it, and otherwise twice the run of faulted leaves next to it (either
+//! side: touches going down grow it too), rounded up to a power of two, at most
+//! `DaxOptions::fault_around` (128 leaves by default; see `DaxOptions::DEFAULT_FAULT_AROUND`
+//! for why not the kernel's 64 KiB). A sequential toucher's windows so grow 1, 1, 2, 4, ...,
+//! 64, 128, 128; random touches that land next to nothing stay at one leaf; and several
 //! threads each touching their own run grow their own windows, which one per-mapping "last
 //! fault" would reset at every switch between them.
 //!

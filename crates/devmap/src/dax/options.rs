@@ -68,9 +68,10 @@ pub struct DaxOptions {
     /// kernel's `do_fault_around` for file pages; the kernel's device-dax does not do it). The
     /// window adapts: one leaf for a touch with no faulted leaf beside it, growing to this on
     /// sequential touches. A power of two from 1 (off) to
-    /// [`DaxOptions::MAX_FAULT_AROUND`]; 16 (64 KiB, the kernel's `fault_around_bytes`) by
-    /// default. Ignored for larger aligns, whose leaves are faulted one per touch, and where
-    /// touches are not caught.
+    /// [`DaxOptions::MAX_FAULT_AROUND`];
+    /// [`DEFAULT_FAULT_AROUND`](Self::DEFAULT_FAULT_AROUND) (128) by default. Ignored for
+    /// larger aligns, whose leaves are faulted one per touch, and where touches are not
+    /// caught.
     pub fault_around: usize,
     /// Leaves allocated and zeroed ahead of their first touch, at most (0, the default: none).
     /// A background thread at nice 19 follows sequential touchers (a new mapping from its
@@ -138,13 +139,18 @@ impl DaxOptions {
     /// (100000) from starving the machine of threads.
     pub const MAX_HANDLERS: usize = 256;
 
-    /// The default fault-around window, in leaves: 4 leaves of 4 KiB (16 KiB). The kernel's
-    /// `fault_around_bytes` is 64 KiB, but its fault-around only maps pages already in the page
-    /// cache, where devmap's window allocates and zeroes each leaf (1.45 µs per shmem page),
-    /// and the touch that faults waits for its whole window: at 16 leaves the p99 first touch
-    /// at 4K measured 8.5–20× the kernel's, at 4 leaves 7.1–8.9× (no fault-around: 6.2–9.5×),
-    /// with the p50 0.02–0.04× either way (BENCHMARKS.md).
-    pub const DEFAULT_FAULT_AROUND: usize = 4;
+    /// The default fault-around window, in leaves: 128 leaves of 4 KiB (512 KiB), the smallest
+    /// power of two at which fewer than 1 touch in 100 of a sequential toucher faults (the
+    /// window reaches it after 8 faults of growth). Each fault is a userfaultfd round trip,
+    /// and the touch that faults waits while its whole window is allocated and zeroed (1.45 µs
+    /// a shmem page), so every window between 2 and 64 leaves put a fault inside the p99:
+    /// measured p99 4.5–8.9× the kernel's at 4 and 16 leaves, 0.03–0.05× at 128 with the
+    /// wall time 0.7× the kernel's against 1.5–2.1× at 4. The cost is the touch that faults:
+    /// 0.2–0.8 ms where the kernel's faults each take a few µs (BENCHMARKS.md). The kernel's
+    /// `fault_around_bytes` is 64 KiB, but it maps only pages already in the page cache, and
+    /// readahead, the kernel's closer analogue, likewise grows a stream's window and makes the
+    /// read that misses wait for it. A caller that wants every touch short sets 1 to 4.
+    pub const DEFAULT_FAULT_AROUND: usize = 128;
 
     /// The largest fault-around window, in leaves: one page table of 4 KiB entries, the
     /// kernel's bound on `fault_around_bytes` (`PTRS_PER_PTE`).
