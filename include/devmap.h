@@ -29,9 +29,10 @@
 /**
  * The ABI version this header describes. It changes whenever a function, a struct's layout or
  * a constant's meaning changes incompatibly; `libdevmap.so` carries it in its soname
- * (`libdevmap.so.1`).
+ * (`libdevmap.so.2`). 2: `devmap_device_options` gained `fault_around` and `zero_ahead`, and
+ * `devmap_device_info` the zero-ahead counts, so both structs grew.
  */
-#define DEVMAP_ABI_VERSION 1
+#define DEVMAP_ABI_VERSION 2
 
 /**
  * A notice: a mapping was taken from this client (a forced disable, the service stopping);
@@ -397,7 +398,8 @@ typedef struct devmap_injected {
 } devmap_injected;
 
 /**
- * How to build a device: fill it with `devmap_device_options_init`, then change fields.
+ * How to build a device: fill it with `devmap_device_options_init`, then change fields. Its
+ * size is part of the ABI: ABI 2 appended `fault_around` and `zero_ahead`.
  */
 typedef struct devmap_device_options {
   /**
@@ -430,10 +432,24 @@ typedef struct devmap_device_options {
    * `DEVMAP_GRANULARITY_*`.
    */
   uint32_t granularity;
+  /**
+   * The most 4 KiB leaves a caught touch faults in at once (fault-around: the touched leaf
+   * and its neighbours, the window growing on sequential touches): a power of two from 1
+   * (off) to 512 (-EINVAL otherwise); 128 by default. Ignored at larger aligns and where
+   * touches are not caught.
+   */
+  uint32_t fault_around;
+  /**
+   * Leaves allocated and zeroed ahead of sequential touchers by a background thread, at
+   * most: 0 (off, the default) to 1 GiB of leaves (512 at 2 MiB, 1 at 1 GiB). -EINVAL
+   * above that, at a 4096 align, and on a device that does not catch touches (a file,
+   * device-dax or namespace device, or `DEVMAP_FAULTS_EXPLICIT`).
+   */
+  uint32_t zero_ahead;
 } devmap_device_options;
 
 /**
- * What `devmap_device_get_info` reports.
+ * What `devmap_device_get_info` reports. ABI 2 appended the three zero-ahead counts.
  */
 typedef struct devmap_device_info {
   /**
@@ -464,6 +480,19 @@ typedef struct devmap_device_info {
    * `DEVMAP_GRANULARITY_*` in effect (the one asked for, or LEAF where PAGE cannot apply).
    */
   uint32_t granularity;
+  /**
+   * Leaves the zero-ahead pool allocated and zeroed before their touch (`zero_ahead`).
+   */
+  uint64_t zeroed_ahead;
+  /**
+   * Caught touches whose leaf the pool had ready.
+   */
+  uint64_t zero_ahead_hits;
+  /**
+   * Leaves the pool could not allocate ahead (no huge page or memory left); their touches
+   * allocate them as without the pool.
+   */
+  uint64_t zero_ahead_failed;
 } devmap_device_info;
 
 /**
@@ -1107,7 +1136,8 @@ int devmap_client_disable(const struct devmap_client *client,
 /**
  * Fills `*out` with the default options for a device of `align` bytes (4096, 2 MiB or
  * 1 GiB): Heads layout, parallel init on every core, touches caught where possible, one
- * handler thread per core, PAGE granularity. The align is checked when the device is made.
+ * handler thread per core, PAGE granularity, a fault-around window of 128 leaves, no leaves
+ * zeroed ahead. The align is checked when the device is made.
  *
  * Returns 0, or -EFAULT if `out` is NULL. Thread-safe.
  *
@@ -1682,9 +1712,10 @@ int devmap_namespace_destroy(const struct devmap_region *region, const char *nam
  * `devmap enable-namespace` does: its device serves the namespace's data bytes in the region
  * file, with the namespace's align; the pages its badblocks list records are poisoned again;
  * its info block is marked in use. `opts` (NULL for the defaults) gives the layout, init,
- * faults and granularity; its `align` is ignored. Stores the device's handle in `*out_dev`
- * and what the enable did in `*out_info` (may be NULL). The device is a file device: it does
- * not catch touches, and a mapping faults in every leaf's metadata when it is made.
+ * faults and granularity; its `align` is ignored, and its `zero_ahead` must be 0. Stores the
+ * device's handle in `*out_dev` and what the enable did in `*out_info` (may be NULL). The
+ * device is a file device: it does not catch touches, and a mapping faults in every leaf's
+ * metadata when it is made.
  *
  * Ownership: the device handle is used like any other (mappings, pins, memory failure) and
  * given back with `devmap_namespace_disable`, which writes the bad pages and the clean mark;
@@ -1692,10 +1723,10 @@ int devmap_namespace_destroy(const struct devmap_region *region, const char *nam
  * next enable reports `was_clean` false).
  * Thread-safety: as for any device; calls on the region are serialised.
  *
- * Returns 0; -EFAULT; -EINVAL (a bad constant); -ENOENT (no such namespace); -EROFS (opened
- * read-only); -EOPNOTSUPP (an fsdax namespace); -EBUSY (the namespace is enabled already, in
- * any space of this process or by another process: nothing was written); -EIO (the enable
- * failed; the message says why); the system's errno.
+ * Returns 0; -EFAULT; -EINVAL (a bad constant or option); -ENOENT (no such namespace);
+ * -EROFS (opened read-only); -EOPNOTSUPP (an fsdax namespace); -EBUSY (the namespace is
+ * enabled already, in any space of this process or by another process: nothing was
+ * written); -EIO (the enable failed; the message says why); the system's errno.
  *
  * # Safety
  *

@@ -9,8 +9,9 @@
 # Twice: linked with target/debug/libdevmap.a, and the way a C user does after installing,
 # with scripts/install-c.sh into a temporary prefix, flags from
 # `pkg-config --cflags --libs devmap` and the shared library loaded by its soname
-# (libdevmap.so.1). pkg-config is installed with apt-get where it is missing and this runs
-# as root (as CI does); elsewhere without it, the flags are read from devmap.pc directly.
+# (libdevmap.so.2: the header's DEVMAP_ABI_VERSION). pkg-config is installed with apt-get
+# where it is missing and this runs as root (as CI does); elsewhere without it, the flags are
+# read from devmap.pc directly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,13 @@ target=$(cargo metadata --format-version 1 --no-deps --locked \
 out="$target/c-example"
 mkdir -p "$out"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+# The soname the shared library must be loaded by: the header's ABI version.
+abi=$(sed -n 's/^#define DEVMAP_ABI_VERSION \([0-9][0-9]*\)$/\1/p' include/devmap.h)
+if [ -z "$abi" ]; then
+    echo "include/devmap.h defines no DEVMAP_ABI_VERSION" >&2
+    exit 1
+fi
+soname="libdevmap.so.$abi"
 cflags=(-std=c11 -Wall -Wextra -Werror -fsanitize=address -fno-omit-frame-pointer -g)
 
 echo "== static: libdevmap.a"
@@ -33,7 +41,7 @@ cc "${cflags[@]}" -Iinclude examples/c/devmap_client_demo.c "$target/debug/libde
     -lpthread -ldl -lm -o "$out/devmap_client_demo"
 bash scripts/client-demo.sh "$out/devmap_client_demo"
 
-echo "== shared: installed into a prefix, built with pkg-config, loaded as libdevmap.so.1"
+echo "== shared: installed into a prefix, built with pkg-config, loaded as $soname"
 prefix="$out/prefix"
 rm -rf "$prefix"
 bash scripts/install-c.sh --debug "$prefix"
@@ -69,9 +77,9 @@ echo "cflags: ${pc_cflags[*]}   libs: ${pc_libs[*]}"
 cc "${cflags[@]}" "${pc_cflags[@]}" examples/c/devmap_demo.c "${pc_libs[@]}" \
     -o "$out/devmap_demo_shared"
 # Linked against the shared library, by its soname, not the archive beside it.
-needed=$(readelf -d "$out/devmap_demo_shared" | grep -c 'NEEDED.*\[libdevmap\.so\.1\]' || true)
+needed=$(readelf -d "$out/devmap_demo_shared" | grep NEEDED | grep -cF "[$soname]" || true)
 if [ "$needed" != 1 ]; then
-    echo "devmap_demo_shared does not load libdevmap.so.1:" >&2
+    echo "devmap_demo_shared does not load $soname:" >&2
     readelf -d "$out/devmap_demo_shared" | grep NEEDED >&2
     exit 1
 fi

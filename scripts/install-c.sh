@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Builds libdevmap and installs what a C program needs under PREFIX:
-#   PREFIX/lib/libdevmap.so.1               the shared library, under its soname
-#   PREFIX/lib/libdevmap.so -> .so.1        what -ldevmap finds at link time
+#   PREFIX/lib/libdevmap.so.2               the shared library, under its soname (.so.ABI)
+#   PREFIX/lib/libdevmap.so -> .so.2        what -ldevmap finds at link time
 #   PREFIX/lib/libdevmap.a                  the static library
 #   PREFIX/include/devmap.h                 the header
 #   PREFIX/lib/pkgconfig/devmap.pc          for pkg-config --cflags --libs devmap
-# It also links target/<profile>/libdevmap.so.1 to the built libdevmap.so, so a program
+# It also links target/<profile>/libdevmap.so.2 to the built libdevmap.so, so a program
 # linked with -L target/<profile> -ldevmap loads from there too (LD_LIBRARY_PATH).
 #
 # Usage: scripts/install-c.sh [--debug] PREFIX     (a release build unless --debug)

@@ -3,5 +3,5 @@
 
 fn main() {
     // Keep in step with `DEVMAP_ABI_VERSION` in src/lib.rs (a unit test checks).
-    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libdevmap.so.1");
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libdevmap.so.2");
 }

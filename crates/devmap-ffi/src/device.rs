@@ -45,7 +45,8 @@ pub const DEVMAP_GRANULARITY_PAGE: u32 = 0;
 /// A 4 KiB memory error costs every mapping the whole leaf it is in (the kernel's).
 pub const DEVMAP_GRANULARITY_LEAF: u32 = 1;
 
-/// How to build a device: fill it with `devmap_device_options_init`, then change fields.
+/// How to build a device: fill it with `devmap_device_options_init`, then change fields. Its
+/// size is part of the ABI: ABI 2 appended `fault_around` and `zero_ahead`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct devmap_device_options {
@@ -65,9 +66,19 @@ pub struct devmap_device_options {
     pub handlers: u32,
     /// `DEVMAP_GRANULARITY_*`.
     pub granularity: u32,
+    /// The most 4 KiB leaves a caught touch faults in at once (fault-around: the touched leaf
+    /// and its neighbours, the window growing on sequential touches): a power of two from 1
+    /// (off) to 512 (-EINVAL otherwise); 128 by default. Ignored at larger aligns and where
+    /// touches are not caught.
+    pub fault_around: u32,
+    /// Leaves allocated and zeroed ahead of sequential touchers by a background thread, at
+    /// most: 0 (off, the default) to 1 GiB of leaves (512 at 2 MiB, 1 at 1 GiB). -EINVAL
+    /// above that, at a 4096 align, and on a device that does not catch touches (a file,
+    /// device-dax or namespace device, or `DEVMAP_FAULTS_EXPLICIT`).
+    pub zero_ahead: u32,
 }
 
-/// What `devmap_device_get_info` reports.
+/// What `devmap_device_get_info` reports. ABI 2 appended the three zero-ahead counts.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct devmap_device_info {
@@ -85,6 +96,13 @@ pub struct devmap_device_info {
     pub is_live: bool,
     /// `DEVMAP_GRANULARITY_*` in effect (the one asked for, or LEAF where PAGE cannot apply).
     pub granularity: u32,
+    /// Leaves the zero-ahead pool allocated and zeroed before their touch (`zero_ahead`).
+    pub zeroed_ahead: u64,
+    /// Caught touches whose leaf the pool had ready.
+    pub zero_ahead_hits: u64,
+    /// Leaves the pool could not allocate ahead (no huge page or memory left); their touches
+    /// allocate them as without the pool.
+    pub zero_ahead_failed: u64,
 }
 
 /// A device space: the pfn space devices are placed in, and what `devmap_memory_failure`
@@ -185,7 +203,14 @@ fn c_options(align: u64, opts: &DaxOptions) -> devmap_device_options {
             Granularity::Page => DEVMAP_GRANULARITY_PAGE,
             Granularity::Leaf => DEVMAP_GRANULARITY_LEAF,
         },
+        fault_around: u32::try_from(opts.fault_around).unwrap_or(u32::MAX),
+        zero_ahead: u32::try_from(opts.zero_ahead).unwrap_or(u32::MAX),
     }
+}
+
+/// A C count as a `usize`, or `-EINVAL` naming `what` (never on a 32- or 64-bit target).
+fn count(value: u32, what: &str) -> Result<usize> {
+    usize::try_from(value).map_err(|_| Failure::invalid(format!("{what} {value} is too large")))
 }
 
 /// The library's options from the C ones, each field checked.
@@ -225,13 +250,16 @@ pub(crate) fn options(o: &devmap_device_options) -> Result<DaxOptions> {
         DEVMAP_GRANULARITY_LEAF => Granularity::Leaf,
         other => return Err(Failure::invalid(format!("unknown granularity {other}"))),
     };
+    opts.fault_around = count(o.fault_around, "fault_around")?;
+    opts.zero_ahead = count(o.zero_ahead, "zero_ahead")?;
     opts.validate()?;
     Ok(opts)
 }
 
 /// Fills `*out` with the default options for a device of `align` bytes (4096, 2 MiB or
 /// 1 GiB): Heads layout, parallel init on every core, touches caught where possible, one
-/// handler thread per core, PAGE granularity. The align is checked when the device is made.
+/// handler thread per core, PAGE granularity, a fault-around window of 128 leaves, no leaves
+/// zeroed ahead. The align is checked when the device is made.
 ///
 /// Returns 0, or -EFAULT if `out` is NULL. Thread-safe.
 ///
@@ -496,17 +524,21 @@ pub unsafe extern "C" fn devmap_device_get_info(
         // SAFETY: the caller promises NULL or a live handle.
         let d = unsafe { handle(dev, "dev") }?.dev();
         let out = nonnull(out, "out")?;
+        let faults = d.fault_stats();
         let info = devmap_device_info {
             size: d.size(),
             align: d.align().bytes(),
             nr_mappings: d.nr_mappings() as u64,
-            leaves_mapped: d.fault_stats().leaves_mapped,
+            leaves_mapped: faults.leaves_mapped,
             catches_touches: d.catches_touches(),
             is_live: d.is_live(),
             granularity: match d.granularity() {
                 Granularity::Page => DEVMAP_GRANULARITY_PAGE,
                 _ => DEVMAP_GRANULARITY_LEAF,
             },
+            zeroed_ahead: faults.zeroed_ahead,
+            zero_ahead_hits: faults.zero_ahead_hits,
+            zero_ahead_failed: faults.zero_ahead_failed,
         };
         // SAFETY: non-null, and the caller promises it is writable.
         unsafe { out.write(info) };

@@ -82,8 +82,9 @@ pub use region::{
 
 /// The ABI version this header describes. It changes whenever a function, a struct's layout or
 /// a constant's meaning changes incompatibly; `libdevmap.so` carries it in its soname
-/// (`libdevmap.so.1`).
-pub const DEVMAP_ABI_VERSION: u32 = 1;
+/// (`libdevmap.so.2`). 2: `devmap_device_options` gained `fault_around` and `zero_ahead`, and
+/// `devmap_device_info` the zero-ahead counts, so both structs grew.
+pub const DEVMAP_ABI_VERSION: u32 = 2;
 
 /// The ABI version of the library actually loaded: a program compares it with
 /// `DEVMAP_ABI_VERSION` from the header it was built against, and refuses to run on a

@@ -363,9 +363,10 @@ pub unsafe extern "C" fn devmap_namespace_destroy(
 /// `devmap enable-namespace` does: its device serves the namespace's data bytes in the region
 /// file, with the namespace's align; the pages its badblocks list records are poisoned again;
 /// its info block is marked in use. `opts` (NULL for the defaults) gives the layout, init,
-/// faults and granularity; its `align` is ignored. Stores the device's handle in `*out_dev`
-/// and what the enable did in `*out_info` (may be NULL). The device is a file device: it does
-/// not catch touches, and a mapping faults in every leaf's metadata when it is made.
+/// faults and granularity; its `align` is ignored, and its `zero_ahead` must be 0. Stores the
+/// device's handle in `*out_dev` and what the enable did in `*out_info` (may be NULL). The
+/// device is a file device: it does not catch touches, and a mapping faults in every leaf's
+/// metadata when it is made.
 ///
 /// Ownership: the device handle is used like any other (mappings, pins, memory failure) and
 /// given back with `devmap_namespace_disable`, which writes the bad pages and the clean mark;
@@ -373,10 +374,10 @@ pub unsafe extern "C" fn devmap_namespace_destroy(
 /// next enable reports `was_clean` false).
 /// Thread-safety: as for any device; calls on the region are serialised.
 ///
-/// Returns 0; -EFAULT; -EINVAL (a bad constant); -ENOENT (no such namespace); -EROFS (opened
-/// read-only); -EOPNOTSUPP (an fsdax namespace); -EBUSY (the namespace is enabled already, in
-/// any space of this process or by another process: nothing was written); -EIO (the enable
-/// failed; the message says why); the system's errno.
+/// Returns 0; -EFAULT; -EINVAL (a bad constant or option); -ENOENT (no such namespace);
+/// -EROFS (opened read-only); -EOPNOTSUPP (an fsdax namespace); -EBUSY (the namespace is
+/// enabled already, in any space of this process or by another process: nothing was
+/// written); -EIO (the enable failed; the message says why); the system's errno.
 ///
 /// # Safety
 ///
@@ -399,6 +400,16 @@ pub unsafe extern "C" fn devmap_namespace_enable(
         let name = unsafe { utf8(name, "name") }?;
         // SAFETY: the caller promises NULL or readable.
         let opts = match unsafe { opts.as_ref() } {
+            // The device is over the region file, which catches no touches, so the library
+            // would refuse any zero-ahead pool; said here, before the 4 KiB align below
+            // would give the wrong reason.
+            Some(o) if o.zero_ahead != 0 => {
+                return Err(Failure::invalid(format!(
+                    "zero_ahead {} for a namespace: its device is over the region file and \
+                     does not catch touches; use zero_ahead 0",
+                    o.zero_ahead
+                )));
+            }
             // The namespace's align replaces this one: check the rest at any valid align.
             Some(o) => options(&devmap_device_options {
                 align: Order::BASE.bytes(),

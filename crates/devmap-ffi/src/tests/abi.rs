@@ -34,6 +34,8 @@ pub(super) fn device(size: u64, align: u64) -> (*mut devmap_space, *mut devmap_d
         faults: 0,
         handlers: 0,
         granularity: 0,
+        fault_around: 0,
+        zero_ahead: 0,
     };
     // SAFETY: every pointer is to a live local.
     unsafe {

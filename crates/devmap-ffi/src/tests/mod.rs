@@ -4,6 +4,7 @@
 
 mod abi;
 mod client;
+mod device_options;
 mod mf;
 mod options;
 mod overhead;

@@ -87,6 +87,8 @@ fn device_options(align: u64, option: &str, value: &str) -> devmap_device_option
         faults: 0,
         handlers: 0,
         granularity: 0,
+        fault_around: 0,
+        zero_ahead: 0,
     };
     // SAFETY: `o` is a live local.
     assert_eq!(unsafe { devmap_device_options_init(align, &mut o) }, 0);
@@ -97,6 +99,8 @@ fn device_options(align: u64, option: &str, value: &str) -> devmap_device_option
         "faults" => o.faults = constant(option, value),
         "granularity" => o.granularity = constant(option, value),
         "handlers" => o.handlers = value.parse().expect("a count"),
+        "fault_around" => o.fault_around = value.parse().expect("a count"),
+        "zero_ahead" => o.zero_ahead = value.parse().expect("a count"),
         "size" => {}
         other => panic!("unknown device option {other}"),
     }
@@ -191,6 +195,8 @@ fn the_c_abi_accepts_refuses_and_defaults_as_the_table_says() {
                     "faults" => name_of("faults", o.faults).to_owned(),
                     "granularity" => name_of("granularity", o.granularity).to_owned(),
                     "handlers" => o.handlers.to_string(),
+                    "fault_around" => o.fault_around.to_string(),
+                    "zero_ahead" => o.zero_ahead.to_string(),
                     other => panic!("no default for {other}"),
                 };
                 let want = match row.value.as_str() {
