@@ -125,9 +125,11 @@ class Device:
         faults: FaultsName = "auto",
         handlers: int | None = None,
         zero_ahead: int = 0,
+        fault_around: int = 128,
     ) -> Device:
         """A device over a new memfd of `size` bytes; `zero_ahead` leaves (2M or 1G align)
-        allocated and zeroed ahead of sequential touchers."""
+        allocated and zeroed ahead of sequential touchers; at a 4K align a caught touch maps
+        up to `fault_around` leaves."""
     @staticmethod
     def hugetlb(
         size: Size,

@@ -102,13 +102,15 @@ impl Device {
 impl Device {
     /// A device over a new memfd (shmem, 4 KiB pages, sparse: it costs what is touched) of
     /// `size` bytes. First touches of its mappings are caught (userfaultfd) and run the fault
-    /// path; a memory error costs 4 KiB (`granularity="page"`). With `zero_ahead=N` (2M or 1G
+    /// path; a memory error costs 4 KiB (`granularity="page"`). At a 4K align a caught touch
+    /// maps up to `fault_around` leaves (a power of two, 1 to 512): the touched one and its
+    /// neighbours, the window growing on sequential touches. With `zero_ahead=N` (2M or 1G
     /// align) a background thread allocates and zeroes up to N leaves ahead of sequential
     /// touchers, and a touch that finds its leaf ready only has it mapped.
     #[staticmethod]
-    #[pyo3(signature = (size, align = crate::Align::DEFAULT, layout = "heads", init = "parallel", granularity = "page", faults = "auto", handlers = None, zero_ahead = 0))]
+    #[pyo3(signature = (size, align = crate::Align::DEFAULT, layout = "heads", init = "parallel", granularity = "page", faults = "auto", handlers = None, zero_ahead = 0, fault_around = DaxOptions::DEFAULT_FAULT_AROUND))]
     #[pyo3(
-        text_signature = "(size, align='2M', layout='heads', init='parallel', granularity='page', faults='auto', handlers=None, zero_ahead=0)"
+        text_signature = "(size, align='2M', layout='heads', init='parallel', granularity='page', faults='auto', handlers=None, zero_ahead=0, fault_around=128)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn memfd(
@@ -121,9 +123,10 @@ impl Device {
         faults: &str,
         handlers: Option<usize>,
         zero_ahead: usize,
+        fault_around: usize,
     ) -> PyResult<Device> {
         let size = crate::size_arg("size", size)?;
-        let o = Opts::parse(
+        let mut o = Opts::parse(
             align,
             layout,
             init,
@@ -132,6 +135,8 @@ impl Device {
             handlers,
             zero_ahead,
         )?;
+        o.opts.fault_around = fault_around;
+        o.opts.validate().map_err(errors::dax)?;
         let backing = Backing::memfd(size).map_err(errors::backing)?;
         Device::build(py, backing, o)
     }

@@ -139,6 +139,23 @@ def test_zero_ahead_has_leaves_ready_for_a_sequential_toucher():
     assert "use zero-ahead 0, or align 2M" in e.value.strerror
 
 
+def test_fault_around_maps_the_neighbours_of_sequential_touches_at_4k():
+    for window in (1, 16):
+        with devmap.Device.memfd("1M", align="4K", fault_around=window) as d:
+            with d.mmap() as m:
+                for page in range(64):
+                    m.write(page * 4096, b"t")
+                stats = d.fault_stats()
+                assert stats["leaves_mapped"] == 64, stats
+                if window == 1:
+                    assert stats["fault_around"] == 0 and stats["user_faults"] == 64, stats
+                else:
+                    assert stats["fault_around"] > 0 and stats["user_faults"] < 64, stats
+    with pytest.raises(devmap.InvalidArgument) as e:
+        devmap.Device.memfd("1M", align="4K", fault_around=3)
+    assert "fault_around = 3" in e.value.strerror
+
+
 def test_a_second_mapping_sees_the_same_bytes(dev):
     with dev.mmap(0, "4M") as a, dev.mmap("2M", "2M") as b:
         a.write(2 * MiB + 10, b"shared")

@@ -30,10 +30,6 @@ def default_of(function, option):
     return inspect.signature(function).parameters[option].default
 
 
-# Device options the table has that Python does not take (C does).
-NOT_IN_PYTHON = {"fault_around"}
-
-
 def attempt(call):
     try:
         result = call()
@@ -47,15 +43,13 @@ def test_python_accepts_refuses_and_defaults_as_the_table_says(
     tmp_path, verb, option, value, expect, fixed
 ):
     if verb == "device":
-        if option in NOT_IN_PYTHON:
-            pytest.skip(f"Device.memfd takes no {option}")
         if expect == "default":
             got = default_of(devmap.Device.memfd, option)
             # "cores": None in the signature, the library's default of one handler per core.
             assert str(got) == ("None" if value == "cores" else value)
             return
         kwargs = {"align": "4K" if option == "align" else "2M"}
-        kwargs[option] = int(value) if option in ("handlers", "zero_ahead") else value
+        kwargs[option] = int(value) if option in ("handlers", "zero_ahead", "fault_around") else value
         ok, dev = attempt(lambda: devmap.Device.memfd(fixed.get("size", "4M"), **kwargs))
         assert ok == (expect == "ok")
         if dev is not None:
