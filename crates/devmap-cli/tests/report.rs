@@ -10,10 +10,11 @@ use std::collections::BTreeSet;
 use common::{devmap, field, json};
 use serde_json::Value;
 
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "metadata per TiB",
     "time until usable",
     "first touch during async init",
+    "first touch of device leaves",
     "pin and unpin",
     "memory-failure bytes lost per 4 KiB error",
     "warm vs cold enable",

@@ -200,7 +200,7 @@ impl Plan {
 
 /// The one row of `touch-test`.
 #[derive(Debug, Serialize)]
-struct Touched {
+pub(crate) struct Touched {
     /// `memfd`, `hugetlb` or `file`.
     pub backing: &'static str,
     /// The file, for `--backing file`.
@@ -361,7 +361,13 @@ fn columns(r: &Touched) -> Cells {
 /// measured pays for the machine's first use of that much free memory (its p99 came out 3–5×
 /// the other side's, whichever side went first); with it both sides find memory the same way.
 pub fn run(a: TouchTestArgs) -> Result<()> {
-    let plan = checks::plan(&a)?;
+    let row = measured(&a)?;
+    output::print(a.json, &[row], columns)
+}
+
+/// What `touch-test` with arguments `a` measures (see [`run`]).
+pub(crate) fn measured(a: &TouchTestArgs) -> Result<Touched> {
+    let plan = checks::plan(a)?;
     let backing = checks::open_device_backing(&plan)?;
     measure::baseline_side(&plan).context("warm-up")?;
     let dev = measure::devmap_side(&plan, backing)?;
@@ -422,7 +428,7 @@ pub fn run(a: TouchTestArgs) -> Result<()> {
         ratio_p50: ratio(dev.side.lat.p50, base.lat.p50),
         ratio_p99: ratio(dev.side.lat.p99, base.lat.p99),
     };
-    output::print(a.json, &[row], columns)
+    Ok(row)
 }
 
 /// Bytes the touches write into each page: one, at the page's start.
