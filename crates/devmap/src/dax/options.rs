@@ -82,7 +82,10 @@ pub struct DaxOptions {
     /// leaf prepared and never reached stays allocated in the backing (so at most this many
     /// leaves of memory are spent ahead). Needs touches caught by userfaultfd and leaves of
     /// 2 MiB or more (at 4 KiB, fault-around serves sequential touchers). At most
-    /// [`DaxOptions::max_zero_ahead`] of the align: 1 GiB of leaves.
+    /// [`DaxOptions::max_zero_ahead`] of the align: 1 GiB of leaves. For programs that work
+    /// between first touches: where the touchers already fill every core, the pool cannot
+    /// keep up and at hugetlb it worsens the tail (p99 up to 8× the kernel's against 1.4–2×
+    /// without it; BENCHMARKS.md).
     pub zero_ahead: usize,
     /// Where the device does not catch touches (a backing without userfaultfd, or
     /// [`Faults::Explicit`]): whether [`DaxDevice::mmap`](super::DaxDevice::mmap) faults in the metadata of every
