@@ -84,8 +84,8 @@ pub struct DaxOptions {
     /// 2 MiB or more (at 4 KiB, fault-around serves sequential touchers). At most
     /// [`DaxOptions::max_zero_ahead`] of the align: 1 GiB of leaves. For programs that work
     /// between first touches: where the touchers already fill every core, the pool cannot
-    /// keep up and at hugetlb it worsens the tail (p99 up to 8× the kernel's against 1.4–2×
-    /// without it; BENCHMARKS.md).
+    /// keep up, and at hugetlb it adds an occasional tail of a few touches of several
+    /// milliseconds (BENCHMARKS.md).
     pub zero_ahead: usize,
     /// Where the device does not catch touches (a backing without userfaultfd, or
     /// [`Faults::Explicit`]): whether [`DaxDevice::mmap`](super::DaxDevice::mmap) faults in the metadata of every
