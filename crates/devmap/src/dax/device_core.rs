@@ -260,10 +260,10 @@ pub(super) struct DeviceCore {
     /// a hugetlb leaf before mapping it, and the zero-ahead pool allocates its leaves. Only
     /// where touches are caught on hugetlb or the pool is on. Like the kernel's direct map of
     /// device memory, it keeps the entries it allocated through until the device goes (or a
-    /// hole punch of the backing zaps them): dropping each one again
-    /// (`MADV_DONTNEED`) flushed the TLB of every core running the touchers, which share this
-    /// process's page tables, at every fault. Nothing reads or writes bytes through it: its
-    /// faults allocate, and a page that exists is left as it is.
+    /// hole punch of the backing zaps them): dropping each one again (`MADV_DONTNEED`)
+    /// flushed the TLB of every core running the touchers, which share this process's page
+    /// tables, at every fault. Nothing reads or writes bytes through it: its faults allocate,
+    /// and a page that exists is left as it is.
     pub(super) side: Option<Mmap>,
     /// The leaves zeroed ahead of their touch, if `DaxOptions::zero_ahead` asked for them.
     pub(super) zero_ahead: Option<ZeroAhead>,

@@ -18,10 +18,10 @@
 //! prepared leaf no touch reaches stays allocated in the backing, as the device's memory is.
 //!
 //! **Never old bytes.** Preparing is a write fault through the device's side window of the
-//! backing (`MADV_POPULATE_WRITE`; the window keeps the entries, `DeviceCore::side`): the kernel allocates a
-//! missing page zero-filled and leaves a page that exists as it is. So a prepared leaf holds
-//! zeros or the bytes it already had, never a stale page, and preparing changes no byte anyone
-//! could read. For hugetlb the side window reserves nothing: the page comes out of the
+//! backing (`MADV_POPULATE_WRITE`; the window keeps the entries, `DeviceCore::side`): the
+//! kernel allocates a missing page zero-filled and leaves a page that exists as it is. So a
+//! prepared leaf holds zeros or the bytes it already had, never a stale page, and preparing
+//! changes no byte anyone could read. For hugetlb the side window reserves nothing: the page comes out of the
 //! reservation the device's mappings made for those bytes.
 //!
 //! **Handing over.** Each leaf has two bits in one word of the pool's: `READY` (the pool
