@@ -26,6 +26,8 @@ struct Opts {
 }
 
 impl Opts {
+    /// The options the shared keyword arguments name, not yet checked: a constructor with
+    /// options of its own sets them, then calls [`checked`](Self::checked).
     fn parse(
         align: crate::Align,
         layout: &str,
@@ -44,11 +46,16 @@ impl Opts {
         if let Some(h) = handlers {
             opts.handlers = h;
         }
-        opts.validate().map_err(errors::dax)?;
         Ok(Opts {
             init: opts.init.name(),
             opts,
         })
+    }
+
+    /// The options, once the library accepts them.
+    fn checked(self) -> PyResult<Opts> {
+        self.opts.validate().map_err(errors::dax)?;
+        Ok(self)
     }
 }
 
@@ -136,7 +143,7 @@ impl Device {
             zero_ahead,
         )?;
         o.opts.fault_around = fault_around;
-        o.opts.validate().map_err(errors::dax)?;
+        let o = o.checked()?;
         let backing = Backing::memfd(size).map_err(errors::backing)?;
         Device::build(py, backing, o)
     }
@@ -171,7 +178,8 @@ impl Device {
             faults,
             handlers,
             zero_ahead,
-        )?;
+        )?
+        .checked()?;
         let page = match crate::opt_size_arg("page_size", page_size)? {
             Some(p) => p,
             None => o.opts.align.bytes().max(devmap::Order::PMD.bytes()),
@@ -204,7 +212,7 @@ impl Device {
     ) -> PyResult<Device> {
         let size = crate::opt_size_arg("size", size)?;
         // A file device catches no touches, so it has no zero-ahead pool.
-        let o = Opts::parse(align, layout, init, granularity, faults, handlers, 0)?;
+        let o = Opts::parse(align, layout, init, granularity, faults, handlers, 0)?.checked()?;
         let backing = match size {
             Some(len) => Backing::create_file(&path, len),
             None => Backing::open_file(&path),
