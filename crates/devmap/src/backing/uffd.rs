@@ -64,6 +64,17 @@ const POISON: Opcode = opcode::read_write::<uapi::uffdio_poison>(GROUP, uapi::_U
 const MSG_LEN: usize = size_of::<uapi::uffd_msg>();
 const _: () = assert!(MSG_LEN == 32);
 
+/// What [`Userfaultfd::fill`] does when the kernel stops at a page that is already there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnExist {
+    /// Wake the whole range: another resolver filled that page, and a thread still missing a
+    /// page after it faults again and is resolved then.
+    WakeRange,
+    /// Wake nothing more than the kernel woke (the part filled): the caller goes on to fill
+    /// the rest, and that call wakes it.
+    LeaveToCaller,
+}
+
 /// How many times a resolving ioctl is retried while the kernel answers `EAGAIN` without
 /// progress (the address space is changing under it: a fork, mremap or unmap in flight).
 const MAX_RETRIES: u32 = 10_000;
@@ -247,10 +258,16 @@ impl Userfaultfd {
 
     /// Maps zero-filled pages over `[start, start + len)` (MISSING mode) and wakes the
     /// threads waiting on it.
+    ///
+    /// A page that already exists (`raced`: in a memfd, a page the page cache holds, mapped
+    /// here or not) ends the call, and only what it filled is woken: the caller maps the rest
+    /// (`UFFDIO_CONTINUE`, which wakes it). Waking the whole range there would send a toucher
+    /// whose page is not yet mapped back into a second fault of the same page, and let a
+    /// touch return while the rest of its leaf is still being mapped.
     pub fn zeropage(&self, start: u64, len: u64) -> Result<Resolved, UffdError> {
         let ioctl = "UFFDIO_ZEROPAGE";
         self.check(ioctl, start, len)?;
-        self.fill(ioctl, start, len, |at, rest| {
+        self.fill(ioctl, start, len, OnExist::LeaveToCaller, |at, rest| {
             let mut z = uapi::uffdio_zeropage {
                 range: uapi::uffdio_range {
                     start: at,
@@ -273,7 +290,7 @@ impl Userfaultfd {
         let len = src.len() as u64;
         self.check(ioctl, start, len)?;
         let base = src.as_ptr() as u64;
-        self.fill(ioctl, start, len, |at, rest| {
+        self.fill(ioctl, start, len, OnExist::WakeRange, |at, rest| {
             let mut c = uapi::uffdio_copy {
                 dst: at,
                 src: base + (at - start),
@@ -295,7 +312,7 @@ impl Userfaultfd {
     pub fn continue_(&self, start: u64, len: u64) -> Result<Resolved, UffdError> {
         let ioctl = "UFFDIO_CONTINUE";
         self.check(ioctl, start, len)?;
-        self.fill(ioctl, start, len, |at, rest| {
+        self.fill(ioctl, start, len, OnExist::WakeRange, |at, rest| {
             let mut c = uapi::uffdio_continue {
                 range: uapi::uffdio_range {
                     start: at,
@@ -317,7 +334,7 @@ impl Userfaultfd {
         let ioctl = "UFFDIO_POISON";
         self.need(ioctl, UffdFeatures::POISON)?;
         self.check(ioctl, start, len)?;
-        self.fill(ioctl, start, len, |at, rest| {
+        self.fill(ioctl, start, len, OnExist::WakeRange, |at, rest| {
             let mut p = uapi::uffdio_poison {
                 range: uapi::uffdio_range {
                     start: at,
@@ -470,15 +487,16 @@ impl Userfaultfd {
     /// rest)` issues the ioctl for the rest of the range and returns its result and the
     /// count field (bytes done, or a negative errno).
     ///
-    /// `EAGAIN` with progress continues after what was done; without progress it retries (the
-    /// address space was changing). `EEXIST` means a page of the range is already there,
-    /// filled by another resolver: the whole range is woken and the call succeeds, so a thread
-    /// still missing a page faults again and is resolved then.
+    /// `EAGAIN` with progress continues after what was done (the kernel woke the threads
+    /// waiting on that part); without progress it retries (the address space was changing).
+    /// `EEXIST` means a page of the range is already there: the call succeeds with `raced`,
+    /// and `on_exist` says whether the whole range is woken.
     fn fill(
         &self,
         ioctl: &'static str,
         start: u64,
         len: u64,
+        on_exist: OnExist,
         mut call: impl FnMut(u64, u64) -> (rustix::io::Result<()>, i64),
     ) -> Result<Resolved, UffdError> {
         let mut done = 0u64;
@@ -495,7 +513,9 @@ impl Userfaultfd {
                     std::thread::yield_now();
                 }
                 Err(Errno::EXIST) => {
-                    self.wake(start, len)?;
+                    if on_exist == OnExist::WakeRange {
+                        self.wake(start, len)?;
+                    }
                     return Ok(Resolved {
                         bytes: done,
                         raced: true,

@@ -159,6 +159,52 @@ fn minor_on_memfd_continues_the_leaf_over_the_page_cache() {
     assert_eq!(smaps_field(base(&m), "Rss:"), LEAF);
 }
 
+/// A zeropage that stops at a page the page cache holds (a leaf written through another
+/// mapping) wakes nobody: the toucher stays asleep until the `UFFDIO_CONTINUE` that maps its
+/// page, instead of waking at once, faulting on the same page again and, once its page is
+/// in, running on while the rest of its leaf is still being mapped.
+#[test]
+fn a_zeropage_stopped_by_the_page_cache_leaves_the_toucher_asleep() {
+    let b = Backing::memfd(LEAF).expect("memfd");
+    let m = Arc::new(b.map_shared(0, LEAF, Order::PMD).expect("map"));
+    let filler = b.map_shared(0, LEAF, Order::PMD).expect("second map");
+    let src = pattern(LEAF);
+    filler.write(0, &src).expect("fill the page cache");
+    drop(filler);
+
+    let uffd = Userfaultfd::new(UffdFeatures::DEVICE).expect("userfaultfd");
+    uffd.register(&m, UffdModes::MISSING | UffdModes::MINOR)
+        .expect("register");
+    let offset = 200 * 4096;
+    let rx = touch(&m, offset);
+    let (addr, minor) = next_fault(&uffd);
+    assert!(minor, "a page in the page cache faults as minor");
+    let leaf = addr & !(LEAF - 1);
+    let zeroed = uffd.zeropage(leaf, LEAF).expect("zeropage");
+    assert_eq!(
+        zeroed,
+        Resolved {
+            bytes: 0,
+            raced: true
+        }
+    );
+    // Woken, the toucher would fault on its page again at once.
+    let again = uffd
+        .wait_event(Some(Duration::from_millis(200)))
+        .expect("wait_event");
+    assert!(
+        again.is_none(),
+        "the toucher was woken before its page was mapped: {again:?}"
+    );
+    assert!(
+        rx.try_recv().is_err(),
+        "the read returned with its page unmapped"
+    );
+    assert_eq!(uffd.continue_(leaf, LEAF).expect("continue").bytes, LEAF);
+    let got = rx.recv_timeout(WAIT).expect("woken");
+    assert_eq!(&got[..], &src[offset as usize..offset as usize + 16]);
+}
+
 #[test]
 fn minor_on_hugetlb_2m_continues_one_huge_page() {
     let _pages = match HugePages::reserve(HugePageSize::Size2M, 1) {

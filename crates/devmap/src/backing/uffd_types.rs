@@ -167,8 +167,10 @@ pub enum UffdEvent {
 pub struct Resolved {
     /// Bytes this call filled (mapped, continued or poisoned).
     pub bytes: u64,
-    /// Whether part of the range was already there, filled by another resolver; the whole
-    /// range was woken anyway.
+    /// Whether part of the range was already there (another resolver filled it, or for
+    /// `zeropage` the page cache holds it). `copy`, `continue_` and `poison` then woke the
+    /// whole range anyway; `zeropage` woke only the `bytes` it filled, and its caller maps
+    /// the rest.
     pub raced: bool,
 }
 

@@ -571,6 +571,8 @@ impl DeviceCore {
         let addr = m.base as u64 + rel;
         let mut done = 0;
         if self.backing.page_size() == Order::BASE {
+            // Stopped by a page that exists, it wakes only what it filled: the toucher
+            // sleeps on until the continue below maps its page.
             let r = uffd.zeropage(addr, len)?;
             if !r.raced {
                 return Ok(());
