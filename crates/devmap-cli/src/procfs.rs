@@ -42,11 +42,26 @@ pub fn memory_budget() -> Result<(u64, u64)> {
 /// read-only, so asking never takes the lock from a process about to (a region's manager holds
 /// its exclusive lock for as long as it manages it). `None` if no process does, or if the file
 /// or `/proc/locks` cannot be read.
+///
+/// `/proc/locks` is generated afresh at every `read`, from an index into the kernel's list of
+/// locks, so a file longer than one read can skip a line when a lock listed before it goes
+/// away between two reads. Each read therefore asks for a whole buffer (the kernel fills a
+/// page of lines per read; `read_to_string` would start with a 32-byte probe and split even a
+/// short file in two), and a holder not found is looked for twice more before it is called
+/// gone: a skip needs a lock to go away at that moment, a gone holder is gone every time.
 pub fn flock_holder(path: &std::path::Path) -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).ok()?;
-    let locks = std::fs::read_to_string("/proc/locks").ok()?;
-    flock_holder_in(&locks, meta.dev(), meta.ino())
+    (0..3).find_map(|_| flock_holder_in(&read_locks()?, meta.dev(), meta.ino()))
+}
+
+/// The text of `/proc/locks`, read in requests of at least a page each.
+fn read_locks() -> Option<String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open("/proc/locks").ok()?;
+    let mut text = String::with_capacity(64 << 10);
+    file.read_to_string(&mut text).ok()?;
+    Some(text)
 }
 
 /// [`flock_holder`] over the text of `/proc/locks`, for the file with device `dev` (as
@@ -88,6 +103,39 @@ mod tests {
         assert_eq!(flock_holder_in(locks, 0xfe00, 42), None);
         assert_eq!(flock_holder_in(locks, 0xfe01, 10011219), None);
         assert_eq!(flock_holder_in("", 0xfe00, 10011219), None);
+    }
+
+    /// A lock another thread keeps taking and dropping sits at the head of the kernel's list
+    /// while the held one is read: the reader must find the held one every time. (Read
+    /// through `read_to_string`, the list was read in two passes, a 32-byte probe and the
+    /// rest, and an entry that moved in between was skipped: a live holder read as gone.)
+    #[test]
+    fn a_held_flock_is_found_while_other_locks_come_and_go() {
+        use rustix::fs::{FlockOperation, flock};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = std::env::temp_dir();
+        let held_path = dir.join(format!("devmap-locks-held-{}", std::process::id()));
+        let churn_path = dir.join(format!("devmap-locks-churn-{}", std::process::id()));
+        let held = std::fs::File::create(&held_path).expect("create");
+        flock(&held, FlockOperation::LockExclusive).expect("flock");
+        let stop = AtomicBool::new(false);
+        let missed = std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let f = std::fs::File::create(&churn_path).expect("create");
+                    flock(&f, FlockOperation::LockExclusive).expect("flock");
+                    drop(f);
+                }
+            });
+            let missed = (0..2000)
+                .filter(|_| flock_holder(&held_path) != Some(std::process::id()))
+                .count();
+            stop.store(true, Ordering::Relaxed);
+            missed
+        });
+        let _ = std::fs::remove_file(&held_path);
+        let _ = std::fs::remove_file(&churn_path);
+        assert_eq!(missed, 0, "reads of /proc/locks that missed the holder");
     }
 
     #[test]
