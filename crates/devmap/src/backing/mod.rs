@@ -45,7 +45,7 @@ pub(crate) use memfd::reserve::HugePages;
 pub use memfd::{HugePageCounts, HugePageSize, huge_pages};
 pub use shared_words::{SharedWords, Writer};
 pub use smaps::{Smaps, smaps_at};
-pub use uffd::Userfaultfd;
+pub use uffd::{EventWaiter, Userfaultfd};
 pub use uffd_types::{RangeIoctls, Resolved, UffdError, UffdEvent, UffdFeatures};
 
 use crate::addr::Order;

@@ -25,7 +25,8 @@
 //! The descriptor is non-blocking and opened with `UFFD_USER_MODE_ONLY`.
 //! [`Userfaultfd::wait_event`] polls with a timeout; [`Userfaultfd::wait_event_or`] sleeps
 //! until an event or until a second descriptor (a handler's stop eventfd) is readable, so an
-//! idle handler thread never wakes. Dropping the descriptor ends every registration, and threads blocked
+//! idle handler thread never wakes; [`Userfaultfd::waiter`] does the same for one of several
+//! threads serving the descriptor, and a fault wakes only one of them. Dropping the descriptor ends every registration, and threads blocked
 //! in a fault on it retry the fault without it.
 //!
 //! This file holds the module's only userfaultfd `unsafe`: the syscall, the ioctls (each with a
@@ -440,6 +441,34 @@ impl Userfaultfd {
         }
     }
 
+    /// A way for one thread to sleep until an event or until `stop` (an eventfd written to
+    /// stop the caller) is readable, for a descriptor several threads serve: each waiter is an
+    /// epoll instance holding the descriptor with `EPOLLEXCLUSIVE`, so a fault wakes one
+    /// waiting thread, not every one ([`wait_event_or`](Self::wait_event_or) wakes them all,
+    /// and all but one go back to sleep having found nothing). A thread busy with an event
+    /// is not woken in another's place: the kernel passes the wake-up on to the next thread
+    /// that is waiting. The stop wakes every waiter.
+    pub fn waiter(&self, stop: BorrowedFd<'_>) -> Result<EventWaiter<'_>, UffdError> {
+        use rustix::event::epoll;
+        let read = |e: Errno| UffdError::Read { source: e.into() };
+        let ep = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(read)?;
+        epoll::add(
+            &ep,
+            &self.fd,
+            epoll::EventData::new_u64(WAITER_EVENT),
+            epoll::EventFlags::IN | epoll::EventFlags::EXCLUSIVE,
+        )
+        .map_err(read)?;
+        epoll::add(
+            &ep,
+            stop,
+            epoll::EventData::new_u64(WAITER_STOP),
+            epoll::EventFlags::IN,
+        )
+        .map_err(read)?;
+        Ok(EventWaiter { uffd: self, ep })
+    }
+
     /// Refuses a feature that was not granted.
     fn need(&self, what: &'static str, needed: UffdFeatures) -> Result<(), UffdError> {
         if self.granted.contains(needed) {
@@ -528,6 +557,51 @@ impl Userfaultfd {
             bytes: done,
             raced: false,
         })
+    }
+}
+
+/// [`EventWaiter`]'s epoll data for the userfaultfd.
+const WAITER_EVENT: u64 = 0;
+/// [`EventWaiter`]'s epoll data for the stop descriptor.
+const WAITER_STOP: u64 = 1;
+
+/// One thread's wait for the events of a [`Userfaultfd`] that several threads serve
+/// ([`Userfaultfd::waiter`]).
+#[derive(Debug)]
+pub struct EventWaiter<'a> {
+    uffd: &'a Userfaultfd,
+    ep: OwnedFd,
+}
+
+impl EventWaiter<'_> {
+    /// Waits without a time limit for one event, or until the stop descriptor is readable:
+    /// `None` then, even if an event is pending. A wake-up that finds the event already read by
+    /// another thread waits again.
+    pub fn wait(&self) -> Result<Option<UffdEvent>, UffdError> {
+        use rustix::event::epoll;
+        let mut ready = Vec::with_capacity(2);
+        loop {
+            ready.clear();
+            match epoll::wait(&self.ep, rustix::buffer::spare_capacity(&mut ready), None) {
+                Ok(_) | Err(Errno::INTR) => {}
+                Err(e) => return Err(UffdError::Read { source: e.into() }),
+            }
+            if ready.iter().any(|e| e.data.u64() == WAITER_STOP) {
+                return Ok(None);
+            }
+            if let Some(e) = ready.iter().find(|e| e.data.u64() == WAITER_EVENT) {
+                let flags = e.flags;
+                if flags.intersects(epoll::EventFlags::ERR | epoll::EventFlags::HUP) {
+                    // Never for a descriptor past `UFFDIO_API`; refused rather than spun on.
+                    return Err(UffdError::Read {
+                        source: std::io::Error::other(format!("epoll reported {flags:?}")),
+                    });
+                }
+                if let Some(event) = self.uffd.read_event()? {
+                    return Ok(Some(event));
+                }
+            }
+        }
     }
 }
 

@@ -205,6 +205,63 @@ fn a_zeropage_stopped_by_the_page_cache_leaves_the_toucher_asleep() {
     assert_eq!(&got[..], &src[offset as usize..offset as usize + 16]);
 }
 
+/// Voluntary context switches of thread `tid` of this process so far.
+fn sleeps_of(tid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("voluntary_ctxt_switches")
+}
+
+/// Several threads serving one descriptor, each through its own waiter: a fault wakes one of
+/// them. Woken all at once (as `wait_event_or`'s `poll` wakes them), every thread would sleep
+/// again after each fault, four sleeps per fault here; one wakes, one sleeps.
+#[test]
+fn a_fault_wakes_one_of_the_waiting_threads() {
+    const WAITERS: usize = 4;
+    const FAULTS: u64 = 24;
+    let b = Backing::memfd(LEAF).expect("memfd");
+    let m = b.map_shared(0, LEAF, Order::BASE).expect("map");
+    let uffd = Userfaultfd::new(UffdFeatures::DEVICE).expect("userfaultfd");
+    uffd.register(&m, UffdModes::MISSING).expect("register");
+    let stop = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).expect("eventfd");
+    let (tids_tx, tids) = mpsc::channel();
+    std::thread::scope(|s| {
+        for _ in 0..WAITERS {
+            let (uffd, stop, tids_tx) = (&uffd, &stop, tids_tx.clone());
+            s.spawn(move || {
+                let waiter = uffd.waiter(stop.as_fd()).expect("waiter");
+                tids_tx
+                    .send(rustix::thread::gettid().as_raw_nonzero().get())
+                    .expect("send");
+                while let Some(event) = waiter.wait().expect("wait") {
+                    if let UffdEvent::PageFault { addr, .. } = event {
+                        uffd.zeropage(addr & !4095, 4096).expect("zeropage");
+                    }
+                }
+            });
+        }
+        let tids: Vec<i32> = tids.iter().take(WAITERS).collect();
+        // Until every waiter is asleep in epoll_wait.
+        std::thread::sleep(Duration::from_millis(100));
+        let before: u64 = tids.iter().map(|&t| sleeps_of(t)).sum();
+        for page in 0..FAULTS {
+            let mut byte = [1u8];
+            m.read(page * 4096, &mut byte).expect("touch");
+            assert_eq!(byte, [0]);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let slept: u64 = tids.iter().map(|&t| sleeps_of(t)).sum::<u64>() - before;
+        rustix::io::write(&stop, &1u64.to_ne_bytes()).expect("stop");
+        assert!(
+            slept < 2 * FAULTS,
+            "{slept} sleeps of {WAITERS} waiters for {FAULTS} faults: more than one woke per fault"
+        );
+    });
+}
+
 #[test]
 fn minor_on_hugetlb_2m_continues_one_huge_page() {
     let _pages = match HugePages::reserve(HugePageSize::Size2M, 1) {
