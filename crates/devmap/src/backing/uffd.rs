@@ -26,8 +26,8 @@
 //! [`Userfaultfd::wait_event`] polls with a timeout; [`Userfaultfd::wait_event_or`] sleeps
 //! until an event or until a second descriptor (a handler's stop eventfd) is readable, so an
 //! idle handler thread never wakes; [`Userfaultfd::waiter`] does the same for one of several
-//! threads serving the descriptor, and a fault wakes only one of them. Dropping the descriptor ends every registration, and threads blocked
-//! in a fault on it retry the fault without it.
+//! threads serving the descriptor, and a fault wakes only one of them. Dropping the descriptor
+//! ends every registration, and threads blocked in a fault on it retry the fault without it.
 //!
 //! This file holds the module's only userfaultfd `unsafe`: the syscall, the ioctls (each with a
 //! struct of the kernel's layout from `linux-raw-sys`), and taking ownership of the descriptor a
