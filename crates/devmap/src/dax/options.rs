@@ -135,9 +135,8 @@ impl DaxOptions {
     }
 
     /// The most handler threads a device starts. Each handler serves one leaf at a time, so
-    /// handlers beyond the threads that touch new leaves at once buy nothing; and they all
-    /// wait on the device's one userfaultfd, whose every event wakes each of them (`poll` has
-    /// no exclusive wake-up), so the cost of a fault grows with their number. 256 still allows
+    /// handlers beyond the threads that touch new leaves at once buy nothing but idle threads
+    /// (a fault wakes one waiting handler: `Userfaultfd::waiter`). 256 still allows
     /// one handler per touching thread on a two-socket server of 128 cores, and stops a typo
     /// (100000) from starving the machine of threads.
     pub const MAX_HANDLERS: usize = 256;
