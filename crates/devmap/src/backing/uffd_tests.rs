@@ -135,14 +135,20 @@ fn missing_on_memfd_zeropage_and_a_second_resolver_races() {
     assert_eq!(smaps_field(base(&m), "Rss:"), LEAF);
 }
 
-#[test]
-fn minor_on_memfd_continues_the_leaf_over_the_page_cache() {
+/// A mapping of a one-leaf memfd whose pages are already in the page cache, written through
+/// another mapping (now gone), and the bytes written.
+fn leaf_in_the_page_cache() -> (Arc<Mmap>, Vec<u8>) {
     let b = Backing::memfd(LEAF).expect("memfd");
     let m = Arc::new(b.map_shared(0, LEAF, Order::PMD).expect("map"));
     let filler = b.map_shared(0, LEAF, Order::PMD).expect("second map");
     let src = pattern(LEAF);
     filler.write(0, &src).expect("fill the page cache");
-    drop(filler);
+    (m, src)
+}
+
+#[test]
+fn minor_on_memfd_continues_the_leaf_over_the_page_cache() {
+    let (m, src) = leaf_in_the_page_cache();
 
     let uffd = Userfaultfd::new(UffdFeatures::DEVICE).expect("userfaultfd");
     let ioctls = uffd.register(&m, UffdModes::MINOR).expect("register");
@@ -165,12 +171,7 @@ fn minor_on_memfd_continues_the_leaf_over_the_page_cache() {
 /// in, running on while the rest of its leaf is still being mapped.
 #[test]
 fn a_zeropage_stopped_by_the_page_cache_leaves_the_toucher_asleep() {
-    let b = Backing::memfd(LEAF).expect("memfd");
-    let m = Arc::new(b.map_shared(0, LEAF, Order::PMD).expect("map"));
-    let filler = b.map_shared(0, LEAF, Order::PMD).expect("second map");
-    let src = pattern(LEAF);
-    filler.write(0, &src).expect("fill the page cache");
-    drop(filler);
+    let (m, src) = leaf_in_the_page_cache();
 
     let uffd = Userfaultfd::new(UffdFeatures::DEVICE).expect("userfaultfd");
     uffd.register(&m, UffdModes::MISSING | UffdModes::MINOR)
