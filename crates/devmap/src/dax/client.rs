@@ -7,9 +7,10 @@
 //! Where touches cannot be caught (a region file on a disk filesystem), the metadata of every
 //! leaf is set when the mapping is attached, so the reverse map is complete either way.
 //!
-//! [`ClientFaults`] is the handler of one client descriptor: a thread that sleeps in `poll`
-//! on it and on a stop eventfd, and sends each fault to the device whose mapping holds the
-//! address (one descriptor may serve mappings of several devices). [`ClientMapping`] is the
+//! [`ClientFaults`] are the handlers of one client descriptor: threads that sleep on it and
+//! on a stop eventfd, one woken per fault, each sending its fault to the device whose mapping
+//! holds the address (one descriptor may serve mappings of several devices); there are as many
+//! as the client keeps busy at once, up to one per core. [`ClientMapping`] is the
 //! device's side of one client mapping; dropping it forgets the mapping as an unmap would.
 //! Client addresses are never entered into this process's address tables
 //! (`is_devmap_address`, `memory_failure_at`): they are another address space's.
@@ -17,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use parking_lot::{Mutex, RwLock};
@@ -28,100 +29,211 @@ use super::leaves::LeafBits;
 use super::pin_view::{FastPins, PinLedger, PinView};
 use super::poison::{Granularity, OwnerFn, OwnerSlot};
 use super::vma::{Populated, Vma};
-use super::{DaxError, MappingId};
+use super::{DaxError, DaxOptions, MappingId};
 use crate::backing::{UffdEvent, Userfaultfd};
 use crate::gup::{ByAddress, Folios, GupFlags, Pages, Pinned};
 
 /// The mappings one client descriptor catches, by client base address.
 type Table = Mutex<BTreeMap<usize, (Arc<DeviceCore>, Arc<MappingCore>)>>;
 
-/// The handler of one client's userfaultfd: reads the client's fault events and runs each
+/// The handlers of one client's userfaultfd: read the client's fault events and run each
 /// through the fault path of the device whose mapping holds the address. Stopped and joined
 /// when dropped.
+///
+/// One handler waits at first. Whenever a handler takes an event and no other is left
+/// waiting, it starts one more, up to this descriptor's part of its [`HandlerShare`]: for a
+/// service, one handler per core divided among the client descriptors it serves at that
+/// moment, at least one each. A client whose threads touch new leaves at once
+/// so gets as many handlers as it keeps busy while it has the cores to itself, and its
+/// touches do not queue behind one another (the kernel would fault them in parallel); many
+/// clients at once get one each, as before, rather than more handlers than cores sharing them
+/// unevenly (BENCHMARKS.md). A share that shrinks as clients arrive does not stop handlers
+/// already started. Each waits in its own [`Userfaultfd::waiter`], so a fault wakes one.
 #[derive(Debug)]
 pub struct ClientFaults {
+    shared: Arc<Shared>,
+}
+
+/// The cores that the fault handlers of a service's client descriptors share: each descriptor
+/// started with it may grow to an equal share of them ([`ClientFaults`]). Clones share the
+/// count.
+#[derive(Debug, Clone)]
+pub struct HandlerShare {
+    /// Descriptors started with this share and not yet dropped.
+    live: Arc<AtomicUsize>,
+    /// Handlers to divide among them.
+    cores: usize,
+}
+
+impl HandlerShare {
+    /// `cores` handlers to divide (at least one each).
+    pub fn new(cores: usize) -> HandlerShare {
+        HandlerShare {
+            live: Arc::default(),
+            cores,
+        }
+    }
+
+    /// One handler per core ([`DaxOptions::default_handlers`]).
+    pub fn per_core() -> HandlerShare {
+        HandlerShare::new(DaxOptions::default_handlers())
+    }
+
+    /// One descriptor's share now: at least one handler.
+    fn each(&self) -> usize {
+        // Relaxed: a count read only to size the share; nothing is published through it.
+        (self.cores / self.live.load(Ordering::Relaxed).max(1)).max(1)
+    }
+}
+
+/// What the handlers of one client descriptor share.
+#[derive(Debug)]
+struct Shared {
     uffd: Arc<Userfaultfd>,
     table: Arc<Table>,
-    stop: Arc<OwnedFd>,
-    thread: Option<JoinHandle<()>>,
+    stop: OwnedFd,
+    /// Handlers asleep in their waiter, or about to be.
+    idle: AtomicUsize,
+    /// The cores this descriptor's handlers share with other descriptors'.
+    share: HandlerShare,
+    /// The handlers' threads; `None` once the drop has taken them, after which none starts.
+    threads: Mutex<Option<Vec<JoinHandle<()>>>>,
 }
 
 impl ClientFaults {
     /// Starts the handler of `uffd`, a client's descriptor adopted with
-    /// [`Userfaultfd::adopt`].
-    pub fn start(uffd: Userfaultfd) -> Result<ClientFaults, DaxError> {
-        let uffd = Arc::new(uffd);
+    /// [`Userfaultfd::adopt`]; its handlers grow to at most its part of `share`.
+    pub fn start(uffd: Userfaultfd, share: &HandlerShare) -> Result<ClientFaults, DaxError> {
         let stop = rustix::event::eventfd(
             0,
             rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
         )
         .map_err(|e| DaxError::Handler { source: e.into() })?;
-        let stop = Arc::new(stop);
-        let table: Arc<Table> = Arc::default();
-        let thread = {
-            let (uffd, table, stop) = (Arc::clone(&uffd), Arc::clone(&table), Arc::clone(&stop));
-            std::thread::Builder::new()
-                .name("devmap-client-fault".into())
-                .spawn(move || client_loop(&uffd, &table, stop.as_fd()))
-                .map_err(|source| DaxError::Handler { source })?
-        };
-        Ok(ClientFaults {
-            uffd,
-            table,
+        let shared = Arc::new(Shared {
+            uffd: Arc::new(uffd),
+            table: Arc::default(),
             stop,
-            thread: Some(thread),
-        })
+            idle: AtomicUsize::new(0),
+            share: share.clone(),
+            threads: Mutex::new(Some(Vec::new())),
+        });
+        // Relaxed: a count read only to size each descriptor's share of handlers.
+        share.live.fetch_add(1, Ordering::Relaxed);
+        let faults = ClientFaults { shared };
+        Shared::spawn(&faults.shared).map_err(|source| DaxError::Handler { source })?;
+        Ok(faults)
     }
 
     /// The client's descriptor.
     pub fn uffd(&self) -> &Userfaultfd {
-        &self.uffd
+        &self.shared.uffd
+    }
+
+    /// How many handler threads serve the descriptor now.
+    pub fn handlers(&self) -> usize {
+        self.shared.threads.lock().as_ref().map_or(0, Vec::len)
+    }
+}
+
+impl Shared {
+    /// Starts one more handler, unless the descriptor has its share or is being dropped.
+    /// Counted idle before it starts, so that the handler that started it does not start
+    /// another for the same shortage.
+    fn spawn(this: &Arc<Shared>) -> std::io::Result<()> {
+        let mut threads = this.threads.lock();
+        let Some(threads) = threads.as_mut() else {
+            return Ok(());
+        };
+        if threads.len() >= this.share.each() {
+            return Ok(());
+        }
+        // Relaxed: a count of sleepers, read only to decide whether to start one; nothing
+        // is published through it.
+        this.idle.fetch_add(1, Ordering::Relaxed);
+        let shared = Arc::clone(this);
+        match std::thread::Builder::new()
+            .name("devmap-client-fault".into())
+            .spawn(move || shared.serve())
+        {
+            Ok(t) => {
+                threads.push(t);
+                Ok(())
+            }
+            Err(e) => {
+                this.idle.fetch_sub(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// One handler: sleeps until a fault event or the stop. A fault at an address no
+    /// attached mapping holds (detached while the client still maps it) is answered with
+    /// SIGBUS, never left waiting.
+    fn serve(self: &Arc<Shared>) {
+        let waiter = self
+            .uffd
+            .waiter(self.stop.as_fd())
+            .map_err(|e| tracing::warn!(error = %e, "dax: a client fault handler waits in poll"))
+            .ok();
+        loop {
+            let event = match &waiter {
+                Some(w) => w.wait(),
+                None => self.uffd.wait_event_or(self.stop.as_fd()),
+            };
+            let addr = match event {
+                Ok(Some(UffdEvent::PageFault { addr, .. })) => addr,
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => return,
+            };
+            // Relaxed: a count read only to decide whether to start a handler.
+            if self.idle.fetch_sub(1, Ordering::Relaxed) == 1
+                && let Err(e) = Shared::spawn(self)
+            {
+                tracing::warn!(error = %e, "dax: cannot start another client fault handler");
+            }
+            self.fault(addr);
+            self.idle.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs the client's fault at `addr` through the fault path of the device whose mapping
+    /// holds it, or answers it with SIGBUS.
+    fn fault(&self, addr: u64) {
+        let found = {
+            let t = self.table.lock();
+            t.range(..=addr as usize)
+                .next_back()
+                .filter(|(base, (_, m))| (addr as usize) < **base + m.len as usize)
+                .map(|(_, (d, m))| (Arc::clone(d), Arc::clone(m)))
+        };
+        match found {
+            Some((dev, m)) => dev.caught_touch(&m, addr),
+            None => {
+                // Detached (its client lost it: a disable, a revoke): SIGBUS, as a touch of a
+                // torn-down device's mapping gets.
+                let page = self.uffd.page_size_at(addr).bytes();
+                let at = addr - addr % page;
+                if self.uffd.poison(at, page).is_err() {
+                    let _ = self.uffd.wake(at, page);
+                }
+            }
+        }
     }
 }
 
 impl Drop for ClientFaults {
     fn drop(&mut self) {
-        // As `Handler::stop`: the eventfd stays readable, so the thread sees it whether it is
-        // asleep now or gets to `poll` later.
-        if let Err(e) = rustix::io::write(&*self.stop, &1u64.to_ne_bytes()) {
-            tracing::error!(error = %e, "dax: cannot wake a client fault handler to stop it");
+        // As `Handler::stop`: the eventfd stays readable, so every handler sees it whether it
+        // is asleep now or gets to its wait later. Taking the threads under the lock stops
+        // any handler from starting another after this.
+        self.shared.share.live.fetch_sub(1, Ordering::Relaxed);
+        let threads = self.shared.threads.lock().take().unwrap_or_default();
+        if let Err(e) = rustix::io::write(&self.shared.stop, &1u64.to_ne_bytes()) {
+            tracing::error!(error = %e, "dax: cannot wake the client fault handlers to stop them");
             return;
         }
-        if let Some(t) = self.thread.take() {
+        for t in threads {
             let _ = t.join();
-        }
-    }
-}
-
-/// One client descriptor's handler: sleeps until a fault event or the stop. A fault at an
-/// address no attached mapping holds (detached while the client still maps it) is answered
-/// with SIGBUS, never left waiting.
-fn client_loop(uffd: &Arc<Userfaultfd>, table: &Table, stop: std::os::fd::BorrowedFd<'_>) {
-    loop {
-        match uffd.wait_event_or(stop) {
-            Ok(Some(UffdEvent::PageFault { addr, .. })) => {
-                let found = {
-                    let t = table.lock();
-                    t.range(..=addr as usize)
-                        .next_back()
-                        .filter(|(base, (_, m))| (addr as usize) < **base + m.len as usize)
-                        .map(|(_, (d, m))| (Arc::clone(d), Arc::clone(m)))
-                };
-                match found {
-                    Some((dev, m)) => dev.caught_touch(&m, addr),
-                    None => {
-                        // Detached (its client lost it: a disable, a revoke): SIGBUS, as a
-                        // touch of a torn-down device's mapping gets.
-                        let page = uffd.page_size_at(addr).bytes();
-                        let at = addr - addr % page;
-                        if uffd.poison(at, page).is_err() {
-                            let _ = uffd.wake(at, page);
-                        }
-                    }
-                }
-            }
-            Ok(Some(_)) => {}
-            Ok(None) | Err(_) => return,
         }
     }
 }
@@ -192,9 +304,10 @@ impl ClientMapping {
             ledger: PinLedger::create()?,
         };
         let uffd = faults.map(|f| {
-            f.uffd
+            f.shared
+                .uffd
                 .note_registered(window.base as u64, window.len, dev.backing.page_size());
-            Arc::clone(&f.uffd)
+            Arc::clone(&f.shared.uffd)
         });
         let core = Arc::new(MappingCore {
             id: MappingId(dev.next_mapping.fetch_add(1, Ordering::Relaxed)),
@@ -213,10 +326,11 @@ impl ClientMapping {
         });
         dev.add_mapping(&core);
         let table = faults.map(|f| {
-            f.table
+            f.shared
+                .table
                 .lock()
                 .insert(window.base, (Arc::clone(dev), Arc::clone(&core)));
-            Arc::clone(&f.table)
+            Arc::clone(&f.shared.table)
         });
         let mapping = ClientMapping {
             dev: Arc::clone(dev),

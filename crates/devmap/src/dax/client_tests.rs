@@ -39,7 +39,11 @@ fn client(
         .expect("register");
     let copy = uffd.as_fd().try_clone_to_owned().expect("dup");
     let adopted = Userfaultfd::adopt(copy, UffdFeatures::DEVICE).expect("adopt");
-    (window, uffd, ClientFaults::start(adopted).expect("handler"))
+    (
+        window,
+        uffd,
+        ClientFaults::start(adopted, &HandlerShare::per_core()).expect("handler"),
+    )
 }
 
 fn spec(window: &crate::backing::Mmap, offset: u64) -> ClientWindow {
@@ -195,4 +199,74 @@ fn a_descriptor_that_is_not_a_userfaultfd_is_refused() {
         matches!(&err, crate::backing::UffdError::NotUserfaultfd { found } if found.contains("status")),
         "{err}"
     );
+}
+
+/// One handler waits for a new client; the fault it takes starts a second (it was the last
+/// one waiting), and touches of many threads at once grow them up to the client's share of
+/// the cores, never further. Every touch is served, and dropping the handlers stops and joins
+/// them all. With a second client descriptor on the same share, each gets half.
+#[test]
+fn a_clients_handlers_grow_with_its_concurrent_touches_up_to_its_share() {
+    let space = DeviceSpace::new();
+    let dev = device(&space, Faults::Explicit);
+    let share = HandlerShare::new(4);
+    let start = |offset, len| {
+        let (window, uffd, _) = client(&dev, offset, len);
+        let copy = uffd.as_fd().try_clone_to_owned().expect("dup");
+        let adopted = Userfaultfd::adopt(copy, UffdFeatures::DEVICE).expect("adopt");
+        let faults = ClientFaults::start(adopted, &share).expect("handler");
+        (window, uffd, faults)
+    };
+    let (window, _uffd, faults) = start(0, 8 * MIB);
+    let cm = ClientMapping::attach(&dev, spec(&window, 0), Some(&faults)).expect("attach");
+    assert_eq!(
+        faults.handlers(),
+        1,
+        "one waits for a client that has not touched"
+    );
+    window.write(0, b"first").expect("write");
+    assert_eq!(faults.handlers(), 2, "the busy one started another");
+    std::thread::scope(|s| {
+        for leaf in 1..4u64 {
+            let window = &window;
+            s.spawn(move || {
+                window
+                    .write(leaf * 2 * MIB + 7, &[leaf as u8])
+                    .expect("write")
+            });
+        }
+    });
+    assert!(
+        faults.handlers() <= 4,
+        "{} handlers for 4 cores",
+        faults.handlers()
+    );
+    for leaf in 0..4u64 {
+        assert!(
+            cm.is_faulted(cm.addr() + (leaf * 2 * MIB) as usize),
+            "leaf {leaf}"
+        );
+        let folio = dev
+            .pgmap()
+            .folio(dev.pfn_at(leaf * 2 * MIB).expect("pfn"))
+            .expect("folio");
+        assert_eq!((folio.refcount(), folio.mapcount()), (2, 1), "leaf {leaf}");
+    }
+
+    // A second client on the same share: each now gets 2 of the 4, and the second stops
+    // there however many of its touches come at once.
+    let (window2, _uffd2, faults2) = start(8 * MIB, 8 * MIB);
+    let cm2 = ClientMapping::attach(&dev, spec(&window2, 8 * MIB), Some(&faults2)).expect("attach");
+    std::thread::scope(|s| {
+        for leaf in 0..4u64 {
+            let window2 = &window2;
+            s.spawn(move || window2.write(leaf * 2 * MIB, &[1]).expect("write"));
+        }
+    });
+    assert_eq!(faults2.handlers(), 2, "half of the share");
+    assert_eq!(dev.fault_stats().leaves_mapped, 8);
+    drop((cm, cm2));
+    drop((faults, faults2));
+    drop((window, window2));
+    dev.close(None).expect("close");
 }

@@ -73,7 +73,7 @@ pub(crate) mod zero_ahead;
 #[cfg(all(test, not(loom)))]
 mod zero_ahead_tests;
 
-pub use self::client::{ClientFaults, ClientMapping, ClientWindow};
+pub use self::client::{ClientFaults, ClientMapping, ClientWindow, HandlerShare};
 pub use self::device::DaxDevice;
 pub(crate) use self::device::Placement;
 pub use self::device_core::{FaultStats, Faulted};

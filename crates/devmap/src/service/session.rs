@@ -346,7 +346,7 @@ impl Session<'_> {
         let faults = if m.features != 0 {
             let [fd] = frame.take_fds::<1>()?;
             let uffd = Userfaultfd::adopt(fd, UffdFeatures::from_bits(m.features))?;
-            Some(ClientFaults::start(uffd)?)
+            Some(ClientFaults::start(uffd, &self.state.handlers)?)
         } else {
             frame.take_fds::<0>()?;
             None

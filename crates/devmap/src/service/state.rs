@@ -24,7 +24,7 @@ use super::error::ServiceError;
 use super::notify::Notifier;
 use super::proto::{NamespaceEntry, Notice, notice};
 use crate::addr::Order;
-use crate::dax::{ClientMapping, DaxDevice, DaxOptions};
+use crate::dax::{ClientMapping, DaxDevice, DaxOptions, HandlerShare};
 use crate::gup::{ByAddress, Folios, Pages, Pinned};
 use crate::namespace::{Access, EnablePath, EnabledNamespace, Owner, Region};
 use crate::pgmap::DeviceSpace;
@@ -152,6 +152,8 @@ impl Served {
 pub(super) struct State {
     pub(super) space: DeviceSpace,
     pub(super) regions: Vec<Served>,
+    /// The cores the fault handlers of every client's descriptors share.
+    pub(super) handlers: HandlerShare,
     next_key: AtomicU64,
 }
 
@@ -179,6 +181,7 @@ impl State {
         Ok(State {
             space: DeviceSpace::new(),
             regions,
+            handlers: HandlerShare::per_core(),
             next_key: AtomicU64::new(1),
         })
     }
