@@ -43,12 +43,12 @@ type Table = Mutex<BTreeMap<usize, (Arc<DeviceCore>, Arc<MappingCore>)>>;
 /// One handler waits at first. Whenever a handler takes an event and no other is left
 /// waiting, it starts one more, up to this descriptor's part of its [`HandlerShare`]: for a
 /// service, one handler per core divided among the client descriptors it serves at that
-/// moment, at least one each. A client whose threads touch new leaves at once
-/// so gets as many handlers as it keeps busy while it has the cores to itself, and its
-/// touches do not queue behind one another (the kernel would fault them in parallel); many
-/// clients at once get one each, as before, rather than more handlers than cores sharing them
-/// unevenly (BENCHMARKS.md). A share that shrinks as clients arrive does not stop handlers
-/// already started. Each waits in its own [`Userfaultfd::waiter`], so a fault wakes one.
+/// moment, at least one each. So a client whose threads touch new leaves at once gets as
+/// many handlers as it keeps busy while it has the cores to itself, and its touches do not
+/// queue behind one another (the kernel would fault them in parallel); many clients at once
+/// get one each, rather than more handlers than cores sharing them unevenly (BENCHMARKS.md).
+/// A share that shrinks as clients arrive does not stop handlers already started. Each
+/// waits in its own [`Userfaultfd::waiter`], so a fault wakes one.
 #[derive(Debug)]
 pub struct ClientFaults {
     shared: Arc<Shared>,
