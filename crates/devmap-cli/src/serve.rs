@@ -159,6 +159,13 @@ fn prometheus(v: &serde_json::Value) -> String {
     let _ = writeln!(out, "devmap_clients {}", clients.len());
     let _ = writeln!(
         out,
+        "# HELP devmap_client_fault_handlers Threads handling clients' faults.\n\
+         # TYPE devmap_client_fault_handlers gauge\n\
+         devmap_client_fault_handlers {}",
+        num(&v["client_fault_handlers"])
+    );
+    let _ = writeln!(
+        out,
         "# HELP devmap_client_notices_lost_total Notices dropped because the client's socket was full.\n\
          # TYPE devmap_client_notices_lost_total counter"
     );

@@ -871,6 +871,81 @@ fn client_test_measures_a_running_service() {
     assert!(exit.success());
 }
 
+/// A client touching from two threads at once gets a second fault handler in the service (the
+/// first one, busy with a fault, starts it), which `status` counts, in JSON and for
+/// Prometheus; once the client has gone, its handlers are stopped and the count is 0.
+#[test]
+fn a_client_touching_from_two_threads_gets_a_second_handler() {
+    let region = ShmRegion::new("serve-handlers");
+    create(&region);
+    let socket = std::env::temp_dir().join(format!("devmap-handlers-{}.sock", std::process::id()));
+    let (served, _) = Served::start(&socket, &region, "vm0");
+    let s = socket.to_str().expect("utf-8");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(served.status()["client_fault_handlers"], 0, "no client yet");
+    let mut client = Command::new(env!("CARGO_BIN_EXE_devmap"))
+        .args([
+            "client-test",
+            "--socket",
+            s,
+            "--leaves",
+            "8",
+            "--threads",
+            "2",
+            "--pins",
+            "1",
+            "--json",
+            "--in-step",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn client-test");
+    let mut stdin = client.stdin.take().expect("stdin");
+    let mut stderr = BufReader::new(client.stderr.take().expect("stderr"));
+    let mut wait_for = |phase: &str| {
+        let mut line = String::new();
+        stderr.read_line(&mut line).expect("client-test's stderr");
+        assert_eq!(line.trim(), format!("ready {phase}"));
+    };
+    wait_for("served");
+    assert_eq!(
+        served.status()["client_fault_handlers"],
+        1,
+        "one handler waits for a mapped client that has not touched"
+    );
+    stdin.write_all(b"\n").expect("go");
+    wait_for("kernel");
+    // The client still maps the namespace: its handlers are there.
+    let status = served.status();
+    let handlers = status["client_fault_handlers"].as_u64().expect("a count") as usize;
+    assert!(
+        (2.min(cores)..=cores).contains(&handlers),
+        "{handlers} handlers for two touching threads on {cores} cores: {status}"
+    );
+    let out = devmap(&["status", "--socket", s, "--prometheus"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("devmap_client_fault_handlers {handlers}")),
+        "{text}"
+    );
+    stdin.write_all(b"\n").expect("go");
+    drop(stdin);
+    let out = client.wait_with_output().expect("client-test");
+    assert!(out.status.success(), "{out:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while served.status()["client_fault_handlers"] != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the gone client's handlers were not stopped"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (exit, _) = served.stop(rustix::process::Signal::TERM);
+    assert!(exit.success());
+}
+
 /// A client whose socket a forked child still holds: the service sees the client's process
 /// exit through its pidfd and drops its mapping, though the socket stays open.
 #[test]

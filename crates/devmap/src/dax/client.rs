@@ -61,6 +61,8 @@ pub struct ClientFaults {
 pub struct HandlerShare {
     /// Descriptors started with this share and not yet dropped.
     live: Arc<AtomicUsize>,
+    /// Their handler threads, started and not yet joined.
+    threads: Arc<AtomicUsize>,
     /// Handlers to divide among them.
     cores: usize,
 }
@@ -70,8 +72,16 @@ impl HandlerShare {
     pub fn new(cores: usize) -> HandlerShare {
         HandlerShare {
             live: Arc::default(),
+            threads: Arc::default(),
             cores,
         }
+    }
+
+    /// Handler threads running for the descriptors started with this share (`devmap status`
+    /// shows them).
+    pub fn handlers(&self) -> usize {
+        // Relaxed: a figure to show; nothing is read through it.
+        self.threads.load(Ordering::Relaxed)
     }
 
     /// One handler per core ([`DaxOptions::default_handlers`]).
@@ -157,6 +167,8 @@ impl Shared {
         {
             Ok(t) => {
                 threads.push(t);
+                // Relaxed: a figure to show.
+                this.share.threads.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
             Err(e) => {
@@ -232,9 +244,15 @@ impl Drop for ClientFaults {
             tracing::error!(error = %e, "dax: cannot wake the client fault handlers to stop them");
             return;
         }
+        let started = threads.len();
         for t in threads {
             let _ = t.join();
         }
+        // Relaxed: a figure to show.
+        self.shared
+            .share
+            .threads
+            .fetch_sub(started, Ordering::Relaxed);
     }
 }
 

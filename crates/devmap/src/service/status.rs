@@ -18,6 +18,9 @@ struct Status {
     pid: u32,
     socket: String,
     uptime_s: f64,
+    /// Threads handling clients' faults, over every client: one waits per client descriptor,
+    /// and a client whose threads fault at once gets more, up to its share of the cores.
+    client_fault_handlers: usize,
     clients: Vec<ClientStatus>,
     namespaces: Vec<NamespaceStatus>,
 }
@@ -103,6 +106,7 @@ pub(super) fn json(shared: &Shared) -> Vec<u8> {
         pid: std::process::id(),
         socket: shared.socket.display().to_string(),
         uptime_s: shared.started.elapsed().as_secs_f64(),
+        client_fault_handlers: shared.state.handlers.handlers(),
         clients,
         namespaces,
     };
