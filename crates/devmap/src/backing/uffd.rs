@@ -447,26 +447,17 @@ impl Userfaultfd {
     /// waiting thread, not every one ([`wait_event_or`](Self::wait_event_or) wakes them all,
     /// and all but one go back to sleep having found nothing). A thread busy with an event
     /// is not woken in another's place: the kernel passes the wake-up on to the next thread
-    /// that is waiting. The stop wakes every waiter.
-    pub fn waiter(&self, stop: BorrowedFd<'_>) -> Result<EventWaiter<'_>, UffdError> {
-        use rustix::event::epoll;
-        let read = |e: Errno| UffdError::Read { source: e.into() };
-        let ep = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(read)?;
-        epoll::add(
-            &ep,
-            &self.fd,
-            epoll::EventData::new_u64(WAITER_EVENT),
-            epoll::EventFlags::IN | epoll::EventFlags::EXCLUSIVE,
-        )
-        .map_err(read)?;
-        epoll::add(
-            &ep,
+    /// that is waiting. The stop wakes every waiter. Where the epoll instance cannot be set up
+    /// (out of descriptors), the waiter waits as `wait_event_or` does.
+    pub fn waiter<'a>(&'a self, stop: BorrowedFd<'a>) -> EventWaiter<'a> {
+        let ep = exclusive_epoll(&self.fd, stop)
+            .map_err(|e| tracing::warn!(error = %e, "userfaultfd: a waiter waits in poll, woken with every other"))
+            .ok();
+        EventWaiter {
+            uffd: self,
             stop,
-            epoll::EventData::new_u64(WAITER_STOP),
-            epoll::EventFlags::IN,
-        )
-        .map_err(read)?;
-        Ok(EventWaiter { uffd: self, ep })
+            ep,
+        }
     }
 
     /// Refuses a feature that was not granted.
@@ -570,7 +561,9 @@ const WAITER_STOP: u64 = 1;
 #[derive(Debug)]
 pub struct EventWaiter<'a> {
     uffd: &'a Userfaultfd,
-    ep: OwnedFd,
+    stop: BorrowedFd<'a>,
+    /// The epoll instance holding both; `None` where it could not be set up.
+    ep: Option<OwnedFd>,
 }
 
 impl EventWaiter<'_> {
@@ -579,10 +572,13 @@ impl EventWaiter<'_> {
     /// another thread waits again.
     pub fn wait(&self) -> Result<Option<UffdEvent>, UffdError> {
         use rustix::event::epoll;
+        let Some(ep) = &self.ep else {
+            return self.uffd.wait_event_or(self.stop);
+        };
         let mut ready = Vec::with_capacity(2);
         loop {
             ready.clear();
-            match epoll::wait(&self.ep, rustix::buffer::spare_capacity(&mut ready), None) {
+            match epoll::wait(ep, rustix::buffer::spare_capacity(&mut ready), None) {
                 Ok(_) | Err(Errno::INTR) => {}
                 Err(e) => return Err(UffdError::Read { source: e.into() }),
             }
@@ -603,6 +599,25 @@ impl EventWaiter<'_> {
             }
         }
     }
+}
+
+/// An epoll instance holding `uffd` with `EPOLLEXCLUSIVE` and `stop` without it.
+fn exclusive_epoll(uffd: &OwnedFd, stop: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
+    use rustix::event::epoll;
+    let ep = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+    epoll::add(
+        &ep,
+        uffd,
+        epoll::EventData::new_u64(WAITER_EVENT),
+        epoll::EventFlags::IN | epoll::EventFlags::EXCLUSIVE,
+    )?;
+    epoll::add(
+        &ep,
+        stop,
+        epoll::EventData::new_u64(WAITER_STOP),
+        epoll::EventFlags::IN,
+    )?;
+    Ok(ep)
 }
 
 impl AsFd for Userfaultfd {

@@ -233,7 +233,7 @@ fn a_fault_wakes_one_of_the_waiting_threads() {
         for _ in 0..WAITERS {
             let (uffd, stop, tids_tx) = (&uffd, &stop, tids_tx.clone());
             s.spawn(move || {
-                let waiter = uffd.waiter(stop.as_fd()).expect("waiter");
+                let waiter = uffd.waiter(stop.as_fd());
                 tids_tx
                     .send(rustix::thread::gettid().as_raw_nonzero().get())
                     .expect("send");

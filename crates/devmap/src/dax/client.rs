@@ -182,17 +182,9 @@ impl Shared {
     /// attached mapping holds (detached while the client still maps it) is answered with
     /// SIGBUS, never left waiting.
     fn serve(self: &Arc<Shared>) {
-        let waiter = self
-            .uffd
-            .waiter(self.stop.as_fd())
-            .map_err(|e| tracing::warn!(error = %e, "dax: a client fault handler waits in poll"))
-            .ok();
+        let waiter = self.uffd.waiter(self.stop.as_fd());
         loop {
-            let event = match &waiter {
-                Some(w) => w.wait(),
-                None => self.uffd.wait_event_or(self.stop.as_fd()),
-            };
-            let addr = match event {
+            let addr = match waiter.wait() {
                 Ok(Some(UffdEvent::PageFault { addr, .. })) => addr,
                 Ok(Some(_)) => continue,
                 Ok(None) | Err(_) => return,

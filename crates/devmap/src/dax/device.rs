@@ -121,17 +121,9 @@ fn handler_loop(dev: &DeviceCore, stop: BorrowedFd<'_>) {
     let Some(uffd) = dev.uffd.as_ref() else {
         return;
     };
-    // Woken alone by a fault; without epoll, woken with every other handler.
-    let waiter = uffd
-        .waiter(stop)
-        .map_err(|e| tracing::warn!(error = %e, "dax: a fault handler waits in poll"))
-        .ok();
+    let waiter = uffd.waiter(stop);
     loop {
-        let event = match &waiter {
-            Some(w) => w.wait(),
-            None => uffd.wait_event_or(stop),
-        };
-        match event {
+        match waiter.wait() {
             Ok(Some(UffdEvent::PageFault { addr, .. })) => dev.user_fault(uffd, addr),
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => return,
