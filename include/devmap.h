@@ -441,8 +441,8 @@ typedef struct devmap_device_options {
   uint32_t fault_around;
   /**
    * Leaves allocated and zeroed ahead of sequential touchers by a background thread, at
-   * most: 0 (off, the default) to 1 GiB of leaves (512 at 2 MiB, 1 at 1 GiB). -EINVAL
-   * above that, at a 4096 align, and on a device that does not catch touches (a file,
+   * most: 0 (off, the default) to 1 GiB of leaves (512 at 2 MiB, 1 at 1 GiB); a caught
+   * touch maps the ready leaves after its own with it. -EINVAL above that, at a 4096 align, and on a device that does not catch touches (a file,
    * device-dax or namespace device, or `DEVMAP_FAULTS_EXPLICIT`).
    */
   uint32_t zero_ahead;
@@ -485,7 +485,7 @@ typedef struct devmap_device_info {
    */
   uint64_t zeroed_ahead;
   /**
-   * Caught touches whose leaf the pool had ready.
+   * Leaves a fault took ready from the pool: a caught touch's own, or one mapped after it.
    */
   uint64_t zero_ahead_hits;
   /**

@@ -72,8 +72,8 @@ pub struct devmap_device_options {
     /// touches are not caught.
     pub fault_around: u32,
     /// Leaves allocated and zeroed ahead of sequential touchers by a background thread, at
-    /// most: 0 (off, the default) to 1 GiB of leaves (512 at 2 MiB, 1 at 1 GiB). -EINVAL
-    /// above that, at a 4096 align, and on a device that does not catch touches (a file,
+    /// most: 0 (off, the default) to 1 GiB of leaves (512 at 2 MiB, 1 at 1 GiB); a caught
+    /// touch maps the ready leaves after its own with it. -EINVAL above that, at a 4096 align, and on a device that does not catch touches (a file,
     /// device-dax or namespace device, or `DEVMAP_FAULTS_EXPLICIT`).
     pub zero_ahead: u32,
 }
@@ -98,7 +98,7 @@ pub struct devmap_device_info {
     pub granularity: u32,
     /// Leaves the zero-ahead pool allocated and zeroed before their touch (`zero_ahead`).
     pub zeroed_ahead: u64,
-    /// Caught touches whose leaf the pool had ready.
+    /// Leaves a fault took ready from the pool: a caught touch's own, or one mapped after it.
     pub zero_ahead_hits: u64,
     /// Leaves the pool could not allocate ahead (no huge page or memory left); their touches
     /// allocate them as without the pool.

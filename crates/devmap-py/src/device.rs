@@ -113,7 +113,8 @@ impl Device {
     /// maps up to `fault_around` leaves (a power of two, 1 to 512): the touched one and its
     /// neighbours, the window growing on sequential touches. With `zero_ahead=N` (2M or 1G
     /// align) a background thread allocates and zeroes up to N leaves ahead of sequential
-    /// touchers, and a touch that finds its leaf ready only has it mapped.
+    /// touchers, and a touch that finds its leaf ready only has it mapped, with the ready
+    /// leaves after it.
     #[staticmethod]
     #[pyo3(signature = (size, align = crate::Align::DEFAULT, layout = "heads", init = "parallel", granularity = "page", faults = "auto", handlers = None, zero_ahead = 0, fault_around = DaxOptions::DEFAULT_FAULT_AROUND))]
     #[pyo3(

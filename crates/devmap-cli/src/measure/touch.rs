@@ -70,9 +70,10 @@ pub struct TouchTestArgs {
     #[arg(long, default_value_t = DaxOptions::DEFAULT_FAULT_AROUND, allow_negative_numbers = true, value_parser = count::<usize>)]
     fault_around: usize,
     /// Leaves the device allocates and zeroes ahead of the touches (its zero-ahead pool, a
-    /// background thread at nice 19 following sequential touchers), at most this many ready
-    /// at once: 0 (off) to 1 GiB of leaves (512 at 2M, 1 at 1G). With --align 2M or 1G on a
-    /// memfd or hugetlb backing.
+    /// background thread in the SCHED_IDLE class following sequential touchers; a caught touch
+    /// maps the ready leaves after its own with it), at most this many ready at once: 0 (off)
+    /// to 1 GiB of leaves (512 at 2M, 1 at 1G). With --align 2M or 1G on a memfd or hugetlb
+    /// backing.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = count::<usize>)]
     zero_ahead: usize,
     /// Microseconds each touching thread waits after each leaf it touches, on both sides: the

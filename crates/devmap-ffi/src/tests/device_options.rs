@@ -51,7 +51,7 @@ fn info(dev: *const devmap_device) -> devmap_device_info {
     i
 }
 
-/// Waits (up to 30 s, as the library's zero-ahead tests do: the pool runs at nice 19 beside
+/// Waits (up to 30 s, as the library's zero-ahead tests do: the pool runs in SCHED_IDLE beside
 /// whatever else runs) until `done` holds of the device's info, and returns it.
 fn wait_for(
     dev: *const devmap_device,

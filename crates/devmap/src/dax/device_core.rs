@@ -65,7 +65,8 @@ pub struct FaultStats {
     /// Touches answered with SIGBUS: the device was being torn down, or the fault failed.
     pub sigbus: u64,
     /// Leaves faulted in by fault-around: neighbours of a caught touch's leaf, mapped with it
-    /// (counted in `leaves_mapped` too).
+    /// (counted in `leaves_mapped` too). At 4 KiB its window; with a zero-ahead pool, the
+    /// ready leaves after it.
     pub fault_around: u64,
     /// How long the handler took to resolve a caught touch, from reading its event to the
     /// last ioctl: the median, within 12.5% (0 before the first).
@@ -75,7 +76,8 @@ pub struct FaultStats {
     /// Leaves the zero-ahead pool allocated, zeroed, before their touch
     /// ([`DaxOptions::zero_ahead`](super::DaxOptions::zero_ahead)).
     pub zeroed_ahead: u64,
-    /// Caught touches whose leaf the pool had ready: mapped with one `UFFDIO_CONTINUE`.
+    /// Leaves a fault took ready from the pool, mapped with one `UFFDIO_CONTINUE`: a caught
+    /// touch's own leaf, or one mapped after it.
     pub zero_ahead_hits: u64,
     /// Leaves the pool could not allocate ahead (no huge page or memory left); their touches
     /// allocate them as without the pool.
@@ -561,7 +563,7 @@ impl DeviceCore {
     }
 
     /// Maps `len` bytes from byte `rel` of `m`, as `map_entries` describes.
-    fn map_run(
+    pub(super) fn map_run(
         &self,
         uffd: &Userfaultfd,
         m: &MappingCore,
@@ -586,16 +588,17 @@ impl DeviceCore {
 
     /// Claims the leaf at byte `rel` of `m` from the zero-ahead pool, and says whether the
     /// pool had it ready for this fault to map.
-    fn take_ready(&self, m: &MappingCore, rel: u64) -> bool {
+    pub(super) fn take_ready(&self, m: &MappingCore, rel: u64) -> bool {
         self.zero_ahead
             .as_ref()
             .is_some_and(|pool| pool.take((m.offset + rel) / self.align.bytes()))
     }
 
-    /// Maps the `len` bytes from byte `rel` of `m`, a leaf the zero-ahead pool allocated: one
-    /// `UFFDIO_CONTINUE`. Should a page of it have left the backing since, the rest is
-    /// allocated from there and mapped as `map_run` would.
-    fn map_ready(
+    /// Maps the `len` bytes from byte `rel` of `m`, leaves the zero-ahead pool allocated: one
+    /// `UFFDIO_CONTINUE`. Should a page of them have left the backing since, the rest is
+    /// allocated from there and mapped as `map_run` would; a page already mapped here (a
+    /// touch of it, caught meanwhile, had it mapped) is stepped over.
+    pub(super) fn map_ready(
         &self,
         uffd: &Userfaultfd,
         m: &MappingCore,
@@ -603,18 +606,27 @@ impl DeviceCore {
         len: u64,
     ) -> Result<(), DaxError> {
         let addr = m.base as u64 + rel;
-        match uffd.continue_(addr, len) {
-            Ok(_) => Ok(()),
-            Err(UffdError::Ioctl { start, source, .. })
-                if source.raw_os_error() == Some(rustix::io::Errno::FAULT.raw_os_error()) =>
-            {
-                let done = start - addr;
-                self.allocate(m.offset + rel + done, len - done)?;
-                uffd.continue_(start, len - done)?;
-                Ok(())
+        let page = self.backing.page_size().bytes();
+        let mut at = 0;
+        let mut allocated_from = None;
+        while at < len {
+            match uffd.continue_(addr + at, len - at) {
+                Ok(r) if !r.raced => return Ok(()),
+                Ok(r) => at += r.bytes + page,
+                Err(UffdError::Ioctl { start, source, .. })
+                    if source.raw_os_error() == Some(rustix::io::Errno::FAULT.raw_os_error())
+                        && allocated_from != Some(start) =>
+                {
+                    // Allocated once from each place it stopped: a second stop there is an
+                    // error, not a loop.
+                    at = start - addr;
+                    self.allocate(m.offset + rel + at, len - at)?;
+                    allocated_from = Some(start);
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => Err(e.into()),
         }
+        Ok(())
     }
 
     /// Allocates `[offset, offset + len)` in the backing, keeping bytes that exist. A hugetlb

@@ -4,7 +4,10 @@
 //! the page-cache pages around a file fault. The kernel's device-dax does not fault around
 //! (each 4 KiB fault is one `__dev_dax_pte_fault`); here every 4 KiB fault is a userfaultfd
 //! round trip, two context switches for one page, so mapping the neighbours a sequential
-//! toucher is about to reach saves most of them (DESIGN §6.4, §8).
+//! toucher is about to reach saves most of them (DESIGN §6.4, §8). Larger leaves fault around
+//! only on a device with a zero-ahead pool, and only over leaves the pool has ready, whose
+//! pages are in the backing already, as the kernel's are in the page cache
+//! ([`DeviceCore::fault_ready_run`]).
 //!
 //! The window is the aligned block of `size` leaves holding the touched one (aligned on the
 //! device offset; the kernel aligns on the user address, for its page table), clamped to the
@@ -82,16 +85,19 @@ impl DeviceCore {
         // (looked at first: the fault below sets this leaf's own bit, not its neighbour's).
         let index = rel / self.align.bytes();
         let follows = self.zero_ahead.is_some() && index > 0 && m.bits.test(index - 1);
-        let faulted = if self.fault_around > 1 {
-            self.fault_around(m, leaf)
+        let (faulted, upto) = if self.fault_around > 1 {
+            (self.fault_around(m, leaf), index + 1)
+        } else if self.zero_ahead.is_some() {
+            self.fault_ready_run(m, leaf)
         } else {
-            self.fault_leaf(m, leaf, true)
+            (self.fault_leaf(m, leaf, true), index + 1)
         };
         // The pool moves on once the toucher is answered, so that its allocations do not
         // compete with this fault's.
         if let Some(pool) = &self.zero_ahead {
             let first = m.offset / self.align.bytes();
-            pool.touched(first + index, first + m.len / self.align.bytes(), follows);
+            let end = first + m.len / self.align.bytes();
+            pool.touched(first + index, first + upto, end, follows);
         }
         if let Err(e) = faulted {
             tracing::debug!(addr, error = %e, "dax: a caught touch is answered with SIGBUS");
@@ -151,6 +157,85 @@ impl DeviceCore {
                     "dax: a fault-around window could not be mapped; mapping the touched leaf alone"
                 );
                 self.finish_leaf(&section, m, rel, true, Installed::Counted(folio))
+            }
+        }
+    }
+
+    /// Faults in the leaf at byte `rel` of `m`, which a touch is waiting for, on a device with
+    /// a zero-ahead pool, with the run of leaves after it that the pool has ready: fault-around
+    /// over leaves whose pages are already in the backing, as the kernel's maps the page-cache
+    /// pages around a file fault. Returns the fault's outcome and the mapping's leaf index
+    /// where the leaves it mapped end.
+    ///
+    /// The run takes the following leaves of the mapping while the pool has them waiting (and
+    /// no fault has claimed them), at most the pool's cap; a leaf another fault counted, one
+    /// holding a poisoned page, or one whose install fails ends it. Each gets the per-leaf steps
+    /// of a touch of it inside the touched leaf's fault section, is claimed from the pool, and
+    /// the run is mapped with one `UFFDIO_CONTINUE` (with the touched leaf when that was ready
+    /// too). A sequential toucher then walks through the run without a fault, where each leaf
+    /// would otherwise cost a userfaultfd round trip, and its next caught touch is at the
+    /// run's end, which the pool prepares meanwhile. If the run cannot be mapped, its leaves
+    /// keep their metadata (their touches map their entries, as for any leaf counted and not
+    /// yet mapped) and the touched leaf is mapped alone.
+    fn fault_ready_run(&self, m: &MappingCore, rel: u64) -> (Result<Faulted, DaxError>, u64) {
+        let leaf = self.align.bytes();
+        let index = rel / leaf;
+        let alone = index + 1;
+        let (Some(pool), Some(uffd)) = (&self.zero_ahead, m.uffd.as_deref()) else {
+            return (self.fault_leaf(m, rel, true), alone);
+        };
+        let section = match self.enter_fault(m) {
+            Ok(s) => s,
+            Err(e) => return (Err(e), alone),
+        };
+        let folio = match self.install_leaf(&section, m, rel, false) {
+            Ok(Installed::Counted(folio)) if folio.poisoned_page().is_none() => folio,
+            Ok(other) => return (self.finish_leaf(&section, m, rel, true, other), alone),
+            Err(e) => return (Err(e), alone),
+        };
+        let first = m.offset / leaf;
+        let limit = (m.len / leaf).min(alone.saturating_add(pool.cap()));
+        let mut end = alone;
+        while end < limit
+            && pool.waiting(first + end)
+            && matches!(
+                self.install_leaf(&section, m, end * leaf, true),
+                Ok(Installed::Counted(_))
+            )
+        {
+            end += 1;
+        }
+        let around = end - alone;
+        if around == 0 {
+            return (
+                self.finish_leaf(&section, m, rel, true, Installed::Counted(folio)),
+                alone,
+            );
+        }
+        Counters::add(&self.counters.fault_around, around);
+        // Claimed whatever happens next, so the pool leaves them alone. One another mapping's
+        // fault claimed meanwhile is mapped all the same: its pages are in the backing.
+        for next in alone..end {
+            pool.take(first + next);
+        }
+        let mapped = if self.take_ready(m, rel) {
+            self.map_ready(uffd, m, rel, (end - index) * leaf)
+        } else {
+            self.map_run(uffd, m, rel, leaf)
+                .and_then(|()| self.map_ready(uffd, m, rel + leaf, around * leaf))
+        };
+        match mapped {
+            Ok(()) => (Ok(Faulted::Mapped { pfn: folio.pfn() }), end),
+            Err(e) => {
+                tracing::debug!(
+                    addr = m.base as u64 + rel,
+                    leaves = end - index,
+                    error = %e,
+                    "dax: leaves ready ahead could not be mapped; mapping the touched leaf alone"
+                );
+                let alone_result =
+                    self.finish_leaf(&section, m, rel, true, Installed::Counted(folio));
+                (alone_result, end)
             }
         }
     }

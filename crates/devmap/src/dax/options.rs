@@ -74,13 +74,15 @@ pub struct DaxOptions {
     /// caught.
     pub fault_around: usize,
     /// Leaves allocated and zeroed ahead of their first touch, at most (0, the default: none).
-    /// A background thread at nice 19 follows sequential touchers (a new mapping from its
-    /// start, and each run of touches of consecutive leaves) and allocates, zeroed, the
-    /// leaves they are about to reach, at most this many waiting at once; a caught touch that
-    /// finds its leaf ready is mapped with one `UFFDIO_CONTINUE`, without allocating or
-    /// clearing anything while the toucher waits. Leaves already faulted are never touched; a
-    /// leaf prepared and never reached stays allocated in the backing (so at most this many
-    /// leaves of memory are spent ahead). Needs touches caught by userfaultfd and leaves of
+    /// A background thread in the `SCHED_IDLE` class follows sequential touchers (a new
+    /// mapping from its start, and each run of touches of consecutive leaves) and allocates,
+    /// zeroed, the leaves they are about to reach, at most this many waiting at once; a caught
+    /// touch that finds its leaf ready is mapped with one `UFFDIO_CONTINUE`, without
+    /// allocating or clearing anything while the toucher waits, and the ready leaves after it
+    /// are mapped with it (at most this many), so the toucher's next touches are no faults.
+    /// Leaves already faulted are never touched; a leaf prepared and never reached stays
+    /// allocated in the backing (so at most twice this many leaves of memory are spent ahead
+    /// of a toucher: mapped ahead by its last fault, and ready beyond). Needs touches caught by userfaultfd and leaves of
     /// 2 MiB or more (at 4 KiB, fault-around serves sequential touchers). At most
     /// [`DaxOptions::max_zero_ahead`] of the align: 1 GiB of leaves. For programs that work
     /// between first touches: where the touchers already fill every core, the pool cannot

@@ -2,7 +2,9 @@
 //! hugetlb and shmem faults allocate and clear a page while the toucher waits (230 µs for a
 //! 2 MiB hugetlb page here). A background thread allocates the leaves a sequential toucher is
 //! about to reach, zeroed, in the backing; a caught touch that finds its leaf ready maps the
-//! existing pages with one `UFFDIO_CONTINUE` and costs only the round trip.
+//! existing pages with one `UFFDIO_CONTINUE` and costs only the round trip, and it maps the
+//! ready leaves after its own with it (`DeviceCore::fault_ready_run`, fault-around over pages
+//! already in the backing), so the toucher goes through those without a fault at all.
 //!
 //! **Which leaves.** The pool follows streams, as readahead follows a file's readers: a new
 //! mapping starts one at its first leaf, and a caught touch whose leaf directly follows a
@@ -10,12 +12,16 @@
 //! nothing starts none, so random touches cost nothing). A touch within a stream's reach moves
 //! it on; the pool hears of it once the toucher is answered, so that its next allocation does
 //! not compete with the fault's. The thread prepares the next leaf of the stream with the
-//! fewest ready ahead of its touches, at most `zero_ahead` leaves ahead of any stream, and
-//! stops while `zero_ahead` prepared leaves wait for their touch: the memory it allocates
-//! ahead is bounded by that many leaves. A stream with nothing ready ahead (new, or the pool
-//! fell behind) leaves its next leaf to the toucher's own fault and is prepared from the one
-//! after, rather than racing the toucher to it. A leaf a fault has reached (its bytes may be in use) is never prepared, and a
-//! prepared leaf no touch reaches stays allocated in the backing, as the device's memory is.
+//! fewest ready ahead of its next caught touch, at most `zero_ahead` leaves ahead of any
+//! stream, and stops while `zero_ahead` prepared leaves wait for a fault. A fault that mapped
+//! ready leaves ahead moves its stream past them, to where its toucher's next touch will be
+//! caught. So the memory allocated ahead of a stream's touches is bounded by twice
+//! `zero_ahead` leaves: at most that many mapped ahead by its last fault, and at most that
+//! many ready beyond. A stream with nothing ready or mapped ahead (new, or the pool fell
+//! behind) leaves its next leaf to the toucher's own fault and is prepared from the one after,
+//! rather than racing the toucher to it. A leaf a fault has reached (its bytes may be in use)
+//! is never prepared, and a prepared leaf no touch reaches stays allocated in the backing, as
+//! the device's memory is.
 //!
 //! **Never old bytes.** Preparing is a write fault through the device's side window of the
 //! backing (`MADV_POPULATE_WRITE`; the window keeps the entries, `DeviceCore::side`): the
@@ -26,7 +32,8 @@
 //!
 //! **Handing over.** Each leaf has two bits in one word of the pool's: `READY` (the pool
 //! allocated it) and `CLAIMED` (a fault reached it). The thread sets `READY` once the leaf is
-//! allocated; a fault sets `CLAIMED` before it maps the leaf ([`ZeroAhead::take`]). Both are
+//! allocated; a fault sets `CLAIMED` before it maps the leaf ([`ZeroAhead::take`]), the leaves
+//! it maps ahead included (it maps those only once it saw `READY`). Both are
 //! one `fetch_or` of the same word, so one of the two comes first, and each sees what the
 //! other did: a fault whose RMW finds `READY` alone takes the leaf and maps the pool's pages
 //! with one `UFFDIO_CONTINUE`; a pool whose RMW finds `CLAIMED` knows a fault went the slow
@@ -36,7 +43,9 @@
 //! moment, both only ever allocate zeroed pages where none exist, so neither undoes the other.
 //! The loom model `stress::loom_zero_ahead` checks the protocol (`offer`, `claim`).
 //!
-//! **Cores.** The thread runs at nice 19, so it takes only what the touching threads leave.
+//! **Cores.** The thread runs in the `SCHED_IDLE` class (nice 19 where that is refused), so it
+//! takes only what the touching threads leave, and a thread waking on its CPU (a toucher its
+//! fault answered, a handler) preempts it at once rather than at the end of its slice.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -170,31 +179,36 @@ impl ZeroAhead {
         self.wake.notify_one();
     }
 
-    /// A caught touch of device leaf `leaf` in a mapping whose leaves end at `end`;
-    /// `follows` says whether the leaf before it in that mapping is faulted in. Moves the
-    /// stream it continues on, or starts one if it follows a faulted leaf.
+    /// A caught touch of device leaf `leaf` in a mapping whose leaves end at `end`, whose
+    /// fault mapped the leaves up to `upto` (exclusive: `leaf + 1`, or more when it mapped the
+    /// ready leaves after it); `follows` says whether the leaf before it in that mapping is
+    /// faulted in. Moves the stream it continues on to `upto`, where its next touch will be
+    /// caught, or starts one there if it follows a faulted leaf.
     ///
     /// A stream with nothing ready ahead of its touches (the pool fell behind, or the stream
     /// is new) leaves its next leaf to the toucher's own fault and is prepared from the one
     /// after: the pool would still be allocating the next leaf when the toucher reaches it,
     /// and the fault would wait for the pool (a hugetlb fault waits on the page's fault mutex)
-    /// instead of allocating beside it.
-    pub(super) fn touched(&self, leaf: u64, end: u64, follows: bool) {
+    /// instead of allocating beside it. A toucher that had leaves mapped ahead has those to
+    /// go through first, so its stream is prepared from `upto` itself.
+    pub(super) fn touched(&self, leaf: u64, upto: u64, end: u64, follows: bool) {
         let mut st = self.state.lock();
         st.clock += 1;
         let clock = st.clock;
         let cap = self.cap;
+        // The leaf at `upto` left to the toucher's own fault, or not.
+        let skip = u64::from(upto <= leaf + 1);
         let continued = st
             .streams
             .iter_mut()
             .find(|s| s.used != 0 && s.from <= leaf + 1 && leaf < s.from.saturating_add(cap));
         match continued {
             Some(s) => {
-                s.from = s.from.max(leaf + 1);
-                s.next = s.next.max(s.from + 1);
+                s.from = s.from.max(upto);
+                s.next = s.next.max(s.from + skip);
                 s.used = clock;
             }
-            None if follows => st.start(leaf + 1, leaf + 2, end),
+            None if follows => st.start(upto, upto + skip, end),
             None => return,
         }
         drop(st);
@@ -215,6 +229,17 @@ impl ZeroAhead {
         self.state.lock().ready -= 1;
         self.wake.notify_one();
         true
+    }
+
+    /// Whether the pool has `leaf` allocated and no fault has claimed it yet: a fault may map
+    /// it beside the leaf it was caught for (`DeviceCore::fault_ready_run`).
+    pub(super) fn waiting(&self, leaf: u64) -> bool {
+        self.bits.test(2 * leaf) && !self.bits.test(2 * leaf + 1)
+    }
+
+    /// The most leaves the pool keeps ready.
+    pub(super) fn cap(&self) -> u64 {
+        self.cap
     }
 
     /// Whether a fault has claimed `leaf`, or the pool has it ready: either way, nothing to
@@ -243,9 +268,11 @@ impl ZeroAhead {
     /// The pool's thread, until [`stop`](Self::stop): prepares leaves through `side` (the
     /// whole backing, mapped unregistered) while fewer than the cap are ready.
     pub(super) fn run(&self, side: &Mmap) {
-        let tid = rustix::thread::gettid();
-        if let Err(e) = rustix::process::setpriority_process(Some(tid), 19) {
-            tracing::debug!(error = %e, "dax: the zero-ahead thread stays at its nice value");
+        if !crate::init::enter_idle_class() {
+            let tid = rustix::thread::gettid();
+            if let Err(e) = rustix::process::setpriority_process(Some(tid), 19) {
+                tracing::debug!(error = %e, "dax: the zero-ahead thread stays at its nice value");
+            }
         }
         loop {
             let leaf = {
@@ -317,20 +344,34 @@ mod tests {
     #[test]
     fn touches_move_streams_and_only_a_following_touch_starts_one() {
         let z = ZeroAhead::new(4, 1000, 1 << 21);
-        z.touched(500, 1000, false);
+        z.touched(500, 501, 1000, false);
         assert!(
             z.state.lock().next_leaf(4).is_none(),
             "a lone touch starts nothing"
         );
-        z.touched(501, 1000, true);
+        z.touched(501, 502, 1000, true);
         // Nothing is ready: the next leaf (502) is left to its own fault.
         assert_eq!(z.state.lock().next_leaf(4), Some(503));
         // The next touch continues the stream: what it prepares moves with the touches.
-        z.touched(502, 1000, true);
+        z.touched(502, 503, 1000, true);
         let mut st = z.state.lock();
         let got: Vec<u64> = std::iter::from_fn(|| st.next_leaf(4)).collect();
         assert_eq!(got, [504, 505, 506]);
         assert_eq!(st.streams.iter().filter(|s| s.used != 0).count(), 1);
+    }
+
+    #[test]
+    fn a_fault_that_mapped_leaves_ahead_moves_its_stream_past_them() {
+        let z = ZeroAhead::new(4, 1000, 1 << 21);
+        z.touched(100, 101, 1000, true);
+        // The pool prepares 102 to 104 (101 is left to its toucher's fault).
+        let prepared: Vec<u64> = std::iter::from_fn(|| z.state.lock().next_leaf(4)).collect();
+        assert_eq!(prepared, [102, 103, 104]);
+        // The touch of 101 mapped the ready 102 to 104 with it: its next touch is caught at
+        // 105, a few leaves away, so the pool prepares from 105 itself, up to 4 ahead.
+        z.touched(101, 105, 1000, true);
+        let got: Vec<u64> = std::iter::from_fn(|| z.state.lock().next_leaf(4)).collect();
+        assert_eq!(got, [105, 106, 107, 108]);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The zero-ahead pool over real memory (memfd and hugetlb): it follows a sequential toucher
-//! and its leaves are then mapped with one ioctl and the same metadata as any fault; it never
+//! and its leaves are then mapped with one ioctl and the same metadata as any fault, a fault
+//! taking the ready leaves after its own up to a faulted or poisoned leaf or the mapping's end;
+//! it never
 //! overwrites bytes the backing already holds; it holds at most its cap of leaves ahead;
 //! random touches start nothing; and the options that cannot have a pool are refused.
 
@@ -9,6 +11,7 @@ use super::*;
 use crate::backing::{Backing, HugePageSize, HugePages, smaps_at};
 use crate::init::InitMode;
 use crate::memmap::Layout;
+use crate::memory_failure::{MfFlags, memory_failure};
 use crate::pgmap::DeviceSpace;
 
 const MIB: u64 = 1 << 20;
@@ -72,7 +75,7 @@ fn check_memfd_or_hugetlb(backing: Backing, leaves: u64) {
     assert_eq!(stats.leaves_mapped, leaves);
     // The mapping's start is a stream from the outset, so every leaf can be ready; one the
     // pool had not begun when the leaf before was touched is left to its own fault (the pool
-    // runs at nice 19 beside whatever else runs), so not every touch finds its leaf ready.
+    // runs in SCHED_IDLE beside whatever else runs), so not every touch finds its leaf ready.
     assert!(
         stats.zero_ahead_hits >= leaves / 2,
         "{} of {leaves} touches found their leaf ready",
@@ -172,10 +175,122 @@ fn touches_landing_next_to_nothing_start_no_stream() {
         stats.zeroed_ahead, 2,
         "nothing prepared beyond the mapping's start"
     );
-    // Leaf 0 was ready; touching it takes it, and the pool moves on to leaf 2.
+    // Leaves 0 and 1 were ready: touching leaf 0 maps both, and the pool moves on to
+    // leaf 2, where the toucher's next touch will be caught.
     m.bytes().write(0, b"s").expect("touch");
-    assert_eq!(dev.fault_stats().zero_ahead_hits, 1);
+    let stats = dev.fault_stats();
+    assert_eq!(
+        (stats.zero_ahead_hits, stats.fault_around),
+        (2, 1),
+        "{stats:?}"
+    );
+    wait_zeroed(&dev, 4);
+}
+
+/// The leaves of `m` faulted in, in order.
+fn faulted(m: &DaxMapping) -> Vec<u64> {
+    (0..m.len() / (2 * MIB))
+        .filter(|l| m.is_faulted(m.addr() + (l * 2 * MIB) as usize))
+        .collect()
+}
+
+#[test]
+fn a_fault_maps_the_ready_leaves_after_its_own_up_to_a_leaf_it_may_not_take() {
+    let space = DeviceSpace::new();
+    let dev = device(&space, Backing::memfd(32 * MIB).expect("memfd"), 8);
+    // A poisoned page in leaf 6, recorded before anything maps it.
+    let bad = dev.pfn_at(6 * 2 * MIB + 3 * 4096).expect("pfn");
+    memory_failure(&space, bad, MfFlags::RECORD_UNMAPPED).expect("memory_failure");
+    let m = dev.mmap(0, 32 * MIB, true).expect("mmap");
+    // The mapping's stream: leaves 0 to 7 ready, then the pool waits at its cap.
+    wait_zeroed(&dev, 8);
+    // Leaf 2 faulted by another path first.
+    m.fault(m.addr() + (4 * MIB) as usize, 2 * MIB)
+        .expect("fault leaf 2");
+    // Touching leaf 0 maps the ready leaf 1 with it, and stops at the faulted leaf 2.
+    m.bytes().write(5, b"a").expect("touch leaf 0");
+    assert_eq!(faulted(&m), [0, 1, 2]);
+    let stats = dev.fault_stats();
+    assert_eq!((stats.user_faults, stats.fault_around), (1, 1), "{stats:?}");
+    // Touching leaf 3 maps the ready leaves 4 and 5, and stops before the poisoned leaf 6,
+    // ready as it is; the ready leaf 7 after it is left to its own touch.
+    m.bytes()
+        .write(3 * 2 * MIB + 5, b"a")
+        .expect("touch leaf 3");
+    assert_eq!(faulted(&m), [0, 1, 2, 3, 4, 5]);
+    let stats = dev.fault_stats();
+    assert_eq!((stats.user_faults, stats.fault_around), (2, 3), "{stats:?}");
+    // A leaf mapped ahead has what a fault of it gives, and its touches are no faults.
+    for leaf in [1u64, 4, 5] {
+        let at = leaf * 2 * MIB;
+        let pfn = dev.pfn_at(at).expect("pfn");
+        let f = dev.pgmap().folio(pfn).expect("folio");
+        assert_eq!(f.mapping(), dev.address_space(), "leaf {leaf}");
+        assert_eq!(f.index(), leaf * 512, "leaf {leaf}");
+        assert_eq!((f.refcount(), f.mapcount()), (2, 1), "leaf {leaf}");
+        assert_eq!(dev.rmap(pfn), vec![(m.id(), m.addr() + at as usize)]);
+        let mut page = vec![0xffu8; 4096];
+        m.bytes().read(at + 8192, &mut page).expect("read");
+        assert!(page.iter().all(|&b| b == 0), "leaf {leaf} reads zeros");
+        m.bytes().write(at + 5, b"t").expect("touch");
+    }
+    assert_eq!(
+        dev.fault_stats().user_faults,
+        2,
+        "no touch of them was caught"
+    );
+    let mapped: u64 = smaps_at(m.addr())
+        .expect("smaps")
+        .expect("vma")
+        .leaves()
+        .iter()
+        .map(|(size, n)| size * n)
+        .sum();
+    assert_eq!(
+        mapped,
+        6 * 2 * MIB,
+        "leaves 0 to 5 mapped whole, nothing else"
+    );
+    drop(m);
+    for leaf in 0..16 {
+        let pfn = dev.pfn_at(leaf * 2 * MIB).expect("pfn");
+        assert_eq!(
+            dev.pgmap().folio(pfn).expect("folio").refcount(),
+            1,
+            "{leaf}"
+        );
+    }
+}
+
+#[test]
+fn leaves_mapped_ahead_stop_at_the_mappings_end() {
+    let space = DeviceSpace::new();
+    let dev = device(&space, Backing::memfd(32 * MIB).expect("memfd"), 8);
+    // Device leaves 2 to 4: the pool prepares those three and nothing past them.
+    let m = dev.mmap(4 * MIB, 6 * MIB, true).expect("mmap");
     wait_zeroed(&dev, 3);
+    m.bytes().write(0, b"a").expect("touch");
+    assert_eq!(faulted(&m), [0, 1, 2]);
+    let stats = dev.fault_stats();
+    assert_eq!(
+        (stats.user_faults, stats.fault_around, stats.zero_ahead_hits),
+        (1, 2, 3),
+        "{stats:?}"
+    );
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        dev.fault_stats().zeroed_ahead,
+        3,
+        "nothing prepared past the end"
+    );
+    for leaf in [1u64, 5] {
+        let pfn = dev.pfn_at(leaf * 2 * MIB).expect("pfn");
+        assert_eq!(
+            dev.pgmap().folio(pfn).expect("folio").refcount(),
+            1,
+            "{leaf}"
+        );
+    }
 }
 
 #[test]

@@ -71,6 +71,25 @@ impl Os {
     }
 }
 
+/// Moves the calling thread to the `SCHED_IDLE` class, where it runs only on a CPU no other
+/// thread wants, and any other thread waking on its CPU preempts it at once; says whether it
+/// could (else it stays as it was).
+///
+/// For background work nobody waits for, such as the zero-ahead pool's. A nice-19 thread is
+/// not enough there: under EEVDF's run-to-parity a woken nice-0 thread does not preempt it
+/// before the end of its slice, so one that allocates and zeroes several huge pages in the
+/// kernel in a row (which yields only where the kernel checks for a reschedule, and there
+/// only if one was asked for) kept a woken toucher off its CPU for 2.3–3.3 ms
+/// (BENCHMARKS.md). A `SCHED_IDLE` thread is preempted at the kernel's next check.
+/// (The init workers stay at [`BACKGROUND_NICE`]: their waiters raise them, which a nice value
+/// alone does not do for a `SCHED_IDLE` thread.)
+pub(crate) fn enter_idle_class() -> bool {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `sched_setscheduler` reads one `sched_param` through the pointer, which points
+    // at a live, initialised local; pid 0 names the calling thread.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) == 0 }
+}
+
 impl Renice for Os {
     fn own_nice(&self) -> Option<i32> {
         rustix::process::getpriority_process(Some(rustix::thread::gettid())).ok()
