@@ -72,8 +72,8 @@ impl Handler {
             let spawned = std::thread::Builder::new()
                 .name("devmap-dax-zero".into())
                 .spawn(move || {
-                    if let (Some(pool), Some(side)) = (&pool_dev.zero_ahead, &pool_dev.side) {
-                        pool.run(side);
+                    if let Some(pool) = &pool_dev.zero_ahead {
+                        pool.run(|offset, len| pool_dev.prepare_ahead(offset, len));
                     }
                 });
             match spawned {

@@ -33,7 +33,7 @@ use super::poison::{BadblocksSink, Granularity, OwnerSlot, PoisonLock};
 use super::zero_ahead::ZeroAhead;
 use super::{DaxError, MappingId};
 use crate::addr::{Order, PAGE_SIZE, Pfn, PfnRange};
-use crate::backing::{Backing, Mmap, UffdError, Userfaultfd};
+use crate::backing::{Backing, BackingError, Mmap, UffdError, Userfaultfd};
 use crate::folio::{FolioRef, MappedFolio};
 use crate::pgmap::{Pgmap, PgmapRef};
 
@@ -627,6 +627,24 @@ impl DeviceCore {
             }
         }
         Ok(())
+    }
+
+    /// Allocates `[offset, offset + len)` in the backing ahead of any fault, for the zero-ahead
+    /// pool, keeping bytes that exist and leaving new pages zeroed: a hugetlb backing with
+    /// `fallocate`, which takes no lock of the process's address space (only the inode lock,
+    /// which no fault takes, and each page's fault mutex); a memfd through the side window
+    /// (`MADV_POPULATE_WRITE`), since shmem's `fallocate` leaves its pages to be cleared by the
+    /// fault that maps them. Populating holds the address-space lock while it clears, and the
+    /// pool's back-to-back populates of hugetlb leaves kept a thread that mapped memory
+    /// waiting up to 6–16 ms (and every fault that needed that lock queued behind it); with
+    /// `fallocate`, at most 0.3–1.1 ms (BENCHMARKS.md).
+    pub(super) fn prepare_ahead(&self, offset: u64, len: u64) -> Result<(), BackingError> {
+        match &self.side {
+            Some(side) if self.backing.page_size() == Order::BASE => {
+                side.populate_write(offset, len)
+            }
+            _ => self.backing.allocate(offset, len),
+        }
     }
 
     /// Allocates `[offset, offset + len)` in the backing, keeping bytes that exist. A hugetlb

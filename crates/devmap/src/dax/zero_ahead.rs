@@ -23,12 +23,14 @@
 //! is never prepared, and a prepared leaf no touch reaches stays allocated in the backing, as
 //! the device's memory is.
 //!
-//! **Never old bytes.** Preparing is a write fault through the device's side window of the
-//! backing (`MADV_POPULATE_WRITE`; the window keeps the entries, `DeviceCore::side`): the
-//! kernel allocates a missing page zero-filled and leaves a page that exists as it is. So a
-//! prepared leaf holds zeros or the bytes it already had, never a stale page, and preparing
-//! changes no byte anyone could read. For hugetlb the side window reserves nothing: the page comes out of the
-//! reservation the device's mappings made for those bytes.
+//! **Never old bytes.** Preparing a hugetlb leaf is `fallocate`, and a memfd leaf a write
+//! fault through the device's side window of the backing (`MADV_POPULATE_WRITE`; the window
+//! keeps the entries, `DeviceCore::side`); see `DeviceCore::prepare_ahead` for why not one
+//! way for both. Either way the kernel allocates a missing page zero-filled and leaves a page
+//! that exists as it is. So a prepared leaf holds zeros or the bytes it already had, never a
+//! stale page, and preparing changes no byte anyone could read. A hugetlb page comes out of
+//! the reservation the device's mappings made for those bytes: `fallocate` of a shared hugetlb
+//! file takes the reservation of the index it fills.
 //!
 //! **Handing over.** Each leaf has two bits in one word of the pool's: `READY` (the pool
 //! allocated it) and `CLAIMED` (a fault reached it). The thread sets `READY` once the leaf is
@@ -53,7 +55,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::leaves::LeafBits;
 use super::pin_view::Word;
-use crate::backing::Mmap;
+use crate::backing::BackingError;
 
 /// A leaf's bit: allocated by the pool, zeroed or holding what the backing held.
 pub(crate) const READY: u64 = 1;
@@ -265,9 +267,10 @@ impl ZeroAhead {
         }
     }
 
-    /// The pool's thread, until [`stop`](Self::stop): prepares leaves through `side` (the
-    /// whole backing, mapped unregistered) while fewer than the cap are ready.
-    pub(super) fn run(&self, side: &Mmap) {
+    /// The pool's thread, until [`stop`](Self::stop): prepares leaves with `prepare` (byte
+    /// offset and length in the backing: `DeviceCore::prepare_ahead`) while fewer than the
+    /// cap are ready.
+    pub(super) fn run(&self, prepare: impl Fn(u64, u64) -> Result<(), BackingError>) {
         if !crate::init::enter_idle_class() {
             let tid = rustix::thread::gettid();
             if let Err(e) = rustix::process::setpriority_process(Some(tid), 19) {
@@ -293,8 +296,7 @@ impl ZeroAhead {
                 continue;
             }
             let at = leaf * self.leaf;
-            // The side window keeps the entries (`DeviceCore::side`).
-            if let Err(e) = side.populate_write(at, self.leaf) {
+            if let Err(e) = prepare(at, self.leaf) {
                 // Out of huge pages or memory: the next leaves would fail too. The faults
                 // allocate them (and answer SIGBUS if they cannot); new streams try again.
                 self.failed.fetch_add(1, Ordering::Relaxed);

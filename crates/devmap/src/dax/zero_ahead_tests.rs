@@ -402,3 +402,52 @@ fn where_a_ready_memfd_touch_spends_its_time() {
     }
     eprintln!("{:?}", dev.fault_stats());
 }
+
+#[test]
+#[ignore = "a measurement: prints how long mapping memory waits while the pool prepares hugetlb leaves"]
+fn how_long_mapping_memory_waits_while_the_pool_prepares() {
+    let _pages = match HugePages::reserve(HugePageSize::Size2M, 64) {
+        Ok(p) => p,
+        Err(why) => {
+            eprintln!("skipping: {why}");
+            return;
+        }
+    };
+    for round in 0..3 {
+        let space = DeviceSpace::new();
+        let backing = Backing::hugetlb(64 * 2 * MIB, HugePageSize::Size2M).expect("hugetlb");
+        let dev = device(&space, backing, 64);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let waits = std::thread::scope(|s| {
+            let mapper = s.spawn(|| {
+                let mut waits = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let t = Instant::now();
+                    let anon = crate::backing::Backing::memfd(4096)
+                        .expect("memfd")
+                        .map_shared(0, 4096, Order::BASE)
+                        .expect("map");
+                    waits.push(t.elapsed());
+                    drop(anon);
+                }
+                waits
+            });
+            // The mapping's stream: the pool prepares its 64 leaves back to back.
+            let m = dev.mmap(0, 64 * 2 * MIB, true).expect("mmap");
+            wait_zeroed(&dev, 64);
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let waits = mapper.join().expect("mapper");
+            drop(m);
+            waits
+        });
+        let mut w = waits;
+        w.sort();
+        eprintln!(
+            "round {round}: {} maps while 64 leaves were prepared: p50 {:?}, p99 {:?}, max {:?}",
+            w.len(),
+            w[w.len() / 2],
+            w[w.len() * 99 / 100],
+            w[w.len() - 1]
+        );
+    }
+}
