@@ -66,6 +66,42 @@ fn touch_in_order(dev: &DaxDevice, m: &DaxMapping, leaves: u64, cap: u64) {
     }
 }
 
+/// Bytes the kernel has mapped in `m` (`/proc/self/smaps`).
+fn mapped_bytes(m: &DaxMapping) -> u64 {
+    smaps_at(m.addr())
+        .expect("smaps")
+        .expect("vma")
+        .leaves()
+        .iter()
+        .map(|(size, n)| size * n)
+        .sum()
+}
+
+/// Checks that leaf `leaf` of `m` (which maps the device from offset 0) has what a fault of it
+/// gives: mapping, index, reference, mapcount and the reverse map.
+fn assert_faulted_in(dev: &DaxDevice, m: &DaxMapping, leaf: u64) {
+    let at = leaf * 2 * MIB;
+    let pfn = dev.pfn_at(at).expect("pfn");
+    let f = dev.pgmap().folio(pfn).expect("folio");
+    assert_eq!(f.mapping(), dev.address_space(), "leaf {leaf}");
+    assert_eq!(f.index(), leaf * 512, "leaf {leaf}");
+    assert_eq!((f.refcount(), f.mapcount()), (2, 1), "leaf {leaf}");
+    assert_eq!(
+        dev.rmap(pfn),
+        vec![(m.id(), m.addr() + at as usize)],
+        "leaf {leaf}"
+    );
+}
+
+/// Checks that the folios of `leaves` hold only the device's own reference.
+fn assert_idle(dev: &DaxDevice, leaves: impl IntoIterator<Item = u64>) {
+    for leaf in leaves {
+        let pfn = dev.pfn_at(leaf * 2 * MIB).expect("pfn");
+        let refs = dev.pgmap().folio(pfn).expect("folio").refcount();
+        assert_eq!(refs, 1, "leaf {leaf}");
+    }
+}
+
 fn check_memfd_or_hugetlb(backing: Backing, leaves: u64) {
     let space = DeviceSpace::new();
     let dev = device(&space, backing, 4);
@@ -84,29 +120,15 @@ fn check_memfd_or_hugetlb(backing: Backing, leaves: u64) {
     // A ready leaf gets the same metadata as any fault: mapping, index, reference, mapcount,
     // the reverse map, and the whole leaf mapped.
     for leaf in 0..leaves {
-        let pfn = dev.pfn_at(leaf * 2 * MIB).expect("pfn");
-        let f = dev.pgmap().folio(pfn).expect("folio");
-        assert_eq!(f.mapping(), dev.address_space());
-        assert_eq!(f.index(), leaf * 512);
-        assert_eq!((f.refcount(), f.mapcount()), (2, 1), "leaf {leaf}");
-        assert_eq!(
-            dev.rmap(pfn),
-            vec![(m.id(), m.addr() + (leaf * 2 * MIB) as usize)]
-        );
+        assert_faulted_in(&dev, &m, leaf);
     }
-    let mapped: u64 = smaps_at(m.addr())
-        .expect("smaps")
-        .expect("vma")
-        .leaves()
-        .iter()
-        .map(|(size, n)| size * n)
-        .sum();
-    assert_eq!(mapped, leaves * 2 * MIB, "every leaf mapped whole");
+    assert_eq!(
+        mapped_bytes(&m),
+        leaves * 2 * MIB,
+        "every leaf mapped whole"
+    );
     drop(m);
-    for leaf in 0..leaves {
-        let pfn = dev.pfn_at(leaf * 2 * MIB).expect("pfn");
-        assert_eq!(dev.pgmap().folio(pfn).expect("folio").refcount(), 1);
-    }
+    assert_idle(&dev, 0..leaves);
 }
 
 #[test]
@@ -222,13 +244,8 @@ fn a_fault_maps_the_ready_leaves_after_its_own_up_to_a_leaf_it_may_not_take() {
     assert_eq!((stats.user_faults, stats.fault_around), (2, 3), "{stats:?}");
     // A leaf mapped ahead has what a fault of it gives, and its touches are no faults.
     for leaf in [1u64, 4, 5] {
+        assert_faulted_in(&dev, &m, leaf);
         let at = leaf * 2 * MIB;
-        let pfn = dev.pfn_at(at).expect("pfn");
-        let f = dev.pgmap().folio(pfn).expect("folio");
-        assert_eq!(f.mapping(), dev.address_space(), "leaf {leaf}");
-        assert_eq!(f.index(), leaf * 512, "leaf {leaf}");
-        assert_eq!((f.refcount(), f.mapcount()), (2, 1), "leaf {leaf}");
-        assert_eq!(dev.rmap(pfn), vec![(m.id(), m.addr() + at as usize)]);
         let mut page = vec![0xffu8; 4096];
         m.bytes().read(at + 8192, &mut page).expect("read");
         assert!(page.iter().all(|&b| b == 0), "leaf {leaf} reads zeros");
@@ -239,27 +256,13 @@ fn a_fault_maps_the_ready_leaves_after_its_own_up_to_a_leaf_it_may_not_take() {
         2,
         "no touch of them was caught"
     );
-    let mapped: u64 = smaps_at(m.addr())
-        .expect("smaps")
-        .expect("vma")
-        .leaves()
-        .iter()
-        .map(|(size, n)| size * n)
-        .sum();
     assert_eq!(
-        mapped,
+        mapped_bytes(&m),
         6 * 2 * MIB,
         "leaves 0 to 5 mapped whole, nothing else"
     );
     drop(m);
-    for leaf in 0..16 {
-        let pfn = dev.pfn_at(leaf * 2 * MIB).expect("pfn");
-        assert_eq!(
-            dev.pgmap().folio(pfn).expect("folio").refcount(),
-            1,
-            "{leaf}"
-        );
-    }
+    assert_idle(&dev, 0..16);
 }
 
 #[test]
@@ -283,14 +286,8 @@ fn leaves_mapped_ahead_stop_at_the_mappings_end() {
         3,
         "nothing prepared past the end"
     );
-    for leaf in [1u64, 5] {
-        let pfn = dev.pfn_at(leaf * 2 * MIB).expect("pfn");
-        assert_eq!(
-            dev.pgmap().folio(pfn).expect("folio").refcount(),
-            1,
-            "{leaf}"
-        );
-    }
+    // Device leaves 1 and 5, beside the mapping, untouched.
+    assert_idle(&dev, [1, 5]);
 }
 
 #[test]
@@ -373,10 +370,7 @@ fn two_mappings_racing_through_the_same_leaves_share_every_leaf_once() {
         assert_eq!((f.refcount(), f.mapcount()), (3, 2), "leaf {leaf}");
     }
     drop(maps);
-    for leaf in 0..leaves {
-        let pfn = dev.pfn_at(leaf * 2 * MIB).expect("pfn");
-        assert_eq!(dev.pgmap().folio(pfn).expect("folio").refcount(), 1);
-    }
+    assert_idle(&dev, 0..leaves);
 }
 
 #[test]
