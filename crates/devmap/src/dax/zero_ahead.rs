@@ -99,6 +99,11 @@ struct State {
     ready: u64,
     clock: u64,
     stop: bool,
+    /// Changes that may give the thread something to do (each followed by a wake-up).
+    changes: u64,
+    /// `changes` when the thread last found nothing to do and went to sleep; `None` while it
+    /// works.
+    parked_at: Option<u64>,
 }
 
 impl State {
@@ -177,7 +182,10 @@ impl ZeroAhead {
     /// A new mapping of the device's leaves `[first, end)`: its first touches are expected
     /// at its start.
     pub(super) fn mapped(&self, first: u64, end: u64) {
-        self.state.lock().start(first, first, end);
+        let mut st = self.state.lock();
+        st.start(first, first, end);
+        st.changes += 1;
+        drop(st);
         self.wake.notify_one();
     }
 
@@ -213,6 +221,7 @@ impl ZeroAhead {
             None if follows => st.start(upto, upto + skip, end),
             None => return,
         }
+        st.changes += 1;
         drop(st);
         self.wake.notify_one();
     }
@@ -228,9 +237,20 @@ impl ZeroAhead {
             return false;
         }
         self.taken.fetch_add(1, Ordering::Relaxed);
-        self.state.lock().ready -= 1;
+        let mut st = self.state.lock();
+        st.ready -= 1;
+        st.changes += 1;
+        drop(st);
         self.wake.notify_one();
         true
+    }
+
+    /// Whether the thread has nothing to do: it looked at every change so far and went to
+    /// sleep. For tests, which wait for the pool to have done what it will.
+    #[cfg(test)]
+    pub(super) fn idle(&self) -> bool {
+        let st = self.state.lock();
+        st.parked_at == Some(st.changes)
     }
 
     /// Whether the pool has `leaf` allocated and no fault has claimed it yet: a fault may map
@@ -287,8 +307,10 @@ impl ZeroAhead {
                     if st.ready < self.cap
                         && let Some(leaf) = st.next_leaf(self.cap)
                     {
+                        st.parked_at = None;
                         break leaf;
                     }
+                    st.parked_at = Some(st.changes);
                     self.wake.wait(&mut st);
                 }
             };

@@ -38,27 +38,27 @@ fn wait_zeroed(dev: &DaxDevice, n: u64) {
     }
 }
 
-/// Waits (up to 30 s) until the pool has done what it can: `n` leaves zeroed, or none more
-/// for 50 ms (a stream that left a leaf to its toucher's fault prepares fewer).
-fn wait_settled(dev: &DaxDevice, n: u64) {
+/// Waits (up to 30 s) until the pool has done what it will: every caught touch is handled
+/// (the pool hears of it at the end) and its thread has nothing left to do (a stream that left
+/// a leaf to its toucher's fault prepares fewer than its cap), however little of a core it
+/// gets beside whatever else runs.
+fn wait_settled(dev: &DaxDevice) {
+    let core = &dev.dev;
+    let pool = core.zero_ahead.as_ref().expect("a pool");
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut last = (dev.fault_stats().zeroed_ahead, Instant::now());
-    while last.0 < n && last.1.elapsed() < Duration::from_millis(50) {
+    let handled = || core.counters.resolve.count() == dev.fault_stats().user_faults;
+    while !(handled() && pool.idle()) {
         assert!(Instant::now() < deadline, "{:?}", dev.fault_stats());
         std::thread::sleep(Duration::from_millis(1));
-        let now = dev.fault_stats().zeroed_ahead;
-        if now != last.0 {
-            last = (now, Instant::now());
-        }
     }
 }
 
 /// Touches every leaf of `m` in order, each once the pool has done what it can, as a program
 /// working between touches gives it time, and checks each reads zeros but for the byte written.
-fn touch_in_order(dev: &DaxDevice, m: &DaxMapping, leaves: u64, cap: u64) {
+fn touch_in_order(dev: &DaxDevice, m: &DaxMapping, leaves: u64) {
     for leaf in 0..leaves {
         let at = leaf * 2 * MIB;
-        wait_settled(dev, (leaf + cap).min(leaves));
+        wait_settled(dev);
         let mut page = vec![0xffu8; 4096];
         m.bytes().read(at + 8192, &mut page).expect("read");
         assert!(page.iter().all(|&b| b == 0), "leaf {leaf} reads zeros");
@@ -106,16 +106,17 @@ fn check_memfd_or_hugetlb(backing: Backing, leaves: u64) {
     let space = DeviceSpace::new();
     let dev = device(&space, backing, 4);
     let m = dev.mmap(0, leaves * 2 * MIB, true).expect("mmap");
-    touch_in_order(&dev, &m, leaves, 4);
+    touch_in_order(&dev, &m, leaves);
     let stats = dev.fault_stats();
     assert_eq!(stats.leaves_mapped, leaves);
-    // The mapping's start is a stream from the outset, so every leaf can be ready; one the
-    // pool had not begun when the leaf before was touched is left to its own fault (the pool
-    // runs in SCHED_IDLE beside whatever else runs), so not every touch finds its leaf ready.
-    assert!(
-        stats.zero_ahead_hits >= leaves / 2,
-        "{} of {leaves} touches found their leaf ready",
-        stats.zero_ahead_hits
+    // The mapping's start is a stream from the outset: the pool has leaves 0 to 3 ready
+    // before the first touch, which maps all four; the stream moves on to leaf 4, which the
+    // pool prepares with the three after it while the toucher goes through 1 to 3; and so on.
+    // Every leaf is ready, and one touch in four is caught.
+    assert_eq!(
+        (stats.zero_ahead_hits, stats.user_faults, stats.fault_around),
+        (leaves, leaves / 4, leaves - leaves / 4),
+        "{stats:?}"
     );
     // A ready leaf gets the same metadata as any fault: mapping, index, reference, mapcount,
     // the reverse map, and the whole leaf mapped.
@@ -164,7 +165,7 @@ fn the_pool_never_overwrites_bytes_the_backing_holds_and_stops_at_its_cap() {
     // Nothing touched: the mapping's start is a stream, so the pool fills its cap from leaf
     // 0, leaf 2 among them, and then stops.
     wait_zeroed(&dev, cap as u64);
-    std::thread::sleep(Duration::from_millis(50));
+    wait_settled(&dev);
     assert_eq!(
         dev.fault_stats().zeroed_ahead,
         cap as u64,
@@ -190,7 +191,7 @@ fn touches_landing_next_to_nothing_start_no_stream() {
     for leaf in [40u64, 20, 60, 10, 50] {
         m.bytes().write(leaf * 2 * MIB, b"r").expect("touch");
     }
-    std::thread::sleep(Duration::from_millis(50));
+    wait_settled(&dev);
     let stats = dev.fault_stats();
     assert_eq!(stats.zero_ahead_hits, 0);
     assert_eq!(
@@ -280,7 +281,7 @@ fn leaves_mapped_ahead_stop_at_the_mappings_end() {
         (1, 2, 3),
         "{stats:?}"
     );
-    std::thread::sleep(Duration::from_millis(50));
+    wait_settled(&dev);
     assert_eq!(
         dev.fault_stats().zeroed_ahead,
         3,
@@ -381,7 +382,7 @@ fn where_a_ready_memfd_touch_spends_its_time() {
     let dev = device(&space, Backing::memfd(leaves * 2 * MIB).expect("memfd"), 8);
     let m = dev.mmap(0, leaves * 2 * MIB, true).expect("mmap");
     for leaf in 0..leaves {
-        wait_settled(&dev, (leaf + 8).min(leaves));
+        wait_settled(&dev);
         std::thread::sleep(Duration::from_millis(2));
         let at = leaf * 2 * MIB;
         let t = Instant::now();
