@@ -254,7 +254,7 @@ fn zero_ahead_leaves_are_ready_for_a_paced_sequential_toucher() {
     assert_eq!(field(&r, "pace_us"), 20000);
     assert_eq!(field(&r, "leaves_mapped"), 16);
     // How many touches find their leaf ready is the pool's speed, measured by the benchmarks
-    // (BENCHMARKS.md): its thread runs at nice 19, and beside the other tests of a busy
+    // (BENCHMARKS.md): its thread runs in SCHED_IDLE, and beside the other tests of a busy
     // machine it got through only 3 or 4 leaves in a run. What the command must show is that
     // the pool worked through it: leaves prepared, touches that found theirs ready, and no
     // ready leaf counted twice.
