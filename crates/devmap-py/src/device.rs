@@ -314,9 +314,10 @@ impl Device {
     }
 
     /// What faults did so far: user_faults, leaves_mapped, raced, sigbus, fault_around
-    /// (leaves mapped as the neighbours of a touched 4 KiB leaf, among leaves_mapped),
-    /// zeroed_ahead (leaves the zero-ahead pool prepared), zero_ahead_hits (touches that
-    /// found their leaf ready) and zero_ahead_failed (leaves it could not allocate ahead).
+    /// (leaves mapped with a touched one, among leaves_mapped: its 4 KiB neighbours, or the
+    /// ready leaves after it with a zero-ahead pool), zeroed_ahead (leaves the zero-ahead pool
+    /// prepared), zero_ahead_hits (leaves faults took ready from the pool: a touched one, or
+    /// one mapped after it) and zero_ahead_failed (leaves it could not allocate ahead).
     fn fault_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = self.cell.with(|d| Ok(d.fault_stats()))?;
         let out = PyDict::new(py);

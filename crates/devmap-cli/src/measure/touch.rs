@@ -247,11 +247,11 @@ pub(crate) struct Touched {
     /// Faults of a leaf another fault had just mapped.
     pub raced: u64,
     /// Leaves mapped by fault-around: neighbours of a touched leaf, mapped with it (among
-    /// `leaves_mapped`).
+    /// `leaves_mapped`): at 4K its window, with a zero-ahead pool the ready leaves after it.
     pub fault_around: u64,
     /// Leaves the zero-ahead pool allocated and zeroed before their touch.
     pub zeroed_ahead: u64,
-    /// Caught touches whose leaf the pool had ready.
+    /// Leaves a fault took ready from the pool: a caught touch's own, or one mapped after it.
     pub zero_ahead_hits: u64,
     /// How long the device's handler took to resolve a caught touch, from its event to its
     /// last ioctl: the median, within 12.5%.

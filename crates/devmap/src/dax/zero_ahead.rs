@@ -141,7 +141,7 @@ impl State {
 pub(super) struct ZeroAheadStats {
     /// Leaves prepared.
     pub(super) zeroed: u64,
-    /// Caught touches that found their leaf ready.
+    /// Leaves faults took ready: a caught touch's own, or one mapped after it.
     pub(super) taken: u64,
     /// Leaves the backing could not allocate ahead (no huge page or memory left).
     pub(super) failed: u64,
