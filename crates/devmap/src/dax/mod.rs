@@ -50,6 +50,7 @@ mod device;
 mod device_core;
 #[cfg(all(test, not(loom)))]
 mod device_tests;
+mod entries;
 mod fault_around;
 #[cfg(all(test, not(loom)))]
 mod fault_around_tests;
