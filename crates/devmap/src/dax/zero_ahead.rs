@@ -247,7 +247,7 @@ impl ZeroAhead {
 
     /// Whether the thread has nothing to do: it looked at every change so far and went to
     /// sleep. For tests, which wait for the pool to have done what it will.
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(super) fn idle(&self) -> bool {
         let st = self.state.lock();
         st.parked_at == Some(st.changes)
