@@ -35,8 +35,13 @@
 //! * **A boost must not outlive its piece.** The waiter marks the slot boosted only after its
 //!   `setpriority` returned; the worker, after each piece, takes the mark and only then drops
 //!   its priority. A drop can therefore never run before the raise it undoes; a raise that lands
-//!   after the worker looked leaves the mark set for the worker's next piece. At worst a worker
-//!   runs one extra piece (64 descriptors) boosted.
+//!   after the worker looked leaves the mark set for the worker's next piece. But the raise can
+//!   itself deschedule the waiter before it marks (the worker, now at nice −20, takes the
+//!   waiter's CPU), and then nothing marks until the waiter runs again: once, the worker kept
+//!   nice −20 for 68 ms of pieces while the waiter waited for a CPU. So while a waiter is
+//!   between reading the id and marking (the count above), the worker also reads its own
+//!   priority after each piece and drops a raise it finds. At worst a worker runs one extra
+//!   piece (64 descriptors) boosted, whenever its waiter runs.
 
 use crate::primitive::{AtomicBool, AtomicU64, AtomicUsize, Ordering, yield_now};
 
@@ -55,6 +60,8 @@ pub(crate) trait Renice {
     fn own_nice(&self) -> Option<i32>;
     /// Sets thread `tid`'s nice value; says whether the kernel allowed it.
     fn set_nice(&self, tid: Tid, nice: i32) -> bool;
+    /// Thread `tid`'s nice value, if it can be read (a worker reads its own).
+    fn nice_of(&self, tid: Tid) -> Option<i32>;
 }
 
 /// The real scheduler.
@@ -98,6 +105,11 @@ impl Renice for Os {
     fn set_nice(&self, tid: Tid, nice: i32) -> bool {
         rustix::process::Pid::from_raw(tid)
             .is_some_and(|pid| rustix::process::setpriority_process(Some(pid), nice).is_ok())
+    }
+
+    fn nice_of(&self, tid: Tid) -> Option<i32> {
+        let pid = rustix::process::Pid::from_raw(tid)?;
+        rustix::process::getpriority_process(Some(pid)).ok()
     }
 }
 
@@ -190,13 +202,30 @@ impl Slot {
 
     /// Called by the worker after each piece: drops back to [`BACKGROUND_NICE`] if a waiter
     /// raised it.
+    ///
+    /// A raise is found two ways. Its mark, which the waiter sets once its `setpriority`
+    /// returned; and, while a waiter is between reading the id and marking (the count in
+    /// `tid_boosting`), the worker's own priority, read from the kernel. The second is needed
+    /// because the raise itself can deschedule the waiter between the two: raised to nice −20
+    /// on the waiter's CPU, the worker takes it, and without the mark it kept nice −20 for
+    /// 68 ms of pieces while the waiter, the one thread the raise was for, waited for a CPU
+    /// (`perf sched` trace in BENCHMARKS.md). So a raise lasts at most until the end of the
+    /// piece after it lands, whenever its waiter runs again.
     pub(crate) fn restore(&self, r: &impl Renice) {
         // The Relaxed load keeps the common case (never boosted) to one plain read; the swap's
         // Acquire pairs with the Release store in `boost`.
-        if self.boosted.load(Ordering::Relaxed) && self.boosted.swap(false, Ordering::Acquire) {
-            let tid = (self.tid_boosting.load(Ordering::Relaxed) >> 32) as u32 as Tid;
+        let marked =
+            self.boosted.load(Ordering::Relaxed) && self.boosted.swap(false, Ordering::Acquire);
+        // Relaxed: the count only says whether to ask the kernel, whose answer is the truth.
+        let word = self.tid_boosting.load(Ordering::Relaxed);
+        let tid = (word >> 32) as u32 as Tid;
+        let raising = word & BOOSTING != 0;
+        let raised =
+            marked || (raising && tid != 0 && r.nice_of(tid).is_some_and(|n| n < BACKGROUND_NICE));
+        if raised {
             // Lowering one's own priority is always allowed; if it failed anyway the worker
-            // just stays at the waiter's priority.
+            // just stays at the waiter's priority. A drop seen here before its waiter marks it
+            // is dropped again at the next piece: one more `setpriority`.
             let _ = r.set_nice(tid, BACKGROUND_NICE);
         }
     }

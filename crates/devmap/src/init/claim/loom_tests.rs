@@ -84,6 +84,12 @@ impl Renice for Sched {
         self.nice.store(nice, Ordering::Relaxed);
         true
     }
+
+    fn nice_of(&self, tid: Tid) -> Option<i32> {
+        assert_eq!(tid, 1);
+        // Relaxed: as `set_nice`; only the worker asks, about itself.
+        Some(self.nice.load(Ordering::Relaxed))
+    }
 }
 
 struct Model {

@@ -103,6 +103,12 @@ impl Renice for Recorder {
         self.log.lock().expect("not poisoned").push((tid, nice));
         true
     }
+
+    fn nice_of(&self, tid: Tid) -> Option<i32> {
+        let log = self.log.lock().expect("not poisoned");
+        let last = log.iter().rev().find(|(t, _)| *t == tid);
+        Some(last.map_or(BACKGROUND_NICE, |(_, nice)| *nice))
+    }
 }
 
 /// Polls `cond` for up to ten seconds.
@@ -275,4 +281,66 @@ fn a_retired_worker_is_never_boosted() {
     subs.workers[0].set_sub(Some(0));
     assert!(!subs.workers[0].boost(&subs.renice, 0));
     assert!(subs.renice.log().is_empty());
+}
+
+/// A scheduler whose raises land and then stall the raising thread before `set_nice` returns,
+/// as the kernel can deschedule a waiter right after its `setpriority` gave its CPU to the
+/// raised worker.
+struct Stalling {
+    nice: std::sync::atomic::AtomicI32,
+    landed: std::sync::Mutex<mpsc::Sender<()>>,
+    resume: std::sync::Mutex<mpsc::Receiver<()>>,
+}
+
+impl Renice for Stalling {
+    fn own_nice(&self) -> Option<i32> {
+        Some(0)
+    }
+
+    fn set_nice(&self, _tid: Tid, nice: i32) -> bool {
+        self.nice.store(nice, Ordering::SeqCst);
+        if nice < BACKGROUND_NICE {
+            let _ = self.landed.lock().expect("not poisoned").send(());
+            let _ = self.resume.lock().expect("not poisoned").recv();
+        }
+        true
+    }
+
+    fn nice_of(&self, _tid: Tid) -> Option<i32> {
+        Some(self.nice.load(Ordering::SeqCst))
+    }
+}
+
+#[test]
+fn a_raise_is_dropped_after_the_next_piece_even_before_its_waiter_marks_it() {
+    let (landed_tx, landed_rx) = mpsc::channel();
+    let (resume_tx, resume_rx) = mpsc::channel();
+    let sched = Stalling {
+        nice: std::sync::atomic::AtomicI32::new(BACKGROUND_NICE),
+        landed: std::sync::Mutex::new(landed_tx),
+        resume: std::sync::Mutex::new(resume_rx),
+    };
+    let slot = Slot::default();
+    slot.register(7);
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| slot.boost(&sched, URGENT_NICE));
+        landed_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the raise lands");
+        assert_eq!(sched.nice.load(Ordering::SeqCst), URGENT_NICE);
+        // The worker finishes a piece while its waiter is still off its CPU, unmarked.
+        slot.restore(&sched);
+        let after_piece = sched.nice.load(Ordering::SeqCst);
+        resume_tx.send(()).expect("the waiter stalls");
+        assert!(waiter.join().expect("waiter"), "the raise was allowed");
+        assert_eq!(
+            after_piece, BACKGROUND_NICE,
+            "the raise outlived the piece after it, waiting for its waiter to run"
+        );
+        // The late mark costs one more drop, at the next piece, and nothing else.
+        slot.restore(&sched);
+        assert_eq!(sched.nice.load(Ordering::SeqCst), BACKGROUND_NICE);
+        slot.restore(&sched);
+    });
+    slot.retire();
 }
