@@ -215,9 +215,7 @@ impl DeviceCore {
         Counters::add(&self.counters.fault_around, around);
         // Claimed whatever happens next, so the pool leaves them alone. One another mapping's
         // fault claimed meanwhile is mapped all the same: its pages are in the backing.
-        for next in alone..end {
-            pool.take(first + next);
-        }
+        pool.take_run(first + alone..first + end);
         let mapped = if self.take_ready(m, rel) {
             self.map_ready(uffd, m, rel, (end - index) * leaf)
         } else {

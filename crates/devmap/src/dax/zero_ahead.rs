@@ -230,19 +230,29 @@ impl ZeroAhead {
     /// it ready: then its pages exist in the backing, zeroed or as they were, and the caller
     /// maps them as they are. Either way the pool leaves the leaf alone from now on.
     pub(super) fn take(&self, leaf: u64) -> bool {
-        let Some((word, shift)) = self.bits.word_of(2 * leaf) else {
-            return false;
-        };
-        if !claim(word, shift) {
-            return false;
+        self.take_run(leaf..leaf + 1) == 1
+    }
+
+    /// [`take`](Self::take) for every leaf of `leaves` (a fault's run), with one update of
+    /// the pool's count and one wake-up; returns how many the pool had ready.
+    pub(super) fn take_run(&self, leaves: std::ops::Range<u64>) -> u64 {
+        let taken = leaves
+            .filter(|leaf| {
+                self.bits
+                    .word_of(2 * leaf)
+                    .is_some_and(|(word, shift)| claim(word, shift))
+            })
+            .count() as u64;
+        if taken == 0 {
+            return 0;
         }
-        self.taken.fetch_add(1, Ordering::Relaxed);
+        self.taken.fetch_add(taken, Ordering::Relaxed);
         let mut st = self.state.lock();
-        st.ready -= 1;
+        st.ready -= taken;
         st.changes += 1;
         drop(st);
         self.wake.notify_one();
-        true
+        taken
     }
 
     /// Whether the thread has nothing to do: it looked at every change so far and went to
