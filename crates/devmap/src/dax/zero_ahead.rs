@@ -208,10 +208,15 @@ impl ZeroAhead {
         let cap = self.cap;
         // The leaf at `upto` left to the toucher's own fault, or not.
         let skip = u64::from(upto <= leaf + 1);
+        // The stream whose next touch is nearest, within the cap, ahead of the touch or behind
+        // it: two handlers may answer a toucher's faults in the other order, and the older
+        // touch must not start a second stream for the same toucher, which would prepare the
+        // leaf just ahead of it (the one the skip rule leaves to its fault).
         let continued = st
             .streams
             .iter_mut()
-            .find(|s| s.used != 0 && s.from <= leaf + 1 && leaf < s.from.saturating_add(cap));
+            .filter(|s| s.used != 0 && s.from.abs_diff(leaf + 1) < cap)
+            .min_by_key(|s| s.from.abs_diff(leaf + 1));
         match continued {
             Some(s) => {
                 s.from = s.from.max(upto);
@@ -392,6 +397,25 @@ mod tests {
         let got: Vec<u64> = std::iter::from_fn(|| st.next_leaf(4)).collect();
         assert_eq!(got, [504, 505, 506]);
         assert_eq!(st.streams.iter().filter(|s| s.used != 0).count(), 1);
+    }
+
+    #[test]
+    fn a_touch_answered_after_the_next_one_continues_its_stream() {
+        let z = ZeroAhead::new(4, 1000, 1 << 21);
+        z.touched(100, 101, 1000, true);
+        // The toucher's faults of 101 and 102 are answered by two handlers, 102's first.
+        z.touched(102, 103, 1000, true);
+        z.touched(101, 102, 1000, true);
+        let st = z.state.lock();
+        assert_eq!(
+            st.streams.iter().filter(|s| s.used != 0).count(),
+            1,
+            "one toucher, one stream"
+        );
+        drop(st);
+        // Its next leaf (103) is left to its own fault, as after any touch with nothing ready.
+        let got: Vec<u64> = std::iter::from_fn(|| z.state.lock().next_leaf(4)).collect();
+        assert_eq!(got, [104, 105, 106]);
     }
 
     #[test]
