@@ -73,7 +73,10 @@ impl Handler {
                 .name("devmap-dax-zero".into())
                 .spawn(move || {
                     if let Some(pool) = &pool_dev.zero_ahead {
-                        pool.run(|offset, len| pool_dev.prepare_ahead(offset, len));
+                        pool.run(
+                            |offset, len| pool_dev.prepare_ahead(offset, len),
+                            pool_dev.prepare_holds_fault_mutex(),
+                        );
                     }
                 });
             match spawned {

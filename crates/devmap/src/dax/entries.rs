@@ -146,6 +146,14 @@ impl DeviceCore {
         }
     }
 
+    /// Whether [`prepare_ahead`](Self::prepare_ahead) clears its pages under a lock that
+    /// faults of other leaves may wait for: hugetlb's fault mutexes are a table hashed by file
+    /// and index, `8 × possible CPUs` of them (16 on two CPUs), which `fallocate` takes for each
+    /// page it fills. A shmem page is cleared under its own folio's lock.
+    pub(super) fn prepare_holds_fault_mutex(&self) -> bool {
+        self.backing.page_size() > Order::BASE
+    }
+
     /// Allocates `[offset, offset + len)` in the backing, keeping bytes that exist. A hugetlb
     /// backing is faulted in through the side window, where a fault holds only the hugetlb
     /// fault mutex of its own page, so concurrent faults of different leaves allocate and

@@ -47,7 +47,11 @@
 //!
 //! **Cores.** The thread runs in the `SCHED_IDLE` class (nice 19 where that is refused), so it
 //! takes only what the touching threads leave, and a thread waking on its CPU (a toucher its
-//! fault answered, a handler) preempts it at once rather than at the end of its slice.
+//! fault answered, a handler) preempts it at once rather than at the end of its slice. The
+//! exception is filling a hugetlb leaf, which the kernel does holding one of its hashed
+//! hugetlb fault mutexes, the lock faults of other leaves take too: that runs in the normal
+//! class, so that the thread, preempted there, gets its CPU back within a clear's time or two
+//! instead of whenever the cores are free (see [`ZeroAhead::run`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -305,8 +309,19 @@ impl ZeroAhead {
     /// The pool's thread, until [`stop`](Self::stop): prepares leaves with `prepare` (byte
     /// offset and length in the backing: `DeviceCore::prepare_ahead`) while fewer than the
     /// cap are ready.
-    pub(super) fn run(&self, prepare: impl Fn(u64, u64) -> Result<(), BackingError>) {
-        if !crate::init::enter_idle_class() {
+    ///
+    /// `lift` says that preparing a leaf holds a kernel lock unrelated faults wait for (a
+    /// hugetlb fault mutex: `DeviceCore::prepare_holds_fault_mutex`); each `prepare` then
+    /// runs in the normal class, and the thread goes back to `SCHED_IDLE` after it. The
+    /// kernel clears the page under that lock, with a reschedule point between its 4 KiB
+    /// parts; a `SCHED_IDLE` thread switched out at one of them, with the touching threads
+    /// filling the cores, kept it for milliseconds, and touches whose leaves hash to the
+    /// same mutex waited as long (BENCHMARKS.md). In the normal class it gets its share of a
+    /// core and lets go within a clear's time or two.
+    pub(super) fn run(&self, prepare: impl Fn(u64, u64) -> Result<(), BackingError>, lift: bool) {
+        let idle = crate::init::enter_idle_class();
+        let lift = lift && idle;
+        if !idle {
             let tid = rustix::thread::gettid();
             if let Err(e) = rustix::process::setpriority_process(Some(tid), 19) {
                 tracing::debug!(error = %e, "dax: the zero-ahead thread stays at its nice value");
@@ -333,7 +348,15 @@ impl ZeroAhead {
                 continue;
             }
             let at = leaf * self.leaf;
-            if let Err(e) = prepare(at, self.leaf) {
+            // Should a switch fail, the pool keeps working in the class it is in.
+            if lift && !crate::init::enter_normal_class() {
+                tracing::debug!(leaf, "dax: the zero-ahead thread prepares in SCHED_IDLE");
+            }
+            let prepared = prepare(at, self.leaf);
+            if lift && !crate::init::enter_idle_class() {
+                tracing::debug!(leaf, "dax: the zero-ahead thread stays in the normal class");
+            }
+            if let Err(e) = prepared {
                 // Out of huge pages or memory: the next leaves would fail too. The faults
                 // allocate them (and answer SIGBUS if they cannot); new streams try again.
                 self.failed.fetch_add(1, Ordering::Relaxed);
@@ -447,5 +470,67 @@ mod tests {
         let (word, shift) = z.bits.word_of(16).expect("leaf 8");
         assert!(!offer(word, shift));
         assert!(z.settled(8) && !z.settled(9));
+    }
+
+    /// The calling thread's scheduling policy, or another thread's of this process.
+    #[cfg(not(loom))]
+    fn policy_of(tid: i32) -> i32 {
+        // SAFETY: `sched_getscheduler` takes a thread id and reads no memory of ours.
+        unsafe { libc::sched_getscheduler(tid) }
+    }
+
+    /// Runs a pool of cap 2 over a mapping of 4 leaves with `lift`, and returns the scheduling
+    /// policy its thread had in each `prepare` and once it went to sleep with nothing left to
+    /// do.
+    #[cfg(not(loom))]
+    fn policies(lift: bool) -> (Vec<i32>, i32) {
+        let z = ZeroAhead::new(2, 4, 1 << 21);
+        let seen = Mutex::new(Vec::new());
+        let tid = Mutex::new(None);
+        z.mapped(0, 4);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                *tid.lock() = Some(rustix::thread::gettid().as_raw_nonzero().get());
+                let prepare = |_, _| {
+                    seen.lock().push(policy_of(0));
+                    Ok(())
+                };
+                z.run(prepare, lift);
+            });
+            while !z.idle() {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            // The thread is asleep until `stop`, so its id is still its own.
+            let parked = policy_of(tid.lock().expect("the pool's thread started"));
+            z.stop();
+            let seen = std::mem::take(&mut *seen.lock());
+            (seen, parked)
+        })
+    }
+
+    #[test]
+    #[cfg(not(loom))]
+    fn the_pool_holds_a_fault_mutex_only_in_the_normal_class_and_sleeps_in_sched_idle() {
+        let idle_allowed = std::thread::spawn(crate::init::enter_idle_class)
+            .join()
+            .expect("join");
+        if !idle_allowed {
+            eprintln!("skipping: SCHED_IDLE is refused here");
+            return;
+        }
+        let (seen, parked) = policies(true);
+        assert_eq!(
+            seen,
+            [libc::SCHED_OTHER; 2],
+            "each prepare in the normal class"
+        );
+        assert_eq!(parked, libc::SCHED_IDLE, "back in SCHED_IDLE after");
+        let (seen, parked) = policies(false);
+        assert_eq!(
+            seen,
+            [libc::SCHED_IDLE; 2],
+            "without a shared lock, all in SCHED_IDLE"
+        );
+        assert_eq!(parked, libc::SCHED_IDLE);
     }
 }

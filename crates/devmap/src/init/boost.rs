@@ -91,10 +91,20 @@ impl Os {
 /// (The init workers stay at [`BACKGROUND_NICE`]: their waiters raise them, which a nice value
 /// alone does not do for a `SCHED_IDLE` thread.)
 pub(crate) fn enter_idle_class() -> bool {
+    enter_class(libc::SCHED_IDLE)
+}
+
+/// Moves the calling thread back to the normal class (`SCHED_OTHER`, at its nice value); says
+/// whether it could.
+pub(crate) fn enter_normal_class() -> bool {
+    enter_class(libc::SCHED_OTHER)
+}
+
+fn enter_class(policy: libc::c_int) -> bool {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: `sched_setscheduler` reads one `sched_param` through the pointer, which points
     // at a live, initialised local; pid 0 names the calling thread.
-    unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) == 0 }
+    unsafe { libc::sched_setscheduler(0, policy, &param) == 0 }
 }
 
 impl Renice for Os {

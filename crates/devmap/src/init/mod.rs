@@ -16,7 +16,7 @@ mod parallel;
 mod set;
 mod verify;
 
-pub(crate) use self::boost::enter_idle_class;
+pub(crate) use self::boost::{enter_idle_class, enter_normal_class};
 pub(crate) use self::set::MemmapSet;
 pub use self::set::{InitState, NR_MEMMAP_RANGE, SUB_RANGE_DESCRIPTORS, SyncError};
 
