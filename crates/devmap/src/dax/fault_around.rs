@@ -37,6 +37,7 @@ use std::sync::Arc;
 
 use super::DaxError;
 use super::device_core::{Counters, DeviceCore, Faulted, Installed, MappingCore};
+use super::spread::Spread;
 use crate::addr::PAGE_SIZE;
 use crate::backing::Userfaultfd;
 
@@ -73,6 +74,8 @@ impl DeviceCore {
     /// retries.
     pub(super) fn caught_touch(&self, m: &MappingCore, addr: u64) {
         let started = std::time::Instant::now();
+        // Off a CPU another resolve is using, where a CPU is free (`spread.rs`).
+        let _resolving = Spread::process().enter();
         Counters::bump(&self.counters.user_faults);
         let Some(uffd) = m.uffd.as_deref() else {
             return;

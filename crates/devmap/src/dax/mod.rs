@@ -65,6 +65,7 @@ mod poison;
 mod ranges;
 mod registry;
 mod revoke;
+mod spread;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
