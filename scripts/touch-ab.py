@@ -3,6 +3,7 @@
 printed: the device's first-touch p50/p99/max against the kernel's in the same run (the
 ratios `touch-test` computes), the wall time of all the touches over the kernel's, and what
 the device did (caught touches, leaves faulted around, leaves the zero-ahead pool had ready).
+At the end, per binary, the range and median of the p50 ratio, the p99 and the max.
 
 The binaries alternate within each run, and which goes first alternates by run, so load on a
 shared machine falls on both alike.
@@ -14,6 +15,7 @@ e.g.   scripts/touch-ab.py --old /tmp/old/devmap target/release/devmap -- \\
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 
@@ -48,10 +50,29 @@ def main():
     args = argv[cut + 1 :]
     sides = [("new", a.new)] + ([("old", a.old)] if a.old else [])
     print("touch-test", " ".join(args))
+    seen = {name: [] for name, _ in sides}
     for i in range(a.runs):
         order = sides if i % 2 == 0 else list(reversed(sides))
         for name, binary in order:
-            print(f"run {i + 1} " + line(name, run(binary, args)), flush=True)
+            r = run(binary, args)
+            seen[name].append(r)
+            print(f"run {i + 1} " + line(name, r), flush=True)
+    for name, rs in seen.items():
+        print(summary(name, rs))
+
+
+def summary(name, rs):
+    """Range and median of the p50 ratio, the p99 and the max over `rs`."""
+
+    def spread(values, fmt):
+        return f"{fmt(min(values))}-{fmt(max(values))} (median {fmt(statistics.median(values))})"
+
+    x = lambda v: f"{v:.2f}x"
+    us = lambda v: f"{v / 1000:.0f} us"
+    return (
+        f"{name:4} {len(rs)} runs: p50 {spread([r['ratio_p50'] for r in rs], x)}  "
+        f"p99 {spread([r['p99_ns'] for r in rs], us)}  max {spread([r['max_ns'] for r in rs], us)}"
+    )
 
 
 if __name__ == "__main__":
