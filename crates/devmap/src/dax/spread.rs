@@ -45,11 +45,11 @@ impl Spread {
         }
     }
 
-    /// The process's table, for every CPU the system has configured: resolves of every device
+    /// The process's table, for every CPU id the system can have: resolves of every device
     /// and every served client share the CPUs.
     pub(super) fn process() -> &'static Spread {
         static SPREAD: OnceLock<Spread> = OnceLock::new();
-        SPREAD.get_or_init(|| Spread::new(configured_cpus()))
+        SPREAD.get_or_init(|| Spread::new(possible_cpus()))
     }
 
     /// Counts a resolve starting on the calling thread, first moving the thread off its CPU
@@ -125,8 +125,9 @@ impl Drop for Resolving<'_> {
     }
 }
 
-/// CPUs the system has configured (their ids run from 0), at least 1.
-fn configured_cpus() -> usize {
+/// How many CPU ids the system can have (they run from 0): from the kernel's list of
+/// possible CPUs, or as many as a CPU set holds if that cannot be read.
+fn possible_cpus() -> usize {
     std::fs::read_to_string("/sys/devices/system/cpu/possible")
         .ok()
         .and_then(|s| last_cpu_of(&s))
@@ -183,8 +184,8 @@ mod tests {
             let spread = &spread;
             s.spawn(move || {
                 sched_setaffinity(None, &both).expect("CPUs 0 and 1");
-                let _r = spread.enter();
-                entered_tx.send(_r.cpu).expect("send");
+                let r = spread.enter();
+                entered_tx.send(r.cpu).expect("send");
                 done_rx.recv().expect("recv");
             });
             let first = entered_rx.recv().expect("entered").expect("counted");

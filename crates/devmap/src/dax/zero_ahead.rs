@@ -219,7 +219,7 @@ impl ZeroAhead {
         let continued = st
             .streams
             .iter_mut()
-            .filter(|s| s.used != 0 && s.from.abs_diff(leaf + 1) < cap)
+            .filter(|s| s.used != 0 && s.from.abs_diff(leaf + 1) <= cap)
             .min_by_key(|s| s.from.abs_diff(leaf + 1));
         match continued {
             Some(s) => {
@@ -497,7 +497,12 @@ mod tests {
                 };
                 z.run(prepare, lift);
             });
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
             while !z.idle() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the pool never went idle"
+                );
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
             // The thread is asleep until `stop`, so its id is still its own.
