@@ -47,6 +47,8 @@ impl DeviceCore {
     /// ([`DeviceCore::caught_touch`]). An address no such mapping holds (unmapped meanwhile)
     /// is woken, so the toucher retries.
     pub(super) fn user_fault(&self, uffd: &Arc<Userfaultfd>, addr: u64) {
+        // Off a CPU another resolve is using, where a CPU is free (`spread.rs`).
+        let _resolving = Spread::process().enter();
         let found = {
             let mappings = self.mappings.lock();
             mappings
@@ -74,8 +76,6 @@ impl DeviceCore {
     /// retries.
     pub(super) fn caught_touch(&self, m: &MappingCore, addr: u64) {
         let started = std::time::Instant::now();
-        // Off a CPU another resolve is using, where a CPU is free (`spread.rs`).
-        let _resolving = Spread::process().enter();
         Counters::bump(&self.counters.user_faults);
         let Some(uffd) = m.uffd.as_deref() else {
             return;

@@ -17,6 +17,11 @@
 //! that CPU, so that the kernel moves it to the best CPU left, then its affinity as it was,
 //! which moves nothing. The counts are only a hint (a resolve may move meanwhile, or two may
 //! pick the same CPU), so they are relaxed atomics ordered with nothing.
+//!
+//! Only a device's own handlers do this (`DeviceCore::user_fault`). The handlers of served
+//! clients do not: with four clients of two threads each on two cores, the CPU a resolve moved
+//! to was running those clients' threads, and the service's fairness figure (worst client p99
+//! over median client p50) went from 1.42–3.27 to 1.92–5.66.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -45,8 +50,8 @@ impl Spread {
         }
     }
 
-    /// The process's table, for every CPU id the system can have: resolves of every device
-    /// and every served client share the CPUs.
+    /// The process's table, for every CPU id the system can have: the resolves of every
+    /// device in the process share the CPUs.
     pub(super) fn process() -> &'static Spread {
         static SPREAD: OnceLock<Spread> = OnceLock::new();
         SPREAD.get_or_init(|| Spread::new(possible_cpus()))
