@@ -61,29 +61,20 @@ impl Spread {
     /// if another resolve runs there and a CPU it may use has none.
     pub(super) fn enter(&self) -> Resolving<'_> {
         let cpu = sched_getcpu();
-        let Some(slot) = self.busy.get(cpu) else {
-            return Resolving {
-                spread: self,
-                cpu: None,
-            };
+        let counted = match self.busy.get(cpu) {
+            None => None,
+            Some(slot) if slot.fetch_add(1, Ordering::Relaxed) == 0 => Some(cpu),
+            Some(slot) => match self.move_off(cpu) {
+                None => Some(cpu),
+                Some(now) => {
+                    slot.fetch_sub(1, Ordering::Relaxed);
+                    self.busy.get(now).map(|to| {
+                        to.fetch_add(1, Ordering::Relaxed);
+                        now
+                    })
+                }
+            },
         };
-        if slot.fetch_add(1, Ordering::Relaxed) == 0 {
-            return Resolving {
-                spread: self,
-                cpu: Some(cpu),
-            };
-        }
-        let Some(now) = self.move_off(cpu) else {
-            return Resolving {
-                spread: self,
-                cpu: Some(cpu),
-            };
-        };
-        slot.fetch_sub(1, Ordering::Relaxed);
-        let counted = self.busy.get(now).map(|s| {
-            s.fetch_add(1, Ordering::Relaxed);
-            now
-        });
         Resolving {
             spread: self,
             cpu: counted,
